@@ -1,0 +1,20 @@
+"""User-facing errors.
+
+Every error that bad *input* can cause (a missing file, a mismatched dimension, an unknown
+architecture, a token the model does not have, NaNs...) is raised as a :class:`WorkbenchError`
+with a one-line message of the form ``"<what> must be <constraint>; got <value>. <hint>"``.
+The CLI prints exactly that line and exits with status 2; anything else is a bug and keeps its
+traceback.
+"""
+
+
+class WorkbenchError(ValueError):
+    """Bad input that the user can fix. The message is one line and says how."""
+
+
+class ArchitectureError(WorkbenchError):
+    """A model architecture, or a config feature of it, that tracer cannot honour exactly."""
+
+
+class TranscoderFormatError(WorkbenchError):
+    """A transcoder file set that is missing, corrupt or does not match the model."""

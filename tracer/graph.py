@@ -1,0 +1,264 @@
+"""The attribution graph and its file formats.
+
+Node order (circuit-tracer 0.5.0's, see ``research/circuit-tracer-algorithm.md``)::
+
+    [ selected features | error nodes | token nodes | logit nodes ]
+      n_selected          n_layers*n_pos  n_pos         n_logits
+
+* features: ``active_features[selected_features]``, ascending active index, i.e. sorted by
+  (layer, pos, feature);
+* error nodes: layer-major, node ``n_selected + layer * n_pos + pos``;
+* token nodes: one per position (the token embedding, BOS included);
+* logit nodes: in target order (descending probability for salient logits).
+
+``adjacency[target, source]``: rows are targets, columns are sources. A source writes its output
+vector (``a_s * W_dec[s]``, an error vector or a token embedding); a target reads with its
+encoder row (effect on its *pre-activation*) or a demeaned unembedding column (effect on
+``logit - mean logit``). Rows of error and token nodes are zero (they have no inputs).
+
+Formats:
+* native: one ``.safetensors`` file, tensors + a JSON header entry with ``schema_version``;
+  never pickle;
+* ``.npz``: exactly the keys of design notes §2.3 (those the shared reference harness writes);
+* circuit-tracer ``.pt`` import: :func:`tracer.ct_import.load_circuit_tracer_pt` (pickle, only
+  with explicit consent).
+"""
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tracer.errors import WorkbenchError
+from tracer.io import atomic_path
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+NODE_FEATURE, NODE_ERROR, NODE_TOKEN, NODE_LOGIT = 0, 1, 2, 3
+
+_TENSOR_FIELDS = (
+    "adjacency",
+    "input_tokens",
+    "active_features",
+    "activation_values",
+    "selected_features",
+    "logit_token_ids",
+    "logit_probabilities",
+    "logit_vectors",
+)
+
+
+@dataclass(frozen=True, eq=False, kw_only=True)
+class Graph:
+    """An attribution graph. See the module docstring for the node order and orientation."""
+
+    adjacency: Tensor
+    """(n_nodes, n_nodes) float; rows = targets, cols = sources."""
+    input_tokens: Tensor
+    """(n_pos,) int64 token ids, BOS included."""
+    active_features: Tensor
+    """(n_active, 3) int64 (layer, pos, feature) of *all* active features, sorted."""
+    activation_values: Tensor
+    """(n_active,) float activations of the active features."""
+    selected_features: Tensor
+    """(n_selected,) int64 indices into active_features that are nodes, ascending."""
+    logit_token_ids: Tensor
+    """(n_logits,) int64 vocabulary ids of the logit targets."""
+    logit_probabilities: Tensor
+    """(n_logits,) float softmax probabilities of the targets."""
+    logit_vectors: Tensor
+    """(n_logits, d_model) float demeaned unembedding columns used as the logit readers."""
+    n_layers: int
+    d_vocab: int
+    model_id: str = ""
+    transcoder_id: str = ""
+    scan: str = ""
+    input_string: str = ""
+    logit_tokens: tuple[str, ...] = ()
+    """decoded strings of the logit targets (same order as logit_token_ids)."""
+    extra: dict[str, object] = field(default_factory=dict)
+    """free-form JSON-serialisable provenance (config used, versions, timings)."""
+
+    # ----------------------------------------------------------------- sizes and slices
+    @property
+    def n_pos(self) -> int:
+        return int(self.input_tokens.shape[0])
+
+    @property
+    def n_selected(self) -> int:
+        return int(self.selected_features.shape[0])
+
+    @property
+    def n_logits(self) -> int:
+        return int(self.logit_token_ids.shape[0])
+
+    @property
+    def n_nodes(self) -> int:
+        return int(self.adjacency.shape[0])
+
+    @property
+    def error_start(self) -> int:
+        return self.n_selected
+
+    @property
+    def token_start(self) -> int:
+        return self.n_selected + self.n_layers * self.n_pos
+
+    @property
+    def logit_start(self) -> int:
+        return self.token_start + self.n_pos
+
+    # ----------------------------------------------------------------- node metadata
+    def node_type(self) -> np.ndarray:
+        """(n_nodes,) int8: 0 feature, 1 error, 2 token (embedding), 3 logit."""
+        L, P = self.n_layers, self.n_pos
+        return np.concatenate([
+            np.full(self.n_selected, NODE_FEATURE), np.full(L * P, NODE_ERROR),
+            np.full(P, NODE_TOKEN), np.full(self.n_logits, NODE_LOGIT),
+        ]).astype(np.int8)
+
+    def node_layer(self) -> np.ndarray:
+        """(n_nodes,) int32: feature/error layer; tokens -1; logits n_layers."""
+        L, P = self.n_layers, self.n_pos
+        sel = self.active_features[self.selected_features].cpu().numpy()
+        return np.concatenate([
+            sel[:, 0], np.repeat(np.arange(L), P), np.full(P, -1), np.full(self.n_logits, L),
+        ]).astype(np.int32)
+
+    def node_pos(self) -> np.ndarray:
+        """(n_nodes,) int32: position (logits: the last position)."""
+        L, P = self.n_layers, self.n_pos
+        sel = self.active_features[self.selected_features].cpu().numpy()
+        return np.concatenate([
+            sel[:, 1], np.tile(np.arange(P), L), np.arange(P), np.full(self.n_logits, P - 1),
+        ]).astype(np.int32)
+
+    def node_index(self) -> np.ndarray:
+        """(n_nodes,) int64: feature index / -1 (error) / token id / vocab id."""
+        L, P = self.n_layers, self.n_pos
+        sel = self.active_features[self.selected_features].cpu().numpy()
+        return np.concatenate([
+            sel[:, 2], np.full(L * P, -1), self.input_tokens.cpu().numpy(),
+            self.logit_token_ids.cpu().numpy(),
+        ]).astype(np.int64)
+
+    def to(self, device: str | torch.device) -> "Graph":
+        """A copy with every tensor field on `device`."""
+        moved = {name: getattr(self, name).to(device) for name in _TENSOR_FIELDS}
+        return dataclasses.replace(self, **moved)
+
+    # ----------------------------------------------------------------- formats
+    def save(self, path: str | Path) -> Path:
+        """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so."""
+        path = Path(path)
+        if path.suffix == ".npz":
+            return save_npz(self, path)
+        return save_native(self, path)
+
+    @staticmethod
+    def load(path: str | Path) -> "Graph":
+        """Load a graph saved by :meth:`save` (native or ``.npz``)."""
+        path = Path(path)
+        if not path.is_file():
+            raise WorkbenchError(f"graph file must exist; got {str(path)!r}. Check the path.")
+        if path.suffix == ".npz":
+            return load_npz(path)
+        return load_native(path)
+
+
+def _meta(graph: Graph) -> dict[str, object]:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "n_layers": graph.n_layers,
+        "d_vocab": graph.d_vocab,
+        "model_id": graph.model_id,
+        "transcoder_id": graph.transcoder_id,
+        "scan": graph.scan,
+        "input_string": graph.input_string,
+        "logit_tokens": list(graph.logit_tokens),
+        "extra": graph.extra,
+    }
+
+
+def save_native(graph: Graph, path: Path) -> Path:
+    """One safetensors file; the non-tensor fields are JSON in its header metadata."""
+    from safetensors.torch import save_file
+
+    tensors = {name: getattr(graph, name).detach().cpu().contiguous() for name in _TENSOR_FIELDS}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"manifold_workbench_graph": json.dumps(_meta(graph))})
+    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
+    return path
+
+
+def load_native(path: Path) -> Graph:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta_json = (f.metadata() or {}).get("manifold_workbench_graph")
+            if meta_json is None:
+                raise WorkbenchError(
+                    f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
+                    "file without graph metadata. Use a file written by `workbench trace`."
+                )
+            tensors = {name: f.get_tensor(name) for name in _TENSOR_FIELDS}
+    except SafetensorError as err:
+        raise WorkbenchError(
+            f"graph file must be a valid safetensors file; got {str(path)!r} ({err}). "
+            "Re-create it with `workbench trace`."
+        ) from None
+    meta = json.loads(meta_json)
+    version = meta.pop("schema_version", None)
+    if version != SCHEMA_VERSION:
+        raise WorkbenchError(
+            f"graph schema_version must be {SCHEMA_VERSION}; got {version!r} in {str(path)!r}. "
+            "Re-create the graph with this version of manifold-workbench."
+        )
+    meta["logit_tokens"] = tuple(meta.get("logit_tokens", ()))
+    return Graph(**tensors, **meta)
+
+
+def save_npz(graph: Graph, path: Path) -> Path:
+    """The npz of design notes §2.3 (uncompressed, so that writing is cheap)."""
+    arrays = {
+        "adjacency": graph.adjacency.detach().float().cpu().numpy(),
+        "node_type": graph.node_type(),
+        "node_layer": graph.node_layer(),
+        "node_pos": graph.node_pos(),
+        "node_index": graph.node_index(),
+        "active_features": graph.active_features.cpu().numpy().astype(np.int64),
+        "activation_values": graph.activation_values.detach().float().cpu().numpy(),
+        "selected_features": graph.selected_features.cpu().numpy().astype(np.int64),
+        "input_tokens": graph.input_tokens.cpu().numpy().astype(np.int64),
+        "logit_token_ids": graph.logit_token_ids.cpu().numpy().astype(np.int64),
+        "logit_probabilities": graph.logit_probabilities.detach().float().cpu().numpy(),
+        "logit_vectors": graph.logit_vectors.detach().float().cpu().numpy(),
+        "n_layers": np.int64(graph.n_layers),
+        "n_pos": np.int64(graph.n_pos),
+    }
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
+    return path
+
+
+def load_npz(path: Path) -> Graph:
+    """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz."""
+    try:
+        z = np.load(path, allow_pickle=False)
+        arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as err:
+        raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} ({err}).") from None
+    missing = [k for k in _TENSOR_FIELDS if k not in arrays]
+    if missing:
+        raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks {missing}.")
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
+    return Graph(**tensors, n_layers=int(arrays["n_layers"]), d_vocab=-1)
