@@ -1,0 +1,48 @@
+"""Frozen configuration objects. The CLI parses its flags into these same dataclasses."""
+
+from dataclasses import dataclass
+from typing import Literal
+
+from tracer.errors import WorkbenchError
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttributionConfig:
+    """How to build an attribution graph (defaults are circuit-tracer 0.5.0's `attribute`)."""
+
+    max_n_logits: int = 10
+    """Most logit targets: the smallest top-k set reaching desired_logit_prob, k <= this."""
+    desired_logit_prob: float = 0.95
+    """Cumulative probability the logit targets should cover."""
+    batch_size: int = 256
+    """Target rows per backward sweep; also sets the greedy selection's chunk (x update_interval)."""
+    max_feature_nodes: int | None = None
+    """Keep at most this many features, chosen greedily by estimated influence (None: all)."""
+    update_interval: int = 4
+    """With max_feature_nodes: re-rank features every this many batches."""
+    engine: Literal["fast", "autograd"] = "fast"
+    """'fast': the explicit backward; 'autograd': the reference (slow, for checking)."""
+    adjacency_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Storage dtype of the adjacency matrix (bf16/fp16 halve its memory; see README)."""
+    verbose: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_n_logits, int) or self.max_n_logits < 1:
+            raise WorkbenchError(f"max_n_logits must be an integer >= 1; got {self.max_n_logits!r}.")
+        if not 0.0 < self.desired_logit_prob <= 1.0:
+            raise WorkbenchError(f"desired_logit_prob must be in (0, 1]; got {self.desired_logit_prob!r}.")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise WorkbenchError(f"batch_size must be an integer >= 1; got {self.batch_size!r}.")
+        if self.max_feature_nodes is not None and (
+            not isinstance(self.max_feature_nodes, int) or self.max_feature_nodes < 1
+        ):
+            raise WorkbenchError(f"max_feature_nodes must be an integer >= 1 or None; got "
+                                 f"{self.max_feature_nodes!r}.")
+        if not isinstance(self.update_interval, int) or self.update_interval < 1:
+            raise WorkbenchError(f"update_interval must be an integer >= 1; got {self.update_interval!r}.")
+        if self.engine not in ("fast", "autograd"):
+            raise WorkbenchError(f"engine must be 'fast' or 'autograd'; got {self.engine!r}.")
+        if self.adjacency_dtype not in ("float32", "bfloat16", "float16"):
+            raise WorkbenchError(f"adjacency_dtype must be float32, bfloat16 or float16; got "
+                                 f"{self.adjacency_dtype!r}.")
