@@ -60,7 +60,7 @@ def _check_finite(ctx: AttributionContext) -> None:
                                  "transcoder weights contain NaNs or overflow in this dtype; try --dtype float32.")
 
 
-def feature_batches(ctx: AttributionContext, idx: Tensor, batch_size: int) -> list[Tensor]:
+def feature_batches(ctx: AttributionContext, idx: Tensor, rows: int) -> list[Tensor]:
     """Split feature indices into batches of one layer each, sorted by position (less padding)."""
     layer, pos = ctx.active_features[idx, 0], ctx.active_features[idx, 1]
     order = torch.argsort(layer * ctx.n_pos + pos, stable=True)
@@ -68,38 +68,66 @@ def feature_batches(ctx: AttributionContext, idx: Tensor, batch_size: int) -> li
     batches: list[Tensor] = []
     bounds = torch.searchsorted(layer, torch.arange(ctx.n_layers + 1, device=layer.device))
     for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-        batches.extend(idx[s:min(s + batch_size, hi)] for s in range(lo, hi, batch_size))
+        batches.extend(idx[s:min(s + rows, hi)] for s in range(lo, hi, rows))
     return batches
 
 
-def compute_feature_rows(ctx: AttributionContext, buf: Tensor, row_start: int, idx: Tensor,
-                         batch_size: int, pbar: tqdm | None = None) -> Tensor:
+class _Runner:
+    """Runs sweeps, in parallel single-threaded workers on CPU (small ops do not scale across
+    OpenMP threads; independent batches do), writing disjoint rows of one buffer."""
+
+    def __init__(self, ctx: AttributionContext, buf: Tensor, cfg: AttributionConfig) -> None:
+        self.ctx, self.buf = ctx, buf
+        on_cpu = buf.device.type == "cpu"
+        self.n_workers = cfg.n_workers or (torch.get_num_threads() if on_cpu else 1)
+
+    def run(self, jobs: list[tuple[int, Tensor]], pbar: tqdm | None) -> None:
+        """jobs: (first buffer row, feature indices of one layer)."""
+        ctx = self.ctx
+
+        def one(job: tuple[int, Tensor]) -> int:
+            row, batch = job
+            layer = int(ctx.active_features[batch[0], 0])
+            sweep(ctx, self.buf, row, layer, ctx.active_features[batch, 1], ctx.encoder_vecs[batch])
+            return int(batch.shape[0])
+
+        if self.n_workers <= 1:
+            for job in jobs:
+                n = one(job)
+                if pbar is not None:
+                    pbar.update(n)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(self.n_workers) as pool:
+                for n in pool.map(one, jobs):
+                    if pbar is not None:
+                        pbar.update(n)
+        finally:
+            torch.set_num_threads(threads)
+
+
+def compute_feature_rows(runner: _Runner, row_start: int, idx: Tensor, rows: int,
+                         pbar: tqdm | None = None) -> Tensor:
     """Rows of features ``idx`` into buf[row_start:]; returns the feature index of each row written."""
-    written = []
-    r = row_start
-    for batch in feature_batches(ctx, idx, batch_size):
-        layer = int(ctx.active_features[batch[0], 0])
-        sweep(ctx, buf, r, layer, ctx.active_features[batch, 1], ctx.encoder_vecs[batch])
-        written.append(batch)
-        r += int(batch.shape[0])
-        if pbar is not None:
-            pbar.update(int(batch.shape[0]))
-    return torch.cat(written) if written else idx[:0]
+    batches = feature_batches(runner.ctx, idx, rows)
+    starts = torch.cumsum(torch.tensor([0] + [int(b.shape[0]) for b in batches]), 0).tolist()
+    runner.run([(row_start + s, b) for s, b in zip(starts, batches)], pbar)
+    return torch.cat(batches) if batches else idx[:0]
 
 
 def _all_features(ctx: AttributionContext, targets: LogitTargets, cfg: AttributionConfig,
                   adj_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Every feature: rows go straight into the final N x N matrix."""
+    """Every feature: rows go straight into the final N x N matrix (batch rows = node rows)."""
     F, L, P, K = ctx.n_active, ctx.n_layers, ctx.n_pos, int(targets.token_ids.shape[0])
     N = F + (L + 1) * P + K
     A = torch.zeros(N, N, dtype=adj_dtype, device=ctx.encoder_vecs.device)
     sweep(ctx, A, N - K, L, torch.full((K,), P - 1, device=A.device), targets.vectors)
     with tqdm(total=F, desc="feature rows", disable=not cfg.verbose) as pbar:
-        # feature batches follow node order, so batch rows are node rows
-        for batch in feature_batches(ctx, torch.arange(F, device=A.device), cfg.batch_size):
-            layer = int(ctx.active_features[batch[0], 0])
-            sweep(ctx, A, int(batch[0]), layer, ctx.active_features[batch, 1], ctx.encoder_vecs[batch])
-            pbar.update(int(batch.shape[0]))
+        compute_feature_rows(_Runner(ctx, A, cfg), 0, torch.arange(F, device=A.device), cfg.sweep_rows, pbar)
     return A, torch.arange(F, device=A.device)
 
 
@@ -116,6 +144,7 @@ def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attrib
     sweep(ctx, buf, 0, L, torch.full((K,), P - 1, device=dev), targets.vectors)
     row_to_node[:K] = torch.arange(K, device=dev) + F + (L + 1) * P
     visited = torch.zeros(F, dtype=torch.bool, device=dev)
+    runner = _Runner(ctx, buf, cfg)
     st = K
     with tqdm(total=cap, desc="feature rows", disable=not cfg.verbose) as pbar:
         while st - K < cap:
@@ -123,7 +152,7 @@ def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attrib
             rank = torch.argsort(infl[:F], descending=True)
             queue = min(cfg.update_interval * cfg.batch_size, cap - (st - K))
             pending = rank[~visited[rank]][:queue]
-            done = compute_feature_rows(ctx, buf, st, pending, cfg.batch_size, pbar)
+            done = compute_feature_rows(runner, st, pending, cfg.sweep_rows, pbar)
             row_to_node[st:st + done.shape[0]] = done
             visited[done] = True
             st += int(done.shape[0])

@@ -20,6 +20,10 @@ class AttributionConfig:
     """Keep at most this many features, chosen greedily by estimated influence (None: all)."""
     update_interval: int = 4
     """With max_feature_nodes: re-rank features every this many batches."""
+    sweep_rows: int = 64
+    """Rows per backward sweep inside a batch (cache-sized; does not change the graph)."""
+    n_workers: int | None = None
+    """Parallel single-threaded sweep workers (None: torch's thread count on CPU, 1 on GPU)."""
     engine: Literal["fast", "autograd"] = "fast"
     """'fast': the explicit backward; 'autograd': the reference (slow, for checking)."""
     adjacency_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -41,6 +45,10 @@ class AttributionConfig:
                                  f"{self.max_feature_nodes!r}.")
         if not isinstance(self.update_interval, int) or self.update_interval < 1:
             raise WorkbenchError(f"update_interval must be an integer >= 1; got {self.update_interval!r}.")
+        if not isinstance(self.sweep_rows, int) or self.sweep_rows < 1:
+            raise WorkbenchError(f"sweep_rows must be an integer >= 1; got {self.sweep_rows!r}.")
+        if self.n_workers is not None and (not isinstance(self.n_workers, int) or self.n_workers < 1):
+            raise WorkbenchError(f"n_workers must be an integer >= 1 or None; got {self.n_workers!r}.")
         if self.engine not in ("fast", "autograd"):
             raise WorkbenchError(f"engine must be 'fast' or 'autograd'; got {self.engine!r}.")
         if self.adjacency_dtype not in ("float32", "bfloat16", "float16"):

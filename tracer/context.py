@@ -19,51 +19,59 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class DecoderBlock:
-    """Active features of one source layer, as they write to one output layer, padded per position.
+class OutputBlock:
+    """Every source that writes at one layer's output location, for one gathered GEMM.
 
-    ``padded[p, slot]`` is the decoder vector (already scaled by the activation) of the
-    ``slot``-th active feature at position p; ``flat_index[j] = pos_j * n_slots + slot_j`` maps the
-    j-th feature of the source layer (in node order) into the flattened (pos, slot) grid.
+    ``vectors[p, :, slot]`` is a source vector at position p, as it enters the residual stream
+    (activation-scaled decoder rows and the error vector, any post-MLP norm folded in). The
+    contraction ``(n, B, d) @ vectors[:n] -> (n, B, n_slots)`` gives every edge at once; entry
+    ``m`` of the gather lists (sorted by position) says that slot ``(src_pos[m], src_slot[m])``
+    is buffer column ``dest_col[m]``.
     """
 
-    source_layer: int
-    col_start: int
-    """first active-feature index of the source layer"""
-    positions: Tensor
-    """(n,) ascending positions of the source layer's features"""
-    padded: Tensor
-    """(n_pos, n_slots, d_model)"""
-    flat_index: Tensor
-    """(n,)"""
+    vectors: Tensor
+    """(n_pos, d_model, n_slots)"""
+    src_pos: Tensor
+    """(M,) ascending"""
+    src_slot: Tensor
+    """(M,)"""
+    dest_col: Tensor
+    """(M,)"""
 
-    @property
-    def n_slots(self) -> int:
-        return int(self.padded.shape[1])
+    def n_valid(self, n: int) -> int:
+        """How many gather entries lie at positions < n."""
+        return int(torch.searchsorted(self.src_pos, n))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class SweepWeights:
-    """The weights a backward sweep multiplies by, pre-transposed and contiguous, per layer."""
+    """Per-layer weights of the backward sweep, pre-transposed, contiguous, norm scales folded in."""
 
     W_O: list[Tensor]
-    """(d_model, n_heads*d_head): g @ W_O is the gradient of the concatenated heads"""
+    """(d_model, n_heads*d_head): ``g @ W_O`` is the gradient of the concatenated heads
+    (Gemma-2's post-attention gain folded into its rows)"""
     W_V: list[Tensor]
-    """(n_kv*d_head, d_model): gv @ W_V is the gradient of the attention input"""
-    gain_attn_in: list[Tensor]
-    """(d_model,) effective gain of the attention-input norm"""
+    """(n_kv, d_head, d_model): ``gv_j @ W_V[j]`` is group j's gradient on the attention input
+    (the input-norm gain folded into its columns)"""
+    patterns: list[Tensor]
+    """(n_kv, n_pos[key], group, n_pos[query]): ``A[j*group+g, q, k] * s_in[k] * s_post[q]``, the
+    frozen pattern with the input norm's 1/rms (keys) and a post-attention 1/rms (queries)"""
+    skip: list[Tensor | None]
+    """(d_model, d_model) skip Jacobian (output -> input location, gains folded), or None"""
+    skip_scale: Tensor
+    """(n_layers, n_pos): per-position scalar of the skip path"""
     gain_feature_in: list[Tensor]
     """(d_model,) effective gain between resid_mid*scale and the transcoder input"""
-    gain_post_attn: list[Tensor] | None
-    gain_post_mlp: list[Tensor] | None
-    gain_final: Tensor
-    n_heads: int
+    read_final: Tensor
+    """(d_model,) gain of the final norm (logit targets read through it)"""
     n_kv_heads: int
     d_head: int
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class AttributionContext:
+    """Phase-0 results for one prompt: nodes, source vectors and the sweep's weights."""
+
     cache: ForwardCache
     weights: SweepWeights
     n_layers: int
@@ -74,20 +82,12 @@ class AttributionContext:
     """(n_active,)"""
     encoder_vecs: Tensor
     """(n_active, d_model) raw encoder rows (targets read pre-activations)"""
-    layer_starts: list[int]
-    """active-feature index where each layer begins, plus n_active at the end"""
-    decoder_blocks: list[list[DecoderBlock]]
-    """decoder_blocks[l]: every block writing to output layer l"""
+    outputs: list[OutputBlock]
+    """outputs[l]: every source writing at layer l's output location"""
     error_vectors: Tensor
-    """(n_layers, n_pos, d_model)"""
+    """(n_layers, n_pos, d_model) at the output location (before any post-MLP norm)"""
     token_vectors: Tensor
     """(n_pos, d_model) embeddings as they enter the residual (scaled for Gemma)"""
-    feature_in: Tensor
-    """(n_layers, n_pos, d_model) transcoder inputs"""
-    out_scale: Tensor | None
-    """(n_layers, n_pos, d_model) residual = out_scale * (output location), or None for identity"""
-    skips: list[Tensor | None]
-    """per layer: skip_T (d_model, d_model) or None"""
 
     @property
     def n_active(self) -> int:
@@ -98,44 +98,77 @@ def effective_gain(norm: torch.nn.Module, offset: float, dtype: torch.dtype) -> 
     return (norm.weight.detach().float() + offset).to(dtype)  # type: ignore[operator,union-attr]
 
 
-def sweep_weights(loaded: LoadedModel, input_location: str, dtype: torch.dtype) -> SweepWeights:
-    """Pre-transposed, contiguous weights and effective norm gains."""
-    ad, cfg = loaded.adapter, loaded.config
-    layers = layers_of(loaded.model)
+def _head_dims(loaded: LoadedModel) -> tuple[int, int, int]:
+    cfg = loaded.config
     n_heads = int(cfg.num_attention_heads)  # type: ignore[attr-defined]
     n_kv = int(getattr(cfg, "num_key_value_heads", None) or n_heads)
     d_head = int(getattr(cfg, "head_dim", None) or loaded.d_model // n_heads)
+    return n_heads, n_kv, d_head
+
+
+def fold_pattern(pattern: Tensor, s_key: Tensor, s_query: Tensor | None, n_kv: int) -> Tensor:
+    """(H, q, k) pattern -> (n_kv, k, group, q) with key and query norm scales folded in."""
+    H, P, _ = pattern.shape
+    p = pattern * s_key[None, None, :]  # (H, q, k)
+    if s_query is not None:
+        p = p * s_query[None, :, None]
+    return p.reshape(n_kv, H // n_kv, P, P).permute(0, 3, 1, 2).contiguous()  # (n_kv, k, group, q)
+
+
+def sweep_weights(loaded: LoadedModel, cache: ForwardCache, tc: Transcoders, input_location: str,
+                  output_location: str, dtype: torch.dtype) -> SweepWeights:
+    """Pre-transposed, contiguous weights with every frozen norm folded in."""
+    ad = loaded.adapter
+    layers = layers_of(loaded.model)
+    _, n_kv, d_head = _head_dims(loaded)
+    dev = loaded.device
 
     def gain(norm: torch.nn.Module) -> Tensor:
         return effective_gain(norm, ad.norm_gain_offset, dtype)
 
-    ones = torch.ones(loaded.d_model, dtype=dtype, device=loaded.device)
-    return SweepWeights(
-        W_O=[layer.self_attn.o_proj.weight.detach().to(dtype).contiguous() for layer in layers],
-        W_V=[layer.self_attn.v_proj.weight.detach().to(dtype).contiguous() for layer in layers],
-        gain_attn_in=[gain(layer.input_layernorm) for layer in layers],
-        gain_feature_in=[gain(getattr(layer, ad.mlp_norm)) if input_location == "mlp_input" else ones
-                         for layer in layers],
-        gain_post_attn=[gain(getattr(layer, ad.post_attn_norm)) for layer in layers]
-        if ad.post_attn_norm else None,
-        gain_post_mlp=[gain(getattr(layer, ad.post_mlp_norm)) for layer in layers]
-        if ad.post_mlp_norm else None,
-        gain_final=gain(loaded.model.model.norm),  # type: ignore[union-attr]
-        n_heads=n_heads, n_kv_heads=n_kv, d_head=d_head,
-    )
+    ones = torch.ones(loaded.d_model, dtype=dtype, device=dev)
+    W_O, W_V, pats, skips, g_in = [], [], [], [], []
+    skip_scale = cache.scale_mlp_in.to(dtype).clone()  # (L, P)
+    for i, layer in enumerate(layers):
+        w_o = layer.self_attn.o_proj.weight.detach().to(dtype)  # (d, H*hd)
+        s_q = None
+        if ad.post_attn_norm:
+            w_o = gain(getattr(layer, ad.post_attn_norm))[:, None] * w_o
+            s_q = cache.scale_post_attn[i].to(dtype)  # type: ignore[index]
+        W_O.append(w_o.contiguous())
+        w_v = layer.self_attn.v_proj.weight.detach().to(dtype) * gain(layer.input_layernorm)[None, :]
+        W_V.append(w_v.reshape(n_kv, d_head, -1).contiguous())  # (n_kv, hd, d)
+        pats.append(fold_pattern(cache.patterns[i].to(dtype), cache.scale_attn_in[i].to(dtype), s_q, n_kv))
+        gi = gain(getattr(layer, ad.mlp_norm)) if input_location == "mlp_input" else ones
+        g_in.append(gi)
+        skip_T = tc.layers[i].skip_T
+        if skip_T is None:
+            skips.append(None)
+            continue
+        jac = skip_T.to(device=dev, dtype=dtype).T * gi[None, :]  # (d_out, d_in)
+        if output_location == "mlp_output" and ad.post_mlp_norm:
+            jac = gain(getattr(layer, ad.post_mlp_norm))[:, None] * jac
+            skip_scale[i] *= cache.scale_post_mlp[i].to(dtype)  # type: ignore[index]
+        skips.append(jac.contiguous())
+    return SweepWeights(W_O=W_O, W_V=W_V, patterns=pats, skip=skips, skip_scale=skip_scale,
+                        gain_feature_in=g_in, read_final=gain(loaded.model.model.norm),  # type: ignore[union-attr]
+                        n_kv_heads=n_kv, d_head=d_head)
 
 
-def _pad_block(source_layer: int, col_start: int, positions: Tensor, vecs: Tensor, n_pos: int) -> DecoderBlock:
-    """Scatter (n, d) vectors at ascending positions into a (n_pos, n_slots, d) grid."""
-    n, d = vecs.shape
-    counts = torch.bincount(positions, minlength=n_pos)  # (n_pos,)
-    n_slots = max(int(counts.max()) if n else 0, 1)
-    starts = torch.cumsum(counts, 0) - counts  # (n_pos,)
-    slot = torch.arange(n, device=positions.device) - starts[positions]  # (n,)
-    padded = vecs.new_zeros(n_pos, n_slots, d)
-    padded[positions, slot] = vecs
-    return DecoderBlock(source_layer=source_layer, col_start=col_start, positions=positions,
-                        padded=padded, flat_index=positions * n_slots + slot)
+def output_block(sources: list[tuple[Tensor, Tensor, Tensor]], n_pos: int) -> OutputBlock:
+    """Pad (positions, vectors, dest columns) sources into one (n_pos, d, n_slots) block."""
+    pos = torch.cat([p for p, _, _ in sources])  # (M,)
+    vecs = torch.cat([v for _, v, _ in sources])  # (M, d)
+    cols = torch.cat([c for _, _, c in sources])  # (M,)
+    order = torch.argsort(pos, stable=True)
+    pos, vecs, cols = pos[order], vecs[order], cols[order]
+    counts = torch.bincount(pos, minlength=n_pos)  # (n_pos,)
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(pos.shape[0], device=pos.device) - starts[pos]  # (M,)
+    n_slots = max(int(counts.max()), 1)
+    padded = vecs.new_zeros(n_pos, n_slots, vecs.shape[1])  # (n_pos, n_slots, d)
+    padded[pos, slot] = vecs
+    return OutputBlock(vectors=padded.transpose(1, 2).contiguous(), src_pos=pos, src_slot=slot, dest_col=cols)
 
 
 def encode_all(tc: Transcoders, feature_in: Tensor) -> tuple[list[Tensor], list[Tensor]]:
@@ -150,50 +183,62 @@ def encode_all(tc: Transcoders, feature_in: Tensor) -> tuple[list[Tensor], list[
     return idx, vals
 
 
+def _out_scale(loaded: LoadedModel, cache: ForwardCache, out_loc: str, layer: int, dtype: torch.dtype) -> Tensor | None:
+    """(n_pos, d): residual = scale * (output-location vector), for a post-MLP norm after it."""
+    ad = loaded.adapter
+    if out_loc != "mlp_output" or ad.post_mlp_norm is None:
+        return None
+    norm = getattr(layers_of(loaded.model)[layer], ad.post_mlp_norm)
+    g = effective_gain(norm, ad.norm_gain_offset, dtype)
+    return g[None, :] * cache.scale_post_mlp[layer].to(dtype)[:, None]  # type: ignore[index]
+
+
 def build_context(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, dtype: torch.dtype) -> AttributionContext:
-    """Forward pass, encoding, decoder vectors, reconstruction and errors."""
+    """Forward pass, encoding, decoder vectors, reconstruction, errors and sweep weights."""
     ad = loaded.adapter
     in_loc, out_loc = ad.input_location(tc.input_hook), ad.output_location(tc.output_hook)
     cache = run_with_cache(loaded, tokens)
-    L, P = loaded.n_layers, int(tokens.shape[0])
-    device = loaded.device
+    L, P, dev = loaded.n_layers, int(tokens.shape[0]), loaded.device
     feature_in = cache.feature_input(in_loc).to(dtype)  # (L, P, d)
-    idx, vals = encode_all(tc.to(device, dtype), feature_in)
+    tcd = tc.to(dev, dtype)
+    idx, vals = encode_all(tcd, feature_in)
     counts = [int(i.shape[0]) for i in idx]
     starts = [0, *torch.cumsum(torch.tensor(counts), 0).tolist()]
-    active = torch.cat([torch.cat([torch.full((c, 1), l, device=device), i], 1)
+    F = starts[-1]
+    active = torch.cat([torch.cat([torch.full((c, 1), l, device=dev), i], 1)
                         for l, (c, i) in enumerate(zip(counts, idx))]).long()  # (n_active, 3)
     values = torch.cat(vals)  # (n_active,)
-    enc = torch.cat([layer.W_enc.to(device=device, dtype=dtype)[i[:, 1]] for layer, i in zip(tc.layers, idx)])
-    recon = torch.stack([layer.b_dec.to(device=device, dtype=dtype).expand(P, -1) for layer in tc.layers]).clone()
-    blocks: list[list[DecoderBlock]] = [[] for _ in range(L)]
-    for src, (layer, i, v) in enumerate(zip(tc.layers, idx, vals)):
-        rows = layer.decoder_rows(i[:, 1], dtype, device)  # PLT (n, d); CLT (n, L - src, d)
+    enc = torch.cat([layer.W_enc[i[:, 1]] for layer, i in zip(tcd.layers, idx)])  # (n_active, d)
+    recon = torch.stack([layer.b_dec.expand(P, -1) for layer in tcd.layers]).clone()  # (L, P, d)
+    sources: list[list[tuple[Tensor, Tensor, Tensor]]] = [[] for _ in range(L)]
+    for src, (layer, i, v) in enumerate(zip(tcd.layers, idx, vals)):
+        rows = layer.decoder_rows(i[:, 1], dtype, dev)  # PLT (n, d); CLT (n, L - src, d)
         rows = rows[:, None] if rows.dim() == 2 else rows  # (n, n_out, d)
+        cols = torch.arange(starts[src], starts[src + 1], device=dev)
         for k in range(rows.shape[1]):
             vecs = rows[:, k] * v[:, None]  # (n, d) activation-scaled decoder vectors
             recon[src + k].index_add_(0, i[:, 0], vecs)
-            blocks[src + k].append(_pad_block(src, starts[src], i[:, 0], vecs, P))
-    skips = [None if layer.skip_T is None else layer.skip_T.to(device=device, dtype=dtype) for layer in tc.layers]
-    for l, s in enumerate(skips):
-        if s is not None:
-            recon[l] += feature_in[l] @ s
+            sources[src + k].append((i[:, 0], vecs, cols))
+    for l, layer in enumerate(tcd.layers):
+        if layer.skip_T is not None:
+            recon[l] += feature_in[l] @ layer.skip_T
     errors = cache.feature_output(out_loc).to(dtype) - recon  # (L, P, d)
     errors[:, 0] = 0
-    weights = sweep_weights(loaded, in_loc, dtype)
-    out_scale = None
-    if out_loc == "mlp_output" and ad.post_mlp_norm is not None:
-        assert cache.scale_post_mlp is not None and weights.gain_post_mlp is not None
-        out_scale = torch.stack([g[None] * s[:, None].to(dtype) for g, s in
-                                 zip(weights.gain_post_mlp, cache.scale_post_mlp)])  # (L, P, d)
+    outputs = []
+    positions = torch.arange(P, device=dev)
+    for l in range(L):
+        srcs = sources[l] + [(positions, errors[l], F + l * P + positions)]
+        scale = _out_scale(loaded, cache, out_loc, l, dtype)
+        if scale is not None:  # fold the frozen post-MLP norm into the source vectors
+            srcs = [(p, v * scale[p], c) for p, v, c in srcs]
+        outputs.append(output_block(srcs, P))
     emb = loaded.model.get_input_embeddings().weight.detach()  # type: ignore[operator,union-attr]
-    token_vectors = emb[tokens.to(device)].to(dtype)  # (P, d)
+    token_vectors = emb[tokens.to(dev)].to(dtype)  # (P, d)
     if ad.embed_scale_sqrt_d:
         token_vectors = token_vectors * torch.tensor(math.sqrt(loaded.d_model), dtype=emb.dtype).to(dtype)
-    logger.info("phase 0: %d active features (%.1f per token per layer)", values.shape[0],
-                values.shape[0] / max(1, (P - 1) * L))
+    logger.info("phase 0: %d active features (%.1f per token per layer)", F, F / max(1, (P - 1) * L))
     return AttributionContext(
-        cache=cache, weights=weights, n_layers=L, n_pos=P, active_features=active, activation_values=values,
-        encoder_vecs=enc, layer_starts=starts, decoder_blocks=blocks, error_vectors=errors,
-        token_vectors=token_vectors, feature_in=feature_in, out_scale=out_scale, skips=skips,
+        cache=cache, weights=sweep_weights(loaded, cache, tcd, in_loc, out_loc, dtype), n_layers=L, n_pos=P,
+        active_features=active, activation_values=values, encoder_vecs=enc, outputs=outputs,
+        error_vectors=errors, token_vectors=token_vectors,
     )

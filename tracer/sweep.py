@@ -2,11 +2,15 @@
 
 With attention patterns, norm scales and MLP outputs frozen, the map from any node's output
 vector to any later read location is linear. A batch of B targets that all start at one layer
-is swept down the layers on a ``(B, p_max + 1, d_model)`` gradient (causal truncation: a target
-at position p only touches positions <= p). At each layer's output location one gathered GEMM
-per decoder block contracts the gradient with the active decoder rows there, and the result is
-added straight into rows of the preallocated adjacency buffer. Attention is walked through V
-and O only, with the query heads of a KV group summed *before* the value projection (GQA).
+is swept down the layers on a position-major ``(n, B, d_model)`` gradient, ``n = p_max + 1``
+(causal truncation: a target at position p only touches positions <= p). At each layer's
+output location one gathered GEMM contracts the gradient with every source vector written there
+(active decoder rows and error vectors), and the edges are added straight into rows of the
+preallocated adjacency buffer. Attention is walked through V and O only; the query heads of a
+KV group are summed *before* the value projection (GQA), and every frozen norm scale is folded
+into the pattern or the weights (``tracer.context.sweep_weights``), so a layer costs one W_O
+GEMM, one pattern bmm, one W_V GEMM per KV group (accumulating onto the residual gradient) and
+one gathered source GEMM.
 
 Buffer column layout (circuit-tracer's): ``[active features | errors (layer*n_pos + pos) |
 tokens (pos) | logits]``; rows are the targets being computed.
@@ -18,69 +22,65 @@ from torch import Tensor
 from tracer.context import AttributionContext
 
 
-def _attn_in_scale(ctx: AttributionContext, layer: int, n: int) -> Tensor:
-    """(n, d_model): gain * 1/rms of the attention-input norm at positions < n."""
-    w, c = ctx.weights, ctx.cache
-    return w.gain_attn_in[layer] * c.scale_attn_in[layer, :n, None].to(w.gain_attn_in[layer].dtype)
+def add_edges(ctx: AttributionContext, buf: Tensor, rows: slice, layer: int, g: Tensor) -> None:
+    """Edges from every source at ``layer``'s output location into ``buf[rows]``.
+
+    g: (n, B, d) gradient on the residual stream at that location.
+    """
+    n = g.shape[0]
+    blk = ctx.outputs[layer]
+    m = blk.n_valid(n)
+    if m == 0:
+        return
+    out = torch.bmm(g, blk.vectors[:n])  # (n, B, n_slots)
+    vals = out[blk.src_pos[:m], :, blk.src_slot[:m]]  # (m, B)
+    buf[rows].index_add_(1, blk.dest_col[:m], vals.T.to(buf.dtype))
 
 
-def _post_attn(ctx: AttributionContext, layer: int, g: Tensor, pos: Tensor | None, n: int) -> Tensor:
-    """Gemma-2: the gradient through the frozen post-attention norm (identity elsewhere)."""
-    w, c = ctx.weights, ctx.cache
-    if w.gain_post_attn is None:
-        return g
-    assert c.scale_post_attn is not None
-    s = c.scale_post_attn[layer].to(g.dtype)
-    scale = s[pos, None] if pos is not None else s[:n, None]  # (B, 1) or (n, 1)
-    return g * w.gain_post_attn[layer] * scale
+def attn_sparse(ctx: AttributionContext, layer: int, inj: Tensor, pos: Tensor, n: int) -> Tensor:
+    """Residual gradient below ``layer`` from one position per row on its mid residual.
 
-
-def attn_backward_sparse(ctx: AttributionContext, layer: int, inj: Tensor, pos: Tensor, n: int) -> Tensor:
-    """Gradient on the layer's input residual from a one-position gradient on its mid residual.
-
-    inj: (B, d_model) at positions ``pos`` (B,); returns (B, n, d_model), residual path included.
+    inj: (B, d) at positions ``pos`` (B,). Returns (n, B, d), the residual path included.
     """
     w = ctx.weights
     B, d = inj.shape
     kv, hd = w.n_kv_heads, w.d_head
-    grp = w.n_heads // kv
-    go = (_post_attn(ctx, layer, inj, pos, n) @ w.W_O[layer]).view(B, kv, grp, hd)  # (B, kv, grp, hd)
-    rows = ctx.cache.patterns[layer][:, pos, :n].to(inj.dtype)  # (H, B, n)
-    rows = rows.permute(1, 0, 2).reshape(B, kv, grp, n)  # (B, kv, grp, n)
-    gv = torch.einsum("bjgk,bjge->bkje", rows, go).reshape(B * n, kv * hd)  # (B*n, kv*hd)
-    g = (gv @ w.W_V[layer]).view(B, n, d) * _attn_in_scale(ctx, layer, n)  # (B, n, d)
-    g[torch.arange(B, device=g.device), pos] += inj
+    go = (inj @ w.W_O[layer]).view(B, kv, -1, hd)  # (B, kv, group, hd)
+    rows = w.patterns[layer][:, :n, :, pos]  # (kv, n, group, B): each row's query = its position
+    gv = torch.einsum("jkgb,bjge->jkbe", rows, go)  # (kv, n, B, hd)
+    g = inj.new_zeros(n, B, d)
+    g[pos, torch.arange(B, device=g.device)] = inj
+    flat = g.view(n * B, d)
+    for j in range(kv):
+        flat.addmm_(gv[j].reshape(n * B, hd), w.W_V[layer][j])
     return g
 
 
-def attn_backward_dense(ctx: AttributionContext, layer: int, g_h: Tensor) -> Tensor:
-    """Gradient through attention only (residual path excluded): (B, n, d) -> (B, n, d)."""
+def attn_dense(ctx: AttributionContext, layer: int, g: Tensor) -> Tensor:
+    """Residual gradient below ``layer`` from (n, B, d) on its mid residual (residual included)."""
     w = ctx.weights
-    B, n, d = g_h.shape
+    n, B, d = g.shape
     kv, hd = w.n_kv_heads, w.d_head
-    grp = w.n_heads // kv
-    go = (_post_attn(ctx, layer, g_h, None, n).reshape(B * n, d) @ w.W_O[layer])  # (B*n, H*hd)
-    go = go.view(B, n, kv, grp, hd).permute(2, 3, 1, 0, 4).reshape(kv, grp * n, B * hd)  # (kv, grp*q, B*hd)
-    pat = ctx.cache.patterns[layer][:, :n, :n].to(g_h.dtype)  # (H, q, k)
-    pat_t = pat.reshape(kv, grp, n, n).permute(0, 3, 1, 2).reshape(kv, n, grp * n)  # (kv, k, grp*q)
-    gv = torch.bmm(pat_t, go)  # (kv, k, B*hd): query heads of a group summed before W_V
-    gv = gv.view(kv, n, B, hd).permute(2, 1, 0, 3).reshape(B * n, kv * hd)  # (B*n, kv*hd)
-    return (gv @ w.W_V[layer]).view(B, n, d) * _attn_in_scale(ctx, layer, n)
+    go = (g.view(n * B, d) @ w.W_O[layer]).view(n, B, kv, -1, hd)  # (q, B, kv, group, hd)
+    grp = go.shape[3]
+    go = go.permute(2, 3, 0, 1, 4).reshape(kv, grp * n, B * hd)  # (kv, group*q, B*hd)
+    pat = w.patterns[layer][:, :n, :, :n].reshape(kv, n, grp * n)  # (kv, k, group*q)
+    gv = torch.bmm(pat, go)  # (kv, k, B*hd): a group's query heads summed before W_V
+    out = torch.addmm(g.view(n * B, d), gv[0].view(n * B, hd), w.W_V[layer][0])  # (n*B, d)
+    for j in range(1, kv):
+        out.addmm_(gv[j].view(n * B, hd), w.W_V[layer][j])
+    return out.view(n, B, d)
 
 
-def contract_outputs(ctx: AttributionContext, buf: Tensor, rows: slice, layer: int, g_out: Tensor) -> None:
-    """Add the edges from every source writing at ``layer``'s output location into ``buf[rows]``."""
-    B, n, _ = g_out.shape
-    F, P = ctx.n_active, ctx.n_pos
-    err = torch.einsum("bpd,pd->bp", g_out, ctx.error_vectors[layer, :n])  # (B, n)
-    col = F + layer * P
-    buf[rows, col:col + n] += err.to(buf.dtype)
-    for blk in ctx.decoder_blocks[layer]:
-        n_valid = int(torch.searchsorted(blk.positions, n))
-        if n_valid == 0:
-            continue
-        vals = torch.einsum("bpd,psd->bps", g_out, blk.padded[:n]).reshape(B, n * blk.n_slots)  # (B, n*slots)
-        buf[rows, blk.col_start:blk.col_start + n_valid] += vals[:, blk.flat_index[:n_valid]].to(buf.dtype)
+def skip_backward(ctx: AttributionContext, layer: int, g: Tensor) -> Tensor:
+    """Add the transcoder skip path (output location -> input location) to the gradient."""
+    w = ctx.weights
+    jac = w.skip[layer]
+    if jac is None:
+        return g
+    n, B, d = g.shape
+    through = (g.view(n * B, d) @ jac).view(n, B, d)  # (n, B, d)
+    return g + through * w.skip_scale[layer, :n, None, None]
 
 
 def sweep(ctx: AttributionContext, buf: Tensor, row_start: int, start_layer: int, pos: Tensor,
@@ -88,30 +88,23 @@ def sweep(ctx: AttributionContext, buf: Tensor, row_start: int, start_layer: int
     """Compute B target rows into ``buf[row_start : row_start + B]``.
 
     start_layer < n_layers: feature targets reading ``vecs`` (B, d) at that layer's input location
-    at positions ``pos``; start_layer == n_layers: logit targets reading the final-norm output.
+    at positions ``pos`` (B,); start_layer == n_layers: logit targets reading the final-norm output.
     """
     w, c = ctx.weights, ctx.cache
     L, P, F = ctx.n_layers, ctx.n_pos, ctx.n_active
     B = int(pos.shape[0])
     n = int(pos.max()) + 1
     rows = slice(row_start, row_start + B)
-    g = vecs.new_zeros(B, n, vecs.shape[1])
     if start_layer == L:
-        g[torch.arange(B, device=g.device), pos] = vecs * w.gain_final * c.scale_final[pos, None].to(vecs.dtype)
+        g = vecs.new_zeros(n, B, vecs.shape[1])
+        g[pos, torch.arange(B, device=g.device)] = vecs * w.read_final * c.scale_final[pos, None].to(vecs.dtype)
     for layer in range(min(start_layer, L - 1), -1, -1):
         if layer == start_layer:  # injection: one position per row
             inj = vecs * w.gain_feature_in[layer] * c.scale_mlp_in[layer, pos, None].to(vecs.dtype)
-            g = attn_backward_sparse(ctx, layer, inj, pos, n)
+            g = attn_sparse(ctx, layer, inj, pos, n)
             continue
-        scale = ctx.out_scale
-        g_out = g if scale is None else g * scale[layer, :n]
-        contract_outputs(ctx, buf, rows, layer, g_out)
-        g_h = g
-        skip = ctx.skips[layer]
-        if skip is not None:
-            s_in = w.gain_feature_in[layer] * c.scale_mlp_in[layer, :n, None].to(g.dtype)  # (n, d)
-            g_h = g + (g_out @ skip.T) * s_in
-        g = g_h + attn_backward_dense(ctx, layer, g_h)
-    tok = torch.einsum("bpd,pd->bp", g, ctx.token_vectors[:n])  # (B, n)
+        add_edges(ctx, buf, rows, layer, g)
+        g = attn_dense(ctx, layer, skip_backward(ctx, layer, g))
+    tok = torch.bmm(g, ctx.token_vectors[:n, :, None])[..., 0]  # (n, B)
     col = F + L * P
-    buf[rows, col:col + n] += tok.to(buf.dtype)
+    buf[rows, col:col + n] += tok.T.to(buf.dtype)
