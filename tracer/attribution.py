@@ -12,6 +12,7 @@ Phases (each a function below):
 
 import logging
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -131,11 +132,37 @@ def _all_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attributi
     return A, torch.arange(F, device=A.device)
 
 
-def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: AttributionConfig,
-                     adj_dtype: torch.dtype, cap: int) -> tuple[Tensor, Tensor]:
-    """circuit-tracer's greedy selection: rank by partial influence, visit in chunks."""
+def greedy_select(compute: Callable[[Tensor, int], Tensor], buf: Tensor, row_to_node: Tensor,
+                  probs: Tensor, cfg: AttributionConfig, n_active: int, cap: int, pbar: tqdm | None = None) -> Tensor:
+    """circuit-tracer's greedy feature selection; returns the visited mask (n_active,).
+
+    ``buf[:K]`` already holds the K logit rows; ``compute(pending, row_start)`` writes the rows of
+    features ``pending`` from ``row_start`` on and returns the feature index of each row written.
+    Every ``update_interval * batch_size`` features, unvisited features are re-ranked by their
+    partial influence on the logits through the rows computed so far.
+    """
     from tracer.prune import compute_partial_influences
 
+    K = int(probs.shape[0])
+    visited = torch.zeros(n_active, dtype=torch.bool, device=buf.device)
+    st = K
+    while st - K < cap:
+        infl = compute_partial_influences(buf[:st].float(), probs.float(), row_to_node[:st])
+        rank = torch.argsort(infl[:n_active], descending=True)
+        queue = min(cfg.update_interval * cfg.batch_size, cap - (st - K))
+        pending = rank[~visited[rank]][:queue]
+        done = compute(pending, st)
+        row_to_node[st:st + done.shape[0]] = done
+        visited[done] = True
+        st += int(done.shape[0])
+        if pbar is not None:
+            pbar.update(int(done.shape[0]))
+    return visited
+
+
+def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: AttributionConfig,
+                     adj_dtype: torch.dtype, cap: int) -> tuple[Tensor, Tensor]:
+    """Rows computed only for greedily selected features (capped graphs)."""
     F, L, P, K = ctx.n_active, ctx.n_layers, ctx.n_pos, int(targets.token_ids.shape[0])
     total = F + (L + 1) * P + K
     dev = ctx.encoder_vecs.device
@@ -143,35 +170,55 @@ def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attrib
     row_to_node = torch.zeros(cap + K, dtype=torch.long, device=dev)
     sweep(ctx, buf, 0, L, torch.full((K,), P - 1, device=dev), targets.vectors)
     row_to_node[:K] = torch.arange(K, device=dev) + F + (L + 1) * P
-    visited = torch.zeros(F, dtype=torch.bool, device=dev)
     runner = _Runner(ctx, buf, cfg)
-    st = K
     with tqdm(total=cap, desc="feature rows", disable=not cfg.verbose) as pbar:
-        while st - K < cap:
-            infl = compute_partial_influences(buf[:st].float(), targets.probabilities.float(), row_to_node[:st])
-            rank = torch.argsort(infl[:F], descending=True)
-            queue = min(cfg.update_interval * cfg.batch_size, cap - (st - K))
-            pending = rank[~visited[rank]][:queue]
-            done = compute_feature_rows(runner, st, pending, cfg.sweep_rows, pbar)
-            row_to_node[st:st + done.shape[0]] = done
-            visited[done] = True
-            st += int(done.shape[0])
+        visited = greedy_select(lambda pending, st: compute_feature_rows(runner, st, pending, cfg.sweep_rows),
+                                buf, row_to_node, targets.probabilities, cfg, F, cap, pbar)
     return _pack_greedy(buf, row_to_node, visited, F, K), torch.nonzero(visited).flatten()
 
 
 def _pack_greedy(buf: Tensor, row_to_node: Tensor, visited: Tensor, F: int, K: int) -> Tensor:
-    """Keep selected feature columns; sort rows by node; place logit rows last."""
+    """Keep selected feature columns; sort rows by node; place logit rows last (chunked copy)."""
     selected = torch.nonzero(visited).flatten()
     col_read = torch.cat([selected, torch.arange(F, buf.shape[1], device=buf.device)])
-    N = int(col_read.shape[0])
-    n_sel = int(selected.shape[0])
+    N, n_sel = int(col_read.shape[0]), int(selected.shape[0])
     A = torch.zeros(N, N, dtype=buf.dtype, device=buf.device)
-    order = torch.argsort(row_to_node)  # features ascending, then logits
+    order = torch.argsort(row_to_node)  # selected features ascending, then logits
     for s in range(0, int(order.shape[0]), 1024):
         src = order[s:s + 1024]
         dest = torch.arange(s, s + src.shape[0], device=buf.device)
         dest = torch.where(dest < n_sel, dest, dest - n_sel + (N - K))
         A[dest] = buf[src][:, col_read]
+    return A
+
+
+def greedy_order(feature_rows: Tensor, logit_rows: Tensor, probs: Tensor, cfg: AttributionConfig,
+                 n_active: int) -> Tensor:
+    """Selected features when every row is already known (the reference engine)."""
+    cap = cfg.max_feature_nodes
+    if cap is None or cap >= n_active:
+        return torch.arange(n_active)
+    K = int(logit_rows.shape[0])
+    buf = torch.zeros(cap + K, feature_rows.shape[1], dtype=feature_rows.dtype)
+    buf[:K] = logit_rows
+    row_to_node = torch.zeros(cap + K, dtype=torch.long)
+    row_to_node[:K] = torch.arange(K) + feature_rows.shape[1] - K
+
+    def copy(pending: Tensor, st: int) -> Tensor:
+        buf[st:st + pending.shape[0]] = feature_rows[pending]
+        return pending
+
+    return torch.nonzero(greedy_select(copy, buf, row_to_node, probs, cfg, n_active, cap)).flatten()
+
+
+def package_rows(feature_rows: Tensor, logit_rows: Tensor, selected: Tensor, n_active: int) -> Tensor:
+    """N x N adjacency from full-width rows: selected feature rows/columns, then the rest."""
+    total = feature_rows.shape[1]
+    col_read = torch.cat([selected, torch.arange(n_active, total)])
+    N, K = int(col_read.shape[0]), int(logit_rows.shape[0])
+    A = torch.zeros(N, N, dtype=feature_rows.dtype)
+    A[:selected.shape[0]] = feature_rows[selected][:, col_read]
+    A[N - K:] = logit_rows[:, col_read]
     return A
 
 
@@ -202,18 +249,19 @@ def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | li
             A, selected = _greedy_features(ctx, targets, cfg, adj_dtype, cap)
     seconds = time.perf_counter() - t0
     logger.info("attribution: %d nodes in %.2fs", A.shape[0], seconds)
-    return _package(loaded, transcoders, tokens, ctx, targets, A, selected, cfg, seconds)
+    return make_graph(loaded, transcoders, tokens, ctx.active_features, ctx.activation_values, targets, A,
+                      selected, cfg, seconds)
 
 
-def _package(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, ctx: AttributionContext,
-             targets: LogitTargets, A: Tensor, selected: Tensor, cfg: AttributionConfig, seconds: float) -> Graph:
+def make_graph(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, active: Tensor, values: Tensor,
+               targets: LogitTargets, A: Tensor, selected: Tensor, cfg: AttributionConfig, seconds: float) -> Graph:
     tok = loaded.tokenizer
     decode = (lambda ids: tok.decode(ids)) if tok is not None else (lambda ids: " ".join(map(str, ids)))  # type: ignore[attr-defined]
     return Graph(
-        adjacency=A, input_tokens=tokens.cpu(), active_features=ctx.active_features.cpu(),
-        activation_values=ctx.activation_values.float().cpu(), selected_features=selected.cpu(),
+        adjacency=A, input_tokens=tokens.cpu(), active_features=active.cpu(),
+        activation_values=values.float().cpu(), selected_features=selected.cpu(),
         logit_token_ids=targets.token_ids.cpu(), logit_probabilities=targets.probabilities.float().cpu(),
-        logit_vectors=targets.vectors.float().cpu(), n_layers=ctx.n_layers, d_vocab=loaded.d_vocab,
+        logit_vectors=targets.vectors.float().cpu(), n_layers=loaded.n_layers, d_vocab=loaded.d_vocab,
         model_id=loaded.model_id, transcoder_id=tc.source, scan=tc.scan,
         input_string=decode(tokens.tolist()),
         logit_tokens=tuple(decode([int(i)]) for i in targets.token_ids.tolist()),

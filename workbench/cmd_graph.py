@@ -1,0 +1,113 @@
+"""`workbench trace`: build an attribution graph and save it (native safetensors+JSON, or .npz)."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser(
+        "trace", help="build an attribution graph for a prompt",
+        description="Trace the attribution graph of a prompt through a model's transcoders. A path "
+                    "ending in .npz writes the npz of the design notes (uncompressed); any other path "
+                    "writes the native format (one safetensors file with a JSON header).",
+    )
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
+    src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
+    p.add_argument("--out", required=True, help="output path (.npz, or native .safetensors)")
+    p.add_argument("--max-n-logits", type=int, default=10, help="most logit targets (default 10)")
+    p.add_argument("--desired-logit-prob", type=float, default=0.95,
+                   help="cumulative probability the logit targets should cover (default 0.95)")
+    p.add_argument("--max-feature-nodes", type=int, default=None,
+                   help="keep at most this many features, chosen greedily by influence (default: all)")
+    p.add_argument("--batch-size", type=int, default=256,
+                   help="target rows per batch; with --max-feature-nodes it sets the re-ranking chunk")
+    p.add_argument("--update-interval", type=int, default=4, help="greedy re-ranking interval in batches")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    p.add_argument("--adjacency-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="storage dtype of the adjacency (bf16/fp16 halve its memory)")
+    p.add_argument("--engine", default="fast", choices=["fast", "autograd"],
+                   help="fast (explicit backward) or autograd (slow reference)")
+    p.add_argument("--workers", type=int, default=None, help="parallel sweep workers (default: CPU threads)")
+    p.add_argument("--eager-decoder", action="store_true",
+                   help="read whole decoders into memory instead of memory-mapping active rows")
+    p.add_argument("--stats-json", default=None, help="also write timings and sizes to this JSON file")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    p.set_defaults(func=run_trace)
+
+
+def parse_token_ids(text: str) -> list[int]:
+    from tracer.errors import WorkbenchError
+
+    try:
+        ids = [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise WorkbenchError(f"--token-ids must be comma-separated integers; got {text!r}. "
+                             "Example: --token-ids 1,523,87") from None
+    if not ids:
+        raise WorkbenchError(f"--token-ids must list at least one id; got {text!r}.")
+    return ids
+
+
+def _check_out_path(out: str) -> Path:
+    from tracer.errors import WorkbenchError
+
+    path = Path(out)
+    if path.exists() and path.is_dir():
+        raise WorkbenchError(f"--out must be a file path; got {out!r}, a directory. Add a file name.")
+    return path
+
+
+def run_trace(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    out = _check_out_path(args.out)
+    import torch
+
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.model import load_model, parse_device, parse_dtype, tokenize
+    from tracer.transcoders.loaders import load_transcoders
+
+    cfg = AttributionConfig(
+        max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
+        batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes,
+        update_interval=args.update_interval, engine=args.engine, adjacency_dtype=args.adjacency_dtype,
+        n_workers=args.workers, verbose=not args.quiet,
+    )
+    dtype, device = parse_dtype(args.dtype), parse_device(args.device)
+    token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
+    t_import = time.perf_counter() - t0
+    loaded = load_model(args.model, device=device, dtype=dtype)
+    tc = load_transcoders(args.transcoders, dtype=dtype, lazy_decoder=not args.eager_decoder,
+                          n_layers=loaded.n_layers, d_model=loaded.d_model)
+    tokens = torch.tensor(token_ids) if token_ids is not None else tokenize(loaded, args.prompt)
+    t_load = time.perf_counter() - t0 - t_import
+    graph = attribute(loaded, tc, tokens, cfg)
+    t_attr = time.perf_counter() - t0 - t_import - t_load
+    graph.save(out)
+    t_total = time.perf_counter() - t0
+    stats = {
+        "n_nodes": graph.n_nodes, "n_active_features": int(graph.active_features.shape[0]),
+        "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,
+        "seconds": {"import": round(t_import, 3), "load": round(t_load, 3), "attribute": round(t_attr, 3),
+                    "save": round(t_total - t_attr - t_load - t_import, 3), "total": round(t_total, 3)},
+        "out": str(out),
+    }
+    if args.stats_json:
+        from tracer.io import atomic_path
+
+        with atomic_path(args.stats_json) as tmp:
+            tmp.write_text(json.dumps(stats, indent=2))
+    if not args.quiet:
+        print(f"wrote {out}: {graph.n_nodes} nodes ({graph.n_selected} features, {graph.n_pos} tokens, "
+              f"{graph.n_logits} logits) in {t_total:.1f}s", file=sys.stderr)
+    return 0
