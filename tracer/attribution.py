@@ -249,8 +249,10 @@ def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | li
             A, selected = _greedy_features(ctx, targets, cfg, adj_dtype, cap)
     seconds = time.perf_counter() - t0
     logger.info("attribution: %d nodes in %.2fs", A.shape[0], seconds)
-    return make_graph(loaded, transcoders, tokens, ctx.active_features, ctx.activation_values, targets, A,
-                      selected, cfg, seconds)
+    graph = make_graph(loaded, transcoders, tokens, ctx.active_features, ctx.activation_values, targets, A,
+                       selected, cfg, seconds)
+    graph.extra["flops"] = int(sum(ctx.flops))
+    return graph
 
 
 def make_graph(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, active: Tensor, values: Tensor,

@@ -6,7 +6,7 @@ has no active features and a zero error vector, as in circuit-tracer.
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -88,6 +88,8 @@ class AttributionContext:
     """(n_layers, n_pos, d_model) at the output location (before any post-MLP norm)"""
     token_vectors: Tensor
     """(n_pos, d_model) embeddings as they enter the residual (scaled for Gemma)"""
+    flops: list[int] = field(default_factory=list)
+    """multiply-add FLOPs of every sweep (2 per MAC), appended by the sweeps (thread-safe append)"""
 
     @property
     def n_active(self) -> int:

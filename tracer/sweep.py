@@ -33,6 +33,7 @@ def add_edges(ctx: AttributionContext, buf: Tensor, rows: slice, layer: int, g: 
     if m == 0:
         return
     out = torch.bmm(g, blk.vectors[:n])  # (n, B, n_slots)
+    ctx.flops.append(2 * g.numel() * out.shape[2])
     vals = out[blk.src_pos[:m], :, blk.src_slot[:m]]  # (m, B)
     buf[rows].index_add_(1, blk.dest_col[:m], vals.T.to(buf.dtype))
 
@@ -48,6 +49,7 @@ def attn_sparse(ctx: AttributionContext, layer: int, inj: Tensor, pos: Tensor, n
     go = (inj @ w.W_O[layer]).view(B, kv, -1, hd)  # (B, kv, group, hd)
     rows = w.patterns[layer][:, :n, :, pos]  # (kv, n, group, B): each row's query = its position
     gv = torch.einsum("jkgb,bjge->jkbe", rows, go)  # (kv, n, B, hd)
+    ctx.flops.append(2 * B * d * go.shape[1] * go.shape[2] * hd + 2 * rows.numel() * hd + kv * 2 * n * B * hd * d)
     g = inj.new_zeros(n, B, d)
     g[pos, torch.arange(B, device=g.device)] = inj
     flat = g.view(n * B, d)
@@ -66,6 +68,7 @@ def attn_dense(ctx: AttributionContext, layer: int, g: Tensor) -> Tensor:
     go = go.permute(2, 3, 0, 1, 4).reshape(kv, grp * n, B * hd)  # (kv, group*q, B*hd)
     pat = w.patterns[layer][:, :n, :, :n].reshape(kv, n, grp * n)  # (kv, k, group*q)
     gv = torch.bmm(pat, go)  # (kv, k, B*hd): a group's query heads summed before W_V
+    ctx.flops.append(2 * n * B * d * kv * grp * hd + 2 * kv * n * grp * n * B * hd + kv * 2 * n * B * hd * d)
     out = torch.addmm(g.view(n * B, d), gv[0].view(n * B, hd), w.W_V[layer][0])  # (n*B, d)
     for j in range(1, kv):
         out.addmm_(gv[j].view(n * B, hd), w.W_V[layer][j])
@@ -80,6 +83,7 @@ def skip_backward(ctx: AttributionContext, layer: int, g: Tensor) -> Tensor:
         return g
     n, B, d = g.shape
     through = (g.view(n * B, d) @ jac).view(n, B, d)  # (n, B, d)
+    ctx.flops.append(2 * n * B * d * d)
     return g + through * w.skip_scale[layer, :n, None, None]
 
 
@@ -106,5 +110,6 @@ def sweep(ctx: AttributionContext, buf: Tensor, row_start: int, start_layer: int
         add_edges(ctx, buf, rows, layer, g)
         g = attn_dense(ctx, layer, skip_backward(ctx, layer, g))
     tok = torch.bmm(g, ctx.token_vectors[:n, :, None])[..., 0]  # (n, B)
+    ctx.flops.append(2 * g.numel())
     col = F + L * P
     buf[rows, col:col + n] += tok.T.to(buf.dtype)

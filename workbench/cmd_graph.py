@@ -100,6 +100,7 @@ def run_trace(args: argparse.Namespace) -> int:
         "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,
         "seconds": {"import": round(t_import, 3), "load": round(t_load, 3), "attribute": round(t_attr, 3),
                     "save": round(t_total - t_attr - t_load - t_import, 3), "total": round(t_total, 3)},
+        "flops": graph.extra.get("flops"),
         "out": str(out),
     }
     if args.stats_json:
