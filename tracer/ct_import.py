@@ -77,6 +77,10 @@ def _stub_class(module: str, name: str) -> type:
     return type(name, (_Stub,), {"_qualname": f"{module}.{name}", "__module__": "tracer.ct_import"})
 
 
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    """A global outside the allowlist."""
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Allows tensors, dtypes and plain containers; stubs circuit-tracer classes; refuses the rest."""
 
@@ -90,7 +94,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return getattr(torch, name)
         if module.split(".")[0] in _STUB_PACKAGES:
             return self._stubs.setdefault(key, _stub_class(module, name))
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+        raise _ForbiddenGlobal(f"refusing to load global {module}.{name}")
 
 
 class _RestrictedPickleModule:
@@ -108,10 +112,10 @@ def _read_pt(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False,
                           pickle_module=_RestrictedPickleModule)  # type: ignore[arg-type]
-    except pickle.UnpicklingError as err:
+    except _ForbiddenGlobal as err:
         raise WorkbenchError(f"graph .pt must hold only circuit-tracer graph data; {str(path)!r} does not "
                              f"({err}). It was not loaded.") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as err:
         raise WorkbenchError(f"graph .pt must be a torch.save file; {str(path)!r} is not readable as one "
                              f"({type(err).__name__}: {str(err)[:120]}). Re-save it with Graph.to_pt.") from None
     if not isinstance(data, dict) or "adjacency_matrix" not in data:
