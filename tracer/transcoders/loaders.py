@@ -94,11 +94,11 @@ def _activation(cfg: dict[str, object], has_threshold: bool) -> tuple[Activation
 def _layer_from_tensors(path: Path, t: dict[str, object], cfg: dict[str, object], dtype: torch.dtype,
                         lazy: bool) -> TranscoderLayer:
     """One PLT layer from a {name: tensor} mapping in any of the three per-layer formats."""
-    if "W_enc" in t:  # circuit-tracer / mwhanna layout
+    if "W_enc" in t and path.suffix != ".npz":  # circuit-tracer / mwhanna layout
         W_enc = _tensor(t["W_enc"], dtype)  # type: ignore[arg-type]
         W_dec_raw, skip_key, transpose_skip = t["W_dec"], "W_skip", True
         thr_key = "activation_function.threshold" if "activation_function.threshold" in t else "threshold"
-    elif "w_enc" in t or ("W_enc" not in t and "W_dec" in t):  # Gemma Scope (2): encoder is (d, d_tc)
+    elif "w_enc" in t or "W_enc" in t:  # Gemma Scope npz / Gemma Scope 2: encoder is (d_model, d_tc)
         key = "w_enc" if "w_enc" in t else "W_enc"
         W_enc = _tensor(t[key], dtype).T.contiguous()  # type: ignore[arg-type]
         W_dec_raw = t["w_dec"] if "w_dec" in t else t["W_dec"]

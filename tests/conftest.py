@@ -1,0 +1,44 @@
+"""Shared pytest setup: seeding, a --device option, and the gpu / circuit_tracer markers."""
+
+import importlib.util
+import os
+import random
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="device for tests that honour it (cpu, cuda)")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    no_cuda = pytest.mark.skip(reason="needs CUDA")
+    no_ct = pytest.mark.skip(reason="needs circuit_tracer importable")
+    has_ct = importlib.util.find_spec("circuit_tracer") is not None
+    for item in items:
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(no_cuda)
+        if "circuit_tracer" in item.keywords and not has_ct:
+            item.add_marker(no_ct)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture
+def device(request):
+    return request.config.getoption("--device")
