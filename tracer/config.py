@@ -20,7 +20,7 @@ class AttributionConfig:
     """Keep at most this many features, chosen greedily by estimated influence (None: all)."""
     update_interval: int = 4
     """With max_feature_nodes: re-rank features every this many batches."""
-    sweep_rows: int = 64
+    sweep_rows: int = 32
     """Rows per backward sweep inside a batch (cache-sized; does not change the graph)."""
     n_workers: int | None = None
     """Parallel single-threaded sweep workers (None: torch's thread count on CPU, 1 on GPU)."""
