@@ -4,6 +4,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
@@ -103,13 +104,47 @@ def wrap_model(model: torch.nn.Module, tokenizer: object | None = None, model_id
 
 
 def load_model(path: str | Path, *, device: str | torch.device = "cpu",
-               dtype: str | torch.dtype = torch.float32) -> LoadedModel:
-    """Load a local HF model folder (safetensors) with eager attention; never downloads."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+               dtype: str | torch.dtype = torch.float32, backend: str = "hf") -> LoadedModel:
+    """Load a local HF model folder (safetensors only; never downloads).
 
+    backend: "hf" builds the real `transformers` model (eager attention); "native" builds
+    :mod:`tracer.native`'s HF-layout model without importing `transformers` (fast start-up for
+    tracing); "auto" uses native when it reproduces the config exactly, else HF.
+    """
     directory = Path(path)
     raw = _read_config(directory)
     torch_dtype, torch_device = parse_dtype(dtype), parse_device(device)
+    if backend not in ("hf", "native", "auto"):
+        raise WorkbenchError(f"backend must be 'hf', 'native' or 'auto'; got {backend!r}.")
+    if not list(directory.glob("*.safetensors")):
+        raise WorkbenchError(f"model directory must hold *.safetensors weights; got none in {str(directory)!r}. "
+                             "Re-save with save_pretrained(safe_serialization=True); tracer does not unpickle.")
+    if backend != "hf":
+        from tracer.native import load_native, unsupported_reason
+
+        adapter_for(SimpleNamespace(**raw)).check_config(SimpleNamespace(**raw))
+        reason = unsupported_reason(raw)
+        if reason is None:
+            try:
+                native = load_native(directory, torch_dtype, torch_device)
+            except Exception as err:  # noqa: BLE001 - safetensors raises several types
+                raise WorkbenchError(f"model weights must load; got an error for {str(directory)!r}: "
+                                     f"{str(err).splitlines()[0]}. The weights are corrupt or do not match "
+                                     "config.json.") from None
+            if native is not None:
+                return wrap_model(native, _load_fast_tokenizer(directory), model_id=str(directory))
+            reason = "weights do not match the native layout"
+        if backend == "native":
+            raise ArchitectureError(f"native loading must support this config; it does not ({reason}). "
+                                    "Use backend='hf'.")
+        logger.info("loading through transformers (%s)", reason)
+    return _load_hf(directory, raw, torch_dtype, torch_device)
+
+
+def _load_hf(directory: Path, raw: dict[str, object], torch_dtype: torch.dtype,
+             torch_device: torch.device) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (ValueError, KeyError) as err:
@@ -118,10 +153,6 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
                                 f"{arch!r} ({str(err).splitlines()[0]}).") from None
     adapter = adapter_for(config)
     adapter.check_config(config)
-    weights = list(directory.glob("*.safetensors"))
-    if not weights:
-        raise WorkbenchError(f"model directory must hold *.safetensors weights; got none in {str(directory)!r}. "
-                             "Re-save with save_pretrained(safe_serialization=True); tracer does not unpickle.")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch_dtype, attn_implementation="eager", local_files_only=True,
@@ -132,8 +163,37 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
         raise WorkbenchError(f"model weights must load; got an error for {str(directory)!r}: {msg}. "
                              "The weights are corrupt or do not match config.json.") from None
     model.to(torch_device)
-    tokenizer = _load_tokenizer(directory)
-    return wrap_model(model, tokenizer, model_id=str(directory))
+    return wrap_model(model, _load_tokenizer(directory), model_id=str(directory))
+
+
+class FastTokenizer:
+    """The few tokenizer methods tracer uses, on the `tokenizers` library alone (no transformers)."""
+
+    def __init__(self, directory: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(directory / "tokenizer.json"))
+        cfg: dict[str, object] = {}
+        for name in ("special_tokens_map.json", "tokenizer_config.json"):
+            if (directory / name).is_file():
+                cfg.update(json.loads((directory / name).read_text()))
+
+        def tid(key: str) -> int | None:
+            val = cfg.get(key)
+            val = val.get("content") if isinstance(val, dict) else val
+            return None if val is None else self._tok.token_to_id(str(val))
+
+        self.bos_token_id, self.eos_token_id = tid("bos_token"), tid("eos_token")
+        self.pad_token_id = tid("pad_token")
+        added = [i for i, t in self._tok.get_added_tokens_decoder().items() if t.special]
+        ids = [self.bos_token_id, self.eos_token_id, self.pad_token_id, tid("unk_token"), *added]
+        self.all_special_ids = sorted({i for i in ids if i is not None})
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
 
 
 def _load_tokenizer(directory: Path) -> object | None:
@@ -145,6 +205,16 @@ def _load_tokenizer(directory: Path) -> object | None:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except Exception as err:  # noqa: BLE001
         logger.warning("could not load the tokenizer in %s (%s); use token ids", directory, err)
+        return None
+
+
+def _load_fast_tokenizer(directory: Path) -> object | None:
+    if not (directory / "tokenizer.json").is_file():
+        return None
+    try:
+        return FastTokenizer(directory)
+    except Exception as err:  # noqa: BLE001
+        logger.warning("could not load tokenizer.json in %s (%s); use token ids", directory, err)
         return None
 
 

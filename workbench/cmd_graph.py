@@ -37,6 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="storage dtype of the adjacency (bf16/fp16 halve its memory)")
     p.add_argument("--engine", default="fast", choices=["fast", "autograd"],
                    help="fast (explicit backward) or autograd (slow reference)")
+    p.add_argument("--model-backend", default="auto", choices=["auto", "native", "hf"],
+                   help="auto (default): load without transformers when the config allows; hf: always "
+                        "through transformers")
     p.add_argument("--workers", type=int, default=None, help="parallel sweep workers (default: CPU threads)")
     p.add_argument("--eager-decoder", action="store_true",
                    help="read whole decoders into memory instead of memory-mapping active rows")
@@ -86,7 +89,7 @@ def run_trace(args: argparse.Namespace) -> int:
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     t_import = time.perf_counter() - t0
-    loaded = load_model(args.model, device=device, dtype=dtype)
+    loaded = load_model(args.model, device=device, dtype=dtype, backend=args.model_backend)
     tc = load_transcoders(args.transcoders, dtype=dtype, lazy_decoder=not args.eager_decoder,
                           n_layers=loaded.n_layers, d_model=loaded.d_model)
     tokens = torch.tensor(token_ids) if token_ids is not None else tokenize(loaded, args.prompt)

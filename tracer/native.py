@@ -1,0 +1,222 @@
+"""A light loader for tracing: HF's module layout and maths, without importing `transformers`.
+
+Importing `transformers` and building a model through its Auto classes costs seconds, which
+dominates tracing a small model. For the three supported architectures this module builds an
+``nn.Module`` tree with exactly Hugging Face's attribute names and call structure
+(``model.model.layers[i].self_attn.o_proj`` ...; attention returns ``(output, weights)``), from
+``config.json`` + safetensors, computing what HF's eager path computes (float32 norms and
+softmax, RoPE incl. Llama-3 scaling, q/k norms, Gemma-2 softcaps and embedding scale). The hook
+based capture in :mod:`tracer.forward` therefore works on either. ``tests/tracer/test_native.py``
+checks logits and every cached activation against the HF model.
+
+Configs with anything this module does not reproduce (:func:`unsupported_reason`) are loaded
+through `transformers` instead. Interventions always use the real HF model.
+"""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+_ACTS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+         "gelu": F.gelu}
+
+
+def unsupported_reason(cfg: dict[str, object]) -> str | None:
+    """Why the native path cannot reproduce this config exactly (None: it can)."""
+    arch = (cfg.get("architectures") or [None])[0]  # type: ignore[index]
+    if arch not in ("Qwen3ForCausalLM", "LlamaForCausalLM", "Gemma2ForCausalLM"):
+        return f"architecture {arch!r}"
+    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "?"
+    if rope_type not in ("default", "llama3"):
+        return f"rope type {rope_type!r}"
+    act = cfg.get("hidden_activation") or cfg.get("hidden_act")
+    if act not in _ACTS:
+        return f"activation {act!r}"
+    if cfg.get("pretraining_tp", 1) not in (1, None) or cfg.get("partial_rotary_factor", 1.0) != 1.0:
+        return "pretraining_tp / partial rotary"
+    return None
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, d: int, eps: float, offset: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(d))
+        self.eps, self.offset = eps, offset
+        self.variance_epsilon = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:  # Gemma: (1 + w) in float32, then cast
+            return (h * (self.offset + self.weight.float())).type_as(x)
+        return self.weight * h.to(x.dtype)
+
+
+def rope_inv_freq(cfg: dict[str, object], head_dim: int) -> Tensor:
+    """HF's inverse frequencies, including Llama-3 scaling."""
+    base = float(cfg.get("rope_theta", 10000.0))  # type: ignore[arg-type]
+    inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    rope = cfg.get("rope_scaling") or {}
+    if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) == "llama3":
+        factor, lo, hi = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
+        old = float(rope["original_max_position_embeddings"])
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > old / lo, inv / factor, inv)
+        smooth = (old / wavelen - lo) / (hi - lo)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < old / hi) * ~(wavelen > old / lo)
+        inv = torch.where(medium, smoothed, scaled)
+    return inv
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: dict, d: int, n_heads: int, n_kv: int, hd: int, gemma: bool, qk_norm: bool) -> None:
+        super().__init__()
+        bias = bool(cfg.get("attention_bias", False))
+        self.q_proj, self.k_proj = nn.Linear(d, n_heads * hd, bias=bias), nn.Linear(d, n_kv * hd, bias=bias)
+        self.v_proj, self.o_proj = nn.Linear(d, n_kv * hd, bias=bias), nn.Linear(n_heads * hd, d, bias=bias)
+        eps = float(cfg.get("rms_norm_eps", 1e-6))
+        if qk_norm:
+            self.q_norm, self.k_norm = RMSNorm(hd, eps, 0.0), RMSNorm(hd, eps, 0.0)
+        self.qk_norm, self.n_heads, self.n_kv, self.hd = qk_norm, n_heads, n_kv, hd
+        self.scaling = float(cfg["query_pre_attn_scalar"]) ** -0.5 if gemma else hd ** -0.5
+        self.softcap = cfg.get("attn_logit_softcapping") if gemma else None
+
+    def forward(self, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        B, P, _ = hidden_states.shape
+        q = self.q_proj(hidden_states).view(B, P, -1, self.hd)
+        k = self.k_proj(hidden_states).view(B, P, -1, self.hd)
+        v = self.v_proj(hidden_states).view(B, P, -1, self.hd).transpose(1, 2)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)  # (B, heads, P, hd)
+        cos, sin = position_embeddings
+        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        rep = self.n_heads // self.n_kv
+        k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+        w = (q @ k.transpose(2, 3)) * self.scaling  # (B, H, P, P)
+        if self.softcap:
+            w = torch.tanh(w / self.softcap) * self.softcap
+        mask = torch.ones(P, P, dtype=torch.bool, device=w.device).tril()
+        w = w.masked_fill(~mask, torch.finfo(w.dtype).min)
+        w = torch.softmax(w, dim=-1, dtype=torch.float32).to(q.dtype)
+        out = (w @ v).transpose(1, 2).reshape(B, P, -1)
+        return self.o_proj(out), w
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: dict, d: int) -> None:
+        super().__init__()
+        d_mlp, bias = int(cfg["intermediate_size"]), bool(cfg.get("mlp_bias", False))
+        self.gate_proj, self.up_proj = nn.Linear(d, d_mlp, bias=bias), nn.Linear(d, d_mlp, bias=bias)
+        self.down_proj = nn.Linear(d_mlp, d, bias=bias)
+        self.act = _ACTS[str(cfg.get("hidden_activation") or cfg.get("hidden_act"))]
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: dict, gemma: bool, qk_norm: bool) -> None:
+        super().__init__()
+        d, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        kv = int(cfg.get("num_key_value_heads") or H)
+        hd = int(cfg.get("head_dim") or d // H)
+        eps, off = float(cfg.get("rms_norm_eps", 1e-6)), 1.0 if gemma else 0.0
+        self.gemma = gemma
+        self.input_layernorm = RMSNorm(d, eps, off)
+        self.self_attn = Attention(cfg, d, H, kv, hd, gemma, qk_norm)
+        self.post_attention_layernorm = RMSNorm(d, eps, off)
+        if gemma:
+            self.pre_feedforward_layernorm = RMSNorm(d, eps, off)
+            self.post_feedforward_layernorm = RMSNorm(d, eps, off)
+        self.mlp = MLP(cfg, d)
+
+    def forward(self, x: Tensor, pos_emb: tuple[Tensor, Tensor]) -> Tensor:
+        a, _ = self.self_attn(hidden_states=self.input_layernorm(x), position_embeddings=pos_emb)
+        if self.gemma:
+            h = x + self.post_attention_layernorm(a)
+            return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
+        h = x + a
+        return h + self.mlp(self.post_attention_layernorm(h))
+
+
+class _Inner(nn.Module):
+    def __init__(self, cfg: dict, gemma: bool, qk_norm: bool) -> None:
+        super().__init__()
+        d = int(cfg["hidden_size"])
+        self.embed_tokens = nn.Embedding(int(cfg["vocab_size"]), d)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, gemma, qk_norm) for _ in range(int(cfg["num_hidden_layers"])))
+        self.norm = RMSNorm(d, float(cfg.get("rms_norm_eps", 1e-6)), 1.0 if gemma else 0.0)
+
+
+class NativeCausalLM(nn.Module):
+    """HF-layout causal LM (Qwen3 / Llama / Gemma-2) for tracing."""
+
+    def __init__(self, cfg: dict) -> None:
+        super().__init__()
+        arch = cfg["architectures"][0]
+        self.gemma = arch == "Gemma2ForCausalLM"
+        self.raw_config = cfg
+        self.config = SimpleNamespace(**cfg)
+        self.model = _Inner(cfg, self.gemma, arch == "Qwen3ForCausalLM")
+        d, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
+        self.head_dim = int(cfg.get("head_dim") or d // H)
+        self.lm_head = nn.Linear(d, int(cfg["vocab_size"]), bias=False)
+        self.register_buffer("inv_freq", rope_inv_freq(cfg, self.head_dim), persistent=False)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def forward(self, input_ids: Tensor, use_cache: bool = False) -> SimpleNamespace:
+        x = self.model.embed_tokens(input_ids)
+        if self.gemma:
+            x = x * torch.tensor(self.config.hidden_size ** 0.5, dtype=x.dtype)
+        P = input_ids.shape[1]
+        freqs = self.inv_freq.float()[:, None] * torch.arange(P, device=x.device).float()[None, :]  # (hd/2, P)
+        emb = torch.cat([freqs.T, freqs.T], dim=-1)  # (P, hd)
+        pos_emb = (emb.cos().to(x.dtype)[None, None], emb.sin().to(x.dtype)[None, None])
+        for layer in self.model.layers:
+            x = layer(x, pos_emb)
+        logits = self.lm_head(self.model.norm(x))
+        cap = getattr(self.config, "final_logit_softcapping", None) if self.gemma else None
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return SimpleNamespace(logits=logits)
+
+
+def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> NativeCausalLM | None:
+    """The native model, or None when the config needs `transformers` (see unsupported_reason)."""
+    from safetensors.torch import load_file
+
+    cfg = json.loads((directory / "config.json").read_text())
+    if unsupported_reason(cfg) is not None:
+        return None
+    with torch.device("meta"):
+        model = NativeCausalLM(cfg)
+    state: dict[str, Tensor] = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        state.update(load_file(str(f)))
+    if "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    state = {k: v.to(dtype) for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
+    missing = set(model.state_dict()) - set(state)
+    if missing:
+        return None
+    model.load_state_dict(state, assign=True, strict=False)
+    model.inv_freq = rope_inv_freq(cfg, model.head_dim)
+    return model.to(device).eval()
