@@ -115,9 +115,11 @@ def _read_pt(path: Path) -> dict[str, Any]:
     except _ForbiddenGlobal as err:
         raise WorkbenchError(f"graph .pt must hold only circuit-tracer graph data; {str(path)!r} does not "
                              f"({err}). It was not loaded.") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, io.UnsupportedOperation) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            io.UnsupportedOperation) as err:
+        why = f"{type(err).__name__}: {str(err)[:120]}"
         raise WorkbenchError(f"graph .pt must be a torch.save file; {str(path)!r} is not readable as one "
-                             f"({type(err).__name__}: {str(err)[:120]}). Re-save it with Graph.to_pt.") from None
+                             f"({why}). Re-save it with Graph.to_pt.") from None
     if not isinstance(data, dict) or "adjacency_matrix" not in data:
         raise WorkbenchError(f"graph .pt must be a circuit-tracer Graph.to_pt dict with 'adjacency_matrix'; "
                              f"{str(path)!r} holds {type(data).__name__}. Save it with Graph.to_pt.")
@@ -145,7 +147,8 @@ def _logit_targets(data: dict[str, Any], path: Path) -> tuple[Tensor, tuple[str,
                                      f"got {t!r} in {str(path)!r}.")
             pairs.append((str(args[0]), int(args[1])))
         return torch.tensor([v for _, v in pairs], dtype=torch.long), tuple(s for s, _ in pairs)
-    raise WorkbenchError(f"graph .pt must have logit_targets; {str(path)!r} has none. Re-save it with Graph.to_pt.")
+    raise WorkbenchError(f"graph .pt must have logit_targets; {str(path)!r} has none. "
+                         "Re-save it with Graph.to_pt.")
 
 
 def _to_graph(data: dict[str, Any], path: Path) -> Graph:
@@ -153,7 +156,8 @@ def _to_graph(data: dict[str, Any], path: Path) -> Graph:
     cfg_fields = _cfg_dict(cfg)
     n_layers = cfg_fields.get("n_layers")
     if not isinstance(n_layers, int):
-        raise WorkbenchError(f"graph .pt cfg must have n_layers; {str(path)!r} lacks it. Save it with Graph.to_pt.")
+        raise WorkbenchError(f"graph .pt cfg must have n_layers; {str(path)!r} lacks it. "
+                             "Save it with Graph.to_pt.")
     logit_ids, logit_strings = _logit_targets(data, path)
     scan = data.get("scan")
     extra: dict[str, object] = {
@@ -191,8 +195,8 @@ def load_circuit_tracer_pt(path: str | os.PathLike[str], *, trust_pickle: bool) 
     if not p.is_file():
         raise WorkbenchError(f"graph .pt file must exist; got {str(p)!r}. Check the path.")
     if not trust_pickle:
-        raise WorkbenchError(f"{str(p)!r} is a pickle; pass --trust-pickle (trust_pickle=True) only if you "
-                             "trust its source. Loading a pickle can run code.")
+        raise WorkbenchError(f"{str(p)!r} is a pickle; pass --trust-pickle only if you trust its source "
+                             "(Python: trust_pickle=True). Loading a pickle can run code.")
     graph = _to_graph(_read_pt(p), p)
     logger.info("imported %s: %d nodes (%d features)", p, graph.n_nodes, graph.n_selected)
     return graph

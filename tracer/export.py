@@ -130,7 +130,7 @@ def _links(graph: Graph, result: PruneResult, ids: list[str]) -> list[dict[str, 
     edges = edges[:, mask[edges[0]] & mask[edges[1]]]
     weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
     return [{"source": ids[s], "target": ids[t], "weight": _number(w)}
-            for t, s, w in zip(edges[0].tolist(), edges[1].tolist(), weights.float().tolist())]
+            for t, s, w in zip(edges[0].tolist(), edges[1].tolist(), weights.float().tolist(), strict=True)]
 
 
 def _used_nodes(nodes: list[dict[str, Any]], links: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,7 +215,8 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
         "prompt_tokens": _prompt_tokens(graph, tokenizer), "prompt": graph.input_string,
         "node_threshold": config.node_threshold, "schema_version": SCHEMA_VERSION,
         "info": {"generator": {"name": "manifold-workbench", "version": __version__}},
-        "pruning_settings": {"node_threshold": config.node_threshold, "edge_threshold": config.edge_threshold},
+        "pruning_settings": {"node_threshold": config.node_threshold,
+                             "edge_threshold": config.edge_threshold},
     }
     qparams = {"pinnedIds": pinned, "supernodes": groups, "linkType": "both", "clickedId": "", "sg_pos": ""}
     logger.info("viewer graph %s: %d nodes, %d links", slug, len(used), len(links))
@@ -283,7 +284,8 @@ class SupernodeView(NamedTuple):
     """Combined links, self-links dropped, sorted by |weight| ascending (the viewer's order)."""
 
 
-def _supernode_ids(pinned: list[str], supernodes: Sequence[Sequence[str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
+def _supernode_ids(pinned: list[str],
+                   supernodes: Sequence[Sequence[str]]) -> tuple[dict[str, str], dict[str, list[str]]]:
     """(member -> supernode id, supernode id -> members) as the viewer assigns them."""
     pinned_set, known = set(pinned), set(pinned)
     group_of: dict[str, str] = {}
@@ -339,3 +341,60 @@ def supernode_edges(graph_node_ids: Sequence[str], links: Sequence[Mapping[str, 
             combined.setdefault(key, []).append(w / ext[t] * share[t] if ext[t] else math.nan)
     out = [SupernodeLink(s, t, _nansum(ws)) for (s, t), ws in combined.items() if s != t]
     return SupernodeView(members, sorted(out, key=lambda link: abs(link.weight)))
+
+
+# ----------------------------------------------------------------------------- prune results on disk
+def save_prune_result(result: PruneResult, path: str | Path, *,
+                      meta: Mapping[str, Any] | None = None) -> Path:
+    """Write a prune result: ``.npz`` (the reference harness's prune.npz keys plus ``meta_json``) or
+    native safetensors (tensors + JSON header). Tensors: ``node_mask`` (bool), ``edge_target`` and
+    ``edge_source`` (int64, row-major), ``cumulative_scores`` (float32). `meta` (thresholds,
+    scores...) must be JSON-serialisable. Atomic."""
+    import numpy as np
+
+    path = Path(path)
+    edges = result.edge_index.cpu()
+    tensors = {"node_mask": result.node_mask.cpu(), "edge_target": edges[0].contiguous(),
+               "edge_source": edges[1].contiguous(),
+               "cumulative_scores": result.cumulative_scores.cpu().float()}
+    header = json.dumps({"schema_version": SCHEMA_VERSION, **(meta or {})})
+    with atomic_path(path) as tmp:
+        if path.suffix == ".npz":
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **{k: v.numpy() for k, v in tensors.items()}, meta_json=np.array(header))
+        else:
+            from safetensors.torch import save_file
+
+            save_file(tensors, str(tmp), metadata={"manifold_workbench_prune": header})
+    return path
+
+
+def load_prune_result(path: str | Path) -> tuple[PruneResult, dict[str, Any]]:
+    """Read :func:`save_prune_result`'s file: (result, meta)."""
+    import numpy as np
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise WorkbenchError(f"prune result file must exist; got {str(path)!r}. Check the path.")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: torch.from_numpy(z[k]) for k in ("node_mask", "edge_target", "edge_source",
+                                                              "cumulative_scores")}
+                header = str(z["meta_json"]) if "meta_json" in z.files else "{}"
+        else:
+            with safe_open(str(path), framework="pt") as f:
+                header = (f.metadata() or {}).get("manifold_workbench_prune", "{}")
+                arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        n = int(arrays["node_mask"].numel())
+        edges = torch.stack([arrays["edge_target"].long(), arrays["edge_source"].long()])
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+        raise WorkbenchError(f"prune result must be a file written by `workbench prune`; {str(path)!r} "
+                             "is not "
+                             f"({type(err).__name__}: {str(err)[:100]}).") from None
+    mask = torch.sparse_coo_tensor(edges, torch.ones(edges.shape[1], dtype=torch.bool), (n, n),
+                                   is_coalesced=True, check_invariants=False)
+    result = PruneResult(arrays["node_mask"].bool(), mask, arrays["cumulative_scores"])
+    return result, json.loads(header)

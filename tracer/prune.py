@@ -35,12 +35,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.graph import NODE_ERROR, NODE_FEATURE, NODE_LOGIT, NODE_TOKEN, Graph
+from tracer.graph import Graph
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ def _row_blocks(n_rows: int, n_cols: int) -> list[tuple[int, int]]:
     bounds = [*range(0, n_rows, max(step, 1)), n_rows]
     if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
         del bounds[-2]
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _abs_block(matrix: Tensor, r0: int, r1: int, keep_cols: Tensor | None) -> Tensor:

@@ -95,7 +95,8 @@ def find_threshold(scores: Tensor, threshold: float) -> Tensor:
     return s[min(int(torch.searchsorted(cum, threshold)), len(cum) - 1)]
 
 
-def prune(graph: Graph, node_threshold: float = 0.8, edge_threshold: float = 0.98) -> tuple[Tensor, Tensor, Tensor]:
+def prune(graph: Graph, node_threshold: float = 0.8,
+          edge_threshold: float = 0.98) -> tuple[Tensor, Tensor, Tensor]:
     """(node_mask, dense edge_mask, cumulative_scores), exactly circuit-tracer's steps."""
     A, w = graph.adjacency, logit_weights(graph)
     n_inner, n_feat = graph.token_start, graph.n_selected
@@ -135,7 +136,8 @@ def graph_scores(graph: Graph) -> tuple[float, float]:
     return float(replacement), float(completeness)
 
 
-def partial_influences(edge_rows: Tensor, logit_p: Tensor, row_to_node: Tensor, max_iter: int = 128) -> Tensor:
+def partial_influences(edge_rows: Tensor, logit_p: Tensor, row_to_node: Tensor,
+                       max_iter: int = 128) -> Tensor:
     a_hat = normalize(edge_rows, clamp=1e-8)
     infl = torch.zeros(edge_rows.shape[1])
     prod = torch.zeros(edge_rows.shape[1])
@@ -148,7 +150,8 @@ def partial_influences(edge_rows: Tensor, logit_p: Tensor, row_to_node: Tensor, 
     raise RuntimeError("did not converge")
 
 
-def viewer_scores(graph: Graph, node_mask: Tensor, edge_mask: Tensor, pinned: set[int] | None) -> tuple[float, float]:
+def viewer_scores(graph: Graph, node_mask: Tensor, edge_mask: Tensor,
+                  pinned: set[int] | None) -> tuple[float, float]:
     """Neuronpedia's score.worker.ts on the viewer graph, densely in float64.
 
     Viewer graph: kept edges between kept nodes; kept nodes touching one, plus tokens and logits.

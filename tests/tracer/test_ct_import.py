@@ -9,12 +9,10 @@ from typing import Any, NamedTuple
 import pytest
 import torch
 
+from tests.reference.dense_prune import random_graph
 from tracer.ct_import import load_circuit_tracer_pt
 from tracer.errors import WorkbenchError
 from tracer.graph import Graph
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference.dense_prune import random_graph  # noqa: E402
 
 
 class LogitTarget(NamedTuple):
@@ -57,13 +55,15 @@ def _save_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: Graph, *, l
     with monkeypatch.context() as m:
         _fake_module(m, "circuit_tracer.attribution.targets", LogitTarget=LogitTarget)
         _fake_module(m, "circuit_tracer.utils.tl_nnsight_mapping", UnifiedConfig=UnifiedConfig)
-        _fake_module(m, "transformer_lens.HookedTransformerConfig", HookedTransformerConfig=HookedTransformerConfig)
+        _fake_module(m, "transformer_lens.HookedTransformerConfig",
+                     HookedTransformerConfig=HookedTransformerConfig)
         if cfg == "unified":
             config: Any = UnifiedConfig(graph.n_layers, 8, graph.d_vocab, "org/model", "model", torch.float32)
         else:
-            config = HookedTransformerConfig(graph.n_layers, graph.d_vocab, "legacy-model", device=torch.device("cpu"))
-        targets: Any = (graph.logit_token_ids.clone() if legacy else
-                        [LogitTarget(s, int(v)) for s, v in zip(graph.logit_tokens, graph.logit_token_ids)])
+            config = HookedTransformerConfig(graph.n_layers, graph.d_vocab, "legacy-model",
+                                             device=torch.device("cpu"))
+        pairs = zip(graph.logit_tokens, graph.logit_token_ids.tolist(), strict=True)
+        targets: Any = graph.logit_token_ids.clone() if legacy else [LogitTarget(s, v) for s, v in pairs]
         data = {
             "input_string": graph.input_string, "adjacency_matrix": graph.adjacency, "cfg": config,
             "active_features": graph.active_features, "logit_targets": targets,
@@ -86,7 +86,8 @@ def test_import_matches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     got = load_circuit_tracer_pt(_save_ct(tmp_path, monkeypatch, graph), trust_pickle=True)
     for name in _FIELDS:
         assert torch.equal(getattr(got, name), getattr(graph, name)), name
-    assert (got.n_layers, got.d_vocab, got.scan, got.model_id) == (graph.n_layers, 100, "demo-scan", "org/model")
+    want = (graph.n_layers, 100, "demo-scan", "org/model")
+    assert (got.n_layers, got.d_vocab, got.scan, got.model_id) == want
     assert got.logit_tokens == graph.logit_tokens and got.input_string == graph.input_string
     assert got.logit_vectors.shape == (graph.n_logits, 0)
     assert "unavailable" in str(got.extra["logit_vectors"])
@@ -97,7 +98,8 @@ def test_import_matches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert torch.equal(getattr(back, name), getattr(graph, name)), name
 
 
-def test_legacy_tensor_targets_and_transformer_lens_cfg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_legacy_tensor_targets_and_transformer_lens_cfg(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     graph = random_graph(5)
     path = _save_ct(tmp_path, monkeypatch, graph, legacy=True, scan=["tc/a", "tc/b"], cfg="tl")
     got = load_circuit_tracer_pt(path, trust_pickle=True)
@@ -109,7 +111,7 @@ def test_legacy_tensor_targets_and_transformer_lens_cfg(tmp_path: Path, monkeypa
 
 def test_refuses_without_consent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _save_ct(tmp_path, monkeypatch, random_graph(1))
-    with pytest.raises(WorkbenchError, match="is a pickle; pass --trust-pickle .*only if you trust its source"):
+    with pytest.raises(WorkbenchError, match="is a pickle; pass --trust-pickle only if you trust its source"):
         load_circuit_tracer_pt(path, trust_pickle=False)
 
 

@@ -1,21 +1,18 @@
-"""tracer.export: the viewer JSON (circuit-tracer's create_graph_files nodes and links) and supernode edges."""
+"""tracer.export: the viewer JSON (circuit-tracer's create_graph_files nodes and links), supernode edges."""
 
 import dataclasses
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.reference import dense_prune as ref
 from tracer.errors import WorkbenchError
 from tracer.export import build_neuronpedia, cantor_pairing, export_neuronpedia, node_ids, supernode_edges
 from tracer.labels import FeatureLabel
 from tracer.prune import PruneConfig, prune_graph
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from reference import dense_prune as ref  # noqa: E402
 
 
 class _Tok:
@@ -61,16 +58,18 @@ def test_nodes_and_links_equal_the_dense_reference(graph) -> None:  # type: igno
     assert logit["clerp"] == f'Output "{graph.logit_tokens[0]}" (p={p:.3f})'
     assert logit["jsNodeId"] == f"L_{int(graph.logit_token_ids[0])}-{graph.n_pos - 1}"
     assert data["metadata"]["prompt_tokens"] == [f"<{t}>" for t in graph.input_tokens.tolist()]
-    assert data["qParams"] == {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "", "sg_pos": ""}
+    assert data["qParams"] == {"pinnedIds": [], "supernodes": [], "linkType": "both", "clickedId": "",
+                               "sg_pos": ""}
 
 
 def test_feature_and_error_fields(graph) -> None:  # type: ignore[no-untyped-def]
-    data = build_neuronpedia(graph, slug="g", prune_config=PruneConfig(node_threshold=1.0, edge_threshold=0.99))
+    config = PruneConfig(node_threshold=1.0, edge_threshold=0.99)
+    data = build_neuronpedia(graph, slug="g", prune_config=config)
     features = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
     f = features[0]
     layer, feat, pos = (int(x) for x in f["node_id"].split("_"))
-    assert (f["layer"], f["ctx_idx"], f["feature"], f["jsNodeId"]) == (str(layer), pos, cantor_pairing(layer, feat),
-                                                                      f"{layer}_{feat}-0")
+    want = (str(layer), pos, cantor_pairing(layer, feat), f"{layer}_{feat}-0")
+    assert (f["layer"], f["ctx_idx"], f["feature"], f["jsNodeId"]) == want
     active = graph.active_features.tolist().index([layer, pos, feat])
     assert f["activation"] == float(graph.activation_values[active])
     errors = [n for n in data["nodes"] if n["feature_type"] == "mlp reconstruction error"]
@@ -165,8 +164,8 @@ def test_supernode_label_colliding_with_a_pinned_id_gets_an_index() -> None:
              {"source": "b", "target": "a", "weight": 1.0}]
     view = supernode_edges(["a", "b", "c", "x"], links, ["a", "b", "c"], [["c", "a"], ["c", "b"]])
     assert set(view.members) == {"c", "supernode-0", "supernode-1"}
-    weights = {(l.source, l.target): l.weight for l in view.links}
+    weights = {(link.source, link.target): link.weight for link in view.links}
     # a's input: x (3, external) and b (1, another supernode, so external too): share 1
     assert weights[("supernode-0", "c")] == pytest.approx(1.0)
     assert weights[("supernode-1", "supernode-0")] == pytest.approx(1 / 4)
-    assert torch.tensor([abs(l.weight) for l in view.links]).diff().ge(0).all()
+    assert torch.tensor([abs(link.weight) for link in view.links]).diff().ge(0).all()

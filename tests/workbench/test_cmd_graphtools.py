@@ -1,0 +1,136 @@
+"""`workbench prune`, `export`, `import-pt` through the real CLI entry point (workbench.cli.main)."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.reference import dense_prune as ref
+from tests.tracer.test_ct_import import _save_ct
+from tracer.export import load_prune_result
+from tracer.graph import Graph
+from tracer.labels import FeatureLabel, save_labels
+from tracer.prune import PruneConfig, graph_scores, prune_graph
+from workbench import cli
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
+    # only this module's commands: the registry's other modules may not exist in every checkout
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
+                                             if v == "workbench.cmd_graphtools"})
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main(["--quiet", *argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run
+
+
+@pytest.fixture
+def graph_file(tmp_path: Path) -> Path:
+    # no model id: export then skips looking for a local tokenizer (and importing transformers)
+    graph = dataclasses.replace(ref.random_graph(9, n_pos=6, max_features=5), model_id="")
+    return graph.save(tmp_path / "g.safetensors")
+
+
+def _one_line_error(err: str, command: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"workbench {command}: error: "), err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, suffix: str) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / f"pruned{suffix}"
+    status, stdout, _ = run("prune", str(graph_file), "--out", str(out), "--node-threshold", "0.7")
+    assert status == 0
+    assert stdout.count("\n") == 1 and stdout.startswith(f"pruned {graph_file}: kept ")
+    graph = Graph.load(graph_file)
+    want = prune_graph(graph, PruneConfig(node_threshold=0.7))
+    got, meta = load_prune_result(out)
+    assert torch.equal(got.node_mask, want.node_mask)
+    assert torch.equal(got.edge_index, want.edge_index)
+    assert torch.equal(got.cumulative_scores, want.cumulative_scores)
+    assert meta["scores"]["full"] == graph_scores(graph)._asdict()
+    assert meta["node_threshold"] == 0.7 and meta["schema_version"] == 1
+    assert set(meta["scores"]["pruned"]) == {"replacement", "completeness"}
+
+
+def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "p.npz"
+    for argv, needle in [
+        (("prune", str(tmp_path / "missing.npz"), "--out", str(out)), "must exist"),
+        (("prune", str(graph_file), "--out", str(out), "--edge-threshold", "1.5"),
+         "edge_threshold must be in [0, 1]"),
+        (("prune", str(graph_file), "--out", str(tmp_path)), "--out must be a file path"),
+        (("prune", str(tmp_path / "x.pt"), "--out", str(out)), "workbench import-pt"),
+    ]:
+        status, _, err = run(*argv)
+        assert status == 2
+        _one_line_error(err, "prune")
+        assert needle in err
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    status, _, err = run("prune", str(tmp_path / "junk.npz"), "--out", str(out))
+    assert status == 2
+    _one_line_error(err, "prune")
+    assert not out.exists() and not list(tmp_path.glob(".p.npz*"))
+
+
+def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    graph = Graph.load(graph_file)
+    layer, _, feat = graph.active_features[graph.selected_features[0]].tolist()
+    labels = tmp_path / "labels.jsonl"
+    save_labels([FeatureLabel(layer=layer, feature=feat, label="first feature")], labels)
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"supernodes": [["grp", "E_1_0"]], "pinnedIds": ["E_1_0"]}))
+    out = tmp_path / "viewer"
+    status, stdout, _ = run("export", str(graph_file), "--format", "neuronpedia", "--out", str(out),
+                            "--labels", str(labels), "--supernodes", str(groups), "--node-threshold", "1.0")
+    assert status == 0 and stdout.startswith("exported ")
+    data = json.loads((out / "g.json").read_text())
+    assert data["qParams"]["supernodes"] == [["grp", "E_1_0"]] and data["qParams"]["pinnedIds"] == ["E_1_0"]
+    clerps = {n["node_id"]: n["clerp"] for n in data["nodes"]}
+    first = [k for k in clerps if k.startswith(f"{layer}_{feat}_")]
+    assert first and all(clerps[k] == "first feature" for k in first)
+    index = json.loads((out / "graph-metadata.json").read_text())
+    assert [g["slug"] for g in index["graphs"]] == ["g"]
+
+
+def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "afile").write_text("x")
+    for argv, needle in [
+        (("export", str(graph_file), "--out", str(tmp_path / "afile")), "--out must be a folder"),
+        (("export", str(graph_file), "--out", str(tmp_path / "v"), "--labels", "nope.jsonl"),
+         "--labels file must exist"),
+        (("export", str(tmp_path / "nope.npz"), "--out", str(tmp_path / "v")), "must exist"),
+        (("export", str(graph_file), "--out", str(tmp_path / "v"), "--slug", "a/b"), "slug must be"),
+        (("export", str(graph_file), "--out", str(tmp_path / "v"), "--tokenizer", str(tmp_path / "none")),
+         "--tokenizer must be"),
+    ]:
+        status, _, err = run(*argv)
+        assert status == 2
+        _one_line_error(err, "export")
+        assert needle in err
+    assert not (tmp_path / "v" / "g.json").exists()
+
+
+def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    graph = ref.random_graph(3)
+    pt = _save_ct(tmp_path, monkeypatch, graph)
+    out = tmp_path / "imported.npz"
+    status, _, err = run("import-pt", str(pt), "--out", str(out))
+    assert status == 2
+    _one_line_error(err, "import-pt")
+    assert "is a pickle; pass --trust-pickle only if you trust its source" in err and not out.exists()
+    status, stdout, _ = run("import-pt", str(pt), "--out", str(out), "--trust-pickle")
+    assert status == 0 and stdout.startswith("imported ")
+    back = Graph.load(out)
+    assert torch.equal(back.adjacency, graph.adjacency) and back.n_layers == graph.n_layers
+    status, _, err = run("import-pt", str(tmp_path / "missing.pt"), "--out", str(out), "--trust-pickle")
+    assert status == 2
+    _one_line_error(err, "import-pt")

@@ -1,0 +1,198 @@
+"""`workbench prune`, `workbench export` and `workbench import-pt`: work on saved graphs.
+
+* ``prune GRAPH --out PATH``: circuit-tracer's pruning; writes the node mask, the kept edges as
+  (target, source) indices and the cumulative scores (``.npz``, or native safetensors with a JSON
+  header), with the replacement/completeness scores of the full and the pruned graph, and prints
+  a one-line summary.
+* ``export GRAPH --format neuronpedia --out DIR``: the viewer JSON (``<slug>.json`` and
+  ``graph-metadata.json``) for Neuronpedia or ``circuit-tracer start-server``.
+* ``import-pt FILE.pt --out GRAPH --trust-pickle``: a circuit-tracer ``Graph.to_pt`` file to our
+  format (native or ``.npz``).
+
+Bad input raises ``WorkbenchError``: one line, exit status 2, nothing half-written.
+"""
+
+import argparse
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_THRESHOLD_HELP = {
+    "node": "keep the most influential nodes holding this fraction of the influence (default 0.8)",
+    "edge": "keep the highest-scoring edges holding this fraction of the edge score (default 0.98)",
+}
+
+
+def _add_thresholds(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--node-threshold", type=float, default=0.8, help=_THRESHOLD_HELP["node"])
+    p.add_argument("--edge-threshold", type=float, default=0.98, help=_THRESHOLD_HELP["edge"])
+    p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("prune", help="prune a saved graph and score it",
+                       description="Prune a graph as circuit-tracer does and write the result "
+                                   "(.npz, or native safetensors) with the graph scores.")
+    p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
+    p.add_argument("--out", required=True, help="output file (.npz, or native .safetensors)")
+    _add_thresholds(p)
+    p.set_defaults(func=run_prune)
+
+    p = sub.add_parser("export", help="export a graph for the Neuronpedia / circuit-tracer viewer",
+                       description="Write <slug>.json and graph-metadata.json into a folder that "
+                                   "`circuit-tracer start-server --graph_file_dir` or Neuronpedia reads.")
+    p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
+    p.add_argument("--format", default="neuronpedia", choices=["neuronpedia"], help="output format")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--slug", default=None, help="graph name in the viewer (default: the file name)")
+    p.add_argument("--labels", default=None, help="feature labels (our JSONL or a Neuronpedia export)")
+    p.add_argument("--tokenizer", default=None,
+                   help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")
+    p.add_argument("--scan", default=None, help="viewer scan / model id (default: the graph's)")
+    p.add_argument("--supernodes", default=None,
+                   help='JSON file: [["label", "node_id", ...], ...] '
+                        '(or {"supernodes": [...], "pinnedIds": [...]})')
+    _add_thresholds(p)
+    p.set_defaults(func=run_export)
+
+    p = sub.add_parser("import-pt", help="import a circuit-tracer .pt graph (a pickle: needs --trust-pickle)",
+                       description="Convert a circuit-tracer Graph.to_pt file into our format. The file is a "
+                                   "pickle, so this needs --trust-pickle; even then only graph data "
+                                   "is loaded.")
+    p.add_argument("pt_file", metavar="FILE.pt", help="circuit-tracer graph file")
+    p.add_argument("--out", required=True, help="output graph (.npz, or native .safetensors)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="confirm that you trust the source of FILE.pt (it is a pickle)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+    p.set_defaults(func=run_import_pt)
+
+
+def _out_file(out: str) -> Path:
+    from tracer.errors import WorkbenchError
+
+    path = Path(out)
+    if path.is_dir():
+        raise WorkbenchError(f"--out must be a file path; got {out!r}, a directory. Add a file name.")
+    return path
+
+
+def _load_graph(path_str: str) -> Any:
+    from tracer.errors import WorkbenchError
+    from tracer.graph import Graph
+
+    path = Path(path_str)
+    if path.suffix == ".pt":
+        raise WorkbenchError(f"GRAPH must be a native (.safetensors) or .npz graph; got {path_str!r}, a "
+                             "circuit-tracer .pt. Convert it first: workbench import-pt FILE.pt --out "
+                             "graph.safetensors --trust-pickle")
+    return Graph.load(path)
+
+
+def _prune_config(args: argparse.Namespace) -> Any:
+    from tracer.prune import PruneConfig
+
+    return PruneConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    out = _out_file(args.out)
+    config = _prune_config(args)
+    graph = _load_graph(args.graph)
+    from tracer.export import save_prune_result
+    from tracer.prune import graph_scores, prune_graph, subgraph_scores
+
+    result = prune_graph(graph, config)
+    full = graph_scores(graph)
+    pruned = subgraph_scores(graph, prune_result=result)
+    meta = {
+        "graph": str(args.graph), "node_threshold": config.node_threshold,
+        "edge_threshold": config.edge_threshold, "n_nodes": graph.n_nodes,
+        "n_kept_nodes": int(result.node_mask.sum()), "n_kept_edges": int(result.edge_index.shape[1]),
+        "scores": {"full": full._asdict(), "pruned": pruned._asdict()},
+    }
+    save_prune_result(result, out, meta=meta)
+    print(f"pruned {args.graph}: kept {meta['n_kept_nodes']}/{graph.n_nodes} nodes, "  # noqa: T201
+          f"{meta['n_kept_edges']} "
+          f"edges; replacement/completeness full {full.replacement:.4f}/{full.completeness:.4f}, "
+          f"pruned {pruned.replacement:.4f}/{pruned.completeness:.4f} -> {out}")
+    return 0
+
+
+def _tokenizer(name: str | None, graph: Any) -> Any:
+    """A local tokenizer (never downloads), or None with a warning."""
+    from tracer.errors import WorkbenchError
+
+    wanted = name or graph.model_id
+    if not wanted:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(wanted, local_files_only=True)
+    except Exception as err:  # noqa: BLE001 - any failure: fall back or report
+        if name:
+            raise WorkbenchError(f"--tokenizer must be a local tokenizer folder or cached name; got {name!r} "
+                                 f"({type(err).__name__}). Check the path.") from None
+        logger.warning("could not load the tokenizer of %r locally (%s); prompt tokens are shown as ids",
+                       wanted, type(err).__name__)
+        return None
+
+
+def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
+    from tracer.errors import WorkbenchError
+
+    if path_str is None:
+        return None, None
+    path = Path(path_str)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkbenchError(f"--supernodes file must exist; got {path_str!r}. Check the path.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
+    if isinstance(data, dict):
+        return data.get("supernodes"), data.get("pinnedIds")
+    return data, None
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from tracer.errors import WorkbenchError
+
+    config = _prune_config(args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Pass a folder path.")
+    slug = args.slug or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.graph).stem).strip("-.") or "graph"
+    supernodes, pinned = _read_supernodes(args.supernodes)
+    labels = None
+    if args.labels:
+        if not Path(args.labels).is_file():
+            raise WorkbenchError(f"--labels file must exist; got {args.labels!r}. Check the path.")
+        from tracer.labels import load_labels
+
+        labels = load_labels(args.labels)
+    graph = _load_graph(args.graph)
+    from tracer.export import export_neuronpedia
+
+    path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,
+                              supernodes=supernodes, pinned_ids=pinned,
+                              tokenizer=_tokenizer(args.tokenizer, graph), scan=args.scan)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    print(f"exported {args.graph}: {len(data['nodes'])} nodes, {len(data['links'])} links -> {path}")  # noqa: T201
+    return 0
+
+
+def run_import_pt(args: argparse.Namespace) -> int:
+    out = _out_file(args.out)
+    from tracer.ct_import import load_circuit_tracer_pt
+
+    graph = load_circuit_tracer_pt(args.pt_file, trust_pickle=args.trust_pickle)
+    graph.save(out)
+    print(f"imported {args.pt_file}: {graph.n_nodes} nodes ({graph.n_selected} features, "  # noqa: T201
+          f"{graph.n_logits} "
+          f"logits) -> {out}")
+    return 0
