@@ -23,8 +23,8 @@ N = 15k) used to reproduce torch's float32 ``sum`` over all N² scores (see
 **Exactness.** On CPU with MKL and the same torch thread count as circuit-tracer's run, every
 number is bit-identical to circuit-tracer's, hence so are the masks: row sums reduce the same
 full-length rows with the same kernel; block products continue MKL's accumulation chain
-(``addmv`` with beta=1 over row blocks whose boundaries are multiples of 16, which equals one
-``x @ Â`` call); the edge cut reproduces torch's reduction order over the N² sorted scores (its
+(``addmv`` with beta=1 over row blocks whose boundaries are multiples of 16 equals one ``x @ Â``
+call for N > 2048; smaller matrices are one block, i.e. the same call); the edge cut reproduces torch's reduction order over the N² sorted scores (its
 cumulative sum accumulates in double, so only the total needs care). On other back ends the
 numbers agree to float32 rounding and the masks except at exact near-ties of a cut.
 """
@@ -176,6 +176,7 @@ def _vec_mat(matrix: Tensor, denom: Tensor, x: Tensor, keep: Tensor | None) -> T
             continue  # adds exact zeros: skipping it leaves the accumulation unchanged
         block = _abs_block(matrix, r0, r1, keep_cols).div_(denom[r0:r1, None])  # (rows, n_cols)
         out.addmv_(block.t(), x_block)
+        del block  # one block alive at a time
     return out
 
 
@@ -312,7 +313,7 @@ def _edge_cut(scores: Tensor, n_entries: int, threshold: float) -> float:
 def _kept_blocks(adjacency: Tensor, kept: Tensor, denom: Tensor, influence: Tensor) -> Iterator[Tensor]:
     """Edge scores on the kept-node submatrix, one block of kept rows at a time."""
     n_kept = int(kept.numel())
-    for k0, k1 in _row_blocks(n_kept, n_kept):
+    for k0, k1 in _row_blocks(n_kept, adjacency.shape[1]):  # sized for the (rows, n_nodes) gather
         rows = kept[k0:k1]  # (rows,)
         block = adjacency.index_select(0, rows).index_select(1, kept).abs().to(torch.float32)
         yield block.div_(denom[rows, None]).mul_(influence[rows, None])  # (rows, n_kept)
