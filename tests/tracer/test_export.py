@@ -7,10 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.reference import dense_prune as ref
 from tracer.errors import WorkbenchError
-from tracer.export import build_neuronpedia, cantor_pairing, export_neuronpedia, node_ids, supernode_edges
+from tracer.export import (
+    build_neuronpedia,
+    cantor_pairing,
+    export_neuronpedia,
+    load_prune_result,
+    node_ids,
+    save_prune_result,
+    supernode_edges,
+)
 from tracer.labels import FeatureLabel
 from tracer.prune import PruneConfig, prune_graph
 
@@ -169,3 +179,29 @@ def test_supernode_label_colliding_with_a_pinned_id_gets_an_index() -> None:
     assert weights[("supernode-0", "c")] == pytest.approx(1.0)
     assert weights[("supernode-1", "supernode-0")] == pytest.approx(1 / 4)
     assert torch.tensor([abs(link.weight) for link in view.links]).diff().ge(0).all()
+
+
+# ----------------------------------------------------------------------------- prune result files
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 1000), st.sampled_from([".npz", ".safetensors"]), st.floats(0, 1))
+def test_prune_result_save_load_round_trip(seed: int, suffix: str, node_t: float) -> None:
+    import tempfile
+
+    graph = ref.random_graph(seed)
+    result = prune_graph(graph, PruneConfig(node_threshold=node_t))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_prune_result(result, Path(tmp) / f"p{suffix}", meta={"node_threshold": node_t})
+        back, meta = load_prune_result(path)
+    assert torch.equal(back.node_mask, result.node_mask)
+    assert torch.equal(back.edge_index, result.edge_index)
+    assert torch.equal(back.cumulative_scores, result.cumulative_scores)
+    assert meta == {"schema_version": 1, "node_threshold": node_t}
+
+
+def test_load_prune_result_rejects_other_files(tmp_path: Path) -> None:
+    bad = tmp_path / "x.npz"
+    bad.write_bytes(b"nope")
+    with pytest.raises(WorkbenchError, match="prune result must be a file written by"):
+        load_prune_result(bad)
+    with pytest.raises(WorkbenchError, match="must exist"):
+        load_prune_result(tmp_path / "missing.npz")

@@ -239,3 +239,13 @@ def test_cyclic_graph_is_reported() -> None:
     a[graph.logit_start, 0] = 1.0
     with pytest.raises(WorkbenchError, match="must converge"):
         compute_influence(a, logit_weights(graph), max_iter=50)
+
+
+def test_blocked_partial_influences_agree_with_dense(monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = ref.random_graph(8, n_layers=4, n_pos=10, max_features=8)
+    monkeypatch.setattr(prune_mod, "_SINGLE_BLOCK_ELEMENTS", 16 * 16)
+    monkeypatch.setattr(prune_mod, "_BLOCK_ROWS", 32)
+    rows = torch.cat([torch.arange(graph.logit_start, graph.n_nodes), torch.arange(graph.n_selected)])
+    got = compute_partial_influences(graph.adjacency[rows], graph.logit_probabilities, rows)
+    want = ref.partial_influences(graph.adjacency[rows], graph.logit_probabilities, rows)
+    torch.testing.assert_close(got, want, rtol=2e-6, atol=1e-9)
