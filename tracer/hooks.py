@@ -112,7 +112,8 @@ def frozen_attention(pattern: Tensor, head_dim: int) -> Callable[..., tuple[Any,
     """
     H, P, _ = pattern.shape
 
-    def hook(mod: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], out: tuple[Any, ...]) -> tuple[Any, ...]:
+    def hook(mod: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+             out: tuple[Any, ...]) -> tuple[Any, ...]:
         x = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]  # (1, T, d)
         B, T, _ = x.shape
         n = min(P, T)
@@ -158,7 +159,8 @@ def watch_output(sink: Callable[[Tensor], None]) -> Callable[..., None]:
 def edit_layer_input(edit: OutputEdit) -> Callable[..., tuple[tuple[Any, ...], dict[str, Any]]]:
     """Forward pre-hook (with kwargs) for a decoder layer: edit the residual it receives."""
 
-    def hook(mod: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    def hook(mod: torch.nn.Module, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         if "hidden_states" in kwargs:
             kwargs = {**kwargs, "hidden_states": edit(kwargs["hidden_states"])}
             return args, kwargs
@@ -213,19 +215,19 @@ class CleanRun:
         """(n_layers, n_pos, d_model) output minus reconstruction at the output location, BOS zeroed."""
         key = ("errors", 0)
         if key not in self._memo:
-            L, P = self.transcoders.n_layers, self.n_pos
-            out = torch.stack([self.feature_output(l) for l in range(L)]).to(self.token_vectors.dtype)
+            L = self.transcoders.n_layers
+            out = torch.stack([self.feature_output(i) for i in range(L)]).to(self.token_vectors.dtype)
             recon = out.new_zeros(out.shape)  # (L, P, d)
-            for l, layer in enumerate(self.transcoders.layers):
-                acts = self.activations(l)  # (P, d_tc)
+            for i, layer in enumerate(self.transcoders.layers):
+                acts = self.activations(i)  # (P, d_tc)
                 nz = torch.nonzero(acts.any(0)).flatten()  # (n,)
                 rows = layer.decoder_rows(nz, out.dtype, out.device)  # (n, d) | (n, n_out, d)
                 rows = rows[:, None] if rows.dim() == 2 else rows  # (n, n_out, d)
-                recon[l:l + rows.shape[1]] += torch.einsum("pn,nkd->kpd", acts[:, nz], rows)  # (n_out, P, d)
-                recon[l] += layer.b_dec
-                skip = self.skip_term(l)
+                recon[i:i + rows.shape[1]] += torch.einsum("pn,nkd->kpd", acts[:, nz], rows)  # (n_out, P, d)
+                recon[i] += layer.b_dec
+                skip = self.skip_term(i)
                 if skip is not None:
-                    recon[l] += skip
+                    recon[i] += skip
             errors = out - recon
             errors[:, 0] = 0
             self._memo[key] = errors
@@ -330,7 +332,8 @@ def _accumulate_deltas(plan: Plan, state: _State, layer: int) -> None:
     tcl = plan.clean.transcoders.layers[layer]
     rows = tcl.decoder_rows(torch.tensor(feats), cur.dtype, cur.device)  # (n_f, d) | (n_f, n_out, d)
     rows = rows[:, None] if rows.dim() == 2 else rows  # (n_f, n_out, d)
-    state.deltas[layer:layer + rows.shape[1]] += torch.einsum("tf,fkd->ktd", d_act, rows).to(state.deltas.dtype)
+    vecs = torch.einsum("tf,fkd->ktd", d_act, rows)  # (n_out, T, d)
+    state.deltas[layer:layer + rows.shape[1]] += vecs.to(state.deltas.dtype)
 
 
 def _on_input(plan: Plan, state: _State, layer: int, x_in: Tensor) -> None:
@@ -347,6 +350,11 @@ def _on_input(plan: Plan, state: _State, layer: int, x_in: Tensor) -> None:
             state.recorded[layer] = acts if plan.record == "acts" else pre
     if layer in plan.constrained and tcl.skip_T is not None:
         state.live_skip[layer] = x_in @ tcl.skip_T  # (T, d)
+
+
+def _mlp_input(plan: Plan, state: _State, layer: int, x: Tensor) -> None:
+    """'mlp_input' location: what the MLP module receives (1, T, d)."""
+    _on_input(plan, state, layer, x[0])
 
 
 def _normalized_input(plan: Plan, state: _State, layer: int, eps: float, x: Tensor) -> None:
@@ -385,15 +393,17 @@ def _edit_output(plan: Plan, state: _State, layer: int, out: Tensor) -> Tensor:
 def _layer_specs(loaded: LoadedModel, plan: Plan, state: _State) -> list[HookSpec]:
     """Per layer: read the transcoder input, edit the transcoder output location."""
     ad, specs = loaded.adapter, []
-    for l, layer in enumerate(layers_of(loaded.model)):
+    for i, layer in enumerate(layers_of(loaded.model)):
         if plan.clean.input_location == "normalized":
             norm = getattr(layer, ad.mlp_norm)
             eps = float(getattr(norm, ad.norm_eps_attr, getattr(norm, "eps", 1e-6)))
-            specs.append(HookSpec(norm, "pre", watch_input(partial(_normalized_input, plan, state, l, eps))))
+            specs.append(HookSpec(norm, "pre", watch_input(partial(_normalized_input, plan, state, i, eps))))
         else:
-            specs.append(HookSpec(layer.mlp, "pre", watch_input(lambda x, l=l: _on_input(plan, state, l, x[0]))))
-        out_mod = getattr(layer, ad.post_mlp_norm) if plan.clean.output_location == "block_mlp_out" else layer.mlp
-        specs.append(HookSpec(out_mod, "forward", edit_output(partial(_edit_output, plan, state, l))))
+            read = partial(_mlp_input, plan, state, i)
+            specs.append(HookSpec(layer.mlp, "pre", watch_input(read)))
+        block_out = plan.clean.output_location == "block_mlp_out"
+        out_mod = getattr(layer, ad.post_mlp_norm) if block_out else layer.mlp
+        specs.append(HookSpec(out_mod, "forward", edit_output(partial(_edit_output, plan, state, i))))
     return specs
 
 
@@ -401,17 +411,19 @@ def _freeze_specs(loaded: LoadedModel, plan: Plan) -> list[HookSpec]:
     """Frozen norms (every RMSNorm of the residual stream) and frozen attention patterns."""
     ad, c, specs = loaded.adapter, plan.clean.cache, []
     cfg = loaded.config
-    head_dim = int(getattr(cfg, "head_dim", None) or loaded.d_model // int(cfg.num_attention_heads))  # type: ignore[attr-defined]
-    for l, layer in enumerate(layers_of(loaded.model)):
+    n_heads = int(cfg.num_attention_heads)  # type: ignore[attr-defined]
+    head_dim = int(getattr(cfg, "head_dim", None) or loaded.d_model // n_heads)
+    for i, layer in enumerate(layers_of(loaded.model)):
         if plan.freeze_norms:
-            norms = [(layer.input_layernorm, c.scale_attn_in[l]), (getattr(layer, ad.mlp_norm), c.scale_mlp_in[l])]
+            norms = [(layer.input_layernorm, c.scale_attn_in[i]),
+                     (getattr(layer, ad.mlp_norm), c.scale_mlp_in[i])]
             if ad.post_attn_norm:
-                norms.append((getattr(layer, ad.post_attn_norm), c.scale_post_attn[l]))  # type: ignore[index]
+                norms.append((getattr(layer, ad.post_attn_norm), c.scale_post_attn[i]))  # type: ignore[index]
             if ad.post_mlp_norm:
-                norms.append((getattr(layer, ad.post_mlp_norm), c.scale_post_mlp[l]))  # type: ignore[index]
+                norms.append((getattr(layer, ad.post_mlp_norm), c.scale_post_mlp[i]))  # type: ignore[index]
             specs += [HookSpec(m, "forward", frozen_norm(s, ad.norm_gain_offset)) for m, s in norms]
         if plan.freeze_attention:
-            specs.append(HookSpec(layer.self_attn, "forward_kw", frozen_attention(c.patterns[l], head_dim)))
+            specs.append(HookSpec(layer.self_attn, "forward_kw", frozen_attention(c.patterns[i], head_dim)))
     if plan.freeze_norms:
         specs.append(HookSpec(loaded.model.model.norm, "forward",  # type: ignore[union-attr]
                               frozen_norm(c.scale_final, ad.norm_gain_offset)))

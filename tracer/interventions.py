@@ -32,7 +32,7 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.graph import Graph
-from tracer.hooks import CleanRun, Plan, Position, prepare, resolve_positions, run_patched
+from tracer.hooks import CleanRun, Plan, Position, prepare, run_patched
 from tracer.model import LoadedModel
 from tracer.transcoders.base import Transcoders
 
@@ -124,7 +124,7 @@ def _check_value(value: object) -> float:
 
 
 def check_intervention(item: object, tc: Transcoders, n_pos: int) -> Intervention | VectorAddition:
-    """Validate one intervention: an Intervention, a VectorAddition or (layer, pos, feature, value[, mode])."""
+    """Validate an Intervention, a VectorAddition or a (layer, pos, feature, value[, mode]) tuple."""
     L = tc.n_layers
     if isinstance(item, VectorAddition):
         return _check_addition(item, L, tc.d_model, n_pos)
@@ -132,8 +132,8 @@ def check_intervention(item: object, tc: Transcoders, n_pos: int) -> Interventio
         item = Intervention(layer=item[0], position=item[1], feature=item[2], value=item[3],  # type: ignore[arg-type]
                             mode=item[4] if len(item) == 5 else "set")  # type: ignore[misc]
     if not isinstance(item, Intervention):
-        raise _bad("an intervention", "an Intervention, a VectorAddition or a (layer, position, feature, value) "
-                   "tuple", item)
+        raise _bad("an intervention", "an Intervention, a VectorAddition or a (layer, position, feature, "
+                   "value) tuple", item)
     layer = _check_int("intervention layer", item.layer, 0, L, f"The model has {L} layers.")
     width = tc.layers[layer].d_transcoder
     feature = _check_int("intervention feature", item.feature, 0, width,
@@ -205,20 +205,23 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
     checked = [check_intervention(it, tc, P) for it in items]
     constrained = constrained_set(constrained_layers, L) or frozenset()
     features: dict[int, list[Intervention]] = {}
-    out_adds = embed_add = None
+    out_adds = torch.zeros(L, P, d, dtype=loaded.dtype, device=loaded.device)  # (L, P, d)
+    embed_add = torch.zeros(P, d, dtype=loaded.dtype, device=loaded.device)  # (P, d)
+    n_out = n_embed = 0
     for it in checked:
         if isinstance(it, Intervention):
             features.setdefault(it.layer, []).append(it)
             continue
         vec = it.vector.to(device=loaded.device, dtype=loaded.dtype)
         if it.site == "embedding":
-            embed_add = torch.zeros(P, d, dtype=loaded.dtype, device=loaded.device) if embed_add is None else embed_add
             embed_add[it.position] += vec
+            n_embed += 1
         else:
-            out_adds = torch.zeros(L, P, d, dtype=loaded.dtype, device=loaded.device) if out_adds is None else out_adds
             out_adds[it.layer, it.position] += vec
+            n_out += 1
     all_layers = frozenset(range(L))
-    return Plan(clean=clean, features=features, out_adds=out_adds, embed_add=embed_add,  # type: ignore[arg-type]
+    return Plan(clean=clean, features=features, out_adds=out_adds if n_out else None,  # type: ignore[arg-type]
+                embed_add=embed_add if n_embed else None,
                 freeze_attention=bool(freeze_attention), freeze_norms=constrained == all_layers,
                 constrained=constrained, write_layers=constrained or all_layers,
                 encode_layers=all_layers if record != "none" else frozenset(features), record=record)
@@ -227,8 +230,8 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
 def _stack(recorded: dict[int, Tensor], n_layers: int, sparse: bool) -> Tensor:
     """Per-layer (T, d_tc) -> (n_layers, T, max d_tc), narrower layers zero-padded."""
     width = max(t.shape[1] for t in recorded.values())
-    acts = torch.stack([torch.nn.functional.pad(recorded[l], (0, width - recorded[l].shape[1]))
-                        for l in range(n_layers)])  # (L, T, width)
+    acts = torch.stack([torch.nn.functional.pad(recorded[i], (0, width - recorded[i].shape[1]))
+                        for i in range(n_layers)])  # (L, T, width)
     return acts.to_sparse().coalesce() if sparse else acts
 
 
@@ -244,9 +247,10 @@ def _clean_for(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | S
 
 
 def feature_intervention(
-    loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int], interventions: Sequence[object], *,
-    freeze_attention: bool = True, constrained_layers: object = None, apply_activation_function: bool = True,
-    return_activations: bool = True, sparse: bool = False, clean: CleanRun | None = None,
+    loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int],
+    interventions: Sequence[object], *, freeze_attention: bool = True, constrained_layers: object = None,
+    apply_activation_function: bool = True, return_activations: bool = True, sparse: bool = False,
+    clean: CleanRun | None = None,
 ) -> InterventionResult:
     """Run the real model on ``tokens`` (BOS included) with ``interventions`` applied.
 
@@ -256,8 +260,9 @@ def feature_intervention(
     clean: a :func:`prepare` d run of the same tokens, to reuse across calls.
     """
     clean = _clean_for(loaded, transcoders, tokens, clean)
-    record: Literal["acts", "pre", "none"] = ("acts" if apply_activation_function else "pre") if return_activations \
-        else "none"
+    record: Literal["acts", "pre", "none"] = "none"
+    if return_activations:
+        record = "acts" if apply_activation_function else "pre"
     plan = _build_plan(loaded, clean, interventions, freeze_attention=freeze_attention,
                        constrained_layers=constrained_layers, record=record)
     run = run_patched(loaded, plan, clean.tokens)
@@ -290,8 +295,8 @@ def _check_generation(loaded: LoadedModel, n_pos: int, max_new_tokens: object, t
         raise _bad("temperature", "a finite number > 0", temperature)
     total = n_pos + max_new_tokens
     if loaded.max_positions is not None and total > loaded.max_positions:
-        raise _bad("prompt length + max_new_tokens", f"<= the model's context ({loaded.max_positions})", total,
-                   "Generate fewer tokens.")
+        raise _bad("prompt length + max_new_tokens", f"<= the model's context ({loaded.max_positions})",
+                   total, "Generate fewer tokens.")
     loaded.adapter.check_config(loaded.config, n_pos=total)
 
 
@@ -301,10 +306,10 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
 
 
 def feature_intervention_generate(
-    loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int], interventions: Sequence[object],
-    max_new_tokens: int = 20, *, freeze_attention: bool = True, constrained_layers: object = None,
-    do_sample: bool = False, temperature: float = 1.0, seed: int = 0, stop_at_eos: bool = True,
-    clean: CleanRun | None = None,
+    loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int],
+    interventions: Sequence[object], max_new_tokens: int = 20, *, freeze_attention: bool = True,
+    constrained_layers: object = None, do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
+    stop_at_eos: bool = True, clean: CleanRun | None = None,
 ) -> GenerationResult:
     """Generate token by token (one full forward per token) with ``interventions`` applied.
 
@@ -344,12 +349,12 @@ def node_perturbation(graph: Graph, node: int, clean: CleanRun) -> Intervention 
         raise _bad("source node", f"a feature, error or token node index in [0, {graph.logit_start})", node,
                    "Logit nodes have no outgoing edges.")
     if node < graph.n_selected:
-        l, p, f = (int(x) for x in graph.active_features[graph.selected_features[node]])
-        value = float(clean.activations(l)[p, f])
-        return Intervention(layer=l, position=p, feature=f, value=value, mode="add")
+        layer, p, f = (int(x) for x in graph.active_features[graph.selected_features[node]])
+        value = float(clean.activations(layer)[p, f])
+        return Intervention(layer=layer, position=p, feature=f, value=value, mode="add")
     if node < graph.token_start:
-        l, p = divmod(node - graph.error_start, graph.n_pos)
-        return add_to_output_location(l, p, clean.error_vectors()[l, p])
+        layer, p = divmod(node - graph.error_start, graph.n_pos)
+        return add_to_output_location(layer, p, clean.error_vectors()[layer, p])
     p = node - graph.token_start
     return add_to_embedding(p, clean.token_vectors[p])
 
