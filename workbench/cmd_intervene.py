@@ -1,14 +1,217 @@
-"""`workbench intervene`: feature interventions on the real model (placeholder registration)."""
+"""`workbench intervene`: set, scale or add to transcoder features in the real model.
+
+Intervention syntax: ``LAYER:POS:FEATURE=VALUE`` with POS one of ``N`` (a position; negative
+counts from the end), ``N..M`` (positions N..M-1), ``N..`` (N to the end, generated tokens
+included). Prints the largest next-token probability changes (clean vs intervened) and, with
+``--generate``, the clean and intervened continuations; ``--out`` writes the same as JSON.
+"""
 
 import argparse
+import json
+import logging
+import re
+import sys
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+_SPEC = re.compile(r"^\s*(-?\d+)\s*:\s*([-\d.]+)\s*:\s*(\d+)\s*=\s*(\S+)\s*$")
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    p = subparsers.add_parser("intervene", help="set / scale / add transcoder features in the real model")
-    p.set_defaults(func=_run)
+    p = subparsers.add_parser(
+        "intervene", help="set / scale / add to transcoder features in the real model",
+        description="Intervene on transcoder features in the real model and show how the next-token "
+                    "distribution (and optionally a generated continuation) changes. "
+                    "SPEC = LAYER:POS:FEATURE=VALUE; POS = N | N..M | N.. (open-ended).",
+    )
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
+    src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
+    p.set_defaults(specs=[])
+    for mode, what in (("set", "set a feature's activation to VALUE"), ("scale", "multiply it by VALUE"),
+                       ("add", "add VALUE to it")):
+        p.add_argument(f"--{mode}", action=_SpecAction, dest="specs", metavar="SPEC",
+                       help=f"{what} (repeatable; all --set/--scale/--add apply in command-line order)")
+    att = p.add_mutually_exclusive_group()
+    att.add_argument("--freeze-attention", dest="freeze_attention", action="store_true", default=True,
+                     help="replay attention patterns from the clean run (default)")
+    att.add_argument("--free-attention", dest="freeze_attention", action="store_false",
+                     help="recompute attention patterns in the intervened run")
+    con = p.add_mutually_exclusive_group()
+    con.add_argument("--propagate", action="store_true",
+                     help="let effects propagate through every MLP (default)")
+    con.add_argument("--constrained-layers", default=None, metavar="LAYERS",
+                     help="freeze MLP outputs in these layers: 'all', '0-3', '1,4' "
+                          "(all layers: direct effects)")
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="also generate N tokens, clean and intervened (greedy unless --sample)")
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--top-k", type=int, default=10, help="how many next-token changes to show (default 10)")
+    p.add_argument("--out", default=None, help="write the results to this JSON file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+    p.set_defaults(func=run_intervene)
 
 
-def _run(args: argparse.Namespace) -> int:
+class _SpecAction(argparse.Action):
+    """Collect (mode, SPEC) pairs from --set/--scale/--add in command-line order."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        mode = (option_string or "--set").lstrip("-")
+        namespace.specs = [*getattr(namespace, "specs", []), (mode, str(values))]
+
+
+def parse_position(text: str) -> int | slice:
+    """'3' -> 3, '-1' -> -1, '2..5' -> slice(2, 5), '2..' -> slice(2, None)."""
     from tracer.errors import WorkbenchError
 
-    raise WorkbenchError("intervene must be implemented; got a placeholder. Coming soon.")
+    m = re.fullmatch(r"(-?\d+)(?:\.\.(-?\d+)?)?", text)
+    if m is None:
+        raise WorkbenchError(f"intervention position must be N, N..M or N..; got {text!r}. Example: 3.. "
+                             "(position 3 onwards, generated tokens included).")
+    if ".." not in text:
+        return int(m.group(1))
+    return slice(int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None)
+
+
+def parse_spec(text: str, mode: str) -> object:
+    """'LAYER:POS:FEATURE=VALUE' -> an Intervention (validated later against the model)."""
+    from tracer.errors import WorkbenchError
+    from tracer.interventions import Intervention
+
+    m = _SPEC.match(text)
+    if m is None:
+        raise WorkbenchError(f"--{mode} must be LAYER:POS:FEATURE=VALUE; got {text!r}. "
+                             f"Example: --{mode} 2:5:123=4.0")
+    try:
+        value = float(m.group(4))
+    except ValueError:
+        raise WorkbenchError(f"--{mode} value must be a number; got {m.group(4)!r} in {text!r}.") from None
+    return Intervention(layer=int(m.group(1)), position=parse_position(m.group(2)), feature=int(m.group(3)),
+                        value=value, mode=mode)  # type: ignore[arg-type]
+
+
+def parse_layers(text: str | None) -> object:
+    """None -> None; 'all' -> 'all'; '0-3,5' -> [0, 1, 2, 3, 5]."""
+    from tracer.errors import WorkbenchError
+
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    layers: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
+            raise WorkbenchError(f"--constrained-layers must be 'all', 'A-B' or a comma list of layers; got "
+                                 f"{text!r}. Example: --constrained-layers 0-3")
+        layers.extend(range(int(m.group(1)), int(m.group(2) or m.group(1)) + 1))
+    return layers
+
+
+def top_changes(clean_logits: object, logits: object, k: int, decode: object) -> list[dict[str, object]]:
+    """The k tokens whose next-token probability changed most (by |delta|), at the last position."""
+    import torch
+
+    p0 = torch.softmax(clean_logits[-1].double(), -1)  # type: ignore[index]  # (d_vocab,)
+    p1 = torch.softmax(logits[-1].double(), -1)  # type: ignore[index]
+    delta = p1 - p0
+    idx = delta.abs().topk(min(k, int(delta.shape[0]))).indices
+    return [{"token_id": int(i), "token": decode([int(i)]), "clean_prob": float(p0[i]),  # type: ignore[operator]
+             "intervened_prob": float(p1[i]), "delta": float(delta[i])} for i in idx]
+
+
+def _describe(iv: object) -> dict[str, object]:
+    pos = iv.position  # type: ignore[attr-defined]
+    if isinstance(pos, slice):
+        pos = f"{pos.start}..{'' if pos.stop is None else pos.stop}"
+    return {"layer": iv.layer, "position": pos, "feature": iv.feature, "value": iv.value,  # type: ignore[attr-defined]
+            "mode": iv.mode}  # type: ignore[attr-defined]
+
+
+def _tokens(args: argparse.Namespace, loaded: object) -> object:
+    import torch
+
+    from tracer.model import tokenize
+    from workbench.cmd_graph import parse_token_ids
+
+    if args.token_ids is not None:
+        return torch.tensor(parse_token_ids(args.token_ids))
+    return tokenize(loaded, args.prompt)  # type: ignore[arg-type]
+
+
+def _generate(args: argparse.Namespace, loaded: object, tc: object, clean: object, ivs: list[object],
+              constrained: object) -> dict[str, object]:
+    from tracer.interventions import feature_intervention_generate
+
+    out: dict[str, object] = {}
+    for name, items in (("clean", []), ("intervened", ivs)):
+        g = feature_intervention_generate(
+            loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,  # type: ignore
+            constrained_layers=constrained, do_sample=args.sample, temperature=args.temperature,
+            seed=args.seed, clean=clean)  # type: ignore[arg-type]
+        out[name] = {"token_ids": g.new_tokens.tolist(), "text": g.text}
+    return out
+
+
+def _print(result: dict[str, object]) -> None:
+    print(f"{'token':>16} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
+    for row in result["top_changes"]:  # type: ignore[attr-defined]
+        line = f"{str(row['token'])[:16]:>16} {row['clean_prob']:9.4f} {row['intervened_prob']:9.4f}"
+        print(f"{line} {row['delta']:+9.4f}")  # noqa: T201
+    gen = result.get("generation")
+    if gen:
+        for name in ("clean", "intervened"):
+            g = gen[name]  # type: ignore[index]
+            print(f"{name:>10}: {g['text'] if g['text'] is not None else g['token_ids']}")  # noqa: T201
+
+
+def run_intervene(args: argparse.Namespace) -> int:
+    from tracer.errors import WorkbenchError
+
+    if not args.specs:
+        raise WorkbenchError("interventions must be given; got none. Add --set, --scale or --add "
+                             "LAYER:POS:FEATURE=VALUE.")
+    if args.top_k < 1 or args.generate < 0:
+        raise WorkbenchError(f"--top-k must be >= 1 and --generate >= 0; got {args.top_k} and "
+                             f"{args.generate}.")
+    ivs = [parse_spec(text, mode) for mode, text in args.specs]
+    constrained = parse_layers(args.constrained_layers)
+    out_path = args.out
+    from tracer.hooks import prepare
+    from tracer.interventions import feature_intervention
+    from tracer.model import load_model, parse_device, parse_dtype
+    from tracer.transcoders.loaders import load_transcoders
+
+    dtype, device = parse_dtype(args.dtype), parse_device(args.device)
+    loaded = load_model(args.model, device=device, dtype=dtype, backend="hf")
+    tc = load_transcoders(args.transcoders, dtype=dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    clean = prepare(loaded, tc, _tokens(args, loaded))  # type: ignore[arg-type]
+    res = feature_intervention(loaded, tc, clean.tokens, ivs, freeze_attention=args.freeze_attention,
+                               constrained_layers=constrained, return_activations=False, clean=clean)
+    tok = loaded.tokenizer
+    decode = (lambda ids: tok.decode(ids)) if tok is not None else (lambda ids: str(ids[0]))  # type: ignore
+    result: dict[str, object] = {
+        "schema_version": SCHEMA_VERSION, "model": args.model, "transcoders": args.transcoders,
+        "token_ids": clean.tokens.tolist(), "interventions": [_describe(iv) for iv in ivs],
+        "settings": {"freeze_attention": args.freeze_attention, "constrained_layers": constrained},
+        "top_changes": top_changes(res.clean_logits, res.logits, args.top_k, decode),
+    }
+    if args.generate:
+        result["generation"] = _generate(args, loaded, tc, clean, ivs, constrained)
+    _print(result)
+    if out_path:
+        from tracer.io import atomic_path
+
+        with atomic_path(out_path) as tmp:
+            tmp.write_text(json.dumps(result, indent=2))
+        if not args.quiet:
+            print(f"wrote {out_path}", file=sys.stderr)  # noqa: T201
+    return 0
