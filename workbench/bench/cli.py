@@ -1,14 +1,119 @@
-"""`workbench bench`: synthetic benchmark models, our engine vs circuit-tracer (work in progress)."""
+"""`workbench bench`: our engine against circuit-tracer 0.5.0 on a synthetic model of any size.
+
+    workbench bench --arch qwen3 --n-layers 4 --d-model 256 --d-transcoder 2048 --target-l0 48 \\
+        --transcoder both --n-tokens 16,64 --baseline-python /path/to/ct-venv/bin/python --out bench.json
+
+Builds (or reuses, by hash) the model and transcoders in --work-dir, runs the real ``workbench
+trace`` CLI and an in-process runner for our side, ``ct_runner.py`` with the baseline interpreter
+for circuit-tracer's, compares the graphs, prints a table and writes the JSON report atomically.
+See :mod:`workbench.bench.run` (what runs) and :mod:`workbench.bench.report` (what the numbers mean).
+"""
 
 import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# flag -> (ModelSpec field, type)
+_MODEL_FLAGS = {
+    "--arch": ("arch", str), "--n-layers": ("n_layers", int), "--d-model": ("d_model", int),
+    "--n-heads": ("n_heads", int), "--n-kv-heads": ("n_kv_heads", int), "--head-dim": ("head_dim", int),
+    "--d-mlp": ("d_mlp", int), "--vocab": ("vocab", int), "--d-transcoder": ("d_transcoder", int),
+    "--clt-d-transcoder": ("clt_d_transcoder", int), "--target-l0": ("target_l0", float),
+    "--act": ("act", str), "--seed": ("seed", int), "--final-norm-scale": ("final_norm_scale", float),
+    "--calib-seqs": ("calib_seqs", int), "--calib-len": ("calib_len", int),
+}
+_CHOICES = {"--arch": ["qwen3", "llama"], "--act": ["relu", "jumprelu"]}
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("bench", help="benchmark against circuit-tracer on synthetic models")
+    from workbench.bench.config import BenchConfig, ModelSpec, field_help
+
+    model_help, bench_help = field_help(ModelSpec), field_help(BenchConfig)
+    spec = ModelSpec()
+    p = sub.add_parser("bench", help="benchmark our engine against circuit-tracer on a synthetic model",
+                       description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("benchmark model (cached in --work-dir by a hash of these)")
+    for flag, (name, kind) in _MODEL_FLAGS.items():
+        default = getattr(spec, name)
+        g.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(flag),
+                       help=f"{model_help.get(name, '')} (default {default})")
+    flag_pair = argparse.BooleanOptionalAction
+    g.add_argument("--skip", action=flag_pair, default=False, help=model_help.get("skip"))
+    r = p.add_argument_group("runs")
+    r.add_argument("--transcoder", default="both", choices=["plt", "clt", "both"],
+                   help=bench_help.get("transcoders"))
+    r.add_argument("--n-tokens", default="16,64,256",
+                   help=bench_help.get("n_tokens", "") + " Comma-separated.")
+    r.add_argument("--max-feature-nodes", type=int, default=None, help=bench_help.get("max_feature_nodes"))
+    r.add_argument("--baseline", action=flag_pair, default=True, help=bench_help.get("run_baseline"))
+    r.add_argument("--baseline-python", default=None, help=bench_help.get("baseline_python"))
+    r.add_argument("--baseline-backend", default="auto",
+                   choices=["auto", "transformerlens", "nnsight", "both"],
+                   help="circuit-tracer back end(s); auto: transformerlens for qwen3, nnsight for llama")
+    for flag, name, kind in (("--repeats", "repeats", int), ("--threads", "threads", int),
+                             ("--device", "device", str), ("--prompt-seed", "prompt_seed", int),
+                             ("--batch-size", "batch_size", int), ("--gemm-seconds", "gemm_seconds", float)):
+        default = getattr(BenchConfig, name, None) if name != "threads" else None
+        r.add_argument(flag, type=kind, default=default, help=bench_help.get(name))
+    r.add_argument("--keep-graphs", action=flag_pair, default=False,
+                   help=bench_help.get("keep_graphs"))
+    r.add_argument("--work-dir", default=None,
+                   help=bench_help.get("work_dir", "") + " (default ~/.cache/manifold-workbench/bench)")
+    r.add_argument("--out", default="bench.json", help="JSON report path (default bench.json)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_bench)
+
+
+def parse_n_tokens(text: str) -> tuple[int, ...]:
+    from tracer.errors import WorkbenchError
+
+    try:
+        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
+    except ValueError:
+        raise WorkbenchError(f"--n-tokens must be comma-separated integers; got {text!r}. "
+                             "Example: 16,64,256") from None
+    return values
+
+
+def configs_from_args(args: argparse.Namespace) -> tuple[object, object]:
+    """(ModelSpec, BenchConfig) from the parsed flags (validation raises WorkbenchError)."""
+    from workbench.bench.config import BenchConfig, ModelSpec, default_work_dir
+
+    values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _) in _MODEL_FLAGS.items()}
+    spec = ModelSpec(**values, skip=args.skip)
+    choice = args.baseline_backend
+    backends = {"auto": (), "both": ("transformerlens", "nnsight")}.get(choice, (choice,))
+    cfg = BenchConfig(
+        transcoders=("plt", "clt") if args.transcoder == "both" else (args.transcoder,),
+        n_tokens=parse_n_tokens(args.n_tokens), max_feature_nodes=args.max_feature_nodes,
+        run_baseline=args.baseline, baseline_python=args.baseline_python, baseline_backends=backends,
+        repeats=args.repeats, threads=args.threads, device=args.device, prompt_seed=args.prompt_seed,
+        batch_size=args.batch_size, gemm_seconds=args.gemm_seconds, keep_graphs=args.keep_graphs,
+        work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
+    )
+    return spec, cfg
 
 
 def run_bench(args: argparse.Namespace) -> int:
     from tracer.errors import WorkbenchError
+    from tracer.io import atomic_path
+    from workbench.bench.report import format_table
+    from workbench.bench.run import run_benchmark
 
-    raise WorkbenchError("bench is not implemented yet; it is being written.")
+    out = Path(args.out)
+    if out.is_dir():
+        raise WorkbenchError(f"--out must be a file path; got {args.out!r}, a directory. Add a file name.")
+    spec, cfg = configs_from_args(args)
+    report = run_benchmark(spec, cfg, argv=sys.argv[1:], verbose=not args.quiet)  # type: ignore[arg-type]
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+    sys.stdout.write(format_table(report["summary"]) + "\n")  # type: ignore[arg-type]
+    sys.stdout.write(f"report: {out}\n")
+    for err in report["errors"]:  # type: ignore[union-attr]
+        logger.error("%s", err)
+    return 1 if report["errors"] else 0

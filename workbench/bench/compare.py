@@ -1,0 +1,173 @@
+"""Graph and prune equality between two graph ``.npz`` files (ours and circuit-tracer's).
+
+Nodes are keyed by ``(node_type, node_layer, node_pos, node_index)``. If the key sets differ the
+graphs are unequal and nothing else is compared (``same_node_set`` False, with counts of the
+nodes only one side has). Otherwise the adjacency is compared after aligning the second graph's
+nodes to the first's order (``same_node_order`` says whether that was needed):
+
+* ``max_abs_diff`` and ``max_rel_diff`` = max |A_ours - A_ct| / max |A_ct|;
+* ``block_max_rel_diff``: the same per (target type <- source type) block, relative to that
+  block's own max |A_ct| (feature/logit targets x feature/error/token sources);
+* ``frac_entries_rel_gt_1e-3``: entries whose error exceeds 1e-3 of their own size (floored at
+  1e-6 of the global max);
+* token, logit-target, activation and logit-probability agreement.
+
+Memory: uncompressed ``.npz`` members are memory-mapped and compared in blocks of rows, so two
+N x N graphs are compared without loading either (N = 50k: 10 GB each).
+"""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+_BLOCK_ROWS = 512
+_TYPE_NAMES = ("feature", "error", "token", "logit")
+
+
+def npz_array(path: Path, key: str) -> np.ndarray:
+    """Member `key` of an .npz: memory-mapped if stored uncompressed, else read into memory."""
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            with zf.open(info) as fh:
+                return np.lib.format.read_array(fh, allow_pickle=False)
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        start = info.header_offset + 30 + name_len + extra_len
+        fh.seek(start)
+        version = np.lib.format.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            return np.load(path, allow_pickle=False)[key]
+        fmt = np.lib.format
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = reader(fh)
+        offset = fh.tell()
+    if dtype.hasobject:
+        raise ValueError(f"{key} in {path} holds Python objects; refusing to load it")
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def node_keys(path: Path) -> list[tuple[int, int, int, int]]:
+    cols = [npz_array(path, k) for k in ("node_type", "node_layer", "node_pos", "node_index")]
+    return list(zip(*(np.asarray(c).tolist() for c in cols), strict=True))
+
+
+def _small(path: Path, key: str) -> np.ndarray:
+    return np.asarray(npz_array(path, key))
+
+
+def alignment(ours: Path, theirs: Path) -> tuple[dict[str, object], np.ndarray | None]:
+    """Node-set comparison, and ``perm`` with theirs[perm] == ours (None if the sets differ)."""
+    ka, kb = node_keys(ours), node_keys(theirs)
+    out: dict[str, object] = {"n_nodes_ours": len(ka), "n_nodes_ct": len(kb)}
+    set_a, set_b = set(ka), set(kb)
+    if set_a != set_b or len(set_a) != len(ka) or len(set_b) != len(kb):
+        out.update(same_node_set=False, same_node_order=False, only_in_ours=len(set_a - set_b),
+                   only_in_ct=len(set_b - set_a))
+        return out, None
+    index_b = {k: i for i, k in enumerate(kb)}
+    perm = np.fromiter((index_b[k] for k in ka), dtype=np.int64, count=len(ka))
+    out.update(same_node_set=True, same_node_order=bool((perm == np.arange(len(perm))).all()),
+               only_in_ours=0, only_in_ct=0)
+    return out, perm
+
+
+def _max_abs(a: np.ndarray) -> float:
+    return float(np.abs(a).max()) if a.size else 0.0
+
+
+def _row_block(X: np.ndarray, rows: np.ndarray | slice, cols: np.ndarray | None) -> np.ndarray:
+    block = np.asarray(X[rows], dtype=np.float64)
+    return block if cols is None else block[:, cols]
+
+
+def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> dict[str, object]:
+    """Block-wise max differences; `perm` aligns theirs to ours."""
+    A, B = npz_array(ours, "adjacency"), npz_array(theirs, "adjacency")
+    types = _small(ours, "node_type")
+    n = A.shape[0]
+    identity = bool((perm == np.arange(n)).all())
+    cols = None if identity else perm
+    scale = max((_max_abs(_row_block(B, slice(r, r + _BLOCK_ROWS), None)) for r in range(0, n, _BLOCK_ROWS)),
+                default=0.0)
+    floor = 1e-6 * scale
+    max_diff, n_bad = 0.0, 0
+    block_diff = np.zeros((4, 4))
+    block_scale = np.zeros((4, 4))
+    for r in range(0, n, _BLOCK_ROWS):
+        rows = slice(r, min(r + _BLOCK_ROWS, n))
+        a = _row_block(A, rows, None)  # (rows, n)
+        b = _row_block(B, rows if identity else perm[rows], cols)  # (rows, n), aligned to ours
+        d = np.abs(a - b)
+        max_diff = max(max_diff, float(d.max(initial=0.0)))
+        n_bad += int((d > 1e-3 * np.maximum(np.abs(b), floor)).sum())
+        for t in np.unique(types[rows]):
+            tr = types[rows] == t
+            for s in range(4):
+                sc = types == s
+                if tr.any() and sc.any():
+                    cell = np.ix_(tr, sc)
+                    block_diff[t, s] = max(block_diff[t, s], float(d[cell].max(initial=0.0)))
+                    block_scale[t, s] = max(block_scale[t, s], float(np.abs(b[cell]).max(initial=0.0)))
+    rel = np.divide(block_diff, block_scale, out=block_diff.copy(), where=block_scale > 0)
+    blocks = {f"{_TYPE_NAMES[t]}<-{_TYPE_NAMES[s]}": float(rel[t, s])
+              for t in (0, 3) for s in (0, 1, 2) if (types == t).any() and (types == s).any()}
+    return {"max_abs_adjacency_ct": scale, "max_abs_diff": max_diff,
+            "max_rel_diff": max_diff / scale if scale else max_diff,
+            "block_max_rel_diff": blocks, "frac_entries_rel_gt_1e-3": n_bad / max(n * n, 1)}
+
+
+def compare_graphs(ours: Path, theirs: Path) -> dict[str, object]:
+    """Everything in the module docstring; ``equal`` = same nodes (order too) and max_rel_diff <= 1e-4."""
+    out, perm = alignment(ours, theirs)
+    out["same_tokens"] = bool(np.array_equal(_small(ours, "input_tokens"), _small(theirs, "input_tokens")))
+    la, lb = _small(ours, "logit_token_ids"), _small(theirs, "logit_token_ids")
+    out["same_logit_targets"] = bool(np.array_equal(la, lb))
+    if out["same_logit_targets"]:
+        pa, pb = _small(ours, "logit_probabilities"), _small(theirs, "logit_probabilities")
+        out["logit_prob_max_abs_diff"] = float(np.abs(pa - pb).max(initial=0.0))
+    fa, fb = _small(ours, "active_features"), _small(theirs, "active_features")
+    out["same_active_features"] = bool(np.array_equal(fa, fb))
+    if out["same_active_features"]:
+        va, vb = _small(ours, "activation_values"), _small(theirs, "activation_values")
+        out["activation_max_abs_diff"] = float(np.abs(va - vb).max(initial=0.0))
+    if perm is None:
+        out.update(max_abs_diff=None, max_rel_diff=None, block_max_rel_diff=None, equal=False)
+        return out
+    out.update(compare_adjacency(ours, theirs, perm))
+    out["equal"] = bool(out["same_node_order"] and out["same_tokens"] and out["max_rel_diff"] <= 1e-4)
+    return out
+
+
+def compare_prune(ours: Path, theirs: Path, perm: np.ndarray | None) -> dict[str, object] | None:
+    """Node masks, kept edges (as sets) and cumulative scores; theirs is aligned with `perm`."""
+    if perm is None:
+        return None
+    a, b = np.load(ours), np.load(theirs)
+    inverse = np.empty_like(perm)
+    inverse[perm] = np.arange(len(perm))  # their node i is our node inverse[i]
+    mask_a, mask_b = a["node_mask"], b["node_mask"][perm]
+    n = len(perm)
+    edges_a = a["edge_target"].astype(np.int64) * n + a["edge_source"]
+    edges_b = inverse[b["edge_target"]].astype(np.int64) * n + inverse[b["edge_source"]]
+    only_a = np.setdiff1d(edges_a, edges_b, assume_unique=True)
+    only_b = np.setdiff1d(edges_b, edges_a, assume_unique=True)
+    scores_a, scores_b = a["cumulative_scores"], b["cumulative_scores"][perm]
+    return {
+        "node_mask_equal": bool(np.array_equal(mask_a, mask_b)), "kept_nodes_ours": int(mask_a.sum()),
+        "kept_nodes_ct": int(mask_b.sum()), "node_mask_mismatches": int((mask_a != mask_b).sum()),
+        "edges_equal": bool(len(only_a) == 0 and len(only_b) == 0), "kept_edges_ours": int(len(edges_a)),
+        "kept_edges_ct": int(len(edges_b)), "edges_only_ours": int(len(only_a)),
+        "edges_only_ct": int(len(only_b)),
+        "cumulative_scores_max_abs_diff": float(np.abs(scores_a - scores_b).max(initial=0.0)),
+    }
+
+
+def score_deltas(ours: dict[str, float], theirs: dict[str, float]) -> dict[str, float]:
+    """ours - circuit-tracer's, for replacement and completeness."""
+    return {k: float(ours[k]) - float(theirs[k]) for k in ("replacement", "completeness")}

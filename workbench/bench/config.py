@@ -1,0 +1,214 @@
+"""What `workbench bench` builds and runs: two frozen configs (the CLI parses into them).
+
+* :class:`ModelSpec` -- the synthetic benchmark model and its transcoders. Its :attr:`ModelSpec.key`
+  (readable dims + a hash of every field) names the cached build in the work dir, so a spec is
+  built once and reused.
+* :class:`BenchConfig` -- prompt lengths, the baseline to run, repeats, threads, outputs.
+
+Validation raises :class:`tracer.errors.WorkbenchError` (one line; the CLI exits 2). This module
+imports nothing heavy (``tracer`` pulls in torch), so ``workbench --help`` can read its docstrings.
+"""
+
+import ast
+import dataclasses
+import hashlib
+import inspect
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ARCHS = ("qwen3", "llama")
+"""Architectures the builder makes (``Qwen3ForCausalLM``, ``LlamaForCausalLM``)."""
+BACKENDS = ("transformerlens", "nnsight")
+"""circuit-tracer back ends; TransformerLens only for Qwen3 (see :mod:`workbench.bench.build`)."""
+BUILD_VERSION = 1
+"""Bumped when the builder's output changes, so that old cached builds are not reused."""
+
+
+def WorkbenchError(message: str) -> Exception:  # noqa: N802 - stands in for the class, imported lazily
+    """A :class:`tracer.errors.WorkbenchError` (imported only when raised: ``tracer`` imports torch)."""
+    from tracer.errors import WorkbenchError as error_class
+
+    return error_class(message)
+
+
+def _positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WorkbenchError(f"{name} must be a positive integer; got {value!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A random-weight benchmark model and transcoders calibrated to a target L0."""
+
+    arch: str = "qwen3"
+    """Architecture: qwen3 (Qwen3ForCausalLM) or llama (LlamaForCausalLM)."""
+    n_layers: int = 4
+    """Transformer blocks."""
+    d_model: int = 256
+    """Residual stream width (hidden_size)."""
+    n_heads: int = 8
+    """Query heads."""
+    n_kv_heads: int = 2
+    """Key/value heads (GQA); must divide n_heads."""
+    head_dim: int | None = None
+    """Head width (default d_model // n_heads)."""
+    d_mlp: int | None = None
+    """MLP width (default 4 * d_model)."""
+    vocab: int = 512
+    """Vocabulary size (ids 0-3 are special, BOS is id 1)."""
+    d_transcoder: int = 2048
+    """Features per layer of the per-layer transcoder (PLT)."""
+    clt_d_transcoder: int | None = None
+    """Features per layer of the cross-layer transcoder (default d_transcoder // 2)."""
+    target_l0: float = 48.0
+    """Mean active features per token and layer the encoders are calibrated to."""
+    act: str = "relu"
+    """Activation: relu (threshold folded into b_enc) or jumprelu (stored threshold)."""
+    skip: bool = False
+    """Give the PLT a linear skip W_skip (circuit-tracer's CLT loader drops skips, so the CLT has none)."""
+    seed: int = 0
+    """Seed of the weights and the calibration batch."""
+    final_norm_scale: float = 8.0
+    """Factor on the final RMSNorm weight, so that the next-token distribution is peaked."""
+    calib_seqs: int = 64
+    """Calibration sequences (random words after a BOS)."""
+    calib_len: int = 64
+    """Tokens per calibration sequence."""
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise WorkbenchError(f"arch must be one of {list(ARCHS)}; got {self.arch!r}.")
+        for name in ("n_layers", "d_model", "n_heads", "n_kv_heads", "vocab", "d_transcoder", "calib_seqs",
+                     "calib_len"):
+            _positive_int(name, getattr(self, name))
+        for name in ("head_dim", "d_mlp", "clt_d_transcoder"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        if self.n_heads % self.n_kv_heads:
+            raise WorkbenchError(f"n_kv_heads must divide n_heads ({self.n_heads}); got {self.n_kv_heads}.")
+        if self.vocab < 8:
+            raise WorkbenchError(f"vocab must be >= 8 (4 special ids + words); got {self.vocab}.")
+        if self.calib_len < 2:
+            raise WorkbenchError(f"calib_len must be >= 2 (BOS + a word); got {self.calib_len}.")
+        if not 0 < self.target_l0 < min(self.d_transcoder, self.clt_width):
+            raise WorkbenchError(f"target_l0 must be in (0, d_transcoder); got {self.target_l0!r} for "
+                                 f"widths {self.d_transcoder} (PLT) and {self.clt_width} (CLT).")
+        if self.act not in ("relu", "jumprelu"):
+            raise WorkbenchError(f"act must be 'relu' or 'jumprelu'; got {self.act!r}.")
+        if not self.final_norm_scale > 0:
+            raise WorkbenchError(f"final_norm_scale must be > 0; got {self.final_norm_scale!r}.")
+
+    @property
+    def head_width(self) -> int:
+        return self.head_dim or max(1, self.d_model // self.n_heads)
+
+    @property
+    def mlp_width(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+    @property
+    def clt_width(self) -> int:
+        return self.clt_d_transcoder or max(1, self.d_transcoder // 2)
+
+    @property
+    def key(self) -> str:
+        """Readable dims + a hash of every field (and the builder version): the cache folder name."""
+        fields = {k: float(v) if k in ("target_l0", "final_norm_scale") else v
+                  for k, v in dataclasses.asdict(self).items()}  # 48 and 48.0 are one spec
+        payload = json.dumps({**fields, "build_version": BUILD_VERSION}, sort_keys=True)
+        digest = hashlib.sha256(payload.encode()).hexdigest()[:10]
+        return (f"{self.arch}-L{self.n_layers}-d{self.d_model}-h{self.n_heads}kv{self.n_kv_heads}"
+                f"-V{self.vocab}-T{self.d_transcoder}-{self.act}{'-skip' if self.skip else ''}-{digest}")
+
+
+def default_work_dir() -> Path:
+    """``$XDG_CACHE_HOME/manifold-workbench/bench`` (default ``~/.cache/...``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "manifold-workbench" / "bench"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig:
+    """What to run on the benchmark model, and where to write."""
+
+    transcoders: tuple[str, ...] = ("plt", "clt")
+    """Transcoder kinds to benchmark (plt, clt or both)."""
+    n_tokens: tuple[int, ...] = (16, 64, 256)
+    """Prompt lengths, BOS included (BOS + seeded random words)."""
+    max_feature_nodes: int | None = None
+    """Cap on feature nodes (greedy by influence, as circuit-tracer); default all features."""
+    run_baseline: bool = True
+    """Run circuit-tracer when a baseline interpreter is given or this one imports circuit_tracer."""
+    baseline_python: str | None = None
+    """Python interpreter with circuit-tracer 0.5.0 installed (default: this one, if it imports
+    circuit_tracer)."""
+    baseline_backends: tuple[str, ...] = ()
+    """circuit-tracer back ends to run (transformerlens, nnsight); empty: transformerlens for qwen3,
+    nnsight for llama."""
+    repeats: int = 1
+    """Runs of every measurement; the report uses the median (all values are kept)."""
+    threads: int | None = None
+    """Torch threads for every run, ours and circuit-tracer's (default: all cores)."""
+    device: str = "cpu"
+    """cpu or cuda (peak GPU memory is then reported as well)."""
+    prompt_seed: int = 1234
+    """Seed of the prompt's random words."""
+    batch_size: int = 256
+    """circuit-tracer's batch_size (and ours, which only uses it for greedy selection)."""
+    gemm_seconds: float = 2.0
+    """Duration of the float32 GEMM peak measurement."""
+    keep_graphs: bool = False
+    """Keep the graph .npz files after comparing (they are N x N float32: 10 GB at N = 50k)."""
+    work_dir: Path = field(default_factory=default_work_dir)
+    """Cache of built models and the run folders."""
+
+    def __post_init__(self) -> None:
+        bad = [k for k in self.transcoders if k not in ("plt", "clt")]
+        if bad or not self.transcoders:
+            raise WorkbenchError(f"transcoders must be plt, clt or both; got {list(self.transcoders)!r}.")
+        if not self.n_tokens:
+            raise WorkbenchError("n_tokens must list at least one prompt length; got none. Example: 16,64.")
+        for n in self.n_tokens:
+            if not isinstance(n, int) or isinstance(n, bool) or n < 2:
+                raise WorkbenchError(f"n_tokens must be integers >= 2 (BOS + a word); got {n!r}.")
+        if self.max_feature_nodes is not None:
+            _positive_int("max_feature_nodes", self.max_feature_nodes)
+        bad = [b for b in self.baseline_backends if b not in BACKENDS]
+        if bad:
+            raise WorkbenchError(f"baseline backend must be one of {list(BACKENDS)}; got {bad[0]!r}.")
+        _positive_int("repeats", self.repeats)
+        _positive_int("batch_size", self.batch_size)
+        if self.threads is not None:
+            _positive_int("threads", self.threads)
+        if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise WorkbenchError(f"device must be 'cpu' or 'cuda[:N]'; got {self.device!r}.")
+        if not self.gemm_seconds > 0:
+            raise WorkbenchError(f"gemm_seconds must be > 0; got {self.gemm_seconds!r}.")
+
+    @property
+    def n_threads(self) -> int:
+        """Torch threads of every run: `threads`, else the cores this process may use."""
+        if self.threads:
+            return self.threads
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
+
+
+def field_help(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal after each field), for --help."""
+    try:
+        tree = ast.parse(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for prev, node in zip(body, body[1:], strict=False):
+        is_field = isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
+        is_doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
+            and isinstance(node.value.value, str)
+        if is_field and is_doc:
+            docs[prev.target.id] = " ".join(node.value.value.split())  # type: ignore[union-attr]
+    return docs
