@@ -81,6 +81,8 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def frozen_norm(scale: Tensor, offset: float) -> Callable[..., Tensor]:
     """Forward hook for an RMSNorm: ``x * scale * (weight + offset)`` at the first P positions.
 
+    Gemma's ``1 + weight`` is formed in float32 as HF (and the attribution engine) form it.
+
     scale: (P,) cached 1/rms of the clean run.
     """
     n_frozen = int(scale.shape[0])
@@ -88,7 +90,8 @@ def frozen_norm(scale: Tensor, offset: float) -> Callable[..., Tensor]:
     def hook(mod: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> Tensor:
         x = args[0]
         cd = _compute_dtype(x.dtype)
-        gain = mod.weight.to(cd) + offset  # type: ignore[operator,union-attr]  # (d,)
+        w = mod.weight  # type: ignore[union-attr]
+        gain = (w.float() + offset).to(cd) if offset else w.to(cd)  # (d,) rounded as HF's norms round it
         n = min(n_frozen, x.shape[1])
         frozen = x[:, :n].to(cd) * scale[:n, None].to(device=x.device, dtype=cd) * gain  # (1, n, d)
         out = out.clone()
