@@ -23,6 +23,7 @@ the prompt positions only; tokens generated after an intervention run live (see
 
 import logging
 import math
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -200,7 +201,9 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
                 constrained_layers: object, record: Literal["acts", "pre", "none"]) -> Plan:
     tc = clean.transcoders
     L, P, d = tc.n_layers, clean.n_pos, loaded.d_model
-    if isinstance(items, (Intervention, VectorAddition)) or not isinstance(items, Iterable):
+    single = isinstance(items, tuple) and bool(items) and not isinstance(items[0], (tuple, Intervention,
+                                                                                  VectorAddition))
+    if single or isinstance(items, (Intervention, VectorAddition)) or not isinstance(items, Iterable):
         raise _bad("interventions", "a list of interventions", items, "Wrap a single one in a list.")
     checked = [check_intervention(it, tc, P) for it in items]
     constrained = constrained_set(constrained_layers, L) or frozenset()
@@ -220,11 +223,23 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
             out_adds[it.layer, it.position] += vec
             n_out += 1
     all_layers = frozenset(range(L))
+    _warn_unwritten(features, tc, constrained)
     return Plan(clean=clean, features=features, out_adds=out_adds if n_out else None,  # type: ignore[arg-type]
                 embed_add=embed_add if n_embed else None,
                 freeze_attention=bool(freeze_attention), freeze_norms=constrained == all_layers,
                 constrained=constrained, write_layers=constrained or all_layers,
                 encode_layers=all_layers if record != "none" else frozenset(features), record=record)
+
+
+def _warn_unwritten(features: dict[int, list[Intervention]], tc: Transcoders,
+                    constrained: frozenset[int]) -> None:
+    """circuit-tracer writes deltas only into constrained layers: say so when that drops one."""
+    for layer in features:
+        targets = range(layer, tc.n_layers) if tc.kind == "clt" else range(layer, layer + 1)
+        if constrained and not constrained.intersection(targets):
+            warnings.warn(f"an intervention at layer {layer} writes to no layer in constrained_layers "
+                          f"{sorted(constrained)}; it has no effect at the prompt positions. Include layer "
+                          f"{layer} in constrained_layers.", stacklevel=4)
 
 
 def _stack(recorded: dict[int, Tensor], n_layers: int, sparse: bool) -> Tensor:
