@@ -194,25 +194,26 @@ def _ridge(design: Tensor, target: Tensor, lam: float = 1e-2) -> Tensor:
     return torch.linalg.solve(gram, design.T @ target)
 
 
-def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str, skip: bool) -> list[dict[str, Tensor]]:
+def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str,
+                  skip: bool) -> list[dict[str, Tensor]]:
     """Per source layer: W_dec, b_dec and skip_T fitted to the MLP output (ridge, BOS left out)."""
     L, N, d = xs.shape
     d_tc = acts[0].shape[1]
     out: list[dict[str, Tensor]] = [{} for _ in range(L)]
-    for l in range(L):
-        srcs = [acts[l]] if kind == "plt" else acts[: l + 1]
-        parts = [*srcs, *([xs[l]] if skip else []), torch.ones(N, 1, dtype=xs.dtype)]
-        W = _ridge(torch.cat(parts, 1), ys[l])  # (n_src*d_tc [+ d] + 1, d)
+    for t in range(L):  # target layer
+        srcs = [acts[t]] if kind == "plt" else acts[: t + 1]
+        parts = [*srcs, *([xs[t]] if skip else []), torch.ones(N, 1, dtype=xs.dtype)]
+        W = _ridge(torch.cat(parts, 1), ys[t])  # (n_src*d_tc [+ d] + 1, d)
         for j in range(len(srcs)):
             rows = W[j * d_tc:(j + 1) * d_tc]  # (d_tc, d)
-            src = l if kind == "plt" else j
+            src = t if kind == "plt" else j
             if kind == "plt":
                 out[src]["W_dec"] = rows
             else:
-                out[src].setdefault("W_dec", torch.zeros(d_tc, L - src, d, dtype=xs.dtype))[:, l - src] = rows
+                out[src].setdefault("W_dec", torch.zeros(d_tc, L - src, d, dtype=xs.dtype))[:, t - src] = rows
         if skip:
-            out[l]["skip_T"] = W[len(srcs) * d_tc: len(srcs) * d_tc + d]  # (d, d)
-        out[l]["b_dec"] = W[-1]
+            out[t]["skip_T"] = W[len(srcs) * d_tc: len(srcs) * d_tc + d]  # (d, d)
+        out[t]["b_dec"] = W[-1]
     return out
 
 
@@ -221,13 +222,13 @@ def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_t
     xs, ys = _fit_data(loaded, input_hook, output_hook, n_seqs=16, seq_len=24, seed=seed)
     gen = torch.Generator().manual_seed(1000 + seed)
     encs, acts = [], []
-    for l in range(loaded.n_layers):
-        enc = _encoder(xs[l], act, d_tc, gen, topk)
-        layer = TranscoderLayer(W_enc=enc["W_enc"], b_enc=enc["b_enc"], W_dec=torch.zeros(d_tc, 1),  # type: ignore[arg-type]
-                                b_dec=torch.zeros(1), activation=act, threshold=enc["threshold"],  # type: ignore[arg-type]
-                                topk=topk if act == "topk" else None)
+    for i in range(loaded.n_layers):
+        enc = _encoder(xs[i], act, d_tc, gen, topk)
+        layer = TranscoderLayer(W_enc=enc["W_enc"], b_enc=enc["b_enc"],  # type: ignore[arg-type]
+                                W_dec=torch.zeros(d_tc, 1), b_dec=torch.zeros(1), activation=act,  # type: ignore[arg-type]
+                                threshold=enc["threshold"], topk=topk if act == "topk" else None)
         encs.append(layer)
-        acts.append(layer.encode(xs[l]))  # (N, d_tc)
+        acts.append(layer.encode(xs[i]))  # (N, d_tc)
     decs = _fit_decoders(xs, ys, acts, kind, skip)
     f32 = torch.float32
     layers = tuple(
@@ -237,7 +238,7 @@ def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_t
             threshold=None if e.threshold is None else e.threshold.to(f32), topk=e.topk,
             skip_T=dec["skip_T"].to(f32).contiguous() if skip else None,
         )
-        for e, dec in zip(encs, decs)
+        for e, dec in zip(encs, decs, strict=True)
     )
     name = f"tiny-{kind}-{act}{'-skip' if skip else ''}"
     return Transcoders(kind=kind, layers=layers, input_hook=input_hook, output_hook=output_hook,  # type: ignore[arg-type]
