@@ -31,10 +31,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
     src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
     p.set_defaults(specs=[])
-    for mode, what in (("set", "set a feature's activation to VALUE"), ("scale", "multiply it by VALUE"),
-                       ("add", "add VALUE to it")):
+    for mode, what in (("set", "set a feature's activation to VALUE"),
+                       ("scale", "multiply a feature's activation by VALUE"),
+                       ("add", "add VALUE to a feature's activation")):
         p.add_argument(f"--{mode}", action=_SpecAction, dest="specs", metavar="SPEC",
-                       help=f"{what} (repeatable; all --set/--scale/--add apply in command-line order)")
+                       help=f"{what} (repeatable; --set/--scale/--add apply in command-line order)")
     att = p.add_mutually_exclusive_group()
     att.add_argument("--freeze-attention", dest="freeze_attention", action="store_true", default=True,
                      help="replay attention patterns from the clean run (default)")

@@ -1,0 +1,96 @@
+"""`workbench intervene` end to end on a tiny saved model + transcoders (in-process)."""
+
+import json
+
+import pytest
+import torch
+
+from tests.helpers_models import save_model, save_transcoders, tiny_model, tiny_transcoders
+from workbench.cli import main
+from workbench.cmd_intervene import parse_layers, parse_position
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("intervene")
+    loaded = tiny_model("llama")
+    save_model(loaded, root / "model")
+    save_transcoders(tiny_transcoders(loaded, kind="clt", act="relu"), root / "tc")
+    return root
+
+
+def _run(files, *extra: str) -> int:
+    return main(["intervene", "--model", str(files / "model"), "--transcoders", str(files / "tc"), *extra])
+
+
+def test_set_prints_changes_and_writes_json(files, capsys):
+    out = files / "res" / "out.json"
+    rc = _run(files, "--token-ids", "1,5,9,12,7,30", "--set", "1:3..:5=20", "--scale", "0:2:1=0",
+              "--top-k", "4", "--out", str(out), "--quiet")
+    assert rc == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["schema_version"] == 1 and data["token_ids"] == [1, 5, 9, 12, 7, 30]
+    first = {"layer": 1, "position": "3..", "feature": 5, "value": 20.0, "mode": "set"}
+    assert data["interventions"][0] == first
+    assert data["interventions"][1]["mode"] == "scale"
+    assert data["settings"] == {"freeze_attention": True, "constrained_layers": None}
+    rows = data["top_changes"]
+    assert len(rows) == 4 and abs(rows[0]["delta"]) >= abs(rows[-1]["delta"]) > 0
+    assert abs(rows[0]["intervened_prob"] - rows[0]["clean_prob"] - rows[0]["delta"]) < 1e-12
+    assert rows[0]["token"] in printed
+    assert not list(out.parent.glob(".*.tmp*"))  # atomic write left nothing behind
+
+
+def test_prompt_generation_and_options(files, capsys):
+    out = files / "gen.json"
+    rc = _run(files, "--prompt", "the cat dog", "--add", "2:-1:7=50", "--free-attention",
+              "--constrained-layers", "0-2", "--generate", "3", "--out", str(out), "--quiet")
+    assert rc == 0
+    data = json.loads(out.read_text())
+    assert data["token_ids"][0] == 1  # BOS prepended
+    assert data["settings"] == {"freeze_attention": False, "constrained_layers": [0, 1, 2]}
+    gen = data["generation"]
+    assert len(gen["clean"]["token_ids"]) == 3 and isinstance(gen["intervened"]["text"], str)
+    assert "intervened:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--set", "9:1:0=1"], "intervention layer must be an integer in [0, 3)"),
+    (["--set", "0:1:999=1"], "intervention feature must be an integer in [0, 64)"),
+    (["--set", "0:40:0=1"], "intervention position must be an integer in [-4, 4)"),
+    (["--set", "0:1:0=nan"], "intervention value must be a finite number"),
+    (["--set", "0:1:0=abc"], "--set value must be a number"),
+    (["--set", "garbage"], "--set must be LAYER:POS:FEATURE=VALUE"),
+    (["--scale", "0:1-2:0=1"], "intervention position must be N, N..M or N.."),
+    (["--set", "0:1:0=1", "--constrained-layers", "3-1"], "--constrained-layers must be"),
+    (["--set", "0:1:0=1", "--constrained-layers", "0-7"], "constrained layer must be an integer in [0, 3)"),
+    ([], "interventions must be given"),
+])
+def test_bad_input_exits_2_with_one_line(files, capsys, args, msg):
+    rc = _run(files, "--token-ids", "1,5,9,12", *args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert msg in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_bad_paths_exit_2(files, tmp_path, capsys):
+    rc = main(["intervene", "--model", str(tmp_path / "none"), "--transcoders", str(files / "tc"),
+               "--token-ids", "1,2", "--set", "0:1:0=1"])
+    assert rc == 2 and "model path must be a local model directory" in capsys.readouterr().err
+
+
+def test_parsers():
+    assert parse_position("3") == 3 and parse_position("-1") == -1
+    assert parse_position("2..5") == slice(2, 5) and parse_position("2..") == slice(2, None)
+    assert parse_layers("all") == "all" and parse_layers(None) is None
+    assert parse_layers("0-2,5") == [0, 1, 2, 5]
