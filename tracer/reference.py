@@ -127,24 +127,31 @@ def reference_adjacency(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, lo
         x_ins, final = _replacement_forward(loaded, tc, fz, tok_leaf, out_leaves, dtype)
         W_U = loaded.model.get_output_embeddings().weight.detach().to(dtype)  # type: ignore[operator,union-attr]
         logit_vecs = W_U[logit_ids] - W_U.mean(0, keepdim=True)  # (K, d)
-        reads = [x_ins[int(l)][int(p)] @ tc.layers[int(l)].W_enc[int(f)].to(dtype) for l, p, f in active.tolist()]
-        reads += [final[-1] @ v for v in logit_vecs]
+        reads = []
+        for l in range(L):  # pre-activations of layer l's active features (node order)
+            sel = active[:, 0] == l
+            enc = tc.layers[l].W_enc.to(dtype)[active[sel, 2]]  # (n_l, d)
+            reads.append((x_ins[l][active[sel, 1]] * enc).sum(-1))
+        reads.append(logit_vecs @ final[-1])  # (K,)
         F = active.shape[0]
-        A = torch.zeros(len(reads), F + (L + 1) * P, dtype=dtype)
-        decs = [_dense_decoder(tc, i, dtype) for i in range(L)]
-        for row, read in enumerate(reads):
-            grads = torch.autograd.grad(read, [*out_leaves, tok_leaf], retain_graph=True, allow_unused=True)
-            g_out = [torch.zeros(P, d, dtype=dtype) if gr is None else gr for gr in grads[:L]]
-            g_tok = grads[L] if grads[L] is not None else torch.zeros(P, d, dtype=dtype)
-            for col, (l, p, f) in enumerate(active.tolist()):
-                u = decs[l][f] * values[col]  # (n_out, d)
-                A[row, col] = sum(g_out[l + k][p] @ u[k] for k in range(u.shape[0]))
-            for l in range(L):
-                A[row, F + l * P:F + (l + 1) * P] = (g_out[l] * fz.errors[l]).sum(-1)
-            tok_vecs = loaded.model.get_input_embeddings().weight.detach().to(dtype)[fz.cache.tokens]  # type: ignore[operator,union-attr]
-            if loaded.adapter.embed_scale_sqrt_d:
-                tok_vecs = tok_vecs * float(d) ** 0.5
-            A[row, F + L * P:] = (g_tok * tok_vecs).sum(-1)
+        R = torch.cat(reads)  # (n_rows,)
+        eye = torch.eye(R.shape[0], dtype=dtype)  # one backward per row, vectorised with vmap
+        grads = torch.autograd.grad(R, [*out_leaves, tok_leaf], grad_outputs=eye, is_grads_batched=True,
+                                    allow_unused=True, materialize_grads=True)
+    g_out, g_tok = grads[:L], grads[L]  # each (n_rows, P, d)
+    A = torch.zeros(R.shape[0], F + (L + 1) * P, dtype=dtype)
+    for l in range(L):
+        cols = torch.nonzero(active[:, 0] == l).flatten()
+        pos, feat = active[cols, 1], active[cols, 2]
+        dec = _dense_decoder(tc, l, dtype)[feat] * values[cols, None, None]  # (n_l, n_out, d)
+        for k in range(dec.shape[1]):  # a CLT feature writes to layers l, l+1, ...
+            A[:, cols] += torch.einsum("rnd,nd->rn", g_out[l + k][:, pos], dec[:, k])
+    for l in range(L):
+        A[:, F + l * P:F + (l + 1) * P] = (g_out[l] * fz.errors[l]).sum(-1)
+    tok_vecs = loaded.model.get_input_embeddings().weight.detach().to(dtype)[fz.cache.tokens]  # type: ignore[operator,union-attr]
+    if loaded.adapter.embed_scale_sqrt_d:
+        tok_vecs = tok_vecs * float(d) ** 0.5
+    A[:, F + L * P:] = (g_tok * tok_vecs).sum(-1)
     return active, values.detach(), A.detach()
 
 
