@@ -405,3 +405,11 @@ def measured_columns(loaded: LoadedModel, transcoders: Transcoders, graph: Graph
 
     base = run([])
     return torch.stack([run([node_perturbation(graph, int(n), clean)]) - base for n in nodes], 1)
+
+
+__all__ = [
+    "MODES", "CleanRun", "GenerationResult", "Intervention", "InterventionResult", "VectorAddition",
+    "add_to_embedding", "add_to_output_location", "check_intervention", "constrained_set",
+    "feature_intervention", "feature_intervention_generate", "measured_columns", "node_perturbation",
+    "prepare", "readings",
+]
