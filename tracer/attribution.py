@@ -30,7 +30,8 @@ from tracer.transcoders.loaders import check_against_model
 
 logger = logging.getLogger(__name__)
 
-_ADJ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_ADJ_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+               "float16": torch.float16}
 
 
 class LogitTargets(NamedTuple):
@@ -241,7 +242,8 @@ def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | li
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],
                     float(targets.probabilities.sum()))
-        adj_dtype = _ADJ_DTYPES[cfg.adjacency_dtype]
+        adj_dtype = (torch.float64 if dtype == torch.float64 else torch.float32) \
+            if cfg.adjacency_dtype == "auto" else _ADJ_DTYPES[cfg.adjacency_dtype]
         cap = cfg.max_feature_nodes
         if cap is None or cap >= ctx.n_active:
             A, selected = _all_features(ctx, targets, cfg, adj_dtype)

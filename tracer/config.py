@@ -26,8 +26,9 @@ class AttributionConfig:
     """Parallel single-threaded sweep workers (None: torch's thread count on CPU, 1 on GPU)."""
     engine: Literal["fast", "autograd"] = "fast"
     """'fast': the explicit backward; 'autograd': the reference (slow, for checking)."""
-    adjacency_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Storage dtype of the adjacency matrix (bf16/fp16 halve its memory; see README)."""
+    adjacency_dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = "auto"
+    """Storage dtype of the adjacency ('auto': float64 for float64 models, else float32; bf16/fp16
+    halve its memory, see README)."""
     verbose: bool = True
     """Show progress bars."""
 
@@ -51,6 +52,6 @@ class AttributionConfig:
             raise WorkbenchError(f"n_workers must be an integer >= 1 or None; got {self.n_workers!r}.")
         if self.engine not in ("fast", "autograd"):
             raise WorkbenchError(f"engine must be 'fast' or 'autograd'; got {self.engine!r}.")
-        if self.adjacency_dtype not in ("float32", "bfloat16", "float16"):
-            raise WorkbenchError(f"adjacency_dtype must be float32, bfloat16 or float16; got "
+        if self.adjacency_dtype not in ("auto", "float32", "float64", "bfloat16", "float16"):
+            raise WorkbenchError(f"adjacency_dtype must be auto, float32, float64, bfloat16 or float16; got "
                                  f"{self.adjacency_dtype!r}.")

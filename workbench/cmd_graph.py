@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--update-interval", type=int, default=4, help="greedy re-ranking interval in batches")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
-    p.add_argument("--adjacency-dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                   help="storage dtype of the adjacency (bf16/fp16 halve its memory)")
+    p.add_argument("--adjacency-dtype", default="auto", choices=["auto", "float32", "float64", "bfloat16", "float16"],
+                   help="storage dtype of the adjacency (auto: float64 for --dtype float64, else float32; "
+                        "bf16/fp16 halve its memory)")
     p.add_argument("--engine", default="fast", choices=["fast", "autograd"],
                    help="fast (explicit backward) or autograd (slow reference)")
     p.add_argument("--model-backend", default="auto", choices=["auto", "native", "hf"],
