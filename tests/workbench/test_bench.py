@@ -53,8 +53,10 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  #
 # ----------------------------------------------------------------------------- builder
 def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
     seen: list[torch.Tensor] = []
-    hooks = [blk.mlp.register_forward_hook(lambda m, a, o: seen.append(a[0][:, 1:].reshape(-1, a[0].shape[-1])))
-             for blk in loaded.model.model.layers]
+    def keep(_module, args, _out) -> None:  # type: ignore[no-untyped-def]
+        seen.append(args[0][:, 1:].reshape(-1, args[0].shape[-1]))  # BOS dropped
+
+    hooks = [blk.mlp.register_forward_hook(keep) for blk in loaded.model.model.layers]
     try:
         with torch.no_grad():
             loaded.model(ids)
@@ -136,19 +138,22 @@ def test_model_spec_rejects_bad_input(bad: dict[str, object]) -> None:
 
 
 @pytest.mark.parametrize("bad", [dict(n_tokens=()), dict(n_tokens=(1,)), dict(transcoders=("sae",)),
-                                 dict(repeats=0), dict(baseline_backends=("jax",)), dict(threads=0)])
+                                 dict(repeats=0), dict(baseline_backends=("jax",)), dict(threads=0),
+                                 dict(baseline_max_n_tokens=0), dict(baseline_timeout=-1.0)])
 def test_bench_config_rejects_bad_input(bad: dict[str, object]) -> None:
     with pytest.raises(WorkbenchError, match="must"):
         BenchConfig(**bad)  # type: ignore[arg-type]
 
 
 # ----------------------------------------------------------------------------- comparison
-def _graph_npz(path: Path, keys: list[tuple[int, int, int, int]], A: np.ndarray, *, compressed: bool = False) -> Path:
+def _graph_npz(path: Path, keys: list[tuple[int, int, int, int]], A: np.ndarray, *,
+               compressed: bool = False) -> Path:
     t, layer, pos, index = (np.array(c) for c in zip(*keys, strict=True))
-    arrays = dict(adjacency=A.astype(np.float32), node_type=t.astype(np.int8), node_layer=layer.astype(np.int32),
-                  node_pos=pos.astype(np.int32), node_index=index.astype(np.int64),
-                  active_features=np.array([[0, 1, 7], [0, 1, 9]]), activation_values=np.array([1.0, 2.0], "f4"),
-                  selected_features=np.arange(2), input_tokens=np.array([1, 5]), logit_token_ids=np.array([3]),
+    arrays = dict(adjacency=A.astype(np.float32), node_type=t.astype(np.int8),
+                  node_layer=layer.astype(np.int32), node_pos=pos.astype(np.int32),
+                  node_index=index.astype(np.int64), active_features=np.array([[0, 1, 7], [0, 1, 9]]),
+                  activation_values=np.array([1.0, 2.0], "f4"), selected_features=np.arange(2),
+                  input_tokens=np.array([1, 5]), logit_token_ids=np.array([3]),
                   logit_probabilities=np.array([0.9], "f4"), logit_vectors=np.zeros((1, 4), "f4"),
                   n_layers=np.int64(1), n_pos=np.int64(2))
     (np.savez_compressed if compressed else np.savez)(path, **arrays)
@@ -182,7 +187,8 @@ def test_compare_aligns_a_permuted_graph(tmp_path: Path) -> None:
     B[6, 0] += 1e-3 * np.abs(A).max()
     out = compare.compare_graphs(ours, _graph_npz(tmp_path / "c.npz", _KEYS, B))
     assert out["same_node_order"] and out["max_rel_diff"] == pytest.approx(1e-3, rel=1e-3)
-    assert out["block_max_rel_diff"]["logit<-feature"] > 0 and out["block_max_rel_diff"]["feature<-feature"] == 0
+    blocks = out["block_max_rel_diff"]
+    assert blocks["logit<-feature"] > 0 and blocks["feature<-feature"] == 0
 
 
 def test_compare_prune_with_permutation(tmp_path: Path) -> None:
@@ -207,7 +213,8 @@ def test_npz_member_is_memory_mapped(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- report and measuring
-def _row(n_tokens: int, n_nodes: int, ours: float, ct: float | None, backend: str | None) -> dict[str, object]:
+def _row(n_tokens: int, n_nodes: int, ours: float, ct: float | None,
+         backend: str | None) -> dict[str, object]:
     return {"transcoder": "plt", "n_tokens": n_tokens, "n_nodes": n_nodes, "ours_attribute_s": ours,
             "ours_whole_process_s": ours + 1, "ours_peak_rss_mb": 100.0, "ours_trace_max_rss_mb": 200.0,
             "backend": backend, "ct_attribute_s": ct, "ct_peak_rss_mb": 300.0}
@@ -234,11 +241,14 @@ def test_analytic_flops_grows_with_prompt_length() -> None:
 
 
 def test_run_measured_reports_the_childs_peak_rss(tmp_path: Path) -> None:
-    got = run_measured([sys.executable, "-c", "x = bytearray(150 * 2**20); x[::4096] = b'1' * len(x[::4096])"],
-                       log=tmp_path / "child.log")
+    touch = "x = bytearray(150 * 2**20); x[::4096] = b'1' * len(x[::4096])"  # resident, not just mapped
+    got = run_measured([sys.executable, "-c", touch], log=tmp_path / "child.log")
     assert got.returncode == 0 and got.max_rss_mb is not None and got.max_rss_mb >= 150
     failed = run_measured([sys.executable, "-c", "raise SystemExit(3)"], log=tmp_path / "fail.log")
-    assert failed.returncode == 3
+    assert failed.returncode == 3 and not failed.timed_out
+    killed = run_measured([sys.executable, "-c", "import time; time.sleep(60)"], log=tmp_path / "slow.log",
+                          timeout=0.5)
+    assert killed.timed_out and killed.returncode < 0
     was_reset = reset_peak_rss()
     assert (peak_rss_mb(was_reset) is None) == (not was_reset)
 
@@ -253,7 +263,8 @@ def test_ct_runner_imports_nothing_of_ours() -> None:
 
 # ----------------------------------------------------------------------------- CLI
 def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    status, _, err = run(*TINY_FLAGS, "--n-layers", "0", "--work-dir", str(tmp_path), "--out", str(tmp_path / "o.json"))
+    status, _, err = run(*TINY_FLAGS, "--n-layers", "0", "--work-dir", str(tmp_path),
+                         "--out", str(tmp_path / "o.json"))
     assert status == 2 and "n_layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
     status, _, err = run(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path))
     assert status == 2 and "--n-tokens must be" in err
@@ -271,7 +282,8 @@ def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:  # type:
 def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "bench.json"
     status, stdout, _ = run(*TINY_FLAGS, "--transcoder", "clt", "--n-tokens", "6", "--no-baseline",
-                            "--gemm-seconds", "0.05", "--threads", "1", "--work-dir", str(work_dir), "--out", str(out))
+                            "--gemm-seconds", "0.05", "--threads", "1", "--work-dir", str(work_dir),
+                            "--out", str(out))
     assert status == 0 and "report:" in stdout
     rep = json.loads(out.read_text())
     assert rep["schema_version"] == 1 and rep["errors"] == [] and rep["baseline"] is None
@@ -285,10 +297,12 @@ def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_
             assert row[key] is None, key
         n_logits = row["n_nodes"] - row["n_selected_features"] - (2 * 6 + 6)  # errors L*P, tokens P
         assert 1 <= n_logits <= 10
-        assert row["ours_attribute_s"] > 0 and row["ours_whole_process_s"] > 0 and row["flops_source"] == "engine"
+        assert row["ours_attribute_s"] > 0 and row["ours_whole_process_s"] > 0
+        assert row["flops"] > 0 and row["flops_source"] == "engine"
         assert row["ours_peak_rss_mb"] is None or row["ours_peak_rss_mb"] > 0
     case = rep["cases"][0]
-    assert case["token_ids"][0] == BOS_ID and case["comparison"] == {} and case["ours"]["trace"][0]["max_rss_mb"] > 0
+    assert case["token_ids"][0] == BOS_ID and case["comparison"] == {}
+    assert case["ours"]["trace"][0]["max_rss_mb"] > 0
     assert not list(Path(case["dir"]).glob("*/graph.npz"))  # graphs are removed unless --keep-graphs
 
 

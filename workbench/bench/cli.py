@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--baseline-backend", default="auto",
                    choices=["auto", "transformerlens", "nnsight", "both"],
                    help="circuit-tracer back end(s); auto: transformerlens for qwen3, nnsight for llama")
+    r.add_argument("--baseline-max-n-tokens", type=int, default=None,
+                   help=bench_help.get("baseline_max_n_tokens"))
+    r.add_argument("--baseline-timeout", type=float, default=None, help=bench_help.get("baseline_timeout"))
     for flag, name, kind in (("--repeats", "repeats", int), ("--threads", "threads", int),
                              ("--device", "device", str), ("--prompt-seed", "prompt_seed", int),
                              ("--batch-size", "batch_size", int), ("--gemm-seconds", "gemm_seconds", float)):
@@ -92,6 +95,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[object, object]:
         transcoders=("plt", "clt") if args.transcoder == "both" else (args.transcoder,),
         n_tokens=parse_n_tokens(args.n_tokens), max_feature_nodes=args.max_feature_nodes,
         run_baseline=args.baseline, baseline_python=args.baseline_python, baseline_backends=backends,
+        baseline_max_n_tokens=args.baseline_max_n_tokens, baseline_timeout=args.baseline_timeout,
         repeats=args.repeats, threads=args.threads, device=args.device, prompt_seed=args.prompt_seed,
         batch_size=args.batch_size, gemm_seconds=args.gemm_seconds, keep_graphs=args.keep_graphs,
         work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),

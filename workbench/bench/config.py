@@ -147,6 +147,10 @@ class BenchConfig:
     baseline_backends: tuple[str, ...] = ()
     """circuit-tracer back ends to run (transformerlens, nnsight); empty: transformerlens for qwen3,
     nnsight for llama."""
+    baseline_max_n_tokens: int | None = None
+    """Run circuit-tracer only for prompts up to this length (its time grows about cubically)."""
+    baseline_timeout: float | None = None
+    """Kill a circuit-tracer run after this many seconds; it is then reported as an error."""
     repeats: int = 1
     """Runs of every measurement; the report uses the median (all values are kept)."""
     threads: int | None = None
@@ -179,6 +183,10 @@ class BenchConfig:
         if bad:
             raise WorkbenchError(f"baseline backend must be one of {list(BACKENDS)}; got {bad[0]!r}.")
         _positive_int("repeats", self.repeats)
+        if self.baseline_max_n_tokens is not None:
+            _positive_int("baseline_max_n_tokens", self.baseline_max_n_tokens)
+        if self.baseline_timeout is not None and not self.baseline_timeout > 0:
+            raise WorkbenchError(f"baseline_timeout must be > 0 seconds; got {self.baseline_timeout!r}.")
         _positive_int("batch_size", self.batch_size)
         if self.threads is not None:
             _positive_int("threads", self.threads)

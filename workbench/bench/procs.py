@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,26 +32,37 @@ class Measured:
     max_rss_mb: float | None
     """Peak resident set of the child itself (rusage), MiB."""
     log: Path
+    timed_out: bool = False
 
 
 def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None,
-                 cwd: Path | None = None) -> Measured:
-    """Run `cmd` with stdout and stderr to `log`; wall time and the child's own peak RSS."""
+                 cwd: Path | None = None, timeout: float | None = None) -> Measured:
+    """Run `cmd` with stdout and stderr to `log`; wall time and the child's own peak RSS.
+
+    With `timeout` (seconds) the child is killed when it runs longer (``timed_out``).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.debug("running %s", " ".join(cmd))
     with open(log, "wb") as fh:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer is not None:
+            timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
         except BaseException:
             proc.kill()
             proc.wait()
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
     rss_kb = usage.ru_maxrss if sys.platform.startswith("linux") else usage.ru_maxrss / 1024
-    return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log)
+    timed_out = bool(timeout) and proc.returncode < 0 and wall >= timeout  # type: ignore[operator]
+    return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log, timed_out)
 
 
 def log_tail(path: Path, n_lines: int = 1) -> str:

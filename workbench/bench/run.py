@@ -165,8 +165,11 @@ def measure_ct(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig, b
         cmd += ["--max-feature-nodes", str(cfg.max_feature_nodes)]
     if not write_graph:
         cmd.append("--no-graph")
-    proc = run_measured(cmd, log=out / "ct.log", env=env)
+    proc = run_measured(cmd, log=out / "ct.log", env=env, timeout=cfg.baseline_timeout)
     result = _read_json(out / "result.json")
+    if proc.timed_out:
+        raise RuntimeError(f"circuit-tracer ({backend}) ran past --baseline-timeout {cfg.baseline_timeout}s; "
+                           f"killed [{proc.log}]")
     if proc.returncode != 0 or result is None:
         raise RuntimeError(f"circuit-tracer ({backend}) failed (exit {proc.returncode}): "
                            f"{log_tail(proc.log)} [{proc.log}]")
@@ -180,7 +183,8 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
     case: dict[str, object] = {"transcoder": kind, "n_tokens": n_tokens, "token_ids": ids,
                                "dir": str(case_dir)}
     ours: dict[str, list[object]] = {"trace": [], "runner": []}
-    backends = baseline.backends if baseline else ()
+    skip_ct = cfg.baseline_max_n_tokens is not None and n_tokens > cfg.baseline_max_n_tokens
+    backends = baseline.backends if baseline and not skip_ct else ()
     ct: dict[str, dict[str, object]] = {b: {"runs": [], "error": None} for b in backends}
     for rep in range(cfg.repeats):
         try:
@@ -250,8 +254,9 @@ def run_benchmark(spec: ModelSpec, cfg: BenchConfig, *, argv: list[str] | None =
     run_dir = Path(cfg.work_dir) / "runs" / f"{stamp}-{os.getpid()}-{spec.key}"
     errors: list[str] = []
     cases = []
-    per_repeat = 1 + len(baseline.backends if baseline else ())
-    steps = len(cfg.transcoders) * len(cfg.n_tokens) * cfg.repeats * per_repeat
+    n_ct = len(baseline.backends) if baseline else 0
+    lengths = [(n, cfg.baseline_max_n_tokens is None or n <= cfg.baseline_max_n_tokens) for n in cfg.n_tokens]
+    steps = len(cfg.transcoders) * cfg.repeats * sum(1 + (n_ct if with_ct else 0) for _, with_ct in lengths)
     with tqdm(total=steps, desc="bench runs", disable=not verbose) as pbar:
         for kind in cfg.transcoders:
             for n_tokens in cfg.n_tokens:
