@@ -309,3 +309,20 @@ def test_bad_generation_and_token_arguments():
         feature_intervention(loaded, tc, [1, 999], [])
     with pytest.raises(WorkbenchError, match="interventions must be a list"):
         feature_intervention(loaded, tc, tokens, (0, 1, 0, 1.0), clean=clean)
+
+
+def test_native_backend_gives_the_same_interventions(tmp_path):
+    from tests.helpers_models import save_model
+    from tracer.model import load_model
+
+    loaded, tc, tokens, clean = _setup("gemma2", "clt")
+    save_model(loaded, tmp_path)
+    native = load_model(tmp_path, backend="native")
+    assert type(native.model).__module__ == "tracer.native"
+    f, a = _active(clean, 1, 3)
+    for constrained in (None, "all"):
+        items = [(1, slice(3, None), f, 5 * a)]
+        ref = feature_intervention(loaded, tc, tokens, items, constrained_layers=constrained, clean=clean)
+        got = feature_intervention(native, tc, tokens, items, constrained_layers=constrained)
+        _close(got.logits, ref.logits, 1e-5, f"native {constrained}")
+        _close(got.activations, ref.activations, 1e-5)
