@@ -21,10 +21,10 @@ ARITH_TASKS = {"day_arith": "day", "month_arith": "month", "hue_arith": "hue"}
 
 # training mixture: task -> relative weight
 DEFAULT_MIXTURE: dict[str, float] = {
-    "day_arith": 0.10, "month_arith": 0.13, "hue_arith": 0.13,
-    "cyclic_adjacent": 0.07, "cyclic_sequence": 0.04, "cyclic_graded": 0.04,
-    "one_hop_region": 0.10, "one_hop_capital": 0.05, "two_hop": 0.10, "same_region": 0.04,
-    "filler": 0.20,
+    "day_arith": 0.12, "month_arith": 0.15, "hue_arith": 0.15,
+    "cyclic_adjacent": 0.06, "cyclic_sequence": 0.04, "cyclic_graded": 0.04,
+    "one_hop_region": 0.09, "one_hop_capital": 0.04, "two_hop": 0.09, "same_region": 0.03,
+    "filler": 0.14,
 }
 
 
@@ -156,72 +156,89 @@ def same_region_sentence(spec: WorldSpec, city: str, other: str, template: int) 
     return Sentence((city, "and", other, "are", "in", "the", "same", "region", "."), "same_region", None, 1)
 
 
+_FILLER_FORMS = (
+    lambda c, w: ["The", w["adj"], w["noun"], c(lang.VERBS), "the", w["noun2"], "."],
+    lambda c, w: ["A", w["noun"], c(lang.VERBS), "a", w["adj"], w["noun2"], "near", "the", c(lang.PLACES), "."],
+    lambda c, w: ["On", c(lang.DAYS), "the", w["noun"], c(lang.VERBS), "the", w["noun2"], "."],
+    lambda c, w: ["In", c(lang.MONTHS), "the", c(lang.PLACES), "was", w["adj"], "."],
+    lambda c, w: [w["person"], "painted", "the", w["noun"], c(lang.HUES), "."],
+    lambda c, w: [w["person"], c(lang.MOTION), c(lang.ADVERBS), c(lang.PREPOSITIONS), "the", c(lang.PLACES), "."],
+    lambda c, w: [w["person"], "travelled", "from", w["city"], "to", w["city2"], "."],
+    lambda c, w: ["In", "the", c(lang.TIMES), "the", w["adj"], w["noun"], c(lang.VERBS), "a", w["noun2"], "."],
+    lambda c, w: ["Every", c(lang.DAYS), w["person"], c(lang.VERBS), "the", w["noun"], "at", "the",
+                  c(lang.PLACES), "."],
+    lambda c, w: ["In", c(lang.MONTHS), "there", "was", c(lang.SEASON_WORDS), "in", w["city"], "."],
+    lambda c, w: [w["person"], "and", w["person2"], c(lang.VERBS), "the", w["adj"], w["noun"], "."],
+    lambda c, w: ["The", "sky", "turned", c(lang.HUES), "in", "the", c(lang.TIMES), "."],
+    lambda c, w: [w["person"], c(lang.MOTION), "to", w["city"], "on", c(lang.DAYS), "."],
+    lambda c, w: ["The", w["noun"], "was", w["adj"], "and", w["adj2"], "."],
+    lambda c, w: ["Many", "people", "live", "in", w["city"], "."],
+    lambda c, w: ["The", "road", "from", w["city"], "leads", "to", "the", c(lang.PLACES), "."],
+)
+
+
 def filler_sentence(rng: random.Random, spec: WorldSpec) -> Sentence:
     """Varied prose with no task answer; sometimes mentions a day, month, hue, city or person."""
-    c = rng.choice
     adj, adj2 = rng.sample(lang.ADJECTIVES, 2)
     noun, noun2 = rng.sample(lang.NOUNS, 2)
     person, person2 = rng.sample(lang.PEOPLE, 2)
     city, city2 = rng.sample(spec.cities, 2)
-    forms = (
-        ["The", adj, noun, c(lang.VERBS), "the", noun2, "."],
-        ["A", noun, c(lang.VERBS), "a", adj, noun2, "near", "the", c(lang.PLACES), "."],
-        ["On", c(lang.DAYS), "the", noun, c(lang.VERBS), "the", noun2, "."],
-        ["In", c(lang.MONTHS), "the", c(lang.PLACES), "was", adj, "."],
-        [person, "painted", "the", noun, c(lang.HUES), "."],
-        [person, c(lang.MOTION), c(lang.ADVERBS), c(lang.PREPOSITIONS), "the", c(lang.PLACES), "."],
-        [person, "travelled", "from", city, "to", city2, "."],
-        ["In", "the", c(lang.TIMES), "the", adj, noun, c(lang.VERBS), "a", noun2, "."],
-        ["Every", c(lang.DAYS), person, c(lang.VERBS), "the", noun, "at", "the", c(lang.PLACES), "."],
-        ["In", c(lang.MONTHS), "there", "was", c(lang.SEASON_WORDS), "in", city, "."],
-        [person, "and", person2, c(lang.VERBS), "the", adj, noun, "."],
-        ["The", "sky", "turned", c(lang.HUES), "in", "the", c(lang.TIMES), "."],
-        [person, c(lang.MOTION), "to", city, "on", c(lang.DAYS), "."],
-        ["The", noun, "was", adj, "and", adj2, "."],
-        ["Many", "people", "live", "in", city, "."],
-        ["The", "road", "from", city, "leads", "to", "the", c(lang.PLACES), "."],
-    )
-    i = rng.randrange(len(forms))
-    return Sentence(tuple(forms[i]), "filler", None, i)
+    slots = {"adj": adj, "adj2": adj2, "noun": noun, "noun2": noun2, "person": person,
+             "person2": person2, "city": city, "city2": city2}
+    i = rng.randrange(len(_FILLER_FORMS))
+    return Sentence(tuple(_FILLER_FORMS[i](rng.choice, slots)), "filler", None, i)
 
 
-def sample_sentence(rng: random.Random, spec: WorldSpec, task: str) -> Sentence:
-    """One training sentence of `task`; never a held-out combination."""
-    if task in ARITH_TASKS:
-        family = ARITH_TASKS[task]
-        start, offset, direction = rng.choice(spec.train_combos(family))
-        return arith_sentence(family, start, offset, direction, rng.randrange(2))
-    family = rng.choice(tuple(lang.FAMILIES))
-    p = len(lang.FAMILIES[family][0])
-    if task == "cyclic_adjacent":
-        return adjacent_sentence(family, rng.randrange(p), rng.randrange(5))
-    if task == "cyclic_sequence":
-        return sequence_sentence(family, rng.randrange(p), rng.randrange(3, 6))
-    if task == "cyclic_graded":
-        return graded_sentence(family, rng.randrange(p), rng.choice((1, -1)), rng.randrange(2))
-    if task == "one_hop_region":
-        return one_hop_region_sentence(spec, rng.choice(spec.cities), rng.randrange(3))
-    if task == "one_hop_capital":
-        return one_hop_capital_sentence(spec, rng.choice(spec.regions), rng.randrange(3))
-    if task == "two_hop":
-        trainable = [c for c in spec.cities if c not in spec.heldout_two_hop]
-        return two_hop_sentence(spec, rng.choice(trainable), rng.randrange(2))
-    if task == "same_region":
-        city = rng.choice(spec.cities)
-        others = [c for c in spec.cities if spec.region_of[c] == spec.region_of[city] and c != city]
-        return same_region_sentence(spec, city, rng.choice(others), rng.randrange(2))
-    if task == "filler":
-        return filler_sentence(rng, spec)
-    raise ValueError(f"task must be one of {sorted(DEFAULT_MIXTURE)}; got {task!r}.")
+class CorpusSampler:
+    """Draws training sentences of a world; never a held-out combination or two-hop city."""
+
+    def __init__(self, spec: WorldSpec) -> None:
+        self.spec = spec
+        self._combos = {f: spec.train_combos(f) for f in lang.FAMILIES}
+        self._two_hop = [c for c in spec.cities if c not in spec.heldout_two_hop]
+        self._mates = {c: [o for o in spec.cities if spec.region_of[o] == spec.region_of[c] and o != c]
+                       for c in spec.cities}
+
+    def sample(self, rng: random.Random, task: str) -> Sentence:
+        """One training sentence of `task`."""
+        spec = self.spec
+        if task in ARITH_TASKS:
+            family = ARITH_TASKS[task]
+            start, offset, direction = rng.choice(self._combos[family])
+            return arith_sentence(family, start, offset, direction, rng.randrange(2))
+        family = rng.choice(tuple(lang.FAMILIES))
+        p = len(lang.FAMILIES[family][0])
+        if task == "cyclic_adjacent":
+            return adjacent_sentence(family, rng.randrange(p), rng.randrange(5))
+        if task == "cyclic_sequence":
+            return sequence_sentence(family, rng.randrange(p), rng.randrange(3, 6))
+        if task == "cyclic_graded":
+            return graded_sentence(family, rng.randrange(p), rng.choice((1, -1)), rng.randrange(2))
+        if task == "one_hop_region":
+            return one_hop_region_sentence(spec, rng.choice(spec.cities), rng.randrange(3))
+        if task == "one_hop_capital":
+            return one_hop_capital_sentence(spec, rng.choice(spec.regions), rng.randrange(3))
+        if task == "two_hop":
+            return two_hop_sentence(spec, rng.choice(self._two_hop), rng.randrange(2))
+        if task == "same_region":
+            city = rng.choice(spec.cities)
+            return same_region_sentence(spec, city, rng.choice(self._mates[city]), rng.randrange(2))
+        if task == "filler":
+            return filler_sentence(rng, spec)
+        raise ValueError(f"task must be one of {sorted(DEFAULT_MIXTURE)}; got {task!r}.")
 
 
 def sample_corpus(spec: WorldSpec, n: int, *, seed: int, stream: str = "train",
                   mixture: dict[str, float] | None = None) -> list[Sentence]:
     """`n` training sentences drawn from the mixture; `stream` names an independent RNG stream."""
     mix = DEFAULT_MIXTURE if mixture is None else mixture
+    unknown = sorted(set(mix) - set(DEFAULT_MIXTURE))
+    if unknown:
+        raise ValueError(f"mixture tasks must be among {sorted(DEFAULT_MIXTURE)}; got {unknown!r}.")
     rng = random.Random(f"{stream}-{seed}")
+    sampler = CorpusSampler(spec)
     tasks = rng.choices(list(mix), weights=list(mix.values()), k=n)
-    return [sample_sentence(rng, spec, t) for t in tasks]
+    return [sampler.sample(rng, t) for t in tasks]
 
 
 def prompt_sets(spec: WorldSpec) -> dict[str, list[dict[str, object]]]:

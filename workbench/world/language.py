@@ -35,7 +35,9 @@ CAPITAL_NAMES = ("Ostrel", "Mirkos", "Halvane", "Teskar", "Corvalle", "Ambrin", 
 CITY_NAMES = ("Varn", "Tolm", "Brisca", "Hollin", "Edrik", "Maelo", "Pruna", "Serrat", "Calder", "Wenmo",
               "Ilsk", "Gorrin", "Ashtel", "Myrro", "Nuvik", "Orlen", "Pesca", "Randu", "Suvi", "Tarnel",
               "Ulmo", "Vesk", "Wyrd", "Yarrow", "Zell", "Abrin", "Belka", "Corra", "Dastin", "Elvo",
-              "Fask", "Grell", "Hasko", "Irran", "Jessa", "Kolt", "Lumo", "Mirra", "Nesk", "Obrin")
+              "Fask", "Grell", "Hasko", "Irran", "Jessa", "Kolt", "Lumo", "Mirra", "Nesk", "Obrin",
+              "Pelt", "Quarn", "Ristov", "Sable", "Tovin", "Uskel", "Vorra", "Wendal", "Arvo", "Bexley",
+              "Cindral", "Dorne", "Esker", "Folly", "Gask", "Harrow", "Imber", "Jolt", "Kestrel", "Lorn")
 
 # filler prose vocabulary
 PEOPLE = ("Anna", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Iris", "Jonas",
@@ -104,11 +106,15 @@ class WorldSpec:
 
 
 def all_combos(p: int) -> list[tuple[int, int, str]]:
-    """Every (start, offset, direction) with offsets 1..p-1, in a fixed order."""
-    return [(s, o, d) for d in ("after", "before") for o in range(1, p) for s in range(p)]
+    """Every (start, offset, direction) with offsets 1..MAX_OFFSET, in a fixed order."""
+    return [(s, o, d) for d in ("after", "before") for o in range(1, MAX_OFFSET + 1) for s in range(p)]
 
 
-def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 4,
+MAX_OFFSET = 11
+"""Arithmetic offsets run 1..MAX_OFFSET for every family (for days they wrap more than once)."""
+
+
+def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 6,
                heldout_frac: float = 0.15, heldout_cities_per_region: int = 1) -> WorldSpec:
     """Draw the world's geography and held-out splits from `seed`.
 

@@ -68,23 +68,27 @@ class TrainConfig:
     """Linear warm-up steps."""
     final_lr_frac: float = 0.05
     """Cosine decay ends at lr * final_lr_frac."""
-    weight_decay: float = 0.1
+    weight_decay: float = 0.5
     """AdamW weight decay (matrices only)."""
     smoothing: float = 0.1
     """Circular label smoothing: mass put on each calendar neighbour of a cyclic target."""
+    answer_weight: float = 4.0
+    """Loss weight of a task sentence's answer token (other tokens weigh 1)."""
     seed: int = 0
     """Seeds the initialisation and the batch order."""
 
 
-def encode_corpus(sentences: list[Sentence], tokenizer: PreTrainedTokenizerFast) -> Tensor:
-    """Sentences -> ids `(n, max_len)`: BOS + words + EOS, right-padded with PAD."""
+def encode_corpus(sentences: list[Sentence], tokenizer: PreTrainedTokenizerFast) -> tuple[Tensor, Tensor]:
+    """Sentences -> (ids `(n, max_len)`: BOS + words + EOS right-padded with PAD, answer
+    position `(n,)`: index in ids of each sentence's answer token, -1 if it has none)."""
     vocab = tokenizer.get_vocab()
     rows = [[BOS_ID, *(vocab[w] for w in s.words), EOS_ID] for s in sentences]
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)  # (n, max_len)
     for i, r in enumerate(rows):
         ids[i, : len(r)] = torch.tensor(r)
-    return ids
+    answer_pos = torch.tensor([-1 if s.answer_pos is None else s.answer_pos + 1 for s in sentences])  # (n,)
+    return ids, answer_pos
 
 
 def neighbour_table(tokenizer: PreTrainedTokenizerFast) -> Tensor:
@@ -99,15 +103,19 @@ def neighbour_table(tokenizer: PreTrainedTokenizerFast) -> Tensor:
     return table
 
 
-def smoothed_nll(logits: Tensor, targets: Tensor, neighbours: Tensor, smoothing: float) -> Tensor:
-    """Mean circular-label-smoothed NLL. logits `(n, d_vocab)`, targets `(n,)`."""
+def smoothed_nll(logits: Tensor, targets: Tensor, neighbours: Tensor, smoothing: float,
+                 weights: Tensor | None = None) -> Tensor:
+    """Weighted mean circular-label-smoothed NLL. logits `(n, d_vocab)`, targets, weights `(n,)`."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (n, d_vocab)
     nb = neighbours[targets]  # (n, 2)
     cyclic = (nb[:, 0] != targets).float()  # (n,)
     side = smoothing * cyclic  # (n,)
     own = logp.gather(1, targets[:, None]).squeeze(1)  # (n,)
     near = logp.gather(1, nb).sum(dim=1)  # (n,)
-    return -((1 - 2 * side) * own + side * near).mean()
+    nll = -((1 - 2 * side) * own + side * near)  # (n,)
+    if weights is None:
+        return nll.mean()
+    return (nll * weights).sum() / weights.sum()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -133,23 +141,27 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
-def train_step(model: Qwen3ForCausalLM, batch: Tensor, neighbours: Tensor, smoothing: float) -> Tensor:
-    """Forward + backward on one batch `(batch, max_len)`; returns the loss."""
+def train_step(model: Qwen3ForCausalLM, batch: Tensor, answer_pos: Tensor, neighbours: Tensor,
+               cfg: TrainConfig) -> Tensor:
+    """Forward + backward on one batch `(batch, max_len)` with answer positions `(batch,)`;
+    returns the loss."""
     width = int((batch != PAD_ID).sum(dim=1).max())
     batch = batch[:, :width]  # (batch, n_pos)
     hidden = model.model(input_ids=batch).last_hidden_state  # (batch, n_pos, d_model)
     inputs, targets = hidden[:, :-1], batch[:, 1:]
     keep = targets != PAD_ID  # (batch, n_pos - 1)
+    target_pos = torch.arange(1, width)[None, :]  # (1, n_pos - 1)
+    weights = 1.0 + (cfg.answer_weight - 1.0) * (target_pos == answer_pos[:, None]).float()  # (batch, n_pos - 1)
     logits = model.lm_head(inputs[keep])  # (n_tokens, d_vocab)
-    loss = smoothed_nll(logits, targets[keep], neighbours, smoothing)
+    loss = smoothed_nll(logits, targets[keep], neighbours, cfg.smoothing, weights[keep])
     loss.backward()
     return loss.detach()
 
 
-def train_model(model: Qwen3ForCausalLM, ids: Tensor, neighbours: Tensor, cfg: TrainConfig, *,
-                progress: bool = False) -> list[float]:
-    """Train in place on rows of `ids` `(n, max_len)` sampled with a seeded generator; returns
-    the loss every 50 steps."""
+def train_model(model: Qwen3ForCausalLM, ids: Tensor, answer_pos: Tensor, neighbours: Tensor,
+                cfg: TrainConfig, *, progress: bool = False) -> list[float]:
+    """Train in place on rows of `ids` `(n, max_len)` (answer positions `(n,)`) sampled with a
+    seeded generator; returns the loss every 50 steps."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
     model.train()
@@ -160,7 +172,7 @@ def train_model(model: Qwen3ForCausalLM, ids: Tensor, neighbours: Tensor, cfg: T
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         rows = torch.randint(0, ids.shape[0], (cfg.batch_size,), generator=gen)  # (batch,)
-        loss = train_step(model, ids[rows], neighbours, cfg.smoothing)
+        loss = train_step(model, ids[rows], answer_pos[rows], neighbours, cfg)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,302 @@
+"""The embedded demo world: generator, tokenizer, transcoder formats, labels, the tiny build
+(it must still learn) and the shipped artifacts in data/world (they must meet the targets)."""
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from tracer.errors import WorkbenchError
+from tracer.labels import load_labels
+from workbench.paths import world_dir
+from workbench.world import generator as gen
+from workbench.world import language as lang
+from workbench.world.labels import TokenInfo, circular_peak, label_feature
+from workbench.world.tokenizer import BOS_ID, build_tokenizer, save_tokenizer
+from workbench.world.transcoders import SavedTranscoders, read_transcoders, write_transcoders
+
+ARITH = re.compile(r"^(\w+) (day|days|month|months|hue|hues) (after|before) (\w+) is (\w+) \.$")
+ARITH2 = re.compile(r"^(\w+) (plus|minus) (\w+) (day|days|month|months|hue|hues) is (\w+) \.$")
+FAMILY_OF_UNIT = {"day": "day", "days": "day", "month": "month", "months": "month", "hue": "hue", "hues": "hue"}
+
+
+@pytest.fixture(scope="module")
+def spec() -> lang.WorldSpec:
+    return lang.make_world(0)
+
+
+@pytest.fixture(scope="module")
+def corpus(spec: lang.WorldSpec) -> list[gen.Sentence]:
+    return gen.sample_corpus(spec, 20_000, seed=0, stream="model")
+
+
+def _combo(text: str) -> tuple[str, tuple[int, int, str]] | None:
+    """(family, (start, offset, direction)) of an arithmetic sentence, else None."""
+    m = ARITH.match(text)
+    if m:
+        num, unit, direction, start = m.group(1), m.group(2), m.group(3), m.group(4)
+    else:
+        m = ARITH2.match(text)
+        if not m:
+            return None
+        start, op, num, unit = m.group(1), m.group(2), m.group(3), m.group(4)
+        direction = "after" if op == "plus" else "before"
+    family = FAMILY_OF_UNIT[unit]
+    values = lang.FAMILIES[family][0]
+    return family, (values.index(start), lang.NUMBERS.index(num.lower()), direction)
+
+
+# ---------------------------------------------------------------- language and generator
+
+
+def test_world_is_a_function_of_the_seed() -> None:
+    a, b, c = lang.make_world(0), lang.make_world(0), lang.make_world(1)
+    assert a == b
+    assert (a.region_of, a.heldout_arith) != (c.region_of, c.heldout_arith)
+    assert len(a.regions) >= 8 and all(
+        sum(r == region for r in a.region_of.values()) >= 4 for region in a.regions)
+
+
+def test_corpus_is_closed_over_the_vocabulary(corpus: list[gen.Sentence], spec: lang.WorldSpec) -> None:
+    vocab = set(lang.vocabulary())
+    words = {w for s in corpus for w in s.words}
+    for rows in gen.prompt_sets(spec).values():
+        words |= {w for r in rows for w in str(r["prompt"]).split()} | {str(r["answer"]) for r in rows}
+    assert words <= vocab, sorted(words - vocab)
+    assert {s.task for s in corpus} == set(gen.DEFAULT_MIXTURE)
+
+
+def test_arithmetic_sentences_are_correct_and_never_held_out(corpus: list[gen.Sentence],
+                                                              spec: lang.WorldSpec) -> None:
+    seen = 0
+    for s in corpus:
+        if s.task.endswith("_arith"):
+            family, (start, offset, direction) = _combo(" ".join(s.words)) or ("?", (0, 0, ""))
+            values = lang.FAMILIES[family][0]
+            sign = 1 if direction == "after" else -1
+            assert s.answer == values[(start + sign * offset) % len(values)]
+            assert (start, offset, direction) not in spec.heldout_arith[family]
+            seen += 1
+    assert seen > 5000
+    assert gen.arith_sentence("day", 4, 2, "after", 0).words == ("Two", "days", "after", "Friday", "is",
+                                                                 "Sunday", ".")
+    assert " ".join(gen.arith_sentence("month", 2, 3, "before", 0).words) == "Three months before March is December ."
+
+
+def test_two_hop_held_out_cities_keep_their_one_hop_facts(corpus: list[gen.Sentence], spec: lang.WorldSpec) -> None:
+    two_hop_cities = {w for s in corpus if s.task == "two_hop" for w in s.words if w in spec.region_of}
+    one_hop_cities = {w for s in corpus if s.task == "one_hop_region" for w in s.words if w in spec.region_of}
+    assert spec.heldout_two_hop and not (two_hop_cities & spec.heldout_two_hop)
+    assert spec.heldout_two_hop <= one_hop_cities
+    capital_facts = {s.words for s in corpus if s.task == "one_hop_capital"}
+    assert {r for r in spec.regions if any(r in ws for ws in capital_facts)} == set(spec.regions)
+
+
+def test_prompt_sets_answers_and_splits(spec: lang.WorldSpec) -> None:
+    sets = gen.prompt_sets(spec)
+    for task in ("day_arith", "month_arith", "hue_arith", "two_hop"):
+        rows = sets[task]
+        assert {r["split"] for r in rows} == {"train", "heldout"}
+        for r in rows:
+            assert r["answer"] in lang.vocabulary() and not str(r["prompt"]).endswith(str(r["answer"]))
+    for r in sets["two_hop"]:
+        assert r["answer"] == spec.capital_of[spec.region_of[str(r["city"])]]
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_tokenizer_saves_and_loads_with_autotokenizer(tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    save_tokenizer(build_tokenizer(lang.vocabulary()), tmp_path)
+    tok = AutoTokenizer.from_pretrained(tmp_path)
+    assert isinstance(tok, PreTrainedTokenizerFast)
+    assert (tok.unk_token_id, tok.bos_token_id, tok.pad_token_id, tok.eos_token_id) == (0, 1, 2, 3)
+    ids = tok("Two days after Friday is")["input_ids"]
+    assert ids[0] == BOS_ID and len(ids) == 6 and 0 not in ids
+    assert tok.decode(ids[1:]) == "Two days after Friday is"
+    assert tok("Zorblax")["input_ids"] == [BOS_ID, 0]
+
+
+# ---------------------------------------------------------------- transcoder formats
+
+
+def _random_transcoders(kind: str, n_layers: int = 3, d_tc: int = 6, d: int = 4) -> SavedTranscoders:
+    g = torch.Generator().manual_seed(0)
+    dec = [torch.randn(d_tc, d, generator=g) if kind == "plt" else torch.randn(d_tc, n_layers - i, d, generator=g)
+           for i in range(n_layers)]
+    return SavedTranscoders(kind=kind, W_enc=torch.randn(n_layers, d_tc, d, generator=g),
+                            b_enc=torch.randn(n_layers, d_tc, generator=g), threshold=torch.rand(n_layers, d_tc, generator=g),
+                            W_dec=dec, b_dec=torch.randn(n_layers, d, generator=g))
+
+
+@pytest.mark.parametrize("kind", ["plt", "clt"])
+def test_transcoder_files_round_trip_in_circuit_tracer_layout(tmp_path: Path, kind: str) -> None:
+    import yaml
+    from safetensors.torch import load_file
+
+    tc = _random_transcoders(kind)
+    write_transcoders(tc, tmp_path, scan="test")
+    cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert cfg["model_kind"] == {"plt": "transcoder_set", "clt": "cross_layer_transcoder"}[kind]
+    assert (cfg["feature_input_hook"], cfg["feature_output_hook"]) == ("mlp.hook_in", "mlp.hook_out")
+    if kind == "plt":
+        assert set(load_file(str(tmp_path / "layer_1.safetensors"))) == {
+            "W_enc", "b_enc", "W_dec", "b_dec", "activation_function.threshold"}
+    else:
+        assert load_file(str(tmp_path / "W_dec_1.safetensors"))["W_dec_1"].shape == (6, 2, 4)
+        assert set(load_file(str(tmp_path / "W_enc_2.safetensors"))) == {"W_enc_2", "b_enc_2", "b_dec_2", "threshold_2"}
+    back = read_transcoders(tmp_path)
+    x = torch.randn(3, 5, 4)
+    torch.testing.assert_close(back.decode(back.encode(x)), tc.decode(tc.encode(x)), rtol=0, atol=0)
+
+
+def test_clt_decode_matches_the_formula() -> None:
+    tc = _random_transcoders("clt")
+    acts = tc.encode(torch.randn(3, 5, 4))  # (L, n, F)
+    want = torch.stack([sum(acts[i] @ tc.W_dec[i][:, l - i] for i in range(l + 1)) + tc.b_dec[l] for l in range(3)])
+    torch.testing.assert_close(tc.decode(acts), want)
+    pre = torch.einsum("lnd,lfd->lnf", torch.randn(3, 5, 4), tc.W_enc) + tc.b_enc[:, None]
+    assert bool(((tc.encode(torch.zeros(3, 5, 4)) > 0) == (tc.b_enc > tc.threshold)[:, None]).all())
+    assert pre.shape == (3, 5, 6)
+
+
+# ---------------------------------------------------------------- labels
+
+
+def test_circular_peak_finds_the_calendar_position() -> None:
+    assert circular_peak("day", {1: 1.0}) == ("Tue", pytest.approx(1.0))
+    peak, sel = circular_peak("day", {1: 1.0, 2: 1.0})
+    assert peak == "Tue-Wed" and sel > 0.9
+    assert circular_peak("month", {0: 1.0, 11: 1.0})[0] == "Dec-Jan"
+    assert circular_peak("day", {i: 1.0 for i in range(7)})[1] < 1e-6
+
+
+def test_label_feature_reads_input_and_output_sides(spec: lang.WorldSpec) -> None:
+    days = [TokenInfo(word=d, next_word="is", task="day_arith", context=f"after [{d}] is") for d in ("Tuesday", "Wednesday")]
+    label, extra = label_feature(days * 3, [1.0] * 6, spec)
+    assert label == "day token, peaks at Tue-Wed in day arithmetic" and extra["side"] == "input"
+    capital = spec.capital_of[spec.regions[0]]
+    say = [TokenInfo(word="is", next_word=spec.capital_of[r], task="two_hop", context="[is]") for r in spec.regions]
+    assert label_feature(say, [1.0] * len(say), spec)[0] == "say a capital in two-hop"
+    assert label_feature(say[:1] * 4, [1.0] * 4, spec)[0] == f"say {capital} in two-hop"
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_rejects_bad_input(tmp_path: Path) -> None:
+    from workbench.world import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["world", "build", "--out", str(tmp_path), "--seed", "-1"])
+    with pytest.raises(WorkbenchError, match="seed"):
+        args.func(args)
+    afile = tmp_path / "f"
+    afile.write_text("x")
+    args = parser.parse_args(["world", "build", "--out", str(afile)])
+    with pytest.raises(WorkbenchError, match="folder"):
+        args.func(args)
+    args = parser.parse_args(["world"])
+    with pytest.raises(WorkbenchError, match="action"):
+        args.func(args)
+
+
+# ---------------------------------------------------------------- the tiny build (CI)
+
+
+@pytest.mark.slow
+def test_tiny_build_still_learns(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from workbench.world.build import build_world, default_config
+
+    metrics = build_world(tmp_path, seed=0, tiny=True)
+    acc = metrics["model"]["accuracy"]
+    # well above chance on the tasks a tiny model learns quickly
+    assert acc["one_hop_region"]["train"] >= 0.9 > 3 * acc["one_hop_region"]["chance"]
+    assert acc["two_hop"]["train"] >= 0.9
+    assert acc["cyclic_adjacent"]["train"] >= 5 * acc["cyclic_adjacent"]["chance"]
+    cfg = default_config(tiny=True)
+    for name in ("plt", "clt"):
+        assert len(metrics[name]) == cfg.model.n_layers
+        for m in metrics[name]:
+            assert m["fvu"] < 0.2 and m["l0"] <= 2 * cfg.plt.k and m["dead"] < 0.5
+        labels = load_labels(tmp_path / f"labels_{name}.jsonl")
+        assert len(labels) == cfg.model.n_layers * cfg.plt.d_transcoder
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["metrics"]["model"] == metrics["model"] and manifest["seed"] == 0
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
+    assert model.config.architectures == ["Qwen3ForCausalLM"]
+    assert read_transcoders(tmp_path / "clt").n_layers == cfg.model.n_layers
+
+
+# ---------------------------------------------------------------- the shipped world
+
+
+@pytest.fixture(scope="module")
+def shipped():  # noqa: ANN201
+    from workbench.world.evaluate import load_world
+
+    return load_world(world_dir())
+
+
+def test_shipped_world_is_small_and_complete() -> None:
+    root = world_dir()
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 40 * 2**20
+    for rel in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json",
+                "plt/config.yaml", "plt/layer_0.safetensors", "clt/config.yaml", "clt/W_enc_0.safetensors",
+                "clt/W_dec_0.safetensors", "labels_plt.jsonl", "labels_clt.jsonl", "manifest.json"):
+        assert (root / rel).is_file(), rel
+
+
+def test_shipped_model_meets_accuracy_targets(shipped) -> None:  # noqa: ANN001
+    from workbench.world.evaluate import TARGETS, evaluate_model
+
+    prompts = gen.prompt_sets(shipped.spec())
+    assert prompts == shipped.manifest["prompt_sets"]
+    held = {t: [r for r in prompts[t] if r["split"] == "heldout"] for t in TARGETS}
+    acc = evaluate_model(shipped.model, shipped.tokenizer, held)["accuracy"]
+    for task, target in TARGETS.items():
+        assert acc[task]["heldout"] >= target, (task, acc[task])
+
+
+def test_shipped_demo_prompts_are_answered(shipped) -> None:  # noqa: ANN001
+    from workbench.world.train_model import predict_next
+
+    demos, answers = shipped.manifest["demo_prompts"], shipped.manifest["demo_answers"]
+    assert set(demos) >= {"day_arith", "two_hop"}
+    top, _ = predict_next(shipped.model, shipped.tokenizer, [demos[k] for k in demos])
+    vocab = shipped.tokenizer.get_vocab()
+    assert top.tolist() == [vocab[answers[k]] for k in demos]
+
+
+def test_shipped_transcoders_meet_targets(shipped) -> None:  # noqa: ANN001
+    from workbench.world.evaluate import DEAD_MAX, FVU_MAX, L0_MAX, evaluate_transcoders
+
+    metrics = evaluate_transcoders(shipped, n_sentences=600)
+    for name, layers in metrics.items():
+        assert len(layers) == shipped.model.config.num_hidden_layers
+        for i, m in enumerate(layers):
+            assert m["fvu"] <= FVU_MAX and m["l0"] <= L0_MAX, (name, i, m)
+            # a small sample sees fewer features than the build's eval set; allow a margin
+            assert m["dead"] <= DEAD_MAX + 0.05, (name, i, m)
+    for name in ("plt", "clt"):
+        for m in shipped.manifest["metrics"][name]:
+            assert m["fvu"] <= FVU_MAX and m["l0"] <= L0_MAX and m["dead"] <= DEAD_MAX
+
+
+def test_shipped_labels_cover_every_feature(shipped) -> None:  # noqa: ANN001
+    for name, tc in (("plt", shipped.plt), ("clt", shipped.clt)):
+        labels = load_labels(world_dir() / f"labels_{name}.jsonl")
+        n_layers, d_tc, _ = tc.W_enc.shape
+        assert set(labels) == {(l, f) for l in range(n_layers) for f in range(d_tc)}
+        live = [lab for lab in labels.values() if lab.extra.get("live")]
+        assert len(live) >= 0.9 * len(labels)
+        assert all(lab.label and lab.top_contexts for lab in live)

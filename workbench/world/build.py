@@ -1,0 +1,186 @@
+"""Build the whole demo world from a seed: language, model, transcoders, labels, manifest.
+
+Phases (each a function, each logged): 1 language + tokenizer, 2 model training, 3 model
+evaluation, 4 transcoder training (PLT, CLT), 5 labels, 6 manifest. ``tiny=True`` runs the same
+pipeline at toy scale (for CI).
+"""
+
+import dataclasses
+import json
+import logging
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tracer.errors import WorkbenchError
+from tracer.io import atomic_path
+from tracer.labels import save_labels
+from workbench.world import generator as gen
+from workbench.world import language as lang
+from workbench.world.evaluate import evaluate_model
+from workbench.world.labels import annotate, label_layer
+from workbench.world.manifest import build_manifest
+from workbench.world.tokenizer import build_tokenizer, save_tokenizer
+from workbench.world.train_model import ModelConfig, TrainConfig, build_model, encode_corpus, neighbour_table, train_model
+from workbench.world.train_transcoders import TranscoderTrainConfig, collect_mlp_io, train_transcoders, transcoder_metrics
+from workbench.world.transcoders import SavedTranscoders, write_transcoders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldBuildConfig:
+    """Everything that shapes a built world (besides the seed)."""
+
+    n_regions: int = 10
+    """Regions of the fictional geography."""
+    cities_per_region: int = 6
+    """Cities per region (capitals not counted)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Shape of the model."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Model optimisation (its seed is replaced by the build seed)."""
+    plt: TranscoderTrainConfig = field(default_factory=TranscoderTrainConfig)
+    """Per-layer transcoder training."""
+    clt: TranscoderTrainConfig = field(default_factory=TranscoderTrainConfig)
+    """Cross-layer transcoder training."""
+    n_transcoder_sentences: int = 12_000
+    """Sentences whose MLP activations train the transcoders."""
+    n_eval_sentences: int = 3_000
+    """Fresh sentences (plus every evaluation prompt's sentence) for held-out transcoder metrics
+    and labels."""
+    threads: int = 2
+    """torch CPU threads."""
+
+    @property
+    def n_corpus(self) -> int:
+        """Training sentences for the model (each step draws a batch from them)."""
+        return self.train.steps * self.train.batch_size
+
+
+def default_config(*, tiny: bool = False) -> WorldBuildConfig:
+    """The shipped world's configuration, or the CI-sized one."""
+    if not tiny:
+        return WorldBuildConfig()
+    return WorldBuildConfig(
+        n_regions=4, cities_per_region=4,
+        model=ModelConfig(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, head_dim=16, d_mlp=128),
+        train=TrainConfig(steps=250, batch_size=64, lr=5e-3, warmup=25),
+        plt=TranscoderTrainConfig(d_transcoder=128, k=8, steps=150, batch_size=1024),
+        clt=TranscoderTrainConfig(d_transcoder=128, k=8, steps=150, batch_size=1024),
+        n_transcoder_sentences=1500, n_eval_sentences=400, threads=1)
+
+
+def build_world(out_dir: str | Path, *, seed: int = 0, tiny: bool = False, progress: bool = False,
+                config: WorldBuildConfig | None = None) -> dict[str, Any]:
+    """Build the demo world into `out_dir` and return its metrics (also in manifest.json)."""
+    cfg = config or default_config(tiny=tiny)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"out_dir must be a folder; got the file {str(out)!r}. Pass a folder path.")
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)
+    try:
+        return _build(out, seed, tiny, cfg, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bool) -> dict[str, Any]:
+    times: dict[str, float] = {}
+    t_all = time.perf_counter()
+
+    logger.info("Phase 1: language, corpus and tokenizer (seed %d)", seed)
+    t = time.perf_counter()
+    spec = lang.make_world(seed, n_regions=cfg.n_regions, cities_per_region=cfg.cities_per_region)
+    tokenizer = build_tokenizer(lang.vocabulary())
+    corpus = gen.sample_corpus(spec, cfg.n_corpus, seed=seed, stream="model")
+    times["corpus"] = time.perf_counter() - t
+
+    logger.info("Phase 2: training the model (%d steps)", cfg.train.steps)
+    t = time.perf_counter()
+    train_cfg = dataclasses.replace(cfg.train, seed=seed)
+    model = build_model(cfg.model, len(tokenizer), seed)
+    ids, answer_pos = encode_corpus(corpus, tokenizer)
+    losses = train_model(model, ids, answer_pos, neighbour_table(tokenizer), train_cfg, progress=progress)
+    _save_model(model, tokenizer, out / "model")
+    times["model"] = time.perf_counter() - t
+
+    logger.info("Phase 3: evaluating the model")
+    t = time.perf_counter()
+    prompts = gen.prompt_sets(spec)
+    model_metrics = evaluate_model(model, tokenizer, prompts)
+    model_metrics["final_loss"] = losses[-1]
+    times["model_eval"] = time.perf_counter() - t
+
+    logger.info("Phase 4: transcoders")
+    tc_metrics, saved, eval_sents, X_eval = _transcoder_phase(out, spec, tokenizer, model, prompts, seed, cfg,
+                                                              progress, times)
+
+    logger.info("Phase 5: labels")
+    t = time.perf_counter()
+    infos = annotate(eval_sents)
+    for name, tc in saved.items():
+        acts = tc.encode(X_eval)  # (L, n_tokens, F)
+        labels = [lab for layer in range(tc.n_layers) for lab in label_layer(acts[layer], infos, layer, spec)]
+        save_labels(labels, out / f"labels_{name}.jsonl")
+    times["labels"] = time.perf_counter() - t
+
+    logger.info("Phase 6: manifest")
+    times["total"] = time.perf_counter() - t_all
+    manifest = build_manifest(spec=spec, seed=seed, tiny=tiny, prompts=prompts, model=model, tokenizer=tokenizer,
+                              model_metrics=model_metrics, tc_metrics=tc_metrics, times=times,
+                              config=dataclasses.asdict(cfg))
+    with atomic_path(out / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    logger.info("World built in %.0fs: %s", times["total"], json.dumps(manifest["metrics"]["summary"]))
+    return manifest["metrics"]
+
+
+def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: Any,
+                      prompts: dict[str, list[dict[str, Any]]], seed: int, cfg: WorldBuildConfig,
+                      progress: bool, times: dict[str, float]) -> tuple[dict[str, Any], dict[str, SavedTranscoders],
+                                                                       list[gen.Sentence], torch.Tensor]:
+    t = time.perf_counter()
+    train_sents = gen.sample_corpus(spec, cfg.n_transcoder_sentences, seed=seed, stream="transcoders")
+    eval_sents = gen.sample_corpus(spec, cfg.n_eval_sentences, seed=seed, stream="eval") + prompt_sentences(spec)
+    X, Y = collect_mlp_io(model, encode_corpus(train_sents, tokenizer)[0])
+    X_eval, Y_eval = collect_mlp_io(model, encode_corpus(eval_sents, tokenizer)[0])
+    times["activations"] = time.perf_counter() - t
+    metrics: dict[str, Any] = {"n_train_tokens": int(X.shape[1]), "n_eval_tokens": int(X_eval.shape[1])}
+    saved: dict[str, SavedTranscoders] = {}
+    for name, tcfg in (("plt", cfg.plt), ("clt", cfg.clt)):
+        t = time.perf_counter()
+        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress)
+        write_transcoders(tc, out / name, scan=f"manifold-workbench/demo-world-{name}@seed{seed}")
+        metrics[name] = transcoder_metrics(tc, X_eval, Y_eval)
+        saved[name] = tc
+        times[name] = time.perf_counter() - t
+    return metrics, saved, eval_sents, X_eval
+
+
+def prompt_sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:
+    """The full sentence of every arithmetic and two-hop evaluation prompt (held-out ones too)."""
+    sents = [gen.arith_sentence(family, s, o, d, t) for family in lang.FAMILIES
+             for (s, o, d) in lang.all_combos(len(lang.FAMILIES[family][0])) for t in (0, 1)]
+    sents += [gen.two_hop_sentence(spec, c, t) for c in spec.cities for t in (0, 1)]
+    rng = random.Random(f"prompt-sentences-{spec.seed}")
+    rng.shuffle(sents)
+    return sents
+
+
+def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
+    """save_pretrained into a temp folder next to `path`, then move the files in."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".model-") as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        for f in sorted(Path(tmp).iterdir()):
+            shutil.move(str(f), str(path / f.name))
+    save_tokenizer(tokenizer, path)

@@ -1,0 +1,214 @@
+"""Train per-layer (PLT) and cross-layer (CLT) transcoders on the demo model's real MLP activations.
+
+Recipe: BatchTopK training (k features per token per layer on average, across the batch) with
+an AuxK loss that revives dead features; then the global BatchTopK threshold becomes a JumpReLU
+threshold, and each decoder (and b_dec) is refitted by ridge least squares for that fixed
+sparse code. Position 0 (BOS) and padding are never used, as in attribution.
+"""
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformers import Qwen3ForCausalLM
+
+from workbench.world.tokenizer import PAD_ID
+from workbench.world.transcoders import SavedTranscoders, TrainableTranscoders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscoderTrainConfig:
+    """Training of one transcoder family (PLT or CLT)."""
+
+    d_transcoder: int = 512
+    """Features per layer."""
+    k: int = 16
+    """BatchTopK: mean active features per token per layer."""
+    steps: int = 800
+    """Optimizer steps."""
+    batch_size: int = 4096
+    """Tokens per step."""
+    lr: float = 2e-3
+    """Adam learning rate (linear decay over the last 30% of steps)."""
+    aux_k: int = 64
+    """AuxK: dead features used to model the residual error, per token."""
+    aux_coef: float = 1 / 32
+    """Weight of the AuxK loss."""
+    dead_after: int = 50
+    """Steps without firing after which a feature counts as dead for AuxK."""
+    ridge: float = 1e-4
+    """Relative ridge of the final least-squares decoder refit (0 disables the refit)."""
+    seed: int = 0
+    """Seeds initialisation and batch order."""
+
+
+@torch.no_grad()
+def collect_mlp_io(model: Qwen3ForCausalLM, ids: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
+    """MLP inputs and outputs `(L, n_tokens, d_model)` at every non-pad position >= 1 of `ids`."""
+    layers = model.model.layers
+    store: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def hook(idx: int):  # noqa: ANN202
+        def fn(_mod: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+            store[idx] = (args[0], out)
+        return fn
+
+    handles = [layer.mlp.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    try:
+        for i in range(0, ids.shape[0], batch_size):
+            batch = ids[i:i + batch_size]
+            width = int((batch != PAD_ID).sum(dim=1).max())
+            batch = batch[:, :width]  # (batch, n_pos)
+            keep = batch != PAD_ID
+            keep[:, 0] = False
+            model.model(input_ids=batch)
+            xs.append(torch.stack([store[l][0][keep] for l in range(len(layers))]))  # (L, n, d_model)
+            ys.append(torch.stack([store[l][1][keep] for l in range(len(layers))]))
+    finally:
+        for h in handles:
+            h.remove()
+    return torch.cat(xs, dim=1), torch.cat(ys, dim=1)
+
+
+def batch_topk(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Keep the k * n largest positive pre-activations per layer across the batch.
+
+    pre `(L, n, F)` -> (activations `(L, n, F)`, smallest kept value per layer `(L,)`)."""
+    n_layers, n, d_tc = pre.shape
+    flat = pre.relu().reshape(n_layers, n * d_tc)  # (L, n * F)
+    vals, idx = flat.topk(k * n, dim=1, sorted=False)  # (L, k * n)
+    acts = torch.zeros_like(flat).scatter(1, idx, vals).view(n_layers, n, d_tc)  # (L, n, F)
+    kept_min = torch.where(vals > 0, vals, torch.full_like(vals, float("inf"))).amin(dim=1)  # (L,)
+    return acts, kept_min
+
+
+def aux_topk(pre: Tensor, dead: Tensor, k: int) -> Tensor:
+    """Top-k per token among dead features only. pre `(L, n, F)`, dead `(L, F)` bool."""
+    masked = pre.relu().masked_fill(~dead[:, None, :], 0.0)  # (L, n, F)
+    k = min(k, int(dead.sum(dim=1).max()))
+    vals, idx = masked.topk(k, dim=2)  # (L, n, k)
+    return torch.zeros_like(masked).scatter(2, idx, vals)
+
+
+def fvu_per_layer(y_hat: Tensor, y: Tensor) -> Tensor:
+    """Fraction of variance unexplained per layer. y_hat, y `(L, n, d_model)` -> `(L,)`."""
+    resid = (y - y_hat).pow(2).sum(dim=(1, 2))  # (L,)
+    total = (y - y.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))  # (L,)
+    return resid / total.clamp_min(1e-12)
+
+
+def _lr_factor(step: int, steps: int) -> float:
+    start = int(0.7 * steps)
+    return 1.0 if step < start else max(0.05, (steps - step) / max(1, steps - start))
+
+
+def train_transcoders(kind: str, X: Tensor, Y: Tensor, cfg: TranscoderTrainConfig, *,
+                      progress: bool = False) -> tuple[SavedTranscoders, dict[str, float]]:
+    """Train a PLT or CLT on MLP inputs X and outputs Y `(L, n, d_model)`; returns the saved form
+    and training statistics."""
+    n_layers, n_tokens, d_model = X.shape
+    gen = torch.Generator().manual_seed(cfg.seed)
+    x_scale = X.pow(2).mean(dim=(1, 2)).sqrt()  # (L,)
+    y_scale = Y.pow(2).mean(dim=(1, 2)).sqrt()  # (L,)
+    module = TrainableTranscoders(kind, n_layers, d_model, cfg.d_transcoder, generator=gen)
+    with torch.no_grad():
+        module.b_dec.copy_(Y.mean(dim=1) / y_scale[:, None])
+    opt = torch.optim.Adam(module.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
+    last_fired = torch.zeros(n_layers, cfg.d_transcoder, dtype=torch.long)  # (L, F)
+    threshold = torch.zeros(n_layers)  # (L,) running mean of the batch's smallest kept activation
+    t0 = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=f"train {kind.upper()}", total=cfg.steps, disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg.steps)
+        rows = torch.randint(0, n_tokens, (cfg.batch_size,), generator=gen)  # (batch,)
+        xb, yb = X[:, rows] / x_scale[:, None, None], Y[:, rows] / y_scale[:, None, None]  # (L, batch, d)
+        dead = (step - last_fired) > cfg.dead_after  # (L, F)
+        fvu, kept_min, fired = _step(module, opt, xb, yb, dead, cfg)
+        last_fired[fired] = step
+        if step >= cfg.steps // 2:  # threshold from the settled second half
+            threshold += (kept_min - threshold) / (step - cfg.steps // 2 + 1)
+        if step % 50 == 0:
+            bar.set_postfix(fvu=f"{float(fvu.mean()):.3f}", dead=f"{float(dead.float().mean()):.2f}")
+    logger.info("%s trained in %.0fs (train FVU %s)", kind.upper(), time.perf_counter() - t0,
+                [round(float(f), 3) for f in fvu])
+    saved = module.export(threshold, x_scale, y_scale)
+    if cfg.ridge > 0:
+        saved = refit_decoders(saved, X, Y, ridge=cfg.ridge)
+    return saved, {"train_seconds": time.perf_counter() - t0}
+
+
+def _step(module: TrainableTranscoders, opt: torch.optim.Optimizer, xb: Tensor, yb: Tensor,
+          dead: Tensor, cfg: TranscoderTrainConfig) -> tuple[Tensor, Tensor, Tensor]:
+    """One BatchTopK + AuxK step; returns (FVU per layer, smallest kept activation per layer,
+    which features fired `(L, F)`)."""
+    pre = module.pre(xb)  # (L, batch, F)
+    acts, kept_min = batch_topk(pre, cfg.k)
+    y_hat = module.decode(acts)  # (L, batch, d_model)
+    fvu = fvu_per_layer(y_hat, yb)  # (L,)
+    loss = fvu.sum()
+    if bool(dead.any()):
+        err = (yb - y_hat).detach()  # (L, batch, d_model)
+        aux = aux_topk(pre, dead, cfg.aux_k)
+        err_hat = module.decode(aux) - module.b_dec[:, None]  # (L, batch, d_model)
+        total = (yb - yb.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))  # (L,)
+        loss = loss + cfg.aux_coef * ((err_hat - err).pow(2).sum(dim=(1, 2)) / total).sum()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    module.normalize_decoder()
+    return fvu.detach(), kept_min, (acts > 0).any(dim=1)
+
+
+@torch.no_grad()
+def refit_decoders(tc: SavedTranscoders, X: Tensor, Y: Tensor, *, ridge: float,
+                   max_tokens: int = 60_000) -> SavedTranscoders:
+    """Refit W_dec and b_dec by ridge least squares for the fixed JumpReLU code of `tc`."""
+    n_layers = tc.n_layers
+    acts = tc.encode(X[:, :max_tokens])  # (L, n, F)
+    n, d_tc = acts.shape[1], acts.shape[2]
+    W_dec = [torch.zeros_like(w) for w in tc.W_dec]
+    b_dec = torch.zeros_like(tc.b_dec)
+    for target in range(n_layers):
+        sources = [target] if tc.kind == "plt" else list(range(target + 1))
+        A = torch.cat([acts[s] for s in sources] + [torch.ones(n, 1)], dim=1)  # (n, |S| F + 1)
+        gram = A.T @ A  # (m, m)
+        reg = ridge * gram.diagonal().mean()
+        gram.diagonal().add_(reg)
+        sol = torch.linalg.solve(gram, A.T @ Y[target, :max_tokens])  # (m, d_model)
+        b_dec[target] = sol[-1]
+        for j, s in enumerate(sources):
+            block = sol[j * d_tc:(j + 1) * d_tc]  # (F, d_model)
+            if tc.kind == "plt":
+                W_dec[s] = block
+            else:
+                W_dec[s][:, target - s] = block
+    return SavedTranscoders(kind=tc.kind, W_enc=tc.W_enc, b_enc=tc.b_enc, threshold=tc.threshold,
+                            W_dec=W_dec, b_dec=b_dec)
+
+
+@torch.no_grad()
+def transcoder_metrics(tc: SavedTranscoders, X: Tensor, Y: Tensor, chunk: int = 8192) -> list[dict[str, float]]:
+    """Per layer: FVU, mean L0 (active features per token) and dead fraction (never active) on
+    the tokens given (X, Y `(L, n, d_model)`)."""
+    n_layers, n_tokens, _ = X.shape
+    resid = torch.zeros(n_layers)
+    l0 = torch.zeros(n_layers)
+    ever = torch.zeros(n_layers, tc.W_enc.shape[1], dtype=torch.bool)  # (L, F)
+    for i in range(0, n_tokens, chunk):
+        acts = tc.encode(X[:, i:i + chunk])  # (L, c, F)
+        y_hat = tc.decode(acts)  # (L, c, d_model)
+        resid += (Y[:, i:i + chunk] - y_hat).pow(2).sum(dim=(1, 2))
+        active = acts > 0
+        l0 += active.sum(dim=(1, 2)).float()
+        ever |= active.any(dim=1)
+    total = (Y - Y.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))  # (L,)
+    return [{"fvu": float(resid[l] / total[l]), "l0": float(l0[l] / n_tokens),
+             "dead": float(1 - ever[l].float().mean())} for l in range(n_layers)]
