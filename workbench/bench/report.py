@@ -23,7 +23,8 @@ from statistics import median
 import numpy as np
 
 SUMMARY_KEYS = (
-    "transcoder", "n_tokens", "backend", "n_active_features", "n_selected_features", "n_nodes",
+    "transcoder", "n_tokens", "backend", "n_active_features", "active_per_token_layer", "n_selected_features",
+    "n_nodes",
     "ours_attribute_s", "ours_trace_attribute_s", "ours_whole_process_s", "ours_peak_rss_mb",
     "ours_trace_max_rss_mb", "ours_cuda_peak_mb", "flops", "flops_source", "ours_gflops_per_s",
     "gemm_peak_gflops", "fraction_of_gemm_peak", "ours_seconds_per_node",
@@ -109,6 +110,8 @@ def summary_rows(case: dict[str, object], dims: dict[str, int],
     base = {
         "transcoder": case["transcoder"], "n_tokens": case["n_tokens"], "backend": None,
         "n_active_features": nodes.get("n_active_features"),
+        "active_per_token_layer": ratio(nodes.get("n_active_features"),
+                                        (int(case["n_tokens"]) - 1) * dims["n_layers"]),  # BOS has none
         "n_selected_features": nodes.get("n_selected_features"), "n_nodes": nodes.get("n_nodes"),
         "ours_attribute_s": o["attribute_s"], "ours_trace_attribute_s": o["trace_attribute_s"],
         "ours_whole_process_s": o["whole_s"], "ours_peak_rss_mb": o["peak"],
