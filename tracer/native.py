@@ -31,10 +31,11 @@ def unsupported_reason(cfg: dict[str, object]) -> str | None:
     arch = (cfg.get("architectures") or [None])[0]  # type: ignore[index]
     if arch not in ("Qwen3ForCausalLM", "LlamaForCausalLM", "Gemma2ForCausalLM"):
         return f"architecture {arch!r}"
-    rope = cfg.get("rope_scaling") or cfg.get("rope_parameters") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "?"
-    if rope_type not in ("default", "llama3"):
-        return f"rope type {rope_type!r}"
+    for key in ("rope_scaling", "rope_parameters"):  # refuse if either layout names another type
+        rope = cfg.get(key)
+        rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+        if rope_type not in ("default", "llama3"):
+            return f"rope type {rope_type!r}"
     act = cfg.get("hidden_activation") or cfg.get("hidden_act")
     if act not in _ACTS:
         return f"activation {act!r}"
@@ -58,12 +59,23 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+def _rope_params(cfg: dict[str, object]) -> dict[str, object]:
+    """RoPE settings from either layout: transformers 4.x (top-level ``rope_theta`` +
+    ``rope_scaling``) or 5.x (``rope_parameters`` holding theta and the scaling)."""
+    params: dict[str, object] = {"rope_theta": cfg.get("rope_theta", 10000.0)}
+    for key in ("rope_scaling", "rope_parameters"):
+        val = cfg.get(key)
+        if isinstance(val, dict):
+            params.update(val)
+    return params
+
+
 def rope_inv_freq(cfg: dict[str, object], head_dim: int) -> Tensor:
     """HF's inverse frequencies, including Llama-3 scaling."""
-    base = float(cfg.get("rope_theta", 10000.0))  # type: ignore[arg-type]
+    rope = _rope_params(cfg)
+    base = float(rope["rope_theta"])  # type: ignore[arg-type]
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
-    rope = cfg.get("rope_scaling") or {}
-    if isinstance(rope, dict) and rope.get("rope_type", rope.get("type")) == "llama3":
+    if rope.get("rope_type", rope.get("type")) == "llama3":
         factor, lo, hi = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
         old = float(rope["original_max_position_embeddings"])
         wavelen = 2 * math.pi / inv
