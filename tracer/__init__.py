@@ -13,11 +13,14 @@ Dimension glossary (used in shape comments and docstrings throughout):
     n_targets     rows being computed (logits or features)
 
 Node order and adjacency orientation are documented in :mod:`tracer.graph`.
+
+The package import is light on purpose (no torch), so that the CLI's help and errors are fast:
+import what you use, e.g. ``from tracer.graph import Graph`` or ``from tracer.attribution import
+attribute``.
 """
 
 from tracer.errors import ArchitectureError, TranscoderFormatError, WorkbenchError
-from tracer.graph import Graph
 
 __version__ = "0.1.0"
 
-__all__ = ["ArchitectureError", "Graph", "TranscoderFormatError", "WorkbenchError", "__version__"]
+__all__ = ["ArchitectureError", "TranscoderFormatError", "WorkbenchError", "__version__"]

@@ -1,19 +1,153 @@
-"""`workbench demo`: trace demo prompts on the embedded demo world and write a plain HTML report.
+"""`workbench demo`: trace the demo world's prompts, prune, and write a plain HTML report.
 
-(Placeholder registration until the demo world lands; see issue 4.)
+On the embedded demo world (``data/world``) it traces a day-arithmetic and a two-hop prompt
+through the per-layer transcoders, prunes each graph, scores it, labels its features and writes
+``report.html`` plus the graphs (native format) and viewer JSON. Without the world it falls back to
+a small random model built on the spot (and says so).
 """
 
 import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="run the demo on the embedded demo world")
+    p = sub.add_parser("demo", help="run the demo on the embedded demo world",
+                       description="Trace the demo world's prompts, prune, score, and write an HTML report.")
     p.add_argument("--out", default="workbench-demo", help="output folder (default ./workbench-demo)")
+    p.add_argument("--world", default=None, help="a world folder (default: the embedded demo world)")
+    p.add_argument("--transcoder", default="plt", choices=["plt", "clt"], help="which transcoders to trace")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_demo)
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from tracer.errors import WorkbenchError
+def _random_world(out: Path) -> tuple[Path, Path, dict[str, str], dict[str, str]]:
+    """A small random Qwen3 + transcoders (used only when no demo world is installed)."""
+    from workbench.bench.build import ensure_built
+    from workbench.bench.config import ModelSpec
 
-    raise WorkbenchError("the demo world is not built yet; run `workbench trace` on your own model.")
+    spec = ModelSpec(n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, vocab=128, d_transcoder=256, target_l0=16)
+    built, _ = ensure_built(spec, out / "_random_model")
+    prompts = {"random_words": " ".join(f"w{i}" for i in (17, 33, 45, 60, 72, 81, 99))}
+    return built.model_dir, built.transcoder_dir("plt"), prompts, {}
+
+
+def _sources(args: argparse.Namespace, out: Path):
+    from workbench.paths import world_dir
+
+    world = Path(args.world) if args.world else world_dir()
+    manifest_path = world / "manifest.json"
+    if not manifest_path.is_file():
+        if args.world:
+            from tracer.errors import WorkbenchError
+
+            raise WorkbenchError(f"--world must be a built world folder with manifest.json; got {args.world!r}. "
+                                 "Build one with `workbench world build --out DIR`.")
+        logger.warning("no demo world installed at %s: tracing a small random model instead", world)
+        model, tcs, prompts, answers = _random_world(out)
+        return model, tcs, prompts, answers, None, "random model (no demo world installed)"
+    manifest = json.loads(manifest_path.read_text())
+    files = manifest.get("files", {})
+    labels = world / files.get(f"labels_{args.transcoder}", f"labels_{args.transcoder}.jsonl")
+    return (world / files.get("model", "model"), world / files.get(args.transcoder, args.transcoder),
+            manifest["demo_prompts"], manifest.get("demo_answers", {}), labels if labels.is_file() else None,
+            "the embedded demo world")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        from tracer.errors import WorkbenchError
+
+        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Choose another path.")
+    model_dir, tc_dir, prompts, answers, labels_path, what = _sources(args, out)
+    from tracer.labels import load_labels
+    from tracer.model import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.report import write_report
+
+    loaded = load_model(model_dir, backend="auto")
+    tcs = load_transcoders(tc_dir, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    labels = load_labels(labels_path) if labels_path else {}
+    sections, summary = [], {}
+    for name, prompt in prompts.items():
+        section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet)
+        sections.append(section)
+        summary[name] = stats
+    intro = (f"Attribution graphs on {what}: model {model_dir}, {tcs.kind.upper()} transcoders {tc_dir}. "
+             "Graphs are pruned at node threshold 0.8 and edge threshold 0.98 (circuit-tracer's defaults).")
+    report = write_report(out / "report.html", "manifold-workbench demo", intro, sections)
+    (out / "summary.json").write_text(json.dumps({"source": what, "graphs": summary,
+                                                  "seconds": round(time.perf_counter() - t0, 2)}, indent=2))
+    if not args.quiet:
+        print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return 0
+
+
+def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool):
+    """Trace, prune and score one prompt; save its files; return the report section and stats."""
+    import torch
+
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.export import export_neuronpedia, node_ids
+    from tracer.model import tokenize
+    from tracer.prune import PruneConfig, graph_scores, prune_graph, subgraph_scores
+    from workbench.report import GraphSection
+
+    tokens = tokenize(loaded, prompt)
+    graph = attribute(loaded, tcs, tokens, AttributionConfig(verbose=not quiet))
+    result = prune_graph(graph, PruneConfig())
+    full, pruned = graph_scores(graph), subgraph_scores(graph, prune_result=result)
+    graph_path = graph.save(out / "graphs" / f"{name}.safetensors")
+    tok_strs = [loaded.tokenizer.decode([t]) if loaded.tokenizer else str(t) for t in tokens.tolist()]  # type: ignore[attr-defined]
+    viewer = export_neuronpedia(graph, out / "viewer", slug=f"demo-{name}", prune_result=result, labels=labels,
+                                tokenizer=tok_strs)
+    nodes = _node_views(graph, result, labels, node_ids(graph))
+    ids = node_ids(graph)
+    edges = [(ids[s], ids[t], float(graph.adjacency[t, s])) for t, s in result.edge_index.T.tolist()]
+    probs = torch.softmax(loaded.model(tokens[None].to(loaded.device)).logits[0, -1].float(), -1)
+    top = probs.topk(5)
+    top_logits = [(loaded.tokenizer.decode([int(i)]) if loaded.tokenizer else str(int(i)), float(p))  # type: ignore[attr-defined]
+                  for p, i in zip(top.values, top.indices)]
+    stats = {"prompt": prompt, "expected": expected, "top_prediction": top_logits[0][0],
+             "replacement_score": full.replacement, "completeness_score": full.completeness,
+             "pruned_replacement_score": pruned.replacement, "pruned_completeness_score": pruned.completeness,
+             "nodes": graph.n_nodes, "features": graph.n_selected, "kept_nodes": int(result.node_mask.sum()),
+             "kept_edges": int(result.edge_index.shape[1]), "graph": str(graph_path), "viewer_json": str(viewer)}
+    section = GraphSection(
+        title=f"{name}: {prompt}", prompt_tokens=tok_strs, expected=expected, top_logits=top_logits,
+        scores={"replacement (full graph)": full.replacement, "completeness (full graph)": full.completeness,
+                "replacement (pruned)": pruned.replacement, "completeness (pruned)": pruned.completeness},
+        counts={"nodes": graph.n_nodes, "features": graph.n_selected, "kept nodes": stats["kept_nodes"],
+                "kept edges": stats["kept_edges"]},
+        nodes=nodes, edges=edges, n_layers=graph.n_layers,
+        files={"graph": str(graph_path), "viewer JSON": str(viewer)})
+    return section, stats
+
+
+def _node_views(graph, result, labels, ids: list[str]):
+    from workbench.report import NodeView, finite
+
+    kinds = {0: "feature", 1: "error", 2: "token", 3: "logit"}
+    types, layers, pos, index = graph.node_type(), graph.node_layer(), graph.node_pos(), graph.node_index()
+    acts = graph.activation_values[graph.selected_features].tolist()
+    views = []
+    for i in result.node_mask.nonzero().flatten().tolist():
+        kind = kinds[int(types[i])]
+        label = ""
+        if kind == "feature":
+            lab = labels.get((int(layers[i]), int(index[i])))
+            label = lab.label if lab is not None else f"feature {int(index[i])}"
+        elif kind == "logit":
+            label = graph.logit_tokens[i - graph.logit_start] if graph.logit_tokens else str(int(index[i]))
+        views.append(NodeView(node_id=ids[i], kind=kind, layer=int(layers[i]), pos=int(pos[i]), label=label,
+                              influence=finite(float(result.cumulative_scores[i])),
+                              activation=acts[i] if kind == "feature" else None))
+    return views

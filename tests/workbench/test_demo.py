@@ -1,0 +1,28 @@
+"""`workbench demo` writes a real report: graphs, labels, scores, viewer JSON."""
+
+import json
+
+from workbench.cli import main
+
+
+def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["graphs"]
+    html = (out / "report.html").read_text()
+    assert html.startswith("<!doctype html>") and "<svg" in html and "replacement" in html
+    assert "http://" not in html.replace("http://www.w3.org", "") and "<script" not in html  # self-contained
+    for name, stats in summary["graphs"].items():
+        assert name in html
+        assert 0.0 < stats["replacement_score"] <= 1.0 and 0.0 < stats["completeness_score"] <= 1.0
+        assert stats["kept_nodes"] > 0 and stats["kept_edges"] > 0
+        viewer = json.loads((out / "viewer" / f"demo-{name}.json").read_text())
+        assert viewer["nodes"] and viewer["links"]
+        assert (out / "graphs" / f"{name}.safetensors").is_file()
+
+
+def test_demo_bad_world_exits_2(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--world", str(tmp_path / "nowhere"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "manifest.json" in err[0]
