@@ -144,7 +144,10 @@ def load_model(path: str | Path, *, device: str | torch.device = "cpu",
 def _load_hf(directory: Path, raw: dict[str, object], torch_dtype: torch.dtype,
              torch_device: torch.device) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    if not logger.isEnabledFor(logging.INFO):  # quiet: no "Loading weights" bars (transformers 5)
+        hf_logging.disable_progress_bar()
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (ValueError, KeyError) as err:
