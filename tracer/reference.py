@@ -48,7 +48,6 @@ def _freeze(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, dtype: torch.d
     ad = loaded.adapter
     in_loc, out_loc = ad.input_location(tc.input_hook), ad.output_location(tc.output_hook)
     cache = run_with_cache(loaded, tokens)
-    L, P = loaded.n_layers, tokens.shape[0]
     x_in = cache.feature_input(in_loc).to(dtype)
     acts = []
     recon = torch.zeros_like(x_in)
@@ -120,7 +119,8 @@ def reference_adjacency(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, lo
     L, P, d = loaded.n_layers, int(tokens.shape[0]), loaded.d_model
     active = torch.cat([torch.cat([torch.full((nz.shape[0], 1), i), nz], 1)
                         for i, nz in enumerate(torch.nonzero(a) for a in fz.acts)]).long()  # (F, 3)
-    values = torch.stack([fz.acts[int(l)][int(p), int(f)] for l, p, f in active.tolist()]) if len(active) else torch.zeros(0)
+    values = torch.stack([fz.acts[int(l)][int(p), int(f)] for l, p, f in active.tolist()]) \
+        if len(active) else torch.zeros(0, dtype=dtype)
     tok_leaf = torch.zeros(P, d, dtype=dtype, requires_grad=True)
     out_leaves = [torch.zeros(P, d, dtype=dtype, requires_grad=True) for _ in range(L)]
     with torch.enable_grad():
