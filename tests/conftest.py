@@ -12,6 +12,14 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def pytest_configure(config):
+    # Tiny models: one intra-op thread is much faster (no OpenMP sync), and deterministic.
+    # The engine's parallel workers are still exercised explicitly (n_workers=2).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for tests that honour it (cpu, cuda)")
 
