@@ -44,10 +44,38 @@ def unsupported_reason(cfg: dict[str, object]) -> str | None:
     return None
 
 
+def _placeholder(*shape: int) -> nn.Parameter:
+    """An empty parameter that records the shape the loaded tensor must have."""
+    p = nn.Parameter(torch.empty(0), requires_grad=False)
+    p.expected_shape = tuple(shape)  # type: ignore[attr-defined]
+    return p
+
+
+class Linear(nn.Module):
+    """nn.Linear without initialisation (weights are assigned from the checkpoint)."""
+
+    def __init__(self, d_in: int, d_out: int, bias: bool) -> None:
+        super().__init__()
+        self.weight = _placeholder(d_out, d_in)
+        self.bias = _placeholder(d_out) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class Embedding(nn.Module):
+    def __init__(self, n: int, d: int) -> None:
+        super().__init__()
+        self.weight = _placeholder(n, d)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return F.embedding(ids, self.weight)
+
+
 class RMSNorm(nn.Module):
     def __init__(self, d: int, eps: float, offset: float) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.ones(d))
+        self.weight = _placeholder(d)
         self.eps, self.offset = eps, offset
         self.variance_epsilon = eps
 
@@ -96,8 +124,8 @@ class Attention(nn.Module):
     def __init__(self, cfg: dict, d: int, n_heads: int, n_kv: int, hd: int, gemma: bool, qk_norm: bool) -> None:
         super().__init__()
         bias = bool(cfg.get("attention_bias", False))
-        self.q_proj, self.k_proj = nn.Linear(d, n_heads * hd, bias=bias), nn.Linear(d, n_kv * hd, bias=bias)
-        self.v_proj, self.o_proj = nn.Linear(d, n_kv * hd, bias=bias), nn.Linear(n_heads * hd, d, bias=bias)
+        self.q_proj, self.k_proj = Linear(d, n_heads * hd, bias), Linear(d, n_kv * hd, bias)
+        self.v_proj, self.o_proj = Linear(d, n_kv * hd, bias), Linear(n_heads * hd, d, bias)
         eps = float(cfg.get("rms_norm_eps", 1e-6))
         if qk_norm:
             self.q_norm, self.k_norm = RMSNorm(hd, eps, 0.0), RMSNorm(hd, eps, 0.0)
@@ -131,8 +159,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: dict, d: int) -> None:
         super().__init__()
         d_mlp, bias = int(cfg["intermediate_size"]), bool(cfg.get("mlp_bias", False))
-        self.gate_proj, self.up_proj = nn.Linear(d, d_mlp, bias=bias), nn.Linear(d, d_mlp, bias=bias)
-        self.down_proj = nn.Linear(d_mlp, d, bias=bias)
+        self.gate_proj, self.up_proj = Linear(d, d_mlp, bias), Linear(d, d_mlp, bias)
+        self.down_proj = Linear(d_mlp, d, bias)
         self.act = _ACTS[str(cfg.get("hidden_activation") or cfg.get("hidden_act"))]
 
     def forward(self, x: Tensor) -> Tensor:
@@ -168,7 +196,7 @@ class _Inner(nn.Module):
     def __init__(self, cfg: dict, gemma: bool, qk_norm: bool) -> None:
         super().__init__()
         d = int(cfg["hidden_size"])
-        self.embed_tokens = nn.Embedding(int(cfg["vocab_size"]), d)
+        self.embed_tokens = Embedding(int(cfg["vocab_size"]), d)
         self.layers = nn.ModuleList(DecoderLayer(cfg, gemma, qk_norm) for _ in range(int(cfg["num_hidden_layers"])))
         self.norm = RMSNorm(d, float(cfg.get("rms_norm_eps", 1e-6)), 1.0 if gemma else 0.0)
 
@@ -185,13 +213,13 @@ class NativeCausalLM(nn.Module):
         self.model = _Inner(cfg, self.gemma, arch == "Qwen3ForCausalLM")
         d, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
         self.head_dim = int(cfg.get("head_dim") or d // H)
-        self.lm_head = nn.Linear(d, int(cfg["vocab_size"]), bias=False)
+        self.lm_head = Linear(d, int(cfg["vocab_size"]), False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg, self.head_dim), persistent=False)
 
-    def get_input_embeddings(self) -> nn.Embedding:
+    def get_input_embeddings(self) -> Embedding:
         return self.model.embed_tokens
 
-    def get_output_embeddings(self) -> nn.Linear:
+    def get_output_embeddings(self) -> Linear:
         return self.lm_head
 
     def forward(self, input_ids: Tensor, use_cache: bool = False) -> SimpleNamespace:
@@ -218,17 +246,18 @@ def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> Na
     cfg = json.loads((directory / "config.json").read_text())
     if unsupported_reason(cfg) is not None:
         return None
-    with torch.device("meta"):
-        model = NativeCausalLM(cfg)
+    model = NativeCausalLM(cfg)  # placeholder parameters: no initialisation, no allocation
     state: dict[str, Tensor] = {}
     for f in sorted(directory.glob("*.safetensors")):
         state.update(load_file(str(f)))
     if "lm_head.weight" not in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
-    state = {k: v.to(dtype) for k, v in state.items() if not k.endswith("rotary_emb.inv_freq")}
-    missing = set(model.state_dict()) - set(state)
-    if missing:
-        return None
-    model.load_state_dict(state, assign=True, strict=False)
+    params = dict(model.named_parameters())
+    for name, param in params.items():
+        tensor = state.get(name)
+        if tensor is None or tuple(tensor.shape) != param.expected_shape:  # type: ignore[attr-defined]
+            return None  # not the layout we reproduce: let transformers load it
+        owner, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(owner), leaf, nn.Parameter(tensor.to(dtype), requires_grad=False))
     model.inv_freq = rope_inv_freq(cfg, model.head_dim)
     return model.to(device).eval()
