@@ -244,10 +244,22 @@ def save_npz(graph: Graph, path: Path) -> Path:
         "n_pos": np.int64(graph.n_pos),
     }
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+        write_npz(tmp, arrays)
     logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
     return path
+
+
+def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """An uncompressed .npz (what ``np.savez`` writes), without numpy's chunked copies of large arrays."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, value in arrays.items():
+            arr = np.asarray(value)
+            arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # keeps 0-d arrays 0-d
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
+                np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
+                fh.write(memoryview(arr.reshape(-1)).cast("B") if arr.size else b"")
 
 
 def load_npz(path: Path) -> Graph:

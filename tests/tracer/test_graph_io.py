@@ -49,6 +49,8 @@ def test_native_and_npz_round_trips_are_exact(tmp_path_factory, n_layers, n_pos,
         "selected_features", "input_tokens", "logit_token_ids", "logit_probabilities", "logit_vectors",
         "n_layers", "n_pos"])
     assert len(z["node_type"]) == graph.n_nodes == len(z["node_index"])
+    assert z["n_layers"].shape == () and int(z["n_layers"]) == n_layers
+    assert np.array_equal(z["active_features"], graph.active_features.numpy())
 
 
 def test_node_metadata_follows_circuit_tracer_order():
@@ -79,7 +81,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(np, "savez", boom)
+    import tracer.graph
+
+    monkeypatch.setattr(tracer.graph, "write_npz", boom)
     with pytest.raises(RuntimeError):
         graph.save(target)
     assert list(tmp_path.iterdir()) == []
