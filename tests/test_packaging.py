@@ -1,0 +1,26 @@
+"""pyproject lists every code package explicitly (so data/ can ship as a package): keep it complete."""
+
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_code_package_is_listed():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("tracer", "analyses", "workbench")
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+    assert "manifold_workbench_data" in listed and (ROOT / "data").is_dir()
+
+
+def test_dependencies_run_one_way():
+    """workbench -> analyses -> tracer: tracer imports neither, analyses never imports workbench."""
+    for pkg, banned in (("tracer", ("workbench", "analyses", "tests")), ("analyses", ("workbench", "tests"))):
+        for path in (ROOT / pkg).rglob("*.py"):
+            text = path.read_text()
+            for name in banned:
+                assert f"from {name}" not in text and f"import {name}" not in text, f"{path} imports {name}"
