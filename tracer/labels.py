@@ -83,10 +83,10 @@ def load_labels(path: str | os.PathLike[str]) -> dict[tuple[int, int], FeatureLa
     try:
         data = json.loads(text)
     except json.JSONDecodeError:
-        return parse_jsonl(text.splitlines(), source=str(p))
+        return parse_jsonl(text.split("\n"), source=str(p))  # JSONL: only "\n" ends a record
     if isinstance(data, dict) and "layer" in data:
         if "label" in data:
-            return parse_jsonl(text.splitlines(), source=str(p))  # a one-line JSONL file
+            return parse_jsonl(text.split("\n"), source=str(p))  # a one-line JSONL file
         return _parse_neuronpedia([data], p)  # a single Neuronpedia feature
     return _parse_neuronpedia(data, p)
 
