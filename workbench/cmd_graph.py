@@ -17,11 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                     "ending in .npz writes the npz of the design notes (uncompressed); any other path "
                     "writes the native format (one safetensors file with a JSON header).",
     )
-    p.add_argument("--model", required=True, help="local Hugging Face model folder")
-    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
-    src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
+    add_model_arguments(p)
     p.add_argument("--out", required=True, help="output path (.npz, or native .safetensors)")
     p.add_argument("--max-n-logits", type=int, default=10, help="most logit targets (default 10)")
     p.add_argument("--desired-logit-prob", type=float, default=0.95,
@@ -47,6 +43,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--stats-json", default=None, help="also write timings and sizes to this JSON file")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_trace)
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """--model, --transcoders and the prompt (--prompt | --token-ids): shared by trace and intervene."""
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
+    src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
 
 
 def parse_token_ids(text: str) -> list[int]:

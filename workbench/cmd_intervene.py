@@ -12,9 +12,12 @@ import logging
 import re
 import sys
 
+from workbench.cmd_graph import add_model_arguments
+
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
 _SPEC = re.compile(r"^\s*(-?\d+)\s*:\s*([-\d.]+)\s*:\s*(\d+)\s*=\s*(\S+)\s*$")
 
 
@@ -25,11 +28,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                     "distribution (and optionally a generated continuation) changes. "
                     "SPEC = LAYER:POS:FEATURE=VALUE; POS = N | N..M | N.. (open-ended).",
     )
-    p.add_argument("--model", required=True, help="local Hugging Face model folder")
-    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
-    src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
+    add_model_arguments(p)
     p.set_defaults(specs=[])
     for mode, what in (("set", "set a feature's activation to VALUE"),
                        ("scale", "multiply a feature's activation by VALUE"),
