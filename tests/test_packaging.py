@@ -24,3 +24,17 @@ def test_dependencies_run_one_way():
             text = path.read_text()
             for name in banned:
                 assert f"from {name}" not in text and f"import {name}" not in text, f"{path} imports {name}"
+
+
+def test_installed_data_root_resolves_to_a_real_folder(monkeypatch, tmp_path):
+    """Installed (no checkout beside the package), data_root() must be a real path, not a MultiplexedPath."""
+    import sys
+
+    import workbench.paths as paths
+
+    pkg = tmp_path / "manifold_workbench_data"
+    (pkg / "world").mkdir(parents=True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(paths, "__file__", str(tmp_path / "site" / "workbench" / "paths.py"))
+    sys.modules.pop("manifold_workbench_data", None)
+    assert paths.world_dir() == pkg / "world" and paths.world_dir().is_dir()

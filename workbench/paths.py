@@ -1,19 +1,20 @@
 """Where the shipped demo world lives, in a source checkout and in an installed wheel."""
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 
 
 def data_root() -> Path:
-    """The `data/` folder: the repository's in a checkout, else the installed copy."""
+    """The `data/` folder: the repository's in a checkout, else the installed copy.
+
+    Installed, `data/` is the data-only (namespace) package ``manifold_workbench_data``.
+    """
     here = Path(__file__).resolve().parent.parent / "data"
     if here.is_dir():
         return here
-    try:
-        installed = Path(str(resources.files("manifold_workbench_data")))
-    except ModuleNotFoundError:  # pragma: no cover - broken install
-        installed = here
-    return installed
+    spec = importlib.util.find_spec("manifold_workbench_data")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    return Path(locations[0]) if locations else here
 
 
 def world_dir() -> Path:
