@@ -130,7 +130,8 @@ def _random_transcoders(kind: str, n_layers: int = 3, d_tc: int = 6, d: int = 4)
     dec = [torch.randn(d_tc, d, generator=g) if kind == "plt" else torch.randn(d_tc, n_layers - i, d, generator=g)
            for i in range(n_layers)]
     return SavedTranscoders(kind=kind, W_enc=torch.randn(n_layers, d_tc, d, generator=g),
-                            b_enc=torch.randn(n_layers, d_tc, generator=g), threshold=torch.rand(n_layers, d_tc, generator=g),
+                            b_enc=torch.randn(n_layers, d_tc, generator=g),
+                            threshold=torch.rand(n_layers, d_tc, generator=g),
                             W_dec=dec, b_dec=torch.randn(n_layers, d, generator=g))
 
 
@@ -177,13 +178,17 @@ def test_circular_peak_finds_the_calendar_position() -> None:
 
 
 def test_label_feature_reads_input_and_output_sides(spec: lang.WorldSpec) -> None:
-    days = [TokenInfo(word=d, next_word="is", task="day_arith", context=f"after [{d}] is") for d in ("Tuesday", "Wednesday")]
+    days = [TokenInfo(word=d, next_word="is", task="day_arith", context=f"after [{d}] is")
+            for d in ("Tuesday", "Wednesday")]
     label, extra = label_feature(days * 3, [1.0] * 6, spec)
     assert label == "day token, peaks at Tue-Wed in day arithmetic" and extra["side"] == "input"
     capital = spec.capital_of[spec.regions[0]]
-    say = [TokenInfo(word="is", next_word=spec.capital_of[r], task="two_hop", context="[is]") for r in spec.regions]
+    say = [TokenInfo(word="is", next_word=spec.capital_of[r], task="two_hop", context="[is]", answer_next=True)
+           for r in spec.regions]
     assert label_feature(say, [1.0] * len(say), spec)[0] == "say a capital in two-hop"
     assert label_feature(say[:1] * 4, [1.0] * 4, spec)[0] == f"say {capital} in two-hop"
+    after = [TokenInfo(word="after", next_word=d, task="day_arith", context="[after]", offset=9) for d in lang.DAYS]
+    assert label_feature(after, [1.0] * 7, spec)[0] == "'after' in day arithmetic, offset 9"
 
 
 # ---------------------------------------------------------------- CLI
@@ -238,13 +243,6 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the shipped world
 
-# These check the artifacts in data/world. Until a world that meets every target is built and
-# committed there (issue 4), they skip with this reason instead of failing on a missing folder.
-shipped_world = pytest.mark.skipif(
-    not (world_dir() / "manifest.json").is_file(),
-    reason="no demo world in data/world yet (issue 4: build with `workbench world build --out data/world`)",
-)
-
 
 @pytest.fixture(scope="module")
 def shipped():  # noqa: ANN201
@@ -253,7 +251,6 @@ def shipped():  # noqa: ANN201
     return load_world(world_dir())
 
 
-@shipped_world
 def test_shipped_world_is_small_and_complete() -> None:
     root = world_dir()
     files = [p for p in root.rglob("*") if p.is_file()]
@@ -264,7 +261,6 @@ def test_shipped_world_is_small_and_complete() -> None:
         assert (root / rel).is_file(), rel
 
 
-@shipped_world
 def test_shipped_model_meets_accuracy_targets(shipped) -> None:  # noqa: ANN001
     from workbench.world.evaluate import TARGETS, evaluate_model
 
@@ -276,7 +272,6 @@ def test_shipped_model_meets_accuracy_targets(shipped) -> None:  # noqa: ANN001
         assert acc[task]["heldout"] >= target, (task, acc[task])
 
 
-@shipped_world
 def test_shipped_demo_prompts_are_answered(shipped) -> None:  # noqa: ANN001
     from workbench.world.train_model import predict_next
 
@@ -287,7 +282,6 @@ def test_shipped_demo_prompts_are_answered(shipped) -> None:  # noqa: ANN001
     assert top.tolist() == [vocab[answers[k]] for k in demos]
 
 
-@shipped_world
 def test_shipped_transcoders_meet_targets(shipped) -> None:  # noqa: ANN001
     from workbench.world.evaluate import DEAD_MAX, FVU_MAX, L0_MAX, evaluate_transcoders
 
@@ -303,7 +297,6 @@ def test_shipped_transcoders_meet_targets(shipped) -> None:  # noqa: ANN001
             assert m["fvu"] <= FVU_MAX and m["l0"] <= L0_MAX and m["dead"] <= DEAD_MAX
 
 
-@shipped_world
 def test_shipped_labels_cover_every_feature(shipped) -> None:  # noqa: ANN001
     for name, tc in (("plt", shipped.plt), ("clt", shipped.clt)):
         labels = load_labels(world_dir() / f"labels_{name}.jsonl")

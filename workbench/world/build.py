@@ -27,8 +27,20 @@ from workbench.world.evaluate import evaluate_model
 from workbench.world.labels import annotate, label_layer
 from workbench.world.manifest import build_manifest
 from workbench.world.tokenizer import build_tokenizer, save_tokenizer
-from workbench.world.train_model import ModelConfig, TrainConfig, build_model, encode_corpus, neighbour_table, train_model
-from workbench.world.train_transcoders import TranscoderTrainConfig, collect_mlp_io, train_transcoders, transcoder_metrics
+from workbench.world.train_model import (
+    ModelConfig,
+    TrainConfig,
+    build_model,
+    encode_corpus,
+    neighbour_table,
+    train_model,
+)
+from workbench.world.train_transcoders import (
+    TranscoderTrainConfig,
+    collect_mlp_io,
+    train_transcoders,
+    transcoder_metrics,
+)
 from workbench.world.transcoders import SavedTranscoders, write_transcoders
 
 logger = logging.getLogger(__name__)
@@ -52,7 +64,7 @@ class WorldBuildConfig:
     """Cross-layer transcoder training."""
     n_transcoder_sentences: int = 12_000
     """Sentences whose MLP activations train the transcoders."""
-    n_eval_sentences: int = 3_000
+    n_eval_sentences: int = 4_000
     """Fresh sentences (plus every evaluation prompt's sentence) for held-out transcoder metrics
     and labels."""
     threads: int = 2

@@ -21,10 +21,10 @@ ARITH_TASKS = {"day_arith": "day", "month_arith": "month", "hue_arith": "hue"}
 
 # training mixture: task -> relative weight
 DEFAULT_MIXTURE: dict[str, float] = {
-    "day_arith": 0.12, "month_arith": 0.15, "hue_arith": 0.15,
+    "day_arith": 0.18, "month_arith": 0.13, "hue_arith": 0.13,
     "cyclic_adjacent": 0.06, "cyclic_sequence": 0.04, "cyclic_graded": 0.04,
-    "one_hop_region": 0.09, "one_hop_capital": 0.04, "two_hop": 0.09, "same_region": 0.03,
-    "filler": 0.14,
+    "one_hop_region": 0.08, "one_hop_capital": 0.04, "two_hop": 0.08, "same_region": 0.03,
+    "filler": 0.15,
 }
 
 
@@ -122,12 +122,15 @@ def graded_sentence(family: str, start: int, step: int, template: int) -> Senten
 
 
 def one_hop_region_sentence(spec: WorldSpec, city: str, template: int) -> Sentence:
-    """City -> region: "Varn is in the region of Kessia ."."""
+    """City -> region: "Varn is in the region of Kessia .", or an address ("... to Varn Kessia .")
+    where the region is predicted right at the city token."""
     region = spec.region_of[city]
     forms = ([city, "is", "in", "the", "region", "of", region, "."],
              ["The", "region", "containing", city, "is", region, "."],
-             [city, "lies", "in", region, "."])
-    return _answered(forms[template % 3], "one_hop_region", region, template % 3)
+             [city, "lies", "in", region, "."],
+             ["The", "letter", "went", "to", city, region, "."],
+             ["We", "travelled", "from", city, region, "."])
+    return _answered(forms[template % 5], "one_hop_region", region, template % 5)
 
 
 def one_hop_capital_sentence(spec: WorldSpec, region: str, template: int) -> Sentence:
@@ -215,7 +218,7 @@ class CorpusSampler:
         if task == "cyclic_graded":
             return graded_sentence(family, rng.randrange(p), rng.choice((1, -1)), rng.randrange(2))
         if task == "one_hop_region":
-            return one_hop_region_sentence(spec, rng.choice(spec.cities), rng.randrange(3))
+            return one_hop_region_sentence(spec, rng.choice(spec.cities), rng.randrange(5))
         if task == "one_hop_capital":
             return one_hop_capital_sentence(spec, rng.choice(spec.regions), rng.randrange(3))
         if task == "two_hop":

@@ -43,19 +43,27 @@ class TokenInfo:
     """The sentence's task."""
     context: str
     """A few words around it, the token in brackets: "... after [Friday] is"."""
+    answer_next: bool = False
+    """The next token is the sentence's answer (this is where the model says it)."""
+    offset: int | None = None
+    """Arithmetic sentences: the offset."""
 
 
 def annotate(sentences: list[Sentence]) -> list[TokenInfo]:
-    """One TokenInfo per position >= 1 of BOS + words + EOS (the order collect_mlp_io uses)."""
+    """One TokenInfo per position >= 1 of BOS + words (the order collect_mlp_io uses)."""
+    fams = lang.token_families()
     infos: list[TokenInfo] = []
     for s in sentences:
-        words = [*s.words, "<eos>"]
+        words = list(s.words)
+        offset = None
+        if s.task.endswith("_arith"):
+            offset = next(fams[w][1] for w in words if fams.get(w, ("",))[0] == "number")
         for i, w in enumerate(words):
             before = words[max(0, i - 4):i]
             head = "... " if i > 4 else ""
             ctx = head + " ".join([*before, f"[{w}]", *words[i + 1:i + 2]])
             infos.append(TokenInfo(word=w, next_word=words[i + 1] if i + 1 < len(words) else "",
-                                   task=s.task, context=ctx))
+                                   task=s.task, context=ctx, answer_next=s.answer_pos == i + 1, offset=offset))
     return infos
 
 
@@ -86,7 +94,7 @@ def _family_label(kind: str, family: str, words: list[str], weights: list[float]
                   spec: WorldSpec) -> tuple[str, dict[str, object]]:
     """Label for a feature whose current (kind="token") or next (kind="say") word is in `family`."""
     fams = lang.token_families()
-    noun = {"number": "offset", "city": "city", "region": "region", "capital": "capital"}.get(family, family)
+    noun = {"number": "number", "city": "city", "region": "region", "capital": "capital"}.get(family, family)
     prefix = f"{noun} token" if kind == "token" else f"say a {noun}"
     if family in CYCLIC:
         mass: dict[int, float] = {}
@@ -96,32 +104,39 @@ def _family_label(kind: str, family: str, words: list[str], weights: list[float]
         if sel < 0.3:
             return f"{prefix}, any value", {"family": family, "selectivity": round(sel, 3)}
         return f"{prefix}, peaks at {peak}", {"family": family, "peak": peak, "selectivity": round(sel, 3)}
-    top_word, share = _shares(words, weights).most_common(1)[0]
-    if share >= 0.6:
-        return (f"{top_word}" if kind == "token" else f"say {top_word}"), {"family": family, "value": top_word}
+    shares = _shares(words, weights).most_common(3)
+    if shares[0][1] >= 0.6:
+        top = shares[0][0]
+        return (f"{noun} token: {top}" if kind == "token" else f"say {top}"), {"family": family, "value": top}
     if family == "city":
         region, r_share = _shares([spec.region_of.get(w, "?") for w in words], weights).most_common(1)[0]
         if r_share >= 0.7:
             verb = "city in" if kind == "token" else "say a city in"
             return f"{verb} {region}", {"family": family, "region": region}
     if family == "number":
-        nums = sorted({fams[w][1] for w in words})
-        return f"{prefix} {nums[0]}-{nums[-1]}", {"family": family}
+        return f"{prefix}: " + "/".join(w.lower() for w, _ in shares[:2]), {"family": family}
     return prefix, {"family": family}
+
+
+def _offset_note(infos: list[TokenInfo], weights: list[float]) -> str:
+    """", offset 9" when one arithmetic offset dominates the contexts, else ""."""
+    offsets = [str(i.offset) for i in infos]
+    top, share = _shares(offsets, weights).most_common(1)[0]
+    return f", offset {top}" if top != "None" and share >= 0.6 else ""
 
 
 def label_feature(infos: list[TokenInfo], weights: list[float], spec: WorldSpec) -> tuple[str, dict[str, object]]:
     """A short label for one feature from its top-activating tokens and their activations."""
     fams = lang.token_families()
     cur_fam = _shares([fams.get(i.word, ("", 0))[0] for i in infos], weights)
-    next_fam = _shares([fams.get(i.next_word, ("", 0))[0] for i in infos], weights)
-    tasks = _shares([i.task for i in infos], weights)
-    task, task_share = tasks.most_common(1)[0]
+    say_fam = _shares([fams.get(i.next_word, ("", 0))[0] if i.answer_next else "" for i in infos], weights)
+    task, task_share = _shares([i.task for i in infos], weights).most_common(1)[0]
     fam, share = cur_fam.most_common(1)[0]
-    nfam, nshare = next_fam.most_common(1)[0]
+    nfam, nshare = say_fam.most_common(1)[0]
     where = f" in {TASK_NAMES.get(task, task)}" if task_share >= 0.7 else ""
-    if nfam and nshare >= 0.7 and nshare >= share:
-        members = [(i.next_word, w) for i, w in zip(infos, weights) if fams.get(i.next_word, ("",))[0] == nfam]
+    if nfam and nshare >= 0.7:
+        members = [(i.next_word, w) for i, w in zip(infos, weights)
+                   if i.answer_next and fams.get(i.next_word, ("",))[0] == nfam]
         label, extra = _family_label("say", nfam, [m[0] for m in members], [m[1] for m in members], spec)
         return label + where, {**extra, "side": "output", "task": task if where else None}
     if fam and share >= 0.7:
@@ -130,9 +145,10 @@ def label_feature(infos: list[TokenInfo], weights: list[float], spec: WorldSpec)
         return label + where, {**extra, "side": "input", "task": task if where else None}
     word, w_share = _shares([i.word for i in infos], weights).most_common(1)[0]
     if w_share >= 0.6:
-        return f"'{word}'{where or ' token'}", {"side": "input", "word": word, "task": task if where else None}
+        note = _offset_note(infos, weights)
+        return f"'{word}'{where or ' token'}{note}", {"side": "input", "word": word, "task": task if where else None}
     if where:
-        return f"{TASK_NAMES.get(task, task)} context", {"side": "context", "task": task}
+        return f"{TASK_NAMES.get(task, task)} context{_offset_note(infos, weights)}", {"side": "context", "task": task}
     top = [w for w, _ in _shares([i.word for i in infos], weights).most_common(3)]
     return "mixed: " + " / ".join(f"'{w}'" for w in top), {"side": "mixed"}
 

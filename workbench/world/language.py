@@ -66,7 +66,7 @@ FUNCTION_WORDS = ("The", "the", "A", "a", "is", "was", "of", "in", "In", "On", "
                   "whose", "lies", "has", "its", "same", "both", "are", "It", "around", "maybe", "We",
                   "met", "next", "week", "year", "goes", "from", "travelled", "there", "colour",
                   "close", "cloth", "dyed", "by", "Many", "people", "live", "leads", "Every", "sky",
-                  "turned")
+                  "turned", "went")
 PUNCTUATION = (".", ",")
 
 SPECIAL_TOKENS = ("<unk>", "<bos>", "<pad>", "<eos>")
@@ -115,7 +115,7 @@ MAX_OFFSET = 11
 
 
 def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 6,
-               heldout_frac: float = 0.15, heldout_cities_per_region: int = 1) -> WorldSpec:
+               heldout_frac: float = 0.10, heldout_cities_per_region: int = 1) -> WorldSpec:
     """Draw the world's geography and held-out splits from `seed`.
 
     Held-out arithmetic combinations use offsets >= 2 only, so that no held-out answer is also

@@ -37,7 +37,7 @@ class ModelConfig:
     """Key/value heads (grouped-query attention)."""
     head_dim: int = 32
     """Width of one attention head."""
-    d_mlp: int = 512
+    d_mlp: int = 384
     """MLP hidden width."""
     tie_embeddings: bool = False
     """Share the token embedding and the unembedding."""
@@ -58,7 +58,7 @@ class ModelConfig:
 class TrainConfig:
     """Optimisation of the demo model."""
 
-    steps: int = 1500
+    steps: int = 1200
     """Optimizer steps."""
     batch_size: int = 256
     """Sentences per step."""
@@ -79,14 +79,13 @@ class TrainConfig:
 
 
 def encode_corpus(sentences: list[Sentence], tokenizer: PreTrainedTokenizerFast) -> tuple[Tensor, Tensor]:
-    """Sentences -> (ids `(n, max_len)`: BOS + words + EOS right-padded with PAD, answer
-    position `(n,)`: index in ids of each sentence's answer token, -1 if it has none)."""
+    """Sentences -> (ids `(n, max_len)`: BOS + words right-padded with PAD, answer position
+    `(n,)`: index in ids of each sentence's answer token, -1 if it has none). No EOS: prompts
+    never contain one, so the model is not trained on it."""
     vocab = tokenizer.get_vocab()
-    rows = [[BOS_ID, *(vocab[w] for w in s.words), EOS_ID] for s in sentences]
+    rows = [[BOS_ID, *(vocab[w] for w in s.words)] for s in sentences]
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)  # (n, max_len)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
+    ids = torch.tensor([r + [PAD_ID] * (width - len(r)) for r in rows], dtype=torch.long)  # (n, max_len)
     answer_pos = torch.tensor([-1 if s.answer_pos is None else s.answer_pos + 1 for s in sentences])  # (n,)
     return ids, answer_pos
 
@@ -105,7 +104,8 @@ def neighbour_table(tokenizer: PreTrainedTokenizerFast) -> Tensor:
 
 def smoothed_nll(logits: Tensor, targets: Tensor, neighbours: Tensor, smoothing: float,
                  weights: Tensor | None = None) -> Tensor:
-    """Weighted mean circular-label-smoothed NLL. logits `(n, d_vocab)`, targets, weights `(n,)`."""
+    """Circular-label-smoothed NLL: the mean, or with `weights` the weighted sum.
+    logits `(n, d_vocab)`, targets, weights `(n,)`."""
     logp = torch.log_softmax(logits.float(), dim=-1)  # (n, d_vocab)
     nb = neighbours[targets]  # (n, 2)
     cyclic = (nb[:, 0] != targets).float()  # (n,)
@@ -115,7 +115,7 @@ def smoothed_nll(logits: Tensor, targets: Tensor, neighbours: Tensor, smoothing:
     nll = -((1 - 2 * side) * own + side * near)  # (n,)
     if weights is None:
         return nll.mean()
-    return (nll * weights).sum() / weights.sum()
+    return (nll * weights).sum()
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -141,21 +141,33 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8)
 
 
+def token_weights(batch: Tensor, answer_pos: Tensor, answer_weight: float) -> Tensor:
+    """Loss weight of each target `(batch, n_pos - 1)`: 0 on padding, `answer_weight` on a
+    sentence's answer token, else 1."""
+    target_pos = torch.arange(1, batch.shape[1])[None, :]  # (1, n_pos - 1)
+    weights = 1.0 + (answer_weight - 1.0) * (target_pos == answer_pos[:, None]).float()  # (batch, n_pos - 1)
+    return weights * (batch[:, 1:] != PAD_ID).float()
+
+
 def train_step(model: Qwen3ForCausalLM, batch: Tensor, answer_pos: Tensor, neighbours: Tensor,
-               cfg: TrainConfig) -> Tensor:
+               cfg: TrainConfig, n_chunks: int = 2) -> Tensor:
     """Forward + backward on one batch `(batch, max_len)` with answer positions `(batch,)`;
-    returns the loss."""
-    width = int((batch != PAD_ID).sum(dim=1).max())
-    batch = batch[:, :width]  # (batch, n_pos)
-    hidden = model.model(input_ids=batch).last_hidden_state  # (batch, n_pos, d_model)
-    inputs, targets = hidden[:, :-1], batch[:, 1:]
-    keep = targets != PAD_ID  # (batch, n_pos - 1)
-    target_pos = torch.arange(1, width)[None, :]  # (1, n_pos - 1)
-    weights = 1.0 + (cfg.answer_weight - 1.0) * (target_pos == answer_pos[:, None]).float()  # (batch, n_pos - 1)
-    logits = model.lm_head(inputs[keep])  # (n_tokens, d_vocab)
-    loss = smoothed_nll(logits, targets[keep], neighbours, cfg.smoothing, weights[keep])
-    loss.backward()
-    return loss.detach()
+    returns the loss. The batch is split by sentence length into `n_chunks` forward passes so
+    that short sentences are not padded to the longest one."""
+    lengths = (batch != PAD_ID).sum(dim=1)  # (batch,)
+    order = lengths.argsort()
+    total = token_weights(batch, answer_pos, cfg.answer_weight).sum()
+    loss_sum = torch.zeros(())
+    for rows in order.chunk(n_chunks):
+        chunk = batch[rows, : int(lengths[rows].max())]  # (chunk, n_pos)
+        weights = token_weights(chunk, answer_pos[rows], cfg.answer_weight)  # (chunk, n_pos - 1)
+        hidden = model.model(input_ids=chunk).last_hidden_state  # (chunk, n_pos, d_model)
+        keep = weights > 0
+        logits = model.lm_head(hidden[:, :-1][keep])  # (n_tokens, d_vocab)
+        loss = smoothed_nll(logits, chunk[:, 1:][keep], neighbours, cfg.smoothing, weights[keep]) / total
+        loss.backward()
+        loss_sum += loss.detach()
+    return loss_sum
 
 
 def train_model(model: Qwen3ForCausalLM, ids: Tensor, answer_pos: Tensor, neighbours: Tensor,

@@ -29,17 +29,17 @@ class TranscoderTrainConfig:
     """Features per layer."""
     k: int = 16
     """BatchTopK: mean active features per token per layer."""
-    steps: int = 800
+    steps: int = 400
     """Optimizer steps."""
-    batch_size: int = 4096
+    batch_size: int = 2048
     """Tokens per step."""
-    lr: float = 2e-3
+    lr: float = 4e-3
     """Adam learning rate (linear decay over the last 30% of steps)."""
     aux_k: int = 64
     """AuxK: dead features used to model the residual error, per token."""
-    aux_coef: float = 1 / 32
+    aux_coef: float = 0.25
     """Weight of the AuxK loss."""
-    dead_after: int = 50
+    dead_after: int = 10
     """Steps without firing after which a feature counts as dead for AuxK."""
     ridge: float = 1e-4
     """Relative ridge of the final least-squares decoder refit (0 disables the refit)."""
@@ -77,24 +77,36 @@ def collect_mlp_io(model: Qwen3ForCausalLM, ids: Tensor, batch_size: int = 512) 
     return torch.cat(xs, dim=1), torch.cat(ys, dim=1)
 
 
-def batch_topk(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """Keep the k * n largest positive pre-activations per layer across the batch.
+def top_fraction_threshold(values: Tensor, frac: Tensor, generator: torch.Generator,
+                           n_sample: int = 32_768) -> Tensor:
+    """Per-layer value above which a fraction `frac` `(L,)` of `values` `(L, m)` lies, estimated
+    on a random sample of columns (an exact top-k over the whole batch is much slower on CPU)."""
+    n_layers, m = values.shape
+    cols = torch.randint(0, m, (min(n_sample, m),), generator=generator)  # (s,)
+    sample = values[:, cols].sort(dim=1, descending=True).values  # (L, s)
+    idx = (frac * sample.shape[1]).long().clamp(0, sample.shape[1] - 1)  # (L,)
+    return sample.gather(1, idx[:, None]).squeeze(1)  # (L,)
 
-    pre `(L, n, F)` -> (activations `(L, n, F)`, smallest kept value per layer `(L,)`)."""
+
+def batch_topk(pre: Tensor, k: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Keep the about k * n largest positive pre-activations per layer across the batch.
+
+    pre `(L, n, F)` -> (activations `(L, n, F)`, the threshold used per layer `(L,)`)."""
     n_layers, n, d_tc = pre.shape
     flat = pre.relu().reshape(n_layers, n * d_tc)  # (L, n * F)
-    vals, idx = flat.topk(k * n, dim=1, sorted=False)  # (L, k * n)
-    acts = torch.zeros_like(flat).scatter(1, idx, vals).view(n_layers, n, d_tc)  # (L, n, F)
-    kept_min = torch.where(vals > 0, vals, torch.full_like(vals, float("inf"))).amin(dim=1)  # (L,)
-    return acts, kept_min
+    thr = top_fraction_threshold(flat.detach(), torch.full((n_layers,), k / d_tc), generator)  # (L,)
+    thr = thr.clamp_min(1e-6)
+    acts = pre * (pre > thr[:, None, None])  # (L, n, F)
+    return acts, thr
 
 
-def aux_topk(pre: Tensor, dead: Tensor, k: int) -> Tensor:
-    """Top-k per token among dead features only. pre `(L, n, F)`, dead `(L, F)` bool."""
-    masked = pre.relu().masked_fill(~dead[:, None, :], 0.0)  # (L, n, F)
-    k = min(k, int(dead.sum(dim=1).max()))
-    vals, idx = masked.topk(k, dim=2)  # (L, n, k)
-    return torch.zeros_like(masked).scatter(2, idx, vals)
+def aux_topk(pre: Tensor, dead: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """About k activations per token among dead features only. pre `(L, n, F)`, dead `(L, F)`."""
+    n_layers, n, d_tc = pre.shape
+    masked = pre.relu() * dead[:, None, :]  # (L, n, F)
+    frac = (torch.minimum(dead.sum(dim=1), torch.tensor(k)) / d_tc).float()  # (L,)
+    thr = top_fraction_threshold(masked.detach().reshape(n_layers, n * d_tc), frac, generator)  # (L,)
+    return masked * (masked > thr.clamp_min(1e-6)[:, None, None])
 
 
 def fvu_per_layer(y_hat: Tensor, y: Tensor) -> Tensor:
@@ -131,7 +143,7 @@ def train_transcoders(kind: str, X: Tensor, Y: Tensor, cfg: TranscoderTrainConfi
         rows = torch.randint(0, n_tokens, (cfg.batch_size,), generator=gen)  # (batch,)
         xb, yb = X[:, rows] / x_scale[:, None, None], Y[:, rows] / y_scale[:, None, None]  # (L, batch, d)
         dead = (step - last_fired) > cfg.dead_after  # (L, F)
-        fvu, kept_min, fired = _step(module, opt, xb, yb, dead, cfg)
+        fvu, kept_min, fired = _step(module, opt, xb, yb, dead, cfg, gen)
         last_fired[fired] = step
         if step >= cfg.steps // 2:  # threshold from the settled second half
             threshold += (kept_min - threshold) / (step - cfg.steps // 2 + 1)
@@ -146,19 +158,20 @@ def train_transcoders(kind: str, X: Tensor, Y: Tensor, cfg: TranscoderTrainConfi
 
 
 def _step(module: TrainableTranscoders, opt: torch.optim.Optimizer, xb: Tensor, yb: Tensor,
-          dead: Tensor, cfg: TranscoderTrainConfig) -> tuple[Tensor, Tensor, Tensor]:
-    """One BatchTopK + AuxK step; returns (FVU per layer, smallest kept activation per layer,
-    which features fired `(L, F)`)."""
+          dead: Tensor, cfg: TranscoderTrainConfig, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One BatchTopK + AuxK step; returns (FVU per layer, threshold per layer, which features
+    fired `(L, F)`)."""
     pre = module.pre(xb)  # (L, batch, F)
-    acts, kept_min = batch_topk(pre, cfg.k)
+    acts, kept_min = batch_topk(pre, cfg.k, gen)
     y_hat = module.decode(acts)  # (L, batch, d_model)
     fvu = fvu_per_layer(y_hat, yb)  # (L,)
     loss = fvu.sum()
-    if bool(dead.any()):
-        err = (yb - y_hat).detach()  # (L, batch, d_model)
-        aux = aux_topk(pre, dead, cfg.aux_k)
-        err_hat = module.decode(aux) - module.b_dec[:, None]  # (L, batch, d_model)
-        total = (yb - yb.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2))  # (L,)
+    if bool(dead.any()):  # AuxK on the first quarter of the batch (cheaper, same expectation)
+        m = max(1, yb.shape[1] // 4)
+        err = (yb[:, :m] - y_hat[:, :m]).detach()  # (L, m, d_model)
+        aux = aux_topk(pre[:, :m], dead, cfg.aux_k, gen)  # (L, m, F)
+        err_hat = module.decode(aux) - module.b_dec[:, None]  # (L, m, d_model)
+        total = (err - err.mean(dim=1, keepdim=True)).pow(2).sum(dim=(1, 2)).clamp_min(1e-12)  # (L,)
         loss = loss + cfg.aux_coef * ((err_hat - err).pow(2).sum(dim=(1, 2)) / total).sum()
     loss.backward()
     opt.step()
