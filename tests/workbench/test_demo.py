@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
+from tracer.labels import load_labels
 from workbench.cli import main
+from workbench.paths import world_dir
 
 
 def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
@@ -26,3 +30,24 @@ def test_demo_bad_world_exits_2(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--world", str(tmp_path / "nowhere"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "manifest.json" in err[0]
+
+
+
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(),
+                    reason="no demo world in data/world (build with `workbench world build --out data/world`)")
+def test_demo_on_the_shipped_world_answers_and_meets_the_replacement_target(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "the embedded demo world"
+    assert set(summary["graphs"]) >= {"day_arith", "two_hop"}
+    html = (out / "report.html").read_text()
+    labels = load_labels(world_dir() / "labels_plt.jsonl")
+    for name, stats in summary["graphs"].items():
+        assert stats["top_prediction"].strip() == stats["expected"], (name, stats)
+        assert stats["replacement_score"] >= 0.6, (name, stats)
+        viewer = json.loads((out / "viewer" / f"demo-{name}.json").read_text())
+        # kept feature nodes carry the world's labels, in the viewer JSON and in the report
+        feats = [n for n in viewer["nodes"] if n["feature_type"] == "cross layer transcoder"]
+        assert feats and all(n["clerp"] for n in feats)
+        assert any(lab.label in html for lab in labels.values())
