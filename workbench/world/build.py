@@ -52,8 +52,10 @@ class WorldBuildConfig:
 
     n_regions: int = 10
     """Regions of the fictional geography."""
-    cities_per_region: int = 6
-    """Cities per region (capitals not counted)."""
+    cities_per_region: int = 8
+    """Cities per region (capitals not counted). With 6, the model tended to memorise each
+    training city's capital and lose the composed city -> region -> capital path that held-out
+    cities need; 8 keeps it."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Shape of the model."""
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -37,7 +37,9 @@ CITY_NAMES = ("Varn", "Tolm", "Brisca", "Hollin", "Edrik", "Maelo", "Pruna", "Se
               "Ulmo", "Vesk", "Wyrd", "Yarrow", "Zell", "Abrin", "Belka", "Corra", "Dastin", "Elvo",
               "Fask", "Grell", "Hasko", "Irran", "Jessa", "Kolt", "Lumo", "Mirra", "Nesk", "Obrin",
               "Pelt", "Quarn", "Ristov", "Sable", "Tovin", "Uskel", "Vorra", "Wendal", "Arvo", "Bexley",
-              "Cindral", "Dorne", "Esker", "Folly", "Gask", "Harrow", "Imber", "Jolt", "Kestrel", "Lorn")
+              "Cindral", "Dorne", "Esker", "Folly", "Gask", "Harrow", "Imber", "Jolt", "Kestrel", "Lorn",
+              "Qesk", "Rilla", "Sobran", "Tevo", "Umbra", "Valt", "Wessan", "Xarno", "Yelm", "Zuri",
+              "Arlo", "Brenn", "Cusk", "Dovra", "Estel", "Fenno", "Garra", "Helmo", "Istra", "Jorv")
 
 # filler prose vocabulary
 PEOPLE = ("Anna", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Iris", "Jonas",
@@ -114,7 +116,7 @@ MAX_OFFSET = 11
 """Arithmetic offsets run 1..MAX_OFFSET for every family (for days they wrap more than once)."""
 
 
-def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 6,
+def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 8,
                heldout_frac: float = 0.10, heldout_cities_per_region: int = 1) -> WorldSpec:
     """Draw the world's geography and held-out splits from `seed`.
 
