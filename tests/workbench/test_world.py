@@ -243,8 +243,8 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- the shipped world
 
-# These check the artifacts in data/world. Until a world that meets every target is built and
-# committed there (issue 4), they skip with this reason instead of failing on a missing folder.
+# These check the artifacts in data/world (committed; rebuilt with `workbench world build --out
+# data/world --seed 0`). They skip only in a checkout or install without the data folder.
 shipped_world = pytest.mark.skipif(
     not (world_dir() / "manifest.json").is_file(),
     reason="no demo world in data/world yet (issue 4: build with `workbench world build --out data/world`)",
