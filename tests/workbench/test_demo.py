@@ -1,6 +1,7 @@
 """`workbench demo` writes a real report: graphs, labels, scores, viewer JSON."""
 
 import json
+from html import escape
 
 import pytest
 
@@ -32,7 +33,6 @@ def test_demo_bad_world_exits_2(tmp_path, capsys):
     assert len(err) == 1 and "manifest.json" in err[0]
 
 
-
 @pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(),
                     reason="no demo world in data/world (build with `workbench world build --out data/world`)")
 def test_demo_on_the_shipped_world_answers_and_meets_the_replacement_target(tmp_path):
@@ -42,12 +42,12 @@ def test_demo_on_the_shipped_world_answers_and_meets_the_replacement_target(tmp_
     assert summary["source"] == "the embedded demo world"
     assert set(summary["graphs"]) >= {"day_arith", "two_hop"}
     html = (out / "report.html").read_text()
-    labels = load_labels(world_dir() / "labels_plt.jsonl")
+    labels = {lab.label for lab in load_labels(world_dir() / "labels_plt.jsonl").values()}
     for name, stats in summary["graphs"].items():
         assert stats["top_prediction"].strip() == stats["expected"], (name, stats)
         assert stats["replacement_score"] >= 0.6, (name, stats)
         viewer = json.loads((out / "viewer" / f"demo-{name}.json").read_text())
         # kept feature nodes carry the world's labels, in the viewer JSON and in the report
         feats = [n for n in viewer["nodes"] if n["feature_type"] == "cross layer transcoder"]
-        assert feats and all(n["clerp"] for n in feats)
-        assert any(lab.label in html for lab in labels.values())
+        assert feats and all(n["clerp"] in labels for n in feats)
+        assert all(escape(n["clerp"]) in html for n in feats), name

@@ -247,7 +247,7 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
 # data/world --seed 0`). They skip only in a checkout or install without the data folder.
 shipped_world = pytest.mark.skipif(
     not (world_dir() / "manifest.json").is_file(),
-    reason="no demo world in data/world yet (issue 4: build with `workbench world build --out data/world`)",
+    reason="no demo world in data/world (build it with `workbench world build --out data/world --seed 0`)",
 )
 
 
