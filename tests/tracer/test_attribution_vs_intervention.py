@@ -37,15 +37,6 @@ TOL64 = (1e-12, 1e-10)  # (atol / max|A|, rtol)
 TOL32 = (1e-5, 1e-3)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops: one thread is ~30x faster than two contended ones on a shared 2-core box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(arch: str, kind: str, act: str, skip: bool, dtype: torch.dtype, **tc_kw):
     loaded = tiny_model(arch)
     tc = tiny_transcoders(loaded, kind=kind, act=act, skip=skip, **tc_kw)

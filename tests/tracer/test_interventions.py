@@ -20,14 +20,6 @@ from tracer.interventions import (
 N_POS = 9
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _setup(arch: str = "llama", kind: str = "plt", act: str = "relu", skip: bool = False):
     loaded = tiny_model(arch)
     tc = tiny_transcoders(loaded, kind=kind, act=act, skip=skip)

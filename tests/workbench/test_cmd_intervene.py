@@ -3,19 +3,10 @@
 import json
 
 import pytest
-import torch
 
 from tests.helpers_models import save_model, save_transcoders, tiny_model, tiny_transcoders
 from workbench.cli import main
 from workbench.cmd_intervene import parse_layers, parse_position
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
