@@ -1,0 +1,45 @@
+"""Display objects: computed data in, a matplotlib drawing out (scikit-learn's plotting API).
+
+A ``*Display`` holds only data. ``plot(ax=None)`` draws it (on a new figure when ``ax`` is None),
+stores ``figure_`` and ``ax_`` and returns ``self``. Figures are ``matplotlib.figure.Figure``
+objects made without pyplot, so nothing touches a global backend or opens a window; save them with
+``display.figure_.savefig(path)`` or :meth:`Display.savefig`. ``from_<thing>`` class methods do
+any computing.
+"""
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tracer.io import atomic_path
+
+_D = TypeVar("_D", bound="Display")
+
+
+class Display:
+    """Base class: figure handling. Subclasses implement :meth:`_draw`."""
+
+    figsize: tuple[float, float] = (6.0, 4.5)
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def plot(self: _D, ax: Any = None, **kwargs: Any) -> _D:
+        """Draw on ``ax`` (a matplotlib Axes) or on a new figure; returns self."""
+        if ax is None:
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=self.figsize, layout="constrained")
+            ax = fig.add_subplot()
+        self._draw(ax, **kwargs)
+        self.ax_ = ax
+        self.figure_ = ax.figure
+        return self
+
+    def savefig(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write the figure (PNG, SVG, PDF... by suffix) atomically; plots first if needed."""
+        if not hasattr(self, "figure_"):
+            self.plot()
+        target = Path(path)
+        with atomic_path(target) as tmp:
+            self.figure_.savefig(tmp, format=target.suffix.lstrip(".") or "png", **kwargs)
+        return target
