@@ -9,7 +9,7 @@
   features active and whose decoder (and skip, and b_dec) is a ridge fit of the real MLP output,
   so error vectors are a minority of the output.
 * :func:`save_transcoders` / :func:`save_model` -- circuit-tracer's on-disk formats, and an HF
-  folder with a word-level tokenizer (BOS id 1) that ``tracer.model.load_model`` reads.
+  folder with a word-level tokenizer (BOS id 1) that ``tracer.models.load_model`` reads.
 
 Built objects are cached and handed out as deep copies, so tests may mutate what they get.
 """
@@ -21,9 +21,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from tracer.forward import layers_of, rms_scale
-from tracer.model import LoadedModel, wrap_model
+from tracer.models import LoadedModel, wrap_model
+from tracer.models.forward import capture_transcoder_io
 from tracer.transcoders.base import TranscoderLayer, Transcoders
+from tracer.transcoders.fit import ridge_solve
+from tracer.transcoders.writer import write_transcoders
 
 ARCHS = ("qwen3", "llama", "gemma2")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -138,33 +140,12 @@ def _fit_data(loaded: LoadedModel, tc_in: str, tc_out: str, n_seqs: int, seq_len
     One batched forward with hooks (``run_with_cache`` is batch-1); BOS positions left out.
     """
     ad = loaded.adapter
-    in_loc, out_loc = ad.input_location(tc_in), ad.output_location(tc_out)
     g = torch.Generator().manual_seed(10_000 + seed)
     tokens = torch.randint(4, loaded.d_vocab, (n_seqs, seq_len), generator=g)
     tokens[:, 0] = BOS_ID
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    handles = []
-    for layer in layers_of(loaded.model):
-        norm = getattr(layer, ad.mlp_norm)
-        if in_loc == "normalized":
-            eps = float(getattr(norm, ad.norm_eps_attr))
-            handles.append(norm.register_forward_pre_hook(
-                lambda mod, args, eps=eps: xs.append(args[0] * rms_scale(args[0], eps)[..., None])))
-        else:
-            handles.append(layer.mlp.register_forward_pre_hook(lambda mod, args: xs.append(args[0])))
-        out_mod = getattr(layer, ad.post_mlp_norm) if out_loc == "block_mlp_out" else layer.mlp
-        handles.append(out_mod.register_forward_hook(lambda mod, args, out: ys.append(out)))
-    try:
-        with torch.no_grad():
-            loaded.model(tokens, use_cache=False)
-    finally:
-        for h in handles:
-            h.remove()
-    d = loaded.d_model
-    x = torch.stack(xs)[:, :, 1:].reshape(len(xs), -1, d).double()  # (L, N, d)
-    y = torch.stack(ys)[:, :, 1:].reshape(len(ys), -1, d).double()  # (L, N, d)
-    return x, y
+    x, y = capture_transcoder_io(loaded, tokens, ad.input_location(tc_in), ad.output_location(tc_out),
+                                 batch_size=n_seqs)
+    return x.double(), y.double()  # (L, N, d)
 
 
 def _encoder(x: Tensor, act: str, d_tc: int, gen: torch.Generator, topk: int) -> dict[str, Tensor | None]:
@@ -187,13 +168,6 @@ def _encoder(x: Tensor, act: str, d_tc: int, gen: torch.Generator, topk: int) ->
     return {"W_enc": W_enc, "b_enc": b_enc, "threshold": threshold}
 
 
-def _ridge(design: Tensor, target: Tensor, lam: float = 1e-2) -> Tensor:
-    """argmin |design @ W - target|^2 + lam * N * |W|^2: (k, d_out)."""
-    n, k = design.shape
-    gram = design.T @ design + lam * n * torch.eye(k, dtype=design.dtype)
-    return torch.linalg.solve(gram, design.T @ target)
-
-
 def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str,
                   skip: bool) -> list[dict[str, Tensor]]:
     """Per source layer: W_dec, b_dec and skip_T fitted to the MLP output (ridge, BOS left out)."""
@@ -203,7 +177,7 @@ def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str,
     for t in range(L):  # target layer
         srcs = [acts[t]] if kind == "plt" else acts[: t + 1]
         parts = [*srcs, *([xs[t]] if skip else []), torch.ones(N, 1, dtype=xs.dtype)]
-        W = _ridge(torch.cat(parts, 1), ys[t])  # (n_src*d_tc [+ d] + 1, d)
+        W = ridge_solve(torch.cat(parts, 1), ys[t], penalty=1e-2 * N)  # (n_src*d_tc [+ d] + 1, d)
         for j in range(len(srcs)):
             rows = W[j * d_tc:(j + 1) * d_tc]  # (d_tc, d)
             src = t if kind == "plt" else j
@@ -267,44 +241,9 @@ def tiny_transcoders(loaded: LoadedModel, kind: str = "plt", act: str = "relu", 
 
 
 # ----------------------------------------------------------------------------- writers
-def _config_yaml(tc: Transcoders) -> str:
-    kind = "transcoder_set" if tc.kind == "plt" else "cross_layer_transcoder"
-    lines = [f"model_kind: {kind}", f"feature_input_hook: {tc.input_hook}",
-             f"feature_output_hook: {tc.output_hook}", f"scan: {tc.scan or 'tiny'}"]
-    if tc.layers[0].activation == "topk":
-        lines += ["activation_function: topk", f"topk_k: {tc.layers[0].topk}"]
-    return "\n".join(lines) + "\n"
-
-
-def _dense(W: object) -> Tensor:
-    return W.full() if hasattr(W, "full") else W  # type: ignore[union-attr,return-value]
-
-
 def save_transcoders(tc: Transcoders, directory: str | Path) -> Path:
     """Write ``tc`` in circuit-tracer's format (PLT: layer_{i}; CLT: W_enc_{i} + W_dec_{i})."""
-    from safetensors.torch import save_file
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(_config_yaml(tc))
-    for i, layer in enumerate(tc.layers):
-        dense = _dense(layer.W_dec).contiguous()
-        if tc.kind == "plt":
-            t = {"W_enc": layer.W_enc, "W_dec": dense, "b_enc": layer.b_enc, "b_dec": layer.b_dec}
-            if layer.threshold is not None:
-                t["activation_function.threshold"] = layer.threshold
-            if layer.skip_T is not None:
-                t["W_skip"] = layer.skip_T.T  # applied as x @ W_skip.T
-            save_file({k: v.contiguous() for k, v in t.items()}, str(out / f"layer_{i}.safetensors"))
-            continue
-        t = {f"W_enc_{i}": layer.W_enc, f"b_enc_{i}": layer.b_enc, f"b_dec_{i}": layer.b_dec}
-        if layer.threshold is not None:
-            t[f"threshold_{i}"] = layer.threshold
-        if layer.skip_T is not None:
-            t[f"W_skip_{i}"] = layer.skip_T  # CLT convention: x @ W_skip
-        save_file({k: v.contiguous() for k, v in t.items()}, str(out / f"W_enc_{i}.safetensors"))
-        save_file({f"W_dec_{i}": dense}, str(out / f"W_dec_{i}.safetensors"))
-    return out
+    return write_transcoders(tc, directory)
 
 
 def save_model(loaded: LoadedModel, directory: str | Path) -> Path:

@@ -1,4 +1,4 @@
-"""Frozen configuration objects. The CLI parses its flags into these same dataclasses."""
+"""Frozen configuration objects (attribution, pruning). The CLI parses its flags into these same dataclasses."""
 
 from dataclasses import dataclass
 from typing import Literal
@@ -55,3 +55,21 @@ class AttributionConfig:
         if self.adjacency_dtype not in ("auto", "float32", "float64", "bfloat16", "float16"):
             raise WorkbenchError(f"adjacency_dtype must be auto, float32, float64, bfloat16 or float16; got "
                                  f"{self.adjacency_dtype!r}.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneConfig:
+    """How to prune an attribution graph (defaults are circuit-tracer 0.5.0's)."""
+
+    node_threshold: float = 0.8
+    """Keep the most influential nodes that together hold this fraction of the total influence."""
+    edge_threshold: float = 0.98
+    """Keep the highest-scoring edges that together hold this fraction of the total edge score."""
+
+    def __post_init__(self) -> None:
+        for name in ("node_threshold", "edge_threshold"):
+            value = getattr(self, name)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            if not ok:
+                raise WorkbenchError(f"{name} must be in [0, 1]; got {value!r}. It is a fraction of "
+                                     "the total influence (defaults: node 0.8, edge 0.98).")

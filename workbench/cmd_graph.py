@@ -83,7 +83,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
     from tracer.attribution import attribute
     from tracer.config import AttributionConfig
-    from tracer.model import load_model, parse_device, parse_dtype, tokenize
+    from tracer.models import load_model, parse_device, parse_dtype, tokenize
     from tracer.transcoders.loaders import load_transcoders
 
     cfg = AttributionConfig(

@@ -93,7 +93,7 @@ def _load_graph(path_str: str) -> Any:
 
 
 def _prune_config(args: argparse.Namespace) -> Any:
-    from tracer.prune import PruneConfig
+    from tracer.graph import PruneConfig
 
     return PruneConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
 
@@ -102,8 +102,7 @@ def run_prune(args: argparse.Namespace) -> int:
     out = _out_file(args.out)
     config = _prune_config(args)
     graph = _load_graph(args.graph)
-    from tracer.export import save_prune_result
-    from tracer.prune import graph_scores, prune_graph, subgraph_scores
+    from tracer.graph import graph_scores, prune_graph, save_prune_result, subgraph_scores
 
     result = prune_graph(graph, config)
     full = graph_scores(graph)
@@ -176,7 +175,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         labels = load_labels(args.labels)
     graph = _load_graph(args.graph)
-    from tracer.export import export_neuronpedia
+    from tracer.graph.export import export_neuronpedia
 
     path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,
                               supernodes=supernodes, pinned_ids=pinned,
@@ -188,7 +187,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import_pt(args: argparse.Namespace) -> int:
     out = _out_file(args.out)
-    from tracer.ct_import import load_circuit_tracer_pt
+    from tracer.graph.ct_import import load_circuit_tracer_pt
 
     graph = load_circuit_tracer_pt(args.pt_file, trust_pickle=args.trust_pickle)
     graph.save(out)

@@ -139,7 +139,7 @@ def _describe(iv: object) -> dict[str, object]:
 def _tokens(args: argparse.Namespace, loaded: object) -> object:
     import torch
 
-    from tracer.model import tokenize
+    from tracer.models import tokenize
     from workbench.cmd_graph import parse_token_ids
 
     if args.token_ids is not None:
@@ -185,9 +185,8 @@ def run_intervene(args: argparse.Namespace) -> int:
     ivs = [parse_spec(text, mode) for mode, text in args.specs]
     constrained = parse_layers(args.constrained_layers)
     out_path = args.out
-    from tracer.hooks import prepare
-    from tracer.interventions import feature_intervention
-    from tracer.model import load_model, parse_device, parse_dtype
+    from tracer.interventions import feature_intervention, prepare
+    from tracer.models import load_model, parse_device, parse_dtype
     from tracer.transcoders.loaders import load_transcoders
 
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)

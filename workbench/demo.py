@@ -68,7 +68,7 @@ def run_demo(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Choose another path.")
     model_dir, tc_dir, prompts, answers, labels_path, what = _sources(args, out)
     from tracer.labels import load_labels
-    from tracer.model import load_model
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
     from workbench.report import write_report
 
@@ -96,9 +96,9 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
 
     from tracer.attribution import attribute
     from tracer.config import AttributionConfig
-    from tracer.export import export_neuronpedia, node_ids
-    from tracer.model import tokenize
-    from tracer.prune import PruneConfig, graph_scores, prune_graph, subgraph_scores
+    from tracer.graph import PruneConfig, graph_scores, node_ids, prune_graph, subgraph_scores
+    from tracer.graph.export import export_neuronpedia
+    from tracer.models import tokenize
     from workbench.report import GraphSection
 
     tokens = tokenize(loaded, prompt)

@@ -2,7 +2,7 @@
 
 Written from the formulas in ``research/circuit-tracer-algorithm.md`` §6 and
 ``research/geometry.md`` §3.3-3.4: every N x N quantity is materialised, exactly as circuit-tracer
-does, and nothing is clever. ``tracer.prune`` must agree with these bit for bit (single-block
+does, and nothing is clever. ``tracer.graph.prune`` must agree with these bit for bit (single-block
 sizes) or to float32 rounding (blocked sizes).
 
 Also :func:`random_graph`: small random attribution graphs with the real block structure.

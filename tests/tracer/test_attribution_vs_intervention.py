@@ -19,8 +19,7 @@ from tests.helpers_models import random_tokens, tiny_model, tiny_transcoders
 from tracer.attribution import attribute
 from tracer.config import AttributionConfig
 from tracer.graph import Graph
-from tracer.hooks import prepare
-from tracer.interventions import feature_intervention, measured_columns, node_perturbation, readings
+from tracer.interventions import feature_intervention, measured_columns, node_perturbation, prepare, readings
 
 ARCHS = ["qwen3", "llama", "gemma2"]
 VARIANTS = [

@@ -1,4 +1,4 @@
-"""tracer.ct_import: circuit-tracer .pt graphs, read without circuit-tracer, only with consent."""
+"""tracer.graph.ct_import: circuit-tracer .pt graphs, read without circuit-tracer, only with consent."""
 
 import sys
 import types
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from tests.reference.dense_prune import random_graph
-from tracer.ct_import import load_circuit_tracer_pt
 from tracer.errors import WorkbenchError
 from tracer.graph import Graph
+from tracer.graph.ct_import import load_circuit_tracer_pt
 
 
 class LogitTarget(NamedTuple):

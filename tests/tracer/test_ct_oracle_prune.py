@@ -21,8 +21,7 @@ RUNS = sorted(Path(ROOT).glob("*/runs/*")) if ROOT else []
 
 def compare_run(run: Path) -> dict[str, Any]:
     """Our prune/scores on circuit-tracer's graph.npz vs its prune.npz and result.json."""
-    from tracer.graph import load_npz
-    from tracer.prune import PruneConfig, graph_scores, prune_graph
+    from tracer.graph import PruneConfig, graph_scores, load_npz, prune_graph
 
     graph = load_npz(run / "graph.npz")
     want = np.load(run / "prune.npz")
@@ -64,8 +63,8 @@ def test_prune_and_scores_equal_circuit_tracer(run: Path) -> None:
 def test_pt_import_equals_npz(run: Path) -> None:
     import torch
 
-    from tracer.ct_import import load_circuit_tracer_pt
     from tracer.graph import load_npz
+    from tracer.graph.ct_import import load_circuit_tracer_pt
 
     imported = load_circuit_tracer_pt(run / "graph.pt", trust_pickle=True)
     npz = load_npz(run / "graph.npz")
@@ -79,8 +78,8 @@ def test_pt_import_equals_npz(run: Path) -> None:
 @pytest.mark.parametrize("run", [r for r in RUNS if list(r.glob("graph_files/*.json"))
                                  and (r / "graph.pt").exists()], ids=lambda r: r.name)
 def test_viewer_json_equals_circuit_tracer(run: Path, tmp_path: Path) -> None:
-    from tracer.ct_import import load_circuit_tracer_pt
-    from tracer.export import export_neuronpedia
+    from tracer.graph.ct_import import load_circuit_tracer_pt
+    from tracer.graph.export import export_neuronpedia
 
     theirs_path = next(p for p in (run / "graph_files").glob("*.json") if p.name != "graph-metadata.json")
     theirs = json.loads(theirs_path.read_text())

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from tests.helpers_models import tiny_model, tiny_transcoders
-from tracer.attribution import attribute
+from tracer.attribution import attribute, reference_attribute
 from tracer.config import AttributionConfig
-from tracer.reference import reference_attribute
 
 ARCHS = ["qwen3", "llama", "gemma2"]
 VARIANTS = [

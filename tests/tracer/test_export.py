@@ -1,4 +1,4 @@
-"""tracer.export: the viewer JSON (circuit-tracer's create_graph_files nodes and links), supernode edges."""
+"""tracer.graph.export: the viewer JSON (circuit-tracer's create_graph_files nodes and links), supernode edges."""
 
 import dataclasses
 import json
@@ -12,17 +12,16 @@ from hypothesis import strategies as st
 
 from tests.reference import dense_prune as ref
 from tracer.errors import WorkbenchError
-from tracer.export import (
-    build_neuronpedia,
+from tracer.graph import (
+    PruneConfig,
     cantor_pairing,
-    export_neuronpedia,
     load_prune_result,
     node_ids,
+    prune_graph,
     save_prune_result,
-    supernode_edges,
 )
+from tracer.graph.export import build_neuronpedia, export_neuronpedia, supernode_edges
 from tracer.labels import FeatureLabel
-from tracer.prune import PruneConfig, prune_graph
 
 
 class _Tok:

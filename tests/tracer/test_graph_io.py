@@ -81,9 +81,9 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    import tracer.graph
+    import tracer.graph.core
 
-    monkeypatch.setattr(tracer.graph, "write_npz", boom)
+    monkeypatch.setattr(tracer.graph.core, "write_npz", boom)
     with pytest.raises(RuntimeError):
         graph.save(target)
     assert list(tmp_path.iterdir()) == []

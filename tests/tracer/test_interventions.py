@@ -7,14 +7,13 @@ import torch
 
 from tests.helpers_models import random_tokens, tiny_model, tiny_transcoders
 from tracer.errors import WorkbenchError
-from tracer.forward import layers_of
-from tracer.hooks import prepare
 from tracer.interventions import (
     Intervention,
     add_to_embedding,
     add_to_output_location,
     feature_intervention,
     feature_intervention_generate,
+    prepare,
 )
 
 N_POS = 9
@@ -123,11 +122,11 @@ def test_constrained_layers_stop_propagation_through_mlps():
     assert (free.logits[-1] - direct.logits[-1]).abs().max() > 1e-3
     # layer 1 constrained: what its MLP adds to the residual is the clean output + (live - clean) skip
     seen: dict[str, torch.Tensor] = {}
-    layers = layers_of(loaded.model)
+    blocks = loaded.blocks
     grab = lambda key: (lambda m, args: seen.__setitem__(key, args[0][0].clone()))  # noqa: E731
-    handles = [layers[1].post_attention_layernorm.register_forward_pre_hook(grab("mid")),
-               layers[1].mlp.register_forward_pre_hook(grab("x_in")),
-               layers[2].input_layernorm.register_forward_pre_hook(grab("next"))]
+    handles = [blocks[1].mlp_norm.register_forward_pre_hook(grab("mid")),
+               blocks[1].mlp.register_forward_pre_hook(grab("x_in")),
+               blocks[2].attn_norm.register_forward_pre_hook(grab("next"))]
     try:
         feature_intervention(loaded, tc, tokens, items, constrained_layers=[0, 1], clean=clean)
     finally:
@@ -200,7 +199,7 @@ def test_hooks_are_removed_after_success_and_error():
     def boom(mod, args, out):
         raise RuntimeError("boom")
 
-    h = loaded.model.model.norm.register_forward_hook(boom)
+    h = loaded.final_norm.register_forward_hook(boom)
     try:
         with pytest.raises(RuntimeError, match="boom"):
             feature_intervention(loaded, tc, tokens, [(1, 2, 0, 1.0)], constrained_layers="all", clean=clean)
@@ -305,12 +304,12 @@ def test_bad_generation_and_token_arguments():
 
 def test_native_backend_gives_the_same_interventions(tmp_path):
     from tests.helpers_models import save_model
-    from tracer.model import load_model
+    from tracer.models import load_model
 
     loaded, tc, tokens, clean = _setup("gemma2", "clt")
     save_model(loaded, tmp_path)
     native = load_model(tmp_path, backend="native")
-    assert type(native.model).__module__ == "tracer.native"
+    assert type(native.model).__module__ == "tracer.models.native"
     f, a = _active(clean, 1, 3)
     for constrained in (None, "all"):
         items = [(1, slice(3, None), f, 5 * a)]

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tests.helpers_models import save_model, tiny_model
-from tracer.forward import run_with_cache
-from tracer.model import load_model
+from tracer.models import load_model
+from tracer.models.forward import run_with_cache
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 16}
@@ -49,7 +49,7 @@ def test_unsupported_config_falls_back_to_hf(tmp_path):
 def test_native_trace_does_not_import_transformers(tmp_path):
     loaded = tiny_model("qwen3")
     save_model(loaded, tmp_path / "m")
-    code = ("import sys; from tracer.model import load_model, tokenize; "
+    code = ("import sys; from tracer.models import load_model, tokenize; "
             f"m = load_model({str(tmp_path / 'm')!r}, backend='auto'); tokenize(m, 'the cat'); "
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

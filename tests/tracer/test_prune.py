@@ -1,4 +1,4 @@
-"""tracer.prune against the dense reference (tests/reference/dense_prune.py) and its properties."""
+"""tracer.graph.prune against the dense reference (tests/reference/dense_prune.py) and its properties."""
 
 import dataclasses
 
@@ -8,21 +8,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-import tracer.prune as prune_mod
+import tracer.graph.influence as influence_mod
+import tracer.graph.prune as prune_mod
 from tests.reference import dense_prune as ref
 from tracer.errors import WorkbenchError
-from tracer.prune import (
+from tracer.graph import (
+    Graph,
     PruneConfig,
     compute_influence,
     compute_partial_influences,
-    find_threshold,
     graph_scores,
-    logit_weights,
     normalize_matrix,
     prune_graph,
     subgraph_scores,
-    viewer_subgraph,
 )
+from tracer.graph.influence import logit_weights
+from tracer.graph.prune import find_threshold, viewer_subgraph
 
 SEEDS = st.integers(0, 10_000)
 FAST = settings(max_examples=15, deadline=None)
@@ -115,8 +116,8 @@ def test_edge_threshold_one_keeps_nonzero_edges_and_circuit_tracers_nodes() -> N
 
 def test_blocked_path_agrees_with_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = ref.random_graph(5, n_layers=4, n_pos=10, max_features=8)
-    monkeypatch.setattr(prune_mod, "_SINGLE_BLOCK_ELEMENTS", 16 * 16)
-    monkeypatch.setattr(prune_mod, "_BLOCK_ROWS", 32)
+    monkeypatch.setattr(influence_mod, "_SINGLE_BLOCK_ELEMENTS", 16 * 16)
+    monkeypatch.setattr(influence_mod, "_BLOCK_ROWS", 32)
     w = logit_weights(graph)
     blocked = compute_influence(graph.adjacency, w)
     dense = ref.influence(ref.normalize(graph.adjacency), w)
@@ -132,9 +133,9 @@ def test_blocked_path_agrees_with_dense(monkeypatch: pytest.MonkeyPatch) -> None
 
 
 def test_row_blocks_never_end_in_a_single_row() -> None:
-    assert prune_mod._row_blocks(10, 10) == [(0, 10)]
-    blocks = prune_mod._row_blocks(2 * prune_mod._BLOCK_ROWS + 1, 5000)
-    assert blocks[-1][1] - blocks[-1][0] > 1 and blocks[-1][1] == 2 * prune_mod._BLOCK_ROWS + 1
+    assert influence_mod._row_blocks(10, 10) == [(0, 10)]
+    blocks = influence_mod._row_blocks(2 * influence_mod._BLOCK_ROWS + 1, 5000)
+    assert blocks[-1][1] - blocks[-1][0] > 1 and blocks[-1][1] == 2 * influence_mod._BLOCK_ROWS + 1
     assert all(b[0] % 16 == 0 for b in blocks)
 
 
@@ -165,7 +166,7 @@ def test_graph_scores_equal_dense(seed: int) -> None:
     assert tuple(graph_scores(graph)) == ref.graph_scores(graph)
 
 
-def _chain_graph(through_error: bool) -> "prune_mod.Graph":
+def _chain_graph(through_error: bool) -> "Graph":
     """token -> (feature or error at layer 0, pos 1) -> logit."""
     graph = ref.random_graph(0, n_layers=1, n_pos=2, max_features=1, n_logits=1)
     while graph.n_selected != 1:
@@ -206,7 +207,7 @@ def test_subgraph_scores_equal_dense_neuronpedia(seed: int, pin_bits: int) -> No
 
 
 def test_subgraph_scores_accept_node_ids_and_reject_bad_indices() -> None:
-    from tracer.export import node_ids
+    from tracer.graph import node_ids
 
     graph = ref.random_graph(2, n_pos=6, max_features=5)
     result = prune_graph(graph)
@@ -243,8 +244,8 @@ def test_cyclic_graph_is_reported() -> None:
 
 def test_blocked_partial_influences_agree_with_dense(monkeypatch: pytest.MonkeyPatch) -> None:
     graph = ref.random_graph(8, n_layers=4, n_pos=10, max_features=8)
-    monkeypatch.setattr(prune_mod, "_SINGLE_BLOCK_ELEMENTS", 16 * 16)
-    monkeypatch.setattr(prune_mod, "_BLOCK_ROWS", 32)
+    monkeypatch.setattr(influence_mod, "_SINGLE_BLOCK_ELEMENTS", 16 * 16)
+    monkeypatch.setattr(influence_mod, "_BLOCK_ROWS", 32)
     rows = torch.cat([torch.arange(graph.logit_start, graph.n_nodes), torch.arange(graph.n_selected)])
     got = compute_partial_influences(graph.adjacency[rows], graph.logit_probabilities, rows)
     want = ref.partial_influences(graph.adjacency[rows], graph.logit_probabilities, rows)

@@ -11,7 +11,7 @@ import torch
 from tests.helpers_models import save_model, save_transcoders, tiny_model, tiny_transcoders
 from tracer.attribution import attribute
 from tracer.config import AttributionConfig
-from tracer.model import load_model
+from tracer.models import load_model
 from tracer.transcoders.loaders import load_transcoders
 
 

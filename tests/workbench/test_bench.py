@@ -56,7 +56,7 @@ def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:  # type: ignor
     def keep(_module, args, _out) -> None:  # type: ignore[no-untyped-def]
         seen.append(args[0][:, 1:].reshape(-1, args[0].shape[-1]))  # BOS dropped
 
-    hooks = [blk.mlp.register_forward_hook(keep) for blk in loaded.model.model.layers]
+    hooks = [blk.mlp.register_forward_hook(keep) for blk in loaded.blocks]
     try:
         with torch.no_grad():
             loaded.model(ids)
@@ -68,7 +68,7 @@ def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:  # type: ignor
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
 def test_builder_output_loads_with_calibrated_l0(built, kind: str) -> None:  # type: ignore[no-untyped-def]
-    from tracer.model import load_model
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
     loaded = load_model(built.model_dir, backend="hf")

@@ -9,10 +9,8 @@ import torch
 
 from tests.reference import dense_prune as ref
 from tests.tracer.test_ct_import import _save_ct
-from tracer.export import load_prune_result
-from tracer.graph import Graph
+from tracer.graph import Graph, PruneConfig, graph_scores, load_prune_result, prune_graph
 from tracer.labels import FeatureLabel, save_labels
-from tracer.prune import PruneConfig, graph_scores, prune_graph
 from workbench import cli
 
 

@@ -36,7 +36,7 @@ def run(capsys, *argv):
 def test_trace_token_ids_npz_equals_python_api(saved, tmp_path, capsys, kind, backend):
     from tracer.attribution import attribute
     from tracer.config import AttributionConfig
-    from tracer.model import load_model
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
     out = tmp_path / "g.npz"

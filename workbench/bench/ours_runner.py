@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
     from tracer.attribution import attribute
     from tracer.config import AttributionConfig
-    from tracer.model import load_model
-    from tracer.prune import PruneConfig, graph_scores, prune_graph
+    from tracer.graph import PruneConfig, graph_scores, prune_graph
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
     if args.threads:

@@ -18,7 +18,7 @@ itself runs, not the replacement model. What else is held fixed:
 Unlike circuit-tracer, ``freeze_attention=False`` is honoured with ``constrained_layers`` too.
 Position 0 (BOS) reads as activation 0, as in circuit-tracer. Everything frozen is frozen at
 the prompt positions only; tokens generated after an intervention run live (see
-:func:`feature_intervention_generate`). The hook machinery is in :mod:`tracer.hooks`.
+:func:`feature_intervention_generate`). The hook machinery is in :mod:`tracer.interventions.patched`.
 """
 
 import logging
@@ -32,9 +32,9 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.graph import Graph
-from tracer.hooks import CleanRun, Plan, Position, prepare, run_patched
-from tracer.model import LoadedModel
+from tracer.interventions.clean import CleanRun, prepare
+from tracer.interventions.patched import Plan, Position, run_patched
+from tracer.models.loaded import LoadedModel
 from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
@@ -63,10 +63,12 @@ class Intervention:
 class VectorAddition:
     """Add a vector to the residual stream at one site (how error and token nodes are perturbed)."""
 
-    site: Literal["output", "embedding"]
-    """'output': a layer's transcoder output location; 'embedding': the residual entering layer 0"""
+    site: Literal["output", "embedding", "residual"]
+    """'output': a layer's transcoder output location; 'embedding': the residual entering layer 0;
+    'residual': residual-stream layer ``layer`` (0 = embedding output, k = output of block k-1,
+    n_layers = the last block's output, before the final norm)"""
     layer: int
-    """the layer of an 'output' site (0 for 'embedding')"""
+    """the layer of an 'output' site, the residual layer of a 'residual' site (0 for 'embedding')"""
     position: int
     vector: Tensor
     """(d_model,) as it enters the stream at that site (Gemma embeddings: already x sqrt(d_model))"""
@@ -80,6 +82,16 @@ def add_to_output_location(layer: int, position: int, vector: Tensor) -> VectorA
 def add_to_embedding(position: int, vector: Tensor) -> VectorAddition:
     """Add ``vector`` (d_model,) to the residual stream entering layer 0 (a token node's site)."""
     return VectorAddition(site="embedding", layer=0, position=position, vector=vector)
+
+
+def add_to_residual(layer: int, position: int, vector: Tensor) -> VectorAddition:
+    """Add ``vector`` (d_model,) to residual-stream layer ``layer`` (0..n_layers) at ``position``.
+
+    Residual layer 0 is the embedding output (same site as :func:`add_to_embedding`), k the output
+    of block k-1, n_layers the last block's output before the final norm. Downstream blocks see
+    the change (attention frozen or free, as the call says).
+    """
+    return VectorAddition(site="residual", layer=layer, position=position, vector=vector)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -146,9 +158,11 @@ def check_intervention(item: object, tc: Transcoders, n_pos: int) -> Interventio
 
 
 def _check_addition(item: VectorAddition, n_layers: int, d_model: int, n_pos: int) -> VectorAddition:
-    if item.site not in ("output", "embedding"):
-        raise _bad("vector addition site", "'output' or 'embedding'", item.site)
-    layer = _check_int("vector addition layer", item.layer, 0, n_layers, f"The model has {n_layers} layers.")
+    if item.site not in ("output", "embedding", "residual"):
+        raise _bad("vector addition site", "'output', 'embedding' or 'residual'", item.site)
+    top = n_layers + 1 if item.site == "residual" else n_layers
+    layer = _check_int("vector addition layer", item.layer, 0, top,
+                       f"The model has {n_layers} layers (residual layers 0..{n_layers}).")
     pos = _check_int("vector addition position", item.position, -n_pos, n_pos,
                      f"The prompt has {n_pos} positions.")
     v = torch.as_tensor(item.vector)
@@ -209,23 +223,23 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
     constrained = constrained_set(constrained_layers, L) or frozenset()
     features: dict[int, list[Intervention]] = {}
     out_adds = torch.zeros(L, P, d, dtype=loaded.dtype, device=loaded.device)  # (L, P, d)
-    embed_add = torch.zeros(P, d, dtype=loaded.dtype, device=loaded.device)  # (P, d)
-    n_out = n_embed = 0
+    resid_adds = torch.zeros(L + 1, P, d, dtype=loaded.dtype, device=loaded.device)  # (L + 1, P, d)
+    n_out = n_resid = 0
     for it in checked:
         if isinstance(it, Intervention):
             features.setdefault(it.layer, []).append(it)
             continue
         vec = it.vector.to(device=loaded.device, dtype=loaded.dtype)
-        if it.site == "embedding":
-            embed_add[it.position] += vec
-            n_embed += 1
+        if it.site in ("embedding", "residual"):
+            resid_adds[it.layer, it.position] += vec
+            n_resid += 1
         else:
             out_adds[it.layer, it.position] += vec
             n_out += 1
     all_layers = frozenset(range(L))
     _warn_unwritten(features, tc, constrained)
     return Plan(clean=clean, features=features, out_adds=out_adds if n_out else None,  # type: ignore[arg-type]
-                embed_add=embed_add if n_embed else None,
+                resid_adds=resid_adds if n_resid else None,
                 freeze_attention=bool(freeze_attention), freeze_norms=constrained == all_layers,
                 constrained=constrained, write_layers=constrained or all_layers,
                 encode_layers=all_layers if record != "none" else frozenset(features), record=record)
@@ -352,64 +366,12 @@ def feature_intervention_generate(
             break
     new = seq[clean.n_pos:].cpu()
     tok = loaded.tokenizer
-    text = tok.decode(new.tolist()) if tok is not None else None  # type: ignore[attr-defined]
+    text = tok.decode(new.tolist()) if tok is not None else None
     return GenerationResult(tokens=seq.cpu(), new_tokens=new, logits=torch.stack(step_logits), text=text)
-
-
-# ----------------------------------------------------------------------------- attribution check
-def node_perturbation(graph: Graph, node: int, clean: CleanRun) -> Intervention | VectorAddition:
-    """What adds source ``node``'s output vector once more: a feature's ``a * W_dec`` (an 'add' of
-    its clean activation), an error vector at its output location, or a token's embedding."""
-    if isinstance(node, bool) or not isinstance(node, int) or not 0 <= node < graph.logit_start:
-        raise _bad("source node", f"a feature, error or token node index in [0, {graph.logit_start})", node,
-                   "Logit nodes have no outgoing edges.")
-    if node < graph.n_selected:
-        layer, p, f = (int(x) for x in graph.active_features[graph.selected_features[node]])
-        value = float(clean.activations(layer)[p, f])
-        return Intervention(layer=layer, position=p, feature=f, value=value, mode="add")
-    if node < graph.token_start:
-        layer, p = divmod(node - graph.error_start, graph.n_pos)
-        return add_to_output_location(layer, p, clean.error_vectors()[layer, p])
-    p = node - graph.token_start
-    return add_to_embedding(p, clean.token_vectors[p])
-
-
-def readings(loaded: LoadedModel, graph: Graph, result: InterventionResult) -> Tensor:
-    """(n_nodes,) every target's reading: selected features' pre-activations, and logit nodes'
-    ``final_hidden[-1] @ (W_U[tok] - mean W_U)`` (the demeaned logit before any softcap);
-    zero for error and token nodes. Needs ``apply_activation_function=False``."""
-    if result.activations is None or not result.pre_activations or result.activations.is_sparse:
-        raise _bad("result", "a run with dense pre-activations", "another run",
-                   "Use return_activations=True, apply_activation_function=False, sparse=False.")
-    acts = result.activations
-    out = acts.new_zeros(graph.n_nodes)
-    sel = graph.active_features[graph.selected_features].to(acts.device)  # (n_selected, 3)
-    out[:graph.n_selected] = acts[sel[:, 0], sel[:, 1], sel[:, 2]]
-    W_U = loaded.model.get_output_embeddings().weight.detach().to(acts.dtype)  # type: ignore[operator,union-attr]
-    vecs = W_U[graph.logit_token_ids.to(W_U.device)] - W_U.mean(0, keepdim=True)  # (n_logits, d)
-    out[graph.logit_start:] = vecs @ result.final_hidden[-1].to(acts.dtype)
-    return out
-
-
-def measured_columns(loaded: LoadedModel, transcoders: Transcoders, graph: Graph, nodes: Sequence[int], *,
-                     clean: CleanRun | None = None) -> Tensor:
-    """(n_nodes, len(nodes)): the change of every target's reading when each source node's output
-    vector is added once more to the frozen model (attention, norms and all MLP outputs frozen).
-    Attribution promises ``graph.adjacency[:, nodes]`` equals this."""
-    clean = _clean_for(loaded, transcoders, graph.input_tokens, clean)
-
-    def run(items: list[object]) -> Tensor:
-        res = feature_intervention(loaded, transcoders, clean.tokens, items, freeze_attention=True,
-                                   constrained_layers="all", apply_activation_function=False, clean=clean)
-        return readings(loaded, graph, res)
-
-    base = run([])
-    return torch.stack([run([node_perturbation(graph, int(n), clean)]) - base for n in nodes], 1)
 
 
 __all__ = [
     "MODES", "CleanRun", "GenerationResult", "Intervention", "InterventionResult", "VectorAddition",
-    "add_to_embedding", "add_to_output_location", "check_intervention", "constrained_set",
-    "feature_intervention", "feature_intervention_generate", "measured_columns", "node_perturbation",
-    "prepare", "readings",
+    "add_to_embedding", "add_to_output_location", "add_to_residual", "check_intervention", "constrained_set",
+    "feature_intervention", "feature_intervention_generate", "prepare",
 ]

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.graph import Graph
+from tracer.graph.core import Graph
 
 logger = logging.getLogger(__name__)
 

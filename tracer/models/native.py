@@ -6,7 +6,7 @@ dominates tracing a small model. For the three supported architectures this modu
 (``model.model.layers[i].self_attn.o_proj`` ...; attention returns ``(output, weights)``), from
 ``config.json`` + safetensors, computing what HF's eager path computes (float32 norms and
 softmax, RoPE incl. Llama-3 scaling, q/k norms, Gemma-2 softcaps and embedding scale). The hook
-based capture in :mod:`tracer.forward` therefore works on either. ``tests/tracer/test_native.py``
+based capture in :mod:`tracer.models.forward` therefore works on either. ``tests/tracer/test_native.py``
 checks logits and every cached activation against the HF model.
 
 Configs with anything this module does not reproduce (:func:`unsupported_reason`) are loaded
@@ -17,20 +17,25 @@ import json
 import math
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tracer.errors import ArchitectureError
+from tracer.models.adapters import Adapter, adapter_for
+
 _ACTS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
          "gelu": F.gelu}
 
 
-def unsupported_reason(cfg: dict[str, object]) -> str | None:
+def unsupported_reason(cfg: dict[str, Any]) -> str | None:
     """Why the native path cannot reproduce this config exactly (None: it can)."""
-    arch = (cfg.get("architectures") or [None])[0]  # type: ignore[index]
-    if arch not in ("Qwen3ForCausalLM", "LlamaForCausalLM", "Gemma2ForCausalLM"):
-        return f"architecture {arch!r}"
+    try:
+        adapter_for(cfg)
+    except ArchitectureError:
+        return f"architecture {(cfg.get('architectures') or [cfg.get('model_type')])[0]!r}"
     for key in ("rope_scaling", "rope_parameters"):  # refuse if either layout names another type
         rope = cfg.get(key)
         rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
@@ -47,7 +52,7 @@ def unsupported_reason(cfg: dict[str, object]) -> str | None:
 def _placeholder(*shape: int) -> nn.Parameter:
     """An empty parameter that records the shape the loaded tensor must have."""
     p = nn.Parameter(torch.empty(0), requires_grad=False)
-    p.expected_shape = tuple(shape)  # type: ignore[attr-defined]
+    setattr(p, "expected_shape", tuple(shape))  # noqa: B010 - a plain attribute on the parameter
     return p
 
 
@@ -87,10 +92,10 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
-def _rope_params(cfg: dict[str, object]) -> dict[str, object]:
+def _rope_params(cfg: dict[str, Any]) -> dict[str, Any]:
     """RoPE settings from either layout: transformers 4.x (top-level ``rope_theta`` +
     ``rope_scaling``) or 5.x (``rope_parameters`` holding theta and the scaling)."""
-    params: dict[str, object] = {"rope_theta": cfg.get("rope_theta", 10000.0)}
+    params: dict[str, Any] = {"rope_theta": cfg.get("rope_theta", 10000.0)}
     for key in ("rope_scaling", "rope_parameters"):
         val = cfg.get(key)
         if isinstance(val, dict):
@@ -98,10 +103,10 @@ def _rope_params(cfg: dict[str, object]) -> dict[str, object]:
     return params
 
 
-def rope_inv_freq(cfg: dict[str, object], head_dim: int) -> Tensor:
+def rope_inv_freq(cfg: dict[str, Any], head_dim: int) -> Tensor:
     """HF's inverse frequencies, including Llama-3 scaling."""
     rope = _rope_params(cfg)
-    base = float(rope["rope_theta"])  # type: ignore[arg-type]
+    base = float(rope["rope_theta"])
     inv = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     if rope.get("rope_type", rope.get("type")) == "llama3":
         factor, lo, hi = float(rope["factor"]), float(rope["low_freq_factor"]), float(rope["high_freq_factor"])
@@ -121,17 +126,18 @@ def _rotate_half(x: Tensor) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: dict, d: int, n_heads: int, n_kv: int, hd: int, gemma: bool, qk_norm: bool) -> None:
+    def __init__(self, cfg: dict[str, Any], adapter: Adapter, d: int, n_heads: int, n_kv: int, hd: int) -> None:
         super().__init__()
         bias = bool(cfg.get("attention_bias", False))
         self.q_proj, self.k_proj = Linear(d, n_heads * hd, bias), Linear(d, n_kv * hd, bias)
         self.v_proj, self.o_proj = Linear(d, n_kv * hd, bias), Linear(n_heads * hd, d, bias)
         eps = float(cfg.get("rms_norm_eps", 1e-6))
-        if qk_norm:
+        if adapter.qk_norm:
             self.q_norm, self.k_norm = RMSNorm(hd, eps, 0.0), RMSNorm(hd, eps, 0.0)
-        self.qk_norm, self.n_heads, self.n_kv, self.hd = qk_norm, n_heads, n_kv, hd
-        self.scaling = float(cfg["query_pre_attn_scalar"]) ** -0.5 if gemma else hd ** -0.5
-        self.softcap = cfg.get("attn_logit_softcapping") if gemma else None
+        self.qk_norm, self.n_heads, self.n_kv, self.hd = adapter.qk_norm, n_heads, n_kv, hd
+        scale_key = adapter.query_scale_key
+        self.scaling = float(cfg[scale_key]) ** -0.5 if scale_key else hd ** -0.5
+        self.softcap = cfg.get(adapter.attn_softcap_key) if adapter.attn_softcap_key else None
 
     def forward(self, hidden_states: Tensor, position_embeddings: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         B, P, _ = hidden_states.shape
@@ -156,7 +162,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: dict, d: int) -> None:
+    def __init__(self, cfg: dict[str, Any], d: int) -> None:
         super().__init__()
         d_mlp, bias = int(cfg["intermediate_size"]), bool(cfg.get("mlp_bias", False))
         self.gate_proj, self.up_proj = Linear(d, d_mlp, bias), Linear(d, d_mlp, bias)
@@ -168,52 +174,50 @@ class MLP(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, cfg: dict, gemma: bool, qk_norm: bool) -> None:
+    """A pre-norm block whose norms are named and placed as the adapter's paths say."""
+
+    def __init__(self, cfg: dict[str, Any], adapter: Adapter) -> None:
         super().__init__()
-        d, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        kv = int(cfg.get("num_key_value_heads") or H)
-        hd = int(cfg.get("head_dim") or d // H)
-        eps, off = float(cfg.get("rms_norm_eps", 1e-6)), 1.0 if gemma else 0.0
-        self.gemma = gemma
-        self.input_layernorm = RMSNorm(d, eps, off)
-        self.self_attn = Attention(cfg, d, H, kv, hd, gemma, qk_norm)
-        self.post_attention_layernorm = RMSNorm(d, eps, off)
-        if gemma:
-            self.pre_feedforward_layernorm = RMSNorm(d, eps, off)
-            self.post_feedforward_layernorm = RMSNorm(d, eps, off)
+        f, p = adapter.facts(cfg), adapter.paths
+        d, off = f.d_model, adapter.norm_gain_offset
+        self.names = (p.attn_norm, p.mlp_norm, p.post_attn_norm, p.post_mlp_norm)
+        for name in self.names:
+            if name is not None:
+                self.add_module(name, RMSNorm(d, f.norm_eps, off))
+        self.self_attn = Attention(cfg, adapter, d, f.n_heads, f.n_kv_heads, f.d_head)
         self.mlp = MLP(cfg, d)
 
+    def _norm(self, index: int, x: Tensor) -> Tensor:
+        name = self.names[index]
+        return x if name is None else self.get_submodule(name)(x)
+
     def forward(self, x: Tensor, pos_emb: tuple[Tensor, Tensor]) -> Tensor:
-        a, _ = self.self_attn(hidden_states=self.input_layernorm(x), position_embeddings=pos_emb)
-        if self.gemma:
-            h = x + self.post_attention_layernorm(a)
-            return h + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(h)))
-        h = x + a
-        return h + self.mlp(self.post_attention_layernorm(h))
+        a, _ = self.self_attn(hidden_states=self._norm(0, x), position_embeddings=pos_emb)
+        h = x + self._norm(2, a)
+        return h + self._norm(3, self.mlp(self._norm(1, h)))
 
 
 class _Inner(nn.Module):
-    def __init__(self, cfg: dict, gemma: bool, qk_norm: bool) -> None:
+    def __init__(self, cfg: dict[str, Any], adapter: Adapter) -> None:
         super().__init__()
-        d = int(cfg["hidden_size"])
-        self.embed_tokens = Embedding(int(cfg["vocab_size"]), d)
-        self.layers = nn.ModuleList(DecoderLayer(cfg, gemma, qk_norm) for _ in range(int(cfg["num_hidden_layers"])))
-        self.norm = RMSNorm(d, float(cfg.get("rms_norm_eps", 1e-6)), 1.0 if gemma else 0.0)
+        f = adapter.facts(cfg)
+        self.embed_tokens = Embedding(f.d_vocab, f.d_model)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, adapter) for _ in range(f.n_layers))
+        self.norm = RMSNorm(f.d_model, f.norm_eps, adapter.norm_gain_offset)
 
 
 class NativeCausalLM(nn.Module):
     """HF-layout causal LM (Qwen3 / Llama / Gemma-2) for tracing."""
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, cfg: dict[str, Any]) -> None:
         super().__init__()
-        arch = cfg["architectures"][0]
-        self.gemma = arch == "Gemma2ForCausalLM"
+        self.adapter = adapter_for(cfg)
         self.raw_config = cfg
         self.config = SimpleNamespace(**cfg)
-        self.model = _Inner(cfg, self.gemma, arch == "Qwen3ForCausalLM")
-        d, H = int(cfg["hidden_size"]), int(cfg["num_attention_heads"])
-        self.head_dim = int(cfg.get("head_dim") or d // H)
-        self.lm_head = Linear(d, int(cfg["vocab_size"]), False)
+        self.model = _Inner(cfg, self.adapter)
+        f = self.adapter.facts(cfg)
+        self.head_dim = f.d_head
+        self.lm_head = Linear(f.d_model, f.d_vocab, False)
         self.register_buffer("inv_freq", rope_inv_freq(cfg, self.head_dim), persistent=False)
 
     def get_input_embeddings(self) -> Embedding:
@@ -224,16 +228,18 @@ class NativeCausalLM(nn.Module):
 
     def forward(self, input_ids: Tensor, use_cache: bool = False) -> SimpleNamespace:
         x = self.model.embed_tokens(input_ids)
-        if self.gemma:
+        if self.adapter.embed_scale_sqrt_d:
             x = x * torch.tensor(self.config.hidden_size ** 0.5, dtype=x.dtype)
         P = input_ids.shape[1]
-        freqs = self.inv_freq.float()[:, None] * torch.arange(P, device=x.device).float()[None, :]  # (hd/2, P)
+        inv_freq = self.get_buffer("inv_freq")
+        freqs = inv_freq.float()[:, None] * torch.arange(P, device=x.device).float()[None, :]  # (hd/2, P)
         emb = torch.cat([freqs.T, freqs.T], dim=-1)  # (P, hd)
         pos_emb = (emb.cos().to(x.dtype)[None, None], emb.sin().to(x.dtype)[None, None])
         for layer in self.model.layers:
             x = layer(x, pos_emb)
         logits = self.lm_head(self.model.norm(x))
-        cap = getattr(self.config, "final_logit_softcapping", None) if self.gemma else None
+        key = self.adapter.final_softcap_key
+        cap = self.raw_config.get(key) if key else None
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return SimpleNamespace(logits=logits)
@@ -255,9 +261,9 @@ def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> Na
     params = dict(model.named_parameters())
     for name, param in params.items():
         tensor = state.get(name)
-        if tensor is None or tuple(tensor.shape) != param.expected_shape:  # type: ignore[attr-defined]
+        if tensor is None or tuple(tensor.shape) != getattr(param, "expected_shape", None):
             return None  # not the layout we reproduce: let transformers load it
         owner, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(owner), leaf, nn.Parameter(tensor.to(dtype), requires_grad=False))
-    model.inv_freq = rope_inv_freq(cfg, model.head_dim)
+    model.register_buffer("inv_freq", rope_inv_freq(cfg, model.head_dim), persistent=False)
     return model.to(device).eval()

@@ -8,7 +8,7 @@ output location one gathered GEMM contracts the gradient with every source vecto
 (active decoder rows and error vectors), and the edges are added straight into rows of the
 preallocated adjacency buffer. Attention is walked through V and O only; the query heads of a
 KV group are summed *before* the value projection (GQA), and every frozen norm scale is folded
-into the pattern or the weights (``tracer.context.sweep_weights``), so a layer costs one W_O
+into the pattern or the weights (``tracer.attribution.context.sweep_weights``), so a layer costs one W_O
 GEMM, one pattern bmm, one W_V GEMM per KV group (accumulating onto the residual gradient) and
 one gathered source GEMM.
 
@@ -19,7 +19,7 @@ tokens (pos) | logits]``; rows are the targets being computed.
 import torch
 from torch import Tensor
 
-from tracer.context import AttributionContext
+from tracer.attribution.context import AttributionContext
 
 
 def add_edges(ctx: AttributionContext, buf: Tensor, rows: slice, layer: int, g: Tensor) -> None:

@@ -20,7 +20,7 @@ Formats:
 * native: one ``.safetensors`` file, tensors + a JSON header entry with ``schema_version``;
   never pickle;
 * ``.npz``: exactly the keys of design notes §2.3 (those the shared reference harness writes);
-* circuit-tracer ``.pt`` import: :func:`tracer.ct_import.load_circuit_tracer_pt` (pickle, only
+* circuit-tracer ``.pt`` import: :func:`tracer.graph.ct_import.load_circuit_tracer_pt` (pickle, only
   with explicit consent).
 """
 

@@ -1,7 +1,7 @@
 """Neuronpedia / circuit-tracer viewer JSON: ``<slug>.json`` plus the folder's ``graph-metadata.json``.
 
 The nodes and links are exactly those circuit-tracer 0.5.0's ``create_graph_files`` writes for
-the same graph and thresholds: the kept nodes of :func:`tracer.prune.prune_graph`, in node order,
+the same graph and thresholds: the kept nodes of :func:`tracer.graph.prune.prune_graph`, in node order,
 minus kept features/errors that no kept link touches; the kept links in (target, source) order
 with their raw signed weights ``A[target, source]``. Node ids (``research/geometry.md`` §3.2)::
 
@@ -26,10 +26,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
-from tracer.graph import Graph
+from tracer.graph.core import Graph
+from tracer.graph.nodes import cantor_pairing, node_ids
+from tracer.graph.prune import PruneResult, prune_graph
 from tracer.io import atomic_path
-from tracer.prune import PruneConfig, PruneResult, prune_graph
 
 logger = logging.getLogger(__name__)
 
@@ -42,21 +44,6 @@ class Tokenizer(Protocol):
     """Anything with a Hugging Face-style ``decode``."""
 
     def decode(self, token_ids: Any) -> str: ...
-
-
-def cantor_pairing(x: int, y: int) -> int:
-    """The viewer's feature number for (layer, feature)."""
-    return (x + y) * (x + y + 1) // 2 + y
-
-
-def node_ids(graph: Graph) -> list[str]:
-    """The viewer id of every node, in node order (see the module docstring)."""
-    sel = graph.active_features[graph.selected_features].tolist()
-    ids = [f"{layer}_{feat}_{pos}" for layer, pos, feat in sel]
-    ids += [f"0_{layer}_{pos}" for layer in range(graph.n_layers) for pos in range(graph.n_pos)]
-    ids += [f"E_{tok}_{pos}" for pos, tok in enumerate(graph.input_tokens.tolist())]
-    ids += [f"{graph.n_layers + 1}_{vocab}_{graph.n_pos - 1}" for vocab in graph.logit_token_ids.tolist()]
-    return ids
 
 
 def _number(value: float) -> float | None:
@@ -344,57 +331,3 @@ def supernode_edges(graph_node_ids: Sequence[str], links: Sequence[Mapping[str, 
 
 
 # ----------------------------------------------------------------------------- prune results on disk
-def save_prune_result(result: PruneResult, path: str | Path, *,
-                      meta: Mapping[str, Any] | None = None) -> Path:
-    """Write a prune result: ``.npz`` (the reference harness's prune.npz keys plus ``meta_json``) or
-    native safetensors (tensors + JSON header). Tensors: ``node_mask`` (bool), ``edge_target`` and
-    ``edge_source`` (int64, row-major), ``cumulative_scores`` (float32). `meta` (thresholds,
-    scores...) must be JSON-serialisable. Atomic."""
-    import numpy as np
-
-    path = Path(path)
-    edges = result.edge_index.cpu()
-    tensors = {"node_mask": result.node_mask.cpu(), "edge_target": edges[0].contiguous(),
-               "edge_source": edges[1].contiguous(),
-               "cumulative_scores": result.cumulative_scores.cpu().float()}
-    header = json.dumps({"schema_version": SCHEMA_VERSION, **(meta or {})})
-    with atomic_path(path) as tmp:
-        if path.suffix == ".npz":
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **{k: v.numpy() for k, v in tensors.items()}, meta_json=np.array(header))
-        else:
-            from safetensors.torch import save_file
-
-            save_file(tensors, str(tmp), metadata={"manifold_workbench_prune": header})
-    return path
-
-
-def load_prune_result(path: str | Path) -> tuple[PruneResult, dict[str, Any]]:
-    """Read :func:`save_prune_result`'s file: (result, meta)."""
-    import numpy as np
-    import torch
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise WorkbenchError(f"prune result file must exist; got {str(path)!r}. Check the path.")
-    try:
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(z[k]) for k in ("node_mask", "edge_target", "edge_source",
-                                                              "cumulative_scores")}
-                header = str(z["meta_json"]) if "meta_json" in z.files else "{}"
-        else:
-            with safe_open(str(path), framework="pt") as f:
-                header = (f.metadata() or {}).get("manifold_workbench_prune", "{}")
-                arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        n = int(arrays["node_mask"].numel())
-        edges = torch.stack([arrays["edge_target"].long(), arrays["edge_source"].long()])
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        raise WorkbenchError(f"prune result must be a file written by `workbench prune`; {str(path)!r} "
-                             "is not "
-                             f"({type(err).__name__}: {str(err)[:100]}).") from None
-    mask = torch.sparse_coo_tensor(edges, torch.ones(edges.shape[1], dtype=torch.bool), (n, n),
-                                   is_coalesced=True, check_invariants=False)
-    result = PruneResult(arrays["node_mask"].bool(), mask, arrays["cumulative_scores"])
-    return result, json.loads(header)

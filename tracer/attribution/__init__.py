@@ -1,0 +1,33 @@
+"""Attribution graphs: circuit-tracer 0.5.0's graph through a model's transcoders.
+
+Pipeline (one module per phase): :mod:`.context` (phase 0: the replacement model of the prompt
+and the sweep's folded weights), :mod:`.targets` (phase 1: salient logits), :mod:`.sweep` (the
+explicit backward), :mod:`.engine` (phases 2-3: logit and feature rows, parallel workers),
+:mod:`.greedy` (``max_feature_nodes`` selection), :mod:`.packaging` (phase 4: the Graph), and
+:mod:`.reference` (the autograd oracle, ``engine="autograd"``).
+"""
+
+from torch import Tensor
+
+from tracer.attribution.engine import attribute_fast
+from tracer.attribution.reference import reference_attribute
+from tracer.config import AttributionConfig
+from tracer.graph.core import Graph
+from tracer.models.loaded import LoadedModel
+from tracer.transcoders.base import Transcoders
+
+
+def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | list[int],
+              config: AttributionConfig | None = None) -> Graph:
+    """The attribution graph of ``tokens`` (BOS included, used exactly as given).
+
+    ``config.engine`` picks the explicit-backward engine ("fast", default) or the autograd
+    reference ("autograd", slow, for checking).
+    """
+    cfg = config or AttributionConfig()
+    if cfg.engine == "autograd":
+        return reference_attribute(loaded, transcoders, tokens, cfg)
+    return attribute_fast(loaded, transcoders, tokens, cfg)
+
+
+__all__ = ["AttributionConfig", "attribute", "attribute_fast", "reference_attribute"]
