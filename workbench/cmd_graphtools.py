@@ -187,8 +187,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_import_pt(args: argparse.Namespace) -> int:
     out = _out_file(args.out)
+    from tracer.errors import WorkbenchError
     from tracer.graph.ct_import import load_circuit_tracer_pt
 
+    if not args.trust_pickle and Path(args.pt_file).is_file():
+        raise WorkbenchError(f"{args.pt_file!r} is a pickle; pass --trust-pickle only if you trust its source. "
+                             "Loading a pickle can run code.")
     graph = load_circuit_tracer_pt(args.pt_file, trust_pickle=args.trust_pickle)
     graph.save(out)
     print(f"imported {args.pt_file}: {graph.n_nodes} nodes ({graph.n_selected} features, "  # noqa: T201

@@ -111,7 +111,7 @@ def test_legacy_tensor_targets_and_transformer_lens_cfg(tmp_path: Path,
 
 def test_refuses_without_consent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _save_ct(tmp_path, monkeypatch, random_graph(1))
-    with pytest.raises(WorkbenchError, match="is a pickle; pass --trust-pickle only if you trust its source"):
+    with pytest.raises(WorkbenchError, match=r"is a pickle; allow it \(trust_pickle=True\) only if you trust"):
         load_circuit_tracer_pt(path, trust_pickle=False)
 
 

@@ -1,7 +1,7 @@
 """Import circuit-tracer ``Graph.to_pt`` files (a ``torch.save``'d dict: a pickle).
 
 Unpickling can run arbitrary code, so this happens only with explicit consent
-(``trust_pickle=True``; the CLI's ``--trust-pickle``). Even then the unpickler is restricted:
+(``trust_pickle=True``). Even then the unpickler is restricted:
 it rebuilds tensors, dtypes, devices and plain containers, and turns every class from
 ``circuit_tracer`` or ``transformer_lens`` (``LogitTarget``, ``UnifiedConfig``, a legacy
 ``HookedTransformerConfig``) into an inert attribute holder. Any other global is refused, so
@@ -195,8 +195,8 @@ def load_circuit_tracer_pt(path: str | os.PathLike[str], *, trust_pickle: bool) 
     if not p.is_file():
         raise WorkbenchError(f"graph .pt file must exist; got {str(p)!r}. Check the path.")
     if not trust_pickle:
-        raise WorkbenchError(f"{str(p)!r} is a pickle; pass --trust-pickle only if you trust its source "
-                             "(Python: trust_pickle=True). Loading a pickle can run code.")
+        raise WorkbenchError(f"{str(p)!r} is a pickle; allow it (trust_pickle=True) only if you trust its "
+                             "source. Loading a pickle can run code.")
     graph = _to_graph(_read_pt(p), p)
     logger.info("imported %s: %d nodes (%d features)", p, graph.n_nodes, graph.n_selected)
     return graph

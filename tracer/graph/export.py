@@ -157,7 +157,7 @@ def _scan(graph: Graph, scan: str | None) -> tuple[str, list[str]]:
     scan = scan or graph.scan or graph.model_id
     if not scan:
         raise WorkbenchError("scan must be set to identify the model/transcoders; got an empty scan and "
-                             "model id. Pass scan=... (the CLI: --scan).")
+                             "model id. Pass a scan name.")
     return scan, []
 
 

@@ -50,7 +50,7 @@ def read_config(directory: Path) -> dict[str, object]:
         return {"model_kind": "cross_layer_transcoder"}
     raise _fail(
         f"transcoder directory must hold config.yaml, layer_0.safetensors or W_enc_0.safetensors; "
-        f"got {str(directory)!r}. Point --transcoders at a circuit-tracer transcoder folder."
+        f"got {str(directory)!r}. Pass a circuit-tracer transcoder folder."
     )
 
 
