@@ -36,7 +36,7 @@ def field_docs(cls: type) -> dict[str, str]:
 def _parts(tp: Any) -> tuple[Any, bool]:
     """(the type without None, whether None is allowed)."""
     args = typing.get_args(tp)
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:  # noqa: TID251
         rest = [a for a in args if a is not type(None)]
         return (rest[0] if len(rest) == 1 else tp), True
     return tp, False

@@ -33,7 +33,8 @@ def test_activations_equal_the_replacement_model(tmp_path, kind):
     for i, rec in enumerate(store.records):
         rows = np.nonzero(table["prompt"] == i)[0]
         tokens = torch.tensor(table["token"][rows])
-        assert rec["tokens"] == tokens.tolist() and rec["value"] == i and (table["pos"][rows] == np.arange(len(rows))).all()
+        assert rec["tokens"] == tokens.tolist() and rec["value"] == i
+        assert (table["pos"][rows] == np.arange(len(rows))).all()
         rep = build_replacement(loaded, tc, tokens, torch.float32)
         for layer in range(loaded.n_layers):
             got = store.layer_matrix(layer)[rows].toarray()
