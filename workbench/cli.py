@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="workbench",
         description="Attribution graphs through transcoders, and feature-geometry analyses.",
     )
+    from tracer import __version__
+
+    parser.add_argument("--version", action="version", version=f"manifold-workbench {__version__}")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -196,7 +196,9 @@ def _sparse_acts(tc: Transcoders, layer: int, x: Tensor, mask: Tensor, starts: T
     """(rows, features, values) of one layer's non-zero activations for a batch (B, T, d)."""
     B, T, _ = x.shape
     step = max(1, encode_rows // max(T, 1))
-    rows, feats, vals = [], [], []
+    rows: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
     for b0 in range(0, B, step):
         acts = encode(tc.layers[layer], x[b0:b0 + step].to(tc.layers[layer].W_enc.dtype))  # (b, T, d_tc)
         acts = acts * mask[b0:b0 + step, :, None].to(acts.device)
@@ -222,11 +224,11 @@ def _assemble_shard(tokens: list[Tensor], lengths: list[int], first_prompt: int,
         arrays[f"f{layer}.row"] = rows[order].astype(np.int32)
         arrays[f"f{layer}.feature"] = f[order].astype(np.int32)
         arrays[f"f{layer}.value"] = v[order]
-    for key, parts in vecs.items():
-        rows = np.concatenate([r for r, _ in parts])
-        x = np.concatenate([v for _, v in parts])
-        order = np.argsort(rows, kind="stable")
-        arrays[f"{key}.row"], arrays[key] = rows[order].astype(np.int32), x[order]
+    for key, pairs in vecs.items():
+        vrows = np.concatenate([r for r, _ in pairs])
+        x = np.concatenate([v for _, v in pairs])
+        vorder = np.argsort(vrows, kind="stable")
+        arrays[f"{key}.row"], arrays[key] = vrows[vorder].astype(np.int32), x[vorder]
     for key, layers in (("resid", cfg.residual_layers), ("input", cfg.mlp_input_layers)):
         for layer in layers:  # a shard whose prompts selected no position still has the arrays
             if f"{key}{layer}" not in arrays:
