@@ -259,7 +259,7 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
             arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # keeps 0-d arrays 0-d
             with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
                 np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-                fh.write(memoryview(arr.reshape(-1)).cast("B") if arr.size else b"")
+                fh.write(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
 
 
 def load_npz(path: Path) -> Graph:
@@ -272,5 +272,8 @@ def load_npz(path: Path) -> Graph:
     missing = [k for k in _TENSOR_FIELDS if k not in arrays]
     if missing:
         raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks {missing}.")
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
-    return Graph(**tensors, n_layers=int(arrays["n_layers"]), d_vocab=-1)
+    t = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
+    return Graph(adjacency=t["adjacency"], input_tokens=t["input_tokens"], active_features=t["active_features"],
+                 activation_values=t["activation_values"], selected_features=t["selected_features"],
+                 logit_token_ids=t["logit_token_ids"], logit_probabilities=t["logit_probabilities"],
+                 logit_vectors=t["logit_vectors"], n_layers=int(arrays["n_layers"]), d_vocab=-1)

@@ -111,7 +111,7 @@ class _RestrictedPickleModule:
 def _read_pt(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_RestrictedPickleModule)  # type: ignore[arg-type]
+                          pickle_module=_RestrictedPickleModule)
     except _ForbiddenGlobal as err:
         raise WorkbenchError(f"graph .pt must hold only circuit-tracer graph data; {str(path)!r} does not "
                              f"({err}). It was not loaded.") from None

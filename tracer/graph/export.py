@@ -136,14 +136,15 @@ def _prompt_tokens(graph: Graph, tokenizer: Tokenizer | Sequence[str] | None) ->
             raise WorkbenchError(f"prompt token strings must be {len(ids)} strings (one per position); got "
                                  f"{len(tokenizer)} items. Pass the decoded tokens or a tokenizer.")
         return list(tokenizer)
+    assert not isinstance(tokenizer, str)
     return [tokenizer.decode(t) for t in ids]
 
 
 def _logit_tokens(graph: Graph, tokenizer: Tokenizer | Sequence[str] | None) -> list[str]:
     if len(graph.logit_tokens) == graph.n_logits:
         return list(graph.logit_tokens)
-    if tokenizer is not None and hasattr(tokenizer, "decode"):
-        return [tokenizer.decode(v) for v in graph.logit_token_ids.tolist()]  # type: ignore[union-attr]
+    if tokenizer is not None and not isinstance(tokenizer, Sequence):
+        return [tokenizer.decode(v) for v in graph.logit_token_ids.tolist()]
     return ["" for _ in range(graph.n_logits)]
 
 

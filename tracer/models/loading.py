@@ -134,7 +134,7 @@ def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise WorkbenchError(f"model weights must load; got an error for {str(directory)!r}: {msg}. "
                              "The weights are corrupt or do not match config.json.") from None
-    model.to(torch_device)
+    nn.Module.to(model, torch_device)
     return wrap_model(model, _load_tokenizer(directory), model_id=str(directory))
 
 
@@ -144,7 +144,7 @@ def _load_tokenizer(directory: Path) -> Tokenizer | None:
     from transformers import AutoTokenizer
 
     try:
-        tok: Tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        tok: Any = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         return tok
     except Exception as err:  # noqa: BLE001
         logger.warning("could not load the tokenizer in %s (%s); use token ids", directory, err)
