@@ -91,7 +91,7 @@ def test_import_matches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert got.logit_tokens == graph.logit_tokens and got.input_string == graph.input_string
     assert got.logit_vectors.shape == (graph.n_logits, 0)
     assert "unavailable" in str(got.extra["logit_vectors"])
-    assert got.extra["circuit_tracer_cfg"]["dtype"] == "torch.float32"  # type: ignore[index]
+    assert got.extra["circuit_tracer_cfg"]["dtype"] == "torch.float32"
     native = got.save(tmp_path / "g.safetensors")
     back = Graph.load(native)
     for name in _FIELDS:
@@ -117,7 +117,7 @@ def test_refuses_without_consent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 class _Evil:
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (Path(self.target),))  # type: ignore[attr-defined]
+        return (Path.touch, (Path(self.target),))
 
     target = ""
 
