@@ -1,6 +1,7 @@
 """Feature manifolds: supervised fits, unsupervised discovery, irreducibility, tiling, displays.
 
 * :mod:`analyses.manifolds.curves` -- Fourier curves (circle, helix, interval): pure numpy math.
+* :mod:`analyses.manifolds.irreducibility` -- Engels' ε-mixture and separability indices.
 * :mod:`analyses.manifolds.fit` -- :class:`~analyses.manifolds.fit.ManifoldFit`: class means of a
   known variable, a PCA subspace and a Fourier curve with a frequency search.
 

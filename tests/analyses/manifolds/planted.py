@@ -29,3 +29,35 @@ def planted_curve(*, period: int, n_per_value: int, d: int = 64, frequency: int 
     coords[:, 4] = drift * y / period
     X = coords @ B.T + noise * rng.standard_normal((len(y), d)) + rng.standard_normal(d)  # off-origin centre
     return X, y, B
+
+
+def engels_clouds(seed: int = 0, n: int = 4000, noise: float = 0.05) -> dict[str, np.ndarray]:
+    """The research note's §6.1 synthetic 2-D clouds (N = 4000, noise σ = 0.05), each (n, 2).
+
+    The note gives only names, N and σ; these constructions reproduce its numbers (see the report
+    in tests/analyses/manifolds/test_irreducibility.py): unit circle and 7 clusters on the unit circle;
+    a Gaussian with correlation 0.8; two perpendicular lines through the origin, half the points each,
+    positions N(0, 3²); a line (70%, positions N(0, 3²)) plus an isotropic N(0, 3² I) blob (30%).
+    Every cloud but the Gaussian gets N(0, σ² I) noise."""
+    def rng(i: int) -> np.random.Generator:
+        return np.random.default_rng([seed, i])
+
+    out: dict[str, np.ndarray] = {}
+    zero = np.zeros(n)
+    r = rng(0)
+    t = r.uniform(0, 2 * np.pi, n)
+    out["noisy circle"] = np.c_[np.cos(t), np.sin(t)] + noise * r.standard_normal((n, 2))
+    r = rng(1)
+    t = 2 * np.pi * r.integers(0, 7, n) / 7
+    out["7 clusters on a circle"] = np.c_[np.cos(t), np.sin(t)] + noise * r.standard_normal((n, 2))
+    r = rng(2)
+    out["correlated Gaussian"] = r.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], n)
+    r = rng(3)
+    first = r.random(n) < 0.5
+    out["two perpendicular lines"] = np.where(first[:, None], np.c_[3 * r.standard_normal(n), zero],
+                                              np.c_[zero, 3 * r.standard_normal(n)]) + noise * r.standard_normal((n, 2))
+    r = rng(4)
+    on_line = r.random(n) < 0.7
+    out["line + blob"] = np.where(on_line[:, None], np.c_[3 * r.standard_normal(n), zero],
+                                  3 * r.standard_normal((n, 2))) + noise * r.standard_normal((n, 2))
+    return out
