@@ -4,6 +4,8 @@
 * :mod:`analyses.manifolds.irreducibility` -- Engels' ε-mixture and separability indices.
 * :mod:`analyses.manifolds.fit` -- :class:`~analyses.manifolds.fit.ManifoldFit`: class means of a
   known variable, a PCA subspace and a Fourier curve with a frequency search.
+* :mod:`analyses.manifolds.discovery` -- :class:`~analyses.manifolds.discovery.ManifoldDiscovery`:
+  families' reconstruction clouds ranked by irreducibility, loop tests, principal curves.
 
 Import the module you use; this package import stays light.
 """

@@ -61,3 +61,33 @@ def engels_clouds(seed: int = 0, n: int = 4000, noise: float = 0.05) -> dict[str
     out["line + blob"] = np.where(on_line[:, None], np.c_[3 * r.standard_normal(n), zero],
                                   3 * r.standard_normal((n, 2))) + noise * r.standard_normal((n, 2))
     return out
+
+
+def planted_layer(*, n_tokens: int = 6000, d: int = 32, seed: int = 0):
+    """A synthetic transcoder layer: activations A (n_tokens, 30) csr, W_dec (30, d), families, and the
+    ring's latent angle per token (NaN where the ring is silent).
+
+    * ``ring`` (features 0-11): decoders evenly around a circle in a random plane (plus a shared
+      offset); on ~1/3 of the tokens a latent angle θ ~ U(0, 2π) drives bump-tuned activations
+      ``max(0, cos(θ - φ_i) - 0.6)``, so two or three neighbours fire together;
+    * ``axes`` (12-19): random directions, each firing alone on ~1/16 of the tokens (a mixture of lines);
+    * ``blob`` (20-29): random directions with independent dense half-normal activations on ~1/4 of
+      the tokens (a Gaussian-like, separable cloud)."""
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    B = orthonormal(d, 3, rng)
+    phi = 2 * np.pi * np.arange(12) / 12
+    W = np.zeros((30, d))
+    W[:12] = np.c_[np.cos(phi), np.sin(phi)] @ B[:, :2].T + 0.5 * B[:, 2]
+    W[12:] = rng.standard_normal((18, d)) / np.sqrt(d)
+    A = np.zeros((n_tokens, 30))
+    ring_on = rng.random(n_tokens) < 1 / 3
+    theta = np.where(ring_on, rng.uniform(0, 2 * np.pi, n_tokens), np.nan)
+    A[ring_on, :12] = np.maximum(0.0, np.cos(theta[ring_on, None] - phi[None]) - 0.6) * 3
+    for j in range(12, 20):
+        A[rng.random(n_tokens) < 1 / 16, j] = rng.uniform(0.5, 2.0)
+    blob_on = rng.random(n_tokens) < 1 / 4
+    A[blob_on, 20:] = np.abs(rng.standard_normal((blob_on.sum(), 10)))
+    families = {"ring": list(range(12)), "axes": list(range(12, 20)), "blob": list(range(20, 30))}
+    return sp.csr_matrix(A), W, families, theta
