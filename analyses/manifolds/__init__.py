@@ -6,6 +6,7 @@
   known variable, a PCA subspace and a Fourier curve with a frequency search.
 * :mod:`analyses.manifolds.discovery` -- :class:`~analyses.manifolds.discovery.ManifoldDiscovery`:
   families' reconstruction clouds ranked by irreducibility, loop tests, principal curves.
+* :mod:`analyses.manifolds.tiling` -- tuning curves, preferred values, coverage and overlap.
 
 Import the module you use; this package import stays light.
 """
