@@ -7,6 +7,7 @@
 * :mod:`analyses.manifolds.discovery` -- :class:`~analyses.manifolds.discovery.ManifoldDiscovery`:
   families' reconstruction clouds ranked by irreducibility, loop tests, principal curves.
 * :mod:`analyses.manifolds.tiling` -- tuning curves, preferred values, coverage and overlap.
+* :mod:`analyses.manifolds.display` -- circle, tuning-curve, frequency and decoder-map plots.
 
 Import the module you use; this package import stays light.
 """
