@@ -261,7 +261,10 @@ def pca_subspace(M: np.ndarray, threshold: float, cap: int,
     ratios = var / var.sum() if var.sum() > 0 else np.zeros_like(var)
     rank = int((sv > sv[0] * 1e-10).sum()) if len(sv) and sv[0] > 0 else 0
     m = int(np.searchsorted(np.cumsum(ratios), threshold - 1e-12) + 1)
-    m = max(min(m, cap, rank), min(min_m, rank), 1)
+    if rank < min_m:
+        raise ValueError(f"class means must span at least {min_m} dimension(s); got rank {rank}. The points "
+                         "do not vary with the value (e.g. features that never fire).")
+    m = max(min(m, cap, rank), min_m)
     return centre, Vt[:m].T.copy(), ratios, m  # basis (d, m)
 
 
