@@ -103,7 +103,8 @@ class TuningCurvesDisplay(Display):
         cmap = colormaps[CYCLIC_CMAP if self.closed else "viridis"]
         span = 2 * np.pi if self.closed else 1.0
         for curve, pref in zip(self.tuning, self.preferred):
-            ax.plot(self.bin_centres, np.nan_to_num(curve), color=cmap(float(pref) / span), lw=1, **kwargs)
+            ok = np.isfinite(curve)  # empty bins (no row there) are skipped, not drawn as zero
+            ax.plot(self.bin_centres[ok], curve[ok], color=cmap(float(pref) / span), lw=1, **kwargs)
         if self.value_ticks:
             ax.set_xticks(list(self.value_ticks.values()), list(self.value_ticks), rotation=45, fontsize=7)
         ax.set_xlim(0, span)

@@ -12,7 +12,7 @@ rows and the true value per row. Per feature:
 * width: the share of the manifold (radians, or position units) where the tuning curve is at
   least half its peak.
 
-For the family: coverage (share of bins where some feature is at least half its peak), the mean
+For the family: coverage (share of occupied bins where some feature is at least half its peak), the mean
 overlap (histogram intersection of normalised tuning curves) of neighbours in preferred order,
 the share of selective features (>= 0.7), the Pearson correlation between decoder cosine and
 closeness of preferred coordinates (``cos Δu`` closed, ``-|Δu|`` open) over feature pairs, and --
@@ -57,7 +57,7 @@ class TilingResult:
     peak: np.ndarray
     """(n_features,) maximum of the tuning curve"""
     coverage: float
-    """share of bins where some live feature is >= half its peak"""
+    """share of the occupied bins (holding at least one row) where some live feature is >= half its peak"""
     neighbour_overlap: float
     """mean histogram intersection of neighbours' normalised tuning curves (NaN with < 2 live features)"""
     fraction_selective: float
@@ -166,6 +166,7 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
     preferred, selectivity = preferred_and_selectivity(u, A, closed)
     peak = np.nanmax(np.where(np.isnan(tuning), -np.inf, tuning), axis=1)
     above = np.nan_to_num(tuning) >= 0.5 * peak[:, None]  # (n_features, n_bins)
+    occupied = ~np.isnan(tuning).all(0) if len(tuning) else np.zeros(n_bins, bool)  # bins holding a row
     width = above.sum(1) * (2 * np.pi if closed else 1.0) / n_bins
     lv = np.flatnonzero(live)
     value_tuning = covered = None
@@ -179,7 +180,7 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
     return TilingResult(
         features=ids, closed=closed, bin_centres=centres, tuning=tuning, live=live,
         preferred=np.where(live, preferred, np.nan), selectivity=np.where(live, selectivity, np.nan),
-        width=width, peak=peak, coverage=float(above[lv].any(0).mean()) if len(lv) else 0.0,
+        width=width, peak=peak, coverage=float(above[lv][:, occupied].any(0).mean()) if len(lv) else 0.0,
         neighbour_overlap=_neighbour_overlap(tuning[lv], preferred[lv], closed),
         fraction_selective=float((selectivity[lv] >= SELECTIVE).mean()) if len(lv) else 0.0,
         decoder_cosine_r=None if W_dec is None else decoder_closeness_r(np.asarray(W_dec)[lv], preferred[lv], closed),
