@@ -229,7 +229,7 @@ def decoder_matrices(tcs: Transcoders) -> list[np.ndarray]:
 
 
 def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], family: str,
-               out: Path | None, W_dec: list[np.ndarray]) -> dict[str, Any]:
+               out: Path | None, W_dec: list[np.ndarray]) -> tuple[dict[str, Any], dict[str, Any]]:
     names = list(manifest["families"][family]["values"])
     prompts = manifest["prompt_sets"][f"{family}_arith"]
     labels = world / "labels_plt.jsonl"
@@ -250,7 +250,26 @@ def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dic
         for position in POSITIONS:
             key = best_key(rows["residual"], position + "/")
             save_result(fits[f"residual/{key}"], out / f"{family}_{position}_fit.json")
-    return report
+    return report, tilings
+
+
+def decoder_map(out: Path, world: Path, W: np.ndarray, layer: int, tilings: dict[str, dict[str, Any]],
+                method: str) -> list[str]:
+    """The layer's decoder directions, coloured by label family and by preferred angle (output features)."""
+    from analyses.manifolds.display import DecoderMapDisplay
+
+    families: dict[str, list[int]] = {}
+    for line in (world / "labels_plt.jsonl").read_text().split("\n"):
+        if line.strip() and (rec := json.loads(line))["layer"] == layer and rec.get("family"):
+            families.setdefault(rec["family"], []).append(int(rec["feature"]))
+    preferred: dict[int, float] = {}
+    for fam_tilings in tilings.values():
+        if (found := fam_tilings.get(f"output/plt{layer}")) is not None:
+            tiling = found[0]
+            preferred.update({f: float(a) for f, a, ok in zip(tiling.features, tiling.preferred, tiling.live) if ok})
+    disp = DecoderMapDisplay.from_decoders(W, families, preferred, method=method,
+                                           title=f"PLT layer {layer} decoders ({method})")
+    return [str(disp.plot(color_by=c).savefig(out / f"decoder_map_L{layer}_{c}.png")) for c in ("family", "value")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -260,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", type=Path, default=None, help="world folder (default: the shipped data/world)")
     ap.add_argument("--out", type=Path, required=True, help="folder for world_manifolds.json and plots")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
+    ap.add_argument("--map-layer", type=int, default=1, help="PLT layer of the decoder map")
+    ap.add_argument("--map-method", default="umap", choices=("umap", "pca"), help="decoder map embedding")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     world = args.world or world_dir()
@@ -268,8 +289,13 @@ def main(argv: list[str] | None = None) -> int:
     loaded = load_model(world / "model")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
     W_dec = decoder_matrices(tcs)
-    report = {fam: run_family(loaded, tcs, world, manifest, fam, args.out, W_dec)
-              for fam in args.families.split(",")}
+    report: dict[str, Any] = {}
+    tilings: dict[str, dict[str, Any]] = {}
+    for fam in args.families.split(","):
+        report[fam], tilings[fam] = run_family(loaded, tcs, world, manifest, fam, args.out, W_dec)
+    t0 = time.perf_counter()
+    report["decoder_map"] = {"plots": decoder_map(args.out, world, W_dec[args.map_layer], args.map_layer, tilings,
+                                                  args.map_method), "seconds": round(time.perf_counter() - t0, 1)}
     (args.out / "world_manifolds.json").write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
     return 0
@@ -278,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
 def print_table(report: dict[str, Any]) -> None:
     print("family kind  key          k order  m  top2  R2fit R2k   heldout R2 [95%]      cm-R2  RMSE rad [95%]     acc")
     for fam, rep in report.items():
+        if fam == "decoder_map":
+            continue
         for kind in ("residual", "reconstruction"):
             for key, row in rep[kind].items():
                 if "error" in row:
