@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from analyses.base import check_number
+from analyses.manifolds.fit import class_means
 from analyses.results import register_result
 
 SELECTIVE = 0.7
@@ -96,12 +97,8 @@ def bin_means(u: np.ndarray, A: np.ndarray, n_bins: int, closed: bool) -> tuple[
     """Bin centres (n_bins,) and mean activation per bin (n_features, n_bins)."""
     span = 2 * np.pi if closed else 1.0
     idx = np.clip((u / span * n_bins).astype(np.int64), 0, n_bins - 1)  # (n,)
-    counts = np.bincount(idx, minlength=n_bins)  # (n_bins,)
-    sums = np.zeros((n_bins, A.shape[1]))
-    np.add.at(sums, idx, A)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = (sums / counts[:, None]).T  # (n_features, n_bins)
-    return (np.arange(n_bins) + 0.5) * span / n_bins, means
+    means, _ = class_means(A, idx, n_bins)  # (n_bins, n_features)
+    return (np.arange(n_bins) + 0.5) * span / n_bins, means.T
 
 
 def preferred_and_selectivity(u: np.ndarray, A: np.ndarray, closed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -140,14 +137,6 @@ def decoder_closeness_r(W: np.ndarray, preferred: np.ndarray, closed: bool) -> f
     return float(np.corrcoef(cos, close)[0, 1])
 
 
-def _value_tuning(values: np.ndarray, A: np.ndarray, period: int) -> np.ndarray:
-    counts = np.bincount(values, minlength=period)
-    sums = np.zeros((period, A.shape[1]))
-    np.add.at(sums, values, A)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (sums / counts[:, None]).T  # (n_features, period)
-
-
 def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarray | None = None, *,
                    closed: bool = True, n_bins: int = 36, features: list[int] | None = None,
                    values: np.ndarray | None = None, period: int | None = None) -> TilingResult:
@@ -175,7 +164,7 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
         p = int(v.max()) + 1 if period is None else int(period)
         if v.shape != u.shape or v.min() < 0 or v.max() >= p:
             raise ValueError(f"values must be integers in [0, {p}), one per row; got shape {v.shape}.")
-        value_tuning = _value_tuning(v, A, p)
+        value_tuning = class_means(A, v, p)[0].T  # (n_features, p)
         covered = sorted({int(np.nanargmax(value_tuning[f])) for f in lv})
     return TilingResult(
         features=ids, closed=closed, bin_centres=centres, tuning=tuning, live=live,
