@@ -72,3 +72,15 @@ def test_loop_test_and_principal_curve_on_clean_shapes():
     Z = np.c_[ring, 0.3 * np.cos(2 * t)]  # a saddle-shaped closed curve in 3-D
     _, u, r2 = principal_curve(Z, np.arctan2(ring[:, 1], ring[:, 0]), closed=True, n_harmonics=3, n_iter=10)
     assert r2 > 0.99
+
+
+def test_h1_persistence_with_ripser():
+    """Optional dependency: runs where ripser is installed (checked by hand with ripser 0.6.15: ring 0.51,
+    Gaussian blob 0.04)."""
+    pytest.importorskip("ripser")
+    from analyses.manifolds.discovery import h1_persistence
+
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, 2 * np.pi, 1000)
+    ring = np.c_[np.cos(t), np.sin(t), 0.05 * rng.standard_normal(1000)]
+    assert h1_persistence(ring, rng) > 0.3 > 0.1 > h1_persistence(rng.standard_normal((1000, 3)), rng)
