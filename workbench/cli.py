@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "import-pt": "workbench.cmd_graphtools",
     "intervene": "workbench.cmd_intervene",
     "activations": "workbench.cmd_activations",
+    "manifold": "workbench.cmd_manifold",
     "world": "workbench.world.cli",
     "bench": "workbench.bench.cli",
 }

@@ -18,12 +18,14 @@ the mean over consecutive principal-component pairs of ``(1 - M) · S``.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from analyses.base import check_number
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,10 +76,12 @@ def standardize(X: np.ndarray) -> np.ndarray:
     return Xc / np.where(rms > 0, rms, 1.0)
 
 
-def _band_gradient(X1: torch.Tensor, X1t: torch.Tensor, w: torch.Tensor, eps: float, T: float) -> torch.Tensor:
+def _band_gradient(X1: "torch.Tensor", X1t: "torch.Tensor", w: "torch.Tensor", eps: float, T: float) -> "torch.Tensor":
     """d/dw of mean(sigmoid((eps - |z|) / T)) for every cloud and restart, with w = (a_1, a_2, b).
 
     X1 (B, N, 3) the points with a column of ones, X1t its transpose (B, 3, N); w (B, R, 3)."""
+    import torch
+
     u = torch.bmm(w, X1t)  # (B, R, N)
     n = u.shape[-1]
     rinv = torch.rsqrt(u.pow(2).mean(-1, keepdim=True).clamp_min(1e-30))  # (B, R, 1)
@@ -91,6 +95,8 @@ def _band_gradient(X1: torch.Tensor, X1t: torch.Tensor, w: torch.Tensor, eps: fl
 
 def mixture_index(clouds: np.ndarray, config: IrreducibilityConfig | None = None) -> np.ndarray:
     """ε-mixture index of each cloud: (N, 2) -> shape (1,), (B, N, 2) -> (B,)."""
+    import torch  # imported here: `workbench --help` registers this module's config without torch
+
     cfg = config or IrreducibilityConfig()
     X = standardize(_check_clouds(clouds))  # (B, N, 2)
     B, N, _ = X.shape
