@@ -122,7 +122,8 @@ def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n
     try:
         manifest: dict[str, Any] = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} ({err}).") from None
+        raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} "
+                             f"({err}).") from None
     if family not in manifest.get("families", {}):
         raise WorkbenchError(f"--family must be one of {sorted(manifest.get('families', {}))}; got {family!r}.")
     if position not in POSITIONS:

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
     from workbench.config_cli import add_config_arguments, config_from_args
-    from workbench.manifold_world_report import decoder_map, plots, print_table, scorecard
+    from workbench.manifold_world_report import decoder_map, format_table, plots, scorecard
     from workbench.paths import world_dir
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         rep["plots"] = plots(args.out, fam, data, rep)
         report["families"][fam] = rep
         tilings[fam] = data["tilings"]
-        print_table({fam: rep})
+        print(format_table({fam: rep}), flush=True)
     report["scorecard"] = {fam: scorecard(rep, None if disc is None else disc.get("scorecard", {}).get(fam))
                            for fam, rep in report["families"].items()}
     if args.map_method != "none":

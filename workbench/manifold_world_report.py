@@ -103,9 +103,9 @@ def scorecard(rep: dict[str, Any], discovery: dict[str, Any] | None = None) -> d
     return card
 
 
-def print_table(report: dict[str, Any]) -> None:
+def format_table(report: dict[str, Any]) -> str:
     """A compact table of the fits (headline rows marked *) and the real-model checks."""
-    print("family kind  key          k ord  m  R2fit  fit-held-out R2 [95%] RMSE      model-held-out R2 [95%] RMSE")
+    lines = ["family kind  key          k ord  m  R2fit  fit-held-out R2 [95%] RMSE      model-held-out R2 [95%] RMSE"]
     for fam, rep in report.items():
         if not isinstance(rep, dict) or "residual" not in rep:
             continue
@@ -113,10 +113,10 @@ def print_table(report: dict[str, Any]) -> None:
         for kind in ("residual", "reconstruction"):
             for key, row in rep[kind].items():
                 if "error" in row:
-                    print(f"{fam:6s} {kind[:5]:5s} {key:12s} -- {row['error'][:60]}")
+                    lines.append(f"{fam:6s} {kind[:5]:5s} {key:12s} -- {row['error'][:60]}")
                     continue
                 a, b = row["fit_heldout"], row["model_heldout"]
-                print(f"{fam:6s} {kind[:5]:5s} {key:11s}{'*' if key in heads else ' '} {row['frequency']:2d} "
+                lines.append(f"{fam:6s} {kind[:5]:5s} {key:11s}{'*' if key in heads else ' '} {row['frequency']:2d} "
                       f"{'y' if row['order_matches'] else 'n'} {row['n_components']:2d}  {row['r2']:.3f}  "
                       f"{a['r2']:.3f} [{a['r2_ci'][0]:.2f},{a['r2_ci'][1]:.2f}] {a['angle_rmse']:.3f}     "
                       f"{b['r2']:.3f} [{b['r2_ci'][0]:.2f},{b['r2_ci'][1]:.2f}] {b['angle_rmse']:.3f}")
@@ -124,6 +124,7 @@ def print_table(report: dict[str, Any]) -> None:
             for key, row in rep.get("causal", {}).get(section, {}).items():
                 for split in ("fit_heldout", "model_heldout") if section == "headline" else (None,):
                     s = row[split] if split else row
-                    print(f"{fam:6s} causal {section} {key} {split or 'fit_heldout'} n={s['n_prompts']}: "
+                    lines.append(f"{fam:6s} causal {section} {key} {split or 'fit_heldout'} n={s['n_prompts']}: "
                           f"fitted {s['fitted_success']:.3f} random {s['random_success']:.3f} "
                           f"full {s['full_success']:.3f} steer {s['steering_success']:.3f}")
+    return "\n".join(lines)

@@ -22,39 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from analyses.base import check_number
+from analyses.manifolds.configs import IrreducibilityConfig
 
 if TYPE_CHECKING:
     import torch
 
-
-@dataclass(frozen=True, kw_only=True)
-class IrreducibilityConfig:
-    """Settings of both indices (defaults: the research note's §6.1 calibration)."""
-
-    epsilon: float = 0.1
-    """Band half-width in units of the projection's RMS."""
-    n_restarts: int = 5
-    """Random restarts of the band search (the best one counts)."""
-    n_steps: int = 3000
-    """Annealed gradient-ascent steps per restart."""
-    learning_rate: float = 0.1
-    """Step size of the ascent (Engels: 0.1)."""
-    bins: int = 10
-    """Histogram bins per axis for the mutual information."""
-    n_angles: int = 100
-    """Rotations scanned for the separability minimum."""
-    seed: int = 0
-    """Seed of the restarts' starting directions."""
-
-    def __post_init__(self) -> None:
-        check_number("epsilon", self.epsilon, lo=0, lo_open=True)
-        check_number("n_restarts", self.n_restarts, lo=1, integer=True)
-        check_number("n_steps", self.n_steps, lo=1, integer=True)
-        check_number("learning_rate", self.learning_rate, lo=0, lo_open=True)
-        check_number("bins", self.bins, lo=2, integer=True)
-        check_number("n_angles", self.n_angles, lo=1, integer=True)
-        check_number("seed", self.seed, lo=0, integer=True)
 
 
 def _check_clouds(clouds: Any) -> np.ndarray:
