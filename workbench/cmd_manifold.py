@@ -58,8 +58,7 @@ class ManifoldRunConfig:
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    from analyses.manifolds.discovery import DiscoveryConfig
-    from analyses.manifolds.fit import ManifoldFitConfig
+    from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig, ManifoldFitConfig
     from workbench.config_cli import add_config_arguments
 
     p = sub.add_parser("manifold", help="fit, steer along and discover feature manifolds",
@@ -92,8 +91,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     fams.add_argument("--families", type=Path, help="JSON list of {layer, features, label?} (FeatureFamilies)")
     fams.add_argument("--labels", type=Path, help="a world's labels JSONL: label families family/side")
     disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
+    disc.add_argument("--layers", default=None, help="comma-separated transcoder layers (default: every family's)")
     disc.add_argument("--out", type=Path, required=True, help="output folder")
     add_config_arguments(disc, DiscoveryConfig, exclude=("irreducibility",))
+    add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")
     disc.set_defaults(func=run_discover)
     for action in (fit, steer, disc):
         action.add_argument("--threads", type=int, default=1,
@@ -189,7 +190,7 @@ def check_layer(layer: int, n_layers: int) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    from analyses.manifolds.fit import ManifoldFitConfig
+    from analyses.manifolds.configs import ManifoldFitConfig
     from workbench.config_cli import config_from_args
     from workbench.manifold_fit_run import fit_and_check
 

@@ -92,14 +92,16 @@ def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path,
 
 def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) -> dict[str, Any]:
     """`workbench manifold discover`: families per layer, ranked."""
-    from analyses.manifolds.discovery import DiscoveryConfig
+    from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
     from analyses.results import save_result
     from workbench.config_cli import config_from_args
 
-    cfg = config_from_args(DiscoveryConfig, args)
+    cfg = config_from_args(DiscoveryConfig, args,
+                           irreducibility=config_from_args(IrreducibilityConfig, args, prefix="irr_"))
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size) if args.families is not None
             else families_from_labels(args.labels, args.min_size))
-    fams = {layer: f for layer, f in fams.items() if f and layer < tcs.n_layers}
+    layers = None if args.layers is None else {int(x) for x in str(args.layers).split(",") if x.strip()}
+    fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
     if not fams:
         raise WorkbenchError(f"families must include at least one of >= {args.min_size} features; got none.")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -59,14 +59,17 @@ def _corpus(world: Path, manifest: dict[str, Any], n_sentences: int) -> list[str
 
 
 def scorecard(report: dict[str, Any]) -> dict[str, Any]:
-    """Per cyclic family and layer: its families' ranks, and whether they beat every non-cyclic family."""
+    """Per cyclic family and layer: its families' ranks; whether all of them, and whether its best one,
+    rank above every non-cyclic family."""
     card: dict[str, Any] = {fam: {} for fam in CYCLIC}
     for layer, rep in report["layers"].items():
+        others = [rep["ranking"].index(n) for n in rep["ranking"] if family_kind(n) not in CYCLIC]
         for fam in CYCLIC:
-            mine = [n for n in rep["ranking"] if family_kind(n) == fam]
-            card[fam][layer] = {"families": {n: rep["ranking"].index(n) + 1 for n in mine},
-                                "all_above_every_other": not any(n in rep["cyclic_below_an_other"] for n in mine),
-                                "best_other": rep["best_other"], "n_ranked": len(rep["ranking"])}
+            mine = {n: rep["ranking"].index(n) + 1 for n in rep["ranking"] if family_kind(n) == fam}
+            if mine:
+                card[fam][layer] = {"families": mine, "n_ranked": len(rep["ranking"]), "best_other": rep["best_other"],
+                                    "all_above_every_other": all(r - 1 < min(others, default=99) for r in mine.values()),
+                                    "best_above_every_other": min(mine.values()) - 1 < min(others, default=99)}
     return card
 
 

@@ -97,7 +97,9 @@ def scorecard(rep: dict[str, Any], discovery: dict[str, Any] | None = None) -> d
         card["causal"][position] = _causal_figures(row)
     for key, t in rep["tiling"].items():
         if t["value_coverage"] is not None:
-            card["coverage"][key] = _figure(t["value_coverage"], None, TARGETS["value_coverage"], True)
+            card["coverage"][key] = {**_figure(t["value_coverage"], None, TARGETS["value_coverage"], True),
+                                     "n_features": t["n_features"], "peak_coverage": t["peak_coverage"],
+                                     "fit_layer": t["fit_layer"]}
     if discovery is not None:
         card["discovery"] = discovery
     return card
