@@ -63,13 +63,15 @@ def scorecard(report: dict[str, Any]) -> dict[str, Any]:
     rank above every non-cyclic family."""
     card: dict[str, Any] = {fam: {} for fam in CYCLIC}
     for layer, rep in report["layers"].items():
-        others = [rep["ranking"].index(n) for n in rep["ranking"] if family_kind(n) not in CYCLIC]
+        ranking = rep["ranking"]
+        first_other = min((i + 1 for i, n in enumerate(ranking) if family_kind(n) not in CYCLIC),
+                          default=len(ranking) + 1)  # 1-based rank of the best non-cyclic family
         for fam in CYCLIC:
-            mine = {n: rep["ranking"].index(n) + 1 for n in rep["ranking"] if family_kind(n) == fam}
+            mine = {n: i + 1 for i, n in enumerate(ranking) if family_kind(n) == fam}
             if mine:
-                card[fam][layer] = {"families": mine, "n_ranked": len(rep["ranking"]), "best_other": rep["best_other"],
-                                    "all_above_every_other": all(r - 1 < min(others, default=99) for r in mine.values()),
-                                    "best_above_every_other": min(mine.values()) - 1 < min(others, default=99)}
+                card[fam][layer] = {"families": mine, "n_ranked": len(ranking), "best_other": rep["best_other"],
+                                    "all_above_every_other": max(mine.values()) < first_other,
+                                    "best_above_every_other": min(mine.values()) < first_other}
     return card
 
 
