@@ -19,9 +19,10 @@ substitution (fitted / random / full) and steering along the curve run on the re
 sweep repeats them on a sample at every layer. Tiling: the family's layer-l features over the
 angle of a residual fit, all prompts.
 
-``python -m workbench.manifold_world --out DIR`` writes ``world_manifolds.json`` (every figure with
-95% intervals, and a ``scorecard`` per family against the issue's targets) and plots; add
-``--discovery`` to include the discovery ranking (:mod:`workbench.manifold_world_discovery`).
+``python -m workbench.manifold_world --out DIR --run-discovery`` writes ``world_manifolds.json``
+(every figure with 95% intervals, the discovery ranking per layer, and a ``scorecard`` per family
+against the issue's targets) and plots; ``--discovery FILE`` merges an existing discovery run
+(:mod:`workbench.manifold_world_discovery`) instead.
 """
 
 import json
@@ -290,8 +291,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="folder for world_manifolds.json and plots")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")
     ap.add_argument("--no-causal", action="store_true", help="skip the real-model substitution and steering")
-    ap.add_argument("--discovery", type=Path, default=None,
-                    help="world_discovery.json of workbench.manifold_world_discovery, merged into the scorecards")
+    disc_src = ap.add_mutually_exclusive_group()
+    disc_src.add_argument("--discovery", type=Path, default=None,
+                          help="world_discovery.json of workbench.manifold_world_discovery, merged into the scorecards")
+    disc_src.add_argument("--run-discovery", action="store_true",
+                          help="run the discovery ranking too (label families; about 2 minutes) and merge it")
     ap.add_argument("--map-layer", type=int, default=1, help="PLT layer of the decoder map")
     ap.add_argument("--map-method", default="umap", choices=("umap", "pca", "none"), help="decoder map embedding")
     add_config_arguments(ap, WorldScoreConfig)
@@ -299,13 +303,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(WorldScoreConfig, args)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    world = args.world or world_dir()
+    world = (args.world or world_dir()).resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((world / "manifest.json").read_text())
-    loaded = load_model(world / "model")
+    loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
     disc = json.loads(args.discovery.read_text()) if args.discovery else None
-    report: dict[str, Any] = {"world": str(world), "config": vars(cfg), "families": {}}
+    if args.run_discovery:
+        from workbench.manifold_world_discovery import format_ranking, run_discovery
+
+        disc = run_discovery(world, args.out / "discovery")
+        print(format_ranking(disc), flush=True)
+    report: dict[str, Any] = {"world": str(world), "config": vars(cfg), "families": {},
+                              "discovery": None if disc is None else {k: disc[k] for k in ("families_from", "layers")}}
     tilings: dict[str, dict[str, Any]] = {}
     for fam in args.families.split(","):
         rep, data = run_family(loaded, tcs, world, manifest, fam, args.out, cfg, causal=not args.no_causal)

@@ -75,9 +75,50 @@ def scorecard(report: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentences: int = 2000, min_size: int = 5,
+                  layers: list[int] | None = None, raw_cloud_metrics: bool = False) -> dict[str, Any]:
+    """Discovery on every layer's families; writes and returns world_discovery.json's content."""
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
+
+    world = world.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((world / "manifest.json").read_text())
+    loaded = load_model(world / "model", backend="auto")
+    tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    fams = (families_from_labels(world / "labels_plt.jsonl", min_size) if families == "labels"
+            else families_from_json(Path(families), tcs.n_layers, min_size))
+    layers = sorted(fams) if layers is None else layers
+    t0 = time.perf_counter()
+    store = corpus_store(loaded, tcs, _corpus(world, manifest, n_sentences), out / "activations", layers)
+    report: dict[str, Any] = {"world": str(world), "families_from": families, "n_sentences": n_sentences,
+                              "n_rows": store.n_rows, "seconds_activations": round(time.perf_counter() - t0, 1),
+                              "layers": {}}
+    for layer in layers:
+        est = ManifoldDiscovery(raw_cloud_metrics=raw_cloud_metrics)
+        rep, _ = discover_layer(store, tcs, layer, fams.get(layer, {}), est)
+        rep.update(score_ranking(rep["ranking"], {n: f["score"] for n, f in rep["families"].items()}))
+        report["layers"][str(layer)] = rep
+        logger.info("discovery layer %d (%.1f s): cyclic above all others: %s", layer, rep["seconds"],
+                    rep["cyclic_above_all_other"])
+    report["scorecard"] = scorecard(report)
+    (out / "world_discovery.json").write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+def format_ranking(report: dict[str, Any]) -> str:
+    lines = []
+    for layer, rep in report["layers"].items():
+        lines.append(f"layer {layer} ({rep['seconds']} s): cyclic above all others: {rep['cyclic_above_all_other']}")
+        for name in rep["ranking"]:
+            f = rep["families"][name]
+            lines.append(f"  {name:18s} n={f['n_members']:3d} pts={f['n_points']:5d} strong={f['n_strong']:5d} "
+                         f"ring={f['score']:.3f} loop={f['loop_quality']:.2f} irr={f['loop_irreducibility']:.2f} "
+                         f"engels_dir={f['engels_score']:.2f} raw={f['raw_score']:.2f}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
     from workbench.paths import world_dir
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
@@ -91,32 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    world = (args.world or world_dir()).resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
-    manifest = json.loads((world / "manifest.json").read_text())
-    loaded = load_model(world / "model", backend="auto")
-    tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
-    fams = (families_from_labels(world / "labels_plt.jsonl", args.min_size) if args.families == "labels"
-            else families_from_json(Path(args.families), tcs.n_layers, args.min_size))
-    layers = sorted(fams) if args.layers is None else [int(x) for x in args.layers.split(",")]
-    t0 = time.perf_counter()
-    store = corpus_store(loaded, tcs, _corpus(world, manifest, args.n_sentences), args.out / "activations", layers)
-    report: dict[str, Any] = {"world": str(world), "families_from": args.families, "n_sentences": args.n_sentences,
-                              "n_rows": store.n_rows, "seconds_activations": round(time.perf_counter() - t0, 1),
-                              "layers": {}}
-    for layer in layers:
-        est = ManifoldDiscovery(raw_cloud_metrics=args.raw_cloud_metrics)
-        rep, _ = discover_layer(store, tcs, layer, fams.get(layer, {}), est)
-        rep.update(score_ranking(rep["ranking"], {n: f["score"] for n, f in rep["families"].items()}))
-        report["layers"][str(layer)] = rep
-        print(f"layer {layer} ({rep['seconds']} s): cyclic above all others: {rep['cyclic_above_all_other']}")
-        for name in rep["ranking"]:
-            f = rep["families"][name]
-            print(f"  {name:18s} n={f['n_members']:3d} pts={f['n_points']:5d} strong={f['n_strong']:5d} "
-                  f"ring={f['score']:.3f} loop={f['loop_quality']:.2f} irr={f['loop_irreducibility']:.2f} "
-                  f"engels_dir={f['engels_score']:.2f} raw={f['raw_score']:.2f}", flush=True)
-    report["scorecard"] = scorecard(report)
-    (args.out / "world_discovery.json").write_text(json.dumps(report, indent=1) + "\n")
+    report = run_discovery(args.world or world_dir(), args.out, families=args.families, n_sentences=args.n_sentences,
+                           min_size=args.min_size, raw_cloud_metrics=args.raw_cloud_metrics,
+                           layers=None if args.layers is None else [int(x) for x in args.layers.split(",")])
+    print(format_ranking(report))
     return 0
 
 
