@@ -26,6 +26,7 @@ from analyses.manifolds.causal import (
     SteeringResult,
     SubstitutionCase,
     causal_check,
+    clean_runs,
     steer_check,
 )
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitConfig, ManifoldFitResult
@@ -193,9 +194,11 @@ def real_model_scores(loaded: LoadedModel, tcs: Transcoders, splits: SplitFits, 
         if len(members) == 0:
             continue
         sub = [cases[i] for i in members]
-        causal.append(causal_check(loaded, tcs, fit, sub, seed=seed + g, freeze_attention=freeze_attention))
+        cleans = clean_runs(loaded, tcs, sub)
+        causal.append(causal_check(loaded, tcs, fit, sub, seed=seed + g, freeze_attention=freeze_attention,
+                                   cleans=cleans))
         if steering:
-            steer.append(steer_check(loaded, tcs, fit, sub, freeze_attention=freeze_attention))
+            steer.append(steer_check(loaded, tcs, fit, sub, freeze_attention=freeze_attention, cleans=cleans))
         offsets.append(members)
     scored = np.concatenate(offsets)  # prompt indices, in run order
     compact = [np.searchsorted(np.sort(scored), o) for o in offsets]  # prompt -> 0..n_scored-1

@@ -145,15 +145,28 @@ def _layer_of(fit: ManifoldFitResult) -> int:
     return fit.layer
 
 
+def clean_runs(loaded: LoadedModel, transcoders: Transcoders, cases: Sequence[SubstitutionCase]) -> list[CleanRun]:
+    """The clean run of every case (reusable by :func:`causal_check` and :func:`steer_check`)."""
+    return [prepare(loaded, transcoders, list(case.tokens)) for case in cases]
+
+
+def _cleans(loaded: LoadedModel, transcoders: Transcoders, cases: Sequence[SubstitutionCase],
+            cleans: Sequence[CleanRun] | None) -> Sequence[CleanRun]:
+    if cleans is None:
+        return clean_runs(loaded, transcoders, cases)
+    if len(cleans) != len(cases):
+        raise ValueError(f"cleans must hold one clean run per case ({len(cases)}); got {len(cleans)}.")
+    return cleans
+
+
 def causal_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitResult,
                  cases: Sequence[SubstitutionCase], *, seed: int = 0, margin: float = MEDIATION_MARGIN,
-                 freeze_attention: bool = False) -> CausalResult:
+                 freeze_attention: bool = False, cleans: Sequence[CleanRun] | None = None) -> CausalResult:
     """Run every substitution of every case on the real model (one random subspace per case, seeded)."""
     layer = _layer_of(fit)
     rng = np.random.default_rng(seed)
     outcomes, index = [], []
-    for i, case in enumerate(cases):
-        clean = prepare(loaded, transcoders, list(case.tokens))
+    for i, (case, clean) in enumerate(zip(cases, _cleans(loaded, transcoders, cases, cleans))):
         P_rand = projector(random_basis(fit.class_means.shape[1], fit.n_components, rng))
         for v_new, target in case.targets.items():
             vecs = substitution_vectors(fit, case.value, v_new, P_rand)
@@ -169,16 +182,19 @@ def causal_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
 
 
 def steer_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitResult,
-                cases: Sequence[SubstitutionCase], *, freeze_attention: bool = False) -> SteeringResult:
+                cases: Sequence[SubstitutionCase], *, freeze_attention: bool = False,
+                cleans: Sequence[CleanRun] | None = None) -> SteeringResult:
     """Steer every case to each of its targets along the fitted curve (cases need ``vector``)."""
     layer = _layer_of(fit)
+    vectors = [case.vector for case in cases]
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        raise ValueError(f"cases must carry their clean residual vector to be steered; got vector=None for case "
+                         f"{missing[0]}.")
     outcomes, index = [], []
-    for i, case in enumerate(cases):
-        if case.vector is None:
-            raise ValueError(f"case {i} must carry its clean residual vector to be steered; got vector=None.")
-        clean = prepare(loaded, transcoders, list(case.tokens))
+    for i, (case, x, clean) in enumerate(zip(cases, vectors, _cleans(loaded, transcoders, cases, cleans))):
         for v_new, target in case.targets.items():
-            vec = steering_vector(fit, case.vector, v_new)
+            vec = steering_vector(fit, np.asarray(x), v_new)
             outcomes.append(_answer_is(loaded, transcoders, clean, layer, case.position, vec, target,
                                        freeze_attention))
             index.append(i)
