@@ -26,6 +26,7 @@ from tracer.attribution.targets import LogitTargets, select_logits
 from tracer.config import AttributionConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
+from tracer.memory import adjacency_bytes, check_adjacency_fits, graph_nodes
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads
@@ -127,6 +128,19 @@ def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attrib
     return pack_greedy(buf, row_to_node, visited, F, K), torch.nonzero(visited).flatten()
 
 
+def check_memory(ctx: AttributionContext, n_logits: int, cap: int | None, adj_dtype: torch.dtype) -> None:
+    """Stop before allocating if the adjacency would not fit (all features: N x N; capped: the
+    (cap + logits) x N_all row buffer plus the packed N x N)."""
+    n_all = graph_nodes(ctx.n_active, ctx.n_layers, ctx.n_pos, n_logits)
+    dev = ctx.encoder_vecs.device
+    if cap is None or cap >= ctx.n_active:
+        check_adjacency_fits(n_all, adjacency_bytes(n_all, n_all, adj_dtype), adj_dtype, dev)
+        return
+    n = graph_nodes(cap, ctx.n_layers, ctx.n_pos, n_logits)
+    need = adjacency_bytes(cap + n_logits, n_all, adj_dtype) + adjacency_bytes(n, n, adj_dtype)
+    check_adjacency_fits(n, need, adj_dtype, dev)
+
+
 def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | list[int],
                    config: AttributionConfig | None = None) -> Graph:
     """The fast engine's attribution graph of ``tokens`` (BOS included, used exactly as given)."""
@@ -145,6 +159,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
         adj_dtype = (torch.float64 if dtype == torch.float64 else torch.float32) \
             if cfg.adjacency_dtype == "auto" else _ADJ_DTYPES[cfg.adjacency_dtype]
         cap = cfg.max_feature_nodes
+        check_memory(ctx, int(targets.token_ids.shape[0]), cap, adj_dtype)
         if cap is None or cap >= ctx.n_active:
             A, selected = _all_features(ctx, targets, cfg, adj_dtype)
         else:
