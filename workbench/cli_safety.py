@@ -43,6 +43,18 @@ def check_out_files(folder: str | os.PathLike[str], names: Iterable[str], *,
     return [check_out(Path(folder) / name, inputs=inputs, flag=f"{flag} file") for name in names]
 
 
+def check_distinct(*flags_and_paths: tuple[str, str | os.PathLike[str] | None]) -> None:
+    """Two outputs of one run must be different files (``--stats-json`` is not ``--out``)."""
+    seen: dict[str, str] = {}
+    for flag, path in flags_and_paths:
+        if path is None:
+            continue
+        key = os.path.realpath(path)
+        if key in seen:
+            raise WorkbenchError(f"{flag} must differ from {seen[key]}; both are {str(path)!r}.")
+        seen[key] = flag
+
+
 def need_input(path: str | os.PathLike[str], flag: str, *, folder: bool = False) -> Path:
     """The input path, if it exists and can be read; else a one-line error saying which it is not."""
     return require_readable(path, flag, folder=folder)
@@ -130,5 +142,5 @@ def error_line(err: BaseException) -> str | None:
     return None
 
 
-__all__ = ["NAME_RE", "Terminated", "check_name", "check_out", "check_out_files", "error_line", "flag_hint",
-           "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]
+__all__ = ["NAME_RE", "Terminated", "check_distinct", "check_name", "check_out", "check_out_files", "error_line",
+           "flag_hint", "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]

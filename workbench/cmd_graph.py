@@ -63,13 +63,14 @@ def parse_token_ids(text: str) -> list[int]:
 
 
 def run_trace(args: argparse.Namespace) -> int:
-    from workbench.cli_safety import check_out, need_input
+    from workbench.cli_safety import check_distinct, check_out, need_input
 
     t0 = time.perf_counter()
     need_input(args.model, "--model", folder=True)
     need_input(args.transcoders, "--transcoders", folder=True)
     out = check_out(args.out, inputs=[args.model, args.transcoders])
     if args.stats_json:
+        check_distinct(("--out", args.out), ("--stats-json", args.stats_json))
         check_out(args.stats_json, inputs=[args.model, args.transcoders, args.out], flag="--stats-json")
     import torch
 

@@ -97,6 +97,9 @@ def validate_config(raw: dict[str, Any], where: str = "config.json") -> None:
     """Type-check the config.json values tracer reads (dimensions are checked by the adapter)."""
     for key, (ok, what) in _CONFIG_TYPES.items():
         value = raw.get(key)
+        if value is None and key == "intermediate_size":
+            raise WorkbenchError(f"config intermediate_size must be a positive integer; got none in {where}. "
+                                 "The model's config.json is damaged.")
         if value is not None and not ok(value):
             raise WorkbenchError(f"config {key} must be {what}; got {value!r:.60} in {where}. "
                                  "The model's config.json is damaged.")
@@ -186,10 +189,13 @@ def _check_loading_info(info: dict[str, Any], directory: Path, origin: dict[str,
     if extra:
         raise WorkbenchError(f"model weights must match config.json; {extra[0]!r} in {origin.get(extra[0], files)!r} "
                              f"is not a weight of this model ({len(extra)} unexpected in all).")
-    mismatched = sorted(info.get("mismatched_keys") or ())
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
     if mismatched:
-        raise WorkbenchError(f"model weights must have the shapes config.json implies; {mismatched[0]} in "
-                             f"{str(directory)!r} does not.")
+        item = mismatched[0]
+        name, got, want = (item[0], tuple(item[1]), tuple(item[2])) if isinstance(item, tuple) and len(item) == 3 \
+            else (item, "?", "?")
+        raise WorkbenchError(f"model weight {name} in {origin.get(str(name), str(directory))!r} must have shape {want} "
+                             f"(from config.json); got {got}. The weights do not match config.json.")
 
 
 def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,
@@ -209,8 +215,8 @@ def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             directory, dtype=torch_dtype, attn_implementation="eager", local_files_only=True,
-            use_safetensors=True, output_loading_info=True,
-        )
+            use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True,
+        )  # mismatched sizes are reported in `info` (and refused below), not raised without a name
     except Exception as err:  # noqa: BLE001 - transformers raises many types for bad files
         msg = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise WorkbenchError(f"model weights must load; got an error for {str(directory)!r}: {msg}. "
