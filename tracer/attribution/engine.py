@@ -32,6 +32,7 @@ from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
+from tracer.weights import find_non_finite_weight
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,11 @@ _ADJ_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": t
                "float16": torch.float16}
 
 
-def _check_finite(ctx: AttributionContext) -> None:
+def _check_finite(ctx: AttributionContext, loaded: LoadedModel, transcoders: Transcoders) -> None:
     for name, t in (("activations", ctx.activation_values), ("residual stream", ctx.cache.resid_pre),
                     ("logits", ctx.cache.logits)):
         if not torch.isfinite(t).all():
+            find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
             raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or "
                                  "transcoder weights contain NaNs or overflow in this dtype; try float32.")
 
@@ -151,7 +153,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
     dtype = loaded.dtype
     with torch.no_grad():
         ctx = build_context(loaded, transcoders, tokens, dtype)
-        _check_finite(ctx)
+        _check_finite(ctx, loaded, transcoders)
         W_U = loaded.W_U.detach().to(dtype)
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],

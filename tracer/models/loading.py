@@ -225,7 +225,7 @@ def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,
         hf_logging.set_verbosity(verbosity)
     _check_loading_info(info, directory, origin)
     for name, param in model.named_parameters():
-        check_weight(param.detach(), f"model weight {name}", origin.get(name, str(directory)))
+        check_weight(param.detach(), f"model weight {name}", origin.get(name, str(directory)), sample=True)
     model.to(torch_device)
     return wrap_model(model, _load_tokenizer(directory), model_id=str(directory))
 

@@ -301,7 +301,7 @@ def _assign(model: nn.Module, name: str, t: Tensor, want: tuple[int, ...] | None
     if not t.is_floating_point():
         raise WorkbenchError(f"model weight {name} in {where!r} must be a float tensor; got {t.dtype}.")
     value = t.to(dtype)
-    check_weight(value, f"model weight {name}", where)
+    check_weight(value, f"model weight {name}", where, sample=True)
     owner, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(owner), leaf, nn.Parameter(value, requires_grad=False))
 

@@ -56,10 +56,12 @@ class MappedTensor:
         check_weight(out, self.name, str(self.path), TranscoderFormatError, rows=torch.from_numpy(idx))
         return out
 
-    def full(self) -> torch.Tensor:
-        """The whole tensor, read into memory (and checked)."""
+    def full(self, check: bool = True) -> torch.Tensor:
+        """The whole tensor (a view of the mapping; pages are read on use), checked on a page sample
+        unless `check` is False (see :mod:`tracer.weights`)."""
         out = self._to_torch(np.asarray(self._array))
-        check_weight(out, self.name, str(self.path), TranscoderFormatError)
+        if check:
+            check_weight(out, self.name, str(self.path), TranscoderFormatError, sample=True)
         return out
 
 
