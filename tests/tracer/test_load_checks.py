@@ -103,7 +103,7 @@ def test_mapped_decoder_rows_are_checked_when_read(tmp_path):
 def test_large_tensors_are_sampled_at_load_and_checked_whole_on_failure():
     from tracer.weights import FULL_CHECK_ELEMENTS, SAMPLE_BLOCK, SAMPLE_EVERY
 
-    t = torch.randn(FULL_CHECK_ELEMENTS * 2)
+    t = torch.randn(max(FULL_CHECK_ELEMENTS + 1, SAMPLE_BLOCK * SAMPLE_EVERY * 3))
     t[SAMPLE_BLOCK * 3 + 5] = math.nan  # block 3: not sampled
     check_weight(t, "W", "f", sample=True)  # the page sample misses one stray value...
     with pytest.raises(WorkbenchError, match=rf"NaN at index \[{SAMPLE_BLOCK * 3 + 5}\]"):
@@ -127,7 +127,8 @@ def test_a_non_finite_weight_the_sample_missed_is_named_at_first_use(tmp_path, m
     from tracer.transcoders.loaders import load_transcoders
 
     monkeypatch.setattr(tracer.weights, "FULL_CHECK_ELEMENTS", 0)
-    monkeypatch.setattr(tracer.weights, "SAMPLE_EVERY", 10**6)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_BLOCK", 16)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_EVERY", 10**6)  # only the first and last 16 values
     model = tmp_path / "model"
     shutil.copytree(world_dir() / "model", model)
     q = "model.layers.1.self_attn.q_proj.weight"
