@@ -205,19 +205,20 @@ def remove_stale_temps(folder: str | os.PathLike[str], max_age: float = STALE_SE
 
 @contextlib.contextmanager
 def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold an exclusive lock for `path` (a ``.<name>.lock`` file next to it) while the block runs.
+    """Hold an exclusive lock for updating `path` while the block runs.
 
-    Use it around read-modify-write of a file other processes update too. Advisory (``flock``);
-    without ``fcntl`` (Windows) it does nothing.
+    Use it around read-modify-write of a file other processes update too. The lock is an advisory
+    ``flock`` on `path`'s folder (so it leaves no lock file behind; one lock per folder). Without
+    ``fcntl`` (Windows) it does nothing.
     """
-    target = Path(path)
+    folder = Path(path).parent
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(target.with_name(f".{target.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

@@ -10,10 +10,12 @@ next run of a command writing into that folder removes it, which the last check 
 import hashlib
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ def _term(signum, frame):
     raise KeyboardInterrupt  # between commands; inside one, the CLI's own handler applies
 
 signal.signal(signal.SIGTERM, _term)
+signal.signal(signal.SIGINT, signal.default_int_handler)  # a background parent may have ignored SIGINT
 commands = {commands!r}
 print("ready", flush=True)
 while True:
@@ -70,19 +73,31 @@ def _commands(out: Path) -> list[list[str]]:
 def _start(out: Path) -> subprocess.Popen[str]:
     code = DRIVER.format(root=str(ROOT), commands=_commands(out))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+    log_path = out.parent / "driver.log"
+    with open(log_path, "a") as log:  # the child's stderr, shown if it fails
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],  # type: ignore[union-attr]
+                     daemon=True).start()
+    proc.lines, proc.log_path = lines, log_path  # type: ignore[attr-defined]
     assert _next(proc) == "ready"
     return proc
 
 
-def _next(proc: subprocess.Popen[str], wanted: tuple[str, ...] = ("ready", "round", "stopped")) -> str:
-    """The driver's next status line (its commands' own output is skipped)."""
-    assert proc.stdout is not None
+def _next(proc: subprocess.Popen[str], timeout: float = 180.0) -> str:
+    """The driver's next status line (its commands' own output is skipped); fails rather than hangs."""
+    deadline = time.monotonic() + timeout
     while True:
-        line = proc.stdout.readline()
-        assert line, f"driver exited with {proc.wait()}"
-        if line.strip() in wanted:
+        try:
+            line = proc.lines.get(timeout=max(0.1, deadline - time.monotonic()))  # type: ignore[attr-defined]
+        except queue.Empty:
+            proc.kill()
+            raise AssertionError(f"driver silent for {timeout:.0f}s: {proc.log_path.read_text()[-3000:]}") from None  # type: ignore[attr-defined]
+        if not line:
+            raise AssertionError(f"driver exited with {proc.wait()}: "
+                                 f"{proc.log_path.read_text()[-3000:]}")  # type: ignore[attr-defined]
+        if line.strip() in ("ready", "round", "stopped"):
             return line.strip()
 
 
@@ -106,7 +121,7 @@ def check_outputs(out: Path, allow_temps: bool) -> list[Path]:
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         if path.name.startswith(".mwtmp-"):
             temps.append(path)
-        elif not path.name.endswith(".lock"):
+        else:
             _complete(path)
     assert allow_temps or not temps, temps
     return temps
@@ -136,8 +151,9 @@ def test_random_kills_leave_outputs_absent_or_complete(tmp_path):
         delay = rng.uniform(0.0, work)
         time.sleep(delay)
         proc.send_signal(sig)
+        deadline = time.monotonic() + 120
         while _next(proc) != "stopped":  # (a round may end before the signal lands)
-            pass
+            assert time.monotonic() < deadline, f"the driver ignored {sig.name}"
         log.append((sig.name, round(delay, 2)))
         check_outputs(out, allow_temps=False)  # SIGINT / SIGTERM: every temp file was removed
         proc.stdin.write("go\n")  # type: ignore[union-attr]
