@@ -31,7 +31,7 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
-from tracer.io import atomic_path
+from tracer.io import atomic_path, file_lock
 
 logger = logging.getLogger(__name__)
 
@@ -231,13 +231,16 @@ def export_neuronpedia(graph: Graph, path: str | Path, *, slug: str, prune_confi
     data = build_neuronpedia(graph, slug=slug, prune_config=prune_config, prune_result=prune_result,
                              labels=labels, supernodes=supernodes, pinned_ids=pinned_ids,
                              tokenizer=tokenizer, scan=scan)
-    index = _read_index(folder / "graph-metadata.json")
+    index_path = folder / "graph-metadata.json"
+    _read_index(index_path)  # a damaged index stops us before anything is written
     target = folder / f"{slug}.json"
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-    index["graphs"] = [g for g in index["graphs"] if g.get("slug") != slug] + [data["metadata"]]
-    with atomic_path(folder / "graph-metadata.json") as tmp:
-        tmp.write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
+    with file_lock(index_path):  # concurrent exports into one folder: read-modify-write one at a time
+        index = _read_index(index_path)
+        index["graphs"] = [g for g in index["graphs"] if g.get("slug") != slug] + [data["metadata"]]
+        with atomic_path(index_path) as tmp:
+            tmp.write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
     logger.info("wrote %s", target)
     return target
 
@@ -247,10 +250,11 @@ def _read_index(path: Path) -> dict[str, Any]:
         return {"graphs": []}
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"{path.name} must be valid JSON; got a file that is not ({err}). "
                              f"Fix or delete {str(path)!r}.") from None
-    if not isinstance(index, dict) or not isinstance(index.get("graphs"), list):
+    if not isinstance(index, dict) or not isinstance(index.get("graphs"), list) or \
+            not all(isinstance(g, dict) for g in index["graphs"]):
         raise WorkbenchError(f"{path.name} must be an object with a 'graphs' list; got something else. "
                              f"Fix or delete {str(path)!r}.")
     return index

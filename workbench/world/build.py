@@ -143,7 +143,9 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
     infos = annotate(eval_sents)
     for name, tc in saved.items():
         acts = tc.encode(X_eval)  # (L, n_tokens, F)
-        labels = [lab for layer in range(tc.n_layers) for lab in label_layer(acts[layer], infos, layer, spec)]
+        scan = {"scan": transcoder_scan(name, seed)}  # lets `export` refuse labels of another transcoder set
+        labels = [dataclasses.replace(lab, extra={**lab.extra, **scan})
+                  for layer in range(tc.n_layers) for lab in label_layer(acts[layer], infos, layer, spec)]
         save_labels(labels, out / f"labels_{name}.jsonl")
     times["labels"] = time.perf_counter() - t
 
@@ -173,11 +175,16 @@ def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: An
     for name, tcfg in (("plt", cfg.plt), ("clt", cfg.clt)):
         t = time.perf_counter()
         tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress)
-        write_transcoders(tc, out / name, scan=f"manifold-workbench/demo-world-{name}@seed{seed}")
+        write_transcoders(tc, out / name, scan=transcoder_scan(name, seed))
         metrics[name] = transcoder_metrics(tc, X_eval, Y_eval)
         saved[name] = tc
         times[name] = time.perf_counter() - t
     return metrics, saved, eval_sents, X_eval
+
+
+def transcoder_scan(name: str, seed: int) -> str:
+    """The id of a built world's transcoder set (config.yaml's scan; every label record carries it)."""
+    return f"manifold-workbench/demo-world-{name}@seed{seed}"
 
 
 def prompt_sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:

@@ -29,9 +29,9 @@ def _no_action(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise WorkbenchError(f"--seed must be >= 0; got {args.seed!r}. Pass a non-negative integer.")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out must be a folder; got the file {str(out)!r}. Pass a folder path.")
+    from workbench.cli_safety import check_out
+
+    out = check_out(args.out, folder=True)
     from workbench.world.build import build_world
 
     build_world(out, seed=args.seed, tiny=args.tiny, progress=not args.quiet)
