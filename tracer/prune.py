@@ -492,6 +492,33 @@ def _scores_from_links(graph: Graph, edges: Tensor, weights: Tensor) -> GraphSco
     return GraphScores(*(0.0 if value != value else value for value in (replacement, completeness)))
 
 
+class SubgraphScorer:
+    """Neuronpedia's subgraph scores of one pruned graph for many pinned sets: the viewer's links
+    are gathered once, each call merges and scores (:func:`subgraph_scores` is one such call)."""
+
+    def __init__(self, graph: Graph, prune_result: PruneResult) -> None:
+        view = viewer_subgraph(graph, prune_result)
+        self.graph = graph
+        self.edges = view.edge_index.cpu()  # (2, n_edges)
+        self.weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
+        self.used = torch.zeros(graph.n_nodes, dtype=torch.bool)  # (n_nodes,)
+        self.used[view.node_index.cpu()] = True
+
+    def __call__(self, pinned: Sequence[str | int] | Tensor = ()) -> GraphScores:
+        """Scores with `pinned` node ids / indices (or a bool node mask) pinned; () pins everything."""
+        if isinstance(pinned, Tensor) and pinned.dtype == torch.bool:
+            if pinned.shape != (self.graph.n_nodes,):
+                raise WorkbenchError(f"pinned mask must have shape ({self.graph.n_nodes},); got "
+                                     f"{tuple(pinned.shape)}.")
+            mask = pinned.cpu()
+        elif len(pinned) == 0:
+            return _scores_from_links(self.graph, self.edges, self.weights)
+        else:
+            mask = _pinned_mask(self.graph, [int(p) if isinstance(p, Tensor) else p for p in pinned])
+        edges, weights = _merge_unpinned(self.graph, self.used, mask, self.edges, self.weights)
+        return _scores_from_links(self.graph, edges, weights)
+
+
 def subgraph_scores(graph: Graph, pinned: Sequence[str | int] = (), *,
                     prune_result: PruneResult | None = None,
                     config: PruneConfig | None = None) -> GraphScores:
@@ -501,13 +528,7 @@ def subgraph_scores(graph: Graph, pinned: Sequence[str | int] = (), *,
     With `pinned` node ids (``"3_1234_5"``) or node indices, every unpinned feature is merged
     into the error node of its (layer, pos) before both scores are recomputed; with nothing
     pinned these are the scores of the pruned graph. float64 throughout, like the viewer.
+    For many pinned sets of one graph, use :class:`SubgraphScorer`.
     """
     result = prune_result if prune_result is not None else prune_graph(graph, config)
-    view = viewer_subgraph(graph, result)
-    edges = view.edge_index.cpu()
-    weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
-    if len(pinned) > 0:
-        used = torch.zeros(graph.n_nodes, dtype=torch.bool)
-        used[view.node_index.cpu()] = True
-        edges, weights = _merge_unpinned(graph, used, _pinned_mask(graph, pinned), edges, weights)
-    return _scores_from_links(graph, edges, weights)
+    return SubgraphScorer(graph, result)(pinned)

@@ -99,9 +99,13 @@ class CircuitConfig:
 
     budget: int = 25
     """Most groups (supernodes and single features) in the circuit, besides tokens and logits."""
+    exact_candidates: int = 8
+    """When the groups exceed the budget: groups scored exactly at each greedy step (the best by
+    estimated gain; 0: the estimate alone)."""
 
     def __post_init__(self) -> None:
         _integer("budget", self.budget, 1)
+        _integer("exact_candidates", self.exact_candidates, 0)
 
 
 @dataclass(frozen=True, kw_only=True)
