@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")
     p.add_argument("--scan", default=None, help="viewer scan / model id (default: the graph's)")
     p.add_argument("--supernodes", default=None,
-                   help='JSON file: [["label", "node_id", ...], ...] '
-                        '(or {"supernodes": [...], "pinnedIds": [...]})')
+                   help='JSON file: [["label", "node_id", ...], ...] (or {"supernodes": [...], "pinnedIds": '
+                        '[...]}), or the output of `workbench cluster`')
     _add_thresholds(p)
     p.set_defaults(func=run_export)
 
@@ -155,8 +155,26 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
     if isinstance(data, dict):
-        return data.get("supernodes"), data.get("pinnedIds")
-    return data, None
+        return _viewer_groups(data.get("supernodes"), path_str), data.get("pinnedIds")
+    return _viewer_groups(data, path_str), None
+
+
+def _viewer_groups(groups: Any, path_str: str) -> Any:
+    """`workbench cluster`'s groups ({"label", "node_ids", ...}) -> [[label, node_id, ...]] for the
+    groups of two or more nodes (single nodes are pinned, not grouped); viewer lists pass as they are."""
+    from tracer.errors import WorkbenchError
+
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups) or not groups:
+        return groups
+    out = []
+    for k, g in enumerate(groups):
+        ids = g.get("node_ids")
+        if not isinstance(g.get("label"), str) or not isinstance(ids, list):
+            raise WorkbenchError(f"--supernodes entry {k} must have a 'label' and 'node_ids'; got {str(g)[:80]!r} "
+                                 f"in {path_str!r}.")
+        if len(ids) > 1:
+            out.append([g["label"], *[str(i) for i in ids]])
+    return out
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from analyses.results import register_result
 from analyses.supernodes.config import InterventionConfig
 from tracer.graph import Graph
-from tracer.interventions import feature_intervention, prepare
+from tracer.interventions import feature_intervention, measured_columns, prepare
 from tracer.model import LoadedModel
 from tracer.transcoders.base import Transcoders
 
@@ -70,18 +70,30 @@ class InterventionCheck:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def check_graph_matches(graph: Graph, clean: Any, *, rtol: float = 1e-3) -> None:
-    """Raise ValueError unless the model and transcoders reproduce the graph's feature activations."""
+def check_graph_matches(loaded: LoadedModel, transcoders: Transcoders, graph: Graph, clean: Any, *,
+                        rtol: float = 1e-3, n_columns: int = 2) -> None:
+    """Raise ValueError unless the model and transcoders reproduce the graph: its feature activations,
+    and the adjacency columns of its ``n_columns`` most active features (by intervention on the
+    frozen model, :func:`tracer.interventions.measured_columns`)."""
     sel = graph.active_features[graph.selected_features].cpu()
     if sel.numel() == 0:
         return
+    hint = "Pass the model and transcoders the graph was traced with."
     acts = torch.stack([clean.activations(int(layer))[int(p), int(f)].detach().cpu().double()
                         for layer, p, f in sel.tolist()])  # (n_selected,)
     want = graph.activation_values[graph.selected_features].cpu().double()
     worst = float((acts - want).abs().max())
     if worst > rtol * max(1.0, float(want.abs().max())):
         raise ValueError(f"the model and transcoders must reproduce the graph's activations; got a difference of "
-                         f"{worst:.3g}. Pass the model and transcoders the graph was traced with.")
+                         f"{worst:.3g}. {hint}")
+    nodes = torch.argsort(want, descending=True, stable=True)[:n_columns].tolist()
+    measured = measured_columns(loaded, transcoders, graph, nodes, clean=clean).cpu().double()  # (n, k)
+    expected = graph.adjacency[:, nodes].cpu().double()
+    scale = float(expected.abs().max().clamp(min=1e-6))
+    worst = float((measured - expected).abs().max())
+    if worst > 1e-2 * scale:
+        raise ValueError(f"the model and transcoders must reproduce the graph's edges; got a difference of "
+                         f"{worst:.3g} (edges up to {scale:.3g}). {hint}")
 
 
 def predicted_effects(graph: Graph, groups: Sequence[np.ndarray]) -> np.ndarray:
@@ -160,7 +172,7 @@ def check_supernodes(loaded: LoadedModel, transcoders: Transcoders, graph: Graph
         raise ValueError(f"groups must be non-empty lists of feature node indices in [0, {graph.n_selected}); got "
                          f"{len(groups)} groups.")
     clean = prepare(loaded, transcoders, graph.input_tokens)
-    check_graph_matches(graph, clean)
+    check_graph_matches(loaded, transcoders, graph, clean)
     last = clean.cache.logits[-1].double()
     target = int(graph.logit_token_ids[0])
     runner_up = int(torch.topk(torch.where(torch.arange(last.numel()) == target, -torch.inf, last), 1).indices)
