@@ -153,7 +153,7 @@ def _analyse(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.interventions import check_supernodes
 
-    circuit = ReadableCircuit(budget=configs["circuit"].budget, exact_candidates=configs["circuit"].exact_candidates,
+    circuit = ReadableCircuit(**dataclasses.asdict(configs["circuit"]),
                               clustering=SupernodeClustering.from_config(configs["clustering"]))
     circuit.fit(graph, prune_result=inputs["prune"], transcoders=inputs["transcoders"], families=inputs["families"],
                 labels=inputs["labels"], token_strings=tokens)

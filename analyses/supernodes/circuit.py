@@ -15,6 +15,9 @@ target's incoming |weight|, ``p`` = logit probabilities):
   replacement score's numerator; without it that flow ends in an error node).
 
 Ties (and groups that add nothing) fall back to the flow they carry, which raises completeness.
+On graphs with at most ``exact_max_links`` links, each step also scores the best
+``exact_candidates`` groups exactly (the estimate ignores how merged links cancel) and keeps the
+best; above it (an exact score costs a pass over every link) the estimate alone decides.
 The chosen groups, the tokens and the logits become a :class:`analyses.coarse.CoarseGraph`; the
 scores of the circuit are computed exactly by :func:`tracer.prune.subgraph_scores`.
 """
@@ -113,17 +116,24 @@ def _fixed_point(step: Any, start: np.ndarray, max_iter: int = 1000) -> np.ndarr
                      "must be acyclic.")
 
 
-def group_gains(norm: sp.csr_matrix, graph: Graph, pinned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+class _Flows:
+    """The pruned graph's Â (and its transpose) with the fixed vectors the flows need."""
+
+    def __init__(self, graph: Graph, prune_result: PruneResult) -> None:
+        self.norm = _normalized_links(graph, prune_result)  # (n_nodes, n_nodes) rows = targets
+        self.norm_t = self.norm.T.tocsr()
+        self.p = logit_weights(graph).double().cpu().numpy()  # (n_nodes,)
+        self.tokens = np.zeros(graph.n_nodes)
+        self.tokens[graph.token_start:graph.logit_start] = 1.0
+        self.logits = np.zeros(graph.n_nodes, dtype=bool)
+        self.logits[graph.logit_start:] = True
+
+
+def group_gains(flows: _Flows, pinned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gain, flow) per node: ``f(n) ρ(n)`` and ``f(n)`` given the pinned features (bool (n_nodes,))."""
-    n = graph.n_nodes
-    p = logit_weights(graph).double().cpu().numpy()
-    through = pinned.copy()
-    through[graph.logit_start:] = True
-    normT = norm.T.tocsr()
-    flow = _fixed_point(lambda f: p + normT @ (f * through), p.copy())
-    tokens = np.zeros(n)
-    tokens[graph.token_start:graph.logit_start] = 1.0
-    rho = _fixed_point(lambda r: norm @ (tokens + pinned * r), norm @ tokens)
+    through = pinned | flows.logits
+    flow = _fixed_point(lambda f: flows.p + flows.norm_t @ (f * through), flows.p.copy())
+    rho = _fixed_point(lambda r: flows.norm @ (flows.tokens + pinned * r), flows.norm @ flows.tokens)
     return flow * rho, flow
 
 
@@ -136,27 +146,35 @@ def _exact(scorer: SubgraphScorer, pinned: np.ndarray, group: np.ndarray) -> tup
 
 
 def choose_groups(graph: Graph, prune_result: PruneResult, groups: Sequence[np.ndarray], budget: int, *,
-                  exact_candidates: int = 8, scorer: SubgraphScorer | None = None) -> list[int]:
+                  exact_candidates: int = 8, exact_max_links: int = 50_000,
+                  scorer: SubgraphScorer | None = None) -> list[int]:
     """Indices of at most ``budget`` groups, picked greedily: each step ranks the groups by the
-    estimated gain (see the module docstring) and scores the best ``exact_candidates`` of them
-    exactly (subgraph replacement, then completeness)."""
+    estimated gain (see the module docstring) and, when the pruned graph has at most
+    ``exact_max_links`` links, scores the best ``exact_candidates`` of them exactly (subgraph
+    replacement, then completeness)."""
     if len(groups) <= budget:
         return list(range(len(groups)))
-    norm = _normalized_links(graph, prune_result)
-    scorer = scorer or SubgraphScorer(graph, prune_result)
+    flows = _Flows(graph, prune_result)
+    exact = exact_candidates if flows.norm.nnz <= exact_max_links else 0
+    scorer = scorer or (SubgraphScorer(graph, prune_result) if exact else None)
+    member_group = np.full(graph.n_nodes, len(groups))  # (n_nodes,) group of each member; len: none
+    for k, g in enumerate(groups):
+        member_group[g] = k
     pinned = np.zeros(graph.n_nodes, dtype=bool)
     chosen: list[int] = []
-    left = set(range(len(groups)))
-    while len(chosen) < budget and left:
-        gain, flow = group_gains(norm, graph, pinned)
-        estimate = {k: (float(gain[groups[k]].sum()), float(flow[groups[k]].sum()), -k) for k in left}
-        shortlist = sorted(left, key=estimate.__getitem__, reverse=True)[:max(exact_candidates, 1)]
-        if exact_candidates > 0:
-            best = max(shortlist, key=lambda k: (*_exact(scorer, pinned, groups[k]), estimate[k]))  # noqa: B023
+    left = np.ones(len(groups), dtype=bool)
+    while len(chosen) < budget and left.any():
+        gain, flow = group_gains(flows, pinned)
+        by_gain = np.bincount(member_group, gain, minlength=len(groups) + 1)[:-1]  # (n_groups,)
+        by_flow = np.bincount(member_group, flow, minlength=len(groups) + 1)[:-1]
+        ranked = [k for k in np.lexsort((np.arange(len(groups)), -by_flow, -by_gain)) if left[k]]
+        shortlist = ranked[:max(exact, 1)]
+        if exact and scorer is not None:
+            best = max(shortlist, key=lambda k: (*_exact(scorer, pinned, groups[k]), by_gain[k], -k))  # noqa: B023
         else:
             best = shortlist[0]
-        chosen.append(best)
-        left.discard(best)
+        chosen.append(int(best))
+        left[best] = False
         pinned[groups[best]] = True
     return sorted(chosen)
 
@@ -179,13 +197,15 @@ class ReadableCircuit(Estimator):
     """Pick and group features under a node budget (parameters: :class:`CircuitConfig`)."""
 
     def __init__(self, *, budget: int = _D.budget, exact_candidates: int = _D.exact_candidates,
-                 clustering: SupernodeClustering | None = None) -> None:
+                 exact_max_links: int = _D.exact_max_links, clustering: SupernodeClustering | None = None) -> None:
         self.budget = budget
         self.exact_candidates = exact_candidates
+        self.exact_max_links = exact_max_links
         self.clustering = clustering
 
     def _validate_params(self) -> None:
-        CircuitConfig(budget=self.budget, exact_candidates=self.exact_candidates)
+        CircuitConfig(budget=self.budget, exact_candidates=self.exact_candidates,
+                      exact_max_links=self.exact_max_links)
         if self.clustering is not None and not isinstance(self.clustering, SupernodeClustering):
             raise TypeError(f"clustering must be a SupernodeClustering or None; got {type(self.clustering).__name__}.")
 
@@ -203,7 +223,7 @@ class ReadableCircuit(Estimator):
         est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels)
         scorer = SubgraphScorer(graph, prune_result)
         chosen = choose_groups(graph, prune_result, est.groups_, self.budget, exact_candidates=self.exact_candidates,
-                               scorer=scorer)
+                               exact_max_links=self.exact_max_links, scorer=scorer)
         groups = [est.groups_[k] for k in chosen]
         shown = viewer_subgraph(graph, prune_result).node_index.cpu().numpy()
         ends = [int(i) for i in shown if i >= graph.token_start]

@@ -102,10 +102,14 @@ class CircuitConfig:
     exact_candidates: int = 8
     """When the groups exceed the budget: groups scored exactly at each greedy step (the best by
     estimated gain; 0: the estimate alone)."""
+    exact_max_links: int = 50_000
+    """Score exactly only when the pruned graph has at most this many links (each exact score is a
+    pass over all of them); larger graphs use the estimate alone."""
 
     def __post_init__(self) -> None:
         _integer("budget", self.budget, 1)
         _integer("exact_candidates", self.exact_candidates, 0)
+        _integer("exact_max_links", self.exact_max_links, 0)
 
 
 @dataclass(frozen=True, kw_only=True)

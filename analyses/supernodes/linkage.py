@@ -16,13 +16,12 @@ dendrogram into their largest admissible sub-clusters.
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 FAR = 2.0
 """Distance given to cannot-link pairs (admissible cuts are <= 1)."""
-_AUTO_CANDIDATES = 24
+_AUTO_CANDIDATES = 16
 """Most cut heights the automatic cut scores."""
 
 
@@ -71,32 +70,20 @@ def cut_linkage(Z: np.ndarray, height: float, max_size: int) -> np.ndarray:
     """(n,) cluster of each canonical item: the largest dendrogram nodes with height <= ``height``
     and at most ``max_size`` items, numbered by their first item."""
     n = Z.shape[0] + 1
-    labels = np.full(n, -1, dtype=np.int64)
-    stack = [2 * n - 2] if n > 1 else [0]
-    roots = []
-    while stack:
-        node = stack.pop()
-        if node < n or (Z[node - n, 2] <= height and Z[node - n, 3] <= max_size):
-            roots.append(node)
-        else:
-            stack.extend(int(c) for c in Z[node - n, :2])
-    for k, root in enumerate(roots):
-        labels[_leaves(Z, root, n)] = k
-    first = {}
-    for item in range(n):  # renumber by first canonical item
-        first.setdefault(int(labels[item]), len(first))
-    return np.array([first[int(x)] for x in labels], dtype=np.int64)
-
-
-def _leaves(Z: np.ndarray, node: int, n: int) -> list[int]:
-    out, stack = [], [node]
-    while stack:
-        x = stack.pop()
-        if x < n:
-            out.append(x)
-        else:
-            stack.extend(int(c) for c in Z[x - n, :2])
-    return out
+    merges = Z.tolist()
+    parent = [-1] * (2 * n - 1)
+    for k, (a, b, _, _) in enumerate(merges):
+        parent[int(a)] = parent[int(b)] = n + k
+    valid = [True] * n + [h <= height and size <= max_size for _, _, h, size in merges]
+    root = list(range(2 * n - 1))
+    for node in range(2 * n - 2, -1, -1):  # parents before children
+        p = parent[node]
+        if p >= 0 and valid[p]:
+            root[node] = root[p]  # a valid parent is a valid node's cluster (valid is downward closed)
+    _, first, inverse = np.unique(np.array(root[:n]), return_index=True, return_inverse=True)
+    rank = np.empty(first.size, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
 
 
 def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
@@ -105,10 +92,10 @@ def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
     k = int(labels.max()) + 1
     if k in (1, n):
         return 0.0
-    d = np.minimum(dist, 1.0)
-    onehot = sp.csr_matrix((np.ones(n), (np.arange(n), labels)), shape=(n, k))
-    sums = np.asarray(onehot.T @ d.T).T  # (n, k) summed distance to each cluster
+    order = np.argsort(labels, kind="stable")
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    sums = np.add.reduceat(np.minimum(dist[:, order], 1.0), starts, axis=1)  # (n, k) distance to each cluster
     own = sizes[labels]
     a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
     means = sums / sizes[None, :]

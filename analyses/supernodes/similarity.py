@@ -46,21 +46,20 @@ class WorkingGraph(NamedTuple):
     """(w,) float64 ``sum over all sources of |A[node, source]|`` (the Â normalisation)."""
 
 
-def working_graph(graph: Graph, nodes: np.ndarray, *, block_rows: int = 1024) -> WorkingGraph:
+def working_graph(graph: Graph, nodes: np.ndarray, *, block_rows: int = 256) -> WorkingGraph:
     """Gather ``A[W, W]`` and the full-row |A| sums of W, ``block_rows`` rows of A at a time. When W
     is every node the adjacency itself is used (no copy)."""
     nodes = np.unique(np.asarray(nodes, dtype=np.int64))  # (w,)
     adjacency = graph.adjacency
-    idx = torch.from_numpy(nodes)
+    idx = torch.from_numpy(nodes).to(adjacency.device)
     full = nodes.size == graph.n_nodes
     block = adjacency.cpu() if full else torch.empty(nodes.size, nodes.size, dtype=adjacency.dtype)  # (w, w)
     row_abs = np.empty(nodes.size)
-    cols = idx.to(adjacency.device)
     for r0 in range(0, nodes.size, block_rows):
-        rows = adjacency[idx[r0:r0 + block_rows].to(adjacency.device)]  # (rows, n_nodes)
-        row_abs[r0:r0 + rows.shape[0]] = rows.abs().sum(1, dtype=torch.float64).cpu().numpy()
+        rows = adjacency.index_select(0, idx[r0:r0 + block_rows])  # (rows, n_nodes)
+        row_abs[r0:r0 + rows.shape[0]] = torch.linalg.vector_norm(rows.float(), 1, dim=1).cpu().numpy()
         if not full:
-            block[r0:r0 + rows.shape[0]] = rows[:, cols].cpu()
+            block[r0:r0 + rows.shape[0]] = rows.index_select(1, idx).cpu()
     return WorkingGraph(nodes, block, row_abs)
 
 
@@ -83,18 +82,19 @@ class EdgeSimilarity(NamedTuple):
 
 def edge_similarity(work: WorkingGraph, cand: np.ndarray, *, in_weight: float) -> EdgeSimilarity:
     """Signed edge-profile cosines of the candidates (``cand``: positions in the working set)."""
-    denom = torch.from_numpy(np.maximum(work.row_abs, 1e-10))  # (w,)
+    denom = torch.from_numpy(np.maximum(work.row_abs, 1e-10)).float()  # (w,)
     c = torch.from_numpy(np.asarray(cand, dtype=np.int64))
-    out = (work.block[:, c].double() / denom[:, None]).T  # (n_c, w): column i of the signed Â
-    inn = work.block[c].double() / denom[c, None]  # (n_c, w): row i of the signed Â
+    out = (work.block[:, c].float() / denom[:, None]).T.contiguous()  # (n_c, w): column i of the signed Â
+    inn = work.block[c].float() / denom[c, None]  # (n_c, w): row i of the signed Â
     out_gram = out @ out.T  # (n_c, n_c)
-    gram = out_gram + in_weight ** 2 * (inn @ inn.T)
+    gram = torch.addmm(out_gram, inn, inn.T, alpha=in_weight ** 2)
     return EdgeSimilarity(_gram_to_cos(gram), _gram_to_cos(out_gram))
 
 
 def _gram_to_cos(gram: Tensor) -> np.ndarray:
+    """Cosines from a float32 Gram matrix, as float64 (rounded later by the clustering)."""
     norm = gram.diagonal().clamp(min=0).sqrt().clamp(min=1e-30)  # (n,)
-    return (gram / norm[:, None] / norm[None, :]).clamp(-1.0, 1.0).numpy()
+    return (gram / norm[:, None] / norm[None, :]).clamp(-1.0, 1.0).double().numpy()
 
 
 def logit_effects(work: WorkingGraph, graph: Graph, *, max_iter: int = 1000) -> np.ndarray:

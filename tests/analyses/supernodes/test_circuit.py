@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from analyses.results import load_result, save_result
-from analyses.supernodes.circuit import CircuitResult, ReadableCircuit, _normalized_links, choose_groups, group_gains
+from analyses.supernodes.circuit import CircuitResult, ReadableCircuit, _Flows, choose_groups, group_gains
 from analyses.supernodes.clustering import SupernodeClustering
 from tests.analyses.supernodes.planted import planted_graph
 from tracer.graph import Graph
@@ -32,7 +32,7 @@ def test_estimated_gain_equals_the_exact_change_on_a_chain() -> None:
     none = scorer(torch.zeros(graph.n_nodes, dtype=torch.bool)).replacement
     pinned = torch.zeros(graph.n_nodes, dtype=torch.bool)
     pinned[0] = True
-    gain, flow = group_gains(_normalized_links(graph, result), graph, np.zeros(graph.n_nodes, dtype=bool))
+    gain, flow = group_gains(_Flows(graph, result), np.zeros(graph.n_nodes, dtype=bool))
     assert flow[0] == pytest.approx(0.5) and gain[0] == pytest.approx(0.5 * 0.25)
     assert (none, scorer(pinned).replacement) == pytest.approx((0.0, 0.125))  # total flow 1: T = gain
 
@@ -60,7 +60,9 @@ def test_a_small_budget_keeps_more_than_random_groups(seed: int) -> None:
               for _ in range(20)]
     assert rc.scores_.circuit["replacement"] > np.quantile(random, 0.9)
     est_only = choose_groups(graph, rc.prune_result_, groups, 4, exact_candidates=0)
-    assert len(est_only) == 4
+    assert est_only == choose_groups(graph, rc.prune_result_, groups, 4, exact_max_links=0) and len(est_only) == 4
+    est_score = scorer([int(i) for k in est_only for i in groups[k]]).replacement
+    assert est_score > np.quantile(random, 0.9)
 
 
 def test_budget_is_validated_and_results_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
