@@ -16,12 +16,13 @@ dendrogram into their largest admissible sub-clusters.
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import squareform
 
 FAR = 2.0
 """Distance given to cannot-link pairs (admissible cuts are <= 1)."""
-_AUTO_CANDIDATES = 16
+_AUTO_CANDIDATES = 12
 """Most cut heights the automatic cut scores."""
 
 
@@ -87,15 +88,16 @@ def cut_linkage(Z: np.ndarray, height: float, max_size: int) -> np.ndarray:
 
 
 def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
-    """Mean silhouette of a partition under ``dist`` clipped to 1 (one-item clusters score 0)."""
+    """Mean silhouette of a partition under a symmetric ``dist`` clipped to 1 (one-item clusters score 0)."""
     n = labels.size
     k = int(labels.max()) + 1
     if k in (1, n):
         return 0.0
-    order = np.argsort(labels, kind="stable")
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    sums = np.add.reduceat(np.minimum(dist[:, order], 1.0), starts, axis=1)  # (n, k) distance to each cluster
+    clipped = dist if dist.max() <= 1.0 else np.minimum(dist, 1.0)
+    onehot = sp.csr_matrix((np.ones(n, dtype=clipped.dtype), (labels, np.arange(n))), shape=(k, n))
+    sums = np.asarray(onehot @ clipped).T  # (n, k) summed distance to each cluster (dist is symmetric)
+    sums = sums.astype(np.float64)
     own = sizes[labels]
     a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
     means = sums / sizes[None, :]
@@ -106,6 +108,7 @@ def silhouette(dist: np.ndarray, labels: np.ndarray) -> float:
 
 
 def _auto_height(Z: np.ndarray, dist: np.ndarray, max_height: float, max_size: int) -> float:
+    dist = np.minimum(dist, 1.0).astype(np.float32)
     heights = np.unique(Z[Z[:, 2] <= max_height, 2])
     if heights.size == 0:
         return float(max_height)
