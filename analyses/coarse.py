@@ -35,7 +35,7 @@ from analyses.display import Display
 from analyses.results import register_result
 from tracer.export import aggregate_supernode_links, node_ids
 from tracer.graph import NODE_ERROR, NODE_FEATURE, NODE_LOGIT, NODE_TOKEN, Graph
-from tracer.prune import PruneResult, viewer_subgraph
+from tracer.prune import PruneResult, ViewerSubgraph, viewer_subgraph
 
 logger = logging.getLogger(__name__)
 
@@ -137,14 +137,16 @@ class CoarseGraph:
 
 # ----------------------------------------------------------------------------- links of a graph
 def graph_links(graph: Graph, *, prune_result: PruneResult | None = None,
-                node_mask: torch.Tensor | None = None, block_rows: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+                node_mask: torch.Tensor | None = None, block_rows: int = 1024,
+                view: ViewerSubgraph | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The links the formula runs on: ``(edge_index (2, n) [target, source], weights (n,))``.
 
-    With a prune result: the viewer's links (kept edges between kept nodes). Otherwise every
-    non-zero edge between nodes in ``node_mask`` (default: all), read in blocks of rows.
+    With a prune result: the viewer's links (kept edges between kept nodes; ``view``, when given,
+    is its :func:`tracer.prune.viewer_subgraph`). Otherwise every non-zero edge between nodes in
+    ``node_mask`` (default: all), read in blocks of rows.
     """
     if prune_result is not None:
-        edges = viewer_subgraph(graph, prune_result).edge_index.cpu()
+        edges = (view or viewer_subgraph(graph, prune_result)).edge_index.cpu()
         weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
         return edges.numpy().astype(np.int64), weights.double().cpu().numpy()
     n = graph.n_nodes
@@ -240,7 +242,8 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
                        labels: Sequence[str | None] | None = None, singletons: str | Sequence[int] = "all",
                        prune_result: PruneResult | None = None, node_mask: torch.Tensor | None = None,
                        token_strings: Sequence[str] | None = None,
-                       columns: Mapping[str, Sequence[float]] | None = None) -> CoarseGraph:
+                       columns: Mapping[str, Sequence[float]] | None = None,
+                       view: ViewerSubgraph | None = None) -> CoarseGraph:
     """Group graph nodes and aggregate their links with the viewer's supernode formula.
 
     groups: lists of graph node indices (disjoint); a group of two or more becomes a supernode.
@@ -248,16 +251,19 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
     singletons: ``"all"`` (every node of the link set not in a group, as the viewer pins it) or
     the node indices to add as one-node nodes.
     prune_result / node_mask: which links count (see :func:`graph_links`); the viewer uses the
-    prune result's. columns: extra per-group values (one per group; singletons get NaN).
+    prune result's (``view``: its viewer subgraph, if already computed). columns: extra per-group
+    values (one per group; singletons get NaN).
     """
     if labels is not None and len(labels) != len(groups):
         raise ValueError(f"labels must have one entry per group ({len(groups)}); got {len(labels)}.")
     grouped = _group_nodes(graph, groups, [])
-    links = graph_links(graph, prune_result=prune_result, node_mask=node_mask)
+    if prune_result is not None and view is None:
+        view = viewer_subgraph(graph, prune_result)
+    links = graph_links(graph, prune_result=prune_result, node_mask=node_mask, view=view)
     if isinstance(singletons, str):
         if singletons != "all":
             raise ValueError(f"singletons must be 'all' or node indices; got {singletons!r}.")
-        pool = (viewer_subgraph(graph, prune_result).node_index.cpu().numpy() if prune_result is not None
+        pool = (view.node_index.cpu().numpy() if view is not None
                 else np.flatnonzero(node_mask.cpu().numpy()) if node_mask is not None else np.arange(graph.n_nodes))
         taken = np.zeros(graph.n_nodes, dtype=bool)
         for idx in grouped:

@@ -477,8 +477,8 @@ class SubgraphScorer:
     joins when its source feature is merged into the error node of its (layer, pos): each call then
     sums the links per bucket (one ``bincount``) instead of merging the link list again."""
 
-    def __init__(self, graph: Graph, prune_result: PruneResult) -> None:
-        view = viewer_subgraph(graph, prune_result)
+    def __init__(self, graph: Graph, prune_result: PruneResult, *, view: ViewerSubgraph | None = None) -> None:
+        view = view if view is not None else viewer_subgraph(graph, prune_result)
         self.graph = graph
         self.edges = view.edge_index.cpu()  # (2, n_edges)
         self.weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)

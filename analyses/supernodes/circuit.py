@@ -41,6 +41,7 @@ from tracer.prune import (
     PruneConfig,
     PruneResult,
     SubgraphScorer,
+    ViewerSubgraph,
     logit_weights,
     prune_graph,
     viewer_subgraph,
@@ -94,9 +95,9 @@ class CircuitResult:
 
 
 # ----------------------------------------------------------------------------- greedy selection
-def _normalized_links(graph: Graph, prune_result: PruneResult) -> sp.csr_matrix:
+def _normalized_links(graph: Graph, view: ViewerSubgraph) -> sp.csr_matrix:
     """(n_nodes, n_nodes) sparse Â over the viewer's links (rows = targets)."""
-    edges = viewer_subgraph(graph, prune_result).edge_index.cpu()  # (2, n_links)
+    edges = view.edge_index.cpu()  # (2, n_links)
     weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
     mags = weights.abs().double().cpu().numpy()
     t, s = edges[0].numpy(), edges[1].numpy()
@@ -119,8 +120,8 @@ def _fixed_point(step: Any, start: np.ndarray, max_iter: int = 1000) -> np.ndarr
 class _Flows:
     """The pruned graph's Â (and its transpose) with the fixed vectors the flows need."""
 
-    def __init__(self, graph: Graph, prune_result: PruneResult) -> None:
-        self.norm = _normalized_links(graph, prune_result)  # (n_nodes, n_nodes) rows = targets
+    def __init__(self, graph: Graph, view: ViewerSubgraph) -> None:
+        self.norm = _normalized_links(graph, view)  # (n_nodes, n_nodes) rows = targets
         self.norm_t = self.norm.T.tocsr()
         self.p = logit_weights(graph).double().cpu().numpy()  # (n_nodes,)
         self.tokens = np.zeros(graph.n_nodes)
@@ -147,16 +148,17 @@ def _exact(scorer: SubgraphScorer, pinned: np.ndarray, group: np.ndarray) -> tup
 
 def choose_groups(graph: Graph, prune_result: PruneResult, groups: Sequence[np.ndarray], budget: int, *,
                   exact_candidates: int = 8, exact_max_links: int = 50_000,
-                  scorer: SubgraphScorer | None = None) -> list[int]:
+                  scorer: SubgraphScorer | None = None, view: ViewerSubgraph | None = None) -> list[int]:
     """Indices of at most ``budget`` groups, picked greedily: each step ranks the groups by the
     estimated gain (see the module docstring) and, when the pruned graph has at most
     ``exact_max_links`` links, scores the best ``exact_candidates`` of them exactly (subgraph
     replacement, then completeness)."""
     if len(groups) <= budget:
         return list(range(len(groups)))
-    flows = _Flows(graph, prune_result)
+    view = view if view is not None else viewer_subgraph(graph, prune_result)
+    flows = _Flows(graph, view)
     exact = exact_candidates if flows.norm.nnz <= exact_max_links else 0
-    scorer = scorer or (SubgraphScorer(graph, prune_result) if exact else None)
+    scorer = scorer or (SubgraphScorer(graph, prune_result, view=view) if exact else None)
     member_group = np.full(graph.n_nodes, len(groups))  # (n_nodes,) group of each member; len: none
     for k, g in enumerate(groups):
         member_group[g] = k
@@ -220,15 +222,20 @@ class ReadableCircuit(Estimator):
             est._validate_params()
             prune_result = prune_graph(graph, PruneConfig(node_threshold=est.config_.node_threshold,
                                                           edge_threshold=est.config_.edge_threshold))
-        est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels)
-        scorer = SubgraphScorer(graph, prune_result)
+        view = viewer_subgraph(graph, prune_result)
+        shown = view.node_index.cpu()
+        mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
+        mask[shown] = True
+        est.fit(graph, prune_result=prune_result, node_mask=mask, transcoders=transcoders, families=families,
+                labels=labels)
+        scorer = SubgraphScorer(graph, prune_result, view=view)
         chosen = choose_groups(graph, prune_result, est.groups_, self.budget, exact_candidates=self.exact_candidates,
-                               exact_max_links=self.exact_max_links, scorer=scorer)
+                               exact_max_links=self.exact_max_links, scorer=scorer, view=view)
         groups = [est.groups_[k] for k in chosen]
-        shown = viewer_subgraph(graph, prune_result).node_index.cpu().numpy()
-        ends = [int(i) for i in shown if i >= graph.token_start]
+        ends = [int(i) for i in shown.tolist() if i >= graph.token_start]
         coarse = build_coarse_graph(graph, [g.tolist() for g in groups], labels=[est.group_labels_[k] for k in chosen],
-                                    singletons=ends, prune_result=prune_result, token_strings=token_strings)
+                                    singletons=ends, prune_result=prune_result, token_strings=token_strings,
+                                    view=view)
         self.clustering_, self.prune_result_, self.chosen_ = est, prune_result, np.asarray(chosen, dtype=np.int64)
         self.coarse_graph_ = coarse
         self.scores_ = self._score(scorer, groups, coarse, len(est.candidates_))

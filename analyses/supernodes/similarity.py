@@ -47,19 +47,22 @@ class WorkingGraph(NamedTuple):
 
 
 def working_graph(graph: Graph, nodes: np.ndarray, *, block_rows: int = 256) -> WorkingGraph:
-    """Gather ``A[W, W]`` and the full-row |A| sums of W, ``block_rows`` rows of A at a time. When W
-    is every node the adjacency itself is used (no copy)."""
+    """Gather ``A[W, W]`` and the full-row |A| sums of W, ``block_rows`` rows of A at a time (error
+    and token rows are empty by construction and are not read). When W is every node the adjacency
+    itself is used (no copy)."""
     nodes = np.unique(np.asarray(nodes, dtype=np.int64))  # (w,)
     adjacency = graph.adjacency
-    idx = torch.from_numpy(nodes).to(adjacency.device)
     full = nodes.size == graph.n_nodes
-    block = adjacency.cpu() if full else torch.empty(nodes.size, nodes.size, dtype=adjacency.dtype)  # (w, w)
-    row_abs = np.empty(nodes.size)
-    for r0 in range(0, nodes.size, block_rows):
-        rows = adjacency.index_select(0, idx[r0:r0 + block_rows])  # (rows, n_nodes)
-        row_abs[r0:r0 + rows.shape[0]] = torch.linalg.vector_norm(rows.float(), 1, dim=1).cpu().numpy()
+    block = adjacency.cpu() if full else torch.zeros(nodes.size, nodes.size, dtype=adjacency.dtype)  # (w, w)
+    row_abs = np.zeros(nodes.size)
+    cols = torch.from_numpy(nodes).to(adjacency.device)
+    readers = np.flatnonzero((nodes < graph.error_start) | (nodes >= graph.logit_start))  # rows with inputs
+    for r0 in range(0, readers.size, block_rows):
+        at = readers[r0:r0 + block_rows]
+        rows = adjacency.index_select(0, cols[torch.from_numpy(at).to(adjacency.device)])  # (rows, n_nodes)
+        row_abs[at] = torch.linalg.vector_norm(rows.float(), 1, dim=1).cpu().numpy()
         if not full:
-            block[r0:r0 + rows.shape[0]] = rows.index_select(1, idx).cpu()
+            block[torch.from_numpy(at)] = rows.index_select(1, cols).cpu()
     return WorkingGraph(nodes, block, row_abs)
 
 
@@ -68,9 +71,9 @@ def _unit_rows(x: Tensor) -> Tensor:
 
 
 def cosine_matrix(x: Tensor) -> np.ndarray:
-    """(n, n) cosine similarity of the rows of x (zero rows: 0), float64."""
-    unit = _unit_rows(x.double())  # (n, d)
-    return (unit @ unit.T).clamp(-1.0, 1.0).numpy()
+    """(n, n) cosine similarity of the rows of x (zero rows: 0), computed in float32, as float64."""
+    unit = _unit_rows(x.float())  # (n, d)
+    return (unit @ unit.T).clamp(-1.0, 1.0).double().numpy()
 
 
 class EdgeSimilarity(NamedTuple):
@@ -84,9 +87,10 @@ def edge_similarity(work: WorkingGraph, cand: np.ndarray, *, in_weight: float) -
     """Signed edge-profile cosines of the candidates (``cand``: positions in the working set)."""
     denom = torch.from_numpy(np.maximum(work.row_abs, 1e-10)).float()  # (w,)
     c = torch.from_numpy(np.asarray(cand, dtype=np.int64))
-    out = (work.block[:, c].float() / denom[:, None]).T.contiguous()  # (n_c, w): column i of the signed Â
-    inn = work.block[c].float() / denom[c, None]  # (n_c, w): row i of the signed Â
-    out_gram = out @ out.T  # (n_c, n_c)
+    readers = torch.from_numpy(np.flatnonzero(work.row_abs > 0))  # targets with inputs
+    out = work.block[readers][:, c].float() / denom[readers, None]  # (w_r, n_c): columns of the signed Â
+    inn = work.block[c].float() / denom[c, None]  # (n_c, w): rows of the signed Â
+    out_gram = out.T @ out  # (n_c, n_c)
     gram = torch.addmm(out_gram, inn, inn.T, alpha=in_weight ** 2)
     return EdgeSimilarity(_gram_to_cos(gram), _gram_to_cos(out_gram))
 

@@ -9,7 +9,7 @@ from analyses.supernodes.circuit import CircuitResult, ReadableCircuit, _Flows, 
 from analyses.supernodes.clustering import SupernodeClustering
 from tests.analyses.supernodes.planted import planted_graph
 from tracer.graph import Graph
-from tracer.prune import PruneConfig, SubgraphScorer, prune_graph
+from tracer.prune import PruneConfig, SubgraphScorer, prune_graph, viewer_subgraph
 
 
 def _chain_graph() -> Graph:
@@ -32,7 +32,7 @@ def test_estimated_gain_equals_the_exact_change_on_a_chain() -> None:
     none = scorer(torch.zeros(graph.n_nodes, dtype=torch.bool)).replacement
     pinned = torch.zeros(graph.n_nodes, dtype=torch.bool)
     pinned[0] = True
-    gain, flow = group_gains(_Flows(graph, result), np.zeros(graph.n_nodes, dtype=bool))
+    gain, flow = group_gains(_Flows(graph, viewer_subgraph(graph, result)), np.zeros(graph.n_nodes, dtype=bool))
     assert flow[0] == pytest.approx(0.5) and gain[0] == pytest.approx(0.5 * 0.25)
     assert (none, scorer(pinned).replacement) == pytest.approx((0.0, 0.125))  # total flow 1: T = gain
 
