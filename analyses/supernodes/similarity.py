@@ -151,10 +151,11 @@ def _readers(graph: Graph, transcoders: Transcoders, work: WorkingGraph) -> tupl
     feats = work.nodes[work.nodes < graph.n_selected]
     keys = graph.active_features[graph.selected_features[torch.from_numpy(feats)]].cpu().numpy()  # (n, 3)
     pairs = np.unique(keys[:, [0, 2]], axis=0)  # (n_r, 2) (layer, feature)
-    rows = [transcoders.layers[int(layer)].W_enc[int(f)].detach().cpu().double() for layer, f in pairs]
-    vecs = rows + list(graph.logit_vectors.detach().cpu().double())
+    rows = [transcoders.layers[int(layer)].W_enc.detach()[torch.from_numpy(pairs[pairs[:, 0] == layer, 1])]
+            .cpu().double() for layer in np.unique(pairs[:, 0])]  # pairs are sorted by layer
+    vecs = [*rows, graph.logit_vectors.detach().cpu().double()]
     layers = np.concatenate([pairs[:, 0], np.full(graph.n_logits, graph.n_layers)]).astype(np.int64)
-    return _unit_rows(torch.stack(vecs)), layers
+    return _unit_rows(torch.cat(vecs)), layers
 
 
 def virtual_weights(graph: Graph, transcoders: Transcoders, work: WorkingGraph, cand_nodes: np.ndarray) -> Tensor:
