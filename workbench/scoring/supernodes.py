@@ -16,7 +16,11 @@ virtual-weight similarities) and score its groups against ``feature_truth_{kind}
   features of side "none" as alike;
 * **compression**: feature nodes per group of the circuit;
 * **replacement ratio**: the circuit's subgraph replacement over the pruned graph's;
-* with ``--interventions``: the ablation check of :mod:`analyses.supernodes.interventions`.
+* with ``--interventions``: the ablation check of :mod:`analyses.supernodes.interventions`;
+* with ``--families-dir``: dictionary families (``workbench families`` output, computed without
+  labels) as the family co-membership similarity;
+* with ``--sweep-min-affinity``: the summaries again at other cuts (a sensitivity table; the
+  defaults are not changed by it).
 
 Targets (issue 10): purity >= 0.9, compression >= 2, replacement ratio >= 0.9. The JSON holds every
 graph's numbers, per-set and overall summaries, and whether each target is met. Nothing here tunes
@@ -106,11 +110,13 @@ def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[
 
 
 def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple[int, int], Any],
-                cyclic: set[str], *, interventions: bool) -> dict[str, Any]:
+                cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
+                min_affinity: float | None = None) -> dict[str, Any]:
     """Trace, build the unlabelled readable circuit, score it (see the module docstring)."""
     import torch
 
     from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.config import InterventionConfig
     from analyses.supernodes.interventions import check_supernodes
     from tracer.attribution import attribute
@@ -119,7 +125,8 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
 
     graph = attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
     t0 = time.perf_counter()
-    circuit = ReadableCircuit().fit(graph, transcoders=transcoders)
+    clustering = SupernodeClustering() if min_affinity is None else SupernodeClustering(min_affinity=min_affinity)
+    circuit = ReadableCircuit(clustering=clustering).fit(graph, transcoders=transcoders, families=families)
     seconds = time.perf_counter() - t0
     groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
     sel = graph.active_features[graph.selected_features].cpu().numpy()
@@ -131,7 +138,7 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
         "compression": s.compression, "pruned": s.pruned, "circuit": s.circuit,
         "replacement_ratio": s.replacement_ratio, "sign_consistency": s.sign_consistency,
         "purity": {level: purity(rows, truth, cyclic, level) for level in ("side", "family", "value", "strict")},
-        "seconds_circuit": round(seconds, 3),
+        "seconds_circuit": round(seconds, 3), "similarities": list(circuit.clustering_.similarities_used_),
         "groups": [[truth_key(truth[(int(a), int(b))], cyclic, level="value") for a, b in r] for r in rows
                    if len(r) > 1],
     }
@@ -182,8 +189,10 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
-                verbose: bool) -> dict[str, Any]:
-    """Every graph's record and the summaries, per transcoder kind."""
+                verbose: bool, families_dir: Path | None = None,
+                sweep: Sequence[float] = ()) -> dict[str, Any]:
+    """Every graph's record and the summaries, per transcoder kind (and, for each ``sweep`` value of
+    min_affinity, the summaries at that cut: a sensitivity table, not a tuning)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -198,14 +207,24 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
     for kind in kinds:
         truth = load_truth(truth_dir / f"feature_truth_{kind}.jsonl")
         tcs = load_transcoders(world / kind, n_layers=loaded.n_layers, d_model=loaded.d_model)
+        families = None
+        if families_dir is not None:
+            from workbench.cmd_cluster import read_families
+
+            families = read_families(str(families_dir / f"families_{kind}.json"))
         records = []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
             check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
             with torch.inference_mode(False):
-                records.append({"set": name, **score_graph(loaded, tcs, prompt, truth, cyclic, interventions=check)})
+                records.append({"set": name, **score_graph(loaded, tcs, prompt, truth, cyclic, interventions=check,
+                                                           families=families)})
         by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
             r["set"] for r in records)}
         report[kind] = {"overall": summarize(records), "by_set": by_set, "graphs": records}
+        report[kind]["sensitivity_min_affinity"] = {
+            str(value): summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False,
+                                               families=families, min_affinity=value) for _, prompt in prompts])
+            for value in sweep}
     return report
 
 
@@ -220,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
     p.add_argument("--interventions", default="demo", choices=["demo", "none", "all"],
                    help="which graphs get the ablation check (default: the two demo graphs)")
+    p.add_argument("--families-dir", default=None,
+                   help="folder with families_{plt,clt}.json (`workbench families` output) for the family similarity")
+    p.add_argument("--sweep-min-affinity", default="",
+                   help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
     p.add_argument("--quiet", "-q", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -228,8 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     world = Path(args.world) if args.world else world_dir()
     t0 = time.perf_counter()
+    sweep = [float(x) for x in args.sweep_min_affinity.split(",") if x.strip()]
     report = score_world(world, Path(args.truth_dir) if args.truth_dir else world, args.transcoder, args.n_prompts,
-                         args.interventions, verbose=not args.quiet)
+                         args.interventions, verbose=not args.quiet,
+                         families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
     Path(args.out).write_text(json.dumps(report, indent=1, default=str))
