@@ -29,7 +29,7 @@ from analyses.display import Display
 from analyses.results import register_result
 from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
-from analyses.supernodes.linkage import cannot_link, cluster_affinity
+from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
 from tracer.graph import Graph
 from tracer.prune import PruneConfig, PruneResult, prune_graph, viewer_subgraph
 from tracer.transcoders.base import Transcoders
@@ -141,18 +141,19 @@ class SupernodeClustering(Estimator):
         work = sim.working_graph(graph, np.union1d(work_nodes, cand))
         pos = np.searchsorted(work.nodes, cand)  # candidates' rows in the working set
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
-        edge = sim.edge_similarity(work, pos, in_weight=self.config_.in_weight)
-        parts = self._similarities(graph, work, cand, keys, edge, transcoders, families, labels)
-        affinity = sum(self.config_.weight(n) * s for n, s in parts.items()) / sum(
-            self.config_.weight(n) for n in parts)
+        inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels)
         effects = sim.logit_effects(work, graph)[pos]
-        cannot = cannot_link(keys, effects, edge.outgoing, work.block[np.ix_(pos, pos)].double().numpy(),
-                             work.row_abs[pos], cross_position=self.config_.cross_position,
-                             max_layer_span=self.config_.max_layer_span,
-                             negative_edge_tolerance=self.config_.negative_edge_tolerance)
-        clustering = cluster_affinity(affinity, cannot, keys, max_height=1.0 - self.config_.min_affinity,
-                                      max_size=self.config_.max_group_size, cut=self.config_.cut)
-        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(parts), labels)
+        blocks = [np.arange(cand.size)] if self.config_.cross_position else [
+            np.flatnonzero(keys[:, 1] == p) for p in np.unique(keys[:, 1])]
+        parts = [self._block(work, pos, keys, effects, inputs, idx) for idx in blocks]
+        clustering = cluster_blocks(parts, keys, max_height=1.0 - self.config_.min_affinity,
+                                    max_size=self.config_.max_group_size, cut=self.config_.cut)
+        affinity = np.zeros((cand.size, cand.size), dtype=np.float32)
+        cannot = np.ones((cand.size, cand.size), dtype=bool)  # pairs in different blocks
+        for block in parts:
+            affinity[np.ix_(block.items, block.items)] = block.affinity
+            cannot[np.ix_(block.items, block.items)] = block.cannot
+        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(inputs["used"]), labels)
         return self
 
     def _working_set(self, graph: Graph, prune_result: PruneResult | None,
@@ -181,26 +182,48 @@ class SupernodeClustering(Estimator):
                              "fully pruned graph). Lower the prune thresholds or trace another prompt.")
         return cand
 
-    def _similarities(self, graph: Graph, work: sim.WorkingGraph, cand: np.ndarray, keys: np.ndarray,
-                      edge: sim.EdgeSimilarity, transcoders: Transcoders | None, families: Any,
-                      labels: Mapping[tuple[int, int], Any] | None) -> dict[str, np.ndarray]:
-        parts: dict[str, np.ndarray] = {}
+    def _inputs(self, graph: Graph, work: sim.WorkingGraph, cand: np.ndarray, pos: np.ndarray, keys: np.ndarray,
+                transcoders: Transcoders | None, families: Any,
+                labels: Mapping[tuple[int, int], Any] | None) -> dict[str, Any]:
+        """Per-candidate profiles of every similarity that has its input and a weight."""
+        given = {"edge": True, "virtual": transcoders is not None, "family": families is not None,
+                 "label": labels is not None}
+        used = [n for n in self.config_.similarities if given[n] and self.config_.weight(n) > 0]
         for name in self.config_.similarities:
-            if name == "edge":
-                parts[name] = edge.combined
-            elif name == "virtual" and transcoders is not None:
-                parts[name] = sim.cosine_matrix(sim.virtual_weights(graph, transcoders, work, cand))
-            elif name == "family" and families is not None:
-                parts[name] = sim.family_comembership(sim.family_ids(keys, families))
-            elif name == "label" and labels is not None:
-                parts[name] = sim.label_cosine([sim.label_text(labels.get((int(k[0]), int(k[2])))) for k in keys])
-            else:
+            if not given[name]:
                 logger.info("similarity %r skipped: its input was not given", name)
-        parts = {n: s for n, s in parts.items() if self.config_.weight(n) > 0}
-        if not parts:
+        if not used:
             raise ValueError(f"similarities must include one with an input and a weight > 0; got "
                              f"{list(self.config_.similarities)}. Add 'edge' or give its input.")
-        return parts
+        out: dict[str, Any] = {"used": used, "edge": sim.edge_profiles(work, pos)}
+        if "virtual" in used:
+            out["virtual"] = sim.virtual_weights(graph, transcoders, work, cand)  # type: ignore[arg-type]
+        if "family" in used:
+            out["family"] = sim.family_ids(keys, families)
+        if "label" in used:
+            out["label"] = sim.label_vectors([sim.label_text(labels.get((int(k[0]), int(k[2]))))  # type: ignore[union-attr]
+                                              for k in keys])
+        return out
+
+    def _block(self, work: sim.WorkingGraph, pos: np.ndarray, keys: np.ndarray, effects: np.ndarray,
+               inputs: dict[str, Any], idx: np.ndarray) -> Block:
+        """The affinity and cannot-links among the candidates ``idx``."""
+        cfg = self.config_
+        edge = sim.edge_similarity(inputs["edge"], idx, in_weight=cfg.in_weight)
+        parts = {"edge": edge.combined}
+        if "virtual" in inputs:
+            parts["virtual"] = sim.cosine_matrix(inputs["virtual"][torch.from_numpy(idx)])
+        if "family" in inputs:
+            parts["family"] = sim.family_comembership(inputs["family"][idx])
+        if "label" in inputs:
+            parts["label"] = sim.cosine_matrix(inputs["label"][torch.from_numpy(idx)])
+        used = inputs["used"]
+        affinity = sum(cfg.weight(n) * parts[n] for n in used) / sum(cfg.weight(n) for n in used)
+        at = pos[idx]
+        cannot = cannot_link(keys[idx], effects[idx], edge.outgoing, work.block[np.ix_(at, at)].double().numpy(),
+                             work.row_abs[at], cross_position=cfg.cross_position, max_layer_span=cfg.max_layer_span,
+                             negative_edge_tolerance=cfg.negative_edge_tolerance)
+        return Block(affinity, cannot, idx)
 
     def _store(self, graph: Graph, cand: np.ndarray, keys: np.ndarray, affinity: np.ndarray, cannot: np.ndarray,
                clustering: Any, effects: np.ndarray, used: tuple[str, ...],

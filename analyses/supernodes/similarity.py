@@ -76,21 +76,35 @@ def cosine_matrix(x: Tensor) -> np.ndarray:
     return (unit @ unit.T).clamp(-1.0, 1.0).double().numpy()
 
 
+class EdgeProfiles(NamedTuple):
+    outgoing: Tensor
+    """(w_r, n_c) float32: column i of the signed Â over the working targets that have inputs."""
+    incoming: Tensor
+    """(n_c, w) float32: row i of the signed Â over the working set."""
+
+
 class EdgeSimilarity(NamedTuple):
     combined: np.ndarray
-    """(n_c, n_c) ``cos([out; λ in], [out'; λ in'])``."""
+    """(n, n) ``cos([out; λ in], [out'; λ in'])``."""
     outgoing: np.ndarray
-    """(n_c, n_c) ``cos(out, out')`` (for the sign constraint)."""
+    """(n, n) ``cos(out, out')`` (for the sign constraint)."""
 
 
-def edge_similarity(work: WorkingGraph, cand: np.ndarray, *, in_weight: float) -> EdgeSimilarity:
-    """Signed edge-profile cosines of the candidates (``cand``: positions in the working set)."""
+def edge_profiles(work: WorkingGraph, cand: np.ndarray) -> EdgeProfiles:
+    """The candidates' signed edge profiles (``cand``: their positions in the working set)."""
     denom = torch.from_numpy(np.maximum(work.row_abs, 1e-10)).float()  # (w,)
     c = torch.from_numpy(np.asarray(cand, dtype=np.int64))
     readers = torch.from_numpy(np.flatnonzero(work.row_abs > 0))  # targets with inputs
-    out = work.block[readers][:, c].float() / denom[readers, None]  # (w_r, n_c): columns of the signed Â
-    inn = work.block[c].float() / denom[c, None]  # (n_c, w): rows of the signed Â
-    out_gram = out.T @ out  # (n_c, n_c)
+    out = work.block[readers][:, c].float() / denom[readers, None]  # (w_r, n_c)
+    inn = work.block[c].float() / denom[c, None]  # (n_c, w)
+    return EdgeProfiles(out, inn)
+
+
+def edge_similarity(profiles: EdgeProfiles, idx: np.ndarray, *, in_weight: float) -> EdgeSimilarity:
+    """Edge-profile cosines among the candidates ``idx`` (indices into the profiles)."""
+    i = torch.from_numpy(np.asarray(idx, dtype=np.int64))
+    out, inn = profiles.outgoing[:, i], profiles.incoming[i]  # (w_r, n), (n, w)
+    out_gram = out.T @ out  # (n, n)
     gram = torch.addmm(out_gram, inn, inn.T, alpha=in_weight ** 2)
     return EdgeSimilarity(_gram_to_cos(gram), _gram_to_cos(out_gram))
 
@@ -199,16 +213,20 @@ def family_comembership(ids: np.ndarray) -> np.ndarray:
     return same.astype(np.float64)
 
 
-def label_cosine(texts: Sequence[str]) -> np.ndarray:
-    """(n, n) TF-IDF cosine of label texts (empty texts: 0)."""
+def label_vectors(texts: Sequence[str]) -> Tensor:
+    """(n, vocab) TF-IDF rows of label texts (all zero when there are no words)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     try:
         tfidf = TfidfVectorizer(token_pattern=r"(?u)\b[A-Za-z][A-Za-z]+\b").fit_transform(list(texts))
     except ValueError:  # no words at all
-        return np.zeros((len(texts), len(texts)))
-    dense = torch.from_numpy(tfidf.toarray())  # (n, vocab)
-    return cosine_matrix(dense)
+        return torch.zeros(len(texts), 1)
+    return torch.from_numpy(tfidf.toarray())
+
+
+def label_cosine(texts: Sequence[str]) -> np.ndarray:
+    """(n, n) TF-IDF cosine of label texts (empty texts: 0)."""
+    return cosine_matrix(label_vectors(texts))
 
 
 def label_text(label: object) -> str:

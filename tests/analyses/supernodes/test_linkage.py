@@ -8,7 +8,15 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from sklearn.metrics import silhouette_score
 
-from analyses.supernodes.linkage import FAR, cannot_link, cluster_affinity, cut_linkage, silhouette
+from analyses.supernodes.linkage import (
+    FAR,
+    Block,
+    cannot_link,
+    cluster_affinity,
+    cluster_blocks,
+    cut_linkage,
+    silhouette,
+)
 
 
 def _blocks(rng: np.random.Generator, sizes: list[int], within: float = 0.9, between: float = 0.1) -> np.ndarray:
@@ -108,3 +116,21 @@ def test_cannot_link_criteria() -> None:
     loose = cannot_link(keys, effects, out_cos, edges, in_mass, cross_position=True, max_layer_span=4,
                         negative_edge_tolerance=0.5)
     assert not loose[0, 3] and not loose[0, 4]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(2, 24), st.integers(1, 4), st.sampled_from(["auto", "threshold"]))
+def test_blocks_equal_one_matrix_with_cannot_links_between_blocks(seed: int, n: int, n_blocks: int, cut: str) -> None:
+    rng = np.random.default_rng(seed)
+    aff = rng.choice([0.2, 0.5, 0.7, 0.9], size=(n, n))
+    aff = np.maximum(aff, aff.T)
+    np.fill_diagonal(aff, 1.0)
+    block_of = rng.integers(0, n_blocks, n)
+    cannot = block_of[:, None] != block_of[None, :]
+    keys = np.stack([rng.integers(0, 3, n), np.arange(n), rng.permutation(n)], 1)
+    whole = cluster_affinity(aff, cannot, keys, max_height=0.4, max_size=3, cut=cut)
+    blocks = [Block(aff[np.ix_(idx, idx)], cannot[np.ix_(idx, idx)], idx)
+              for b in range(n_blocks) if (idx := np.flatnonzero(block_of == b)).size]
+    parts = cluster_blocks(blocks, keys, max_height=0.4, max_size=3, cut=cut)
+    assert np.array_equal(parts.labels, whole.labels) and parts.height == whole.height
+    assert parts.linkage.shape == (n - 1, 4) and (parts.linkage[:, 3].max() == n)
