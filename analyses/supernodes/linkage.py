@@ -29,6 +29,8 @@ from scipy.spatial.distance import squareform
 FAR = 2.0
 """Distance given to cannot-link pairs (admissible cuts are <= 1)."""
 _AUTO_CANDIDATES = 12
+_DENSE_SILHOUETTE = 512
+"""Blocks up to this size compute silhouettes with a dense one-hot product (less overhead)."""
 """Most cut heights the automatic cut scores."""
 
 
@@ -120,8 +122,13 @@ def _block_silhouettes(dist: np.ndarray, labels: np.ndarray, *, others_outside: 
     k = int(labels.max()) + 1
     sizes = np.bincount(labels, minlength=k).astype(np.float64)
     clipped = dist if dist.max() <= 1.0 else np.minimum(dist, 1.0)
-    onehot = sp.csr_matrix((np.ones(n, dtype=clipped.dtype), (labels, np.arange(n))), shape=(k, n))
-    sums = np.asarray(onehot @ clipped).T.astype(np.float64)  # (n, k) summed distance to each cluster
+    if n <= _DENSE_SILHOUETTE:
+        onehot = np.zeros((n, k), dtype=clipped.dtype)
+        onehot[np.arange(n), labels] = 1.0
+        sums = (clipped @ onehot).astype(np.float64)  # (n, k) summed distance to each cluster
+    else:
+        sparse = sp.csr_matrix((np.ones(n, dtype=clipped.dtype), (labels, np.arange(n))), shape=(k, n))
+        sums = np.asarray(sparse @ clipped).T.astype(np.float64)  # (n, k) (dist is symmetric)
     own = sizes[labels]
     a = sums[np.arange(n), labels] / np.maximum(own - 1, 1)
     means = sums / sizes[None, :]
@@ -132,17 +139,25 @@ def _block_silhouettes(dist: np.ndarray, labels: np.ndarray, *, others_outside: 
     return np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
 
 
-def _pooled_silhouette(parts: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray) -> float:
+def _pooled_silhouette(parts: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray,
+                       cache: dict[tuple[int, bytes], float] | None = None) -> float:
     """Mean silhouette over all items of a partition that never crosses blocks (cross-block distance 1).
-    ``parts``: per block, (global canonical ids, clipped canonical distances)."""
+    ``parts``: per block, (global canonical ids, clipped canonical distances). ``cache`` keeps each
+    block's summed silhouette by its local partition (most blocks do not change between cuts)."""
     total = int(labels.max()) + 1
     if total in (1, labels.size):
         return 0.0
-    scores = []
-    for ids, dist in parts:
+    cache = {} if cache is None else cache
+    summed = 0.0
+    for b, (ids, dist) in enumerate(parts):
         _, local = np.unique(labels[ids], return_inverse=True)
-        scores.append(_block_silhouettes(dist, local.reshape(-1), others_outside=total > int(local.max()) + 1))
-    return float(np.concatenate(scores).mean())
+        local = local.reshape(-1)
+        outside = total > int(local.max()) + 1
+        key = (b * 2 + outside, local.tobytes())
+        if key not in cache:
+            cache[key] = float(_block_silhouettes(dist, local, others_outside=outside).sum())
+        summed += cache[key]
+    return summed / labels.size
 
 
 def _auto_height(Z: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], max_height: float,
@@ -154,8 +169,9 @@ def _auto_height(Z: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray]], max_
         picks = np.linspace(0, heights.size - 1, _AUTO_CANDIDATES).round().astype(np.int64)
         heights = np.unique(np.append(heights[picks], heights[-1]))
     best, best_score = float(heights[-1]), -np.inf
+    cache: dict[tuple[int, bytes], float] = {}
     for h in heights[::-1]:  # coarse to fine: ties keep the coarser cut
-        score = _pooled_silhouette(parts, cut_linkage(Z, float(h), max_size))
+        score = _pooled_silhouette(parts, cut_linkage(Z, float(h), max_size), cache)
         if score > best_score + 1e-12:
             best, best_score = float(h), score
     return best
