@@ -222,12 +222,9 @@ class ReadableCircuit(Estimator):
             est._validate_params()
             prune_result = prune_graph(graph, PruneConfig(node_threshold=est.config_.node_threshold,
                                                           edge_threshold=est.config_.edge_threshold))
+        est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels)
         view = viewer_subgraph(graph, prune_result)
         shown = view.node_index.cpu()
-        mask = torch.zeros(graph.n_nodes, dtype=torch.bool)
-        mask[shown] = True
-        est.fit(graph, prune_result=prune_result, node_mask=mask, transcoders=transcoders, families=families,
-                labels=labels)
         scorer = SubgraphScorer(graph, prune_result, view=view)
         chosen = choose_groups(graph, prune_result, est.groups_, self.budget, exact_candidates=self.exact_candidates,
                                exact_max_links=self.exact_max_links, scorer=scorer, view=view)

@@ -31,7 +31,7 @@ from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
 from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
 from tracer.graph import Graph
-from tracer.prune import PruneConfig, PruneResult, prune_graph, viewer_subgraph
+from tracer.prune import PruneConfig, PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
 from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class SupernodeClustering(Estimator):
             labels: Mapping[tuple[int, int], Any] | None = None) -> "SupernodeClustering":
         """Cluster ``graph``'s candidate features (see the module docstring).
 
-        prune_result / node_mask: the working set (default: prune at node_threshold / edge_threshold);
+        prune_result / node_mask: the working set. With a prune result (default: prune at node_threshold
+        / edge_threshold) the similarities read the pruned graph's kept links (what the viewer shows);
+        with a node mask, every edge among the masked nodes, normalised over full rows;
         candidates: feature node indices to cluster (default: the working set's features);
         transcoders: enable the virtual-weight similarity; families: (layer, feature) -> family id,
         or an (n_layers, d_transcoder) array (-1: none); labels: (layer, feature) -> label (text or
@@ -136,9 +138,11 @@ class SupernodeClustering(Estimator):
             raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
         if transcoders is not None:
             sim.check_transcoders(graph, transcoders)
-        work_nodes, self.prune_result_ = self._working_set(graph, prune_result, node_mask)
+        work_nodes, self.prune_result_, view = self._working_set(graph, prune_result, node_mask)
         cand = self._candidates(graph, work_nodes, candidates)
-        work = sim.working_graph(graph, np.union1d(work_nodes, cand))
+        nodes = np.union1d(work_nodes, cand)
+        work = (sim.working_graph_from_links(graph, nodes, view.edge_index) if view is not None
+                else sim.working_graph(graph, nodes))
         pos = np.searchsorted(work.nodes, cand)  # candidates' rows in the working set
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
         inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels)
@@ -157,16 +161,17 @@ class SupernodeClustering(Estimator):
         return self
 
     def _working_set(self, graph: Graph, prune_result: PruneResult | None,
-                     node_mask: torch.Tensor | None) -> tuple[np.ndarray, PruneResult | None]:
+                     node_mask: torch.Tensor | None) -> tuple[np.ndarray, PruneResult | None, ViewerSubgraph | None]:
         if node_mask is not None:
             mask = torch.as_tensor(node_mask).bool().cpu()
             if mask.shape != (graph.n_nodes,):
                 raise ValueError(f"node_mask must have shape ({graph.n_nodes},); got {tuple(mask.shape)}.")
-            return mask.nonzero().flatten().numpy(), prune_result
+            return mask.nonzero().flatten().numpy(), prune_result, None
         if prune_result is None:
             prune_result = prune_graph(graph, PruneConfig(node_threshold=self.config_.node_threshold,
                                                           edge_threshold=self.config_.edge_threshold))
-        return viewer_subgraph(graph, prune_result).node_index.cpu().numpy(), prune_result
+        view = viewer_subgraph(graph, prune_result)
+        return view.node_index.cpu().numpy(), prune_result, view
 
     @staticmethod
     def _candidates(graph: Graph, work_nodes: np.ndarray, candidates: Sequence[int] | None) -> np.ndarray:

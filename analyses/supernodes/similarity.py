@@ -1,9 +1,11 @@
 """Similarities between the feature nodes of one graph, and their signed effect on the logits.
 
-Everything works on a *working set* W of graph nodes (the pruned graph's nodes, or a mask) and a
-set of candidate features C inside it, never on N x N copies of the adjacency: the submatrix
-``A[W, W]`` is gathered in blocks of rows (when W is every node the adjacency is used as is), and
-the normalisation reads whole rows of A, one block at a time. Orientation as in
+Everything works on a *working set* W of graph nodes and a set of candidate features C inside it,
+never on N x N copies of the adjacency. Either W is the pruned graph the viewer shows: ``A[W, W]``
+holds its kept links only and each target's normalisation runs over its kept inputs
+(:func:`working_graph_from_links`, which reads just those entries); or W is a node mask: ``A[W, W]``
+is gathered in blocks of rows (the adjacency itself when W is every node) and the normalisation
+reads whole rows of A (:func:`working_graph`). Orientation as in
 :class:`tracer.graph.Graph`: ``A[target, source]``. Similarities (``research/geometry.md`` §7a):
 
 * **edge**: ``out_i[t] = A[t, i] / sum_s |A[t, s]|`` over targets t in W (the signed version of the
@@ -63,6 +65,24 @@ def working_graph(graph: Graph, nodes: np.ndarray, *, block_rows: int = 256) -> 
         row_abs[at] = torch.linalg.vector_norm(rows.float(), 1, dim=1).cpu().numpy()
         if not full:
             block[torch.from_numpy(at)] = rows.index_select(1, cols).cpu()
+    return WorkingGraph(nodes, block, row_abs)
+
+
+def working_graph_from_links(graph: Graph, nodes: np.ndarray, edges: Tensor) -> WorkingGraph:
+    """The working graph of a link list (e.g. the pruned graph's kept links, ``edges`` (2, n_links)
+    as (target, source)): ``A[W, W]`` holds only those links, and each row's |A| sum runs over the
+    target's listed inputs, i.e. the normalisation of the graph the links describe. Reads only the
+    listed entries of the adjacency."""
+    nodes = np.unique(np.asarray(nodes, dtype=np.int64))  # (w,)
+    edges = edges.cpu()
+    weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)].cpu()
+    lookup = torch.full((graph.n_nodes,), -1, dtype=torch.long)
+    lookup[torch.from_numpy(nodes)] = torch.arange(nodes.size)
+    t, s = lookup[edges[0]], lookup[edges[1]]
+    keep = (t >= 0) & (s >= 0)
+    block = torch.zeros(nodes.size, nodes.size, dtype=weights.dtype)  # (w, w)
+    block[t[keep], s[keep]] = weights[keep]
+    row_abs = np.bincount(t[keep].numpy(), weights[keep].abs().double().numpy(), minlength=nodes.size)
     return WorkingGraph(nodes, block, row_abs)
 
 
