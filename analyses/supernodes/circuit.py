@@ -106,23 +106,20 @@ def _normalized_links(graph: Graph, view: ViewerSubgraph) -> sp.csr_matrix:
     return sp.csr_matrix((vals, (t, s)), shape=(graph.n_nodes, graph.n_nodes))
 
 
-def _fixed_point(step: Any, start: np.ndarray, max_iter: int = 1000) -> np.ndarray:
-    x = start
-    for _ in range(max_iter):
-        new = step(x)
-        if np.array_equal(new, x):
-            return x
-        x = new
-    raise ValueError(f"circuit flows must converge within {max_iter} iterations; they did not. The graph "
-                     "must be acyclic.")
-
-
 class _Flows:
-    """The pruned graph's Â (and its transpose) with the fixed vectors the flows need."""
+    """The pruned graph's Â split by the layer of its targets (features by layer, then the logits):
+    a target only reads nodes of earlier layers, so one pass over the levels solves each flow."""
 
     def __init__(self, graph: Graph, view: ViewerSubgraph) -> None:
-        self.norm = _normalized_links(graph, view)  # (n_nodes, n_nodes) rows = targets
-        self.norm_t = self.norm.T.tocsr()
+        norm = _normalized_links(graph, view)  # (n_nodes, n_nodes) rows = targets
+        self.nnz = int(norm.nnz)
+        level = graph.node_layer().astype(np.int64)
+        targets = np.flatnonzero(np.diff(norm.indptr) > 0)
+        self.levels = []
+        for lv in np.unique(level[targets]):
+            rows = targets[level[targets] == lv]
+            block = norm[rows]  # (n_rows, n_nodes)
+            self.levels.append((rows, block, block.T.tocsr()))
         self.p = logit_weights(graph).double().cpu().numpy()  # (n_nodes,)
         self.tokens = np.zeros(graph.n_nodes)
         self.tokens[graph.token_start:graph.logit_start] = 1.0
@@ -133,8 +130,12 @@ class _Flows:
 def group_gains(flows: _Flows, pinned: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(gain, flow) per node: ``f(n) ρ(n)`` and ``f(n)`` given the pinned features (bool (n_nodes,))."""
     through = pinned | flows.logits
-    flow = _fixed_point(lambda f: flows.p + flows.norm_t @ (f * through), flows.p.copy())
-    rho = _fixed_point(lambda r: flows.norm @ (flows.tokens + pinned * r), flows.norm @ flows.tokens)
+    flow = flows.p.copy()
+    for rows, _, block_t in reversed(flows.levels):  # from the logits down: sources sit lower
+        flow += block_t @ (flow[rows] * through[rows])
+    rho = np.zeros_like(flow)
+    for rows, block, _ in flows.levels:  # from the first layer up: ρ of lower levels is final
+        rho[rows] = block @ (flows.tokens + pinned * rho)
     return flow * rho, flow
 
 
@@ -157,7 +158,7 @@ def choose_groups(graph: Graph, prune_result: PruneResult, groups: Sequence[np.n
         return list(range(len(groups)))
     view = view if view is not None else viewer_subgraph(graph, prune_result)
     flows = _Flows(graph, view)
-    exact = exact_candidates if flows.norm.nnz <= exact_max_links else 0
+    exact = exact_candidates if flows.nnz <= exact_max_links else 0
     scorer = scorer or (SubgraphScorer(graph, prune_result, view=view) if exact else None)
     member_group = np.full(graph.n_nodes, len(groups))  # (n_nodes,) group of each member; len: none
     for k, g in enumerate(groups):
