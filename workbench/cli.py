@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "prune": "workbench.cmd_graphtools",
     "export": "workbench.cmd_graphtools",
     "import-pt": "workbench.cmd_graphtools",
+    "cluster": "workbench.cmd_cluster",
     "intervene": "workbench.cmd_intervene",
     "activations": "workbench.cmd_activations",
     "world": "workbench.world.cli",
@@ -68,6 +69,7 @@ def _configure_logging(quiet: bool, verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded next to outputs
     if args.command is None:
         parser.print_help()
         return 2

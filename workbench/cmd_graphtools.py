@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")
     p.add_argument("--scan", default=None, help="viewer scan / model id (default: the graph's)")
     p.add_argument("--supernodes", default=None,
-                   help='JSON file: [["label", "node_id", ...], ...] '
-                        '(or {"supernodes": [...], "pinnedIds": [...]})')
+                   help='JSON file: [["label", "node_id", ...], ...] (or {"supernodes": [...], "pinnedIds": '
+                        '[...]}), or the output of `workbench cluster`')
     _add_thresholds(p)
     p.set_defaults(func=run_export)
 
@@ -154,6 +154,7 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
     groups, pinned = (data.get("supernodes"), data.get("pinnedIds")) if isinstance(data, dict) else (data, None)
+    groups = _viewer_groups(groups, path_str)
     if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g)
                                                for g in groups):
         raise WorkbenchError(f"--supernodes must hold a list of [label, node_id, ...] lists of strings; got "
@@ -181,6 +182,24 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
     out = check_out(args.out, inputs=inputs, folder=True)
     check_out_files(out, [f"{slug}.json", "graph-metadata.json"], inputs=inputs)
     return out, slug, inputs
+
+
+def _viewer_groups(groups: Any, path_str: str) -> Any:
+    """`workbench cluster`'s groups ({"label", "node_ids", ...}) -> [[label, node_id, ...]] for the
+    groups of two or more nodes (single nodes are pinned, not grouped); viewer lists pass as they are."""
+    from tracer.errors import WorkbenchError
+
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups) or not groups:
+        return groups
+    out = []
+    for k, g in enumerate(groups):
+        ids = g.get("node_ids")
+        if not isinstance(g.get("label"), str) or not isinstance(ids, list):
+            raise WorkbenchError(f"--supernodes entry {k} must have a 'label' and 'node_ids'; got {str(g)[:80]!r} "
+                                 f"in {path_str!r}.")
+        if len(ids) > 1:
+            out.append([g["label"], *[str(i) for i in ids]])
+    return out
 
 
 def run_export(args: argparse.Namespace) -> int:
