@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "export": "workbench.cmd_graphtools",
     "import-pt": "workbench.cmd_graphtools",
     "intervene": "workbench.cmd_intervene",
+    "families": "workbench.cmd_families",
     "world": "workbench.world.cli",
     "bench": "workbench.bench.cli",
 }

@@ -33,6 +33,7 @@ from analyses.families.cluster import (
     relabel,
 )
 from analyses.families.coactivation import WEIGHTINGS, as_csr, coactivation_profiles, jaccard_pairs
+from analyses.families.config import DEFAULTS as _D
 from analyses.families.knn import KNN_METHODS, knn, knn_affinity, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
 
@@ -44,16 +45,23 @@ COACTIVATIONS = ("profile", "jaccard")
 class FeatureFamilies(Estimator):
     """Families of features from decoder geometry and (optionally) co-activation.
 
-    Parameters are stored unchanged and validated in :meth:`fit`; see the module docstring for
-    the algorithm. Fitted attributes: ``result_`` (:class:`FeatureFamiliesResult`), ``labels_``
-    (family per row of X, -1 for none), ``n_families_``."""
+    Parameters are stored unchanged and validated in :meth:`fit`; their defaults and meaning are
+    those of :class:`analyses.families.config.FamiliesConfig` (``FeatureFamilies.from_config``);
+    see the module docstring for the algorithm. Fitted attributes: ``result_``
+    (:class:`FeatureFamiliesResult`), ``labels_`` (family per row of X, -1 for none), ``n_families_``."""
 
-    def __init__(self, *, n_neighbors: int = 10, min_similarity: float = 0.3, knn: str = "auto",
-                 exact_max: int = 50_000, coactivation: str = "profile", coactivation_weight: float = 0.5,
-                 weighting: str = "activation", coactivation_dim: int = 256, clustering: str = "auto",
-                 dense_max: int = 8192, distance_threshold: float = 0.5, min_cluster_size: int = 5,
-                 min_samples: int | None = None, min_family_size: int = 2, per_layer: bool = True,
-                 max_hierarchy: int = 2000, random_state: int = 0) -> None:
+    def __init__(self, *, n_neighbors: int = _D["n_neighbors"].default,
+                 min_similarity: float = _D["min_similarity"].default, knn: str = _D["knn"].default,
+                 exact_max: int = _D["exact_max"].default, coactivation: str = _D["coactivation"].default,
+                 coactivation_weight: float = _D["coactivation_weight"].default,
+                 weighting: str = _D["weighting"].default, coactivation_dim: int = _D["coactivation_dim"].default,
+                 clustering: str = _D["clustering"].default, dense_max: int = _D["dense_max"].default,
+                 distance_threshold: float = _D["distance_threshold"].default,
+                 min_cluster_size: int = _D["min_cluster_size"].default,
+                 min_samples: int | None = _D["min_samples"].default,
+                 min_family_size: int = _D["min_family_size"].default, per_layer: bool = _D["per_layer"].default,
+                 max_hierarchy: int = _D["max_hierarchy"].default,
+                 random_state: int = _D["random_state"].default) -> None:
         self.n_neighbors = n_neighbors
         self.min_similarity = min_similarity
         self.knn = knn
@@ -71,6 +79,13 @@ class FeatureFamilies(Estimator):
         self.per_layer = per_layer
         self.max_hierarchy = max_hierarchy
         self.random_state = random_state
+
+    @classmethod
+    def from_config(cls, config: Any) -> "FeatureFamilies":
+        """An estimator with the parameters of a :class:`FamiliesConfig`."""
+        from dataclasses import asdict
+
+        return cls(**asdict(config))
 
     def _validate_params(self) -> None:
         check_number("n_neighbors", self.n_neighbors, lo=1, integer=True)
