@@ -41,6 +41,9 @@ class WorldSample:
     """(n_rows, n_features) activations on the sample's token rows (columns = rows of X)."""
     n_sentences: int
     """Sentences in the sample."""
+    row_task: np.ndarray
+    """(n_rows,) each row's task. Never given to the estimator: only the task-profile diagnostic
+    (a supervised reference) reads it."""
 
 
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
@@ -66,7 +69,8 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
                         for w in tc.W_dec])  # (L * F, dim)
     layer = np.repeat(np.arange(n_layers), d_tc)
     feature = np.tile(np.arange(d_tc), n_layers)
-    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences)
+    row_task = np.asarray([s.task for s in sents for _ in s.words])
+    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task)
 
 
 def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:
@@ -128,6 +132,7 @@ def score(sample: WorldSample, truth: dict[tuple[int, int], Any], params: dict[s
         rand = family_ari(est.labels_, sample.layer, sample.feature, truth, key=key, shuffle_seed=0)
         out[f"ari_{key}"] = {"per_layer": per, "mean": float(np.mean(list(per.values())))}
         out[f"random_ari_{key}"] = float(np.mean(list(rand.values())))
+    out["ari_family_coverage_0.8"] = confident_ari(est.labels_, sample, truth)
     return out
 
 
@@ -168,3 +173,39 @@ def tune(samples: dict[str, tuple[WorldSample, dict[tuple[int, int], Any]]]) -> 
         logger.debug("%s -> %s", params, per)
     best = max(rows, key=lambda r: r["mean"])
     return best["params"], rows
+
+
+def task_profile_reference(sample: WorldSample, truth: dict[tuple[int, int], Any],
+                           thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)) -> dict[str, Any]:
+    """A *supervised* reference, not a method: each feature's mean activation per task (the
+    labels the estimator never sees), average linkage on profile cosine, the best cut chosen on
+    this very truth. Shows how far task-level activation profiles alone can go on this truth."""
+    from analyses.families.cluster import average_families
+    from analyses.families.knn import unit_rows
+
+    tasks = sorted(set(sample.row_task.tolist()))
+    onehot = sp.csr_matrix((np.ones(len(sample.row_task)), ([tasks.index(t) for t in sample.row_task],
+                                                             np.arange(len(sample.row_task)))))
+    counts = np.asarray(onehot.sum(axis=1)).ravel()
+    P = np.asarray((onehot @ sample.activations).todense()).T / counts  # (n_features, n_tasks)
+    best: dict[str, Any] = {"mean": -1.0}
+    for t in thresholds:
+        pred = np.full(len(P), -1, dtype=np.int64)
+        for lay in np.unique(sample.layer):
+            rows = np.flatnonzero(sample.layer == lay)
+            U, _ = unit_rows(P[rows])
+            pred[rows] = average_families(U @ U.T, t) + (pred.max() + 1)
+        per = family_ari(pred, sample.layer, sample.feature, truth)
+        mean = float(np.mean(list(per.values())))
+        if mean > best["mean"]:
+            best = {"mean": mean, "per_layer": per, "threshold": t}
+    return best
+
+
+def confident_ari(pred: np.ndarray, sample: WorldSample, truth: dict[tuple[int, int], Any],
+                  min_coverage: float = 0.8) -> float:
+    """Mean per-layer family ARI over the truth's family features whose coverage (share of their
+    activation energy on the family's rows) is at least ``min_coverage``."""
+    strong = {k: t for k, t in truth.items() if t.family is not None and t.coverage >= min_coverage}
+    per = family_ari(pred, sample.layer, sample.feature, strong)
+    return float(np.mean(list(per.values())))

@@ -140,7 +140,9 @@ class FeatureFamilies(Estimator):
                 continue
             sub_A = None if A is None else A[:, rows]
             sub_self = None if ctx_self is None else ctx_self[rows]
-            fam, idx, cos = self._fit_group(U[rows], sub_A, C, sub_self)
+            contiguous = rows[-1] - rows[0] + 1 == rows.size
+            U_rows = U[rows[0]:rows[-1] + 1] if contiguous else U[rows]  # a view when it can be: no copy
+            fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self)
             family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
             knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
             knn_cos[rows] = cos
@@ -282,7 +284,7 @@ class FeatureFamilies(Estimator):
         return self.result_.neighbors(layer, feature, k)
 
 
-def _row_dots(M: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 65_536) -> np.ndarray:
+def _row_dots(M: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 8192) -> np.ndarray:
     """``M[rows[i]] . M[cols[i]]`` for each pair, in chunks."""
     out = np.empty(len(rows), dtype=np.float32)
     for s in range(0, len(rows), chunk):

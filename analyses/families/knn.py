@@ -15,12 +15,16 @@ logger = logging.getLogger(__name__)
 KNN_METHODS = ("auto", "exact", "pynndescent")
 
 
-def unit_rows(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def unit_rows(X: np.ndarray, *, chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
     """(rows of ``X`` (n_samples, n_features) scaled to unit norm as float32, boolean mask of the
-    rows that had a non-zero norm). Zero rows stay zero."""
+    rows that had a non-zero norm). Zero rows stay zero. A float32 array whose rows already have
+    unit norm is returned as is (no copy: a large dictionary is not duplicated)."""
     Xf = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(Xf, axis=1)  # (n_samples,)
+    norms = np.concatenate([np.linalg.norm(Xf[s:s + chunk], axis=1) for s in range(0, len(Xf), chunk)]) \
+        if len(Xf) else np.zeros(0, dtype=np.float32)  # (n_samples,)
     live = norms > 0
+    if live.all() and np.allclose(norms, 1.0, rtol=0, atol=1e-4):
+        return Xf, live
     out = np.zeros_like(Xf)
     out[live] = Xf[live] / norms[live, None]
     return out, live
@@ -76,8 +80,9 @@ def approx_knn(U: np.ndarray, k: int, *, random_state: int = 0, proj_dim: int = 
     cols = cand.ravel()
     ok = (cols >= 0) & (cols != rows)
     sims = np.full(cols.shape, -np.inf, dtype=np.float32)
-    for s in range(0, int(ok.sum()), 262_144):  # exact cosines of the candidates, in chunks
-        sel = np.flatnonzero(ok)[s:s + 262_144]
+    pairs = np.flatnonzero(ok)
+    for s in range(0, len(pairs), 8192):  # exact cosines of the candidates, in chunks
+        sel = pairs[s:s + 8192]
         sims[sel] = np.einsum("ij,ij->i", U[rows[sel]], U[cols[sel]])
     sims = sims.reshape(cand.shape)
     order = np.lexsort((cand, -sims), axis=1)[:, :k]  # (n, k): best first, ties by index

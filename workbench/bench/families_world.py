@@ -22,11 +22,12 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000) -> dict[str, Any]:
-    """The whole protocol; returns the JSON-ready report."""
+def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000,
+        params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The whole protocol (``params``: skip tuning and score these); returns the JSON-ready report."""
     import torch
 
-    from workbench.families_eval import score, tune, world_sample
+    from workbench.families_eval import score, task_profile_reference, tune, world_sample
     from workbench.world.truth import load_truth
 
     torch.set_num_threads(1)
@@ -40,13 +41,14 @@ def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000) -> dict[str, 
         truth = load_truth(wdir / f"feature_truth_{name}.jsonl")
         sets[tag] = (world_sample(wdir, name, n_sentences=n_sentences), truth)
     tuning = {k: v for k, v in sets.items() if k != "world_clt"}
-    best, grid = tune(tuning)
+    best, grid = (params, []) if params is not None else tune(tuning)
     report: dict[str, Any] = {"protocol": __doc__, "n_sentences": n_sentences, "chosen": best,
                               "tuning_grid": grid, "scores": {}}
     for tag, (sample, truth) in sets.items():
         report["scores"][tag] = {"held_out": tag == "world_clt",
                                  "coactivation": score(sample, truth, best),
-                                 "decoder_only": score(sample, truth, best, use_activations=False)}
+                                 "decoder_only": score(sample, truth, best, use_activations=False),
+                                 "task_profile_reference": task_profile_reference(sample, truth)}
     return report
 
 
@@ -55,15 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", type=Path, default=Path("data/world"))
     parser.add_argument("--tiny-world", type=Path, required=True, help="tiny world folder (built if missing)")
     parser.add_argument("--n-sentences", type=int, default=3000)
+    parser.add_argument("--params", default=None, help="JSON parameters to score without tuning")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    report = run(args.world, args.tiny_world, n_sentences=args.n_sentences)
+    params = None if args.params is None else json.loads(args.params)
+    report = run(args.world, args.tiny_world, n_sentences=args.n_sentences, params=params)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     for tag, s in report["scores"].items():
-        logger.info("%s held_out=%s ARI family %.3f (decoder only %.3f, random %.3f)", tag, s["held_out"],
-                    s["coactivation"]["ari_family"]["mean"], s["decoder_only"]["ari_family"]["mean"],
-                    s["coactivation"]["random_ari_family"])
+        logger.info("%s held_out=%s ARI family %.3f (decoder only %.3f, random %.3f, task-profile reference "
+                    "%.3f)", tag, s["held_out"], s["coactivation"]["ari_family"]["mean"],
+                    s["decoder_only"]["ari_family"]["mean"], s["coactivation"]["random_ari_family"],
+                    s["task_profile_reference"]["mean"])
     return 0
 
 
