@@ -5,7 +5,8 @@ Three methods, all deterministic:
 * ``average``: scipy average linkage on a dense distance ``1 - similarity``, cut at a distance
   threshold (small layers: the dense matrix has n**2 entries);
 * ``hdbscan``: scikit-learn's HDBSCAN on a sparse kNN distance graph, one connected component at
-  a time (its sparse mode needs a connected graph);
+  a time (its sparse mode needs a connected graph); clusters whose kNN edges are weak on average
+  are then dropped (:func:`drop_weak`);
 * ``components``: connected components of a thresholded sparse affinity graph (Engels et al.'s
   clustering of Mistral-7B's SAE).
 
@@ -28,17 +29,16 @@ def relabel(labels: np.ndarray, min_size: int) -> np.ndarray:
     """Families numbered 0.. in order of their first member; groups smaller than ``min_size``
     (and negative labels) become -1."""
     out = np.full(labels.shape, -1, dtype=np.int64)
-    valid = labels >= 0
-    if not valid.any():
+    valid = np.flatnonzero(labels >= 0)
+    if valid.size == 0:
         return out
-    uniq, first, counts = np.unique(labels[valid], return_index=True, return_counts=True)
-    order = np.argsort(first)
-    next_id = 0
-    pos = np.flatnonzero(valid)
-    for u, c in zip(uniq[order], counts[order]):
-        if c >= min_size:
-            out[pos[labels[valid] == u]] = next_id
-            next_id += 1
+    uniq, first, inverse, counts = np.unique(labels[valid], return_index=True, return_inverse=True,
+                                             return_counts=True)
+    big = counts >= min_size
+    rank = np.full(len(uniq), -1, dtype=np.int64)
+    by_first = np.argsort(first[big], kind="stable")  # big groups in order of their first member
+    rank[np.flatnonzero(big)[by_first]] = np.arange(int(big.sum()))
+    out[valid] = rank[inverse]
     return out
 
 
@@ -98,3 +98,25 @@ def family_linkage(U: np.ndarray) -> np.ndarray:
         return np.zeros((0, 4), dtype=np.float64)
     D = np.clip(1.0 - U @ U.T, 0.0, 2.0).astype(np.float64)  # (m, m)
     return linkage(D[np.triu_indices(m, 1)], method="average")
+
+
+def drop_weak(labels: np.ndarray, index: np.ndarray, sims: np.ndarray, min_similarity: float) -> np.ndarray:
+    """Labels with every cluster whose within-cluster kNN edges (lists (n, k)) have a mean
+    similarity below ``min_similarity`` set to -1 (a loose cloud of unrelated features, such as
+    the background HDBSCAN may keep as one cluster, is not a family)."""
+    n, k = index.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = index.ravel()
+    ok = cols >= 0
+    same = np.zeros(rows.shape, dtype=bool)
+    same[ok] = (labels[rows[ok]] == labels[cols[ok]]) & (labels[rows[ok]] >= 0)
+    if not same.any():
+        return labels
+    lab = labels[rows[same]]
+    total = np.bincount(lab, weights=sims.ravel()[same], minlength=int(labels.max()) + 1)
+    count = np.bincount(lab, minlength=int(labels.max()) + 1)
+    mean = np.where(count > 0, total / np.maximum(count, 1), -np.inf)
+    out = labels.copy()
+    weak = np.flatnonzero(mean < min_similarity)
+    out[np.isin(labels, weak)] = -1
+    return out

@@ -16,7 +16,8 @@ class FamiliesConfig:
     n_neighbors: int = 10
     """Nearest neighbours per feature in the sparse kNN graph."""
     min_similarity: float = 0.3
-    """clustering='components': graph edges below this similarity are dropped."""
+    """Sparse clustering: 'components' drops graph edges below this similarity; 'hdbscan' drops
+    clusters whose within-cluster kNN edges are below it on average."""
     knn: str = "auto"
     """Neighbour search: exact (blocked GEMMs), pynndescent, or auto (exact up to exact_max features)."""
     exact_max: int = 50_000

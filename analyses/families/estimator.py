@@ -17,6 +17,7 @@ Per layer (or over all given layers at once):
 """
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,6 +29,7 @@ from analyses.families.cluster import (
     CLUSTERINGS,
     average_families,
     component_families,
+    drop_weak,
     family_linkage,
     hdbscan_families,
     relabel,
@@ -48,7 +50,8 @@ class FeatureFamilies(Estimator):
     Parameters are stored unchanged and validated in :meth:`fit`; their defaults and meaning are
     those of :class:`analyses.families.config.FamiliesConfig` (``FeatureFamilies.from_config``);
     see the module docstring for the algorithm. Fitted attributes: ``result_``
-    (:class:`FeatureFamiliesResult`), ``labels_`` (family per row of X, -1 for none), ``n_families_``."""
+    (:class:`FeatureFamiliesResult`), ``labels_`` (family per row of X, -1 for none), ``n_families_``,
+    ``timings_`` (seconds per phase)."""
 
     def __init__(self, *, n_neighbors: int = _D["n_neighbors"].default,
                  min_similarity: float = _D["min_similarity"].default, knn: str = _D["knn"].default,
@@ -122,7 +125,10 @@ class FeatureFamilies(Estimator):
         ``activations``), with ``context_self[i]`` = row i's own column in it (-1: none).
         ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel)."""
         self._validate_params()
+        self.timings_: dict[str, float] = {}
+        self._last_tick = time.perf_counter()
         U, live, layers, feats = self._check_X(X, layer, feature)
+        self._tick("inputs")
         A = None if activations is None else as_csr(activations, "activations", U.shape[0])
         C = None if context is None else as_csr(context, "context")
         if C is not None and (A is None or C.shape[0] != A.shape[0]):
@@ -146,7 +152,9 @@ class FeatureFamilies(Estimator):
             family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
             knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
             knn_cos[rows] = cos
+        self._last_tick = time.perf_counter()
         self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names)
+        self._tick("hierarchy_and_result")
         self.labels_ = self.result_.family
         self.n_families_ = len(self.result_.families)
         logger.info("FeatureFamilies: %d families over %d features (%d in none)", self.n_families_,
@@ -192,32 +200,47 @@ class FeatureFamilies(Estimator):
         n = U.shape[0]
         idx, cos = knn(U, self.n_neighbors, method=self.knn, exact_max=self.exact_max,
                        random_state=self.random_state)
+        self._tick("knn")
         method = self.clustering if self.clustering != "auto" else ("average" if n <= self.dense_max else "hdbscan")
         lam = float(self.coactivation_weight) if A is not None else 0.0
         profiles = None
         if A is not None and self.coactivation == "profile":
             profiles, _ = unit_rows(coactivation_profiles(A, C, self_column=ctx_self, weighting=self.weighting,
                                                           dim=self.coactivation_dim, random_state=self.random_state))
+            self._tick("coactivation")
         if method == "average":
             S = U @ U.T  # (n, n)
             if lam > 0:
                 co = profiles @ profiles.T if profiles is not None else _dense_jaccard(A)  # type: ignore[arg-type]
                 S = (1.0 - lam) * S + lam * co
-            return average_families(S, self.distance_threshold), idx, cos
-        g_idx, g_sim = self._combined_lists(U, idx, profiles, A, lam)
+            fam = average_families(S, self.distance_threshold)
+            self._tick("clustering")
+            return fam, idx, cos
+        g_idx, g_sim = self._combined_lists(U, idx, cos, profiles, A, lam)
+        self._tick("graph")
         if method == "hdbscan":
             fam = hdbscan_families(g_idx, g_sim, min_cluster_size=self.min_cluster_size, min_samples=self.min_samples)
+            fam = drop_weak(fam, g_idx, g_sim, self.min_similarity)
         else:
             fam = component_families(knn_affinity(g_idx, g_sim, n, min_cosine=self.min_similarity))
+        self._tick("clustering")
         return fam, idx, cos
 
-    def _combined_lists(self, U: np.ndarray, idx: np.ndarray, profiles: np.ndarray | None,
+    def _tick(self, phase: str) -> None:
+        """Add the seconds since the last tick to ``timings_[phase]``."""
+        now = time.perf_counter()
+        self.timings_[phase] = self.timings_.get(phase, 0.0) + now - self._last_tick
+        self._last_tick = now
+
+    def _combined_lists(self, U: np.ndarray, idx: np.ndarray, cos: np.ndarray, profiles: np.ndarray | None,
                         A: sp.csr_matrix | None, lam: float) -> tuple[np.ndarray, np.ndarray]:
         """Top-k neighbour lists (n, k) under the combined similarity, over the candidate pairs of
         the decoder kNN and (with profiles) the profile kNN."""
         n, k = idx.shape
+        if lam == 0 or A is None:
+            return idx, cos
         cands = idx
-        if profiles is not None and lam > 0:
+        if profiles is not None:
             p_idx, _ = knn(profiles, k, method=self.knn, exact_max=self.exact_max, random_state=self.random_state)
             cands = np.concatenate([idx, p_idx], axis=1)  # (n, 2k)
         rows = np.repeat(np.arange(n), cands.shape[1])
@@ -249,8 +272,10 @@ class FeatureFamilies(Estimator):
         links: list[np.ndarray] = []
         start = 0
         n_fam = int(family.max()) + 1 if family.size else 0
+        order = np.argsort(family, kind="stable")  # members of each family together, in row order
+        bounds = np.searchsorted(family[order], np.arange(n_fam + 1))
         for fid in range(n_fam):
-            rows = np.flatnonzero(family == fid)
+            rows = order[bounds[fid]:bounds[fid + 1]]
             Um = U[rows]
             m = len(rows)
             mean_cos = float((Um.sum(0) @ Um.sum(0) - m) / (m * (m - 1))) if m > 1 else 1.0

@@ -54,7 +54,7 @@ def exact_knn(U: np.ndarray, k: int, *, block: int = 2048) -> tuple[np.ndarray, 
 
 
 def approx_knn(U: np.ndarray, k: int, *, random_state: int = 0, proj_dim: int = 256,
-               oversample: int = 3) -> tuple[np.ndarray, np.ndarray]:
+               oversample: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Approximate top-``k`` cosine neighbours of unit rows ``U`` (n, d) with pynndescent (one
     thread, seeded: reproducible). Wide rows (d > ``proj_dim``) are searched in a seeded Gaussian
     projection to ``proj_dim`` dimensions for ``oversample * k`` candidates, which are then
