@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "cluster": "workbench.cmd_cluster",
     "intervene": "workbench.cmd_intervene",
     "activations": "workbench.cmd_activations",
+    "families": "workbench.cmd_families",
     "world": "workbench.world.cli",
     "bench": "workbench.bench.cli",
 }

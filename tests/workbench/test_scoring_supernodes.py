@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench.scoring.supernodes import SETS, load_truth, prompts_to_score, purity, summarize, truth_key
+from workbench.scoring.supernodes import SETS, prompts_to_score, purity, summarize, truth_key
+from workbench.world.truth import load_truth
 
 CYCLIC = {"day", "month", "hue"}
 
@@ -49,7 +50,7 @@ def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:  # type: ignore
         assert len(picked) == 20 and picked[0] == f"{name} 0" and picked[-1] == f"{name} 29"
     path = tmp_path / "truth.jsonl"
     path.write_text(json.dumps({"layer": 1, "feature": 2, "side": "input", "family": None, "value": "is",
-                                "top_logit": None}) + "\n")
+                                "top_logit": None, "coverage": 0.9, "selectivity": None, "n_fires": 7}) + "\n")
     assert load_truth(path)[(1, 2)].value == "is"
 
 

@@ -17,6 +17,7 @@ from workbench.world import language as lang
 from workbench.world.labels import TokenInfo, circular_peak, label_feature
 from workbench.world.tokenizer import BOS_ID, build_tokenizer, save_tokenizer
 from workbench.world.transcoders import SavedTranscoders, read_transcoders, write_transcoders
+from workbench.world.truth import load_truth
 
 ARITH = re.compile(r"^(\w+) (day|days|month|months|hue|hues) (after|before) (\w+) is (\w+) \.$")
 ARITH2 = re.compile(r"^(\w+) (plus|minus) (\w+) (day|days|month|months|hue|hues) is (\w+) \.$")
@@ -234,8 +235,15 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
             assert m["fvu"] < 0.2 and m["l0"] <= 2 * cfg.plt.k and m["dead"] < 0.5
         labels = load_labels(tmp_path / f"labels_{name}.jsonl")
         assert len(labels) == cfg.model.n_layers * cfg.plt.d_transcoder
+        # the per-feature truth (phase 6): every feature; two-hop is learnt, so "say <capital>"
+        # features exist and the last layer's promote capitals by their direct logit effect
+        truth = load_truth(tmp_path / f"feature_truth_{name}.jsonl")
+        assert set(truth) == set(labels)
+        say = [t for t in truth.values() if (t.side, t.family) == ("output", "capital")]
+        assert len(say) >= 3 and any(t.top_logit in lang.CAPITAL_NAMES for t in say), say
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["metrics"]["model"] == metrics["model"] and manifest["seed"] == 0
+    assert manifest["files"]["feature_truth_clt"] == "feature_truth_clt.jsonl" and "truth" in manifest
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.config.architectures == ["Qwen3ForCausalLM"]
     assert read_transcoders(tmp_path / "clt").n_layers == cfg.model.n_layers

@@ -36,10 +36,11 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+
+from workbench.world.truth import load_truth
 
 logger = logging.getLogger(__name__)
 
@@ -48,21 +49,6 @@ TARGETS = {"purity": 0.9, "compression": 2.0, "replacement_ratio": 0.9}
 
 
 # ----------------------------------------------------------------------------- truth
-def load_truth(path: Path) -> dict[tuple[int, int], Any]:
-    """{(layer, feature): record with .side .family .value .task}."""
-    try:  # TODO(lead): the families branch's reader; the fallback reads the same JSONL
-        from workbench.world.truth import load_truth as world_load_truth  # type: ignore[import-not-found]
-
-        return world_load_truth(path)  # type: ignore[no-any-return]
-    except ImportError:
-        out = {}
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                out[(int(rec["layer"]), int(rec["feature"]))] = SimpleNamespace(**rec)
-        return out
-
-
 def truth_key(rec: Any, cyclic: set[str], *, level: str) -> tuple[Any, ...]:
     """The key members must share: level 'side', 'family', 'value' (the target) or 'strict'."""
     side, family, value = rec.side, rec.family, rec.value
