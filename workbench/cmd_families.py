@@ -112,28 +112,26 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def prompt_activations(model_dir: str, transcoders: Any, prompts: list[str], layer: Any) -> Any:
+def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
+                       verbose: bool = False) -> Any:
     """Sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS
-    excluded), columns in the order of ``decoder_matrix``'s rows (each layer's features in turn,
-    ``layer`` giving each row's layer)."""
+    excluded), rows prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's
+    features in turn, ``layer`` giving each row's layer). Collected in batches by
+    :func:`tracer.activations.collect_activations` into a temporary folder, read back per layer."""
+    import tempfile
+
     import numpy as np
     import scipy.sparse as sp
-    import torch
 
-    from tracer.interventions import prepare
-    from tracer.models import load_model, tokenize
+    from tracer.activations import ActivationConfig, collect_activations
 
-    loaded = load_model(model_dir)
-    layer = np.asarray(layer)
-    order = list(dict.fromkeys(layer.tolist()))  # layers in row order
-    blocks = []
-    with torch.no_grad():
-        for text in prompts:
-            # TODO(lead): replace with tracer.activations (one implementation of feature activations)
-            run = prepare(loaded, transcoders, tokenize(loaded, text))
-            per_layer = [sp.csr_matrix(run.activations(lay)[1:].float().cpu().numpy()) for lay in order]  # (P-1, F)
-            blocks.append(sp.hstack(per_layer).tocsr())
-    return sp.vstack(blocks).tocsr()  # (n_rows, n_features)
+    order = tuple(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
+    with tempfile.TemporaryDirectory(prefix="workbench-families-") as tmp:
+        store = collect_activations(loaded, transcoders, prompts, tmp, ActivationConfig(feature_layers=order),
+                                    verbose=verbose)
+        keep = store.row_table()["pos"] > 0  # (n_rows,) the BOS rows (never active) are left out
+        blocks = [store.layer_matrix(lay)[keep] for lay in order]  # (n_token_rows, d_transcoder) each
+    return sp.hstack(blocks).tocsr()  # (n_token_rows, n_features)
 
 
 def run_families(args: argparse.Namespace) -> int:
@@ -157,8 +155,10 @@ def run_families(args: argparse.Namespace) -> int:
     labels = load_labels(args.labels) if args.labels else None
     acts, prompts = None, []
     if args.prompts is not None:
+        from tracer.models import load_model
+
         prompts = read_prompts(args.prompts)
-        acts = prompt_activations(args.model, tc, prompts, layer)
+        acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet)
     est = FeatureFamilies.from_config(cfg)
     try:
         # co-activation profiles over every chosen layer's features (the tuned setting)

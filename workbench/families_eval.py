@@ -12,6 +12,7 @@ world's PLT) and then scored once on a held-out set (the shipped world's CLT).
 """
 
 import itertools
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 logger = logging.getLogger(__name__)
 
@@ -49,26 +49,22 @@ class WorldSample:
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
                  stream: str = "families-sample") -> WorldSample:
     """Decoders and activations of transcoder set ``name`` ("plt" / "clt") of a built world on
-    ``n_sentences`` fresh generator sentences (no labels are kept)."""
-    from analyses.families.inputs import place_decoders
+    ``n_sentences`` fresh generator sentences (no labels are kept). The activations are collected
+    as ``workbench families --prompts`` collects them (:func:`workbench.cmd_families.prompt_activations`)."""
+    from analyses.families import decoder_matrix
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.cmd_families import prompt_activations
     from workbench.world import generator as gen
-    from workbench.world.evaluate import load_world
-    from workbench.world.train_model import encode_corpus
-    from workbench.world.train_transcoders import collect_mlp_io
+    from workbench.world.evaluate import manifest_spec
 
-    world = load_world(world_dir)
-    tc = getattr(world, name)
-    sents = gen.sample_corpus(world.spec(), n_sentences, seed=seed, stream=stream)
-    with torch.no_grad():
-        # TODO(lead): replace with tracer.activations (this is labels' path: collect_mlp_io + encode)
-        X_in, _ = collect_mlp_io(world.model, encode_corpus(sents, world.tokenizer)[0])
-        acts = tc.encode(X_in)  # (L, n_rows, F)
-    n_layers, _, d_tc = acts.shape
-    A = sp.hstack([sp.csr_matrix(acts[l].numpy()) for l in range(n_layers)]).tocsr()  # (n_rows, L * F)
-    X = np.concatenate([w.numpy() if tc.kind == "plt" else place_decoders(w.numpy(), n_layers)
-                        for w in tc.W_dec])  # (L * F, dim)
-    layer = np.repeat(np.arange(n_layers), d_tc)
-    feature = np.tile(np.arange(d_tc), n_layers)
+    d = Path(world_dir)
+    loaded = load_model(d / "model")
+    tc = load_transcoders(d / name, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    spec = manifest_spec(json.loads((d / "manifest.json").read_text()))
+    sents = gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
+    X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
+    A = prompt_activations(loaded, tc, [" ".join(s.words) for s in sents], layer)  # (n_rows, L * F)
     row_task = np.asarray([s.task for s in sents for _ in s.words])
     return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tracer.labels import FeatureLabel, load_labels
+from tracer.transcoders.base import TranscoderLayer, Transcoders
 from workbench.paths import world_dir
 from workbench.world import generator as gen
 from workbench.world import language as lang
-from workbench.world.transcoders import SavedTranscoders
 from workbench.world.truth import (
     FeatureTruth,
     TruthConfig,
@@ -40,7 +40,7 @@ def _sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:
     return sents
 
 
-def _planted(spec: lang.WorldSpec) -> tuple[SavedTranscoders, torch.Tensor, object, list[str], torch.Tensor]:
+def _planted(spec: lang.WorldSpec) -> tuple[Transcoders, torch.Tensor, object, list[str], torch.Tensor]:
     """One layer whose MLP input is [word one-hot | output-group one-hot | task one-hot] and six
     features with a known truth: 0 Friday token, 1 say <capital of region 0>, 2 'of' token,
     3 filler context, 4 dead, 5 say a day (any day)."""
@@ -67,8 +67,9 @@ def _planted(spec: lang.WorldSpec) -> tuple[SavedTranscoders, torch.Tensor, obje
     W_dec[1, 0] = 1.0
     W_U[vocab.index(capital), 0] = 3.0
     W_U[vocab.index("<bos>"), 0] = 9.0  # a special token is never the top logit
-    tc = SavedTranscoders(kind="plt", W_enc=W_enc, b_enc=torch.zeros(1, 6), threshold=torch.full((1, 6), 0.5),
-                          W_dec=[W_dec], b_dec=torch.zeros(1, d))
+    layer = TranscoderLayer(W_enc=W_enc[0], b_enc=torch.zeros(6), W_dec=W_dec, b_dec=torch.zeros(d),
+                            activation="jumprelu", threshold=torch.full((6,), 0.5))
+    tc = Transcoders(kind="plt", layers=(layer,))
     return tc, X, table, vocab, W_U
 
 

@@ -22,6 +22,7 @@ import torch
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_path
 from tracer.labels import FeatureLabel, load_labels
+from tracer.transcoders.base import Transcoders
 from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.evaluate import evaluate_model
@@ -42,7 +43,7 @@ from workbench.world.train_transcoders import (
     train_transcoders,
     transcoder_metrics,
 )
-from workbench.world.transcoders import SavedTranscoders, write_transcoders
+from workbench.world.transcoders import encode_layers, save_transcoders
 from workbench.world.truth import TruthConfig, world_truth
 from workbench.world.truth_labels import write_world_truth
 
@@ -148,7 +149,7 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
     infos = annotate(eval_sents)
     labels: dict[str, dict[tuple[int, int], FeatureLabel]] = {}
     for name, tc in saved.items():
-        acts = tc.encode(X_eval)  # (L, n_tokens, F)
+        acts = encode_layers(tc, X_eval)  # (L, n_tokens, F)
         scan = {"scan": transcoder_scan(name, seed)}  # lets `export` refuse labels of another transcoder set
         labels[name] = {lab.key: dataclasses.replace(lab, extra={**lab.extra, **scan}) for layer in range(tc.n_layers)
                         for lab in label_layer(acts[layer], infos, layer, spec)}
@@ -174,7 +175,7 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
 
 def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: Any,
                       prompts: dict[str, list[dict[str, Any]]], seed: int, cfg: WorldBuildConfig,
-                      progress: bool, times: dict[str, float]) -> tuple[dict[str, Any], dict[str, SavedTranscoders],
+                      progress: bool, times: dict[str, float]) -> tuple[dict[str, Any], dict[str, Transcoders],
                                                                        list[gen.Sentence], torch.Tensor]:
     t = time.perf_counter()
     train_sents = gen.sample_corpus(spec, cfg.n_transcoder_sentences, seed=seed, stream="transcoders")
@@ -183,11 +184,12 @@ def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: An
     X_eval, Y_eval = collect_mlp_io(model, encode_corpus(eval_sents, tokenizer)[0])
     times["activations"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"n_train_tokens": int(X.shape[1]), "n_eval_tokens": int(X_eval.shape[1])}
-    saved: dict[str, SavedTranscoders] = {}
+    saved: dict[str, Transcoders] = {}
     for name, tcfg in (("plt", cfg.plt), ("clt", cfg.clt)):
         t = time.perf_counter()
-        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress)
-        write_transcoders(tc, out / name, scan=transcoder_scan(name, seed))
+        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress,
+                                  scan=transcoder_scan(name, seed))
+        save_transcoders(tc, out / name)
         metrics[name] = transcoder_metrics(tc, X_eval, Y_eval)
         saved[name] = tc
         times[name] = time.perf_counter() - t

@@ -43,9 +43,10 @@ import torch
 from torch import Tensor
 
 from tracer.io import atomic_path
+from tracer.transcoders.base import Transcoders
 from workbench.world import generator as gen
 from workbench.world import language as lang
-from workbench.world.transcoders import SavedTranscoders
+from workbench.world.transcoders import encode_layers
 
 logger = logging.getLogger(__name__)
 
@@ -251,19 +252,21 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
-def tuning_sums(tc: SavedTranscoders, X: Tensor, table: TokenTable, *, chunk: int = 4096) -> TuningSums:
-    """Accumulate :class:`TuningSums` from MLP inputs ``X`` (L, n_rows, d_model), chunk by chunk."""
+def tuning_sums(tc: Transcoders, X: Tensor, table: TokenTable, *, chunk: int = 4096) -> TuningSums:
+    """Accumulate :class:`TuningSums` from MLP inputs ``X`` (L, n_rows, d_model), chunk by chunk.
+
+    The activations are each layer's :meth:`~tracer.transcoders.base.TranscoderLayer.encode` of
+    the rows (dense: every row is summed into its groups), as for the labels and the metrics."""
     n_layers, n_rows, _ = X.shape
     if n_rows != table.n_rows:
         raise ValueError(f"X rows must match the token table; got {n_rows} and {table.n_rows}.")
-    d_tc = int(tc.W_enc.shape[1])
+    d_tc = tc.d_transcoder
     n_groups = len(table.groups)
     zeros = lambda *s: torch.zeros(n_layers, d_tc, *s, dtype=torch.float64)  # noqa: E731
     acc = {"mass": zeros(), "fires": zeros(), "word": zeros(len(table.words)), "task": zeros(len(table.tasks)),
            "in": zeros(n_groups), "out": zeros(n_groups), "act_in": zeros(n_groups), "act_out": zeros(n_groups)}
     for sl in _chunks(n_rows, chunk):
-        # TODO(lead): replace with tracer.activations (this is labels' path: collect_mlp_io + encode)
-        acts = tc.encode(X[:, sl])  # (L, n, F)
+        acts = encode_layers(tc, X[:, sl])  # (L, n, F)
         energy = acts.square()  # (L, n, F)
         acc["mass"] += energy.sum(dim=1).double()
         acc["fires"] += (acts > 0).sum(dim=1).double()
@@ -286,14 +289,15 @@ def direct_logit_effects(decoder: Tensor, gamma: Tensor, W_U: Tensor) -> Tensor:
     return eff - eff.mean(dim=1, keepdim=True)
 
 
-def total_decoder(tc: SavedTranscoders, layer: int) -> Tensor:
+def total_decoder(tc: Transcoders, layer: int) -> Tensor:
     """`(F, d_model)`: what each feature of ``layer`` adds to the final residual stream per unit
     activation (PLT: its decoder row; CLT: the sum over the layers it writes to)."""
-    w = tc.W_dec[layer]
+    tl = tc.layers[layer]
+    w = tl.decoder_rows(torch.arange(tl.d_transcoder), torch.float32)  # PLT (F, d); CLT (F, L - layer, d)
     return w if tc.kind == "plt" else w.sum(dim=1)
 
 
-def top_logit_tokens(tc: SavedTranscoders, layer: int, gamma: Tensor, W_U: Tensor,
+def top_logit_tokens(tc: Transcoders, layer: int, gamma: Tensor, W_U: Tensor,
                      vocab: list[str]) -> tuple[list[str], Tensor]:
     """(token promoted most by each feature's direct logit effect, effects `(F, d_vocab)`);
     special tokens are never chosen."""
@@ -375,7 +379,7 @@ def decide_feature(layer: int, feature: int, sums: TuningSums, table: TokenTable
                         selectivity=None)
 
 
-def feature_truth(tc: SavedTranscoders, X: Tensor, table: TokenTable, *, gamma: Tensor, W_U: Tensor,
+def feature_truth(tc: Transcoders, X: Tensor, table: TokenTable, *, gamma: Tensor, W_U: Tensor,
                   vocab: list[str], cfg: TruthConfig | None = None) -> list[FeatureTruth]:
     """The truth of every feature of ``tc`` from MLP inputs ``X`` (L, n_rows, d_model) of the truth
     corpus (its rows described by ``table``), the final norm gain and the unembedding."""
@@ -389,10 +393,11 @@ def feature_truth(tc: SavedTranscoders, X: Tensor, table: TokenTable, *, gamma: 
 
 
 @torch.no_grad()
-def world_truth(model: Any, tokenizer: Any, spec: lang.WorldSpec, transcoders: dict[str, SavedTranscoders], *,
+def world_truth(model: Any, tokenizer: Any, spec: lang.WorldSpec, transcoders: dict[str, Transcoders], *,
                 seed: int, cfg: TruthConfig | None = None) -> dict[str, list[FeatureTruth]]:
     """The truth of every feature of each named transcoder set ("plt", "clt") of a world: builds the
     truth corpus, runs the model over it once and applies the procedure to each set."""
+    from tracer.models import wrap_model
     from workbench.world.train_model import encode_corpus
     from workbench.world.train_transcoders import collect_mlp_io
 
@@ -400,8 +405,9 @@ def world_truth(model: Any, tokenizer: Any, spec: lang.WorldSpec, transcoders: d
     sents = truth_corpus(spec, cfg, seed)
     table = token_table(sents, spec)
     X, _ = collect_mlp_io(model, encode_corpus(sents, tokenizer)[0])  # (L, n_rows, d_model)
-    gamma = model.model.norm.weight.detach().float()
-    W_U = model.lm_head.weight.detach().float()
+    loaded = wrap_model(model)
+    gamma = loaded.gain(loaded.final_norm, torch.float32)  # (d_model,)
+    W_U = loaded.W_U.detach().float()  # (d_vocab, d_model)
     vocab = [""] * len(tokenizer.get_vocab())
     for word, i in tokenizer.get_vocab().items():
         vocab[i] = word
