@@ -26,11 +26,13 @@ from tracer.attribution.targets import LogitTargets, select_logits
 from tracer.config import AttributionConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
+from tracer.memory import adjacency_bytes, check_adjacency_fits, graph_nodes
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
+from tracer.weights import find_non_finite_weight
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +40,11 @@ _ADJ_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": t
                "float16": torch.float16}
 
 
-def _check_finite(ctx: AttributionContext) -> None:
+def _check_finite(ctx: AttributionContext, loaded: LoadedModel, transcoders: Transcoders) -> None:
     for name, t in (("activations", ctx.activation_values), ("residual stream", ctx.cache.resid_pre),
                     ("logits", ctx.cache.logits)):
         if not torch.isfinite(t).all():
+            find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
             raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or "
                                  "transcoder weights contain NaNs or overflow in this dtype; try float32.")
 
@@ -127,6 +130,19 @@ def _greedy_features(ctx: AttributionContext, targets: LogitTargets, cfg: Attrib
     return pack_greedy(buf, row_to_node, visited, F, K), torch.nonzero(visited).flatten()
 
 
+def check_memory(ctx: AttributionContext, n_logits: int, cap: int | None, adj_dtype: torch.dtype) -> None:
+    """Stop before allocating if the adjacency would not fit (all features: N x N; capped: the
+    (cap + logits) x N_all row buffer plus the packed N x N)."""
+    n_all = graph_nodes(ctx.n_active, ctx.n_layers, ctx.n_pos, n_logits)
+    dev = ctx.encoder_vecs.device
+    if cap is None or cap >= ctx.n_active:
+        check_adjacency_fits(n_all, adjacency_bytes(n_all, n_all, adj_dtype), adj_dtype, dev)
+        return
+    n = graph_nodes(cap, ctx.n_layers, ctx.n_pos, n_logits)
+    need = adjacency_bytes(cap + n_logits, n_all, adj_dtype) + adjacency_bytes(n, n, adj_dtype)
+    check_adjacency_fits(n, need, adj_dtype, dev)
+
+
 def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | list[int],
                    config: AttributionConfig | None = None) -> Graph:
     """The fast engine's attribution graph of ``tokens`` (BOS included, used exactly as given)."""
@@ -137,7 +153,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
     dtype = loaded.dtype
     with torch.no_grad():
         ctx = build_context(loaded, transcoders, tokens, dtype)
-        _check_finite(ctx)
+        _check_finite(ctx, loaded, transcoders)
         W_U = loaded.W_U.detach().to(dtype)
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],
@@ -145,6 +161,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
         adj_dtype = (torch.float64 if dtype == torch.float64 else torch.float32) \
             if cfg.adjacency_dtype == "auto" else _ADJ_DTYPES[cfg.adjacency_dtype]
         cap = cfg.max_feature_nodes
+        check_memory(ctx, int(targets.token_ids.shape[0]), cap, adj_dtype)
         if cap is None or cap >= ctx.n_active:
             A, selected = _all_features(ctx, targets, cfg, adj_dtype)
         else:

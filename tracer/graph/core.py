@@ -27,15 +27,18 @@ Formats:
 import dataclasses
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path
+from tracer.graph.checks import parse_meta, validate_graph
+from tracer.io import atomic_path, require_readable
 
 logger = logging.getLogger(__name__)
 
@@ -164,12 +167,16 @@ class Graph:
     @staticmethod
     def load(path: str | Path) -> "Graph":
         """Load a graph saved by :meth:`save` (native or ``.npz``)."""
-        path = Path(path)
-        if not path.is_file():
-            raise WorkbenchError(f"graph file must exist; got {str(path)!r}. Check the path.")
+        path = require_readable(path, "graph file")
         if path.suffix == ".npz":
             return load_npz(path)
         return load_native(path)
+
+
+def graph_from_tensors(tensors: Mapping[str, Tensor], **fields: Any) -> Graph:
+    """A Graph from its tensor fields (``_TENSOR_FIELDS``) and its other fields."""
+    kwargs: dict[str, Any] = {**tensors, **fields}
+    return Graph(**kwargs)
 
 
 def _meta(graph: Graph) -> dict[str, object]:
@@ -198,6 +205,7 @@ def save_native(graph: Graph, path: Path) -> Path:
 
 
 def load_native(path: Path) -> Graph:
+    """Read :func:`save_native`'s file, checking every field (:mod:`tracer.graph.checks`)."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -208,13 +216,19 @@ def load_native(path: Path) -> Graph:
                     f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
                     "file without graph metadata. Use a file written by `workbench trace`."
                 )
+            missing = [name for name in _TENSOR_FIELDS if name not in f.keys()]  # noqa: SIM118
+            if missing:
+                raise WorkbenchError(f"graph file must hold the tensor {missing[0]!r}; {str(path)!r} does not. "
+                                     "The file is damaged: re-create it.")
             tensors = {name: f.get_tensor(name) for name in _TENSOR_FIELDS}
-    except SafetensorError as err:
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        if isinstance(err, WorkbenchError):
+            raise
         raise WorkbenchError(
-            f"graph file must be a valid safetensors file; got {str(path)!r} ({err}). "
+            f"graph file must be a valid safetensors file; got {str(path)!r} ({str(err).splitlines()[0][:100]}). "
             "Re-create it with `workbench trace`."
         ) from None
-    meta = json.loads(meta_json)
+    meta = parse_meta(meta_json, str(path))
     version = meta.pop("schema_version", None)
     if version != SCHEMA_VERSION:
         raise WorkbenchError(
@@ -222,7 +236,8 @@ def load_native(path: Path) -> Graph:
             "Re-create the graph with this version of manifold-workbench."
         )
     meta["logit_tokens"] = tuple(meta.get("logit_tokens", ()))
-    return Graph(**tensors, **meta)
+    validate_graph(tensors, meta["n_layers"], meta["d_vocab"], str(path))
+    return graph_from_tensors(tensors, **meta)
 
 
 def save_npz(graph: Graph, path: Path) -> Path:
@@ -264,16 +279,26 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def load_npz(path: Path) -> Graph:
     """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz."""
+    import zipfile
+    import zlib
+
     try:
-        z = np.load(path, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
-        raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} ({err}).") from None
-    missing = [k for k in _TENSOR_FIELDS if k not in arrays]
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} "
+                             f"({type(err).__name__}: {str(err)[:100]}).") from None
+    missing = [k for k in (*_TENSOR_FIELDS, "n_layers") if k not in arrays]
     if missing:
-        raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks {missing}.")
-    t = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
-    return Graph(adjacency=t["adjacency"], input_tokens=t["input_tokens"], active_features=t["active_features"],
-                 activation_values=t["activation_values"], selected_features=t["selected_features"],
-                 logit_token_ids=t["logit_token_ids"], logit_probabilities=t["logit_probabilities"],
-                 logit_vectors=t["logit_vectors"], n_layers=int(arrays["n_layers"]), d_vocab=-1)
+        raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)} and n_layers; {str(path)!r} "
+                             f"lacks {missing}.")
+    n_layers = arrays["n_layers"]
+    if n_layers.shape != () or n_layers.dtype.kind not in "iu":
+        raise WorkbenchError(f"graph n_layers must be an integer scalar; got {n_layers.dtype} of shape "
+                             f"{n_layers.shape} in {str(path)!r}.")
+    try:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
+    except TypeError as err:  # a dtype torch has no type for (strings, unsigned 16-bit...)
+        raise WorkbenchError(f"graph arrays must be numeric; got {str(err)[:80]} in {str(path)!r}.") from None
+    validate_graph(tensors, int(n_layers), -1, str(path))
+    return graph_from_tensors(tensors, n_layers=int(n_layers), d_vocab=-1)
