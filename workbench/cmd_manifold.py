@@ -165,7 +165,8 @@ def _load(model: str, transcoders: str) -> tuple[Any, Any]:
 
 def _inputs(args: argparse.Namespace, loaded: Any, position: str) -> Any:
     from tracer.errors import WorkbenchError
-    from workbench.manifold_inputs import prompt_inputs, world_inputs
+    from workbench.manifold_inputs import prompt_inputs
+    from workbench.manifold_world import world_inputs
 
     if (args.prompts is None) == (args.world is None):
         raise WorkbenchError("exactly one of --prompts or --world (with --family) must be given; got "

@@ -7,14 +7,12 @@ Two sources give the same :class:`FitInputs`:
   index of the variable, BOS = 0, negative from the end, needed for ``--position value``;
   ``answers``: the answer token when the variable takes each value, default the value names
   themselves; ``split: "heldout"`` marks prompts kept out of the fit);
-* a demo world's family (``--world DIR --family NAME``): its arithmetic prompts, whose held-out
-  combinations are kept out of the fit.
+* a demo world's family (``--world DIR --family NAME``; :func:`workbench.manifold_world.world_inputs`):
+  its arithmetic prompts, whose held-out combinations are kept out of the fit.
 """
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -112,26 +110,3 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
         records.append(PromptRecord(prompt=rec.prompt, meta={**rec.meta, "position": pos}))
     return FitInputs(records=records, names=names, values=np.array(values), answers=np.array(answers),
                      heldout=np.array(heldout, dtype=bool))
-
-
-def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int) -> FitInputs:
-    """A demo world family's arithmetic prompts at the answer ('last') or the family word ('value')."""
-    from workbench.manifold_world import SIDE, world_family
-
-    manifest_path = world / "manifest.json"
-    try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} "
-                             f"({err}).") from None
-    if family not in manifest.get("families", {}):
-        raise WorkbenchError(f"--family must be one of {sorted(manifest.get('families', {}))}; got {family!r}.")
-    if position not in POSITIONS:
-        raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
-    fam, rows = world_family(loaded, world, manifest, family, n_layers)
-    pos = fam.positions[position]
-    records = [PromptRecord(prompt=r["prompt"], meta={**{k: v for k, v in r.items() if k != "prompt"},
-                                                      "position": int(p)}) for r, p in zip(rows, pos)]
-    feats = {layer: f for layer, f in enumerate(fam.features[SIDE[position]])}
-    return FitInputs(records=records, names=fam.names, values=fam.values(position), answers=fam.answers[position],
-                     heldout=fam.heldout, features=feats)

@@ -37,9 +37,11 @@ import torch
 
 from analyses.manifolds.fit import ManifoldFitResult
 from analyses.manifolds.tiling import TilingResult, compute_tiling
+from tracer.activations import PromptRecord
+from tracer.errors import WorkbenchError
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
-from workbench.manifold_inputs import answer_token
+from workbench.manifold_inputs import POSITIONS, FitInputs, answer_token
 from workbench.manifold_points import PointSet, collect_points, prompt_records
 from workbench.manifold_scoring import (
     FitSpec,
@@ -53,7 +55,6 @@ from workbench.manifold_scoring import (
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("day", "month", "hue")
-POSITIONS = ("last", "value")
 SIDE = {"last": "output", "value": "input"}
 """the feature side whose reconstruction is fitted at each position (what the block writes at the
 answer; what it reads at the family word)"""
@@ -134,6 +135,27 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
         features={"any": family_features(labels, family, n_layers),
                   **{s: family_features(labels, family, n_layers, s) for s in ("input", "output")}})
     return fam, rows
+
+
+def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int) -> FitInputs:
+    """A demo world family's arithmetic prompts at the answer ('last') or the family word ('value')."""
+    manifest_path = world / "manifest.json"
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} "
+                             f"({err}).") from None
+    if family not in manifest.get("families", {}):
+        raise WorkbenchError(f"--family must be one of {sorted(manifest.get('families', {}))}; got {family!r}.")
+    if position not in POSITIONS:
+        raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
+    fam, rows = world_family(loaded, world, manifest, family, n_layers)
+    pos = fam.positions[position]
+    records = [PromptRecord(prompt=r["prompt"], meta={**{k: v for k, v in r.items() if k != "prompt"},
+                                                      "position": int(p)}) for r, p in zip(rows, pos)]
+    feats = {layer: f for layer, f in enumerate(fam.features[SIDE[position]])}
+    return FitInputs(records=records, names=fam.names, values=fam.values(position), answers=fam.answers[position],
+                     heldout=fam.heldout, features=feats)
 
 
 # ----------------------------------------------------------------------------- fits
