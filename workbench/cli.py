@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, str] = {
     "intervene": "workbench.cmd_intervene",
     "activations": "workbench.cmd_activations",
     "families": "workbench.cmd_families",
+    "manifold": "workbench.cmd_manifold",
     "world": "workbench.world.cli",
     "bench": "workbench.bench.cli",
 }

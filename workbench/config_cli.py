@@ -69,7 +69,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        flag = "--" + prefix + f.name.replace("_", "-")
+        flag = "--" + (prefix + f.name).replace("_", "-")
         tp, optional = _parts(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = docs.get(f.name, "")

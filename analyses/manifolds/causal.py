@@ -1,17 +1,24 @@
-"""Causal check of a fitted manifold on the real model: class-mean substitution (DRAFT, phase 2).
+"""Causal checks of a fitted manifold on the real model: class-mean substitution and steering.
 
-For a point of value ``v`` at the fit's residual layer and position, substitute the class mean of
-another value ``v'`` -- ``a' = a - μ_v + μ_v'`` -- restricted to
+Both add a vector to residual layer L (0 = embedding output, k = output of block k-1, n_layers =
+before the final norm) at one position with :func:`tracer.interventions.add_to_residual`, run the
+real model (attention free by default: effects propagate) and ask whether the answer became the
+token the change implies.
+
+**Substitution** (research note §7b.7). For a point of value ``v``, replace its class mean by that
+of ``v'`` -- ``a' = a - μ_v + μ_v'`` -- restricted to
 
 * the fitted m-dimensional subspace: add ``U Uᵀ (μ_v' - μ_v)``;
-* a random m-dimensional subspace (seeded, orthonormal): add ``R Rᵀ (μ_v' - μ_v)``;
-* nothing (full-vector patching): add ``μ_v' - μ_v``;
+* a random m-dimensional subspace (seeded, orthonormal, one per case): add ``R Rᵀ (μ_v' - μ_v)``;
+* nothing (full-vector patching): add ``μ_v' - μ_v``.
 
-and count how often the model's answer becomes the one implied by ``v'``. A manifold whose fitted
-subspace does no better than a random one is a readout that mediates nothing (``mediates=False``).
+A manifold whose fitted subspace does no better than a random one (by less than ``margin``) is a
+readout that mediates nothing (``mediates=False``).
 
-The vector is added to residual layer L (0 = embedding output, k = output of block k-1) at the
-position with :func:`tracer.interventions.add_to_residual`.
+**Steering** (§7c.3 iii). Move the point's subspace coordinates onto the fitted curve at the
+target value's angle: add ``U (z* - Uᵀ(x - c))`` with ``z*`` the curve point at ``u_v'`` in subspace
+coordinates; everything outside the subspace is kept. Unlike substitution it needs neither the
+point's value nor the class means, only the curve and the clean vector ``x``.
 """
 
 from collections.abc import Sequence
@@ -22,16 +29,18 @@ import torch
 
 from analyses.manifolds.fit import ManifoldFitResult
 from analyses.results import register_result
-from tracer.interventions import VectorAddition, add_to_residual, feature_intervention, prepare
+from tracer.interventions import CleanRun, VectorAddition, add_to_residual, feature_intervention, prepare
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 
 KINDS: tuple[str, ...] = ("fitted", "random", "full")
+MEDIATION_MARGIN = 0.5
+"""A fitted subspace mediates when its substitution success beats the random subspace's by this much."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class SubstitutionCase:
-    """One prompt and the substitutions to try on it."""
+    """One prompt and the substitutions (or steering targets) to try on it."""
 
     tokens: Sequence[int]
     """prompt token ids (BOS included)"""
@@ -41,6 +50,8 @@ class SubstitutionCase:
     """the variable's true value at that position"""
     targets: dict[int, int]
     """v' -> the token id the answer should become when v is replaced by v'"""
+    vector: np.ndarray | None = None
+    """(d_model,) the clean residual vector at the fit's layer and position (steering needs it)"""
 
 
 @register_result
@@ -48,19 +59,49 @@ class SubstitutionCase:
 class CausalResult:
     """Success rates of class-mean substitution (share of (prompt, v') pairs whose answer became the target)."""
 
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     fitted_success: float
     random_success: float
     full_success: float
     n: int
     """substitutions per kind"""
+    n_cases: int
+    """prompts"""
     n_components: int
     layer: int
     mediates: bool
     """fitted_success exceeds random_success by at least ``margin``"""
     outcomes: np.ndarray
     """(n, 3) bool: success per substitution for fitted, random, full"""
+    case_index: np.ndarray
+    """(n,) the case (prompt) each substitution belongs to"""
+
+    def summary(self) -> dict[str, object]:
+        return {"fitted_success": self.fitted_success, "random_success": self.random_success,
+                "full_success": self.full_success, "n": self.n, "n_prompts": self.n_cases,
+                "n_components": self.n_components, "layer": self.layer, "mediates": self.mediates}
+
+
+@register_result
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SteeringResult:
+    """How often the answer followed a move along the fitted curve."""
+
+    SCHEMA_VERSION = 1
+
+    success_rate: float
+    n: int
+    """steering runs ((prompt, target) pairs)"""
+    n_cases: int
+    layer: int
+    outcomes: np.ndarray
+    """(n,) bool"""
+    case_index: np.ndarray
+    """(n,) the case each run belongs to"""
+
+    def summary(self) -> dict[str, object]:
+        return {"success_rate": self.success_rate, "n": self.n, "n_prompts": self.n_cases, "layer": self.layer}
 
 
 def projector(basis: np.ndarray) -> np.ndarray:
@@ -81,34 +122,82 @@ def substitution_vectors(fit: ManifoldFitResult, v: int, v_new: int, random_proj
     return {"fitted": fit.basis @ (fit.basis.T @ delta), "random": random_proj @ delta, "full": delta}
 
 
-def residual_addition(layer: int, position: int, vector: torch.Tensor) -> VectorAddition:
-    """Add ``vector`` to residual layer ``layer`` at ``position``."""
-    return add_to_residual(layer, position, vector)
+def steering_vector(fit: ManifoldFitResult, x: np.ndarray, v_new: int) -> np.ndarray:
+    """(d,) the vector that puts ``x``'s subspace coordinates on the curve at value ``v_new``'s coordinate."""
+    u = fit.value_coordinate(np.array([v_new]))  # (1,)
+    z_target = fit.project(fit.curve(u))[0]  # (m,)
+    z_now = fit.project(np.asarray(x, dtype=np.float64)[None])[0]  # (m,)
+    return fit.basis @ (z_target - z_now)  # (d,)
+
+
+def _answer_is(loaded: LoadedModel, transcoders: Transcoders, clean: CleanRun, layer: int, position: int,
+               vector: np.ndarray, target: int, freeze_attention: bool) -> bool:
+    """Run the real model with ``vector`` added at (layer, position); is the last-position argmax ``target``?"""
+    add: VectorAddition = add_to_residual(layer, position, torch.as_tensor(vector, dtype=loaded.dtype))
+    out = feature_intervention(loaded, transcoders, clean.tokens, [add], freeze_attention=freeze_attention,
+                               return_activations=False, clean=clean)
+    return int(out.logits[-1].argmax()) == target
+
+
+def _layer_of(fit: ManifoldFitResult) -> int:
+    if fit.layer is None:
+        raise ValueError("fit.layer must be set (the residual layer the fit was made at); got None.")
+    return fit.layer
+
+
+def clean_runs(loaded: LoadedModel, transcoders: Transcoders, cases: Sequence[SubstitutionCase]) -> list[CleanRun]:
+    """The clean run of every case (reusable by :func:`causal_check` and :func:`steer_check`)."""
+    return [prepare(loaded, transcoders, list(case.tokens)) for case in cases]
+
+
+def _cleans(loaded: LoadedModel, transcoders: Transcoders, cases: Sequence[SubstitutionCase],
+            cleans: Sequence[CleanRun] | None) -> Sequence[CleanRun]:
+    if cleans is None:
+        return clean_runs(loaded, transcoders, cases)
+    if len(cleans) != len(cases):
+        raise ValueError(f"cleans must hold one clean run per case ({len(cases)}); got {len(cleans)}.")
+    return cleans
 
 
 def causal_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitResult,
-                 cases: Sequence[SubstitutionCase], *, seed: int = 0, margin: float = 0.5,
-                 freeze_attention: bool = False) -> CausalResult:
+                 cases: Sequence[SubstitutionCase], *, seed: int = 0, margin: float = MEDIATION_MARGIN,
+                 freeze_attention: bool = False, cleans: Sequence[CleanRun] | None = None) -> CausalResult:
     """Run every substitution of every case on the real model (one random subspace per case, seeded)."""
-    if fit.layer is None:
-        raise ValueError("fit.layer must be set (the residual layer the fit was made at); got None.")
+    layer = _layer_of(fit)
     rng = np.random.default_rng(seed)
-    outcomes = []
-    for case in cases:
-        clean = prepare(loaded, transcoders, list(case.tokens))
+    outcomes, index = [], []
+    for i, (case, clean) in enumerate(zip(cases, _cleans(loaded, transcoders, cases, cleans))):
         P_rand = projector(random_basis(fit.class_means.shape[1], fit.n_components, rng))
         for v_new, target in case.targets.items():
             vecs = substitution_vectors(fit, case.value, v_new, P_rand)
-            row = []
-            for kind in KINDS:
-                vec = torch.as_tensor(vecs[kind], dtype=loaded.dtype)
-                out = feature_intervention(loaded, transcoders, clean.tokens,
-                                           [residual_addition(fit.layer, case.position, vec)],
-                                           freeze_attention=freeze_attention, return_activations=False, clean=clean)
-                row.append(int(out.logits[-1].argmax()) == target)
-            outcomes.append(row)
+            outcomes.append([_answer_is(loaded, transcoders, clean, layer, case.position, vecs[k], target,
+                                        freeze_attention) for k in KINDS])
+            index.append(i)
     arr = np.array(outcomes, dtype=bool).reshape(-1, len(KINDS))  # (n, 3)
     rates = arr.mean(0) if len(arr) else np.zeros(len(KINDS))
     return CausalResult(fitted_success=float(rates[0]), random_success=float(rates[1]),
-                        full_success=float(rates[2]), n=len(arr), n_components=fit.n_components, layer=fit.layer,
-                        mediates=bool(rates[0] - rates[1] >= margin), outcomes=arr)
+                        full_success=float(rates[2]), n=len(arr), n_cases=len(cases), n_components=fit.n_components,
+                        layer=layer, mediates=bool(rates[0] - rates[1] >= margin), outcomes=arr,
+                        case_index=np.array(index, dtype=np.int64))
+
+
+def steer_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitResult,
+                cases: Sequence[SubstitutionCase], *, freeze_attention: bool = False,
+                cleans: Sequence[CleanRun] | None = None) -> SteeringResult:
+    """Steer every case to each of its targets along the fitted curve (cases need ``vector``)."""
+    layer = _layer_of(fit)
+    vectors = [case.vector for case in cases]
+    missing = [i for i, v in enumerate(vectors) if v is None]
+    if missing:
+        raise ValueError(f"cases must carry their clean residual vector to be steered; got vector=None for case "
+                         f"{missing[0]}.")
+    outcomes, index = [], []
+    for i, (case, x, clean) in enumerate(zip(cases, vectors, _cleans(loaded, transcoders, cases, cleans))):
+        for v_new, target in case.targets.items():
+            vec = steering_vector(fit, np.asarray(x), v_new)
+            outcomes.append(_answer_is(loaded, transcoders, clean, layer, case.position, vec, target,
+                                       freeze_attention))
+            index.append(i)
+    arr = np.array(outcomes, dtype=bool)
+    return SteeringResult(success_rate=float(arr.mean()) if len(arr) else float("nan"), n=len(arr),
+                          n_cases=len(cases), layer=layer, outcomes=arr, case_index=np.array(index, dtype=np.int64))

@@ -19,8 +19,6 @@ import math
 
 import numpy as np
 
-SHAPES: tuple[str, ...] = ("circle", "helix", "interval")
-
 
 def candidate_frequencies(shape: str, period: int) -> list[int]:
     """Frequencies the supervised fit searches: circles use 1 <= k <= p/2 with gcd(k, p) = 1 (other k

@@ -6,32 +6,41 @@ Input: one layer's feature activations ``A`` (n_tokens, n_features), a ``scipy.s
 
 1. **Point cloud.** On every token row where a member fires (> ``activation_threshold``), the
    reconstruction ``r_t = Σ_{i∈F} a_i(t) W_dec[i]`` (up to ``max_points`` rows, a seeded sample).
-2. **PCA** of the r_t (centred) to ``min(n_components, |F|)`` components.
-3. **Irreducibility** of each consecutive PC pair (M_ε, S; :mod:`analyses.manifolds.irreducibility`)
-   on up to ``metric_points`` of the points; score = mean over pairs of ``(1 - M) · S``.
-4. **Loop test** on the direction cloud ``r_t / |r_t|`` (features = direction x intensity): for
-   each consecutive pair of its PCs, the circular coordinate ``atan2`` with a quality number
+2. **Direction cloud.** The rows where the family really fires -- ``|r_t|`` at least
+   ``strong_fraction`` of the 99th-percentile norm -- unit-normalised, ``r_t / |r_t|`` (features
+   = direction x intensity; weak incidental firing is left out), and its PCA to
+   ``min(n_components, |F|)`` components.
+3. **Irreducibility** (Engels' M_ε and S, :mod:`analyses.manifolds.irreducibility`) of each
+   consecutive PC pair of the direction cloud on up to ``metric_points`` points; Engels' score is
+   their mean ``(1 - M)·S``. ``raw_cloud_metrics`` adds Engels' original score on the raw cloud.
+4. **Loop test** on each consecutive pair: the circular coordinate ``atan2`` with a quality
    ``max(0, 1 - cv / cv_gauss) · (1 - gap / 2π)`` (cv: coefficient of variation of the radius,
-   cv_gauss = sqrt(4/π - 1) that of an isotropic 2-D Gaussian; gap: the widest empty angular
-   arc): 1 for a thin, evenly covered ring, 0 for a blob. Persistent H1 (ripser) where importable.
+   cv_gauss = sqrt(4/π - 1) that of an isotropic 2-D Gaussian; gap: the widest empty angular arc):
+   1 for a thin, evenly covered ring, 0 for a blob. Persistent H1 (ripser) where importable.
 5. **Principal curves** with free positions in the direction cloud's PC space: a closed Fourier
-   curve started from the loop coordinate, and an open one started from PC1, each alternating a
-   least-squares fit of the coefficients with moving every point to its nearest curve coordinate.
+   curve started from the loop coordinate, and an open one started from PC1.
 
-Families are ranked by the irreducibility score (highest first; families too small to score last).
+**Ranking** (``score``, the *ring score*): on the pair with the best loop, ``loop quality ·
+min(1, (1 - M)·S / ring_reference)`` -- irreducibility on the loop's own plane, counted fully
+once it reaches that of the §6.1 noisy circle, times the loop evidence. Engels' mean score alone
+ranks clustered categorical families (simplex corners: high S) above rings and drowns a ring whose
+features also fire weakly elsewhere; the rule and ``strong_fraction`` were chosen on planted
+families (:mod:`workbench.bench.discovery_rule`), never on the labels discovery is scored with.
+Families too small to score rank last.
 """
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator, check_number
+from analyses.base import Estimator
 from analyses.manifolds import curves
-from analyses.manifolds.irreducibility import IrreducibilityConfig, pair_scores
+from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
+from analyses.manifolds.irreducibility import pair_scores
 from analyses.results import register_result
 
 logger = logging.getLogger(__name__)
@@ -39,43 +48,6 @@ logger = logging.getLogger(__name__)
 CV_GAUSS = float(np.sqrt(4 / np.pi - 1))
 """Coefficient of variation of the radius of an isotropic 2-D Gaussian (Rayleigh)."""
 
-
-@dataclass(frozen=True, kw_only=True)
-class DiscoveryConfig:
-    """Parameters of :class:`ManifoldDiscovery` (the one source of their defaults)."""
-
-    max_points: int = 20_000
-    """Most reconstruction points per family (a seeded sample of the firing rows)."""
-    metric_points: int = 4000
-    """Points used for the irreducibility indices (the §6.1 calibration used 4000)."""
-    n_components: int = 5
-    """Principal components scored (consecutive pairs 1-2 ... 4-5, as Engels)."""
-    activation_threshold: float = 0.0
-    """A member fires on a row when its activation exceeds this."""
-    min_points: int = 20
-    """Families firing on fewer rows are not scored."""
-    min_variance_ratio: float = 1e-4
-    """Principal components below this share of the cloud's variance are not scored (a degenerate
-    component's rounding noise has arbitrary irreducibility)."""
-    n_harmonics: int = 3
-    """Harmonics of the principal curves."""
-    curve_iterations: int = 15
-    """Alternations of the principal-curve fits."""
-    seed: int = 0
-    """Seed of the row sample and of the irreducibility restarts."""
-    irreducibility: IrreducibilityConfig = field(default_factory=IrreducibilityConfig)
-    """Settings of M_ε and S (defaults: the note's §6.1 calibration)."""
-
-    def __post_init__(self) -> None:
-        for name in ("max_points", "metric_points", "min_points", "curve_iterations"):
-            check_number(name, getattr(self, name), lo=1, integer=True)
-        check_number("n_components", self.n_components, lo=2, integer=True)
-        check_number("activation_threshold", self.activation_threshold)
-        check_number("min_variance_ratio", self.min_variance_ratio, lo=0, hi=1)
-        check_number("n_harmonics", self.n_harmonics, lo=1, hi=3, integer=True)
-        check_number("seed", self.seed, lo=0, integer=True)
-        if not isinstance(self.irreducibility, IrreducibilityConfig):
-            raise TypeError(f"irreducibility must be an IrreducibilityConfig; got {self.irreducibility!r}.")
 
 
 _DEFAULTS = DiscoveryConfig()
@@ -86,27 +58,35 @@ _DEFAULTS = DiscoveryConfig()
 class FamilyManifold:
     """What discovery found for one family."""
 
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     name: str
     members: list[int]
     """feature indices (columns of A, rows of W_dec)"""
     n_points: int
-    """reconstruction points used (rows where a member fires, capped)"""
+    """reconstruction points (rows where a member fires, capped)"""
+    n_strong: int
+    """rows of the direction cloud (the family fires strongly)"""
     scored: bool
     """False when the family fired on fewer than min_points rows or has a single member"""
-    explained_variance_ratio: np.ndarray
-    """(n_pca,) of the reconstruction cloud (components >= min_variance_ratio)"""
-    mixture: list[float]
-    """M_ε per consecutive PC pair"""
-    separability: list[float]
-    """S (bits) per consecutive PC pair"""
     score: float
-    """mean (1 - M) · S (NaN when not scored)"""
+    """the ring score used for ranking (NaN when not scored)"""
+    explained_variance_ratio: np.ndarray
+    """(n_pca,) of the direction cloud (components >= min_variance_ratio)"""
+    mixture: list[float]
+    """M_ε per consecutive PC pair of the direction cloud"""
+    separability: list[float]
+    """S (bits) per consecutive PC pair of the direction cloud"""
+    engels_score: float
+    """mean (1 - M)·S over the direction cloud's pairs"""
+    raw_score: float
+    """Engels' original score, mean (1 - M)·S over the raw cloud's pairs (NaN unless raw_cloud_metrics)"""
     loop_pair: int
     """i: the direction cloud's PC pair (i, i+1) with the best loop quality"""
     loop_quality: float
     """max(0, 1 - cv / cv_gauss) · (1 - gap / 2π) on that pair"""
+    loop_irreducibility: float
+    """(1 - M)·S on that pair"""
     radius_cv: float
     largest_gap: float
     """widest empty arc of the circular coordinate (radians)"""
@@ -116,28 +96,35 @@ class FamilyManifold:
     """R² of the closed principal curve in the direction cloud's PC space"""
     curve_r2_open: float
     """R² of the open principal curve"""
-    mean: np.ndarray
-    """(d_model,) mean reconstruction"""
-    components: np.ndarray
-    """(d_model, n_pca) principal axes of the reconstruction cloud"""
     direction_mean: np.ndarray
-    """(d_model,) mean of the unit-normalised reconstructions"""
+    """(d_model,) mean of the unit-normalised strong reconstructions"""
     direction_components: np.ndarray
     """(d_model, n_pca) their principal axes"""
     curve_coefficients: np.ndarray
     """(n_basis, n_pca) closed principal curve (circle basis, :mod:`analyses.manifolds.curves`)"""
     rows: np.ndarray
-    """(n_points,) token rows of A the points came from"""
+    """(n_strong,) token rows of A the direction cloud came from"""
     coordinate: np.ndarray
-    """(n_points,) each point's angle on the closed principal curve"""
+    """(n_strong,) each of those rows' angle on the closed principal curve"""
+
+    def summary(self) -> dict[str, object]:
+        """The JSON-friendly numbers."""
+        return {"score": self.score, "n_members": len(self.members), "n_points": self.n_points,
+                "n_strong": self.n_strong, "scored": self.scored, "loop_quality": self.loop_quality,
+                "loop_irreducibility": self.loop_irreducibility, "loop_pair": self.loop_pair,
+                "radius_cv": self.radius_cv, "largest_gap": self.largest_gap, "engels_score": self.engels_score,
+                "raw_score": self.raw_score, "mixture": self.mixture, "separability": self.separability,
+                "h1_persistence": self.h1_persistence, "curve_r2_closed": self.curve_r2_closed,
+                "curve_r2_open": self.curve_r2_open,
+                "explained_variance_ratio": [float(x) for x in self.explained_variance_ratio]}
 
 
 @register_result
 @dataclass(frozen=True, kw_only=True, eq=False)
 class DiscoveryResult:
-    """Families ranked by irreducibility score (highest first)."""
+    """Families ranked by ring score (highest first)."""
 
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     families: list[FamilyManifold]
     layer: int | None
@@ -242,14 +229,14 @@ def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) ->
     return float((finite[:, 1] - finite[:, 0]).max() / diameter) if len(finite) and diameter > 0 else 0.0
 
 
-def _unscored(name: str, members: list[int], rows: np.ndarray, d: int, n_basis: int) -> FamilyManifold:
+def _unscored(name: str, members: list[int], n_points: int, d: int, n_basis: int) -> FamilyManifold:
     nan = float("nan")
     return FamilyManifold(
-        name=name, members=members, n_points=len(rows), scored=False, explained_variance_ratio=np.zeros(0),
-        mixture=[], separability=[], score=nan, loop_pair=0, loop_quality=nan, radius_cv=nan, largest_gap=nan,
-        h1_persistence=None, curve_r2_closed=nan, curve_r2_open=nan, mean=np.zeros(d), components=np.zeros((d, 0)),
-        direction_mean=np.zeros(d), direction_components=np.zeros((d, 0)), curve_coefficients=np.zeros((n_basis, 0)),
-        rows=rows.astype(np.int64), coordinate=np.zeros(len(rows)))
+        name=name, members=members, n_points=n_points, n_strong=0, scored=False, score=nan,
+        explained_variance_ratio=np.zeros(0), mixture=[], separability=[], engels_score=nan, raw_score=nan,
+        loop_pair=0, loop_quality=nan, loop_irreducibility=nan, radius_cv=nan, largest_gap=nan, h1_persistence=None,
+        curve_r2_closed=nan, curve_r2_open=nan, direction_mean=np.zeros(d), direction_components=np.zeros((d, 0)),
+        curve_coefficients=np.zeros((n_basis, 0)), rows=np.zeros(0, np.int64), coordinate=np.zeros(0))
 
 
 def _best_loop(Zn: np.ndarray) -> tuple[int, tuple[float, float, float, np.ndarray]]:
@@ -259,38 +246,71 @@ def _best_loop(Zn: np.ndarray) -> tuple[int, tuple[float, float, float, np.ndarr
     return best, tests[best]
 
 
-def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[int], cfg: DiscoveryConfig,
-                    rng: np.random.Generator) -> FamilyManifold:
-    """Discovery for one family: ``A`` (n_tokens, n_members) and ``W`` (n_members, d_model)."""
-    rows, R = reconstruction_cloud(A, W, cfg.activation_threshold, cfg.max_points, rng)
-    k = min(cfg.n_components, len(members), W.shape[1])
-    n_basis = 1 + 2 * cfg.n_harmonics
-    if len(rows) < cfg.min_points or k < 2:
-        return _unscored(name, members, rows, W.shape[1], n_basis)
+def strong_directions(R: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (n_strong,) of rows of ``R`` (n, d) with norm >= fraction x the 99th-percentile norm,
+    and their unit directions (n_strong, d)."""
+    norms = np.linalg.norm(R, axis=1)  # (n,)
+    keep = np.flatnonzero((norms >= fraction * np.quantile(norms, 0.99)) & (norms > 0))
+    return keep, R[keep] / norms[keep, None]
+
+
+def ring_score(loop_quality: float, irreducibility: float, reference: float) -> float:
+    """loop quality x min(1, (1 - M)·S / reference): the ranking score."""
+    return float(loop_quality * min(1.0, max(irreducibility, 0.0) / reference))
+
+
+def _metric_sample(n: int, cfg: DiscoveryConfig, rng: np.random.Generator) -> np.ndarray | slice:
+    return np.sort(rng.choice(n, cfg.metric_points, replace=False)) if n > cfg.metric_points else slice(None)
+
+
+def _raw_score(R: np.ndarray, k: int, cfg: DiscoveryConfig, rng: np.random.Generator) -> float:
+    """Engels' original score: mean (1 - M)·S over the raw cloud's consecutive PC pairs."""
     mean, axes, ratios = pca(R, k)
-    k = int((ratios >= cfg.min_variance_ratio).sum())  # drop (numerically) empty components
+    k = int((ratios >= cfg.min_variance_ratio).sum())
     if k < 2:
-        return _unscored(name, members, rows, W.shape[1], n_basis)
-    axes, ratios = axes[:, :k], ratios[:k]
-    Z = (R - mean) @ axes  # (n, k)
-    sub = rng.choice(len(Z), cfg.metric_points, replace=False) if len(Z) > cfg.metric_points else slice(None)
-    scores = pair_scores(Z[sub], cfg.irreducibility)
-    norms = np.linalg.norm(R, axis=1, keepdims=True)
-    Rn = R / np.where(norms > 0, norms, 1.0)  # (n, d) directions
-    n_mean, n_axes, _ = pca(Rn, k)
-    Zn = (Rn - n_mean) @ n_axes  # (n, k)
-    pair, (quality, cv, gap, theta) = _best_loop(Zn)
+        return float("nan")
+    Z = (R - mean) @ axes[:, :k]  # (n, k)
+    return pair_scores(Z[_metric_sample(len(Z), cfg, rng)], cfg.irreducibility).score
+
+
+def _curves(Zn: np.ndarray, theta: np.ndarray, cfg: DiscoveryConfig) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Closed (from the loop angle) and open (from PC1 rank) principal curves of the direction cloud."""
     coef, coord, r2_closed = principal_curve(Zn, theta, closed=True, n_harmonics=cfg.n_harmonics,
                                              n_iter=cfg.curve_iterations)
     pos0 = np.argsort(np.argsort(Zn[:, 0])) / max(len(Zn) - 1, 1)  # PC1 rank in [0, 1]
     _, _, r2_open = principal_curve(Zn, pos0, closed=False, n_harmonics=cfg.n_harmonics,
                                     n_iter=cfg.curve_iterations)
+    return coef, coord, r2_closed, r2_open
+
+
+def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[int], cfg: DiscoveryConfig,
+                    rng: np.random.Generator) -> FamilyManifold:
+    """Discovery for one family: ``A`` (n_tokens, n_members) and ``W`` (n_members, d_model)."""
+    rows, R = reconstruction_cloud(A, W, cfg.activation_threshold, cfg.max_points, rng)
+    k = min(cfg.n_components, len(members), W.shape[1])
+    n_basis, d = 1 + 2 * cfg.n_harmonics, W.shape[1]
+    strong, Rn = strong_directions(R, cfg.strong_fraction) if len(rows) else (np.zeros(0, np.int64), R)
+    if len(strong) < cfg.min_points or k < 2:
+        return _unscored(name, members, len(rows), d, n_basis)
+    n_mean, n_axes, ratios = pca(Rn, k)
+    k = int((ratios >= cfg.min_variance_ratio).sum())  # drop (numerically) empty components
+    if k < 2:
+        return _unscored(name, members, len(rows), d, n_basis)
+    n_axes, ratios = n_axes[:, :k], ratios[:k]
+    Zn = (Rn - n_mean) @ n_axes  # (n_strong, k)
+    scores = pair_scores(Zn[_metric_sample(len(Zn), cfg, rng)], cfg.irreducibility)
+    pair, (quality, cv, gap, theta) = _best_loop(Zn)
+    irr = (1 - scores.mixture[pair]) * scores.separability[pair]
+    coef, coord, r2_closed, r2_open = _curves(Zn, theta, cfg)
+    raw = _raw_score(R, min(cfg.n_components, len(members), d), cfg, rng) if cfg.raw_cloud_metrics else float("nan")
     return FamilyManifold(
-        name=name, members=members, n_points=len(rows), scored=True, explained_variance_ratio=ratios,
-        mixture=scores.mixture, separability=scores.separability, score=scores.score, loop_pair=pair,
-        loop_quality=quality, radius_cv=cv, largest_gap=gap, h1_persistence=h1_persistence(Zn, rng),
-        curve_r2_closed=r2_closed, curve_r2_open=r2_open, mean=mean, components=axes, direction_mean=n_mean,
-        direction_components=n_axes, curve_coefficients=coef, rows=rows.astype(np.int64), coordinate=coord)
+        name=name, members=members, n_points=len(rows), n_strong=len(strong), scored=True,
+        score=ring_score(quality, irr, cfg.ring_reference), explained_variance_ratio=ratios, mixture=scores.mixture,
+        separability=scores.separability, engels_score=scores.score, raw_score=raw, loop_pair=pair,
+        loop_quality=quality, loop_irreducibility=float(irr), radius_cv=cv, largest_gap=gap,
+        h1_persistence=h1_persistence(Zn, rng), curve_r2_closed=r2_closed, curve_r2_open=r2_open,
+        direction_mean=n_mean, direction_components=n_axes, curve_coefficients=coef,
+        rows=rows[strong].astype(np.int64), coordinate=coord)
 
 
 def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.ndarray, dict[str, list[int]]]:
@@ -313,7 +333,7 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
 
 
 class ManifoldDiscovery(Estimator):
-    """Rank feature families by how irreducibly multi-dimensional their reconstructions are.
+    """Rank feature families by ring evidence: loop quality x irreducibility of the loop's plane.
 
     Parameters: see :class:`DiscoveryConfig`. Fitted: ``result_`` (:class:`DiscoveryResult`),
     ``ranking_`` (family names, best first), ``scores_`` ({name: score}).
@@ -323,7 +343,9 @@ class ManifoldDiscovery(Estimator):
                  n_components: int = _DEFAULTS.n_components,
                  activation_threshold: float = _DEFAULTS.activation_threshold, min_points: int = _DEFAULTS.min_points,
                  min_variance_ratio: float = _DEFAULTS.min_variance_ratio,
-                 n_harmonics: int = _DEFAULTS.n_harmonics, curve_iterations: int = _DEFAULTS.curve_iterations,
+                 strong_fraction: float = _DEFAULTS.strong_fraction, ring_reference: float = _DEFAULTS.ring_reference,
+                 raw_cloud_metrics: bool = _DEFAULTS.raw_cloud_metrics, n_harmonics: int = _DEFAULTS.n_harmonics,
+                 curve_iterations: int = _DEFAULTS.curve_iterations,
                  seed: int = _DEFAULTS.seed, irreducibility: IrreducibilityConfig = _DEFAULTS.irreducibility) -> None:
         self.max_points = max_points
         self.metric_points = metric_points
@@ -331,6 +353,9 @@ class ManifoldDiscovery(Estimator):
         self.activation_threshold = activation_threshold
         self.min_points = min_points
         self.min_variance_ratio = min_variance_ratio
+        self.strong_fraction = strong_fraction
+        self.ring_reference = ring_reference
+        self.raw_cloud_metrics = raw_cloud_metrics
         self.n_harmonics = n_harmonics
         self.curve_iterations = curve_iterations
         self.seed = seed

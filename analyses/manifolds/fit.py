@@ -28,42 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator, check_choice, check_number
+from analyses.base import Estimator
 from analyses.manifolds import curves
+from analyses.manifolds.configs import ManifoldFitConfig
 from analyses.results import register_result
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, kw_only=True)
-class ManifoldFitConfig:
-    """Parameters of :class:`ManifoldFit` (the one source of their defaults)."""
-
-    period: int | None = None
-    """Number of values of the variable (None: max(y) + 1)."""
-    shape: str = "circle"
-    """'circle' (closed, values cyclic), 'helix' (closed turns plus a linear drift) or 'interval' (open)."""
-    n_harmonics: int = 3
-    """Harmonics of the best frequency in the final curve (1-3; circles hold at most (period - 1) // 2)."""
-    variance_threshold: float = 0.95
-    """Keep the fewest principal components of the class means that reach this share of their variance."""
-    max_components: int = 8
-    """Cap on the subspace dimension m."""
-    frequency: int | None = None
-    """Fit this frequency k instead of searching (None: search)."""
-    min_points_per_value: int = 1
-    """Every value in [0, period) needs at least this many points."""
-
-    def __post_init__(self) -> None:
-        if self.period is not None:
-            check_number("period", self.period, lo=3, integer=True)
-        check_choice("shape", self.shape, curves.SHAPES)
-        check_number("n_harmonics", self.n_harmonics, lo=1, hi=3, integer=True)
-        check_number("variance_threshold", self.variance_threshold, lo=0, hi=1, lo_open=True)
-        check_number("max_components", self.max_components, lo=1, integer=True)
-        if self.frequency is not None:
-            check_number("frequency", self.frequency, lo=1, integer=True)
-        check_number("min_points_per_value", self.min_points_per_value, lo=1, integer=True)
 
 
 _DEFAULTS = ManifoldFitConfig()

@@ -18,41 +18,15 @@ the mean over consecutive principal-component pairs of ``(1 - M) · S``.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from analyses.base import check_number
+from analyses.manifolds.configs import IrreducibilityConfig
 
+if TYPE_CHECKING:
+    import torch
 
-@dataclass(frozen=True, kw_only=True)
-class IrreducibilityConfig:
-    """Settings of both indices (defaults: the research note's §6.1 calibration)."""
-
-    epsilon: float = 0.1
-    """Band half-width in units of the projection's RMS."""
-    n_restarts: int = 5
-    """Random restarts of the band search (the best one counts)."""
-    n_steps: int = 3000
-    """Annealed gradient-ascent steps per restart."""
-    learning_rate: float = 0.1
-    """Step size of the ascent (Engels: 0.1)."""
-    bins: int = 10
-    """Histogram bins per axis for the mutual information."""
-    n_angles: int = 100
-    """Rotations scanned for the separability minimum."""
-    seed: int = 0
-    """Seed of the restarts' starting directions."""
-
-    def __post_init__(self) -> None:
-        check_number("epsilon", self.epsilon, lo=0, lo_open=True)
-        check_number("n_restarts", self.n_restarts, lo=1, integer=True)
-        check_number("n_steps", self.n_steps, lo=1, integer=True)
-        check_number("learning_rate", self.learning_rate, lo=0, lo_open=True)
-        check_number("bins", self.bins, lo=2, integer=True)
-        check_number("n_angles", self.n_angles, lo=1, integer=True)
-        check_number("seed", self.seed, lo=0, integer=True)
 
 
 def _check_clouds(clouds: Any) -> np.ndarray:
@@ -74,10 +48,12 @@ def standardize(X: np.ndarray) -> np.ndarray:
     return Xc / np.where(rms > 0, rms, 1.0)
 
 
-def _band_gradient(X1: torch.Tensor, X1t: torch.Tensor, w: torch.Tensor, eps: float, T: float) -> torch.Tensor:
+def _band_gradient(X1: "torch.Tensor", X1t: "torch.Tensor", w: "torch.Tensor", eps: float, T: float) -> "torch.Tensor":
     """d/dw of mean(sigmoid((eps - |z|) / T)) for every cloud and restart, with w = (a_1, a_2, b).
 
     X1 (B, N, 3) the points with a column of ones, X1t its transpose (B, 3, N); w (B, R, 3)."""
+    import torch
+
     u = torch.bmm(w, X1t)  # (B, R, N)
     n = u.shape[-1]
     rinv = torch.rsqrt(u.pow(2).mean(-1, keepdim=True).clamp_min(1e-30))  # (B, R, 1)
@@ -91,6 +67,8 @@ def _band_gradient(X1: torch.Tensor, X1t: torch.Tensor, w: torch.Tensor, eps: fl
 
 def mixture_index(clouds: np.ndarray, config: IrreducibilityConfig | None = None) -> np.ndarray:
     """ε-mixture index of each cloud: (N, 2) -> shape (1,), (B, N, 2) -> (B,)."""
+    import torch  # imported here: `workbench --help` registers this module's config without torch
+
     cfg = config or IrreducibilityConfig()
     X = standardize(_check_clouds(clouds))  # (B, N, 2)
     B, N, _ = X.shape

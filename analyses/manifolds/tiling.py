@@ -16,7 +16,9 @@ For the family: coverage (share of occupied bins where some feature is at least 
 overlap (histogram intersection of normalised tuning curves) of neighbours in preferred order,
 the share of selective features (>= 0.7), the Pearson correlation between decoder cosine and
 closeness of preferred coordinates (``cos Δu`` closed, ``-|Δu|`` open) over feature pairs, and --
-with true values -- each feature's tuning over the values and which values are some feature's peak.
+with true values -- each feature's tuning over the values, the values covered (some live feature's
+mean activation there is at least half its peak over the values, as the bin coverage) and the
+stricter set of values that are some live feature's peak.
 """
 
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ SELECTIVE = 0.7
 class TilingResult:
     """Tuning statistics of a family over a manifold coordinate."""
 
-    SCHEMA_VERSION = 1
+    SCHEMA_VERSION = 2
 
     features: list[int]
     """feature ids (the columns of the activations, in order)"""
@@ -69,20 +71,31 @@ class TilingResult:
     value_tuning: np.ndarray | None
     """(n_features, period) mean activation per true value, when values were given"""
     covered_values: list[int] | None
-    """values that are some live feature's peak value"""
+    """values where some live feature's mean activation is >= half its peak over the values"""
+    peak_values: list[int] | None
+    """values that are some live feature's peak value (stricter)"""
 
     @property
     def value_coverage(self) -> float | None:
+        """Share of the values covered (see ``covered_values``)."""
         if self.covered_values is None or self.value_tuning is None:
             return None
         return len(self.covered_values) / self.value_tuning.shape[1]
+
+    @property
+    def peak_coverage(self) -> float | None:
+        """Share of the values that are some live feature's peak."""
+        if self.peak_values is None or self.value_tuning is None:
+            return None
+        return len(self.peak_values) / self.value_tuning.shape[1]
 
     def summary(self) -> dict[str, object]:
         return {"n_features": len(self.features), "n_live": int(self.live.sum()), "coverage": self.coverage,
                 "neighbour_overlap": self.neighbour_overlap, "fraction_selective": self.fraction_selective,
                 "median_selectivity": float(np.nanmedian(self.selectivity)) if self.live.any() else None,
                 "decoder_cosine_r": self.decoder_cosine_r, "covered_values": self.covered_values,
-                "value_coverage": self.value_coverage}
+                "value_coverage": self.value_coverage, "peak_values": self.peak_values,
+                "peak_coverage": self.peak_coverage}
 
 
 def _dense(A: Any, n_rows: int) -> np.ndarray:
@@ -138,6 +151,15 @@ def decoder_closeness_r(W: np.ndarray, preferred: np.ndarray, closed: bool) -> f
     return float(np.corrcoef(cos, close)[0, 1])
 
 
+def value_cover(value_tuning: np.ndarray) -> tuple[list[int], list[int]]:
+    """Values covered at half peak, and values that are some feature's peak, from (n_live, p) tuning."""
+    T = np.nan_to_num(value_tuning)  # a value without rows counts as 0
+    if len(T) == 0:
+        return [], []
+    half = T >= 0.5 * T.max(1, keepdims=True)  # (n_live, p)
+    return [int(v) for v in np.flatnonzero(half.any(0))], sorted({int(v) for v in T.argmax(1)})
+
+
 def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarray | None = None, *,
                    closed: bool = True, n_bins: int = 36, features: list[int] | None = None,
                    values: np.ndarray | None = None, period: int | None = None) -> TilingResult:
@@ -159,14 +181,14 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
     occupied = ~np.isnan(tuning).all(0) if len(tuning) else np.zeros(n_bins, bool)  # bins holding a row
     width = above.sum(1) * (2 * np.pi if closed else 1.0) / n_bins
     lv = np.flatnonzero(live)
-    value_tuning = covered = None
+    value_tuning = covered = peaks = None
     if values is not None:
         v = np.asarray(values, dtype=np.int64).ravel()
         p = int(v.max()) + 1 if period is None else int(period)
         if v.shape != u.shape or v.min() < 0 or v.max() >= p:
             raise ValueError(f"values must be integers in [0, {p}), one per row; got shape {v.shape}.")
         value_tuning = class_means(A, v, p)[0].T  # (n_features, p)
-        covered = sorted({int(np.nanargmax(value_tuning[f])) for f in lv})
+        covered, peaks = value_cover(value_tuning[lv])
     return TilingResult(
         features=ids, closed=closed, bin_centres=centres, tuning=tuning, live=live,
         preferred=np.where(live, preferred, np.nan), selectivity=np.where(live, selectivity, np.nan),
@@ -174,4 +196,4 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
         neighbour_overlap=_neighbour_overlap(tuning[lv], preferred[lv], closed),
         fraction_selective=float((selectivity[lv] >= SELECTIVE).mean()) if len(lv) else 0.0,
         decoder_cosine_r=None if W_dec is None else decoder_closeness_r(np.asarray(W_dec)[lv], preferred[lv], closed),
-        value_tuning=value_tuning, covered_values=covered)
+        value_tuning=value_tuning, covered_values=covered, peak_values=peaks)

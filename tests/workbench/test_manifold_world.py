@@ -1,4 +1,5 @@
-"""The shipped demo world's months lie on a k = 1 circle in calendar order (a small, fast subset)."""
+"""The shipped demo world's months lie on a k = 1 circle in calendar order, and substituting or steering
+along it moves the answer (a small, fast subset of `python -m workbench.manifold_world`)."""
 
 import json
 
@@ -11,46 +12,85 @@ shipped_world = pytest.mark.skipif(not (world_dir() / "manifest.json").is_file()
                                    reason="data/world is not built (workbench world build --out data/world)")
 
 
-@shipped_world
-def test_month_circle_at_the_answer_position():
+@pytest.fixture(scope="module")
+def month(tmp_path_factory):
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.manifold_world import collect, family_features, fit_family, heldout_scores
+    from workbench.manifold_points import collect_points, prompt_records
+    from workbench.manifold_world import world_family
 
     world = world_dir()
     manifest = json.loads((world / "manifest.json").read_text())
-    names = manifest["families"]["month"]["values"]
-    prompts = [r for r in manifest["prompt_sets"]["month_arith"]
-               if r["split"] == "heldout" or (r["offset"] <= 3 and r["template"] == 0)]  # 36 train + 48 held out
-    loaded = load_model(world / "model")
+    loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
-    feats = family_features(world / "labels_plt.jsonl", "month", tcs.n_layers)
-    pts = collect(loaded, tcs, prompts, "month", names, feats)
-    assert pts.resid["last"].shape == (len(prompts), loaded.n_layers + 1, loaded.d_model)
-    rows, fits = fit_family(pts)
-    assert "error" in rows["residual"]["last/L0"]  # the last token is always "is": nothing to fit
-    fit = fits["residual/last/L2"]
-    assert fit.frequency == 1 and fit.order_matches_values() and fit.layer == 2
-    held = heldout_scores(fit, pts.resid["last"][pts.heldout, 2], pts.answer[pts.heldout])
-    assert held["accuracy"] > 0.9 and held["angle_rmse"] < 0.35
-    assert held["r2_ci"][0] <= held["r2"] <= held["r2_ci"][1]
-    emb = fits["residual/value/L0"]  # the month words' embeddings: a learned k = 1 circle
-    assert emb.frequency == 1 and emb.order_matches_values() and emb.r2_fundamental > 0.7
-    assert np.isfinite(rows["reconstruction"]["last/plt2"]["heldout"]["r2"])
-    _substitution_moves_the_answer(loaded, tcs, fits["residual/last/L3"], manifest, names)
+    fam, rows = world_family(loaded, world, manifest, "month", tcs.n_layers)
+    pts = collect_points(loaded, tcs, prompt_records(rows), tmp_path_factory.mktemp("acts"),
+                         residual_layers=range(tcs.n_layers + 1))
+    return loaded, tcs, fam, pts
 
 
-def _substitution_moves_the_answer(loaded, tcs, fit, manifest, names):
-    """Class-mean substitution in the fitted subspace moves the answer; a random subspace does not."""
-    from analyses.manifolds.causal import SubstitutionCase, causal_check
-    from tracer.models import tokenize
+@shipped_world
+def test_points_come_from_the_activation_store(month):
+    import torch
 
-    ids = [loaded.tokenizer.convert_tokens_to_ids(n) for n in names]
-    held = [r for r in manifest["prompt_sets"]["month_arith"] if r["split"] == "heldout"][:8]
-    cases = []
-    for r in held:
-        v = names.index(r["answer"])
-        cases.append(SubstitutionCase(tokens=tokenize(loaded, r["prompt"]).tolist(), position=-1, value=v,
-                                      targets={(v + 3) % 12: ids[(v + 3) % 12], (v + 7) % 12: ids[(v + 7) % 12]}))
-    res = causal_check(loaded, tcs, fit, cases)
-    assert res.n == 16 and res.fitted_success >= 0.9 and res.random_success <= 0.1 and res.mediates
+    from tracer.models.forward import run_with_cache
+    from tracer.replacement import encode
+
+    loaded, tcs, fam, pts = month
+    assert pts.n_prompts == 528 and fam.heldout.sum() == 48
+    i = 7
+    tokens = pts.records[i]["tokens"]
+    cache = run_with_cache(loaded, torch.tensor(tokens))
+    v = int(fam.positions["value"][i])
+    np.testing.assert_allclose(pts.residual(2, fam.positions["value"])[i], cache.resid_pre[2, v].numpy(), atol=1e-4)
+    acts = encode(tcs.layers[1], cache.mlp_input[1]).numpy()  # (n_pos, d_tc)
+    np.testing.assert_allclose(pts.activations(1, fam.positions["last"])[i].toarray()[0], acts[-1], atol=1e-4)
+    feats = fam.features["output"][2]
+    rec = pts.reconstruction(tcs, 2, feats, fam.positions["last"])[i]
+    W = tcs.layers[2].decoder_rows(torch.tensor(feats), torch.float32).numpy()  # (n_f, d_model)
+    np.testing.assert_allclose(rec, encode(tcs.layers[2], cache.mlp_input[2]).numpy()[-1, feats] @ W, atol=1e-4)
+    # answers[position][i, v']: the answer when the variable there is v' (the true value gives the true answer)
+    for key, values in (("value", fam.start), ("last", fam.answer)):
+        assert np.array_equal(fam.answers[key][np.arange(528), values], fam.answers["last"][np.arange(528), fam.answer])
+
+
+@shipped_world
+def test_month_circle_held_out_both_ways_and_on_the_real_model(month):
+    from workbench.manifold_scoring import FitSpec, cases_for, crossfit, model_heldout, real_model_scores
+
+    loaded, tcs, fam, pts = month
+    X = pts.residual(3, fam.positions["last"])
+    spec = FitSpec(period=12, names=fam.names, layer=3, position="last", source="residual")
+    held = model_heldout(spec, X, fam.answer, fam.heldout)
+    cross = crossfit(spec, X, fam.answer, 5)
+    fit = held.fits[0]
+    assert fit.frequency == 1 and fit.order_matches_values() and fit.layer == 3
+    assert held.scores["n"] == 48 and cross.scores["n"] == 528 and cross.scores["frequencies"] == [1] * 5
+    for s in (held.scores, cross.scores):
+        assert s["r2"] > 0.9 and s["angle_rmse"] < 0.35 and s["r2_ci"][0] <= s["r2"] <= s["r2_ci"][1]
+    tokens = [r["tokens"] for r in pts.records]
+    cases = cases_for(tokens, fam.positions["last"], fam.answer, fam.answers["last"], X, 1)
+    use = np.zeros(len(tokens), bool)
+    use[::66] = True  # 8 prompts
+    rep = real_model_scores(loaded, tcs, cross, cases, use=use)
+    assert rep["n_prompts"] == 8 and rep["fitted_success"] >= 0.85 and rep["random_success"] <= 0.15
+    assert rep["steering_success"] >= 0.85 and rep["mediates"]
+
+
+@shipped_world
+def test_family_word_circle_lives_in_the_embedding_only(month):
+    from workbench.manifold_scoring import FitSpec, cases_for, crossfit, real_model_scores
+
+    loaded, tcs, fam, pts = month
+    tokens = [r["tokens"] for r in pts.records]
+    use = np.zeros(len(tokens), bool)
+    use[3::88] = True  # 6 prompts
+    out = {}
+    for L in (0, 2):
+        X = pts.residual(L, fam.positions["value"])
+        spec = FitSpec(period=12, names=fam.names, layer=L, position="value", source="residual")
+        cross = crossfit(spec, X, fam.start, 5)
+        cases = cases_for(tokens, fam.positions["value"], fam.start, fam.answers["value"], X, 1)
+        out[L] = real_model_scores(loaded, tcs, cross, cases, use=use)
+    assert out[0]["fitted_success"] >= 0.8 and out[0]["steering_success"] >= 0.8 and out[0]["mediates"]
+    assert out[2]["full_success"] <= 0.2 and not out[2]["mediates"]  # attention read the word at layer 0

@@ -242,6 +242,24 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     args = parser.parse_args(["world"])
     with pytest.raises(WorkbenchError, match="action"):
         args.func(args)
+    args = parser.parse_args(["world", "build", "--out", str(tmp_path), "--smoothing", "0.5"])
+    with pytest.raises(WorkbenchError, match="smoothing must be in"):
+        args.func(args)
+
+
+def test_cli_smoothing_flag_reaches_the_training_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--smoothing 0` builds a control world: the same config with circular label smoothing off."""
+    from workbench.world import build, cli
+
+    seen = {}
+    monkeypatch.setattr(build, "build_world", lambda out, **kw: seen.update(kw))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    for argv, expected in ((["--smoothing", "0"], 0.0), ([], build.default_config().train.smoothing)):
+        args = parser.parse_args(["world", "build", "--out", str(tmp_path), *argv])
+        args.func(args)
+        assert seen["config"].train.smoothing == expected
+        assert seen["config"].model == build.default_config().model
 
 
 # ---------------------------------------------------------------- the tiny build (CI)

@@ -17,6 +17,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     build.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
     build.add_argument("--seed", type=int, default=0, help="seed for the corpus, model and transcoders")
     build.add_argument("--tiny", action="store_true", help="tiny, fast version of the same pipeline (CI)")
+    build.add_argument("--smoothing", type=float, default=None, metavar="S",
+                       help="circular label smoothing: the target mass put on each calendar neighbour of a "
+                            "cyclic answer (TrainConfig.smoothing; default: the config's). 0 builds a control "
+                            "world whose answer-side circles are not imposed by the loss")
     build.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     build.set_defaults(func=_run_build)
     truth = actions.add_parser(
@@ -39,12 +43,21 @@ def _no_action(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise WorkbenchError(f"--seed must be >= 0; got {args.seed!r}. Pass a non-negative integer.")
+    import dataclasses
+
     from workbench.cli_safety import check_out
 
     out = check_out(args.out, folder=True)
-    from workbench.world.build import build_world
 
-    build_world(out, seed=args.seed, tiny=args.tiny, progress=not args.quiet)
+    from workbench.world.build import build_world, default_config
+
+    config = default_config(tiny=args.tiny)
+    if args.smoothing is not None:
+        if not 0 <= args.smoothing < 0.5:
+            raise WorkbenchError(f"--smoothing must be in [0, 0.5) (mass on each of two neighbours); got "
+                                 f"{args.smoothing!r}.")
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, smoothing=args.smoothing))
+    build_world(out, seed=args.seed, tiny=args.tiny, progress=not args.quiet, config=config)
     return 0
 
 

@@ -52,3 +52,13 @@ def test_validation():
         compute_tiling(np.array([0.0, np.nan]), np.zeros((2, 1)))
     with pytest.raises(ValueError, match="values must be integers"):
         compute_tiling(np.zeros(3), np.ones((3, 1)), values=np.array([0, 1, 5]), period=3)
+
+
+def test_value_cover_counts_half_peak_values_and_peaks_apart():
+    from analyses.manifolds.tiling import value_cover
+
+    T = np.array([[4.0, 2.5, 0.5, 0.0, 0.0, 1.9],   # peak 0, half-peak at 0, 1
+                  [0.0, 0.0, 1.0, 2.0, 1.2, 0.0]])  # peak 3, half-peak at 2, 3, 4
+    covered, peaks = value_cover(T)
+    assert covered == [0, 1, 2, 3, 4] and peaks == [0, 3]
+    assert value_cover(np.zeros((0, 6))) == ([], [])

@@ -1,0 +1,110 @@
+"""`workbench manifold fit | steer | discover` end to end on the demo world, and their bad inputs."""
+
+import json
+
+import pytest
+
+from workbench.cli import main
+from workbench.paths import world_dir
+
+WORLD = world_dir()
+MODEL, PLT = str(WORLD / "model"), str(WORLD / "plt")
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+pytestmark = pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def day_records(n_per_day: int = 12) -> list[dict]:
+    """Day arithmetic prompts at the answer: value = the answer."""
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["day_arith"]
+    picked: dict[str, list[dict]] = {}
+    for r in rows:
+        if len(picked.setdefault(r["answer"], [])) < n_per_day:
+            picked[r["answer"]].append({"prompt": r["prompt"], "value": r["answer"]})
+    return [r for day in DAYS for r in picked[day]]
+
+
+def write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def month_fit(tmp_path_factory):
+    out = tmp_path_factory.mktemp("month")
+    code = main(["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--world", str(WORLD), "--family",
+                 "month", "--layer", "3", "--out", str(out), "--causal-prompts", "6", "--causal-targets", "1"])
+    assert code == 0
+    return out
+
+
+def test_fit_on_a_world_family_writes_the_manifold(month_fit):
+    rep = json.loads((month_fit / "manifold.json").read_text())
+    assert rep["frequency"] == 1 and rep["order_matches"] and rep["layer"] == 3 and rep["position"] == "last"
+    assert rep["order"][0] in rep["values"] and sorted(rep["order"]) == sorted(rep["values"])
+    assert set(rep["angles"]) == set(rep["values"]) and rep["n_components"] >= 2 and rep["explained_variance"] > 0.9
+    assert rep["n_fit"] == 480 and rep["heldout"]["n"] == 48 and rep["heldout"]["r2"] > 0.8
+    assert rep["tiling"]["value_coverage"] >= 0.9 and rep["tiling"]["layer"] == 2  # months: 11 of 12 at plt2
+    c = rep["causal"]
+    assert c["how"] == "held-out records" and c["n_prompts"] == 6
+    assert c["fitted_success"] > 0.8 and c["random_success"] < 0.2 and c["mediates"]
+    for name in ("circle.png", "circle.svg", "frequency.png", "tuning.svg", "fit.json"):
+        assert (month_fit / name).is_file(), name
+
+
+def test_steer_moves_prompts_along_the_fitted_circle(month_fit, tmp_path, capsys):
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["month_arith"][:3]
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": r["prompt"]} for r in rows])  # values unknown
+    out = tmp_path / "steer.json"
+    code, _, err = run(capsys, "manifold", "steer", "--fit", str(month_fit / "manifold.json"), "--prompts", prompts,
+                       "--out", str(out))
+    assert code == 0, err
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 3 * 11 and rep["n_prompts"] == 3 and rep["success_rate"] >= 0.8
+    assert rep["success_rate_ci"][0] <= rep["success_rate"] <= rep["success_rate_ci"][1]
+
+
+def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
+    prompts = write_jsonl(tmp_path / "days.jsonl", day_records(8))
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--values", ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"),
+                       "--causal-prompts", "4", "--causal-targets", "1", "--features", "1,2,3")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
+    assert rep["frequency"] == 1 and rep["n_fit"] == 56 and rep["causal"]["how"] == "cross-fitted"
+    assert rep["tiling"]["features"] == [1, 2, 3] and rep["tiling"]["layer"] == 1
+
+
+@pytest.mark.parametrize("records,extra,message", [
+    ([{"prompt": "Two days after Friday is", "value": "Funday"}], (), "value must be one of --values"),
+    (None, ("--values", "Monday,Tuesday"), "period must be >= 3"),
+    (None, ("--layer", "9"), "--layer must be in [0, 4]"),
+    (None, ("--min-points-per-value", "20"), "every value must have at least 20 point(s)"),
+    (None, ("--position", "value"), "must have an integer 'position'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, message):
+    prompts = write_jsonl(tmp_path / "p.jsonl", records or day_records(2))
+    argv = ["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--values",
+            ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"), "--causal-prompts", "0", *extra]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_discover_ranks_label_families(tmp_path, capsys):
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["hue_arith"][:60]
+    prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": r["prompt"] + " " + r["answer"]} for r in rows])
+    code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
+                       "--layers", "1,2", "--metric-points", "300", "--curve-iterations", "3", "--irr-n-steps", "300")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
+    assert rep["families_from"] == "labels (truth)" and set(rep["layers"]) == {"1", "2"}
+    layer1 = rep["layers"]["1"]
+    assert "hue/output" in layer1["ranking"] and layer1["families"]["hue/output"]["scored"]
+    assert (tmp_path / "disc" / "discovery_layer1.json").is_file()

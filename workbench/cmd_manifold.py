@@ -1,0 +1,264 @@
+"""`workbench manifold fit | steer | discover`: fit, steer along and discover feature manifolds.
+
+* ``fit`` -- residual-stream vectors of a variable's prompts at one residual layer (0 = embedding
+  output, n_layers = the last block's output before the final norm) and position; a
+  :class:`~analyses.manifolds.fit.ManifoldFit` curve, the tiling of a feature set over its
+  coordinate, and class-mean substitution on the real model (fitted vs random subspace vs full
+  patching) on prompts the fit did not see (records marked held out, else cross-fitting).
+  Writes ``manifold.json``, ``fit.json`` (+ safetensors: the whole fit) and PNG/SVG plots.
+* ``steer`` -- moves each prompt's vector to other values' angles on a fitted curve and reports
+  how often the answer follows (``steer.json``: ``success_rate``, ``n``).
+* ``discover`` -- unsupervised discovery on given feature families (``--families`` JSON or a
+  world's label families ``--labels``): the families ranked by ring evidence, per layer.
+
+Bad input (a value not in --values, fewer than 3 values, too few points per value, a layer out
+of range, ...) is one line on stderr and exit 2.
+"""
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifoldRunConfig:
+    """The tiling and real-model checks of `workbench manifold fit` and `steer`."""
+
+    causal_prompts: int = 32
+    """Prompts whose class-mean substitution runs on the real model (a seeded sample; 0: no check)."""
+    causal_targets: int = 2
+    """Target values v' per prompt (a seeded sample)."""
+    folds: int = 5
+    """Cross-fitting folds of the causal check when no record is marked split='heldout'."""
+    freeze_attention: bool = False
+    """Replay the clean attention patterns (default: recomputed, the change propagates)."""
+    feature_layer: int | None = None
+    """Transcoder layer whose features are tiled (default: the one writing into the fit's layer, L - 1)."""
+    min_feature_rate: float = 0.05
+    """Without --features or world labels: tile the features of that layer firing on this share of the points."""
+    seed: int = 0
+    """Seed of the samples, folds and random subspaces."""
+
+    def __post_init__(self) -> None:
+        from analyses.base import check_number
+
+        check_number("causal_prompts", self.causal_prompts, lo=0, integer=True)
+        check_number("causal_targets", self.causal_targets, lo=1, integer=True)
+        check_number("folds", self.folds, lo=2, integer=True)
+        if self.feature_layer is not None:
+            check_number("feature_layer", self.feature_layer, lo=0, integer=True)
+        check_number("min_feature_rate", self.min_feature_rate, lo=0, hi=1)
+        check_number("seed", self.seed, lo=0, integer=True)
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig, ManifoldFitConfig
+    from workbench.config_cli import add_config_arguments
+
+    p = sub.add_parser("manifold", help="fit, steer along and discover feature manifolds",
+                       description=(__doc__ or "").split("\n\n")[0])
+    actions = p.add_subparsers(dest="manifold_action", metavar="ACTION")
+    fit = actions.add_parser("fit", help="fit a variable's curve at one layer and position, with checks")
+    _add_model(fit)
+    _add_source(fit, values=True)
+    fit.add_argument("--layer", type=int, required=True, help="residual layer (0 = embedding output)")
+    fit.add_argument("--position", default="last", choices=("last", "value"),
+                     help="the last token, or each record's 'position' (a world: the family word)")
+    fit.add_argument("--features", default=None, help="comma-separated features of --feature-layer to tile")
+    fit.add_argument("--out", type=Path, required=True, help="output folder")
+    add_config_arguments(fit, ManifoldFitConfig, exclude=("period",))
+    add_config_arguments(fit, ManifoldRunConfig)
+    fit.set_defaults(func=run_fit)
+    steer = actions.add_parser("steer", help="steer prompts along a fitted curve on the real model")
+    steer.add_argument("--fit", type=Path, required=True, help="manifold.json written by `manifold fit`")
+    steer.add_argument("--model", default=None, help="model folder (default: the fit's)")
+    steer.add_argument("--transcoders", default=None, help="transcoder folder (default: the fit's)")
+    _add_source(steer, values=False)
+    steer.add_argument("--out", type=Path, required=True, help="steer.json to write")
+    steer.add_argument("--freeze-attention", action=argparse.BooleanOptionalAction, default=False,
+                       help="replay the clean attention patterns (default: no)")
+    steer.set_defaults(func=run_steer)
+    disc = actions.add_parser("discover", help="rank feature families by ring (manifold) evidence")
+    _add_model(disc)
+    disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
+    fams = disc.add_mutually_exclusive_group(required=True)
+    fams.add_argument("--families", type=Path, help="JSON list of {layer, features, label?} (FeatureFamilies)")
+    fams.add_argument("--labels", type=Path, help="a world's labels JSONL: label families family/side")
+    disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
+    disc.add_argument("--layers", default=None, help="comma-separated transcoder layers (default: every family's)")
+    disc.add_argument("--out", type=Path, required=True, help="output folder")
+    add_config_arguments(disc, DiscoveryConfig, exclude=("irreducibility",))
+    add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")
+    disc.set_defaults(func=run_discover)
+    for action in (fit, steer, disc):
+        action.add_argument("--threads", type=int, default=1,
+                            help="torch CPU threads (default 1: fastest for small models; raise for large ones)")
+        action.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+        action.set_defaults(func=_threaded(action.get_default("func")))
+    p.set_defaults(func=_no_action)
+
+
+def _threaded(run: Any) -> Any:
+    """Run an action under ``torch_threads(args.threads)``."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from tracer.errors import WorkbenchError
+        from tracer.threads import torch_threads
+
+        if args.threads < 1:
+            raise WorkbenchError(f"--threads must be an integer >= 1; got {args.threads}.")
+        with torch_threads(args.threads):
+            return int(run(args))
+
+    return wrapped
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+
+
+def _add_source(p: argparse.ArgumentParser, *, values: bool) -> None:
+    p.add_argument("--prompts", default=None, help="JSONL records {prompt, value, position?, answers?, split?}")
+    if values:
+        p.add_argument("--values", default=None, help="comma-separated value names in their order (with --prompts)")
+    p.add_argument("--world", type=Path, default=None, help="a demo world folder (instead of --prompts)")
+    p.add_argument("--family", default=None, help="the world's family (day, month, hue)")
+
+
+def _no_action(args: argparse.Namespace) -> int:
+    from tracer.errors import WorkbenchError
+
+    raise WorkbenchError("workbench manifold needs an action; got none. Try `workbench manifold fit --help`.")
+
+
+def _analysis_errors() -> Any:
+    """A context manager mapping the analyses' ValueError / TypeError to WorkbenchError (exit 2)."""
+    import contextlib
+
+    from tracer.errors import WorkbenchError
+
+    @contextlib.contextmanager
+    def mapped() -> Any:
+        try:
+            yield
+        except (ValueError, TypeError) as err:
+            raise WorkbenchError(str(err).splitlines()[0]) from None
+
+    return mapped()
+
+
+def _load(model: str, transcoders: str) -> tuple[Any, Any]:
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(model, backend="auto")
+    return loaded, load_transcoders(transcoders, dtype=loaded.dtype, n_layers=loaded.n_layers,
+                                    d_model=loaded.d_model)
+
+
+def _inputs(args: argparse.Namespace, loaded: Any, position: str) -> Any:
+    from tracer.errors import WorkbenchError
+    from workbench.manifold_inputs import prompt_inputs
+    from workbench.manifold_world import world_inputs
+
+    if (args.prompts is None) == (args.world is None):
+        raise WorkbenchError("exactly one of --prompts or --world (with --family) must be given; got "
+                             f"{'both' if args.prompts else 'neither'}.")
+    if args.world is not None:
+        if not args.family:
+            raise WorkbenchError("--family must be given with --world; got none. Example: --family day.")
+        return world_inputs(loaded, Path(args.world), args.family, position, loaded.n_layers)
+    names = getattr(args, "values", None)
+    if names is None:
+        raise WorkbenchError("--values must be given with --prompts; got none. Example: --values Mon,Tue,Wed.")
+    return prompt_inputs(loaded, args.prompts, [v.strip() for v in names.split(",") if v.strip()], position)
+
+
+def check_layer(layer: int, n_layers: int) -> int:
+    from tracer.errors import WorkbenchError
+
+    if not 0 <= layer <= n_layers:
+        raise WorkbenchError(f"--layer must be in [0, {n_layers}] (residual layers: 0 = embedding output, "
+                             f"{n_layers} = the last block's output); got {layer}.")
+    return layer
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    from analyses.manifolds.configs import ManifoldFitConfig
+    from workbench.config_cli import config_from_args
+    from workbench.manifold_fit_run import fit_and_check
+
+    t0 = time.perf_counter()
+    with _analysis_errors():
+        fit_cfg = config_from_args(ManifoldFitConfig, args, period=None)
+        run_cfg = config_from_args(ManifoldRunConfig, args)
+    loaded, tcs = _load(args.model, args.transcoders)
+    layer = check_layer(args.layer, loaded.n_layers)
+    inputs = _inputs(args, loaded, args.position)
+    features = None if args.features is None else _int_list(args.features, "--features")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with _analysis_errors():
+        report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
+    report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
+                   "seconds": round(time.perf_counter() - t0, 2)})
+    (args.out / "manifold.json").write_text(json.dumps(report, indent=1) + "\n")
+    logger.info("wrote %s (k=%d, R²=%.3f)", args.out / "manifold.json", report["frequency"], report["r2"])
+    return 0
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    from tracer.errors import WorkbenchError
+
+    try:
+        out = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise WorkbenchError(f"{flag} must be comma-separated integers; got {text!r}.") from None
+    if not out:
+        raise WorkbenchError(f"{flag} must list at least one integer; got {text!r}.")
+    return out
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    from workbench.manifold_fit_run import load_fit, steer_inputs
+
+    t0 = time.perf_counter()
+    info, fit = load_fit(args.fit)
+    loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
+    check_layer(int(fit.layer), loaded.n_layers)
+    inputs = _inputs_for_steer(args, loaded, fit)
+    with _analysis_errors():
+        report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
+                              heldout_only=args.world is not None)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])
+    return 0
+
+
+def _inputs_for_steer(args: argparse.Namespace, loaded: Any, fit: Any) -> Any:
+    from workbench.manifold_inputs import prompt_inputs
+
+    position = str(fit.position)
+    if args.prompts is not None and args.world is None:
+        return prompt_inputs(loaded, args.prompts, list(fit.value_names), position, values_required=False)
+    return _inputs(args, loaded, position)
+
+
+def run_discover(args: argparse.Namespace) -> int:
+    from workbench.manifold_discover_run import discover
+
+    t0 = time.perf_counter()
+    loaded, tcs = _load(args.model, args.transcoders)
+    with _analysis_errors():
+        report = discover(loaded, tcs, args)
+    report["seconds"] = round(time.perf_counter() - t0, 2)
+    (args.out / "discovery.json").write_text(json.dumps(report, indent=1) + "\n")
+    return 0

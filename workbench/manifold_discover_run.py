@@ -1,0 +1,115 @@
+"""The work behind `workbench manifold discover`: corpus activations through :mod:`tracer.activations`,
+families from a JSON file or a world's labels, :class:`~analyses.manifolds.discovery.ManifoldDiscovery`
+per layer."""
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
+from tracer.activations import ActivationConfig, ActivationStore, collect_activations, read_prompts
+from tracer.errors import WorkbenchError
+from tracer.models import LoadedModel
+from tracer.transcoders.base import Transcoders
+
+logger = logging.getLogger(__name__)
+
+Families = dict[int, dict[str, list[int]]]
+"""layer -> family name -> feature indices"""
+
+
+def families_from_json(path: Path, n_layers: int, min_size: int) -> Families:
+    """``[{"layer": int, "features": [...], "label"?: str}]`` (FeatureFamilies.to_json_families) or
+    ``{name: {"layer", "features"}}``; single-layer families of >= ``min_size`` features."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"--families must be a readable JSON file; got {str(path)!r} ({err}).") from None
+    items = raw.items() if isinstance(raw, dict) else ((None, r) for r in raw) if isinstance(raw, list) else None
+    if items is None:
+        raise WorkbenchError(f"--families must hold a list or an object of families; got {type(raw).__name__}.")
+    out: Families = {}
+    for i, (name, fam) in enumerate(items):
+        if not isinstance(fam, dict) or not isinstance(fam.get("layer"), int) or not isinstance(fam.get("features"),
+                                                                                                 list):
+            raise WorkbenchError(f"--families entry {i} must be an object with an integer 'layer' and a 'features' "
+                                 f"list (single-layer families); got {str(fam)[:80]!r}.")
+        if not 0 <= fam["layer"] < n_layers:
+            raise WorkbenchError(f"--families entry {i}'s layer must be in [0, {n_layers - 1}]; got {fam['layer']}.")
+        feats = sorted({int(f) for f in fam["features"]})
+        if len(feats) >= min_size:
+            label = name or fam.get("label") or "family"
+            out.setdefault(fam["layer"], {})[f"{label}#{i}" if name is None else str(name)] = feats
+    return out
+
+
+def families_from_labels(path: Path, min_size: int) -> Families:
+    """LABEL families (the world's truth, not discovered): features grouped by label family and side."""
+    out: Families = {}
+    try:
+        lines = Path(path).read_text().split("\n")
+    except OSError as err:
+        raise WorkbenchError(f"--labels must be a readable labels JSONL; got {str(path)!r} ({err}).") from None
+    for line in lines:
+        if line.strip():
+            rec = json.loads(line)
+            if rec.get("family") and rec.get("side") in ("input", "output"):
+                out.setdefault(int(rec["layer"]), {}).setdefault(f"{rec['family']}/{rec['side']}", []).append(
+                    int(rec["feature"]))
+    return {layer: {k: sorted(v) for k, v in sorted(fams.items()) if len(v) >= min_size}
+            for layer, fams in sorted(out.items())}
+
+
+def decoder_matrix(tcs: Transcoders, layer: int) -> np.ndarray:
+    """(d_transcoder, d_model) decoder rows of a layer (a CLT: the slice into its own layer), float64."""
+    tl = tcs.layers[layer]
+    W = tl.decoder_rows(torch.arange(tl.d_transcoder), torch.float32)  # (d_tc, d) | (d_tc, n_out, d)
+    return (W[:, 0] if W.dim() == 3 else W).double().numpy()
+
+
+def discover_layer(store: ActivationStore, tcs: Transcoders, layer: int, families: dict[str, list[int]],
+                   est: ManifoldDiscovery) -> tuple[dict[str, Any], DiscoveryResult]:
+    """Discovery on one layer's families; the JSON rows and the result."""
+    t0 = time.perf_counter()
+    est.fit(store.layer_matrix(layer), decoder_matrix(tcs, layer), families, layer=layer)
+    seconds = time.perf_counter() - t0
+    rows = {f.name: f.summary() for f in est.result_.families}
+    return {"ranking": est.ranking_, "families": rows, "seconds": round(seconds, 1)}, est.result_
+
+
+def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path, layers: list[int],
+                 verbose: bool = False) -> ActivationStore:
+    """Sparse activations of ``layers`` over the corpus (every position), collected once into ``out``."""
+    cfg = ActivationConfig(feature_layers=tuple(layers))
+    return collect_activations(loaded, tcs, prompts, out, cfg, verbose=verbose)
+
+
+def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) -> dict[str, Any]:
+    """`workbench manifold discover`: families per layer, ranked."""
+    from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
+    from analyses.results import save_result
+    from workbench.config_cli import config_from_args
+
+    cfg = config_from_args(DiscoveryConfig, args,
+                           irreducibility=config_from_args(IrreducibilityConfig, args, prefix="irr_"))
+    fams = (families_from_json(args.families, tcs.n_layers, args.min_size) if args.families is not None
+            else families_from_labels(args.labels, args.min_size))
+    layers = None if args.layers is None else {int(x) for x in str(args.layers).split(",") if x.strip()}
+    fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
+    if not fams:
+        raise WorkbenchError(f"families must include at least one of >= {args.min_size} features; got none.")
+    args.out.mkdir(parents=True, exist_ok=True)
+    store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams))
+    report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
+                              "n_prompts": store.n_prompts, "n_rows": store.n_rows, "layers": {}}
+    for layer, families in fams.items():
+        est = ManifoldDiscovery(**vars(cfg))
+        report["layers"][str(layer)], result = discover_layer(store, tcs, layer, families, est)
+        save_result(result, args.out / f"discovery_layer{layer}.json")
+    return report

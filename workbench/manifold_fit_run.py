@@ -1,0 +1,180 @@
+"""The work behind `workbench manifold fit` and `workbench manifold steer` (see :mod:`workbench.cmd_manifold`)."""
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from analyses.manifolds.causal import steer_check
+from analyses.manifolds.display import FrequencyR2Display, ManifoldCircleDisplay, TuningCurvesDisplay
+from analyses.manifolds.fit import ManifoldFitConfig, ManifoldFitResult
+from analyses.manifolds.tiling import TilingResult, compute_tiling
+from analyses.results import load_result, save_result
+from tracer.errors import WorkbenchError
+from tracer.models import LoadedModel
+from tracer.transcoders.base import Transcoders
+from workbench.manifold_inputs import FitInputs
+from workbench.manifold_points import PointSet, collect_points
+from workbench.manifold_scoring import (
+    FitSpec,
+    cases_for,
+    crossfit,
+    grouped_rate,
+    make_fit,
+    model_heldout,
+    point_scores,
+    real_model_scores,
+    summarize,
+)
+
+logger = logging.getLogger(__name__)
+
+FIT_FILE = "fit.json"
+
+
+def _points(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int, folder: Path) -> PointSet:
+    return collect_points(loaded, tcs, inputs.records, folder, residual_layers=(layer,), positions="field")
+
+
+def tiled_features(pts: PointSet, inputs: FitInputs, layer: int, positions: np.ndarray, rate: float,
+                   given: list[int] | None) -> list[int]:
+    """The features to tile: given, the world family's, or those firing on >= ``rate`` of the points."""
+    width = pts.store.d_transcoder(layer)
+    if given is not None:
+        bad = [f for f in given if not 0 <= f < width]
+        if bad:
+            raise WorkbenchError(f"--features must be in [0, {width}) for transcoder layer {layer}; got {bad[0]}.")
+        return sorted(set(given))
+    if inputs.features is not None and len(inputs.features.get(layer, [])) >= 3:
+        return inputs.features[layer]
+    A = pts.activations(layer, positions)  # (n, d_transcoder)
+    firing = np.asarray((A > 0).mean(0)).ravel()  # (d_transcoder,)
+    return [int(f) for f in np.flatnonzero(firing >= rate)]
+
+
+def tiling_of(pts: PointSet, tcs: Transcoders, fit: ManifoldFitResult, X: np.ndarray, inputs: FitInputs,
+              positions: np.ndarray, layer: int, feats: list[int]) -> TilingResult | None:
+    """Tuning of ``feats`` of transcoder ``layer`` over the fit's coordinate, all prompts with a value."""
+    known = inputs.values >= 0
+    if len(feats) < 2 or not known.any():
+        return None
+    A = pts.activations(layer, positions)[np.flatnonzero(known)][:, feats]  # (n_known, n_f)
+    W = tcs.layers[layer].decoder_rows(torch.tensor(feats), torch.float32)  # (n_f, d) | (n_f, n_out, d)
+    W = W[:, 0] if W.dim() == 3 else W
+    return compute_tiling(fit.transform(X[known]), A, W.double().numpy(), features=feats,
+                          values=inputs.values[known], period=fit.period, closed=fit.shape == "circle")
+
+
+def _causal(loaded: LoadedModel, tcs: Transcoders, spec: FitSpec, X: np.ndarray, y: np.ndarray,
+            inputs: FitInputs, positions: np.ndarray, cfg: Any) -> dict[str, Any]:
+    """Class-mean substitution on prompts the fit did not see (held-out records, else cross-fitting)."""
+    if cfg.causal_prompts == 0:
+        return {"skipped": "causal_prompts is 0"}
+    if np.any(inputs.answers < 0):
+        return {"skipped": "records at --position value need 'answers' (the answer for each value)"}
+    counts = np.bincount(y, minlength=spec.period)
+    if inputs.heldout.any():
+        splits, how = model_heldout(spec, X, y, inputs.heldout), "held-out records"
+    elif counts.min() >= 2:
+        splits, how = crossfit(spec, X, y, min(cfg.folds, int(counts.min())), cfg.seed), "cross-fitted"
+    else:
+        return {"skipped": "a value has fewer than 2 points: no held-out prompts to check"}
+    scored = np.flatnonzero(splits.group >= 0)
+    use = np.zeros(len(y), bool)
+    use[np.random.default_rng(cfg.seed).permutation(scored)[:cfg.causal_prompts]] = True
+    tokens = [list(r.meta.get("tokens", [])) or [] for r in inputs.records]
+    cases = cases_for(tokens, positions, y, inputs.answers, X, cfg.causal_targets, cfg.seed)
+    report = real_model_scores(loaded, tcs, splits, cases, use=use, seed=cfg.seed,
+                               freeze_attention=cfg.freeze_attention, steering=False)
+    return {"how": how, **report}
+
+
+def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int, position: str, out: Path,
+                  fit_cfg: ManifoldFitConfig, cfg: Any, features: list[int] | None) -> dict[str, Any]:
+    """Fit, tiling, causal check and plots; returns manifold.json's content."""
+    pts = _points(loaded, tcs, inputs, layer, out / "activations")
+    inputs = _with_tokens(inputs, pts)
+    positions = np.array([int(r.meta["position"]) for r in inputs.records])
+    X = pts.residual(layer, positions)  # (n, d_model)
+    known = inputs.values >= 0
+    if not known.all():
+        raise WorkbenchError("every prompt record must have a 'value' to be fitted; some have none.")
+    y = inputs.values
+    spec = FitSpec(period=len(inputs.names), names=inputs.names, layer=layer, position=position, source="residual",
+                   config=fit_cfg)
+    train = ~inputs.heldout
+    fit = make_fit(spec, X[train], y[train])
+    save_result(fit, out / FIT_FILE)
+    feature_layer = cfg.feature_layer if cfg.feature_layer is not None else max(layer - 1, 0)
+    if feature_layer >= tcs.n_layers:
+        raise WorkbenchError(f"--feature-layer must be in [0, {tcs.n_layers - 1}]; got {feature_layer}.")
+    feats = tiled_features(pts, inputs, feature_layer, positions, cfg.min_feature_rate, features)
+    tiling = tiling_of(pts, tcs, fit, X, inputs, positions, feature_layer, feats)
+    report = {**fit.summary(), "values": inputs.names, "fit_file": FIT_FILE, "n_prompts": len(y),
+              "n_fit": int(train.sum()), "tiling": None if tiling is None else
+              {**tiling.summary(), "layer": feature_layer, "features": feats}}
+    if inputs.heldout.any():
+        report["heldout"] = summarize(point_scores(fit, X[inputs.heldout], y[inputs.heldout]))
+    report["causal"] = _causal(loaded, tcs, spec, X, y, inputs, positions, cfg)
+    report["plots"] = _plots(out, fit, X, y, tiling)
+    return report
+
+
+def _with_tokens(inputs: FitInputs, pts: PointSet) -> FitInputs:
+    """The records with their token ids (as collected) in the metadata."""
+    from dataclasses import replace
+
+    from tracer.activations import PromptRecord
+
+    recs = [PromptRecord(prompt=r.prompt, meta={**r.meta, "tokens": s["tokens"]})
+            for r, s in zip(inputs.records, pts.records)]
+    return replace(inputs, records=recs)
+
+
+def _plots(out: Path, fit: ManifoldFitResult, X: np.ndarray, y: np.ndarray, tiling: TilingResult | None) -> list[str]:
+    written = []
+    for ext in ("png", "svg"):
+        written.append(str(ManifoldCircleDisplay.from_fit(fit, X, y).savefig(out / f"circle.{ext}")))
+        written.append(str(FrequencyR2Display.from_fit(fit).savefig(out / f"frequency.{ext}")))
+        if tiling is not None:
+            written.append(str(TuningCurvesDisplay.from_tiling(tiling, fit).savefig(out / f"tuning.{ext}")))
+    return [Path(w).name for w in written]
+
+
+# ----------------------------------------------------------------------------- steer
+def load_fit(path: Path) -> tuple[dict[str, Any], ManifoldFitResult]:
+    """manifold.json and the fit it points to."""
+    try:
+        info = json.loads(Path(path).read_text())
+        fit = load_result(Path(path).parent / info["fit_file"], ManifoldFitResult)
+    except (OSError, KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
+        raise WorkbenchError(f"--fit must be a manifold.json written by `workbench manifold fit`; got "
+                             f"{str(path)!r} ({err}).") from None
+    return info, fit
+
+
+def steer_inputs(loaded: LoadedModel, tcs: Transcoders, fit: ManifoldFitResult, inputs: FitInputs, *,
+                 freeze_attention: bool, heldout_only: bool) -> dict[str, Any]:
+    """Steer every prompt (a world: its held-out ones) to every other value's angle; success = the answer."""
+    layer = int(fit.layer or 0)
+    with tempfile.TemporaryDirectory(prefix="manifold-steer-") as tmp:
+        pts = _points(loaded, tcs, inputs, layer, Path(tmp) / "activations")
+        positions = np.array([int(r.meta["position"]) for r in inputs.records])
+        X = pts.residual(layer, positions)
+        tokens = [list(r["tokens"]) for r in pts.records]
+    keep = inputs.heldout if heldout_only else np.ones(len(X), bool)
+    if not keep.any():
+        raise WorkbenchError("prompts to steer must be non-empty; got none (no held-out prompts).")
+    if np.any(inputs.answers[keep] < 0):
+        raise WorkbenchError("prompt records at --position value must carry 'answers' (one per value) to steer.")
+    current = np.where(inputs.values >= 0, inputs.values, fit.predict_value(X))  # unknown: the fitted value
+    idx = np.flatnonzero(keep)
+    cases = cases_for([tokens[i] for i in idx], positions[idx], current[idx], inputs.answers[idx], X[idx], None)
+    res = steer_check(loaded, tcs, fit, cases, freeze_attention=freeze_attention)
+    rate, ci = grouped_rate(res.outcomes, res.case_index, len(cases))
+    return {"success_rate": rate, "success_rate_ci": ci, "n": res.n, "n_prompts": len(cases), "layer": layer,
+            "position": fit.position, "prompts": "world held-out arithmetic prompts" if heldout_only else "given"}

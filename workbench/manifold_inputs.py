@@ -1,0 +1,112 @@
+"""What `workbench manifold` reads: a family's prompts with values, positions and answers.
+
+Two sources give the same :class:`FitInputs`:
+
+* a JSONL prompt file of records ``{"prompt", "value", "position"?, "answers"?, "split"?}`` with
+  the value names given on the command line (``value``: one of them; ``position``: the token
+  index of the variable, BOS = 0, negative from the end, needed for ``--position value``;
+  ``answers``: the answer token when the variable takes each value, default the value names
+  themselves; ``split: "heldout"`` marks prompts kept out of the fit);
+* a demo world's family (``--world DIR --family NAME``; :func:`workbench.manifold_world.world_inputs`):
+  its arithmetic prompts, whose held-out combinations are kept out of the fit.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tracer.activations import PromptRecord, read_prompts
+from tracer.errors import WorkbenchError
+from tracer.models import LoadedModel
+
+POSITIONS = ("last", "value")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FitInputs:
+    """Prompts of one variable, ready for :func:`workbench.manifold_points.collect_points` (positions='field')."""
+
+    records: list[PromptRecord]
+    """each with meta 'position' set to where the vectors are read"""
+    names: list[str]
+    """value names, in their order"""
+    values: np.ndarray
+    """(n,) value index per prompt (-1: unknown)"""
+    answers: np.ndarray
+    """(n, p) the answer token id when the variable takes value v'"""
+    heldout: np.ndarray
+    """(n,) bool: kept out of the fit"""
+    features: dict[int, list[int]] | None = None
+    """per transcoder layer, the family's features (a world's labels), if known"""
+
+
+def check_names(names: list[str]) -> list[str]:
+    """Value names: at least 3 (the period), no repeats."""
+    if len(names) < 3:
+        raise WorkbenchError(f"--values must name at least 3 values (the period must be >= 3); got {len(names)}: "
+                             f"{names!r}.")
+    if len(set(names)) != len(names):
+        raise WorkbenchError(f"--values must not repeat a value; got {names!r}.")
+    return names
+
+
+def answer_token(loaded: LoadedModel, text: str) -> int:
+    """The single token id of an answer (the model's next token)."""
+    tok = loaded.tokenizer
+    if tok is None:
+        raise WorkbenchError(f"model folder must hold a tokenizer to read answers; got none in {loaded.model_id!r}.")
+    ids = [int(i) for i in tok(text, add_special_tokens=False)["input_ids"]]
+    unk = getattr(tok, "unk_token_id", None)
+    if len(ids) != 1 or (unk is not None and ids[0] == unk):
+        raise WorkbenchError(f"answer {text!r} must be one known token of the model's tokenizer; got ids {ids}. "
+                             "Give answers as single tokens (with the leading space the tokenizer expects).")
+    return ids[0]
+
+
+def _value_of(rec: PromptRecord, names: list[str], line: int, required: bool) -> int:
+    if "value" not in rec.meta:
+        if required:
+            raise WorkbenchError(f"prompt record {line} must have a 'value'; got none in {rec.prompt!r}.")
+        return -1
+    v = str(rec.meta["value"])
+    if v not in names:
+        raise WorkbenchError(f"prompt record {line}'s value must be one of --values {names}; got {v!r}.")
+    return names.index(v)
+
+
+def _position_of(rec: PromptRecord, position: str, line: int) -> int:
+    if position == "last":
+        return -1
+    pos = rec.meta.get("position")
+    if isinstance(pos, bool) or not isinstance(pos, int):
+        raise WorkbenchError(f"prompt record {line} must have an integer 'position' (the variable's token index, "
+                             f"BOS = 0) with --position value; got {pos!r}.")
+    return pos
+
+
+def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], position: str, *,
+                  values_required: bool = True) -> FitInputs:
+    """Records of a JSONL prompt file (see the module docstring)."""
+    if position not in POSITIONS:
+        raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
+    names = check_names(names)
+    default_answers = [answer_token(loaded, n) for n in names] if position == "last" else None
+    records, values, answers, heldout = [], [], [], []
+    for i, rec in enumerate(read_prompts(path), 1):
+        values.append(_value_of(rec, names, i, values_required))
+        pos = _position_of(rec, position, i)
+        given = rec.meta.get("answers")
+        if given is not None:
+            if not isinstance(given, list) or len(given) != len(names):
+                raise WorkbenchError(f"prompt record {i}'s 'answers' must list {len(names)} answers (one per value); "
+                                     f"got {given!r}.")
+            answers.append([answer_token(loaded, str(a)) for a in given])
+        elif default_answers is not None:
+            answers.append(default_answers)
+        else:
+            answers.append([-1] * len(names))  # unknown: the real-model checks refuse these records
+        heldout.append(rec.meta.get("split") == "heldout")
+        records.append(PromptRecord(prompt=rec.prompt, meta={**rec.meta, "position": pos}))
+    return FitInputs(records=records, names=names, values=np.array(values), answers=np.array(answers),
+                     heldout=np.array(heldout, dtype=bool))
