@@ -52,8 +52,34 @@ def _configure_logging(quiet: bool, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line `argv` (default: this process's, ``sys.argv[1:]``).
+
+    When `argv` is None (the process *is* this command) and the subcommand says there is nothing
+    left to clean up (``args.fast_exit``), the process ends right after the command, without the
+    interpreter's teardown of torch and of large mappings (about a second).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    code = _run(parser, args)
+    if argv is None and getattr(args, "fast_exit", False):
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process now: flush what was written, then skip the interpreter's teardown."""
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2

@@ -89,7 +89,7 @@ def _load_graph(path_str: str) -> Any:
         raise WorkbenchError(f"GRAPH must be a native (.safetensors) or .npz graph; got {path_str!r}, a "
                              "circuit-tracer .pt. Convert it first: workbench import-pt FILE.pt --out "
                              "graph.safetensors --trust-pickle")
-    return Graph.load(path)
+    return Graph.load(path, mmap=True)  # read out of core, one block of rows at a time
 
 
 def _prune_config(args: argparse.Namespace) -> Any:
@@ -118,6 +118,7 @@ def run_prune(args: argparse.Namespace) -> int:
           f"{meta['n_kept_edges']} "
           f"edges; replacement/completeness full {full.replacement:.4f}/{full.completeness:.4f}, "
           f"pruned {pruned.replacement:.4f}/{pruned.completeness:.4f} -> {out}")
+    args.fast_exit = True  # nothing left to free: the CLI may end the process without teardown
     return 0
 
 

@@ -29,13 +29,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -155,21 +155,26 @@ class Graph:
 
     # ----------------------------------------------------------------- formats
     def save(self, path: str | Path) -> Path:
-        """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so."""
-        path = Path(path)
-        if path.suffix == ".npz":
-            return save_npz(self, path)
-        return save_native(self, path)
+        """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so.
+
+        Atomic, and refused up front when the disk cannot hold the file."""
+        return save_graph(self, Path(path))
 
     @staticmethod
-    def load(path: str | Path) -> "Graph":
-        """Load a graph saved by :meth:`save` (native or ``.npz``)."""
+    def load(path: str | Path, *, mmap: bool = False) -> "Graph":
+        """Load a graph saved by :meth:`save` (native or ``.npz``).
+
+        ``mmap=True`` maps the adjacency from the file instead of reading it (where the file's
+        layout allows): pages are read on demand, and the row-block loops of pruning and scoring
+        drop them again (:mod:`tracer.graph.mapped`), so graphs larger than memory work. Such an
+        adjacency is copy-on-write: do not modify it in place.
+        """
         path = Path(path)
         if not path.is_file():
             raise WorkbenchError(f"graph file must exist; got {str(path)!r}. Check the path.")
         if path.suffix == ".npz":
-            return load_npz(path)
-        return load_native(path)
+            return load_npz(path, mmap=mmap)
+        return load_native(path, mmap=mmap)
 
 
 def _meta(graph: Graph) -> dict[str, object]:
@@ -186,33 +191,81 @@ def _meta(graph: Graph) -> dict[str, object]:
     }
 
 
-def save_native(graph: Graph, path: Path) -> Path:
-    """One safetensors file; the non-tensor fields are JSON in its header metadata."""
-    from safetensors.torch import save_file
+_ROW_BLOCK_BYTES = 64 << 20
 
-    tensors = {name: getattr(graph, name).detach().cpu().contiguous() for name in _TENSOR_FIELDS}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"manifold_workbench_graph": json.dumps(_meta(graph))})
-    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
+
+def header_reserve(graph: Graph) -> int:
+    """Bytes to keep for a native file's header: the escaped metadata plus room for the rest."""
+    return len(json.dumps(json.dumps(_meta(graph)))) + (1 << 16)
+
+
+def save_graph(graph: Graph, path: Path, fmt: str | None = None) -> Path:
+    """Write `graph` through :func:`tracer.graph.stream.open_graph_file`, one block of rows at a time.
+
+    `fmt`: "npz" or "native" (default: from the suffix, ``.npz`` or anything else)."""
+    from tracer.graph.stream import open_graph_file
+
+    A = graph.adjacency.detach()
+    n = graph.n_nodes
+    with open_graph_file(path, n, A.dtype, header_reserve=header_reserve(graph), fmt=fmt) as writer:
+        step = max(1, _ROW_BLOCK_BYTES // max(1, n * A.element_size()))
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            writer.adjacency[r0:r1].copy_(A[r0:r1])
+            writer.rows_done(r1)
+        writer.finish(graph)
     return path
 
 
-def load_native(path: Path) -> Graph:
-    from safetensors import SafetensorError, safe_open
+def save_native(graph: Graph, path: Path) -> Path:
+    """One safetensors file; the non-tensor fields are JSON in its header metadata."""
+    return save_graph(graph, path, "native")
+
+
+def save_npz(graph: Graph, path: Path) -> Path:
+    """The npz of design notes §2.3 (uncompressed, so that writing is cheap)."""
+    return save_graph(graph, path, "npz")
+
+
+def _read_tensor(fh: BinaryIO, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """Read one array at `offset` straight into a new tensor."""
+    out = torch.empty(shape, dtype=dtype)
+    if out.numel():
+        flat = out.reshape(-1).view(torch.uint8).numpy()  # (n_bytes,)
+        fh.seek(offset)
+        if fh.readinto(memoryview(flat)) != flat.nbytes:
+            raise ValueError(f"file ends inside an array at byte {offset}")
+    return out
+
+
+def load_native(path: Path, *, mmap: bool = False) -> Graph:
+    from tracer.graph.mapped import SAFETENSORS_DTYPES, map_tensor, native_header
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta_json = (f.metadata() or {}).get("manifold_workbench_graph")
-            if meta_json is None:
-                raise WorkbenchError(
-                    f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
-                    "file without graph metadata. Use a file written by `workbench trace`."
-                )
-            tensors = {name: f.get_tensor(name) for name in _TENSOR_FIELDS}
-    except SafetensorError as err:
+        header, data_offset = native_header(path)
+        meta_json = (header.get("__metadata__") or {}).get("manifold_workbench_graph")  # type: ignore[union-attr]
+        if meta_json is None:
+            raise WorkbenchError(
+                f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
+                "file without graph metadata. Use a file written by `workbench trace`."
+            )
+        tensors = {}
+        with open(path, "rb") as fh:
+            for name in _TENSOR_FIELDS:
+                entry = header[name]
+                dtype, shape = SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"])  # type: ignore[index]
+                offset = data_offset + entry["data_offsets"][0]  # type: ignore[index]
+                aligned = offset % torch.empty((), dtype=dtype).element_size() == 0
+                if name == "adjacency" and mmap and aligned:
+                    tensors[name] = map_tensor(path, offset, dtype, shape)
+                else:
+                    tensors[name] = _read_tensor(fh, offset, dtype, shape)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
+        if isinstance(err, WorkbenchError):
+            raise
         raise WorkbenchError(
-            f"graph file must be a valid safetensors file; got {str(path)!r} ({err}). "
-            "Re-create it with `workbench trace`."
+            f"graph file must be a valid safetensors file; got {str(path)!r} ({type(err).__name__}: "
+            f"{str(err)[:100]}). Re-create it with `workbench trace`."
         ) from None
     meta = json.loads(meta_json)
     version = meta.pop("schema_version", None)
@@ -225,52 +278,28 @@ def load_native(path: Path) -> Graph:
     return Graph(**tensors, **meta)
 
 
-def save_npz(graph: Graph, path: Path) -> Path:
-    """The npz of design notes §2.3 (uncompressed, so that writing is cheap)."""
-    arrays = {
-        "adjacency": graph.adjacency.detach().float().cpu().numpy(),
-        "node_type": graph.node_type(),
-        "node_layer": graph.node_layer(),
-        "node_pos": graph.node_pos(),
-        "node_index": graph.node_index(),
-        "active_features": graph.active_features.cpu().numpy().astype(np.int64),
-        "activation_values": graph.activation_values.detach().float().cpu().numpy(),
-        "selected_features": graph.selected_features.cpu().numpy().astype(np.int64),
-        "input_tokens": graph.input_tokens.cpu().numpy().astype(np.int64),
-        "logit_token_ids": graph.logit_token_ids.cpu().numpy().astype(np.int64),
-        "logit_probabilities": graph.logit_probabilities.detach().float().cpu().numpy(),
-        "logit_vectors": graph.logit_vectors.detach().float().cpu().numpy(),
-        "n_layers": np.int64(graph.n_layers),
-        "n_pos": np.int64(graph.n_pos),
-    }
-    with atomic_path(path) as tmp:
-        write_npz(tmp, arrays)
-    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
-    return path
+def load_npz(path: Path, *, mmap: bool = False) -> Graph:
+    """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz.
 
+    ``mmap=True`` maps a stored (uncompressed), aligned adjacency instead of reading it."""
+    from tracer.graph.mapped import map_tensor, npz_member
 
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An uncompressed .npz (what ``np.savez`` writes), without numpy's chunked copies of large arrays."""
-    import zipfile
-
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, value in arrays.items():
-            arr = np.asarray(value)
-            arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # keeps 0-d arrays 0-d
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-                fh.write(memoryview(arr.reshape(-1)).cast("B") if arr.size else b"")
-
-
-def load_npz(path: Path) -> Graph:
-    """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz."""
     try:
-        z = np.load(path, allow_pickle=False)
-        arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as err:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _TENSOR_FIELDS if f"{k}" not in z.files]
+            if missing:
+                raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks "
+                                     f"{missing}.")
+            place = npz_member(path, "adjacency") if mmap else None
+            mappable = place is not None and place.dtype is not None and not place.fortran_order \
+                and place.offset % torch.empty((), dtype=place.dtype).element_size() == 0
+            names = _TENSOR_FIELDS[1:] if mappable else _TENSOR_FIELDS
+            arrays = {k: z[k] for k in (*names, "n_layers")}
+    except (OSError, ValueError, KeyError) as err:
+        if isinstance(err, WorkbenchError):
+            raise
         raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} ({err}).") from None
-    missing = [k for k in _TENSOR_FIELDS if k not in arrays]
-    if missing:
-        raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks {missing}.")
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
+    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in names}
+    if mappable:
+        tensors["adjacency"] = map_tensor(path, place.offset, place.dtype, place.shape)  # type: ignore[union-attr,arg-type]
     return Graph(**tensors, n_layers=int(arrays["n_layers"]), d_vocab=-1)

@@ -17,6 +17,7 @@ from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, logit_weights
+from tracer.graph.mapped import release_all, release_rows
 from tracer.graph.nodes import node_ids
 from tracer.graph.prune import PruneResult, prune_graph, viewer_subgraph
 
@@ -44,6 +45,7 @@ def graph_scores(graph: Graph) -> GraphScores:
     for r0, r1 in _row_blocks(graph.n_nodes, graph.token_start - graph.error_start):
         block = adjacency[r0:r1, errors].abs().to(torch.float32).div_(denom[r0:r1, None])  # (rows, n_err)
         error_fraction[r0:r1] = block.sum(dim=-1)
+        release_rows(adjacency, r0, r1)
     output = influence + weights  # (n_nodes,)
     completeness = ((1 - error_fraction) * output).sum() / output.sum()
     return GraphScores(float(replacement), float(completeness))
@@ -130,6 +132,7 @@ def subgraph_scores(graph: Graph, pinned: Sequence[str | int] = (), *,
     view = viewer_subgraph(graph, result)
     edges = view.edge_index.cpu()
     weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
+    release_all(graph.adjacency)
     if len(pinned) > 0:
         used = torch.zeros(graph.n_nodes, dtype=torch.bool)
         used[view.node_index.cpu()] = True
