@@ -291,8 +291,7 @@ def load_npz(path: Path, *, mmap: bool = False) -> Graph:
                 raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks "
                                      f"{missing}.")
             place = npz_member(path, "adjacency") if mmap else None
-            mappable = place is not None and place.dtype is not None and not place.fortran_order \
-                and place.offset % torch.empty((), dtype=place.dtype).element_size() == 0
+            mappable = place is not None and place.mappable
             names = _TENSOR_FIELDS[1:] if mappable else _TENSOR_FIELDS
             arrays = {k: z[k] for k in (*names, "n_layers")}
     except (OSError, ValueError, KeyError) as err:
@@ -301,5 +300,5 @@ def load_npz(path: Path, *, mmap: bool = False) -> Graph:
         raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} ({err}).") from None
     tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in names}
     if mappable:
-        tensors["adjacency"] = map_tensor(path, place.offset, place.dtype, place.shape)  # type: ignore[union-attr,arg-type]
+        tensors["adjacency"] = map_tensor(path, place.offset, place.torch_dtype, place.shape)  # type: ignore[union-attr,arg-type]
     return Graph(**tensors, n_layers=int(arrays["n_layers"]), d_vocab=-1)

@@ -126,10 +126,19 @@ class ArrayPlace(NamedTuple):
     """Where an array's bytes lie in a file."""
 
     offset: int
-    dtype: torch.dtype | None
-    """None: a numpy dtype torch cannot map (read it with numpy)"""
+    dtype: np.dtype
     shape: tuple[int, ...]
     fortran_order: bool
+
+    @property
+    def torch_dtype(self) -> torch.dtype | None:
+        """The torch dtype of these bytes (None: numpy only)."""
+        return next((t for t, d in NUMPY_DTYPES.items() if d == self.dtype and t != torch.bfloat16), None)
+
+    @property
+    def mappable(self) -> bool:
+        """Whether :func:`map_tensor` can map it (a torch dtype, C order, aligned)."""
+        return self.torch_dtype is not None and not self.fortran_order and self.offset % self.dtype.itemsize == 0
 
 
 def npz_member(path: str | Path, key: str) -> ArrayPlace | None:
@@ -149,8 +158,7 @@ def npz_member(path: str | Path, key: str) -> ArrayPlace | None:
         reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         shape, fortran, np_dtype = reader(fh)
         offset = fh.tell()
-    torch_dtype = next((t for t, d in NUMPY_DTYPES.items() if d == np_dtype and t != torch.bfloat16), None)
-    return ArrayPlace(offset, torch_dtype, tuple(shape), bool(fortran))
+    return ArrayPlace(offset, np_dtype, tuple(shape), bool(fortran))
 
 
 def native_header(path: str | Path) -> tuple[dict[str, object], int]:

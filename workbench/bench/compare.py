@@ -16,7 +16,6 @@ Memory: uncompressed ``.npz`` members are memory-mapped and compared in blocks o
 N x N graphs are compared without loading either (N = 50k: 10 GB each).
 """
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -27,29 +26,18 @@ _TYPE_NAMES = ("feature", "error", "token", "logit")
 
 def npz_array(path: Path, key: str) -> np.ndarray:
     """Member `key` of an .npz: memory-mapped if stored uncompressed, else read into memory."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            with zf.open(info) as fh:
-                return np.lib.format.read_array(fh, allow_pickle=False)
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        fh.seek(start)
-        version = np.lib.format.read_magic(fh)
-        if version not in ((1, 0), (2, 0)):
-            return np.load(path, allow_pickle=False)[key]
-        fmt = np.lib.format
-        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = reader(fh)
-        offset = fh.tell()
-    if dtype.hasobject:
+    from tracer.graph.mapped import npz_member
+
+    place = npz_member(path, key)
+    if place is None:
+        with np.load(path, allow_pickle=False) as z:
+            return z[key]
+    if place.dtype.hasobject:
         raise ValueError(f"{key} in {path} holds Python objects; refusing to load it")
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    if int(np.prod(place.shape)) == 0:
+        return np.zeros(place.shape, dtype=place.dtype)
+    return np.memmap(path, dtype=place.dtype, mode="r", offset=place.offset, shape=place.shape,
+                     order="F" if place.fortran_order else "C")
 
 
 def node_keys(path: Path) -> list[tuple[int, int, int, int]]:

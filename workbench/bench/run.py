@@ -35,7 +35,7 @@ from tracer.errors import WorkbenchError
 from workbench.bench.build import BuiltModel, check_buildable, ensure_built, random_prompt
 from workbench.bench.compare import alignment, compare_graphs, compare_prune, score_deltas
 from workbench.bench.config import BenchConfig, ModelSpec
-from workbench.bench.procs import gemm_peak, log_tail, machine_info, run_measured
+from workbench.bench.procs import Measured, gemm_peak, log_tail, machine_info, run_measured
 from workbench.bench.report import scaling, summary_rows
 
 logger = logging.getLogger(__name__)
@@ -104,12 +104,29 @@ def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 # ----------------------------------------------------------------------------- phase 3
-def workbench_command() -> list[str]:
-    """The installed ``workbench`` script next to this interpreter, else ``python -m workbench.cli``."""
-    script = Path(sys.executable).parent / "workbench"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "workbench.cli"]
+def workbench_command() -> tuple[list[str], dict[str, str]]:
+    """``python -m workbench.cli``, and the environment that makes it import this very ``workbench``
+    package (an installed ``workbench`` script may belong to another checkout)."""
+    import workbench
+
+    root = str(Path(workbench.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return [sys.executable, "-m", "workbench.cli"], {"PYTHONPATH": path}
+
+
+def trace_phases(stats: dict[str, object] | None, measured: Measured) -> dict[str, float] | None:
+    """The ``workbench trace`` process split into import (process start to the end of its imports,
+    interpreter start-up included), load, attribute (rows streamed into the file), save (completing
+    the file) and exit (after attribute to the process's end: stats, teardown); they sum to the
+    process's wall time."""
+    if not stats or measured.started is None or "timestamps" not in stats:
+        return None
+    stamps, seconds = stats["timestamps"], stats["seconds"]  # type: ignore[index]
+    end = measured.started + measured.wall_s
+    phases = {"startup": stamps["start"] - measured.started, "import": stamps["import"] - measured.started,
+              "load": seconds["load"], "attribute": seconds["attribute"], "save": seconds["save"],
+              "exit": end - stamps["attribute"]}
+    return {k: round(float(v), 4) for k, v in phases.items()}
 
 
 def _common_flags(cfg: BenchConfig, ids: list[int]) -> list[str]:
@@ -130,9 +147,10 @@ def _read_json(path: Path) -> dict[str, object] | None:
 def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
                  out: Path) -> dict[str, object]:
     """The `workbench trace` process, then ours_runner; raises RuntimeError if either fails."""
-    env = child_env(cfg.n_threads)
+    command, extra_env = workbench_command()
+    env = child_env(cfg.n_threads, extra_env)
     paths = ["--model", str(built.model_dir), "--transcoders", str(built.transcoder_dir(kind))]
-    trace_cmd = [*workbench_command(), "trace", *paths, *_common_flags(cfg, ids),
+    trace_cmd = [*command, "trace", *paths, *_common_flags(cfg, ids),
                  "--out", str(out / "graph.npz"), "--quiet", "--stats-json", str(out / "stats.json")]
     trace = run_measured(trace_cmd, log=out / "trace.log", env=env)
     if trace.returncode != 0:
@@ -145,8 +163,9 @@ def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
     if runner.returncode != 0 or result is None:
         raise RuntimeError(f"ours_runner failed (exit {runner.returncode}): {log_tail(runner.log)} "
                            f"[{runner.log}]")
-    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": trace.max_rss_mb,
-                      "stats": _read_json(out / "stats.json"), "command": trace_cmd},
+    stats = _read_json(out / "stats.json")
+    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": trace.max_rss_mb, "stats": stats,
+                      "phases": trace_phases(stats, trace), "command": trace_cmd},
             "runner": {**result, "wall_s": round(runner.wall_s, 4), "max_rss_mb": runner.max_rss_mb}}
 
 
