@@ -205,3 +205,17 @@ def test_load_maps_only_when_asked_and_only_aligned_npz_members(tmp_path):
         assert torch.equal(graph.adjacency, A)
     assert not is_mapped(Graph.load(tmp_path / "numpy.npz").adjacency)
     assert os.path.getsize(tmp_path / "numpy.npz") > 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
+def test_lazy_zeros_cost_no_memory_and_pad_sums_exactly():
+    from tracer.graph.mapped import lazy_zeros
+    from tracer.graph.prune import _torch_sum_of_prefix
+
+    before = _rss_mb()
+    zeros = lazy_zeros(1 << 28, torch.float32)  # 1 GiB of zeros
+    assert float(zeros[::4096].abs().sum()) == 0.0 and _rss_mb() - before < 64  # read: the zero page
+    values = torch.rand(100_000, generator=torch.Generator().manual_seed(0))
+    total = 3 * (1 << 22) + 17  # above the size where the padding is mapped rather than allocated
+    expected = torch.cat([values, torch.zeros(total - values.numel())]).sum()
+    assert torch.equal(_torch_sum_of_prefix(values, total), expected)

@@ -81,6 +81,16 @@ def map_tensor(path: str | Path, offset: int, dtype: torch.dtype, shape: tuple[i
     return view_tensor(base, offset, dtype, shape)
 
 
+def lazy_zeros(n: int, dtype: torch.dtype) -> Tensor:
+    """(n,) zeros whose pages cost no memory until written: a private anonymous mapping, where
+    reads see the kernel's shared zero page (``torch.zeros`` writes, so makes, every page)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if n * itemsize < (1 << 24) or not hasattr(mmap, "MAP_ANONYMOUS"):
+        return torch.zeros(n, dtype=dtype)
+    mapping = mmap.mmap(-1, n * itemsize, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return view_tensor(np.frombuffer(mapping, dtype=np.uint8), 0, dtype, (n,))
+
+
 def is_mapped(tensor: Tensor) -> bool:
     """Whether `tensor`'s memory lies in a mapping made here."""
     return _find(tensor.data_ptr(), tensor.data_ptr() + 1) is not None
