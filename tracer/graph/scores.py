@@ -42,7 +42,7 @@ def graph_scores(graph: Graph) -> GraphScores:
     error_influence = influence[errors].sum()
     replacement = token_influence / (token_influence + error_influence)
     error_fraction = torch.empty_like(influence)  # (n_nodes,)
-    for r0, r1 in _row_blocks(graph.n_nodes, graph.token_start - graph.error_start):
+    for r0, r1 in _row_blocks(graph.n_nodes, graph.n_nodes):  # whole-row blocks: a mapped file is read by rows
         block = adjacency[r0:r1, errors].abs().to(torch.float32).div_(denom[r0:r1, None])  # (rows, n_err)
         error_fraction[r0:r1] = block.sum(dim=-1)
         release_rows(adjacency, r0, r1)
