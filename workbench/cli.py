@@ -28,7 +28,9 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, only the named subcommand's module is imported (all of
+    them for help, errors or no subcommand), so that a run does not pay for the others."""
     parser = argparse.ArgumentParser(
         prog="workbench",
         description="Attribution graphs through transcoders, and feature-geometry analyses.",
@@ -36,8 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = [SUBCOMMANDS[named]] if named in SUBCOMMANDS else list(SUBCOMMANDS.values())
     done: set[str] = set()
-    for module_name in SUBCOMMANDS.values():
+    for module_name in wanted:
         if module_name in done:
             continue
         done.add(module_name)
@@ -58,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     left to clean up (``args.fast_exit``), the process ends right after the command, without the
     interpreter's teardown of torch and of large mappings (about a second).
     """
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     code = _run(parser, args)
     if argv is None and getattr(args, "fast_exit", False):
