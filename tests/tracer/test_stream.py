@@ -20,8 +20,8 @@ from tracer.attribution import attribute
 from tracer.config import AttributionConfig, PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph import Graph, graph_scores, prune_graph, subgraph_scores
-from tracer.graph.mapped import is_mapped, release_all
 from tracer.graph.stream import crc32_zeros, open_graph_file
+from tracer.mapped import is_mapped, release_all
 
 TOKENS = [1, 5, 9, 12, 7, 3, 8, 40, 22]
 TIMING = ("attribution_seconds", "finish_seconds")
@@ -209,8 +209,8 @@ def test_load_maps_only_when_asked_and_only_aligned_npz_members(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc (Linux)")
 def test_lazy_zeros_cost_no_memory_and_pad_sums_exactly():
-    from tracer.graph.mapped import lazy_zeros
     from tracer.graph.prune import _torch_sum_of_prefix
+    from tracer.mapped import lazy_zeros
 
     before = _rss_mb()
     zeros = lazy_zeros(1 << 28, torch.float32)  # 1 GiB of zeros

@@ -30,8 +30,8 @@ from tracer.attribution.targets import LogitTargets, select_logits
 from tracer.config import AttributionConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph, header_reserve
-from tracer.graph.mapped import map_tensor
 from tracer.graph.stream import open_graph_file
+from tracer.mapped import map_tensor
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads

@@ -166,7 +166,7 @@ class Graph:
 
         ``mmap=True`` maps the adjacency from the file instead of reading it (where the file's
         layout allows): pages are read on demand, and the row-block loops of pruning and scoring
-        drop them again (:mod:`tracer.graph.mapped`), so graphs larger than memory work. Such an
+        drop them again (:mod:`tracer.mapped`), so graphs larger than memory work. Such an
         adjacency is copy-on-write: do not modify it in place.
         """
         path = Path(path)
@@ -239,10 +239,10 @@ def _read_tensor(fh: BinaryIO, offset: int, dtype: torch.dtype, shape: tuple[int
 
 
 def load_native(path: Path, *, mmap: bool = False) -> Graph:
-    from tracer.graph.mapped import SAFETENSORS_DTYPES, map_tensor, native_header
+    from tracer.mapped import SAFETENSORS_DTYPES, map_tensor, safetensors_header
 
     try:
-        header, data_offset = native_header(path)
+        header, data_offset = safetensors_header(path)
         meta_json = (header.get("__metadata__") or {}).get("manifold_workbench_graph")  # type: ignore[union-attr]
         if meta_json is None:
             raise WorkbenchError(
@@ -282,7 +282,7 @@ def load_npz(path: Path, *, mmap: bool = False) -> Graph:
     """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz.
 
     ``mmap=True`` maps a stored (uncompressed), aligned adjacency instead of reading it."""
-    from tracer.graph.mapped import map_tensor, npz_member
+    from tracer.mapped import map_tensor, npz_member
 
     try:
         with np.load(path, allow_pickle=False) as z:

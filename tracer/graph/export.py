@@ -29,10 +29,10 @@ from typing import Any, NamedTuple, Protocol
 from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
-from tracer.graph.mapped import release_all
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
 from tracer.io import atomic_path
+from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ formed one block of rows at a time from A and the row sums (all rows at once onl
 is at most 2048² entries), and block products continue MKL's accumulation chain (``addmv`` with
 beta=1 over row blocks whose boundaries are multiples of 16 equals one ``x @ Â`` call), so the
 numbers are bit-identical to circuit-tracer's on CPU (see :mod:`tracer.graph.prune`). A
-memory-mapped adjacency (:mod:`tracer.graph.mapped`) is read out of core: each block's pages are
+memory-mapped adjacency (:mod:`tracer.mapped`) is read out of core: each block's pages are
 dropped once it is used.
 """
 
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
-from tracer.graph.mapped import release_rows
+from tracer.mapped import release_rows
 
 _SINGLE_BLOCK_ELEMENTS = 2048 * 2048
 """Matrices up to this size are processed as one block: circuit-tracer's own BLAS call."""

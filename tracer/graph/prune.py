@@ -19,7 +19,7 @@ is at most 2048² entries) from A and the row sums; the power series accumulates
 edge scores are formed only on the kept-node submatrix and only their non-zero values are kept
 (4 bytes each). The one larger buffer is a zero-padded copy of those values used to reproduce
 torch's float32 ``sum`` over all N² scores (see :func:`_torch_sum_of_prefix`); its zeros are the
-kernel's shared zero page (:func:`tracer.graph.mapped.lazy_zeros`), so only the values take memory
+kernel's shared zero page (:func:`tracer.mapped.lazy_zeros`), so only the values take memory
 (the padding itself is up to 2^31 floats per thread at N = 75k). The edge mask is returned sparse
 (16 bytes per kept edge).
 
@@ -51,8 +51,8 @@ from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, compute_influence, logit_weights
-from tracer.graph.mapped import lazy_zeros, release_rows
 from tracer.io import atomic_path
+from tracer.mapped import lazy_zeros, release_rows
 from tracer.threads import torch_threads
 
 logger = logging.getLogger(__name__)

@@ -17,9 +17,9 @@ from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, logit_weights
-from tracer.graph.mapped import release_all, release_rows
 from tracer.graph.nodes import node_ids
 from tracer.graph.prune import PruneResult, prune_graph, viewer_subgraph
+from tracer.mapped import release_all, release_rows
 
 
 class GraphScores(NamedTuple):

@@ -10,7 +10,7 @@ its path, so a failed or killed run never leaves a file there. Saving an in-memo
 file and a saved one have one layout.
 
 Layouts (both readable by the usual tools, and with the adjacency first, 4096-byte aligned, so
-that it can be mapped back, see :mod:`tracer.graph.mapped`):
+that it can be mapped back, see :mod:`tracer.mapped`):
 
 * native: a safetensors file. The header (JSON, ``__metadata__`` holding the graph's JSON) is
   written last into space reserved before the data (the format allows trailing spaces);
@@ -38,8 +38,8 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.graph.mapped import PAGE, register_mapping, release_rows, unregister_mapping, view_tensor
 from tracer.io import atomic_path
+from tracer.mapped import PAGE, register_mapping, release_rows, unregister_mapping, view_tensor
 
 if TYPE_CHECKING:
     from tracer.graph.core import Graph
@@ -92,22 +92,16 @@ def crc32_zeros(crc: int, n_bytes: int) -> int:
     if n_bytes <= 1 << 16:
         return zlib.crc32(bytes(n_bytes), crc)
     reg = crc ^ 0xFFFFFFFF  # the raw register zlib's pre/post inversion hides
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:  # odd, even: operators for 8 * 2^k zero bits, alternately
-        even = _gf2_square(odd)
+    op = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
+    for _ in range(3):
+        op = _gf2_square(op)  # ... of one zero byte
+    while True:  # op: the operator of 2^k zero bytes
         if n_bytes & 1:
-            reg = _gf2_times(even, reg)
+            reg = _gf2_times(op, reg)
         n_bytes >>= 1
         if not n_bytes:
             break
-        odd = _gf2_square(even)
-        if n_bytes & 1:
-            reg = _gf2_times(odd, reg)
-        n_bytes >>= 1
-        if not n_bytes:
-            break
+        op = _gf2_square(op)
     return reg ^ 0xFFFFFFFF
 
 

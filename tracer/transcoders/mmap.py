@@ -6,8 +6,6 @@ whole. :class:`MappedTensor` maps one tensor of a safetensors file and reads row
 so a corrupt file gets an error that names it.
 """
 
-import json
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 
 from tracer.errors import TranscoderFormatError
+from tracer.mapped import safetensors_header
 
 _DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
     "F64": (np.dtype("<f8"), torch.float64),
@@ -37,36 +36,27 @@ class TensorInfo:
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
     """Parse and validate a safetensors header: ({name: info}, byte offset of the data)."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            raw = fh.read(8)
-            if len(raw) < 8:
-                raise ValueError("file shorter than 8 bytes")
-            (n,) = struct.unpack("<Q", raw)
-            if n <= 0 or 8 + n > size:
-                raise ValueError(f"header length {n} does not fit a {size}-byte file")
-            header = json.loads(fh.read(n))
+        header, data_offset = safetensors_header(path)
     except FileNotFoundError:
         raise TranscoderFormatError(f"transcoder file must exist; got {str(path)!r}. Check the path.") from None
-    except (ValueError, UnicodeDecodeError) as err:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
         raise TranscoderFormatError(
             f"transcoder file must be valid safetensors; got {str(path)!r} ({err}). "
             "The file is corrupt or truncated: re-download or re-export it."
         ) from None
     infos: dict[str, TensorInfo] = {}
-    data_len = size - 8 - n
     for name, entry in header.items():
         if name == "__metadata__":
             continue
-        begin, end = entry["data_offsets"]
-        if entry["dtype"] not in _DTYPES or end > data_len or begin > end:
+        begin, end = entry["data_offsets"]  # type: ignore[index]
+        if entry["dtype"] not in _DTYPES:  # type: ignore[index]
             raise TranscoderFormatError(
                 f"transcoder file must be valid safetensors; got {str(path)!r} with a bad entry "
-                f"{name!r} ({entry['dtype']}, offsets {begin}..{end} of {data_len} data bytes). "
+                f"{name!r} ({entry['dtype']}, offsets {begin}..{end}). "  # type: ignore[index]
                 "The file is corrupt or truncated: re-download or re-export it."
             )
-        infos[name] = TensorInfo(entry["dtype"], tuple(entry["shape"]), begin, end)
-    return infos, 8 + n
+        infos[name] = TensorInfo(entry["dtype"], tuple(entry["shape"]), begin, end)  # type: ignore[index]
+    return infos, data_offset
 
 
 class MappedTensor:

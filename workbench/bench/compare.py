@@ -26,7 +26,7 @@ _TYPE_NAMES = ("feature", "error", "token", "logit")
 
 def npz_array(path: Path, key: str) -> np.ndarray:
     """Member `key` of an .npz: memory-mapped if stored uncompressed, else read into memory."""
-    from tracer.graph.mapped import npz_member
+    from tracer.mapped import npz_member
 
     place = npz_member(path, key)
     if place is None:

@@ -12,7 +12,7 @@ tensor it does nothing.
 * :func:`register_mapping`: a writable shared mapping (the graph file being written,
   :mod:`tracer.graph.stream`), released the same way; its dirty pages are written back by the
   kernel.
-* :func:`npz_member` / :func:`native_header`: where an array lies in an ``.npz`` (stored, i.e.
+* :func:`npz_member` / :func:`safetensors_header`: where an array lies in an ``.npz`` (stored, i.e.
   uncompressed, members only) or a safetensors file.
 """
 
@@ -171,7 +171,7 @@ def npz_member(path: str | Path, key: str) -> ArrayPlace | None:
     return ArrayPlace(offset, np_dtype, tuple(shape), bool(fortran))
 
 
-def native_header(path: str | Path) -> tuple[dict[str, object], int]:
+def safetensors_header(path: str | Path) -> tuple[dict[str, object], int]:
     """A safetensors file's header (JSON) and the byte offset of its data; ValueError if invalid."""
     path = Path(path)
     size = path.stat().st_size
