@@ -3,8 +3,9 @@
 Pipeline (one module per phase): :mod:`.context` (phase 0: the replacement model of the prompt
 and the sweep's folded weights), :mod:`.targets` (phase 1: salient logits), :mod:`.sweep` (the
 explicit backward), :mod:`.engine` (phases 2-3: logit and feature rows, parallel workers),
-:mod:`.greedy` (``max_feature_nodes`` selection), :mod:`.packaging` (phase 4: the Graph), and
-:mod:`.reference` (the autograd oracle, ``engine="autograd"``).
+:mod:`.greedy` (``max_feature_nodes`` selection), :mod:`.rows` (where rows go: a matrix in
+memory, or a graph file being written, :mod:`tracer.graph.stream`), :mod:`.packaging` (phase 4:
+the Graph), and :mod:`.reference` (the autograd oracle, ``engine="autograd"``).
 """
 
 import os

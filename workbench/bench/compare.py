@@ -1,4 +1,7 @@
-"""Graph and prune equality between two graph ``.npz`` files (ours and circuit-tracer's).
+"""Graph and prune equality between two graph files (ours and circuit-tracer's ``.npz``).
+
+Either file may be a §2.3 ``.npz`` or our native format (read through :class:`tracer.graph.Graph`,
+adjacency memory-mapped).
 
 Nodes are keyed by ``(node_type, node_layer, node_pos, node_index)``. If the key sets differ the
 graphs are unequal and nothing else is compared (``same_node_set`` False, with counts of the
@@ -19,6 +22,7 @@ N x N graphs are compared without loading either (N = 50k: 10 GB each).
 from pathlib import Path
 
 import numpy as np
+import torch
 
 _BLOCK_ROWS = 512
 _TYPE_NAMES = ("feature", "error", "token", "logit")
@@ -40,13 +44,29 @@ def npz_array(path: Path, key: str) -> np.ndarray:
                      order="F" if place.fortran_order else "C")
 
 
+def graph_array(path: Path, key: str) -> np.ndarray:
+    """A §2.3 npz key of a graph file, npz (memory-mapped members) or native (node arrays computed,
+    adjacency memory-mapped)."""
+    if path.suffix == ".npz":
+        return npz_array(path, key)
+    from tracer.graph import Graph
+
+    graph = Graph.load(path, mmap=True)
+    if key in ("node_type", "node_layer", "node_pos", "node_index"):
+        return getattr(graph, key)()
+    if key in ("n_layers", "n_pos"):
+        return np.int64(getattr(graph, key))
+    tensor = getattr(graph, key)
+    return (tensor if tensor.dtype in (torch.float32, torch.float64, torch.int64) else tensor.float()).numpy()
+
+
 def node_keys(path: Path) -> list[tuple[int, int, int, int]]:
-    cols = [npz_array(path, k) for k in ("node_type", "node_layer", "node_pos", "node_index")]
+    cols = [graph_array(path, k) for k in ("node_type", "node_layer", "node_pos", "node_index")]
     return list(zip(*(np.asarray(c).tolist() for c in cols), strict=True))
 
 
 def _small(path: Path, key: str) -> np.ndarray:
-    return np.asarray(npz_array(path, key))
+    return np.asarray(graph_array(path, key))
 
 
 def alignment(ours: Path, theirs: Path) -> tuple[dict[str, object], np.ndarray | None]:
@@ -96,7 +116,7 @@ def _update_blocks(stats: np.ndarray, d: np.ndarray, b: np.ndarray, row_types: n
 
 def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> dict[str, object]:
     """Block-wise max differences; `perm` aligns theirs to ours."""
-    A, B = npz_array(ours, "adjacency"), npz_array(theirs, "adjacency")
+    A, B = graph_array(ours, "adjacency"), graph_array(theirs, "adjacency")
     types = _small(ours, "node_type")
     groups = _type_groups(types)
     n = A.shape[0]

@@ -151,7 +151,7 @@ def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
     env = child_env(cfg.n_threads, extra_env)
     paths = ["--model", str(built.model_dir), "--transcoders", str(built.transcoder_dir(kind))]
     trace_cmd = [*command, "trace", *paths, *_common_flags(cfg, ids),
-                 "--out", str(out / "graph.npz"), "--quiet", "--stats-json", str(out / "stats.json")]
+                 "--out", str(out / _graph_name(cfg)), "--quiet", "--stats-json", str(out / "stats.json")]
     trace = run_measured(trace_cmd, log=out / "trace.log", env=env)
     if trace.returncode != 0:
         raise RuntimeError(f"workbench trace failed (exit {trace.returncode}): {log_tail(trace.log)} "
@@ -211,7 +211,7 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
             ours["trace"].append(got["trace"])
             ours["runner"].append(got["runner"])
             if rep > 0 and not cfg.keep_graphs:  # only the first repeat's graph is compared
-                (case_dir / f"ours-r{rep}" / "graph.npz").unlink(missing_ok=True)
+                (case_dir / f"ours-r{rep}" / _graph_name(cfg)).unlink(missing_ok=True)
         except RuntimeError as err:
             errors.append(f"{kind} n={n_tokens} ours: {err}")
             case["ours_error"] = str(err)
@@ -227,9 +227,9 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
                 errors.append(f"{kind} n={n_tokens} {backend}: {err}")
                 ct[backend]["error"] = str(err)
             _tick(pbar)
-    case.update(ours=ours, ct=ct, comparison=compare_case(case_dir, ct, ours))
+    case.update(ours=ours, ct=ct, comparison=compare_case(case_dir / "ours-r0" / _graph_name(cfg), ct, ours))
     if not cfg.keep_graphs:
-        for path in case_dir.glob("*/graph.npz"):
+        for path in [*case_dir.glob("*/graph.npz"), *case_dir.glob("*/graph.safetensors")]:
             path.unlink()
     return case
 
@@ -239,11 +239,16 @@ def _tick(pbar: tqdm | None) -> None:
         pbar.update(1)
 
 
-def compare_case(case_dir: Path, ct: dict[str, dict[str, object]],
+def _graph_name(cfg: BenchConfig) -> str:
+    return "graph.npz" if cfg.trace_format == "npz" else "graph.safetensors"
+
+
+def compare_case(ours_graph: Path, ct: dict[str, dict[str, object]],
                  ours: dict[str, list[object]]) -> dict[str, object]:
-    """Graph and prune equality of the first repeat, per back end."""
+    """Graph and prune equality of the first repeat (`ours_graph`: its traced graph), per back end."""
     out: dict[str, object] = {}
-    ours_graph, ours_prune = case_dir / "ours-r0" / "graph.npz", case_dir / "ours-r0" / "runner" / "prune.npz"
+    case_dir = ours_graph.parent.parent
+    ours_prune = ours_graph.parent / "runner" / "prune.npz"
     for backend, entry in ct.items():
         ct_dir = case_dir / f"ct-{backend}-r0"
         if not entry["runs"] or not ours_graph.is_file() or not (ct_dir / "graph.npz").is_file():
