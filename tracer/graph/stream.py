@@ -308,6 +308,9 @@ class GraphFileWriter:
 
 def _preallocate(fd: int, size: int, path: Path) -> None:
     """Reserve the blocks now, so that writing through the map can never hit a full disk (SIGBUS)."""
+    if not hasattr(os, "posix_fallocate"):  # not on every platform: a sparse file then
+        os.ftruncate(fd, size)
+        return
     try:
         os.posix_fallocate(fd, 0, size)
     except OSError as err:
