@@ -153,6 +153,11 @@ def write_tokenizer(vocab: int, out_dir: Path, *, max_len: int = 4096) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token=unk, bos_token=bos, pad_token=pad,
                                    eos_token=eos, model_max_length=max_len)
     fast.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name; 4.x (circuit-tracer's) lacks it
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2))
 
 
 def make_model(spec: ModelSpec) -> torch.nn.Module:
