@@ -110,6 +110,7 @@ def run_trace(args: argparse.Namespace) -> int:
         "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,
         "seconds": clock.seconds(), "timestamps": clock.stamps,
         "flops": graph.extra.get("flops"), "out": str(out), "out_bytes": out.stat().st_size,
+        "peak_rss_mb": _peak_rss_mb(),
     }
     if args.stats_json:
         from tracer.io import atomic_path
@@ -121,6 +122,18 @@ def run_trace(args: argparse.Namespace) -> int:
               f"{graph.n_logits} logits) in {stats['seconds']['total']:.1f}s", file=sys.stderr)
     args.fast_exit = True  # nothing left to free: the CLI may end the process without teardown
     return 0
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's own peak resident set (VmHWM; None where /proc is missing). Unlike a parent's
+    rusage of the child, it does not include the parent's memory, which Linux folds into the
+    child's peak when it execs after the fork."""
+    try:
+        with open("/proc/self/status") as fh:
+            kb = next((int(line.split()[1]) for line in fh if line.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+    return None if kb is None else round(kb / 1024, 1)
 
 
 class _Clock:

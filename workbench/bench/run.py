@@ -164,7 +164,11 @@ def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
         raise RuntimeError(f"ours_runner failed (exit {runner.returncode}): {log_tail(runner.log)} "
                            f"[{runner.log}]")
     stats = _read_json(out / "stats.json")
-    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": trace.max_rss_mb, "stats": stats,
+    # the process's own peak (VmHWM): rusage's ru_maxrss of a child also holds this process's
+    # peak, which Linux folds into the child's when it execs after the fork
+    own_peak = (stats or {}).get("peak_rss_mb")
+    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": own_peak or trace.max_rss_mb,
+                      "rusage_max_rss_mb": trace.max_rss_mb, "stats": stats,
                       "phases": trace_phases(stats, trace), "command": trace_cmd},
             "runner": {**result, "wall_s": round(runner.wall_s, 4), "max_rss_mb": runner.max_rss_mb}}
 
