@@ -55,7 +55,7 @@ class Estimator:
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
-def clone(estimator: Estimator) -> Estimator:
+def clone(estimator: _E) -> _E:
     """A new, unfitted estimator with the same parameters."""
     return type(estimator)(**estimator.get_params())
 

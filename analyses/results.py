@@ -147,4 +147,4 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
         except Exception as err:  # noqa: BLE001 - safetensors raises several types
             raise ValueError(f"result arrays must be a valid safetensors file; got {str(arr_file)!r} "
                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
-    return _decode(doc["result"], arrays)  # type: ignore[no-any-return]
+    return _decode(doc["result"], arrays)

@@ -55,7 +55,7 @@ def model_config(arch: str, **overrides: object) -> object:
 
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}.")
-    kw = _common(int(overrides.pop("vocab_size", 64)))  # type: ignore[arg-type]
+    kw = _common(int(overrides.pop("vocab_size", 64)))
     if arch == "qwen3":
         kw.update(tie_word_embeddings=False, use_sliding_window=False, rms_norm_eps=1e-6,
                   architectures=["Qwen3ForCausalLM"])
@@ -76,7 +76,7 @@ def _perturb_norms(model: torch.nn.Module, offset: float, gen: torch.Generator) 
     """Every RMSNorm gain (q/k norms included) becomes (1 +- 10%) in effect."""
     for mod in model.modules():
         if type(mod).__name__.endswith("RMSNorm"):
-            w = mod.weight  # type: ignore[union-attr]
+            w = mod.weight
             noise = (torch.rand(w.shape, generator=gen) * 0.2 - 0.1).to(w.dtype)
             w.data.copy_(noise + (1.0 - offset))
 
@@ -105,8 +105,8 @@ def _build_model(arch: str, seed: int, overrides: dict[str, object]) -> LoadedMo
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     gen = torch.Generator().manual_seed(seed + 1)
     _perturb_norms(model, 1.0 if arch == "gemma2" else 0.0, gen)
-    loaded = wrap_model(model, tiny_tokenizer(int(cfg.vocab_size)), model_id=f"tiny-{arch}")  # type: ignore[attr-defined]
-    assert loaded.model.config._attn_implementation == "eager"  # type: ignore[attr-defined]
+    loaded = wrap_model(model, tiny_tokenizer(int(cfg.vocab_size)), model_id=f"tiny-{arch}")
+    assert loaded.model.config._attn_implementation == "eager"
     return loaded
 
 
@@ -127,7 +127,7 @@ def random_tokens(n: int, vocab: int = 64, seed: int = 0, bos: int = BOS_ID) -> 
 # ----------------------------------------------------------------------------- transcoders
 def _fingerprint(loaded: LoadedModel) -> str:
     """Identifies a model's weights (dtype-independent to ~1e-6) for the transcoder cache."""
-    h = hashlib.sha1(loaded.model.config.to_json_string().encode())  # type: ignore[attr-defined]
+    h = hashlib.sha1(loaded.model.config.to_json_string().encode())
     for p in list(loaded.model.parameters())[:8]:
         h.update(f"{float(p.detach().double().sum()):.5e}".encode())
     return h.hexdigest()
@@ -198,8 +198,8 @@ def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_t
     encs, acts = [], []
     for i in range(loaded.n_layers):
         enc = _encoder(xs[i], act, d_tc, gen, topk)
-        layer = TranscoderLayer(W_enc=enc["W_enc"], b_enc=enc["b_enc"],  # type: ignore[arg-type]
-                                W_dec=torch.zeros(d_tc, 1), b_dec=torch.zeros(1), activation=act,  # type: ignore[arg-type]
+        layer = TranscoderLayer(W_enc=enc["W_enc"], b_enc=enc["b_enc"],
+                                W_dec=torch.zeros(d_tc, 1), b_dec=torch.zeros(1), activation=act,
                                 threshold=enc["threshold"], topk=topk if act == "topk" else None)
         encs.append(layer)
         acts.append(layer.encode(xs[i]))  # (N, d_tc)
@@ -215,7 +215,7 @@ def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_t
         for e, dec in zip(encs, decs, strict=True)
     )
     name = f"tiny-{kind}-{act}{'-skip' if skip else ''}"
-    return Transcoders(kind=kind, layers=layers, input_hook=input_hook, output_hook=output_hook,  # type: ignore[arg-type]
+    return Transcoders(kind=kind, layers=layers, input_hook=input_hook, output_hook=output_hook,
                        scan=name, source=name)
 
 
@@ -252,7 +252,7 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     loaded.model.save_pretrained(out, safe_serialization=True)
     tok = loaded.tokenizer or tiny_tokenizer(loaded.d_vocab)
-    tok.save_pretrained(out)  # type: ignore[attr-defined]
+    tok.save_pretrained(out)
     return out
 
 

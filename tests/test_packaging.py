@@ -38,3 +38,15 @@ def test_installed_data_root_resolves_to_a_real_folder(monkeypatch, tmp_path):
     monkeypatch.setattr(paths, "__file__", str(tmp_path / "site" / "workbench" / "paths.py"))
     sys.modules.pop("manifold_workbench_data", None)
     assert paths.world_dir() == pkg / "world" and paths.world_dir().is_dir()
+
+
+def test_version_matches_the_distribution(capsys):
+    """`workbench --version` prints the version pyproject.toml declares."""
+    import pytest
+
+    from workbench.cli import main
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"manifold-workbench {declared}"

@@ -73,3 +73,44 @@ class PruneConfig:
             if not ok:
                 raise WorkbenchError(f"{name} must be in [0, 1]; got {value!r}. It is a fraction of "
                                      "the total influence (defaults: node 0.8, edge 0.98).")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActivationConfig:
+    """What to record when collecting transcoder activations over a corpus (tracer.activations)."""
+
+    feature_layers: tuple[int, ...] | None = None
+    """Transcoder layers whose sparse feature activations are stored (None: every layer)."""
+    residual_layers: tuple[int, ...] = ()
+    """Residual-stream layers (0 = embedding output, k = output of block k-1, n_layers = before the
+    final norm) whose vectors are stored at the chosen positions."""
+    mlp_input_layers: tuple[int, ...] = ()
+    """Layers whose transcoder-input vectors (the MLP input location) are stored at the chosen positions."""
+    positions: Literal["all", "last", "field"] = "last"
+    """Positions of the stored vectors: every position, the last one, or each record's 'position'
+    field (an integer; negative counts from the end)."""
+    batch_size: int = 32
+    """Prompts per forward pass."""
+    shard_prompts: int = 1024
+    """Prompts per shard file (a killed run resumes at the first unfinished shard)."""
+    value_dtype: Literal["float16", "float32"] = "float32"
+    """Storage dtype of activation values and vectors."""
+    encode_rows: int = 4096
+    """Token rows encoded at once (bounds memory for wide transcoders)."""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "shard_prompts", "encode_rows"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise WorkbenchError(f"{name} must be an integer >= 1; got {value!r}.")
+        for name in ("feature_layers", "residual_layers", "mlp_input_layers"):
+            value = getattr(self, name)
+            if value is None and name == "feature_layers":
+                continue
+            if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                       for v in value):
+                raise WorkbenchError(f"{name} must be a tuple of layer indices >= 0; got {value!r}.")
+        if self.positions not in ("all", "last", "field"):
+            raise WorkbenchError(f"positions must be 'all', 'last' or 'field'; got {self.positions!r}.")
+        if self.value_dtype not in ("float16", "float32"):
+            raise WorkbenchError(f"value_dtype must be 'float16' or 'float32'; got {self.value_dtype!r}.")

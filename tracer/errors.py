@@ -11,6 +11,10 @@ traceback.
 class WorkbenchError(ValueError):
     """Bad input that the user can fix. The message is one line and says how."""
 
+    fields: tuple[str, ...] = ()
+    """Config fields (Python names, e.g. ``max_feature_nodes``) the message offers as remedies; a
+    front end may name its own spelling of them (the CLI adds its flags)."""
+
 
 class ArchitectureError(WorkbenchError):
     """A model architecture, or a config feature of it, that tracer cannot honour exactly."""
@@ -18,3 +22,11 @@ class ArchitectureError(WorkbenchError):
 
 class TranscoderFormatError(WorkbenchError):
     """A transcoder file set that is missing, corrupt or does not match the model."""
+
+
+class MemoryLimitError(WorkbenchError):
+    """A computation that would need more memory than the machine has available."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path
+from tracer.io import atomic_path, require_readable
 
 logger = logging.getLogger(__name__)
 
@@ -73,8 +73,13 @@ class FeatureLabel:
 
 def load_labels(path: str | os.PathLike[str]) -> dict[tuple[int, int], FeatureLabel]:
     """Read a label file: our JSONL, or a Neuronpedia-style JSON export (see module docstring)."""
-    p = Path(path)
-    text = p.read_text(encoding="utf-8")
+    p = require_readable(path, "label file")
+    raw = p.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise LabelFormatError(f"label file must be UTF-8 text; got byte {raw[err.start:err.start + 1]!r} at offset "
+                               f"{err.start} of {str(p)!r}. Re-save it as UTF-8.") from None
     stripped = text.lstrip()
     if not stripped:
         return {}
@@ -82,7 +87,7 @@ def load_labels(path: str | os.PathLike[str]) -> dict[tuple[int, int], FeatureLa
         return _parse_neuronpedia(_loads(text, p), p)
     try:
         data = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return parse_jsonl(text.split("\n"), source=str(p))  # JSONL: only "\n" ends a record
     if isinstance(data, dict) and "layer" in data:
         if "label" in data:
@@ -99,8 +104,9 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "<labels>") -> dict[tuple
             continue
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise LabelFormatError(f"{source} line {n} must be a JSON object; got invalid JSON ({err.msg}). "
+        except (json.JSONDecodeError, RecursionError) as err:
+            why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+            raise LabelFormatError(f"{source} line {n} must be a JSON object; got invalid JSON ({why}). "
                                    "Write one object per line.") from None
         if not isinstance(rec, dict) or "label" not in rec:
             raise LabelFormatError(f"{source} line {n} must be an object with layer, feature, label; "
@@ -139,12 +145,36 @@ def save_labels(labels: Iterable[FeatureLabel], path: str | os.PathLike[str]) ->
                 fh.write(json.dumps(lab.to_record(), ensure_ascii=False) + "\n")
 
 
+def check_labels_match(labels: Mapping[tuple[int, int], FeatureLabel], *, n_layers: int, scan: str = "",
+                       source: str = "<labels>") -> None:
+    """Refuse labels made for another transcoder set: a layer beyond `n_layers`, or records whose
+    ``scan`` (the transcoder set's id, which our label files carry) differs from `scan`.
+
+    Labels without a ``scan`` field cannot be matched by id; only their layers are checked.
+    """
+    too_deep = sorted(key for key in labels if key[0] >= n_layers)
+    if too_deep:
+        raise LabelFormatError(f"labels must be for a transcoder set with {n_layers} layers; {source} has a label "
+                               f"for layer {too_deep[0][0]} (feature {too_deep[0][1]}). Use the labels of this "
+                               "graph's transcoders.")
+    scans = {str(lab.extra["scan"]) for lab in labels.values() if lab.extra.get("scan")}
+    if scan and scans and scans != {scan}:
+        other = sorted(scans - {scan})[0] if scans - {scan} else sorted(scans)[0]
+        raise LabelFormatError(f"labels must be for the graph's transcoders {scan!r}; {source} labels "
+                               f"{other!r}. Use the labels of this graph's transcoders.")
+    if scans and not scan:
+        logger.warning("the graph does not record its transcoder set, so labels for %s cannot be matched to it",
+                       ", ".join(sorted(scans)))
+
+
 def _loads(text: str, p: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
         raise LabelFormatError(f"{p} must be JSON or JSONL; got invalid JSON at line {err.lineno} "
                                f"({err.msg}). Check the file.") from None
+    except RecursionError:
+        raise LabelFormatError(f"{p} must be JSON or JSONL; got JSON nested too deeply. Check the file.") from None
 
 
 def _parse_neuronpedia(data: Any, p: Path) -> dict[tuple[int, int], FeatureLabel]:

@@ -12,11 +12,10 @@ tensor it does nothing.
 * :func:`register_mapping`: a writable shared mapping (the graph file being written,
   :mod:`tracer.graph.stream`), released the same way; its dirty pages are written back by the
   kernel.
-* :func:`npz_member` / :func:`safetensors_header`: where an array lies in an ``.npz`` (stored, i.e.
-  uncompressed, members only) or a safetensors file.
+* :func:`npz_member`: where an array lies in an ``.npz`` (stored, i.e. uncompressed, members only);
+  a safetensors file's layout comes from :mod:`tracer.safetensors_header`.
 """
 
-import json
 import logging
 import mmap
 import struct
@@ -169,29 +168,3 @@ def npz_member(path: str | Path, key: str) -> ArrayPlace | None:
         shape, fortran, np_dtype = reader(fh)
         offset = fh.tell()
     return ArrayPlace(offset, np_dtype, tuple(shape), bool(fortran))
-
-
-def safetensors_header(path: str | Path) -> tuple[dict[str, object], int]:
-    """A safetensors file's header (JSON) and the byte offset of its data; ValueError if invalid."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        raw = fh.read(8)
-        if len(raw) < 8:
-            raise ValueError("file shorter than 8 bytes")
-        (n,) = struct.unpack("<Q", raw)
-        if n <= 0 or 8 + n > size:
-            raise ValueError(f"header length {n} does not fit a {size}-byte file")
-        header = json.loads(fh.read(n))
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]
-        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
-        count = int(np.prod(entry["shape"])) if entry["shape"] else 1
-        if dtype is None or not 0 <= begin <= end <= size - 8 - n \
-                or end - begin != count * torch.empty((), dtype=dtype).element_size():
-            raise ValueError(f"bad entry {name!r} ({entry['dtype']}, {entry['shape']}, offsets {begin}..{end})")
-    return header, 8 + n

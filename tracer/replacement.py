@@ -29,9 +29,13 @@ from tracer.transcoders.base import TranscoderLayer, Transcoders
 
 
 def encode(layer: TranscoderLayer, x: Tensor) -> Tensor:
-    """(n_pos, d_model) transcoder input -> (n_pos, d_transcoder) activations, position 0 zeroed."""
-    acts = layer.encode(x)  # (n_pos, d_transcoder)
-    acts[0] = 0
+    """(..., n_pos, d_model) transcoder input -> (..., n_pos, d_transcoder) activations, position 0 zeroed.
+
+    Position 0 (the BOS) never has active features, as in circuit-tracer; a batch of sequences
+    ``(batch, n_pos, d_model)`` has position 0 of every sequence zeroed.
+    """
+    acts = layer.encode(x)  # (..., n_pos, d_transcoder)
+    acts[..., 0, :] = 0
     return acts
 
 

@@ -6,13 +6,16 @@ nothing heavy, so ``workbench --help`` stays fast; torch and transformers are im
 the subcommand when it runs.
 
 Errors: bad input raises :class:`tracer.errors.WorkbenchError` (or a subclass); the CLI prints
-its one-line message and exits with status 2, without a traceback. Interrupts exit 130.
+its one-line message and exits with status 2, without a traceback; so do OS errors (permission,
+no space), undecodable text and running out of memory (:func:`workbench.cli_safety.error_line`).
+Interrupts exit 130, SIGTERM 143; either way no output file is left half-written.
 """
 
 import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 # subcommand name -> module that defines register(subparsers). One registry: the CLI's choices
 # and its help come from here.
@@ -22,19 +25,32 @@ SUBCOMMANDS: dict[str, str] = {
     "prune": "workbench.cmd_graphtools",
     "export": "workbench.cmd_graphtools",
     "import-pt": "workbench.cmd_graphtools",
+    "cluster": "workbench.cmd_cluster",
     "intervene": "workbench.cmd_intervene",
+    "activations": "workbench.cmd_activations",
+    "families": "workbench.cmd_families",
     "world": "workbench.world.cli",
     "bench": "workbench.bench.cli",
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given the command line, only the named subcommand's module is imported (all of
     them for help, errors or no subcommand), so that a run does not pay for the others."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="workbench",
         description="Attribution graphs through transcoders, and feature-geometry analyses.",
     )
+    from tracer import __version__
+
+    parser.add_argument("--version", action="version", version=f"manifold-workbench {__version__}")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -64,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded next to outputs
     code = _run(parser, args)
     if argv is None and getattr(args, "fast_exit", False):
         _exit_now(code)
@@ -90,20 +107,23 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     # subcommands may define their own --quiet; either place works
     quiet = bool(getattr(args, "quiet", False))
     _configure_logging(quiet, bool(getattr(args, "verbose", False)))
-    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm
 
     try:
-        return int(args.func(args) or 0)
-    except WorkbenchError as err:
-        print(f"workbench {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as err:
-        print(f"workbench {args.command}: error: file not found: {err.filename or err}. "
-              "Check the path.", file=sys.stderr)
-        return 2
+        with terminate_on_sigterm():
+            return int(args.func(args) or 0)
+    except Terminated:
+        print(f"workbench {args.command}: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - bad input gets one line; a bug keeps its traceback
+        line = error_line(err)
+        if line is None:
+            raise
+        print(f"workbench {args.command}: error: {line}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

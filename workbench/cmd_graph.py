@@ -5,7 +5,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -52,34 +51,28 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", help="prompt text (a BOS is prepended, as circuit-tracer does)")
     src.add_argument("--token-ids", help="comma-separated token ids, used exactly as given (include the BOS)")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="trace prompt words the tokenizer does not know as its unknown token (with a warning); "
+                        "by default they are an error")
 
 
 def parse_token_ids(text: str) -> list[int]:
-    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import parse_token_ids as parse
 
-    try:
-        ids = [int(x) for x in text.replace(" ", "").split(",") if x != ""]
-    except ValueError:
-        raise WorkbenchError(f"--token-ids must be comma-separated integers; got {text!r}. "
-                             "Example: --token-ids 1,523,87") from None
-    if not ids:
-        raise WorkbenchError(f"--token-ids must list at least one id; got {text!r}.")
-    return ids
-
-
-def _check_out_path(out: str) -> Path:
-    from tracer.errors import WorkbenchError
-
-    path = Path(out)
-    if path.exists() and path.is_dir():
-        raise WorkbenchError(f"--out must be a file path; got {out!r}, a directory. Add a file name.")
-    return path
+    return parse(text)
 
 
 def run_trace(args: argparse.Namespace) -> int:
     """Trace, streaming the adjacency into --out as it is computed (never held in memory whole)."""
+    from workbench.cli_safety import check_distinct, check_out, need_input
+
     clock = _Clock()
-    out = _check_out_path(args.out)
+    need_input(args.model, "--model", folder=True)
+    need_input(args.transcoders, "--transcoders", folder=True)
+    out = check_out(args.out, inputs=[args.model, args.transcoders])
+    if args.stats_json:
+        check_distinct(("--out", args.out), ("--stats-json", args.stats_json))
+        check_out(args.stats_json, inputs=[args.model, args.transcoders, args.out], flag="--stats-json")
     import torch
 
     from tracer.attribution import attribute
@@ -99,12 +92,13 @@ def run_trace(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=device, dtype=dtype, backend=args.model_backend)
     tc = load_transcoders(args.transcoders, dtype=dtype, lazy_decoder=not args.eager_decoder,
                           n_layers=loaded.n_layers, d_model=loaded.d_model)
-    tokens = torch.tensor(token_ids) if token_ids is not None else tokenize(loaded, args.prompt)
+    tokens = torch.tensor(token_ids) if token_ids is not None else tokenize(loaded, args.prompt,
+                                                                           allow_unk=args.allow_unk)
     clock.mark("load")
     graph = attribute(loaded, tc, tokens, cfg, out=out)
     clock.mark("attribute")
-    finish = float(graph.extra.get("finish_seconds", 0.0))  # type: ignore[arg-type]
-    clock.move("attribute", "save", finish)  # completing the file (the rows went in during the sweep)
+    finish = graph.extra.get("finish_seconds", 0.0)
+    clock.move("attribute", "save", float(finish) if isinstance(finish, (int, float)) else 0.0)
     stats = {
         "n_nodes": graph.n_nodes, "n_active_features": int(graph.active_features.shape[0]),
         "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,

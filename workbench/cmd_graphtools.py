@@ -54,8 +54,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")
     p.add_argument("--scan", default=None, help="viewer scan / model id (default: the graph's)")
     p.add_argument("--supernodes", default=None,
-                   help='JSON file: [["label", "node_id", ...], ...] '
-                        '(or {"supernodes": [...], "pinnedIds": [...]})')
+                   help='JSON file: [["label", "node_id", ...], ...] (or {"supernodes": [...], "pinnedIds": '
+                        '[...]}), or the output of `workbench cluster`')
     _add_thresholds(p)
     p.set_defaults(func=run_export)
 
@@ -71,25 +71,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(func=run_import_pt)
 
 
-def _out_file(out: str) -> Path:
+def _check_graph_input(path_str: str) -> Path:
+    """GRAPH must be a readable native or .npz graph (a .pt gets the import hint)."""
     from tracer.errors import WorkbenchError
+    from workbench.cli_safety import need_input
 
-    path = Path(out)
-    if path.is_dir():
-        raise WorkbenchError(f"--out must be a file path; got {out!r}, a directory. Add a file name.")
-    return path
-
-
-def _load_graph(path_str: str) -> Any:
-    from tracer.errors import WorkbenchError
-    from tracer.graph import Graph
-
-    path = Path(path_str)
-    if path.suffix == ".pt":
+    if Path(path_str).suffix == ".pt":
         raise WorkbenchError(f"GRAPH must be a native (.safetensors) or .npz graph; got {path_str!r}, a "
                              "circuit-tracer .pt. Convert it first: workbench import-pt FILE.pt --out "
                              "graph.safetensors --trust-pickle")
-    return Graph.load(path, mmap=True)  # read out of core, one block of rows at a time
+    return need_input(path_str, "GRAPH")
+
+
+def _load_graph(path_str: str) -> Any:
+    from tracer.graph import Graph
+
+    return Graph.load(_check_graph_input(path_str), mmap=True)  # read out of core, one block of rows at a time
 
 
 def _prune_config(args: argparse.Namespace) -> Any:
@@ -99,7 +96,10 @@ def _prune_config(args: argparse.Namespace) -> Any:
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    out = _out_file(args.out)
+    from workbench.cli_safety import check_out
+
+    _check_graph_input(args.graph)
+    out = check_out(args.out, inputs=[args.graph])
     config = _prune_config(args)
     graph = _load_graph(args.graph)
     from tracer.graph import graph_scores, prune_graph, save_prune_result, subgraph_scores
@@ -152,30 +152,71 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkbenchError(f"--supernodes file must exist; got {path_str!r}. Check the path.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
-    if isinstance(data, dict):
-        return data.get("supernodes"), data.get("pinnedIds")
-    return data, None
+    groups, pinned = (data.get("supernodes"), data.get("pinnedIds")) if isinstance(data, dict) else (data, None)
+    groups = _viewer_groups(groups, path_str)
+    if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g)
+                                               for g in groups):
+        raise WorkbenchError(f"--supernodes must hold a list of [label, node_id, ...] lists of strings; got "
+                             f"{str(groups)[:60]!r} in {path_str!r}.")
+    if pinned is not None and not (isinstance(pinned, list) and all(isinstance(x, str) for x in pinned)):
+        raise WorkbenchError(f"--supernodes pinnedIds must be a list of node id strings; got {str(pinned)[:60]!r}.")
+    return groups, pinned
+
+
+def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None]]:
+    """Check every input and output of `export` before any work: (out folder, slug, inputs)."""
+    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import check_name, check_out, check_out_files, need_input
+
+    _check_graph_input(args.graph)
+    for flag, value in (("--labels file", args.labels), ("--supernodes file", args.supernodes)):
+        if value is not None:
+            need_input(value, flag)
+    slug = args.slug or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.graph).stem).strip("-.")[:100] or "graph"
+    check_name(slug, "--slug")
+    if slug == "graph-metadata":
+        raise WorkbenchError("--slug must not be 'graph-metadata'; got it. That name is the folder's index.")
+    tokenizer_dir = args.tokenizer if args.tokenizer and Path(args.tokenizer).exists() else None
+    inputs = [args.graph, args.labels, args.supernodes, tokenizer_dir]
+    out = check_out(args.out, inputs=inputs, folder=True)
+    check_out_files(out, [f"{slug}.json", "graph-metadata.json"], inputs=inputs)
+    return out, slug, inputs
+
+
+def _viewer_groups(groups: Any, path_str: str) -> Any:
+    """`workbench cluster`'s groups ({"label", "node_ids", ...}) -> [[label, node_id, ...]] for the
+    groups of two or more nodes (single nodes are pinned, not grouped); viewer lists pass as they are."""
+    from tracer.errors import WorkbenchError
+
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups) or not groups:
+        return groups
+    out = []
+    for k, g in enumerate(groups):
+        ids = g.get("node_ids")
+        if not isinstance(g.get("label"), str) or not isinstance(ids, list):
+            raise WorkbenchError(f"--supernodes entry {k} must have a 'label' and 'node_ids'; got {str(g)[:80]!r} "
+                                 f"in {path_str!r}.")
+        if len(ids) > 1:
+            out.append([g["label"], *[str(i) for i in ids]])
+    return out
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from tracer.errors import WorkbenchError
-
+    out, slug, _ = _export_inputs(args)
     config = _prune_config(args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Pass a folder path.")
-    slug = args.slug or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.graph).stem).strip("-.") or "graph"
     supernodes, pinned = _read_supernodes(args.supernodes)
     labels = None
     if args.labels:
-        if not Path(args.labels).is_file():
-            raise WorkbenchError(f"--labels file must exist; got {args.labels!r}. Check the path.")
         from tracer.labels import load_labels
 
         labels = load_labels(args.labels)
     graph = _load_graph(args.graph)
+    if labels is not None:
+        from tracer.labels import check_labels_match
+
+        check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     from tracer.graph.export import export_neuronpedia
 
     path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,
@@ -187,9 +228,16 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_import_pt(args: argparse.Namespace) -> int:
-    out = _out_file(args.out)
+    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import check_out, need_input
+
+    need_input(args.pt_file, "FILE.pt")
+    out = check_out(args.out, inputs=[args.pt_file])
     from tracer.graph.ct_import import load_circuit_tracer_pt
 
+    if not args.trust_pickle and Path(args.pt_file).is_file():
+        raise WorkbenchError(f"{args.pt_file!r} is a pickle; pass --trust-pickle only if you trust its source. "
+                             "Loading a pickle can run code.")
     graph = load_circuit_tracer_pt(args.pt_file, trust_pickle=args.trust_pickle)
     graph.save(out)
     print(f"imported {args.pt_file}: {graph.n_nodes} nodes ({graph.n_selected} features, "  # noqa: T201

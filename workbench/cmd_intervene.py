@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 
+from workbench.cli_safety import parse_token_ids
 from workbench.cmd_graph import add_model_arguments
 
 logger = logging.getLogger(__name__)
@@ -136,15 +137,14 @@ def _describe(iv: object) -> dict[str, object]:
             "mode": iv.mode}  # type: ignore[attr-defined]
 
 
-def _tokens(args: argparse.Namespace, loaded: object) -> object:
+def _tokens(args: argparse.Namespace, loaded: object, token_ids: list[int] | None) -> object:
     import torch
 
     from tracer.models import tokenize
-    from workbench.cmd_graph import parse_token_ids
 
-    if args.token_ids is not None:
-        return torch.tensor(parse_token_ids(args.token_ids))
-    return tokenize(loaded, args.prompt)  # type: ignore[arg-type]
+    if token_ids is not None:
+        return torch.tensor(token_ids)
+    return tokenize(loaded, args.prompt, allow_unk=args.allow_unk)  # type: ignore[arg-type]
 
 
 def _generate(args: argparse.Namespace, loaded: object, tc: object, clean: object, ivs: list[object],
@@ -182,8 +182,15 @@ def run_intervene(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.generate < 0:
         raise WorkbenchError(f"--top-k must be >= 1 and --generate >= 0; got {args.top_k} and "
                              f"{args.generate}.")
+    from workbench.cli_safety import check_out, need_input
+
+    need_input(args.model, "--model", folder=True)
+    need_input(args.transcoders, "--transcoders", folder=True)
+    if args.out:
+        check_out(args.out, inputs=[args.model, args.transcoders])
     ivs = [parse_spec(text, mode) for mode, text in args.specs]
     constrained = parse_layers(args.constrained_layers)
+    token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     out_path = args.out
     from tracer.interventions import feature_intervention, prepare
     from tracer.models import load_model, parse_device, parse_dtype
@@ -192,7 +199,7 @@ def run_intervene(args: argparse.Namespace) -> int:
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)
     loaded = load_model(args.model, device=device, dtype=dtype, backend="hf")
     tc = load_transcoders(args.transcoders, dtype=dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
-    clean = prepare(loaded, tc, _tokens(args, loaded))  # type: ignore[arg-type]
+    clean = prepare(loaded, tc, _tokens(args, loaded, token_ids))  # type: ignore[arg-type]
     res = feature_intervention(loaded, tc, clean.tokens, ivs, freeze_attention=args.freeze_attention,
                                constrained_layers=constrained, return_activations=False, clean=clean)
     tok = loaded.tokenizer
@@ -207,10 +214,9 @@ def run_intervene(args: argparse.Namespace) -> int:
         result["generation"] = _generate(args, loaded, tc, clean, ivs, constrained)
     _print(result)
     if out_path:
-        from tracer.io import atomic_path
+        from tracer.io import atomic_write_text
 
-        with atomic_path(out_path) as tmp:
-            tmp.write_text(json.dumps(result, indent=2))
+        atomic_write_text(out_path, json.dumps(result, indent=2))
         if not args.quiet:
             print(f"wrote {out_path}", file=sys.stderr)  # noqa: T201
     return 0

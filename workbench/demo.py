@@ -9,9 +9,11 @@ a small random model built on the spot (and says so).
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -22,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", default="workbench-demo", help="output folder (default ./workbench-demo)")
     p.add_argument("--world", default=None, help="a world folder (default: the embedded demo world)")
     p.add_argument("--transcoder", default="plt", choices=["plt", "clt"], help="which transcoders to trace")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="trace prompt words the tokenizer does not know as its unknown token (with a warning)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_demo)
 
@@ -35,6 +39,39 @@ def _random_world(out: Path) -> tuple[Path, Path, dict[str, str], dict[str, str]
     built, _ = ensure_built(spec, out / "_random_model")
     prompts = {"random_words": " ".join(f"w{i}" for i in (17, 33, 45, 60, 72, 81, 99))}
     return built.model_dir, built.transcoder_dir("plt"), prompts, {}
+
+
+def _read_manifest(world: Path) -> dict[str, Any]:
+    """manifest.json of a world, checked before anything is written: an object whose demo prompt
+    names are safe file names, whose prompts and answers are text, and whose files stay in the world."""
+    from tracer.errors import WorkbenchError
+    from tracer.io import require_readable
+    from workbench.cli_safety import check_name
+
+    path = require_readable(world / "manifest.json", "world manifest.json")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise WorkbenchError(f"world manifest.json must be valid UTF-8 JSON; got {str(path)!r} "
+                             f"({type(err).__name__}). Rebuild the world.") from None
+    if not isinstance(manifest, dict):
+        raise WorkbenchError(f"world manifest.json must be an object; got {type(manifest).__name__} in {str(path)!r}.")
+    prompts, answers = manifest.get("demo_prompts"), manifest.get("demo_answers", {})
+    if not isinstance(prompts, dict) or not prompts or not all(isinstance(v, str) for v in prompts.values()):
+        raise WorkbenchError(f"manifest demo_prompts must be a non-empty object of name -> prompt text; got "
+                             f"{str(prompts)[:60]!r} in {str(path)!r}.")
+    for name in prompts:
+        check_name(name, "manifest demo_prompts name")
+    if not isinstance(answers, dict) or not all(isinstance(v, str) for v in answers.values()):
+        raise WorkbenchError(f"manifest demo_answers must be an object of name -> answer text; got "
+                             f"{str(answers)[:60]!r} in {str(path)!r}.")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise WorkbenchError(f"manifest files must be an object of name -> relative path; got {str(files)[:60]!r}.")
+    for key, rel in files.items():  # lexically inside (parts may be symlinks to shared folders)
+        if Path(rel).is_absolute() or os.path.normpath(rel).split(os.sep)[0] in ("..", ".", ""):
+            raise WorkbenchError(f"manifest files.{key} must be a path inside the world folder; got {rel!r}.")
+    return manifest
 
 
 def _sources(args: argparse.Namespace, out: Path):
@@ -51,7 +88,7 @@ def _sources(args: argparse.Namespace, out: Path):
         logger.warning("no demo world installed at %s: tracing a small random model instead", world)
         model, tcs, prompts, answers = _random_world(out)
         return model, tcs, prompts, answers, None, "random model (no demo world installed)"
-    manifest = json.loads(manifest_path.read_text())
+    manifest = _read_manifest(world)
     files = manifest.get("files", {})
     labels = world / files.get(f"labels_{args.transcoder}", f"labels_{args.transcoder}.jsonl")
     return (world / files.get("model", "model"), world / files.get(args.transcoder, args.transcoder),
@@ -59,15 +96,25 @@ def _sources(args: argparse.Namespace, out: Path):
             "the embedded demo world")
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    t0 = time.perf_counter()
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        from tracer.errors import WorkbenchError
+def _outputs(out: Path, prompts: dict[str, str]) -> list[str]:
+    """Every file the demo writes under `out` (checked before any work)."""
+    names = ["report.html", "summary.json", "viewer/graph-metadata.json"]
+    return names + [f"graphs/{n}.safetensors" for n in prompts] + [f"viewer/demo-{n}.json" for n in prompts]
 
-        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Choose another path.")
+
+def run_demo(args: argparse.Namespace) -> int:
+    from tracer.io import atomic_write_text
+    from workbench.cli_safety import check_out, check_out_files
+    from workbench.paths import world_dir
+
+    t0 = time.perf_counter()
+    world = Path(args.world) if args.world else world_dir()
+    out = check_out(args.out, folder=True, inputs=[world])
     model_dir, tc_dir, prompts, answers, labels_path, what = _sources(args, out)
-    from tracer.labels import load_labels
+    inputs = [world, model_dir, tc_dir, labels_path]
+    check_out(out, folder=True, inputs=inputs)
+    check_out_files(out, _outputs(out, prompts), inputs=inputs)
+    from tracer.labels import check_labels_match, load_labels
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
     from workbench.report import write_report
@@ -75,22 +122,25 @@ def run_demo(args: argparse.Namespace) -> int:
     loaded = load_model(model_dir, backend="auto")
     tcs = load_transcoders(tc_dir, n_layers=loaded.n_layers, d_model=loaded.d_model)
     labels = load_labels(labels_path) if labels_path else {}
+    check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(labels_path))
     sections, summary = [], {}
     for name, prompt in prompts.items():
-        section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet)
+        section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet,
+                                       allow_unk=args.allow_unk)
         sections.append(section)
         summary[name] = stats
     intro = (f"Attribution graphs on {what}: model {model_dir}, {tcs.kind.upper()} transcoders {tc_dir}. "
              "Graphs are pruned at node threshold 0.8 and edge threshold 0.98 (circuit-tracer's defaults).")
     report = write_report(out / "report.html", "manifold-workbench demo", intro, sections)
-    (out / "summary.json").write_text(json.dumps({"source": what, "graphs": summary,
-                                                  "seconds": round(time.perf_counter() - t0, 2)}, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps({"source": what, "graphs": summary,
+                                                        "seconds": round(time.perf_counter() - t0, 2)}, indent=2))
     if not args.quiet:
         print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
 
 
-def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool):
+def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool,
+                  allow_unk: bool = False):
     """Trace, prune and score one prompt; save its files; return the report section and stats."""
     import torch
 
@@ -101,7 +151,7 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
     from tracer.models import tokenize
     from workbench.report import GraphSection
 
-    tokens = tokenize(loaded, prompt)
+    tokens = tokenize(loaded, prompt, allow_unk=allow_unk)
     graph = attribute(loaded, tcs, tokens, AttributionConfig(verbose=not quiet))
     result = prune_graph(graph, PruneConfig())
     full, pruned = graph_scores(graph), subgraph_scores(graph, prune_result=result)

@@ -91,7 +91,7 @@ def test_import_matches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert got.logit_tokens == graph.logit_tokens and got.input_string == graph.input_string
     assert got.logit_vectors.shape == (graph.n_logits, 0)
     assert "unavailable" in str(got.extra["logit_vectors"])
-    assert got.extra["circuit_tracer_cfg"]["dtype"] == "torch.float32"  # type: ignore[index]
+    assert got.extra["circuit_tracer_cfg"]["dtype"] == "torch.float32"
     native = got.save(tmp_path / "g.safetensors")
     back = Graph.load(native)
     for name in _FIELDS:
@@ -111,13 +111,13 @@ def test_legacy_tensor_targets_and_transformer_lens_cfg(tmp_path: Path,
 
 def test_refuses_without_consent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = _save_ct(tmp_path, monkeypatch, random_graph(1))
-    with pytest.raises(WorkbenchError, match="is a pickle; pass --trust-pickle only if you trust its source"):
+    with pytest.raises(WorkbenchError, match=r"is a pickle; allow it \(trust_pickle=True\) only if you trust"):
         load_circuit_tracer_pt(path, trust_pickle=False)
 
 
 class _Evil:
     def __reduce__(self) -> tuple[Any, ...]:
-        return (Path.touch, (Path(self.target),))  # type: ignore[attr-defined]
+        return (Path.touch, (Path(self.target),))
 
     target = ""
 

@@ -30,11 +30,11 @@ class _Tok:
 
 
 @pytest.fixture
-def graph():  # type: ignore[no-untyped-def]
+def graph():
     return ref.random_graph(7, n_pos=6, max_features=5)
 
 
-def test_node_ids_follow_circuit_tracer(graph) -> None:  # type: ignore[no-untyped-def]
+def test_node_ids_follow_circuit_tracer(graph) -> None:
     ids = node_ids(graph)
     layer, pos, feat = graph.active_features[graph.selected_features[0]].tolist()
     assert ids[0] == f"{layer}_{feat}_{pos}"
@@ -45,7 +45,7 @@ def test_node_ids_follow_circuit_tracer(graph) -> None:  # type: ignore[no-untyp
     assert cantor_pairing(3, 5) == 41
 
 
-def test_nodes_and_links_equal_the_dense_reference(graph) -> None:  # type: ignore[no-untyped-def]
+def test_nodes_and_links_equal_the_dense_reference(graph) -> None:
     data = build_neuronpedia(graph, slug="g", tokenizer=_Tok())
     node_mask, edge_mask, cumulative = ref.prune(graph)
     ids = node_ids(graph)
@@ -71,7 +71,7 @@ def test_nodes_and_links_equal_the_dense_reference(graph) -> None:  # type: igno
                                "sg_pos": ""}
 
 
-def test_feature_and_error_fields(graph) -> None:  # type: ignore[no-untyped-def]
+def test_feature_and_error_fields(graph) -> None:
     config = PruneConfig(node_threshold=1.0, edge_threshold=0.99)
     data = build_neuronpedia(graph, slug="g", prune_config=config)
     features = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
@@ -87,7 +87,7 @@ def test_feature_and_error_fields(graph) -> None:  # type: ignore[no-untyped-def
     assert [n["ctx_idx"] for n in tokens] == list(range(graph.n_pos)) and tokens[0]["layer"] == "E"
 
 
-def test_labels_supernodes_and_pins(graph, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+def test_labels_supernodes_and_pins(graph, caplog: pytest.LogCaptureFixture) -> None:
     data = build_neuronpedia(graph, slug="g")
     features = [n for n in data["nodes"] if n["feature_type"] == "cross layer transcoder"]
     a, b = features[0], features[1]
@@ -106,7 +106,7 @@ def test_labels_supernodes_and_pins(graph, caplog: pytest.LogCaptureFixture) -> 
         build_neuronpedia(graph, slug="g", supernodes=[["lonely"]])
 
 
-def test_export_writes_and_upserts_atomically(graph, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_writes_and_upserts_atomically(graph, tmp_path: Path) -> None:
     out = tmp_path / "viewer"
     first = export_neuronpedia(graph, out, slug="one", tokenizer=[f"t{i}" for i in range(graph.n_pos)])
     export_neuronpedia(graph, out, slug="two", tokenizer=_Tok())
@@ -120,7 +120,7 @@ def test_export_writes_and_upserts_atomically(graph, tmp_path: Path) -> None:  #
     assert sorted(p.name for p in out.iterdir()) == ["graph-metadata.json", "one.json", "two.json"]
 
 
-def test_export_rejects_bad_input(graph, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_rejects_bad_input(graph, tmp_path: Path) -> None:
     for slug in ("", "a/b", "../x", "-x"):
         with pytest.raises(WorkbenchError, match="slug must be"):
             export_neuronpedia(graph, tmp_path, slug=slug)
@@ -137,7 +137,7 @@ def test_export_rejects_bad_input(graph, tmp_path: Path) -> None:  # type: ignor
         build_neuronpedia(dataclasses.replace(graph, scan="", model_id=""), slug="s")
 
 
-def test_non_finite_numbers_become_null(graph) -> None:  # type: ignore[no-untyped-def]
+def test_non_finite_numbers_become_null(graph) -> None:
     acts = graph.activation_values.clone()
     acts[:] = float("nan")
     data = build_neuronpedia(dataclasses.replace(graph, activation_values=acts), slug="s")
@@ -145,7 +145,7 @@ def test_non_finite_numbers_become_null(graph) -> None:  # type: ignore[no-untyp
     json.dumps(data, allow_nan=False)
 
 
-def test_prune_result_is_reused(graph) -> None:  # type: ignore[no-untyped-def]
+def test_prune_result_is_reused(graph) -> None:
     result = prune_graph(graph, PruneConfig(node_threshold=0.5))
     a = build_neuronpedia(graph, slug="s", prune_result=result, prune_config=PruneConfig(node_threshold=0.5))
     b = build_neuronpedia(graph, slug="s", prune_config=PruneConfig(node_threshold=0.5))

@@ -38,14 +38,14 @@ def _dense_edges(result: prune_mod.PruneResult) -> torch.Tensor:
 @pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.8", True, None])
 def test_config_rejects_bad_thresholds(field: str, value: object) -> None:
     with pytest.raises(WorkbenchError, match=rf"^{field} must be in \[0, 1\]; got "):
-        PruneConfig(**{field: value})  # type: ignore[arg-type]
+        PruneConfig(**{field: value})
 
 
 def test_config_defaults_and_frozen() -> None:
     config = PruneConfig()
     assert (config.node_threshold, config.edge_threshold) == (0.8, 0.98)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.node_threshold = 0.5  # type: ignore[misc]
+        config.node_threshold = 0.5
     assert str(PruneConfig(node_threshold=1, edge_threshold=0)) != ""
 
 
@@ -53,7 +53,7 @@ def test_config_defaults_and_frozen() -> None:
 @FAST
 @given(arrays("float32", st.tuples(st.integers(1, 12), st.integers(1, 12)),
               elements=st.floats(-1e3, 1e3, width=32).filter(lambda x: x == 0 or abs(x) > 1e-6)))
-def test_normalized_rows_sum_to_one_or_zero(matrix) -> None:  # type: ignore[no-untyped-def]
+def test_normalized_rows_sum_to_one_or_zero(matrix) -> None:
     # (rows whose |sum| is below the clamp 1e-10 sum to less than 1 by design; excluded here)
     sums = normalize_matrix(torch.from_numpy(matrix)).sum(1)
     assert bool(((sums - 1).abs() < 1e-5).logical_or(sums == 0).all())

@@ -119,7 +119,7 @@ def test_a_killed_run_leaves_nothing_at_the_final_path(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=300)
     assert proc.returncode == -9, proc.stderr.decode()[-500:]
     assert not out.exists()
-    assert [p.name.startswith(".g.safetensors.") for p in tmp_path.iterdir()] == [True]  # only the temp file
+    assert [p.name.startswith(".mwtmp-") for p in tmp_path.iterdir()] == [True]  # only the temp file
 
 
 def test_not_enough_disk_is_refused_up_front(tmp_path, monkeypatch):
@@ -170,9 +170,9 @@ def test_writer_keeps_resident_memory_bounded_and_mapped_reads_release(tmp_path)
 
 def _graph(n: int) -> Graph:
     return Graph(adjacency=torch.zeros(()).expand(n, n), input_tokens=torch.tensor([1]),
-                 active_features=torch.zeros(n - 2, 3, dtype=torch.long), activation_values=torch.ones(n - 2),
-                 selected_features=torch.arange(n - 2), logit_token_ids=torch.tensor([0]),
-                 logit_probabilities=torch.tensor([1.0]), logit_vectors=torch.zeros(1, 4), n_layers=0, d_vocab=4)
+                 active_features=torch.zeros(n - 3, 3, dtype=torch.long), activation_values=torch.ones(n - 3),
+                 selected_features=torch.arange(n - 3), logit_token_ids=torch.tensor([0]),
+                 logit_probabilities=torch.tensor([1.0]), logit_vectors=torch.zeros(1, 4), n_layers=1, d_vocab=4)
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
@@ -197,7 +197,7 @@ def test_mapped_graphs_prune_and_score_bit_for_bit(tmp_path, monkeypatch, kind):
 
 def test_load_maps_only_when_asked_and_only_aligned_npz_members(tmp_path):
     A = torch.arange(36, dtype=torch.float32).reshape(6, 6)
-    np.savez(tmp_path / "numpy.npz", adjacency=A.numpy(), input_tokens=np.arange(2), active_features=np.zeros((0, 3)),
+    np.savez(tmp_path / "numpy.npz", adjacency=A.numpy(), input_tokens=np.arange(2), active_features=np.zeros((0, 3), np.int64),
              activation_values=np.zeros(0), selected_features=np.zeros(0, np.int64), logit_token_ids=np.arange(2),
              logit_probabilities=np.ones(2), logit_vectors=np.zeros((2, 3)), n_layers=np.int64(1))
     for mmap in (False, True):

@@ -65,7 +65,7 @@ def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type
         (("prune", str(tmp_path / "missing.npz"), "--out", str(out)), "must exist"),
         (("prune", str(graph_file), "--out", str(out), "--edge-threshold", "1.5"),
          "edge_threshold must be in [0, 1]"),
-        (("prune", str(graph_file), "--out", str(tmp_path)), "--out must be a file path"),
+        (("prune", str(graph_file), "--out", str(tmp_path)), "--out must be a regular file or a new path"),
         (("prune", str(tmp_path / "x.pt"), "--out", str(out)), "workbench import-pt"),
     ]:
         status, _, err = run(*argv)
@@ -76,7 +76,7 @@ def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type
     status, _, err = run("prune", str(tmp_path / "junk.npz"), "--out", str(out))
     assert status == 2
     _one_line_error(err, "prune")
-    assert not out.exists() and not list(tmp_path.glob(".p.npz*"))
+    assert not out.exists() and not list(tmp_path.glob(".mwtmp-*"))
 
 
 def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

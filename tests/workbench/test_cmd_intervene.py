@@ -77,7 +77,7 @@ def test_bad_input_exits_2_with_one_line(files, capsys, args, msg):
 def test_bad_paths_exit_2(files, tmp_path, capsys):
     rc = main(["intervene", "--model", str(tmp_path / "none"), "--transcoders", str(files / "tc"),
                "--token-ids", "1,2", "--set", "0:1:0=1"])
-    assert rc == 2 and "model path must be a local model directory" in capsys.readouterr().err
+    assert rc == 2 and "--model must exist" in capsys.readouterr().err
 
 
 def test_parsers():

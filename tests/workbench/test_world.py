@@ -11,12 +11,15 @@ import torch
 
 from tracer.errors import WorkbenchError
 from tracer.labels import load_labels
+from tracer.transcoders.base import TranscoderLayer, Transcoders
+from tracer.transcoders.loaders import load_transcoders
 from workbench.paths import world_dir
 from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.labels import TokenInfo, circular_peak, label_feature
 from workbench.world.tokenizer import BOS_ID, build_tokenizer, save_tokenizer
-from workbench.world.transcoders import SavedTranscoders, read_transcoders, write_transcoders
+from workbench.world.transcoders import decode_layers, encode_layers, save_transcoders
+from workbench.world.truth import load_truth
 
 ARITH = re.compile(r"^(\w+) (day|days|month|months|hue|hues) (after|before) (\w+) is (\w+) \.$")
 ARITH2 = re.compile(r"^(\w+) (plus|minus) (\w+) (day|days|month|months|hue|hues) is (\w+) \.$")
@@ -125,14 +128,14 @@ def test_tokenizer_saves_and_loads_with_autotokenizer(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- transcoder formats
 
 
-def _random_transcoders(kind: str, n_layers: int = 3, d_tc: int = 6, d: int = 4) -> SavedTranscoders:
+def _random_transcoders(kind: str, n_layers: int = 3, d_tc: int = 6, d: int = 4) -> Transcoders:
     g = torch.Generator().manual_seed(0)
-    dec = [torch.randn(d_tc, d, generator=g) if kind == "plt" else torch.randn(d_tc, n_layers - i, d, generator=g)
-           for i in range(n_layers)]
-    return SavedTranscoders(kind=kind, W_enc=torch.randn(n_layers, d_tc, d, generator=g),
-                            b_enc=torch.randn(n_layers, d_tc, generator=g),
-                            threshold=torch.rand(n_layers, d_tc, generator=g),
-                            W_dec=dec, b_dec=torch.randn(n_layers, d, generator=g))
+    layers = tuple(TranscoderLayer(
+        W_enc=torch.randn(d_tc, d, generator=g), b_enc=torch.randn(d_tc, generator=g),
+        W_dec=torch.randn(d_tc, d, generator=g) if kind == "plt" else torch.randn(d_tc, n_layers - i, d, generator=g),
+        b_dec=torch.randn(d, generator=g), activation="jumprelu", threshold=torch.rand(d_tc, generator=g))
+        for i in range(n_layers))
+    return Transcoders(kind="plt" if kind == "plt" else "clt", layers=layers, scan="test")
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
@@ -141,29 +144,58 @@ def test_transcoder_files_round_trip_in_circuit_tracer_layout(tmp_path: Path, ki
     from safetensors.torch import load_file
 
     tc = _random_transcoders(kind)
-    write_transcoders(tc, tmp_path, scan="test")
+    save_transcoders(tc, tmp_path)
     cfg = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert list(cfg) == ["model_kind", "feature_input_hook", "feature_output_hook", "scan", "n_layers", "d_transcoder",
+                         "d_model"]
     assert cfg["model_kind"] == {"plt": "transcoder_set", "clt": "cross_layer_transcoder"}[kind]
     assert (cfg["feature_input_hook"], cfg["feature_output_hook"]) == ("mlp.hook_in", "mlp.hook_out")
+    assert (cfg["scan"], cfg["n_layers"], cfg["d_transcoder"], cfg["d_model"]) == ("test", 3, 6, 4)
     if kind == "plt":
         assert set(load_file(str(tmp_path / "layer_1.safetensors"))) == {
             "W_enc", "b_enc", "W_dec", "b_dec", "activation_function.threshold"}
     else:
         assert load_file(str(tmp_path / "W_dec_1.safetensors"))["W_dec_1"].shape == (6, 2, 4)
         assert set(load_file(str(tmp_path / "W_enc_2.safetensors"))) == {"W_enc_2", "b_enc_2", "b_dec_2", "threshold_2"}
-    back = read_transcoders(tmp_path)
+    back = load_transcoders(tmp_path)
+    assert back.kind == kind and all(layer.activation == "jumprelu" for layer in back.layers)
     x = torch.randn(3, 5, 4)
-    torch.testing.assert_close(back.decode(back.encode(x)), tc.decode(tc.encode(x)), rtol=0, atol=0)
+    torch.testing.assert_close(decode_layers(back, encode_layers(back, x)), decode_layers(tc, encode_layers(tc, x)),
+                               rtol=0, atol=0)
 
 
 def test_clt_decode_matches_the_formula() -> None:
     tc = _random_transcoders("clt")
-    acts = tc.encode(torch.randn(3, 5, 4))  # (L, n, F)
-    want = torch.stack([sum(acts[i] @ tc.W_dec[i][:, l - i] for i in range(l + 1)) + tc.b_dec[l] for l in range(3)])
-    torch.testing.assert_close(tc.decode(acts), want)
-    pre = torch.einsum("lnd,lfd->lnf", torch.randn(3, 5, 4), tc.W_enc) + tc.b_enc[:, None]
-    assert bool(((tc.encode(torch.zeros(3, 5, 4)) > 0) == (tc.b_enc > tc.threshold)[:, None]).all())
-    assert pre.shape == (3, 5, 6)
+    x = torch.randn(3, 5, 4)
+    acts = encode_layers(tc, x)  # (L, n, F)
+    W_dec = [layer.W_dec for layer in tc.layers]
+    want = torch.stack([sum(acts[i] @ W_dec[i][:, l - i] for i in range(l + 1)) + tc.layers[l].b_dec for l in range(3)])
+    torch.testing.assert_close(decode_layers(tc, acts), want)
+    for l, layer in enumerate(tc.layers):  # JumpReLU of x @ W_enc.T + b_enc, per layer
+        pre = x[l] @ layer.W_enc.T + layer.b_enc  # (n, F)
+        assert layer.threshold is not None
+        torch.testing.assert_close(acts[l], pre * (pre > layer.threshold))
+    assert bool(((encode_layers(tc, torch.zeros(3, 5, 4)) > 0)
+                 == torch.stack([(layer.b_enc > layer.threshold)[None] for layer in tc.layers])).all())
+
+
+def test_refit_decoders_is_ridge_least_squares_for_the_fixed_code() -> None:
+    from workbench.world.train_transcoders import refit_decoders
+
+    tc = _random_transcoders("clt")
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.randn(3, 400, 4, generator=g), torch.randn(3, 400, 4, generator=g)
+    refit = refit_decoders(tc, X, Y, ridge=1e-3)
+    acts = encode_layers(tc, X)  # (L, n, F)
+    for target in range(3):  # normal equations with the ridge relative to the design's mean squared column norm
+        A = torch.cat([acts[s] for s in range(target + 1)] + [torch.ones(400, 1)], dim=1).double()  # (n, m)
+        gram = A.T @ A
+        sol = torch.linalg.solve(gram + 1e-3 * gram.diagonal().mean() * torch.eye(A.shape[1], dtype=A.dtype),
+                                 A.T @ Y[target].double())  # (m, d_model)
+        got = torch.cat([refit.layers[s].W_dec[:, target - s] for s in range(target + 1)]  # type: ignore[index]
+                        + [refit.layers[target].b_dec[None]])
+        torch.testing.assert_close(got.double(), sol, rtol=1e-3, atol=1e-4)
+    assert all(a.W_enc is b.W_enc and a.threshold is b.threshold for a, b in zip(tc.layers, refit.layers))
 
 
 # ---------------------------------------------------------------- labels
@@ -234,11 +266,18 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
             assert m["fvu"] < 0.2 and m["l0"] <= 2 * cfg.plt.k and m["dead"] < 0.5
         labels = load_labels(tmp_path / f"labels_{name}.jsonl")
         assert len(labels) == cfg.model.n_layers * cfg.plt.d_transcoder
+        # the per-feature truth (phase 6): every feature; two-hop is learnt, so "say <capital>"
+        # features exist and the last layer's promote capitals by their direct logit effect
+        truth = load_truth(tmp_path / f"feature_truth_{name}.jsonl")
+        assert set(truth) == set(labels)
+        say = [t for t in truth.values() if (t.side, t.family) == ("output", "capital")]
+        assert len(say) >= 3 and any(t.top_logit in lang.CAPITAL_NAMES for t in say), say
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["metrics"]["model"] == metrics["model"] and manifest["seed"] == 0
+    assert manifest["files"]["feature_truth_clt"] == "feature_truth_clt.jsonl" and "truth" in manifest
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.config.architectures == ["Qwen3ForCausalLM"]
-    assert read_transcoders(tmp_path / "clt").n_layers == cfg.model.n_layers
+    assert load_transcoders(tmp_path / "clt").n_layers == cfg.model.n_layers
 
 
 # ---------------------------------------------------------------- the shipped world
@@ -312,7 +351,7 @@ def test_shipped_transcoders_meet_targets(shipped) -> None:  # noqa: ANN001
 def test_shipped_labels_cover_every_feature(shipped) -> None:  # noqa: ANN001
     for name, tc in (("plt", shipped.plt), ("clt", shipped.clt)):
         labels = load_labels(world_dir() / f"labels_{name}.jsonl")
-        n_layers, d_tc, _ = tc.W_enc.shape
+        n_layers, d_tc = tc.n_layers, tc.d_transcoder
         assert set(labels) == {(l, f) for l in range(n_layers) for f in range(d_tc)}
         live = [lab for lab in labels.values() if lab.extra.get("live")]
         assert len(live) >= 0.9 * len(labels)

@@ -109,7 +109,8 @@ def sweep_weights(loaded: LoadedModel, rep: Replacement, dtype: torch.dtype) -> 
     """Pre-transposed, contiguous weights with every frozen norm folded in."""
     cache, n_kv, d_head = rep.cache, loaded.n_kv_heads, loaded.d_head
     ones = torch.ones(loaded.d_model, dtype=dtype, device=loaded.device)
-    W_O, W_V, pats, skips, g_in = [], [], [], [], []
+    W_O, W_V, pats, g_in = [], [], [], []
+    skips: list[Tensor | None] = []
     skip_scale = cache.scale_mlp_in.to(dtype).clone()  # (L, P)
     for i, block in enumerate(loaded.blocks):
         w_o = weight(block.o_proj).detach().to(dtype)  # (d, H*hd)

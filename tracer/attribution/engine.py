@@ -32,11 +32,13 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph, header_reserve
 from tracer.graph.stream import open_graph_file
 from tracer.mapped import map_tensor
+from tracer.memory import adjacency_bytes, check_adjacency_fits, graph_nodes
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
+from tracer.weights import find_non_finite_weight
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +46,11 @@ _ADJ_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": t
                "float16": torch.float16}
 
 
-def _check_finite(ctx: AttributionContext) -> None:
+def _check_finite(ctx: AttributionContext, loaded: LoadedModel, transcoders: Transcoders) -> None:
     for name, t in (("activations", ctx.activation_values), ("residual stream", ctx.cache.resid_pre),
                     ("logits", ctx.cache.logits)):
         if not torch.isfinite(t).all():
+            find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
             raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or "
                                  "transcoder weights contain NaNs or overflow in this dtype; try float32.")
 
@@ -157,6 +160,22 @@ def _fill(ctx: AttributionContext, targets: LogitTargets, cfg: AttributionConfig
     return _greedy_features(ctx, targets, cfg, sink, cap)
 
 
+def check_memory(ctx: AttributionContext, n_logits: int, cap: int | None, adj_dtype: torch.dtype, *,
+                 streamed: bool = False) -> None:
+    """Stop before allocating if what stays in memory would not fit. In memory, all features: N x N;
+    capped: the (cap + logits) x N_all row buffer plus the packed N x N. Streamed to a file, only the
+    capped row buffer stays in memory (the file's disk space is checked when it is opened)."""
+    n_all = graph_nodes(ctx.n_active, ctx.n_layers, ctx.n_pos, n_logits)
+    dev = ctx.encoder_vecs.device
+    if cap is None or cap >= ctx.n_active:
+        if not streamed:
+            check_adjacency_fits(n_all, adjacency_bytes(n_all, n_all, adj_dtype), adj_dtype, dev)
+        return
+    n = graph_nodes(cap, ctx.n_layers, ctx.n_pos, n_logits)
+    need = adjacency_bytes(cap + n_logits, n_all, adj_dtype) + (0 if streamed else adjacency_bytes(n, n, adj_dtype))
+    check_adjacency_fits(n, need, adj_dtype, dev, streamed=streamed)
+
+
 def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | list[int],
                    config: AttributionConfig | None = None, *, out: str | os.PathLike[str] | None = None) -> Graph:
     """The fast engine's attribution graph of ``tokens`` (BOS included, used exactly as given).
@@ -171,7 +190,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
     dtype = loaded.dtype
     with torch.no_grad():
         ctx = build_context(loaded, transcoders, tokens, dtype)
-        _check_finite(ctx)
+        _check_finite(ctx, loaded, transcoders)
         W_U = loaded.W_U.detach().to(dtype)
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],
@@ -181,6 +200,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
         n_selected = min(ctx.n_active, cfg.max_feature_nodes or ctx.n_active)
         N = n_selected + (ctx.n_layers + 1) * ctx.n_pos + int(targets.token_ids.shape[0])
         dev = ctx.encoder_vecs.device
+        check_memory(ctx, int(targets.token_ids.shape[0]), cfg.max_feature_nodes, adj_dtype, streamed=out is not None)
         if out is not None:
             return _attribute_to_file(loaded, transcoders, tokens, ctx, targets, cfg, adj_dtype, N, Path(out), t0)
         A = torch.zeros(N, N, dtype=adj_dtype, device=dev)

@@ -9,12 +9,19 @@
 
 from tracer.config import PruneConfig
 from tracer.graph.core import NODE_ERROR, NODE_FEATURE, NODE_LOGIT, NODE_TOKEN, Graph, load_npz
-from tracer.graph.influence import compute_influence, compute_partial_influences, normalize_matrix
+from tracer.graph.influence import compute_influence, compute_partial_influences, logit_weights, normalize_matrix
 from tracer.graph.nodes import cantor_pairing, node_ids
-from tracer.graph.prune import PruneResult, ViewerSubgraph, load_prune_result, prune_graph, save_prune_result
-from tracer.graph.scores import GraphScores, graph_scores, subgraph_scores
+from tracer.graph.prune import (
+    PruneResult,
+    ViewerSubgraph,
+    load_prune_result,
+    prune_graph,
+    save_prune_result,
+    viewer_subgraph,
+)
+from tracer.graph.scores import GraphScores, SubgraphScorer, graph_scores, subgraph_scores
 
 __all__ = ["NODE_ERROR", "NODE_FEATURE", "NODE_LOGIT", "NODE_TOKEN", "Graph", "GraphScores", "PruneConfig",
            "PruneResult", "ViewerSubgraph", "cantor_pairing", "compute_influence", "compute_partial_influences",
-           "graph_scores", "load_npz", "load_prune_result", "node_ids", "normalize_matrix", "prune_graph",
-           "save_prune_result", "subgraph_scores"]
+           "graph_scores", "load_npz", "load_prune_result", "logit_weights", "node_ids", "normalize_matrix",
+           "prune_graph", "save_prune_result", "subgraph_scores", "SubgraphScorer", "viewer_subgraph"]

@@ -25,17 +25,23 @@ Formats:
 """
 
 import dataclasses
+import io
 import json
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
+from tracer.graph.checks import parse_meta, validate_graph
+from tracer.io import require_readable
+from tracer.safetensors_header import TensorInfo, read_safetensors_file
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +160,7 @@ class Graph:
         return dataclasses.replace(self, **moved)
 
     # ----------------------------------------------------------------- formats
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so.
 
         Atomic, and refused up front when the disk cannot hold the file."""
@@ -162,19 +168,23 @@ class Graph:
 
     @staticmethod
     def load(path: str | Path, *, mmap: bool = False) -> "Graph":
-        """Load a graph saved by :meth:`save` (native or ``.npz``).
+        """Load a graph saved by :meth:`save` (native or ``.npz``), checking every field.
 
         ``mmap=True`` maps the adjacency from the file instead of reading it (where the file's
         layout allows): pages are read on demand, and the row-block loops of pruning and scoring
         drop them again (:mod:`tracer.mapped`), so graphs larger than memory work. Such an
         adjacency is copy-on-write: do not modify it in place.
         """
-        path = Path(path)
-        if not path.is_file():
-            raise WorkbenchError(f"graph file must exist; got {str(path)!r}. Check the path.")
+        path = require_readable(path, "graph file")
         if path.suffix == ".npz":
             return load_npz(path, mmap=mmap)
         return load_native(path, mmap=mmap)
+
+
+def graph_from_tensors(tensors: Mapping[str, Tensor], **fields: Any) -> Graph:
+    """A Graph from its tensor fields (``_TENSOR_FIELDS``) and its other fields."""
+    kwargs: dict[str, Any] = {**tensors, **fields}
+    return Graph(**kwargs)
 
 
 def _meta(graph: Graph) -> dict[str, object]:
@@ -227,47 +237,58 @@ def save_npz(graph: Graph, path: Path) -> Path:
     return save_graph(graph, path, "npz")
 
 
-def _read_tensor(fh: BinaryIO, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+def _read_tensor(fh: io.BufferedReader, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
     """Read one array at `offset` straight into a new tensor."""
     out = torch.empty(shape, dtype=dtype)
     if out.numel():
         flat = out.reshape(-1).view(torch.uint8).numpy()  # (n_bytes,)
         fh.seek(offset)
-        if fh.readinto(memoryview(flat)) != flat.nbytes:
+        if fh.readinto(flat.data) != flat.nbytes:
             raise ValueError(f"file ends inside an array at byte {offset}")
     return out
 
 
-def load_native(path: Path, *, mmap: bool = False) -> Graph:
-    from tracer.mapped import SAFETENSORS_DTYPES, map_tensor, safetensors_header
+def _native_tensors(path: Path, infos: dict[str, TensorInfo], data_offset: int, mmap: bool) -> dict[str, Tensor]:
+    """The graph's tensors of a parsed safetensors file (the adjacency mapped when asked and aligned)."""
+    from tracer.mapped import SAFETENSORS_DTYPES, map_tensor
 
-    try:
-        header, data_offset = safetensors_header(path)
-        meta_json = (header.get("__metadata__") or {}).get("manifold_workbench_graph")  # type: ignore[union-attr]
-        if meta_json is None:
-            raise WorkbenchError(
-                f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
-                "file without graph metadata. Use a file written by `workbench trace`."
-            )
-        tensors = {}
-        with open(path, "rb") as fh:
-            for name in _TENSOR_FIELDS:
-                entry = header[name]
-                dtype, shape = SAFETENSORS_DTYPES[entry["dtype"]], tuple(entry["shape"])  # type: ignore[index]
-                offset = data_offset + entry["data_offsets"][0]  # type: ignore[index]
-                aligned = offset % torch.empty((), dtype=dtype).element_size() == 0
-                if name == "adjacency" and mmap and aligned:
-                    tensors[name] = map_tensor(path, offset, dtype, shape)
-                else:
-                    tensors[name] = _read_tensor(fh, offset, dtype, shape)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        if isinstance(err, WorkbenchError):
-            raise
+    missing = [name for name in _TENSOR_FIELDS if name not in infos]
+    if missing:
+        raise WorkbenchError(f"graph file must hold the tensor {missing[0]!r}; {str(path)!r} does not. "
+                             "The file is damaged: re-create it.")
+    bad = [name for name in _TENSOR_FIELDS if infos[name].dtype not in SAFETENSORS_DTYPES]
+    if bad:
+        raise WorkbenchError(f"graph tensor {bad[0]!r} must have a numeric dtype; got {infos[bad[0]].dtype} in "
+                             f"{str(path)!r}. The file is damaged: re-create it.")
+    tensors = {}
+    with open(path, "rb") as fh:
+        for name in _TENSOR_FIELDS:
+            info = infos[name]
+            dtype = SAFETENSORS_DTYPES[info.dtype]
+            offset = data_offset + info.begin
+            aligned = offset % torch.empty((), dtype=dtype).element_size() == 0
+            if name == "adjacency" and mmap and aligned:
+                tensors[name] = map_tensor(path, offset, dtype, info.shape)
+            else:
+                tensors[name] = _read_tensor(fh, offset, dtype, info.shape)
+    return tensors
+
+
+def load_native(path: Path, *, mmap: bool = False) -> Graph:
+    """Read :func:`save_native`'s file, checking every field (:mod:`tracer.graph.checks`)."""
+    infos, data_offset, header_meta = read_safetensors_file(path, "graph file")
+    meta_json = header_meta.get("manifold_workbench_graph")
+    if meta_json is None:
         raise WorkbenchError(
-            f"graph file must be a valid safetensors file; got {str(path)!r} ({type(err).__name__}: "
-            f"{str(err)[:100]}). Re-create it with `workbench trace`."
-        ) from None
-    meta = json.loads(meta_json)
+            f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
+            "file without graph metadata. Use a file written by `workbench trace`."
+        )
+    try:
+        tensors = _native_tensors(path, infos, data_offset, mmap)
+    except (ValueError, OSError) as err:
+        raise WorkbenchError(f"graph file must be complete; got {str(path)!r} ({type(err).__name__}: "
+                             f"{str(err)[:100]}). Re-create it with `workbench trace`.") from None
+    meta = parse_meta(meta_json, str(path))
     version = meta.pop("schema_version", None)
     if version != SCHEMA_VERSION:
         raise WorkbenchError(
@@ -275,30 +296,43 @@ def load_native(path: Path, *, mmap: bool = False) -> Graph:
             "Re-create the graph with this version of manifold-workbench."
         )
     meta["logit_tokens"] = tuple(meta.get("logit_tokens", ()))
-    return Graph(**tensors, **meta)
+    validate_graph(tensors, meta["n_layers"], meta["d_vocab"], str(path))
+    return graph_from_tensors(tensors, **meta)
 
 
 def load_npz(path: Path, *, mmap: bool = False) -> Graph:
-    """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz.
+    """Read a §2.3 npz (ours or the reference harness's), checking every field. Provenance strings
+    are not in npz.
 
     ``mmap=True`` maps a stored (uncompressed), aligned adjacency instead of reading it."""
+    import zipfile
+    import zlib
+
     from tracer.mapped import map_tensor, npz_member
 
     try:
         with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _TENSOR_FIELDS if f"{k}" not in z.files]
+            missing = [k for k in (*_TENSOR_FIELDS, "n_layers") if k not in z.files]
             if missing:
-                raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)}; {str(path)!r} lacks "
-                                     f"{missing}.")
+                raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)} and n_layers; "
+                                     f"{str(path)!r} lacks {missing}.")
             place = npz_member(path, "adjacency") if mmap else None
-            mappable = place is not None and place.mappable
-            names = _TENSOR_FIELDS[1:] if mappable else _TENSOR_FIELDS
+            names = _TENSOR_FIELDS[1:] if place is not None and place.mappable else _TENSOR_FIELDS
             arrays = {k: z[k] for k in (*names, "n_layers")}
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
         if isinstance(err, WorkbenchError):
             raise
-        raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} ({err}).") from None
-    tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in names}
-    if mappable:
-        tensors["adjacency"] = map_tensor(path, place.offset, place.torch_dtype, place.shape)  # type: ignore[union-attr,arg-type]
-    return Graph(**tensors, n_layers=int(arrays["n_layers"]), d_vocab=-1)
+        raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} "
+                             f"({type(err).__name__}: {str(err)[:100]}).") from None
+    n_layers = arrays["n_layers"]
+    if n_layers.shape != () or n_layers.dtype.kind not in "iu":
+        raise WorkbenchError(f"graph n_layers must be an integer scalar; got {n_layers.dtype} of shape "
+                             f"{n_layers.shape} in {str(path)!r}.")
+    try:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in names}
+        if place is not None and place.mappable and place.torch_dtype is not None:  # mappable: a torch dtype
+            tensors["adjacency"] = map_tensor(path, place.offset, place.torch_dtype, place.shape)
+    except TypeError as err:  # a dtype torch has no type for (strings, unsigned 16-bit...)
+        raise WorkbenchError(f"graph arrays must be numeric; got {str(err)[:80]} in {str(path)!r}.") from None
+    validate_graph(tensors, int(n_layers), -1, str(path))
+    return graph_from_tensors(tensors, n_layers=int(n_layers), d_vocab=-1)

@@ -1,7 +1,7 @@
 """Import circuit-tracer ``Graph.to_pt`` files (a ``torch.save``'d dict: a pickle).
 
 Unpickling can run arbitrary code, so this happens only with explicit consent
-(``trust_pickle=True``; the CLI's ``--trust-pickle``). Even then the unpickler is restricted:
+(``trust_pickle=True``). Even then the unpickler is restricted:
 it rebuilds tensors, dtypes, devices and plain containers, and turns every class from
 ``circuit_tracer`` or ``transformer_lens`` (``LogitTarget``, ``UnifiedConfig``, a legacy
 ``HookedTransformerConfig``) into an inert attribute holder. Any other global is refused, so
@@ -35,13 +35,35 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.graph.core import Graph
+from tracer.graph.checks import validate_graph
+from tracer.graph.core import Graph, graph_from_tensors
+from tracer.memory import check_fits
 
 logger = logging.getLogger(__name__)
 
 _STUB_PACKAGES = ("circuit_tracer", "transformer_lens")
+def _rebuild_tensor_checked(storage: Any, storage_offset: int, size: Any, stride: Any, *args: Any) -> Tensor:
+    """torch's ``_rebuild_tensor_v2``, after checking that the tensor fits in memory.
+
+    A pickle states a tensor's size and strides freely: a few bytes of storage with zero strides
+    describe a 30 GB tensor, which the first copy (``.contiguous()``, a dtype change, saving)
+    would try to allocate. Its logical size is checked against the memory available first.
+    """
+    dims = tuple(size) if isinstance(size, (tuple, list, torch.Size)) else None
+    if dims is None or not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"a tensor with size {str(size)[:40]}")
+    numel = 1
+    for d in dims:
+        numel *= d
+    dtype = storage.dtype if isinstance(getattr(storage, "dtype", None), torch.dtype) else torch.float64
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    check_fits(numel * itemsize, "cpu", f"a tensor of shape {list(dims)} in the .pt file",
+               remedy="The file describes more data than this machine can hold.")
+    return torch._utils._rebuild_tensor_v2(storage, storage_offset, size, stride, *args)  # pyright: ignore[reportPrivateUsage]
+
+
 _SAFE_GLOBALS: dict[tuple[str, str], Any] = {
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,  # pyright: ignore[reportPrivateUsage]
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_checked,
     ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,  # pyright: ignore[reportPrivateUsage]
     ("torch", "Size"): torch.Size,
     ("torch", "device"): torch.device,
@@ -111,7 +133,9 @@ class _RestrictedPickleModule:
 def _read_pt(path: Path) -> dict[str, Any]:
     try:
         data = torch.load(path, map_location="cpu", weights_only=False,
-                          pickle_module=_RestrictedPickleModule)  # type: ignore[arg-type]
+                          pickle_module=_RestrictedPickleModule)
+    except WorkbenchError:
+        raise  # a tensor too big for memory (checked while unpickling)
     except _ForbiddenGlobal as err:
         raise WorkbenchError(f"graph .pt must hold only circuit-tracer graph data; {str(path)!r} does not "
                              f"({err}). It was not loaded.") from None
@@ -151,13 +175,32 @@ def _logit_targets(data: dict[str, Any], path: Path) -> tuple[Tensor, tuple[str,
                          "Re-save it with Graph.to_pt.")
 
 
+_PT_TENSORS = ("adjacency_matrix", "input_tokens", "active_features", "activation_values", "selected_features",
+               "logit_probabilities")
+
+
+def _pt_tensors(data: dict[str, Any], path: Path) -> dict[str, Tensor]:
+    """The graph's tensors from a .pt dict, each present and a tensor (or, for tokens, a list of ints)."""
+    out: dict[str, Tensor] = {}
+    for key in _PT_TENSORS:
+        value = data.get(key)
+        if key == "input_tokens" and isinstance(value, list) and all(isinstance(v, int) for v in value):
+            value = torch.tensor(value, dtype=torch.long)
+        if not isinstance(value, Tensor):
+            raise WorkbenchError(f"graph .pt must hold the tensor {key!r}; {str(path)!r} has "
+                                 f"{type(value).__name__}. Re-save it with Graph.to_pt.")
+        out[key] = value
+    return out
+
+
 def _to_graph(data: dict[str, Any], path: Path) -> Graph:
     cfg = data.get("cfg")
     cfg_fields = _cfg_dict(cfg)
     n_layers = cfg_fields.get("n_layers")
-    if not isinstance(n_layers, int):
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool):
         raise WorkbenchError(f"graph .pt cfg must have n_layers; {str(path)!r} lacks it. "
                              "Save it with Graph.to_pt.")
+    t = _pt_tensors(data, path)
     logit_ids, logit_strings = _logit_targets(data, path)
     scan = data.get("scan")
     extra: dict[str, object] = {
@@ -167,22 +210,22 @@ def _to_graph(data: dict[str, Any], path: Path) -> Graph:
     if isinstance(scan, (list, tuple)):
         extra["transcoder_list"] = [str(s) for s in scan]
     vocab = data.get("vocab_size") or cfg_fields.get("d_vocab") or -1
-    graph = Graph(
-        adjacency=data["adjacency_matrix"], input_tokens=torch.as_tensor(data["input_tokens"]).long(),
-        active_features=data["active_features"].long(), activation_values=data["activation_values"],
-        selected_features=data["selected_features"].long(), logit_token_ids=logit_ids,
-        logit_probabilities=data["logit_probabilities"],
-        logit_vectors=torch.zeros(len(logit_ids), 0, dtype=torch.float32),
-        n_layers=n_layers, d_vocab=int(vocab),
+    vocab = vocab if isinstance(vocab, int) and not isinstance(vocab, bool) else -1
+    tensors = {
+        "adjacency": t["adjacency_matrix"], "input_tokens": t["input_tokens"].long(),
+        "active_features": t["active_features"].long() if not t["active_features"].is_floating_point()
+        else t["active_features"], "activation_values": t["activation_values"],
+        "selected_features": t["selected_features"].long() if not t["selected_features"].is_floating_point()
+        else t["selected_features"], "logit_token_ids": logit_ids, "logit_probabilities": t["logit_probabilities"],
+        "logit_vectors": torch.zeros(len(logit_ids), 0, dtype=torch.float32),
+    }
+    validate_graph(tensors, n_layers, int(vocab), str(path))
+    graph = graph_from_tensors(
+        tensors, n_layers=n_layers, d_vocab=int(vocab),
         model_id=str(cfg_fields.get("tokenizer_name") or cfg_fields.get("model_name") or ""),
         scan=scan if isinstance(scan, str) else "", input_string=str(data.get("input_string") or ""),
         logit_tokens=logit_strings, extra=extra,
     )
-    expected = graph.n_selected + n_layers * graph.n_pos + graph.n_pos + graph.n_logits
-    if tuple(graph.adjacency.shape) != (expected, expected):
-        raise WorkbenchError(f"adjacency must be ({expected}, {expected}) for {graph.n_selected} features, "
-                             f"{n_layers} layers, {graph.n_pos} positions and {graph.n_logits} logits; got "
-                             f"{tuple(graph.adjacency.shape)} in {str(path)!r}. The file is inconsistent.")
     return graph
 
 
@@ -195,8 +238,8 @@ def load_circuit_tracer_pt(path: str | os.PathLike[str], *, trust_pickle: bool) 
     if not p.is_file():
         raise WorkbenchError(f"graph .pt file must exist; got {str(p)!r}. Check the path.")
     if not trust_pickle:
-        raise WorkbenchError(f"{str(p)!r} is a pickle; pass --trust-pickle only if you trust its source "
-                             "(Python: trust_pickle=True). Loading a pickle can run code.")
+        raise WorkbenchError(f"{str(p)!r} is a pickle; allow it (trust_pickle=True) only if you trust its "
+                             "source. Loading a pickle can run code.")
     graph = _to_graph(_read_pt(p), p)
     logger.info("imported %s: %d nodes (%d features)", p, graph.n_nodes, graph.n_selected)
     return graph

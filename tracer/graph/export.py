@@ -31,7 +31,7 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
-from tracer.io import atomic_path
+from tracer.io import atomic_path, file_lock
 from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
@@ -138,14 +138,15 @@ def _prompt_tokens(graph: Graph, tokenizer: Tokenizer | Sequence[str] | None) ->
             raise WorkbenchError(f"prompt token strings must be {len(ids)} strings (one per position); got "
                                  f"{len(tokenizer)} items. Pass the decoded tokens or a tokenizer.")
         return list(tokenizer)
+    assert not isinstance(tokenizer, str)
     return [tokenizer.decode(t) for t in ids]
 
 
 def _logit_tokens(graph: Graph, tokenizer: Tokenizer | Sequence[str] | None) -> list[str]:
     if len(graph.logit_tokens) == graph.n_logits:
         return list(graph.logit_tokens)
-    if tokenizer is not None and hasattr(tokenizer, "decode"):
-        return [tokenizer.decode(v) for v in graph.logit_token_ids.tolist()]  # type: ignore[union-attr]
+    if tokenizer is not None and not isinstance(tokenizer, Sequence):
+        return [tokenizer.decode(v) for v in graph.logit_token_ids.tolist()]
     return ["" for _ in range(graph.n_logits)]
 
 
@@ -159,7 +160,7 @@ def _scan(graph: Graph, scan: str | None) -> tuple[str, list[str]]:
     scan = scan or graph.scan or graph.model_id
     if not scan:
         raise WorkbenchError("scan must be set to identify the model/transcoders; got an empty scan and "
-                             "model id. Pass scan=... (the CLI: --scan).")
+                             "model id. Pass a scan name.")
     return scan, []
 
 
@@ -232,13 +233,16 @@ def export_neuronpedia(graph: Graph, path: str | Path, *, slug: str, prune_confi
     data = build_neuronpedia(graph, slug=slug, prune_config=prune_config, prune_result=prune_result,
                              labels=labels, supernodes=supernodes, pinned_ids=pinned_ids,
                              tokenizer=tokenizer, scan=scan)
-    index = _read_index(folder / "graph-metadata.json")
+    index_path = folder / "graph-metadata.json"
+    _read_index(index_path)  # a damaged index stops us before anything is written
     target = folder / f"{slug}.json"
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
-    index["graphs"] = [g for g in index["graphs"] if g.get("slug") != slug] + [data["metadata"]]
-    with atomic_path(folder / "graph-metadata.json") as tmp:
-        tmp.write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
+    with file_lock(index_path):  # concurrent exports into one folder: read-modify-write one at a time
+        index = _read_index(index_path)
+        index["graphs"] = [g for g in index["graphs"] if g.get("slug") != slug] + [data["metadata"]]
+        with atomic_path(index_path) as tmp:
+            tmp.write_text(json.dumps(index, indent=2, ensure_ascii=False), encoding="utf-8")
     logger.info("wrote %s", target)
     return target
 
@@ -248,10 +252,11 @@ def _read_index(path: Path) -> dict[str, Any]:
         return {"graphs": []}
     try:
         index = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"{path.name} must be valid JSON; got a file that is not ({err}). "
                              f"Fix or delete {str(path)!r}.") from None
-    if not isinstance(index, dict) or not isinstance(index.get("graphs"), list):
+    if not isinstance(index, dict) or not isinstance(index.get("graphs"), list) or \
+            not all(isinstance(g, dict) for g in index["graphs"]):
         raise WorkbenchError(f"{path.name} must be an object with a 'graphs' list; got something else. "
                              f"Fix or delete {str(path)!r}.")
     return index
@@ -290,9 +295,74 @@ def _supernode_ids(pinned: list[str],
     return group_of, groups
 
 
-def _nansum(values: Sequence[float]) -> float:
-    """d3.sum: NaN entries are skipped."""
-    return sum(v for v in values if v == v)
+class SupernodeAggregation(NamedTuple):
+    """The viewer's supernode links on integer ids (see :func:`aggregate_supernode_links`)."""
+
+    edge_index: Any
+    """(2, n_edges) int64 numpy array: (target group, source group) of each combined link, in the
+    order of each pair's first contributing link; self-links (same group) are dropped."""
+    weights: Any
+    """(n_edges,) float64: the combined weights (NaN terms skipped, as d3.sum does)."""
+    link_edge: Any
+    """(n_links,) int64: the combined link each input link contributes to, -1 if none."""
+    contributions: Any
+    """(n_links,) float64: each input link's term ``w / ext(t) * share(t)`` (NaN where undefined or
+    where the link has an endpoint that is not pinned)."""
+
+
+def aggregate_supernode_links(targets: Any, sources: Any, weights: Any, group: Any, *,
+                              in_supernode: Any | None = None) -> SupernodeAggregation:
+    """The viewer's supernode formula (``init-cg-subgraph.js``; ``research/geometry.md`` §3.3) on arrays.
+
+    Links are ``(targets[k], sources[k], weights[k])`` over integer node ids; ``group[n]`` is the
+    coarse node of node ``n`` (-1: not pinned; a pinned node alone in its group is a singleton).
+    ``in_supernode[n]`` marks members of declared supernodes (default: nodes whose group has more
+    than one member); only links between two members of one supernode are internal. For a pinned
+    target t: ``in(t)`` = sum of |w| over all its incoming links, ``ext(t)`` = the same without
+    internal links, ``share(t) = ext(t) / in(t)`` renormalised over t's group; the link S -> T is
+    ``sum over s in S, t in T of w(s, t) / ext(t) * share(t)``.
+    """
+    import numpy as np
+
+    t = np.asarray(targets, dtype=np.int64).reshape(-1)
+    s = np.asarray(sources, dtype=np.int64).reshape(-1)
+    w = np.asarray(weights, dtype=np.float64).reshape(-1)
+    g = np.asarray(group, dtype=np.int64).reshape(-1)
+    n_groups = int(g.max()) + 1 if g.size else 0
+    if in_supernode is None:
+        sizes = np.bincount(g[g >= 0], minlength=n_groups)  # (n_groups,)
+        member = (g >= 0) & (sizes[np.maximum(g, 0)] > 1)
+    else:
+        member = np.asarray(in_supernode, dtype=bool).reshape(-1)
+    pinned_t = g[t] >= 0
+    internal = member[s] & (g[s] == g[t]) & pinned_t
+    in_abs = np.bincount(t[pinned_t], np.abs(w[pinned_t]), minlength=g.size)  # (n_nodes,)
+    external = pinned_t & ~internal
+    ext = np.bincount(t[external], np.abs(w[external]), minlength=g.size)  # (n_nodes,)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = np.where(in_abs != 0, ext / in_abs, np.nan)  # (n_nodes,)
+    pinned = np.flatnonzero(g >= 0)
+    total = np.bincount(g[pinned], np.nan_to_num(share[pinned], nan=0.0), minlength=n_groups)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share[pinned] = np.where(total[g[pinned]] != 0, share[pinned] / total[g[pinned]], np.nan)
+    both = pinned_t & (g[s] >= 0)
+    contributions = np.full(t.size, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(ext[t[both]] != 0, w[both] / ext[t[both]] * share[t[both]], np.nan)
+    contributions[both] = terms
+    key = np.where(both, g[t] * max(n_groups, 1) + g[s], -1)  # (n_links,)
+    keep = both & (g[t] != g[s])
+    unique, first, inverse = np.unique(key[keep], return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # first-occurrence order, as the viewer's dict
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    link_edge = np.full(t.size, -1, dtype=np.int64)
+    link_edge[keep] = rank[inverse.reshape(-1)]
+    combined = np.zeros(order.size)
+    np.add.at(combined, link_edge[keep], np.nan_to_num(contributions[keep], nan=0.0))
+    pairs = unique[order]
+    edge_index = np.stack([pairs // max(n_groups, 1), pairs % max(n_groups, 1)]).astype(np.int64)
+    return SupernodeAggregation(edge_index, combined, link_edge, contributions)
 
 
 def supernode_edges(graph_node_ids: Sequence[str], links: Sequence[Mapping[str, Any]],
@@ -303,32 +373,29 @@ def supernode_edges(graph_node_ids: Sequence[str], links: Sequence[Mapping[str, 
     pinned target t, ``ext(t)`` is the sum of |w| of its incoming links from outside its own
     supernode and ``share(t) = ext(t) / in(t)``, renormalised over the members of t's group. A
     supernode link S -> T is ``sum over s in S, t in T of w(s, t) / ext(t) * share(t)``.
-    At most the first 200 pinned ids count, as in the viewer.
+    At most the first 200 pinned ids count, as in the viewer. The arithmetic is
+    :func:`aggregate_supernode_links`'s; a node listed in several supernodes belongs to the last.
     """
+    import numpy as np
+
     wanted = set(pinned_ids[:200])
     pinned = [n for n in graph_node_ids if n in wanted]
-    pinned_set = set(pinned)
     group_of, groups = _supernode_ids(pinned, supernodes)
-    triples = [(str(link["source"]), str(link["target"]), float(link["weight"])) for link in links]
-    in_abs = dict.fromkeys(pinned, 0.0)
-    ext = dict.fromkeys(pinned, 0.0)
-    for s, t, w in triples:
-        if t in pinned_set:
-            in_abs[t] += abs(w)
-            if group_of.get(s) is None or group_of.get(s) != group_of.get(t):
-                ext[t] += abs(w)
-    share = {t: ext[t] / in_abs[t] if in_abs[t] else math.nan for t in pinned}
     members = {p: [p] for p in pinned if p not in group_of} | groups
-    for group in members.values():
-        total = _nansum([share[m] for m in group])
-        for m in group:
-            share[m] = share[m] / total if total else math.nan
-    combined: dict[tuple[str, str], list[float]] = {}
-    for s, t, w in triples:
-        if s in pinned_set and t in pinned_set:
-            key = (group_of.get(s, s), group_of.get(t, t))
-            combined.setdefault(key, []).append(w / ext[t] * share[t] if ext[t] else math.nan)
-    out = [SupernodeLink(s, t, _nansum(ws)) for (s, t), ws in combined.items() if s != t]
+    names = list(members)
+    index = {name: i for i, name in enumerate(names)}
+    ids = {n: i for i, n in enumerate(dict.fromkeys([*graph_node_ids, *(str(x[k]) for x in links
+                                                                          for k in ("source", "target"))]))}
+    group = np.full(len(ids), -1, dtype=np.int64)
+    in_supernode = np.zeros(len(ids), dtype=bool)
+    for name, inside in members.items():
+        for m in inside:
+            group[ids[m]] = index[name]
+            in_supernode[ids[m]] = m in group_of
+    agg = aggregate_supernode_links([ids[str(x["target"])] for x in links], [ids[str(x["source"])] for x in links],
+                                    [float(x["weight"]) for x in links], group, in_supernode=in_supernode)
+    out = [SupernodeLink(names[s], names[t], float(w))
+           for (t, s), w in zip(agg.edge_index.T.tolist(), agg.weights.tolist())]
     return SupernodeView(members, sorted(out, key=lambda link: abs(link.weight)))
 
 

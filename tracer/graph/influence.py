@@ -85,13 +85,22 @@ def _vec_mat(matrix: Tensor, denom: Tensor, x: Tensor, keep: Tensor | None) -> T
     return out
 
 
+def _check_finite(vector: Tensor) -> None:
+    """A NaN/inf in the adjacency (or its weights) shows up here first: say so, not "cyclic"."""
+    if not bool(torch.isfinite(vector).all()):
+        raise WorkbenchError("adjacency must be finite to compute influence; got NaN or inf values. The graph "
+                             "was computed from non-finite weights or its file is damaged: re-create it.")
+
+
 def _power_series(matrix: Tensor, denom: Tensor, weights: Tensor, keep: Tensor | None,
                   max_iter: int) -> Tensor:
     """``w Â + w Â² + ...`` until a term is exactly zero (circuit-tracer's compute_influence)."""
     current = _vec_mat(matrix, denom, weights, keep)  # (n,)
+    _check_finite(current)
     influence = current.clone()
     iterations = 0
     while bool(current.any()):
+        _check_finite(current)
         if iterations >= max_iter:
             raise WorkbenchError(f"influence must converge within {max_iter} iterations; it did "
                                  "not. The adjacency matrix must be acyclic (a DAG); check the graph.")
@@ -128,6 +137,7 @@ def compute_partial_influences(edge_rows: Tensor, logit_probs: Tensor, row_to_no
     prod[n_nodes - len(logit_probs):] = logit_probs.to(prod)
     for _ in range(max_iter):
         prod = _vec_mat(edge_rows, denom, prod[row_to_node_index], None)  # (n_nodes,)
+        _check_finite(prod)
         if not bool(prod.any()):
             return influences
         influences += prod

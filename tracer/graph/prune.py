@@ -283,7 +283,8 @@ def save_prune_result(result: PruneResult, path: str | Path, *,
     with atomic_path(path) as tmp:
         if path.suffix == ".npz":
             with open(tmp, "wb") as fh:
-                np.savez(fh, **{k: v.numpy() for k, v in tensors.items()}, meta_json=np.array(header))
+                arrays: dict[str, Any] = {k: v.numpy() for k, v in tensors.items()}
+                np.savez(fh, meta_json=np.array(header), **arrays)
         else:
             from safetensors.torch import save_file
 

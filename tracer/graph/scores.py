@@ -18,7 +18,7 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, logit_weights
 from tracer.graph.nodes import node_ids
-from tracer.graph.prune import PruneResult, prune_graph, viewer_subgraph
+from tracer.graph.prune import PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
 from tracer.mapped import release_all, release_rows
 
 
@@ -66,27 +66,6 @@ def _pinned_mask(graph: Graph, pinned: Sequence[str | int]) -> Tensor:
     return mask
 
 
-def _merge_unpinned(graph: Graph, used: Tensor, pinned: Tensor, edges: Tensor,
-                    weights: Tensor) -> tuple[Tensor, Tensor]:
-    """Neuronpedia's subgraph surgery on the link list: each unpinned feature's outgoing links
-    move to the error node of its (layer, pos) (dropped if that node is not in the graph); its
-    incoming links go. Parallel links are summed."""
-    n_features, n_pos = graph.n_selected, graph.n_pos
-    node_layer = torch.from_numpy(graph.node_layer()).long()
-    node_pos = torch.from_numpy(graph.node_pos()).long()
-    merged = torch.zeros(graph.n_nodes, dtype=torch.bool)  # (n_nodes,)
-    merged[:n_features] = used[:n_features] & ~pinned[:n_features]
-    redirect = torch.arange(graph.n_nodes)  # (n_nodes,)
-    redirect[:n_features] = graph.error_start + node_layer[:n_features] * n_pos + node_pos[:n_features]
-    targets, sources = edges
-    new_sources = torch.where(merged[sources], redirect[sources], sources)  # (n_edges,)
-    keep = ~merged[targets] & used[new_sources]
-    flat = targets[keep] * graph.n_nodes + new_sources[keep]  # (n_kept,)
-    unique, inverse = torch.unique(flat, return_inverse=True)
-    summed = torch.zeros(unique.numel(), dtype=weights.dtype).index_add_(0, inverse, weights[keep])
-    return torch.stack([unique // graph.n_nodes, unique % graph.n_nodes]), summed
-
-
 def _scores_from_links(graph: Graph, edges: Tensor, weights: Tensor) -> GraphScores:
     """Replacement and completeness of the graph made of these links, in float64 (Neuronpedia)."""
     targets, sources = edges
@@ -118,6 +97,65 @@ def _scores_from_links(graph: Graph, edges: Tensor, weights: Tensor) -> GraphSco
     return GraphScores(*(0.0 if value != value else value for value in (replacement, completeness)))
 
 
+class SubgraphScorer:
+    """Neuronpedia's subgraph scores of one pruned graph for many pinned sets (:func:`subgraph_scores`
+    is one such call). The viewer's links are gathered once, with, for every link, the bucket it
+    joins when its source feature is merged into the error node of its (layer, pos): each call then
+    sums the links per bucket (one ``bincount``) instead of merging the link list again."""
+
+    def __init__(self, graph: Graph, prune_result: PruneResult, *, view: ViewerSubgraph | None = None) -> None:
+        view = view if view is not None else viewer_subgraph(graph, prune_result)
+        self.graph = graph
+        self.edges = view.edge_index.cpu()  # (2, n_edges)
+        self.weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
+        release_all(graph.adjacency)
+        self.used = torch.zeros(graph.n_nodes, dtype=torch.bool)  # (n_nodes,)
+        self.used[view.node_index.cpu()] = True
+        n, n_features = graph.n_nodes, graph.n_selected
+        redirect = torch.arange(n)  # (n_nodes,): a feature's error node
+        layer = torch.from_numpy(graph.node_layer()[:n_features]).long()
+        pos = torch.from_numpy(graph.node_pos()[:n_features]).long()
+        redirect[:n_features] = graph.error_start + layer * graph.n_pos + pos
+        targets, sources = self.edges
+        merged_key = targets * n + redirect[sources]  # (n_edges,) the link's key once its source is merged
+        bucket_keys, self._merged_bucket = torch.unique(merged_key, return_inverse=True)
+        self._is_error_source = (sources >= graph.error_start) & (sources < graph.token_start)
+        keys = torch.cat([bucket_keys, targets * n + sources])  # (n_buckets + n_edges,) every bucket's link
+        self._bucket_target, self._bucket_source = keys // n, keys % n
+        self._bucket_order = torch.argsort(keys)  # row-major, as a sorted merge gives
+        self._own_bucket = bucket_keys.numel() + torch.arange(targets.numel())  # (n_edges,)
+
+    def __call__(self, pinned: Sequence[str | int] | Tensor = ()) -> GraphScores:
+        """Scores with `pinned` node ids / indices (or a bool node mask) pinned; () pins everything."""
+        if isinstance(pinned, Tensor) and pinned.dtype == torch.bool:
+            if pinned.shape != (self.graph.n_nodes,):
+                raise WorkbenchError(f"pinned mask must have shape ({self.graph.n_nodes},); got "
+                                     f"{tuple(pinned.shape)}.")
+            mask = pinned.cpu()
+        elif len(pinned) == 0:
+            return _scores_from_links(self.graph, self.edges, self.weights)
+        else:
+            mask = _pinned_mask(self.graph, [int(p) if isinstance(p, Tensor) else p for p in pinned])
+        return _scores_from_links(self.graph, *self._merge(mask))
+
+    def _merge(self, pinned: Tensor) -> tuple[Tensor, Tensor]:
+        """Neuronpedia's subgraph surgery on the link list: each unpinned feature's outgoing links
+        move to the error node of its (layer, pos) (dropped if that node is not in the graph); its
+        incoming links go. Parallel links are summed."""
+        graph, n = self.graph, self.graph.n_nodes
+        merged = torch.zeros(n, dtype=torch.bool)  # (n_nodes,)
+        merged[:graph.n_selected] = self.used[:graph.n_selected] & ~pinned[:graph.n_selected]
+        moved = merged[self.edges[1]] | self._is_error_source  # (n_edges,) links that join a merged bucket
+        bucket = torch.where(moved, self._merged_bucket, self._own_bucket)  # (n_edges,)
+        n_all = self._bucket_order.numel()
+        summed = torch.zeros(n_all, dtype=self.weights.dtype).index_add_(0, bucket, self.weights)
+        count = torch.bincount(bucket, minlength=n_all)
+        new_t, new_s = self._bucket_target, self._bucket_source
+        keep = (count > 0) & ~merged[new_t] & self.used[new_s]  # (n_all,)
+        idx = self._bucket_order[keep[self._bucket_order]]  # kept buckets, row-major
+        return torch.stack([new_t[idx], new_s[idx]]), summed[idx]
+
+
 def subgraph_scores(graph: Graph, pinned: Sequence[str | int] = (), *,
                     prune_result: PruneResult | None = None,
                     config: PruneConfig | None = None) -> GraphScores:
@@ -127,14 +165,7 @@ def subgraph_scores(graph: Graph, pinned: Sequence[str | int] = (), *,
     With `pinned` node ids (``"3_1234_5"``) or node indices, every unpinned feature is merged
     into the error node of its (layer, pos) before both scores are recomputed; with nothing
     pinned these are the scores of the pruned graph. float64 throughout, like the viewer.
+    For many pinned sets of one graph, use :class:`SubgraphScorer`.
     """
     result = prune_result if prune_result is not None else prune_graph(graph, config)
-    view = viewer_subgraph(graph, result)
-    edges = view.edge_index.cpu()
-    weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
-    release_all(graph.adjacency)
-    if len(pinned) > 0:
-        used = torch.zeros(graph.n_nodes, dtype=torch.bool)
-        used[view.node_index.cpu()] = True
-        edges, weights = _merge_unpinned(graph, used, _pinned_mask(graph, pinned), edges, weights)
-    return _scores_from_links(graph, edges, weights)
+    return SubgraphScorer(graph, result)(pinned)

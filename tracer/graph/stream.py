@@ -66,7 +66,7 @@ def _roundup(n: int, k: int) -> int:
 
 def _tensor_bytes(tensor: Tensor) -> memoryview:
     flat = tensor.detach().cpu().contiguous().reshape(-1)  # (numel,)
-    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
+    return flat.view(torch.uint8).numpy().data if flat.numel() else memoryview(b"")
 
 
 # ----------------------------------------------------------------------------- CRC-32 of zero runs
@@ -216,7 +216,7 @@ class GraphFileWriter:
             return
         if self.fmt == "npz":
             lo, hi = self.data_offset + self._done_row * self.row_bytes, self.data_offset + end * self.row_bytes
-            self._crc = zlib.crc32(self._base[lo:hi], self._crc)
+            self._crc = zlib.crc32(self._base[lo:hi].data, self._crc)
         self._done_row = end
         self._release(force=end == self.n_nodes)
 

@@ -142,8 +142,8 @@ def check_intervention(item: object, tc: Transcoders, n_pos: int) -> Interventio
     if isinstance(item, VectorAddition):
         return _check_addition(item, L, tc.d_model, n_pos)
     if isinstance(item, tuple) and len(item) in (4, 5):
-        item = Intervention(layer=item[0], position=item[1], feature=item[2], value=item[3],  # type: ignore[arg-type]
-                            mode=item[4] if len(item) == 5 else "set")  # type: ignore[misc]
+        item = Intervention(layer=item[0], position=item[1], feature=item[2], value=item[3],
+                            mode=item[4] if len(item) == 5 else "set")
     if not isinstance(item, Intervention):
         raise _bad("an intervention", "an Intervention, a VectorAddition or a (layer, position, feature, "
                    "value) tuple", item)
@@ -182,7 +182,7 @@ def constrained_set(spec: object, n_layers: int) -> frozenset[int] | None:
     if isinstance(spec, (str, bytes)) or not isinstance(spec, Iterable):
         raise _bad("constrained_layers", "None, 'all', a range or a list of layer indices", spec)
     layers = frozenset(_check_int("constrained layer", x, 0, n_layers, f"The model has {n_layers} layers.")
-                       for x in spec)  # type: ignore[union-attr]
+                       for x in spec)
     if not layers:
         raise _bad("constrained_layers", "non-empty (use None for no constraint)", spec)
     return layers

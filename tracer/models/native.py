@@ -15,6 +15,7 @@ through `transformers` instead. Interventions always use the real HF model.
 
 import json
 import math
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,8 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tracer.errors import ArchitectureError
+from tracer.errors import ArchitectureError, WorkbenchError
 from tracer.models.adapters import Adapter, adapter_for
+from tracer.safetensors_header import read_safetensors_header
+from tracer.weights import check_weight
 
 _ACTS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
          "gelu": F.gelu}
@@ -245,25 +248,96 @@ class NativeCausalLM(nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> NativeCausalLM | None:
-    """The native model, or None when the config needs `transformers` (see unsupported_reason)."""
+_BENIGN_EXTRA = re.compile(r"(^|\.)rotary_emb\.inv_freq$")
+"""Checkpoint entries that carry nothing (HF recomputes them): never an unexpected weight."""
+TIE_DEFAULT = {"qwen3": False, "llama": False, "gemma2": True}
+"""transformers' default of ``tie_word_embeddings`` per architecture (used when config.json omits it)."""
+
+
+def ties_embeddings(cfg: dict[str, Any], adapter: Adapter) -> bool:
+    """Whether lm_head shares the embedding: only where the config (or the class default) says so."""
+    return bool(cfg.get("tie_word_embeddings", TIE_DEFAULT.get(adapter.name, False)))
+
+
+def read_state(directory: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Every tensor of the folder's *.safetensors files, and the file each came from.
+
+    Headers are validated first (one-line errors naming the file); a tensor in two files is an error.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
+    state: dict[str, Tensor] = {}
+    origin: dict[str, str] = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        read_safetensors_header(f, "model weights file", WorkbenchError)
+        try:
+            tensors = load_file(str(f))
+        except (SafetensorError, OSError) as err:
+            raise WorkbenchError(f"model weights file must be valid safetensors; got {str(f)!r} "
+                                 f"({str(err).splitlines()[0][:100]}).") from None
+        for name, t in tensors.items():
+            if name in state:
+                raise WorkbenchError(f"model weights must hold each tensor once; {name!r} is in both "
+                                     f"{origin[name]!r} and {str(f)!r}.")
+            state[name], origin[name] = t, str(f)
+    return state, origin
+
+
+def read_state_origin(directory: Path) -> dict[str, str]:
+    """{tensor name: file} of the folder's *.safetensors files, from their validated headers."""
+    origin: dict[str, str] = {}
+    for f in sorted(directory.glob("*.safetensors")):
+        infos, _ = read_safetensors_header(f, "model weights file", WorkbenchError)
+        origin.update(dict.fromkeys(infos, str(f)))
+    return origin
+
+
+def _assign(model: nn.Module, name: str, t: Tensor, want: tuple[int, ...] | None, where: str,
+            dtype: torch.dtype) -> None:
+    if tuple(t.shape) != want:
+        raise WorkbenchError(f"model weight {name} in {where!r} must have shape {want} (from config.json); "
+                             f"got {tuple(t.shape)}. The weights do not match config.json.")
+    if not t.is_floating_point():
+        raise WorkbenchError(f"model weight {name} in {where!r} must be a float tensor; got {t.dtype}.")
+    value = t.to(dtype)
+    check_weight(value, f"model weight {name}", where, sample=True)
+    owner, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(owner), leaf, nn.Parameter(value, requires_grad=False))
+
+
+def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> NativeCausalLM | None:
+    """The native model, or None when the config needs `transformers` (see unsupported_reason).
+
+    Every parameter must be in the weight files, with the shape config.json implies; lm_head is
+    tied to the embedding only where the config declares it. A missing, extra, misshapen or
+    non-finite tensor is a one-line error naming the tensor and the file.
+    """
     cfg = json.loads((directory / "config.json").read_text())
     if unsupported_reason(cfg) is not None:
         return None
     model = NativeCausalLM(cfg)  # placeholder parameters: no initialisation, no allocation
-    state: dict[str, Tensor] = {}
-    for f in sorted(directory.glob("*.safetensors")):
-        state.update(load_file(str(f)))
-    if "lm_head.weight" not in state:
+    state, origin = read_state(directory)
+    tied = ties_embeddings(cfg, model.adapter)
+    if tied and "model.embed_tokens.weight" in state:  # as transformers: the embedding wins
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
+        origin["lm_head.weight"] = origin["model.embed_tokens.weight"] + " (tied embedding)"
     params = dict(model.named_parameters())
+    files = ", ".join(sorted({Path(f).name for f in origin.values()})) or "no tensors"
+    missing = sorted(set(params) - set(state))
+    if missing:
+        hint = " (config.json has tie_word_embeddings false)" if missing == ["lm_head.weight"] else ""
+        raise WorkbenchError(f"model weights must hold every tensor the config needs; {missing[0]!r} is missing "
+                             f"from {str(directory)!r} ({files}){hint}, with {len(missing)} missing in all.")
+    extra = sorted(k for k in set(state) - set(params) if not _BENIGN_EXTRA.search(k))
+    if extra:
+        raise WorkbenchError(f"model weights must match config.json; {extra[0]!r} in {origin[extra[0]]!r} is not a "
+                             f"weight of this {model.adapter.name} model ({len(extra)} unexpected in all).")
     for name, param in params.items():
-        tensor = state.get(name)
-        if tensor is None or tuple(tensor.shape) != getattr(param, "expected_shape", None):
-            return None  # not the layout we reproduce: let transformers load it
-        owner, _, leaf = name.rpartition(".")
-        setattr(model.get_submodule(owner), leaf, nn.Parameter(tensor.to(dtype), requires_grad=False))
+        if tied and name == "lm_head.weight":
+            continue  # the embedding, assigned and checked once
+        _assign(model, name, state[name], getattr(param, "expected_shape", None), origin[name], dtype)
+    if tied:
+        model.lm_head.weight = model.model.embed_tokens.weight
     model.register_buffer("inv_freq", rope_inv_freq(cfg, model.head_dim), persistent=False)
     return model.to(device).eval()

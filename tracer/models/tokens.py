@@ -1,6 +1,7 @@
 """Prompts to token ids: BOS handling, unknown words, and checks against the model."""
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,8 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.models.loaded import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 
 class FastTokenizer:
@@ -78,15 +81,17 @@ def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Te
     if tok is None:
         raise WorkbenchError(f"model folder must hold a tokenizer to tokenize a prompt; got none in "
                              f"{loaded.model_id!r}. Pass token ids instead.")
-    if not allow_unk:
-        unknown = unknown_words(tok, prompt)
-        if unknown:
-            raise WorkbenchError(f"prompt words must be in the tokenizer's vocabulary; got {unknown[0]!r} "
-                                 f"({len(unknown)} unknown word(s)), which would be traced as the unknown "
-                                 "token. Check the spelling and case, or allow unknown words explicitly.")
+    unknown = unknown_words(tok, prompt)
+    if unknown and not allow_unk:
+        raise WorkbenchError(f"prompt words must be in the tokenizer's vocabulary; got {unknown[0]!r} "
+                             f"({len(unknown)} unknown word(s)), which would be traced as the unknown "
+                             "token. Check the spelling and case, or allow unknown words explicitly.")
+    if unknown:
+        logger.warning("UNKNOWN WORDS traced as the unknown token (allowed explicitly): %s. The graph shows "
+                       "the unknown token, not these words.", ", ".join(repr(w) for w in unknown[:10]))
     ids = _ids(tok, prompt)
     bos = bos_id(tok)
-    if not ids or ids[0] != bos:
+    if not ids or ids[0] != bos:  # always a BOS first (whatever the first word is), never two
         ids = [bos, *ids]
     return torch.tensor(ids, dtype=torch.long)
 

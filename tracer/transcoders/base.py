@@ -19,7 +19,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from tracer.errors import TranscoderFormatError
 from tracer.transcoders.mmap import MappedTensor
+from tracer.weights import check_weight
 
 Kind = Literal["plt", "clt"]
 Activation = Literal["relu", "jumprelu", "topk"]
@@ -70,9 +72,10 @@ class TranscoderLayer:
     def decoder_rows(self, index: Tensor, dtype: torch.dtype, device: torch.device | str = "cpu") -> Tensor:
         """Decoder rows of features ``index``: (n, d_model) PLT or (n, n_out, d_model) CLT."""
         if isinstance(self.W_dec, MappedTensor):
-            rows = self.W_dec.rows(index)
+            rows = self.W_dec.rows(index)  # checked as read
         else:
             rows = self.W_dec[index.to(self.W_dec.device)]
+            check_weight(rows, "W_dec", "the transcoders", TranscoderFormatError, rows=index)  # sampled at load
         return rows.to(device=device, dtype=dtype)
 
 

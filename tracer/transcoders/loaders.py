@@ -16,6 +16,9 @@ config.yaml makes every layer a TopK transcoder.
 """
 
 import logging
+import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +28,7 @@ import yaml
 from tracer.errors import TranscoderFormatError
 from tracer.transcoders.base import Activation, TranscoderLayer, Transcoders
 from tracer.transcoders.mmap import MappedTensor, open_safetensors
+from tracer.weights import check_weight
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +54,7 @@ def read_config(directory: Path) -> dict[str, object]:
         return {"model_kind": "cross_layer_transcoder"}
     raise _fail(
         f"transcoder directory must hold config.yaml, layer_0.safetensors or W_enc_0.safetensors; "
-        f"got {str(directory)!r}. Point --transcoders at a circuit-tracer transcoder folder."
+        f"got {str(directory)!r}. Pass a circuit-tracer transcoder folder."
     )
 
 
@@ -71,14 +75,42 @@ def _resolve(directory: Path, ref: str) -> Path:
     )
 
 
-def _tensor(x: MappedTensor | np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-    t = x.full() if isinstance(x, MappedTensor) else torch.from_numpy(np.ascontiguousarray(x))
-    return t.to(dtype)
+def _tensor(x: MappedTensor | np.ndarray, dtype: torch.dtype, name: str = "tensor",
+            path: Path | None = None) -> torch.Tensor:
+    """A whole tensor in `dtype`, checked: a float dtype, finite, of plausible magnitude."""
+    t = x.full(check=False) if isinstance(x, MappedTensor) else torch.from_numpy(np.ascontiguousarray(x))
+    where = str(path) if path is not None else "the transcoder files"
+    if not t.is_floating_point():
+        raise _fail(f"{name} in {where!r} must be a float tensor; got {t.dtype}. Re-export the transcoders.")
+    out = t.to(dtype)
+    check_weight(out, name, where, TranscoderFormatError, sample=True)  # after the cast: overflow shows
+    return out
+
+
+def _require(t: dict[str, object], key: str, path: Path) -> object:
+    if key not in t:
+        raise _fail(f"{path.name} must hold the tensor {key!r}; got keys {sorted(t)[:8]} in {str(path)!r}. "
+                    "The transcoder file is incomplete: re-download or re-export it.")
+    return t[key]
+
+
+def _shape(x: object) -> tuple[int, ...]:
+    return tuple(int(d) for d in x.shape)  # type: ignore[attr-defined]
 
 
 def _check_shape(path: Path, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
     if tuple(got) != tuple(want):
         raise _fail(f"{name} in {str(path)!r} must have shape {tuple(want)}; got {tuple(got)}.")
+
+
+def _check_float(path: Path, name: str, x: MappedTensor) -> None:
+    if not x.torch_dtype.is_floating_point:
+        raise _fail(f"{name} in {str(path)!r} must be a float tensor; got {x.torch_dtype}. Re-export the transcoders.")
+
+
+def _check_ndim(path: Path, name: str, x: object, ndim: int) -> None:
+    if len(_shape(x)) != ndim or 0 in _shape(x):
+        raise _fail(f"{name} in {str(path)!r} must be a non-empty {ndim}-d tensor; got shape {_shape(x)}.")
 
 
 def _activation(cfg: dict[str, object], has_threshold: bool) -> tuple[Activation, int | None]:
@@ -91,38 +123,43 @@ def _activation(cfg: dict[str, object], has_threshold: bool) -> tuple[Activation
     return ("jumprelu" if has_threshold else "relu"), None
 
 
+def _plt_keys(path: Path, t: dict[str, object]) -> tuple[str, str, str, bool, str]:
+    """(encoder key, decoder key, skip key, transpose skip, threshold key) of a PLT file's format."""
+    if "W_enc" in t and path.suffix != ".npz":  # circuit-tracer / mwhanna layout
+        thr = "activation_function.threshold" if "activation_function.threshold" in t else "threshold"
+        return "W_enc", "W_dec", "W_skip", True, thr
+    if "w_enc" in t or "W_enc" in t:  # Gemma Scope npz / Gemma Scope 2: encoder is (d_model, d_tc)
+        return ("w_enc" if "w_enc" in t else "W_enc"), ("w_dec" if "w_dec" in t else "W_dec"), \
+            "affine_skip_connection", False, "threshold"
+    raise _fail(f"transcoder layer file must hold W_enc/W_dec (or w_enc/w_dec); got keys "
+                f"{sorted(t)[:8]} in {str(path)!r}.")
+
+
 def _layer_from_tensors(path: Path, t: dict[str, object], cfg: dict[str, object], dtype: torch.dtype,
                         lazy: bool) -> TranscoderLayer:
     """One PLT layer from a {name: tensor} mapping in any of the three per-layer formats."""
-    if "W_enc" in t and path.suffix != ".npz":  # circuit-tracer / mwhanna layout
-        W_enc = _tensor(t["W_enc"], dtype)  # type: ignore[arg-type]
-        W_dec_raw, skip_key, transpose_skip = t["W_dec"], "W_skip", True
-        thr_key = "activation_function.threshold" if "activation_function.threshold" in t else "threshold"
-    elif "w_enc" in t or "W_enc" in t:  # Gemma Scope npz / Gemma Scope 2: encoder is (d_model, d_tc)
-        key = "w_enc" if "w_enc" in t else "W_enc"
-        W_enc = _tensor(t[key], dtype).T.contiguous()  # type: ignore[arg-type]
-        W_dec_raw = t["w_dec"] if "w_dec" in t else t["W_dec"]
-        skip_key, transpose_skip, thr_key = "affine_skip_connection", False, "threshold"
-    else:
-        raise _fail(f"transcoder layer file must hold W_enc/W_dec (or w_enc/w_dec); got keys "
-                    f"{sorted(t)[:8]} in {str(path)!r}.")
+    enc_key, dec_key, skip_key, transpose_skip, thr_key = _plt_keys(path, t)
+    enc_raw, W_dec_raw = _require(t, enc_key, path), _require(t, dec_key, path)
+    _check_ndim(path, enc_key, enc_raw, 2)
+    W_enc = _tensor(enc_raw, dtype, enc_key, path)  # type: ignore[arg-type]
+    W_enc = W_enc if enc_key == "W_enc" and path.suffix != ".npz" else W_enc.T.contiguous()
     d_tc, d_model = W_enc.shape
-    if isinstance(W_dec_raw, MappedTensor):
-        _check_shape(path, "W_dec", W_dec_raw.shape, (d_tc, d_model))
-        W_dec: torch.Tensor | MappedTensor = W_dec_raw if lazy else _tensor(W_dec_raw, dtype)
+    _check_shape(path, dec_key, _shape(W_dec_raw), (d_tc, d_model))
+    if isinstance(W_dec_raw, MappedTensor) and lazy:
+        _check_float(path, dec_key, W_dec_raw)
+        W_dec: torch.Tensor | MappedTensor = W_dec_raw  # rows are checked as they are read
     else:
-        W_dec = _tensor(W_dec_raw, dtype)  # type: ignore[arg-type]
-        _check_shape(path, "W_dec", tuple(W_dec.shape), (d_tc, d_model))
-    b_enc = _tensor(t["b_enc"], dtype)  # type: ignore[arg-type]
-    b_dec = _tensor(t["b_dec"], dtype)  # type: ignore[arg-type]
+        W_dec = _tensor(W_dec_raw, dtype, dec_key, path)  # type: ignore[arg-type]
+    b_enc = _tensor(_require(t, "b_enc", path), dtype, "b_enc", path)  # type: ignore[arg-type]
+    b_dec = _tensor(_require(t, "b_dec", path), dtype, "b_dec", path)  # type: ignore[arg-type]
     _check_shape(path, "b_enc", tuple(b_enc.shape), (d_tc,))
     _check_shape(path, "b_dec", tuple(b_dec.shape), (d_model,))
-    threshold = _tensor(t[thr_key], dtype).reshape(-1) if thr_key in t else None  # type: ignore[arg-type]
+    threshold = _tensor(t[thr_key], dtype, thr_key, path).reshape(-1) if thr_key in t else None  # type: ignore[arg-type]
     if threshold is not None:
         _check_shape(path, thr_key, tuple(threshold.shape), (d_tc,))
     skip_T = None
     if skip_key in t:
-        skip = _tensor(t[skip_key], dtype)  # type: ignore[arg-type]
+        skip = _tensor(t[skip_key], dtype, skip_key, path)  # type: ignore[arg-type]
         _check_shape(path, skip_key, tuple(skip.shape), (d_model, d_model))
         skip_T = skip.T.contiguous() if transpose_skip else skip
     act, k = _activation(cfg, threshold is not None)
@@ -135,8 +172,9 @@ def _open_any(path: Path) -> dict[str, object]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:
-            raise _fail(f"transcoder file must be a valid .npz; got {str(path)!r} ({err}).") from None
+        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+            raise _fail(f"transcoder file must be a valid .npz; got {str(path)!r} "
+                        f"({type(err).__name__}: {str(err)[:100]}).") from None
     return dict(open_safetensors(path))
 
 
@@ -148,7 +186,8 @@ def load_transcoder_set(directory: Path, cfg: dict[str, object], dtype: torch.dt
             raise _fail(f"transcoders in config.yaml must be a list of paths; got {listed!r}.")
         paths = [_resolve(directory, str(ref)) for ref in listed]
     else:
-        paths = sorted(directory.glob("layer_*.safetensors"), key=lambda p: int(p.stem.split("_")[1]))
+        paths = sorted((p for p in directory.glob("layer_*.safetensors") if re.fullmatch(r"layer_\d+", p.stem)),
+                       key=lambda p: int(p.stem.split("_")[1]))
         expected = [directory / f"layer_{i}.safetensors" for i in range(len(paths))]
         if paths != expected:
             raise _fail(f"layer files must be layer_0..layer_{len(paths) - 1}.safetensors without gaps; "
@@ -159,6 +198,35 @@ def load_transcoder_set(directory: Path, cfg: dict[str, object], dtype: torch.dt
     return [_layer_from_tensors(p, _open_any(p), cfg, dtype, lazy) for p in paths]
 
 
+def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: torch.dtype,
+               lazy: bool) -> TranscoderLayer:
+    enc_path, dec_path = directory / f"W_enc_{i}.safetensors", directory / f"W_dec_{i}.safetensors"
+    enc, dec = open_safetensors(enc_path), open_safetensors(dec_path)
+    enc_raw, dec_raw = _require(enc, f"W_enc_{i}", enc_path), _require(dec, f"W_dec_{i}", dec_path)  # type: ignore[arg-type]
+    _check_ndim(enc_path, f"W_enc_{i}", enc_raw, 2)
+    W_enc = _tensor(enc_raw, dtype, f"W_enc_{i}", enc_path)  # type: ignore[arg-type]
+    d_tc, d_model = W_enc.shape
+    _check_shape(dec_path, f"W_dec_{i}", _shape(dec_raw), (d_tc, n - i, d_model))
+    b_enc = _tensor(_require(enc, f"b_enc_{i}", enc_path), dtype, f"b_enc_{i}", enc_path)  # type: ignore[arg-type]
+    b_dec = _tensor(_require(enc, f"b_dec_{i}", enc_path), dtype, f"b_dec_{i}", enc_path)  # type: ignore[arg-type]
+    _check_shape(enc_path, f"b_enc_{i}", tuple(b_enc.shape), (d_tc,))
+    _check_shape(enc_path, f"b_dec_{i}", tuple(b_dec.shape), (d_model,))
+    threshold = None
+    if f"threshold_{i}" in enc:
+        threshold = _tensor(enc[f"threshold_{i}"], dtype, f"threshold_{i}", enc_path).reshape(-1)
+        _check_shape(enc_path, f"threshold_{i}", tuple(threshold.shape), (d_tc,))
+    skip_T = None
+    if f"W_skip_{i}" in enc:
+        skip_T = _tensor(enc[f"W_skip_{i}"], dtype, f"W_skip_{i}", enc_path)
+        _check_shape(enc_path, f"W_skip_{i}", tuple(skip_T.shape), (d_model, d_model))
+    act, k = _activation(cfg, threshold is not None)
+    if lazy:
+        _check_float(dec_path, f"W_dec_{i}", dec_raw)  # type: ignore[arg-type]
+    W_dec = dec_raw if lazy else _tensor(dec_raw, dtype, f"W_dec_{i}", dec_path)  # type: ignore[arg-type]
+    return TranscoderLayer(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec,  # type: ignore[arg-type]
+                           activation=act, threshold=threshold, topk=k, skip_T=skip_T)
+
+
 def load_clt(directory: Path, cfg: dict[str, object], dtype: torch.dtype, lazy: bool) -> list[TranscoderLayer]:
     n = 0
     while (directory / f"W_enc_{n}.safetensors").is_file():
@@ -166,29 +234,7 @@ def load_clt(directory: Path, cfg: dict[str, object], dtype: torch.dtype, lazy: 
     if n == 0:
         raise _fail(f"cross_layer_transcoder folder must hold W_enc_0.safetensors ...; got none in "
                     f"{str(directory)!r}.")
-    layers = []
-    for i in range(n):
-        enc_path, dec_path = directory / f"W_enc_{i}.safetensors", directory / f"W_dec_{i}.safetensors"
-        enc, dec = open_safetensors(enc_path), open_safetensors(dec_path)
-        for key, src, path in ((f"W_enc_{i}", enc, enc_path), (f"b_enc_{i}", enc, enc_path),
-                               (f"b_dec_{i}", enc, enc_path), (f"W_dec_{i}", dec, dec_path)):
-            if key not in src:
-                raise _fail(f"{path.name} must hold {key!r}; got keys {sorted(src)}.")
-        W_enc = _tensor(enc[f"W_enc_{i}"], dtype)
-        d_tc, d_model = W_enc.shape
-        W_dec_m = dec[f"W_dec_{i}"]
-        _check_shape(dec_path, f"W_dec_{i}", W_dec_m.shape, (d_tc, n - i, d_model))
-        threshold = _tensor(enc[f"threshold_{i}"], dtype).reshape(-1) if f"threshold_{i}" in enc else None
-        skip_T = _tensor(enc[f"W_skip_{i}"], dtype) if f"W_skip_{i}" in enc else None
-        b_enc, b_dec = _tensor(enc[f"b_enc_{i}"], dtype), _tensor(enc[f"b_dec_{i}"], dtype)
-        _check_shape(enc_path, f"b_enc_{i}", tuple(b_enc.shape), (d_tc,))
-        _check_shape(enc_path, f"b_dec_{i}", tuple(b_dec.shape), (d_model,))
-        act, k = _activation(cfg, threshold is not None)
-        layers.append(TranscoderLayer(
-            W_enc=W_enc, b_enc=b_enc, W_dec=W_dec_m if lazy else _tensor(W_dec_m, dtype), b_dec=b_dec,
-            activation=act, threshold=threshold, topk=k, skip_T=skip_T,
-        ))
-    return layers
+    return [_clt_layer(directory, i, n, cfg, dtype, lazy) for i in range(n)]
 
 
 def load_transcoders(path: str | Path, *, dtype: torch.dtype = torch.float32, lazy_decoder: bool = True,
@@ -207,6 +253,10 @@ def load_transcoders(path: str | Path, *, dtype: torch.dtype = torch.float32, la
     else:
         raise _fail(f"model_kind must be 'transcoder_set' or 'cross_layer_transcoder'; got {kind!r} "
                     f"in {str(directory / 'config.yaml')!r}.")
+    declared = cfg.get("n_layers")
+    if isinstance(declared, int) and not isinstance(declared, bool) and declared != len(layers):
+        raise _fail(f"transcoder layer files must match config.yaml's n_layers ({declared}); got {len(layers)} "
+                    f"in {str(directory)!r}. A layer file is missing or extra.")
     d_tcs = {layer.d_transcoder for layer in layers}
     dims = {int(layer.W_enc.shape[1]) for layer in layers}
     if len(dims) != 1:

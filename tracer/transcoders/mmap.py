@@ -2,18 +2,19 @@
 
 A Qwen3-4B transcoder set is 163,840 features x 36 layers; its decoders must never sit in RAM
 whole. :class:`MappedTensor` maps one tensor of a safetensors file and reads rows on demand
-(fancy indexing touches only the pages of those rows). The header is parsed and validated here,
-so a corrupt file gets an error that names it.
+(fancy indexing touches only the pages of those rows). The header is parsed and validated here
+(:func:`read_safetensors_header`, also used for model weights), so a corrupt file gets a one-line
+error that names it. Rows are checked for NaN/inf as they are read (:mod:`tracer.weights`).
 """
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tracer.errors import TranscoderFormatError
-from tracer.mapped import safetensors_header
+from tracer.safetensors_header import TensorInfo, read_safetensors_header
+from tracer.weights import check_weight
 
 _DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
     "F64": (np.dtype("<f8"), torch.float64),
@@ -25,72 +26,46 @@ _DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
 }
 
 
-@dataclass(frozen=True)
-class TensorInfo:
-    dtype: str
-    shape: tuple[int, ...]
-    begin: int
-    end: int
-
-
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
-    """Parse and validate a safetensors header: ({name: info}, byte offset of the data)."""
-    try:
-        header, data_offset = safetensors_header(path)
-    except FileNotFoundError:
-        raise TranscoderFormatError(f"transcoder file must exist; got {str(path)!r}. Check the path.") from None
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:
-        raise TranscoderFormatError(
-            f"transcoder file must be valid safetensors; got {str(path)!r} ({err}). "
-            "The file is corrupt or truncated: re-download or re-export it."
-        ) from None
-    infos: dict[str, TensorInfo] = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = entry["data_offsets"]  # type: ignore[index]
-        if entry["dtype"] not in _DTYPES:  # type: ignore[index]
-            raise TranscoderFormatError(
-                f"transcoder file must be valid safetensors; got {str(path)!r} with a bad entry "
-                f"{name!r} ({entry['dtype']}, offsets {begin}..{end}). "  # type: ignore[index]
-                "The file is corrupt or truncated: re-download or re-export it."
-            )
-        infos[name] = TensorInfo(entry["dtype"], tuple(entry["shape"]), begin, end)  # type: ignore[index]
-    return infos, data_offset
+    """:func:`read_safetensors_header` of a transcoder file (errors are TranscoderFormatError)."""
+    return read_safetensors_header(path, "transcoder file", TranscoderFormatError)
 
 
 class MappedTensor:
-    """One tensor of a safetensors file, memory-mapped; index rows to read them."""
+    """One tensor of a safetensors file, memory-mapped; index rows to read them (checked finite)."""
 
-    def __init__(self, path: Path, info: TensorInfo, data_offset: int) -> None:
-        self.path = path
+    def __init__(self, path: Path, info: TensorInfo, data_offset: int, name: str = "tensor") -> None:
+        self.path, self.name = path, name
         self.shape = info.shape
+        if info.dtype not in _DTYPES:
+            raise TranscoderFormatError(f"{name} in {str(path)!r} must be F64, F32, F16, BF16, I64 or I32; got "
+                                        f"{info.dtype}. Re-export the transcoders in a float dtype.")
         np_dtype, self.torch_dtype = _DTYPES[info.dtype]
-        count = int(np.prod(info.shape)) if info.shape else 1
-        if count * np_dtype.itemsize != info.end - info.begin:
-            raise TranscoderFormatError(
-                f"tensor size must match its shape in {str(path)!r}; shape {info.shape} of "
-                f"{info.dtype} needs {count * np_dtype.itemsize} bytes, got {info.end - info.begin}."
-            )
         # mode "c": copy-on-write, so torch gets a writable array and the file is never modified
         self._array = np.memmap(path, dtype=np_dtype, mode="c", offset=data_offset + info.begin,
-                                shape=info.shape)
+                                shape=info.shape) if info.end > info.begin else np.zeros(info.shape, np_dtype)
 
     def _to_torch(self, arr: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(arr))
         return t.view(torch.bfloat16) if self.torch_dtype == torch.bfloat16 else t
 
     def rows(self, index: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """Rows ``index`` of the first dimension (reads only those)."""
+        """Rows ``index`` of the first dimension (reads only those, and checks them)."""
         idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index, dtype=np.int64)
-        return self._to_torch(self._array[idx])
+        out = self._to_torch(self._array[idx])
+        check_weight(out, self.name, str(self.path), TranscoderFormatError, rows=torch.from_numpy(idx))
+        return out
 
-    def full(self) -> torch.Tensor:
-        """The whole tensor, read into memory."""
-        return self._to_torch(np.asarray(self._array))
+    def full(self, check: bool = True) -> torch.Tensor:
+        """The whole tensor (a view of the mapping; pages are read on use), checked on a page sample
+        unless `check` is False (see :mod:`tracer.weights`)."""
+        out = self._to_torch(np.asarray(self._array))
+        if check:
+            check_weight(out, self.name, str(self.path), TranscoderFormatError, sample=True)
+        return out
 
 
 def open_safetensors(path: Path) -> dict[str, MappedTensor]:
     """Map every tensor of a safetensors file (lazily; nothing is read yet)."""
     infos, offset = read_header(path)
-    return {name: MappedTensor(path, info, offset) for name, info in infos.items()}
+    return {name: MappedTensor(path, info, offset, name) for name, info in infos.items()}

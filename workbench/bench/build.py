@@ -32,12 +32,16 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
+from tracer.models import wrap_model
+from tracer.models.forward import capture_transcoder_io
+from tracer.transcoders.base import TranscoderLayer, Transcoders
+from tracer.transcoders.fit import ridge_solve
+from tracer.transcoders.writer import write_transcoders
 from workbench.bench.config import BUILD_VERSION, ModelSpec
 
 logger = logging.getLogger(__name__)
@@ -211,41 +215,13 @@ def calibration_io(model: torch.nn.Module, spec: ModelSpec, gen: torch.Generator
     """MLP inputs and outputs on random sequences, BOS dropped: two (n_layers, n_tokens, d_model)."""
     seqs = torch.randint(FIRST_WORD_ID, spec.vocab, (spec.calib_seqs, spec.calib_len), generator=gen)
     seqs[:, 0] = BOS_ID
-    ins: list[list[Tensor]] = [[] for _ in range(spec.n_layers)]
-    outs: list[list[Tensor]] = [[] for _ in range(spec.n_layers)]
-
-    def hook(layer: int):  # noqa: ANN202
-        def fn(_module: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-            ins[layer].append(args[0][:, 1:].reshape(-1, spec.d_model))  # (batch*(len-1), d_model)
-            outs[layer].append(out[:, 1:].reshape(-1, spec.d_model))
-        return fn
-
-    handles = [blk.mlp.register_forward_hook(hook(i)) for i, blk in enumerate(model.model.layers)]
-    try:
-        for chunk in seqs.split(16):
-            model(chunk)
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.stack([torch.cat(x) for x in ins]), torch.stack([torch.cat(y) for y in outs])
+    return capture_transcoder_io(wrap_model(model), seqs, "mlp_input", "mlp_output", batch_size=16)
 
 
 # ----------------------------------------------------------------------------- transcoder fits
-class Encoder(NamedTuple):
-    W_enc: Tensor
-    """(d_transcoder, d_model) unit rows"""
-    b_enc: Tensor
-    """(d_transcoder,)"""
-    threshold: Tensor | None
-    """(d_transcoder,) JumpReLU threshold, or None (ReLU)"""
-
-    def encode(self, x: Tensor) -> Tensor:
-        pre = x @ self.W_enc.T + self.b_enc  # (n, d_transcoder)
-        return torch.relu(pre) if self.threshold is None else pre * (pre > self.threshold)
-
-
-def calibrated_encoder(x: Tensor, d_tc: int, target_l0: float, act: str, gen: torch.Generator) -> Encoder:
-    """Each feature fires (strictly above its cut) on ~target_l0 / d_tc of the rows of x."""
+def calibrated_encoder(x: Tensor, d_tc: int, target_l0: float, act: str, gen: torch.Generator) -> TranscoderLayer:
+    """An encoder whose features each fire (strictly above their cut) on ~target_l0 / d_tc of the rows
+    of x; its decoder is a placeholder until :func:`with_decoder` sets the fitted one."""
     n, d_model = x.shape
     W_enc = torch.randn(d_tc, d_model, generator=gen)
     W_enc /= W_enc.norm(dim=1, keepdim=True)
@@ -254,51 +230,29 @@ def calibrated_encoder(x: Tensor, d_tc: int, target_l0: float, act: str, gen: to
     for f0 in range(0, d_tc, 4096):  # the (k+1)-th largest pre-activation of each feature
         pre = x @ W_enc[f0:f0 + 4096].T  # (n, chunk)
         cut[f0:f0 + 4096] = torch.topk(pre, k + 1, dim=0).values[k]
+    placeholder = {"W_dec": torch.zeros(d_tc, d_model), "b_dec": torch.zeros(d_model)}
     if act == "relu":
-        return Encoder(W_enc, -cut, None)
-    return Encoder(W_enc, torch.zeros(d_tc), cut)
+        return TranscoderLayer(W_enc=W_enc, b_enc=-cut, activation="relu", **placeholder)
+    return TranscoderLayer(W_enc=W_enc, b_enc=torch.zeros(d_tc), activation="jumprelu", threshold=cut, **placeholder)
+
+
+def with_decoder(enc: TranscoderLayer, W_dec: Tensor, b_dec: Tensor, skip_T: Tensor | None = None) -> TranscoderLayer:
+    return dataclasses.replace(enc, W_dec=W_dec.contiguous(), b_dec=b_dec, skip_T=skip_T)
 
 
 def ridge(X: Tensor, Y: Tensor, lam: float = _RIDGE) -> Tensor:
-    """argmin_W |X W - Y|^2 + lam' |W|^2 (lam' = lam * mean squared column norm), in float64.
-
-    Uses the smaller Gram matrix: (X^T X + lam' I)^-1 X^T Y, or X^T (X X^T + lam' I)^-1 Y.
-    """
-    X64, Y64 = X.double(), Y.double()
-    n, p = X64.shape
-    penalty = lam * float(X64.pow(2).sum()) / max(p, 1) + 1e-8
-    if p <= n:
-        gram = X64.T @ X64  # (p, p)
-        gram.diagonal().add_(penalty)
-        return torch.linalg.solve(gram, X64.T @ Y64).float()
-    gram = X64 @ X64.T  # (n, n)
-    gram.diagonal().add_(penalty)
-    return (X64.T @ torch.linalg.solve(gram, Y64)).float()
+    """argmin_W |X W - Y|^2 + lam' |W|^2 (lam' = lam * mean squared column norm), in float64."""
+    return ridge_solve(X.double(), Y.double(), penalty=1e-8, relative=lam).float()
 
 
 def _fvu(residual: Tensor, y: Tensor) -> float:
     return float(residual.pow(2).sum() / (y - y.mean(0)).pow(2).sum().clamp_min(1e-30))
 
 
-def _save(tensors: dict[str, Tensor], path: Path) -> None:
-    from safetensors.torch import save_file
-
-    save_file({k: v.float().contiguous() for k, v in tensors.items()}, str(path))
-
-
-def _write_config(out_dir: Path, kind: str, scan: str) -> None:
-    import yaml
-
-    cfg = {"model_kind": kind, "feature_input_hook": "mlp.hook_in", "feature_output_hook": "mlp.hook_out",
-           "scan": scan}
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-
-
 def write_plt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, gen: torch.Generator,
               *, scan: str) -> list[dict[str, float]]:
     """Per-layer transcoders (mwhanna/qwen3-4b-transcoders layout); returns calibration stats."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stats = []
+    layers, stats = [], []
     for layer in range(spec.n_layers):
         x, y = mlp_in[layer], mlp_out[layer]
         enc = calibrated_encoder(x, spec.d_transcoder, spec.target_l0, spec.act, gen)
@@ -306,15 +260,11 @@ def write_plt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, g
         b_dec = y.mean(0)
         design = torch.cat([acts, x], dim=1) if spec.skip else acts  # (n, d_tc [+ d_model])
         W = ridge(design, y - b_dec)
-        tensors = {"W_enc": enc.W_enc, "b_enc": enc.b_enc, "W_dec": W[:spec.d_transcoder], "b_dec": b_dec}
-        if enc.threshold is not None:
-            tensors["activation_function.threshold"] = enc.threshold
-        if spec.skip:
-            tensors["W_skip"] = W[spec.d_transcoder:].T  # applied as x @ W_skip.T
-        _save(tensors, out_dir / f"layer_{layer}.safetensors")
+        skip_T = W[spec.d_transcoder:] if spec.skip else None  # (d_model, d_model): x @ skip_T
+        layers.append(with_decoder(enc, W[:spec.d_transcoder], b_dec, skip_T))
         stats.append({"layer": layer, "l0": float((acts > 0).sum(1).float().mean()),
                       "fvu": _fvu(design @ W + b_dec - y, y)})
-    _write_config(out_dir, "transcoder_set", scan)
+    write_transcoders(Transcoders(kind="plt", layers=tuple(layers), scan=scan), out_dir)
     return stats
 
 
@@ -322,7 +272,6 @@ def write_clt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, g
               *, scan: str) -> list[dict[str, float]]:
     """A cross-layer transcoder; the decoders of target layer l are fitted source by source
     (l, l-1, ..., 0), each to what the previous ones left, so no Gram matrix exceeds one layer's."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     L, d_tc = spec.n_layers, spec.clt_width
     encoders = [calibrated_encoder(mlp_in[i], d_tc, spec.target_l0, spec.act, gen) for i in range(L)]
     W_dec = [torch.zeros(d_tc, L - i, spec.d_model) for i in range(L)]
@@ -338,13 +287,8 @@ def write_clt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, g
             residual = residual - acts @ W
         l0 = (encoders[target].encode(mlp_in[target]) > 0).sum(1).float().mean()
         stats.append({"layer": target, "l0": float(l0), "fvu": _fvu(residual, y)})
-    for i, enc in enumerate(encoders):
-        tensors = {f"W_enc_{i}": enc.W_enc, f"b_enc_{i}": enc.b_enc, f"b_dec_{i}": b_dec[i]}
-        if enc.threshold is not None:
-            tensors[f"threshold_{i}"] = enc.threshold
-        _save(tensors, out_dir / f"W_enc_{i}.safetensors")
-        _save({f"W_dec_{i}": W_dec[i]}, out_dir / f"W_dec_{i}.safetensors")
-    _write_config(out_dir, "cross_layer_transcoder", scan)
+    layers = tuple(with_decoder(enc, W_dec[i], b_dec[i]) for i, enc in enumerate(encoders))
+    write_transcoders(Transcoders(kind="clt", layers=layers, scan=scan), out_dir)
     return stats
 
 

@@ -107,14 +107,12 @@ def configs_from_args(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from tracer.errors import WorkbenchError
     from tracer.io import atomic_path
     from workbench.bench.report import format_table
     from workbench.bench.run import run_benchmark
+    from workbench.cli_safety import check_out
 
-    out = Path(args.out)
-    if out.is_dir():
-        raise WorkbenchError(f"--out must be a file path; got {args.out!r}, a directory. Add a file name.")
+    out = check_out(args.out)
     spec, cfg = configs_from_args(args)
     report = run_benchmark(spec, cfg, argv=sys.argv[1:], verbose=not args.quiet)  # type: ignore[arg-type]
     with atomic_path(out) as tmp:

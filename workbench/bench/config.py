@@ -22,7 +22,7 @@ ARCHS = ("qwen3", "llama")
 """Architectures the builder makes (``Qwen3ForCausalLM``, ``LlamaForCausalLM``)."""
 BACKENDS = ("transformerlens", "nnsight")
 """circuit-tracer back ends; TransformerLens only for Qwen3 (see :mod:`workbench.bench.build`)."""
-BUILD_VERSION = 3
+BUILD_VERSION = 4
 """Bumped when the builder's output changes, so that old cached builds are not reused."""
 
 

@@ -1,7 +1,8 @@
 """Build the whole demo world from a seed: language, model, transcoders, labels, manifest.
 
 Phases (each a function, each logged): 1 language + tokenizer, 2 model training, 3 model
-evaluation, 4 transcoder training (PLT, CLT), 5 labels, 6 manifest. ``tiny=True`` runs the same
+evaluation, 4 transcoder training (PLT, CLT), 5 labels, 6 per-feature truth (which fixes the labels
+it contradicts), 7 manifest. :func:`rebuild_truth` reruns phase 6 alone on a built world. ``tiny=True`` runs the same
 pipeline at toy scale (for CI).
 """
 
@@ -20,7 +21,8 @@ import torch
 
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_path
-from tracer.labels import save_labels
+from tracer.labels import FeatureLabel, load_labels
+from tracer.transcoders.base import Transcoders
 from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.evaluate import evaluate_model
@@ -41,7 +43,9 @@ from workbench.world.train_transcoders import (
     train_transcoders,
     transcoder_metrics,
 )
-from workbench.world.transcoders import SavedTranscoders, write_transcoders
+from workbench.world.transcoders import encode_layers, save_transcoders
+from workbench.world.truth import TruthConfig, world_truth
+from workbench.world.truth_labels import write_world_truth
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ class WorldBuildConfig:
     n_eval_sentences: int = 4_000
     """Fresh sentences (plus every evaluation prompt's sentence) for held-out transcoder metrics
     and labels."""
+    truth: TruthConfig = field(default_factory=TruthConfig)
+    """The per-feature truth procedure (its own held-out corpus and thresholds)."""
     threads: int = 2
     """torch CPU threads."""
 
@@ -88,7 +94,7 @@ def default_config(*, tiny: bool = False) -> WorldBuildConfig:
         train=TrainConfig(steps=250, batch_size=64, lr=5e-3, warmup=25),
         plt=TranscoderTrainConfig(d_transcoder=128, k=8, steps=150, batch_size=1024),
         clt=TranscoderTrainConfig(d_transcoder=128, k=8, steps=150, batch_size=1024),
-        n_transcoder_sentences=1500, n_eval_sentences=400, threads=1)
+        n_transcoder_sentences=1500, n_eval_sentences=400, threads=1, truth=TruthConfig(n_sentences=600))
 
 
 def build_world(out_dir: str | Path, *, seed: int = 0, tiny: bool = False, progress: bool = False,
@@ -141,17 +147,26 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
     logger.info("Phase 5: labels")
     t = time.perf_counter()
     infos = annotate(eval_sents)
+    labels: dict[str, dict[tuple[int, int], FeatureLabel]] = {}
     for name, tc in saved.items():
-        acts = tc.encode(X_eval)  # (L, n_tokens, F)
-        labels = [lab for layer in range(tc.n_layers) for lab in label_layer(acts[layer], infos, layer, spec)]
-        save_labels(labels, out / f"labels_{name}.jsonl")
+        acts = encode_layers(tc, X_eval)  # (L, n_tokens, F)
+        scan = {"scan": transcoder_scan(name, seed)}  # lets `export` refuse labels of another transcoder set
+        labels[name] = {lab.key: dataclasses.replace(lab, extra={**lab.extra, **scan}) for layer in range(tc.n_layers)
+                        for lab in label_layer(acts[layer], infos, layer, spec)}
     times["labels"] = time.perf_counter() - t
 
-    logger.info("Phase 6: manifest")
+    logger.info("Phase 6: per-feature truth")
+    t = time.perf_counter()
+    truths = world_truth(model, tokenizer, spec, saved, seed=seed, cfg=cfg.truth)
+    truth_summary = write_world_truth(out, truths, labels)
+    times["truth"] = time.perf_counter() - t
+
+    logger.info("Phase 7: manifest")
     times["total"] = time.perf_counter() - t_all
     manifest = build_manifest(spec=spec, seed=seed, tiny=tiny, prompts=prompts, model=model, tokenizer=tokenizer,
                               model_metrics=model_metrics, tc_metrics=tc_metrics, times=times,
                               config=dataclasses.asdict(cfg))
+    manifest = with_truth(manifest, truth_summary, cfg.truth)
     with atomic_path(out / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     logger.info("World built in %.0fs: %s", times["total"], json.dumps(manifest["metrics"]["summary"]))
@@ -160,7 +175,7 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
 
 def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: Any,
                       prompts: dict[str, list[dict[str, Any]]], seed: int, cfg: WorldBuildConfig,
-                      progress: bool, times: dict[str, float]) -> tuple[dict[str, Any], dict[str, SavedTranscoders],
+                      progress: bool, times: dict[str, float]) -> tuple[dict[str, Any], dict[str, Transcoders],
                                                                        list[gen.Sentence], torch.Tensor]:
     t = time.perf_counter()
     train_sents = gen.sample_corpus(spec, cfg.n_transcoder_sentences, seed=seed, stream="transcoders")
@@ -169,15 +184,21 @@ def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: An
     X_eval, Y_eval = collect_mlp_io(model, encode_corpus(eval_sents, tokenizer)[0])
     times["activations"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"n_train_tokens": int(X.shape[1]), "n_eval_tokens": int(X_eval.shape[1])}
-    saved: dict[str, SavedTranscoders] = {}
+    saved: dict[str, Transcoders] = {}
     for name, tcfg in (("plt", cfg.plt), ("clt", cfg.clt)):
         t = time.perf_counter()
-        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress)
-        write_transcoders(tc, out / name, scan=f"manifold-workbench/demo-world-{name}@seed{seed}")
+        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress,
+                                  scan=transcoder_scan(name, seed))
+        save_transcoders(tc, out / name)
         metrics[name] = transcoder_metrics(tc, X_eval, Y_eval)
         saved[name] = tc
         times[name] = time.perf_counter() - t
     return metrics, saved, eval_sents, X_eval
+
+
+def transcoder_scan(name: str, seed: int) -> str:
+    """The id of a built world's transcoder set (config.yaml's scan; every label record carries it)."""
+    return f"manifold-workbench/demo-world-{name}@seed{seed}"
 
 
 def prompt_sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:
@@ -198,3 +219,32 @@ def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
         for f in sorted(Path(tmp).iterdir()):
             shutil.move(str(f), str(path / f.name))
     save_tokenizer(tokenizer, path)
+
+
+def with_truth(manifest: dict[str, Any], summary: dict[str, Any], cfg: TruthConfig) -> dict[str, Any]:
+    """The manifest with the truth files listed and the truth's summary and settings recorded."""
+    truth_files = {f"feature_truth_{name}": f"feature_truth_{name}.jsonl" for name in summary}
+    files = {**manifest.get("files", {}), **truth_files}
+    truth = {"procedure": "workbench/world/truth.py (see data/world/README.md)", "config": dataclasses.asdict(cfg),
+             "summary": summary}
+    return {**manifest, "files": files, "truth": truth}
+
+
+def rebuild_truth(directory: str | Path, *, cfg: TruthConfig | None = None) -> dict[str, Any]:
+    """Recompute the per-feature truth of a built world from its shipped model and transcoders
+    (phase 6 alone): rewrites ``feature_truth_*.jsonl``, the labels it fixes and the manifest's
+    truth entries. Returns the truth summary."""
+    from workbench.world.evaluate import load_world
+
+    d = Path(directory)
+    world = load_world(d)
+    cfg = cfg or TruthConfig()
+    saved = {"plt": world.plt, "clt": world.clt}
+    truths = world_truth(world.model, world.tokenizer, world.spec(), saved, seed=int(world.manifest["seed"]),
+                         cfg=cfg)
+    labels = {name: load_labels(d / f"labels_{name}.jsonl") for name in saved}
+    summary = write_world_truth(d, truths, labels)
+    manifest = with_truth(world.manifest, summary, cfg)
+    with atomic_path(d / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    return summary

@@ -10,7 +10,7 @@ from tracer.errors import WorkbenchError
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    """Add the `world` sub-command (action: `build`)."""
+    """Add the `world` sub-command (actions: `build`, `truth`)."""
     world = subparsers.add_parser("world", help="build the embedded demo world (language, model, transcoders)")
     actions = world.add_subparsers(dest="world_action", metavar="ACTION")
     build = actions.add_parser("build", help="regenerate the whole demo world from a seed")
@@ -19,6 +19,16 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     build.add_argument("--tiny", action="store_true", help="tiny, fast version of the same pipeline (CI)")
     build.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     build.set_defaults(func=_run_build)
+    truth = actions.add_parser(
+        "truth", help="recompute the per-feature truth of a built world (feature_truth_*.jsonl; fixes labels)",
+        description="Recompute feature_truth_{plt,clt}.jsonl of a built world from its model and transcoders "
+                    "(the build's truth phase alone), rewrite the labels the truth contradicts, and record the "
+                    "truth in manifest.json.")
+    truth.add_argument("--world", required=True, type=Path, help="a built world folder (with manifest.json)")
+    truth.add_argument("--n-sentences", type=int, default=None,
+                       help="fresh generator sentences of the truth corpus (default: TruthConfig's)")
+    truth.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+    truth.set_defaults(func=_run_truth)
     world.set_defaults(func=_no_action)
 
 
@@ -29,10 +39,31 @@ def _no_action(args: argparse.Namespace) -> int:
 def _run_build(args: argparse.Namespace) -> int:
     if args.seed < 0:
         raise WorkbenchError(f"--seed must be >= 0; got {args.seed!r}. Pass a non-negative integer.")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out must be a folder; got the file {str(out)!r}. Pass a folder path.")
+    from workbench.cli_safety import check_out
+
+    out = check_out(args.out, folder=True)
     from workbench.world.build import build_world
 
     build_world(out, seed=args.seed, tiny=args.tiny, progress=not args.quiet)
+    return 0
+
+
+def _run_truth(args: argparse.Namespace) -> int:
+    if not (Path(args.world) / "manifest.json").is_file():
+        raise WorkbenchError(f"--world must be a built world folder with manifest.json; got {str(args.world)!r}. "
+                             "Build one with `workbench world build --out DIR`.")
+    if args.n_sentences is not None and args.n_sentences < 1:
+        raise WorkbenchError(f"--n-sentences must be >= 1; got {args.n_sentences!r}.")
+    import json
+    import sys
+
+    import torch
+
+    from workbench.world.build import rebuild_truth
+    from workbench.world.truth import TruthConfig
+
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    cfg = TruthConfig() if args.n_sentences is None else TruthConfig(n_sentences=args.n_sentences)
+    summary = rebuild_truth(args.world, cfg=cfg)
+    print(json.dumps(summary, indent=1), file=sys.stdout)  # noqa: T201 - the command's output
     return 0

@@ -14,11 +14,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, Qwen3ForCausalLM
 
 from tracer.errors import WorkbenchError
+from tracer.transcoders.base import Transcoders
+from tracer.transcoders.loaders import load_transcoders
 from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.train_model import accuracy, encode_corpus
 from workbench.world.train_transcoders import collect_mlp_io, transcoder_metrics
-from workbench.world.transcoders import SavedTranscoders, read_transcoders
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +38,21 @@ class LoadedWorld:
     """Its word-level tokenizer."""
     manifest: dict[str, Any]
     """manifest.json."""
-    plt: SavedTranscoders
-    """Per-layer transcoders."""
-    clt: SavedTranscoders
-    """Cross-layer transcoder."""
+    plt: Transcoders
+    """Per-layer transcoders (decoders in memory)."""
+    clt: Transcoders
+    """Cross-layer transcoder (decoders in memory)."""
 
     def spec(self) -> lang.WorldSpec:
         """The world's language, rebuilt from the manifest's seed and shape."""
-        facts = self.manifest["facts"]
-        return lang.make_world(int(self.manifest["seed"]), n_regions=len(facts["regions"]),
-                               cities_per_region=len(facts["cities"]) // len(facts["regions"]))
+        return manifest_spec(self.manifest)
+
+
+def manifest_spec(manifest: dict[str, Any]) -> lang.WorldSpec:
+    """A built world's language, rebuilt from its manifest's seed and shape."""
+    facts = manifest["facts"]
+    return lang.make_world(int(manifest["seed"]), n_regions=len(facts["regions"]),
+                           cities_per_region=len(facts["cities"]) // len(facts["regions"]))
 
 
 def load_world(directory: str | Path) -> LoadedWorld:
@@ -58,8 +64,10 @@ def load_world(directory: str | Path) -> LoadedWorld:
     model = AutoModelForCausalLM.from_pretrained(d / "model", torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(d / "model")
     manifest = json.loads((d / "manifest.json").read_text())
+    dims = {"n_layers": model.config.num_hidden_layers, "d_model": model.config.hidden_size}
     return LoadedWorld(model=model, tokenizer=tokenizer, manifest=manifest,
-                       plt=read_transcoders(d / "plt"), clt=read_transcoders(d / "clt"))
+                       plt=load_transcoders(d / "plt", lazy_decoder=False, **dims),
+                       clt=load_transcoders(d / "clt", lazy_decoder=False, **dims))
 
 
 def evaluate_model(model: Qwen3ForCausalLM, tokenizer: PreTrainedTokenizerFast,

@@ -6,6 +6,7 @@ threshold, and each decoder (and b_dec) is refitted by ridge least squares for t
 sparse code. Position 0 (BOS) and padding are never used, as in attribution.
 """
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,8 +16,12 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import Qwen3ForCausalLM
 
+from tracer.models import wrap_model
+from tracer.models.forward import capture_transcoder_io
+from tracer.transcoders.base import Transcoders
+from tracer.transcoders.fit import ridge_solve
 from workbench.world.tokenizer import PAD_ID
-from workbench.world.transcoders import SavedTranscoders, TrainableTranscoders
+from workbench.world.transcoders import TrainableTranscoders, decode_layers, encode_layers
 
 logger = logging.getLogger(__name__)
 
@@ -47,34 +52,12 @@ class TranscoderTrainConfig:
     """Seeds initialisation and batch order."""
 
 
-@torch.no_grad()
 def collect_mlp_io(model: Qwen3ForCausalLM, ids: Tensor, batch_size: int = 512) -> tuple[Tensor, Tensor]:
-    """MLP inputs and outputs `(L, n_tokens, d_model)` at every non-pad position >= 1 of `ids`."""
-    layers = model.model.layers
-    store: dict[int, tuple[Tensor, Tensor]] = {}
-
-    def hook(idx: int):  # noqa: ANN202
-        def fn(_mod: torch.nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
-            store[idx] = (args[0], out)
-        return fn
-
-    handles = [layer.mlp.register_forward_hook(hook(i)) for i, layer in enumerate(layers)]
-    xs: list[Tensor] = []
-    ys: list[Tensor] = []
-    try:
-        for i in range(0, ids.shape[0], batch_size):
-            batch = ids[i:i + batch_size]
-            width = int((batch != PAD_ID).sum(dim=1).max())
-            batch = batch[:, :width]  # (batch, n_pos)
-            keep = batch != PAD_ID
-            keep[:, 0] = False
-            model.model(input_ids=batch)
-            xs.append(torch.stack([store[l][0][keep] for l in range(len(layers))]))  # (L, n, d_model)
-            ys.append(torch.stack([store[l][1][keep] for l in range(len(layers))]))
-    finally:
-        for h in handles:
-            h.remove()
-    return torch.cat(xs, dim=1), torch.cat(ys, dim=1)
+    """MLP inputs and outputs `(L, n_tokens, d_model)` at every non-pad position >= 1 of `ids`
+    (row-major: sentence by sentence), through :func:`tracer.models.forward.capture_transcoder_io`."""
+    keep = ids != PAD_ID  # (n, max_len)
+    keep[:, 0] = False
+    return capture_transcoder_io(wrap_model(model), ids, "mlp_input", "mlp_output", keep=keep, batch_size=batch_size)
 
 
 def top_fraction_threshold(values: Tensor, frac: Tensor, generator: torch.Generator,
@@ -122,9 +105,9 @@ def _lr_factor(step: int, steps: int) -> float:
 
 
 def train_transcoders(kind: str, X: Tensor, Y: Tensor, cfg: TranscoderTrainConfig, *,
-                      progress: bool = False) -> tuple[SavedTranscoders, dict[str, float]]:
-    """Train a PLT or CLT on MLP inputs X and outputs Y `(L, n, d_model)`; returns the saved form
-    and training statistics."""
+                      progress: bool = False, scan: str = "") -> tuple[Transcoders, dict[str, float]]:
+    """Train a PLT or CLT on MLP inputs X and outputs Y `(L, n, d_model)`; returns tracer's form
+    (its ``scan`` id given) and training statistics."""
     n_layers, n_tokens, d_model = X.shape
     gen = torch.Generator().manual_seed(cfg.seed)
     x_scale = X.pow(2).mean(dim=(1, 2)).sqrt()  # (L,)
@@ -151,7 +134,7 @@ def train_transcoders(kind: str, X: Tensor, Y: Tensor, cfg: TranscoderTrainConfi
             bar.set_postfix(fvu=f"{float(fvu.mean()):.3f}", dead=f"{float(dead.float().mean()):.2f}")
     logger.info("%s trained in %.0fs (train FVU %s)", kind.upper(), time.perf_counter() - t0,
                 [round(float(f), 3) for f in fvu])
-    saved = module.export(threshold, x_scale, y_scale)
+    saved = module.export(threshold, x_scale, y_scale, scan=scan)
     if cfg.ridge > 0:
         saved = refit_decoders(saved, X, Y, ridge=cfg.ridge)
     return saved, {"train_seconds": time.perf_counter() - t0}
@@ -181,43 +164,40 @@ def _step(module: TrainableTranscoders, opt: torch.optim.Optimizer, xb: Tensor, 
 
 
 @torch.no_grad()
-def refit_decoders(tc: SavedTranscoders, X: Tensor, Y: Tensor, *, ridge: float,
-                   max_tokens: int = 60_000) -> SavedTranscoders:
-    """Refit W_dec and b_dec by ridge least squares for the fixed JumpReLU code of `tc`."""
-    n_layers = tc.n_layers
-    acts = tc.encode(X[:, :max_tokens])  # (L, n, F)
-    n, d_tc = acts.shape[1], acts.shape[2]
-    W_dec = [torch.zeros_like(w) for w in tc.W_dec]
-    b_dec = torch.zeros_like(tc.b_dec)
+def refit_decoders(tc: Transcoders, X: Tensor, Y: Tensor, *, ridge: float, max_tokens: int = 60_000) -> Transcoders:
+    """Refit W_dec and b_dec by ridge least squares (:func:`tracer.transcoders.fit.ridge_solve`, ``ridge``
+    relative to the design's mean squared column norm) for the fixed JumpReLU code of `tc`."""
+    acts = encode_layers(tc, X[:, :max_tokens])  # (L, n, F)
+    n_layers, n, d_tc = acts.shape
+    W_dec = [torch.zeros(d_tc, tc.d_model) if tc.kind == "plt" else torch.zeros(d_tc, n_layers - i, tc.d_model)
+             for i in range(n_layers)]
+    b_dec: list[Tensor] = []
     for target in range(n_layers):
         sources = [target] if tc.kind == "plt" else list(range(target + 1))
-        A = torch.cat([acts[s] for s in sources] + [torch.ones(n, 1)], dim=1)  # (n, |S| F + 1)
-        gram = A.T @ A  # (m, m)
-        reg = ridge * gram.diagonal().mean()
-        gram.diagonal().add_(reg)
-        sol = torch.linalg.solve(gram, A.T @ Y[target, :max_tokens])  # (m, d_model)
-        b_dec[target] = sol[-1]
+        design = torch.cat([acts[s] for s in sources] + [torch.ones(n, 1)], dim=1)  # (n, |S| F + 1)
+        sol = ridge_solve(design, Y[target, :max_tokens], relative=ridge)  # (|S| F + 1, d_model)
+        b_dec.append(sol[-1])
         for j, s in enumerate(sources):
             block = sol[j * d_tc:(j + 1) * d_tc]  # (F, d_model)
             if tc.kind == "plt":
                 W_dec[s] = block
             else:
                 W_dec[s][:, target - s] = block
-    return SavedTranscoders(kind=tc.kind, W_enc=tc.W_enc, b_enc=tc.b_enc, threshold=tc.threshold,
-                            W_dec=W_dec, b_dec=b_dec)
+    layers = tuple(dataclasses.replace(layer, W_dec=w, b_dec=b) for layer, w, b in zip(tc.layers, W_dec, b_dec))
+    return dataclasses.replace(tc, layers=layers)
 
 
 @torch.no_grad()
-def transcoder_metrics(tc: SavedTranscoders, X: Tensor, Y: Tensor, chunk: int = 8192) -> list[dict[str, float]]:
+def transcoder_metrics(tc: Transcoders, X: Tensor, Y: Tensor, chunk: int = 8192) -> list[dict[str, float]]:
     """Per layer: FVU, mean L0 (active features per token) and dead fraction (never active) on
     the tokens given (X, Y `(L, n, d_model)`)."""
     n_layers, n_tokens, _ = X.shape
     resid = torch.zeros(n_layers)
     l0 = torch.zeros(n_layers)
-    ever = torch.zeros(n_layers, tc.W_enc.shape[1], dtype=torch.bool)  # (L, F)
+    ever = torch.zeros(n_layers, tc.d_transcoder, dtype=torch.bool)  # (L, F)
     for i in range(0, n_tokens, chunk):
-        acts = tc.encode(X[:, i:i + chunk])  # (L, c, F)
-        y_hat = tc.decode(acts)  # (L, c, d_model)
+        acts = encode_layers(tc, X[:, i:i + chunk])  # (L, c, F)
+        y_hat = decode_layers(tc, acts)  # (L, c, d_model)
         resid += (Y[:, i:i + chunk] - y_hat).pow(2).sum(dim=(1, 2))
         active = acts > 0
         l0 += active.sum(dim=(1, 2)).float()

@@ -1,8 +1,11 @@
-"""Transcoders of the demo world: training modules and circuit-tracer's on-disk formats.
+"""Transcoders of the demo world: the training module, and small batched helpers over tracer's type.
 
 Both kinds read the MLP input of layer l (the output of ``post_attention_layernorm``) and
-reconstruct that MLP's output. Saved activations are JumpReLU: ``a = pre * (pre > threshold)``
-with ``pre = x @ W_enc.T + b_enc``.
+reconstruct that MLP's output. The in-memory form is tracer's
+:class:`~tracer.transcoders.base.Transcoders` (JumpReLU layers: ``a = pre * (pre > threshold)``
+with ``pre = x @ W_enc.T + b_enc``); the files are circuit-tracer's, written by
+:func:`tracer.transcoders.writer.write_transcoders` (:func:`save_transcoders` adds the config keys
+the world has always written) and read by :func:`tracer.transcoders.loaders.load_transcoders`.
 
 * PLT (``transcoder_set``): ``y_l = a_l @ W_dec_l + b_dec_l``; files ``layer_{l}.safetensors``.
 * CLT (``cross_layer_transcoder``): features of layer i write to layers i..L-1,
@@ -10,63 +13,49 @@ with ``pre = x @ W_enc.T + b_enc``.
   ``W_dec_{i}.safetensors``.
 
 Training works on inputs and outputs divided by one scalar per layer (their RMS norm) so that
-one learning rate suits every layer; :meth:`export` folds the scales back into the weights.
+one learning rate suits every layer; :meth:`TrainableTranscoders.export` folds the scales back
+into the weights.
 """
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import yaml
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from tracer.io import atomic_path
+from tracer.replacement import decode_features
+from tracer.transcoders.base import Kind, TranscoderLayer, Transcoders
+from tracer.transcoders.writer import write_transcoders
 
 logger = logging.getLogger(__name__)
 
-HOOK_IN, HOOK_OUT = "mlp.hook_in", "mlp.hook_out"
+
+def encode_layers(tc: Transcoders, x: Tensor) -> Tensor:
+    """Activations `(L, n, F)` of every layer from MLP inputs `x` `(L, n, d_model)` (each layer's
+    :meth:`~tracer.transcoders.base.TranscoderLayer.encode`; rows are tokens, none is a BOS)."""
+    return torch.stack([layer.encode(x_l) for layer, x_l in zip(tc.layers, x)])  # (L, n, F)
 
 
-@dataclass(frozen=True, kw_only=True)
-class SavedTranscoders:
-    """Transcoder weights in the saved (unscaled, JumpReLU) form; L = n_layers, F = d_transcoder."""
+def decode_layers(tc: Transcoders, acts: Tensor) -> Tensor:
+    """MLP outputs `(L, n, d_model)` from activations `(L, n, F)`: ``b_dec`` plus every source
+    layer's :func:`~tracer.replacement.decode_features` (a CLT layer writes to itself and every later one)."""
+    n_layers, n, d_tc = acts.shape
+    out = torch.stack([layer.b_dec.expand(n, -1) for layer in tc.layers])  # (L, n, d_model)
+    every = torch.arange(d_tc)
+    for i, layer in enumerate(tc.layers):
+        written = decode_features(layer, every, acts[i], dtype=acts.dtype)  # PLT (n, d); CLT (n, L - i, d)
+        if written.dim() == 2:
+            out[i] += written
+        else:
+            out[i:] += written.permute(1, 0, 2)  # (L - i, n, d_model)
+    return out
 
-    kind: str
-    """"plt" or "clt"."""
-    W_enc: Tensor
-    """(L, F, d_model)."""
-    b_enc: Tensor
-    """(L, F)."""
-    threshold: Tensor
-    """(L, F): JumpReLU thresholds on the pre-activation."""
-    W_dec: list[Tensor]
-    """PLT: L tensors (F, d_model); CLT: L tensors (F, L - i, d_model)."""
-    b_dec: Tensor
-    """(L, d_model)."""
 
-    @property
-    def n_layers(self) -> int:
-        """Number of layers."""
-        return int(self.W_enc.shape[0])
-
-    def encode(self, x: Tensor) -> Tensor:
-        """Activations `(L, n, F)` from MLP inputs `x` `(L, n, d_model)`."""
-        pre = torch.einsum("lnd,lfd->lnf", x, self.W_enc) + self.b_enc[:, None]  # (L, n, F)
-        return pre * (pre > self.threshold[:, None])
-
-    def decode(self, acts: Tensor) -> Tensor:
-        """MLP outputs `(L, n, d_model)` from activations `(L, n, F)`."""
-        n_layers, n, _ = acts.shape
-        out = self.b_dec[:, None].expand(n_layers, n, -1).clone()  # (L, n, d_model)
-        for i in range(n_layers):
-            if self.kind == "plt":
-                out[i] += acts[i] @ self.W_dec[i]  # (n, d_model)
-            else:
-                out[i:] += torch.einsum("nf,fld->lnd", acts[i], self.W_dec[i])  # (L - i, n, d_model)
-        return out
+def save_transcoders(tc: Transcoders, out_dir: Path) -> Path:
+    """Write ``tc`` in circuit-tracer's format (config.yaml also records n_layers, d_transcoder, d_model)."""
+    extra: dict[str, object] = {"n_layers": tc.n_layers, "d_transcoder": tc.d_transcoder, "d_model": tc.d_model}
+    return write_transcoders(tc, out_dir, extra_config=extra)
 
 
 class TrainableTranscoders(nn.Module):
@@ -77,7 +66,8 @@ class TrainableTranscoders(nn.Module):
         super().__init__()
         if kind not in ("plt", "clt"):
             raise ValueError(f"kind must be 'plt' or 'clt'; got {kind!r}.")
-        self.kind, self.n_layers = kind, n_layers
+        self.kind: Kind = "plt" if kind == "plt" else "clt"
+        self.n_layers = n_layers
         bound = 1.0 / math.sqrt(d_model)
         enc = (torch.rand(n_layers, d_transcoder, d_model, generator=generator) * 2 - 1) * bound
         self.W_enc = nn.Parameter(enc)  # (L, F, d_model)
@@ -111,63 +101,17 @@ class TrainableTranscoders(nn.Module):
             w.div_(w.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None])
 
     @torch.no_grad()
-    def export(self, threshold: Tensor, x_scale: Tensor, y_scale: Tensor) -> SavedTranscoders:
-        """Saved form: fold the per-layer scales (L,) back in; `threshold` `(L,)` or `(L, F)`."""
+    def export(self, threshold: Tensor, x_scale: Tensor, y_scale: Tensor, *, scan: str = "") -> Transcoders:
+        """tracer's form: fold the per-layer scales (L,) back in; `threshold` `(L,)` or `(L, F)`."""
         n_layers, d_tc, _ = self.W_enc.shape
         thr = threshold.expand(n_layers, d_tc) if threshold.ndim == 2 else threshold[:, None].expand(-1, d_tc)
-        W_dec = []
+        W_enc = (self.W_enc / x_scale[:, None, None]).clone()  # (L, F, d_model)
+        b_dec = (self.b_dec * y_scale[:, None]).clone()  # (L, d_model)
+        layers = []
         for i, w in enumerate(self.W_dec):
             scale = y_scale[i:i + w.shape[1]][None, :, None]  # (1, width, 1)
             scaled = w * scale  # (F, width, d_model)
-            W_dec.append(scaled[:, 0].clone() if self.kind == "plt" else scaled.clone())
-        return SavedTranscoders(
-            kind=self.kind, W_enc=(self.W_enc / x_scale[:, None, None]).clone(), b_enc=self.b_enc.clone(),
-            threshold=thr.clone().contiguous(), W_dec=W_dec, b_dec=(self.b_dec * y_scale[:, None]).clone())
-
-
-def write_transcoders(tc: SavedTranscoders, out_dir: Path, *, scan: str) -> None:
-    """Write `tc` in circuit-tracer's format into `out_dir` (config.yaml + safetensors)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for i in range(tc.n_layers):
-        enc = {"b_enc": tc.b_enc[i], "b_dec": tc.b_dec[i]}
-        if tc.kind == "plt":
-            tensors = {"W_enc": tc.W_enc[i], "W_dec": tc.W_dec[i], **enc,
-                       "activation_function.threshold": tc.threshold[i]}
-            _save(tensors, out_dir / f"layer_{i}.safetensors")
-        else:
-            _save({f"W_enc_{i}": tc.W_enc[i], f"b_enc_{i}": tc.b_enc[i], f"b_dec_{i}": tc.b_dec[i],
-                   f"threshold_{i}": tc.threshold[i]}, out_dir / f"W_enc_{i}.safetensors")
-            _save({f"W_dec_{i}": tc.W_dec[i]}, out_dir / f"W_dec_{i}.safetensors")
-    config = {
-        "model_kind": "transcoder_set" if tc.kind == "plt" else "cross_layer_transcoder",
-        "feature_input_hook": HOOK_IN, "feature_output_hook": HOOK_OUT, "scan": scan,
-        "n_layers": tc.n_layers,
-        "d_transcoder": int(tc.W_enc.shape[1]), "d_model": int(tc.W_enc.shape[2]),
-    }
-    with atomic_path(out_dir / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def read_transcoders(directory: Path) -> SavedTranscoders:
-    """Load a PLT or CLT written by :func:`write_transcoders` (upcast to float32)."""
-    cfg = yaml.safe_load((directory / "config.yaml").read_text())
-    kind = {"transcoder_set": "plt", "cross_layer_transcoder": "clt"}[cfg["model_kind"]]
-    W_enc, b_enc, thr, W_dec, b_dec = [], [], [], [], []
-    for i in range(int(cfg["n_layers"])):
-        if kind == "plt":
-            t = load_file(str(directory / f"layer_{i}.safetensors"))
-            names = ("W_enc", "b_enc", "activation_function.threshold", "b_dec")
-            W_dec.append(t["W_dec"].float())
-        else:
-            t = load_file(str(directory / f"W_enc_{i}.safetensors"))
-            names = (f"W_enc_{i}", f"b_enc_{i}", f"threshold_{i}", f"b_dec_{i}")
-            W_dec.append(load_file(str(directory / f"W_dec_{i}.safetensors"))[f"W_dec_{i}"].float())
-        for store, name in zip((W_enc, b_enc, thr, b_dec), names):
-            store.append(t[name].float())
-    return SavedTranscoders(kind=kind, W_enc=torch.stack(W_enc), b_enc=torch.stack(b_enc),
-                            threshold=torch.stack(thr), W_dec=W_dec, b_dec=torch.stack(b_dec))
-
-
-def _save(tensors: dict[str, Tensor], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().float().contiguous() for k, v in tensors.items()}, str(tmp))
+            layers.append(TranscoderLayer(
+                W_enc=W_enc[i], b_enc=self.b_enc[i].clone(), W_dec=scaled[:, 0].clone() if self.kind == "plt"
+                else scaled.clone(), b_dec=b_dec[i], activation="jumprelu", threshold=thr[i].clone().contiguous()))
+        return Transcoders(kind=self.kind, layers=tuple(layers), scan=scan)

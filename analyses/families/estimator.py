@@ -1,0 +1,311 @@
+"""``FeatureFamilies``: group the features of a whole dictionary into families.
+
+Per layer (or over all given layers at once):
+
+1. unit-normalise the decoder rows (``X``) and find each feature's ``n_neighbors`` nearest by
+   cosine: exact blocked GEMMs up to ``exact_max`` features, pynndescent above;
+2. with an activation sample (a sparse token x feature matrix), add co-activation evidence:
+   the cosine of co-activation profiles (``coactivation="profile"``: features that fire on the
+   same *kind* of row, which joins the opposite values of a cyclic family that decoder cosine
+   splits) or the Jaccard index of firing sets (``"jaccard"``); the similarity is
+   ``(1 - coactivation_weight) * decoder + coactivation_weight * coactivation``;
+3. cluster: average linkage on the dense similarity for layers up to ``dense_max`` features
+   (``clustering="auto"``), HDBSCAN on the sparse kNN graph above; or connected components of
+   the graph thresholded at ``min_similarity``;
+4. inside each family, a scipy average-linkage hierarchy on decoder cosine; family labels come
+   from member labels when given.
+"""
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from analyses.base import Estimator
+from analyses.families.cluster import (
+    average_families,
+    component_families,
+    drop_weak,
+    family_linkage,
+    hdbscan_families,
+    relabel,
+)
+from analyses.families.coactivation import as_csr, coactivation_profiles, jaccard_pairs
+from analyses.families.config import FamiliesConfig
+from analyses.families.knn import knn, knn_affinity, unit_rows
+from analyses.families.results import Family, FeatureFamiliesResult, family_label
+
+logger = logging.getLogger(__name__)
+
+_D = FamiliesConfig()
+
+
+
+class FeatureFamilies(Estimator):
+    """Families of features from decoder geometry and (optionally) co-activation.
+
+    Parameters are stored unchanged and validated in :meth:`fit`; their defaults and meaning are
+    those of :class:`analyses.families.config.FamiliesConfig` (``FeatureFamilies.from_config``);
+    see the module docstring for the algorithm. Fitted attributes: ``result_``
+    (:class:`FeatureFamiliesResult`), ``labels_`` (family per row of X, -1 for none), ``n_families_``,
+    ``timings_`` (seconds per phase)."""
+
+    def __init__(self, *, n_neighbors: int = _D.n_neighbors,
+                 min_similarity: float = _D.min_similarity, knn: str = _D.knn,
+                 exact_max: int = _D.exact_max, coactivation: str = _D.coactivation,
+                 coactivation_weight: float = _D.coactivation_weight,
+                 weighting: str = _D.weighting, coactivation_dim: int = _D.coactivation_dim,
+                 clustering: str = _D.clustering, dense_max: int = _D.dense_max,
+                 distance_threshold: float = _D.distance_threshold,
+                 min_cluster_size: int = _D.min_cluster_size,
+                 min_samples: int | None = _D.min_samples,
+                 min_family_size: int = _D.min_family_size, per_layer: bool = _D.per_layer,
+                 max_hierarchy: int = _D.max_hierarchy,
+                 random_state: int = _D.random_state) -> None:
+        self.n_neighbors = n_neighbors
+        self.min_similarity = min_similarity
+        self.knn = knn
+        self.exact_max = exact_max
+        self.coactivation = coactivation
+        self.coactivation_weight = coactivation_weight
+        self.weighting = weighting
+        self.coactivation_dim = coactivation_dim
+        self.clustering = clustering
+        self.dense_max = dense_max
+        self.distance_threshold = distance_threshold
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.min_family_size = min_family_size
+        self.per_layer = per_layer
+        self.max_hierarchy = max_hierarchy
+        self.random_state = random_state
+
+    @classmethod
+    def from_config(cls, config: Any) -> "FeatureFamilies":
+        """An estimator with the parameters of a :class:`FamiliesConfig`."""
+        from dataclasses import asdict
+
+        return cls(**asdict(config))
+
+    def _validate_params(self) -> None:
+        FamiliesConfig(**self.get_params())  # its __post_init__ checks every parameter
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X: np.ndarray, *, layer: Sequence[int] | np.ndarray | None = None,
+            feature: Sequence[int] | np.ndarray | None = None, activations: Any = None, context: Any = None,
+            context_self: Sequence[int] | np.ndarray | None = None,
+            labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None) -> "FeatureFamilies":
+        """Find the families of the features whose decoder rows are ``X`` (n_features, d).
+
+        ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row).
+        ``activations``: sparse (n_rows, n_features) activation sample, columns in X's row order.
+        ``context``: sparse (n_rows, n_context) wider activations on the same rows (default:
+        ``activations``), with ``context_self[i]`` = row i's own column in it (-1: none).
+        ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel)."""
+        self._validate_params()
+        self.timings_: dict[str, float] = {}
+        self._last_tick = time.perf_counter()
+        U, live, layers, feats = self._check_X(X, layer, feature)
+        self._tick("inputs")
+        A = None if activations is None else as_csr(activations, "activations", U.shape[0])
+        C = None if context is None else as_csr(context, "context")
+        if C is not None and (A is None or C.shape[0] != A.shape[0]):
+            raise ValueError(f"context must have the rows of activations; got {C.shape!r}. Pass both over one sample.")
+        ctx_self = None if context_self is None else np.asarray(context_self, dtype=np.int64)
+        names = self._labels(labels, layers, feats)
+        groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
+            else [np.arange(U.shape[0])]
+        family = np.full(U.shape[0], -1, dtype=np.int64)
+        knn_index = np.full((U.shape[0], self.n_neighbors), -1, dtype=np.int64)
+        knn_cos = np.full((U.shape[0], self.n_neighbors), -np.inf, dtype=np.float32)
+        for rows in groups:
+            rows = rows[live[rows]]
+            if rows.size == 0:
+                continue
+            sub_A = None if A is None else A[:, rows]
+            sub_self = None if ctx_self is None else ctx_self[rows]
+            contiguous = rows[-1] - rows[0] + 1 == rows.size
+            U_rows = U[rows[0]:rows[-1] + 1] if contiguous else U[rows]  # a view when it can be: no copy
+            fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self)
+            family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
+            knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
+            knn_cos[rows] = cos
+        self._last_tick = time.perf_counter()
+        self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names)
+        self._tick("hierarchy_and_result")
+        self.labels_ = self.result_.family
+        self.n_families_ = len(self.result_.families)
+        logger.info("FeatureFamilies: %d families over %d features (%d in none)", self.n_families_,
+                    U.shape[0], int((self.labels_ < 0).sum()))
+        return self
+
+    def _check_X(self, X: np.ndarray, layer: Any, feature: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                         np.ndarray]:
+        arr = np.asarray(X)
+        if arr.ndim != 2 or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.number):
+            raise ValueError(f"X must be a numeric array (n_features, d_model) of decoder rows; got shape "
+                             f"{arr.shape!r}. Flatten CLT decoders to (n_features, n_out * d_model).")
+        if not np.isfinite(arr).all():
+            raise ValueError("X must be finite; got NaN or inf in the decoder rows.")
+        n = arr.shape[0]
+        layers = np.zeros(n, dtype=np.int64) if layer is None else np.asarray(layer, dtype=np.int64)
+        feats = np.arange(n, dtype=np.int64) if feature is None else np.asarray(feature, dtype=np.int64)
+        if layers.shape != (n,) or feats.shape != (n,):
+            raise ValueError(f"layer and feature must have one entry per row of X ({n}); got "
+                             f"{layers.shape!r} and {feats.shape!r}.")
+        U, live = unit_rows(arr)
+        return U, live, layers, feats
+
+    def _labels(self, labels: Any, layers: np.ndarray, feats: np.ndarray) -> list[str | None] | None:
+        if labels is None:
+            return None
+        if isinstance(labels, Mapping):
+            out = []
+            for lay, f in zip(layers.tolist(), feats.tolist()):
+                lab = labels.get((lay, f))
+                out.append(None if lab is None else str(getattr(lab, "label", lab)))
+            return out
+        out = [None if lab is None else str(lab) for lab in labels]
+        if len(out) != len(layers):
+            raise ValueError(f"labels must have one entry per row of X ({len(layers)}); got {len(out)}.")
+        return out
+
+    # ------------------------------------------------------------- per group
+
+    def _fit_group(self, U: np.ndarray, A: sp.csr_matrix | None, C: sp.csr_matrix | None,
+                   ctx_self: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(family labels, decoder kNN index, cosine) of one group of unit decoder rows U (n, d)."""
+        n = U.shape[0]
+        idx, cos = knn(U, self.n_neighbors, method=self.knn, exact_max=self.exact_max,
+                       random_state=self.random_state)
+        self._tick("knn")
+        method = self.clustering if self.clustering != "auto" else ("average" if n <= self.dense_max else "hdbscan")
+        lam = float(self.coactivation_weight) if A is not None else 0.0
+        profiles = None
+        if A is not None and self.coactivation == "profile":
+            profiles, _ = unit_rows(coactivation_profiles(A, C, self_column=ctx_self, weighting=self.weighting,
+                                                          dim=self.coactivation_dim, random_state=self.random_state))
+            self._tick("coactivation")
+        if method == "average":
+            S = U @ U.T  # (n, n)
+            if lam > 0:
+                co = profiles @ profiles.T if profiles is not None else _dense_jaccard(A)
+                S = (1.0 - lam) * S + lam * co
+            fam = average_families(S, self.distance_threshold)
+            self._tick("clustering")
+            return fam, idx, cos
+        g_idx, g_sim = self._combined_lists(U, idx, cos, profiles, A, lam)
+        self._tick("graph")
+        if method == "hdbscan":
+            fam = hdbscan_families(g_idx, g_sim, min_cluster_size=self.min_cluster_size, min_samples=self.min_samples)
+            fam = drop_weak(fam, g_idx, g_sim, self.min_similarity)
+        else:
+            fam = component_families(knn_affinity(g_idx, g_sim, n, min_cosine=self.min_similarity))
+        self._tick("clustering")
+        return fam, idx, cos
+
+    def _tick(self, phase: str) -> None:
+        """Add the seconds since the last tick to ``timings_[phase]``."""
+        now = time.perf_counter()
+        self.timings_[phase] = self.timings_.get(phase, 0.0) + now - self._last_tick
+        self._last_tick = now
+
+    def _combined_lists(self, U: np.ndarray, idx: np.ndarray, cos: np.ndarray, profiles: np.ndarray | None,
+                        A: sp.csr_matrix | None, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k neighbour lists (n, k) under the combined similarity, over the candidate pairs of
+        the decoder kNN and (with profiles) the profile kNN."""
+        n, k = idx.shape
+        if lam == 0 or A is None:
+            return idx, cos
+        cands = idx
+        if profiles is not None:
+            p_idx, _ = knn(profiles, k, method=self.knn, exact_max=self.exact_max, random_state=self.random_state)
+            cands = np.concatenate([idx, p_idx], axis=1)  # (n, 2k)
+        rows = np.repeat(np.arange(n), cands.shape[1])
+        cols = cands.ravel()
+        ok = cols >= 0
+        flat = np.full(cols.shape, -np.inf, dtype=np.float32)  # (n * n_candidates,)
+        flat[ok] = _row_dots(U, rows[ok], cols[ok])
+        if lam > 0 and A is not None:
+            co = _row_dots(profiles, rows[ok], cols[ok]) if profiles is not None \
+                else jaccard_pairs(A, rows[ok], cols[ok])
+            flat[ok] = (1.0 - lam) * flat[ok] + lam * co
+        sim: Any = flat.reshape(cands.shape)  # (n, n_candidates)
+        # a pair listed twice (both kNNs) counts once: sort each row by neighbour, drop repeats
+        by_col = np.argsort(cands, axis=1, kind="stable")
+        cands, sim = np.take_along_axis(cands, by_col, axis=1), np.take_along_axis(sim, by_col, axis=1)
+        dup = np.zeros(cands.shape, dtype=bool)
+        dup[:, 1:] = cands[:, 1:] == cands[:, :-1]
+        sim = np.where(dup | (cands < 0), -np.inf, sim)
+        order = np.lexsort((cands, -sim), axis=1)[:, :k]  # best first, ties by index
+        out_idx = np.take_along_axis(cands, order, axis=1)
+        out_sim = np.take_along_axis(sim, order, axis=1)
+        return np.where(np.isfinite(out_sim), out_idx, -1), out_sim
+
+    # ---------------------------------------------------------------- result
+
+    def _result(self, U: np.ndarray, layers: np.ndarray, feats: np.ndarray, family: np.ndarray,
+                knn_index: np.ndarray, knn_cos: np.ndarray, names: list[str | None] | None) -> FeatureFamiliesResult:
+        families: list[Family] = []
+        links: list[np.ndarray] = []
+        start = 0
+        n_fam = int(family.max()) + 1 if family.size else 0
+        order = np.argsort(family, kind="stable")  # members of each family together, in row order
+        bounds = np.searchsorted(family[order], np.arange(n_fam + 1))
+        for fid in range(n_fam):
+            rows = order[bounds[fid]:bounds[fid + 1]]
+            Um = U[rows]
+            m = len(rows)
+            mean_cos = float((Um.sum(0) @ Um.sum(0) - m) / (m * (m - 1))) if m > 1 else 1.0
+            Z = family_linkage(Um) if m <= self.max_hierarchy else np.zeros((0, 4))
+            links.append(Z)
+            label = family_label([names[r] for r in rows]) if names is not None else None
+            families.append(Family(id=fid, size=m, layers=sorted(set(layers[rows].tolist())), label=label,
+                                   mean_cosine=round(mean_cos, 6), hierarchy_start=start,
+                                   hierarchy_stop=start + len(Z)))
+            start += len(Z)
+        hierarchy = np.concatenate(links) if links else np.zeros((0, 4))
+        return FeatureFamiliesResult(layer=layers, feature=feats, family=family, knn_index=knn_index,
+                                     knn_cosine=knn_cos, hierarchy=hierarchy, families=families, labels=names,
+                                     params=self.get_params())
+
+    # --------------------------------------------------------------- queries
+
+    def search(self, text: str, **kwargs: Any) -> list[Family]:
+        """Families matching ``text`` in their labels (see :meth:`FeatureFamiliesResult.search`)."""
+        self._check_fitted("result_")
+        return self.result_.search(text, **kwargs)
+
+    def family_of(self, layer: int, feature: int) -> Family | None:
+        """The family of a feature, or None."""
+        self._check_fitted("result_")
+        return self.result_.family_of(layer, feature)
+
+    def neighbors(self, layer: int, feature: int, k: int | None = None) -> list[tuple[int, int, float]]:
+        """Nearest features by decoder cosine."""
+        self._check_fitted("result_")
+        return self.result_.neighbors(layer, feature, k)
+
+
+def _row_dots(M: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """``M[rows[i]] . M[cols[i]]`` for each pair, in chunks."""
+    out = np.empty(len(rows), dtype=np.float32)
+    for s in range(0, len(rows), chunk):
+        out[s:s + chunk] = np.einsum("ij,ij->i", M[rows[s:s + chunk]], M[cols[s:s + chunk]])
+    return out
+
+
+def _dense_jaccard(A: sp.csr_matrix) -> np.ndarray:
+    """Jaccard index of every pair of columns' firing sets (n_features, n_features)."""
+    B = A.copy()
+    B.data = (B.data > 0).astype(np.float32)
+    inter = np.asarray((B.T @ B).todense())  # (n, n)
+    counts = np.diag(inter).copy()
+    union = counts[:, None] + counts[None, :] - inter
+    J = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+    np.fill_diagonal(J, 1.0)
+    return J

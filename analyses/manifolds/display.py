@@ -1,0 +1,216 @@
+"""Plots of fitted and discovered manifolds (``*Display`` objects: data in, matplotlib out).
+
+* :class:`ManifoldCircleDisplay` -- class means (and points) in two principal components of the
+  fitted subspace, with the fitted curve and the value labels;
+* :class:`TuningCurvesDisplay` -- the family's tuning curves around the manifold;
+* :class:`FrequencyR2Display` -- R² of the fundamental per candidate frequency, with the Fourier spectrum;
+* :class:`DecoderMapDisplay` -- a 2-D map (UMAP, imported lazily; or PCA) of a layer's decoder
+  directions, coloured by family or by preferred value.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from analyses.display import Display
+from analyses.manifolds.fit import ManifoldFitResult
+from analyses.manifolds.tiling import TilingResult
+
+CYCLIC_CMAP = "twilight"
+
+
+class ManifoldCircleDisplay(Display):
+    """Class means, the fitted curve and (optionally) the points, in two subspace components."""
+
+    figsize = (5.5, 5.0)
+
+    def __init__(self, *, means_2d: np.ndarray, curve_2d: np.ndarray, value_names: list[str],
+                 points_2d: np.ndarray | None = None, point_values: np.ndarray | None = None,
+                 components: tuple[int, int] = (0, 1), title: str = "") -> None:
+        self.means_2d = means_2d
+        self.curve_2d = curve_2d
+        self.value_names = value_names
+        self.points_2d = points_2d
+        self.point_values = point_values
+        self.components = components
+        self.title = title
+
+    @classmethod
+    def from_fit(cls, fit: ManifoldFitResult, X: np.ndarray | None = None, y: np.ndarray | None = None, *,
+                 components: tuple[int, int] = (0, 1), n_curve: int = 400) -> "ManifoldCircleDisplay":
+        """From a fit result; ``X`` (n, d_model) and ``y`` (n,) add the individual points."""
+        i, j = components
+        if max(i, j) >= fit.n_components:
+            raise ValueError(f"components must be < {fit.n_components} (the fit's subspace); got {components}.")
+        means = fit.project(fit.class_means)[:, [i, j]]  # (p, 2)
+        if fit.shape == "circle":
+            u = np.linspace(0, 2 * np.pi, n_curve)
+        else:
+            u = np.linspace(0, 1, n_curve)
+        curve = fit.project(fit.curve(u))[:, [i, j]]  # (n_curve, 2)
+        pts = None if X is None else fit.project(X)[:, [i, j]]
+        where = f"layer {fit.layer}" if fit.layer is not None else ""
+        title = f"{fit.source} {where} pos {fit.position}: k={fit.frequency}, R²={fit.r2:.2f}".strip()
+        return cls(means_2d=means, curve_2d=curve, value_names=list(fit.value_names), points_2d=pts,
+                   point_values=None if y is None else np.asarray(y), components=(i, j), title=title)
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:
+        p = len(self.value_names)
+        if self.points_2d is not None:
+            colours = self.point_values if self.point_values is not None else np.zeros(len(self.points_2d))
+            ax.scatter(self.points_2d[:, 0], self.points_2d[:, 1], c=colours, cmap=CYCLIC_CMAP, vmin=0, vmax=p,
+                       s=8, alpha=0.35, linewidths=0)
+        ax.plot(self.curve_2d[:, 0], self.curve_2d[:, 1], color="0.3", lw=1.2, **kwargs)
+        ax.scatter(self.means_2d[:, 0], self.means_2d[:, 1], c=np.arange(p), cmap=CYCLIC_CMAP, vmin=0, vmax=p,
+                   s=60, edgecolors="k", zorder=3)
+        for (x, y), name in zip(self.means_2d, self.value_names):
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        ax.set_xlabel(f"PC{self.components[0] + 1}")
+        ax.set_ylabel(f"PC{self.components[1] + 1}")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(self.title, fontsize=9)
+
+
+class TuningCurvesDisplay(Display):
+    """Tuning curves of a family's live features around the manifold, coloured by preferred value."""
+
+    figsize = (7.0, 3.8)
+
+    def __init__(self, *, bin_centres: np.ndarray, tuning: np.ndarray, preferred: np.ndarray, closed: bool,
+                 value_ticks: dict[str, float] | None = None, title: str = "") -> None:
+        self.bin_centres = bin_centres
+        self.tuning = tuning
+        self.preferred = preferred
+        self.closed = closed
+        self.value_ticks = value_ticks
+        self.title = title
+
+    @classmethod
+    def from_tiling(cls, tiling: TilingResult, fit: ManifoldFitResult | None = None,
+                    title: str = "") -> "TuningCurvesDisplay":
+        """Live features only; with ``fit`` the x axis is labelled with the values at their coordinates."""
+        live = np.flatnonzero(tiling.live)
+        ticks = None
+        if fit is not None:
+            ticks = {name: float(u) for name, u in zip(fit.value_names, fit.value_coords)}
+        return cls(bin_centres=tiling.bin_centres, tuning=tiling.tuning[live], preferred=tiling.preferred[live],
+                   closed=tiling.closed, value_ticks=ticks, title=title)
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:
+        from matplotlib import colormaps
+
+        cmap = colormaps[CYCLIC_CMAP if self.closed else "viridis"]
+        span = 2 * np.pi if self.closed else 1.0
+        for curve, pref in zip(self.tuning, self.preferred):
+            ok = np.isfinite(curve)  # empty bins (no row there) are skipped, not drawn as zero
+            ax.plot(self.bin_centres[ok], curve[ok], color=cmap(float(pref) / span), lw=1, **kwargs)
+        if self.value_ticks:
+            ax.set_xticks(list(self.value_ticks.values()), list(self.value_ticks), rotation=45, fontsize=7)
+        ax.set_xlim(0, span)
+        ax.set_xlabel("angle on the manifold" if self.closed else "position on the manifold")
+        ax.set_ylabel("mean activation")
+        ax.set_title(self.title or f"{len(self.tuning)} features", fontsize=9)
+
+
+class FrequencyR2Display(Display):
+    """R² of the fundamental per frequency k and the class means' Fourier spectrum."""
+
+    figsize = (5.0, 3.5)
+
+    def __init__(self, *, frequencies: list[int], r2: list[float], spectrum: np.ndarray, chosen: int) -> None:
+        self.frequencies = frequencies
+        self.r2 = r2
+        self.spectrum = spectrum
+        self.chosen = chosen
+
+    @classmethod
+    def from_fit(cls, fit: ManifoldFitResult) -> "FrequencyR2Display":
+        ks = sorted(int(k) for k in fit.r2_per_frequency)
+        return cls(frequencies=ks, r2=[fit.r2_per_frequency[str(k)] for k in ks], spectrum=fit.fourier_spectrum,
+                   chosen=fit.frequency)
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:
+        ks = np.arange(1, len(self.spectrum))
+        ax.bar(ks + 0.2, self.spectrum[1:], width=0.4, color="0.7", label="energy share (full space)")
+        colours = ["C3" if k == self.chosen else "C0" for k in self.frequencies]
+        ax.bar(np.array(self.frequencies) - 0.2, self.r2, width=0.4, color=colours, label="R² (subspace)", **kwargs)
+        ax.set_xticks(ks)
+        ax.set_xlabel("frequency k")
+        ax.set_ylim(0, 1.05)
+        ax.legend(fontsize=8)
+        ax.set_title(f"best k = {self.chosen}", fontsize=9)
+
+
+def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_dist: float = 0.1,
+             random_state: int = 0) -> np.ndarray:
+    """(n, 2) map of unit-normalised rows of ``W`` (n, d): UMAP (cosine metric; lazily imported) or PCA."""
+    Wn = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    if method == "pca":
+        Wc = Wn - Wn.mean(0)
+        _, _, Vt = np.linalg.svd(Wc, full_matrices=False)
+        return Wc @ Vt[:2].T  # (n, 2)
+    if method != "umap":
+        raise ValueError(f"method must be 'umap' or 'pca'; got {method!r}.")
+    try:
+        import umap  # optional dependency (extra "maps"): heavy, numba-compiled
+    except ImportError as err:
+        raise ImportError("method='umap' needs umap-learn (pip install 'manifold-workbench[maps]'); "
+                          "or use method='pca'.") from err
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(W) - 1), min_dist=min_dist, metric="cosine",
+                        random_state=random_state)
+    return np.asarray(reducer.fit_transform(Wn))
+
+
+class DecoderMapDisplay(Display):
+    """A layer's decoder directions in 2-D, coloured by family or by preferred value."""
+
+    figsize = (6.0, 5.0)
+
+    def __init__(self, *, embedding: np.ndarray, family_of: list[str | None],
+                 preferred: np.ndarray | None = None, title: str = "") -> None:
+        self.embedding = embedding
+        self.family_of = family_of
+        self.preferred = preferred
+        self.title = title
+
+    @classmethod
+    def from_decoders(cls, W_dec: np.ndarray, families: Mapping[str, Sequence[int]] | None = None,
+                      preferred: Mapping[int, float] | None = None, *, method: str = "umap",
+                      random_state: int = 0, title: str = "") -> "DecoderMapDisplay":
+        """W_dec (n_features, d_model); families name -> feature indices; preferred feature -> angle."""
+        W = np.asarray(W_dec, dtype=np.float64)
+        family_of: list[str | None] = [None] * len(W)
+        for name, idx in (families or {}).items():
+            for i in idx:
+                family_of[int(i)] = name
+        pref = None
+        if preferred:
+            pref = np.full(len(W), np.nan)
+            for i, a in preferred.items():
+                pref[int(i)] = float(a)
+        return cls(embedding=embed_2d(W, method=method, random_state=random_state), family_of=family_of,
+                   preferred=pref, title=title)
+
+    def _draw(self, ax: Any, color_by: str = "family", **kwargs: Any) -> None:
+        E = self.embedding
+        ax.scatter(E[:, 0], E[:, 1], s=6, color="0.85", linewidths=0)
+        if color_by == "value":
+            if self.preferred is None:
+                raise ValueError("color_by='value' needs preferred values; got none. Pass preferred= to from_decoders.")
+            has = ~np.isnan(self.preferred)
+            sc = ax.scatter(E[has, 0], E[has, 1], c=self.preferred[has], cmap=CYCLIC_CMAP, vmin=0, vmax=2 * np.pi,
+                            s=14, **kwargs)
+            ax.figure.colorbar(sc, ax=ax, label="preferred angle")
+        elif color_by == "family":
+            names = sorted({f for f in self.family_of if f is not None})
+            for c, name in enumerate(names):
+                idx = [i for i, f in enumerate(self.family_of) if f == name]
+                ax.scatter(E[idx, 0], E[idx, 1], s=14, color=f"C{c % 10}", label=name, **kwargs)
+            if names:
+                ax.legend(fontsize=7, markerscale=1.5)
+        else:
+            raise ValueError(f"color_by must be 'family' or 'value'; got {color_by!r}.")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(self.title, fontsize=9)

@@ -1,0 +1,177 @@
+"""How a family's features tile a manifold: tuning curves over the manifold coordinate.
+
+Input: a coordinate per token row (an angle for closed manifolds -- from
+:meth:`ManifoldFitResult.transform` or discovery's principal curve -- or a position in [0, 1] for
+open ones), the members' activations on those rows (zeros included), optionally their decoder
+rows and the true value per row. Per feature:
+
+* tuning curve: mean activation per coordinate bin;
+* preferred coordinate: the activation-weighted circular mean (closed) or mean (open);
+* selectivity: the resultant length ``|Σ a e^{iu}| / Σ a`` (closed), or ``1 - std / std_uniform``
+  of the activation-weighted position (open); 1 = fires at one point, 0 = flat;
+* width: the share of the manifold (radians, or position units) where the tuning curve is at
+  least half its peak.
+
+For the family: coverage (share of occupied bins where some feature is at least half its peak), the mean
+overlap (histogram intersection of normalised tuning curves) of neighbours in preferred order,
+the share of selective features (>= 0.7), the Pearson correlation between decoder cosine and
+closeness of preferred coordinates (``cos Δu`` closed, ``-|Δu|`` open) over feature pairs, and --
+with true values -- each feature's tuning over the values and which values are some feature's peak.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from analyses.base import check_number
+from analyses.manifolds.fit import class_means
+from analyses.results import register_result
+
+SELECTIVE = 0.7
+"""Selectivity from which a feature counts as unimodally tuned (research note §7b.6)."""
+
+
+@register_result
+@dataclass(frozen=True, kw_only=True, eq=False)
+class TilingResult:
+    """Tuning statistics of a family over a manifold coordinate."""
+
+    SCHEMA_VERSION = 1
+
+    features: list[int]
+    """feature ids (the columns of the activations, in order)"""
+    closed: bool
+    """coordinate is an angle in [0, 2π) (else a position in [0, 1])"""
+    bin_centres: np.ndarray
+    """(n_bins,)"""
+    tuning: np.ndarray
+    """(n_features, n_bins) mean activation per bin (NaN for an empty bin)"""
+    live: np.ndarray
+    """(n_features,) fired on at least one row"""
+    preferred: np.ndarray
+    """(n_features,) preferred coordinate (NaN when dead)"""
+    selectivity: np.ndarray
+    """(n_features,)"""
+    width: np.ndarray
+    """(n_features,) extent where the tuning curve is >= half its peak"""
+    peak: np.ndarray
+    """(n_features,) maximum of the tuning curve"""
+    coverage: float
+    """share of the occupied bins (holding at least one row) where some live feature is >= half its peak"""
+    neighbour_overlap: float
+    """mean histogram intersection of neighbours' normalised tuning curves (NaN with < 2 live features)"""
+    fraction_selective: float
+    """share of live features with selectivity >= 0.7"""
+    decoder_cosine_r: float | None
+    """Pearson r of decoder cosine vs closeness of preferred coordinates (None without decoders)"""
+    value_tuning: np.ndarray | None
+    """(n_features, period) mean activation per true value, when values were given"""
+    covered_values: list[int] | None
+    """values that are some live feature's peak value"""
+
+    @property
+    def value_coverage(self) -> float | None:
+        if self.covered_values is None or self.value_tuning is None:
+            return None
+        return len(self.covered_values) / self.value_tuning.shape[1]
+
+    def summary(self) -> dict[str, object]:
+        return {"n_features": len(self.features), "n_live": int(self.live.sum()), "coverage": self.coverage,
+                "neighbour_overlap": self.neighbour_overlap, "fraction_selective": self.fraction_selective,
+                "median_selectivity": float(np.nanmedian(self.selectivity)) if self.live.any() else None,
+                "decoder_cosine_r": self.decoder_cosine_r, "covered_values": self.covered_values,
+                "value_coverage": self.value_coverage}
+
+
+def _dense(A: Any, n_rows: int) -> np.ndarray:
+    M = A.toarray() if sp.issparse(A) else np.asarray(A)
+    M = np.asarray(M, dtype=np.float64)
+    if M.ndim != 2 or M.shape[0] != n_rows:
+        raise ValueError(f"activations must have shape ({n_rows}, n_features) (one row per coordinate); got "
+                         f"{M.shape}.")
+    return M
+
+
+def bin_means(u: np.ndarray, A: np.ndarray, n_bins: int, closed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Bin centres (n_bins,) and mean activation per bin (n_features, n_bins)."""
+    span = 2 * np.pi if closed else 1.0
+    idx = np.clip((u / span * n_bins).astype(np.int64), 0, n_bins - 1)  # (n,)
+    means, _ = class_means(A, idx, n_bins)  # (n_bins, n_features)
+    return (np.arange(n_bins) + 0.5) * span / n_bins, means.T
+
+
+def preferred_and_selectivity(u: np.ndarray, A: np.ndarray, closed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(n_features,) activation-weighted preferred coordinate and selectivity."""
+    total = A.sum(0)  # (n_features,)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if closed:
+            resultant = (A * np.exp(1j * u)[:, None]).sum(0) / total  # (n_features,)
+            return np.mod(np.angle(resultant), 2 * np.pi), np.abs(resultant)
+        mean = (A * u[:, None]).sum(0) / total
+        std = np.sqrt((A * (u[:, None] - mean) ** 2).sum(0) / total)
+        return mean, np.clip(1 - std / np.sqrt(1 / 12), 0, 1)
+
+
+def _neighbour_overlap(tuning: np.ndarray, preferred: np.ndarray, closed: bool) -> float:
+    T = np.nan_to_num(tuning).clip(min=0)  # (n_live, n_bins)
+    if len(T) < 2:
+        return float("nan")
+    H = T / np.where(T.sum(1, keepdims=True) > 0, T.sum(1, keepdims=True), 1.0)
+    order = np.argsort(preferred)
+    pairs = list(zip(order[:-1], order[1:])) + ([(order[-1], order[0])] if closed and len(order) > 2 else [])
+    return float(np.mean([np.minimum(H[i], H[j]).sum() for i, j in pairs]))
+
+
+def decoder_closeness_r(W: np.ndarray, preferred: np.ndarray, closed: bool) -> float:
+    """Pearson r over feature pairs of decoder cosine vs closeness of preferred coordinates."""
+    if len(W) < 3:
+        return float("nan")
+    Wn = W / np.maximum(np.linalg.norm(W, axis=1, keepdims=True), 1e-12)
+    iu = np.triu_indices(len(W), 1)
+    cos = (Wn @ Wn.T)[iu]
+    diff = preferred[:, None] - preferred[None, :]
+    close = (np.cos(diff) if closed else -np.abs(diff))[iu]
+    if cos.std() == 0 or close.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(cos, close)[0, 1])
+
+
+def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarray | None = None, *,
+                   closed: bool = True, n_bins: int = 36, features: list[int] | None = None,
+                   values: np.ndarray | None = None, period: int | None = None) -> TilingResult:
+    """Tuning statistics of the activations (n_rows, n_features) over ``coordinate`` (n_rows,)."""
+    check_number("n_bins", n_bins, lo=2, integer=True)
+    u = np.asarray(coordinate, dtype=np.float64).ravel()
+    if not np.isfinite(u).all():
+        raise ValueError("coordinate must be finite; got NaN or inf. Drop the rows without a coordinate.")
+    u = np.mod(u, 2 * np.pi) if closed else np.clip(u, 0.0, 1.0)
+    A = _dense(activations, len(u))
+    ids = list(range(A.shape[1])) if features is None else [int(f) for f in features]
+    if len(ids) != A.shape[1]:
+        raise ValueError(f"features must name {A.shape[1]} features (one per column); got {len(ids)}.")
+    centres, tuning = bin_means(u, A, n_bins, closed)
+    live = A.max(0) > 0 if len(A) else np.zeros(A.shape[1], bool)
+    preferred, selectivity = preferred_and_selectivity(u, A, closed)
+    peak = np.nanmax(np.where(np.isnan(tuning), -np.inf, tuning), axis=1)
+    above = np.nan_to_num(tuning) >= 0.5 * peak[:, None]  # (n_features, n_bins)
+    occupied = ~np.isnan(tuning).all(0) if len(tuning) else np.zeros(n_bins, bool)  # bins holding a row
+    width = above.sum(1) * (2 * np.pi if closed else 1.0) / n_bins
+    lv = np.flatnonzero(live)
+    value_tuning = covered = None
+    if values is not None:
+        v = np.asarray(values, dtype=np.int64).ravel()
+        p = int(v.max()) + 1 if period is None else int(period)
+        if v.shape != u.shape or v.min() < 0 or v.max() >= p:
+            raise ValueError(f"values must be integers in [0, {p}), one per row; got shape {v.shape}.")
+        value_tuning = class_means(A, v, p)[0].T  # (n_features, p)
+        covered = sorted({int(np.nanargmax(value_tuning[f])) for f in lv})
+    return TilingResult(
+        features=ids, closed=closed, bin_centres=centres, tuning=tuning, live=live,
+        preferred=np.where(live, preferred, np.nan), selectivity=np.where(live, selectivity, np.nan),
+        width=width, peak=peak, coverage=float(above[lv][:, occupied].any(0).mean()) if len(lv) else 0.0,
+        neighbour_overlap=_neighbour_overlap(tuning[lv], preferred[lv], closed),
+        fraction_selective=float((selectivity[lv] >= SELECTIVE).mean()) if len(lv) else 0.0,
+        decoder_cosine_r=None if W_dec is None else decoder_closeness_r(np.asarray(W_dec)[lv], preferred[lv], closed),
+        value_tuning=value_tuning, covered_values=covered)

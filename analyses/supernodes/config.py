@@ -1,0 +1,131 @@
+"""Frozen configs of the supernode analyses: the one source of defaults for the estimators and the
+``workbench cluster`` flags (each field's docstring is its ``--help``).
+
+Defaults follow ``research/geometry.md`` §7(a): affinity ``0.5 edge + 0.3 virtual + 0.2 family``
+(renormalised over the similarities that are available), in/out weight λ = 0.5, complete linkage
+cut no higher than affinity 0.6, at most 12 members, a layer span of at most 4, one position,
+and no member edge below -5% of the target's input mass.
+"""
+
+import math
+from dataclasses import dataclass
+
+SIMILARITIES: tuple[str, ...] = ("edge", "virtual", "family", "label")
+"""Known similarity names: signed edge-profile cosine, downstream-restricted decoder cosine (virtual
+weights; needs transcoders), dictionary-family co-membership (needs families), label-text cosine."""
+CUTS: tuple[str, ...] = ("auto", "threshold")
+
+
+def _bad(name: str, constraint: str, value: object, hint: str = "") -> ValueError:
+    return ValueError(f"{name} must be {constraint}; got {value!r}. {hint}".rstrip())
+
+
+def _number(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < lo or value > hi or (lo_open and value == lo):  # type: ignore[operator]
+        left = "(" if lo_open else "["
+        raise _bad(name, f"a number in {left}{lo}, {hi}]", value)
+
+
+def _integer(name: str, value: object, lo: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+        raise _bad(name, f"an integer >= {lo}", value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClusteringConfig:
+    """How SupernodeClustering groups the features of one graph."""
+
+    similarities: tuple[str, ...] = ("edge", "virtual", "family")
+    """Similarities to combine (edge, virtual, family, label); those without their input (transcoders,
+    families, labels) are skipped."""
+    edge_weight: float = 0.5
+    """Weight of the signed edge-profile cosine in the affinity."""
+    virtual_weight: float = 0.3
+    """Weight of the downstream-restricted decoder cosine (virtual weights) in the affinity."""
+    family_weight: float = 0.2
+    """Weight of dictionary-family co-membership in the affinity."""
+    label_weight: float = 0.2
+    """Weight of the label-text cosine in the affinity (only when 'label' is listed)."""
+    in_weight: float = 0.5
+    """λ: weight of the incoming edge profile against the outgoing one."""
+    min_affinity: float = 0.6
+    """Every pair in a group has at least this affinity (complete linkage cut height 1 - this)."""
+    cut: str = "auto"
+    """auto: the best-silhouette cut at or below 1 - min_affinity; threshold: cut at 1 - min_affinity."""
+    max_group_size: int = 12
+    """Most features in one group (larger clusters are split along the dendrogram)."""
+    max_layer_span: int = 4
+    """Most layers between two members of a group."""
+    cross_position: bool = False
+    """Allow members at different positions."""
+    negative_edge_tolerance: float = 0.05
+    """Members may not have a direct edge below -this x the target's total input |weight|."""
+    node_threshold: float = 0.8
+    """Prune a graph given without a node mask at this node threshold (candidates: kept features)."""
+    edge_threshold: float = 0.98
+    """... and this edge threshold."""
+
+    def __post_init__(self) -> None:
+        sims = self.similarities
+        if isinstance(sims, str) or not isinstance(sims, tuple) or not sims:
+            raise _bad("similarities", f"a non-empty tuple of names from {list(SIMILARITIES)}", sims)
+        unknown = [s for s in sims if s not in SIMILARITIES]
+        if unknown:
+            raise _bad("similarity name", f"one of {list(SIMILARITIES)}", unknown[0])
+        if len(set(sims)) != len(sims):
+            raise _bad("similarities", "names without repeats", sims)
+        for name in ("edge_weight", "virtual_weight", "family_weight", "label_weight", "in_weight"):
+            _number(name, getattr(self, name), 0.0, 1e6)
+        _number("min_affinity", self.min_affinity, 0.0, 1.0)
+        if self.cut not in CUTS:
+            raise _bad("cut", f"one of {list(CUTS)}", self.cut)
+        _integer("max_group_size", self.max_group_size, 1)
+        _integer("max_layer_span", self.max_layer_span, 0)
+        if not isinstance(self.cross_position, bool):
+            raise _bad("cross_position", "a bool", self.cross_position)
+        _number("negative_edge_tolerance", self.negative_edge_tolerance, 0.0, 1.0)
+        _number("node_threshold", self.node_threshold, 0.0, 1.0)
+        _number("edge_threshold", self.edge_threshold, 0.0, 1.0)
+
+    def weight(self, similarity: str) -> float:
+        """The affinity weight of a similarity name."""
+        return float(getattr(self, f"{similarity}_weight"))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CircuitConfig:
+    """How the readable circuit picks groups under a node budget."""
+
+    budget: int = 25
+    """Most groups (supernodes and single features) in the circuit, besides tokens and logits."""
+    exact_candidates: int = 8
+    """When the groups exceed the budget: groups scored exactly at each greedy step (the best by
+    estimated gain; 0: the estimate alone)."""
+    exact_max_links: int = 50_000
+    """Score exactly only when the pruned graph has at most this many links (each exact score is a
+    pass over all of them); larger graphs use the estimate alone."""
+
+    def __post_init__(self) -> None:
+        _integer("budget", self.budget, 1)
+        _integer("exact_candidates", self.exact_candidates, 0)
+        _integer("exact_max_links", self.exact_max_links, 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterventionConfig:
+    """How supernodes are checked by ablation on the real model."""
+
+    n_random: int = 20
+    """Random groups per supernode, matched in size, layer and position."""
+    seed: int = 0
+    """Seed of the random groups."""
+    modes: tuple[str, ...] = ("frozen", "free")
+    """Attention during the ablation: frozen (patterns replayed from the clean run), free, or both."""
+
+    def __post_init__(self) -> None:
+        _integer("n_random", self.n_random, 1)
+        _integer("seed", self.seed, 0)
+        if not isinstance(self.modes, tuple) or not self.modes or any(m not in ("frozen", "free")
+                                                                       for m in self.modes):
+            raise _bad("modes", "a non-empty tuple of 'frozen' and 'free'", self.modes)

@@ -1,0 +1,163 @@
+"""SupernodeClustering: estimator contract, planted-structure recovery, constraints, outputs."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from analyses.base import NotFittedError, clone
+from analyses.results import load_result, save_result
+from analyses.supernodes.clustering import DendrogramDisplay, SupernodeClustering, SupernodeResult, group_label
+from analyses.supernodes.config import ClusteringConfig
+from tests.analyses.supernodes.planted import planted_graph
+from tracer.graph import prune_graph
+from tracer.transcoders.base import TranscoderLayer, Transcoders
+
+
+def random_transcoders(n_layers: int, d_model: int, d_transcoder: int, kind: str = "plt") -> Transcoders:
+    gen = torch.Generator().manual_seed(0)
+    layers = tuple(TranscoderLayer(
+        W_enc=torch.randn(d_transcoder, d_model, generator=gen), b_enc=torch.zeros(d_transcoder),
+        W_dec=torch.randn(d_transcoder, *(() if kind == "plt" else (n_layers - i,)), d_model, generator=gen),
+        b_dec=torch.zeros(d_model)) for i in range(n_layers))
+    return Transcoders(kind=kind, layers=layers)  # type: ignore[arg-type]
+
+
+def _fit(graph, **params):  # type: ignore[no-untyped-def]
+    mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+    return SupernodeClustering(**params).fit(graph, node_mask=mask)
+
+
+# ----------------------------------------------------------------------------- contract
+def test_defaults_come_from_the_config_and_params_round_trip() -> None:
+    est = SupernodeClustering()
+    assert est.get_params() == dataclasses.asdict(ClusteringConfig())
+    est.set_params(min_affinity=0.7)
+    assert clone(est).get_params()["min_affinity"] == 0.7
+    assert SupernodeClustering.from_config(ClusteringConfig(max_group_size=3)).max_group_size == 3
+    with pytest.raises(NotFittedError, match="must be fitted"):
+        est.to_coarse_graph(planted_graph(0)[0])
+
+
+@pytest.mark.parametrize("name, value, error, message", [
+    ("similarities", ("edge", "cosine"), ValueError, "similarity name must be one of"),
+    ("similarities", (), ValueError, "similarities must be a non-empty tuple"),
+    ("similarities", "edge", ValueError, "similarities must be a non-empty tuple"),
+    ("min_affinity", 1.5, ValueError, "min_affinity must be a number in"),
+    ("edge_weight", -1.0, ValueError, "edge_weight must be a number in"),
+    ("cut", "gap", ValueError, "cut must be one of"),
+    ("max_group_size", 0, ValueError, "max_group_size must be an integer >= 1"),
+    ("max_layer_span", 1.5, ValueError, "max_layer_span must be an integer >= 0"),
+    ("cross_position", "yes", ValueError, "cross_position must be a bool"),
+    ("negative_edge_tolerance", float("nan"), ValueError, "negative_edge_tolerance must be a number"),
+])
+def test_each_invalid_parameter_is_refused_at_fit(name: str, value: object, error: type, message: str) -> None:
+    graph, _ = planted_graph(0)
+    est = SupernodeClustering(**{name: value})
+    assert getattr(est, name) is value  # stored unchanged
+    with pytest.raises(error, match=message):
+        est.fit(graph)
+
+
+def test_fit_returns_self_and_does_not_mutate_params() -> None:
+    graph, _ = planted_graph(1)
+    est = SupernodeClustering(similarities=("edge",))
+    before = est.get_params()
+    assert est.fit(graph) is est
+    assert est.get_params() == before
+
+
+def test_no_candidates_is_an_error() -> None:
+    graph, _ = planted_graph(2)
+    with pytest.raises(ValueError, match="at least one feature node"):
+        SupernodeClustering().fit(graph, node_mask=torch.zeros(graph.n_nodes, dtype=torch.bool))
+    with pytest.raises(ValueError, match="candidates must be feature node indices"):
+        SupernodeClustering().fit(graph, candidates=[graph.n_selected])
+
+
+# ----------------------------------------------------------------------------- quality
+@pytest.mark.parametrize("seed", range(6))
+def test_recovers_planted_supernodes(seed: int) -> None:
+    graph, truth = planted_graph(seed)
+    est = _fit(graph)
+    assert est.similarities_used_ == ("edge",)
+    assert adjusted_rand_score(truth[est.candidates_], est.labels_) >= 0.9
+
+
+def test_recovers_planted_supernodes_with_noisier_profiles() -> None:
+    scores = [adjusted_rand_score(truth[est.candidates_], est.labels_)
+              for graph, truth in (planted_graph(s, jitter=0.3, lone_per_cell=2) for s in range(8))
+              for est in [_fit(graph)]]
+    assert np.mean(scores) >= 0.9
+
+
+def test_family_similarity_joins_what_edges_alone_keep_apart() -> None:
+    graph, truth = planted_graph(4, jitter=0.6)
+    keys = graph.active_features.numpy()
+    families = {(int(k[0]), int(k[2])): int(u) for k, u in zip(keys, truth)}
+    strict = _fit(graph, min_affinity=0.8)
+    helped = SupernodeClustering(min_affinity=0.8, edge_weight=0.5, family_weight=0.5).fit(
+        graph, node_mask=torch.ones(graph.n_nodes, dtype=torch.bool), families=families)
+    assert helped.similarities_used_ == ("edge", "family")
+    ari = [adjusted_rand_score(truth[e.candidates_], e.labels_) for e in (strict, helped)]
+    assert ari[1] >= ari[0] + 0.2  # measured: 0.80 against 0.50
+
+
+def test_groups_respect_every_constraint() -> None:
+    graph, _ = planted_graph(5, sizes=(4, 8))
+    est = _fit(graph, max_group_size=3)
+    for members in est.groups_:
+        assert len(members) <= 3
+        keys = graph.active_features[members].numpy()
+        assert len(set(keys[:, 1])) == 1 and np.ptp(keys[:, 0]) <= est.max_layer_span
+        assert len(set(np.sign(est.effects_[np.searchsorted(est.candidates_, members)]))) == 1
+    cross = _fit(graph, cross_position=True, max_layer_span=0)
+    assert all(np.ptp(graph.active_features[g, 0].numpy()) == 0 for g in cross.groups_)
+
+
+def test_candidates_in_any_order_give_the_same_groups() -> None:
+    graph, _ = planted_graph(6)
+    result = prune_graph(graph)
+    cand = list(range(graph.n_selected))
+    a = SupernodeClustering().fit(graph, prune_result=result, candidates=cand)
+    b = SupernodeClustering().fit(graph, prune_result=result, candidates=cand[::-1])
+    assert [g.tolist() for g in a.groups_] == [g.tolist() for g in b.groups_]
+
+
+def test_virtual_weights_need_matching_transcoders() -> None:
+    graph, _ = planted_graph(7)
+    tcs = random_transcoders(2, 8, 600)
+    with pytest.raises(ValueError, match="transcoders must have the graph's 3 layers"):
+        SupernodeClustering().fit(graph, transcoders=tcs)
+    narrow = random_transcoders(3, 8, 16)
+    with pytest.raises(ValueError, match="transcoders must have every graph feature"):
+        SupernodeClustering().fit(graph, transcoders=narrow)
+    for kind in ("plt", "clt"):
+        est = SupernodeClustering().fit(graph, transcoders=random_transcoders(3, 8, 600, kind))
+        assert est.similarities_used_ == ("edge", "virtual")
+
+
+# ----------------------------------------------------------------------------- labels and outputs
+def test_group_label_is_the_most_common_member_label() -> None:
+    assert group_label(["say Teskar", "say Dunhal", "say Teskar"], [1, 5, 1]) == "say Teskar"
+    assert group_label(["a", "b"], [1.0, 3.0]) == "b"
+    assert group_label(["", ""], [1, 1]) is None
+
+
+def test_labels_name_groups_and_outputs_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    graph, truth = planted_graph(8)
+    keys = graph.active_features.numpy()
+    labels = {(int(k[0]), int(k[2])): f"unit {u}" for k, u in zip(keys, truth)}
+    est = _fit(graph).fit(graph, node_mask=torch.ones(graph.n_nodes, dtype=torch.bool), labels=labels)
+    for members, name in zip(est.groups_, est.group_labels_):
+        assert name == f"unit {truth[members[0]]}"
+    coarse = est.to_coarse_graph(graph)
+    assert sum(k == "supernode" for k in coarse.kind) == sum(len(g) > 1 for g in est.groups_)
+    result = est.result()
+    back = load_result(save_result(result, tmp_path / "sn.json"), SupernodeResult)
+    assert [g.tolist() for g in back.groups] == [g.tolist() for g in est.groups_]
+    assert back.group_labels == result.group_labels and back.config == result.config
+    disp = DendrogramDisplay.from_result(est).plot()
+    assert disp.ax_.get_ylabel().startswith("distance") and len(disp.leaf_labels) == len(est.candidates_)

@@ -1,0 +1,70 @@
+"""analyses.supernodes.interventions: predicted effects by hand, random matches, the shipped world."""
+
+import numpy as np
+import pytest
+import torch
+
+from analyses.supernodes.circuit import ReadableCircuit
+from analyses.supernodes.config import InterventionConfig
+from analyses.supernodes.interventions import _random_matches, check_supernodes, predicted_effects
+from tracer.graph import Graph
+from workbench.paths import world_dir
+
+WORLD = world_dir()
+needs_world = pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="the demo world is not built")
+
+
+def _two_feature_chain() -> Graph:
+    """f0 (layer 0) -> f1 (layer 1) -> logit, and f0 -> logit directly."""
+    n = 2 + 2 * 2 + 2 + 1
+    A = torch.zeros(n, n)
+    A[1, 0] = 2.0  # f1's pre-activation reads f0
+    A[n - 1, 1], A[n - 1, 0] = 3.0, 1.0
+    return Graph(adjacency=A, input_tokens=torch.tensor([1, 5]), active_features=torch.tensor([[0, 1, 3], [1, 1, 4]]),
+                 activation_values=torch.tensor([1.0, 4.0]), selected_features=torch.tensor([0, 1]),
+                 logit_token_ids=torch.tensor([7]), logit_probabilities=torch.tensor([1.0]),
+                 logit_vectors=torch.zeros(1, 4), n_layers=2, d_vocab=10)
+
+
+def test_predicted_effects_propagate_through_later_features() -> None:
+    pred = predicted_effects(_two_feature_chain(), [np.array([0]), np.array([1]), np.array([0, 1])])
+    # removing f0 moves f1 by -2 / 4 = -50% of its activation: 1 * -1 + 3 * -0.5
+    np.testing.assert_allclose(pred, [[-2.5, -3.0, -4.0]])
+
+
+def test_random_matches_sit_in_the_members_cells_and_avoid_them() -> None:
+    active = torch.tensor([[0, 1, f] for f in range(6)] + [[1, 2, f] for f in range(2)])
+    graph = Graph(adjacency=torch.zeros(8 + 6 + 3 + 1, 8 + 6 + 3 + 1), input_tokens=torch.tensor([1, 5, 6]),
+                  active_features=active, activation_values=torch.ones(8), selected_features=torch.arange(8),
+                  logit_token_ids=torch.tensor([7]), logit_probabilities=torch.tensor([1.0]),
+                  logit_vectors=torch.zeros(1, 4), n_layers=2, d_vocab=10)
+    groups = [np.array([0, 1]), np.array([6, 7])]
+    matches, unmatched = _random_matches(graph, groups, 10, np.random.default_rng(0))
+    for draw in matches[0]:
+        assert len(draw) == 2 and all((layer, pos) == (0, 1) and f not in (0, 1) for layer, pos, f in draw)
+    assert all(draw == [] for draw in matches[1]) and unmatched == 2 * 10  # cell (1, 2) has no other feature
+
+
+@needs_world
+@pytest.mark.slow
+def test_shipped_world_supernode_ablations_follow_the_graph_and_beat_random_groups() -> None:
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.models import load_model, tokenize
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(WORLD / "model")
+    tcs = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    graph = attribute(loaded, tcs, tokenize(loaded, "The capital of the region containing Kolt is"),
+                      AttributionConfig(verbose=False))
+    rc = ReadableCircuit().fit(graph, transcoders=tcs)
+    groups = [rc.clustering_.groups_[k] for k in rc.chosen_]
+    check = check_supernodes(loaded, tcs, graph, groups, config=InterventionConfig(n_random=5, modes=("frozen",)))
+    summary = check.summary["frozen"]
+    assert check.random_margin["frozen"].shape == (len(groups), 5) and check.clean_margin > 5
+    assert summary["spearman_logit"] > 0.3 and summary["mean_win_rate"] > 0.55, summary
+    clt = load_transcoders(WORLD / "clt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    with pytest.raises(ValueError, match="must reproduce the graph's activations"):
+        check_supernodes(loaded, clt, graph, groups[:1], config=InterventionConfig(n_random=1))
+    with pytest.raises(ValueError, match="groups must be non-empty lists of feature node indices"):
+        check_supernodes(loaded, tcs, graph, [[graph.n_selected]])

@@ -1,0 +1,122 @@
+"""Corpus activations: equal to the replacement model per prompt, resumable, readable per layer."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tracer.activations.collect as collect_mod
+from tests.helpers_models import tiny_model, tiny_transcoders
+from tracer.activations import ActivationConfig, ActivationStore, PromptRecord, collect_activations, read_prompts
+from tracer.errors import WorkbenchError
+from tracer.models.forward import run_with_cache
+from tracer.replacement import build_replacement
+
+WORDS = ["the cat is red", "a dog and a bird fish", "one", "north south east west sun moon star rain",
+         "big old tree", "the river of stone", "snow", "two three four five six"]
+
+
+def _records() -> list[PromptRecord]:
+    return [PromptRecord(prompt=w, meta={"value": i, "position": -1 - (i % 2)}) for i, w in enumerate(WORDS)]
+
+
+@pytest.mark.parametrize("kind", ["plt", "clt"])
+def test_activations_equal_the_replacement_model(tmp_path, kind):
+    loaded = tiny_model("llama")
+    tc = tiny_transcoders(loaded, kind=kind)
+    cfg = ActivationConfig(residual_layers=(0, 2, 3), mlp_input_layers=(1,), positions="all", batch_size=3,
+                           shard_prompts=3, encode_rows=7)
+    store = collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
+    assert store.complete and store.n_prompts == len(WORDS) and len(store.shards) == 3
+    table = store.row_table()
+    for i, rec in enumerate(store.records):
+        rows = np.nonzero(table["prompt"] == i)[0]
+        tokens = torch.tensor(table["token"][rows])
+        assert rec["tokens"] == tokens.tolist() and rec["value"] == i
+        assert (table["pos"][rows] == np.arange(len(rows))).all()
+        rep = build_replacement(loaded, tc, tokens, torch.float32)
+        for layer in range(loaded.n_layers):
+            got = store.layer_matrix(layer)[rows].toarray()
+            np.testing.assert_allclose(got, rep.layer_activations(layer).numpy(), rtol=1e-4, atol=1e-5)
+        cache = run_with_cache(loaded, tokens)
+        for L in (0, 2):
+            vrows, vecs = store.vectors("residual", L)
+            np.testing.assert_allclose(vecs[np.isin(vrows, rows)], cache.resid_pre[L].numpy(), atol=1e-5)
+        vrows, vecs = store.vectors("input", 1)
+        np.testing.assert_allclose(vecs[np.isin(vrows, rows)], rep.feature_in[1].numpy(), atol=1e-5)
+    assert (table["pos"][store.layer_coo(0)[0]] > 0).all(), "position 0 (BOS) has no activations"
+
+
+def test_positions_from_records_and_last(tmp_path):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    store = collect_activations(loaded, tc, _records(), tmp_path / "a",
+                                ActivationConfig(residual_layers=(3,), positions="field"), verbose=False)
+    rows, _ = store.vectors("residual", 3)
+    table = store.row_table()
+    n_pos = [r["n_pos"] for r in store.records]
+    assert table["pos"][rows].tolist() == [n - 1 - (i % 2) for i, n in enumerate(n_pos)]
+    last = collect_activations(loaded, tc, WORDS, tmp_path / "b", ActivationConfig(residual_layers=(3,)),
+                               verbose=False)
+    rows, _ = last.vectors("residual", 3)
+    assert last.row_table()["pos"][rows].tolist() == [n - 1 for n in n_pos]
+    with pytest.raises(WorkbenchError, match="'position' must be an integer"):
+        collect_activations(loaded, tc, [PromptRecord(prompt="the cat", meta={"position": 9})], tmp_path / "c",
+                            ActivationConfig(residual_layers=(0,), positions="field"), verbose=False)
+
+
+def test_a_killed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypatch):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    cfg = ActivationConfig(shard_prompts=2, batch_size=2, residual_layers=(1,))
+    clean = collect_activations(loaded, tc, _records(), tmp_path / "clean", cfg, verbose=False)
+    real = collect_mod.collect_shard
+    calls: list[int] = []
+
+    def dies_on_third(*args, **kwargs):
+        calls.append(args[5])  # first prompt of the shard
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the run is killed while shard 2 is being computed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(collect_mod, "collect_shard", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
+    partial = ActivationStore(tmp_path / "run")
+    assert not partial.complete and len(partial.shards) == 2 and partial.n_prompts == 4
+    assert not list((tmp_path / "run").glob(".*tmp*")), "no temp file is left behind"
+    calls.clear()
+    monkeypatch.setattr(collect_mod, "collect_shard", lambda *a, **k: (calls.append(a[5]), real(*a, **k))[1])
+    done = collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
+    assert calls == [4, 6], "only the unfinished shards are computed again"
+    for layer in range(loaded.n_layers):
+        assert (done.layer_matrix(layer) != clean.layer_matrix(layer)).nnz == 0
+    np.testing.assert_array_equal(done.vectors("residual", 1)[1], clean.vectors("residual", 1)[1])
+
+
+def test_refuses_another_run_in_the_same_folder_and_bad_input(tmp_path):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    collect_activations(loaded, tc, WORDS[:2], tmp_path / "run", verbose=False)
+    with pytest.raises(WorkbenchError, match="output folder must be new or hold this same run"):
+        collect_activations(loaded, tc, WORDS[:3], tmp_path / "run", verbose=False)
+    with pytest.raises(WorkbenchError, match="residual_layers must be in"):
+        collect_activations(loaded, tc, WORDS, tmp_path / "x", ActivationConfig(residual_layers=(9,)), verbose=False)
+    with pytest.raises(WorkbenchError, match="batch_size must be an integer >= 1"):
+        ActivationConfig(batch_size=0)
+    with pytest.raises(WorkbenchError, match="vectors must be collected first"):
+        ActivationStore(tmp_path / "run").vectors("residual", 0)
+
+
+def test_read_prompts(tmp_path):
+    (tmp_path / "p.txt").write_text("the cat\n\n a dog \n")
+    assert [r.prompt for r in read_prompts(tmp_path / "p.txt")] == ["the cat", " a dog "]
+    (tmp_path / "p.jsonl").write_text(json.dumps({"prompt": "the cat", "value": "Monday"}) + "\n")
+    assert read_prompts(tmp_path / "p.jsonl")[0].meta == {"value": "Monday"}
+    (tmp_path / "bad.jsonl").write_text('{"prompt": 3}\n')
+    with pytest.raises(WorkbenchError, match="line 1 must be an object with a non-empty 'prompt'"):
+        read_prompts(tmp_path / "bad.jsonl")
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe")
+    with pytest.raises(WorkbenchError, match="must be UTF-8 text"):
+        read_prompts(tmp_path / "bin.txt")

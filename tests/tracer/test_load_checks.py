@@ -1,0 +1,243 @@
+"""Nothing made up: ties only where declared, non-finite weights refused at load (or when a mapped
+decoder row is read), strict token-id parsing, BOS handling, the memory guard, labels matched to
+their transcoders, and NaN graphs named as such. The CLI-level cases are in
+``tests/workbench/test_fuzz_*.py``."""
+
+import json
+import math
+import re
+import shutil
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers_mutants import edit_tensors
+from tracer.errors import MemoryLimitError, TranscoderFormatError, WorkbenchError
+from tracer.labels import FeatureLabel, check_labels_match
+from tracer.memory import adjacency_bytes, check_adjacency_fits, check_fits, graph_nodes
+from tracer.weights import MAX_ABS_WEIGHT, check_weight, first_bad
+from workbench.cli_safety import parse_token_ids
+from workbench.paths import world_dir
+
+
+@pytest.fixture(scope="module")
+def tied_model(tmp_path_factory):
+    """The demo model re-declared with tied embeddings and no lm_head tensor."""
+    model = tmp_path_factory.mktemp("tied") / "model"
+    shutil.copytree(world_dir() / "model", model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["tie_word_embeddings"] = True
+    (model / "config.json").write_text(json.dumps(cfg))
+    edit_tensors(model / "model.safetensors", lambda t: t.pop("lm_head.weight"))
+    return model
+
+
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_a_declared_tie_loads_and_shares_the_embedding(tied_model, backend):
+    from tracer.models import load_model
+
+    m = load_model(tied_model, backend=backend)
+    assert torch.equal(m.model.lm_head.weight, m.model.model.embed_tokens.weight)
+
+
+def test_native_and_hf_agree_on_the_tied_model(tied_model):
+    from tracer.models import load_model
+
+    ids = torch.tensor([[1, 18, 60, 7]])
+    a = load_model(tied_model, backend="native").model(ids).logits
+    b = load_model(tied_model, backend="hf").model(ids).logits
+    assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_an_absent_tie_key_uses_the_architectures_default(tied_model, tmp_path):
+    from tracer.models import load_model
+
+    model = tmp_path / "model"
+    shutil.copytree(tied_model, model)
+    cfg = json.loads((model / "config.json").read_text())
+    del cfg["tie_word_embeddings"]  # Qwen3's default is untied: lm_head must then be in the file
+    (model / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(WorkbenchError, match="'lm_head.weight' is missing"):
+        load_model(model, backend="native")
+
+
+# ----------------------------------------------------------------------------- finite checks
+@pytest.mark.parametrize(("value", "shown"), [(math.nan, "NaN"), (math.inf, "inf"), (-math.inf, "-inf"),
+                                              (1e38, "1e+38"), (-3e19, "-3e+19")])
+def test_first_bad_finds_the_first_bad_value(value, shown):
+    t = torch.randn(7, 5)
+    t[4, 2] = value
+    t[6, 0] = value
+    assert first_bad(t) is not None and first_bad(t)[0] == (4, 2)  # type: ignore[index]
+    pattern = rf"W in 'f.safetensors' must be finite.*got {re.escape(shown)} at index \[4, 2\]"
+    with pytest.raises(WorkbenchError, match=pattern):
+        check_weight(t, "W", "f.safetensors")
+
+
+def test_plausible_weights_pass_in_every_float_dtype():
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        check_weight(torch.randn(64, 64).to(dtype) * 1000, "W", "f")
+    check_weight(torch.full((3,), MAX_ABS_WEIGHT * 0.99), "W", "f")
+    check_weight(torch.arange(5), "ids", "f")  # integer tensors are not weights
+
+
+def test_mapped_decoder_rows_are_checked_when_read(tmp_path):
+    """A lazy decoder is never read whole at load; the rows a graph uses are checked as they are read,
+    with the feature index of the bad row in the message."""
+    from tracer.transcoders.loaders import load_transcoders
+
+    tc_dir = tmp_path / "plt"
+    shutil.copytree(world_dir() / "plt", tc_dir)
+    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((300, 7), math.nan))
+    tc = load_transcoders(tc_dir)  # lazy: loads
+    layer = tc.layers[2]
+    layer.decoder_rows(torch.tensor([0, 5, 299]), torch.float32)  # clean rows read fine
+    with pytest.raises(TranscoderFormatError, match=r"W_dec in .*layer_2.safetensors.* NaN at index \[300, 7\]"):
+        layer.decoder_rows(torch.tensor([3, 300]), torch.float32)
+    with pytest.raises(TranscoderFormatError, match="NaN"):
+        load_transcoders(tc_dir, lazy_decoder=False)
+
+
+def test_large_tensors_are_sampled_at_load_and_checked_whole_on_failure():
+    from tracer.weights import FULL_CHECK_ELEMENTS, SAMPLE_BLOCK, SAMPLE_EVERY
+
+    t = torch.randn(max(FULL_CHECK_ELEMENTS + 1, SAMPLE_BLOCK * SAMPLE_EVERY * 3))
+    t[SAMPLE_BLOCK * 3 + 5] = math.nan  # block 3: not sampled
+    check_weight(t, "W", "f", sample=True)  # the page sample misses one stray value...
+    with pytest.raises(WorkbenchError, match=rf"NaN at index \[{SAMPLE_BLOCK * 3 + 5}\]"):
+        check_weight(t, "W", "f")  # ...a whole check does not
+    t[SAMPLE_BLOCK * SAMPLE_EVERY * 2 + 1] = math.inf  # a sampled block: caught at load, index exact
+    with pytest.raises(WorkbenchError, match=rf"at index \[{SAMPLE_BLOCK * 3 + 5}\]"):
+        check_weight(t, "W", "f", sample=True)
+    t[-1] = 1e38  # the last block is always sampled
+    t[SAMPLE_BLOCK * 3 + 5] = t[SAMPLE_BLOCK * SAMPLE_EVERY * 2 + 1] = 0.0
+    with pytest.raises(WorkbenchError, match="1e"):
+        check_weight(t, "W", "f", sample=True)
+
+
+def test_a_non_finite_weight_the_sample_missed_is_named_at_first_use(tmp_path, monkeypatch):
+    """Force sampling on the small demo model: the NaN loads, the first forward pass finds it and
+    the whole-weight search names the tensor."""
+    import tracer.weights
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    monkeypatch.setattr(tracer.weights, "FULL_CHECK_ELEMENTS", 0)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_BLOCK", 16)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_EVERY", 10**6)  # only the first and last 16 values
+    model = tmp_path / "model"
+    shutil.copytree(world_dir() / "model", model)
+    q = "model.layers.1.self_attn.q_proj.weight"
+    edit_tensors(model / "model.safetensors", lambda t: t[q].__setitem__((40, 3), math.nan))
+    loaded = load_model(model)
+    tc = load_transcoders(world_dir() / "plt")
+    with pytest.raises(WorkbenchError, match=rf"{re.escape(q)} .* NaN at index \[40, 3\]"):
+        attribute(loaded, tc, [1, 18, 60, 7], AttributionConfig(verbose=False))
+
+
+# ----------------------------------------------------------------------------- token ids, BOS
+@settings(deadline=None, max_examples=60)
+@given(ids=st.lists(st.integers(0, 2**63 - 1), min_size=1, max_size=6),
+       pads=st.lists(st.sampled_from(["", " ", "  ", "\t"]), min_size=14, max_size=14))
+def test_token_ids_round_trip_with_any_spacing_around_commas(ids, pads):
+    text = ",".join(f"{pads[i]}{x}{pads[i + 7]}" for i, x in enumerate(ids))
+    assert parse_token_ids(text) == ids
+
+
+@pytest.mark.parametrize("text", ["1,2 0,30", "12 3", "1;2", "0x10", "1,,2", "", ",", "-1", "1.0", "２", "1e3",
+                                  str(2**63)])
+def test_token_ids_that_are_not_a_clean_list_are_refused(text):
+    with pytest.raises(WorkbenchError, match="--token-ids"):
+        parse_token_ids(text)
+
+
+def test_bos_is_prepended_whatever_the_first_word_and_never_doubled(caplog):
+    from tracer.models import load_model, tokenize
+
+    m = load_model(world_dir() / "model")
+    assert tokenize(m, "Funday is", allow_unk=True).tolist()[:2] == [1, 0]  # BOS, then <unk>
+    assert "Funday" in caplog.text  # the loud warning names the word
+    assert tokenize(m, "<unk> Two", allow_unk=True).tolist()[:2] == [1, 0]
+    assert tokenize(m, "<bos> Two").tolist()[0] == 1 and tokenize(m, "<bos> Two").tolist()[1] != 1
+    with pytest.raises(WorkbenchError, match="'Funday'"):
+        tokenize(m, "Funday is")
+
+
+# ----------------------------------------------------------------------------- memory guard
+def test_memory_estimate_is_n_squared_times_the_item_size():
+    n = graph_nodes(n_features=1000, n_layers=4, n_pos=10, n_logits=5)
+    assert n == 1000 + 5 * 10 + 5
+    assert adjacency_bytes(n, n, torch.float32) == n * n * 4
+    assert adjacency_bytes(n, n, torch.bfloat16) == n * n * 2
+
+
+def test_memory_guard_message_states_the_size_and_the_remedies():
+    check_fits(10, "cpu", "x", available=100)
+    with pytest.raises(MemoryLimitError) as info:
+        check_adjacency_fits(100_000, adjacency_bytes(100_000, 100_000, torch.float32), torch.float32, "cpu",
+                             available=2 * 1024**3)
+    msg = str(info.value)
+    assert "100,000 nodes" in msg and "37.3 GiB" in msg and "2.0 GiB" in msg
+    assert "max_feature_nodes" in msg and "adjacency_dtype" in msg and "--" not in msg
+    assert info.value.fields == ("max_feature_nodes", "adjacency_dtype")
+
+
+def test_the_engine_checks_memory_before_allocating(monkeypatch):
+    import tracer.memory
+    from tests.helpers_models import tiny_model, tiny_transcoders
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded, kind="plt")
+    monkeypatch.setattr(tracer.memory, "available_bytes", lambda device="cpu": 1000)
+    allocations = []
+    real_zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *a, **k: allocations.append(a) or real_zeros(*a, **k))
+    for cap in (None, 3):
+        allocations.clear()
+        with pytest.raises(MemoryLimitError, match="must fit in memory"):
+            attribute(loaded, tc, [1, 5, 9, 12], AttributionConfig(verbose=False, max_feature_nodes=cap))
+        assert not any(len(a) == 2 and a[0] > 10 and a[1] > 10 for a in allocations)  # no N x N buffer yet
+
+
+# ----------------------------------------------------------------------------- labels, NaN graphs
+def _labels(layer: int, scan: str | None) -> dict:
+    extra = {"scan": scan} if scan else {}
+    lab = FeatureLabel(layer=layer, feature=3, label="x", extra=extra)
+    return {lab.key: lab}
+
+
+def test_labels_must_match_the_graphs_transcoders(caplog):
+    check_labels_match(_labels(3, "plt@0"), n_layers=4, scan="plt@0")
+    check_labels_match(_labels(3, None), n_layers=4, scan="plt@0")  # no id: only layers can be checked
+    with pytest.raises(WorkbenchError, match="4 layers"):
+        check_labels_match(_labels(4, "plt@0"), n_layers=4, scan="plt@0")
+    with pytest.raises(WorkbenchError, match="'clt@0'"):
+        check_labels_match(_labels(0, "clt@0"), n_layers=4, scan="plt@0")
+    check_labels_match(_labels(0, "clt@0"), n_layers=4, scan="")
+    assert "cannot be matched" in caplog.text
+
+
+def test_shipped_labels_name_their_transcoder_set():
+    from tracer.labels import load_labels
+    from tracer.transcoders.loaders import read_config
+
+    for kind in ("plt", "clt"):
+        labels = load_labels(world_dir() / f"labels_{kind}.jsonl")
+        scan = read_config(world_dir() / kind)["scan"]
+        assert {lab.extra["scan"] for lab in labels.values()} == {scan}
+
+
+def test_a_nan_adjacency_is_reported_as_non_finite_not_cyclic():
+    from tracer.graph.influence import compute_influence
+
+    A = torch.zeros(5, 5)
+    A[4, 1], A[3, 0] = math.nan, 1.0
+    with pytest.raises(WorkbenchError, match="must be finite") as info:
+        compute_influence(A, torch.tensor([0, 0, 0, 0.5, 0.5]))
+    assert "acyclic" not in str(info.value)

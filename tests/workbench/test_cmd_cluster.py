@@ -1,0 +1,132 @@
+"""`workbench cluster` (and `export --supernodes` with its output) through the real CLI entry point."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.helpers_models import random_tokens, save_model, save_transcoders, tiny_model, tiny_transcoders
+from tests.reference import dense_prune as ref
+from tracer.attribution import attribute
+from tracer.config import AttributionConfig
+from tracer.labels import FeatureLabel, save_labels
+from workbench import cli
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
+                                             if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster")})
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main(["--quiet", *argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny Qwen3 with PLT and CLT folders, and a PLT graph traced through it."""
+    root = tmp_path_factory.mktemp("cluster")
+    loaded = tiny_model("qwen3")
+    plt = tiny_transcoders(loaded, "plt", d_transcoder=64)
+    graph = attribute(loaded, plt, random_tokens(7), AttributionConfig(verbose=False))
+    graph = dataclasses.replace(graph, model_id="")  # no tokenizer lookup
+    other = tiny_model("qwen3", num_hidden_layers=2)
+    return {"model": save_model(loaded, root / "model"), "plt": save_transcoders(plt, root / "plt"),
+            "clt": save_transcoders(tiny_transcoders(loaded, "clt", d_transcoder=64), root / "clt"),
+            "two_layer": save_transcoders(tiny_transcoders(other, "plt", d_transcoder=64), root / "plt2"),
+            "graph": graph.save(root / "g.safetensors")}
+
+
+def _one_line_error(err: str, command: str, match: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"workbench {command}: error: "), err
+    assert match in lines[0], lines[0]
+
+
+def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    labels = tmp_path / "labels.jsonl"
+    save_labels([FeatureLabel(layer=layer, feature=f, label=f"L{layer} thing") for layer in range(3)
+                 for f in range(64)], labels)
+    out = tmp_path / "supernodes.json"
+    status, stdout, err = run("cluster", str(traced["graph"]), "--out", str(out), "--model", str(traced["model"]),
+                              "--transcoders", str(traced["plt"]), "--labels", str(labels), "--n-random", "3",
+                              "--modes", "frozen", "--budget", "4")
+    assert status == 0, err
+    assert stdout.startswith(f"clustered {traced['graph']}: ") and stdout.count("\n") == 1
+    doc = json.loads(out.read_text())
+    assert 1 <= len(doc["supernodes"]) <= 4
+    for group in doc["supernodes"]:
+        assert group["label"].endswith("thing") and len(group["members"]) == len(group["node_ids"])
+        assert all(m["layer"] == int(i.split("_")[0]) for m, i in zip(group["members"], group["node_ids"]))
+    scores = doc["scores"]
+    for key in ("pruned", "circuit"):
+        assert set(scores[key]) == {"replacement", "completeness"}
+    assert scores["compression"] >= 1 and "mass_weighted" in scores["sign_consistency"]
+    assert set(scores["interventions"]["summary"]) == {"frozen"}
+    assert doc["config"]["circuit"]["budget"] == 4 and doc["argv"][:2] == ["--quiet", "cluster"]
+    status, _, err = run("export", str(traced["graph"]), "--out", str(tmp_path / "viewer"), "--supernodes", str(out),
+                         "--slug", "g", "--scan", "tiny")
+    assert status == 0, err
+    viewer = json.loads((tmp_path / "viewer" / "g.json").read_text())
+    multi = [[g["label"], *g["node_ids"]] for g in doc["supernodes"] if len(g["node_ids"]) > 1]
+    assert viewer["qParams"]["supernodes"] == multi
+    assert viewer["qParams"]["pinnedIds"] == doc["pinnedIds"]
+
+
+def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "s.json"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--no-labels", "--similarities", "edge")
+    assert status == 0, err
+    doc = json.loads(out.read_text())
+    assert "interventions" not in doc["scores"] and doc["config"]["clustering"]["similarities"] == ["edge"]
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--budget", "0"], "budget must be an integer >= 1"),
+    (["--similarities", "edge,cosine"], "similarity name must be one of"),
+    (["--min-affinity", "2"], "min_affinity must be a number in"),
+    (["--model", "M"], "--model needs --transcoders"),
+])
+def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list[str], match: str) -> None:  # type: ignore[no-untyped-def]
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), *extra)
+    assert status == 2
+    _one_line_error(err, "cluster", match)
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = str(tmp_path / "s.json")
+    status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
+    assert status == 2
+    _one_line_error(err, "cluster", "layers")
+    # same shapes, other weights: only the model can tell (activations differ)
+    status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["clt"]),
+                         "--model", str(traced["model"]))
+    assert status == 2
+    _one_line_error(err, "cluster", "must reproduce the graph's edges")
+
+
+def test_empty_graph_exits_2(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    graph = dataclasses.replace(ref.random_graph(0, max_features=0), model_id="")
+    assert graph.n_selected == 0
+    path = graph.save(tmp_path / "empty.safetensors")
+    status, _, err = run("cluster", str(path), "--out", str(tmp_path / "s.json"))
+    assert status == 2
+    _one_line_error(err, "cluster", "at least one feature node")
+
+
+def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fam = tmp_path / "families.json"
+    fam.write_text(json.dumps({"families": [{"features": [1, 2]}]}))
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
+    assert status == 2
+    _one_line_error(err, "cluster", "--families entry 0 must have 'layer' and 'features'")
+    fam.write_text(json.dumps({"families": [{"layer": 0, "features": [1, 2]}, {"features": [[1, 3], [2, 4]]}]}))
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
+    assert status == 0, err

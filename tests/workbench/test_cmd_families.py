@@ -1,0 +1,87 @@
+"""`workbench families` through the real CLI entry point (workbench.cli.main), on the shipped
+demo world's transcoders."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from workbench import cli
+from workbench.paths import world_dir
+
+WORLD = world_dir()
+shipped = pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="no demo world in data/world")
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
+    monkeypatch.setattr(cli, "SUBCOMMANDS", {"families": "workbench.cmd_families"})
+
+    def _run(*argv: str) -> tuple[int, str, str]:
+        status = cli.main(["--quiet", *argv])
+        out, err = capsys.readouterr()
+        return status, out, err
+
+    return _run
+
+
+@shipped
+def test_families_writes_layer_families_with_labels(run, tmp_path: Path) -> None:  # noqa: ANN001
+    out = tmp_path / "families.json"
+    status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--layer", "3",
+                         "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(out), "--quiet")
+    assert status == 0, err
+    doc = json.loads(out.read_text())
+    fams = doc["families"]
+    assert fams and doc["n_features"] == 512 and doc["coactivation_evidence"] is False
+    assert all(f["layer"] == 3 and len(f["features"]) >= 2 and isinstance(f["label"], str) for f in fams)
+    members = [x for f in fams for x in f["features"]]
+    assert len(members) == len(set(members)) and all(0 <= x < 512 for x in members)
+    assert doc["config"]["n_neighbors"] == 10 and doc["args"]["layer"] == "3"
+
+
+@shipped
+def test_families_with_prompts_uses_coactivation(run, tmp_path: Path) -> None:  # noqa: ANN001
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Two days after Friday is Sunday .\n\nThe capital of Kessia is\nFive months before May is\n")
+    out = tmp_path / "families.json"
+    status, _, err = run("families", "--transcoders", str(WORLD / "clt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--n-neighbors", "5", "--out", str(out), "--quiet")
+    assert status == 0, err
+    doc = json.loads(out.read_text())
+    assert doc["coactivation_evidence"] is True and doc["n_prompts"] == 3 and doc["n_token_rows"] == 7 + 5 + 5
+    assert doc["config"]["n_neighbors"] == 5 and all(f["layer"] == 1 for f in doc["families"])
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--layer", "9"], "--layer must be in"),
+    (["--layer", "two"], "--layer must be a layer index"),
+    (["--prompts", "PROMPTS"], "--prompts needs --model"),
+    (["--n-neighbors", "0"], "n_neighbors must be"),
+    (["--distance-threshold", "5"], "distance_threshold must be"),
+    (["--clt-mode", "into"], "one analysed layer"),
+])
+@shipped
+def test_bad_input_is_one_line_and_exit_2(run, tmp_path: Path, extra: list[str], needle: str) -> None:  # noqa: ANN001
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Two days after Friday is\n")
+    argv = [x.replace("PROMPTS", str(prompts)) for x in extra]
+    transcoders = WORLD / ("clt" if "--clt-mode" in extra else "plt")
+    status, _, err = run("families", "--transcoders", str(transcoders), "--out", str(tmp_path / "f.json"), *argv)
+    assert status == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_bad_paths_are_one_line_and_exit_2(run, tmp_path: Path) -> None:  # noqa: ANN001
+    status, _, err = run("families", "--transcoders", str(tmp_path / "nope"), "--out", str(tmp_path / "f.json"))
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "transcoder" in err
+    status, _, err = run("families", "--transcoders", str(tmp_path), "--out", str(tmp_path))
+    assert status == 2 and "--out must be a file path" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n \n")
+    status, _, err = run("families", "--transcoders", str(tmp_path), "--model", str(tmp_path), "--prompts",
+                         str(empty), "--out", str(tmp_path / "f.json"))
+    assert status == 2 and len(err.strip().splitlines()) == 1
+    status, _, err = run("families", "--transcoders", str(tmp_path), "--model", str(tmp_path), "--prompts",
+                         str(tmp_path / "missing.txt"), "--out", str(tmp_path / "f.json"))
+    assert status == 2 and "--prompts must be a text file" in err

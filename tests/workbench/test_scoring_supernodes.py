@@ -1,0 +1,66 @@
+"""workbench.scoring.supernodes: truth keys, purity by hand, prompt choice, summaries."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from workbench.scoring.supernodes import SETS, prompts_to_score, purity, summarize, truth_key
+from workbench.world.truth import load_truth
+
+CYCLIC = {"day", "month", "hue"}
+
+
+def _rec(layer: int, feature: int, side: str, family: str | None, value: object, task: str | None = None):  # type: ignore[no-untyped-def]
+    return SimpleNamespace(layer=layer, feature=feature, side=side, family=family, value=value, task=task)
+
+
+def test_truth_keys_ignore_cyclic_values_only() -> None:
+    day_a, day_b = _rec(0, 1, "output", "day", "Monday"), _rec(0, 2, "output", "day", "Friday")
+    teskar, dunhal = _rec(0, 3, "output", "capital", "Teskar"), _rec(0, 4, "output", "capital", "Dunhal")
+    assert truth_key(day_a, CYCLIC, level="value") == truth_key(day_b, CYCLIC, level="value")
+    assert truth_key(teskar, CYCLIC, level="value") != truth_key(dunhal, CYCLIC, level="value")
+    assert truth_key(teskar, CYCLIC, level="family") == truth_key(dunhal, CYCLIC, level="family")
+    none_a, none_b = _rec(1, 5, "none", None, None), _rec(1, 6, "none", None, None)
+    assert truth_key(none_a, CYCLIC, level="value") == truth_key(none_b, CYCLIC, level="value")
+    assert truth_key(none_a, CYCLIC, level="strict") != truth_key(none_b, CYCLIC, level="strict")
+    ctx_a, ctx_b = _rec(1, 7, "context", None, None, "two_hop"), _rec(1, 8, "context", None, None, "day_arith")
+    assert truth_key(ctx_a, CYCLIC, level="strict") != truth_key(ctx_b, CYCLIC, level="strict")
+
+
+def test_purity_by_hand() -> None:
+    truth = {(0, f): _rec(0, f, "output", "capital", "Teskar" if f < 3 else "Dunhal") for f in range(6)}
+    truth[(0, 9)] = _rec(0, 9, "input", None, "is")
+    groups = [np.array([[0, 0], [0, 1], [0, 3]]), np.array([[0, 4], [0, 5]]), np.array([[0, 9]])]
+    got = purity(groups, truth, CYCLIC, "value")
+    assert got["purity"] == pytest.approx((2 / 3 * 3 + 1.0 * 2) / 5)  # singletons do not count
+    assert got["groups_pure"] == 0.5 and got["n_groups"] == 2 and got["n_members"] == 5
+    assert purity(groups, truth, CYCLIC, "family")["purity"] == 1.0
+    assert np.isnan(purity(groups[2:], truth, CYCLIC, "value")["purity"])
+
+
+def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    manifest = {"demo_prompts": {"a": "x is", "b": "y is"},
+                "prompt_sets": {name: [{"prompt": f"{name} {i}"} for i in range(30)] for name in SETS}}
+    prompts = prompts_to_score(manifest, 20)
+    assert prompts[:2] == [("demo_a", "x is"), ("demo_b", "y is")]
+    for name in SETS:
+        picked = [p for s, p in prompts if s == name]
+        assert len(picked) == 20 and picked[0] == f"{name} 0" and picked[-1] == f"{name} 29"
+    path = tmp_path / "truth.jsonl"
+    path.write_text(json.dumps({"layer": 1, "feature": 2, "side": "input", "family": None, "value": "is",
+                                "top_logit": None, "coverage": 0.9, "selectivity": None, "n_fires": 7}) + "\n")
+    assert load_truth(path)[(1, 2)].value == "is"
+
+
+def test_summary_pools_purity_by_members_and_flags_targets() -> None:
+    def record(p: float, members: int, compression: float, ratio: float) -> dict:  # type: ignore[type-arg]
+        levels = {lv: {"purity": p, "n_members": members} for lv in ("side", "family", "value", "strict")}
+        return {"purity": levels, "compression": compression, "replacement_ratio": ratio,
+                "circuit": {"replacement": 0.9, "completeness": 0.9}, "pruned": {"replacement": 1, "completeness": 1},
+                "sign_consistency": {"mass_weighted": 0.95}, "seconds_circuit": 0.1}
+    s = summarize([record(1.0, 30, 3.0, 1.0), record(0.7, 10, 2.0, 0.95)])
+    assert s["purity"]["value"] == pytest.approx((30 + 7) / 40)
+    assert s["compression"] == 2.5 and s["targets_met"] == {"purity": True, "compression": True,
+                                                             "replacement_ratio": True}

@@ -1,0 +1,237 @@
+"""Collecting transcoder activations (and chosen vectors) over a corpus, streamed to disk.
+
+Prompts are tokenized once, then processed shard by shard (``shard_prompts`` prompts each) in
+batched forward passes of the real model (right-padded: causal attention makes the padding
+invisible to the real positions). Each layer's transcoder input is encoded with
+:func:`tracer.replacement.encode` (BOS zeroed) in bounded chunks; the non-zero activations and
+the requested vectors go into one safetensors shard, written atomically, and ``index.json`` is
+rewritten (atomically) after every shard. A killed run started again with the same prompts and
+settings continues at the first shard the index does not list.
+"""
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from tracer.activations.prompts import PromptRecord
+from tracer.activations.store import FORMAT, INDEX, PROMPTS, SCHEMA_VERSION, ActivationStore, shard_name
+from tracer.config import ActivationConfig
+from tracer.errors import WorkbenchError
+from tracer.io import atomic_path
+from tracer.models.forward import capture
+from tracer.models.loaded import LoadedModel
+from tracer.models.tokens import tokenize
+from tracer.replacement import encode
+from tracer.transcoders.base import Transcoders
+from tracer.transcoders.loaders import check_against_model
+
+logger = logging.getLogger(__name__)
+
+
+def _check_layers(cfg: ActivationConfig, n_layers: int) -> tuple[int, ...]:
+    feature_layers = tuple(range(n_layers)) if cfg.feature_layers is None else cfg.feature_layers
+    for name, layers, top in (("feature_layers", feature_layers, n_layers - 1),
+                              ("mlp_input_layers", cfg.mlp_input_layers, n_layers - 1),
+                              ("residual_layers", cfg.residual_layers, n_layers)):
+        bad = [x for x in layers if x > top]
+        if bad:
+            raise WorkbenchError(f"{name} must be in [0, {top}] for this model; got {bad[0]}.")
+    return feature_layers
+
+
+def _vector_positions(cfg: ActivationConfig, records: list[PromptRecord], lengths: list[int]) -> list[list[int]]:
+    """Per prompt: the positions whose vectors are stored."""
+    if not (cfg.residual_layers or cfg.mlp_input_layers):
+        return [[] for _ in records]
+    if cfg.positions == "all":
+        return [list(range(n)) for n in lengths]
+    if cfg.positions == "last":
+        return [[n - 1] for n in lengths]
+    out = []
+    for i, (rec, n) in enumerate(zip(records, lengths)):
+        pos = rec.meta.get("position")
+        if isinstance(pos, bool) or not isinstance(pos, int) or not -n <= pos < n:
+            raise WorkbenchError(f"record {i}'s 'position' must be an integer in [-{n}, {n}) (the prompt has {n} "
+                                 f"tokens with the BOS); got {pos!r}.")
+        out.append([pos % n])
+    return out
+
+
+def _fingerprint(loaded: LoadedModel, tc: Transcoders, tokens: list[Tensor], cfg: ActivationConfig) -> str:
+    h = hashlib.sha256(json.dumps({"model": loaded.model_id, "transcoders": tc.source, "kind": tc.kind,
+                                   "config": _config_json(cfg)}, sort_keys=True).encode())
+    for t in tokens:
+        h.update(t.numpy().astype(np.int64).tobytes() + b"|")
+    return h.hexdigest()
+
+
+def _config_json(cfg: ActivationConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
+
+
+def _start_or_resume(out: Path, base: dict[str, Any], records: list[PromptRecord],
+                     tokens: list[Tensor]) -> dict[str, Any]:
+    """The index to continue from: a fresh one, or the folder's own when it is the same run."""
+    if (out / INDEX).is_file():
+        index = json.loads((out / INDEX).read_text())
+        if index.get("fingerprint") != base["fingerprint"]:
+            raise WorkbenchError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
+                                 "a run of other prompts, model or settings. Use a new output folder.")
+        done = [s for s in index["shards"] if (out / s["file"]).is_file()]
+        logger.info("resuming %s: %d of %d shards done", out, len(done), index["n_shards"])
+        return {**index, "shards": done}
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / PROMPTS) as tmp:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for rec, t in zip(records, tokens):
+                row = {"prompt": rec.prompt, "n_pos": int(t.shape[0]), "tokens": t.tolist(), **rec.meta}
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {**base, "shards": []}
+
+
+def _write_index(out: Path, index: dict[str, Any]) -> None:
+    with atomic_path(out / INDEX) as tmp:
+        tmp.write_text(json.dumps(index, indent=1) + "\n")
+
+
+def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: Sequence[PromptRecord | str],
+                        out_dir: str | Path, config: ActivationConfig | None = None, *, allow_unk: bool = False,
+                        verbose: bool = True) -> ActivationStore:
+    """Run ``prompts`` through the model and store sparse activations (and vectors) under ``out_dir``."""
+    cfg = config or ActivationConfig()
+    check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    feature_layers = _check_layers(cfg, loaded.n_layers)
+    records = [p if isinstance(p, PromptRecord) else PromptRecord(prompt=p) for p in prompts]
+    if not records:
+        raise WorkbenchError("prompts must be non-empty; got none. Pass at least one prompt.")
+    tokens = [tokenize(loaded, r.prompt, allow_unk=allow_unk) for r in records]
+    lengths = [int(t.shape[0]) for t in tokens]
+    positions = _vector_positions(cfg, records, lengths)
+    n_shards = -(-len(records) // cfg.shard_prompts)
+    out = Path(out_dir)
+    base = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": _config_json(cfg),
+            "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg), "model_id": loaded.model_id,
+            "transcoder_id": transcoders.source, "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,
+            "d_model": loaded.d_model, "feature_layers": list(feature_layers), "n_prompts": len(records),
+            "n_rows": sum(lengths), "n_shards": n_shards,
+            "d_transcoder": {str(i): transcoders.layers[i].d_transcoder for i in feature_layers}}
+    index = _start_or_resume(out, base, records, tokens)
+    done = {s["file"] for s in index["shards"]}
+    tcd = transcoders.to(loaded.device, loaded.dtype)
+    in_loc = loaded.adapter.input_location(transcoders.input_hook)
+    with tqdm(total=len(records), desc="activations", disable=not verbose) as pbar:
+        for k in range(n_shards):
+            lo, hi = k * cfg.shard_prompts, min((k + 1) * cfg.shard_prompts, len(records))
+            if shard_name(k) not in done:
+                arrays = collect_shard(loaded, tcd, in_loc, tokens[lo:hi], positions[lo:hi], lo, cfg,
+                                       feature_layers)
+                _write_shard(out / shard_name(k), arrays)
+                index["shards"].append({"file": shard_name(k), "prompts": [lo, hi],
+                                        "row_offset": sum(lengths[:lo]), "n_rows": sum(lengths[lo:hi])})
+                index["shards"].sort(key=lambda s: s["prompts"][0])
+                _write_index(out, index)
+            pbar.update(hi - lo)
+    return ActivationStore(out)
+
+
+def _write_shard(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    from safetensors.numpy import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+
+
+def _batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Prompt indices grouped by similar length (less padding), deterministic."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+@torch.no_grad()
+def collect_shard(loaded: LoadedModel, tc: Transcoders, input_location: str, tokens: list[Tensor],
+                  positions: list[list[int]], first_prompt: int, cfg: ActivationConfig,
+                  feature_layers: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The arrays of one shard (see :mod:`tracer.activations.store` for the layout)."""
+    lengths = [int(t.shape[0]) for t in tokens]
+    row_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    value_dtype = np.float16 if cfg.value_dtype == "float16" else np.float32
+    feats: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {layer: [] for layer in feature_layers}
+    vecs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    input_layers = sorted(set(feature_layers) | set(cfg.mlp_input_layers))
+    for batch in _batches(lengths, cfg.batch_size):
+        T = max(lengths[i] for i in batch)
+        ids = torch.zeros(len(batch), T, dtype=torch.long)
+        mask = torch.zeros(len(batch), T, dtype=torch.bool)  # (B, T) real positions
+        for b, i in enumerate(batch):
+            ids[b, :lengths[i]], mask[b, :lengths[i]] = tokens[i], True
+        with capture(loaded, input_location=input_location if input_layers else None,
+                     residual_layers=cfg.residual_layers) as got:
+            loaded.logits(ids)
+        starts = torch.from_numpy(row_start[batch])  # (B,)
+        for layer in feature_layers:
+            feats[layer].append(_sparse_acts(tc, layer, got.inputs[layer], mask, starts, cfg.encode_rows,
+                                             value_dtype))
+        picks = [(b, p) for b, i in enumerate(batch) for p in positions[i]]
+        if picks:
+            bb, pp = torch.tensor([b for b, _ in picks]), torch.tensor([p for _, p in picks])
+            rows = (starts[bb] + pp).numpy()
+            for key, store, layers in (("resid", got.residual, cfg.residual_layers),
+                                       ("input", got.inputs, cfg.mlp_input_layers)):
+                for layer in layers:
+                    x = store[layer][bb, pp].float().cpu().numpy().astype(value_dtype)  # (n, d)
+                    vecs.setdefault(f"{key}{layer}", []).append((rows, x))
+    return _assemble_shard(tokens, lengths, first_prompt, feats, vecs, cfg, value_dtype, loaded.d_model)
+
+
+def _sparse_acts(tc: Transcoders, layer: int, x: Tensor, mask: Tensor, starts: Tensor, encode_rows: int,
+                 value_dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, features, values) of one layer's non-zero activations for a batch (B, T, d)."""
+    B, T, _ = x.shape
+    step = max(1, encode_rows // max(T, 1))
+    rows: list[np.ndarray] = []
+    feats: list[np.ndarray] = []
+    vals: list[np.ndarray] = []
+    for b0 in range(0, B, step):
+        acts = encode(tc.layers[layer], x[b0:b0 + step].to(tc.layers[layer].W_enc.dtype))  # (b, T, d_tc)
+        acts = acts * mask[b0:b0 + step, :, None].to(acts.device)
+        nz = torch.nonzero(acts)  # (nnz, 3): (b, t, feature)
+        vals.append(acts[nz[:, 0], nz[:, 1], nz[:, 2]].float().cpu().numpy().astype(value_dtype))
+        rows.append((starts[b0 + nz[:, 0].cpu()] + nz[:, 1].cpu()).numpy())
+        feats.append(nz[:, 2].cpu().numpy())
+    return np.concatenate(rows), np.concatenate(feats), np.concatenate(vals)
+
+
+def _assemble_shard(tokens: list[Tensor], lengths: list[int], first_prompt: int,
+                    feats: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]],
+                    vecs: dict[str, list[tuple[np.ndarray, np.ndarray]]], cfg: ActivationConfig,
+                    value_dtype: type, d_model: int) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {
+        "prompt": np.repeat(np.arange(first_prompt, first_prompt + len(tokens)), lengths).astype(np.int64),
+        "pos": np.concatenate([np.arange(n) for n in lengths]).astype(np.int32),
+        "token": torch.cat(tokens).numpy().astype(np.int64),
+    }
+    for layer, parts in feats.items():
+        rows, f, v = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        order = np.lexsort((f, rows))  # CSR order: by row, then feature
+        arrays[f"f{layer}.row"] = rows[order].astype(np.int32)
+        arrays[f"f{layer}.feature"] = f[order].astype(np.int32)
+        arrays[f"f{layer}.value"] = v[order]
+    for key, pairs in vecs.items():
+        vrows = np.concatenate([r for r, _ in pairs])
+        x = np.concatenate([v for _, v in pairs])
+        vorder = np.argsort(vrows, kind="stable")
+        arrays[f"{key}.row"], arrays[key] = vrows[vorder].astype(np.int32), x[vorder]
+    for key, layers in (("resid", cfg.residual_layers), ("input", cfg.mlp_input_layers)):
+        for layer in layers:  # a shard whose prompts selected no position still has the arrays
+            if f"{key}{layer}" not in arrays:
+                arrays[f"{key}{layer}.row"] = np.zeros(0, np.int32)
+                arrays[f"{key}{layer}"] = np.zeros((0, d_model), value_dtype)
+    return arrays

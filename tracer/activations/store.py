@@ -1,0 +1,166 @@
+"""Reading a corpus activation run: an index, a prompt table and safetensors shards.
+
+Layout of a run folder (written by :func:`tracer.activations.collect.collect_activations`)::
+
+    index.json            format, schema_version, config, model/transcoder ids, dims, finished shards
+    prompts.jsonl         one record per prompt: prompt, n_pos, token ids, and its metadata fields
+    shard-00000.safetensors ...
+
+Every token position of every prompt is a **row**; rows are numbered globally in prompt order
+(prompt 0's positions 0..n_pos-1, then prompt 1's, ...). A shard holds the rows of a contiguous
+range of prompts:
+
+* ``prompt`` / ``pos`` / ``token`` (n_rows,): the row table;
+* ``f{layer}.row``, ``f{layer}.feature``, ``f{layer}.value`` (nnz,): a layer's non-zero feature
+  activations (rows local to the shard), sorted by (row, feature) -- CSR order;
+* ``resid{L}`` (n, d_model) with ``resid{L}.row`` (n,): residual-stream vectors at residual layer L;
+* ``input{layer}`` / ``input{layer}.row``: transcoder-input vectors of a layer.
+
+Position 0 (the BOS) never has feature activations. Each array is read on its own (safetensors
+is memory-mapped), so a layer's matrix is read without loading the rest.
+"""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer.errors import WorkbenchError
+
+FORMAT = "manifold-workbench-activations"
+SCHEMA_VERSION = 1
+INDEX, PROMPTS = "index.json", "prompts.jsonl"
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:05d}.safetensors"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardInfo:
+    file: str
+    prompts: tuple[int, int]
+    """[start, end) prompt indices"""
+    row_offset: int
+    n_rows: int
+
+
+def read_index(directory: Path) -> dict[str, Any]:
+    path = directory / INDEX
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise WorkbenchError(f"activation run must have {INDEX}; got none in {str(directory)!r}. "
+                             "Collect activations into this folder first.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WorkbenchError(f"{INDEX} must be readable JSON; got {str(path)!r} ({err}).") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise WorkbenchError(f"{INDEX} must be a manifold-workbench activation index; got {str(path)!r}.")
+    if index.get("schema_version") != SCHEMA_VERSION:
+        raise WorkbenchError(f"activation index schema_version must be {SCHEMA_VERSION}; got "
+                             f"{index.get('schema_version')!r} in {str(path)!r}. Re-collect with this version.")
+    return index
+
+
+class ActivationStore:
+    """A finished (or partial) activation run, read lazily."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.index = read_index(self.directory)
+        self.shards = [ShardInfo(file=s["file"], prompts=(int(s["prompts"][0]), int(s["prompts"][1])),
+                                 row_offset=int(s["row_offset"]), n_rows=int(s["n_rows"]))
+                       for s in self.index["shards"]]
+        self._records: list[dict[str, Any]] | None = None
+
+    # ----------------------------------------------------------------- sizes and tables
+    @property
+    def complete(self) -> bool:
+        """Every shard of the run is finished."""
+        return len(self.shards) == int(self.index["n_shards"])
+
+    @property
+    def n_prompts(self) -> int:
+        """Prompts in the finished shards."""
+        return self.shards[-1].prompts[1] if self.shards else 0
+
+    @property
+    def n_rows(self) -> int:
+        return self.shards[-1].row_offset + self.shards[-1].n_rows if self.shards else 0
+
+    @property
+    def feature_layers(self) -> list[int]:
+        return [int(x) for x in self.index["feature_layers"]]
+
+    def d_transcoder(self, layer: int) -> int:
+        return int(self.index["d_transcoder"][str(layer)])
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Per prompt: ``prompt``, ``n_pos``, ``tokens`` and the record's metadata fields."""
+        if self._records is None:
+            lines = (self.directory / PROMPTS).read_text(encoding="utf-8").splitlines()
+            self._records = [json.loads(line) for line in lines if line.strip()]
+        return self._records
+
+    def _tensor(self, shard: ShardInfo, name: str) -> np.ndarray | None:
+        from safetensors import safe_open
+
+        with safe_open(str(self.directory / shard.file), framework="np") as f:
+            return f.get_tensor(name) if name in f.keys() else None  # noqa: SIM118 - safe_open has no __contains__
+
+    def row_table(self) -> dict[str, np.ndarray]:
+        """``prompt``, ``pos``, ``token`` of every row (n_rows,)."""
+        parts: dict[str, list[np.ndarray]] = {"prompt": [], "pos": [], "token": []}
+        for shard in self.shards:
+            for key, values in parts.items():
+                arr = self._tensor(shard, key)
+                assert arr is not None, f"{shard.file} lacks {key}"
+                values.append(arr)
+        return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in parts.items()}
+
+    # ----------------------------------------------------------------- features and vectors
+    def layer_coo(self, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, features, values) of one layer's non-zero activations, global rows, CSR order."""
+        if layer not in self.feature_layers:
+            raise WorkbenchError(f"layer must be one of the collected feature layers {self.feature_layers}; "
+                                 f"got {layer!r}.")
+        rows, feats, vals = [], [], []
+        for shard in self.shards:
+            r, f, v = (self._tensor(shard, f"f{layer}.{k}") for k in ("row", "feature", "value"))
+            assert r is not None and f is not None and v is not None
+            rows.append(r.astype(np.int64) + shard.row_offset)
+            feats.append(f.astype(np.int64))
+            vals.append(v)
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+        return np.concatenate(rows), np.concatenate(feats), np.concatenate(vals)
+
+    def layer_matrix(self, layer: int) -> Any:
+        """``scipy.sparse.csr_matrix`` (n_rows, d_transcoder) of one layer's activations."""
+        from scipy import sparse
+
+        rows, feats, vals = self.layer_coo(layer)
+        indptr = np.zeros(self.n_rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=self.n_rows), out=indptr[1:])
+        return sparse.csr_matrix((vals, feats, indptr), shape=(self.n_rows, self.d_transcoder(layer)))
+
+    def vectors(self, kind: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows (n,), vectors (n, d_model)) stored for ``kind`` 'residual' or 'input' at ``layer``."""
+        prefix = {"residual": "resid", "input": "input"}.get(kind)
+        key = "residual_layers" if kind == "residual" else "mlp_input_layers"
+        if prefix is None or layer not in self.index["config"][key]:
+            raise WorkbenchError(f"vectors must be collected first; got kind {kind!r} layer {layer!r}, but the "
+                                 f"run stored residual layers {self.index['config']['residual_layers']} and "
+                                 f"input layers {self.index['config']['mlp_input_layers']}.")
+        rows, vecs = [], []
+        for shard in self.shards:
+            r, v = self._tensor(shard, f"{prefix}{layer}.row"), self._tensor(shard, f"{prefix}{layer}")
+            assert r is not None and v is not None
+            rows.append(r.astype(np.int64) + shard.row_offset)
+            vecs.append(v)
+        d = int(self.index["d_model"])
+        return (np.concatenate(rows) if rows else np.zeros(0, np.int64),
+                np.concatenate(vecs) if vecs else np.zeros((0, d), np.float32))

@@ -1,0 +1,117 @@
+"""Speed of automatic supernodes against attribution (issue 10, point 8).
+
+    python -m workbench.bench.supernodes --out bench_supernodes.json [--n-tokens 64] [--transcoder plt clt]
+        [--threads 2] [--repeats 3] [--work-dir DIR]
+
+Builds (or reuses) the reference benchmark model of ``workbench bench`` (Qwen3, 4 layers, d_model
+256, 8 heads / 2 KV, vocab 512, 2,048-feature transcoders at L0 48), traces a seeded random prompt
+(64 tokens: about 15k nodes), then times, in the same process and thread setting:
+
+* ``attribute``: the graph's attribution;
+* ``prune``: circuit-tracer's pruning (needed by any viewer; reported apart);
+* ``cluster``: :class:`analyses.supernodes.clustering.SupernodeClustering` on the pruned graph
+  (edge-profile and virtual-weight similarities);
+* ``circuit``: :class:`analyses.supernodes.circuit.ReadableCircuit` (clustering included) with the
+  default budget, given the prune result.
+
+Attribution, clustering and circuit run back to back ``--repeats`` times, so that each pair sees
+the same machine load; the JSON holds every run, the medians and the median of the per-run ratios
+circuit / attribute (the target: <= 10%), and the graph's sizes. Prune runs once.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def bench_one(built: Any, kind: str, n_tokens: int, repeats: int) -> dict[str, Any]:
+    """Attribution and clustering + circuit timed back to back ``repeats`` times (so that both see
+    the same machine load), then medians and the median of the per-pair ratios."""
+    import torch
+
+    from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.clustering import SupernodeClustering
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.graph import prune_graph
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.bench.build import random_prompt
+
+    loaded = load_model(built.model_dir, backend="auto")
+    tcs = load_transcoders(built.transcoder_dir(kind), n_layers=loaded.n_layers, d_model=loaded.d_model)
+    ids = torch.tensor(random_prompt(n_tokens, int(built.manifest["spec"]["vocab"]), 0))
+    config = AttributionConfig(verbose=False)
+    attribute(loaded, tcs, ids[:8], config)  # warm-up
+    graph = attribute(loaded, tcs, ids, config)
+    t_prune, pruned = _timed(lambda: prune_graph(graph))  # one run: slow, and not part of the target
+    times: dict[str, list[float]] = {"attribute": [], "cluster": [], "circuit": []}
+    for _ in range(repeats):
+        times["attribute"].append(_timed(lambda: attribute(loaded, tcs, ids, config))[0])
+        t, est = _timed(lambda: SupernodeClustering().fit(graph, prune_result=pruned, transcoders=tcs))
+        times["cluster"].append(t)
+        t, circuit = _timed(lambda: ReadableCircuit().fit(graph, prune_result=pruned, transcoders=tcs))
+        times["circuit"].append(t)
+    ratios = [c / a for c, a in zip(times["circuit"], times["attribute"])]
+    med = {k: statistics.median(v) for k, v in times.items()}
+    s = circuit.scores_
+    return {
+        "transcoder": kind, "n_tokens": n_tokens, "n_nodes": graph.n_nodes, "n_features": graph.n_selected,
+        "n_pruned_nodes": int(pruned.node_mask.sum()), "n_candidates": int(est.candidates_.size),
+        "n_groups_clustering": len(est.groups_), "n_groups_circuit": s.n_groups,
+        "seconds": {"attribute": round(med["attribute"], 4), "prune": round(t_prune, 4),
+                    "cluster": round(med["cluster"], 4), "circuit": round(med["circuit"], 4)},
+        "seconds_each_run": {k: [round(x, 4) for x in v] for k, v in times.items()},
+        "ratio_circuit_to_attribute": round(statistics.median(ratios), 4),
+        "ratio_each_run": [round(r, 4) for r in ratios],
+        "target_met": statistics.median(ratios) <= 0.1,
+        "scores": {"pruned": s.pruned, "circuit": s.circuit, "compression": s.compression,
+                   "replacement_ratio": s.replacement_ratio},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m workbench.bench.supernodes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--n-tokens", type=int, default=64, help="prompt length, BOS included (default 64)")
+    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is kept (default 3)")
+    p.add_argument("--work-dir", default=None, help="benchmark model cache (default: workbench bench's)")
+    args = p.parse_args(argv)
+    import torch
+
+    from workbench.bench.build import ensure_built
+    from workbench.bench.config import ModelSpec, default_work_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    spec = ModelSpec(arch="qwen3", n_layers=4, d_model=256, n_heads=8, n_kv_heads=2, vocab=512, d_transcoder=2048,
+                     target_l0=48)
+    built, reused = ensure_built(spec, Path(args.work_dir) if args.work_dir else default_work_dir())
+    runs = [bench_one(built, kind, args.n_tokens, args.repeats) for kind in args.transcoder]
+    report = {"spec": spec.key, "reused_build": reused, "torch_threads": torch.get_num_threads(),
+              "repeats": args.repeats, "runs": runs}
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    for r in runs:
+        sec = r["seconds"]
+        print(f"{r['transcoder']}: {r['n_nodes']} nodes ({r['n_candidates']} candidates): "  # noqa: T201
+              f"attribute {sec['attribute']:.2f}s, prune {sec['prune']:.2f}s, cluster {sec['cluster']:.3f}s, "
+              f"cluster+circuit {sec['circuit']:.3f}s: median per-run ratio "
+              f"{100 * r['ratio_circuit_to_attribute']:.1f}% of attribution (runs: "
+              f"{', '.join(f'{100 * x:.1f}%' for x in r['ratio_each_run'])})")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`workbench activations`: transcoder activations over a corpus, streamed to shards (resumable)."""
+
+import argparse
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from tracer.config import ActivationConfig
+    from workbench.config_cli import add_config_arguments
+
+    p = sub.add_parser(
+        "activations", help="collect transcoder activations over a corpus",
+        description="Run prompts through the model and store every layer's sparse transcoder activations "
+                    "(and, on request, residual-stream or transcoder-input vectors) as safetensors shards "
+                    "plus a JSON index in --out. A killed run continues where it stopped when started again "
+                    "with the same arguments. Prompts: a text file (one prompt per line) or JSONL records "
+                    "{\"prompt\": ..., other fields kept as metadata}.",
+    )
+    p.add_argument("--model", required=True, help="local Hugging Face model folder")
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+    p.add_argument("--prompts", required=True, help="prompt file: .jsonl records or plain text lines")
+    p.add_argument("--out", required=True, help="output folder (new, or the folder of a run to resume)")
+    add_config_arguments(p, ActivationConfig)
+    p.add_argument("--allow-unk", action="store_true",
+                   help="trace words the tokenizer does not know as its unknown token (default: refuse)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    p.set_defaults(func=run_activations)
+
+
+def run_activations(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tracer.activations import ActivationConfig, collect_activations, read_prompts
+    from tracer.errors import WorkbenchError
+    from tracer.models import load_model, parse_device, parse_dtype
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.config_cli import config_from_args
+
+    cfg = config_from_args(ActivationConfig, args)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Pass a new folder name.")
+    records = read_prompts(args.prompts)
+    loaded = load_model(args.model, device=parse_device(args.device), dtype=parse_dtype(args.dtype), backend="auto")
+    tc = load_transcoders(args.transcoders, dtype=loaded.dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    if args.allow_unk:
+        logger.warning("--allow-unk: unknown words are traced as the tokenizer's unknown token")
+    store = collect_activations(loaded, tc, records, out, cfg, allow_unk=args.allow_unk, verbose=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {out}: {store.n_prompts} prompts, {store.n_rows} token rows, {len(store.shards)} shards",
+              file=sys.stderr)
+    return 0

@@ -1,0 +1,249 @@
+"""`workbench cluster`: automatic supernodes and a readable circuit for a saved graph.
+
+    workbench cluster GRAPH --out supernodes.json [--model M --transcoders T --labels L] [--budget K]
+        [--no-labels] [--families F] [clustering flags]
+
+Prunes the graph (or reads ``--prune FILE`` from ``workbench prune``), clusters the pruned graph's
+features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at most K groups
+(:class:`analyses.supernodes.circuit.ReadableCircuit`) and writes JSON::
+
+    {"supernodes": [{"label", "members": [{"layer", "pos", "feature"}], "node_ids": [...]}, ...],
+     "pinnedIds": [...], "qParams": {"pinnedIds", "supernodes"},
+     "scores": {"pruned": {"replacement", "completeness"}, "circuit": {...}, "compression",
+                "sign_consistency": {...}, "interventions": {...}  (with --model)},
+     "config": {...}, "argv": [...]}
+
+``--transcoders`` adds the virtual-weight similarity and checks the graph against them; ``--model``
+(with ``--transcoders``) ablates every group on the real model. Feed the file to
+``workbench export GRAPH --supernodes supernodes.json`` to open the groups in the viewers. Every
+flag's default and help come from the configs in :mod:`analyses.supernodes.config`.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+FORMAT = "manifold-workbench-supernodes"
+SCHEMA_VERSION = 1
+
+
+def _add_config_flags(group: Any, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of a frozen config: --field-name, its default and docstring help."""
+    from workbench.bench.config import field_help
+
+    docs = field_help(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag, default = "--" + f.name.replace("_", "-"), f.default
+        help_text = docs.get(f.name, "")
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, tuple):
+            group.add_argument(flag, default=",".join(default), help=f"{help_text} Comma-separated (default "
+                               f"{','.join(default)}).")
+        else:
+            group.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default {default})")
+
+
+def _config(cls: type, args: argparse.Namespace) -> Any:
+    values = {}
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name)
+        if isinstance(f.default, tuple):
+            value = tuple(x.strip() for x in str(value).split(",") if x.strip())
+        values[f.name] = value
+    return cls(**values)
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+
+    p = sub.add_parser("cluster", help="automatic supernodes and a readable circuit for a graph",
+                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--model", default=None, help="local model folder: ablate every group on it (needs --transcoders)")
+    p.add_argument("--transcoders", default=None, help="the graph's transcoders: virtual-weight similarity, checks")
+    names = p.add_mutually_exclusive_group()
+    names.add_argument("--labels", default=None,
+                       help="feature labels (our JSONL or a Neuronpedia export) to name groups")
+    names.add_argument("--no-labels", action="store_true", help="use no labels at all (groups named by layer, "
+                                                                "position and size)")
+    p.add_argument("--families", default=None, help='feature families JSON ({"families": [{"layer", "features"}]})')
+    p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
+    _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
+    _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
+    p.set_defaults(func=run_cluster)
+
+
+# ----------------------------------------------------------------------------- inputs
+def read_families(path: str) -> dict[tuple[int, int], int]:
+    """(layer, feature) -> family index from a families JSON: ``{"families": [{"layer": L, "features":
+    [f, ...]}]}`` (a feature may also be ``[layer, feature]``, for cross-layer families)."""
+    from tracer.errors import WorkbenchError
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise WorkbenchError(f"--families file must exist; got {path!r}. Check the path.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkbenchError(f"--families must be a JSON file; {path!r} is not ({err}).") from None
+    families = data.get("families") if isinstance(data, dict) else None
+    if not isinstance(families, list):
+        raise WorkbenchError(f"--families must hold a 'families' list; got {type(families).__name__} in {path!r}.")
+    out: dict[tuple[int, int], int] = {}
+    for k, fam in enumerate(families):
+        try:
+            for feat in fam["features"]:
+                key = (int(feat[0]), int(feat[1])) if isinstance(feat, (list, tuple)) else (int(fam["layer"]),
+                                                                                           int(feat))
+                out[key] = k
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise WorkbenchError(f"--families entry {k} must have 'layer' and 'features' (ints or [layer, "
+                                 f"feature] pairs); got {str(fam)[:80]!r}.") from None
+    return out
+
+
+def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
+    from tracer.errors import WorkbenchError
+
+    out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None}
+    if args.model:
+        from tracer.models import load_model
+
+        out["loaded"] = load_model(args.model)
+    if args.transcoders:
+        from tracer.transcoders.loaders import load_transcoders
+
+        loaded = out["loaded"]
+        out["transcoders"] = load_transcoders(args.transcoders, n_layers=loaded.n_layers if loaded else graph.n_layers,
+                                              d_model=loaded.d_model if loaded else None)
+    if args.labels and not args.no_labels:
+        if not Path(args.labels).is_file():
+            raise WorkbenchError(f"--labels file must exist; got {args.labels!r}. Check the path.")
+        from tracer.labels import load_labels
+
+        out["labels"] = load_labels(args.labels)
+    if args.families:
+        out["families"] = read_families(args.families)
+    if args.prune:
+        from tracer.graph import load_prune_result
+
+        out["prune"], _ = load_prune_result(args.prune)
+        if out["prune"].node_mask.numel() != graph.n_nodes:
+            raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
+                                 f"{out['prune'].node_mask.numel()} nodes.")
+    return out
+
+
+# ----------------------------------------------------------------------------- run
+def _analyse(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens: list[str] | None,
+             verbose: bool) -> tuple[Any, Any]:
+    from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.clustering import SupernodeClustering
+    from analyses.supernodes.interventions import check_supernodes
+
+    circuit = ReadableCircuit(**dataclasses.asdict(configs["circuit"]),
+                              clustering=SupernodeClustering.from_config(configs["clustering"]))
+    circuit.fit(graph, prune_result=inputs["prune"], transcoders=inputs["transcoders"], families=inputs["families"],
+                labels=inputs["labels"], token_strings=tokens)
+    check = None
+    if inputs["loaded"] is not None:
+        groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
+        check = check_supernodes(inputs["loaded"], inputs["transcoders"], graph, groups,
+                                 config=configs["interventions"], verbose=verbose)
+    return circuit, check
+
+
+def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
+    """The JSON written by ``workbench cluster`` (without config and argv)."""
+    coarse = circuit.coarse_graph_
+    groups = []
+    for i in range(coarse.n_nodes):
+        if coarse.kind[i] not in ("supernode", "feature"):
+            continue
+        node = coarse.node(i)
+        groups.append({"label": node.label, "kind": node.kind,
+                       "members": [{"layer": int(k[0]), "pos": int(k[1]), "feature": int(k[2])} for k in node.members],
+                       "node_ids": list(node.node_ids)})
+    scores = dataclasses.asdict(circuit.scores_)
+    if check is not None:
+        per_group = [{"label": g["label"], "predicted_margin": float(check.predicted_margin[k]),
+                      **{f"measured_margin_{m}": float(v[k]) for m, v in check.measured_margin.items()},
+                      **{f"win_rate_{m}": float(v[k]) for m, v in check.win_rate.items()}}
+                     for k, g in enumerate(groups)]
+        scores["interventions"] = {"summary": check.summary, "clean_margin": check.clean_margin,
+                                   "runner_up_in_graph": check.runner_up_in_graph, "n_unmatched": check.n_unmatched,
+                                   "groups": per_group}
+    qparams = coarse.qparams()
+    return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
+            "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams, "scores": scores}
+
+
+def _finite(value: Any) -> Any:
+    """NaN / inf -> None, recursively (strict JSON)."""
+    import math
+
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import check_out, need_input
+    from workbench.cmd_graphtools import _check_graph_input, _load_graph, _tokenizer
+
+    _check_graph_input(args.graph)
+    if args.model and not args.transcoders:
+        raise WorkbenchError("--model needs --transcoders (the ablations run through them); got --model alone.")
+    inputs_given: list[str] = [args.graph]
+    for flag, value, folder in (("--model", args.model, True), ("--transcoders", args.transcoders, True),
+                                ("--labels", args.labels, False), ("--families", args.families, False),
+                                ("--prune", args.prune, False)):
+        if value is not None:
+            need_input(value, flag, folder=folder)
+            inputs_given.append(value)
+    out = check_out(args.out, inputs=inputs_given)
+    try:
+        configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
+                   "interventions": _config(InterventionConfig, args)}
+    except (ValueError, TypeError) as err:
+        raise WorkbenchError(str(err)) from None
+    graph = _load_graph(args.graph)
+    inputs = _inputs(args, graph)
+    tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
+    tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
+    try:
+        circuit, check = _analyse(graph, inputs, configs, tokens, verbose=not args.quiet)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, WorkbenchError):
+            raise
+        raise WorkbenchError(str(err).splitlines()[0]) from None
+    doc = supernodes_document(circuit, check, graph)
+    doc["graph"] = str(args.graph)
+    doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
+    doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
+    from tracer.io import atomic_path
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(_finite(doc), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    s = circuit.scores_
+    print(f"clustered {args.graph}: {s.n_groups} groups ({s.n_supernodes} supernodes) hold {s.n_features}/"
+          f"{s.n_pruned_features} features ({s.compression:.2f} per group); subgraph replacement/completeness "
+          f"circuit {s.circuit['replacement']:.4f}/{s.circuit['completeness']:.4f}, pruned "
+          f"{s.pruned['replacement']:.4f}/{s.pruned['completeness']:.4f} -> {out}")
+    return 0

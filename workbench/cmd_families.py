@@ -1,0 +1,180 @@
+"""`workbench families`: feature families over whole transcoder dictionaries.
+
+    workbench families --transcoders T [--model M --prompts FILE] [--layer L|all] [--labels L] --out families.json
+
+Writes ``{"families": [{"layer", "features", "label"}...], ...}``: with one layer per family
+(the default), ``layer`` is an int and ``features`` the feature indices; with
+``--cross-layer``, ``layer`` lists the layers and ``features`` holds [layer, feature] pairs.
+``--prompts`` is unlabelled text, one prompt per line: its feature activations (run through
+``--model``) are the co-activation evidence. Estimator flags come from
+:class:`analyses.families.config.FamiliesConfig`.
+"""
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+import time
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+_CHOICES = {"knn": ["auto", "exact", "pynndescent"], "coactivation": ["profile", "jaccard"],
+            "weighting": ["activation", "binary"], "clustering": ["auto", "average", "hdbscan", "components"]}
+
+
+def _flag_type(annotation: Any) -> Any:
+    """int / float / str for a field annotation (``int | None`` -> int)."""
+    if isinstance(annotation, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return annotation if annotation in (int, float, str) else str
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    from analyses.families.config import FamiliesConfig
+    from workbench.bench.config import field_help
+
+    p = sub.add_parser("families", help="feature families over whole transcoder dictionaries",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
+    p.add_argument("--model", default=None, help="local Hugging Face model folder (needed with --prompts)")
+    p.add_argument("--prompts", default=None,
+                   help="unlabelled text, one prompt per line: co-activation evidence (needs --model)")
+    p.add_argument("--layer", default="all", help="a layer index or 'all' (default all)")
+    p.add_argument("--labels", default=None, help="feature labels (our JSONL or a Neuronpedia export)")
+    p.add_argument("--clt-mode", default="concat", choices=["concat", "into", "sum"],
+                   help="CLT decoders compared: concatenated over output layers, into --layer, or summed")
+    p.add_argument("--cross-layer", action="store_true",
+                   help="let families span layers (clusters every chosen layer's features together)")
+    p.add_argument("--out", required=True, help="output JSON path")
+    p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+    est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
+    docs = field_help(FamiliesConfig)
+    for f in dataclasses.fields(FamiliesConfig):
+        if f.name == "per_layer":
+            continue  # --cross-layer
+        flag = "--" + f.name.replace("_", "-")
+        est.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=_flag_type(f.type), default=f.default,
+                         choices=_CHOICES.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
+    p.set_defaults(func=run_families)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from analyses.families.config import FamiliesConfig
+    from tracer.errors import WorkbenchError
+
+    values = {f.name: getattr(args, f"cfg_{f.name}") for f in dataclasses.fields(FamiliesConfig)
+              if f.name != "per_layer"}
+    try:
+        return FamiliesConfig(**values, per_layer=not args.cross_layer)
+    except (ValueError, TypeError) as err:
+        raise WorkbenchError(f"{err} Check the estimator flags.") from None
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from tracer.errors import WorkbenchError
+
+    if args.prompts is not None and args.model is None:
+        raise WorkbenchError("--prompts needs --model; got no --model. Pass the model the transcoders were "
+                             "trained on.")
+    if args.prompts is not None and not Path(args.prompts).is_file():
+        raise WorkbenchError(f"--prompts must be a text file, one prompt per line; got {args.prompts!r}.")
+    out = Path(args.out)
+    if out.is_dir():
+        raise WorkbenchError(f"--out must be a file path; got {args.out!r}, a directory. Add a file name.")
+    if args.layer != "all" and not args.layer.lstrip("-").isdigit():
+        raise WorkbenchError(f"--layer must be a layer index or 'all'; got {args.layer!r}.")
+
+
+def _layers(text: str, n_layers: int) -> str | int:
+    from tracer.errors import WorkbenchError
+
+    if text == "all":
+        return "all"
+    layer = int(text)
+    if not 0 <= layer < n_layers:
+        raise WorkbenchError(f"--layer must be in [0, {n_layers}) or 'all'; got {text!r}.")
+    return layer
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    """Non-blank lines of a text file."""
+    from tracer.errors import WorkbenchError
+
+    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in lines if line]
+    if not prompts:
+        raise WorkbenchError(f"--prompts must hold at least one non-empty line; got none in {str(path)!r}.")
+    return prompts
+
+
+def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
+                       verbose: bool = False) -> Any:
+    """Sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS
+    excluded), rows prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's
+    features in turn, ``layer`` giving each row's layer). Collected in batches by
+    :func:`tracer.activations.collect_activations` into a temporary folder, read back per layer."""
+    import tempfile
+
+    import numpy as np
+    import scipy.sparse as sp
+
+    from tracer.activations import ActivationConfig, collect_activations
+
+    order = tuple(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
+    with tempfile.TemporaryDirectory(prefix="workbench-families-") as tmp:
+        store = collect_activations(loaded, transcoders, prompts, tmp, ActivationConfig(feature_layers=order),
+                                    verbose=verbose)
+        keep = store.row_table()["pos"] > 0  # (n_rows,) the BOS rows (never active) are left out
+        blocks = [store.layer_matrix(lay)[keep] for lay in order]  # (n_token_rows, d_transcoder) each
+    return sp.hstack(blocks).tocsr()  # (n_token_rows, n_features)
+
+
+def run_families(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    _check_args(args)
+    cfg = _config(args)
+    import numpy as np
+
+    from analyses.families import FeatureFamilies, decoder_matrix
+    from tracer.errors import WorkbenchError
+    from tracer.io import atomic_path
+    from tracer.labels import load_labels
+    from tracer.transcoders.loaders import load_transcoders
+
+    tc = load_transcoders(args.transcoders)
+    layers = _layers(args.layer, tc.n_layers)
+    try:
+        X, layer, feature = decoder_matrix(tc, layers, clt_mode=args.clt_mode)
+    except ValueError as err:
+        raise WorkbenchError(str(err)) from None
+    labels = load_labels(args.labels) if args.labels else None
+    acts, prompts = None, []
+    if args.prompts is not None:
+        from tracer.models import load_model
+
+        prompts = read_prompts(args.prompts)
+        acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet)
+    est = FeatureFamilies.from_config(cfg)
+    try:
+        # co-activation profiles over every chosen layer's features (the tuned setting)
+        est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
+                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels)
+    except (ValueError, TypeError) as err:
+        raise WorkbenchError(str(err)) from None
+    doc = {"families": est.result_.to_json_families(), "n_features": int(X.shape[0]),
+           "n_families": est.n_families_, "transcoders": str(args.transcoders), "layer": args.layer,
+           "coactivation_evidence": acts is not None, "n_prompts": len(prompts),
+           "n_token_rows": 0 if acts is None else int(acts.shape[0]),
+           "config": dataclasses.asdict(cfg),
+           "args": {k: v for k, v in vars(args).items() if not k.startswith("cfg_") and k != "func"},
+           "seconds": round(time.perf_counter() - t0, 2)}
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    if not args.quiet:
+        print(f"wrote {args.out}: {est.n_families_} families over {X.shape[0]} features", file=sys.stderr)
+    return 0

@@ -1,0 +1,91 @@
+"""CLI flags from frozen dataclass configs: one source of defaults and help for API, CLI and recipes.
+
+:func:`add_config_arguments` adds one ``--kebab-case`` flag per field (help = the field's
+attribute docstring, default shown), booleans as ``--x/--no-x`` pairs, tuples of ints as
+comma-separated lists, ``X | None`` fields accepting ``none``; :func:`config_from_args` builds the
+dataclass back from the parsed namespace (its ``__post_init__`` validates).
+"""
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from typing import Any, TypeVar
+
+_C = TypeVar("_C")
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings of a dataclass (the string literal right after each field)."""
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):
+        return {}
+    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
+                and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parts(tp: Any) -> tuple[Any, bool]:
+    """(the type without None, whether None is allowed)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:  # noqa: TID251
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else tp), True
+    return tp, False
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.replace(" ", "").split(",") if x != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
+
+
+def _converter(tp: Any, optional: bool) -> Any:
+    base = {int: int, float: float, str: str}.get(tp)
+    if typing.get_origin(tp) is tuple:
+        base = _int_tuple
+    if base is None and typing.get_origin(tp) is typing.Literal:
+        base = str
+    if base is None:
+        raise TypeError(f"config field type {tp!r} has no CLI form")
+    if not optional:
+        return base
+    return lambda text: None if text.lower() == "none" else base(text)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (),
+                         prefix: str = "") -> None:
+    """One flag per field of the dataclass ``cls`` (except ``exclude``)."""
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in exclude:
+            continue
+        flag = "--" + prefix + f.name.replace("_", "-")
+        tp, optional = _parts(hints[f.name])
+        default = f.default if f.default is not dataclasses.MISSING else None
+        help_text = docs.get(f.name, "")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
+                                dest=prefix + f.name, help=f"{help_text} (default: {default})")
+            continue
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+        parser.add_argument(flag, type=_converter(tp, optional), default=default, dest=prefix + f.name,
+                            choices=choices, metavar=None if choices else f.name.upper(),
+                            help=f"{help_text} (default: {shown if shown not in ('', None) else 'none'})")
+
+
+def config_from_args(cls: type[_C], args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> _C:
+    """The dataclass ``cls`` from parsed flags (fields not on the command line keep their defaults)."""
+    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+              if hasattr(args, prefix + f.name)}
+    return cls(**{**values, **overrides})

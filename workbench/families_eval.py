@@ -1,0 +1,207 @@
+"""Score :class:`analyses.families.FeatureFamilies` on a demo world against its per-feature truth.
+
+The estimator sees only decoder rows and an *unlabelled* activation sample of the world's corpus
+(fresh generator sentences on their own RNG stream, run through the model and the transcoders);
+the truth (``feature_truth_{plt,clt}.jsonl``) is used only to score. Family ARI is computed per
+layer over the features the truth puts in a family (features in no predicted family count as
+singletons), and averaged over layers; a random baseline (the same predicted family sizes,
+members shuffled) and the decoder-only ARI are reported next to it.
+
+Hyper-parameters are chosen by :func:`tune` on a *tuning set* (the tiny world and the shipped
+world's PLT) and then scored once on a held-out set (the shipped world's CLT).
+"""
+
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+logger = logging.getLogger(__name__)
+
+TRUTH_KEYS = ("family", "side_family")
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldSample:
+    """Decoder rows and an unlabelled activation sample of one transcoder set of a world."""
+
+    X: np.ndarray
+    """(n_features, dim) decoder rows, layer by layer (CLT: placed at their output layers' blocks)."""
+    layer: np.ndarray
+    """(n_features,) layer of each row."""
+    feature: np.ndarray
+    """(n_features,) index of each row within its layer."""
+    activations: sp.csr_matrix
+    """(n_rows, n_features) activations on the sample's token rows (columns = rows of X)."""
+    n_sentences: int
+    """Sentences in the sample."""
+    row_task: np.ndarray
+    """(n_rows,) each row's task. Never given to the estimator: only the task-profile diagnostic
+    (a supervised reference) reads it."""
+
+
+def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
+                 stream: str = "families-sample") -> WorldSample:
+    """Decoders and activations of transcoder set ``name`` ("plt" / "clt") of a built world on
+    ``n_sentences`` fresh generator sentences (no labels are kept). The activations are collected
+    as ``workbench families --prompts`` collects them (:func:`workbench.cmd_families.prompt_activations`)."""
+    from analyses.families import decoder_matrix
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.cmd_families import prompt_activations
+    from workbench.world import generator as gen
+    from workbench.world.evaluate import manifest_spec
+
+    d = Path(world_dir)
+    loaded = load_model(d / "model")
+    tc = load_transcoders(d / name, n_layers=loaded.n_layers, d_model=loaded.d_model)
+    spec = manifest_spec(json.loads((d / "manifest.json").read_text()))
+    sents = gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
+    X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
+    A = prompt_activations(loaded, tc, [" ".join(s.words) for s in sents], layer)  # (n_rows, L * F)
+    row_task = np.asarray([s.task for s in sents for _ in s.words])
+    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task)
+
+
+def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:
+    """feature -> its truth family (``key="side_family"``: "output:day"), for the features of
+    ``layer`` that have one."""
+    out = {}
+    for f in range(d_tc):
+        t = truth.get((layer, f))
+        if t is not None and t.family is not None:
+            out[f] = t.family if key == "family" else f"{t.side}:{t.family}"
+    return out
+
+
+def _singletons(pred: np.ndarray) -> np.ndarray:
+    out = pred.copy()
+    none = out < 0
+    out[none] = np.arange(int(none.sum())) + (out.max() + 1 if out.size else 0)
+    return out
+
+
+def family_ari(pred: np.ndarray, layer: np.ndarray, feature: np.ndarray, truth: dict[tuple[int, int], Any], *,
+               key: str = "family", shuffle_seed: int | None = None) -> dict[int, float]:
+    """Per-layer ARI of predicted families against the truth's, over the truth's family features;
+    with ``shuffle_seed``, of a random baseline: the predictions permuted within the layer."""
+    from sklearn.metrics import adjusted_rand_score
+
+    out: dict[int, float] = {}
+    for lay in np.unique(layer):
+        rows = np.flatnonzero(layer == lay)
+        fam = truth_labels(truth, int(lay), int(feature[rows].max()) + 1, key)
+        p = _singletons(pred[rows])
+        if shuffle_seed is not None:
+            p = np.random.default_rng(shuffle_seed + int(lay)).permutation(p)
+        keep = [i for i, f in enumerate(feature[rows].tolist()) if f in fam]
+        if len(keep) >= 2:
+            out[int(lay)] = float(adjusted_rand_score([fam[int(feature[rows][i])] for i in keep], p[keep]))
+    return out
+
+
+def score(sample: WorldSample, truth: dict[tuple[int, int], Any], params: dict[str, Any], *,
+          use_activations: bool = True) -> dict[str, Any]:
+    """Fit FeatureFamilies with ``params`` (co-activation evidence from the sample unless
+    ``use_activations`` is False) and score it: per-layer ARI for both truth keys, their means,
+    a random baseline, the number of families and the fit time."""
+    from analyses.families import FeatureFamilies
+
+    t0 = time.perf_counter()
+    est_params = {k: v for k, v in params.items() if k != "context"}
+    est = FeatureFamilies(**est_params)
+    act = sample.activations if use_activations else None
+    wide = use_activations and params.get("context", "all") == "all"
+    est.fit(sample.X, layer=sample.layer, feature=sample.feature, activations=act,
+            context=act if wide else None, context_self=np.arange(sample.X.shape[0]) if wide else None)
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {"params": params, "coactivation_evidence": use_activations,
+                           "n_families": est.n_families_, "fit_seconds": round(seconds, 2)}
+    for key in TRUTH_KEYS:
+        per = family_ari(est.labels_, sample.layer, sample.feature, truth, key=key)
+        rand = family_ari(est.labels_, sample.layer, sample.feature, truth, key=key, shuffle_seed=0)
+        out[f"ari_{key}"] = {"per_layer": per, "mean": float(np.mean(list(per.values())))}
+        out[f"random_ari_{key}"] = float(np.mean(list(rand.values())))
+    out["ari_family_coverage_0.8"] = confident_ari(est.labels_, sample, truth)
+    return out
+
+
+GRID: dict[str, list[Any]] = {
+    "coactivation": ["profile", "jaccard"],
+    "weighting": ["activation", "binary"],
+    "coactivation_weight": [0.5, 0.75, 1.0],
+    "context": ["layer", "all"],
+    "clustering_cut": [("average", 0.3), ("average", 0.4), ("average", 0.5), ("average", 0.6), ("average", 0.7),
+                       ("hdbscan", 3), ("hdbscan", 5)],
+}
+"""The tuning grid: co-activation kind, weighting, weight, context (the profile is over the
+layer's own features or every layer's), and clustering with its cut (average-linkage distance
+threshold, or HDBSCAN min_cluster_size)."""
+
+
+def grid_params() -> list[dict[str, Any]]:
+    """Every FeatureFamilies parameter set of :data:`GRID`."""
+    out = []
+    for co, wt, lam, ctx, (cl, cut) in itertools.product(*GRID.values()):
+        if co == "jaccard" and (ctx == "all" or wt == "activation"):
+            continue  # Jaccard reads only the features' own (binary) firing sets
+        p: dict[str, Any] = {"coactivation": co, "weighting": wt, "coactivation_weight": lam, "context": ctx,
+                             "clustering": cl}
+        p.update({"distance_threshold": cut} if cl == "average" else {"min_cluster_size": cut})
+        out.append(p)
+    return out
+
+
+def tune(samples: dict[str, tuple[WorldSample, dict[tuple[int, int], Any]]]) -> tuple[dict[str, Any],
+                                                                                     list[dict[str, Any]]]:
+    """The grid point with the best mean family ARI over the tuning ``samples`` (name -> (sample,
+    truth)); returns it and every grid point's scores."""
+    rows = []
+    for params in grid_params():
+        per = {name: score(s, t, params)["ari_family"]["mean"] for name, (s, t) in samples.items()}
+        rows.append({"params": params, "ari": per, "mean": float(np.mean(list(per.values())))})
+        logger.debug("%s -> %s", params, per)
+    best = max(rows, key=lambda r: r["mean"])
+    return best["params"], rows
+
+
+def task_profile_reference(sample: WorldSample, truth: dict[tuple[int, int], Any],
+                           thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5)) -> dict[str, Any]:
+    """A *supervised* reference, not a method: each feature's mean activation per task (the
+    labels the estimator never sees), average linkage on profile cosine, the best cut chosen on
+    this very truth. Shows how far task-level activation profiles alone can go on this truth."""
+    from analyses.families.cluster import average_families
+    from analyses.families.knn import unit_rows
+
+    tasks = sorted(set(sample.row_task.tolist()))
+    onehot = sp.csr_matrix((np.ones(len(sample.row_task)), ([tasks.index(t) for t in sample.row_task],
+                                                             np.arange(len(sample.row_task)))))
+    counts = np.asarray(onehot.sum(axis=1)).ravel()
+    P = np.asarray((onehot @ sample.activations).todense()).T / counts  # (n_features, n_tasks)
+    best: dict[str, Any] = {"mean": -1.0}
+    for t in thresholds:
+        pred = np.full(len(P), -1, dtype=np.int64)
+        for lay in np.unique(sample.layer):
+            rows = np.flatnonzero(sample.layer == lay)
+            U, _ = unit_rows(P[rows])
+            pred[rows] = average_families(U @ U.T, t) + (pred.max() + 1)
+        per = family_ari(pred, sample.layer, sample.feature, truth)
+        mean = float(np.mean(list(per.values())))
+        if mean > best["mean"]:
+            best = {"mean": mean, "per_layer": per, "threshold": t}
+    return best
+
+
+def confident_ari(pred: np.ndarray, sample: WorldSample, truth: dict[tuple[int, int], Any],
+                  min_coverage: float = 0.8) -> float:
+    """Mean per-layer family ARI over the truth's family features whose coverage (share of their
+    activation energy on the family's rows) is at least ``min_coverage``."""
+    strong = {k: t for k, t in truth.items() if t.family is not None and t.coverage >= min_coverage}
+    per = family_ari(pred, sample.layer, sample.feature, strong)
+    return float(np.mean(list(per.values())))

@@ -1,0 +1,256 @@
+"""Score automatic supernodes against the demo world's per-feature truth (issue 10, point 6).
+
+    python -m workbench.scoring.supernodes --out supernode_scores.json [--world DIR] [--truth-dir DIR]
+        [--n-prompts 20] [--interventions demo|none|all] [--transcoder plt clt]
+
+For each transcoder set, on the two demo prompts and on ``--n-prompts`` prompts of each of the
+day, month, hue and two-hop prompt sets (evenly spaced over the set, train and held-out alike):
+trace, prune (circuit-tracer's defaults), build the readable circuit **without labels**
+(:class:`analyses.supernodes.circuit.ReadableCircuit`, transcoders given: edge-profile and
+virtual-weight similarities) and score its groups against ``feature_truth_{kind}.jsonl``:
+
+* **purity** (per group of two or more features: the largest share of members with one truth key,
+  weighted by group size): ``side`` alone; ``side`` + ``family``; and the target's key, ``side`` +
+  ``family`` + ``value`` where the family is not cyclic (day, month and hue values are the manifold
+  issue's). ``purity_strict`` also separates context features by task and never counts two
+  features of side "none" as alike;
+* **compression**: feature nodes per group of the circuit;
+* **replacement ratio**: the circuit's subgraph replacement over the pruned graph's;
+* with ``--interventions``: the ablation check of :mod:`analyses.supernodes.interventions`;
+* with ``--families-dir``: dictionary families (``workbench families`` output, computed without
+  labels) as the family co-membership similarity;
+* with ``--sweep-min-affinity``: the summaries again at other cuts (a sensitivity table; the
+  defaults are not changed by it).
+
+Targets (issue 10): purity >= 0.9, compression >= 2, replacement ratio >= 0.9. The JSON holds every
+graph's numbers, per-set and overall summaries, and whether each target is met. Nothing here tunes
+anything: the clustering runs with its defaults and never sees the labels or the truth.
+"""
+
+import argparse
+import json
+import logging
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.world.truth import load_truth
+
+logger = logging.getLogger(__name__)
+
+SETS: tuple[str, ...] = ("day_arith", "month_arith", "hue_arith", "two_hop")
+TARGETS = {"purity": 0.9, "compression": 2.0, "replacement_ratio": 0.9}
+
+
+# ----------------------------------------------------------------------------- truth
+def truth_key(rec: Any, cyclic: set[str], *, level: str) -> tuple[Any, ...]:
+    """The key members must share: level 'side', 'family', 'value' (the target) or 'strict'."""
+    side, family, value = rec.side, rec.family, rec.value
+    if level == "side":
+        return (side,)
+    if level == "family":
+        return (side, family)
+    key = (side, family, None if family in cyclic else value)
+    if level == "strict":
+        if side == "none":
+            return (*key, "feature", rec.layer, rec.feature)  # never alike
+        if side == "context":
+            return (*key, getattr(rec, "task", None))
+    return key
+
+
+def purity(groups: Sequence[np.ndarray], truth: Mapping[tuple[int, int], Any], cyclic: set[str],
+           level: str) -> dict[str, float]:
+    """Size-weighted mean over groups of >= 2 features of the largest share of members sharing a key;
+    ``groups`` hold (layer, feature) rows."""
+    shares, sizes, pure = [], [], 0
+    for g in groups:
+        if len(g) < 2:
+            continue
+        keys = [truth_key(truth[(int(layer), int(f))], cyclic, level=level) for layer, f in g]
+        top = Counter(keys).most_common(1)[0][1]
+        shares.append(top / len(keys))
+        sizes.append(len(keys))
+        pure += top == len(keys)
+    if not sizes:
+        return {"purity": float("nan"), "groups_pure": float("nan"), "n_groups": 0, "n_members": 0}
+    return {"purity": float(np.average(shares, weights=sizes)), "groups_pure": pure / len(sizes),
+            "n_groups": len(sizes), "n_members": int(sum(sizes))}
+
+
+# ----------------------------------------------------------------------------- one graph
+def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[str, str]]:
+    """(set name, prompt): the demo prompts, then n_prompts evenly spaced prompts of each set."""
+    out = [(f"demo_{name}", prompt) for name, prompt in manifest["demo_prompts"].items()]
+    for name in SETS:
+        records = manifest["prompt_sets"][name]
+        idx = np.unique(np.linspace(0, len(records) - 1, min(n_prompts, len(records))).round().astype(int))
+        out += [(name, records[i]["prompt"]) for i in idx]
+    return out
+
+
+def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple[int, int], Any],
+                cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
+                min_affinity: float | None = None) -> dict[str, Any]:
+    """Trace, build the unlabelled readable circuit, score it (see the module docstring)."""
+    import torch
+
+    from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.clustering import SupernodeClustering
+    from analyses.supernodes.config import InterventionConfig
+    from analyses.supernodes.interventions import check_supernodes
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.models import tokenize
+
+    graph = attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
+    t0 = time.perf_counter()
+    clustering = SupernodeClustering() if min_affinity is None else SupernodeClustering(min_affinity=min_affinity)
+    circuit = ReadableCircuit(clustering=clustering).fit(graph, transcoders=transcoders, families=families)
+    seconds = time.perf_counter() - t0
+    groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
+    sel = graph.active_features[graph.selected_features].cpu().numpy()
+    rows = [sel[g][:, [0, 2]] for g in groups]
+    s = circuit.scores_
+    out: dict[str, Any] = {
+        "prompt": prompt, "n_nodes": graph.n_nodes, "n_pruned_features": s.n_pruned_features,
+        "n_groups": s.n_groups, "n_supernodes": s.n_supernodes, "n_features": s.n_features,
+        "compression": s.compression, "pruned": s.pruned, "circuit": s.circuit,
+        "replacement_ratio": s.replacement_ratio, "sign_consistency": s.sign_consistency,
+        "purity": {level: purity(rows, truth, cyclic, level) for level in ("side", "family", "value", "strict")},
+        "seconds_circuit": round(seconds, 3), "similarities": list(circuit.clustering_.similarities_used_),
+        "groups": [[truth_key(truth[(int(a), int(b))], cyclic, level="value") for a, b in r] for r in rows
+                   if len(r) > 1],
+    }
+    if interventions:
+        with torch.no_grad():
+            check = check_supernodes(loaded, transcoders, graph, groups, config=InterventionConfig())
+        out["interventions"] = {"summary": check.summary, "clean_margin": check.clean_margin,
+                                "runner_up_in_graph": check.runner_up_in_graph}
+    return out
+
+
+# ----------------------------------------------------------------------------- summaries
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Means over graphs, member-weighted purity over all their groups, and the targets."""
+    def pooled(level: str) -> float:
+        members = [r["purity"][level]["n_members"] for r in records]
+        values = [r["purity"][level]["purity"] for r in records]
+        pairs = [(v, m) for v, m in zip(values, members) if m > 0]
+        return float(np.average([v for v, _ in pairs], weights=[m for _, m in pairs])) if pairs else float("nan")
+
+    summary = {
+        "n_graphs": len(records),
+        "purity": {level: pooled(level) for level in ("side", "family", "value", "strict")},
+        "compression": _mean([r["compression"] for r in records]),
+        "replacement_ratio": _mean([r["replacement_ratio"] for r in records]),
+        "replacement_ratio_min": float(np.nanmin([r["replacement_ratio"] for r in records])),
+        "share_graphs_ratio_ge_0.9": float(np.mean([r["replacement_ratio"] >= 0.9 for r in records])),
+        "circuit_replacement": _mean([r["circuit"]["replacement"] for r in records]),
+        "pruned_replacement": _mean([r["pruned"]["replacement"] for r in records]),
+        "circuit_completeness": _mean([r["circuit"]["completeness"] for r in records]),
+        "pruned_completeness": _mean([r["pruned"]["completeness"] for r in records]),
+        "sign_consistency_mass_weighted": _mean([r["sign_consistency"]["mass_weighted"] for r in records]),
+        "seconds_circuit_mean": _mean([r["seconds_circuit"] for r in records]),
+    }
+    checks = [r["interventions"]["summary"] for r in records if "interventions" in r]
+    if checks:
+        summary["interventions"] = {mode: {k: _mean([c[mode][k] for c in checks]) for k in checks[0][mode]}
+                                    for mode in checks[0]}
+    summary["targets_met"] = {"purity": summary["purity"]["value"] >= TARGETS["purity"],
+                              "compression": summary["compression"] >= TARGETS["compression"],
+                              "replacement_ratio": summary["replacement_ratio"] >= TARGETS["replacement_ratio"]}
+    return summary
+
+
+def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
+                verbose: bool, families_dir: Path | None = None,
+                sweep: Sequence[float] = ()) -> dict[str, Any]:
+    """Every graph's record and the summaries, per transcoder kind (and, for each ``sweep`` value of
+    min_affinity, the summaries at that cut: a sensitivity table, not a tuning)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    manifest = json.loads((world / "manifest.json").read_text())
+    cyclic = {name for name, fam in manifest["families"].items() if "period" in fam}
+    loaded = load_model(world / "model")
+    prompts = prompts_to_score(manifest, n_prompts)
+    report: dict[str, Any] = {"targets": TARGETS, "cyclic_families": sorted(cyclic), "n_prompts_per_set": n_prompts}
+    for kind in kinds:
+        truth = load_truth(truth_dir / f"feature_truth_{kind}.jsonl")
+        tcs = load_transcoders(world / kind, n_layers=loaded.n_layers, d_model=loaded.d_model)
+        families = None
+        if families_dir is not None:
+            from workbench.cmd_cluster import read_families
+
+            families = read_families(str(families_dir / f"families_{kind}.json"))
+        records = []
+        for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
+            check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
+            with torch.inference_mode(False):
+                records.append({"set": name, **score_graph(loaded, tcs, prompt, truth, cyclic, interventions=check,
+                                                           families=families)})
+        by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
+            r["set"] for r in records)}
+        report[kind] = {"overall": summarize(records), "by_set": by_set, "graphs": records}
+        report[kind]["sensitivity_min_affinity"] = {
+            str(value): summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False,
+                                               families=families, min_affinity=value) for _, prompt in prompts])
+            for value in sweep}
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workbench.paths import world_dir
+
+    p = argparse.ArgumentParser(prog="python -m workbench.scoring.supernodes", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
+    p.add_argument("--truth-dir", default=None, help="folder with feature_truth_{plt,clt}.jsonl (default: --world)")
+    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
+    p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
+    p.add_argument("--interventions", default="demo", choices=["demo", "none", "all"],
+                   help="which graphs get the ablation check (default: the two demo graphs)")
+    p.add_argument("--families-dir", default=None,
+                   help="folder with families_{plt,clt}.json (`workbench families` output) for the family similarity")
+    p.add_argument("--sweep-min-affinity", default="",
+                   help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    torch.set_num_threads(1)
+    world = Path(args.world) if args.world else world_dir()
+    t0 = time.perf_counter()
+    sweep = [float(x) for x in args.sweep_min_affinity.split(",") if x.strip()]
+    report = score_world(world, Path(args.truth_dir) if args.truth_dir else world, args.transcoder, args.n_prompts,
+                         args.interventions, verbose=not args.quiet,
+                         families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["argv"] = list(argv if argv is not None else sys.argv[1:])
+    Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    for kind in args.transcoder:
+        o = report[kind]["overall"]
+        print(f"{kind}: purity {o['purity']['value']:.3f} (side {o['purity']['side']:.3f}, family "  # noqa: T201
+              f"{o['purity']['family']:.3f}, strict {o['purity']['strict']:.3f}), compression {o['compression']:.2f},"
+              f" replacement ratio {o['replacement_ratio']:.3f} over {o['n_graphs']} graphs")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
