@@ -197,7 +197,8 @@ def test_mapped_graphs_prune_and_score_bit_for_bit(tmp_path, monkeypatch, kind):
 
 def test_load_maps_only_when_asked_and_only_aligned_npz_members(tmp_path):
     A = torch.arange(36, dtype=torch.float32).reshape(6, 6)
-    np.savez(tmp_path / "numpy.npz", adjacency=A.numpy(), input_tokens=np.arange(2), active_features=np.zeros((0, 3), np.int64),
+    np.savez(tmp_path / "numpy.npz", adjacency=A.numpy(), input_tokens=np.arange(2),
+             active_features=np.zeros((0, 3), np.int64),
              activation_values=np.zeros(0), selected_features=np.zeros(0, np.int64), logit_token_ids=np.arange(2),
              logit_probabilities=np.ones(2), logit_vectors=np.zeros((2, 3)), n_layers=np.int64(1))
     for mmap in (False, True):
