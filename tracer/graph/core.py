@@ -40,6 +40,7 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.graph.checks import parse_meta, validate_graph
+from tracer.graph.stream import open_graph_file
 from tracer.io import require_readable
 from tracer.safetensors_header import TensorInfo, read_safetensors_file
 
@@ -160,6 +161,29 @@ class Graph:
         return dataclasses.replace(self, **moved)
 
     # ----------------------------------------------------------------- formats
+    def file_meta(self) -> dict[str, object]:
+        """The JSON-able fields of the native file's header."""
+        return _meta(self)
+
+    def file_tensors(self) -> dict[str, Tensor]:
+        """The tensors of the native file after the adjacency, in file order."""
+        return {name: getattr(self, name) for name in _TENSOR_FIELDS[1:]}
+
+    def npz_arrays(self) -> dict[str, np.ndarray]:
+        """Every member of the §2.3 npz except the adjacency, in file order."""
+        return {
+            "node_type": self.node_type(), "node_layer": self.node_layer(), "node_pos": self.node_pos(),
+            "node_index": self.node_index(),
+            "active_features": self.active_features.cpu().numpy().astype(np.int64),
+            "activation_values": self.activation_values.detach().float().cpu().numpy(),
+            "selected_features": self.selected_features.cpu().numpy().astype(np.int64),
+            "input_tokens": self.input_tokens.cpu().numpy().astype(np.int64),
+            "logit_token_ids": self.logit_token_ids.cpu().numpy().astype(np.int64),
+            "logit_probabilities": self.logit_probabilities.detach().float().cpu().numpy(),
+            "logit_vectors": self.logit_vectors.detach().float().cpu().numpy(),
+            "n_layers": np.int64(self.n_layers), "n_pos": np.int64(self.n_pos),
+        }
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so.
 
@@ -213,8 +237,6 @@ def save_graph(graph: Graph, path: Path, fmt: str | None = None) -> Path:
     """Write `graph` through :func:`tracer.graph.stream.open_graph_file`, one block of rows at a time.
 
     `fmt`: "npz" or "native" (default: from the suffix, ``.npz`` or anything else)."""
-    from tracer.graph.stream import open_graph_file
-
     A = graph.adjacency.detach()
     n = graph.n_nodes
     with open_graph_file(path, n, A.dtype, header_reserve=header_reserve(graph), fmt=fmt) as writer:

@@ -31,7 +31,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -41,8 +41,24 @@ from tracer.errors import WorkbenchError
 from tracer.io import atomic_path
 from tracer.mapped import PAGE, register_mapping, release_rows, unregister_mapping, view_tensor
 
-if TYPE_CHECKING:
-    from tracer.graph.core import Graph
+
+class GraphParts(Protocol):
+    """What :meth:`GraphFileWriter.finish` needs of a graph (:class:`tracer.graph.core.Graph` has it)."""
+
+    @property
+    def n_nodes(self) -> int: ...
+
+    def file_meta(self) -> dict[str, object]:
+        """The JSON-able fields of the native header."""
+        ...
+
+    def file_tensors(self) -> dict[str, Tensor]:
+        """The tensors of the native file after the adjacency, in file order."""
+        ...
+
+    def npz_arrays(self) -> dict[str, np.ndarray]:
+        """Every member of the §2.3 npz except the adjacency, in file order."""
+        ...
 
 logger = logging.getLogger(__name__)
 
@@ -141,22 +157,6 @@ def _npy_header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
     return buf.getvalue()
 
 
-def npz_arrays(graph: "Graph") -> dict[str, np.ndarray]:
-    """Every member of the §2.3 npz except the adjacency, in file order."""
-    return {
-        "node_type": graph.node_type(), "node_layer": graph.node_layer(), "node_pos": graph.node_pos(),
-        "node_index": graph.node_index(),
-        "active_features": graph.active_features.cpu().numpy().astype(np.int64),
-        "activation_values": graph.activation_values.detach().float().cpu().numpy(),
-        "selected_features": graph.selected_features.cpu().numpy().astype(np.int64),
-        "input_tokens": graph.input_tokens.cpu().numpy().astype(np.int64),
-        "logit_token_ids": graph.logit_token_ids.cpu().numpy().astype(np.int64),
-        "logit_probabilities": graph.logit_probabilities.detach().float().cpu().numpy(),
-        "logit_vectors": graph.logit_vectors.detach().float().cpu().numpy(),
-        "n_layers": np.int64(graph.n_layers), "n_pos": np.int64(graph.n_pos),
-    }
-
-
 # ----------------------------------------------------------------------------- disk space
 def file_size_bound(n_nodes: int, dtype: torch.dtype, header_reserve: int = 0) -> int:
     """Bytes of the adjacency plus room for the header (the small tensors are not counted)."""
@@ -170,10 +170,12 @@ def check_disk_space(path: Path, n_bytes: int) -> None:
         folder = folder.parent
     free = shutil.disk_usage(folder).free
     if free < n_bytes + _DISK_MARGIN:
-        raise WorkbenchError(
+        err = WorkbenchError(
             f"free disk space must hold the graph file; got {free / 2**30:.2f} GiB free in {str(folder)!r} for "
             f"{str(path)!r}, which needs {(n_bytes + _DISK_MARGIN) / 2**30:.2f} GiB. Free some space, write "
-            "elsewhere, cap the graph (--max-feature-nodes) or store it as bfloat16 (--adjacency-dtype).")
+            "elsewhere, cap the graph (max_feature_nodes) or store it as bfloat16 (adjacency_dtype).")
+        err.fields = ("max_feature_nodes", "adjacency_dtype")
+        raise err
 
 
 # ----------------------------------------------------------------------------- the writer
@@ -242,7 +244,7 @@ class GraphFileWriter:
         self._released_row = end
 
     # ------------------------------------------------------------------ the rest of the file
-    def finish(self, graph: "Graph") -> None:
+    def finish(self, graph: GraphParts) -> None:
         """Write everything but the adjacency rows (which must all be done)."""
         if graph.n_nodes != self.n_nodes:
             raise ValueError(f"graph must have {self.n_nodes} nodes; got {graph.n_nodes}.")
@@ -253,18 +255,15 @@ class GraphFileWriter:
             self._finish_native(graph)
         self.finished = True
 
-    def _finish_native(self, graph: "Graph") -> None:
-        from tracer.graph.core import _TENSOR_FIELDS, _meta
-
+    def _finish_native(self, graph: GraphParts) -> None:
         entries: dict[str, object] = {
-            "__metadata__": {"manifold_workbench_graph": json.dumps(_meta(graph))},
+            "__metadata__": {"manifold_workbench_graph": json.dumps(graph.file_meta())},
             "adjacency": {"dtype": _ST_NAMES[self.dtype], "shape": [self.n_nodes, self.n_nodes],
                           "data_offsets": [0, self.adjacency_bytes]},
         }
         pos = self.data_offset + self.adjacency_bytes
         offset = self.adjacency_bytes
-        for name in _TENSOR_FIELDS[1:]:
-            tensor = getattr(graph, name)
+        for name, tensor in graph.file_tensors().items():
             data = _tensor_bytes(tensor)
             entries[name] = {"dtype": _ST_NAMES[tensor.dtype], "shape": list(tensor.shape),
                              "data_offsets": [offset, offset + len(data)]}
@@ -277,14 +276,14 @@ class GraphFileWriter:
             raise RuntimeError(f"graph header must fit its reserved {room} bytes; got {len(header)}")
         os.pwrite(self._fd, struct.pack("<Q", room) + header + b" " * (room - len(header)), 0)
 
-    def _finish_npz(self, graph: "Graph") -> None:
+    def _finish_npz(self, graph: GraphParts) -> None:
         size = len(self._npy) + self.adjacency_bytes
         entries = [(b"adjacency.npy", size, self._crc & 0xFFFFFFFF, 0)]
         head = _zip_local_header(b"adjacency.npy", size, entries[0][2], self._pad)
         os.pwrite(self._fd, head + self._npy, 0)
         pos = self.data_offset + self.adjacency_bytes
         chunks = []
-        for key, value in npz_arrays(graph).items():
+        for key, value in graph.npz_arrays().items():
             arr = np.asarray(value)
             arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # keeps 0-d arrays 0-d
             data = _npy_header(arr.dtype, arr.shape) + arr.tobytes()
