@@ -93,18 +93,20 @@ def check_fits(n_bytes: int, device: torch.device | str, what: str, remedy: str 
 
 
 def check_adjacency_fits(n_nodes: int, n_bytes: int, dtype: torch.dtype, device: torch.device | str,
-                         available: int | None = None) -> None:
+                         available: int | None = None, *, streamed: bool = False) -> None:
     """The attribution engine's guard before allocating the adjacency of `n_nodes` nodes.
 
     `n_bytes` is what the engine will allocate for it (see :func:`adjacency_bytes`). The message
     states the size and offers the remedies: fewer feature nodes (``max_feature_nodes``) or a
-    half-precision adjacency (``adjacency_dtype``).
+    half-precision adjacency (``adjacency_dtype``) and, unless the rows are already `streamed`, streaming
+    the graph into a file (``out``), which keeps only a capped graph's row buffer in memory.
     """
     dtype_name = str(dtype).removeprefix("torch.")
     half = "" if dtype in (torch.bfloat16, torch.float16) else \
         " or store it in bfloat16/float16 (adjacency_dtype) to halve it"
+    stream = "" if streamed else "; or stream the graph into a file (out), which needs disk, not memory"
     check_fits(n_bytes, device, f"the adjacency of {n_nodes:,} nodes ({dtype_name})",
-               remedy=f"Cap the feature nodes (max_feature_nodes){half}.",
+               remedy=f"Cap the feature nodes (max_feature_nodes){half}{stream}.",
                fields=("max_feature_nodes", "adjacency_dtype"), available=available)
 
 

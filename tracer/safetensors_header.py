@@ -82,9 +82,9 @@ def _entry(path: Path, name: str, entry: object, data_len: int, what: str,
     return TensorInfo(dtype, tuple(shape), begin, end)
 
 
-def read_safetensors_header(path: Path, what: str = "safetensors file",
-                            error: type[WorkbenchError] = WorkbenchError) -> tuple[dict[str, TensorInfo], int]:
-    """Parse and validate a safetensors header: ({name: info}, byte offset of the data).
+def read_safetensors_file(path: Path, what: str = "safetensors file", error: type[WorkbenchError] = WorkbenchError
+                          ) -> tuple[dict[str, TensorInfo], int, dict[str, str]]:
+    """Parse and validate a safetensors header: ({name: info}, byte offset of the data, ``__metadata__``).
 
     Every structural fault (a header that is not a JSON object, entries without ``data_offsets``,
     negative or huge shapes, offsets past the end) is a one-line `error` naming the file.
@@ -100,4 +100,11 @@ def read_safetensors_header(path: Path, what: str = "safetensors file",
     data_len = size - 8 - n
     infos = {name: _entry(path, name, entry, data_len, what, error)
              for name, entry in header.items() if name != "__metadata__"}
-    return infos, 8 + n
+    return infos, 8 + n, dict(meta or {})
+
+
+def read_safetensors_header(path: Path, what: str = "safetensors file",
+                            error: type[WorkbenchError] = WorkbenchError) -> tuple[dict[str, TensorInfo], int]:
+    """:func:`read_safetensors_file` without the metadata: ({name: info}, byte offset of the data)."""
+    infos, data_offset, _ = read_safetensors_file(path, what, error)
+    return infos, data_offset

@@ -42,7 +42,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, only the named subcommand's module is imported (all of
+    them for help, errors or no subcommand), so that a run does not pay for the others."""
     parser = _Parser(
         prog="workbench",
         description="Attribution graphs through transcoders, and feature-geometry analyses.",
@@ -53,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    named = next((a for a in (argv or []) if not a.startswith("-")), None)
+    wanted = [SUBCOMMANDS[named]] if named in SUBCOMMANDS else list(SUBCOMMANDS.values())
     done: set[str] = set()
-    for module_name in SUBCOMMANDS.values():
+    for module_name in wanted:
         if module_name in done:
             continue
         done.add(module_name)
@@ -69,9 +73,35 @@ def _configure_logging(quiet: bool, verbose: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    """Run the command line `argv` (default: this process's, ``sys.argv[1:]``).
+
+    When `argv` is None (the process *is* this command) and the subcommand says there is nothing
+    left to clean up (``args.fast_exit``), the process ends right after the command, without the
+    interpreter's teardown of torch and of large mappings (about a second).
+    """
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded next to outputs
+    code = _run(parser, args)
+    if argv is None and getattr(args, "fast_exit", False):
+        _exit_now(code)
+    return code
+
+
+def _exit_now(code: int) -> None:
+    """End the process now: flush what was written, then skip the interpreter's teardown."""
+    import os
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2

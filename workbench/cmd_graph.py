@@ -63,9 +63,10 @@ def parse_token_ids(text: str) -> list[int]:
 
 
 def run_trace(args: argparse.Namespace) -> int:
+    """Trace, streaming the adjacency into --out as it is computed (never held in memory whole)."""
     from workbench.cli_safety import check_distinct, check_out, need_input
 
-    t0 = time.perf_counter()
+    clock = _Clock()
     need_input(args.model, "--model", folder=True)
     need_input(args.transcoders, "--transcoders", folder=True)
     out = check_out(args.out, inputs=[args.model, args.transcoders])
@@ -87,24 +88,23 @@ def run_trace(args: argparse.Namespace) -> int:
     )
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
-    t_import = time.perf_counter() - t0
+    clock.mark("import")
     loaded = load_model(args.model, device=device, dtype=dtype, backend=args.model_backend)
     tc = load_transcoders(args.transcoders, dtype=dtype, lazy_decoder=not args.eager_decoder,
                           n_layers=loaded.n_layers, d_model=loaded.d_model)
     tokens = torch.tensor(token_ids) if token_ids is not None else tokenize(loaded, args.prompt,
                                                                            allow_unk=args.allow_unk)
-    t_load = time.perf_counter() - t0 - t_import
-    graph = attribute(loaded, tc, tokens, cfg)
-    t_attr = time.perf_counter() - t0 - t_import - t_load
-    graph.save(out)
-    t_total = time.perf_counter() - t0
+    clock.mark("load")
+    graph = attribute(loaded, tc, tokens, cfg, out=out)
+    clock.mark("attribute")
+    finish = graph.extra.get("finish_seconds", 0.0)
+    clock.move("attribute", "save", float(finish) if isinstance(finish, (int, float)) else 0.0)
     stats = {
         "n_nodes": graph.n_nodes, "n_active_features": int(graph.active_features.shape[0]),
         "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,
-        "seconds": {"import": round(t_import, 3), "load": round(t_load, 3), "attribute": round(t_attr, 3),
-                    "save": round(t_total - t_attr - t_load - t_import, 3), "total": round(t_total, 3)},
-        "flops": graph.extra.get("flops"),
-        "out": str(out),
+        "seconds": clock.seconds(), "timestamps": clock.stamps,
+        "flops": graph.extra.get("flops"), "out": str(out), "out_bytes": out.stat().st_size,
+        "peak_rss_mb": _peak_rss_mb(),
     }
     if args.stats_json:
         from tracer.io import atomic_path
@@ -113,5 +113,45 @@ def run_trace(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(stats, indent=2))
     if not args.quiet:
         print(f"wrote {out}: {graph.n_nodes} nodes ({graph.n_selected} features, {graph.n_pos} tokens, "
-              f"{graph.n_logits} logits) in {t_total:.1f}s", file=sys.stderr)
+              f"{graph.n_logits} logits) in {stats['seconds']['total']:.1f}s", file=sys.stderr)
+    args.fast_exit = True  # nothing left to free: the CLI may end the process without teardown
     return 0
+
+
+def _peak_rss_mb() -> float | None:
+    """This process's own peak resident set (VmHWM; None where /proc is missing). Unlike a parent's
+    rusage of the child, it does not include the parent's memory, which Linux folds into the
+    child's peak when it execs after the fork."""
+    try:
+        with open("/proc/self/status") as fh:
+            kb = next((int(line.split()[1]) for line in fh if line.startswith("VmHWM:")), None)
+    except OSError:
+        return None
+    return None if kb is None else round(kb / 1024, 1)
+
+
+class _Clock:
+    """Phase timings of one command: seconds per phase, and wall-clock stamps at each phase end
+    (``time.time()``, so that a parent process can line them up with its own clock)."""
+
+    def __init__(self) -> None:
+        self._t0 = self._last = time.perf_counter()
+        self._seconds: dict[str, float] = {}
+        self.stamps: dict[str, float] = {"start": time.time()}
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self._seconds[phase] = now - self._last
+        self.stamps[phase] = time.time()
+        self._last = now
+
+    def move(self, source: str, dest: str, seconds: float) -> None:
+        """Book `seconds` of phase `source` under `dest` instead."""
+        seconds = min(seconds, self._seconds.get(source, 0.0))
+        self._seconds[source] = self._seconds.get(source, 0.0) - seconds
+        self._seconds[dest] = self._seconds.get(dest, 0.0) + seconds
+
+    def seconds(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self._seconds.items()}
+        out["total"] = round(time.perf_counter() - self._t0, 3)
+        return out

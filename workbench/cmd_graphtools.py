@@ -86,7 +86,7 @@ def _check_graph_input(path_str: str) -> Path:
 def _load_graph(path_str: str) -> Any:
     from tracer.graph import Graph
 
-    return Graph.load(_check_graph_input(path_str))
+    return Graph.load(_check_graph_input(path_str), mmap=True)  # read out of core, one block of rows at a time
 
 
 def _prune_config(args: argparse.Namespace) -> Any:
@@ -118,6 +118,7 @@ def run_prune(args: argparse.Namespace) -> int:
           f"{meta['n_kept_edges']} "
           f"edges; replacement/completeness full {full.replacement:.4f}/{full.completeness:.4f}, "
           f"pruned {pruned.replacement:.4f}/{pruned.completeness:.4f} -> {out}")
+    args.fast_exit = True  # nothing left to free: the CLI may end the process without teardown
     return 0
 
 

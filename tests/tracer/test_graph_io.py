@@ -74,16 +74,17 @@ def test_bad_graph_files(tmp_path):
         load_npz(tmp_path / "partial.npz")
 
 
-def test_save_is_atomic(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", ["g.npz", "g.safetensors"])
+def test_save_is_atomic(tmp_path, monkeypatch, name):
     graph = random_graph(1, 2, 2, 1, 0)
-    target = tmp_path / "g.npz"
+    target = tmp_path / name
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    import tracer.graph.core
+    import tracer.graph.stream
 
-    monkeypatch.setattr(tracer.graph.core, "write_npz", boom)
+    monkeypatch.setattr(tracer.graph.stream.GraphFileWriter, "finish", boom)
     with pytest.raises(RuntimeError):
         graph.save(target)
     assert list(tmp_path.iterdir()) == []

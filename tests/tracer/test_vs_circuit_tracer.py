@@ -39,5 +39,9 @@ def test_same_graph_as_circuit_tracer(tmp_path, monkeypatch, kind, act, skip, ca
     assert ours.logit_token_ids.tolist() == [int(t.vocab_idx) for t in ct.logit_targets]
     a, b = ours.adjacency.double(), ct.adjacency_matrix.double().cpu()
     assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+    streamed = attribute(load_model(tmp_path / "model"), load_transcoders(tmp_path / "cache" / ref), tokens,
+                         AttributionConfig(verbose=False, batch_size=8, max_feature_nodes=cap),
+                         out=tmp_path / "graph.npz")  # rows streamed into the file: the same graph
+    assert torch.equal(streamed.adjacency, ours.adjacency)
     del ct_model
     assert os.environ["CIRCUIT_TRACER_CACHE_DIR"]

@@ -303,6 +303,11 @@ def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_
     case = rep["cases"][0]
     assert case["token_ids"][0] == BOS_ID and case["comparison"] == {}
     assert case["ours"]["trace"][0]["max_rss_mb"] > 0
+    trace = case["ours"]["trace"][0]
+    phases = trace["phases"]  # the whole process, split: they add up to its wall time
+    assert sum(phases[k] for k in ("import", "load", "attribute", "save", "exit")) == pytest.approx(trace["wall_s"],
+                                                                                                  abs=0.05)
+    assert 0 < phases["startup"] < phases["import"] and row["ours_exit_s"] == phases["exit"]
     assert not list(Path(case["dir"]).glob("*/graph.npz"))  # graphs are removed unless --keep-graphs
 
 
@@ -318,3 +323,17 @@ def test_against_circuit_tracer(work_dir: Path, built) -> None:  # type: ignore[
         assert row["graph_equal"] and row["prune_node_mask_equal"] and row["prune_edges_equal"], row
         assert abs(row["replacement_delta"]) < 1e-5 and row["speedup_attribute"] is not None
     assert dataclasses.asdict(cfg)["baseline_backends"] == ("transformerlens", "nnsight")
+
+
+def test_compare_reads_our_native_graph_like_its_npz(tmp_path: Path) -> None:
+    from tests.tracer.test_graph_io import random_graph
+
+    graph = random_graph(2, 4, 7, 2, 1)
+    graph.save(tmp_path / "g.npz")
+    graph.save(tmp_path / "g.safetensors")
+    for key in ("adjacency", "node_type", "node_layer", "node_pos", "node_index", "active_features",
+                "input_tokens", "logit_probabilities"):
+        assert np.array_equal(compare.graph_array(tmp_path / "g.safetensors", key),
+                              compare.graph_array(tmp_path / "g.npz", key)), key
+    out = compare.compare_graphs(tmp_path / "g.safetensors", tmp_path / "g.npz")
+    assert out["equal"] and out["max_abs_diff"] == 0.0

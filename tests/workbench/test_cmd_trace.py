@@ -140,3 +140,36 @@ def test_nan_weights_are_reported(saved, tmp_path, capsys):
     code, _, err = run(capsys, "trace", "--model", str(saved / "model"), "--transcoders", str(bad_tc),
                        "--token-ids", "1,5,6", "--out", str(tmp_path / "g.npz"), "--quiet")
     assert code == 2 and "NaN" in err and len(err.strip().splitlines()) == 1
+
+
+def test_not_enough_disk_exits_2_with_one_line(saved, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
+    code, _, err = run(capsys, "trace", "--model", str(saved / "model"), "--transcoders", str(saved / "plt"),
+                       "--token-ids", "1,5,9,12", "--out", str(tmp_path / "g.npz"), "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "free disk space must hold" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trace_process_streams_the_file_and_exits_fast(saved, tmp_path):
+    """The real process: the file and the stats (with the phase stamps) are complete at the fast exit."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    out, stats = tmp_path / "g.npz", tmp_path / "s.json"
+    proc = subprocess.run([sys.executable, "-m", "workbench.cli", "trace", "--model", str(saved / "model"),
+                           "--transcoders", str(saved / "clt"), "--token-ids", "1,5,9,12,7", "--out", str(out),
+                           "--stats-json", str(stats)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {out}" in proc.stderr  # flushed before the fast exit
+    s = json.loads(stats.read_text())
+    assert set(s["seconds"]) == {"import", "load", "attribute", "save", "total"}
+    stamps = s["timestamps"]
+    assert stamps["start"] <= stamps["import"] <= stamps["load"] <= stamps["attribute"]
+    assert s["peak_rss_mb"] > 0 and s["out_bytes"] == out.stat().st_size
+    assert np.load(out)["adjacency"].shape == (s["n_nodes"],) * 2

@@ -12,8 +12,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from tracer.attribution.rows import RowSink
 from tracer.config import AttributionConfig
 from tracer.graph.influence import compute_partial_influences
+
+_PACK_BLOCK_ELEMENTS = 1 << 24
+"""Rows per packing block: about this many scratch elements."""
 
 
 def greedy_select(compute: Callable[[Tensor, int], Tensor], buf: Tensor, row_to_node: Tensor,
@@ -40,19 +44,21 @@ def greedy_select(compute: Callable[[Tensor, int], Tensor], buf: Tensor, row_to_
     return visited
 
 
-def pack_greedy(buf: Tensor, row_to_node: Tensor, visited: Tensor, F: int, K: int) -> Tensor:
-    """Keep selected feature columns; sort rows by node; place logit rows last (chunked copy)."""
+def pack_greedy(buf: Tensor, row_to_node: Tensor, visited: Tensor, F: int, K: int, sink: RowSink) -> None:
+    """Into `sink`: the selected features' rows, sorted by node, then the logit rows, keeping only
+    the selected feature columns; one block of rows at a time (never an N x N copy)."""
     selected = torch.nonzero(visited).flatten()
-    col_read = torch.cat([selected, torch.arange(F, buf.shape[1], device=buf.device)])
+    col_read = torch.cat([selected, torch.arange(F, buf.shape[1], device=buf.device)])  # (N,)
     N, n_sel = int(col_read.shape[0]), int(selected.shape[0])
-    A = torch.zeros(N, N, dtype=buf.dtype, device=buf.device)
     order = torch.argsort(row_to_node)  # selected features ascending, then logits
-    for s in range(0, int(order.shape[0]), 1024):
-        src = order[s:s + 1024]
-        dest = torch.arange(s, s + src.shape[0], device=buf.device)
-        dest = torch.where(dest < n_sel, dest, dest - n_sel + (N - K))
-        A[dest] = buf[src][:, col_read]
-    return A
+    step = max(16, _PACK_BLOCK_ELEMENTS // max(1, int(buf.shape[1])))
+    for s in range(0, n_sel, step):
+        src = order[s:min(s + step, n_sel)]
+        sink.put(s, buf.index_select(0, src).index_select(1, col_read))  # (rows, N)
+        sink.done(s + int(src.shape[0]))
+    sink.zero(N - K)  # error and token nodes have no inputs
+    sink.put(N - K, buf.index_select(0, order[n_sel:]).index_select(1, col_read))  # (K, N)
+    sink.done(N)
 
 
 def greedy_order(feature_rows: Tensor, logit_rows: Tensor, probs: Tensor, cfg: AttributionConfig,

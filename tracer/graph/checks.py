@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
+from tracer.mapped import release_rows
 from tracer.weights import first_bad
 
 META_TYPES: dict[str, tuple[type, ...]] = {
@@ -20,6 +21,8 @@ META_TYPES: dict[str, tuple[type, ...]] = {
     "input_string": (str,), "logit_tokens": (list, tuple), "extra": (dict,),
 }
 """The header fields of a native graph file and their JSON types."""
+_BLOCK_BYTES = 64 << 20
+"""The adjacency is checked this many bytes of rows at a time."""
 
 
 def _fail(source: str, what: str, must: str, got: str,
@@ -49,18 +52,35 @@ def parse_meta(meta_json: str, source: str) -> dict[str, Any]:
     return meta
 
 
-def _shape(source: str, name: str, t: Tensor, shape: tuple[int | None, ...], floating: bool) -> None:
+def _shape(source: str, name: str, t: Tensor, shape: tuple[int | None, ...], floating: bool,
+           finite: bool = True) -> None:
     ok_shape = t.dim() == len(shape) and all(w is None or w == g for w, g in zip(shape, t.shape))
     want = "(" + ", ".join("n" if w is None else str(w) for w in shape) + ")"
     if not ok_shape:
         raise _fail(source, name, f"of shape {want}", f"{tuple(t.shape)}")
     if floating != t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         raise _fail(source, name, f"{'a float' if floating else 'an integer'} tensor", f"{t.dtype}")
-    if floating:
-        bad = first_bad(t, limit=float(torch.finfo(t.dtype).max))
-        if bad is not None:
-            raise _fail(source, name, "finite", f"{bad[1]} at index {list(bad[0])}",
-                        "The graph was computed from non-finite weights or the file is damaged: re-create it.")
+    if floating and finite:
+        _check_finite(source, name, t)
+
+
+def _check_finite(source: str, name: str, t: Tensor, offset: int = 0) -> None:
+    bad = first_bad(t, limit=float(torch.finfo(t.dtype).max))
+    if bad is not None:
+        index = [bad[0][0] + offset, *bad[0][1:]]
+        raise _fail(source, name, "finite", f"{bad[1]} at index {index}",
+                    "The graph was computed from non-finite weights or the file is damaged: re-create it.")
+
+
+def _check_finite_rows(source: str, A: Tensor) -> None:
+    """The adjacency's finiteness, one block of rows at a time; a memory-mapped adjacency's pages are
+    released after each block (:func:`tracer.mapped.release_rows`), so checking it never holds the file."""
+    n = int(A.shape[0])
+    step = max(1, _BLOCK_BYTES // max(1, n * A.element_size()))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        _check_finite(source, "adjacency", A[r0:r1], r0)
+        release_rows(A, r0, r1)
 
 
 def _in_range(source: str, name: str, t: Tensor, lo: int, hi: int | None) -> None:
@@ -101,7 +121,8 @@ def validate_graph(tensors: dict[str, Tensor], n_layers: int, d_vocab: int, sour
     if probs.numel() and not bool(((probs >= 0) & (probs <= 1)).all()):
         raise _fail(source, "logit_probabilities", "in [0, 1]", "values outside")
     n_nodes = int(sel.shape[0]) + (n_layers + 1) * n_pos + n_logits
-    _shape(source, "adjacency", tensors["adjacency"], (n_nodes, n_nodes), True)
+    _shape(source, "adjacency", tensors["adjacency"], (n_nodes, n_nodes), True, finite=False)
+    _check_finite_rows(source, tensors["adjacency"])
 
 
 __all__ = ["META_TYPES", "parse_meta", "validate_graph"]

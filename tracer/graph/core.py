@@ -25,8 +25,10 @@ Formats:
 """
 
 import dataclasses
+import io
 import json
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +40,9 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.graph.checks import parse_meta, validate_graph
-from tracer.io import atomic_path, require_readable
+from tracer.graph.stream import open_graph_file
+from tracer.io import require_readable
+from tracer.safetensors_header import TensorInfo, read_safetensors_file
 
 logger = logging.getLogger(__name__)
 
@@ -157,20 +161,48 @@ class Graph:
         return dataclasses.replace(self, **moved)
 
     # ----------------------------------------------------------------- formats
-    def save(self, path: str | Path) -> Path:
-        """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so."""
-        path = Path(path)
-        if path.suffix == ".npz":
-            return save_npz(self, path)
-        return save_native(self, path)
+    def file_meta(self) -> dict[str, object]:
+        """The JSON-able fields of the native file's header."""
+        return _meta(self)
+
+    def file_tensors(self) -> dict[str, Tensor]:
+        """The tensors of the native file after the adjacency, in file order."""
+        return {name: getattr(self, name) for name in _TENSOR_FIELDS[1:]}
+
+    def npz_arrays(self) -> dict[str, np.ndarray]:
+        """Every member of the §2.3 npz except the adjacency, in file order."""
+        return {
+            "node_type": self.node_type(), "node_layer": self.node_layer(), "node_pos": self.node_pos(),
+            "node_index": self.node_index(),
+            "active_features": self.active_features.cpu().numpy().astype(np.int64),
+            "activation_values": self.activation_values.detach().float().cpu().numpy(),
+            "selected_features": self.selected_features.cpu().numpy().astype(np.int64),
+            "input_tokens": self.input_tokens.cpu().numpy().astype(np.int64),
+            "logit_token_ids": self.logit_token_ids.cpu().numpy().astype(np.int64),
+            "logit_probabilities": self.logit_probabilities.detach().float().cpu().numpy(),
+            "logit_vectors": self.logit_vectors.detach().float().cpu().numpy(),
+            "n_layers": np.int64(self.n_layers), "n_pos": np.int64(self.n_pos),
+        }
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Save natively (``.safetensors`` + JSON header), or as ``.npz`` if the path says so.
+
+        Atomic, and refused up front when the disk cannot hold the file."""
+        return save_graph(self, Path(path))
 
     @staticmethod
-    def load(path: str | Path) -> "Graph":
-        """Load a graph saved by :meth:`save` (native or ``.npz``)."""
+    def load(path: str | Path, *, mmap: bool = False) -> "Graph":
+        """Load a graph saved by :meth:`save` (native or ``.npz``), checking every field.
+
+        ``mmap=True`` maps the adjacency from the file instead of reading it (where the file's
+        layout allows): pages are read on demand, and the row-block loops of pruning and scoring
+        drop them again (:mod:`tracer.mapped`), so graphs larger than memory work. Such an
+        adjacency is copy-on-write: do not modify it in place.
+        """
         path = require_readable(path, "graph file")
         if path.suffix == ".npz":
-            return load_npz(path)
-        return load_native(path)
+            return load_npz(path, mmap=mmap)
+        return load_native(path, mmap=mmap)
 
 
 def graph_from_tensors(tensors: Mapping[str, Tensor], **fields: Any) -> Graph:
@@ -193,41 +225,91 @@ def _meta(graph: Graph) -> dict[str, object]:
     }
 
 
-def save_native(graph: Graph, path: Path) -> Path:
-    """One safetensors file; the non-tensor fields are JSON in its header metadata."""
-    from safetensors.torch import save_file
+_ROW_BLOCK_BYTES = 64 << 20
 
-    tensors = {name: getattr(graph, name).detach().cpu().contiguous() for name in _TENSOR_FIELDS}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"manifold_workbench_graph": json.dumps(_meta(graph))})
-    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
+
+def header_reserve(graph: Graph) -> int:
+    """Bytes to keep for a native file's header: the escaped metadata plus room for the rest."""
+    return len(json.dumps(json.dumps(_meta(graph)))) + (1 << 16)
+
+
+def save_graph(graph: Graph, path: Path, fmt: str | None = None) -> Path:
+    """Write `graph` through :func:`tracer.graph.stream.open_graph_file`, one block of rows at a time.
+
+    `fmt`: "npz" or "native" (default: from the suffix, ``.npz`` or anything else)."""
+    A = graph.adjacency.detach()
+    n = graph.n_nodes
+    with open_graph_file(path, n, A.dtype, header_reserve=header_reserve(graph), fmt=fmt) as writer:
+        step = max(1, _ROW_BLOCK_BYTES // max(1, n * A.element_size()))
+        for r0 in range(0, n, step):
+            r1 = min(n, r0 + step)
+            writer.adjacency[r0:r1].copy_(A[r0:r1])
+            writer.rows_done(r1)
+        writer.finish(graph)
     return path
 
 
-def load_native(path: Path) -> Graph:
-    """Read :func:`save_native`'s file, checking every field (:mod:`tracer.graph.checks`)."""
-    from safetensors import SafetensorError, safe_open
+def save_native(graph: Graph, path: Path) -> Path:
+    """One safetensors file; the non-tensor fields are JSON in its header metadata."""
+    return save_graph(graph, path, "native")
 
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta_json = (f.metadata() or {}).get("manifold_workbench_graph")
-            if meta_json is None:
-                raise WorkbenchError(
-                    f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
-                    "file without graph metadata. Use a file written by `workbench trace`."
-                )
-            missing = [name for name in _TENSOR_FIELDS if name not in f.keys()]  # noqa: SIM118
-            if missing:
-                raise WorkbenchError(f"graph file must hold the tensor {missing[0]!r}; {str(path)!r} does not. "
-                                     "The file is damaged: re-create it.")
-            tensors = {name: f.get_tensor(name) for name in _TENSOR_FIELDS}
-    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        if isinstance(err, WorkbenchError):
-            raise
+
+def save_npz(graph: Graph, path: Path) -> Path:
+    """The npz of design notes §2.3 (uncompressed, so that writing is cheap)."""
+    return save_graph(graph, path, "npz")
+
+
+def _read_tensor(fh: io.BufferedReader, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
+    """Read one array at `offset` straight into a new tensor."""
+    out = torch.empty(shape, dtype=dtype)
+    if out.numel():
+        flat = out.reshape(-1).view(torch.uint8).numpy()  # (n_bytes,)
+        fh.seek(offset)
+        if fh.readinto(flat.data) != flat.nbytes:
+            raise ValueError(f"file ends inside an array at byte {offset}")
+    return out
+
+
+def _native_tensors(path: Path, infos: dict[str, TensorInfo], data_offset: int, mmap: bool) -> dict[str, Tensor]:
+    """The graph's tensors of a parsed safetensors file (the adjacency mapped when asked and aligned)."""
+    from tracer.mapped import SAFETENSORS_DTYPES, map_tensor
+
+    missing = [name for name in _TENSOR_FIELDS if name not in infos]
+    if missing:
+        raise WorkbenchError(f"graph file must hold the tensor {missing[0]!r}; {str(path)!r} does not. "
+                             "The file is damaged: re-create it.")
+    bad = [name for name in _TENSOR_FIELDS if infos[name].dtype not in SAFETENSORS_DTYPES]
+    if bad:
+        raise WorkbenchError(f"graph tensor {bad[0]!r} must have a numeric dtype; got {infos[bad[0]].dtype} in "
+                             f"{str(path)!r}. The file is damaged: re-create it.")
+    tensors = {}
+    with open(path, "rb") as fh:
+        for name in _TENSOR_FIELDS:
+            info = infos[name]
+            dtype = SAFETENSORS_DTYPES[info.dtype]
+            offset = data_offset + info.begin
+            aligned = offset % torch.empty((), dtype=dtype).element_size() == 0
+            if name == "adjacency" and mmap and aligned:
+                tensors[name] = map_tensor(path, offset, dtype, info.shape)
+            else:
+                tensors[name] = _read_tensor(fh, offset, dtype, info.shape)
+    return tensors
+
+
+def load_native(path: Path, *, mmap: bool = False) -> Graph:
+    """Read :func:`save_native`'s file, checking every field (:mod:`tracer.graph.checks`)."""
+    infos, data_offset, header_meta = read_safetensors_file(path, "graph file")
+    meta_json = header_meta.get("manifold_workbench_graph")
+    if meta_json is None:
         raise WorkbenchError(
-            f"graph file must be a valid safetensors file; got {str(path)!r} ({str(err).splitlines()[0][:100]}). "
-            "Re-create it with `workbench trace`."
-        ) from None
+            f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "
+            "file without graph metadata. Use a file written by `workbench trace`."
+        )
+    try:
+        tensors = _native_tensors(path, infos, data_offset, mmap)
+    except (ValueError, OSError) as err:
+        raise WorkbenchError(f"graph file must be complete; got {str(path)!r} ({type(err).__name__}: "
+                             f"{str(err)[:100]}). Re-create it with `workbench trace`.") from None
     meta = parse_meta(meta_json, str(path))
     version = meta.pop("schema_version", None)
     if version != SCHEMA_VERSION:
@@ -240,64 +322,38 @@ def load_native(path: Path) -> Graph:
     return graph_from_tensors(tensors, **meta)
 
 
-def save_npz(graph: Graph, path: Path) -> Path:
-    """The npz of design notes §2.3 (uncompressed, so that writing is cheap)."""
-    arrays = {
-        "adjacency": graph.adjacency.detach().float().cpu().numpy(),
-        "node_type": graph.node_type(),
-        "node_layer": graph.node_layer(),
-        "node_pos": graph.node_pos(),
-        "node_index": graph.node_index(),
-        "active_features": graph.active_features.cpu().numpy().astype(np.int64),
-        "activation_values": graph.activation_values.detach().float().cpu().numpy(),
-        "selected_features": graph.selected_features.cpu().numpy().astype(np.int64),
-        "input_tokens": graph.input_tokens.cpu().numpy().astype(np.int64),
-        "logit_token_ids": graph.logit_token_ids.cpu().numpy().astype(np.int64),
-        "logit_probabilities": graph.logit_probabilities.detach().float().cpu().numpy(),
-        "logit_vectors": graph.logit_vectors.detach().float().cpu().numpy(),
-        "n_layers": np.int64(graph.n_layers),
-        "n_pos": np.int64(graph.n_pos),
-    }
-    with atomic_path(path) as tmp:
-        write_npz(tmp, arrays)
-    logger.info("wrote %s (%d nodes)", path, graph.n_nodes)
-    return path
+def load_npz(path: Path, *, mmap: bool = False) -> Graph:
+    """Read a §2.3 npz (ours or the reference harness's), checking every field. Provenance strings
+    are not in npz.
 
-
-def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """An uncompressed .npz (what ``np.savez`` writes), without numpy's chunked copies of large arrays."""
-    import zipfile
-
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, value in arrays.items():
-            arr = np.asarray(value)
-            arr = arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)  # keeps 0-d arrays 0-d
-            with zf.open(f"{name}.npy", "w", force_zip64=True) as fh:
-                np.lib.format.write_array_header_1_0(fh, np.lib.format.header_data_from_array_1_0(arr))
-                fh.write(arr.reshape(-1).view(np.uint8).data if arr.size else b"")
-
-
-def load_npz(path: Path) -> Graph:
-    """Read a §2.3 npz (ours or the reference harness's). Provenance strings are not in npz."""
+    ``mmap=True`` maps a stored (uncompressed), aligned adjacency instead of reading it."""
     import zipfile
     import zlib
 
+    from tracer.mapped import map_tensor, npz_member
+
     try:
         with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+            missing = [k for k in (*_TENSOR_FIELDS, "n_layers") if k not in z.files]
+            if missing:
+                raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)} and n_layers; "
+                                     f"{str(path)!r} lacks {missing}.")
+            place = npz_member(path, "adjacency") if mmap else None
+            names = _TENSOR_FIELDS[1:] if place is not None and place.mappable else _TENSOR_FIELDS
+            arrays = {k: z[k] for k in (*names, "n_layers")}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+        if isinstance(err, WorkbenchError):
+            raise
         raise WorkbenchError(f"graph file must be a valid .npz; got {str(path)!r} "
                              f"({type(err).__name__}: {str(err)[:100]}).") from None
-    missing = [k for k in (*_TENSOR_FIELDS, "n_layers") if k not in arrays]
-    if missing:
-        raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)} and n_layers; {str(path)!r} "
-                             f"lacks {missing}.")
     n_layers = arrays["n_layers"]
     if n_layers.shape != () or n_layers.dtype.kind not in "iu":
         raise WorkbenchError(f"graph n_layers must be an integer scalar; got {n_layers.dtype} of shape "
                              f"{n_layers.shape} in {str(path)!r}.")
     try:
-        tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in _TENSOR_FIELDS}
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(arrays[k])) for k in names}
+        if place is not None and place.mappable and place.torch_dtype is not None:  # mappable: a torch dtype
+            tensors["adjacency"] = map_tensor(path, place.offset, place.torch_dtype, place.shape)
     except TypeError as err:  # a dtype torch has no type for (strings, unsigned 16-bit...)
         raise WorkbenchError(f"graph arrays must be numeric; got {str(err)[:80]} in {str(path)!r}.") from None
     validate_graph(tensors, int(n_layers), -1, str(path))

@@ -32,6 +32,7 @@ from tracer.graph.core import Graph
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
 from tracer.io import atomic_path, file_lock
+from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,7 @@ def _links(graph: Graph, result: PruneResult, ids: list[str]) -> list[dict[str, 
     mask = result.node_mask.cpu()
     edges = edges[:, mask[edges[0]] & mask[edges[1]]]
     weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
+    release_all(graph.adjacency)  # a memory-mapped adjacency: drop the pages the gather read
     return [{"source": ids[s], "target": ids[t], "weight": _number(w)}
             for t, s, w in zip(edges[0].tolist(), edges[1].tolist(), weights.float().tolist(), strict=True)]
 

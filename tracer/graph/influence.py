@@ -5,7 +5,9 @@
 formed one block of rows at a time from A and the row sums (all rows at once only when the block
 is at most 2048² entries), and block products continue MKL's accumulation chain (``addmv`` with
 beta=1 over row blocks whose boundaries are multiples of 16 equals one ``x @ Â`` call), so the
-numbers are bit-identical to circuit-tracer's on CPU (see :mod:`tracer.graph.prune`).
+numbers are bit-identical to circuit-tracer's on CPU (see :mod:`tracer.graph.prune`). A
+memory-mapped adjacency (:mod:`tracer.mapped`) is read out of core: each block's pages are
+dropped once it is used.
 """
 
 import torch
@@ -13,6 +15,7 @@ from torch import Tensor
 
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
+from tracer.mapped import release_rows
 
 _SINGLE_BLOCK_ELEMENTS = 2048 * 2048
 """Matrices up to this size are processed as one block: circuit-tracer's own BLAS call."""
@@ -59,6 +62,7 @@ def _abs_row_sums(matrix: Tensor, keep: Tensor | None, clamp: float) -> Tensor:
     sums = torch.empty(n_rows, dtype=torch.float32, device=matrix.device)  # (n_rows,)
     for r0, r1 in _row_blocks(n_rows, n_cols):
         sums[r0:r1] = _abs_block(matrix, r0, r1, keep_cols).sum(dim=1)
+        release_rows(matrix, r0, r1)  # a memory-mapped matrix: drop the block's pages again
     sums.clamp_(min=clamp)
     if keep is not None:
         sums[~keep] = float("inf")
@@ -77,6 +81,7 @@ def _vec_mat(matrix: Tensor, denom: Tensor, x: Tensor, keep: Tensor | None) -> T
         block = _abs_block(matrix, r0, r1, keep_cols).div_(denom[r0:r1, None])  # (rows, n_cols)
         out.addmv_(block.t(), x_block)
         del block  # one block alive at a time
+        release_rows(matrix, r0, r1)
     return out
 
 

@@ -17,9 +17,11 @@ in :mod:`tracer.graph.influence`, scores in :mod:`tracer.graph.scores`::
 caller's adjacency: Â is formed one block of rows at a time (all rows at once only when the block
 is at most 2048² entries) from A and the row sums; the power series accumulates block products;
 edge scores are formed only on the kept-node submatrix and only their non-zero values are kept
-(4 bytes each). The one larger buffer is a zero-padded copy of those values (<= 134 MB at
-N = 15k) used to reproduce torch's float32 ``sum`` over all N² scores (see
-:func:`_torch_sum_of_prefix`). The edge mask is returned sparse (16 bytes per kept edge).
+(4 bytes each). The one larger buffer is a zero-padded copy of those values used to reproduce
+torch's float32 ``sum`` over all N² scores (see :func:`_torch_sum_of_prefix`); its zeros are the
+kernel's shared zero page (:func:`tracer.mapped.lazy_zeros`), so only the values take memory
+(the padding itself is up to 2^31 floats per thread at N = 75k). The edge mask is returned sparse
+(16 bytes per kept edge).
 
 **Exactness.** On CPU with MKL and the same torch thread count as circuit-tracer's run, every
 number is bit-identical to circuit-tracer's, hence so are the masks: row sums reduce the same
@@ -31,7 +33,9 @@ only the total needs care). Checked on circuit-tracer's own outputs for N = 1.3k
 back ends (or MKL choosing another thread split) the numbers agree to float32 rounding and the
 masks agree except at exact near-ties of a cut.
 
-The peak memory beyond the adjacency at N = 15,314 is 160 MB (circuit-tracer: 6.3 GB).
+The peak memory beyond the adjacency at N = 15,314 is 160 MB (circuit-tracer: 6.3 GB). A
+memory-mapped adjacency (``Graph.load(path, mmap=True)``) is read out of core, one block of rows
+at a time.
 """
 
 import json
@@ -48,6 +52,7 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, compute_influence, logit_weights
 from tracer.io import atomic_path
+from tracer.mapped import lazy_zeros, release_rows
 from tracer.threads import torch_threads
 
 logger = logging.getLogger(__name__)
@@ -144,7 +149,7 @@ def _torch_sum_of_prefix(prefix: Tensor, total_length: int) -> Tensor:
         values = prefix[start:min(end, prefix.numel())]  # (n_values,)
         if values.numel() == 0:
             continue
-        padded = torch.zeros(_padded_length(values.numel(), end - start), dtype=prefix.dtype)
+        padded = lazy_zeros(_padded_length(values.numel(), end - start), prefix.dtype)  # zero pages: no memory
         padded[: values.numel()] = values
         with torch_threads(1):
             partials[i] = padded.sum()
@@ -175,6 +180,8 @@ def _kept_blocks(adjacency: Tensor, kept: Tensor, denom: Tensor, influence: Tens
     for k0, k1 in _row_blocks(n_kept, adjacency.shape[1]):  # sized for the (rows, n_nodes) gather
         rows = kept[k0:k1]  # (rows,)
         block = adjacency.index_select(0, rows).index_select(1, kept).abs().to(torch.float32)
+        if rows.numel():
+            release_rows(adjacency, int(rows[0]), int(rows[-1]) + 1)  # kept is ascending
         yield block.div_(denom[rows, None]).mul_(influence[rows, None])  # (rows, n_kept)
 
 

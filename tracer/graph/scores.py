@@ -19,6 +19,7 @@ from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, logit_weights
 from tracer.graph.nodes import node_ids
 from tracer.graph.prune import PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
+from tracer.mapped import release_all, release_rows
 
 
 class GraphScores(NamedTuple):
@@ -41,9 +42,10 @@ def graph_scores(graph: Graph) -> GraphScores:
     error_influence = influence[errors].sum()
     replacement = token_influence / (token_influence + error_influence)
     error_fraction = torch.empty_like(influence)  # (n_nodes,)
-    for r0, r1 in _row_blocks(graph.n_nodes, graph.token_start - graph.error_start):
+    for r0, r1 in _row_blocks(graph.n_nodes, graph.n_nodes):  # whole-row blocks: a mapped file is read by rows
         block = adjacency[r0:r1, errors].abs().to(torch.float32).div_(denom[r0:r1, None])  # (rows, n_err)
         error_fraction[r0:r1] = block.sum(dim=-1)
+        release_rows(adjacency, r0, r1)
     output = influence + weights  # (n_nodes,)
     completeness = ((1 - error_fraction) * output).sum() / output.sum()
     return GraphScores(float(replacement), float(completeness))
@@ -106,6 +108,7 @@ class SubgraphScorer:
         self.graph = graph
         self.edges = view.edge_index.cpu()  # (2, n_edges)
         self.weights = graph.adjacency[view.edge_index[0], view.edge_index[1]].cpu().double()  # (n_edges,)
+        release_all(graph.adjacency)
         self.used = torch.zeros(graph.n_nodes, dtype=torch.bool)  # (n_nodes,)
         self.used[view.node_index.cpu()] = True
         n, n_features = graph.n_nodes, graph.n_selected

@@ -115,6 +115,7 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> dict[str, object]:
     write_tokenizer(spec.vocab, model_dir, max_len=_max_positions(spec))
     model = make_model(spec)
     model.save_pretrained(model_dir, safe_serialization=True)
+    portable_config(model_dir / "config.json")
     if spec.arch in TL_MODEL_NAME:  # relative links: they survive renaming the build folder
         make_hub_entry(model_dir, root / "hf_home", TL_MODEL_NAME[spec.arch])
     gen = torch.Generator().manual_seed(spec.seed + 1)
@@ -157,6 +158,24 @@ def write_tokenizer(vocab: int, out_dir: Path, *, max_len: int = 4096) -> None:
     fast = PreTrainedTokenizerFast(tokenizer_object=core, unk_token=unk, bos_token=bos, pad_token=pad,
                                    eos_token=eos, model_max_length=max_len)
     fast.save_pretrained(str(out_dir))
+    config_path = out_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    if config.get("tokenizer_class") == "TokenizersBackend":  # transformers 5's name; 4.x (circuit-tracer's) lacks it
+        config["tokenizer_class"] = "PreTrainedTokenizerFast"
+        config_path.write_text(json.dumps(config, indent=2))
+
+
+def portable_config(path: Path) -> None:
+    """Also write transformers 4.x's RoPE keys (``rope_theta``, ``rope_scaling``) next to 5.x's
+    ``rope_parameters``: 4.57 (circuit-tracer's pin) ignores the latter and would fall back to
+    theta 10,000, a different model."""
+    config = json.loads(path.read_text())
+    rope = config.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" not in config:
+        config["rope_theta"] = rope.get("rope_theta", 10000.0)
+        scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
+        config["rope_scaling"] = None if scaling.get("rope_type", "default") == "default" else scaling
+        path.write_text(json.dumps(config, indent=2))
 
 
 def make_model(spec: ModelSpec) -> torch.nn.Module:

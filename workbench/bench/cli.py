@@ -63,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                              ("--batch-size", "batch_size", int), ("--gemm-seconds", "gemm_seconds", float)):
         default = getattr(BenchConfig, name, None) if name != "threads" else None
         r.add_argument(flag, type=kind, default=default, help=bench_help.get(name))
+    r.add_argument("--trace-format", default="native", choices=["native", "npz"],
+                   help=bench_help.get("trace_format"))
     r.add_argument("--keep-graphs", action=flag_pair, default=False,
                    help=bench_help.get("keep_graphs"))
     r.add_argument("--work-dir", default=None,
@@ -98,6 +100,7 @@ def configs_from_args(args: argparse.Namespace) -> tuple[object, object]:
         baseline_max_n_tokens=args.baseline_max_n_tokens, baseline_timeout=args.baseline_timeout,
         repeats=args.repeats, threads=args.threads, device=args.device, prompt_seed=args.prompt_seed,
         batch_size=args.batch_size, gemm_seconds=args.gemm_seconds, keep_graphs=args.keep_graphs,
+        trace_format=args.trace_format,
         work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
     )
     return spec, cfg

@@ -1,4 +1,7 @@
-"""Graph and prune equality between two graph ``.npz`` files (ours and circuit-tracer's).
+"""Graph and prune equality between two graph files (ours and circuit-tracer's ``.npz``).
+
+Either file may be a §2.3 ``.npz`` or our native format (read through :class:`tracer.graph.Graph`,
+adjacency memory-mapped).
 
 Nodes are keyed by ``(node_type, node_layer, node_pos, node_index)``. If the key sets differ the
 graphs are unequal and nothing else is compared (``same_node_set`` False, with counts of the
@@ -16,10 +19,10 @@ Memory: uncompressed ``.npz`` members are memory-mapped and compared in blocks o
 N x N graphs are compared without loading either (N = 50k: 10 GB each).
 """
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 _BLOCK_ROWS = 512
 _TYPE_NAMES = ("feature", "error", "token", "logit")
@@ -27,38 +30,43 @@ _TYPE_NAMES = ("feature", "error", "token", "logit")
 
 def npz_array(path: Path, key: str) -> np.ndarray:
     """Member `key` of an .npz: memory-mapped if stored uncompressed, else read into memory."""
-    with zipfile.ZipFile(path) as zf:
-        info = zf.getinfo(f"{key}.npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-            with zf.open(info) as fh:
-                return np.lib.format.read_array(fh, allow_pickle=False)
-    with open(path, "rb") as fh:
-        fh.seek(info.header_offset)
-        local = fh.read(30)
-        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
-        start = info.header_offset + 30 + name_len + extra_len
-        fh.seek(start)
-        version = np.lib.format.read_magic(fh)
-        if version not in ((1, 0), (2, 0)):
-            return np.load(path, allow_pickle=False)[key]
-        fmt = np.lib.format
-        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = reader(fh)
-        offset = fh.tell()
-    if dtype.hasobject:
+    from tracer.mapped import npz_member
+
+    place = npz_member(path, key)
+    if place is None:
+        with np.load(path, allow_pickle=False) as z:
+            return z[key]
+    if place.dtype.hasobject:
         raise ValueError(f"{key} in {path} holds Python objects; refusing to load it")
-    if int(np.prod(shape)) == 0:
-        return np.zeros(shape, dtype=dtype)
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+    if int(np.prod(place.shape)) == 0:
+        return np.zeros(place.shape, dtype=place.dtype)
+    return np.memmap(path, dtype=place.dtype, mode="r", offset=place.offset, shape=place.shape,
+                     order="F" if place.fortran_order else "C")
+
+
+def graph_array(path: Path, key: str) -> np.ndarray:
+    """A §2.3 npz key of a graph file, npz (memory-mapped members) or native (node arrays computed,
+    adjacency memory-mapped)."""
+    if path.suffix == ".npz":
+        return npz_array(path, key)
+    from tracer.graph import Graph
+
+    graph = Graph.load(path, mmap=True)
+    if key in ("node_type", "node_layer", "node_pos", "node_index"):
+        return getattr(graph, key)()
+    if key in ("n_layers", "n_pos"):
+        return np.int64(getattr(graph, key))
+    tensor = getattr(graph, key)
+    return (tensor if tensor.dtype in (torch.float32, torch.float64, torch.int64) else tensor.float()).numpy()
 
 
 def node_keys(path: Path) -> list[tuple[int, int, int, int]]:
-    cols = [npz_array(path, k) for k in ("node_type", "node_layer", "node_pos", "node_index")]
+    cols = [graph_array(path, k) for k in ("node_type", "node_layer", "node_pos", "node_index")]
     return list(zip(*(np.asarray(c).tolist() for c in cols), strict=True))
 
 
 def _small(path: Path, key: str) -> np.ndarray:
-    return np.asarray(npz_array(path, key))
+    return np.asarray(graph_array(path, key))
 
 
 def alignment(ours: Path, theirs: Path) -> tuple[dict[str, object], np.ndarray | None]:
@@ -108,7 +116,7 @@ def _update_blocks(stats: np.ndarray, d: np.ndarray, b: np.ndarray, row_types: n
 
 def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> dict[str, object]:
     """Block-wise max differences; `perm` aligns theirs to ours."""
-    A, B = npz_array(ours, "adjacency"), npz_array(theirs, "adjacency")
+    A, B = graph_array(ours, "adjacency"), graph_array(theirs, "adjacency")
     types = _small(ours, "node_type")
     groups = _type_groups(types)
     n = A.shape[0]

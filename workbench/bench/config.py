@@ -22,7 +22,7 @@ ARCHS = ("qwen3", "llama")
 """Architectures the builder makes (``Qwen3ForCausalLM``, ``LlamaForCausalLM``)."""
 BACKENDS = ("transformerlens", "nnsight")
 """circuit-tracer back ends; TransformerLens only for Qwen3 (see :mod:`workbench.bench.build`)."""
-BUILD_VERSION = 2
+BUILD_VERSION = 4
 """Bumped when the builder's output changes, so that old cached builds are not reused."""
 
 
@@ -163,6 +163,9 @@ class BenchConfig:
     """circuit-tracer's batch_size (and ours, which only uses it for greedy selection)."""
     gemm_seconds: float = 2.0
     """Duration of the float32 GEMM peak measurement."""
+    trace_format: str = "native"
+    """File our `workbench trace` writes: native (safetensors) or npz (whose zip CRC-32 costs about
+    1 s of CPU per GB with Python's zlib)."""
     keep_graphs: bool = False
     """Keep the graph .npz files after comparing (they are N x N float32: 10 GB at N = 50k)."""
     work_dir: Path = field(default_factory=default_work_dir)
@@ -188,6 +191,8 @@ class BenchConfig:
         if self.baseline_timeout is not None and not self.baseline_timeout > 0:
             raise WorkbenchError(f"baseline_timeout must be > 0 seconds; got {self.baseline_timeout!r}.")
         _positive_int("batch_size", self.batch_size)
+        if self.trace_format not in ("native", "npz"):
+            raise WorkbenchError(f"trace_format must be 'native' or 'npz'; got {self.trace_format!r}.")
         if self.threads is not None:
             _positive_int("threads", self.threads)
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):

@@ -33,6 +33,8 @@ class Measured:
     """Peak resident set of the child itself (rusage), MiB."""
     log: Path
     timed_out: bool = False
+    started: float | None = None
+    """Wall-clock time (``time.time()``) just before the child was started."""
 
 
 def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None,
@@ -44,6 +46,7 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     log.parent.mkdir(parents=True, exist_ok=True)
     logger.debug("running %s", " ".join(cmd))
     with open(log, "wb") as fh:
+        started = time.time()
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         timer = threading.Timer(timeout, proc.kill) if timeout else None
@@ -62,7 +65,8 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
     rss_kb = usage.ru_maxrss if sys.platform.startswith("linux") else usage.ru_maxrss / 1024
     timed_out = bool(timeout) and proc.returncode < 0 and wall >= timeout  # type: ignore[operator]
-    return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log, timed_out)
+    return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log, timed_out,
+                    started)
 
 
 def log_tail(path: Path, n_lines: int = 1) -> str:

@@ -5,13 +5,19 @@ Definitions (every time is the median over repeats; all values stay in the JSON)
 
 * ``ours_attribute_s``: :func:`tracer.attribution.attribute` alone (``ours_runner``);
   ``ours_whole_process_s``: the whole ``workbench trace`` process (start-up, imports, loading,
-  attribution, writing the graph);
+  attribution, writing the graph), split into ``ours_import_s`` (process start to the end of the
+  imports), ``ours_load_s``, ``ours_trace_attribute_s`` (the rows are streamed into the output file
+  during it), ``ours_save_s`` (completing the file) and ``ours_exit_s`` (the rest, to the process's
+  end); see :func:`workbench.bench.run.trace_phases`;
 * ``ct_attribute_s``: circuit-tracer's ``attribute()`` call alone;
 * ``speedup_whole_process`` = ct_attribute_s / ours_whole_process_s (conservative: our every cost
   against only circuit-tracer's attribution); ``speedup_attribute`` = ct_attribute_s / ours_attribute_s;
 * ``*_peak_rss_mb``: max of the peak RSS during attribute and during prune_graph (each measured
   from a reset of the kernel's counter, so it includes what the process held before: model,
   transcoders, and during pruning the graph); ``memory_ratio`` = ct / ours;
+  ``ours_trace_max_rss_mb``: the whole ``workbench trace`` process's peak RSS;
+  ``ct_peak_rss_attribute_mb``: circuit-tracer's peak during ``attribute()``;
+  ``trace_rss_vs_ct_attribute`` = ours_trace_max_rss_mb / ct_peak_rss_attribute_mb;
 * ``flops``: the engine's count of its sweep (``graph.extra["flops"]``), or an analytic estimate
   (``flops_source`` says which); ``ours_gflops_per_s`` = flops / ours_attribute_s, next to the
   GEMM peak measured in the same run.
@@ -25,11 +31,12 @@ import numpy as np
 SUMMARY_KEYS = (
     "transcoder", "n_tokens", "backend", "n_active_features", "active_per_token_layer", "n_selected_features",
     "n_nodes",
-    "ours_attribute_s", "ours_trace_attribute_s", "ours_whole_process_s", "ours_peak_rss_mb",
-    "ours_trace_max_rss_mb", "ours_cuda_peak_mb", "flops", "flops_source", "ours_gflops_per_s",
+    "ours_attribute_s", "ours_trace_attribute_s", "ours_whole_process_s", "ours_import_s", "ours_load_s",
+    "ours_save_s", "ours_exit_s", "ours_peak_rss_mb", "ours_trace_max_rss_mb", "ours_cuda_peak_mb", "flops",
+    "flops_source", "ours_gflops_per_s",
     "gemm_peak_gflops", "fraction_of_gemm_peak", "ours_seconds_per_node",
-    "ct_attribute_s", "ct_whole_process_s", "ct_peak_rss_mb", "ct_cuda_peak_mb",
-    "speedup_whole_process", "speedup_attribute", "memory_ratio",
+    "ct_attribute_s", "ct_whole_process_s", "ct_peak_rss_mb", "ct_peak_rss_attribute_mb", "ct_cuda_peak_mb",
+    "speedup_whole_process", "speedup_attribute", "memory_ratio", "trace_rss_vs_ct_attribute",
     "graph_equal", "same_node_set", "same_node_order", "max_rel_diff",
     "prune_node_mask_equal", "prune_edges_equal", "replacement_ours", "completeness_ours",
     "replacement_delta", "completeness_delta",
@@ -84,10 +91,12 @@ def _ours(case: dict[str, object]) -> dict[str, object]:
     ours = case["ours"]
     trace, runner = ours.get("trace", []), ours.get("runner", [])  # type: ignore[union-attr]
     stats = [t.get("stats") or {} for t in trace]
+    phases = [t.get("phases") or {} for t in trace]
     nodes = (runner[0].get("nodes") if runner else None) or (stats[0] if stats else {})
     return {
         "attribute_s": med([r["seconds"]["attribute"] for r in runner]),
         "trace_attribute_s": med([(s.get("seconds") or {}).get("attribute") for s in stats]),
+        **{f"{k}_s": med([p.get(k) for p in phases]) for k in ("import", "load", "save", "exit")},
         "whole_s": med([t.get("wall_s") for t in trace]),
         "trace_rss": med([t.get("max_rss_mb") for t in trace]),
         "peak": _peak(runner, "peak_rss"), "cuda": _peak(runner, "cuda_peak"), "nodes": nodes or {},
@@ -114,7 +123,8 @@ def summary_rows(case: dict[str, object], dims: dict[str, int],
                                         (int(case["n_tokens"]) - 1) * dims["n_layers"]),  # BOS has none
         "n_selected_features": nodes.get("n_selected_features"), "n_nodes": nodes.get("n_nodes"),
         "ours_attribute_s": o["attribute_s"], "ours_trace_attribute_s": o["trace_attribute_s"],
-        "ours_whole_process_s": o["whole_s"], "ours_peak_rss_mb": o["peak"],
+        "ours_whole_process_s": o["whole_s"], "ours_import_s": o["import_s"], "ours_load_s": o["load_s"],
+        "ours_save_s": o["save_s"], "ours_exit_s": o["exit_s"], "ours_peak_rss_mb": o["peak"],
         "ours_trace_max_rss_mb": o["trace_rss"], "ours_cuda_peak_mb": o["cuda"],
         "flops": flops, "flops_source": source if flops else None, "ours_gflops_per_s": gflops,
         "gemm_peak_gflops": gemm_gflops, "fraction_of_gemm_peak": ratio(gflops, gemm_gflops),
@@ -135,15 +145,19 @@ def _ct_fields(backend: str, ct: dict[str, object], case: dict[str, object],
     runs = ct.get("runs") or []
     ct_attr = med([r["seconds"]["attribute"] for r in runs])  # type: ignore[index]
     ct_peak = _peak(runs, "peak_rss")  # type: ignore[arg-type]
+    ct_attr_peak = med([(r.get("memory") or {}).get("peak_rss_attribute_mb") for r in runs])  # type: ignore[union-attr]
     comp = (case.get("comparison") or {}).get(backend) or {}  # type: ignore[union-attr]
     graph, prune, deltas = comp.get("graph") or {}, comp.get("prune") or {}, comp.get("scores_delta") or {}
     return {
         "backend": backend, "ct_attribute_s": ct_attr,
         "ct_whole_process_s": med([r.get("wall_s") for r in runs]),  # type: ignore[union-attr]
-        "ct_peak_rss_mb": ct_peak, "ct_cuda_peak_mb": _peak(runs, "cuda_peak"),  # type: ignore[arg-type]
+        "ct_peak_rss_mb": ct_peak, "ct_peak_rss_attribute_mb": ct_attr_peak,
+        "ct_cuda_peak_mb": _peak(runs, "cuda_peak"),  # type: ignore[arg-type]
         "speedup_whole_process": ratio(ct_attr, o["whole_s"]),  # type: ignore[arg-type]
         "speedup_attribute": ratio(ct_attr, o["attribute_s"]),  # type: ignore[arg-type]
-        "memory_ratio": ratio(ct_peak, o["peak"]), "graph_equal": graph.get("equal"),
+        "memory_ratio": ratio(ct_peak, o["peak"]),
+        "trace_rss_vs_ct_attribute": ratio(o["trace_rss"], ct_attr_peak),  # type: ignore[arg-type]
+        "graph_equal": graph.get("equal"),
         "same_node_set": graph.get("same_node_set"), "same_node_order": graph.get("same_node_order"),
         "max_rel_diff": graph.get("max_rel_diff"), "prune_node_mask_equal": prune.get("node_mask_equal"),
         "prune_edges_equal": prune.get("edges_equal"), "replacement_delta": deltas.get("replacement"),
@@ -214,7 +228,8 @@ _COLUMNS = (
     ("ours MB", "ours_peak_rss_mb", ".0f"), ("GF/s", "ours_gflops_per_s", ".3g"),
     ("%peak", "fraction_of_gemm_peak", ".1%"), ("backend", "backend", ""), ("ct s", "ct_attribute_s", ".3g"),
     ("x proc", "speedup_whole_process", ".3g"), ("x attr", "speedup_attribute", ".3g"),
-    ("ct MB", "ct_peak_rss_mb", ".0f"), ("x mem", "memory_ratio", ".3g"), ("equal", "graph_equal", ""),
+    ("ct MB", "ct_peak_rss_mb", ".0f"), ("x mem", "memory_ratio", ".3g"), ("proc MB", "ours_trace_max_rss_mb", ".0f"),
+    ("proc/ct-attr", "trace_rss_vs_ct_attribute", ".3g"), ("equal", "graph_equal", ""),
     ("rel diff", "max_rel_diff", ".1e"), ("prune=", "prune_edges_equal", ""),
 )
 

@@ -35,7 +35,7 @@ from tracer.errors import WorkbenchError
 from workbench.bench.build import BuiltModel, check_buildable, ensure_built, random_prompt
 from workbench.bench.compare import alignment, compare_graphs, compare_prune, score_deltas
 from workbench.bench.config import BenchConfig, ModelSpec
-from workbench.bench.procs import gemm_peak, log_tail, machine_info, run_measured
+from workbench.bench.procs import Measured, gemm_peak, log_tail, machine_info, run_measured
 from workbench.bench.report import scaling, summary_rows
 
 logger = logging.getLogger(__name__)
@@ -104,12 +104,29 @@ def child_env(threads: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 # ----------------------------------------------------------------------------- phase 3
-def workbench_command() -> list[str]:
-    """The installed ``workbench`` script next to this interpreter, else ``python -m workbench.cli``."""
-    script = Path(sys.executable).parent / "workbench"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)]
-    return [sys.executable, "-m", "workbench.cli"]
+def workbench_command() -> tuple[list[str], dict[str, str]]:
+    """``python -m workbench.cli``, and the environment that makes it import this very ``workbench``
+    package (an installed ``workbench`` script may belong to another checkout)."""
+    import workbench
+
+    root = str(Path(workbench.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return [sys.executable, "-m", "workbench.cli"], {"PYTHONPATH": path}
+
+
+def trace_phases(stats: dict[str, object] | None, measured: Measured) -> dict[str, float] | None:
+    """The ``workbench trace`` process split into import (process start to the end of its imports,
+    interpreter start-up included), load, attribute (rows streamed into the file), save (completing
+    the file) and exit (after attribute to the process's end: stats, teardown); they sum to the
+    process's wall time."""
+    if not stats or measured.started is None or "timestamps" not in stats:
+        return None
+    stamps, seconds = stats["timestamps"], stats["seconds"]  # type: ignore[index]
+    end = measured.started + measured.wall_s
+    phases = {"startup": stamps["start"] - measured.started, "import": stamps["import"] - measured.started,
+              "load": seconds["load"], "attribute": seconds["attribute"], "save": seconds["save"],
+              "exit": end - stamps["attribute"]}
+    return {k: round(float(v), 4) for k, v in phases.items()}
 
 
 def _common_flags(cfg: BenchConfig, ids: list[int]) -> list[str]:
@@ -130,10 +147,11 @@ def _read_json(path: Path) -> dict[str, object] | None:
 def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
                  out: Path) -> dict[str, object]:
     """The `workbench trace` process, then ours_runner; raises RuntimeError if either fails."""
-    env = child_env(cfg.n_threads)
+    command, extra_env = workbench_command()
+    env = child_env(cfg.n_threads, extra_env)
     paths = ["--model", str(built.model_dir), "--transcoders", str(built.transcoder_dir(kind))]
-    trace_cmd = [*workbench_command(), "trace", *paths, *_common_flags(cfg, ids),
-                 "--out", str(out / "graph.npz"), "--quiet", "--stats-json", str(out / "stats.json")]
+    trace_cmd = [*command, "trace", *paths, *_common_flags(cfg, ids),
+                 "--out", str(out / _graph_name(cfg)), "--quiet", "--stats-json", str(out / "stats.json")]
     trace = run_measured(trace_cmd, log=out / "trace.log", env=env)
     if trace.returncode != 0:
         raise RuntimeError(f"workbench trace failed (exit {trace.returncode}): {log_tail(trace.log)} "
@@ -145,8 +163,13 @@ def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
     if runner.returncode != 0 or result is None:
         raise RuntimeError(f"ours_runner failed (exit {runner.returncode}): {log_tail(runner.log)} "
                            f"[{runner.log}]")
-    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": trace.max_rss_mb,
-                      "stats": _read_json(out / "stats.json"), "command": trace_cmd},
+    stats = _read_json(out / "stats.json")
+    # the process's own peak (VmHWM): rusage's ru_maxrss of a child also holds this process's
+    # peak, which Linux folds into the child's when it execs after the fork
+    own_peak = (stats or {}).get("peak_rss_mb")
+    return {"trace": {"wall_s": round(trace.wall_s, 4), "max_rss_mb": own_peak or trace.max_rss_mb,
+                      "rusage_max_rss_mb": trace.max_rss_mb, "stats": stats,
+                      "phases": trace_phases(stats, trace), "command": trace_cmd},
             "runner": {**result, "wall_s": round(runner.wall_s, 4), "max_rss_mb": runner.max_rss_mb}}
 
 
@@ -192,7 +215,7 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
             ours["trace"].append(got["trace"])
             ours["runner"].append(got["runner"])
             if rep > 0 and not cfg.keep_graphs:  # only the first repeat's graph is compared
-                (case_dir / f"ours-r{rep}" / "graph.npz").unlink(missing_ok=True)
+                (case_dir / f"ours-r{rep}" / _graph_name(cfg)).unlink(missing_ok=True)
         except RuntimeError as err:
             errors.append(f"{kind} n={n_tokens} ours: {err}")
             case["ours_error"] = str(err)
@@ -208,9 +231,9 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
                 errors.append(f"{kind} n={n_tokens} {backend}: {err}")
                 ct[backend]["error"] = str(err)
             _tick(pbar)
-    case.update(ours=ours, ct=ct, comparison=compare_case(case_dir, ct, ours))
+    case.update(ours=ours, ct=ct, comparison=compare_case(case_dir / "ours-r0" / _graph_name(cfg), ct, ours))
     if not cfg.keep_graphs:
-        for path in case_dir.glob("*/graph.npz"):
+        for path in [*case_dir.glob("*/graph.npz"), *case_dir.glob("*/graph.safetensors")]:
             path.unlink()
     return case
 
@@ -220,11 +243,16 @@ def _tick(pbar: tqdm | None) -> None:
         pbar.update(1)
 
 
-def compare_case(case_dir: Path, ct: dict[str, dict[str, object]],
+def _graph_name(cfg: BenchConfig) -> str:
+    return "graph.npz" if cfg.trace_format == "npz" else "graph.safetensors"
+
+
+def compare_case(ours_graph: Path, ct: dict[str, dict[str, object]],
                  ours: dict[str, list[object]]) -> dict[str, object]:
-    """Graph and prune equality of the first repeat, per back end."""
+    """Graph and prune equality of the first repeat (`ours_graph`: its traced graph), per back end."""
     out: dict[str, object] = {}
-    ours_graph, ours_prune = case_dir / "ours-r0" / "graph.npz", case_dir / "ours-r0" / "runner" / "prune.npz"
+    case_dir = ours_graph.parent.parent
+    ours_prune = ours_graph.parent / "runner" / "prune.npz"
     for backend, entry in ct.items():
         ct_dir = case_dir / f"ct-{backend}-r0"
         if not entry["runs"] or not ours_graph.is_file() or not (ct_dir / "graph.npz").is_file():
