@@ -82,9 +82,10 @@ def _sources(args: argparse.Namespace, out: Path):
     if not manifest_path.is_file():
         if args.world:
             from tracer.errors import WorkbenchError
+            from tracer.folders import folder_hint
 
             raise WorkbenchError(f"--world must be a built world folder with manifest.json; got {args.world!r}. "
-                                 "Build one with `workbench world build --out DIR`.")
+                                 f"Build one with `workbench world build --out DIR`.{folder_hint(world, 'world')}")
         logger.warning("no demo world installed at %s: tracing a small random model instead", world)
         model, tcs, prompts, answers = _random_world(out)
         return model, tcs, prompts, answers, None, "random model (no demo world installed)"

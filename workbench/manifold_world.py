@@ -39,6 +39,7 @@ from analyses.manifolds.fit import ManifoldFitResult
 from analyses.manifolds.tiling import TilingResult, compute_tiling
 from tracer.activations import PromptRecord
 from tracer.errors import WorkbenchError
+from tracer.folders import folder_hint
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 from workbench.manifold_inputs import POSITIONS, FitInputs, answer_token
@@ -144,7 +145,7 @@ def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n
         manifest: dict[str, Any] = json.loads(manifest_path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} "
-                             f"({err}).") from None
+                             f"({type(err).__name__}).{folder_hint(world, 'world')}") from None
     if family not in manifest.get("families", {}):
         raise WorkbenchError(f"--family must be one of {sorted(manifest.get('families', {}))}; got {family!r}.")
     if position not in POSITIONS:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from tracer.errors import ArchitectureError, WorkbenchError
+from tracer.folders import folder_hint
 from tracer.io import require_readable
 from tracer.models.adapters import adapter_for
 from tracer.models.loaded import LoadedModel, Tokenizer
@@ -54,7 +55,7 @@ def _read_config(directory: Path) -> dict[str, Any]:
     cfg_path = directory / "config.json"
     if not os.path.lexists(cfg_path):
         raise WorkbenchError(f"model directory must contain config.json; got {str(directory)!r}. Pass a "
-                             "folder saved with save_pretrained().")
+                             f"folder saved with save_pretrained().{folder_hint(directory, 'model')}")
     require_readable(cfg_path, "config.json")
     try:
         raw = json.loads(cfg_path.read_text(encoding="utf-8"))

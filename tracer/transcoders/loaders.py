@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from tracer.errors import TranscoderFormatError
+from tracer.folders import folder_hint
 from tracer.transcoders.base import Activation, TranscoderLayer, Transcoders
 from tracer.transcoders.mmap import MappedTensor, open_safetensors
 from tracer.weights import check_weight
@@ -54,7 +55,7 @@ def read_config(directory: Path) -> dict[str, object]:
         return {"model_kind": "cross_layer_transcoder"}
     raise _fail(
         f"transcoder directory must hold config.yaml, layer_0.safetensors or W_enc_0.safetensors; "
-        f"got {str(directory)!r}. Pass a circuit-tracer transcoder folder."
+        f"got {str(directory)!r}. Pass a circuit-tracer transcoder folder.{folder_hint(directory, 'transcoders')}"
     )
 
 

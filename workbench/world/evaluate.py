@@ -59,8 +59,10 @@ def load_world(directory: str | Path) -> LoadedWorld:
     """Read model, tokenizer, transcoders and manifest of a built world."""
     d = Path(directory)
     if not (d / "manifest.json").is_file():
+        from tracer.folders import folder_hint
+
         raise WorkbenchError(f"world directory must contain manifest.json; got {str(d)!r}. "
-                             "Build one with `workbench world build --out DIR`.")
+                             f"Build one with `workbench world build --out DIR`.{folder_hint(d, 'world')}")
     model = AutoModelForCausalLM.from_pretrained(d / "model", torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(d / "model")
     manifest = json.loads((d / "manifest.json").read_text())
