@@ -65,8 +65,9 @@ def _run_truth(args: argparse.Namespace) -> int:
     if not (Path(args.world) / "manifest.json").is_file():
         from tracer.folders import folder_hint
 
+        hint = folder_hint(Path(args.world), "world")
         raise WorkbenchError(f"--world must be a built world folder with manifest.json; got {str(args.world)!r}. "
-                             f"Build one with `workbench world build --out DIR`.{folder_hint(Path(args.world), 'world')}")
+                             f"Build one with `workbench world build --out DIR`.{hint}")
     if args.n_sentences is not None and args.n_sentences < 1:
         raise WorkbenchError(f"--n-sentences must be >= 1; got {args.n_sentences!r}.")
     import json
