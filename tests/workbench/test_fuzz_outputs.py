@@ -14,6 +14,7 @@ import stat
 import string
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -187,13 +188,28 @@ def test_allow_unk_traces_with_a_loud_warning(world, tmp_path, capfd):
     assert Graph.load(out).input_tokens.tolist()[:2] == [1, 0]  # BOS, then <unk>
 
 
-def test_graph_bigger_than_memory_is_refused_before_allocating(world, tmp_path, capfd, monkeypatch):
+def test_graph_bigger_than_memory_streams_and_a_capped_buffer_is_refused(world, tmp_path, capfd, monkeypatch):
+    """trace streams the adjacency into its file, so memory does not bound an uncapped graph; a
+    capped graph's full-width row buffer stays in memory and is checked before it is allocated."""
     import tracer.memory
 
-    monkeypatch.setattr(tracer.memory, "available_bytes", lambda device="cpu": 100_000)
+    monkeypatch.setattr(tracer.memory, "available_bytes", lambda device="cpu": 10_000)  # the capped row buffer: ~100 KB
     out = tmp_path / "g.npz"
-    res = assert_refused(capfd, _trace(world, out), inputs=[world / "model"], out=out, needle="must fit in memory")
-    assert "427 nodes" in res.lines[0] and "max_feature_nodes" in res.lines[0]
+    assert run_cli(capfd, _trace(world, out)).code == 0 and np.load(out)["adjacency"].shape == (427, 427)
+    capped = tmp_path / "capped.npz"
+    res = assert_refused(capfd, _trace(world, capped, "--max-feature-nodes", "50"), inputs=[world / "model"],
+                         out=capped, needle="must fit in memory")
+    assert "max_feature_nodes" in res.lines[0] and "--max-feature-nodes, --adjacency-dtype" in res.lines[0]
+
+
+def test_graph_bigger_than_the_disk_is_refused_before_the_sweep(world, tmp_path, capfd, monkeypatch):
+    import shutil
+
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage._replace(free=1 << 20))
+    out = tmp_path / "g.safetensors"
+    res = assert_refused(capfd, _trace(world, out), inputs=[world / "model"], out=out,
+                         needle="free disk space must hold the graph file")
     assert "--max-feature-nodes, --adjacency-dtype" in res.lines[0]  # the CLI names its flags
 
 
