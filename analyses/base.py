@@ -69,10 +69,10 @@ def check_number(name: str, value: object, *, lo: float | None = None, hi: float
                  integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
     """``value`` must be a (finite) number in the given range; bools are refused."""
     kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or value != value:  # NaN != NaN
+    wrong_kind = integer and not isinstance(value, int)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind or value != value:  # NaN != NaN
         raise TypeError(f"{name} must be {kind}; got {value!r}.")
-    v = float(value)  # type: ignore[arg-type]
+    v = float(value)
     bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:

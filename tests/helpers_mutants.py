@@ -77,7 +77,7 @@ def edit_header(path: Path, edit: Callable[[dict[str, object]], object]) -> None
 
 
 def first_tensor(header: dict[str, object]) -> dict[str, object]:
-    return next(v for k, v in sorted(header.items()) if k != "__metadata__")  # type: ignore[return-value]
+    return next(v for k, v in sorted(header.items()) if k != "__metadata__")
 
 
 # ----------------------------------------------------------------------------- the harness

@@ -61,7 +61,7 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
     return cls(**values)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
 
     p = sub.add_parser("cluster", help="automatic supernodes and a readable circuit for a graph",

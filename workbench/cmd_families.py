@@ -34,7 +34,7 @@ def _flag_type(annotation: Any) -> Any:
     return annotation if annotation in (int, float, str) else str
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.families.config import FamiliesConfig
     from workbench.bench.config import field_help
 

@@ -9,7 +9,7 @@ import time
 logger = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser(
         "trace", help="build an attribution graph for a prompt",
         description="Trace the attribution graph of a prompt through a model's transcoders. A path "
@@ -99,10 +99,11 @@ def run_trace(args: argparse.Namespace) -> int:
     clock.mark("attribute")
     finish = graph.extra.get("finish_seconds", 0.0)
     clock.move("attribute", "save", float(finish) if isinstance(finish, (int, float)) else 0.0)
+    seconds = clock.seconds()
     stats = {
         "n_nodes": graph.n_nodes, "n_active_features": int(graph.active_features.shape[0]),
         "n_selected_features": graph.n_selected, "n_pos": graph.n_pos, "n_logits": graph.n_logits,
-        "seconds": clock.seconds(), "timestamps": clock.stamps,
+        "seconds": seconds, "timestamps": clock.stamps,
         "flops": graph.extra.get("flops"), "out": str(out), "out_bytes": out.stat().st_size,
         "peak_rss_mb": _peak_rss_mb(),
     }
@@ -113,7 +114,7 @@ def run_trace(args: argparse.Namespace) -> int:
             tmp.write_text(json.dumps(stats, indent=2))
     if not args.quiet:
         print(f"wrote {out}: {graph.n_nodes} nodes ({graph.n_selected} features, {graph.n_pos} tokens, "
-              f"{graph.n_logits} logits) in {stats['seconds']['total']:.1f}s", file=sys.stderr)
+              f"{graph.n_logits} logits) in {seconds['total']:.1f}s", file=sys.stderr)
     args.fast_exit = True  # nothing left to free: the CLI may end the process without teardown
     return 0
 

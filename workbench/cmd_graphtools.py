@@ -33,7 +33,7 @@ def _add_thresholds(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("prune", help="prune a saved graph and score it",
                        description="Prune a graph as circuit-tracer does and write the result "
                                    "(.npz, or native safetensors) with the graph scores.")

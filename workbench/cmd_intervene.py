@@ -11,9 +11,19 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from workbench.cli_safety import parse_token_ids
 from workbench.cmd_graph import add_model_arguments
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from tracer.interventions import CleanRun, Intervention
+    from tracer.interventions.api import Mode
+    from tracer.models import LoadedModel
+    from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +92,7 @@ def parse_position(text: str) -> int | slice:
     return slice(int(m.group(1)), int(m.group(2)) if m.group(2) is not None else None)
 
 
-def parse_spec(text: str, mode: str) -> object:
+def parse_spec(text: str, mode: str) -> "Intervention":
     """'LAYER:POS:FEATURE=VALUE' -> an Intervention (validated later against the model)."""
     from tracer.errors import WorkbenchError
     from tracer.interventions import Intervention
@@ -96,10 +106,10 @@ def parse_spec(text: str, mode: str) -> object:
     except ValueError:
         raise WorkbenchError(f"--{mode} value must be a number; got {m.group(4)!r} in {text!r}.") from None
     return Intervention(layer=int(m.group(1)), position=parse_position(m.group(2)), feature=int(m.group(3)),
-                        value=value, mode=mode)  # type: ignore[arg-type]
+                        value=value, mode=cast("Mode", mode))  # mode: the flag's name (set/scale/add)
 
 
-def parse_layers(text: str | None) -> object:
+def parse_layers(text: str | None) -> list[int] | str | None:
     """None -> None; 'all' -> 'all'; '0-3,5' -> [0, 1, 2, 3, 5]."""
     from tracer.errors import WorkbenchError
 
@@ -117,59 +127,59 @@ def parse_layers(text: str | None) -> object:
     return layers
 
 
-def top_changes(clean_logits: object, logits: object, k: int, decode: object) -> list[dict[str, object]]:
+def top_changes(clean_logits: "Tensor", logits: "Tensor", k: int,
+                decode: Callable[[list[int]], str]) -> list[dict[str, object]]:
     """The k tokens whose next-token probability changed most (by |delta|), at the last position."""
     import torch
 
-    p0 = torch.softmax(clean_logits[-1].double(), -1)  # type: ignore[index]  # (d_vocab,)
-    p1 = torch.softmax(logits[-1].double(), -1)  # type: ignore[index]
+    p0 = torch.softmax(clean_logits[-1].double(), -1)  # (d_vocab,)
+    p1 = torch.softmax(logits[-1].double(), -1)
     delta = p1 - p0
     idx = delta.abs().topk(min(k, int(delta.shape[0]))).indices
-    return [{"token_id": int(i), "token": decode([int(i)]), "clean_prob": float(p0[i]),  # type: ignore[operator]
+    return [{"token_id": int(i), "token": decode([int(i)]), "clean_prob": float(p0[i]),
              "intervened_prob": float(p1[i]), "delta": float(delta[i])} for i in idx]
 
 
-def _describe(iv: object) -> dict[str, object]:
-    pos = iv.position  # type: ignore[attr-defined]
+def _describe(iv: "Intervention") -> dict[str, object]:
+    pos: object = iv.position
     if isinstance(pos, slice):
         pos = f"{pos.start}..{'' if pos.stop is None else pos.stop}"
-    return {"layer": iv.layer, "position": pos, "feature": iv.feature, "value": iv.value,  # type: ignore[attr-defined]
-            "mode": iv.mode}  # type: ignore[attr-defined]
+    return {"layer": iv.layer, "position": pos, "feature": iv.feature, "value": iv.value, "mode": iv.mode}
 
 
-def _tokens(args: argparse.Namespace, loaded: object, token_ids: list[int] | None) -> object:
+def _tokens(args: argparse.Namespace, loaded: "LoadedModel", token_ids: list[int] | None) -> "Tensor":
     import torch
 
     from tracer.models import tokenize
 
     if token_ids is not None:
         return torch.tensor(token_ids)
-    return tokenize(loaded, args.prompt, allow_unk=args.allow_unk)  # type: ignore[arg-type]
+    return tokenize(loaded, args.prompt, allow_unk=args.allow_unk)
 
 
-def _generate(args: argparse.Namespace, loaded: object, tc: object, clean: object, ivs: list[object],
-              constrained: object) -> dict[str, object]:
+def _generate(args: argparse.Namespace, loaded: "LoadedModel", tc: "Transcoders", clean: "CleanRun",
+              ivs: list["Intervention"], constrained: object) -> dict[str, dict[str, object]]:
     from tracer.interventions import feature_intervention_generate
 
-    out: dict[str, object] = {}
-    for name, items in (("clean", []), ("intervened", ivs)):
+    out: dict[str, dict[str, object]] = {}
+    no_ivs: list[Intervention] = []
+    for name, items in (("clean", no_ivs), ("intervened", ivs)):
         g = feature_intervention_generate(
-            loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,  # type: ignore
+            loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,
             constrained_layers=constrained, do_sample=args.sample, temperature=args.temperature,
-            seed=args.seed, clean=clean)  # type: ignore[arg-type]
+            seed=args.seed, clean=clean)
         out[name] = {"token_ids": g.new_tokens.tolist(), "text": g.text}
     return out
 
 
-def _print(result: dict[str, object]) -> None:
+def _print(changes: list[dict[str, object]], gen: dict[str, dict[str, object]] | None) -> None:
     print(f"{'token':>16} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
-    for row in result["top_changes"]:  # type: ignore[attr-defined]
+    for row in changes:
         line = f"{str(row['token'])[:16]:>16} {row['clean_prob']:9.4f} {row['intervened_prob']:9.4f}"
         print(f"{line} {row['delta']:+9.4f}")  # noqa: T201
-    gen = result.get("generation")
     if gen:
         for name in ("clean", "intervened"):
-            g = gen[name]  # type: ignore[index]
+            g = gen[name]
             print(f"{name:>10}: {g['text'] if g['text'] is not None else g['token_ids']}")  # noqa: T201
 
 
@@ -199,20 +209,25 @@ def run_intervene(args: argparse.Namespace) -> int:
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)
     loaded = load_model(args.model, device=device, dtype=dtype, backend="hf")
     tc = load_transcoders(args.transcoders, dtype=dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
-    clean = prepare(loaded, tc, _tokens(args, loaded, token_ids))  # type: ignore[arg-type]
+    clean = prepare(loaded, tc, _tokens(args, loaded, token_ids))
     res = feature_intervention(loaded, tc, clean.tokens, ivs, freeze_attention=args.freeze_attention,
                                constrained_layers=constrained, return_activations=False, clean=clean)
     tok = loaded.tokenizer
-    decode = (lambda ids: tok.decode(ids)) if tok is not None else (lambda ids: str(ids[0]))  # type: ignore
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids) if tok is not None else str(ids[0])
+
+    changes = top_changes(res.clean_logits, res.logits, args.top_k, decode)
     result: dict[str, object] = {
         "schema_version": SCHEMA_VERSION, "model": args.model, "transcoders": args.transcoders,
         "token_ids": clean.tokens.tolist(), "interventions": [_describe(iv) for iv in ivs],
         "settings": {"freeze_attention": args.freeze_attention, "constrained_layers": constrained},
-        "top_changes": top_changes(res.clean_logits, res.logits, args.top_k, decode),
+        "top_changes": changes,
     }
-    if args.generate:
-        result["generation"] = _generate(args, loaded, tc, clean, ivs, constrained)
-    _print(result)
+    gen = _generate(args, loaded, tc, clean, ivs, constrained) if args.generate else None
+    if gen is not None:
+        result["generation"] = gen
+    _print(changes, gen)
     if out_path:
         from tracer.io import atomic_write_text
 

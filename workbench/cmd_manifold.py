@@ -230,6 +230,11 @@ def run_steer(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     info, fit = load_fit(args.fit)
+    if fit.layer is None:
+        from tracer.errors import WorkbenchError
+
+        raise WorkbenchError(f"--fit must hold a fit of one residual layer; got layer None in {args.fit!r}. "
+                             "Refit with `workbench manifold fit --layer L`.")
     loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
     check_layer(int(fit.layer), loaded.n_layers)
     inputs = _inputs_for_steer(args, loaded, fit)

@@ -13,9 +13,13 @@ import inspect
 import textwrap
 import types
 import typing
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-_C = TypeVar("_C")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+_C = TypeVar("_C", bound="DataclassInstance")
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -50,7 +54,7 @@ def _int_tuple(text: str) -> tuple[int, ...]:
 
 
 def _converter(tp: Any, optional: bool) -> Any:
-    base = {int: int, float: float, str: str}.get(tp)
+    base: Callable[[str], Any] | None = {int: int, float: float, str: str}.get(tp)
     if typing.get_origin(tp) is tuple:
         base = _int_tuple
     if base is None and typing.get_origin(tp) is typing.Literal:
@@ -86,6 +90,6 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
 
 def config_from_args(cls: type[_C], args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> _C:
     """The dataclass ``cls`` from parsed flags (fields not on the command line keep their defaults)."""
-    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
               if hasattr(args, prefix + f.name)}
     return cls(**{**values, **overrides})

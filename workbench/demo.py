@@ -18,7 +18,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     p = sub.add_parser("demo", help="run the demo on the embedded demo world",
                        description="Trace the demo world's prompts, prune, score, and write an HTML report.")
     p.add_argument("--out", default="workbench-demo", help="output folder (default ./workbench-demo)")
@@ -157,7 +157,7 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
     result = prune_graph(graph, PruneConfig())
     full, pruned = graph_scores(graph), subgraph_scores(graph, prune_result=result)
     graph_path = graph.save(out / "graphs" / f"{name}.safetensors")
-    tok_strs = [loaded.tokenizer.decode([t]) if loaded.tokenizer else str(t) for t in tokens.tolist()]  # type: ignore[attr-defined]
+    tok_strs = [loaded.tokenizer.decode([t]) if loaded.tokenizer else str(t) for t in tokens.tolist()]
     viewer = export_neuronpedia(graph, out / "viewer", slug=f"demo-{name}", prune_result=result, labels=labels,
                                 tokenizer=tok_strs)
     nodes = _node_views(graph, result, labels, node_ids(graph))
@@ -165,19 +165,20 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
     edges = [(ids[s], ids[t], float(graph.adjacency[t, s])) for t, s in result.edge_index.T.tolist()]
     probs = torch.softmax(loaded.model(tokens[None].to(loaded.device)).logits[0, -1].float(), -1)
     top = probs.topk(5)
-    top_logits = [(loaded.tokenizer.decode([int(i)]) if loaded.tokenizer else str(int(i)), float(p))  # type: ignore[attr-defined]
+    top_logits = [(loaded.tokenizer.decode([int(i)]) if loaded.tokenizer else str(int(i)), float(p))
                   for p, i in zip(top.values, top.indices)]
+    kept_nodes, kept_edges = int(result.node_mask.sum()), int(result.edge_index.shape[1])
     stats = {"prompt": prompt, "expected": expected, "top_prediction": top_logits[0][0],
              "replacement_score": full.replacement, "completeness_score": full.completeness,
              "pruned_replacement_score": pruned.replacement, "pruned_completeness_score": pruned.completeness,
-             "nodes": graph.n_nodes, "features": graph.n_selected, "kept_nodes": int(result.node_mask.sum()),
-             "kept_edges": int(result.edge_index.shape[1]), "graph": str(graph_path), "viewer_json": str(viewer)}
+             "nodes": graph.n_nodes, "features": graph.n_selected, "kept_nodes": kept_nodes,
+             "kept_edges": kept_edges, "graph": str(graph_path), "viewer_json": str(viewer)}
     section = GraphSection(
         title=f"{name}: {prompt}", prompt_tokens=tok_strs, expected=expected, top_logits=top_logits,
         scores={"replacement (full graph)": full.replacement, "completeness (full graph)": full.completeness,
                 "replacement (pruned)": pruned.replacement, "completeness (pruned)": pruned.completeness},
-        counts={"nodes": graph.n_nodes, "features": graph.n_selected, "kept nodes": stats["kept_nodes"],
-                "kept edges": stats["kept_edges"]},
+        counts={"nodes": graph.n_nodes, "features": graph.n_selected, "kept nodes": kept_nodes,
+                "kept edges": kept_edges},
         nodes=nodes, edges=edges, n_layers=graph.n_layers,
         files={"graph": str(graph_path), "viewer JSON": str(viewer)})
     return section, stats

@@ -162,7 +162,7 @@ def tune(samples: dict[str, tuple[WorldSample, dict[tuple[int, int], Any]]]) -> 
                                                                                      list[dict[str, Any]]]:
     """The grid point with the best mean family ARI over the tuning ``samples`` (name -> (sample,
     truth)); returns it and every grid point's scores."""
-    rows = []
+    rows: list[dict[str, Any]] = []
     for params in grid_params():
         per = {name: score(s, t, params)["ari_family"]["mean"] for name, (s, t) in samples.items()}
         rows.append({"params": params, "ari": per, "mean": float(np.mean(list(per.values())))})

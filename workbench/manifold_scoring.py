@@ -160,8 +160,8 @@ def pick_targets(value: int, period: int, n_targets: int | None, rng: np.random.
     return sorted(int(v) for v in rng.choice(others, n_targets, replace=False))
 
 
-def cases_for(tokens: Sequence[Sequence[int]], position: Sequence[int], values: np.ndarray,
-              answers: Sequence[Sequence[int]], vectors: np.ndarray | None, n_targets: int | None,
+def cases_for(tokens: Sequence[Sequence[int]], position: Sequence[int] | np.ndarray, values: np.ndarray,
+              answers: Sequence[Sequence[int]] | np.ndarray, vectors: np.ndarray | None, n_targets: int | None,
               seed: int = 0) -> list[SubstitutionCase]:
     """Cases: ``answers[i][v']`` is the token id prompt i should answer when its variable is v'."""
     rng = np.random.default_rng(seed)
@@ -193,7 +193,7 @@ def real_model_scores(loaded: LoadedModel, tcs: Transcoders, splits: SplitFits, 
         members = np.flatnonzero((splits.group == g) & use)
         if len(members) == 0:
             continue
-        sub = [cases[i] for i in members]
+        sub = [cases[int(i)] for i in members]
         cleans = clean_runs(loaded, tcs, sub)
         causal.append(causal_check(loaded, tcs, fit, sub, seed=seed + g, freeze_attention=freeze_attention,
                                    cleans=cleans))

@@ -361,13 +361,17 @@ class ManifoldDiscovery(Estimator):
         self.seed = seed
         self.irreducibility = irreducibility
 
-    def _validate_params(self) -> DiscoveryConfig:  # type: ignore[override]
+    def _validate_params(self) -> None:
+        self._config()
+
+    def _config(self) -> DiscoveryConfig:
+        """The parameters as a validated config (raises like ``_validate_params``)."""
         return DiscoveryConfig(**self.get_params())
 
     def fit(self, A: object, W_dec: object, families: Mapping[str, Sequence[int]], *,
             layer: int | None = None, verbose: bool = False) -> "ManifoldDiscovery":
         """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns."""
-        cfg = self._validate_params()
+        cfg = self._config()
         A_csr, W, fams = _check_inputs(A, W_dec, families)
         from tqdm.auto import tqdm
 

@@ -200,12 +200,12 @@ class SupernodeClustering(Estimator):
             raise ValueError(f"similarities must include one with an input and a weight > 0; got "
                              f"{list(self.config_.similarities)}. Add 'edge' or give its input.")
         out: dict[str, Any] = {"used": used, "edge": sim.edge_profiles(work, pos)}
-        if "virtual" in used:
-            out["virtual"] = sim.virtual_weights(graph, transcoders, work, cand)  # type: ignore[arg-type]
+        if "virtual" in used and transcoders is not None:  # "virtual" is used only when given
+            out["virtual"] = sim.virtual_weights(graph, transcoders, work, cand)
         if "family" in used:
             out["family"] = sim.family_ids(keys, families)
-        if "label" in used:
-            out["label"] = sim.label_vectors([sim.label_text(labels.get((int(k[0]), int(k[2]))))  # type: ignore[union-attr]
+        if "label" in used and labels is not None:  # "label" is used only when given
+            out["label"] = sim.label_vectors([sim.label_text(labels.get((int(k[0]), int(k[2]))))
                                               for k in keys])
         return out
 

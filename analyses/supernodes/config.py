@@ -21,8 +21,8 @@ def _bad(name: str, constraint: str, value: object, hint: str = "") -> ValueErro
 
 
 def _number(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < lo or value > hi or (lo_open and value == lo):  # type: ignore[operator]
+    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
+            or value < lo or value > hi or (lo_open and value == lo)):
         left = "(" if lo_open else "["
         raise _bad(name, f"a number in {left}{lo}, {hi}]", value)
 

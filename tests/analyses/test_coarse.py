@@ -14,7 +14,7 @@ from tracer.graph import PruneConfig, node_ids, prune_graph, viewer_subgraph
 from tracer.graph.export import build_neuronpedia
 
 
-def _feature_groups(graph, rng: np.random.Generator, n_groups: int = 3) -> list[list[int]]:  # type: ignore[no-untyped-def]
+def _feature_groups(graph, rng: np.random.Generator, n_groups: int = 3) -> list[list[int]]:
     feats = rng.permutation(graph.n_selected)
     size = max(1, graph.n_selected // (2 * n_groups))
     return [sorted(feats[k * size:(k + 1) * size].tolist()) for k in range(n_groups) if size * (k + 1) <= len(feats)]
@@ -92,7 +92,7 @@ def test_links_from_a_node_mask_read_in_blocks_equal_the_dense_ones() -> None:
     assert weights.dtype == np.float64 and np.allclose(sorted(weights), sorted(dense[t, s].double().numpy()))
 
 
-def test_save_load_round_trip_with_columns(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_save_load_round_trip_with_columns(tmp_path) -> None:
     graph = ref.random_graph(11)
     coarse = build_coarse_graph(graph, [[0, 1], [2]], columns={"coordinate": [0.25, 0.5]})
     coarse = with_columns(coarse, magnitude=np.arange(coarse.n_nodes, dtype=float))
@@ -110,7 +110,7 @@ def test_save_load_round_trip_with_columns(tmp_path) -> None:  # type: ignore[no
     ([[]], "at least one node"),
     ([[10_000]], "node indices in"),
 ])
-def test_bad_groups(groups, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_groups(groups, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         build_coarse_graph(ref.random_graph(1), groups)
 
@@ -120,7 +120,7 @@ def test_labels_must_match_groups() -> None:
         build_coarse_graph(ref.random_graph(1), [[0, 1]], labels=["a", "b"])
 
 
-def test_display_draws_nodes_and_signed_edges(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_display_draws_nodes_and_signed_edges(tmp_path) -> None:
     graph = ref.random_graph(2, max_features=5)
     coarse = build_coarse_graph(graph, [[0, 1, 2]], prune_result=prune_graph(graph))
     disp = SupernodeGraphDisplay.from_coarse_graph(coarse, max_edges=20).plot()

@@ -11,7 +11,7 @@ from tracer.graph.export import aggregate_supernode_links, supernode_edges
 
 
 @st.composite
-def viewer_graphs(draw):  # type: ignore[no-untyped-def]
+def viewer_graphs(draw):
     n = draw(st.integers(2, 9))
     ids = [f"n{i}" for i in range(n)]
     n_links = draw(st.integers(0, 20))
@@ -31,7 +31,7 @@ def viewer_graphs(draw):  # type: ignore[no-untyped-def]
 
 @settings(max_examples=200, deadline=None)
 @given(viewer_graphs())
-def test_supernode_edges_equal_the_frozen_viewer_transcription(case) -> None:  # type: ignore[no-untyped-def]
+def test_supernode_edges_equal_the_frozen_viewer_transcription(case) -> None:
     ids, links, pinned, groups = case
     members, expected = ref.supernode_edges(ids, links, pinned, groups)
     view = supernode_edges(ids, links, pinned, groups)

@@ -33,12 +33,12 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(work_dir: Path):  # type: ignore[no-untyped-def]
+def built(work_dir: Path):
     return ensure_built(ModelSpec(**TINY), work_dir)[0]
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """`workbench bench ARGS...` through the real entry point; returns (status, stdout, stderr)."""
     monkeypatch.setattr(cli, "SUBCOMMANDS", {"bench": "workbench.bench.cli"})
 
@@ -51,9 +51,9 @@ def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  #
 
 
 # ----------------------------------------------------------------------------- builder
-def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:  # type: ignore[no-untyped-def]
+def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:
     seen: list[torch.Tensor] = []
-    def keep(_module, args, _out) -> None:  # type: ignore[no-untyped-def]
+    def keep(_module, args, _out) -> None:
         seen.append(args[0][:, 1:].reshape(-1, args[0].shape[-1]))  # BOS dropped
 
     hooks = [blk.mlp.register_forward_hook(keep) for blk in loaded.blocks]
@@ -67,7 +67,7 @@ def _mlp_inputs(loaded, ids: torch.Tensor) -> list[torch.Tensor]:  # type: ignor
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
-def test_builder_output_loads_with_calibrated_l0(built, kind: str) -> None:  # type: ignore[no-untyped-def]
+def test_builder_output_loads_with_calibrated_l0(built, kind: str) -> None:
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
@@ -86,7 +86,7 @@ def test_builder_output_loads_with_calibrated_l0(built, kind: str) -> None:  # t
     assert all(4.0 <= c["l0"] <= 16.0 and 0.0 <= c["fvu"] < 1.0 for c in calib)
 
 
-def test_builder_circuit_tracer_layout(built) -> None:  # type: ignore[no-untyped-def]
+def test_builder_circuit_tracer_layout(built) -> None:
     import yaml
     from safetensors import safe_open
 
@@ -122,7 +122,7 @@ def test_builder_jumprelu_skip_llama(work_dir: Path) -> None:
     assert not load_transcoders(built.transcoder_dir("clt"), n_layers=2, d_model=32).has_skip
 
 
-def test_builder_cache_key(work_dir: Path, built) -> None:  # type: ignore[no-untyped-def]
+def test_builder_cache_key(work_dir: Path, built) -> None:
     again, reused = ensure_built(ModelSpec(**{**TINY, "target_l0": 8}), work_dir)  # 8 == 8.0: same spec
     assert reused and again.root == built.root
     assert ModelSpec(**TINY).key != ModelSpec(**{**TINY, "seed": 1}).key
@@ -262,7 +262,7 @@ def test_ct_runner_imports_nothing_of_ours() -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:
     status, _, err = run(*TINY_FLAGS, "--n-layers", "0", "--work-dir", str(tmp_path),
                          "--out", str(tmp_path / "o.json"))
     assert status == 2 and "n_layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
@@ -279,7 +279,7 @@ def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:  # type:
     assert not (tmp_path / "o.json").exists()
 
 
-def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     status, stdout, _ = run(*TINY_FLAGS, "--transcoder", "clt", "--n-tokens", "6", "--no-baseline",
                             "--gemm-seconds", "0.05", "--threads", "1", "--work-dir", str(work_dir),
@@ -312,7 +312,7 @@ def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_
 
 
 @pytest.mark.circuit_tracer
-def test_against_circuit_tracer(work_dir: Path, built) -> None:  # type: ignore[no-untyped-def]
+def test_against_circuit_tracer(work_dir: Path, built) -> None:
     from workbench.bench.run import run_benchmark
 
     cfg = BenchConfig(n_tokens=(6,), work_dir=work_dir, gemm_seconds=0.05, threads=1,

@@ -15,7 +15,7 @@ from workbench import cli
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
     monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
                                              if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster")})
@@ -49,7 +49,7 @@ def _one_line_error(err: str, command: str, match: str) -> None:
     assert match in lines[0], lines[0]
 
 
-def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, traced, tmp_path: Path) -> None:
     labels = tmp_path / "labels.jsonl"
     save_labels([FeatureLabel(layer=layer, feature=f, label=f"L{layer} thing") for layer in range(3)
                  for f in range(64)], labels)
@@ -79,7 +79,7 @@ def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, tr
     assert viewer["qParams"]["pinnedIds"] == doc["pinnedIds"]
 
 
-def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:
     out = tmp_path / "s.json"
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--no-labels", "--similarities", "edge")
     assert status == 0, err
@@ -93,14 +93,14 @@ def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:  
     (["--min-affinity", "2"], "min_affinity must be a number in"),
     (["--model", "M"], "--model needs --transcoders"),
 ])
-def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list[str], match: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list[str], match: str) -> None:
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), *extra)
     assert status == 2
     _one_line_error(err, "cluster", match)
     assert not (tmp_path / "s.json").exists()
 
 
-def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path) -> None:
     out = str(tmp_path / "s.json")
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
     assert status == 2
@@ -112,7 +112,7 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     _one_line_error(err, "cluster", "must reproduce the graph's edges")
 
 
-def test_empty_graph_exits_2(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_empty_graph_exits_2(run, tmp_path: Path) -> None:
     graph = dataclasses.replace(ref.random_graph(0, max_features=0), model_id="")
     assert graph.n_selected == 0
     path = graph.save(tmp_path / "empty.safetensors")
@@ -121,7 +121,7 @@ def test_empty_graph_exits_2(run, tmp_path: Path) -> None:  # type: ignore[no-un
     _one_line_error(err, "cluster", "at least one feature node")
 
 
-def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
     fam = tmp_path / "families.json"
     fam.write_text(json.dumps({"families": [{"features": [1, 2]}]}))
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))

@@ -14,7 +14,7 @@ shipped = pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="no
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
     monkeypatch.setattr(cli, "SUBCOMMANDS", {"families": "workbench.cmd_families"})
 

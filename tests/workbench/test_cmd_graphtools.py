@@ -15,7 +15,7 @@ from workbench import cli
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
     # only this module's commands: the registry's other modules may not exist in every checkout
     monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
@@ -43,7 +43,7 @@ def _one_line_error(err: str, command: str) -> None:
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
-def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, suffix: str) -> None:  # type: ignore[no-untyped-def]
+def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"pruned{suffix}"
     status, stdout, _ = run("prune", str(graph_file), "--out", str(out), "--node-threshold", "0.7")
     assert status == 0
@@ -59,7 +59,7 @@ def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, 
     assert set(meta["scores"]["pruned"]) == {"replacement", "completeness"}
 
 
-def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "p.npz"
     for argv, needle in [
         (("prune", str(tmp_path / "missing.npz"), "--out", str(out)), "must exist"),
@@ -79,7 +79,7 @@ def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type
     assert not out.exists() and not list(tmp_path.glob(".mwtmp-*"))
 
 
-def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path) -> None:
     graph = Graph.load(graph_file)
     layer, _, feat = graph.active_features[graph.selected_features[0]].tolist()
     labels = tmp_path / "labels.jsonl"
@@ -99,7 +99,7 @@ def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path
     assert [g["slug"] for g in index["graphs"]] == ["g"]
 
 
-def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     for argv, needle in [
         (("export", str(graph_file), "--out", str(tmp_path / "afile")), "--out must be a folder"),
@@ -117,7 +117,7 @@ def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:  # typ
     assert not (tmp_path / "v" / "g.json").exists()
 
 
-def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     graph = ref.random_graph(3)
     pt = _save_ct(tmp_path, monkeypatch, graph)
     out = tmp_path / "imported.npz"

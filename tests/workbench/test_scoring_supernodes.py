@@ -12,7 +12,7 @@ from workbench.world.truth import load_truth
 CYCLIC = {"day", "month", "hue"}
 
 
-def _rec(layer: int, feature: int, side: str, family: str | None, value: object, task: str | None = None):  # type: ignore[no-untyped-def]
+def _rec(layer: int, feature: int, side: str, family: str | None, value: object, task: str | None = None):
     return SimpleNamespace(layer=layer, feature=feature, side=side, family=family, value=value, task=task)
 
 
@@ -40,7 +40,7 @@ def test_purity_by_hand() -> None:
     assert np.isnan(purity(groups[2:], truth, CYCLIC, "value")["purity"])
 
 
-def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:
     manifest = {"demo_prompts": {"a": "x is", "b": "y is"},
                 "prompt_sets": {name: [{"prompt": f"{name} {i}"} for i in range(30)] for name in SETS}}
     prompts = prompts_to_score(manifest, 20)
@@ -55,7 +55,7 @@ def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:  # type: ignore
 
 
 def test_summary_pools_purity_by_members_and_flags_targets() -> None:
-    def record(p: float, members: int, compression: float, ratio: float) -> dict:  # type: ignore[type-arg]
+    def record(p: float, members: int, compression: float, ratio: float) -> dict:
         levels = {lv: {"purity": p, "n_members": members} for lv in ("side", "family", "value", "strict")}
         return {"purity": levels, "compression": compression, "replacement_ratio": ratio,
                 "circuit": {"replacement": 0.9, "completeness": 0.9}, "pruned": {"replacement": 1, "completeness": 1},

@@ -238,7 +238,7 @@ def _build_plan(loaded: LoadedModel, clean: CleanRun, items: Sequence[object], *
             n_out += 1
     all_layers = frozenset(range(L))
     _warn_unwritten(features, tc, constrained)
-    return Plan(clean=clean, features=features, out_adds=out_adds if n_out else None,  # type: ignore[arg-type]
+    return Plan(clean=clean, features=features, out_adds=out_adds if n_out else None,
                 resid_adds=resid_adds if n_resid else None,
                 freeze_attention=bool(freeze_attention), freeze_norms=constrained == all_layers,
                 constrained=constrained, write_layers=constrained or all_layers,

@@ -22,7 +22,7 @@ generation. Batch size 1 throughout;
 """
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal, Protocol
@@ -70,7 +70,7 @@ class Plan:
     """What one patched forward does (built and validated by tracer.interventions)."""
 
     clean: CleanRun
-    features: dict[int, list[FeatureEdit]]
+    features: Mapping[int, Sequence[FeatureEdit]]
     """feature interventions by source layer, applied in order"""
     out_adds: Tensor | None
     """(n_layers, n_pos, d_model) vectors added at output locations"""

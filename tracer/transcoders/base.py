@@ -110,15 +110,18 @@ class Transcoders:
     def to(self, device: torch.device | str, dtype: torch.dtype) -> "Transcoders":
         """Encoders, biases and skips on ``device`` in ``dtype`` (mapped decoders stay mapped)."""
 
-        def conv(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device=device, dtype=dtype)
+        def conv(t: Tensor) -> Tensor:
+            return t.to(device=device, dtype=dtype)
+
+        def conv_opt(t: Tensor | None) -> Tensor | None:
+            return None if t is None else conv(t)
 
         layers = tuple(
             TranscoderLayer(
-                W_enc=conv(layer.W_enc), b_enc=conv(layer.b_enc),  # type: ignore[arg-type]
-                W_dec=layer.W_dec if isinstance(layer.W_dec, MappedTensor) else conv(layer.W_dec),  # type: ignore[arg-type]
-                b_dec=conv(layer.b_dec), activation=layer.activation,  # type: ignore[arg-type]
-                threshold=conv(layer.threshold), topk=layer.topk, skip_T=conv(layer.skip_T),
+                W_enc=conv(layer.W_enc), b_enc=conv(layer.b_enc),
+                W_dec=layer.W_dec if isinstance(layer.W_dec, MappedTensor) else conv(layer.W_dec),
+                b_dec=conv(layer.b_dec), activation=layer.activation,
+                threshold=conv_opt(layer.threshold), topk=layer.topk, skip_T=conv_opt(layer.skip_T),
             )
             for layer in self.layers
         )

@@ -19,7 +19,9 @@ import logging
 import re
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -32,6 +34,10 @@ from tracer.transcoders.mmap import MappedTensor, open_safetensors
 from tracer.weights import check_weight
 
 logger = logging.getLogger(__name__)
+
+RawTensor = MappedTensor | np.ndarray
+"""A tensor as a layer file holds it: memory-mapped safetensors or an array loaded from .npz."""
+_T = TypeVar("_T", bound=RawTensor)
 
 
 def _fail(msg: str) -> TranscoderFormatError:
@@ -76,7 +82,7 @@ def _resolve(directory: Path, ref: str) -> Path:
     )
 
 
-def _tensor(x: MappedTensor | np.ndarray, dtype: torch.dtype, name: str = "tensor",
+def _tensor(x: RawTensor, dtype: torch.dtype, name: str = "tensor",
             path: Path | None = None) -> torch.Tensor:
     """A whole tensor in `dtype`, checked: a float dtype, finite, of plausible magnitude."""
     t = x.full(check=False) if isinstance(x, MappedTensor) else torch.from_numpy(np.ascontiguousarray(x))
@@ -88,15 +94,15 @@ def _tensor(x: MappedTensor | np.ndarray, dtype: torch.dtype, name: str = "tenso
     return out
 
 
-def _require(t: dict[str, object], key: str, path: Path) -> object:
+def _require(t: Mapping[str, _T], key: str, path: Path) -> _T:
     if key not in t:
         raise _fail(f"{path.name} must hold the tensor {key!r}; got keys {sorted(t)[:8]} in {str(path)!r}. "
                     "The transcoder file is incomplete: re-download or re-export it.")
     return t[key]
 
 
-def _shape(x: object) -> tuple[int, ...]:
-    return tuple(int(d) for d in x.shape)  # type: ignore[attr-defined]
+def _shape(x: RawTensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in x.shape)
 
 
 def _check_shape(path: Path, name: str, got: tuple[int, ...], want: tuple[int, ...]) -> None:
@@ -109,7 +115,7 @@ def _check_float(path: Path, name: str, x: MappedTensor) -> None:
         raise _fail(f"{name} in {str(path)!r} must be a float tensor; got {x.torch_dtype}. Re-export the transcoders.")
 
 
-def _check_ndim(path: Path, name: str, x: object, ndim: int) -> None:
+def _check_ndim(path: Path, name: str, x: RawTensor, ndim: int) -> None:
     if len(_shape(x)) != ndim or 0 in _shape(x):
         raise _fail(f"{name} in {str(path)!r} must be a non-empty {ndim}-d tensor; got shape {_shape(x)}.")
 
@@ -124,7 +130,7 @@ def _activation(cfg: dict[str, object], has_threshold: bool) -> tuple[Activation
     return ("jumprelu" if has_threshold else "relu"), None
 
 
-def _plt_keys(path: Path, t: dict[str, object]) -> tuple[str, str, str, bool, str]:
+def _plt_keys(path: Path, t: Mapping[str, RawTensor]) -> tuple[str, str, str, bool, str]:
     """(encoder key, decoder key, skip key, transpose skip, threshold key) of a PLT file's format."""
     if "W_enc" in t and path.suffix != ".npz":  # circuit-tracer / mwhanna layout
         thr = "activation_function.threshold" if "activation_function.threshold" in t else "threshold"
@@ -136,13 +142,13 @@ def _plt_keys(path: Path, t: dict[str, object]) -> tuple[str, str, str, bool, st
                 f"{sorted(t)[:8]} in {str(path)!r}.")
 
 
-def _layer_from_tensors(path: Path, t: dict[str, object], cfg: dict[str, object], dtype: torch.dtype,
+def _layer_from_tensors(path: Path, t: Mapping[str, RawTensor], cfg: dict[str, object], dtype: torch.dtype,
                         lazy: bool) -> TranscoderLayer:
     """One PLT layer from a {name: tensor} mapping in any of the three per-layer formats."""
     enc_key, dec_key, skip_key, transpose_skip, thr_key = _plt_keys(path, t)
     enc_raw, W_dec_raw = _require(t, enc_key, path), _require(t, dec_key, path)
     _check_ndim(path, enc_key, enc_raw, 2)
-    W_enc = _tensor(enc_raw, dtype, enc_key, path)  # type: ignore[arg-type]
+    W_enc = _tensor(enc_raw, dtype, enc_key, path)
     W_enc = W_enc if enc_key == "W_enc" and path.suffix != ".npz" else W_enc.T.contiguous()
     d_tc, d_model = W_enc.shape
     _check_shape(path, dec_key, _shape(W_dec_raw), (d_tc, d_model))
@@ -150,17 +156,17 @@ def _layer_from_tensors(path: Path, t: dict[str, object], cfg: dict[str, object]
         _check_float(path, dec_key, W_dec_raw)
         W_dec: torch.Tensor | MappedTensor = W_dec_raw  # rows are checked as they are read
     else:
-        W_dec = _tensor(W_dec_raw, dtype, dec_key, path)  # type: ignore[arg-type]
-    b_enc = _tensor(_require(t, "b_enc", path), dtype, "b_enc", path)  # type: ignore[arg-type]
-    b_dec = _tensor(_require(t, "b_dec", path), dtype, "b_dec", path)  # type: ignore[arg-type]
+        W_dec = _tensor(W_dec_raw, dtype, dec_key, path)
+    b_enc = _tensor(_require(t, "b_enc", path), dtype, "b_enc", path)
+    b_dec = _tensor(_require(t, "b_dec", path), dtype, "b_dec", path)
     _check_shape(path, "b_enc", tuple(b_enc.shape), (d_tc,))
     _check_shape(path, "b_dec", tuple(b_dec.shape), (d_model,))
-    threshold = _tensor(t[thr_key], dtype, thr_key, path).reshape(-1) if thr_key in t else None  # type: ignore[arg-type]
+    threshold = _tensor(t[thr_key], dtype, thr_key, path).reshape(-1) if thr_key in t else None
     if threshold is not None:
         _check_shape(path, thr_key, tuple(threshold.shape), (d_tc,))
     skip_T = None
     if skip_key in t:
-        skip = _tensor(t[skip_key], dtype, skip_key, path)  # type: ignore[arg-type]
+        skip = _tensor(t[skip_key], dtype, skip_key, path)
         _check_shape(path, skip_key, tuple(skip.shape), (d_model, d_model))
         skip_T = skip.T.contiguous() if transpose_skip else skip
     act, k = _activation(cfg, threshold is not None)
@@ -168,7 +174,7 @@ def _layer_from_tensors(path: Path, t: dict[str, object], cfg: dict[str, object]
                            threshold=threshold, topk=k, skip_T=skip_T)
 
 
-def _open_any(path: Path) -> dict[str, object]:
+def _open_any(path: Path) -> dict[str, RawTensor]:
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -203,13 +209,13 @@ def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: t
                lazy: bool) -> TranscoderLayer:
     enc_path, dec_path = directory / f"W_enc_{i}.safetensors", directory / f"W_dec_{i}.safetensors"
     enc, dec = open_safetensors(enc_path), open_safetensors(dec_path)
-    enc_raw, dec_raw = _require(enc, f"W_enc_{i}", enc_path), _require(dec, f"W_dec_{i}", dec_path)  # type: ignore[arg-type]
+    enc_raw, dec_raw = _require(enc, f"W_enc_{i}", enc_path), _require(dec, f"W_dec_{i}", dec_path)
     _check_ndim(enc_path, f"W_enc_{i}", enc_raw, 2)
-    W_enc = _tensor(enc_raw, dtype, f"W_enc_{i}", enc_path)  # type: ignore[arg-type]
+    W_enc = _tensor(enc_raw, dtype, f"W_enc_{i}", enc_path)
     d_tc, d_model = W_enc.shape
     _check_shape(dec_path, f"W_dec_{i}", _shape(dec_raw), (d_tc, n - i, d_model))
-    b_enc = _tensor(_require(enc, f"b_enc_{i}", enc_path), dtype, f"b_enc_{i}", enc_path)  # type: ignore[arg-type]
-    b_dec = _tensor(_require(enc, f"b_dec_{i}", enc_path), dtype, f"b_dec_{i}", enc_path)  # type: ignore[arg-type]
+    b_enc = _tensor(_require(enc, f"b_enc_{i}", enc_path), dtype, f"b_enc_{i}", enc_path)
+    b_dec = _tensor(_require(enc, f"b_dec_{i}", enc_path), dtype, f"b_dec_{i}", enc_path)
     _check_shape(enc_path, f"b_enc_{i}", tuple(b_enc.shape), (d_tc,))
     _check_shape(enc_path, f"b_dec_{i}", tuple(b_dec.shape), (d_model,))
     threshold = None
@@ -222,9 +228,9 @@ def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: t
         _check_shape(enc_path, f"W_skip_{i}", tuple(skip_T.shape), (d_model, d_model))
     act, k = _activation(cfg, threshold is not None)
     if lazy:
-        _check_float(dec_path, f"W_dec_{i}", dec_raw)  # type: ignore[arg-type]
-    W_dec = dec_raw if lazy else _tensor(dec_raw, dtype, f"W_dec_{i}", dec_path)  # type: ignore[arg-type]
-    return TranscoderLayer(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec,  # type: ignore[arg-type]
+        _check_float(dec_path, f"W_dec_{i}", dec_raw)
+    W_dec = dec_raw if lazy else _tensor(dec_raw, dtype, f"W_dec_{i}", dec_path)
+    return TranscoderLayer(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec,
                            activation=act, threshold=threshold, topk=k, skip_T=skip_T)
 
 

@@ -32,6 +32,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -43,6 +44,10 @@ from tracer.transcoders.base import TranscoderLayer, Transcoders
 from tracer.transcoders.fit import ridge_solve
 from tracer.transcoders.writer import write_transcoders
 from workbench.bench.config import BUILD_VERSION, ModelSpec
+from workbench.bench.records import JSONRecord
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +66,8 @@ class BuiltModel:
     """A built benchmark model: paths and the manifest."""
 
     root: Path
-    manifest: dict[str, object]
+    manifest: JSONRecord
+    """bench_model.json as written by the build (parsed JSON)"""
 
     @property
     def model_dir(self) -> Path:
@@ -77,7 +83,7 @@ class BuiltModel:
 
     @property
     def tl_model_name(self) -> str | None:
-        return self.manifest.get("tl_model_name")  # type: ignore[return-value]
+        return self.manifest.get("tl_model_name")
 
     def transcoder_ref(self, kind: str) -> str:
         """circuit-tracer's reference (``bench/<key>-<kind>``) under :attr:`ct_cache`."""
@@ -108,7 +114,7 @@ def ensure_built(spec: ModelSpec, work_dir: Path) -> tuple[BuiltModel, bool]:
     return BuiltModel(root, manifest), False
 
 
-def _build(spec: ModelSpec, root: Path, final_root: Path) -> dict[str, object]:
+def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     t0 = time.perf_counter()
     logger.info("building benchmark model %s", spec.key)
     model_dir = root / "model"
@@ -123,9 +129,9 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> dict[str, object]:
     refs = {kind: f"bench/{final_root.name}-{kind}" for kind in ("plt", "clt")}
     plt_stats = write_plt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["plt"], gen, scan=refs["plt"])
     clt_stats = write_clt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["clt"], gen, scan=refs["clt"])
-    manifest: dict[str, object] = {
+    manifest: JSONRecord = {
         "key": spec.key, "build_version": BUILD_VERSION, "spec": dataclasses.asdict(spec),
-        "hf_architecture": model.config.architectures[0], "head_dim": spec.head_width,
+        "hf_architecture": type(model).__name__, "head_dim": spec.head_width,  # = config.architectures[0]
         "d_mlp": spec.mlp_width,
         "tl_model_name": TL_MODEL_NAME.get(spec.arch), "bos_id": BOS_ID,
         "transcoders": {
@@ -178,7 +184,7 @@ def portable_config(path: Path) -> None:
         path.write_text(json.dumps(config, indent=2))
 
 
-def make_model(spec: ModelSpec) -> torch.nn.Module:
+def make_model(spec: ModelSpec) -> "PreTrainedModel":
     """Random-weight HF causal LM; RMSNorm gains x (1 +- 10 %), final norm x final_norm_scale."""
     from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
@@ -230,10 +236,11 @@ def calibrated_encoder(x: Tensor, d_tc: int, target_l0: float, act: str, gen: to
     for f0 in range(0, d_tc, 4096):  # the (k+1)-th largest pre-activation of each feature
         pre = x @ W_enc[f0:f0 + 4096].T  # (n, chunk)
         cut[f0:f0 + 4096] = torch.topk(pre, k + 1, dim=0).values[k]
-    placeholder = {"W_dec": torch.zeros(d_tc, d_model), "b_dec": torch.zeros(d_model)}
+    W_dec, b_dec = torch.zeros(d_tc, d_model), torch.zeros(d_model)  # placeholders
     if act == "relu":
-        return TranscoderLayer(W_enc=W_enc, b_enc=-cut, activation="relu", **placeholder)
-    return TranscoderLayer(W_enc=W_enc, b_enc=torch.zeros(d_tc), activation="jumprelu", threshold=cut, **placeholder)
+        return TranscoderLayer(W_enc=W_enc, b_enc=-cut, activation="relu", W_dec=W_dec, b_dec=b_dec)
+    return TranscoderLayer(W_enc=W_enc, b_enc=torch.zeros(d_tc), activation="jumprelu", threshold=cut,
+                           W_dec=W_dec, b_dec=b_dec)
 
 
 def with_decoder(enc: TranscoderLayer, W_dec: Tensor, b_dec: Tensor, skip_T: Tensor | None = None) -> TranscoderLayer:

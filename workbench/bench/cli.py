@@ -14,6 +14,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from workbench.bench.config import BenchConfig, ModelSpec
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ _MODEL_FLAGS = {
 _CHOICES = {"--arch": ["qwen3", "llama"], "--act": ["relu", "jumprelu"]}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from workbench.bench.config import BenchConfig, ModelSpec, field_help
 
     model_help, bench_help = field_help(ModelSpec), field_help(BenchConfig)
@@ -85,7 +89,7 @@ def parse_n_tokens(text: str) -> tuple[int, ...]:
     return values
 
 
-def configs_from_args(args: argparse.Namespace) -> tuple[object, object]:
+def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConfig"]:
     """(ModelSpec, BenchConfig) from the parsed flags (validation raises WorkbenchError)."""
     from workbench.bench.config import BenchConfig, ModelSpec, default_work_dir
 
@@ -114,11 +118,11 @@ def run_bench(args: argparse.Namespace) -> int:
 
     out = check_out(args.out)
     spec, cfg = configs_from_args(args)
-    report = run_benchmark(spec, cfg, argv=sys.argv[1:], verbose=not args.quiet)  # type: ignore[arg-type]
+    report = run_benchmark(spec, cfg, argv=sys.argv[1:], verbose=not args.quiet)
     with atomic_path(out) as tmp:
         tmp.write_text(json.dumps(report, indent=2))
-    sys.stdout.write(format_table(report["summary"]) + "\n")  # type: ignore[arg-type]
+    sys.stdout.write(format_table(report["summary"]) + "\n")
     sys.stdout.write(f"report: {out}\n")
-    for err in report["errors"]:  # type: ignore[union-attr]
+    for err in report["errors"]:
         logger.error("%s", err)
     return 1 if report["errors"] else 0

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from workbench.bench.records import JSONRecord
+
 _BLOCK_ROWS = 512
 _TYPE_NAMES = ("feature", "error", "token", "logit")
 
@@ -69,10 +71,10 @@ def _small(path: Path, key: str) -> np.ndarray:
     return np.asarray(graph_array(path, key))
 
 
-def alignment(ours: Path, theirs: Path) -> tuple[dict[str, object], np.ndarray | None]:
+def alignment(ours: Path, theirs: Path) -> tuple[JSONRecord, np.ndarray | None]:
     """Node-set comparison, and ``perm`` with theirs[perm] == ours (None if the sets differ)."""
     ka, kb = node_keys(ours), node_keys(theirs)
-    out: dict[str, object] = {"n_nodes_ours": len(ka), "n_nodes_ct": len(kb)}
+    out: JSONRecord = {"n_nodes_ours": len(ka), "n_nodes_ct": len(kb)}
     set_a, set_b = set(ka), set(kb)
     if set_a != set_b or len(set_a) != len(ka) or len(set_b) != len(kb):
         out.update(same_node_set=False, same_node_order=False, only_in_ours=len(set_a - set_b),
@@ -114,7 +116,7 @@ def _update_blocks(stats: np.ndarray, d: np.ndarray, b: np.ndarray, row_types: n
             stats[1, t, s] = max(stats[1, t, s], float(np.abs(cell_b).max(initial=0.0)))
 
 
-def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> dict[str, object]:
+def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> JSONRecord:
     """Block-wise max differences; `perm` aligns theirs to ours."""
     A, B = graph_array(ours, "adjacency"), graph_array(theirs, "adjacency")
     types = _small(ours, "node_type")
@@ -143,7 +145,7 @@ def compare_adjacency(ours: Path, theirs: Path, perm: np.ndarray) -> dict[str, o
             "block_max_rel_diff": blocks, "frac_entries_rel_gt_1e-3": n_bad / max(n * n, 1)}
 
 
-def compare_graphs(ours: Path, theirs: Path) -> dict[str, object]:
+def compare_graphs(ours: Path, theirs: Path) -> JSONRecord:
     """Everything in the module docstring; ``equal`` = same nodes (order too) and max_rel_diff <= 1e-4."""
     out, perm = alignment(ours, theirs)
     out["same_tokens"] = bool(np.array_equal(_small(ours, "input_tokens"), _small(theirs, "input_tokens")))
@@ -165,7 +167,7 @@ def compare_graphs(ours: Path, theirs: Path) -> dict[str, object]:
     return out
 
 
-def compare_prune(ours: Path, theirs: Path, perm: np.ndarray | None) -> dict[str, object] | None:
+def compare_prune(ours: Path, theirs: Path, perm: np.ndarray | None) -> JSONRecord | None:
     """Node masks, kept edges (as sets) and cumulative scores; theirs is aligned with `perm`."""
     if perm is None:
         return None

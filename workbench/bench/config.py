@@ -219,9 +219,8 @@ def field_help(cls: type) -> dict[str, str]:
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
     for prev, node in zip(body, body[1:], strict=False):
-        is_field = isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)
-        is_doc = isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) \
-            and isinstance(node.value.value, str)
-        if is_field and is_doc:
-            docs[prev.target.id] = " ".join(node.value.value.split())  # type: ignore[union-attr]
+        if not (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)):
+            continue  # not a field
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
+            docs[prev.target.id] = " ".join(node.value.value.split())
     return docs

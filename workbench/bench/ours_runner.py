@@ -13,8 +13,12 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from workbench.bench.procs import peak_rss_mb, reset_peak_rss, rss_mb
+
+if TYPE_CHECKING:
+    from tracer.graph.prune import PruneResult
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -49,17 +53,17 @@ def _cuda_peak(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**20, 1)
 
 
-def _save_prune(result: object, path: Path) -> dict[str, int]:
+def _save_prune(result: "PruneResult", path: Path) -> dict[str, int]:
     import numpy as np
 
     from tracer.io import atomic_path
 
-    edges = result.edge_index.cpu().numpy()  # type: ignore[attr-defined]  # (2, n_edges)
-    node_mask = result.node_mask.cpu().numpy()  # type: ignore[attr-defined]
+    edges = result.edge_index.cpu().numpy()  # (2, n_edges)
+    node_mask = result.node_mask.cpu().numpy()
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.savez(fh, node_mask=node_mask, edge_target=edges[0].astype(np.int64),
                  edge_source=edges[1].astype(np.int64),
-                 cumulative_scores=result.cumulative_scores.float().cpu().numpy())  # type: ignore[attr-defined]
+                 cumulative_scores=result.cumulative_scores.float().cpu().numpy())
     return {"kept_nodes": int(node_mask.sum()), "kept_edges": int(edges.shape[1])}
 
 

@@ -18,6 +18,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypedDict
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
     rss_kb = usage.ru_maxrss if sys.platform.startswith("linux") else usage.ru_maxrss / 1024
-    timed_out = bool(timeout) and proc.returncode < 0 and wall >= timeout  # type: ignore[operator]
+    timed_out = timeout is not None and timeout != 0 and proc.returncode < 0 and wall >= timeout
     return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log, timed_out,
                     started)
 
@@ -112,8 +113,20 @@ def rss_mb() -> float | None:
 
 
 # ----------------------------------------------------------------------------- GEMM peak, machine
+class GemmPeak(TypedDict):
+    """What :func:`gemm_peak` measured."""
+
+    n: int
+    dtype: str
+    device: str
+    threads: int
+    iterations: int
+    seconds: float
+    gflops: float
+
+
 def gemm_peak(*, seconds: float = 2.0, threads: int | None = None, device: str = "cpu",
-              n: int | None = None) -> dict[str, object]:
+              n: int | None = None) -> GemmPeak:
     """Sustained float32 GEMM GFLOP/s (n x n @ n x n, repeated for ~`seconds`)."""
     import torch
 

@@ -25,8 +25,11 @@ Definitions (every time is the median over repeats; all values stay in the JSON)
 
 import math
 from statistics import median
+from typing import Any
 
 import numpy as np
+
+from workbench.bench.records import Case, CtRuns, JSONRecord, SummaryRow
 
 SUMMARY_KEYS = (
     "transcoder", "n_tokens", "backend", "n_active_features", "active_per_token_layer", "n_selected_features",
@@ -52,18 +55,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _peak(runs: list[dict[str, object]], prefix: str) -> float | None:
+def _peak(runs: list[JSONRecord], prefix: str) -> float | None:
     """Median over runs of max(peak during attribute, peak during prune)."""
-    peaks = []
+    peaks: list[float | None] = []
     for r in runs:
         mem = r.get("memory", {})
-        vals = [mem.get(f"{prefix}_attribute_mb"), mem.get(f"{prefix}_prune_mb")]  # type: ignore[union-attr]
-        vals = [v for v in vals if v is not None]
+        got = [mem.get(f"{prefix}_attribute_mb"), mem.get(f"{prefix}_prune_mb")]
+        vals = [v for v in got if v is not None]
         peaks.append(max(vals) if vals else None)
     return med(peaks)
 
 
-def analytic_flops(dims: dict[str, int], kind: str, nodes: dict[str, int], n_pos: int) -> float:
+def analytic_flops(dims: dict[str, int], kind: str, nodes: JSONRecord, n_pos: int) -> float:
     """Rough FLOPs of our explicit backward when the engine did not count them.
 
     Features spread evenly over layers and positions 1..P-1; a row at (layer l, position p)
@@ -87,9 +90,9 @@ def analytic_flops(dims: dict[str, int], kind: str, nodes: dict[str, int], n_pos
     return total + K * float(row_cost(L, n[-1:])[0])
 
 
-def _ours(case: dict[str, object]) -> dict[str, object]:
+def _ours(case: Case) -> dict[str, Any]:
     ours = case["ours"]
-    trace, runner = ours.get("trace", []), ours.get("runner", [])  # type: ignore[union-attr]
+    trace, runner = ours.get("trace", []), ours.get("runner", [])
     stats = [t.get("stats") or {} for t in trace]
     phases = [t.get("phases") or {} for t in trace]
     nodes = (runner[0].get("nodes") if runner else None) or (stats[0] if stats else {})
@@ -106,21 +109,20 @@ def _ours(case: dict[str, object]) -> dict[str, object]:
     }
 
 
-def summary_rows(case: dict[str, object], dims: dict[str, int],
-                 gemm_gflops: float | None) -> list[dict[str, object]]:
+def summary_rows(case: Case, dims: dict[str, int], gemm_gflops: float | None) -> list[SummaryRow]:
     """One row per baseline back end (one row with null baseline fields if none ran)."""
     o = _ours(case)
     nodes = o["nodes"]
     flops, source = o["flops"], "engine"
     if flops is None and nodes.get("n_selected_features") is not None:
-        flops = analytic_flops(dims, str(case["transcoder"]), nodes, int(case["n_tokens"]))
+        flops = analytic_flops(dims, case["transcoder"], nodes, case["n_tokens"])
         source = "analytic"
     gflops = ratio(flops / 1e9 if flops else None, o["attribute_s"])
-    base = {
+    base: SummaryRow = {
         "transcoder": case["transcoder"], "n_tokens": case["n_tokens"], "backend": None,
         "n_active_features": nodes.get("n_active_features"),
         "active_per_token_layer": ratio(nodes.get("n_active_features"),
-                                        (int(case["n_tokens"]) - 1) * dims["n_layers"]),  # BOS has none
+                                        (case["n_tokens"] - 1) * dims["n_layers"]),  # BOS has none
         "n_selected_features": nodes.get("n_selected_features"), "n_nodes": nodes.get("n_nodes"),
         "ours_attribute_s": o["attribute_s"], "ours_trace_attribute_s": o["trace_attribute_s"],
         "ours_whole_process_s": o["whole_s"], "ours_import_s": o["import_s"], "ours_load_s": o["load_s"],
@@ -132,31 +134,30 @@ def summary_rows(case: dict[str, object], dims: dict[str, int],
         "replacement_ours": (o["scores"] or {}).get("replacement"),
         "completeness_ours": (o["scores"] or {}).get("completeness"),
     }
-    rows = []
-    for backend, ct in (case.get("ct") or {}).items():  # type: ignore[union-attr]
+    rows: list[SummaryRow] = []
+    for backend, ct in (case.get("ct") or {}).items():
         rows.append({**base, **_ct_fields(backend, ct, case, o)})
     if not rows:
         rows.append(dict(base))
     return [{k: row.get(k) for k in SUMMARY_KEYS} for row in rows]
 
 
-def _ct_fields(backend: str, ct: dict[str, object], case: dict[str, object],
-               o: dict[str, object]) -> dict[str, object]:
+def _ct_fields(backend: str, ct: CtRuns, case: Case, o: dict[str, Any]) -> SummaryRow:
     runs = ct.get("runs") or []
-    ct_attr = med([r["seconds"]["attribute"] for r in runs])  # type: ignore[index]
-    ct_peak = _peak(runs, "peak_rss")  # type: ignore[arg-type]
-    ct_attr_peak = med([(r.get("memory") or {}).get("peak_rss_attribute_mb") for r in runs])  # type: ignore[union-attr]
-    comp = (case.get("comparison") or {}).get(backend) or {}  # type: ignore[union-attr]
+    ct_attr = med([r["seconds"]["attribute"] for r in runs])
+    ct_peak = _peak(runs, "peak_rss")
+    ct_attr_peak = med([(r.get("memory") or {}).get("peak_rss_attribute_mb") for r in runs])
+    comp = (case.get("comparison") or {}).get(backend) or {}
     graph, prune, deltas = comp.get("graph") or {}, comp.get("prune") or {}, comp.get("scores_delta") or {}
     return {
         "backend": backend, "ct_attribute_s": ct_attr,
-        "ct_whole_process_s": med([r.get("wall_s") for r in runs]),  # type: ignore[union-attr]
+        "ct_whole_process_s": med([r.get("wall_s") for r in runs]),
         "ct_peak_rss_mb": ct_peak, "ct_peak_rss_attribute_mb": ct_attr_peak,
-        "ct_cuda_peak_mb": _peak(runs, "cuda_peak"),  # type: ignore[arg-type]
-        "speedup_whole_process": ratio(ct_attr, o["whole_s"]),  # type: ignore[arg-type]
-        "speedup_attribute": ratio(ct_attr, o["attribute_s"]),  # type: ignore[arg-type]
+        "ct_cuda_peak_mb": _peak(runs, "cuda_peak"),
+        "speedup_whole_process": ratio(ct_attr, o["whole_s"]),
+        "speedup_attribute": ratio(ct_attr, o["attribute_s"]),
         "memory_ratio": ratio(ct_peak, o["peak"]),
-        "trace_rss_vs_ct_attribute": ratio(o["trace_rss"], ct_attr_peak),  # type: ignore[arg-type]
+        "trace_rss_vs_ct_attribute": ratio(o["trace_rss"], ct_attr_peak),
         "graph_equal": graph.get("equal"),
         "same_node_set": graph.get("same_node_set"), "same_node_order": graph.get("same_node_order"),
         "max_rel_diff": graph.get("max_rel_diff"), "prune_node_mask_equal": prune.get("node_mask_equal"),
@@ -174,12 +175,12 @@ def _exponent(x: list[float], y: list[float]) -> float | None:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def _series(rows: list[dict[str, object]], seconds_key: str, memory_key: str) -> dict[str, object]:
+def _series(rows: list[SummaryRow], seconds_key: str, memory_key: str) -> dict[str, object]:
     rows = [r for r in rows if r.get(seconds_key) is not None]
-    rows.sort(key=lambda r: int(r["n_tokens"]))  # type: ignore[arg-type]
-    n_tok = [float(r["n_tokens"]) for r in rows]  # type: ignore[arg-type]
-    n_nodes = [float(r["n_nodes"] or 0) for r in rows]  # type: ignore[arg-type]
-    secs = [float(r[seconds_key]) for r in rows]  # type: ignore[arg-type]
+    rows.sort(key=lambda r: int(r["n_tokens"]))
+    n_tok = [float(r["n_tokens"]) for r in rows]
+    n_nodes = [float(r["n_nodes"] or 0) for r in rows]
+    secs = [float(r[seconds_key]) for r in rows]
     mem = [r.get(memory_key) for r in rows]
     return {
         "n_tokens": [int(v) for v in n_tok], "n_nodes": [int(v) for v in n_nodes], "seconds": secs,
@@ -191,12 +192,12 @@ def _series(rows: list[dict[str, object]], seconds_key: str, memory_key: str) ->
     }
 
 
-def scaling(rows: list[dict[str, object]]) -> dict[str, dict[str, object]]:
+def scaling(rows: list[SummaryRow]) -> dict[str, dict[str, object]]:
     """Per transcoder kind: ours (attribute and whole process) and each baseline back end."""
     out: dict[str, dict[str, object]] = {}
     for kind in sorted({str(r["transcoder"]) for r in rows}):
         kind_rows = [r for r in rows if r["transcoder"] == kind]
-        first = {int(r["n_tokens"]): r for r in kind_rows}.values()  # type: ignore[arg-type]
+        first = {int(r["n_tokens"]): r for r in kind_rows}.values()
         entry: dict[str, object] = {
             "ours_attribute": _series(list(first), "ours_attribute_s", "ours_peak_rss_mb"),
             "ours_whole_process": _series(list(first), "ours_whole_process_s", "ours_trace_max_rss_mb"),
@@ -234,7 +235,7 @@ _COLUMNS = (
 )
 
 
-def format_table(rows: list[dict[str, object]]) -> str:
+def format_table(rows: list[SummaryRow]) -> str:
     """A fixed-width table of the summary rows."""
     header = [c[0] for c in _COLUMNS]
     body = [[_fmt(r.get(key), spec) if spec else _fmt(r.get(key)) for _, key, spec in _COLUMNS] for r in rows]

@@ -36,6 +36,7 @@ from workbench.bench.build import BuiltModel, check_buildable, ensure_built, ran
 from workbench.bench.compare import alignment, compare_graphs, compare_prune, score_deltas
 from workbench.bench.config import BenchConfig, ModelSpec
 from workbench.bench.procs import Measured, gemm_peak, log_tail, machine_info, run_measured
+from workbench.bench.records import BenchReport, Case, CtRuns, JSONRecord, OursRuns
 from workbench.bench.report import scaling, summary_rows
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ CT_RUNNER = Path(__file__).resolve().parent / "ct_runner.py"
 class Baseline:
     python: str
     backends: tuple[str, ...]
-    versions: dict[str, object]
+    versions: JSONRecord
 
 
 # ----------------------------------------------------------------------------- phase 0
@@ -68,14 +69,14 @@ def resolve_baseline(cfg: BenchConfig, spec: ModelSpec) -> Baseline | None:
                              "--baseline-backend nnsight.")
     info = probe_baseline(python)
     for backend in backends:
-        status = info["backends"].get(backend)  # type: ignore[union-attr]
+        status = info["backends"].get(backend)
         if status is not True:
             raise WorkbenchError(f"baseline backend {backend!r} must import in {python!r}; got {status!r}. "
                                  "(circuit-tracer's nnsight back end needs nnsight 0.6/0.7.)")
-    return Baseline(python, tuple(backends), info["versions"])  # type: ignore[arg-type]
+    return Baseline(python, tuple(backends), info["versions"])
 
 
-def probe_baseline(python: str) -> dict[str, object]:
+def probe_baseline(python: str) -> JSONRecord:
     """Run ``ct_runner.py --probe`` with `python`: versions and importable back ends."""
     exe = shutil.which(python) or python
     try:
@@ -114,14 +115,14 @@ def workbench_command() -> tuple[list[str], dict[str, str]]:
     return [sys.executable, "-m", "workbench.cli"], {"PYTHONPATH": path}
 
 
-def trace_phases(stats: dict[str, object] | None, measured: Measured) -> dict[str, float] | None:
+def trace_phases(stats: JSONRecord | None, measured: Measured) -> dict[str, float] | None:
     """The ``workbench trace`` process split into import (process start to the end of its imports,
     interpreter start-up included), load, attribute (rows streamed into the file), save (completing
     the file) and exit (after attribute to the process's end: stats, teardown); they sum to the
     process's wall time."""
     if not stats or measured.started is None or "timestamps" not in stats:
         return None
-    stamps, seconds = stats["timestamps"], stats["seconds"]  # type: ignore[index]
+    stamps, seconds = stats["timestamps"], stats["seconds"]
     end = measured.started + measured.wall_s
     phases = {"startup": stamps["start"] - measured.started, "import": stamps["import"] - measured.started,
               "load": seconds["load"], "attribute": seconds["attribute"], "save": seconds["save"],
@@ -137,7 +138,7 @@ def _common_flags(cfg: BenchConfig, ids: list[int]) -> list[str]:
     return flags
 
 
-def _read_json(path: Path) -> dict[str, object] | None:
+def _read_json(path: Path) -> JSONRecord | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -145,7 +146,7 @@ def _read_json(path: Path) -> dict[str, object] | None:
 
 
 def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
-                 out: Path) -> dict[str, object]:
+                 out: Path) -> dict[str, JSONRecord]:
     """The `workbench trace` process, then ours_runner; raises RuntimeError if either fails."""
     command, extra_env = workbench_command()
     env = child_env(cfg.n_threads, extra_env)
@@ -174,7 +175,7 @@ def measure_ours(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig,
 
 
 def measure_ct(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig, baseline: Baseline,
-               backend: str, out: Path, *, write_graph: bool) -> dict[str, object]:
+               backend: str, out: Path, *, write_graph: bool) -> JSONRecord:
     """One ct_runner.py process; raises RuntimeError if it fails."""
     model = built.tl_model_name if backend == "transformerlens" else str(built.model_dir)
     caches = {"CIRCUIT_TRACER_CACHE_DIR": str(built.ct_cache), "HF_HOME": str(built.hf_home)}
@@ -200,15 +201,15 @@ def measure_ct(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig, b
 
 
 def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, baseline: Baseline | None,
-             case_dir: Path, errors: list[str], pbar: tqdm | None) -> dict[str, object]:
+             case_dir: Path, errors: list[str], pbar: tqdm | None) -> Case:
     """All repeats of one (kind, n_tokens) cell, then the comparison."""
-    ids = random_prompt(n_tokens, int(built.manifest["spec"]["vocab"]), cfg.prompt_seed)  # type: ignore[index]
-    case: dict[str, object] = {"transcoder": kind, "n_tokens": n_tokens, "token_ids": ids,
+    ids = random_prompt(n_tokens, int(built.manifest["spec"]["vocab"]), cfg.prompt_seed)
+    case: Case = {"transcoder": kind, "n_tokens": n_tokens, "token_ids": ids,
                                "dir": str(case_dir)}
-    ours: dict[str, list[object]] = {"trace": [], "runner": []}
+    ours: OursRuns = {"trace": [], "runner": []}
     skip_ct = cfg.baseline_max_n_tokens is not None and n_tokens > cfg.baseline_max_n_tokens
     backends = baseline.backends if baseline and not skip_ct else ()
-    ct: dict[str, dict[str, object]] = {b: {"runs": [], "error": None} for b in backends}
+    ct: dict[str, CtRuns] = {b: {"runs": [], "error": None} for b in backends}
     for rep in range(cfg.repeats):
         try:
             got = measure_ours(built, kind, ids, cfg, case_dir / f"ours-r{rep}")
@@ -221,17 +222,19 @@ def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, base
             case["ours_error"] = str(err)
         _tick(pbar)
         for backend in ct:
+            assert baseline is not None  # ct has back ends only when a baseline runs
             if ct[backend]["error"] is not None:
                 continue
             try:
-                run = measure_ct(built, kind, ids, cfg, baseline, backend,  # type: ignore[arg-type]
+                run = measure_ct(built, kind, ids, cfg, baseline, backend,
                                  case_dir / f"ct-{backend}-r{rep}", write_graph=rep == 0)
-                ct[backend]["runs"].append(run)  # type: ignore[union-attr]
+                ct[backend]["runs"].append(run)
             except RuntimeError as err:
                 errors.append(f"{kind} n={n_tokens} {backend}: {err}")
                 ct[backend]["error"] = str(err)
             _tick(pbar)
-    case.update(ours=ours, ct=ct, comparison=compare_case(case_dir / "ours-r0" / _graph_name(cfg), ct, ours))
+    case["ours"], case["ct"] = ours, ct
+    case["comparison"] = compare_case(case_dir / "ours-r0" / _graph_name(cfg), ct, ours)
     if not cfg.keep_graphs:
         for path in [*case_dir.glob("*/graph.npz"), *case_dir.glob("*/graph.safetensors")]:
             path.unlink()
@@ -247,10 +250,10 @@ def _graph_name(cfg: BenchConfig) -> str:
     return "graph.npz" if cfg.trace_format == "npz" else "graph.safetensors"
 
 
-def compare_case(ours_graph: Path, ct: dict[str, dict[str, object]],
-                 ours: dict[str, list[object]]) -> dict[str, object]:
+def compare_case(ours_graph: Path, ct: dict[str, CtRuns],
+                 ours: OursRuns) -> dict[str, JSONRecord | None]:
     """Graph and prune equality of the first repeat (`ours_graph`: its traced graph), per back end."""
-    out: dict[str, object] = {}
+    out: dict[str, JSONRecord | None] = {}
     case_dir = ours_graph.parent.parent
     ours_prune = ours_graph.parent / "runner" / "prune.npz"
     for backend, entry in ct.items():
@@ -261,15 +264,15 @@ def compare_case(ours_graph: Path, ct: dict[str, dict[str, object]],
         _, perm = alignment(ours_graph, ct_dir / "graph.npz")
         graph = compare_graphs(ours_graph, ct_dir / "graph.npz")
         prune = compare_prune(ours_prune, ct_dir / "prune.npz", perm) if ours_prune.is_file() else None
-        ours_scores = ours["runner"][0]["scores"] if ours["runner"] else None  # type: ignore[index]
-        deltas = score_deltas(ours_scores, entry["runs"][0]["scores"]) if ours_scores else None  # type: ignore[index]
+        ours_scores = ours["runner"][0]["scores"] if ours["runner"] else None
+        deltas = score_deltas(ours_scores, entry["runs"][0]["scores"]) if ours_scores else None
         out[backend] = {"graph": graph, "prune": prune, "scores_delta": deltas}
     return out
 
 
 # ----------------------------------------------------------------------------- the whole run
 def run_benchmark(spec: ModelSpec, cfg: BenchConfig, *, argv: list[str] | None = None,
-                  verbose: bool = True) -> dict[str, object]:
+                  verbose: bool = True) -> BenchReport:
     """Everything in the module docstring; returns the JSON-ready report."""
     check_buildable(spec)
     baseline = resolve_baseline(cfg, spec)
@@ -292,7 +295,7 @@ def run_benchmark(spec: ModelSpec, cfg: BenchConfig, *, argv: list[str] | None =
                 case_dir = run_dir / f"{kind}-n{n_tokens}"
                 cases.append(run_case(built, kind, n_tokens, cfg, baseline, case_dir, errors, pbar))
     dims = _dims(spec)
-    rows = [row for case in cases for row in summary_rows(case, dims, peak.get("gflops"))]  # type: ignore[arg-type]
+    rows = [row for case in cases for row in summary_rows(case, dims, peak.get("gflops"))]
     return {
         "schema_version": SCHEMA_VERSION, "kind": "workbench-bench",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "argv": argv,

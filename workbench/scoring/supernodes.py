@@ -150,7 +150,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         pairs = [(v, m) for v, m in zip(values, members) if m > 0]
         return float(np.average([v for v, _ in pairs], weights=[m for _, m in pairs])) if pairs else float("nan")
 
-    summary = {
+    summary: dict[str, Any] = {
         "n_graphs": len(records),
         "purity": {level: pooled(level) for level in ("side", "family", "value", "strict")},
         "compression": _mean([r["compression"] for r in records]),

@@ -65,6 +65,9 @@ def load_world(directory: str | Path) -> LoadedWorld:
                              f"Build one with `workbench world build --out DIR`.{folder_hint(d, 'world')}")
     model = AutoModelForCausalLM.from_pretrained(d / "model", torch_dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(d / "model")
+    if not isinstance(tokenizer, PreTrainedTokenizerFast):  # a world's word-level tokenizer is a fast one
+        raise WorkbenchError(f"world tokenizer must be a fast (tokenizer.json) tokenizer; got "
+                             f"{type(tokenizer).__name__} in {str(d / 'model')!r}. Rebuild the world.")
     manifest = json.loads((d / "manifest.json").read_text())
     dims = {"n_layers": model.config.num_hidden_layers, "d_model": model.config.hidden_size}
     return LoadedWorld(model=model, tokenizer=tokenizer, manifest=manifest,

@@ -249,7 +249,7 @@ def prompt_sets(spec: WorldSpec) -> dict[str, list[dict[str, object]]]:
     sets: dict[str, list[dict[str, object]]] = {}
     for task, family in ARITH_TASKS.items():
         p = len(lang.FAMILIES[family][0])
-        rows = []
+        rows: list[dict[str, object]] = []
         for start, offset, direction in lang.all_combos(p):
             held = (start, offset, direction) in spec.heldout_arith[family]
             for template in (0, 1):

@@ -83,9 +83,9 @@ def circular_peak(family: str, mass: dict[int, float]) -> tuple[str, float]:
 
 
 def _shares(keys: list[str], weights: list[float]) -> Counter[str]:
-    c: Counter[str] = Counter()
+    c: dict[str, float] = {}
     for k, w in zip(keys, weights):
-        c[k] += w
+        c[k] = c.get(k, 0.0) + w
     total = sum(weights) or 1.0
     return Counter({k: v / total for k, v in c.items()})
 

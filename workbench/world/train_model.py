@@ -44,7 +44,9 @@ class ModelConfig:
 
     def hf_config(self, vocab_size: int) -> Qwen3Config:
         """The transformers config for this shape."""
-        return Qwen3Config(
+        # rope_theta / torch_dtype: transformers 4.57 reads them; 5 still accepts them as legacy
+        # kwargs but its typed signature no longer lists them, hence the ignore
+        return Qwen3Config(  # type: ignore[call-arg]
             vocab_size=vocab_size, hidden_size=self.d_model, intermediate_size=self.d_mlp,
             num_hidden_layers=self.n_layers, num_attention_heads=self.n_heads,
             num_key_value_heads=self.n_kv_heads, head_dim=self.head_dim, max_position_embeddings=64,

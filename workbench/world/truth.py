@@ -35,6 +35,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -191,10 +192,11 @@ def token_table(sentences: list[gen.Sentence], spec: lang.WorldSpec) -> TokenTab
         for i, w in enumerate(s.words):
             cols["word"].append(words.setdefault(w, len(words)))
             cols["task"].append(tasks.setdefault(s.task, len(tasks)))
-            cols["in"].append(group_id.get(word_variable(w), -1))  # type: ignore[arg-type]
+            var = word_variable(w)
+            cols["in"].append(group_id.get(var, -1) if var is not None else -1)
             answer_next = s.answer_pos == i + 1
             out = word_variable(s.words[i + 1]) if answer_next else None
-            cols["out"].append(group_id.get(out, -1) if out is not None else -1)  # type: ignore[arg-type]
+            cols["out"].append(group_id.get(out, -1) if out is not None else -1)
     as_arr = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items()}
     return TokenTable(word=as_arr["word"], task=as_arr["task"], in_group=as_arr["in"], out_group=as_arr["out"],
                       words=tuple(words), tasks=tuple(tasks), groups=groups)
@@ -346,10 +348,10 @@ def decide_feature(layer: int, feature: int, sums: TuningSums, table: TokenTable
     """Steps 2-5 of the procedure for one feature."""
     l, f = layer, feature
     n_fires, mass = int(sums.n_fires[l, f]), float(sums.mass[l, f])
-    base = {"layer": l, "feature": f, "n_fires": n_fires}
+    truth = partial(FeatureTruth, layer=l, feature=f, n_fires=n_fires)
     if n_fires < cfg.min_fires or mass <= 0:
-        return FeatureTruth(**base, side="none", family=None, value=None, top_logit=None, coverage=0.0,
-                            selectivity=None)
+        return truth(side="none", family=None, value=None, top_logit=None, coverage=0.0,
+                     selectivity=None)
     fams = _family_slices(table.groups)
     by = {"input": (sums.by_in, sums.act_in, sums.rows_in), "output": (sums.by_out, sums.act_out, sums.rows_out)}
     cover = {(side, fam): float(by[side][0][l, f, idx].sum()) / mass for side in by for fam, idx in fams.items()}
@@ -362,21 +364,21 @@ def decide_feature(layer: int, feature: int, sums: TuningSums, table: TokenTable
         with np.errstate(invalid="ignore", divide="ignore"):
             curve = np.where(rows > 0, sums_s[l, f, idx].numpy() / rows, np.nan)
         value, sel = tuning_value(curve, [table.groups[i][1] for i in idx], fam, cfg)
-        return FeatureTruth(**base, side=side, family=fam, value=value, coverage=share, selectivity=sel,
-                            top_logit=top_logit if side == "output" else None)
+        return truth(side=side, family=fam, value=value, coverage=share, selectivity=sel,
+                     top_logit=top_logit if side == "output" else None)
     word_mass = sums.by_word[l, f]
     w = int(word_mass.argmax())
     if float(word_mass[w]) / mass >= cfg.word_share:
-        return FeatureTruth(**base, side="input", family=None, value=table.words[w], top_logit=None,
-                            coverage=float(word_mass[w]) / mass, selectivity=None)
+        return truth(side="input", family=None, value=table.words[w], top_logit=None,
+                     coverage=float(word_mass[w]) / mass, selectivity=None)
     task_mass = sums.by_task[l, f]
     t = int(task_mass.argmax())
     t_share = float(task_mass[t]) / mass
     if t_share >= cfg.task_share:
-        return FeatureTruth(**base, side="context", family=None, value=None, top_logit=None, coverage=t_share,
-                            selectivity=None, task=table.tasks[t])
-    return FeatureTruth(**base, side="none", family=None, value=None, top_logit=None, coverage=t_share,
-                        selectivity=None)
+        return truth(side="context", family=None, value=None, top_logit=None, coverage=t_share,
+                     selectivity=None, task=table.tasks[t])
+    return truth(side="none", family=None, value=None, top_logit=None, coverage=t_share,
+                 selectivity=None)
 
 
 def feature_truth(tc: Transcoders, X: Tensor, table: TokenTable, *, gamma: Tensor, W_U: Tensor,

@@ -64,7 +64,7 @@ def test_a_small_budget_keeps_more_than_random_groups(seed: int) -> None:
     assert est_score > np.quantile(random, 0.9)
 
 
-def test_budget_is_validated_and_results_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_budget_is_validated_and_results_save(tmp_path) -> None:
     graph, _ = planted_graph(1)
     with pytest.raises(ValueError, match="budget must be an integer >= 1"):
         ReadableCircuit(budget=0).fit(graph)

@@ -25,7 +25,7 @@ def random_transcoders(n_layers: int, d_model: int, d_transcoder: int, kind: str
     return Transcoders(kind=kind, layers=layers)  # type: ignore[arg-type]
 
 
-def _fit(graph, **params):  # type: ignore[no-untyped-def]
+def _fit(graph, **params):
     mask = torch.ones(graph.n_nodes, dtype=torch.bool)
     return SupernodeClustering(**params).fit(graph, node_mask=mask)
 
@@ -146,7 +146,7 @@ def test_group_label_is_the_most_common_member_label() -> None:
     assert group_label(["", ""], [1, 1]) is None
 
 
-def test_labels_name_groups_and_outputs_save(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_labels_name_groups_and_outputs_save(tmp_path) -> None:
     graph, truth = planted_graph(8)
     keys = graph.active_features.numpy()
     labels = {(int(k[0]), int(k[2])): f"unit {u}" for k, u in zip(keys, truth)}
