@@ -14,7 +14,7 @@ import logging
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -88,10 +88,10 @@ def prompt_records(rows: Sequence[dict[str, Any]]) -> list[PromptRecord]:
 
 
 def collect_points(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord], out_dir: Path, *,
-                   residual_layers: Sequence[int], positions: str = "all", verbose: bool = False) -> PointSet:
+                   residual_layers: Sequence[int], positions: Literal["all", "last", "field"] = "all",
+                   verbose: bool = False) -> PointSet:
     """Collect (or reuse) an activation run of ``records`` under ``out_dir`` and open it as a :class:`PointSet`."""
-    cfg = ActivationConfig(residual_layers=tuple(int(x) for x in residual_layers),
-                           positions=positions)  # type: ignore[arg-type]
+    cfg = ActivationConfig(residual_layers=tuple(int(x) for x in residual_layers), positions=positions)
     try:
         store = collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
     except WorkbenchError:
