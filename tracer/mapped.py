@@ -7,8 +7,9 @@ done with a block: for a mapping made here that drops the block's pages from the
 (``madvise(MADV_DONTNEED)``), so resident memory stays one block, not the file; for any other
 tensor it does nothing.
 
-* :func:`map_tensor`: a copy-on-write mapping of a file region (nothing is ever written back to
-  the file). Do not modify such a tensor in place: released pages are re-read from the file.
+* :func:`map_tensor`: a read-only mapping of a file region (a graph larger than memory plus swap
+  can be mapped; a private writable one could not). Never modify such a tensor in place (a write
+  faults); released pages are re-read from the file.
 * :func:`register_mapping`: a writable shared mapping (the graph file being written,
   :mod:`tracer.graph.stream`), released the same way; its dirty pages are written back by the
   kernel.
@@ -17,6 +18,7 @@ tensor it does nothing.
 """
 
 import logging
+import warnings
 import mmap
 import struct
 import threading
@@ -72,12 +74,19 @@ def view_tensor(base: np.ndarray, offset: int, dtype: torch.dtype, shape: tuple[
 
 
 def map_tensor(path: str | Path, offset: int, dtype: torch.dtype, shape: tuple[int, ...]) -> Tensor:
-    """A copy-on-write memory map of the array at byte `offset` of `path` (read on demand)."""
+    """A read-only memory map of the array at byte `offset` of `path` (read on demand).
+
+    Read-only, not copy-on-write: a private writable mapping is charged in full against the
+    kernel's commit limit, so a graph file larger than memory plus swap could not be mapped at
+    all (ENOMEM). The tensor must not be written to: a write faults (SIGSEGV); ``.clone()`` it first.
+    """
     with open(path, "rb") as fh:
-        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-    base = np.frombuffer(mapping, dtype=np.uint8)  # (file bytes,)
+        mapping = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    base = np.frombuffer(mapping, dtype=np.uint8)  # (file bytes,), read-only
     register_mapping(mapping, base)
-    return view_tensor(base, offset, dtype, shape)
+    with warnings.catch_warnings():  # torch warns that the array is not writable: documented above
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return view_tensor(base, offset, dtype, shape)
 
 
 def lazy_zeros(n: int, dtype: torch.dtype) -> Tensor:

@@ -220,3 +220,20 @@ def test_lazy_zeros_cost_no_memory_and_pad_sums_exactly():
     total = 3 * (1 << 22) + 17  # above the size where the padding is mapped rather than allocated
     expected = torch.cat([values, torch.zeros(total - values.numel())]).sum()
     assert torch.equal(_torch_sum_of_prefix(values, total), expected)
+
+
+@pytest.mark.skipif(not Path("/proc/meminfo").exists(), reason="needs /proc (Linux)")
+def test_a_graph_file_larger_than_memory_and_swap_maps(tmp_path):
+    """A copy-on-write mapping is charged in full against the commit limit (ENOMEM past memory
+    plus swap under the kernel's default heuristic); the read-only mapping is not."""
+    from tracer.mapped import map_tensor, release_all
+
+    kb = {line.split(":")[0]: int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+          if line.split(":")[0] in ("MemTotal", "SwapTotal")}
+    n = int(((2 * (kb["MemTotal"] + kb["SwapTotal"]) * 1024) // 4) ** 0.5) + 1  # (n, n) float32 > 2x memory
+    path = tmp_path / "sparse.bin"
+    with open(path, "wb") as fh:
+        fh.truncate(4096 + n * n * 4)  # sparse: no disk blocks
+    A = map_tensor(path, 4096, torch.float32, (n, n))
+    assert float(A[0, 0]) == 0.0 and float(A[-1, -1]) == 0.0 and float(A[n // 2, : 1024].abs().sum()) == 0.0
+    release_all(A)
