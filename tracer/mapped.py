@@ -18,10 +18,10 @@ tensor it does nothing.
 """
 
 import logging
-import warnings
 import mmap
 import struct
 import threading
+import warnings
 import weakref
 import zipfile
 from pathlib import Path

@@ -39,6 +39,15 @@ def encode(layer: TranscoderLayer, x: Tensor) -> Tensor:
     return acts
 
 
+def encode_non_bos(layer: TranscoderLayer, x: Tensor) -> Tensor:
+    """(n, d_model) transcoder inputs of positions other than 0 -> (n, d_transcoder) activations.
+
+    For callers that gather real positions of a padded batch and leave the BOS out themselves
+    (:mod:`tracer.activations`): the same activations as :func:`encode` at those positions.
+    """
+    return layer.encode(x)
+
+
 def active_features(tc: Transcoders, feature_in: Tensor) -> tuple[list[Tensor], list[Tensor]]:
     """Per layer: (n_l, 2) (pos, feature) of active features, sorted, and their (n_l,) activations.
 

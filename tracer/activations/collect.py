@@ -2,8 +2,9 @@
 
 Prompts are tokenized once, then processed shard by shard (``shard_prompts`` prompts each) in
 batched forward passes of the real model (right-padded: causal attention makes the padding
-invisible to the real positions). Each layer's transcoder input is encoded with
-:func:`tracer.replacement.encode` (BOS zeroed) in bounded chunks; the non-zero activations and
+invisible to the real positions). Each layer's transcoder input at the real positions (padding and
+the BOS left out, as :func:`tracer.replacement.encode` zeroes the BOS) is encoded in bounded chunks
+(:func:`tracer.replacement.encode_non_bos`); the non-zero activations and
 the requested vectors go into one safetensors shard, written atomically, and ``index.json`` is
 rewritten (atomically) after every shard. A killed run started again with the same prompts and
 settings continues at the first shard the index does not list.
@@ -29,7 +30,7 @@ from tracer.io import atomic_path
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import tokenize
-from tracer.replacement import encode
+from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
 
@@ -193,19 +194,29 @@ def collect_shard(loaded: LoadedModel, tc: Transcoders, input_location: str, tok
 
 def _sparse_acts(tc: Transcoders, layer: int, x: Tensor, mask: Tensor, starts: Tensor, encode_rows: int,
                  value_dtype: type) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, features, values) of one layer's non-zero activations for a batch (B, T, d)."""
+    """(rows, features, values) of one layer's non-zero activations for a batch (B, T, d).
+
+    Only real positions are encoded: padding and position 0 (the BOS, whose activations
+    :func:`tracer.replacement.encode` zeroes) are left out before the encoder, not masked after it.
+    """
     B, T, _ = x.shape
-    step = max(1, encode_rows // max(T, 1))
+    real = mask.clone()  # (B, T)
+    real[:, 0] = False
+    where = torch.nonzero(real)  # (n_real, 2): (b, t), row-major
+    global_rows = starts[where[:, 0]] + where[:, 1]  # (n_real,)
+    xs = x[real.to(x.device)]  # (n_real, d_model)
+    layer_tc = tc.layers[layer]
     rows: list[np.ndarray] = []
     feats: list[np.ndarray] = []
     vals: list[np.ndarray] = []
-    for b0 in range(0, B, step):
-        acts = encode(tc.layers[layer], x[b0:b0 + step].to(tc.layers[layer].W_enc.dtype))  # (b, T, d_tc)
-        acts = acts * mask[b0:b0 + step, :, None].to(acts.device)
-        nz = torch.nonzero(acts)  # (nnz, 3): (b, t, feature)
-        vals.append(acts[nz[:, 0], nz[:, 1], nz[:, 2]].float().cpu().numpy().astype(value_dtype))
-        rows.append((starts[b0 + nz[:, 0].cpu()] + nz[:, 1].cpu()).numpy())
-        feats.append(nz[:, 2].cpu().numpy())
+    for r0 in range(0, int(xs.shape[0]), max(1, encode_rows)):
+        acts = encode_non_bos(layer_tc, xs[r0:r0 + encode_rows].to(layer_tc.W_enc.dtype))  # (n, d_tc)
+        nz = torch.nonzero(acts)  # (nnz, 2): (row, feature)
+        vals.append(acts[nz[:, 0], nz[:, 1]].float().cpu().numpy().astype(value_dtype))
+        rows.append(global_rows[r0 + nz[:, 0].cpu()].numpy())
+        feats.append(nz[:, 1].cpu().numpy())
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, value_dtype)
     return np.concatenate(rows), np.concatenate(feats), np.concatenate(vals)
 
 

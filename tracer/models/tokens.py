@@ -81,7 +81,10 @@ def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Te
     if tok is None:
         raise WorkbenchError(f"model folder must hold a tokenizer to tokenize a prompt; got none in "
                              f"{loaded.model_id!r}. Pass token ids instead.")
-    unknown = unknown_words(tok, prompt)
+    ids = _ids(tok, prompt)
+    unk = getattr(tok, "unk_token_id", None)
+    # the words are looked up one by one only when the prompt holds the unknown token (naming them)
+    unknown = (unknown_words(tok, prompt) or ["(a part of the prompt)"]) if unk is not None and unk in ids else []
     if unknown and not allow_unk:
         raise WorkbenchError(f"prompt words must be in the tokenizer's vocabulary; got {unknown[0]!r} "
                              f"({len(unknown)} unknown word(s)), which would be traced as the unknown "
@@ -89,7 +92,6 @@ def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Te
     if unknown:
         logger.warning("UNKNOWN WORDS traced as the unknown token (allowed explicitly): %s. The graph shows "
                        "the unknown token, not these words.", ", ".join(repr(w) for w in unknown[:10]))
-    ids = _ids(tok, prompt)
     bos = bos_id(tok)
     if not ids or ids[0] != bos:  # always a BOS first (whatever the first word is), never two
         ids = [bos, *ids]
