@@ -29,7 +29,7 @@ from tracer.errors import WorkbenchError
 from tracer.io import atomic_path
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
-from tracer.models.tokens import tokenize
+from tracer.models.tokens import tokenize_many
 from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
@@ -113,7 +113,7 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     records = [p if isinstance(p, PromptRecord) else PromptRecord(prompt=p) for p in prompts]
     if not records:
         raise WorkbenchError("prompts must be non-empty; got none. Pass at least one prompt.")
-    tokens = [tokenize(loaded, r.prompt, allow_unk=allow_unk) for r in records]
+    tokens = tokenize_many(loaded, [r.prompt for r in records], allow_unk=allow_unk)
     lengths = [int(t.shape[0]) for t in tokens]
     positions = _vector_positions(cfg, records, lengths)
     n_shards = -(-len(records) // cfg.shard_prompts)

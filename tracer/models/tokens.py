@@ -39,7 +39,10 @@ class FastTokenizer:
         ids = [self.bos_token_id, self.eos_token_id, self.pad_token_id, self.unk_token_id, *added]
         self.all_special_ids = sorted({i for i in ids if i is not None})
 
-    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+    def __call__(self, text: str | list[str], add_special_tokens: bool = False) -> dict[str, Any]:
+        """``{"input_ids": ids}`` of a text, or a list of id lists for a list of texts (as HF's)."""
+        if isinstance(text, list):
+            return {"input_ids": [e.ids for e in self._tok.encode_batch(text, add_special_tokens=add_special_tokens)]}
         return {"input_ids": self._tok.encode(text, add_special_tokens=add_special_tokens).ids}
 
     def decode(self, ids: list[int]) -> str:
@@ -69,19 +72,21 @@ def unknown_words(tok: Any, prompt: str) -> list[str]:
     return [w for w in prompt.split() if unk in _ids(tok, w)]
 
 
-def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Tensor:
-    """Prompt text -> (n_pos,) ids with the BOS prepended (as circuit-tracer's ensure_tokenized does).
-
-    A word the tokenizer does not know (it would become the unknown token) is an error naming it,
-    unless ``allow_unk``; then it is traced as the unknown token.
-    """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise WorkbenchError(f"prompt must be non-empty text; got {prompt!r}. Pass a prompt or token ids.")
+def _tokenizer(loaded: LoadedModel) -> Any:
     tok = loaded.tokenizer
     if tok is None:
         raise WorkbenchError(f"model folder must hold a tokenizer to tokenize a prompt; got none in "
                              f"{loaded.model_id!r}. Pass token ids instead.")
-    ids = _ids(tok, prompt)
+    return tok
+
+
+def _check_prompt(prompt: object) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise WorkbenchError(f"prompt must be non-empty text; got {prompt!r}. Pass a prompt or token ids.")
+
+
+def _with_bos(tok: Any, prompt: str, ids: list[int], allow_unk: bool) -> Tensor:
+    """The ids of `prompt` with the BOS first, after the unknown-word rule of :func:`tokenize`."""
     unk = getattr(tok, "unk_token_id", None)
     # the words are looked up one by one only when the prompt holds the unknown token (naming them)
     unknown = (unknown_words(tok, prompt) or ["(a part of the prompt)"]) if unk is not None and unk in ids else []
@@ -96,6 +101,26 @@ def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Te
     if not ids or ids[0] != bos:  # always a BOS first (whatever the first word is), never two
         ids = [bos, *ids]
     return torch.tensor(ids, dtype=torch.long)
+
+
+def tokenize(loaded: LoadedModel, prompt: str, *, allow_unk: bool = False) -> Tensor:
+    """Prompt text -> (n_pos,) ids with the BOS prepended (as circuit-tracer's ensure_tokenized does).
+
+    A word the tokenizer does not know (it would become the unknown token) is an error naming it,
+    unless ``allow_unk``; then it is traced as the unknown token.
+    """
+    _check_prompt(prompt)
+    tok = _tokenizer(loaded)
+    return _with_bos(tok, prompt, _ids(tok, prompt), allow_unk)
+
+
+def tokenize_many(loaded: LoadedModel, prompts: list[str], *, allow_unk: bool = False) -> list[Tensor]:
+    """:func:`tokenize` of every prompt, in one batched call of the tokenizer."""
+    for prompt in prompts:
+        _check_prompt(prompt)
+    tok = _tokenizer(loaded)
+    batch = tok(list(prompts), add_special_tokens=False)["input_ids"] if prompts else []
+    return [_with_bos(tok, p, [int(i) for i in ids], allow_unk) for p, ids in zip(prompts, batch)]
 
 
 def check_token_ids(loaded: LoadedModel, ids: Tensor | list[int]) -> Tensor:
