@@ -231,7 +231,10 @@ def _assemble_shard(tokens: list[Tensor], lengths: list[int], first_prompt: int,
     }
     for layer, parts in feats.items():
         rows, f, v = (np.concatenate([p[i] for p in parts]) for i in range(3))
-        order = np.lexsort((f, rows))  # CSR order: by row, then feature
+        # CSR order: by row, then feature. Each part lists a prompt's rows as one ascending run,
+        # features ascending within a row (nonzero's row-major order), so a stable sort by row
+        # (timsort: merging the runs) gives it.
+        order = np.argsort(rows, kind="stable")
         arrays[f"f{layer}.row"] = rows[order].astype(np.int32)
         arrays[f"f{layer}.feature"] = f[order].astype(np.int32)
         arrays[f"f{layer}.value"] = v[order]
