@@ -8,6 +8,7 @@
 * using a fitted attribute before ``fit`` raises :class:`NotFittedError`.
 """
 
+import dataclasses
 import inspect
 from typing import Any, TypeVar
 
@@ -39,6 +40,13 @@ class Estimator:
                 raise ValueError(f"parameter must be one of {valid}; got {name!r} for {type(self).__name__}.")
             setattr(self, name, value)
         return self
+
+    @classmethod
+    def from_config(cls: type[_E], config: Any, **overrides: Any) -> _E:
+        """An estimator whose parameters are the fields of the frozen dataclass `config` (a nested
+        config stays a config), with `overrides` replacing some of them."""
+        params = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+        return cls(**{**params, **overrides})
 
     def _validate_params(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` for invalid parameters (called at the start of ``fit``)."""

@@ -151,8 +151,8 @@ def _analyse(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.interventions import check_supernodes
 
-    circuit = ReadableCircuit(**dataclasses.asdict(configs["circuit"]),
-                              clustering=SupernodeClustering.from_config(configs["clustering"]))
+    circuit = ReadableCircuit.from_config(configs["circuit"],
+                                          clustering=SupernodeClustering.from_config(configs["clustering"]))
     circuit.fit(graph, prune_result=inputs["prune"], transcoders=inputs["transcoders"], families=inputs["families"],
                 labels=inputs["labels"], token_strings=tokens)
     check = None

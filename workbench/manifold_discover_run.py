@@ -109,7 +109,7 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
                               "n_prompts": store.n_prompts, "n_rows": store.n_rows, "layers": {}}
     for layer, families in fams.items():
-        est = ManifoldDiscovery(**vars(cfg))
+        est = ManifoldDiscovery.from_config(cfg)
         report["layers"][str(layer)], result = discover_layer(store, tcs, layer, families, est)
         save_result(result, args.out / f"discovery_layer{layer}.json")
     return report

@@ -85,7 +85,7 @@ class FitSpec:
 
 def make_fit(spec: FitSpec, X: np.ndarray, y: np.ndarray) -> ManifoldFitResult:
     """A curve fitted on ``X`` (n, d) with values ``y`` (n,)."""
-    est = ManifoldFit(**{**vars(spec.config), "period": spec.period})
+    est = ManifoldFit.from_config(spec.config, period=spec.period)
     return est.fit(X, y, value_names=spec.names, layer=spec.layer, position=spec.position,
                    source=spec.source).result_
 

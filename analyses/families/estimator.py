@@ -83,13 +83,6 @@ class FeatureFamilies(Estimator):
         self.max_hierarchy = max_hierarchy
         self.random_state = random_state
 
-    @classmethod
-    def from_config(cls, config: Any) -> "FeatureFamilies":
-        """An estimator with the parameters of a :class:`FamiliesConfig`."""
-        from dataclasses import asdict
-
-        return cls(**asdict(config))
-
     def _validate_params(self) -> None:
         FamiliesConfig(**self.get_params())  # its __post_init__ checks every parameter
 

@@ -107,10 +107,6 @@ class SupernodeClustering(Estimator):
         self.node_threshold = node_threshold
         self.edge_threshold = edge_threshold
 
-    @classmethod
-    def from_config(cls, config: ClusteringConfig) -> "SupernodeClustering":
-        return cls(**asdict(config))
-
     def _validate_params(self) -> None:
         params = self.get_params()
         if isinstance(params["similarities"], list):

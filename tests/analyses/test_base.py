@@ -108,3 +108,18 @@ def test_display_plots_without_pyplot(tmp_path):
     assert disp.ax_.lines and disp.figure_ is disp.ax_.figure
     out = disp.savefig(tmp_path / "line.svg")
     assert out.read_text().lstrip().startswith("<?xml")
+
+
+def test_from_config_takes_a_configs_fields_and_overrides():
+    from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
+    from analyses.manifolds.discovery import ManifoldDiscovery
+
+    @dataclasses.dataclass(frozen=True)
+    class ToyConfig:
+        k: int = 5
+        name: str = "y"
+
+    est = _Toy.from_config(ToyConfig(), name="z")
+    assert (est.k, est.name) == (5, "z")
+    nested = ManifoldDiscovery.from_config(DiscoveryConfig(seed=3))
+    assert nested.seed == 3 and isinstance(nested.irreducibility, IrreducibilityConfig)  # not turned into a dict
