@@ -15,7 +15,7 @@ A :class:`CoarseGraph` is a node table plus a signed adjacency. The table is col
 
 ``adjacency[target, source]`` (rows = targets, cols = sources, as in the graph) is the viewer's
 supernode link weight (``research/geometry.md`` §3.3, computed by
-:func:`tracer.export.aggregate_supernode_links` on the graph's links): the signed fraction of the
+:func:`tracer.graph.export.aggregate_supernode_links` on the graph's links): the signed fraction of the
 target group's external input that comes from the source group. ``sign_consistency[t, s]`` is the
 share of the member links' absolute contribution whose sign matches the aggregate (NaN without a
 link). Nodes are ordered by kind (supernodes and features by layer then position, then errors,
@@ -151,7 +151,7 @@ def graph_links(graph: Graph, *, prune_result: PruneResult | None = None,
     """The links the formula runs on: ``(edge_index (2, n) [target, source], weights (n,))``.
 
     With a prune result: the viewer's links (kept edges between kept nodes; ``view``, when given,
-    is its :func:`tracer.prune.viewer_subgraph`). Otherwise every non-zero edge between nodes in
+    is its :func:`tracer.graph.prune.viewer_subgraph`). Otherwise every non-zero edge between nodes in
     ``node_mask`` (default: all), read in blocks of rows.
     """
     if prune_result is not None:

@@ -1,6 +1,6 @@
 """ReadableCircuit: a supernode graph under a node budget, scored like Neuronpedia's subgraphs.
 
-Neuronpedia's subgraph scores (:func:`tracer.prune.subgraph_scores`) merge every unpinned feature
+Neuronpedia's subgraph scores (:func:`tracer.graph.scores.subgraph_scores`) merge every unpinned feature
 into the error node of its (layer, position); grouping does not change them, only which features
 are pinned does. So the circuit pins whole groups of :class:`SupernodeClustering` (all of them when
 they fit the budget) and, when there are more groups than the budget, picks them greedily by their
@@ -19,7 +19,7 @@ On graphs with at most ``exact_max_links`` links, each step also scores the best
 ``exact_candidates`` groups exactly (the estimate ignores how merged links cancel) and keeps the
 best; above it (an exact score costs a pass over every link) the estimate alone decides.
 The chosen groups, the tokens and the logits become a :class:`analyses.coarse.CoarseGraph`; the
-scores of the circuit are computed exactly by :func:`tracer.prune.subgraph_scores`.
+scores of the circuit are computed exactly by :func:`tracer.graph.scores.subgraph_scores`.
 """
 
 import logging

@@ -1,8 +1,8 @@
-"""The viewer's supernode-edge formula as first written in ``tracer.export`` (frozen test oracle).
+"""The viewer's supernode-edge formula as first written in ``tracer.graph.export`` (a frozen test oracle).
 
 A line-by-line transcription of circuit-tracer's ``init-cg-subgraph.js`` on string ids (see
-``research/geometry.md`` §3.3), kept unchanged while ``tracer.export.supernode_edges`` runs on the
-array implementation :func:`tracer.export.aggregate_supernode_links`. Returns
+``research/geometry.md`` §3.3), kept unchanged while ``tracer.graph.export.supernode_edges`` runs on the
+array implementation :func:`tracer.graph.export.aggregate_supernode_links`. Returns
 ``(members, [(source, target, weight), ...])`` in the viewer's order.
 """
 

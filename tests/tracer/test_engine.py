@@ -1,6 +1,6 @@
 """Fast engine == autograd reference, across architectures, transcoder kinds and prompt lengths.
 
-The reference (tracer/reference.py) rebuilds the linearised replacement model with plain
+The reference (tracer/attribution/reference.py) rebuilds the linearised replacement model with plain
 per-head attention, dense decoders and autograd; the fast engine (tracer/sweep.py) uses an
 explicit, folded, position-major backward. Tolerances: 1e-5 relative in float64, 1e-4 in float32
 (relative to the largest |A|, as circuit-tracer comparisons are reported).

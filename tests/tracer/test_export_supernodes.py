@@ -1,4 +1,4 @@
-"""tracer.export's supernode formula: the array implementation against the frozen string oracle."""
+"""tracer.graph.export's supernode formula: the array implementation against the frozen string oracle."""
 
 import math
 

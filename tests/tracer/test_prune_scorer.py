@@ -1,4 +1,4 @@
-"""tracer.prune.SubgraphScorer: one pruned graph, many pinned sets, same numbers as subgraph_scores."""
+"""tracer.graph.scores.SubgraphScorer: one pruned graph, many pinned sets, same numbers as subgraph_scores."""
 
 import pytest
 import torch
