@@ -3,13 +3,18 @@
 A NaN, an inf or an absurd value (1e38) in a model or transcoder weight turns a graph into NaN,
 or silently drops features (a NaN JumpReLU threshold compares false). Three layers of checks:
 
-* **At load** (:func:`check_weight`): tensors up to :data:`FULL_CHECK_ELEMENTS` values (norms,
-  biases, thresholds, small matrices) are checked whole. Larger ones are checked on a sample of
-  whole pages: one block of :data:`SAMPLE_BLOCK` values in every :data:`SAMPLE_EVERY`, the first
-  and the last included, summed (a NaN/inf makes the sum non-finite, a huge value makes it huge).
-  Weights are memory-mapped, so a full pass would read every page at load,
-  which costs more than the load itself (``workbench/bench/load_checks.py`` measures it); the
-  sample keeps the check within a few percent of load time and catches damaged regions.
+* **At load**. Every tensor of a safetensors weight file is checked from the file with ``pread``
+  (:func:`check_file`, before the file's tensors are used), not through its memory mapping: a
+  page fault on a mapping costs 30-100 us on a VM, more than the load of a small tensor, while a
+  read of 16 KiB from the page cache costs a few us. Up to :data:`FULL_CHECK_BYTES` a tensor is
+  read whole; beyond, on :data:`SAMPLE_WINDOWS` windows of :data:`SAMPLE_WINDOW` bytes, evenly
+  spaced, the first and the last included; adjacent pieces are read together. Tensors cast on
+  load (so that overflow shows) or loaded otherwise (through transformers, from .npz) are checked
+  in memory the same way (:func:`check_weight`). The test is the sum of squares (one BLAS dot):
+  NaN, inf or any value past :data:`MAX_ABS_WEIGHT` fails it, with no cancellation; a failing
+  piece is searched exactly for the message. A full pass over every weight would read every page
+  at load, which costs more than the load itself; the sample keeps the check under 10% of load
+  time (``workbench/bench/load_checks.py`` measures it) and catches damaged regions and files.
 * **On read**: memory-mapped decoder rows are checked exactly as they are read (only rows of
   active features ever are).
 * **At first use**: the attribution engine checks the forward pass's activations, residual
@@ -21,8 +26,12 @@ A failure is a one-line error naming the tensor, its file and the index of the f
 """
 
 import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,12 +40,39 @@ from tracer.errors import WorkbenchError
 MAX_ABS_WEIGHT = math.sqrt(torch.finfo(torch.float32).max)
 """sqrt(float32 max) ~ 1.8e19: a weight beyond it overflows float32 in a single product. No
 trained weight comes near it."""
-FULL_CHECK_ELEMENTS = 1 << 18
-"""Tensors with at most this many values are always checked whole."""
-SAMPLE_BLOCK = 16384
-"""Values per sampled block (64 KiB in float32: the kernel maps file pages in 64 KiB windows)."""
-SAMPLE_EVERY = 64
-"""One block in this many is checked in a large tensor at load (about 1.6% of its pages)."""
+SAMPLE_WINDOW = 16384
+"""Bytes per sampled window (4 pages: one pread of a few us from the page cache)."""
+SAMPLE_WINDOWS = 2
+"""Windows checked in a large tensor at load: evenly spaced, the first and the last included. A
+fixed count, so that the check's cost does not grow with the tensor; the per-call cost of each
+window (~20 us on this VM) is what the 10% load-time budget allows (3 windows measured 9-10% on
+the benchmark's transcoders; 2 measured 7-8%)."""
+FULL_CHECK_BYTES = SAMPLE_WINDOWS * SAMPLE_WINDOW
+"""Tensors of at most this many bytes (no more than a sample) are checked whole."""
+
+_CHUNK = 1 << 20
+"""Values per chunk of a whole in-memory check (bounds its float32 temporaries to 4 MiB)."""
+_FILE_DTYPES: dict[str, tuple[np.dtype[Any], torch.dtype]] = {
+    "F64": (np.dtype("<f8"), torch.float64), "F32": (np.dtype("<f4"), torch.float32),
+    "F16": (np.dtype("<f2"), torch.float16), "BF16": (np.dtype("<u2"), torch.bfloat16)}
+"""Safetensors float dtypes: how numpy reads the bytes (bf16 as raw bits), and the torch dtype."""
+
+
+@dataclass(frozen=True)
+class FileRegion:
+    """Where a tensor's bytes lie: its file, the absolute byte offset and length, the
+    safetensors dtype (``F32``, ``BF16``, ...) and the shape."""
+
+    path: str
+    offset: int
+    nbytes: int
+    dtype: str
+    shape: tuple[int, ...]
+
+    def holds(self, t: Tensor) -> bool:
+        """Whether `t` is these bytes as they are (same dtype and size: no cast on load)."""
+        kind = _FILE_DTYPES.get(self.dtype)
+        return kind is not None and kind[1] == t.dtype and t.numel() * t.element_size() == self.nbytes
 
 
 def _describe(value: float) -> str:
@@ -69,16 +105,100 @@ def first_bad(t: Tensor, limit: float = MAX_ABS_WEIGHT) -> tuple[tuple[int, ...]
     return None  # pragma: no cover - aminmax and the scan disagree only on -0.0 / subnormals
 
 
-def _sample_ok(t: Tensor, limit: float) -> bool:
-    """Whether a page sample of a large contiguous tensor looks sound: one block in every
-    SAMPLE_EVERY, plus the last block, summed without copying (a strided view: only those pages
-    are read). A NaN or inf makes the sum non-finite, a huge value makes it huge; anything else
-    passes. A failing sample is searched whole by the caller."""
-    flat = t.detach().reshape(-1)
-    n_blocks = flat.numel() // SAMPLE_BLOCK
-    blocks = flat[:n_blocks * SAMPLE_BLOCK].view(n_blocks, SAMPLE_BLOCK)[::SAMPLE_EVERY]  # (n_sampled, block)
-    total = float(blocks.sum()) + float(flat[-SAMPLE_BLOCK:].sum())  # float32 sums: fast on a strided view
-    return math.isfinite(total) and abs(total) <= limit
+def _windows(begin: int, end: int) -> list[tuple[int, int]]:
+    """Byte ranges [a, b) of [begin, end) to check: all of it up to FULL_CHECK_BYTES, else
+    SAMPLE_WINDOWS windows of SAMPLE_WINDOW bytes, evenly spaced, the first starting at `begin`
+    and the last ending at `end`."""
+    if end - begin <= FULL_CHECK_BYTES:
+        return [(begin, end)]
+    span = end - SAMPLE_WINDOW - begin
+    starts = sorted({begin + round(i * span / (SAMPLE_WINDOWS - 1)) for i in range(SAMPLE_WINDOWS)})
+    return [(a, a + SAMPLE_WINDOW) for a in starts]
+
+
+def _squares_ok(values: np.ndarray, limit: float) -> bool:
+    """Whether the sum of squares of `values` (float32 or float64; one BLAS dot) is finite and
+    <= limit². Any NaN, inf or |x| > limit (whose square overflows float32) fails it, with no
+    cancellation; legal values whose squares overflow together fail it too, and the caller then
+    searches exactly."""
+    x = values if values.dtype in (np.float32, np.float64) else values.astype(np.float32)  # (n,)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is the signal
+        total = float(x @ x)
+    return math.isfinite(total) and total <= limit * limit
+
+
+def _as_float(raw: bytes, dtype: str) -> np.ndarray:
+    """File bytes of a safetensors float dtype as a float32/float64 numpy array (bf16 and f16 widened)."""
+    values = np.frombuffer(raw, dtype=_FILE_DTYPES[dtype][0])  # (n,)
+    if dtype == "BF16":
+        return (values.astype(np.uint32) << 16).view(np.float32)
+    return values.astype(np.float32) if dtype == "F16" else values
+
+
+def _bad_message(label: str, source: str, idx: tuple[int, ...], value: float) -> str:
+    return (f"{label} in {source!r} must be finite with |x| <= {MAX_ABS_WEIGHT:.2g}; got {_describe(value)} "
+            f"at index {list(idx)}. The file is corrupt: re-download or re-export it.")
+
+
+def _first_bad_in_file(fd: int, region: FileRegion, limit: float) -> tuple[tuple[int, ...], float] | None:
+    """(index, value) of the first value of the region that is not finite or exceeds `limit`,
+    read in chunks of _CHUNK values; None if there is none."""
+    size = _FILE_DTYPES[region.dtype][0].itemsize
+    for start in range(0, region.nbytes // size, _CHUNK):
+        n = min(_CHUNK, region.nbytes // size - start)
+        values = _as_float(os.pread(fd, n * size, region.offset + start * size), region.dtype)  # (n,)
+        bad = np.flatnonzero(~(np.abs(values) <= limit))
+        if bad.size:
+            k = start + int(bad[0])
+            return tuple(int(i) for i in np.unravel_index(k, region.shape)), float(values[bad[0]])
+    return None
+
+
+def check_file(regions: Mapping[str, FileRegion], label: str = "", error: type[WorkbenchError] = WorkbenchError,
+               limit: float = MAX_ABS_WEIGHT) -> None:
+    """The load-time check of every float tensor of one file, read with ``pread`` (see the module
+    docstring): each tensor whole up to FULL_CHECK_BYTES, else on SAMPLE_WINDOWS windows; adjacent
+    pieces of one dtype are read together. A failing piece is searched exactly, and the first bad
+    value is raised as `error` naming ``label + name``, the file and the index."""
+    spans: list[tuple[int, int, str, list[str]]] = []  # (begin, end, dtype, tensors) byte ranges to read
+    for name, region in sorted(regions.items(), key=lambda item: item[1].offset):
+        if region.dtype not in _FILE_DTYPES or region.nbytes == 0:
+            continue
+        size = _FILE_DTYPES[region.dtype][0].itemsize
+        for a, b in _windows(region.offset, region.offset + region.nbytes):
+            a, b = a - (a - region.offset) % size, b - (b - region.offset) % size  # whole values only
+            if spans and spans[-1][1] == a and spans[-1][2] == region.dtype and b - spans[-1][0] <= FULL_CHECK_BYTES:
+                spans[-1] = (spans[-1][0], b, region.dtype, [*spans[-1][3], name])
+            else:
+                spans.append((a, b, region.dtype, [name]))
+    if not spans:
+        return
+    path = next(iter(regions.values())).path
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for a, b, dtype, names in spans:
+            if _squares_ok(_as_float(os.pread(fd, b - a, a), dtype), limit):
+                continue
+            for name in dict.fromkeys(names):
+                found = _first_bad_in_file(fd, regions[name], limit)
+                if found is not None:
+                    raise error(_bad_message(label + name, path, *found))
+    finally:
+        os.close(fd)
+
+
+def _memory_ok(t: Tensor, limit: float, sample: bool) -> bool:
+    """The same check on a contiguous CPU tensor: whole, or (`sample`) on windows of its memory;
+    in chunks of _CHUNK values (no full-size temporaries)."""
+    flat = t.detach().reshape(-1)  # (numel,) a view
+    size, begin = flat.element_size(), flat.data_ptr()
+    end = begin + flat.numel() * size
+    for a, b in _windows(begin, end) if sample else [(begin, end)]:
+        for lo in range((a - begin) // size, (b - begin) // size, _CHUNK):
+            part = flat[lo:min((b - begin) // size, lo + _CHUNK)]
+            if not _squares_ok((part.float() if part.dtype == torch.bfloat16 else part).numpy(), limit):
+                return False
+    return True
 
 
 def check_weight(t: Tensor, name: str, source: str, error: type[WorkbenchError] = WorkbenchError,
@@ -87,12 +207,12 @@ def check_weight(t: Tensor, name: str, source: str, error: type[WorkbenchError] 
     ``|x| <= MAX_ABS_WEIGHT``.
 
     `rows`: `t` holds these rows of the named tensor (the index reported is the tensor's).
-    `sample`: a tensor larger than FULL_CHECK_ELEMENTS is checked on a page sample (see the
-    module docstring); a failing sample is searched whole for the message.
+    `sample`: a tensor larger than FULL_CHECK_BYTES is checked on a sample of windows of its
+    memory (see the module docstring); a failing sample is searched whole for the message.
     """
     if not t.is_floating_point() or t.numel() == 0:
         return
-    if sample and t.numel() > FULL_CHECK_ELEMENTS and t.is_contiguous() and _sample_ok(t, MAX_ABS_WEIGHT):
+    if t.device.type == "cpu" and t.is_contiguous() and _memory_ok(t, MAX_ABS_WEIGHT, sample):
         return
     found = first_bad(t)
     if found is None:
@@ -100,8 +220,7 @@ def check_weight(t: Tensor, name: str, source: str, error: type[WorkbenchError] 
     idx, value = found
     if rows is not None and idx:
         idx = (int(rows.reshape(-1)[idx[0]]), *idx[1:])
-    raise error(f"{name} in {source!r} must be finite with |x| <= {MAX_ABS_WEIGHT:.2g}; got {_describe(value)} "
-                f"at index {list(idx)}. The file is corrupt: re-download or re-export it.")
+    raise error(_bad_message(name, source, idx, value))
 
 
 def find_non_finite_weight(loaded: Any, transcoders: Any) -> None:
@@ -120,5 +239,5 @@ def find_non_finite_weight(loaded: Any, transcoders: Any) -> None:
         check_weight(dec if isinstance(dec, Tensor) else dec.full(), f"transcoder layer {i} W_dec", where)
 
 
-__all__ = ["FULL_CHECK_ELEMENTS", "MAX_ABS_WEIGHT", "SAMPLE_BLOCK", "SAMPLE_EVERY", "check_weight", "first_bad",
-           "find_non_finite_weight"]
+__all__ = ["FULL_CHECK_BYTES", "MAX_ABS_WEIGHT", "SAMPLE_WINDOW", "SAMPLE_WINDOWS", "FileRegion", "check_file",
+           "check_weight", "find_non_finite_weight", "first_bad"]

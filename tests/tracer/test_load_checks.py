@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -83,38 +84,93 @@ def test_plausible_weights_pass_in_every_float_dtype():
     check_weight(torch.arange(5), "ids", "f")  # integer tensors are not weights
 
 
-def test_mapped_decoder_rows_are_checked_when_read(tmp_path):
-    """A lazy decoder is never read whole at load; the rows a graph uses are checked as they are read,
-    with the feature index of the bad row in the message."""
+@pytest.mark.parametrize("lazy", [True, False])
+def test_decoder_rows_are_checked_when_read(tmp_path, lazy):
+    """A stray NaN outside the load-time sample loads; the rows a graph uses are checked as they
+    are read, with the feature index of the bad row in the message."""
     from tracer.transcoders.loaders import load_transcoders
 
     tc_dir = tmp_path / "plt"
     shutil.copytree(world_dir() / "plt", tc_dir)
-    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((300, 7), math.nan))
-    tc = load_transcoders(tc_dir)  # lazy: loads
-    layer = tc.layers[2]
+    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((130, 7), math.nan))
+    layer = load_transcoders(tc_dir, lazy_decoder=lazy).layers[2]  # (512, 128): row 130 is not sampled
     layer.decoder_rows(torch.tensor([0, 5, 299]), torch.float32)  # clean rows read fine
-    with pytest.raises(TranscoderFormatError, match=r"W_dec in .*layer_2.safetensors.* NaN at index \[300, 7\]"):
-        layer.decoder_rows(torch.tensor([3, 300]), torch.float32)
-    with pytest.raises(TranscoderFormatError, match="NaN"):
-        load_transcoders(tc_dir, lazy_decoder=False)
+    with pytest.raises(TranscoderFormatError, match=r"W_dec in .* NaN at index \[130, 7\]"):
+        layer.decoder_rows(torch.tensor([3, 130]), torch.float32)
 
 
-def test_large_tensors_are_sampled_at_load_and_checked_whole_on_failure():
-    from tracer.weights import FULL_CHECK_ELEMENTS, SAMPLE_BLOCK, SAMPLE_EVERY
+@pytest.mark.parametrize("lazy", [True, False])
+@pytest.mark.parametrize("row", [0, 511])
+def test_a_bad_value_in_the_sample_fails_at_load(tmp_path, lazy, row):
+    """The first and last windows of every tensor are always read at load, lazy or not."""
+    from tracer.transcoders.loaders import load_transcoders
 
-    t = torch.randn(max(FULL_CHECK_ELEMENTS + 1, SAMPLE_BLOCK * SAMPLE_EVERY * 3))
-    t[SAMPLE_BLOCK * 3 + 5] = math.nan  # block 3: not sampled
-    check_weight(t, "W", "f", sample=True)  # the page sample misses one stray value...
-    with pytest.raises(WorkbenchError, match=rf"NaN at index \[{SAMPLE_BLOCK * 3 + 5}\]"):
+    tc_dir = tmp_path / "plt"
+    shutil.copytree(world_dir() / "plt", tc_dir)
+    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((row, 7), math.inf))
+    with pytest.raises(TranscoderFormatError, match=rf"W_dec in .*layer_2.safetensors.* inf at index \[{row}, 7\]"):
+        load_transcoders(tc_dir, lazy_decoder=lazy)
+
+
+def test_large_tensors_are_sampled_in_memory_and_checked_whole_on_failure():
+    from tracer.weights import FULL_CHECK_BYTES, SAMPLE_WINDOW
+
+    n = max(FULL_CHECK_BYTES, SAMPLE_WINDOW * 40) // 4
+    t = torch.randn(n)  # float32: windows of SAMPLE_WINDOW bytes, the first, middle and last read
+    quarter = n // 4 + 5
+    t[quarter] = math.nan  # not sampled
+    check_weight(t, "W", "f", sample=True)  # the sample misses one stray value...
+    with pytest.raises(WorkbenchError, match=rf"NaN at index \[{quarter}\]"):
         check_weight(t, "W", "f")  # ...a whole check does not
-    t[SAMPLE_BLOCK * SAMPLE_EVERY * 2 + 1] = math.inf  # a sampled block: caught at load, index exact
-    with pytest.raises(WorkbenchError, match=rf"at index \[{SAMPLE_BLOCK * 3 + 5}\]"):
+    t[3] = math.inf  # the first window is always sampled; the exact search names the first bad value
+    with pytest.raises(WorkbenchError, match=r"inf at index \[3\]"):
         check_weight(t, "W", "f", sample=True)
-    t[-1] = 1e38  # the last block is always sampled
-    t[SAMPLE_BLOCK * 3 + 5] = t[SAMPLE_BLOCK * SAMPLE_EVERY * 2 + 1] = 0.0
+    t[3] = t[quarter] = 0.0
+    t[-1] = 1e38  # the last window is always sampled
     with pytest.raises(WorkbenchError, match="1e"):
         check_weight(t, "W", "f", sample=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_check_file_reads_every_dtype_and_names_the_tensor(tmp_path, dtype):
+    """check_file reads windows with pread, whole small tensors, and names the first bad value."""
+    from safetensors.torch import save_file
+
+    from tracer.safetensors_header import read_safetensors_header
+    from tracer.weights import FileRegion, check_file
+
+    big = torch.randn(300, 200).to(dtype)
+    tensors = {"a": big, "b": torch.randn(7).to(dtype), "ids": torch.arange(4)}
+    path = tmp_path / "w.safetensors"
+
+    def regions():
+        infos, offset = read_safetensors_header(path)
+        return {k: FileRegion(str(path), offset + i.begin, i.end - i.begin, i.dtype, i.shape) for k, i in infos.items()}
+
+    save_file(tensors, str(path))
+    check_file(regions(), "model weight ")  # clean: passes
+    tensors["b"][6] = math.nan
+    save_file(tensors, str(path))
+    with pytest.raises(WorkbenchError, match=r"model weight b in .*w.safetensors.* NaN at index \[6\]"):
+        check_file(regions(), "model weight ")
+    tensors["b"][6] = 0.0
+    big[299, 199] = -math.inf  # the last value of a sampled tensor
+    save_file(tensors, str(path))
+    with pytest.raises(WorkbenchError, match=r"model weight a .* -inf at index \[299, 199\]"):
+        check_file(regions(), "model weight ")
+    big[299, 199] = 0.0
+    big[75, 3] = math.nan  # not in the sample: found at first use
+    save_file(tensors, str(path))
+    check_file(regions(), "model weight ")
+
+
+def test_check_file_sums_without_false_alarms():
+    """Large legal values whose squares overflow float32 together are searched exactly and pass."""
+    from tracer.weights import _squares_ok
+
+    big = np.full(1000, MAX_ABS_WEIGHT / 10, dtype=np.float32)
+    assert not _squares_ok(big, MAX_ABS_WEIGHT)  # the quick test fails...
+    check_weight(torch.from_numpy(big), "W", "f")  # ...the exact search passes it
 
 
 def test_a_non_finite_weight_the_sample_missed_is_named_at_first_use(tmp_path, monkeypatch):
@@ -126,9 +182,9 @@ def test_a_non_finite_weight_the_sample_missed_is_named_at_first_use(tmp_path, m
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
-    monkeypatch.setattr(tracer.weights, "FULL_CHECK_ELEMENTS", 0)
-    monkeypatch.setattr(tracer.weights, "SAMPLE_BLOCK", 16)
-    monkeypatch.setattr(tracer.weights, "SAMPLE_EVERY", 10**6)  # only the first and last 16 values
+    monkeypatch.setattr(tracer.weights, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_WINDOW", 64)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_WINDOWS", 2)  # only the first and last 64 bytes
     model = tmp_path / "model"
     shutil.copytree(world_dir() / "model", model)
     q = "model.layers.1.self_attn.q_proj.weight"

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tracer.errors import ArchitectureError, WorkbenchError
 from tracer.models.adapters import Adapter, adapter_for
 from tracer.safetensors_header import read_safetensors_header
-from tracer.weights import check_weight
+from tracer.weights import FileRegion, check_file, check_weight
 
 _ACTS = {"silu": F.silu, "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
          "gelu": F.gelu}
@@ -259,18 +259,19 @@ def ties_embeddings(cfg: dict[str, Any], adapter: Adapter) -> bool:
     return bool(cfg.get("tie_word_embeddings", TIE_DEFAULT.get(adapter.name, False)))
 
 
-def read_state(directory: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Every tensor of the folder's *.safetensors files, and the file each came from.
+def read_state(directory: Path) -> tuple[dict[str, Tensor], dict[str, FileRegion]]:
+    """Every tensor of the folder's *.safetensors files, and where each lies (its file, offset and dtype).
 
     Headers are validated first (one-line errors naming the file); a tensor in two files is an error.
+    Every file's values get the load-time check (:func:`tracer.weights.check_file`).
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     state: dict[str, Tensor] = {}
-    origin: dict[str, str] = {}
+    origin: dict[str, FileRegion] = {}
     for f in sorted(directory.glob("*.safetensors")):
-        read_safetensors_header(f, "model weights file", WorkbenchError)
+        infos, offset = read_safetensors_header(f, "model weights file", WorkbenchError)
         try:
             tensors = load_file(str(f))
         except (SafetensorError, OSError) as err:
@@ -279,8 +280,11 @@ def read_state(directory: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         for name, t in tensors.items():
             if name in state:
                 raise WorkbenchError(f"model weights must hold each tensor once; {name!r} is in both "
-                                     f"{origin[name]!r} and {str(f)!r}.")
-            state[name], origin[name] = t, str(f)
+                                     f"{origin[name].path!r} and {str(f)!r}.")
+            info = infos[name]
+            state[name] = t
+            origin[name] = FileRegion(str(f), offset + info.begin, info.end - info.begin, info.dtype, info.shape)
+        check_file({name: origin[name] for name in tensors}, "model weight ")
     return state, origin
 
 
@@ -293,15 +297,17 @@ def read_state_origin(directory: Path) -> dict[str, str]:
     return origin
 
 
-def _assign(model: nn.Module, name: str, t: Tensor, want: tuple[int, ...] | None, where: str,
+def _assign(model: nn.Module, name: str, t: Tensor, want: tuple[int, ...] | None, region: FileRegion,
             dtype: torch.dtype) -> None:
+    where = region.path
     if tuple(t.shape) != want:
         raise WorkbenchError(f"model weight {name} in {where!r} must have shape {want} (from config.json); "
                              f"got {tuple(t.shape)}. The weights do not match config.json.")
     if not t.is_floating_point():
         raise WorkbenchError(f"model weight {name} in {where!r} must be a float tensor; got {t.dtype}.")
     value = t.to(dtype)
-    check_weight(value, f"model weight {name}", where, sample=True)
+    if not region.holds(value):  # cast: checked again, as overflow shows only now (uncast ones: read_state)
+        check_weight(value, f"model weight {name}", where, sample=True)
     owner, _, leaf = name.rpartition(".")
     setattr(model.get_submodule(owner), leaf, nn.Parameter(value, requires_grad=False))
 
@@ -317,7 +323,8 @@ def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> Na
     if unsupported_reason(cfg) is not None:
         return None
     model = NativeCausalLM(cfg)  # placeholder parameters: no initialisation, no allocation
-    state, origin = read_state(directory)
+    state, regions = read_state(directory)
+    origin = {name: region.path for name, region in regions.items()}
     tied = ties_embeddings(cfg, model.adapter)
     if tied and "model.embed_tokens.weight" in state:  # as transformers: the embedding wins
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
@@ -336,7 +343,7 @@ def load_native(directory: Path, dtype: torch.dtype, device: torch.device) -> Na
     for name, param in params.items():
         if tied and name == "lm_head.weight":
             continue  # the embedding, assigned and checked once
-        _assign(model, name, state[name], getattr(param, "expected_shape", None), origin[name], dtype)
+        _assign(model, name, state[name], getattr(param, "expected_shape", None), regions[name], dtype)
     if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.register_buffer("inv_freq", rope_inv_freq(cfg, model.head_dim), persistent=False)

@@ -14,7 +14,7 @@ import torch
 
 from tracer.errors import TranscoderFormatError
 from tracer.safetensors_header import TensorInfo, read_safetensors_header
-from tracer.weights import check_weight
+from tracer.weights import FileRegion, check_file, check_weight
 
 _DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
     "F64": (np.dtype("<f8"), torch.float64),
@@ -37,6 +37,8 @@ class MappedTensor:
     def __init__(self, path: Path, info: TensorInfo, data_offset: int, name: str = "tensor") -> None:
         self.path, self.name = path, name
         self.shape = info.shape
+        self.region = FileRegion(str(path), data_offset + info.begin, info.end - info.begin, info.dtype, info.shape)
+        """Where the tensor's bytes lie (the load-time check reads them from the file)."""
         if info.dtype not in _DTYPES:
             raise TranscoderFormatError(f"{name} in {str(path)!r} must be F64, F32, F16, BF16, I64 or I32; got "
                                         f"{info.dtype}. Re-export the transcoders in a float dtype.")
@@ -56,16 +58,16 @@ class MappedTensor:
         check_weight(out, self.name, str(self.path), TranscoderFormatError, rows=torch.from_numpy(idx))
         return out
 
-    def full(self, check: bool = True) -> torch.Tensor:
-        """The whole tensor (a view of the mapping; pages are read on use), checked on a page sample
-        unless `check` is False (see :mod:`tracer.weights`)."""
-        out = self._to_torch(np.asarray(self._array))
-        if check:
-            check_weight(out, self.name, str(self.path), TranscoderFormatError, sample=True)
-        return out
+    def full(self) -> torch.Tensor:
+        """The whole tensor (a view of the mapping; pages are read on use). The file was checked
+        when it was opened (:func:`open_safetensors`)."""
+        return self._to_torch(np.asarray(self._array))
 
 
 def open_safetensors(path: Path) -> dict[str, MappedTensor]:
-    """Map every tensor of a safetensors file (lazily; nothing is read yet)."""
+    """Map every tensor of a safetensors file (lazily: no page of the mapping is touched) after
+    the load-time check of its values, read from the file (:func:`tracer.weights.check_file`)."""
     infos, offset = read_header(path)
-    return {name: MappedTensor(path, info, offset, name) for name, info in infos.items()}
+    tensors = {name: MappedTensor(path, info, offset, name) for name, info in infos.items()}
+    check_file({name: t.region for name, t in tensors.items()}, error=TranscoderFormatError)
+    return tensors

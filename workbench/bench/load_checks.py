@@ -5,7 +5,7 @@
 Builds (or reuses, by hash, in --work-dir) a random benchmark model with its transcoders, then
 loads them ``--repeats`` times each way: the model natively and through transformers, the
 transcoders with lazy (memory-mapped) and eager decoders. Every call of
-:func:`tracer.weights.check_weight` (and of the mapped decoder's row check) is timed, so the
+:func:`tracer.weights.check_file` and :func:`tracer.weights.check_weight` is timed, so the
 overhead is measured directly, not as a difference of two noisy totals. Writes JSON: per path
 the median load seconds, the median seconds inside the checks, and their ratio.
 """
@@ -22,33 +22,38 @@ from typing import Any
 
 _MODULES = ("tracer.models.native", "tracer.models.loading", "tracer.transcoders.loaders",
             "tracer.transcoders.mmap")
+_CHECKS = ("check_weight", "check_file")
 
 
 @contextmanager
 def timed_checks() -> Iterator[list[float]]:
-    """Patch every module's ``check_weight`` with a timed wrapper; yield the list of durations."""
+    """Patch every module's ``check_weight`` and ``check_file`` with a timed wrapper; yield the
+    list of durations."""
     import importlib
 
     spent: list[float] = []
-    originals: dict[str, Callable[..., None]] = {}
+    originals: list[tuple[Any, str, Callable[..., None]]] = []
     for name in _MODULES:
         module = importlib.import_module(name)
-        original = module.check_weight
-        originals[name] = original
+        for attr in _CHECKS:
+            original = getattr(module, attr, None)
+            if original is None:
+                continue
+            originals.append((module, attr, original))
 
-        def wrapper(*args: Any, _f: Callable[..., None] = original, **kwargs: Any) -> None:
-            t0 = time.perf_counter()
-            try:
-                _f(*args, **kwargs)
-            finally:
-                spent.append(time.perf_counter() - t0)
+            def wrapper(*args: Any, _f: Callable[..., None] = original, **kwargs: Any) -> None:
+                t0 = time.perf_counter()
+                try:
+                    _f(*args, **kwargs)
+                finally:
+                    spent.append(time.perf_counter() - t0)
 
-        setattr(module, "check_weight", wrapper)  # noqa: B010 (patching a module attribute)
+            setattr(module, attr, wrapper)
     try:
         yield spent
     finally:
-        for name, original in originals.items():
-            setattr(importlib.import_module(name), "check_weight", original)  # noqa: B010
+        for module, attr, original in originals:
+            setattr(module, attr, original)
 
 
 def _measure(load: Callable[[], object], repeats: int,
