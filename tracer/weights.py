@@ -4,11 +4,12 @@ A NaN, an inf or an absurd value (1e38) in a model or transcoder weight turns a 
 or silently drops features (a NaN JumpReLU threshold compares false). Three layers of checks:
 
 * **At load**. Every tensor of a safetensors weight file is checked from the file with ``pread``
-  (:func:`check_file`, before the file's tensors are used), not through its memory mapping: a
-  page fault on a mapping costs 30-100 us on a VM, more than the load of a small tensor, while a
-  read of 16 KiB from the page cache costs a few us. Up to :data:`FULL_CHECK_BYTES` a tensor is
-  read whole; beyond, on :data:`SAMPLE_WINDOWS` windows of :data:`SAMPLE_WINDOW` bytes, evenly
-  spaced, the first and the last included; adjacent pieces are read together. Tensors cast on
+  (:func:`check_file`, before the loader returns), not through its memory mapping: a page fault
+  on a mapping costs 30-100 us on a VM, more than the load of a small tensor, while a read of
+  16 KiB from the page cache costs a few us. Up to :data:`FULL_CHECK_BYTES` a tensor is read
+  whole; beyond, on :data:`SAMPLE_WINDOWS` windows of :data:`SAMPLE_WINDOW` bytes, evenly spaced,
+  the first and the last included; adjacent pieces are read together and the pieces of one dtype
+  checked at once (a check's cost is its calls, not its bytes). Tensors cast on
   load (so that overflow shows) or loaded otherwise (through transformers, from .npz) are checked
   in memory the same way (:func:`check_weight`). The test is the sum of squares (one BLAS dot):
   NaN, inf or any value past :data:`MAX_ABS_WEIGHT` fails it, with no cancellation; a failing
@@ -27,6 +28,7 @@ A failure is a one-line error naming the tensor, its file and the index of the f
 
 import math
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,9 @@ the benchmark's transcoders; 2 measured 7-8%)."""
 FULL_CHECK_BYTES = SAMPLE_WINDOWS * SAMPLE_WINDOW
 """Tensors of at most this many bytes (no more than a sample) are checked whole."""
 
+_MERGE_BYTES = 1 << 16
+"""Adjacent pieces are read together up to this many bytes (one pread, one dot: a piece's cost
+is mostly the call, not the bytes)."""
 _CHUNK = 1 << 20
 """Values per chunk of a whole in-memory check (bounds its float32 temporaries to 4 MiB)."""
 _FILE_DTYPES: dict[str, tuple[np.dtype[Any], torch.dtype]] = {
@@ -105,15 +110,15 @@ def first_bad(t: Tensor, limit: float = MAX_ABS_WEIGHT) -> tuple[tuple[int, ...]
     return None  # pragma: no cover - aminmax and the scan disagree only on -0.0 / subnormals
 
 
-def _windows(begin: int, end: int) -> list[tuple[int, int]]:
+def _windows(begin: int, end: int, itemsize: int = 1) -> list[tuple[int, int]]:
     """Byte ranges [a, b) of [begin, end) to check: all of it up to FULL_CHECK_BYTES, else
     SAMPLE_WINDOWS windows of SAMPLE_WINDOW bytes, evenly spaced, the first starting at `begin`
-    and the last ending at `end`."""
+    and the last ending at `end`; starts are whole values (multiples of `itemsize` from `begin`)."""
     if end - begin <= FULL_CHECK_BYTES:
         return [(begin, end)]
-    span = end - SAMPLE_WINDOW - begin
-    starts = sorted({begin + round(i * span / (SAMPLE_WINDOWS - 1)) for i in range(SAMPLE_WINDOWS)})
-    return [(a, a + SAMPLE_WINDOW) for a in starts]
+    span = (end - SAMPLE_WINDOW - begin) // itemsize
+    starts = {begin + itemsize * ((i * span) // (SAMPLE_WINDOWS - 1)) for i in range(SAMPLE_WINDOWS)}
+    return [(a, a + SAMPLE_WINDOW) for a in sorted(starts)]
 
 
 def _squares_ok(values: np.ndarray, limit: float) -> bool:
@@ -127,7 +132,7 @@ def _squares_ok(values: np.ndarray, limit: float) -> bool:
     return math.isfinite(total) and total <= limit * limit
 
 
-def _as_float(raw: bytes, dtype: str) -> np.ndarray:
+def _as_float(raw: bytes | memoryview, dtype: str) -> np.ndarray:
     """File bytes of a safetensors float dtype as a float32/float64 numpy array (bf16 and f16 widened)."""
     values = np.frombuffer(raw, dtype=_FILE_DTYPES[dtype][0])  # (n,)
     if dtype == "BF16":
@@ -154,33 +159,57 @@ def _first_bad_in_file(fd: int, region: FileRegion, limit: float) -> tuple[tuple
     return None
 
 
+_BUFFERS = threading.local()
+
+
+def _read_buffer(nbytes: int) -> memoryview:
+    """A reused, already-resident buffer of at least `nbytes` bytes for this thread: a fresh one per
+    read would cost page faults, which on a VM cost more than the reads."""
+    buf = getattr(_BUFFERS, "buf", None)
+    if buf is None or len(buf) < nbytes:
+        buf = _BUFFERS.buf = memoryview(bytearray(max(nbytes, 1 << 17)))
+    return buf
+
+
+def _merged(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Byte ranges sorted, adjacent ones joined up to _MERGE_BYTES (one pread each)."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(pieces):
+        if out and out[-1][1] == a and b - out[-1][0] <= _MERGE_BYTES:
+            out[-1] = (out[-1][0], b)
+        else:
+            out.append((a, b))
+    return out
+
+
 def check_file(regions: Mapping[str, FileRegion], label: str = "", error: type[WorkbenchError] = WorkbenchError,
                limit: float = MAX_ABS_WEIGHT) -> None:
     """The load-time check of every float tensor of one file, read with ``pread`` (see the module
-    docstring): each tensor whole up to FULL_CHECK_BYTES, else on SAMPLE_WINDOWS windows; adjacent
-    pieces of one dtype are read together. A failing piece is searched exactly, and the first bad
-    value is raised as `error` naming ``label + name``, the file and the index."""
-    spans: list[tuple[int, int, str, list[str]]] = []  # (begin, end, dtype, tensors) byte ranges to read
-    for name, region in sorted(regions.items(), key=lambda item: item[1].offset):
-        if region.dtype not in _FILE_DTYPES or region.nbytes == 0:
-            continue
-        size = _FILE_DTYPES[region.dtype][0].itemsize
-        for a, b in _windows(region.offset, region.offset + region.nbytes):
-            a, b = a - (a - region.offset) % size, b - (b - region.offset) % size  # whole values only
-            if spans and spans[-1][1] == a and spans[-1][2] == region.dtype and b - spans[-1][0] <= FULL_CHECK_BYTES:
-                spans[-1] = (spans[-1][0], b, region.dtype, [*spans[-1][3], name])
-            else:
-                spans.append((a, b, region.dtype, [name]))
-    if not spans:
+    docstring): each tensor whole up to FULL_CHECK_BYTES, else on SAMPLE_WINDOWS windows. The
+    pieces of one dtype are read (adjacent ones together) and checked at once: a check's cost is
+    its calls, not its bytes. If they fail, that dtype's tensors are searched exactly in file
+    order, and the first bad value is raised as `error` naming ``label + name``, the file and the
+    index."""
+    pieces: dict[str, list[tuple[int, int]]] = {}  # dtype -> byte ranges to read
+    for region in regions.values():
+        if region.dtype in _FILE_DTYPES and region.nbytes:
+            size = _FILE_DTYPES[region.dtype][0].itemsize
+            pieces.setdefault(region.dtype, []).extend(_windows(region.offset, region.offset + region.nbytes, size))
+    if not pieces:
         return
     path = next(iter(regions.values())).path
     fd = os.open(path, os.O_RDONLY)
     try:
-        for a, b, dtype, names in spans:
-            if _squares_ok(_as_float(os.pread(fd, b - a, a), dtype), limit):
+        for dtype, ranges in pieces.items():
+            merged = _merged(ranges)
+            buf = _read_buffer(sum(b - a for a, b in merged))
+            n = 0
+            for a, b in merged:
+                n += os.preadv(fd, [buf[n:n + b - a]], a)
+            if _squares_ok(_as_float(buf[:n], dtype), limit):
                 continue
-            for name in dict.fromkeys(names):
-                found = _first_bad_in_file(fd, regions[name], limit)
+            for name, region in sorted(regions.items(), key=lambda item: item[1].offset):
+                found = _first_bad_in_file(fd, region, limit) if region.dtype == dtype else None
                 if found is not None:
                     raise error(_bad_message(label + name, path, *found))
     finally:

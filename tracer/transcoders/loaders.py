@@ -30,7 +30,7 @@ import yaml
 from tracer.errors import TranscoderFormatError
 from tracer.folders import folder_hint
 from tracer.transcoders.base import Activation, TranscoderLayer, Transcoders
-from tracer.transcoders.mmap import MappedTensor, open_safetensors
+from tracer.transcoders.mmap import MappedTensor, check_mapped, open_safetensors
 from tracer.weights import check_weight
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def _open_any(path: Path) -> dict[str, RawTensor]:
         except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
             raise _fail(f"transcoder file must be a valid .npz; got {str(path)!r} "
                         f"({type(err).__name__}: {str(err)[:100]}).") from None
-    return dict(open_safetensors(path))
+    return dict(open_safetensors(path, check=False))  # checked by the caller, all files at once
 
 
 def load_transcoder_set(directory: Path, cfg: dict[str, object], dtype: torch.dtype,
@@ -203,13 +203,17 @@ def load_transcoder_set(directory: Path, cfg: dict[str, object], dtype: torch.dt
         if not paths:
             raise _fail(f"transcoder_set folder must hold layer_{{i}}.safetensors files; got none in "
                         f"{str(directory)!r}.")
-    return [_layer_from_tensors(p, _open_any(p), cfg, dtype, lazy) for p in paths]
+    opened = [_open_any(p) for p in paths]
+    layers = [_layer_from_tensors(p, t, cfg, dtype, lazy) for p, t in zip(paths, opened, strict=True)]
+    for tensors in opened:  # back to back: a hot loop costs about half as much as checks spread over the load
+        check_mapped(tensors)
+    return layers
 
 
 def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: torch.dtype,
                lazy: bool) -> TranscoderLayer:
     enc_path, dec_path = directory / f"W_enc_{i}.safetensors", directory / f"W_dec_{i}.safetensors"
-    enc, dec = open_safetensors(enc_path), open_safetensors(dec_path)
+    enc, dec = open_safetensors(enc_path, check=False), open_safetensors(dec_path, check=False)
     enc_raw, dec_raw = _require(enc, f"W_enc_{i}", enc_path), _require(dec, f"W_dec_{i}", dec_path)
     _check_ndim(enc_path, f"W_enc_{i}", enc_raw, 2)
     W_enc = _tensor(enc_raw, dtype, f"W_enc_{i}", enc_path)
@@ -231,6 +235,8 @@ def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: t
     if lazy:
         _check_float(dec_path, f"W_dec_{i}", dec_raw)
     W_dec = dec_raw if lazy else _tensor(dec_raw, dtype, f"W_dec_{i}", dec_path)
+    check_mapped(enc)
+    check_mapped(dec)
     return TranscoderLayer(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec,
                            activation=act, threshold=threshold, topk=k, skip_T=skip_T)
 

@@ -7,6 +7,7 @@ whole. :class:`MappedTensor` maps one tensor of a safetensors file and reads row
 error that names it. Rows are checked for NaN/inf as they are read (:mod:`tracer.weights`).
 """
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +65,19 @@ class MappedTensor:
         return self._to_torch(np.asarray(self._array))
 
 
-def open_safetensors(path: Path) -> dict[str, MappedTensor]:
-    """Map every tensor of a safetensors file (lazily: no page of the mapping is touched) after
-    the load-time check of its values, read from the file (:func:`tracer.weights.check_file`)."""
+def open_safetensors(path: Path, check: bool = True) -> dict[str, MappedTensor]:
+    """Map every tensor of a safetensors file (lazily: no page of the mapping is touched), after
+    the load-time check of its values, read from the file (:func:`check_mapped`), unless `check`
+    is False (the caller checks later, e.g. a whole set at once)."""
     infos, offset = read_header(path)
     tensors = {name: MappedTensor(path, info, offset, name) for name, info in infos.items()}
-    check_file({name: t.region for name, t in tensors.items()}, error=TranscoderFormatError)
+    if check:
+        check_mapped(tensors)
     return tensors
+
+
+def check_mapped(tensors: Mapping[str, object]) -> None:
+    """The load-time check (:func:`tracer.weights.check_file`) of one file's mapped tensors."""
+    regions = {name: t.region for name, t in tensors.items() if isinstance(t, MappedTensor)}
+    if regions:
+        check_file(regions, error=TranscoderFormatError)
