@@ -9,15 +9,16 @@ or silently drops features (a NaN JumpReLU threshold compares false). Three laye
   16 KiB from the page cache costs a few us. Up to :data:`FULL_CHECK_BYTES` a tensor is read
   whole; beyond, on :data:`SAMPLE_WINDOWS` windows of :data:`SAMPLE_WINDOW` bytes, evenly spaced,
   the first and the last included; adjacent pieces are read together and the pieces of one dtype
-  checked at once (a check's cost is its calls, not its bytes). Tensors cast on
-  load (so that overflow shows) or loaded otherwise (through transformers, from .npz) are checked
-  in memory the same way (:func:`check_weight`). The test is the sum of squares (one BLAS dot):
-  NaN, inf or any value past :data:`MAX_ABS_WEIGHT` fails it, with no cancellation; a failing
-  piece is searched exactly for the message. A full pass over every weight would read every page
-  at load, which costs more than the load itself; the sample keeps the check under 10% of load
-  time (``workbench/bench/load_checks.py`` measures it) and catches damaged regions and files.
-* **On read**: memory-mapped decoder rows are checked exactly as they are read (only rows of
-  active features ever are).
+  checked at once (a check's cost is its calls, not its bytes). Tensors cast on load (so that
+  overflow shows) or loaded otherwise (through transformers, from .npz) are checked in memory the
+  same way (:func:`check_weight`). The test is the sum of squares (one BLAS dot): NaN, inf or any
+  value past :data:`MAX_ABS_WEIGHT` fails it, with no cancellation; a failing piece is searched
+  exactly for the message. A full pass over every weight would read every page at load, which
+  costs more than the load itself; the sample keeps the check under 10% of load time
+  (``workbench/bench/load_checks.py`` measures it) and catches damaged regions and files.
+* **On read**: transcoder decoders (memory-mapped or not) are exempt from the load-time sample,
+  because every use of a decoder reads rows through ``TranscoderLayer.decoder_rows``, which checks
+  each row exactly as it is read (only rows of active features ever are).
 * **At first use**: the attribution engine checks the forward pass's activations, residual
   stream and logits; if any is not finite it calls :func:`find_non_finite_weight`, which checks
   every weight whole and names the culprit. A non-finite weight that a prompt uses therefore

@@ -102,14 +102,35 @@ def test_decoder_rows_are_checked_when_read(tmp_path, lazy):
 @pytest.mark.parametrize("lazy", [True, False])
 @pytest.mark.parametrize("row", [0, 511])
 def test_a_bad_value_in_the_sample_fails_at_load(tmp_path, lazy, row):
-    """The first and last windows of every tensor are always read at load, lazy or not."""
+    """The first and last windows of every tensor but the decoder are always read at load, lazy or
+    not; a decoder is checked row by row as it is read, even in its first window."""
     from tracer.transcoders.loaders import load_transcoders
 
     tc_dir = tmp_path / "plt"
     shutil.copytree(world_dir() / "plt", tc_dir)
-    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((row, 7), math.inf))
-    with pytest.raises(TranscoderFormatError, match=rf"W_dec in .*layer_2.safetensors.* inf at index \[{row}, 7\]"):
+    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_enc"].__setitem__((row, 7), math.inf))
+    with pytest.raises(TranscoderFormatError, match=rf"W_enc in .*layer_2.safetensors.* inf at index \[{row}, 7\]"):
         load_transcoders(tc_dir, lazy_decoder=lazy)
+    shutil.copy(world_dir() / "plt" / "layer_2.safetensors", tc_dir / "layer_2.safetensors")
+    edit_tensors(tc_dir / "layer_2.safetensors", lambda t: t["W_dec"].__setitem__((row, 7), math.inf))
+    layer = load_transcoders(tc_dir, lazy_decoder=lazy).layers[2]
+    with pytest.raises(TranscoderFormatError, match=rf"W_dec in .* inf at index \[{row}, 7\]"):
+        layer.decoder_rows(torch.tensor([row]), torch.float32)
+
+
+def test_cross_layer_encoders_are_checked_at_load_and_decoders_as_read(tmp_path):
+    from tracer.transcoders.loaders import load_transcoders
+
+    tc_dir = tmp_path / "clt"
+    shutil.copytree(world_dir() / "clt", tc_dir)
+    edit_tensors(tc_dir / "W_enc_1.safetensors", lambda t: t["b_enc_1"].__setitem__(3, math.nan))
+    with pytest.raises(TranscoderFormatError, match=r"b_enc_1 in .*W_enc_1.safetensors.* NaN at index \[3\]"):
+        load_transcoders(tc_dir)
+    shutil.copy(world_dir() / "clt" / "W_enc_1.safetensors", tc_dir / "W_enc_1.safetensors")
+    edit_tensors(tc_dir / "W_dec_1.safetensors", lambda t: t["W_dec_1"].__setitem__((0, 1, 2), math.nan))
+    layer = load_transcoders(tc_dir).layers[1]
+    with pytest.raises(TranscoderFormatError, match=r"W_dec_1 in .* NaN at index \[0, 1, 2\]"):
+        layer.decoder_rows(torch.tensor([0]), torch.float32)
 
 
 def test_large_tensors_are_sampled_in_memory_and_checked_whole_on_failure():

@@ -205,15 +205,17 @@ def load_transcoder_set(directory: Path, cfg: dict[str, object], dtype: torch.dt
                         f"{str(directory)!r}.")
     opened = [_open_any(p) for p in paths]
     layers = [_layer_from_tensors(p, t, cfg, dtype, lazy) for p, t in zip(paths, opened, strict=True)]
-    for tensors in opened:  # back to back: a hot loop costs about half as much as checks spread over the load
-        check_mapped(tensors)
+    for p, tensors in zip(paths, opened, strict=True):  # back to back: a hot loop costs less than checks spread out
+        check_mapped(tensors, skip=(_plt_keys(p, tensors)[1],))  # the decoder: checked row by row as read
     return layers
 
 
-def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: torch.dtype,
-               lazy: bool) -> TranscoderLayer:
+def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: torch.dtype, lazy: bool,
+               opened: list[dict[str, MappedTensor]]) -> TranscoderLayer:
+    """Layer i of a cross-layer transcoder; its encoder file is appended to `opened` (checked by the caller)."""
     enc_path, dec_path = directory / f"W_enc_{i}.safetensors", directory / f"W_dec_{i}.safetensors"
     enc, dec = open_safetensors(enc_path, check=False), open_safetensors(dec_path, check=False)
+    opened.append(enc)  # the decoder file is not: its rows are checked as they are read
     enc_raw, dec_raw = _require(enc, f"W_enc_{i}", enc_path), _require(dec, f"W_dec_{i}", dec_path)
     _check_ndim(enc_path, f"W_enc_{i}", enc_raw, 2)
     W_enc = _tensor(enc_raw, dtype, f"W_enc_{i}", enc_path)
@@ -235,8 +237,6 @@ def _clt_layer(directory: Path, i: int, n: int, cfg: dict[str, object], dtype: t
     if lazy:
         _check_float(dec_path, f"W_dec_{i}", dec_raw)
     W_dec = dec_raw if lazy else _tensor(dec_raw, dtype, f"W_dec_{i}", dec_path)
-    check_mapped(enc)
-    check_mapped(dec)
     return TranscoderLayer(W_enc=W_enc, b_enc=b_enc, W_dec=W_dec, b_dec=b_dec,
                            activation=act, threshold=threshold, topk=k, skip_T=skip_T)
 
@@ -248,7 +248,11 @@ def load_clt(directory: Path, cfg: dict[str, object], dtype: torch.dtype, lazy: 
     if n == 0:
         raise _fail(f"cross_layer_transcoder folder must hold W_enc_0.safetensors ...; got none in "
                     f"{str(directory)!r}.")
-    return [_clt_layer(directory, i, n, cfg, dtype, lazy) for i in range(n)]
+    opened: list[dict[str, MappedTensor]] = []
+    layers = [_clt_layer(directory, i, n, cfg, dtype, lazy, opened) for i in range(n)]
+    for tensors in opened:  # back to back, as for per-layer transcoders
+        check_mapped(tensors)
+    return layers
 
 
 def load_transcoders(path: str | Path, *, dtype: torch.dtype = torch.float32, lazy_decoder: bool = True,

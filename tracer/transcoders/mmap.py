@@ -7,7 +7,7 @@ whole. :class:`MappedTensor` maps one tensor of a safetensors file and reads row
 error that names it. Rows are checked for NaN/inf as they are read (:mod:`tracer.weights`).
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +76,10 @@ def open_safetensors(path: Path, check: bool = True) -> dict[str, MappedTensor]:
     return tensors
 
 
-def check_mapped(tensors: Mapping[str, object]) -> None:
-    """The load-time check (:func:`tracer.weights.check_file`) of one file's mapped tensors."""
-    regions = {name: t.region for name, t in tensors.items() if isinstance(t, MappedTensor)}
+def check_mapped(tensors: Mapping[str, object], skip: Collection[str] = ()) -> None:
+    """The load-time check (:func:`tracer.weights.check_file`) of one file's mapped tensors, but
+    those named in `skip` (decoders: every use reads rows through ``decoder_rows``, which checks
+    each row exactly as it is read)."""
+    regions = {name: t.region for name, t in tensors.items() if isinstance(t, MappedTensor) and name not in skip}
     if regions:
         check_file(regions, error=TranscoderFormatError)

@@ -4,7 +4,8 @@
 
 Builds (or reuses, by hash, in --work-dir) a random benchmark model with its transcoders, then
 loads them ``--repeats`` times each way: the model natively and through transformers, the
-transcoders with lazy (memory-mapped) and eager decoders. Every call of
+transcoders with lazy (memory-mapped) and eager decoders, and the cross-layer transcoders
+(lazy) where the build has them. Every call of
 :func:`tracer.weights.check_file` and :func:`tracer.weights.check_weight` is timed, so the
 overhead is measured directly, not as a difference of two noisy totals. Writes JSON: per path
 the median load seconds, the median seconds inside the checks, and their ratio.
@@ -116,6 +117,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results["transcoders_lazy"] = _measure(lambda: load_transcoders(tc_dir, lazy_decoder=True), args.repeats, encode)
     results["transcoders_eager"] = _measure(lambda: load_transcoders(tc_dir, lazy_decoder=False), args.repeats,
                                             encode)
+    clt_dir = built.transcoder_dir("clt")
+    if clt_dir.is_dir():  # cross-layer transcoders: an encoder file and a decoder file per layer
+        results["clt_lazy"] = _measure(lambda: load_transcoders(clt_dir, lazy_decoder=True), args.repeats, encode)
     return results
 
 
