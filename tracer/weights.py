@@ -30,7 +30,7 @@ A failure is a one-line error naming the tensor, its file and the index of the f
 import math
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,8 @@ FULL_CHECK_BYTES = SAMPLE_WINDOWS * SAMPLE_WINDOW
 _MERGE_BYTES = 1 << 16
 """Adjacent pieces are read together up to this many bytes (one pread, one dot: a piece's cost
 is mostly the call, not the bytes)."""
+_BATCH_BYTES = 1 << 18
+"""Sampled bytes checked per call at most (bounds the reused read buffer at 256 KiB)."""
 _CHUNK = 1 << 20
 """Values per chunk of a whole in-memory check (bounds its float32 temporaries to 4 MiB)."""
 _FILE_DTYPES: dict[str, tuple[np.dtype[Any], torch.dtype]] = {
@@ -164,12 +166,27 @@ _BUFFERS = threading.local()
 
 
 def _read_buffer(nbytes: int) -> memoryview:
-    """A reused, already-resident buffer of at least `nbytes` bytes for this thread: a fresh one per
-    read would cost page faults, which on a VM cost more than the reads."""
+    """A reused, already-resident buffer of exactly `nbytes` bytes for this thread (a view of one
+    that only grows): a fresh one per read would cost page faults, which on a VM cost more than
+    the reads."""
     buf = getattr(_BUFFERS, "buf", None)
     if buf is None or len(buf) < nbytes:
-        buf = _BUFFERS.buf = memoryview(bytearray(max(nbytes, 1 << 17)))
-    return buf
+        buf = _BUFFERS.buf = memoryview(bytearray(nbytes))
+    return buf[:nbytes]
+
+
+def _read_batches(fd: int, ranges: list[tuple[int, int]]) -> Iterator[memoryview]:
+    """The bytes of `ranges`, read into the reused buffer and yielded in batches of at most
+    _BATCH_BYTES (or one range, if longer); each batch is overwritten by the next."""
+    total = sum(b - a for a, b in ranges)
+    buf = _read_buffer(max(min(total, _BATCH_BYTES), max(b - a for a, b in ranges)))
+    n = 0
+    for a, b in ranges:
+        if n + b - a > len(buf):
+            yield buf[:n]
+            n = 0
+        n += os.preadv(fd, [buf[n:n + b - a]], a)
+    yield buf[:n]
 
 
 def _merged(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -202,12 +219,7 @@ def check_file(regions: Mapping[str, FileRegion], label: str = "", error: type[W
     fd = os.open(path, os.O_RDONLY)
     try:
         for dtype, ranges in pieces.items():
-            merged = _merged(ranges)
-            buf = _read_buffer(sum(b - a for a, b in merged))
-            n = 0
-            for a, b in merged:
-                n += os.preadv(fd, [buf[n:n + b - a]], a)
-            if _squares_ok(_as_float(buf[:n], dtype), limit):
+            if all(_squares_ok(_as_float(part, dtype), limit) for part in _read_batches(fd, _merged(ranges))):
                 continue
             for name, region in sorted(regions.items(), key=lambda item: item[1].offset):
                 found = _first_bad_in_file(fd, region, limit) if region.dtype == dtype else None

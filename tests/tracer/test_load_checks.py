@@ -318,3 +318,31 @@ def test_a_nan_adjacency_is_reported_as_non_finite_not_cyclic():
     with pytest.raises(WorkbenchError, match="must be finite") as info:
         compute_influence(A, torch.tensor([0, 0, 0, 0.5, 0.5]))
     assert "acyclic" not in str(info.value)
+
+
+def test_check_file_reads_in_batches(tmp_path, monkeypatch):
+    """Pieces beyond one batch of the reused buffer are read in further batches, and a bad value
+    in any batch is found (here: 40 tensors of 12 bytes, batches of 64 bytes)."""
+    from safetensors.torch import save_file
+
+    import tracer.weights
+    from tracer.safetensors_header import read_safetensors_header
+    from tracer.weights import FileRegion, check_file
+
+    monkeypatch.setattr(tracer.weights, "_BATCH_BYTES", 64)
+    monkeypatch.setattr(tracer.weights, "_MERGE_BYTES", 24)  # reads of two tensors: 10 batches
+    seen: list[int] = []
+    batches = tracer.weights._read_batches
+    monkeypatch.setattr(tracer.weights, "_read_batches",
+                        lambda fd, r: (seen.append(len(b)) or b for b in batches(fd, r)))
+    tensors = {f"t{i:02d}": torch.randn(3) for i in range(40)}
+    path = tmp_path / "many.safetensors"
+    save_file(tensors, str(path))
+    infos, offset = read_safetensors_header(path)
+    regions = {k: FileRegion(str(path), offset + i.begin, i.end - i.begin, i.dtype, i.shape) for k, i in infos.items()}
+    check_file(regions)
+    assert seen == [48] * 10
+    tensors["t37"][2] = math.inf
+    save_file(tensors, str(path))
+    with pytest.raises(WorkbenchError, match=r"t37 in .* inf at index \[2\]"):
+        check_file(regions)
