@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
+from tracer.mapped import NUMPY_DTYPES, SAFETENSORS_DTYPES
 
 MAX_ABS_WEIGHT = math.sqrt(torch.finfo(torch.float32).max)
 """sqrt(float32 max) ~ 1.8e19: a weight beyond it overflows float32 in a single product. No
@@ -60,10 +61,13 @@ _BATCH_BYTES = 1 << 18
 """Sampled bytes checked per call at most (bounds the reused read buffer at 256 KiB)."""
 _CHUNK = 1 << 20
 """Values per chunk of a whole in-memory check (bounds its float32 temporaries to 4 MiB)."""
-_FILE_DTYPES: dict[str, tuple[np.dtype[Any], torch.dtype]] = {
-    "F64": (np.dtype("<f8"), torch.float64), "F32": (np.dtype("<f4"), torch.float32),
-    "F16": (np.dtype("<f2"), torch.float16), "BF16": (np.dtype("<u2"), torch.bfloat16)}
-"""Safetensors float dtypes: how numpy reads the bytes (bf16 as raw bits), and the torch dtype."""
+_FLOAT_FILE_DTYPES = ("F64", "F32", "F16", "BF16")
+"""The safetensors float dtypes: the weights checked (numpy reads BF16 as raw bits)."""
+
+
+def _np_dtype(dtype: str) -> np.dtype[Any]:
+    """How numpy reads a safetensors dtype's bytes (:mod:`tracer.mapped`'s tables)."""
+    return NUMPY_DTYPES[SAFETENSORS_DTYPES[dtype]]
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,8 @@ class FileRegion:
 
     def holds(self, t: Tensor) -> bool:
         """Whether `t` is these bytes as they are (same dtype and size: no cast on load)."""
-        kind = _FILE_DTYPES.get(self.dtype)
-        return kind is not None and kind[1] == t.dtype and t.numel() * t.element_size() == self.nbytes
+        return (self.dtype in _FLOAT_FILE_DTYPES and SAFETENSORS_DTYPES[self.dtype] == t.dtype
+                and t.numel() * t.element_size() == self.nbytes)
 
 
 def _describe(value: float) -> str:
@@ -137,7 +141,7 @@ def _squares_ok(values: np.ndarray, limit: float) -> bool:
 
 def _as_float(raw: bytes | memoryview, dtype: str) -> np.ndarray:
     """File bytes of a safetensors float dtype as a float32/float64 numpy array (bf16 and f16 widened)."""
-    values = np.frombuffer(raw, dtype=_FILE_DTYPES[dtype][0])  # (n,)
+    values = np.frombuffer(raw, dtype=_np_dtype(dtype))  # (n,)
     if dtype == "BF16":
         return (values.astype(np.uint32) << 16).view(np.float32)
     return values.astype(np.float32) if dtype == "F16" else values
@@ -151,7 +155,7 @@ def _bad_message(label: str, source: str, idx: tuple[int, ...], value: float) ->
 def _first_bad_in_file(fd: int, region: FileRegion, limit: float) -> tuple[tuple[int, ...], float] | None:
     """(index, value) of the first value of the region that is not finite or exceeds `limit`,
     read in chunks of _CHUNK values; None if there is none."""
-    size = _FILE_DTYPES[region.dtype][0].itemsize
+    size = _np_dtype(region.dtype).itemsize
     for start in range(0, region.nbytes // size, _CHUNK):
         n = min(_CHUNK, region.nbytes // size - start)
         values = _as_float(os.pread(fd, n * size, region.offset + start * size), region.dtype)  # (n,)
@@ -210,8 +214,8 @@ def check_file(regions: Mapping[str, FileRegion], label: str = "", error: type[W
     index."""
     pieces: dict[str, list[tuple[int, int]]] = {}  # dtype -> byte ranges to read
     for region in regions.values():
-        if region.dtype in _FILE_DTYPES and region.nbytes:
-            size = _FILE_DTYPES[region.dtype][0].itemsize
+        if region.dtype in _FLOAT_FILE_DTYPES and region.nbytes:
+            size = _np_dtype(region.dtype).itemsize
             pieces.setdefault(region.dtype, []).extend(_windows(region.offset, region.offset + region.nbytes, size))
     if not pieces:
         return

@@ -14,17 +14,12 @@ import numpy as np
 import torch
 
 from tracer.errors import TranscoderFormatError
+from tracer.mapped import NUMPY_DTYPES, SAFETENSORS_DTYPES
 from tracer.safetensors_header import TensorInfo, read_safetensors_header
 from tracer.weights import FileRegion, check_file, check_weight
 
-_DTYPES: dict[str, tuple[np.dtype, torch.dtype]] = {
-    "F64": (np.dtype("<f8"), torch.float64),
-    "F32": (np.dtype("<f4"), torch.float32),
-    "F16": (np.dtype("<f2"), torch.float16),
-    "BF16": (np.dtype("<u2"), torch.bfloat16),  # numpy has no bf16: read raw bits, view in torch
-    "I64": (np.dtype("<i8"), torch.int64),
-    "I32": (np.dtype("<i4"), torch.int32),
-}
+_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32")
+"""The safetensors dtypes a transcoder tensor may have (numpy reads BF16 as raw bits, viewed in torch)."""
 
 
 def read_header(path: Path) -> tuple[dict[str, TensorInfo], int]:
@@ -43,7 +38,8 @@ class MappedTensor:
         if info.dtype not in _DTYPES:
             raise TranscoderFormatError(f"{name} in {str(path)!r} must be F64, F32, F16, BF16, I64 or I32; got "
                                         f"{info.dtype}. Re-export the transcoders in a float dtype.")
-        np_dtype, self.torch_dtype = _DTYPES[info.dtype]
+        self.torch_dtype = SAFETENSORS_DTYPES[info.dtype]
+        np_dtype = NUMPY_DTYPES[self.torch_dtype]
         # mode "c": copy-on-write, so torch gets a writable array and the file is never modified
         self._array = np.memmap(path, dtype=np_dtype, mode="c", offset=data_offset + info.begin,
                                 shape=info.shape) if info.end > info.begin else np.zeros(info.shape, np_dtype)
