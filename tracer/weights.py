@@ -3,10 +3,11 @@
 A NaN, an inf or an absurd value (1e38) in a model or transcoder weight turns a graph into NaN,
 or silently drops features (a NaN JumpReLU threshold compares false). Three layers of checks:
 
-* **At load**. Every tensor of a safetensors weight file is checked from the file with ``pread``
-  (:func:`check_file`, before the loader returns), not through its memory mapping: a page fault
-  on a mapping costs 30-100 us on a VM, more than the load of a small tensor, while a read of
-  16 KiB from the page cache costs a few us. Up to :data:`FULL_CHECK_BYTES` a tensor is read
+* **At load**. Every tensor of a safetensors weight file (transcoder decoders excepted, see
+  below) is checked from the file with ``pread`` (:func:`check_file`, before the loader
+  returns), not through its memory mapping: a page fault on a mapping costs 30-100 us on a VM,
+  more than the load of a small tensor, while a read of 16 KiB from the page cache costs a few
+  us. Up to :data:`FULL_CHECK_BYTES` a tensor is read
   whole; beyond, on :data:`SAMPLE_WINDOWS` windows of :data:`SAMPLE_WINDOW` bytes, evenly spaced,
   the first and the last included; adjacent pieces are read together and the pieces of one dtype
   checked at once (a check's cost is its calls, not its bytes). Tensors cast on load (so that
@@ -48,9 +49,8 @@ SAMPLE_WINDOW = 16384
 """Bytes per sampled window (4 pages: one pread of a few us from the page cache)."""
 SAMPLE_WINDOWS = 2
 """Windows checked in a large tensor at load: evenly spaced, the first and the last included. A
-fixed count, so that the check's cost does not grow with the tensor; the per-call cost of each
-window (~20 us on this VM) is what the 10% load-time budget allows (3 windows measured 9-10% on
-the benchmark's transcoders; 2 measured 7-8%)."""
+fixed count, so that the check's cost does not grow with the tensor: each read costs ~20 us on
+this VM whatever its size, and the loads it is part of take ~2 ms per transcoder layer."""
 FULL_CHECK_BYTES = SAMPLE_WINDOWS * SAMPLE_WINDOW
 """Tensors of at most this many bytes (no more than a sample) are checked whole."""
 

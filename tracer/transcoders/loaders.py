@@ -90,7 +90,8 @@ def _tensor(x: RawTensor, dtype: torch.dtype, name: str = "tensor",
     if not t.is_floating_point():
         raise _fail(f"{name} in {where!r} must be a float tensor; got {t.dtype}. Re-export the transcoders.")
     out = t.to(dtype)
-    if not (isinstance(x, MappedTensor) and x.region.holds(out)):  # mapped and not cast: checked at open
+    if not (isinstance(x, MappedTensor) and x.region.holds(out)):  # mapped, not cast: the set's file check
+        # (or, for a decoder, the check of each row as it is read) covers it
         check_weight(out, name, where, TranscoderFormatError, sample=True)  # after the cast: overflow shows
     return out
 
