@@ -15,11 +15,12 @@ from tracer.interventions import (
     feature_intervention_generate,
     prepare,
 )
+from tracer.transcoders.base import Activation, Kind
 
 N_POS = 9
 
 
-def _setup(arch: str = "llama", kind: str = "plt", act: str = "relu", skip: bool = False):
+def _setup(arch: str = "llama", kind: Kind = "plt", act: Activation = "relu", skip: bool = False):
     loaded = tiny_model(arch)
     tc = tiny_transcoders(loaded, kind=kind, act=act, skip=skip)
     tokens = random_tokens(N_POS, loaded.d_vocab, seed=3)
