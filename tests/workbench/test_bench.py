@@ -22,8 +22,8 @@ from workbench.bench.build import BOS_ID, TL_MODEL_NAME, ensure_built, random_pr
 from workbench.bench.config import BenchConfig, ModelSpec
 from workbench.bench.procs import peak_rss_mb, reset_peak_rss, run_measured
 
-TINY: dict[str, Any] = dict(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab=64, d_transcoder=128, target_l0=8.0,
-            calib_seqs=16, calib_len=16)
+TINY: dict[str, Any] = dict(n_layers=2, d_model=32, n_heads=4, n_kv_heads=2, vocab=64, d_transcoder=128,
+                            target_l0=8.0, calib_seqs=16, calib_len=16)
 TINY_FLAGS = ["--n-layers", "2", "--d-model", "32", "--n-heads", "4", "--n-kv-heads", "2", "--vocab", "64",
               "--d-transcoder", "128", "--target-l0", "8", "--calib-seqs", "16", "--calib-len", "16"]
 
