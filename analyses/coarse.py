@@ -310,7 +310,7 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
     )
 
 
-def with_columns(coarse: CoarseGraph, **columns: Sequence[float]) -> CoarseGraph:
+def with_columns(coarse: CoarseGraph, **columns: Sequence[float] | np.ndarray) -> CoarseGraph:
     """A copy with extra per-node columns (one value per node)."""
     for name, vals in columns.items():
         if len(vals) != coarse.n_nodes:

@@ -17,15 +17,19 @@ Built objects are cached and handed out as deep copies, so tests may mutate what
 import copy
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
-from tracer.models import LoadedModel, wrap_model
+from tracer.models import LoadedModel, Tokenizer, wrap_model
 from tracer.models.forward import capture_transcoder_io
-from tracer.transcoders.base import TranscoderLayer, Transcoders
+from tracer.transcoders.base import Activation, Kind, TranscoderLayer, Transcoders
 from tracer.transcoders.fit import ridge_solve
 from tracer.transcoders.writer import write_transcoders
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
 ARCHS = ("qwen3", "llama", "gemma2")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
@@ -40,7 +44,7 @@ _TC_CACHE: dict[tuple[object, ...], Transcoders] = {}
 
 
 # ----------------------------------------------------------------------------- models
-def _common(vocab_size: int) -> dict[str, object]:
+def _common(vocab_size: int) -> dict[str, Any]:
     return dict(
         vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=256,
@@ -49,13 +53,14 @@ def _common(vocab_size: int) -> dict[str, object]:
     )
 
 
-def model_config(arch: str, **overrides: object) -> object:
+def model_config(arch: str, **overrides: Any) -> "PretrainedConfig":
     """The HF config of a tiny model: defaults per architecture, then ``overrides``."""
-    from transformers import Gemma2Config, LlamaConfig, Qwen3Config
+    from transformers import Gemma2Config, LlamaConfig, PretrainedConfig, Qwen3Config
 
     if arch not in ARCHS:
         raise ValueError(f"arch must be one of {ARCHS}; got {arch!r}.")
     kw = _common(int(overrides.pop("vocab_size", 64)))
+    cls: type[PretrainedConfig]
     if arch == "qwen3":
         kw.update(tie_word_embeddings=False, use_sliding_window=False, rms_norm_eps=1e-6,
                   architectures=["Qwen3ForCausalLM"])
@@ -77,11 +82,12 @@ def _perturb_norms(model: torch.nn.Module, offset: float, gen: torch.Generator) 
     for mod in model.modules():
         if type(mod).__name__.endswith("RMSNorm"):
             w = mod.weight
+            assert isinstance(w, Tensor)
             noise = (torch.rand(w.shape, generator=gen) * 0.2 - 0.1).to(w.dtype)
             w.data.copy_(noise + (1.0 - offset))
 
 
-def tiny_tokenizer(vocab_size: int = 64) -> object:
+def tiny_tokenizer(vocab_size: int = 64) -> "PreTrainedTokenizerFast":
     """A word-level fast tokenizer: <pad>=0, <bos>=1, <eos>=2, <unk>=3, then words / w{i}."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -96,7 +102,7 @@ def tiny_tokenizer(vocab_size: int = 64) -> object:
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def _build_model(arch: str, seed: int, overrides: dict[str, object]) -> LoadedModel:
+def _build_model(arch: str, seed: int, overrides: dict[str, Any]) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     cfg = model_config(arch, **dict(overrides))
@@ -105,12 +111,14 @@ def _build_model(arch: str, seed: int, overrides: dict[str, object]) -> LoadedMo
         model = AutoModelForCausalLM.from_config(cfg, attn_implementation="eager")
     gen = torch.Generator().manual_seed(seed + 1)
     _perturb_norms(model, 1.0 if arch == "gemma2" else 0.0, gen)
-    loaded = wrap_model(model, tiny_tokenizer(int(cfg.vocab_size)), model_id=f"tiny-{arch}")
-    assert loaded.model.config._attn_implementation == "eager"
+    # cast: HF's decode (token_ids=..., -> str | list[str]) does not match tracer's Tokenizer protocol
+    tok = cast(Tokenizer, tiny_tokenizer(int(cfg.vocab_size)))
+    loaded = wrap_model(model, tok, model_id=f"tiny-{arch}")
+    assert loaded.config._attn_implementation == "eager"
     return loaded
 
 
-def tiny_model(arch: str, *, seed: int = 0, **overrides: object) -> LoadedModel:
+def tiny_model(arch: str, *, seed: int = 0, **overrides: Any) -> LoadedModel:
     """A tiny random model (float32, CPU, eval, no grad). ``overrides`` go to the HF config."""
     key = (arch, seed, tuple(sorted((k, repr(v)) for k, v in overrides.items())))
     if key not in _MODEL_CACHE:
@@ -127,7 +135,7 @@ def random_tokens(n: int, vocab: int = 64, seed: int = 0, bos: int = BOS_ID) -> 
 # ----------------------------------------------------------------------------- transcoders
 def _fingerprint(loaded: LoadedModel) -> str:
     """Identifies a model's weights (dtype-independent to ~1e-6) for the transcoder cache."""
-    h = hashlib.sha1(loaded.model.config.to_json_string().encode())
+    h = hashlib.sha1(loaded.config.to_json_string().encode())
     for p in list(loaded.model.parameters())[:8]:
         h.update(f"{float(p.detach().double().sum()):.5e}".encode())
     return h.hexdigest()
@@ -148,8 +156,10 @@ def _fit_data(loaded: LoadedModel, tc_in: str, tc_out: str, n_seqs: int, seq_len
     return x.double(), y.double()  # (L, N, d)
 
 
-def _encoder(x: Tensor, act: str, d_tc: int, gen: torch.Generator, topk: int) -> dict[str, Tensor | None]:
-    """Random unit-norm encoder rows; biases put each feature's firing rate in [10%, 30%]."""
+def _encoder(x: Tensor, act: Activation, d_tc: int, gen: torch.Generator,
+             topk: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(W_enc, b_enc, threshold): random unit-norm encoder rows; biases put each feature's firing
+    rate in [10%, 30%]."""
     _, d = x.shape
     W_enc = torch.randn(d_tc, d, generator=gen, dtype=torch.float64)
     W_enc = W_enc / W_enc.norm(dim=1, keepdim=True)  # (d_tc, d)
@@ -165,10 +175,10 @@ def _encoder(x: Tensor, act: str, d_tc: int, gen: torch.Generator, topk: int) ->
         b_enc = -proj.median(0).values
     else:
         b_enc = -q
-    return {"W_enc": W_enc, "b_enc": b_enc, "threshold": threshold}
+    return W_enc, b_enc, threshold
 
 
-def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str,
+def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: Kind,
                   skip: bool) -> list[dict[str, Tensor]]:
     """Per source layer: W_dec, b_dec and skip_T fitted to the MLP output (ridge, BOS left out)."""
     L, N, d = xs.shape
@@ -191,16 +201,16 @@ def _fit_decoders(xs: Tensor, ys: Tensor, acts: list[Tensor], kind: str,
     return out
 
 
-def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_tc: int, seed: int,
+def _build_transcoders(loaded: LoadedModel, kind: Kind, act: Activation, skip: bool, d_tc: int, seed: int,
                        topk: int, input_hook: str, output_hook: str) -> Transcoders:
     xs, ys = _fit_data(loaded, input_hook, output_hook, n_seqs=16, seq_len=24, seed=seed)
     gen = torch.Generator().manual_seed(1000 + seed)
     encs, acts = [], []
     for i in range(loaded.n_layers):
-        enc = _encoder(xs[i], act, d_tc, gen, topk)
-        layer = TranscoderLayer(W_enc=enc["W_enc"], b_enc=enc["b_enc"],
+        W_enc, b_enc, threshold = _encoder(xs[i], act, d_tc, gen, topk)
+        layer = TranscoderLayer(W_enc=W_enc, b_enc=b_enc,
                                 W_dec=torch.zeros(d_tc, 1), b_dec=torch.zeros(1), activation=act,
-                                threshold=enc["threshold"], topk=topk if act == "topk" else None)
+                                threshold=threshold, topk=topk if act == "topk" else None)
         encs.append(layer)
         acts.append(layer.encode(xs[i]))  # (N, d_tc)
     decs = _fit_decoders(xs, ys, acts, kind, skip)
@@ -219,7 +229,7 @@ def _build_transcoders(loaded: LoadedModel, kind: str, act: str, skip: bool, d_t
                        scan=name, source=name)
 
 
-def tiny_transcoders(loaded: LoadedModel, kind: str = "plt", act: str = "relu", skip: bool = False,
+def tiny_transcoders(loaded: LoadedModel, kind: Kind = "plt", act: Activation = "relu", skip: bool = False,
                      d_transcoder: int = 64, seed: int = 0, *, topk: int | None = None,
                      input_hook: str | None = None, output_hook: str | None = None) -> Transcoders:
     """Random transcoders fitted to ``loaded``'s MLPs (float32, CPU, dense decoders).
@@ -250,8 +260,9 @@ def save_model(loaded: LoadedModel, directory: str | Path) -> Path:
     """save_pretrained (safetensors) + the word-level tokenizer, so ``load_model(directory)`` works."""
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(out, safe_serialization=True)
-    tok = loaded.tokenizer or tiny_tokenizer(loaded.d_vocab)
+    cast("PreTrainedModel", loaded.model).save_pretrained(out, safe_serialization=True)
+    # an HF tokenizer: tiny_model's, or AutoTokenizer's when ``loaded`` came from load_model
+    tok = cast("PreTrainedTokenizerFast", loaded.tokenizer or tiny_tokenizer(loaded.d_vocab))
     tok.save_pretrained(out)
     return out
 

@@ -15,6 +15,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -48,7 +49,7 @@ def edit_tensors(path: Path, edit: Callable[[dict[str, torch.Tensor]], object]) 
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
 
 
-def read_raw(path: Path) -> tuple[dict[str, object], bytes]:
+def read_raw(path: Path) -> tuple[dict[str, Any], bytes]:
     """(JSON header, data bytes) of a safetensors file."""
     raw = path.read_bytes()
     (n,) = struct.unpack("<Q", raw[:8])
@@ -68,7 +69,7 @@ class Replace:
     header: object
 
 
-def edit_header(path: Path, edit: Callable[[dict[str, object]], object]) -> None:
+def edit_header(path: Path, edit: Callable[[dict[str, Any]], object]) -> None:
     """Rewrite the JSON header of a safetensors file: `edit` changes it in place, or returns
     :class:`Replace` with a whole new header."""
     header, data = read_raw(path)
@@ -76,7 +77,7 @@ def edit_header(path: Path, edit: Callable[[dict[str, object]], object]) -> None
     write_raw(path, new.header if isinstance(new, Replace) else header, data)
 
 
-def first_tensor(header: dict[str, object]) -> dict[str, object]:
+def first_tensor(header: dict[str, Any]) -> dict[str, Any]:
     return next(v for k, v in sorted(header.items()) if k != "__metadata__")
 
 

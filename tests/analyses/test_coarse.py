@@ -26,8 +26,8 @@ def test_edges_equal_the_viewer_formula_on_the_exported_json(seed: int, node_t: 
     graph = ref.random_graph(seed, max_features=5)
     assume(len(set(node_ids(graph))) == graph.n_nodes)  # error ids "0_{layer}_{pos}" can clash with layer-0 features
     result = prune_graph(graph, PruneConfig(node_threshold=node_t))
-    shown = set(viewer_subgraph(graph, result).node_index.tolist())
-    groups = [[g for g in grp if g in shown] for grp in _feature_groups(graph, np.random.default_rng(seed))]
+    shown_index = set(viewer_subgraph(graph, result).node_index.tolist())
+    groups = [[g for g in grp if g in shown_index] for grp in _feature_groups(graph, np.random.default_rng(seed))]
     groups = [g for g in groups if g]
     coarse = build_coarse_graph(graph, groups, prune_result=result, labels=[f"S{i}" for i in range(len(groups))])
     data = build_neuronpedia(graph, slug="g", prune_result=result, supernodes=coarse.to_supernodes(),

@@ -1,6 +1,8 @@
 """FeatureFamilies: estimator contract, planted families (decoder geometry and co-activation
 rings), kNN back-ends, saving, queries, the dendrogram display and CLT decoder inputs."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,6 +17,7 @@ from analyses.families.coactivation import coactivation_profiles, jaccard_pairs
 from analyses.families.knn import approx_knn, exact_knn, unit_rows
 from analyses.families.results import family_label, label_stem
 from analyses.results import load_result, save_result
+from tracer.transcoders.base import Kind
 
 
 def planted(n_families: int = 12, d: int = 384, n_background: int = 150,
@@ -75,7 +78,7 @@ def test_params_are_stored_unchanged() -> None:
     ("per_layer", "yes", TypeError), ("max_hierarchy", -1, ValueError), ("random_state", -1, ValueError),
 ])
 def test_invalid_params_are_refused_at_fit(param: str, value: object, err: type) -> None:
-    est = FeatureFamilies(**{param: value})
+    est = FeatureFamilies(**{param: value})  # type: ignore[arg-type]  # bad values on purpose
     with pytest.raises(err, match=param):
         est.fit(planted()[0])
 
@@ -104,7 +107,7 @@ def test_bad_inputs_are_refused() -> None:
 @pytest.mark.parametrize("clustering", ["average", "hdbscan", "components"])
 def test_planted_decoder_families_are_recovered(clustering: str) -> None:
     X, truth = planted()
-    params = {"distance_threshold": 0.8} if clustering == "average" else {}
+    params: dict[str, Any] = {"distance_threshold": 0.8} if clustering == "average" else {}
     est = FeatureFamilies(clustering=clustering, min_family_size=3, **params).fit(X)
     assert ari(truth, est.labels_) >= 0.9, clustering
     shuffled = np.random.default_rng(0).permutation(est.labels_)
@@ -265,7 +268,7 @@ def test_dendrogram_display_plots_a_family() -> None:
 # ---------------------------------------------------------------- transcoder inputs
 
 
-def _transcoders(kind: str):  # noqa: ANN202
+def _transcoders(kind: Kind):  # noqa: ANN202
     from tracer.transcoders.base import TranscoderLayer, Transcoders
 
     g = torch.Generator().manual_seed(0)

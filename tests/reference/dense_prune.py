@@ -184,4 +184,5 @@ def viewer_scores(graph: Graph, node_mask: Tensor, edge_mask: Tensor,
     replacement = float(tok / (tok + infl[err].sum()))
     out = infl + w
     completeness = float(((1 - a_hat[:, err].sum(-1)) * out).sum() / out.sum())
-    return tuple(0.0 if v != v else v for v in (replacement, completeness))
+    replacement, completeness = (0.0 if v != v else v for v in (replacement, completeness))  # NaN -> 0
+    return replacement, completeness

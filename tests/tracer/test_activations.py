@@ -1,6 +1,7 @@
 """Corpus activations: equal to the replacement model per prompt, resumable, readable per layer."""
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -87,7 +88,12 @@ def test_a_killed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypa
     assert not partial.complete and len(partial.shards) == 2 and partial.n_prompts == 4
     assert not list((tmp_path / "run").glob(".*tmp*")), "no temp file is left behind"
     calls.clear()
-    monkeypatch.setattr(collect_mod, "collect_shard", lambda *a, **k: (calls.append(a[5]), real(*a, **k))[1])
+
+    def recording_shard(*a: Any, **k: Any) -> Any:
+        calls.append(a[5])
+        return real(*a, **k)
+
+    monkeypatch.setattr(collect_mod, "collect_shard", recording_shard)
     done = collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
     assert calls == [4, 6], "only the unfinished shards are computed again"
     for layer in range(loaded.n_layers):

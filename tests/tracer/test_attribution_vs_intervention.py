@@ -12,6 +12,8 @@ atol 1e-5 * max|A| + rtol 1e-3. The last tests show the check is sensitive: with
 the columns do not match.
 """
 
+from typing import Literal
+
 import pytest
 import torch
 
@@ -20,6 +22,7 @@ from tracer.attribution import attribute
 from tracer.config import AttributionConfig
 from tracer.graph import Graph
 from tracer.interventions import feature_intervention, measured_columns, node_perturbation, prepare, readings
+from tracer.transcoders.base import Activation, Kind
 
 ARCHS = ["qwen3", "llama", "gemma2"]
 VARIANTS = [
@@ -36,14 +39,14 @@ TOL64 = (1e-12, 1e-10)  # (atol / max|A|, rtol)
 TOL32 = (1e-5, 1e-3)
 
 
-def _setup(arch: str, kind: str, act: str, skip: bool, dtype: torch.dtype, **tc_kw):
+def _setup(arch: str, kind: Kind, act: Activation, skip: bool, dtype: torch.dtype, **tc_kw):
     loaded = tiny_model(arch)
     tc = tiny_transcoders(loaded, kind=kind, act=act, skip=skip, **tc_kw)
     if dtype == torch.float64:
         loaded.model.double()
         tc = tc.to("cpu", torch.float64)
     tokens = random_tokens(N_POS, loaded.d_vocab, seed=7)
-    adj = "float64" if dtype == torch.float64 else "float32"
+    adj: Literal["float64", "float32"] = "float64" if dtype == torch.float64 else "float32"
     graph = attribute(loaded, tc, tokens, AttributionConfig(verbose=False, n_workers=1, adjacency_dtype=adj))
     assert graph.adjacency.dtype == dtype
     return loaded, tc, graph

@@ -91,7 +91,8 @@ def test_import_matches_the_graph(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert got.logit_tokens == graph.logit_tokens and got.input_string == graph.input_string
     assert got.logit_vectors.shape == (graph.n_logits, 0)
     assert "unavailable" in str(got.extra["logit_vectors"])
-    assert got.extra["circuit_tracer_cfg"]["dtype"] == "torch.float32"
+    ct_cfg = got.extra["circuit_tracer_cfg"]
+    assert isinstance(ct_cfg, dict) and ct_cfg["dtype"] == "torch.float32"
     native = got.save(tmp_path / "g.safetensors")
     back = Graph.load(native)
     for name in _FIELDS:

@@ -12,6 +12,7 @@ import torch
 from tests.helpers_models import tiny_model, tiny_transcoders
 from tracer.attribution import attribute, reference_attribute
 from tracer.config import AttributionConfig
+from tracer.transcoders.base import Activation, Kind
 
 ARCHS = ["qwen3", "llama", "gemma2"]
 VARIANTS = [
@@ -39,7 +40,7 @@ def assert_same_graph(fast, ref, rtol: float) -> None:
     assert diff <= rtol * scale, f"max |A_fast - A_ref| = {diff:.3e} > {rtol:g} * {scale:.3e}"
 
 
-def _pair(arch: str, kind: str, act: str, skip: bool, n: int, dtype: torch.dtype, **cfg_kw):
+def _pair(arch: str, kind: Kind, act: Activation, skip: bool, n: int, dtype: torch.dtype, **cfg_kw):
     loaded = tiny_model(arch)
     if dtype == torch.float64:
         loaded.model.double()

@@ -15,11 +15,12 @@ from tracer.interventions import (
     feature_intervention_generate,
     prepare,
 )
+from tracer.transcoders.base import Activation, Kind
 
 N_POS = 9
 
 
-def _setup(arch: str = "llama", kind: str = "plt", act: str = "relu", skip: bool = False):
+def _setup(arch: str = "llama", kind: Kind = "plt", act: Activation = "relu", skip: bool = False):
     loaded = tiny_model(arch)
     tc = tiny_transcoders(loaded, kind=kind, act=act, skip=skip)
     tokens = random_tokens(N_POS, loaded.d_vocab, seed=3)
@@ -53,6 +54,7 @@ def test_empty_intervention_reproduces_the_clean_run(arch, constrained):
     free = feature_intervention(loaded, tc, tokens, [], freeze_attention=False, clean=clean)
     assert torch.equal(free.logits, clean.cache.logits)
     acts = torch.stack([clean.activations(i) for i in range(loaded.n_layers)])
+    assert res.activations is not None
     _close(res.activations, acts, 2e-5, "activations")
     assert res.activations[:, 0].abs().sum() == 0  # BOS reads as 0
 
@@ -155,6 +157,7 @@ def test_vector_additions_at_embedding_and_output_locations():
     kw = {"constrained_layers": "all", "clean": clean}
     emb = feature_intervention(loaded, tc, tokens, [add_to_embedding(3, v)], **kw)
     out = feature_intervention(loaded, tc, tokens, [add_to_output_location(0, 3, v)], **kw)
+    assert emb.activations is not None and out.activations is not None
     # layer-0 features at position 3 read the embedding change, not the output-location one
     assert (emb.activations[0, 3] - out.activations[0, 3]).abs().max() > 1e-4
     _close(out.activations[0], clean.activations(0), 1e-5, "layer 0 reads before its output")
@@ -169,6 +172,7 @@ def test_activation_options():
     sparse = feature_intervention(loaded, tc, tokens, items, sparse=True, clean=clean)
     pre = feature_intervention(loaded, tc, tokens, items, apply_activation_function=False, clean=clean)
     none = feature_intervention(loaded, tc, tokens, items, return_activations=False, clean=clean)
+    assert dense.activations is not None and sparse.activations is not None and pre.activations is not None
     assert sparse.activations.is_sparse and torch.equal(sparse.activations.to_dense(), dense.activations)
     assert dense.activations.shape == (loaded.n_layers, N_POS, tc.d_transcoder)
     for layer in range(loaded.n_layers):
@@ -316,4 +320,5 @@ def test_native_backend_gives_the_same_interventions(tmp_path):
         ref = feature_intervention(loaded, tc, tokens, items, constrained_layers=constrained, clean=clean)
         got = feature_intervention(native, tc, tokens, items, constrained_layers=constrained)
         _close(got.logits, ref.logits, 1e-5, f"native {constrained}")
+        assert got.activations is not None and ref.activations is not None
         _close(got.activations, ref.activations, 1e-5)

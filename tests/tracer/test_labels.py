@@ -91,7 +91,7 @@ def test_empty_file_gives_no_labels(tmp_path: Path) -> None:
 def test_feature_label_is_frozen() -> None:
     lab = FeatureLabel(layer=0, feature=0, label="x")
     with pytest.raises(AttributeError):
-        lab.label = "y"
+        lab.label = "y"  # type: ignore[misc]  # the frozen field is the point
 
 
 @settings(max_examples=25, deadline=None)

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import shutil
+from typing import Any
 
 import numpy as np
 import pytest
@@ -40,7 +41,8 @@ def test_a_declared_tie_loads_and_shares_the_embedding(tied_model, backend):
     from tracer.models import load_model
 
     m = load_model(tied_model, backend=backend)
-    assert torch.equal(m.model.lm_head.weight, m.model.model.embed_tokens.weight)
+    model: Any = m.model  # HF module layout, walked by attribute
+    assert torch.equal(model.lm_head.weight, model.model.embed_tokens.weight)
 
 
 def test_native_and_hf_agree_on_the_tied_model(tied_model):
@@ -274,7 +276,12 @@ def test_the_engine_checks_memory_before_allocating(monkeypatch):
     monkeypatch.setattr(tracer.memory, "available_bytes", lambda device="cpu": 1000)
     allocations = []
     real_zeros = torch.zeros
-    monkeypatch.setattr(torch, "zeros", lambda *a, **k: allocations.append(a) or real_zeros(*a, **k))
+
+    def recording_zeros(*a: Any, **k: Any) -> torch.Tensor:
+        allocations.append(a)
+        return real_zeros(*a, **k)
+
+    monkeypatch.setattr(torch, "zeros", recording_zeros)
     for cap in (None, 3):
         allocations.clear()
         with pytest.raises(MemoryLimitError, match="must fit in memory"):
@@ -333,8 +340,12 @@ def test_check_file_reads_in_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(tracer.weights, "_MERGE_BYTES", 24)  # reads of two tensors: 10 batches
     seen: list[int] = []
     batches = tracer.weights._read_batches
-    monkeypatch.setattr(tracer.weights, "_read_batches",
-                        lambda fd, r: (seen.append(len(b)) or b for b in batches(fd, r)))
+
+    def record(b: memoryview) -> memoryview:
+        seen.append(len(b))
+        return b
+
+    monkeypatch.setattr(tracer.weights, "_read_batches", lambda fd, r: (record(b) for b in batches(fd, r)))
     tensors = {f"t{i:02d}": torch.randn(3) for i in range(40)}
     path = tmp_path / "many.safetensors"
     save_file(tensors, str(path))

@@ -1,5 +1,7 @@
 """Transcoder loaders: every on-disk format, lazy == eager, and clear errors on bad files."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -43,7 +45,8 @@ def test_plt_roundtrip_lazy_equals_eager(tmp_path):
         assert torch.equal(eager.layers[i].decoder_rows(idx, torch.float32), layers[i]["W_dec"][idx])
         assert lazy.layers[i].activation == "jumprelu"
         # circuit-tracer's PLT skip is x @ W_skip.T
-        assert torch.equal(lazy.layers[i].skip_T, layers[i]["W_skip"].T)
+        skip_T = lazy.layers[i].skip_T
+        assert skip_T is not None and torch.equal(skip_T, layers[i]["W_skip"].T)
     x = torch.randn(4, D)
     pre = x @ layers[0]["W_enc"].T + layers[0]["b_enc"]
     thr = layers[0]["activation_function.threshold"]
@@ -79,7 +82,7 @@ def test_gemma_scope_npz_and_gemma_scope_2(tmp_path):
     ref = []
     for i in range(L):
         W_enc = np.random.randn(D, DTC).astype(np.float32)  # Gemma Scope stores (d_model, d_tc)
-        sd = {"W_enc": W_enc, "W_dec": np.random.randn(DTC, D).astype(np.float32),
+        sd: dict[str, Any] = {"W_enc": W_enc, "W_dec": np.random.randn(DTC, D).astype(np.float32),
               "b_enc": np.zeros(DTC, np.float32), "b_dec": np.zeros(D, np.float32),
               "threshold": np.full(DTC, 0.1, np.float32)}
         (path / f"layer_{i}").mkdir()
@@ -101,7 +104,8 @@ def test_gemma_scope_npz_and_gemma_scope_2(tmp_path):
                    "affine_skip_connection": torch.eye(D) * (i + 1)}, str(p2 / f"l{i}.safetensors"))
     (p2 / "config.yaml").write_text("transcoders: [l0.safetensors, l1.safetensors, l2.safetensors]\n")
     tc2 = load_transcoders(p2)
-    assert torch.equal(tc2.layers[2].skip_T, torch.eye(D) * 3)
+    skip_T = tc2.layers[2].skip_T
+    assert skip_T is not None and torch.equal(skip_T, torch.eye(D) * 3)
 
 
 @pytest.mark.parametrize("n_layers,d_model,match", [(L + 1, D, "layer count"), (L, D + 1, "d_model")])

@@ -38,14 +38,14 @@ def _dense_edges(result: prune_mod.PruneResult) -> torch.Tensor:
 @pytest.mark.parametrize("value", [1.5, -0.1, float("nan"), "0.8", True, None])
 def test_config_rejects_bad_thresholds(field: str, value: object) -> None:
     with pytest.raises(WorkbenchError, match=rf"^{field} must be in \[0, 1\]; got "):
-        PruneConfig(**{field: value})
+        PruneConfig(**{field: value})  # type: ignore[arg-type]  # bad values on purpose
 
 
 def test_config_defaults_and_frozen() -> None:
     config = PruneConfig()
     assert (config.node_threshold, config.edge_threshold) == (0.8, 0.98)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        config.node_threshold = 0.5
+        config.node_threshold = 0.5  # type: ignore[misc]  # the frozen field is the point
     assert str(PruneConfig(node_threshold=1, edge_threshold=0)) != ""
 
 

@@ -22,12 +22,13 @@ from tracer.errors import WorkbenchError
 from tracer.graph import Graph, graph_scores, prune_graph, subgraph_scores
 from tracer.graph.stream import crc32_zeros, open_graph_file
 from tracer.mapped import is_mapped, release_all
+from tracer.transcoders.base import Kind
 
 TOKENS = [1, 5, 9, 12, 7, 3, 8, 40, 22]
 TIMING = ("attribution_seconds", "finish_seconds")
 
 
-def _setup(kind: str):
+def _setup(kind: Kind):
     loaded = tiny_model("qwen3")
     return loaded, tiny_transcoders(loaded, kind=kind, act="jumprelu" if kind == "plt" else "relu",
                                     skip=kind == "plt")

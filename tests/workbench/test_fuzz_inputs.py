@@ -28,7 +28,7 @@ from tests.helpers_mutants import (
 )
 
 PROMPT = "Two days after Friday is"
-Mutate = Callable[[Path], None]
+Mutate = Callable[[Path], object]  # what a mutation returns is ignored
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +66,7 @@ def _set_value(name: str, value: float, index: tuple[int, ...] = (0, 0)) -> Muta
     return mutate
 
 
-def _tensor_edit(file: str, edit: Callable[[dict[str, torch.Tensor]], None]) -> Mutate:
+def _tensor_edit(file: str, edit: Callable[[dict[str, torch.Tensor]], object]) -> Mutate:
     return lambda folder: edit_tensors(folder / file, edit)
 
 
@@ -251,7 +251,7 @@ def _nan_at(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def _npz(fn: Callable[[dict[str, np.ndarray]], None]) -> Mutate:
+def _npz(fn: Callable[[dict[str, np.ndarray]], object]) -> Mutate:
     def mutate(g: Path) -> None:
         with np.load(g) as z:
             arrays = {k: z[k] for k in z.files}
@@ -348,7 +348,7 @@ def test_supernode_mutants_are_refused(world, tmp_path, capfd, content):
 
 
 # ----------------------------------------------------------------------------- manifest mutants
-def _manifest(fn: Callable[[dict], object]) -> Callable[[Path], None]:
+def _manifest(fn: Callable[[dict], object]) -> Mutate:
     def mutate(path: Path) -> None:
         m = json.loads(path.read_text())
         new = fn(m)
@@ -356,7 +356,7 @@ def _manifest(fn: Callable[[dict], object]) -> Callable[[Path], None]:
     return mutate
 
 
-MANIFEST_CASES: dict[str, tuple[Callable[[Path], None], str | None]] = {
+MANIFEST_CASES: dict[str, tuple[Mutate, str | None]] = {
     "not-json": (lambda p: p.write_bytes(b"{oops"), "valid UTF-8 JSON"),
     "not-utf8": (lambda p: p.write_bytes(b'{"demo_prompts": "\xff"}'), "valid UTF-8 JSON"),
     "list": (lambda p: p.write_text("[]"), "must be an object"),

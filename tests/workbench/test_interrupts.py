@@ -78,8 +78,14 @@ def _start(out: Path) -> subprocess.Popen[str]:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put("")],  # type: ignore[union-attr]
-                     daemon=True).start()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.put(ln)
+        lines.put("")
+
+    threading.Thread(target=pump, daemon=True).start()
     proc.lines, proc.log_path = lines, log_path  # type: ignore[attr-defined]
     assert _next(proc) == "ready"
     return proc

@@ -86,11 +86,11 @@ def test_token_table_reads_the_generator_variables(spec: lang.WorldSpec) -> None
 
 def test_tuning_value_cyclic_and_not() -> None:
     cfg = TruthConfig()
-    days = list(lang.DAYS)
+    days: list[str | int] = list(lang.DAYS)
     bump = np.array([0.0, 1.0, 2.0, 1.0, 0.0, 0.0, 0.0])
     assert tuning_value(bump, days, "day", cfg)[0] == "Wednesday"
     assert tuning_value(np.ones(7), days, "day", cfg) == (None, pytest.approx(0.0, abs=1e-9))
-    caps = ["A", "B", "C", "D"]
+    caps: list[str | int] = ["A", "B", "C", "D"]
     assert tuning_value(np.array([3.0, 1.0, 1.0, np.nan]), caps, "capital", cfg) == ("A", pytest.approx(0.6))
     assert tuning_value(np.array([1.0, 1.0, 1.0, 1.0]), caps, "capital", cfg)[0] is None
     assert tuning_value(np.zeros(4), caps, "capital", cfg) == (None, 0.0)
@@ -132,7 +132,7 @@ def _label(label: str, **extra: object) -> FeatureLabel:
     return FeatureLabel(layer=0, feature=0, label=label, top_contexts=("x",), extra=extra)
 
 
-def _truth(side: str, family: str | None, value: object) -> FeatureTruth:
+def _truth(side: str, family: str | None, value: str | int | None) -> FeatureTruth:
     return FeatureTruth(layer=0, feature=0, side=side, family=family, value=value, top_logit=None, coverage=0.6,
                         selectivity=None, n_fires=9)
 

@@ -168,15 +168,20 @@ def test_clt_decode_matches_the_formula() -> None:
     tc = _random_transcoders("clt")
     x = torch.randn(3, 5, 4)
     acts = encode_layers(tc, x)  # (L, n, F)
-    W_dec = [layer.W_dec for layer in tc.layers]
+    W_dec: list[torch.Tensor] = []
+    for layer in tc.layers:
+        assert isinstance(layer.W_dec, torch.Tensor)  # built in memory, not memory-mapped
+        W_dec.append(layer.W_dec)
     want = torch.stack([sum(acts[i] @ W_dec[i][:, l - i] for i in range(l + 1)) + tc.layers[l].b_dec for l in range(3)])
     torch.testing.assert_close(decode_layers(tc, acts), want)
+    thresholds: list[torch.Tensor] = []
     for l, layer in enumerate(tc.layers):  # JumpReLU of x @ W_enc.T + b_enc, per layer
         pre = x[l] @ layer.W_enc.T + layer.b_enc  # (n, F)
         assert layer.threshold is not None
         torch.testing.assert_close(acts[l], pre * (pre > layer.threshold))
-    assert bool(((encode_layers(tc, torch.zeros(3, 5, 4)) > 0)
-                 == torch.stack([(layer.b_enc > layer.threshold)[None] for layer in tc.layers])).all())
+        thresholds.append(layer.threshold)
+    fires_at_zero = torch.stack([(layer.b_enc > th)[None] for layer, th in zip(tc.layers, thresholds, strict=True)])
+    assert bool(((encode_layers(tc, torch.zeros(3, 5, 4)) > 0) == fires_at_zero).all())
 
 
 def test_refit_decoders_is_ridge_least_squares_for_the_fixed_code() -> None:

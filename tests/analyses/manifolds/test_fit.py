@@ -1,5 +1,7 @@
 """ManifoldFit recovers planted circles, helices and intervals; contract, validation, round trip."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -32,7 +34,9 @@ def test_k1_circle_in_calendar_order_with_second_harmonic():
     assert fit.score(Xte, yte) > 0.9 and res.class_mean_r2(Xte, yte) > 0.98
     assert np.mean(fit.predict_value(Xte) == yte) > 0.95
     assert np.sqrt(np.mean(res.coordinate_errors(Xte, yte) ** 2)) < 0.2
-    assert res.summary()["order"][0] in MONTHS and res.layer == 2 and res.position == "last"
+    order = res.summary()["order"]
+    assert isinstance(order, list)
+    assert order[0] in MONTHS and res.layer == 2 and res.position == "last"
 
 
 @pytest.mark.parametrize("k", [2, 3])
@@ -91,10 +95,11 @@ def test_estimator_contract_and_validation():
         est.transform(np.zeros((1, 3)))
     X, y, _ = planted_curve(period=7, n_per_value=3)
     assert est.fit(X, y) is est and est.get_params()["n_harmonics"] == 2
-    bad = [({"period": 2}, ValueError, "period must be"), ({"shape": "torus"}, ValueError, "shape must be"),
-           ({"n_harmonics": 4}, ValueError, "n_harmonics must be"), ({"variance_threshold": 0}, ValueError, "variance"),
-           ({"max_components": 0}, ValueError, "max_components"), ({"n_harmonics": 1.5}, TypeError, "n_harmonics"),
-           ({"frequency": 0}, ValueError, "frequency must be")]
+    bad: list[tuple[dict[str, Any], type[Exception], str]] = [
+        ({"period": 2}, ValueError, "period must be"), ({"shape": "torus"}, ValueError, "shape must be"),
+        ({"n_harmonics": 4}, ValueError, "n_harmonics must be"), ({"variance_threshold": 0}, ValueError, "variance"),
+        ({"max_components": 0}, ValueError, "max_components"), ({"n_harmonics": 1.5}, TypeError, "n_harmonics"),
+        ({"frequency": 0}, ValueError, "frequency must be")]
     for params, err, msg in bad:
         with pytest.raises(err, match=msg):
             ManifoldFit(**params).fit(X, y)

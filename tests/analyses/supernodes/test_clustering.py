@@ -55,7 +55,7 @@ def test_defaults_come_from_the_config_and_params_round_trip() -> None:
 ])
 def test_each_invalid_parameter_is_refused_at_fit(name: str, value: object, error: type, message: str) -> None:
     graph, _ = planted_graph(0)
-    est = SupernodeClustering(**{name: value})
+    est = SupernodeClustering(**{name: value})  # type: ignore[arg-type]  # bad values on purpose
     assert getattr(est, name) is value  # stored unchanged
     with pytest.raises(error, match=message):
         est.fit(graph)
