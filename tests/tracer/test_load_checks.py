@@ -187,7 +187,7 @@ def test_check_file_reads_every_dtype_and_names_the_tensor(tmp_path, dtype):
     check_file(regions(), "model weight ")
 
 
-def test_check_file_sums_without_false_alarms():
+def test_overflowing_squares_of_legal_values_are_no_false_alarm():
     """Large legal values whose squares overflow float32 together are searched exactly and pass."""
     from tracer.weights import _squares_ok
 
