@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
+from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery, ripser_available
 from tracer.activations import ActivationConfig, ActivationStore, collect_activations, read_prompts
 from tracer.errors import WorkbenchError
 from tracer.models import LoadedModel
@@ -80,7 +80,8 @@ def discover_layer(store: ActivationStore, tcs: Transcoders, layer: int, familie
     est.fit(store.layer_matrix(layer), decoder_matrix(tcs, layer), families, layer=layer)
     seconds = time.perf_counter() - t0
     rows = {f.name: f.summary() for f in est.result_.families}
-    return {"ranking": est.ranking_, "families": rows, "seconds": round(seconds, 1)}, est.result_
+    return ({"ranking": est.ranking_, "persistence": est.result_.persistence, "families": rows,
+             "seconds": round(seconds, 1)}, est.result_)
 
 
 def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path, layers: list[int],
@@ -98,6 +99,9 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
 
     cfg = config_from_args(DiscoveryConfig, args,
                            irreducibility=config_from_args(IrreducibilityConfig, args, prefix="irr_"))
+    if cfg.persistence == "ripser" and not ripser_available():
+        raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install "
+                             "manifold-workbench[topology]` or use --persistence auto.")
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size) if args.families is not None
             else families_from_labels(args.labels, args.min_size))
     layers = None if args.layers is None else {int(x) for x in str(args.layers).split(",") if x.strip()}

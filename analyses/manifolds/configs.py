@@ -71,6 +71,9 @@ class IrreducibilityConfig:
 
 
 
+PERSISTENCE_MODES = ("auto", "ripser", "none")
+
+
 @dataclass(frozen=True, kw_only=True)
 class DiscoveryConfig:
     """Parameters of :class:`ManifoldDiscovery` (the one source of their defaults)."""
@@ -95,6 +98,14 @@ class DiscoveryConfig:
     ring_reference: float = 0.96
     """(1 - M)·S of the research note's §6.1 noisy circle (M 0.20, S 1.20): irreducibility at or
     above it counts fully as ring evidence."""
+    persistence: str = "auto"
+    """Persistent H1 in the ranking: "auto" (when ripser is installed), "ripser" (required: an error
+    without it) or "none" (loop quality x irreducibility only). ``pip install manifold-workbench[topology]``."""
+    persistence_points: int = 400
+    """Points of the direction cloud (a seeded sample) that persistent H1 is computed on."""
+    persistence_reference: float = 0.46
+    """Longest H1 bar / bounding-box diagonal of the §6.1 noisy circle (N 4000, σ 0.05) on a
+    400-point sample (0.46-0.48 over seeds): persistence at or above it counts fully as ring evidence."""
     raw_cloud_metrics: bool = False
     """Also score Engels' original ranking: mean (1 - M)·S over the raw reconstruction cloud's pairs."""
     n_harmonics: int = 3
@@ -107,13 +118,15 @@ class DiscoveryConfig:
     """Settings of M_ε and S (defaults: the note's §6.1 calibration)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_points", "metric_points", "min_points", "curve_iterations"):
+        for name in ("max_points", "metric_points", "min_points", "curve_iterations", "persistence_points"):
             check_number(name, getattr(self, name), lo=1, integer=True)
         check_number("n_components", self.n_components, lo=2, integer=True)
         check_number("activation_threshold", self.activation_threshold)
         check_number("min_variance_ratio", self.min_variance_ratio, lo=0, hi=1)
         check_number("strong_fraction", self.strong_fraction, lo=0, hi=1)
         check_number("ring_reference", self.ring_reference, lo=0, lo_open=True)
+        check_number("persistence_reference", self.persistence_reference, lo=0, lo_open=True)
+        check_choice("persistence", self.persistence, PERSISTENCE_MODES)
         if not isinstance(self.raw_cloud_metrics, bool):
             raise TypeError(f"raw_cloud_metrics must be a bool; got {self.raw_cloud_metrics!r}.")
         check_number("n_harmonics", self.n_harmonics, lo=1, hi=3, integer=True)

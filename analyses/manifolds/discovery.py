@@ -16,17 +16,23 @@ Input: one layer's feature activations ``A`` (n_tokens, n_features), a ``scipy.s
 4. **Loop test** on each consecutive pair: the circular coordinate ``atan2`` with a quality
    ``max(0, 1 - cv / cv_gauss) · (1 - gap / 2π)`` (cv: coefficient of variation of the radius,
    cv_gauss = sqrt(4/π - 1) that of an isotropic 2-D Gaussian; gap: the widest empty angular arc):
-   1 for a thin, evenly covered ring, 0 for a blob. Persistent H1 (ripser) where importable.
+   1 for a thin, evenly covered ring, 0 for a blob. **Persistent H1** (ripser, the ``topology``
+   extra) of the direction cloud in its PC space: the longest H1 bar over the bounding-box diagonal,
+   on a seeded sample of ``persistence_points`` rows.
 5. **Principal curves** with free positions in the direction cloud's PC space: a closed Fourier
    curve started from the loop coordinate, and an open one started from PC1.
 
 **Ranking** (``score``, the *ring score*): on the pair with the best loop, ``loop quality ·
-min(1, (1 - M)·S / ring_reference)`` -- irreducibility on the loop's own plane, counted fully
-once it reaches that of the §6.1 noisy circle, times the loop evidence. Engels' mean score alone
-ranks clustered categorical families (simplex corners: high S) above rings and drowns a ring whose
-features also fire weakly elsewhere; the rule and ``strong_fraction`` were chosen on planted
-families (:mod:`workbench.bench.discovery_rule`), never on the labels discovery is scored with.
-Families too small to score rank last.
+min(1, (1 - M)·S / ring_reference) · min(1, H1 / persistence_reference)`` -- irreducibility on the
+loop's own plane and the persistence of the loop in the whole PC space, each counted fully once it
+reaches that of the §6.1 noisy circle, times the loop evidence of the plane. Without ripser (or with
+``persistence="none"``) the last factor is left out (``loop_score``, recorded either way). Engels'
+mean score alone ranks clustered categorical families (simplex corners: high S) above rings and
+drowns a ring whose features also fire weakly elsewhere; a projection can make a simplex, an open
+arc or a bent line look like a loop in one plane, which persistent H1 in the full PC space does
+not. The rule and ``strong_fraction`` were chosen on planted families
+(:mod:`workbench.bench.discovery_rule`), never on the labels discovery is scored with. Families too
+small to score rank last.
 """
 
 import logging
@@ -58,7 +64,7 @@ _DEFAULTS = DiscoveryConfig()
 class FamilyManifold:
     """What discovery found for one family."""
 
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = 3
 
     name: str
     members: list[int]
@@ -71,6 +77,8 @@ class FamilyManifold:
     """False when the family fired on fewer than min_points rows or has a single member"""
     score: float
     """the ring score used for ranking (NaN when not scored)"""
+    loop_score: float
+    """loop quality x irreducibility factor, without persistence (the score when ripser is absent)"""
     explained_variance_ratio: np.ndarray
     """(n_pca,) of the direction cloud (components >= min_variance_ratio)"""
     mixture: list[float]
@@ -91,7 +99,7 @@ class FamilyManifold:
     largest_gap: float
     """widest empty arc of the circular coordinate (radians)"""
     h1_persistence: float | None
-    """longest H1 bar / diameter of the direction cloud (ripser), None without ripser"""
+    """longest H1 bar / bounding-box diagonal of the direction cloud (ripser); None when not computed"""
     curve_r2_closed: float
     """R² of the closed principal curve in the direction cloud's PC space"""
     curve_r2_open: float
@@ -109,8 +117,9 @@ class FamilyManifold:
 
     def summary(self) -> dict[str, object]:
         """The JSON-friendly numbers."""
-        return {"score": self.score, "n_members": len(self.members), "n_points": self.n_points,
-                "n_strong": self.n_strong, "scored": self.scored, "loop_quality": self.loop_quality,
+        return {"score": self.score, "loop_score": self.loop_score, "n_members": len(self.members),
+                "n_points": self.n_points, "n_strong": self.n_strong, "scored": self.scored,
+                "loop_quality": self.loop_quality,
                 "loop_irreducibility": self.loop_irreducibility, "loop_pair": self.loop_pair,
                 "radius_cv": self.radius_cv, "largest_gap": self.largest_gap, "engels_score": self.engels_score,
                 "raw_score": self.raw_score, "mixture": self.mixture, "separability": self.separability,
@@ -124,11 +133,13 @@ class FamilyManifold:
 class DiscoveryResult:
     """Families ranked by ring score (highest first)."""
 
-    SCHEMA_VERSION = 2
+    SCHEMA_VERSION = 3
 
     families: list[FamilyManifold]
     layer: int | None
     """residual / transcoder layer the activations came from, if known"""
+    persistence: bool = False
+    """whether the ring scores include persistent H1 (ripser was used)"""
 
     @property
     def ranking(self) -> list[str]:
@@ -214,8 +225,31 @@ def principal_curve(Z: np.ndarray, u0: np.ndarray, *, closed: bool, n_harmonics:
     return coef, u, float(r2)
 
 
+def ripser_available() -> bool:
+    try:
+        import ripser  # noqa: F401  (optional dependency: the topology extra)
+    except ImportError:
+        return False
+    return True
+
+
+def use_persistence(mode: str) -> bool:
+    """Whether the ranking includes persistent H1 under ``DiscoveryConfig.persistence``."""
+    if mode == "none":
+        return False
+    if ripser_available():
+        return True
+    if mode == "ripser":
+        raise ImportError("persistence='ripser' needs ripser; install it with `pip install "
+                          "manifold-workbench[topology]` or use persistence='auto'.")
+    logger.warning("ripser is not installed: the ring score leaves persistent H1 out (install "
+                   "manifold-workbench[topology] for the full ranking).")
+    return False
+
+
 def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) -> float | None:
-    """Longest H1 bar divided by the cloud's diameter (Vietoris-Rips via ripser), or None without ripser."""
+    """Longest H1 bar divided by the bounding-box diagonal of ``Z`` (n, k) (Vietoris-Rips via ripser,
+    on a seeded sample of at most ``n_max`` rows), or None without ripser."""
     try:
         from ripser import ripser  # optional dependency
     except ImportError:
@@ -232,7 +266,7 @@ def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) ->
 def _unscored(name: str, members: list[int], n_points: int, d: int, n_basis: int) -> FamilyManifold:
     nan = float("nan")
     return FamilyManifold(
-        name=name, members=members, n_points=n_points, n_strong=0, scored=False, score=nan,
+        name=name, members=members, n_points=n_points, n_strong=0, scored=False, score=nan, loop_score=nan,
         explained_variance_ratio=np.zeros(0), mixture=[], separability=[], engels_score=nan, raw_score=nan,
         loop_pair=0, loop_quality=nan, loop_irreducibility=nan, radius_cv=nan, largest_gap=nan, h1_persistence=None,
         curve_r2_closed=nan, curve_r2_open=nan, direction_mean=np.zeros(d), direction_components=np.zeros((d, 0)),
@@ -254,9 +288,14 @@ def strong_directions(R: np.ndarray, fraction: float) -> tuple[np.ndarray, np.nd
     return keep, R[keep] / norms[keep, None]
 
 
-def ring_score(loop_quality: float, irreducibility: float, reference: float) -> float:
-    """loop quality x min(1, (1 - M)·S / reference): the ranking score."""
-    return float(loop_quality * min(1.0, max(irreducibility, 0.0) / reference))
+def ring_score(loop_quality: float, irreducibility: float, reference: float, persistence: float | None = None,
+               persistence_reference: float = 1.0) -> float:
+    """loop quality x min(1, (1 - M)·S / reference) [x min(1, H1 / persistence_reference)]: the ranking
+    score (the last factor only when persistence is given)."""
+    score = loop_quality * min(1.0, max(irreducibility, 0.0) / reference)
+    if persistence is not None:
+        score *= min(1.0, max(persistence, 0.0) / persistence_reference)
+    return float(score)
 
 
 def _metric_sample(n: int, cfg: DiscoveryConfig, rng: np.random.Generator) -> np.ndarray | slice:
@@ -284,8 +323,9 @@ def _curves(Zn: np.ndarray, theta: np.ndarray, cfg: DiscoveryConfig) -> tuple[np
 
 
 def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[int], cfg: DiscoveryConfig,
-                    rng: np.random.Generator) -> FamilyManifold:
-    """Discovery for one family: ``A`` (n_tokens, n_members) and ``W`` (n_members, d_model)."""
+                    rng: np.random.Generator, *, persistence: bool = False) -> FamilyManifold:
+    """Discovery for one family: ``A`` (n_tokens, n_members) and ``W`` (n_members, d_model); with
+    ``persistence``, persistent H1 enters the score (ripser must be importable)."""
     rows, R = reconstruction_cloud(A, W, cfg.activation_threshold, cfg.max_points, rng)
     k = min(cfg.n_components, len(members), W.shape[1])
     n_basis, d = 1 + 2 * cfg.n_harmonics, W.shape[1]
@@ -303,12 +343,15 @@ def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[in
     irr = (1 - scores.mixture[pair]) * scores.separability[pair]
     coef, coord, r2_closed, r2_open = _curves(Zn, theta, cfg)
     raw = _raw_score(R, min(cfg.n_components, len(members), d), cfg, rng) if cfg.raw_cloud_metrics else float("nan")
+    h1 = h1_persistence(Zn, rng, cfg.persistence_points) if persistence else None
     return FamilyManifold(
         name=name, members=members, n_points=len(rows), n_strong=len(strong), scored=True,
-        score=ring_score(quality, irr, cfg.ring_reference), explained_variance_ratio=ratios, mixture=scores.mixture,
-        separability=scores.separability, engels_score=scores.score, raw_score=raw, loop_pair=pair,
+        score=ring_score(quality, irr, cfg.ring_reference, h1, cfg.persistence_reference),
+        loop_score=ring_score(quality, irr, cfg.ring_reference), explained_variance_ratio=ratios,
+        mixture=scores.mixture, separability=scores.separability, engels_score=scores.score, raw_score=raw,
+        loop_pair=pair,
         loop_quality=quality, loop_irreducibility=float(irr), radius_cv=cv, largest_gap=gap,
-        h1_persistence=h1_persistence(Zn, rng), curve_r2_closed=r2_closed, curve_r2_open=r2_open,
+        h1_persistence=h1, curve_r2_closed=r2_closed, curve_r2_open=r2_open,
         direction_mean=n_mean, direction_components=n_axes, curve_coefficients=coef,
         rows=rows[strong].astype(np.int64), coordinate=coord)
 
@@ -333,7 +376,7 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
 
 
 class ManifoldDiscovery(Estimator):
-    """Rank feature families by ring evidence: loop quality x irreducibility of the loop's plane.
+    """Rank feature families by ring evidence: loop quality x irreducibility of the loop's plane x persistent H1.
 
     Parameters: see :class:`DiscoveryConfig`. Fitted: ``result_`` (:class:`DiscoveryResult`),
     ``ranking_`` (family names, best first), ``scores_`` ({name: score}).
@@ -344,6 +387,8 @@ class ManifoldDiscovery(Estimator):
                  activation_threshold: float = _DEFAULTS.activation_threshold, min_points: int = _DEFAULTS.min_points,
                  min_variance_ratio: float = _DEFAULTS.min_variance_ratio,
                  strong_fraction: float = _DEFAULTS.strong_fraction, ring_reference: float = _DEFAULTS.ring_reference,
+                 persistence: str = _DEFAULTS.persistence, persistence_points: int = _DEFAULTS.persistence_points,
+                 persistence_reference: float = _DEFAULTS.persistence_reference,
                  raw_cloud_metrics: bool = _DEFAULTS.raw_cloud_metrics, n_harmonics: int = _DEFAULTS.n_harmonics,
                  curve_iterations: int = _DEFAULTS.curve_iterations,
                  seed: int = _DEFAULTS.seed, irreducibility: IrreducibilityConfig = _DEFAULTS.irreducibility) -> None:
@@ -355,6 +400,9 @@ class ManifoldDiscovery(Estimator):
         self.min_variance_ratio = min_variance_ratio
         self.strong_fraction = strong_fraction
         self.ring_reference = ring_reference
+        self.persistence = persistence
+        self.persistence_points = persistence_points
+        self.persistence_reference = persistence_reference
         self.raw_cloud_metrics = raw_cloud_metrics
         self.n_harmonics = n_harmonics
         self.curve_iterations = curve_iterations
@@ -373,15 +421,17 @@ class ManifoldDiscovery(Estimator):
         """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns."""
         cfg = self._config()
         A_csr, W, fams = _check_inputs(A, W_dec, families)
+        persistence = use_persistence(cfg.persistence)
         from tqdm.auto import tqdm
 
         found: list[Any] = []
         for name, members in tqdm(fams.items(), desc="manifold discovery", total=len(fams), disable=not verbose):
             rng = np.random.default_rng([cfg.seed, len(found)])
-            found.append(family_manifold(name, A_csr[:, members], W[members], members, cfg, rng))
+            found.append(family_manifold(name, A_csr[:, members], W[members], members, cfg, rng,
+                                         persistence=persistence))
             logger.info("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
         found.sort(key=lambda f: (not f.scored, -f.score if f.scored else 0.0))
-        self.result_ = DiscoveryResult(families=found, layer=layer)
+        self.result_ = DiscoveryResult(families=found, layer=layer, persistence=persistence)
         self.ranking_ = self.result_.ranking
         self.scores_ = {f.name: f.score for f in found}
         return self

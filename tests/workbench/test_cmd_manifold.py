@@ -107,4 +107,21 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     assert rep["families_from"] == "labels (truth)" and set(rep["layers"]) == {"1", "2"}
     layer1 = rep["layers"]["1"]
     assert "hue/output" in layer1["ranking"] and layer1["families"]["hue/output"]["scored"]
+    assert layer1["persistence"]  # ripser is in the test extra
+    assert layer1["families"]["hue/output"]["h1_persistence"] is not None
     assert (tmp_path / "disc" / "discovery_layer1.json").is_file()
+
+
+def test_discover_persistence_ripser_without_ripser_is_one_line(tmp_path, capsys, monkeypatch):
+    import workbench.manifold_discover_run as run_mod
+
+    monkeypatch.setattr(run_mod, "ripser_available", lambda: False)
+    prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": "Two days after Friday is Sunday"}])
+    code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
+                       "--persistence", "ripser")
+    assert code == 2 and "manifold-workbench[topology]" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
+                       "--persistence", "sometimes")
+    assert code == 2 and "persistence must be one of" in err and len(err.strip().splitlines()) == 1, err

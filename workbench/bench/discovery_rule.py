@@ -9,7 +9,9 @@ candidate scores are compared:
 * ``raw``: Engels' original mean (1 - M)·S over the raw reconstruction cloud's PC pairs;
 * ``engels_dir``: the same on the strong-row direction cloud;
 * ``loop``: the loop quality of the direction cloud's best pair;
-* ``ring``: loop quality x min(1, (1 - M)·S of that pair / 0.96) (what discovery ranks by).
+* ``loop_irr``: loop quality x min(1, (1 - M)·S of that pair / 0.96) (the ranking without ripser);
+* ``h1``: persistent H1 of the direction cloud (longest bar / bounding-box diagonal; ripser);
+* ``ring``: ``loop_irr`` x min(1, H1 / 0.46) (what discovery ranks by where ripser is installed).
 
 A rule succeeds on a seed when every ring scores above every other family; the margin is the
 worst ring's score minus the best other family's. ``python -m workbench.bench.discovery_rule
@@ -28,7 +30,8 @@ from analyses.manifolds.configs import IrreducibilityConfig
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
 from workbench.bench.planted_families import FamilySpec, PlantedLayer, default_specs, planted_families
 
-RULES = {"raw": "raw_score", "engels_dir": "engels_score", "loop": "loop_quality", "ring": "score"}
+RULES = {"raw": "raw_score", "engels_dir": "engels_score", "loop": "loop_quality", "loop_irr": "loop_score",
+         "h1": "h1_persistence", "ring": "score"}
 
 
 def tuning_specs() -> dict[str, FamilySpec]:
@@ -45,6 +48,8 @@ def margins(result: DiscoveryResult, layer: PlantedLayer) -> dict[str, dict[str,
     """Per rule: worst ring minus best other family, and that family."""
     out = {}
     for rule, attr in RULES.items():
+        if attr == "h1_persistence" and not result.persistence:
+            continue
         score = {f.name: float(getattr(f, attr)) for f in result.families}
         rings = [score[n] for n in layer.cyclic]
         others = {n: s for n, s in score.items() if n not in layer.cyclic}

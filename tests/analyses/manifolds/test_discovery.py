@@ -89,6 +89,30 @@ def test_h1_persistence_with_ripser():
     assert circle > 0.3 > 0.1 > blob
 
 
+def test_persistence_modes(discovered, monkeypatch):
+    """auto: H1 enters the score when ripser is there; none: loop x irreducibility only; ripser: required."""
+    from analyses.manifolds import discovery as disc
+
+    est, _ = discovered
+    A, W, families, _ = planted_layer(n_tokens=3000)
+    plain = ManifoldDiscovery(persistence="none", metric_points=500, irreducibility=FAST).fit(A, W, families)
+    assert not plain.result_.persistence
+    for fam in plain.result_.families:
+        assert fam.h1_persistence is None and (fam.score == fam.loop_score or not fam.scored)
+    monkeypatch.setattr(disc, "ripser_available", lambda: False)
+    with pytest.raises(ImportError, match=r"pip install manifold-workbench\[topology\]"):
+        ManifoldDiscovery(persistence="ripser").fit(A, W, families)
+    fallback = ManifoldDiscovery(metric_points=500, irreducibility=FAST).fit(A, W, families)  # auto, no ripser
+    assert not fallback.result_.persistence and fallback.scores_ == plain.scores_
+    with pytest.raises(ValueError, match="persistence must be one of"):
+        ManifoldDiscovery(persistence="yes").fit(A, W, families)
+    if est.result_.persistence:  # the fixture was fitted with ripser installed (the test extra has it)
+        for fam in est.result_.families:
+            assert fam.h1_persistence is not None or not fam.scored
+            if fam.scored:
+                assert fam.score == pytest.approx(fam.loop_score * min(1.0, fam.h1_persistence / 0.46))
+
+
 def test_rings_rank_above_categorical_families_and_arcs():
     """The failure Engels' raw-cloud score shows (research report): rings whose features also fire weakly
     elsewhere and categorical families whose clusters look irreducible. The ring score puts every
