@@ -113,6 +113,21 @@ def test_persistence_modes(discovered, monkeypatch):
                 assert fam.score == pytest.approx(fam.loop_score * min(1.0, fam.h1_persistence / 0.46))
 
 
+def test_persistence_reference_is_the_noisy_circle():
+    """The default persistence_reference is the §6.1 noisy circle's H1 (N 4000, σ 0.05, 400-point sample)."""
+    pytest.importorskip("ripser")
+    from analyses.manifolds.configs import DiscoveryConfig
+    from analyses.manifolds.discovery import h1_persistence
+
+    values = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        t = rng.uniform(0, 2 * np.pi, 4000)
+        circle = np.c_[np.cos(t), np.sin(t)] + 0.05 * rng.standard_normal((4000, 2))
+        values.append(h1_persistence(circle, rng, DiscoveryConfig().persistence_points))
+    assert min(values) - 0.02 <= DiscoveryConfig().persistence_reference <= max(values) + 0.02, values
+
+
 def test_rings_rank_above_categorical_families_and_arcs():
     """The failure Engels' raw-cloud score shows (research report): rings whose features also fire weakly
     elsewhere and categorical families whose clusters look irreducible. The ring score puts every
