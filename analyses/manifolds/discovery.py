@@ -22,15 +22,15 @@ Input: one layer's feature activations ``A`` (n_tokens, n_features), a ``scipy.s
 5. **Principal curves** with free positions in the direction cloud's PC space: a closed Fourier
    curve started from the loop coordinate, and an open one started from PC1.
 
-**Ranking** (``score``, the *ring score*): on the pair with the best loop, ``loop quality ·
-min(1, (1 - M)·S / ring_reference) · min(1, H1 / persistence_reference)`` -- irreducibility on the
-loop's own plane and the persistence of the loop in the whole PC space, each counted fully once it
-reaches that of the §6.1 noisy circle, times the loop evidence of the plane. Without ripser (or with
-``persistence="none"``) the last factor is left out (``loop_score``, recorded either way). Engels'
-mean score alone ranks clustered categorical families (simplex corners: high S) above rings and
-drowns a ring whose features also fire weakly elsewhere; a projection can make a simplex, an open
-arc or a bent line look like a loop in one plane, which persistent H1 in the full PC space does
-not. The rule and ``strong_fraction`` were chosen on planted families
+**Ranking** (``score``, the *ring score*; ties broken by ``loop_score``): on the pair with the
+best loop, ``loop quality · min(1, (1 - M)·S / ring_reference) · min(1, H1 / persistence_reference)``
+-- irreducibility on the loop's own plane and the persistence of the loop in the whole PC space,
+each counted fully once it reaches that of the §6.1 noisy circle, times the loop evidence of the
+plane. Without ripser (or with ``persistence="none"``) the last factor is left out (``loop_score``,
+recorded either way). Engels' mean score alone ranks clustered categorical families (simplex
+corners: high S) above rings and drowns a ring whose features also fire weakly elsewhere; a
+projection can make a simplex, an open arc or a bent line look like a loop in one plane, which
+persistent H1 in the full PC space does not. The rule and ``strong_fraction`` were chosen on planted families
 (:mod:`workbench.bench.discovery_rule`), never on the labels discovery is scored with. Families too
 small to score rank last.
 """
@@ -349,8 +349,7 @@ def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[in
         score=ring_score(quality, irr, cfg.ring_reference, h1, cfg.persistence_reference),
         loop_score=ring_score(quality, irr, cfg.ring_reference), explained_variance_ratio=ratios,
         mixture=scores.mixture, separability=scores.separability, engels_score=scores.score, raw_score=raw,
-        loop_pair=pair,
-        loop_quality=quality, loop_irreducibility=float(irr), radius_cv=cv, largest_gap=gap,
+        loop_pair=pair, loop_quality=quality, loop_irreducibility=float(irr), radius_cv=cv, largest_gap=gap,
         h1_persistence=h1, curve_r2_closed=r2_closed, curve_r2_open=r2_open,
         direction_mean=n_mean, direction_components=n_axes, curve_coefficients=coef,
         rows=rows[strong].astype(np.int64), coordinate=coord)
@@ -430,7 +429,8 @@ class ManifoldDiscovery(Estimator):
             found.append(family_manifold(name, A_csr[:, members], W[members], members, cfg, rng,
                                          persistence=persistence))
             logger.info("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
-        found.sort(key=lambda f: (not f.scored, -f.score if f.scored else 0.0))
+        # ties in the ring score (e.g. no H1 bar at all) fall back to the loop evidence without persistence
+        found.sort(key=lambda f: (not f.scored, -f.score if f.scored else 0.0, -f.loop_score if f.scored else 0.0))
         self.result_ = DiscoveryResult(families=found, layer=layer, persistence=persistence)
         self.ranking_ = self.result_.ranking
         self.scores_ = {f.name: f.score for f in found}
