@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from analyses.base import clone
 from analyses.manifolds import curves
@@ -150,3 +151,35 @@ def test_ring_score_saturates_at_the_noisy_circle():
 
     assert ring_score(0.8, 0.96, 0.96) == pytest.approx(0.8) == ring_score(0.8, 1.7, 0.96)
     assert ring_score(0.8, 0.48, 0.96) == pytest.approx(0.4) and ring_score(0.8, -0.1, 0.96) == 0.0
+
+
+def _chain(closed: bool, seed: int, n_features: int = 12, d: int = 64,
+           n: int = 2000) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Features with random decoders tiling a 1-D variable, each token firing its two nearest features:
+    a closed chain (the variable is cyclic: a loop through d-dimensional space) or an open one (an
+    ordinal variable: PCA bends it into a horseshoe that can look like a loop in one plane)."""
+    rng = np.random.default_rng(seed)
+    W = rng.standard_normal((n_features, d))
+    W = W / np.linalg.norm(W, axis=1, keepdims=True) + 0.5 * rng.standard_normal(d) / np.sqrt(d)
+    s = rng.uniform(0, n_features if closed else n_features - 1, n)
+    dist = np.abs(s[:, None] - np.arange(n_features)[None])  # (n, F)
+    if closed:
+        dist = np.minimum(dist, n_features - dist)
+    return sp.csr_matrix(np.maximum(0.0, 1.0 - dist) * rng.uniform(0.5, 1.5, (n, 1))), W
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_persistence_separates_a_closed_chain_from_an_open_one(seed):
+    """Persistent H1 in the full PC space tells a loop from a bent line; the plane's loop test alone
+    barely does (measured: ring-score ratio closed / open 4.5 and 5.1, 1.2 and 1.4 without H1)."""
+    pytest.importorskip("ripser")
+    (A1, W1), (A2, W2) = _chain(True, seed), _chain(False, seed + 100)
+    n = A1.shape[0]
+    A = sp.bmat([[A1, sp.csr_matrix((n, 12))], [sp.csr_matrix((n, 12)), A2]]).tocsr()
+    est = ManifoldDiscovery(metric_points=500, irreducibility=FAST).fit(
+        A, np.r_[W1, W2], {"closed": list(range(12)), "open": list(range(12, 24))})
+    closed, open_ = est.result_.family("closed"), est.result_.family("open")
+    assert est.ranking_ == ["closed", "open"] and est.result_.persistence
+    assert closed.h1_persistence is not None and open_.h1_persistence is not None
+    assert closed.h1_persistence > 1.8 * open_.h1_persistence
+    assert closed.score > 2.0 * open_.score
