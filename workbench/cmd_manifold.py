@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tracer.io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 
@@ -208,7 +210,7 @@ def run_fit(args: argparse.Namespace) -> int:
         report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
     report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
                    "seconds": round(time.perf_counter() - t0, 2)})
-    (args.out / "manifold.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out / "manifold.json", json.dumps(report, indent=1) + "\n")
     logger.info("wrote %s (k=%d, R²=%.3f)", args.out / "manifold.json", report["frequency"], report["r2"])
     return 0
 
@@ -243,7 +245,7 @@ def run_steer(args: argparse.Namespace) -> int:
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])
     return 0
 
@@ -265,5 +267,5 @@ def run_discover(args: argparse.Namespace) -> int:
     with _analysis_errors():
         report = discover(loaded, tcs, args)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    (args.out / "discovery.json").write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out / "discovery.json", json.dumps(report, indent=1) + "\n")
     return 0

@@ -116,4 +116,24 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
         est = ManifoldDiscovery.from_config(cfg)
         report["layers"][str(layer)], result = discover_layer(store, tcs, layer, families, est)
         save_result(result, args.out / f"discovery_layer{layer}.json")
+        report["layers"][str(layer)]["plots"] = discovery_plots(args.out, result, store, tcs, cfg.activation_threshold)
     return report
+
+
+def discovery_plots(out: Path, result: DiscoveryResult, store: ActivationStore, tcs: Transcoders,
+                    activation_threshold: float) -> list[str]:
+    """PNG and SVG of the layer's ranking and of its top-ranked family's direction cloud; the file names."""
+    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
+
+    layer = result.layer
+    written = []
+    top = next((f for f in result.families if f.scored), None)
+    cloud = None
+    if top is not None and layer is not None:
+        cloud = FamilyCloudDisplay.from_family(top, store.layer_matrix(layer), decoder_matrix(tcs, layer),
+                                               activation_threshold=activation_threshold)
+    for ext in ("png", "svg"):
+        written.append(DiscoveryRankingDisplay.from_result(result).savefig(out / f"ranking_layer{layer}.{ext}"))
+        if cloud is not None:
+            written.append(cloud.savefig(out / f"top_family_layer{layer}.{ext}"))
+    return [p.name for p in written]

@@ -5,7 +5,11 @@
 * :class:`TuningCurvesDisplay` -- the family's tuning curves around the manifold;
 * :class:`FrequencyR2Display` -- R² of the fundamental per candidate frequency, with the Fourier spectrum;
 * :class:`DecoderMapDisplay` -- a 2-D map (UMAP, imported lazily; or PCA) of a layer's decoder
-  directions, coloured by family or by preferred value.
+  directions, coloured by family or by preferred value;
+* :class:`DiscoveryRankingDisplay` -- discovery's ranking: each family's ring score, its score
+  without persistence and its persistent H1;
+* :class:`FamilyCloudDisplay` -- a discovered family's direction cloud in its loop plane, coloured
+  by the closed principal curve's angle, with that curve.
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,6 +18,8 @@ from typing import Any
 import numpy as np
 
 from analyses.display import Display
+from analyses.manifolds import curves
+from analyses.manifolds.discovery import DiscoveryResult, FamilyManifold, reconstruction_cloud
 from analyses.manifolds.fit import ManifoldFitResult
 from analyses.manifolds.tiling import TilingResult
 
@@ -213,4 +219,91 @@ class DecoderMapDisplay(Display):
             raise ValueError(f"color_by must be 'family' or 'value'; got {color_by!r}.")
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.set_title(self.title, fontsize=9)
+
+
+class DiscoveryRankingDisplay(Display):
+    """Families in ranked order: ring score (dark), score without persistence (light), H1 annotated."""
+
+    figsize = (6.0, 3.5)
+
+    def __init__(self, *, names: list[str], scores: np.ndarray, loop_scores: np.ndarray,
+                 h1: list[float | None], title: str = "") -> None:
+        self.names = names
+        self.scores = scores
+        self.loop_scores = loop_scores
+        self.h1 = h1
+        self.title = title
+
+    @classmethod
+    def from_result(cls, result: DiscoveryResult, title: str = "") -> "DiscoveryRankingDisplay":
+        """Scored families only, best first (unscored ones have no score to draw)."""
+        fams = [f for f in result.families if f.scored]
+        where = f"layer {result.layer}: " if result.layer is not None else ""
+        rule = "loop x irreducibility x persistent H1" if result.persistence else "loop x irreducibility"
+        return cls(names=[f.name for f in fams], scores=np.array([f.score for f in fams]),
+                   loop_scores=np.array([f.loop_score for f in fams]), h1=[f.h1_persistence for f in fams],
+                   title=title or f"{where}ring score ({rule})")
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:
+        y = np.arange(len(self.names))[::-1]  # best at the top
+        ax.barh(y, self.loop_scores, color="0.85", label="without persistence", **kwargs)
+        ax.barh(y, self.scores, color="C0", height=0.5, label="ring score")
+        for yi, s, h in zip(y, np.maximum(self.scores, self.loop_scores), self.h1):
+            if h is not None:
+                ax.annotate(f"H1 {h:.2f}", (s, yi), textcoords="offset points", xytext=(4, -3), fontsize=7)
+        ax.set_yticks(y, self.names, fontsize=8)
+        ax.set_xlim(0, max(1e-9, float(np.max(self.loop_scores, initial=0.0))) * 1.25)
+        ax.set_xlabel("score")
+        if self.names:
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(self.title, fontsize=9)
+
+
+class FamilyCloudDisplay(Display):
+    """A discovered family's unit reconstructions in the loop plane (PC pair of its best loop)."""
+
+    figsize = (5.0, 5.0)
+
+    def __init__(self, *, points_2d: np.ndarray, angles: np.ndarray, curve_2d: np.ndarray,
+                 components: tuple[int, int], title: str = "") -> None:
+        self.points_2d = points_2d
+        self.angles = angles
+        self.curve_2d = curve_2d
+        self.components = components
+        self.title = title
+
+    @classmethod
+    def from_family(cls, family: FamilyManifold, A: Any, W_dec: np.ndarray, *, activation_threshold: float = 0.0,
+                    n_curve: int = 400) -> "FamilyCloudDisplay":
+        """``A`` (n_tokens, n_features), ``W_dec`` (n_features, d_model) and ``activation_threshold``: what
+        discovery was fitted with (the family's direction cloud is recomputed on its stored rows)."""
+        import scipy.sparse as sp
+
+        if not family.scored:
+            raise ValueError(f"family must be scored to be drawn; got {family.name!r}, which fired on too few rows.")
+        A_csr = sp.csr_matrix(A) if not sp.issparse(A) else A.tocsr()
+        W = np.asarray(W_dec, dtype=np.float64)[family.members]  # (F, d)
+        sub = A_csr[family.rows][:, family.members]  # (n_strong, F)
+        rows, R = reconstruction_cloud(sub, W, activation_threshold, len(family.rows), np.random.default_rng(0))
+        if len(rows) != len(family.rows):
+            raise ValueError(f"A must be the activations discovery was fitted on; the family's {len(family.rows)} "
+                             f"rows hold {len(rows)} with activity.")
+        unit = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-30)  # (n_strong, d)
+        i, j = family.loop_pair, family.loop_pair + 1
+        Z = (unit - family.direction_mean) @ family.direction_components[:, [i, j]]  # (n_strong, 2)
+        n_harm = (family.curve_coefficients.shape[0] - 1) // 2
+        u = np.linspace(0, 2 * np.pi, n_curve)
+        curve = curves.design_matrix(u, "circle", 1, n_harm) @ family.curve_coefficients[:, [i, j]]  # (n_curve, 2)
+        h1 = "" if family.h1_persistence is None else f", H1 {family.h1_persistence:.2f}"
+        return cls(points_2d=Z, angles=np.mod(family.coordinate, 2 * np.pi), curve_2d=curve, components=(i, j),
+                   title=f"{family.name}: ring score {family.score:.2f} (loop {family.loop_quality:.2f}{h1})")
+
+    def _draw(self, ax: Any, **kwargs: Any) -> None:
+        ax.plot(self.curve_2d[:, 0], self.curve_2d[:, 1], color="0.2", lw=0.8, zorder=1)
+        ax.scatter(self.points_2d[:, 0], self.points_2d[:, 1], c=self.angles, cmap=CYCLIC_CMAP, vmin=0,
+                   vmax=2 * np.pi, s=8, alpha=0.6, linewidths=0, zorder=2, **kwargs)
+        ax.set_xlabel(f"PC{self.components[0] + 1}")
+        ax.set_ylabel(f"PC{self.components[1] + 1}")
+        ax.set_aspect("equal", adjustable="datalim")
         ax.set_title(self.title, fontsize=9)

@@ -110,6 +110,9 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     assert layer1["persistence"]  # ripser is in the test extra
     assert layer1["families"]["hue/output"]["h1_persistence"] is not None
     assert (tmp_path / "disc" / "discovery_layer1.json").is_file()
+    plots = {f"{kind}_layer1.{ext}" for kind in ("ranking", "top_family") for ext in ("png", "svg")}
+    assert set(layer1["plots"]) == plots
+    assert (tmp_path / "disc" / "top_family_layer1.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_discover_persistence_ripser_without_ripser_is_one_line(tmp_path, capsys, monkeypatch):

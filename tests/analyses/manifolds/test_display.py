@@ -5,6 +5,7 @@ import types
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from analyses.manifolds.display import (
     DecoderMapDisplay,
@@ -70,3 +71,30 @@ def test_decoder_map_pca_and_lazy_umap(monkeypatch, tmp_path):
     assert E.shape == (30, 2) and calls["metric"] == "cosine" and calls["random_state"] == 3 and calls["n"] == 30
     with pytest.raises(ValueError, match="method must be"):
         embed_2d(W, method="tsne")
+
+
+def test_discovery_displays(tmp_path):
+    from analyses.manifolds.discovery import ManifoldDiscovery
+    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
+    from analyses.manifolds.irreducibility import IrreducibilityConfig
+
+    A, W, families, theta = planted_layer(n_tokens=3000)
+    est = ManifoldDiscovery(metric_points=400, irreducibility=IrreducibilityConfig(n_steps=300)).fit(
+        A, W, families, layer=2)
+    ranking = DiscoveryRankingDisplay.from_result(est.result_).plot()
+    scored = [f.name for f in est.result_.families if f.scored]
+    ticks = dict(zip(ranking.ax_.get_yticks(), [t.get_text() for t in ranking.ax_.get_yticklabels()]))
+    assert ranking.names == scored and [ticks[y] for y in sorted(ticks, reverse=True)] == scored  # best on top
+    assert "layer 2" in ranking.title
+    assert ranking.savefig(tmp_path / "ranking.png").read_bytes()[:4] == b"\x89PNG"
+    ring = est.result_.family("ring")
+    cloud = FamilyCloudDisplay.from_family(ring, A, W).plot()
+    assert cloud.points_2d.shape == (ring.n_strong, 2) and len(cloud.ax_.lines) == 1
+    # the recomputed cloud is the one discovery scored: its points sit at their fitted angles on the curve
+    angle = np.arctan2(*(cloud.points_2d - cloud.points_2d.mean(0)).T[::-1])
+    curve_angle = np.arctan2(*(cloud.curve_2d - cloud.curve_2d.mean(0)).T[::-1])
+    at = curve_angle[np.round(cloud.angles / (2 * np.pi) * (len(curve_angle) - 1)).astype(int)]
+    assert np.mean(np.cos(angle - at)) > 0.9
+    assert cloud.savefig(tmp_path / "cloud.svg").read_text().lstrip().startswith("<?xml")
+    with pytest.raises(ValueError, match="A must be the activations discovery was fitted on"):
+        FamilyCloudDisplay.from_family(ring, sp.csr_matrix(A.shape), W)
