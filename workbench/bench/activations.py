@@ -22,6 +22,7 @@ import torch
 
 from tracer.activations import ActivationConfig, collect_activations
 from tracer.activations.collect import _batches
+from tracer.io import atomic_write_text
 from tracer.models import LoadedModel, load_model, tokenize
 from tracer.models.forward import capture
 from tracer.replacement import encode
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=1)
     print(text)  # noqa: T201
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
     return 0
 
 

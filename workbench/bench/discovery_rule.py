@@ -28,6 +28,7 @@ import numpy as np
 
 from analyses.manifolds.configs import IrreducibilityConfig
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
+from tracer.io import atomic_write_text
 from workbench.bench.planted_families import FamilySpec, PlantedLayer, default_specs, planted_families
 
 RULES = {"raw": "raw_score", "engels_dir": "engels_score", "loop": "loop_quality", "loop_irr": "loop_score",
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.metric_points)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["settings"] = {"fast": args.fast, "metric_points": args.metric_points}
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
     for frac, rules in report["summary"].items():
         print(frac, {r: (v["seeds_ok"], round(v["min_margin"], 3)) for r, v in rules.items()})  # noqa: T201
     return 0

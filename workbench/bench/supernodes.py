@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tracer.io import atomic_write_text
+
 
 def _timed(fn: Any) -> tuple[float, Any]:
     t = time.perf_counter()
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [bench_one(built, kind, args.n_tokens, args.repeats) for kind in args.transcoder]
     report = {"spec": spec.key, "reused_build": reused, "torch_threads": torch.get_num_threads(),
               "repeats": args.repeats, "runs": runs}
-    Path(args.out).write_text(json.dumps(report, indent=1))
+    atomic_write_text(args.out, json.dumps(report, indent=1))
     for r in runs:
         sec = r["seconds"]
         print(f"{r['transcoder']}: {r['n_nodes']} nodes ({r['n_candidates']} candidates): "  # noqa: T201

@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from tracer.io import atomic_write_text
 from workbench.world.truth import load_truth
 
 logger = logging.getLogger(__name__)
@@ -243,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                          families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
-    Path(args.out).write_text(json.dumps(report, indent=1, default=str))
+    atomic_write_text(args.out, json.dumps(report, indent=1, default=str))
     for kind in args.transcoder:
         o = report[kind]["overall"]
         print(f"{kind}: purity {o['purity']['value']:.3f} (side {o['purity']['side']:.3f}, family "  # noqa: T201
