@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
 from analyses.display import Display
 from analyses.manifolds import curves
@@ -278,12 +279,15 @@ class FamilyCloudDisplay(Display):
                     n_curve: int = 400) -> "FamilyCloudDisplay":
         """``A`` (n_tokens, n_features), ``W_dec`` (n_features, d_model) and ``activation_threshold``: what
         discovery was fitted with (the family's direction cloud is recomputed on its stored rows)."""
-        import scipy.sparse as sp
-
         if not family.scored:
             raise ValueError(f"family must be scored to be drawn; got {family.name!r}, which fired on too few rows.")
         A_csr = sp.csr_matrix(A) if not sp.issparse(A) else A.tocsr()
-        W = np.asarray(W_dec, dtype=np.float64)[family.members]  # (F, d)
+        W_all = np.asarray(W_dec, dtype=np.float64)
+        if A_csr.shape[1] != W_all.shape[0] or max(family.members) >= W_all.shape[0] or \
+                (family.rows.size and int(family.rows.max()) >= A_csr.shape[0]):
+            raise ValueError(f"A and W_dec must be what discovery was fitted on (rows up to {int(family.rows.max())}, "
+                             f"features up to {max(family.members)}); got A {A_csr.shape} and W_dec {W_all.shape}.")
+        W = W_all[family.members]  # (F, d)
         sub = A_csr[family.rows][:, family.members]  # (n_strong, F)
         rows, R = reconstruction_cloud(sub, W, activation_threshold, len(family.rows), np.random.default_rng(0))
         if len(rows) != len(family.rows):

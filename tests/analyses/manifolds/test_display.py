@@ -98,3 +98,5 @@ def test_discovery_displays(tmp_path):
     assert cloud.savefig(tmp_path / "cloud.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(ValueError, match="A must be the activations discovery was fitted on"):
         FamilyCloudDisplay.from_family(ring, sp.csr_matrix(A.shape), W)
+    with pytest.raises(ValueError, match="A and W_dec must be what discovery was fitted on"):
+        FamilyCloudDisplay.from_family(ring, A[:10], W)
