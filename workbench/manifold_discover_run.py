@@ -73,11 +73,16 @@ def decoder_matrix(tcs: Transcoders, layer: int) -> np.ndarray:
     return (W[:, 0] if W.dim() == 3 else W).double().numpy()
 
 
-def discover_layer(store: ActivationStore, tcs: Transcoders, layer: int, families: dict[str, list[int]],
+def layer_inputs(store: ActivationStore, tcs: Transcoders, layer: int) -> tuple[Any, np.ndarray]:
+    """What discovery reads for one layer: activations (n_rows, d_transcoder) and decoder rows."""
+    return store.layer_matrix(layer), decoder_matrix(tcs, layer)
+
+
+def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[int]],
                    est: ManifoldDiscovery) -> tuple[dict[str, Any], DiscoveryResult]:
-    """Discovery on one layer's families; the JSON rows and the result."""
+    """Discovery on one layer's families (``A``, ``W``: :func:`layer_inputs`); the JSON rows and the result."""
     t0 = time.perf_counter()
-    est.fit(store.layer_matrix(layer), decoder_matrix(tcs, layer), families, layer=layer)
+    est.fit(A, W, families, layer=layer)
     seconds = time.perf_counter() - t0
     rows = {f.name: f.summary() for f in est.result_.families}
     return ({"ranking": est.ranking_, "persistence": est.result_.persistence, "families": rows,
@@ -114,13 +119,14 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
                               "n_prompts": store.n_prompts, "n_rows": store.n_rows, "layers": {}}
     for layer, families in fams.items():
         est = ManifoldDiscovery.from_config(cfg)
-        report["layers"][str(layer)], result = discover_layer(store, tcs, layer, families, est)
+        A, W = layer_inputs(store, tcs, layer)
+        report["layers"][str(layer)], result = discover_layer(A, W, layer, families, est)
         save_result(result, args.out / f"discovery_layer{layer}.json")
-        report["layers"][str(layer)]["plots"] = discovery_plots(args.out, result, store, tcs, cfg.activation_threshold)
+        report["layers"][str(layer)]["plots"] = discovery_plots(args.out, result, A, W, cfg.activation_threshold)
     return report
 
 
-def discovery_plots(out: Path, result: DiscoveryResult, store: ActivationStore, tcs: Transcoders,
+def discovery_plots(out: Path, result: DiscoveryResult, A: Any, W: np.ndarray,
                     activation_threshold: float) -> list[str]:
     """PNG and SVG of the layer's ranking and of its top-ranked family's direction cloud; the file names."""
     from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
@@ -130,8 +136,7 @@ def discovery_plots(out: Path, result: DiscoveryResult, store: ActivationStore, 
     top = next((f for f in result.families if f.scored), None)
     cloud = None
     if top is not None and layer is not None:
-        cloud = FamilyCloudDisplay.from_family(top, store.layer_matrix(layer), decoder_matrix(tcs, layer),
-                                               activation_threshold=activation_threshold)
+        cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=activation_threshold)
     for ext in ("png", "svg"):
         written.append(DiscoveryRankingDisplay.from_result(result).savefig(out / f"ranking_layer{layer}.{ext}"))
         if cloud is not None:

@@ -24,7 +24,13 @@ import torch
 
 from analyses.manifolds.discovery import ManifoldDiscovery
 from tracer.io import atomic_write_text
-from workbench.manifold_discover_run import corpus_store, discover_layer, families_from_json, families_from_labels
+from workbench.manifold_discover_run import (
+    corpus_store,
+    discover_layer,
+    families_from_json,
+    families_from_labels,
+    layer_inputs,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +103,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
                               "layers": {}}
     for layer in layers:
         est = ManifoldDiscovery(raw_cloud_metrics=raw_cloud_metrics)
-        rep, _ = discover_layer(store, tcs, layer, fams.get(layer, {}), est)
+        rep, _ = discover_layer(*layer_inputs(store, tcs, layer), layer, fams.get(layer, {}), est)
         rep.update(score_ranking(rep["ranking"], {n: f["score"] for n, f in rep["families"].items()}))
         report["layers"][str(layer)] = rep
         logger.info("discovery layer %d (%.1f s): cyclic above all others: %s", layer, rep["seconds"],

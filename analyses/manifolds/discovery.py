@@ -35,6 +35,7 @@ persistent H1 in the full PC space does not. The rule and ``strong_fraction`` we
 small to score rank last.
 """
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -242,9 +243,15 @@ def use_persistence(mode: str) -> bool:
     if mode == "ripser":
         raise ImportError("persistence='ripser' needs ripser; install it with `pip install "
                           "manifold-workbench[topology]` or use persistence='auto'.")
+    _warn_no_ripser()
+    return False
+
+
+@functools.cache
+def _warn_no_ripser() -> None:
+    """Once per process (discovery runs once per layer)."""
     logger.warning("ripser is not installed: the ring score leaves persistent H1 out (install "
                    "manifold-workbench[topology] for the full ranking).")
-    return False
 
 
 def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) -> float | None:
