@@ -347,19 +347,33 @@ class SupernodeGraphDisplay(Display):
 
     figsize = (9.0, 5.5)
 
+    GROUP_KINDS = ("supernode", "feature", "manifold")
+    """Node kinds that are groups of features (numbered when ``numbered``)."""
+
     def __init__(self, *, x: np.ndarray, y: np.ndarray, labels: Sequence[str], kinds: Sequence[str],
                  sizes: np.ndarray, edges: Sequence[tuple[int, int, float]], n_layers: int,
-                 title: str = "") -> None:
+                 title: str = "", numbered: bool = False) -> None:
         self.x, self.y, self.labels, self.kinds = x, y, list(labels), list(kinds)
         self.sizes, self.edges, self.n_layers, self.title = sizes, list(edges), n_layers, title
+        self.numbered = numbered
 
     @classmethod
-    def from_coarse_graph(cls, coarse: CoarseGraph, *, max_edges: int = 150) -> "SupernodeGraphDisplay":
-        """Lay out ``coarse`` and keep its ``max_edges`` strongest links."""
+    def from_coarse_graph(cls, coarse: CoarseGraph, *, max_edges: int = 150,
+                          numbered: bool = False) -> "SupernodeGraphDisplay":
+        """Lay out ``coarse`` and keep its ``max_edges`` strongest links. ``numbered``: mark group nodes
+        1, 2, ... in node order (for a table of their labels) instead of writing the labels."""
         lay = _layout(coarse)
         return cls(x=lay.x, y=lay.y, labels=coarse.label, kinds=coarse.kind, sizes=coarse.sizes(),
                    edges=coarse.edges()[:max_edges], n_layers=coarse.n_layers,
-                   title=str(coarse.meta.get("prompt", "")))
+                   title=str(coarse.meta.get("prompt", "")), numbered=numbered)
+
+    def node_texts(self) -> list[str]:
+        """What is written by each node: its label (cut to 28 characters), or its number when ``numbered``."""
+        if not self.numbered:
+            return [text[:28] for text in self.labels]
+        numbers = iter(range(1, len(self.kinds) + 1))
+        return [str(next(numbers)) if kind in self.GROUP_KINDS else text[:28]
+                for kind, text in zip(self.kinds, self.labels)]
 
     def _draw(self, ax: Any, show_labels: bool = True, **kwargs: Any) -> None:
         top = max((abs(w) for _, _, w in self.edges), default=1.0) or 1.0
@@ -373,9 +387,11 @@ class SupernodeGraphDisplay(Display):
             ax.scatter(self.x[idx], self.y[idx], s=[40 + 25 * float(self.sizes[i]) for i in idx],
                        c=colours.get(kind, "black"), label=kind, zorder=2, edgecolors="black", linewidths=0.5)
         if show_labels:
-            for i, text in enumerate(self.labels):
-                ax.annotate(text[:28], (self.x[i], self.y[i]), fontsize=6, xytext=(0, 6),
-                            textcoords="offset points", ha="center", zorder=3)
+            for i, text in enumerate(self.node_texts()):
+                group = self.numbered and self.kinds[i] in self.GROUP_KINDS
+                ax.annotate(text, (self.x[i], self.y[i]), fontsize=7 if group else 6, xytext=(0, 0 if group else 6),
+                            textcoords="offset points", ha="center", va="center" if group else "baseline",
+                            zorder=3, fontweight="bold" if group else "normal")
         ax.set_yticks(range(-1, self.n_layers + 1),
                       ["tokens", *[f"L{i}" for i in range(self.n_layers)], "logits"])
         ax.set_xlabel("position")

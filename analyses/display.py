@@ -43,3 +43,21 @@ class Display:
         with atomic_path(target) as tmp:
             self.figure_.savefig(tmp, format=target.suffix.lstrip(".") or "png", **kwargs)
         return target
+
+    def to_svg(self, **kwargs: Any) -> str:
+        """The figure as an SVG element to inline in HTML (no XML prolog, no date; plots first if needed).
+
+        The output is deterministic: matplotlib derives element ids from a fixed salt and the element's
+        content, so ids shared by several inlined figures name identical definitions.
+        """
+        import io
+
+        from matplotlib import rc_context
+
+        if not hasattr(self, "figure_"):
+            self.plot()
+        buf = io.StringIO()
+        with rc_context({"svg.hashsalt": "manifold-workbench"}):
+            self.figure_.savefig(buf, format="svg", metadata={"Date": None}, **kwargs)
+        text = buf.getvalue()
+        return text[text.index("<svg"):]

@@ -145,8 +145,12 @@ def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- run
-def _analyse(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens: list[str] | None,
+def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens: list[str] | None,
              verbose: bool) -> tuple[Any, Any]:
+    """The readable circuit of ``graph`` and, when ``inputs["loaded"]`` holds a model, its ablation check.
+
+    ``inputs``: loaded, transcoders, labels, families, prune (each may be None); ``configs``: circuit,
+    clustering, interventions (the config dataclasses)."""
     from analyses.supernodes.circuit import ReadableCircuit
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.interventions import check_supernodes
@@ -188,17 +192,25 @@ def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
             "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams, "scores": scores}
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN / inf -> None, recursively (strict JSON)."""
     import math
 
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
+
+
+def write_supernodes(path: str | Path, doc: dict[str, Any]) -> Path:
+    """Write a supernodes document (strict JSON: NaN and inf become null) atomically."""
+    from tracer.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(json_safe(doc), indent=1, allow_nan=False) + "\n")
+    return Path(path)
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -228,7 +240,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
     try:
-        circuit, check = _analyse(graph, inputs, configs, tokens, verbose=not args.quiet)
+        circuit, check = analyse_circuit(graph, inputs, configs, tokens, verbose=not args.quiet)
     except (ValueError, TypeError) as err:
         if isinstance(err, WorkbenchError):
             raise
@@ -237,10 +249,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     doc["graph"] = str(args.graph)
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
-    from tracer.io import atomic_path
-
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(_finite(doc), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+    write_supernodes(out, doc)
     s = circuit.scores_
     print(f"clustered {args.graph}: {s.n_groups} groups ({s.n_supernodes} supernodes) hold {s.n_features}/"
           f"{s.n_pruned_features} features ({s.compression:.2f} per group); subgraph replacement/completeness "

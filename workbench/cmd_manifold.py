@@ -165,7 +165,7 @@ def _load(model: str, transcoders: str) -> tuple[Any, Any]:
                                     d_model=loaded.d_model)
 
 
-def _inputs(args: argparse.Namespace, loaded: Any, position: str) -> Any:
+def _inputs(args: argparse.Namespace, loaded: Any, position: str, kind: str) -> Any:
     from tracer.errors import WorkbenchError
     from workbench.manifold_inputs import prompt_inputs
     from workbench.manifold_world import world_inputs
@@ -176,7 +176,7 @@ def _inputs(args: argparse.Namespace, loaded: Any, position: str) -> Any:
     if args.world is not None:
         if not args.family:
             raise WorkbenchError("--family must be given with --world; got none. Example: --family day.")
-        return world_inputs(loaded, Path(args.world), args.family, position, loaded.n_layers)
+        return world_inputs(loaded, Path(args.world), args.family, position, loaded.n_layers, kind)
     names = getattr(args, "values", None)
     if names is None:
         raise WorkbenchError("--values must be given with --prompts; got none. Example: --values Mon,Tue,Wed.")
@@ -203,7 +203,7 @@ def run_fit(args: argparse.Namespace) -> int:
         run_cfg = config_from_args(ManifoldRunConfig, args)
     loaded, tcs = _load(args.model, args.transcoders)
     layer = check_layer(args.layer, loaded.n_layers)
-    inputs = _inputs(args, loaded, args.position)
+    inputs = _inputs(args, loaded, args.position, tcs.kind)
     features = None if args.features is None else _int_list(args.features, "--features")
     args.out.mkdir(parents=True, exist_ok=True)
     with _analysis_errors():
@@ -239,7 +239,7 @@ def run_steer(args: argparse.Namespace) -> int:
                              "Refit with `workbench manifold fit --layer L`.")
     loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
     check_layer(int(fit.layer), loaded.n_layers)
-    inputs = _inputs_for_steer(args, loaded, fit)
+    inputs = _inputs_for_steer(args, loaded, fit, tcs.kind)
     with _analysis_errors():
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
                               heldout_only=args.world is not None)
@@ -250,13 +250,13 @@ def run_steer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _inputs_for_steer(args: argparse.Namespace, loaded: Any, fit: Any) -> Any:
+def _inputs_for_steer(args: argparse.Namespace, loaded: Any, fit: Any, kind: str) -> Any:
     from workbench.manifold_inputs import prompt_inputs
 
     position = str(fit.position)
     if args.prompts is not None and args.world is None:
         return prompt_inputs(loaded, args.prompts, list(fit.value_names), position, values_required=False)
-    return _inputs(args, loaded, position)
+    return _inputs(args, loaded, position, kind)
 
 
 def run_discover(args: argparse.Namespace) -> int:

@@ -1,9 +1,13 @@
-"""`workbench demo`: trace the demo world's prompts, prune, and write a plain HTML report.
+"""`workbench demo`: trace the demo world's prompts, prune, analyse, and write a plain HTML report.
 
 On the embedded demo world (``data/world``) it traces a day-arithmetic and a two-hop prompt
 through the per-layer transcoders, prunes each graph, scores it, labels its features and writes
-``report.html`` plus the graphs (native format) and viewer JSON. Without the world it falls back to
-a small random model built on the spot (and says so).
+``report.html`` plus the graphs (native format) and viewer JSON. With analyses (the default;
+``--no-analyses`` skips them) each graph also gets its readable circuit of supernodes, checked by
+ablation on the real model (``supernodes/<name>.json``), and the day prompt's family gets its
+circle, fitted, checked by substitution and steered (``manifold/``; see
+:mod:`workbench.demo_analyses`). Without the world it falls back to a small random model built on
+the spot (and says so).
 """
 
 import argparse
@@ -26,6 +30,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--transcoder", default="plt", choices=["plt", "clt"], help="which transcoders to trace")
     p.add_argument("--allow-unk", action="store_true",
                    help="trace prompt words the tokenizer does not know as its unknown token (with a warning)")
+    p.add_argument("--analyses", action=argparse.BooleanOptionalAction, default=True,
+                   help="add each graph's readable circuit (supernodes, checked by ablation) and the day circle "
+                        "(fit, substitution, steering) to the report (default: on)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_demo)
 
@@ -88,19 +95,25 @@ def _sources(args: argparse.Namespace, out: Path):
                                  f"Build one with `workbench world build --out DIR`.{folder_hint(world, 'world')}")
         logger.warning("no demo world installed at %s: tracing a small random model instead", world)
         model, tcs, prompts, answers = _random_world(out)
-        return model, tcs, prompts, answers, None, "random model (no demo world installed)"
+        return model, tcs, prompts, answers, None, "random model (no demo world installed)", None
     manifest = _read_manifest(world)
     files = manifest.get("files", {})
     labels = world / files.get(f"labels_{args.transcoder}", f"labels_{args.transcoder}.jsonl")
     return (world / files.get("model", "model"), world / files.get(args.transcoder, args.transcoder),
             manifest["demo_prompts"], manifest.get("demo_answers", {}), labels if labels.is_file() else None,
-            "the embedded demo world")
+            "the embedded demo world" if not args.world else f"the world in {args.world}", manifest)
 
 
-def _outputs(out: Path, prompts: dict[str, str]) -> list[str]:
+def _outputs(out: Path, prompts: dict[str, str], manifest: dict[str, Any] | None, analyses: bool) -> list[str]:
     """Every file the demo writes under `out` (checked before any work)."""
+    from workbench.demo_analyses import manifold_outputs
+
     names = ["report.html", "summary.json", "viewer/graph-metadata.json"]
-    return names + [f"graphs/{n}.safetensors" for n in prompts] + [f"viewer/demo-{n}.json" for n in prompts]
+    names += [f"graphs/{n}.safetensors" for n in prompts] + [f"viewer/demo-{n}.json" for n in prompts]
+    if analyses:
+        names += [f"supernodes/{n}.json" for n in prompts]
+        names += manifold_outputs(manifest) if manifest is not None else []
+    return names
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -111,10 +124,10 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     world = Path(args.world) if args.world else world_dir()
     out = check_out(args.out, folder=True, inputs=[world])
-    model_dir, tc_dir, prompts, answers, labels_path, what = _sources(args, out)
+    model_dir, tc_dir, prompts, answers, labels_path, what, manifest = _sources(args, out)
     inputs = [world, model_dir, tc_dir, labels_path]
     check_out(out, folder=True, inputs=inputs)
-    check_out_files(out, _outputs(out, prompts), inputs=inputs)
+    check_out_files(out, _outputs(out, prompts, manifest, args.analyses), inputs=inputs)
     from tracer.labels import check_labels_match, load_labels
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
@@ -127,22 +140,34 @@ def run_demo(args: argparse.Namespace) -> int:
     sections, summary = [], {}
     for name, prompt in prompts.items():
         section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet,
-                                       allow_unk=args.allow_unk)
+                                       allow_unk=args.allow_unk, analyses=args.analyses)
         sections.append(section)
         summary[name] = stats
+    manifolds: list[Any] = []
+    manifold_stats: dict[str, Any] = {}
+    if args.analyses and manifest is not None:
+        from workbench.demo_analyses import manifold_views
+
+        manifolds, manifold_stats = manifold_views(loaded, tcs, world, manifest, out, paths=(model_dir, tc_dir))
     intro = (f"Attribution graphs on {what}: model {model_dir}, {tcs.kind.upper()} transcoders {tc_dir}. "
              "Graphs are pruned at node threshold 0.8 and edge threshold 0.98 (circuit-tracer's defaults).")
-    report = write_report(out / "report.html", "manifold-workbench demo", intro, sections)
-    atomic_write_text(out / "summary.json", json.dumps({"source": what, "graphs": summary,
-                                                        "seconds": round(time.perf_counter() - t0, 2)}, indent=2))
+    report = write_report(out / "report.html", "manifold-workbench demo", intro, sections, manifolds)
+    doc: dict[str, Any] = {"source": what, "graphs": summary}
+    if manifold_stats:
+        doc["manifolds"] = manifold_stats
+    doc["seconds"] = round(time.perf_counter() - t0, 2)
+    from workbench.cmd_cluster import json_safe
+
+    atomic_write_text(out / "summary.json", json.dumps(json_safe(doc), indent=2, allow_nan=False))
     if not args.quiet:
         print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
 
 
 def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool,
-                  allow_unk: bool = False):
-    """Trace, prune and score one prompt; save its files; return the report section and stats."""
+                  allow_unk: bool = False, analyses: bool = False):
+    """Trace, prune and score one prompt (and, with ``analyses``, build and check its readable circuit);
+    save its files; return the report section and stats."""
     import torch
 
     from tracer.attribution import attribute
@@ -173,6 +198,12 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
              "pruned_replacement_score": pruned.replacement, "pruned_completeness_score": pruned.completeness,
              "nodes": graph.n_nodes, "features": graph.n_selected, "kept_nodes": kept_nodes,
              "kept_edges": kept_edges, "graph": str(graph_path), "viewer_json": str(viewer)}
+    circuit = None
+    if analyses:
+        from workbench.demo_analyses import circuit_view
+
+        circuit, stats["circuit"] = circuit_view(loaded, tcs, graph, result, labels, tok_strs,
+                                                 out / "supernodes" / f"{name}.json", verbose=not quiet)
     section = GraphSection(
         title=f"{name}: {prompt}", prompt_tokens=tok_strs, expected=expected, top_logits=top_logits,
         scores={"replacement (full graph)": full.replacement, "completeness (full graph)": full.completeness,
@@ -180,7 +211,7 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
         counts={"nodes": graph.n_nodes, "features": graph.n_selected, "kept nodes": kept_nodes,
                 "kept edges": kept_edges},
         nodes=nodes, edges=edges, n_layers=graph.n_layers,
-        files={"graph": str(graph_path), "viewer JSON": str(viewer)})
+        files={"graph": str(graph_path), "viewer JSON": str(viewer)}, circuit=circuit)
     return section, stats
 
 

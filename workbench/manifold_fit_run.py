@@ -94,9 +94,11 @@ def _causal(loaded: LoadedModel, tcs: Transcoders, spec: FitSpec, X: np.ndarray,
 
 
 def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int, position: str, out: Path,
-                  fit_cfg: ManifoldFitConfig, cfg: Any, features: list[int] | None) -> dict[str, Any]:
-    """Fit, tiling, causal check and plots; returns manifold.json's content."""
-    pts = _points(loaded, tcs, inputs, layer, out / "activations")
+                  fit_cfg: ManifoldFitConfig, cfg: Any, features: list[int] | None, *,
+                  activations: Path | None = None) -> dict[str, Any]:
+    """Fit, tiling, causal check and plots; returns manifold.json's content. The activation run is
+    kept in ``activations`` (default ``out/activations``, reused by a later run on the same prompts)."""
+    pts = _points(loaded, tcs, inputs, layer, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
     positions = np.array([int(r.meta["position"]) for r in inputs.records])
     X = pts.residual(layer, positions)  # (n, d_model)

@@ -106,8 +106,12 @@ class WorldFamily:
 
 def family_features(labels_path: Path, family: str, n_layers: int,
                     side: str | None = None) -> list[list[int]]:
-    """Per layer, the features whose world label names ``family`` (on ``side``, or any side)."""
+    """Per layer, the features whose world label names ``family`` (on ``side``, or any side); none
+    without a labels file."""
     out: list[list[int]] = [[] for _ in range(n_layers)]
+    if not labels_path.is_file():
+        logger.warning("no labels file %s: the family's features are unknown", labels_path)
+        return out
     for line in labels_path.read_text().split("\n"):
         if line.strip():
             rec = json.loads(line)
@@ -117,8 +121,9 @@ def family_features(labels_path: Path, family: str, n_layers: int,
 
 
 def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], family: str,
-                 n_layers: int) -> tuple[WorldFamily, list[dict[str, Any]]]:
-    """The family's prompts (manifest rows) and truth."""
+                 n_layers: int, kind: str = "plt") -> tuple[WorldFamily, list[dict[str, Any]]]:
+    """The family's prompts (manifest rows) and truth; its features from the labels of the ``kind``
+    ("plt" | "clt") transcoders."""
     names = list(manifest["families"][family]["values"])
     rows = manifest["prompt_sets"][f"{family}_arith"]
     p = len(names)
@@ -127,7 +132,7 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     sign = np.array([1 if r["direction"] == "after" else -1 for r in rows])
     offset = np.array([int(r["offset"]) for r in rows])
     shifted = (np.arange(p)[None, :] + (sign * offset)[:, None]) % p  # (n, p) answer value per start v'
-    labels = world / "labels_plt.jsonl"
+    labels = world / manifest.get("files", {}).get(f"labels_{kind}", f"labels_{kind}.jsonl")
     fam = WorldFamily(
         family=family, names=names, answer=np.array([names.index(r["answer"]) for r in rows]), start=start,
         heldout=np.array([r["split"] == "heldout" for r in rows]),
@@ -139,8 +144,10 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     return fam, rows
 
 
-def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int) -> FitInputs:
-    """A demo world family's arithmetic prompts at the answer ('last') or the family word ('value')."""
+def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int,
+                 kind: str = "plt") -> FitInputs:
+    """A demo world family's arithmetic prompts at the answer ('last') or the family word ('value'),
+    with the family's features of the ``kind`` ("plt" | "clt") transcoders."""
     manifest_path = world / "manifest.json"
     try:
         manifest: dict[str, Any] = json.loads(manifest_path.read_text())
@@ -151,7 +158,7 @@ def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n
         raise WorkbenchError(f"--family must be one of {sorted(manifest.get('families', {}))}; got {family!r}.")
     if position not in POSITIONS:
         raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
-    fam, rows = world_family(loaded, world, manifest, family, n_layers)
+    fam, rows = world_family(loaded, world, manifest, family, n_layers, kind)
     pos = fam.positions[position]
     records = [PromptRecord(prompt=r["prompt"], meta={**{k: v for k, v in r.items() if k != "prompt"},
                                                       "position": int(p)}) for r, p in zip(rows, pos)]
@@ -278,7 +285,7 @@ def tiling_rows(pts: PointSet, tcs: Transcoders, fam: WorldFamily,
 def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], family: str,
                out: Path, cfg: WorldScoreConfig, *, causal: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything measured on one family; returns the report and the tilings / fits for plots."""
-    fam, rows = world_family(loaded, world, manifest, family, tcs.n_layers)
+    fam, rows = world_family(loaded, world, manifest, family, tcs.n_layers, tcs.kind)
     t0 = time.perf_counter()
     pts = collect_points(loaded, tcs, prompt_records(rows), out / "activations" / family,
                          residual_layers=range(tcs.n_layers + 1))

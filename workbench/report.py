@@ -1,6 +1,9 @@
-"""A plain, self-contained HTML report of traced graphs (inline SVG, no scripts, no network).
+"""A plain, self-contained HTML report of traced graphs and their analyses (inline SVG, no scripts,
+no network).
 
-Input is typed data (:class:`GraphSection`), computed elsewhere; this module only renders.
+Input is typed data (:class:`GraphSection`, with an optional :class:`CircuitView` of its readable
+circuit, and :class:`ManifoldView` s), computed elsewhere; this module only renders. Figures made
+by ``analyses`` Display objects arrive as SVG text (``Display.to_svg()``) and are inlined as they are.
 """
 
 import html
@@ -10,7 +13,7 @@ from pathlib import Path
 
 from tracer.io import atomic_path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,6 +28,69 @@ class NodeView:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SupernodeRow:
+    """One group of a readable circuit and its ablation check."""
+
+    label: str
+    kind: str  # supernode | feature
+    n_members: int
+    layers: tuple[int, int]
+    positions: tuple[int, int]
+    predicted_margin: float | None = None
+    """change of the target's logit margin the graph predicts when the group is ablated"""
+    measured_margin: dict[str, float] = field(default_factory=dict)
+    """mode (frozen | free attention) -> the change measured on the real model"""
+    win_rate: dict[str, float] = field(default_factory=dict)
+    """mode -> share of random groups (matched in size, layer, position) whose ablation moved the margin less"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CircuitView:
+    """The readable circuit of one graph: supernodes chosen under a node budget, scored."""
+
+    budget: int
+    n_groups: int
+    n_supernodes: int
+    n_features: int
+    n_pruned_features: int
+    compression: float
+    subgraph: dict[str, dict[str, float]]
+    """"pruned" | "circuit" -> {"replacement", "completeness"} (Neuronpedia's subgraph scores)"""
+    sign_consistency: float
+    """mass-weighted share of member-edge |weight| whose sign matches the supernode edge"""
+    interventions: dict[str, dict[str, float]] | None
+    """mode -> {"spearman_margin", "mean_win_rate", ...}; None without a model"""
+    rows: list[SupernodeRow]
+    figure_svg: str
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SteerRow:
+    """The answer after steering one prompt to one value along a fitted curve."""
+
+    target: str
+    expected: str
+    answer: str
+    probability: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ManifoldView:
+    """A fitted manifold: its figures (SVG), its scores and, optionally, one prompt steered along it."""
+
+    title: str
+    description: str
+    facts: list[tuple[str, str]]
+    """(what, value) rows, already formatted"""
+    figures: list[tuple[str, str]]
+    """(caption, SVG text)"""
+    steering_caption: str = ""
+    steering: list[SteerRow] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GraphSection:
     title: str
     prompt_tokens: list[str]
@@ -36,6 +102,7 @@ class GraphSection:
     edges: list[tuple[str, str, float]]  # (source id, target id, weight)
     n_layers: int
     files: dict[str, str] = field(default_factory=dict)
+    circuit: CircuitView | None = None
 
 
 _COLORS = {"feature": "#4c78a8", "error": "#b0b0b0", "token": "#59a14f", "logit": "#e15759"}
@@ -44,6 +111,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-wid
 h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.5rem 0} td,th{padding:.2rem .6rem;border-bottom:1px solid #eee;
 text-align:left;font-size:.9rem} .num{text-align:right;font-variant-numeric:tabular-nums}
+.ok{color:#2a7d2a} .bad{color:#c0392b} figure{display:inline-block;margin:.5rem 1rem .5rem 0}
+figure svg{border:none;background:none;max-width:100%;height:auto} figcaption{font-size:.85rem;color:#555}
 .tok{display:inline-block;padding:.1rem .3rem;margin:.1rem;border:1px solid #ccc;border-radius:3px;
 font-family:monospace} .muted{color:#777} svg{border:1px solid #eee;background:#fcfcfc}
 """
@@ -84,6 +153,79 @@ def _svg(sec: GraphSection, width: int = 1100, height: int = 520) -> str:
     return "".join(parts)
 
 
+def _num(x: float | None, fmt: str = ".3f") -> str:
+    return "" if x is None or not math.isfinite(x) else format(x, fmt)
+
+
+def _files(files: dict[str, str]) -> str:
+    return "<ul>" + "".join(f"<li>{_esc(k)}: <code>{_esc(v)}</code></li>" for k, v in files.items()) + "</ul>"
+
+
+def _figure(caption: str, svg: str) -> str:
+    return f"<figure>{svg}<figcaption>{_esc(caption)}</figcaption></figure>"
+
+
+def _span(lo_hi: tuple[int, int]) -> str:
+    return str(lo_hi[0]) if lo_hi[0] == lo_hi[1] else f"{lo_hi[0]}-{lo_hi[1]}"
+
+
+def _supernode_table(c: CircuitView, modes: list[str]) -> str:
+    head = "".join(f"<th>measured, {_esc(m)}</th><th>beats random, {_esc(m)}</th>" for m in modes)
+    rows = []
+    for k, r in enumerate(c.rows):
+        checks = "".join(f"<td class=num>{_num(r.measured_margin.get(m))}</td>"
+                         f"<td class=num>{_num(r.win_rate.get(m), '.2f')}</td>" for m in modes)
+        rows.append(f"<tr><td class=num>{k + 1}</td><td>{_esc(r.label)}</td><td class=num>{r.n_members}</td>"
+                    f"<td class=num>{_span(r.layers)}</td><td class=num>{_span(r.positions)}</td>"
+                    f"<td class=num>{_num(r.predicted_margin)}</td>{checks}</tr>")
+    return ("<table><tr><th>#</th><th>group</th><th>features</th><th>layers</th><th>pos</th>"
+            f"<th>predicted margin change</th>{head}</tr>{''.join(rows)}</table>")
+
+
+def _circuit(c: CircuitView) -> str:
+    sub = c.subgraph
+    rows = [("subgraph replacement", sub["pruned"]["replacement"], sub["circuit"]["replacement"]),
+            ("subgraph completeness", sub["pruned"]["completeness"], sub["circuit"]["completeness"])]
+    scores = "".join(f"<tr><td>{k}</td><td class=num>{_num(a)}</td><td class=num>{_num(b)}</td></tr>"
+                     for k, a, b in rows)
+    checks = f"<tr><td>sign consistency of supernode edges</td><td class=num>{_num(c.sign_consistency)}</td></tr>"
+    modes = sorted(c.interventions or {})
+    for mode in modes:
+        summ = (c.interventions or {})[mode]
+        checks += (f"<tr><td>Spearman(predicted, measured margin change), attention {_esc(mode)}</td>"
+                   f"<td class=num>{_num(summ.get('spearman_margin'))}</td></tr>"
+                   f"<tr><td>mean share of matched random groups beaten, attention {_esc(mode)}</td>"
+                   f"<td class=num>{_num(summ.get('mean_win_rate'))}</td></tr>")
+    ablated = ("; each group is ablated on the real model and compared with the graph's prediction and with "
+               "random groups matched in size, layer and position") if modes else ""
+    caption = ("Supernode graph: groups (numbered as in the table below) at their mean position and layer; "
+               "blue edges excite, red inhibit.")
+    return (f"<h3>Readable circuit (supernodes)</h3><p>{c.n_features} of the pruned graph's {c.n_pruned_features} "
+            f"features in {c.n_groups} groups ({c.n_supernodes} supernodes; budget {c.budget}): "
+            f"{_num(c.compression, '.2f')} features per group. Grouped without labels (labels only name the "
+            f"groups){ablated}.</p>"
+            f"<div style='display:flex;gap:3rem'><table><tr><th></th><th>pruned graph</th><th>readable circuit</th>"
+            f"</tr>{scores}</table><table>{checks}</table></div>"
+            f"{_figure(caption, c.figure_svg)}{_supernode_table(c, modes)}{_files(c.files)}")
+
+
+def _manifold(m: ManifoldView) -> str:
+    facts = "".join(f"<tr><td>{_esc(k)}</td><td class=num>{_esc(v)}</td></tr>" for k, v in m.facts)
+    figures = "".join(_figure(cap, svg) for cap, svg in m.figures)
+    steer = ""
+    if m.steering:
+        rows = "".join(
+            f"<tr><td>{_esc(r.target)}</td><td>{_esc(r.expected)}</td>"
+            f"<td class={'ok' if r.answer.strip() == r.expected else 'bad'}>{_esc(r.answer)}</td>"
+            f"<td class=num>{_num(r.probability)}</td></tr>" for r in m.steering)
+        hits = sum(r.answer.strip() == r.expected for r in m.steering)
+        steer = (f"<h3>Steering</h3><p>{_esc(m.steering_caption)} The answer follows in {hits} of "
+                 f"{len(m.steering)} cases.</p><table><tr><th>steered to</th><th>expected answer</th>"
+                 f"<th>model's answer</th><th>probability</th></tr>{rows}</table>")
+    return (f"<h2>{_esc(m.title)}</h2><p>{_esc(m.description)}</p><table>{facts}</table>{figures}{steer}"
+            f"{_files(m.files)}")
+
+
 def _section(sec: GraphSection) -> str:
     toks = "".join(f'<span class="tok">{_esc(t)}</span>' for t in sec.prompt_tokens)
     logits = "".join(f"<tr><td>{_esc(t)}</td><td class=num>{p:.3f}</td></tr>" for t, p in sec.top_logits)
@@ -94,7 +236,6 @@ def _section(sec: GraphSection) -> str:
         f"<tr><td>{_esc(n.node_id)}</td><td class=num>{n.layer}</td><td class=num>{n.pos}</td>"
         f"<td>{_esc(n.label)}</td><td class=num>{n.activation or 0:.3f}</td><td class=num>{n.influence:.3f}</td></tr>"
         for n in feats)
-    files = "".join(f"<li>{_esc(k)}: <code>{_esc(v)}</code></li>" for k, v in sec.files.items())
     expected = f"<p>Expected answer: <b>{_esc(sec.expected)}</b></p>" if sec.expected else ""
     return (f"<h2>{_esc(sec.title)}</h2><p>{toks}</p>{expected}"
             f"<div style='display:flex;gap:3rem'><div><h3>Top predictions</h3><table>{logits}</table></div>"
@@ -102,19 +243,22 @@ def _section(sec: GraphSection) -> str:
             f"<h3>Pruned graph</h3><p class=muted>x: token position; y: tokens (bottom), layers, logits (top). "
             f"Blue edges excite, red inhibit; hover a node for its label.</p>{_svg(sec)}"
             f"<h3>Most influential features</h3><table><tr><th>node</th><th>layer</th><th>pos</th><th>label</th>"
-            f"<th>activation</th><th>cumulative influence</th></tr>{rows}</table><ul>{files}</ul>")
+            f"<th>activation</th><th>cumulative influence</th></tr>{rows}</table>{_files(sec.files)}"
+            + (_circuit(sec.circuit) if sec.circuit is not None else ""))
 
 
-def render_report(title: str, intro: str, sections: list[GraphSection]) -> str:
-    body = "".join(_section(s) for s in sections)
+def render_report(title: str, intro: str, sections: list[GraphSection],
+                  manifolds: list[ManifoldView] | None = None) -> str:
+    body = "".join(_section(s) for s in sections) + "".join(_manifold(m) for m in manifolds or [])
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_esc(title)}</title>"
             f"<meta name=generator content='manifold-workbench report schema {SCHEMA_VERSION}'>"
             f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1><p>{_esc(intro)}</p>{body}</body></html>")
 
 
-def write_report(path: str | Path, title: str, intro: str, sections: list[GraphSection]) -> Path:
+def write_report(path: str | Path, title: str, intro: str, sections: list[GraphSection],
+                 manifolds: list[ManifoldView] | None = None) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(render_report(title, intro, sections), encoding="utf-8")
+        tmp.write_text(render_report(title, intro, sections, manifolds), encoding="utf-8")
     return Path(path)
 
 

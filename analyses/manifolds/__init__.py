@@ -8,8 +8,9 @@
   families' reconstruction clouds ranked by irreducibility, loop tests, principal curves.
 * :mod:`analyses.manifolds.tiling` -- tuning curves, preferred values, coverage and overlap.
 * :mod:`analyses.manifolds.display` -- circle, tuning-curve, frequency and decoder-map plots.
-* :mod:`analyses.manifolds.causal` -- (draft) class-mean substitution in the fitted vs a random
-  subspace vs full patching, on the real model through ``tracer.interventions``.
+* :mod:`analyses.manifolds.causal` -- class-mean substitution in the fitted vs a random subspace
+  vs full patching, and steering along the fitted curve, on the real model through
+  ``tracer.interventions``.
 
 Import the module you use; this package import stays light.
 """

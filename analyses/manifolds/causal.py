@@ -130,13 +130,21 @@ def steering_vector(fit: ManifoldFitResult, x: np.ndarray, v_new: int) -> np.nda
     return fit.basis @ (z_target - z_now)  # (d,)
 
 
-def _answer_is(loaded: LoadedModel, transcoders: Transcoders, clean: CleanRun, layer: int, position: int,
-               vector: np.ndarray, target: int, freeze_attention: bool) -> bool:
-    """Run the real model with ``vector`` added at (layer, position); is the last-position argmax ``target``?"""
+def steered_logits(loaded: LoadedModel, transcoders: Transcoders, clean: CleanRun, layer: int, position: int,
+                   vector: np.ndarray, *, freeze_attention: bool = False) -> torch.Tensor:
+    """(d_vocab,) the real model's last-position logits with ``vector`` (d_model,) added to residual
+    ``layer`` at ``position``."""
     add: VectorAddition = add_to_residual(layer, position, torch.as_tensor(vector, dtype=loaded.dtype))
     out = feature_intervention(loaded, transcoders, clean.tokens, [add], freeze_attention=freeze_attention,
                                return_activations=False, clean=clean)
-    return int(out.logits[-1].argmax()) == target
+    return out.logits[-1]  # (d_vocab,)
+
+
+def _answer_is(loaded: LoadedModel, transcoders: Transcoders, clean: CleanRun, layer: int, position: int,
+               vector: np.ndarray, target: int, freeze_attention: bool) -> bool:
+    """Run the real model with ``vector`` added at (layer, position); is the last-position argmax ``target``?"""
+    logits = steered_logits(loaded, transcoders, clean, layer, position, vector, freeze_attention=freeze_attention)
+    return int(logits.argmax()) == target
 
 
 def _layer_of(fit: ManifoldFitResult) -> int:
@@ -201,3 +209,47 @@ def steer_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitR
     arr = np.array(outcomes, dtype=bool)
     return SteeringResult(success_rate=float(arr.mean()) if len(arr) else float("nan"), n=len(arr),
                           n_cases=len(cases), layer=layer, outcomes=arr, case_index=np.array(index, dtype=np.int64))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class PromptSteering:
+    """One prompt steered to every value of a fitted curve: what the model then answers."""
+
+    value: int
+    """the value the fit reads off the clean vector"""
+    targets: np.ndarray
+    """(n,) the values steered to"""
+    top_token: np.ndarray
+    """(n,) the last-position argmax token id after steering to each target"""
+    top_prob: np.ndarray
+    """(n,) its probability"""
+    clean_token: int
+    """the clean run's argmax token id"""
+    clean_prob: float
+
+
+def steer_prompt(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitResult, tokens: Sequence[int],
+                 position: int, x: np.ndarray, *, targets: Sequence[int] | None = None,
+                 freeze_attention: bool = False) -> PromptSteering:
+    """Steer one prompt along the fitted curve (see the module docstring) to each of ``targets``
+    (default: every value) and read the model's answer; ``x`` (d_model,) is the clean residual vector
+    at the fit's layer and ``position``."""
+    layer = _layer_of(fit)
+    x = np.asarray(x, dtype=np.float64)
+    if x.shape != (fit.class_means.shape[1],):
+        raise ValueError(f"x must be one residual vector of shape ({fit.class_means.shape[1]},); got {x.shape}.")
+    values = list(range(fit.period)) if targets is None else [int(v) for v in targets]
+    bad = [v for v in values if not 0 <= v < fit.period]
+    if bad:
+        raise ValueError(f"targets must be values in [0, {fit.period}); got {bad[0]}.")
+    clean = prepare(loaded, transcoders, list(tokens))
+    with torch.no_grad():
+        zero = np.zeros_like(x)
+        clean_p = steered_logits(loaded, transcoders, clean, layer, position, zero).float().softmax(-1)  # (d_vocab,)
+        steered = torch.stack([steered_logits(loaded, transcoders, clean, layer, position,
+                                              steering_vector(fit, x, v), freeze_attention=freeze_attention)
+                               for v in values]).float().softmax(-1)  # (n, d_vocab)
+    top_p, top_i = steered.max(-1)
+    return PromptSteering(value=int(fit.predict_value(x[None])[0]), targets=np.array(values, dtype=np.int64),
+                          top_token=top_i.numpy().astype(np.int64), top_prob=top_p.double().numpy(),
+                          clean_token=int(clean_p.argmax()), clean_prob=float(clean_p.max()))

@@ -80,31 +80,58 @@ class ManifoldCircleDisplay(Display):
 
 
 class TuningCurvesDisplay(Display):
-    """Tuning curves of a family's live features around the manifold, coloured by preferred value."""
+    """Tuning curves of a family's live features around the manifold, coloured by preferred value.
+
+    Two styles: ``"lines"`` (one curve per feature over the coordinate bins) and ``"heatmap"`` (one row
+    per feature, sorted by preferred coordinate, each scaled to its peak: place cells tiling the
+    manifold show as a diagonal band). The heatmap's columns are the values in fitted order when the
+    tiling has per-value tuning and a fit names them, else the coordinate bins."""
 
     figsize = (7.0, 3.8)
+    HEATMAP_ABOVE = 12
+    """``style="auto"`` draws a heatmap above this many live features."""
 
     def __init__(self, *, bin_centres: np.ndarray, tuning: np.ndarray, preferred: np.ndarray, closed: bool,
-                 value_ticks: dict[str, float] | None = None, title: str = "") -> None:
+                 value_ticks: dict[str, float] | None = None, title: str = "", style: str = "lines",
+                 heat: np.ndarray | None = None, heat_columns: list[str] | None = None) -> None:
+        if style not in ("lines", "heatmap"):
+            raise ValueError(f"style must be 'lines' or 'heatmap'; got {style!r}.")
         self.bin_centres = bin_centres
         self.tuning = tuning
         self.preferred = preferred
         self.closed = closed
         self.value_ticks = value_ticks
         self.title = title
+        self.style = style
+        self.heat = heat
+        """(n_live, n_columns) each feature's tuning scaled to its peak, rows sorted by preferred coordinate"""
+        self.heat_columns = heat_columns
+        """column names (values in fitted order), or None for coordinate bins"""
 
     @classmethod
     def from_tiling(cls, tiling: TilingResult, fit: ManifoldFitResult | None = None,
-                    title: str = "") -> "TuningCurvesDisplay":
-        """Live features only; with ``fit`` the x axis is labelled with the values at their coordinates."""
+                    title: str = "", style: str = "auto") -> "TuningCurvesDisplay":
+        """Live features only; with ``fit`` the x axis is labelled with the values at their coordinates.
+        ``style``: "lines", "heatmap" or "auto" (a heatmap above ``HEATMAP_ABOVE`` live features)."""
+        if style not in ("auto", "lines", "heatmap"):
+            raise ValueError(f"style must be 'auto', 'lines' or 'heatmap'; got {style!r}.")
         live = np.flatnonzero(tiling.live)
         ticks = None
         if fit is not None:
             ticks = {name: float(u) for name, u in zip(fit.value_names, fit.value_coords)}
+        if style == "auto":
+            style = "heatmap" if len(live) > cls.HEATMAP_ABOVE else "lines"
+        heat, columns = None, None
+        if style == "heatmap":
+            heat, columns = _heat(tiling, live, fit)
         return cls(bin_centres=tiling.bin_centres, tuning=tiling.tuning[live], preferred=tiling.preferred[live],
-                   closed=tiling.closed, value_ticks=ticks, title=title)
+                   closed=tiling.closed, value_ticks=ticks, title=title, style=style, heat=heat,
+                   heat_columns=columns)
 
     def _draw(self, ax: Any, **kwargs: Any) -> None:
+        if self.style == "heatmap":
+            self._draw_heat(ax, **kwargs)
+            return
         from matplotlib import colormaps
 
         cmap = colormaps[CYCLIC_CMAP if self.closed else "viridis"]
@@ -118,6 +145,37 @@ class TuningCurvesDisplay(Display):
         ax.set_xlabel("angle on the manifold" if self.closed else "position on the manifold")
         ax.set_ylabel("mean activation")
         ax.set_title(self.title or f"{len(self.tuning)} features", fontsize=9)
+
+    def _draw_heat(self, ax: Any, **kwargs: Any) -> None:
+        heat = np.ma.masked_invalid(np.asarray(self.heat))
+        n_rows, n_cols = heat.shape
+        image = ax.imshow(heat, aspect="auto", origin="lower", cmap="magma", vmin=0.0, vmax=1.0,
+                          interpolation="nearest", **kwargs)
+        ax.figure.colorbar(image, ax=ax, label="share of the feature's peak", fraction=0.05)
+        if self.heat_columns is not None:
+            ax.set_xticks(range(n_cols), self.heat_columns, rotation=45, fontsize=7)
+            ax.set_xlabel("value (fitted order)")
+        else:
+            ax.set_xticks([-0.5, n_cols - 0.5], ["0", "2π" if self.closed else "1"])
+            ax.set_xlabel("angle on the manifold" if self.closed else "position on the manifold")
+        ax.set_ylabel(f"feature (by preferred {'angle' if self.closed else 'position'})")
+        ax.set_yticks([])
+        ax.set_title(self.title or f"{n_rows} features", fontsize=9)
+
+
+def _heat(tiling: TilingResult, live: np.ndarray, fit: ManifoldFitResult | None) -> tuple[np.ndarray, list[str] | None]:
+    """(n_live, n_columns) rows scaled to their peak and sorted by preferred coordinate; column names."""
+    order = live[np.argsort(tiling.preferred[live], kind="stable")]  # NaN (none live here) would sort last
+    columns: list[str] | None = None
+    if tiling.value_tuning is not None and fit is not None and fit.value_names is not None:
+        by_coord = np.argsort(np.asarray(fit.value_coords), kind="stable")  # (period,)
+        M = tiling.value_tuning[order][:, by_coord]  # (n_live, period)
+        columns = [fit.value_names[int(v)] for v in by_coord]
+    else:
+        M = tiling.tuning[order]  # (n_live, n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        peak = np.nanmax(np.where(np.isfinite(M), M, -np.inf), axis=1, keepdims=True)  # (n_live, 1)
+        return np.where(peak > 0, M / peak, 0.0), columns
 
 
 class FrequencyR2Display(Display):

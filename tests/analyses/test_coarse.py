@@ -128,3 +128,10 @@ def test_display_draws_nodes_and_signed_edges(tmp_path) -> None:
     colours = {line.get_color() for line in disp.ax_.lines}
     assert colours <= {"tab:blue", "tab:red"} and len(disp.ax_.lines) == min(20, len(coarse.edges()))
     assert disp.savefig(tmp_path / "g.svg").stat().st_size > 0
+    texts = [t.get_text() for t in disp.ax_.texts]
+    assert texts == [label[:28] for label in coarse.label]
+    numbered = SupernodeGraphDisplay.from_coarse_graph(coarse, max_edges=20, numbered=True).plot()
+    groups = [i for i, kind in enumerate(coarse.kind) if kind in ("supernode", "feature")]
+    got = [t.get_text() for t in numbered.ax_.texts]
+    assert [got[i] for i in groups] == [str(k + 1) for k in range(len(groups))]  # groups numbered in node order
+    assert all(got[i] == coarse.label[i][:28] for i in range(coarse.n_nodes) if i not in groups)

@@ -128,3 +128,18 @@ def test_discover_persistence_ripser_without_ripser_is_one_line(tmp_path, capsys
                        "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
                        "--persistence", "sometimes")
     assert code == 2 and "persistence must be one of" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_fit_with_cross_layer_transcoders_tiles_their_own_family_features(tmp_path, capsys):
+    """--world takes the family's features from the labels of the transcoders given (labels_clt for a
+    CLT), not the PLT's feature ids (which name other features of a CLT layer)."""
+    from workbench.manifold_world import family_features
+
+    out = tmp_path / "clt"
+    assert main(["manifold", "fit", "--model", MODEL, "--transcoders", str(WORLD / "clt"), "--world", str(WORLD),
+                 "--family", "day", "--layer", "4", "--out", str(out), "--causal-prompts", "0", "--quiet"]) == 0
+    tiling = json.loads((out / "manifold.json").read_text())["tiling"]
+    clt = family_features(WORLD / "labels_clt.jsonl", "day", 4, "output")[3]
+    plt = family_features(WORLD / "labels_plt.jsonl", "day", 4, "output")[3]
+    assert clt != plt and tiling["layer"] == 3 and tiling["features"] == clt
+    assert tiling["n_live"] == len(clt)  # the CLT's day features fire at the answer

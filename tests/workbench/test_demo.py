@@ -12,7 +12,7 @@ from workbench.paths import world_dir
 
 def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["graphs"]
     html = (out / "report.html").read_text()
@@ -25,6 +25,9 @@ def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
         viewer = json.loads((out / "viewer" / f"demo-{name}.json").read_text())
         assert viewer["nodes"] and viewer["links"]
         assert (out / "graphs" / f"{name}.safetensors").is_file()
+        assert "circuit" not in stats
+    assert not (out / "supernodes").exists() and not (out / "manifold").exists() and "manifolds" not in summary
+    assert "Readable circuit" not in html and "Manifold:" not in html
 
 
 def test_demo_bad_world_exits_2(tmp_path, capsys):
@@ -37,7 +40,7 @@ def test_demo_bad_world_exits_2(tmp_path, capsys):
                     reason="no demo world in data/world (build with `workbench world build --out data/world`)")
 def test_demo_on_the_shipped_world_answers_and_meets_the_replacement_target(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["source"] == "the embedded demo world"
     assert set(summary["graphs"]) >= {"day_arith", "two_hop"}
@@ -51,3 +54,37 @@ def test_demo_on_the_shipped_world_answers_and_meets_the_replacement_target(tmp_
         feats = [n for n in viewer["nodes"] if n["feature_type"] == "cross layer transcoder"]
         assert feats and all(n["clerp"] in labels for n in feats)
         assert all(escape(n["clerp"]) in html for n in feats), name
+
+
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="data/world is not built")
+def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
+    """Each graph's readable circuit (supernodes JSON that `workbench export --supernodes` reads, scores
+    next to the pruned graph's, ablations against random groups) and the day circle: k = 1 in calendar
+    order, substitution in the fitted subspace beats a random one, and steering Friday along the word
+    circle to each day makes the model answer that day + 2."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    html = (out / "report.html").read_text()
+    assert "<script" not in html and html.count("<svg") >= 2 + 2 + 3  # graphs, supernode graphs, circles + tuning
+    for name, stats in summary["graphs"].items():
+        circuit = stats["circuit"]
+        doc = json.loads((out / "supernodes" / f"{name}.json").read_text())
+        assert doc["supernodes"] and doc["scores"]["n_groups"] == circuit["n_groups"] <= 25
+        assert circuit["circuit"]["replacement"] >= 0.9 * circuit["pruned"]["replacement"]
+        assert circuit["compression"] > 1 and set(circuit["interventions"]) == {"frozen", "free"}
+        assert all(escape(g["label"]) in html for g in doc["supernodes"])
+        assert main(["export", stats["graph"], "--supernodes", str(out / "supernodes" / f"{name}.json"),
+                     "--format", "neuronpedia", "--out", str(tmp_path / f"np-{name}"), "--quiet"]) == 0
+    assert "Readable circuit" in html and "Manifold: days on a circle" in html
+    day = summary["manifolds"]["day"]
+    for where in ("answer", "word"):
+        assert day[where]["frequency"] == 1 and day[where]["order_matches"], (where, day[where])
+        assert day[where]["causal"]["fitted_success"] >= 0.9 and day[where]["causal"]["random_success"] <= 0.1
+    assert day["answer"]["layer"] == 4 and day["word"]["layer"] == 0
+    assert day["steering_demo_prompt"] == {"prompt": "Two days after Friday is", "hits": 7, "n": 7}
+    # the saved fits are what `workbench manifold steer --fit` reads
+    steer = tmp_path / "steer.json"
+    assert main(["manifold", "steer", "--fit", str(out / "manifold" / "day_word" / "manifold.json"), "--world",
+                 str(world_dir()), "--family", "day", "--out", str(steer), "--quiet"]) == 0
+    assert json.loads(steer.read_text())["success_rate"] >= 0.8

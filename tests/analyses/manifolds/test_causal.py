@@ -1,10 +1,14 @@
-"""Pure helpers of the class-mean substitution check (the model run is tested on the shipped world)."""
+"""Pure helpers of the class-mean substitution check; steering one prompt on the shipped world (the
+substitution and steering checks' model runs are tested end to end in tests/workbench)."""
 
 import numpy as np
+import pytest
+import torch
 
 from analyses.manifolds.causal import projector, random_basis, substitution_vectors
 from analyses.manifolds.fit import ManifoldFit
 from tests.analyses.manifolds.planted import planted_curve
+from workbench.paths import world_dir
 
 
 def test_projectors_and_substitution_vectors():
@@ -23,3 +27,45 @@ def test_projectors_and_substitution_vectors():
     # the fitted subspace holds the class-mean difference; a random 2-dim one of 64 dims almost none of it
     assert np.linalg.norm(vecs["fitted"]) > 0.95 * np.linalg.norm(full)
     assert np.linalg.norm(vecs["random"]) < 0.8 * np.linalg.norm(full)
+
+
+WORLD = world_dir()
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
+def test_steer_prompt_rotates_the_start_day_on_the_shipped_world(tmp_path):
+    """"Two days after Friday is": moving Friday's embedding along the fitted day circle to day v makes
+    the model answer v + 2 (the issue's example: Monday -> Wednesday); the clean run answers Sunday."""
+    from analyses.manifolds.causal import steer_prompt, steered_logits
+    from tracer.interventions import prepare
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.manifold_points import collect_points
+    from workbench.manifold_world import world_inputs
+
+    loaded = load_model(WORLD / "model")
+    tcs = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    inputs = world_inputs(loaded, WORLD, "day", "value", loaded.n_layers)
+    pts = collect_points(loaded, tcs, inputs.records, tmp_path / "acts", residual_layers=(0,), positions="field")
+    positions = np.array([int(r.meta["position"]) for r in inputs.records])
+    X = pts.residual(0, positions)  # (n, d_model)
+    train = ~inputs.heldout
+    fit = ManifoldFit(period=7).fit(X[train], inputs.values[train], layer=0, position="value").result_
+    i = next(k for k, r in enumerate(inputs.records) if r.prompt == "Two days after Friday is")
+    tokens = list(pts.records[i]["tokens"])
+    res = steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i])
+    names = inputs.names
+    assert loaded.tokenizer is not None
+    decode = loaded.tokenizer.decode
+    assert res.value == names.index("Friday") and decode([res.clean_token]) == "Sunday"
+    assert [decode([int(t)]) for t in res.top_token] == [names[(v + 2) % 7] for v in range(7)]
+    assert np.all(res.top_prob > 0.3)
+    # a zero vector is the clean run
+    with torch.no_grad():
+        clean = steered_logits(loaded, tcs, prepare(loaded, tcs, tokens), 0, int(positions[i]), np.zeros(X.shape[1]))
+        expected = loaded.model(torch.tensor([tokens])).logits[0, -1]
+    torch.testing.assert_close(clean.float(), expected.float(), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="targets must be values in"):
+        steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i], targets=[7])
+    with pytest.raises(ValueError, match="x must be one residual vector"):
+        steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[:2])

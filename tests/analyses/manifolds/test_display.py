@@ -100,3 +100,40 @@ def test_discovery_displays(tmp_path):
         FamilyCloudDisplay.from_family(ring, sp.csr_matrix(A.shape), W)
     with pytest.raises(ValueError, match="A and W_dec must be what discovery was fitted on"):
         FamilyCloudDisplay.from_family(ring, A[:10], W)
+
+
+def test_to_svg_is_inline_deterministic_and_plots_first(fitted):
+    est, X, y = fitted
+    display = ManifoldCircleDisplay.from_fit(est.result_, X, y)
+    assert not hasattr(display, "figure_")
+    svg = display.to_svg()  # draws it first
+    assert hasattr(display, "figure_")
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>") and "<?xml" not in svg
+    assert "<dc:date>" not in svg  # no date: the same figure gives the same text
+    assert ManifoldCircleDisplay.from_fit(est.result_, X, y).to_svg() == svg
+    assert all(f"<!-- m{i} -->" in svg for i in range(12))  # every value label is drawn
+
+
+def test_tuning_heatmap_shows_place_cells_as_a_diagonal_band(fitted, tmp_path):
+    est, _, _ = fitted
+    A, W, families, theta = planted_layer(n_tokens=3000)
+    rows = np.flatnonzero(~np.isnan(theta))
+    values = (theta[rows] / (2 * np.pi) * 12).astype(int) % 12  # the ring's true value per row
+    tiling = compute_tiling(theta[rows], A[rows][:, families["ring"]], W[families["ring"]], values=values, period=12)
+    disp = TuningCurvesDisplay.from_tiling(tiling, fit=est.result_, style="heatmap").plot()
+    heat, columns = disp.heat, disp.heat_columns
+    assert heat is not None and columns is not None
+    assert heat.shape == (int(tiling.live.sum()), 12) and len(disp.ax_.images) == 1
+    np.testing.assert_allclose(np.nanmax(heat, axis=1), 1.0)  # each row scaled to its own peak
+    # rows go by preferred angle, so each row's peak value moves one way round the circle
+    peak = np.array([int(columns[j][1:]) for j in heat.argmax(1)])
+    steps = np.diff(peak) % 12
+    assert np.all((steps <= 3) | (steps >= 9)), peak
+    forward = np.sum((steps > 0) & (steps <= 3))
+    backward = np.sum(steps >= 9)
+    assert min(forward, backward) <= 1 and max(forward, backward) >= 6  # one direction (plus at most one slip)
+    assert disp.to_svg().startswith("<svg")
+    lines = TuningCurvesDisplay.from_tiling(tiling, fit=est.result_).plot()  # auto: 12 features -> lines
+    assert lines.style == "lines" and len(lines.ax_.lines) == 12
+    with pytest.raises(ValueError, match="style must be"):
+        TuningCurvesDisplay.from_tiling(tiling, style="bars")

@@ -1,0 +1,248 @@
+"""The analyses of `workbench demo`: each graph's readable circuit, and the demo world's day circle.
+
+* **Readable circuit** (issue 10): the pruned graph's features grouped into supernodes without labels
+  (labels only name the groups), chosen under the default node budget, scored by Neuronpedia's
+  subgraph scores next to the pruned graph's, and every group ablated on the real model against
+  random groups matched in size, layer and position -- what ``workbench cluster`` writes, saved as
+  ``supernodes/<name>.json`` (``workbench export --supernodes`` reads it).
+* **Manifold** (issue 11), for each demo prompt of a cyclic family's arithmetic set (the day prompt):
+  the family fitted at the answer position of the last residual layer (what the answer is read
+  from) and at the family word in the embedding (where the start value lives), each with its
+  held-out R², tiling, and class-mean substitution against a random subspace; then the demo prompt
+  steered along the word circle to every value, which is "+2 days" seen as a rotation.
+"""
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer.models import LoadedModel
+from tracer.transcoders.base import Transcoders
+from workbench.report import CircuitView, ManifoldView, SteerRow, SupernodeRow
+
+logger = logging.getLogger(__name__)
+
+MANIFOLD_DIR = "manifold"
+
+
+# ----------------------------------------------------------------------------- readable circuit
+def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result: Any, labels: dict[Any, Any],
+                 tokens: list[str], out_json: Path, *, verbose: bool) -> tuple[CircuitView, dict[str, Any]]:
+    """Cluster, choose, check and save one graph's readable circuit; the report's view and the summary."""
+    import dataclasses
+
+    from analyses.coarse import SupernodeGraphDisplay
+    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+    from workbench.cmd_cluster import analyse_circuit, supernodes_document, write_supernodes
+
+    configs: dict[str, Any] = {"circuit": CircuitConfig(), "clustering": ClusteringConfig(),
+                               "interventions": InterventionConfig()}
+    inputs = {"loaded": loaded, "transcoders": tcs, "labels": labels or None, "families": None,
+              "prune": prune_result}
+    circuit, check = analyse_circuit(graph, inputs, configs, tokens, verbose)
+    doc = supernodes_document(circuit, check, graph)
+    doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
+    write_supernodes(out_json, doc)
+    scores = doc["scores"]
+    groups = scores.get("interventions", {}).get("groups", [])
+    rows = [_row(g, groups[k] if k < len(groups) else {}) for k, g in enumerate(doc["supernodes"])]
+    summaries = scores["interventions"]["summary"] if "interventions" in scores else None
+    display = SupernodeGraphDisplay.from_coarse_graph(circuit.coarse_graph_, numbered=True)
+    view = CircuitView(
+        budget=configs["circuit"].budget, n_groups=scores["n_groups"], n_supernodes=scores["n_supernodes"],
+        n_features=scores["n_features"], n_pruned_features=scores["n_pruned_features"],
+        compression=scores["compression"], subgraph={"pruned": scores["pruned"], "circuit": scores["circuit"]},
+        sign_consistency=scores["sign_consistency"]["mass_weighted"], interventions=summaries, rows=rows,
+        figure_svg=display.to_svg(), files={"supernodes": str(out_json)})
+    stats = {k: scores[k] for k in ("pruned", "circuit", "n_groups", "n_supernodes", "n_features",
+                                    "n_pruned_features", "compression", "replacement_ratio")}
+    stats["sign_consistency"] = scores["sign_consistency"]["mass_weighted"]
+    stats["interventions"] = summaries
+    stats["supernodes_json"] = str(out_json)
+    return view, stats
+
+
+def _row(group: dict[str, Any], check: dict[str, Any]) -> SupernodeRow:
+    members = group["members"]
+    layers = [int(m["layer"]) for m in members]
+    pos = [int(m["pos"]) for m in members]
+    modes = [k.removeprefix("measured_margin_") for k in check if k.startswith("measured_margin_")]
+    return SupernodeRow(label=group["label"], kind=group["kind"], n_members=len(members),
+                        layers=(min(layers), max(layers)), positions=(min(pos), max(pos)),
+                        predicted_margin=check.get("predicted_margin"),
+                        measured_margin={m: float(check[f"measured_margin_{m}"]) for m in modes},
+                        win_rate={m: float(check[f"win_rate_{m}"]) for m in modes})
+
+
+# ----------------------------------------------------------------------------- manifolds
+def arithmetic_family(manifest: dict[str, Any], name: str) -> str | None:
+    """The cyclic family whose arithmetic prompt set the demo prompt ``name`` comes from, if any."""
+    family = name.removesuffix("_arith") if name.endswith("_arith") else None
+    fam = manifest.get("families", {}).get(family) if family else None
+    details = manifest.get("demo_details", {}).get(name, {})
+    if not isinstance(fam, dict) or "period" not in fam or not {"start", "offset", "direction"} <= set(details):
+        return None
+    return family
+
+
+def manifold_outputs(manifest: dict[str, Any]) -> list[str]:
+    """The manifold files the demo will write (relative to its output folder)."""
+    names = []
+    for name in manifest.get("demo_prompts", {}):
+        family = arithmetic_family(manifest, name)
+        if family is None:
+            continue
+        for where in ("answer", "word"):
+            folder = f"{MANIFOLD_DIR}/{family}_{where}"
+            names += [f"{folder}/manifold.json", f"{folder}/fit.json", f"{folder}/fit.safetensors"]
+            names += [f"{folder}/{plot}.{ext}" for plot in ("circle", "frequency", "tuning") for ext in ("png", "svg")]
+    return names
+
+
+def manifold_views(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], out: Path, *,
+                   paths: tuple[Path, Path]) -> tuple[list[ManifoldView], dict[str, Any]]:
+    """One view per demo prompt from a cyclic family's arithmetic set; the summary per family.
+    ``paths``: the model and transcoder folders (recorded in each ``manifold.json``)."""
+    views, stats = [], {}
+    for name, prompt in manifest.get("demo_prompts", {}).items():
+        family = arithmetic_family(manifest, name)
+        if family is None:
+            continue
+        view, fam_stats = family_view(loaded, tcs, world, manifest, family, name, prompt, out / MANIFOLD_DIR,
+                                      paths=paths)
+        views.append(view)
+        stats[family] = fam_stats
+    return views, stats
+
+
+def _fit(loaded: LoadedModel, tcs: Transcoders, world: Path, family: str, layer: int, position: str, out: Path,
+         scratch: Path, paths: tuple[Path, Path]) -> tuple[Any, dict[str, Any]]:
+    """Fit + tiling + causal check + plots of one (layer, position), as ``workbench manifold fit`` does
+    (and its ``manifold.json``)."""
+    import json
+
+    from analyses.manifolds.fit import ManifoldFitConfig
+    from tracer.io import atomic_write_text
+    from workbench.cmd_manifold import ManifoldRunConfig
+    from workbench.manifold_fit_run import fit_and_check
+    from workbench.manifold_world import world_inputs
+
+    inputs = world_inputs(loaded, world, family, position, loaded.n_layers, tcs.kind)
+    out.mkdir(parents=True, exist_ok=True)
+    run_cfg = ManifoldRunConfig(feature_layer=largest_family_layer(inputs.features, layer))
+    report = fit_and_check(loaded, tcs, inputs, layer, position, out, ManifoldFitConfig(), run_cfg,
+                           None, activations=scratch / f"{position}-{layer}")
+    report.update({"model": str(paths[0].resolve()), "transcoders": str(paths[1].resolve())})
+    atomic_write_text(out / "manifold.json", json.dumps(report, indent=1) + "\n")  # `workbench manifold steer --fit`
+    return inputs, report
+
+
+def largest_family_layer(features: dict[int, list[int]] | None, layer: int) -> int | None:
+    """The transcoder layer (at most ``layer``, so its features can write into the fitted residual
+    layer; the last of equals) with the most family features -- the family's tiling worth showing; None
+    (the default, L - 1) when no layer has any."""
+    sizes = {k: len(v) for k, v in (features or {}).items() if k < max(layer, 1) and v}
+    return max(sizes, key=lambda k: (sizes[k], k)) if sizes else None
+
+
+def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], family: str,
+                name: str, prompt: str, out: Path, *,
+                paths: tuple[Path, Path]) -> tuple[ManifoldView, dict[str, Any]]:
+    """The family's answer and word fits, and the demo prompt steered along the word circle."""
+    names = list(manifest["families"][family]["values"])
+    with tempfile.TemporaryDirectory(prefix="demo-manifold-") as tmp:
+        answer_dir, word_dir = out / f"{family}_answer", out / f"{family}_word"
+        _, answer = _fit(loaded, tcs, world, family, loaded.n_layers, "last", answer_dir, Path(tmp), paths)
+        inputs, word = _fit(loaded, tcs, world, family, 0, "value", word_dir, Path(tmp), paths)
+        steering = steer_demo_prompt(loaded, tcs, word_dir, inputs, prompt, Path(tmp) / "steer")
+    details = manifest["demo_details"][name]
+    sign = 1 if details["direction"] == "after" else -1
+    tok = loaded.tokenizer
+
+    def decode(t: int) -> str:
+        return tok.decode([t]) if tok is not None else str(t)
+
+    rows = [SteerRow(target=names[v], expected=names[(v + sign * int(details["offset"])) % len(names)],
+                     answer=decode(int(t)), probability=float(p))
+            for v, t, p in zip(steering.targets, steering.top_token, steering.top_prob)]
+    hits = sum(r.answer.strip() == r.expected for r in rows)
+    start = names[int(details["start"])]
+    facts = _facts(f"answer position, L{loaded.n_layers}", answer) + _facts(f"family word ({start}), L0", word)
+    figures = [(f"{family}s at the answer position (L{loaded.n_layers}) in the fitted plane, by value",
+                _svg_file(answer_dir / "circle.svg")),
+               (f"{family}s at the family word (embedding, L0)", _svg_file(word_dir / "circle.svg"))]
+    if (answer_dir / "tuning.svg").is_file():
+        tiled = answer.get("tiling") or {}
+        figures.append((f"tuning curves of the {len(tiled.get('features', []))} '{family}' features of transcoder "
+                        f"layer {tiled.get('layer')} at the answer position, over the fitted circle",
+                        _svg_file(answer_dir / "tuning.svg")))
+    view = ManifoldView(
+        title=f"Manifold: {family}s on a circle",
+        description=(f"The {len(names)} {family}s, fitted on the {family} arithmetic prompts of the model's training "
+                     "split (class means, a PCA subspace, a Fourier curve with a searched frequency) and scored on "
+                     "the combinations the model never saw. Substitution replaces a point's class mean by another "
+                     "value's inside the fitted subspace (a' = a - mu_v + mu_v') and asks whether the answer becomes "
+                     "the implied one; a random subspace of the same dimension is the baseline."),
+        facts=facts, figures=figures,
+        steering_caption=(f'"{prompt}" with {start} moved along the fitted circle at the family word (L0) to each '
+                          f"{family}: the answer should shift with it."),
+        steering=rows, files={"answer-position fit": str(answer_dir / "fit.json"),
+                              "family-word fit": str(word_dir / "fit.json")})
+    stats = {"answer": _fit_stats(answer), "word": _fit_stats(word),
+             "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows)}}
+    return view, stats
+
+
+def steer_demo_prompt(loaded: LoadedModel, tcs: Transcoders, fit_dir: Path, inputs: Any, prompt: str,
+                      scratch: Path) -> Any:
+    """Steer ``prompt`` (one of ``inputs``' records) to every value along the fit saved in ``fit_dir``."""
+    from analyses.manifolds.causal import steer_prompt
+    from analyses.manifolds.fit import ManifoldFitResult
+    from analyses.results import load_result
+    from workbench.manifold_fit_run import FIT_FILE
+    from workbench.manifold_points import collect_points
+
+    fit = load_result(fit_dir / FIT_FILE, ManifoldFitResult)
+    record = next(r for r in inputs.records if r.prompt == prompt)
+    layer = int(fit.layer or 0)
+    pts = collect_points(loaded, tcs, [record], scratch, residual_layers=(layer,), positions="field")
+    position = int(record.meta["position"])
+    x = pts.residual(layer, np.array([position]))[0]  # (d_model,)
+    return steer_prompt(loaded, tcs, fit, list(pts.records[0]["tokens"]), position, x)
+
+
+def _facts(where: str, report: dict[str, Any]) -> list[tuple[str, str]]:
+    held, causal = report.get("heldout", {}), report.get("causal", {})
+    order = "calendar order" if report.get("order_matches") else "order: " + ", ".join(report["order"])
+    out = [(f"{where}: frequency, fitted order", f"k = {report['frequency']}, {order}"),
+           (f"{where}: R² on the fit / on held-out prompts (n)",
+            f"{report['r2']:.3f} / {held.get('r2', float('nan')):.3f} ({held.get('n', 0)})"),
+           (f"{where}: components (explained variance)",
+            f"{report['n_components']} ({report['explained_variance']:.2f})")]
+    if "fitted_success" in causal:
+        out.append((f"{where}: substitution success, fitted / random subspace / full vector",
+                    f"{causal['fitted_success']:.3f} / {causal['random_success']:.3f} / {causal['full_success']:.3f}"))
+    tiling = report.get("tiling")
+    if tiling:
+        covered = tiling.get("value_coverage")
+        out.append((f"{where}: share of values covered by the family's features (transcoder layer "
+                    f"{tiling['layer']}, {len(tiling['features'])} features)",
+                    "" if covered is None else f"{covered:.2f}"))
+    return out
+
+
+def _fit_stats(report: dict[str, Any]) -> dict[str, Any]:
+    keep = ("layer", "position", "frequency", "order_matches", "r2", "n_components", "explained_variance")
+    out = {k: report.get(k) for k in keep}
+    out["heldout_r2"] = report.get("heldout", {}).get("r2")
+    causal = report.get("causal", {})
+    out["causal"] = {k: causal.get(k) for k in ("fitted_success", "random_success", "full_success", "n_prompts")}
+    return out
+
+
+def _svg_file(path: Path) -> str:
+    text = path.read_text(encoding="utf-8")
+    return text[text.index("<svg"):]
