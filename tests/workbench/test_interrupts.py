@@ -109,8 +109,17 @@ def _next(proc: subprocess.Popen[str], timeout: float = 180.0) -> str:
 
 def _complete(path: Path) -> None:
     """Raise unless `path` is a whole file of its kind."""
-    if path.suffix == ".safetensors":
+    if path.name == "fit.safetensors":
+        from safetensors.numpy import load_file
+
+        load_file(path)  # a fitted manifold's arrays (demo/manifold/*/fit.safetensors)
+    elif path.suffix == ".safetensors":
         Graph.load(path)
+    elif path.suffix == ".png":
+        data = path.read_bytes()
+        assert data.startswith(b"\x89PNG\r\n\x1a\n") and data.endswith(b"IEND\xaeB`\x82"), path
+    elif path.suffix == ".svg":
+        assert path.read_text(encoding="utf-8").rstrip().endswith("</svg>"), path
     elif path.name == "p.npz":
         load_prune_result(path)
     elif path.suffix == ".json":
