@@ -17,9 +17,11 @@ import errno
 import os
 import re
 import signal
+import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tracer.errors import WorkbenchError
 from tracer.io import check_output_path, remove_stale_temps, require_readable
@@ -89,9 +91,37 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that atomic writes clean up as for Ctrl-C."""
 
 
+REDELIVER_AFTER_S = 0.05
+"""How long after a swallowed interrupt (see :func:`terminate_on_sigterm`) its signal is sent again."""
+
+
+def _redeliver_swallowed(previous: Callable[[Any], object]) -> Callable[[Any], None]:
+    """An unraisable-exception hook that sends an interrupt's signal again when Python swallowed it.
+
+    A signal handler runs at whatever bytecode the main thread is on; when that is a ``__del__`` or
+    a weakref callback of the garbage collector (matplotlib's and torch's objects have many), the
+    KeyboardInterrupt / :class:`Terminated` it raises is reported as "Exception ignored in ..." and
+    dropped, and the command would run on as if never interrupted. The signal is sent again shortly
+    after, when the collector is done; other unraisable exceptions go to the previous hook."""
+
+    def hook(unraisable: Any) -> None:
+        exc_type = unraisable.exc_type
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            signum = signal.SIGTERM if issubclass(exc_type, Terminated) else signal.SIGINT
+            timer = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), signum))
+            timer.daemon = True
+            timer.start()
+            return
+        previous(unraisable)
+
+    return hook
+
+
 @contextlib.contextmanager
 def terminate_on_sigterm() -> Iterator[None]:
-    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only)."""
+    """While the block runs, SIGTERM raises :class:`Terminated` (main thread only), and a SIGTERM or
+    SIGINT whose exception Python swallowed (raised inside a garbage-collector callback) is sent
+    again until it interrupts the block."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -100,9 +130,12 @@ def terminate_on_sigterm() -> Iterator[None]:
         raise Terminated()
 
     previous = signal.signal(signal.SIGTERM, handler)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _redeliver_swallowed(previous_hook)
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         signal.signal(signal.SIGTERM, previous)
 
 

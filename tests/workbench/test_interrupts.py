@@ -186,3 +186,33 @@ def test_random_kills_leave_outputs_absent_or_complete(tmp_path):
     assert check_outputs(out, allow_temps=False) == []
     assert _digest(world_dir()) == world_before
     print(f"one round {work:.1f}s; interrupts (signal, delay s): {log}")
+
+
+@pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_an_interrupt_swallowed_by_a_gc_callback_is_delivered_again(signum, raised):
+    """A signal whose handler runs inside a __del__ (or a weakref callback) raises there, and Python
+    drops that exception ("Exception ignored in ..."); seen as a demo that ran on after SIGTERM while
+    matplotlib's objects were collected. The CLI's guard sends the signal again until it interrupts."""
+    from workbench.cli_safety import Terminated, terminate_on_sigterm
+
+    class Victim:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signum)
+            for _ in range(10_000):  # the handler runs in here; its exception is swallowed
+                pass
+
+    hook = sys.unraisablehook
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as caught:
+            with terminate_on_sigterm():
+                victim = Victim()
+                del victim
+                deadline = time.monotonic() + 5  # without the redelivery this loop just ends
+                while time.monotonic() < deadline:
+                    time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGINT, previous_int)
+    assert type(caught.value).__name__ == raised
+    assert isinstance(caught.value, Terminated) == (signum == signal.SIGTERM)
+    assert sys.unraisablehook is hook  # restored
