@@ -157,8 +157,9 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
         answer_dir, word_dir = out / f"{family}_answer", out / f"{family}_word"
         _, answer = _fit(loaded, tcs, world, family, loaded.n_layers, "last", answer_dir, Path(tmp), paths)
         inputs, word = _fit(loaded, tcs, world, family, 0, "value", word_dir, Path(tmp), paths)
-        steering = steer_demo_prompt(loaded, tcs, word_dir, inputs, prompt, Path(tmp) / "steer")
-    details = manifest["demo_details"][name]
+        details = manifest["demo_details"][name]
+        start = names[int(details["start"])]
+        steering = steer_demo_prompt(loaded, tcs, word_dir, inputs, prompt, start, Path(tmp) / "steer")
     sign = 1 if details["direction"] == "after" else -1
     tok = loaded.tokenizer
 
@@ -169,15 +170,15 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
                      answer=decode(int(t)), probability=float(p))
             for v, t, p in zip(steering.targets, steering.top_token, steering.top_prob)]
     hits = sum(r.answer.strip() == r.expected for r in rows)
-    start = names[int(details["start"])]
     facts = _facts(f"answer position, L{loaded.n_layers}", answer) + _facts(f"family word ({start}), L0", word)
     figures = [(f"{family}s at the answer position (L{loaded.n_layers}) in the fitted plane, by value",
                 _svg_file(answer_dir / "circle.svg")),
                (f"{family}s at the family word (embedding, L0)", _svg_file(word_dir / "circle.svg"))]
     if (answer_dir / "tuning.svg").is_file():
         tiled = answer.get("tiling") or {}
-        figures.append((f"tuning curves of the {len(tiled.get('features', []))} '{family}' features of transcoder "
-                        f"layer {tiled.get('layer')} at the answer position, over the fitted circle",
+        figures.append((f"tuning of the {tiled.get('n_live')} live '{family}' features of transcoder layer "
+                        f"{tiled.get('layer')} (of {len(tiled.get('features', []))} labelled) at the answer "
+                        "position",
                         _svg_file(answer_dir / "tuning.svg")))
     view = ManifoldView(
         title=f"Manifold: {family}s on a circle",
@@ -197,16 +198,24 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
 
 
 def steer_demo_prompt(loaded: LoadedModel, tcs: Transcoders, fit_dir: Path, inputs: Any, prompt: str,
-                      scratch: Path) -> Any:
-    """Steer ``prompt`` (one of ``inputs``' records) to every value along the fit saved in ``fit_dir``."""
+                      start: str, scratch: Path) -> Any:
+    """Steer ``prompt`` (whose family word is ``start``) to every value along the fit saved in ``fit_dir``."""
     from analyses.manifolds.causal import steer_prompt
     from analyses.manifolds.fit import ManifoldFitResult
     from analyses.results import load_result
+    from tracer.activations import PromptRecord
+    from tracer.errors import WorkbenchError
     from workbench.manifold_fit_run import FIT_FILE
     from workbench.manifold_points import collect_points
 
     fit = load_result(fit_dir / FIT_FILE, ManifoldFitResult)
-    record = next(r for r in inputs.records if r.prompt == prompt)
+    record = next((r for r in inputs.records if r.prompt == prompt), None)
+    if record is None:  # a demo prompt outside the family's prompt set: its family word's position
+        words = prompt.split()
+        if start not in words:
+            raise WorkbenchError(f"manifest demo_details start must name a word of the demo prompt; got "
+                                 f"{start!r} for {prompt!r}. Rebuild the world.")
+        record = PromptRecord(prompt=prompt, meta={"position": 1 + words.index(start)})  # after BOS
     layer = int(fit.layer or 0)
     pts = collect_points(loaded, tcs, [record], scratch, residual_layers=(layer,), positions="field")
     position = int(record.meta["position"])

@@ -88,3 +88,17 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     assert main(["manifold", "steer", "--fit", str(out / "manifold" / "day_word" / "manifold.json"), "--world",
                  str(world_dir()), "--family", "day", "--out", str(steer), "--quiet"]) == 0
     assert json.loads(steer.read_text())["success_rate"] >= 0.8
+    # a demo prompt outside the family's prompt set is steered at its family word all the same
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.demo_analyses import steer_demo_prompt
+    from workbench.manifold_world import world_inputs
+
+    loaded = load_model(world_dir() / "model")
+    tcs = load_transcoders(world_dir() / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    inputs = world_inputs(loaded, world_dir(), "day", "value", loaded.n_layers)
+    kw = {"prompt": "Two days after Friday is", "start": "Friday"}
+    found = steer_demo_prompt(loaded, tcs, out / "manifold" / "day_word", inputs, scratch=tmp_path / "a", **kw)
+    inputs.records[:] = [r for r in inputs.records if r.prompt != kw["prompt"]]
+    rebuilt = steer_demo_prompt(loaded, tcs, out / "manifold" / "day_word", inputs, scratch=tmp_path / "b", **kw)
+    assert list(rebuilt.top_token) == list(found.top_token) and rebuilt.value == found.value == 4
