@@ -129,15 +129,33 @@ def parse_layers(text: str | None) -> list[int] | str | None:
 
 def top_changes(clean_logits: "Tensor", logits: "Tensor", k: int,
                 decode: Callable[[list[int]], str]) -> list[dict[str, object]]:
-    """The k tokens whose next-token probability changed most (by |delta|), at the last position."""
+    """The k tokens whose next-token probability changed most (by |delta|), at the last position; equal
+    changes (none at all, when the interventions change nothing) go by the larger probability, so the
+    model's top predictions come first."""
     import torch
 
     p0 = torch.softmax(clean_logits[-1].double(), -1)  # (d_vocab,)
     p1 = torch.softmax(logits[-1].double(), -1)
     delta = p1 - p0
-    idx = delta.abs().topk(min(k, int(delta.shape[0]))).indices
+    by_prob = torch.sort(torch.maximum(p0, p1), descending=True, stable=True).indices  # (d_vocab,)
+    by_change = torch.sort(delta.abs()[by_prob], descending=True, stable=True).indices  # (d_vocab,)
+    idx = by_prob[by_change][:k]
     return [{"token_id": int(i), "token": decode([int(i)]), "clean_prob": float(p0[i]),
              "intervened_prob": float(p1[i]), "delta": float(delta[i])} for i in idx]
+
+
+def warn_no_ops(clean: "CleanRun", ivs: list["Intervention"]) -> None:
+    """Log a warning for each --set that leaves a feature at its clean activation (at one position: an
+    inactive feature set to 0 is the usual slip), so an unchanged distribution is not taken as a result."""
+    for iv in ivs:
+        if iv.mode != "set" or not isinstance(iv.position, int) or not 0 <= iv.layer < clean.transcoders.n_layers:
+            continue
+        acts = clean.activations(iv.layer)  # (n_pos, d_transcoder)
+        if -acts.shape[0] <= iv.position < acts.shape[0] and 0 <= iv.feature < acts.shape[1]:
+            now = float(acts[iv.position, iv.feature])
+            if now == iv.value:
+                logger.warning("--set %d:%d:%d=%g changes nothing: that feature's clean activation there is "
+                               "already %g", iv.layer, iv.position, iv.feature, iv.value, now)
 
 
 def _describe(iv: "Intervention") -> dict[str, object]:
@@ -210,6 +228,7 @@ def run_intervene(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=device, dtype=dtype, backend="hf")
     tc = load_transcoders(args.transcoders, dtype=dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
     clean = prepare(loaded, tc, _tokens(args, loaded, token_ids))
+    warn_no_ops(clean, ivs)
     res = feature_intervention(loaded, tc, clean.tokens, ivs, freeze_attention=args.freeze_attention,
                                constrained_layers=constrained, return_activations=False, clean=clean)
     tok = loaded.tokenizer

@@ -85,3 +85,36 @@ def test_parsers():
     assert parse_position("2..5") == slice(2, 5) and parse_position("2..") == slice(2, None)
     assert parse_layers("all") == "all" and parse_layers(None) is None
     assert parse_layers("0-2,5") == [0, 1, 2, 5]
+
+
+def test_an_intervention_that_changes_nothing_is_flagged_and_shows_the_top_predictions(files, caplog):
+    """Setting an inactive feature to 0 is a no-op: a warning says so, and the table lists the model's
+    top predictions (ties in |delta| go by probability) rather than arbitrary zero-change tokens."""
+    from tracer.interventions import prepare
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(files / "model")
+    tc = load_transcoders(files / "tc", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    ids = [1, 5, 9, 12, 7, 30]
+    acts = prepare(loaded, tc, ids).activations(0)  # (n_pos, d_transcoder)
+    feature = int((acts[3] == 0).nonzero()[0, 0])
+    out = files / "noop.json"
+    with caplog.at_level("WARNING", logger="workbench.cmd_intervene"):
+        assert _run(files, "--token-ids", ",".join(map(str, ids)), "--set", f"0:3:{feature}=0", "--top-k", "5",
+                    "--out", str(out), "--quiet") == 0
+    assert f"--set 0:3:{feature}=0 changes nothing" in caplog.text
+    rows = json.loads(out.read_text())["top_changes"]
+    assert all(r["delta"] == 0 for r in rows)
+    probs = [r["clean_prob"] for r in rows]
+    assert probs == sorted(probs, reverse=True)
+    import torch
+
+    with torch.no_grad():
+        top = loaded.model(torch.tensor([ids])).logits[0, -1].topk(5).indices.tolist()
+    assert [r["token_id"] for r in rows] == top
+    # an intervention that does change something is not flagged
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.cmd_intervene"):
+        assert _run(files, "--token-ids", ",".join(map(str, ids)), "--set", f"0:3:{feature}=25", "--quiet") == 0
+    assert "changes nothing" not in caplog.text
