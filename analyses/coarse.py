@@ -347,8 +347,8 @@ class SupernodeGraphDisplay(Display):
 
     figsize = (9.0, 5.5)
 
-    GROUP_KINDS = ("supernode", "feature", "manifold")
-    """Node kinds that are groups of features (numbered when ``numbered``)."""
+    GROUP_KINDS = ("supernode", "feature")
+    """Node kinds numbered when ``numbered``: the groups ``workbench cluster`` lists, in the same order."""
 
     def __init__(self, *, x: np.ndarray, y: np.ndarray, labels: Sequence[str], kinds: Sequence[str],
                  sizes: np.ndarray, edges: Sequence[tuple[int, int, float]], n_layers: int,

@@ -77,6 +77,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                                                                 "position and size)")
     p.add_argument("--families", default=None, help='feature families JSON ({"families": [{"layer", "features"}]})')
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="also draw the supernode graph (groups numbered in the order of the JSON's 'supernodes') "
+                        "and the clustering's dendrogram into DIR, as PNG and SVG")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
     _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
@@ -205,6 +208,23 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+PLOT_FILES = tuple(f"{name}.{ext}" for name in ("supernode_graph", "dendrogram") for ext in ("png", "svg"))
+
+
+def write_plots(circuit: Any, folder: Path) -> list[Path]:
+    """The readable circuit's supernode graph (groups numbered as in the JSON) and the dendrogram of
+    its clustering, as PNG and SVG."""
+    from analyses.coarse import SupernodeGraphDisplay
+    from analyses.supernodes.clustering import DendrogramDisplay
+
+    folder.mkdir(parents=True, exist_ok=True)
+    graph = SupernodeGraphDisplay.from_coarse_graph(circuit.coarse_graph_, numbered=True)
+    tree = DendrogramDisplay.from_result(circuit.clustering_)
+    return [display.savefig(folder / f"{name}.{ext}") for name, display in (("supernode_graph", graph),
+                                                                            ("dendrogram", tree))
+            for ext in ("png", "svg")]
+
+
 def write_supernodes(path: str | Path, doc: dict[str, Any]) -> Path:
     """Write a supernodes document (strict JSON: NaN and inf become null) atomically."""
     from tracer.io import atomic_write_text
@@ -230,6 +250,11 @@ def run_cluster(args: argparse.Namespace) -> int:
             need_input(value, flag, folder=folder)
             inputs_given.append(value)
     out = check_out(args.out, inputs=inputs_given)
+    if args.plots is not None:
+        from workbench.cli_safety import check_out_files
+
+        check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
+        check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")
     try:
         configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
                    "interventions": _config(InterventionConfig, args)}
@@ -250,6 +275,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
     write_supernodes(out, doc)
+    if args.plots is not None:
+        write_plots(circuit, Path(args.plots))
     s = circuit.scores_
     print(f"clustered {args.graph}: {s.n_groups} groups ({s.n_supernodes} supernodes) hold {s.n_features}/"
           f"{s.n_pruned_features} features ({s.compression:.2f} per group); subgraph replacement/completeness "

@@ -130,3 +130,18 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
     fam.write_text(json.dumps({"families": [{"layer": 0, "features": [1, 2]}, {"features": [[1, 3], [2, 4]]}]}))
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
     assert status == 0, err
+
+
+def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tmp_path: Path) -> None:
+    out, plots = tmp_path / "s.json", tmp_path / "plots"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--no-labels", "--plots", str(plots))
+    assert status == 0, err
+    assert sorted(p.name for p in plots.iterdir()) == ["dendrogram.png", "dendrogram.svg", "supernode_graph.png",
+                                                        "supernode_graph.svg"]
+    assert (plots / "supernode_graph.svg").read_text().rstrip().endswith("</svg>")
+    assert (plots / "dendrogram.png").read_bytes()[:4] == b"\x89PNG"  # (numbering: tests/analyses/test_coarse.py)
+    # the plots folder may not be an input, and nothing is written when it is refused
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "t.json"), "--plots",
+                         str(traced["graph"]))
+    _one_line_error(err, "cluster", "--plots")
+    assert status == 2 and not (tmp_path / "t.json").exists()
