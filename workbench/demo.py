@@ -160,8 +160,30 @@ def run_demo(args: argparse.Namespace) -> int:
 
     atomic_write_text(out / "summary.json", json.dumps(json_safe(doc), indent=2, allow_nan=False))
     if not args.quiet:
+        for line in headline(summary, manifold_stats):
+            print(line, file=sys.stderr)
         print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
+
+
+def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
+    """One line per graph and per manifold: what the report shows, for the terminal."""
+    lines = []
+    for name, g in graphs.items():
+        line = (f"{name}: answer {str(g['top_prediction']).strip()!r}, replacement {g['replacement_score']:.3f}, "
+                f"pruned to {g['kept_nodes']} nodes")
+        c = g.get("circuit")
+        if c:
+            line += (f"; readable circuit {c['n_features']} features in {c['n_groups']} groups, subgraph "
+                     f"replacement {c['circuit']['replacement']:.3f} (pruned {c['pruned']['replacement']:.3f})")
+        lines.append(line)
+    for family, m in manifolds.items():
+        a, steer = m["answer"], m["steering_demo_prompt"]
+        order = "in order" if a["order_matches"] else "out of order"
+        r2 = "n/a" if a.get("heldout_r2") is None else f"{a['heldout_r2']:.3f}"
+        lines.append(f"{family}s: circle k={a['frequency']} {order} at L{a['layer']} (held-out R² {r2}); "
+                     f"steering {steer['prompt']!r} around it: {steer['hits']}/{steer['n']} answers follow")
+    return lines
 
 
 def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool,

@@ -83,6 +83,11 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
         assert day[where]["causal"]["fitted_success"] >= 0.9 and day[where]["causal"]["random_success"] <= 0.1
     assert day["answer"]["layer"] == 4 and day["word"]["layer"] == 0
     assert day["steering_demo_prompt"] == {"prompt": "Two days after Friday is", "hits": 7, "n": 7}
+    from workbench.demo import headline
+
+    lines = headline(summary["graphs"], summary["manifolds"])  # what the terminal shows without --quiet
+    n_groups = summary["graphs"]["day_arith"]["circuit"]["n_groups"]
+    assert len(lines) == 3 and f"in {n_groups} groups" in lines[0] and lines[2].endswith("7/7 answers follow")
     # the saved fits are what `workbench manifold steer --fit` reads
     steer = tmp_path / "steer.json"
     assert main(["manifold", "steer", "--fit", str(out / "manifold" / "day_word" / "manifold.json"), "--world",
