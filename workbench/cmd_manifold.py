@@ -69,7 +69,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     fit = actions.add_parser("fit", help="fit a variable's curve at one layer and position, with checks")
     _add_model(fit)
     _add_source(fit, values=True)
-    fit.add_argument("--layer", type=int, required=True, help="residual layer (0 = embedding output)")
+    fit.add_argument("--layer", required=True,
+                     help="residual layer (0 = embedding output, n_layers = the last block's output), or 'auto': "
+                          "fit every layer on the fit prompts and keep the one with the largest between-class share")
     fit.add_argument("--position", default="last", choices=("last", "value"),
                      help="the last token, or each record's 'position' (a world: the family word)")
     fit.add_argument("--features", default=None, help="comma-separated features of --feature-layer to tile")
@@ -183,6 +185,15 @@ def _inputs(args: argparse.Namespace, loaded: Any, position: str, kind: str) -> 
     return prompt_inputs(loaded, args.prompts, [v.strip() for v in names.split(",") if v.strip()], position)
 
 
+def _layer_arg(text: str) -> int:
+    from tracer.errors import WorkbenchError
+
+    try:
+        return int(text)
+    except ValueError:
+        raise WorkbenchError(f"--layer must be an integer residual layer or 'auto'; got {text!r}.") from None
+
+
 def check_layer(layer: int, n_layers: int) -> int:
     from tracer.errors import WorkbenchError
 
@@ -202,7 +213,7 @@ def run_fit(args: argparse.Namespace) -> int:
         fit_cfg = config_from_args(ManifoldFitConfig, args, period=None)
         run_cfg = config_from_args(ManifoldRunConfig, args)
     loaded, tcs = _load(args.model, args.transcoders)
-    layer = check_layer(args.layer, loaded.n_layers)
+    layer = None if args.layer == "auto" else check_layer(_layer_arg(args.layer), loaded.n_layers)
     inputs = _inputs(args, loaded, args.position, tcs.kind)
     features = None if args.features is None else _int_list(args.features, "--features")
     args.out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ from workbench.manifold_scoring import (
     cases_for,
     crossfit,
     grouped_rate,
+    layer_rank,
     make_fit,
     model_heldout,
     point_scores,
@@ -36,8 +37,36 @@ logger = logging.getLogger(__name__)
 FIT_FILE = "fit.json"
 
 
-def _points(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int, folder: Path) -> PointSet:
-    return collect_points(loaded, tcs, inputs.records, folder, residual_layers=(layer,), positions="field")
+def _points(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layers: tuple[int, ...],
+            folder: Path) -> PointSet:
+    return collect_points(loaded, tcs, inputs.records, folder, residual_layers=layers, positions="field")
+
+
+def scan_layers(pts: PointSet, inputs: FitInputs, positions: np.ndarray, layers: range,
+                fit_cfg: ManifoldFitConfig, position: str) -> tuple[int, list[dict[str, Any]]]:
+    """Fit every residual layer on the fit prompts only (not the held-out ones) and pick the one where the
+    variable is represented (:func:`workbench.manifold_scoring.layer_rank`); the per-layer rows."""
+    train = ~inputs.heldout
+    rows: list[dict[str, Any]] = []
+    for layer in layers:
+        spec = FitSpec(period=len(inputs.names), names=inputs.names, layer=layer, position=position,
+                       source="residual", config=fit_cfg)
+        try:
+            fit = make_fit(spec, pts.residual(layer, positions)[train], inputs.values[train])
+        except ValueError as err:  # nothing varies with the value there (e.g. a constant token)
+            rows.append({"layer": layer, "error": str(err).splitlines()[0]})
+            continue
+        rows.append({"layer": layer, "between_class_fraction": fit.between_class_fraction, "r2": fit.r2,
+                     "frequency": fit.frequency, "order_matches": fit.order_matches_values(),
+                     "n_components": fit.n_components})
+    scored = [r for r in rows if "error" not in r]
+    if not scored:
+        raise WorkbenchError(f"--layer auto found no residual layer where the values can be fitted; got errors at "
+                             f"every layer (first: {rows[0]['error']}).")
+    best = max(scored, key=lambda r: layer_rank(r["between_class_fraction"], r["layer"]))
+    logger.info("layer scan: L%d has the largest between-class share (%.3f)", best["layer"],
+                best["between_class_fraction"])
+    return int(best["layer"]), rows
 
 
 def tiled_features(pts: PointSet, inputs: FitInputs, layer: int, positions: np.ndarray, rate: float,
@@ -93,14 +122,19 @@ def _causal(loaded: LoadedModel, tcs: Transcoders, spec: FitSpec, X: np.ndarray,
     return {"how": how, **report}
 
 
-def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int, position: str, out: Path,
-                  fit_cfg: ManifoldFitConfig, cfg: Any, features: list[int] | None, *,
+def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int | None, position: str,
+                  out: Path, fit_cfg: ManifoldFitConfig, cfg: Any, features: list[int] | None, *,
                   activations: Path | None = None) -> dict[str, Any]:
-    """Fit, tiling, causal check and plots; returns manifold.json's content. The activation run is
-    kept in ``activations`` (default ``out/activations``, reused by a later run on the same prompts)."""
-    pts = _points(loaded, tcs, inputs, layer, out / "activations" if activations is None else activations)
+    """Fit, tiling, causal check and plots; returns manifold.json's content. ``layer`` None scans every
+    residual layer first (:func:`scan_layers`; the rows go in ``layer_scan``). The activation run is kept
+    in ``activations`` (default ``out/activations``, reused by a later run on the same prompts)."""
+    layers = tuple(range(loaded.n_layers + 1)) if layer is None else (layer,)
+    pts = _points(loaded, tcs, inputs, layers, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
     positions = np.array([int(r.meta["position"]) for r in inputs.records])
+    scan = None
+    if layer is None:
+        layer, scan = scan_layers(pts, inputs, positions, range(loaded.n_layers + 1), fit_cfg, position)
     X = pts.residual(layer, positions)  # (n, d_model)
     known = inputs.values >= 0
     if not known.all():
@@ -119,6 +153,8 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     report = {**fit.summary(), "values": inputs.names, "fit_file": FIT_FILE, "n_prompts": len(y),
               "n_fit": int(train.sum()), "tiling": None if tiling is None else
               {**tiling.summary(), "layer": feature_layer, "features": feats}}
+    if scan is not None:
+        report["layer_scan"] = scan
     if inputs.heldout.any():
         report["heldout"] = summarize(point_scores(fit, X[inputs.heldout], y[inputs.heldout]))
     report["causal"] = _causal(loaded, tcs, spec, X, y, inputs, positions, cfg)
@@ -164,7 +200,7 @@ def steer_inputs(loaded: LoadedModel, tcs: Transcoders, fit: ManifoldFitResult, 
     """Steer every prompt (a world: its held-out ones) to every other value's angle; success = the answer."""
     layer = int(fit.layer or 0)
     with tempfile.TemporaryDirectory(prefix="manifold-steer-") as tmp:
-        pts = _points(loaded, tcs, inputs, layer, Path(tmp) / "activations")
+        pts = _points(loaded, tcs, inputs, (layer,), Path(tmp) / "activations")
         positions = np.array([int(r.meta["position"]) for r in inputs.records])
         X = pts.residual(layer, positions)
         tokens = [list(r["tokens"]) for r in pts.records]

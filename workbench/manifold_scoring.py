@@ -83,6 +83,12 @@ class FitSpec:
     """fit parameters (its period is replaced by ``period``)"""
 
 
+def layer_rank(between_class_fraction: float, layer: int) -> tuple[float, int]:
+    """Sort key of the layer where a variable is represented: the largest between-class share of a fit
+    on fit data (class means explain most of the points), the earlier layer on a tie."""
+    return between_class_fraction, -layer
+
+
 def make_fit(spec: FitSpec, X: np.ndarray, y: np.ndarray) -> ManifoldFitResult:
     """A curve fitted on ``X`` (n, d) with values ``y`` (n,)."""
     est = ManifoldFit.from_config(spec.config, period=spec.period)

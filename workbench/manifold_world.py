@@ -50,6 +50,7 @@ from workbench.manifold_scoring import (
     SplitFits,
     cases_for,
     crossfit,
+    layer_rank,
     model_heldout,
     real_model_scores,
 )
@@ -211,8 +212,8 @@ def fit_family(pts: PointSet, tcs: Transcoders, fam: WorldFamily,
 def headline_key(rows: dict[str, Any], position: str) -> str | None:
     """The source at ``position`` whose model-train fit has the largest between-class share (fit data only)."""
     keys = [k for k, r in rows.items() if k.startswith(position + "/") and "error" not in r]
-    return max(keys, key=lambda k: (rows[k]["between_class_fraction"], -int(k.split("L")[-1].split("plt")[-1])),
-               default=None)
+    return max(keys, key=lambda k: layer_rank(rows[k]["between_class_fraction"],
+                                              int(k.split("L")[-1].split("plt")[-1])), default=None)
 
 
 # ----------------------------------------------------------------------------- real model

@@ -85,6 +85,7 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
     ([{"prompt": "Two days after Friday is", "value": "Funday"}], (), "value must be one of --values"),
     (None, ("--values", "Monday,Tuesday"), "period must be >= 3"),
     (None, ("--layer", "9"), "--layer must be in [0, 4]"),
+    (None, ("--layer", "last"), "--layer must be an integer residual layer or 'auto'"),
     (None, ("--min-points-per-value", "20"), "every value must have at least 20 point(s)"),
     (None, ("--position", "value"), "must have an integer 'position'"),
 ])
@@ -143,3 +144,20 @@ def test_fit_with_cross_layer_transcoders_tiles_their_own_family_features(tmp_pa
     plt = family_features(WORLD / "labels_plt.jsonl", "day", 4, "output")[3]
     assert clt != plt and tiling["layer"] == 3 and tiling["features"] == clt
     assert tiling["n_live"] == len(clt)  # the CLT's day features fire at the answer
+
+
+def test_fit_layer_auto_scans_the_residual_layers_on_fit_prompts(tmp_path, capsys):
+    """--layer auto fits every residual layer on the training split and keeps the largest between-class
+    share: for the months that is the last layer, L4 (the world scorer's headline too)."""
+    out = tmp_path / "auto"
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--world", str(WORLD),
+                       "--family", "month", "--layer", "auto", "--out", str(out), "--causal-prompts", "0")
+    assert code == 0, err
+    rep = json.loads((out / "manifold.json").read_text())
+    scan = rep["layer_scan"]
+    assert [r["layer"] for r in scan] == [0, 1, 2, 3, 4]
+    assert "error" in scan[0]  # L0 at the answer position is the token "is": it does not vary with the month
+    fitted = [r for r in scan if "error" not in r]
+    best = max(fitted, key=lambda r: r["between_class_fraction"])
+    assert rep["layer"] == best["layer"] == 4 and rep["frequency"] == 1 and rep["order_matches"]
+    assert abs(rep["between_class_fraction"] - best["between_class_fraction"]) < 1e-12
