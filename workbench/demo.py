@@ -148,10 +148,15 @@ def run_demo(args: argparse.Namespace) -> int:
     if args.analyses and manifest is not None:
         from workbench.demo_analyses import manifold_views
 
-        manifolds, manifold_stats = manifold_views(loaded, tcs, world, manifest, out, paths=(model_dir, tc_dir))
+        manifolds, manifold_stats = manifold_views(loaded, tcs, world, manifest, out, paths=(model_dir, tc_dir),
+                                                   labels=labels_path)
     intro = (f"Attribution graphs on {what}: model {model_dir}, {tcs.kind.upper()} transcoders {tc_dir}. "
              "Graphs are pruned at node threshold 0.8 and edge threshold 0.98 (circuit-tracer's defaults).")
-    report = write_report(out / "report.html", "manifold-workbench demo", intro, sections, manifolds)
+    from workbench.report import DiscoveryView, ManifoldView
+
+    report = write_report(out / "report.html", "manifold-workbench demo", intro, sections,
+                          [m for m in manifolds if isinstance(m, ManifoldView)],
+                          [m for m in manifolds if isinstance(m, DiscoveryView)])
     doc: dict[str, Any] = {"source": what, "graphs": summary}
     if manifold_stats:
         doc["manifolds"] = manifold_stats
@@ -178,6 +183,11 @@ def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
                      f"replacement {c['circuit']['replacement']:.3f} (pruned {c['pruned']['replacement']:.3f})")
         lines.append(line)
     for family, m in manifolds.items():
+        if family == "discovery":
+            if "ranking" in m:
+                lines.append(f"discovery at layer {m['layer']}: {', '.join(m['ranking'][:4])}, ... (cyclic families "
+                             f"first: {m['cyclic_above_all_other']})")
+            continue
         a, steer = m["answer"], m["steering_demo_prompt"]
         order = "in order" if a["order_matches"] else "out of order"
         r2 = "n/a" if a.get("heldout_r2") is None else f"{a['heldout_r2']:.3f}"

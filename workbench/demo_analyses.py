@@ -10,6 +10,9 @@
   from) and at the family word in the embedding (where the start value lives), each with its
   held-out R², tiling, and class-mean substitution against a random subspace; then the demo prompt
   steered along the word circle to every value, which is "+2 days" seen as a rotation.
+* **Discovery** (issue 11): at the transcoder layer whose family was tiled, every labelled family of
+  at least 5 features ranked by ring evidence over a corpus sample, without values or truth; the
+  truth is shown next to the ranking, never used by it.
 """
 
 import logging
@@ -21,11 +24,14 @@ import numpy as np
 
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
-from workbench.report import CircuitView, ManifoldView, SteerRow, SupernodeRow
+from workbench.report import CircuitView, DiscoveryRow, DiscoveryView, ManifoldView, SteerRow, SupernodeRow
 
 logger = logging.getLogger(__name__)
 
 MANIFOLD_DIR = "manifold"
+DISCOVERY_FILES = (f"{MANIFOLD_DIR}/discovery.json", f"{MANIFOLD_DIR}/discovery.safetensors")
+DISCOVERY_SENTENCES = 2000
+"""corpus sentences (a seeded sample of the world's language) whose activations discovery reads"""
 
 
 # ----------------------------------------------------------------------------- readable circuit
@@ -90,7 +96,7 @@ def arithmetic_family(manifest: dict[str, Any], name: str) -> str | None:
 
 def manifold_outputs(manifest: dict[str, Any]) -> list[str]:
     """The manifold files the demo will write (relative to its output folder)."""
-    names = []
+    names = list(DISCOVERY_FILES)
     for name in manifest.get("demo_prompts", {}):
         family = arithmetic_family(manifest, name)
         if family is None:
@@ -103,10 +109,12 @@ def manifold_outputs(manifest: dict[str, Any]) -> list[str]:
 
 
 def manifold_views(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], out: Path, *,
-                   paths: tuple[Path, Path]) -> tuple[list[ManifoldView], dict[str, Any]]:
-    """One view per demo prompt from a cyclic family's arithmetic set; the summary per family.
-    ``paths``: the model and transcoder folders (recorded in each ``manifold.json``)."""
-    views, stats = [], {}
+                   paths: tuple[Path, Path], labels: Path | None) -> tuple[list[Any], dict[str, Any]]:
+    """One view per demo prompt from a cyclic family's arithmetic set, then the discovery ranking at the
+    layer the first one tiled (with ``labels``, whose families it ranks); the summary per family and
+    ``discovery``. ``paths``: the model and transcoder folders (recorded in each ``manifold.json``)."""
+    views: list[Any] = []
+    stats: dict[str, Any] = {}
     for name, prompt in manifest.get("demo_prompts", {}).items():
         family = arithmetic_family(manifest, name)
         if family is None:
@@ -115,7 +123,57 @@ def manifold_views(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                                       paths=paths)
         views.append(view)
         stats[family] = fam_stats
+    tiled = next((s["tiling_layer"] for s in stats.values() if s.get("tiling_layer") is not None), None)
+    if labels is not None and tiled is not None:
+        with tempfile.TemporaryDirectory(prefix="demo-discovery-") as tmp:
+            found, stats["discovery"] = discovery_view(loaded, tcs, world, manifest, labels, int(tiled),
+                                                       out / MANIFOLD_DIR, Path(tmp))
+        if found is not None:
+            views.append(found)
     return views, stats
+
+
+def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], labels: Path,
+                   layer: int, out: Path, scratch: Path) -> tuple[DiscoveryView | None, dict[str, Any]]:
+    """Rank the layer's label families (>= 5 features) by ring evidence over a corpus sample."""
+    from analyses.manifolds.discovery import ManifoldDiscovery
+    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
+    from analyses.results import save_result
+    from workbench.manifold_discover_run import corpus_store, discover_layer, families_from_labels, layer_inputs
+    from workbench.manifold_world_discovery import world_corpus
+
+    families = families_from_labels(labels, 5).get(layer, {})
+    if len(families) < 2:
+        return None, {"skipped": f"fewer than 2 labelled families of >= 5 features at layer {layer}"}
+    store = corpus_store(loaded, tcs, world_corpus(world, manifest, DISCOVERY_SENTENCES), scratch, [layer])
+    est = ManifoldDiscovery()
+    A, W = layer_inputs(store, tcs, layer)
+    report, result = discover_layer(A, W, layer, families, est)
+    save_result(result, out / "discovery.json")
+    cyclic = {name for name, fam in manifest.get("families", {}).items() if isinstance(fam, dict) and "period" in fam}
+    by_name = {f.name: f for f in result.families}
+    rows = [DiscoveryRow(name=n, n_members=len(by_name[n].members), score=by_name[n].score,
+                         loop_score=by_name[n].loop_score, h1=by_name[n].h1_persistence,
+                         cyclic=n.split("/")[0] in cyclic) for n in est.ranking_]
+    figures = [("ring score per family (blue) and the score without persistent H1 (grey)",
+                DiscoveryRankingDisplay.from_result(result).to_svg())]
+    top = next((f for f in result.families if f.scored), None)
+    if top is not None:
+        cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=est.activation_threshold)
+        figures.append((f"the top family's ({top.name}) decoder-direction cloud in its loop plane, coloured by "
+                        "the fitted angle, with its principal curve", cloud.to_svg()))
+    first_other = next((i for i, r in enumerate(rows) if not r.cyclic), len(rows))
+    view = DiscoveryView(
+        title=f"Which families are rings? Unsupervised discovery, transcoder layer {layer}",
+        description=(f"Each labelled family of at least 5 features at layer {layer}, as a cloud of its members' "
+                     f"decoder directions weighted by activation over {DISCOVERY_SENTENCES} corpus sentences "
+                     "(every position; no values), ranked by a ring score: loop quality x irreducibility of the "
+                     "loop plane x persistence of the loop (persistent H1). The truth column is shown, never used."),
+        rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})
+    stats = {"layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
+             "cyclic_first": first_other, "cyclic_above_all_other": all(not r.cyclic for r in rows[first_other:]),
+             "seconds": report["seconds"]}
+    return view, stats
 
 
 def _fit(loaded: LoadedModel, tcs: Transcoders, world: Path, family: str, layer: int, position: str, out: Path,
@@ -193,7 +251,8 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
         steering=rows, files={"answer-position fit": str(answer_dir / "fit.json"),
                               "family-word fit": str(word_dir / "fit.json")})
     stats = {"answer": _fit_stats(answer), "word": _fit_stats(word),
-             "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows)}}
+             "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows)},
+             "tiling_layer": (answer.get("tiling") or {}).get("layer")}
     return view, stats
 
 

@@ -56,7 +56,8 @@ def score_ranking(ranking: list[str], scores: dict[str, float]) -> dict[str, Any
             "best_of_each_above_all_other": {f: (i is not None and i < best_other) for f, i in best_of.items()}}
 
 
-def _corpus(world: Path, manifest: dict[str, Any], n_sentences: int) -> list[str]:
+def world_corpus(world: Path, manifest: dict[str, Any], n_sentences: int) -> list[str]:
+    """A seeded sample of the world's training language (its own stream: not the training sentences)."""
     from workbench.world import generator, language
 
     facts = manifest["facts"]
@@ -97,7 +98,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
             else families_from_json(Path(families), tcs.n_layers, min_size))
     layers = sorted(fams) if layers is None else layers
     t0 = time.perf_counter()
-    store = corpus_store(loaded, tcs, _corpus(world, manifest, n_sentences), out / "activations", layers)
+    store = corpus_store(loaded, tcs, world_corpus(world, manifest, n_sentences), out / "activations", layers)
     report: dict[str, Any] = {"world": str(world), "families_from": families, "n_sentences": n_sentences,
                               "n_rows": store.n_rows, "seconds_activations": round(time.perf_counter() - t0, 1),
                               "layers": {}}

@@ -91,6 +91,34 @@ class ManifoldView:
 
 
 @dataclass(frozen=True, kw_only=True)
+class DiscoveryRow:
+    """One feature family in a discovery ranking."""
+
+    name: str
+    n_members: int
+    score: float
+    """the ring score the ranking uses"""
+    loop_score: float
+    """the same without persistent H1"""
+    h1: float | None
+    """longest persistent-H1 bar over the bounding-box diagonal (None without ripser)"""
+    cyclic: bool | None
+    """what the world's truth says of the family (shown, never used to rank); None when unknown"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiscoveryView:
+    """An unsupervised ranking of a layer's families by ring evidence, with its figures."""
+
+    title: str
+    description: str
+    rows: list[DiscoveryRow]
+    figures: list[tuple[str, str]]
+    """(caption, SVG text)"""
+    files: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class GraphSection:
     title: str
     prompt_tokens: list[str]
@@ -226,6 +254,19 @@ def _manifold(m: ManifoldView) -> str:
             f"{_files(m.files)}")
 
 
+def _discovery(d: DiscoveryView) -> str:
+    def truth(c: bool | None) -> str:
+        return "" if c is None else ("cyclic" if c else "not cyclic")
+
+    rows = "".join(f"<tr><td class=num>{k + 1}</td><td>{_esc(r.name)}</td><td class=num>{r.n_members}</td>"
+                   f"<td class=num>{_num(r.score)}</td><td class=num>{_num(r.loop_score)}</td>"
+                   f"<td class=num>{_num(r.h1)}</td><td>{truth(r.cyclic)}</td></tr>" for k, r in enumerate(d.rows))
+    figures = "".join(_figure(cap, svg) for cap, svg in d.figures)
+    return (f"<h2>{_esc(d.title)}</h2><p>{_esc(d.description)}</p><table><tr><th>rank</th><th>family</th>"
+            "<th>features</th><th>ring score</th><th>without H1</th><th>H1</th><th>truth (not used)</th></tr>"
+            f"{rows}</table>{figures}{_files(d.files)}")
+
+
 def _section(sec: GraphSection) -> str:
     toks = "".join(f'<span class="tok">{_esc(t)}</span>' for t in sec.prompt_tokens)
     logits = "".join(f"<tr><td>{_esc(t)}</td><td class=num>{p:.3f}</td></tr>" for t, p in sec.top_logits)
@@ -248,17 +289,18 @@ def _section(sec: GraphSection) -> str:
 
 
 def render_report(title: str, intro: str, sections: list[GraphSection],
-                  manifolds: list[ManifoldView] | None = None) -> str:
-    body = "".join(_section(s) for s in sections) + "".join(_manifold(m) for m in manifolds or [])
+                  manifolds: list[ManifoldView] | None = None, discoveries: list[DiscoveryView] | None = None) -> str:
+    body = ("".join(_section(s) for s in sections) + "".join(_manifold(m) for m in manifolds or [])
+            + "".join(_discovery(d) for d in discoveries or []))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_esc(title)}</title>"
             f"<meta name=generator content='manifold-workbench report schema {SCHEMA_VERSION}'>"
             f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1><p>{_esc(intro)}</p>{body}</body></html>")
 
 
 def write_report(path: str | Path, title: str, intro: str, sections: list[GraphSection],
-                 manifolds: list[ManifoldView] | None = None) -> Path:
+                 manifolds: list[ManifoldView] | None = None, discoveries: list[DiscoveryView] | None = None) -> Path:
     with atomic_path(path) as tmp:
-        tmp.write_text(render_report(title, intro, sections, manifolds), encoding="utf-8")
+        tmp.write_text(render_report(title, intro, sections, manifolds, discoveries), encoding="utf-8")
     return Path(path)
 
 

@@ -87,7 +87,13 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
 
     lines = headline(summary["graphs"], summary["manifolds"])  # what the terminal shows without --quiet
     n_groups = summary["graphs"]["day_arith"]["circuit"]["n_groups"]
-    assert len(lines) == 3 and f"in {n_groups} groups" in lines[0] and lines[2].endswith("7/7 answers follow")
+    assert len(lines) == 4 and f"in {n_groups} groups" in lines[0] and lines[2].endswith("7/7 answers follow")
+    # discovery, at the layer whose day features were tiled: the three cyclic families first, without values
+    disc = summary["manifolds"]["discovery"]
+    assert disc["layer"] == day["tiling_layer"] == 1 and disc["persistence"] is True  # ripser: test extra
+    assert {name.split("/")[0] for name in disc["ranking"][:3]} == {"day", "month", "hue"}
+    assert disc["cyclic_first"] == 3 and disc["cyclic_above_all_other"]
+    assert "Which families are rings?" in html and (out / "manifold" / "discovery.json").is_file()
     # the saved fits are what `workbench manifold steer --fit` reads
     steer = tmp_path / "steer.json"
     assert main(["manifold", "steer", "--fit", str(out / "manifold" / "day_word" / "manifold.json"), "--world",

@@ -109,10 +109,10 @@ def _next(proc: subprocess.Popen[str], timeout: float = 180.0) -> str:
 
 def _complete(path: Path) -> None:
     """Raise unless `path` is a whole file of its kind."""
-    if path.name == "fit.safetensors":
+    if path.suffix == ".safetensors" and "manifold" in path.parts:
         from safetensors.numpy import load_file
 
-        load_file(path)  # a fitted manifold's arrays (demo/manifold/*/fit.safetensors)
+        load_file(path)  # a result's arrays (demo/manifold/: fits, discovery)
     elif path.suffix == ".safetensors":
         Graph.load(path)
     elif path.suffix == ".png":

@@ -59,11 +59,13 @@ def test_report_renders_offline_with_every_figure_and_section(demo):
         browser.close()
     assert requests == [(demo / "report.html").as_uri()], requests  # nothing else is fetched
     assert errors == [] and scripts == 0
-    # two pruned graphs, two supernode graphs, two circles and a tuning heatmap, all drawn and inside the page
-    assert len(boxes) >= 7
+    # two pruned graphs, two supernode graphs, two circles, a tuning heatmap, a discovery ranking and the top
+    # family's cloud, all drawn and inside the page
+    assert len(boxes) >= 9
     assert all(w >= 300 and h >= 200 for w, h, _ in boxes), boxes
     assert page_width <= 1280 and all(right <= 1280 for _, _, right in boxes), (page_width, boxes)
     assert headings.count("Readable circuit (supernodes)") == len(summary["graphs"]) == 2
     assert "Manifold: days on a circle" in headings and "Steering" in headings
+    assert any(h.startswith("Which families are rings?") for h in headings)
     assert len(steering) == 7 and all(cls == "ok" for cls, _ in steering), steering
     assert [text for _, text in steering][0] == "Wednesday"  # Friday moved to Monday: two days after is Wednesday
