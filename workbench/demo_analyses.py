@@ -1,4 +1,4 @@
-"""The analyses of `workbench demo`: each graph's readable circuit, and the demo world's day circle.
+"""The analyses of `workbench demo`: readable circuits, the day circle, and which families are rings.
 
 * **Readable circuit** (issue 10): the pruned graph's features grouped into supernodes without labels
   (labels only name the groups), chosen under the default node budget, scored by Neuronpedia's
