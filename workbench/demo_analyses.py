@@ -136,7 +136,7 @@ def manifold_views(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
 def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], labels: Path,
                    layer: int, out: Path, scratch: Path) -> tuple[DiscoveryView | None, dict[str, Any]]:
     """Rank the layer's label families (>= 5 features) by ring evidence over a corpus sample."""
-    from analyses.manifolds.discovery import ManifoldDiscovery
+    from analyses.manifolds.discovery import ManifoldDiscovery, ripser_available
     from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
     from analyses.results import save_result
     from workbench.manifold_discover_run import corpus_store, discover_layer, families_from_labels, layer_inputs
@@ -146,7 +146,8 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
     if len(families) < 2:
         return None, {"skipped": f"fewer than 2 labelled families of >= 5 features at layer {layer}"}
     store = corpus_store(loaded, tcs, world_corpus(world, manifest, DISCOVERY_SENTENCES), scratch, [layer])
-    est = ManifoldDiscovery()
+    with_h1 = ripser_available()  # without it the report says so (no warning in a first run of the demo)
+    est = ManifoldDiscovery(persistence="auto" if with_h1 else "none")
     A, W = layer_inputs(store, tcs, layer)
     report, result = discover_layer(A, W, layer, families, est)
     save_result(result, out / "discovery.json")
@@ -168,7 +169,9 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
         description=(f"Each labelled family of at least 5 features at layer {layer}, as a cloud of its members' "
                      f"decoder directions weighted by activation over {DISCOVERY_SENTENCES} corpus sentences "
                      "(every position; no values), ranked by a ring score: loop quality x irreducibility of the "
-                     "loop plane x persistence of the loop (persistent H1). The truth column is shown, never used."),
+                     "loop plane x persistence of the loop (persistent H1). The truth column is shown, never used."
+                     + ("" if with_h1 else " ripser is not installed, so this ranking leaves persistent H1 out "
+                                           "(pip install \"manifold-workbench[topology]\" for the full score).")),
         rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})
     stats = {"layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
              "cyclic_first": first_other, "cyclic_above_all_other": all(not r.cyclic for r in rows[first_other:]),

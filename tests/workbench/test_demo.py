@@ -113,3 +113,25 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     inputs.records[:] = [r for r in inputs.records if r.prompt != kw["prompt"]]
     rebuilt = steer_demo_prompt(loaded, tcs, out / "manifold" / "day_word", inputs, scratch=tmp_path / "b", **kw)
     assert list(rebuilt.top_token) == list(found.top_token) and rebuilt.value == found.value == 4
+
+
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="data/world is not built")
+def test_demo_discovery_without_ripser_says_so_instead_of_warning(tmp_path, monkeypatch, caplog):
+    """The README's demo command installs no extras: discovery then ranks without persistent H1, and
+    the report says so (no warning on a user's first run)."""
+    import analyses.manifolds.discovery as discovery
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.demo_analyses import discovery_view
+
+    monkeypatch.setattr(discovery, "ripser_available", lambda: False)
+    world = world_dir()
+    loaded = load_model(world / "model")
+    tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    manifest = json.loads((world / "manifest.json").read_text())
+    with caplog.at_level("WARNING"):
+        view, stats = discovery_view(loaded, tcs, world, manifest, world / "labels_plt.jsonl", 1, tmp_path,
+                                     tmp_path / "scratch")
+    assert view is not None and stats["persistence"] is False and "ripser" not in caplog.text
+    assert "ripser is not installed" in view.description and all(r.h1 is None for r in view.rows)
+    assert {r.name.split("/")[0] for r in view.rows[:3]} == {"day", "month", "hue"}  # still first, without H1
