@@ -135,3 +135,19 @@ def test_demo_discovery_without_ripser_says_so_instead_of_warning(tmp_path, monk
     assert view is not None and stats["persistence"] is False and "ripser" not in caplog.text
     assert "ripser is not installed" in view.description and all(r.h1 is None for r in view.rows)
     assert {r.name.split("/")[0] for r in view.rows[:3]} == {"day", "month", "hue"}  # still first, without H1
+
+
+def test_demo_without_a_world_traces_and_clusters_a_random_model(tmp_path, monkeypatch):
+    """No demo world installed: the demo says so, traces a small random model, and still builds and checks
+    its readable circuit (no manifold or discovery section: there is no family to fit)."""
+    import workbench.paths as paths
+
+    monkeypatch.setattr(paths, "world_dir", lambda: tmp_path / "no-world")
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["source"] == "random model (no demo world installed)" and "manifolds" not in summary
+    (name, stats), = summary["graphs"].items()
+    assert stats["circuit"]["n_groups"] >= 1 and (out / "supernodes" / f"{name}.json").is_file()
+    html = (out / "report.html").read_text()
+    assert "Readable circuit" in html and "Manifold:" not in html and "Which families are rings?" not in html
