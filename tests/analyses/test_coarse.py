@@ -135,3 +135,17 @@ def test_display_draws_nodes_and_signed_edges(tmp_path) -> None:
     got = [t.get_text() for t in numbered.ax_.texts]
     assert [got[i] for i in groups] == [str(k + 1) for k in range(len(groups))]  # groups numbered in node order
     assert all(got[i] == coarse.label[i][:28] for i in range(coarse.n_nodes) if i not in groups)
+
+
+def test_inlined_svg_escapes_hostile_labels() -> None:
+    """Reports inline ``to_svg()`` output as it is, so label text (from a labels file a user downloaded)
+    must come out escaped: no markup of its own, not even through matplotlib's text comments."""
+    import numpy as np
+
+    hostile = "--><script>alert(1)</script><!--"
+    disp = SupernodeGraphDisplay(x=np.array([0.0, 1.0]), y=np.array([0.0, 1.0]), labels=[hostile, "a<b>&c"],
+                                 kinds=["supernode", "token"], sizes=np.array([2, 1]), edges=[(0, 1, 1.0)],
+                                 n_layers=2, title="<img src=x onerror=alert(1)>")
+    svg = disp.to_svg()
+    assert "<script" not in svg and "<img" not in svg and "<b>" not in svg
+    assert "&lt;script&gt;" in svg  # the label is there, escaped
