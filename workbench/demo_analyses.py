@@ -137,9 +137,14 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                    layer: int, out: Path, scratch: Path) -> tuple[DiscoveryView | None, dict[str, Any]]:
     """Rank the layer's label families (>= 5 features) by ring evidence over a corpus sample."""
     from analyses.manifolds.discovery import ManifoldDiscovery, ripser_available
-    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
     from analyses.results import save_result
-    from workbench.manifold_discover_run import corpus_store, discover_layer, families_from_labels, layer_inputs
+    from workbench.manifold_discover_run import (
+        corpus_store,
+        discover_layer,
+        discovery_displays,
+        families_from_labels,
+        layer_inputs,
+    )
     from workbench.manifold_world_discovery import world_corpus
 
     families = families_from_labels(labels, 5).get(layer, {})
@@ -156,11 +161,10 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
     rows = [DiscoveryRow(name=n, n_members=len(by_name[n].members), score=by_name[n].score,
                          loop_score=by_name[n].loop_score, h1=by_name[n].h1_persistence,
                          cyclic=n.split("/")[0] in cyclic) for n in est.ranking_]
-    figures = [("ring score per family (blue) and the score without persistent H1 (grey)",
-                DiscoveryRankingDisplay.from_result(result).to_svg())]
-    top = next((f for f in result.families if f.scored), None)
-    if top is not None:
-        cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=est.activation_threshold)
+    ranking, cloud = discovery_displays(result, A, W, est.activation_threshold)
+    figures = [("ring score per family (blue) and the score without persistent H1 (grey)", ranking.to_svg())]
+    if cloud is not None:
+        top = next(f for f in result.families if f.scored)
         figures.append((f"the top family's ({top.name}) decoder-direction cloud in its loop plane, coloured by "
                         "the fitted angle, with its principal curve", cloud.to_svg()))
     first_other = next((i for i, r in enumerate(rows) if not r.cyclic), len(rows))

@@ -129,16 +129,22 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
 def discovery_plots(out: Path, result: DiscoveryResult, A: Any, W: np.ndarray,
                     activation_threshold: float) -> list[str]:
     """PNG and SVG of the layer's ranking and of its top-ranked family's direction cloud; the file names."""
-    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
-
     layer = result.layer
+    ranking, cloud = discovery_displays(result, A, W, activation_threshold)
     written = []
-    top = next((f for f in result.families if f.scored), None)
-    cloud = None
-    if top is not None and layer is not None:
-        cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=activation_threshold)
     for ext in ("png", "svg"):
-        written.append(DiscoveryRankingDisplay.from_result(result).savefig(out / f"ranking_layer{layer}.{ext}"))
+        written.append(ranking.savefig(out / f"ranking_layer{layer}.{ext}"))
         if cloud is not None:
             written.append(cloud.savefig(out / f"top_family_layer{layer}.{ext}"))
     return [p.name for p in written]
+
+
+def discovery_displays(result: DiscoveryResult, A: Any, W: np.ndarray, activation_threshold: float) -> tuple[Any, Any]:
+    """The layer's ranking display and its top-ranked scored family's cloud display (None without one)."""
+    from analyses.manifolds.display import DiscoveryRankingDisplay, FamilyCloudDisplay
+
+    top = next((f for f in result.families if f.scored), None)
+    cloud = None
+    if top is not None and result.layer is not None:
+        cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=activation_threshold)
+    return DiscoveryRankingDisplay.from_result(result), cloud

@@ -243,9 +243,8 @@ def steer_prompt(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
     if bad:
         raise ValueError(f"targets must be values in [0, {fit.period}); got {bad[0]}.")
     clean = prepare(loaded, transcoders, list(tokens))
+    clean_p = clean.cache.logits[-1].float().softmax(-1)  # (d_vocab,) the clean run's, already computed
     with torch.no_grad():
-        zero = np.zeros_like(x)
-        clean_p = steered_logits(loaded, transcoders, clean, layer, position, zero).float().softmax(-1)  # (d_vocab,)
         steered = torch.stack([steered_logits(loaded, transcoders, clean, layer, position,
                                               steering_vector(fit, x, v), freeze_attention=freeze_attention)
                                for v in values]).float().softmax(-1)  # (n, d_vocab)
