@@ -1,7 +1,7 @@
 """`workbench cluster`: automatic supernodes and a readable circuit for a saved graph.
 
     workbench cluster GRAPH --out supernodes.json [--model M --transcoders T --labels L] [--budget K]
-        [--no-labels] [--families F] [clustering flags]
+        [--no-labels] [--families F] [--prompts FILE] [clustering flags]
 
 Prunes the graph (or reads ``--prune FILE`` from ``workbench prune``), clusters the pruned graph's
 features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at most K groups
@@ -14,7 +14,9 @@ features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at
      "config": {...}, "argv": [...]}
 
 ``--transcoders`` adds the virtual-weight similarity and checks the graph against them; ``--model``
-(with ``--transcoders``) ablates every group on the real model. Feed the file to
+(with ``--transcoders``) ablates every group on the real model; ``--prompts`` (with both) runs
+unlabelled text through them and adds the co-activation similarity (features that fire on the
+same kind of token). Feed the file to
 ``workbench export GRAPH --supernodes supernodes.json`` to open the groups in the viewers. Every
 flag's default and help come from the configs in :mod:`analyses.supernodes.config`.
 """
@@ -76,6 +78,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     names.add_argument("--no-labels", action="store_true", help="use no labels at all (groups named by layer, "
                                                                 "position and size)")
     p.add_argument("--families", default=None, help='feature families JSON ({"families": [{"layer", "features"}]})')
+    p.add_argument("--prompts", default=None,
+                   help="unlabelled text, one prompt per line, for the co-activation similarity (needs --model "
+                        "and --transcoders; a few thousand sentences of the model's usual text)")
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="also draw the supernode graph (groups numbered in the order of the JSON's 'supernodes') "
@@ -118,7 +123,8 @@ def read_families(path: str) -> dict[tuple[int, int], int]:
 def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
     from tracer.errors import WorkbenchError
 
-    out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None}
+    out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None,
+                           "coactivation": None}
     if args.model:
         from tracer.models import load_model
 
@@ -137,6 +143,9 @@ def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
         out["labels"] = load_labels(args.labels)
     if args.families:
         out["families"] = read_families(args.families)
+    if args.prompts:
+        out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], args.prompts,
+                                                  verbose=not args.quiet)
     if args.prune:
         from tracer.graph import load_prune_result
 
@@ -147,12 +156,31 @@ def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
     return out
 
 
+def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
+                        verbose: bool) -> Any:
+    """The co-activation context of unlabelled prompts (a file of lines, or the lines) over every
+    transcoder layer, columns keyed by (layer, feature)."""
+    import numpy as np
+
+    from analyses.families.coactivation import CoactivationContext
+    from workbench.cmd_families import prompt_activations, read_prompts
+
+    lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
+    d_tc = transcoders.d_transcoder
+    layer = np.repeat(np.arange(transcoders.n_layers), d_tc)  # (n_layers * d_transcoder,) column layers
+    A = prompt_activations(loaded, transcoders, lines, layer, verbose=verbose)
+    keys = np.stack([layer, np.tile(np.arange(d_tc), transcoders.n_layers)], 1)  # (n_columns, 2)
+    logger.info("co-activation sample: %d prompts, %d token rows", len(lines), A.shape[0])
+    return CoactivationContext.from_activations(A, keys)
+
+
 # ----------------------------------------------------------------------------- run
 def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any], tokens: list[str] | None,
              verbose: bool) -> tuple[Any, Any]:
     """The readable circuit of ``graph`` and, when ``inputs["loaded"]`` holds a model, its ablation check.
 
-    ``inputs``: loaded, transcoders, labels, families, prune (each may be None); ``configs``: circuit,
+    ``inputs``: loaded, transcoders, labels, families, prune, coactivation (each may be None or absent);
+    ``configs``: circuit,
     clustering, interventions (the config dataclasses)."""
     from analyses.supernodes.circuit import ReadableCircuit
     from analyses.supernodes.clustering import SupernodeClustering
@@ -161,7 +189,7 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
     circuit = ReadableCircuit.from_config(configs["circuit"],
                                           clustering=SupernodeClustering.from_config(configs["clustering"]))
     circuit.fit(graph, prune_result=inputs["prune"], transcoders=inputs["transcoders"], families=inputs["families"],
-                labels=inputs["labels"], token_strings=tokens)
+                labels=inputs["labels"], token_strings=tokens, coactivation=inputs.get("coactivation"))
     check = None
     if inputs["loaded"] is not None:
         groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
@@ -192,6 +220,7 @@ def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
                                    "groups": per_group}
     qparams = coarse.qparams()
     return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
+            "similarities": list(circuit.clustering_.similarities_used_),
             "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams, "scores": scores}
 
 
@@ -242,10 +271,13 @@ def run_cluster(args: argparse.Namespace) -> int:
     _check_graph_input(args.graph)
     if args.model and not args.transcoders:
         raise WorkbenchError("--model needs --transcoders (the ablations run through them); got --model alone.")
+    if args.prompts and not (args.model and args.transcoders):
+        raise WorkbenchError("--prompts needs --model and --transcoders (the prompts run through them); got "
+                             f"{'--model' if args.model else '--transcoders' if args.transcoders else 'neither'}.")
     inputs_given: list[str] = [args.graph]
     for flag, value, folder in (("--model", args.model, True), ("--transcoders", args.transcoders, True),
                                 ("--labels", args.labels, False), ("--families", args.families, False),
-                                ("--prune", args.prune, False)):
+                                ("--prune", args.prune, False), ("--prompts", args.prompts, False)):
         if value is not None:
             need_input(value, flag, folder=folder)
             inputs_given.append(value)
@@ -272,6 +304,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         raise WorkbenchError(str(err).splitlines()[0]) from None
     doc = supernodes_document(circuit, check, graph)
     doc["graph"] = str(args.graph)
+    if inputs["coactivation"] is not None:
+        doc["coactivation"] = {"prompts": str(args.prompts), "n_token_rows": int(inputs["coactivation"].n_rows)}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
     write_supernodes(out, doc)

@@ -14,6 +14,7 @@ same rows (for example every layer's features). Two kinds of evidence:
 """
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,32 +45,122 @@ def _weighted(M: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
     return M
 
 
+@dataclass(frozen=True, eq=False)
+class CoactivationContext:
+    """An activation sample prepared so that the co-activation profile of any of its columns costs
+    one sparse product: ``profile_i = sum_t a_i(t) c(t)``, with ``c(t)`` row t of the context.
+
+    Up to ``exact_max`` context columns ``c(t)`` is the (weighted) row itself; beyond, a count sketch
+    of it (each column added, with a seeded random sign, to one of ``dim`` seeded random coordinates:
+    inner products are preserved in expectation and memory is O(n_context), so a whole model's
+    dictionary can be the context). Build it with :meth:`from_activations`."""
+
+    activations: sp.csc_matrix
+    """(n_rows, n_context) the weighted sample, by column (the features whose profiles can be read)."""
+    rows: sp.csr_matrix | np.ndarray
+    """(n_rows, k) each row's context: the sample itself (exact) or its sketch (k = dim)."""
+    coordinate: np.ndarray
+    """(n_context,) int64 the coordinate of ``rows`` that each context column is added to."""
+    sign: np.ndarray
+    """(n_context,) float32 the sign it is added with (all 1 when exact)."""
+    keys: np.ndarray | None
+    """(n_context, 2) int64 (layer, feature) of each column, or None (columns are addressed by index)."""
+    weighting: str
+    """How activations count: their values ("activation") or 1 where a feature fires ("binary")."""
+
+    @classmethod
+    def from_activations(cls, A: object, keys: object = None, *, weighting: str = "activation", dim: int = 256,
+                         exact_max: int = 4096, random_state: int = 0) -> "CoactivationContext":
+        """The context of ``A`` (n_rows, n_context) non-negative activations; ``keys`` (n_context, 2)
+        names each column (layer, feature) for :meth:`columns`."""
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}.")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be an integer >= 1; got {dim!r}.")
+        C = _weighted(as_csr(A, "activations"), weighting)
+        n_context = C.shape[1]
+        key_arr = None
+        if keys is not None:
+            key_arr = np.asarray(keys, dtype=np.int64)
+            if key_arr.shape != (n_context, 2):
+                raise ValueError(f"keys must have shape ({n_context}, 2) (layer, feature per column of the "
+                                 f"activations); got {key_arr.shape!r}.")
+        if n_context <= exact_max:
+            return cls(C.tocsc(), C, np.arange(n_context, dtype=np.int64), np.ones(n_context, np.float32), key_arr,
+                       weighting)
+        rng = np.random.default_rng(random_state)
+        coordinate = rng.integers(0, dim, n_context).astype(np.int64)  # (n_context,)
+        sign = rng.choice(np.array([-1.0, 1.0], dtype=np.float32), n_context)  # (n_context,)
+        sketch = sp.csr_matrix((sign, (np.arange(n_context), coordinate)), shape=(n_context, dim))
+        rows = np.asarray((C @ sketch).todense(), dtype=np.float32)  # (n_rows, dim)
+        return cls(C.tocsc(), rows, coordinate, sign, key_arr, weighting)
+
+    @property
+    def n_context(self) -> int:
+        return int(self.activations.shape[1])
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.activations.shape[0])
+
+    def columns(self, keys: np.ndarray) -> np.ndarray:
+        """(n,) the column of each (layer, feature) row of ``keys`` (n, 2); -1 where the sample has none."""
+        if self.keys is None:
+            raise ValueError("keys must have been given to CoactivationContext.from_activations to look up "
+                             "(layer, feature) columns; got none. Pass the sample's column keys.")
+        code = self.keys[:, 0] * (1 << 32) + self.keys[:, 1]  # (n_context,)
+        order = np.argsort(code, kind="stable")
+        want = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        query = want[:, 0] * (1 << 32) + want[:, 1]  # (n,)
+        if not len(order):
+            return np.full(len(query), -1, dtype=np.int64)
+        at = np.minimum(np.searchsorted(code[order], query), len(order) - 1)  # (n,)
+        return np.where(code[order][at] == query, order[at], -1).astype(np.int64)
+
+    def profiles(self, A: object, self_column: np.ndarray | None = None) -> np.ndarray:
+        """Co-activation profiles ``(n_features, k)`` of the columns of ``A`` (n_rows, n_features),
+        weighted as the context; ``self_column[i]``: feature i's column in the context (-1: none),
+        whose own entry is removed."""
+        Aw = _weighted(as_csr(A, "A"), self.weighting)
+        if Aw.shape[0] != self.activations.shape[0]:
+            raise ValueError(f"A must have the context's {self.activations.shape[0]} rows; got {Aw.shape[0]}.")
+        P = Aw.T @ self.rows  # (n_features, k)
+        P = np.asarray(P.todense() if sp.issparse(P) else P, dtype=np.float32)
+        if self_column is None:
+            return P
+        has = np.flatnonzero(np.asarray(self_column) >= 0)
+        cols = np.asarray(self_column)[has]
+        if isinstance(self.rows, np.ndarray):  # sketch: remove sum_t a_i(t)^2 * sign at its coordinate
+            own = np.asarray(Aw.multiply(Aw).sum(axis=0)).ravel()  # (n_features,)
+            np.subtract.at(P, (has, self.coordinate[cols]), (own[has] * self.sign[cols]).astype(np.float32))
+        else:
+            P[has, cols] = 0.0
+        return P
+
+    def column_profiles(self, cols: np.ndarray) -> np.ndarray:
+        """(n, k) profiles of the context's own columns ``cols`` (-1: a zero row), self entries removed."""
+        cols = np.asarray(cols, dtype=np.int64)
+        out = np.zeros((len(cols), self.rows.shape[1]), dtype=np.float32)
+        ok = np.flatnonzero(cols >= 0)
+        if ok.size:
+            out[ok] = self.profiles(self.activations[:, cols[ok]], cols[ok])
+        return out
+
+
 def coactivation_profiles(A: sp.csr_matrix, context: sp.csr_matrix | None = None, *,
                           self_column: np.ndarray | None = None, weighting: str = "activation",
                           dim: int = 256, exact_max: int = 4096, random_state: int = 0) -> np.ndarray:
-    """Co-activation profiles `(n_features, n_dims)` of the columns of ``A`` (n_rows, n_features).
+    """Co-activation profiles `(n_features, k)` of the columns of ``A`` (n_rows, n_features).
 
     ``context`` (n_rows, n_context) defaults to ``A``; ``self_column[i]`` is feature i's column in
     the context (default: ``i`` when the context is ``A``; -1 for none), whose entry is removed.
-    Up to ``exact_max`` context columns the profile is exact; beyond, it is projected on ``dim``
-    seeded Gaussian directions."""
-    Aw = _weighted(A, weighting)
-    C = Aw if context is None else _weighted(context, weighting)
-    n_features, n_context = Aw.shape[1], C.shape[1]
+    Up to ``exact_max`` context columns the profile is exact (k = n_context); beyond, it is read
+    through a seeded count sketch of ``dim`` coordinates (:class:`CoactivationContext`)."""
+    ctx = CoactivationContext.from_activations(A if context is None else context, weighting=weighting, dim=dim,
+                                               exact_max=exact_max, random_state=random_state)
     if self_column is None:
-        self_column = np.arange(n_features) if context is None else np.full(n_features, -1)
-    own = np.asarray(Aw.multiply(Aw).sum(axis=0)).ravel()  # (n_features,) sum of a_i(t)^2
-    has_self = self_column >= 0
-    if n_context <= exact_max:
-        P = np.asarray((Aw.T @ C).todense(), dtype=np.float32)  # (n_features, n_context)
-        P[np.flatnonzero(has_self), self_column[has_self]] = 0.0
-        return P
-    rng = np.random.default_rng(random_state)
-    R = rng.standard_normal((n_context, dim)).astype(np.float32) / np.sqrt(dim)  # (n_context, dim)
-    CR = C @ R  # (n_rows, dim)
-    P = np.asarray(Aw.T @ CR, dtype=np.float32)  # (n_features, dim)
-    P[has_self] -= own[has_self, None].astype(np.float32) * R[self_column[has_self]]
-    return P
+        self_column = np.arange(A.shape[1]) if context is None else np.full(A.shape[1], -1)
+    return ctx.profiles(A, self_column)
 
 
 def jaccard_pairs(A: sp.csr_matrix, rows: np.ndarray, cols: np.ndarray, *, chunk: int = 200_000) -> np.ndarray:

@@ -33,6 +33,7 @@ import torch
 
 from analyses.base import Estimator, clone
 from analyses.coarse import CoarseGraph, build_coarse_graph
+from analyses.families.coactivation import CoactivationContext
 from analyses.results import register_result
 from analyses.supernodes.clustering import SupernodeClustering, SupernodeResult
 from analyses.supernodes.config import CircuitConfig
@@ -215,15 +216,18 @@ class ReadableCircuit(Estimator):
     def fit(self, graph: Graph, *, prune_result: PruneResult | None = None, transcoders: Any = None,
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
             labels: Mapping[tuple[int, int], Any] | None = None,
-            token_strings: Sequence[str] | None = None) -> "ReadableCircuit":
-        """Cluster the pruned graph's features, pick groups under the budget, build and score the circuit."""
+            token_strings: Sequence[str] | None = None,
+            coactivation: CoactivationContext | None = None) -> "ReadableCircuit":
+        """Cluster the pruned graph's features, pick groups under the budget, build and score the circuit
+        (transcoders, families, labels, coactivation: as :meth:`SupernodeClustering.fit`)."""
         self._validate_params()
         est = clone(self.clustering) if self.clustering is not None else SupernodeClustering()
         if prune_result is None:
             est._validate_params()
             prune_result = prune_graph(graph, PruneConfig(node_threshold=est.config_.node_threshold,
                                                           edge_threshold=est.config_.edge_threshold))
-        est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels)
+        est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels,
+                coactivation=coactivation)
         view = viewer_subgraph(graph, prune_result)
         shown = view.node_index.cpu()
         scorer = SubgraphScorer(graph, prune_result, view=view)

@@ -26,6 +26,7 @@ import torch
 from analyses.base import Estimator
 from analyses.coarse import CoarseGraph, build_coarse_graph
 from analyses.display import Display
+from analyses.families.coactivation import CoactivationContext
 from analyses.results import register_result
 from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
@@ -87,7 +88,8 @@ class SupernodeClustering(Estimator):
 
     def __init__(self, *, similarities: tuple[str, ...] = _D.similarities, edge_weight: float = _D.edge_weight,
                  virtual_weight: float = _D.virtual_weight, family_weight: float = _D.family_weight,
-                 label_weight: float = _D.label_weight, in_weight: float = _D.in_weight,
+                 coactivation_weight: float = _D.coactivation_weight, label_weight: float = _D.label_weight,
+                 in_weight: float = _D.in_weight,
                  min_affinity: float = _D.min_affinity, cut: str = _D.cut, max_group_size: int = _D.max_group_size,
                  max_layer_span: int = _D.max_layer_span, cross_position: bool = _D.cross_position,
                  negative_edge_tolerance: float = _D.negative_edge_tolerance,
@@ -96,6 +98,7 @@ class SupernodeClustering(Estimator):
         self.edge_weight = edge_weight
         self.virtual_weight = virtual_weight
         self.family_weight = family_weight
+        self.coactivation_weight = coactivation_weight
         self.label_weight = label_weight
         self.in_weight = in_weight
         self.min_affinity = min_affinity
@@ -117,7 +120,8 @@ class SupernodeClustering(Estimator):
     def fit(self, graph: Graph, *, prune_result: PruneResult | None = None, node_mask: torch.Tensor | None = None,
             candidates: Sequence[int] | None = None, transcoders: Transcoders | None = None,
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
-            labels: Mapping[tuple[int, int], Any] | None = None) -> "SupernodeClustering":
+            labels: Mapping[tuple[int, int], Any] | None = None,
+            coactivation: CoactivationContext | None = None) -> "SupernodeClustering":
         """Cluster ``graph``'s candidate features (see the module docstring).
 
         prune_result / node_mask: the working set. With a prune result (default: prune at node_threshold
@@ -126,7 +130,9 @@ class SupernodeClustering(Estimator):
         candidates: feature node indices to cluster (default: the working set's features);
         transcoders: enable the virtual-weight similarity; families: (layer, feature) -> family id,
         or an (n_layers, d_transcoder) array (-1: none); labels: (layer, feature) -> label (text or
-        an object with ``.label``), for group names and the label similarity.
+        an object with ``.label``), for group names and the label similarity; coactivation: an
+        unlabelled activation sample whose columns are keyed by (layer, feature)
+        (:meth:`CoactivationContext.from_activations`), for the co-activation similarity.
         """
         self._validate_params()
         if not isinstance(graph, Graph):
@@ -140,7 +146,10 @@ class SupernodeClustering(Estimator):
                 else sim.working_graph(graph, nodes))
         pos = np.searchsorted(work.nodes, cand)  # candidates' rows in the working set
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
-        inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels)
+        if coactivation is not None and not isinstance(coactivation, CoactivationContext):
+            raise TypeError(f"coactivation must be an analyses.families.coactivation.CoactivationContext; got "
+                            f"{type(coactivation).__name__}.")
+        inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels, coactivation)
         effects = sim.logit_effects(work, graph)[pos]
         blocks = [np.arange(cand.size)] if self.config_.cross_position else [
             np.flatnonzero(keys[:, 1] == p) for p in np.unique(keys[:, 1])]
@@ -183,11 +192,11 @@ class SupernodeClustering(Estimator):
         return cand
 
     def _inputs(self, graph: Graph, work: sim.WorkingGraph, cand: np.ndarray, pos: np.ndarray, keys: np.ndarray,
-                transcoders: Transcoders | None, families: Any,
-                labels: Mapping[tuple[int, int], Any] | None) -> dict[str, Any]:
+                transcoders: Transcoders | None, families: Any, labels: Mapping[tuple[int, int], Any] | None,
+                coactivation: CoactivationContext | None) -> dict[str, Any]:
         """Per-candidate profiles of every similarity that has its input and a weight."""
         given = {"edge": True, "virtual": transcoders is not None, "family": families is not None,
-                 "label": labels is not None}
+                 "coactivation": coactivation is not None, "label": labels is not None}
         used = [n for n in self.config_.similarities if given[n] and self.config_.weight(n) > 0]
         for name in self.config_.similarities:
             if not given[name]:
@@ -200,6 +209,8 @@ class SupernodeClustering(Estimator):
             out["virtual"] = sim.virtual_weights(graph, transcoders, work, cand)
         if "family" in used:
             out["family"] = sim.family_ids(keys, families)
+        if "coactivation" in used and coactivation is not None:  # used only when given
+            out["coactivation"] = sim.coactivation_vectors(keys, coactivation)
         if "label" in used and labels is not None:  # "label" is used only when given
             out["label"] = sim.label_vectors([sim.label_text(labels.get((int(k[0]), int(k[2]))))
                                               for k in keys])
@@ -217,8 +228,14 @@ class SupernodeClustering(Estimator):
             parts["family"] = sim.family_comembership(inputs["family"][idx])
         if "label" in inputs:
             parts["label"] = sim.cosine_matrix(inputs["label"][torch.from_numpy(idx)])
-        used = inputs["used"]
-        affinity = np.asarray(sum(cfg.weight(n) * parts[n] for n in used) / sum(cfg.weight(n) for n in used))
+        weights = {n: np.full((idx.size, idx.size), cfg.weight(n)) for n in inputs["used"]}  # (n, n) each
+        if "coactivation" in inputs:
+            profiles, live = inputs["coactivation"]
+            parts["coactivation"] = sim.cosine_matrix(profiles[torch.from_numpy(idx)])
+            weights["coactivation"] *= np.outer(live[idx], live[idx])  # only pairs that both fire in the sample
+        total = sum(weights.values())  # (n, n) > 0 unless only co-activation is used and a feature never fires
+        affinity = np.divide(sum(weights[n] * parts[n] for n in weights), total, out=np.zeros_like(total),
+                             where=total > 0)
         at = pos[idx]
         cannot = cannot_link(keys[idx], effects[idx], edge.outgoing, work.block[np.ix_(at, at)].double().numpy(),
                              work.row_abs[at], cross_position=cfg.cross_position, max_layer_span=cfg.max_layer_span,

@@ -2,7 +2,9 @@
 ``workbench cluster`` flags (each field's docstring is its ``--help``).
 
 Defaults follow ``research/geometry.md`` §7(a): affinity ``0.5 edge + 0.3 virtual + 0.2 family``
-(renormalised over the similarities that are available), in/out weight λ = 0.5, complete linkage
+(renormalised over the similarities that are available), plus ``0.8 coactivation`` when an unlabelled
+activation sample is given (as much weight as edge and virtual together: chosen on the demo world's
+PLT transcoders, the tuning set, and checked on its CLT; see the README), in/out weight λ = 0.5, complete linkage
 cut no higher than affinity 0.6, at most 12 members, a layer span of at most 4, one position,
 and no member edge below -5% of the target's input mass.
 """
@@ -10,9 +12,10 @@ and no member edge below -5% of the target's input mass.
 import math
 from dataclasses import dataclass
 
-SIMILARITIES: tuple[str, ...] = ("edge", "virtual", "family", "label")
+SIMILARITIES: tuple[str, ...] = ("edge", "virtual", "family", "coactivation", "label")
 """Known similarity names: signed edge-profile cosine, downstream-restricted decoder cosine (virtual
-weights; needs transcoders), dictionary-family co-membership (needs families), label-text cosine."""
+weights; needs transcoders), dictionary-family co-membership (needs families), co-activation profile
+cosine (needs an activation sample), label-text cosine."""
 CUTS: tuple[str, ...] = ("auto", "threshold")
 
 
@@ -36,15 +39,19 @@ def _integer(name: str, value: object, lo: int) -> None:
 class ClusteringConfig:
     """How SupernodeClustering groups the features of one graph."""
 
-    similarities: tuple[str, ...] = ("edge", "virtual", "family")
-    """Similarities to combine (edge, virtual, family, label); those without their input (transcoders,
-    families, labels) are skipped."""
+    similarities: tuple[str, ...] = ("edge", "virtual", "family", "coactivation")
+    """Similarities to combine (edge, virtual, family, coactivation, label); those without their input
+    (transcoders, families, an activation sample, labels) are skipped."""
     edge_weight: float = 0.5
     """Weight of the signed edge-profile cosine in the affinity."""
     virtual_weight: float = 0.3
     """Weight of the downstream-restricted decoder cosine (virtual weights) in the affinity."""
     family_weight: float = 0.2
     """Weight of dictionary-family co-membership in the affinity."""
+    coactivation_weight: float = 0.8
+    """Weight of the co-activation profile cosine in the affinity (features that fire on the same kind
+    of token in an unlabelled corpus sample); pairs where either feature never fires in the sample
+    leave it out of their average."""
     label_weight: float = 0.2
     """Weight of the label-text cosine in the affinity (only when 'label' is listed)."""
     in_weight: float = 0.5
@@ -75,7 +82,8 @@ class ClusteringConfig:
             raise _bad("similarity name", f"one of {list(SIMILARITIES)}", unknown[0])
         if len(set(sims)) != len(sims):
             raise _bad("similarities", "names without repeats", sims)
-        for name in ("edge_weight", "virtual_weight", "family_weight", "label_weight", "in_weight"):
+        for name in ("edge_weight", "virtual_weight", "family_weight", "coactivation_weight", "label_weight",
+                     "in_weight"):
             _number(name, getattr(self, name), 0.0, 1e6)
         _number("min_affinity", self.min_affinity, 0.0, 1.0)
         if self.cut not in CUTS:

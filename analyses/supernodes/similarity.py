@@ -15,6 +15,9 @@ reads whole rows of A (:func:`working_graph`). Orientation as in
   below reader k) against the unit encoder rows of the graph's later-layer features and the unit
   logit directions (virtual weights, ignoring norm gains); ``cos(v_i, v_j)``;
 * **family**: 1 when both features are in one dictionary family, else 0;
+* **coactivation**: the cosine of the features' co-activation profiles over an unlabelled activation
+  sample (:class:`analyses.families.coactivation.CoactivationContext`: ``sum_t a_i(t) c(t)``, what
+  else fires on the tokens where i fires), for features that fire in the sample;
 * **label**: TF-IDF cosine of the features' label texts.
 
 :func:`logit_effects` gives each node's signed total effect on the probability-weighted logits in
@@ -31,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analyses.families.coactivation import CoactivationContext
 from tracer.graph import Graph
 from tracer.transcoders.base import Transcoders
 
@@ -225,6 +229,15 @@ def family_ids(keys: np.ndarray, families: Mapping[tuple[int, int], int] | np.nd
         raise TypeError(f"families must be an array or a mapping (layer, feature) -> family id; got "
                         f"{type(families).__name__}.")
     return np.array([int(families.get((int(k[0]), int(k[2])), -1)) for k in keys], dtype=np.int64)
+
+
+def coactivation_vectors(keys: np.ndarray, context: CoactivationContext) -> tuple[Tensor, np.ndarray]:
+    """(unit co-activation profiles (n, k) of the (layer, pos, feature) keys' features, (n,) bool:
+    the feature fires in the sample (otherwise its row is zero))."""
+    cols = context.columns(keys[:, [0, 2]])  # (n,)
+    P = context.column_profiles(cols)  # (n, k)
+    live = np.linalg.norm(P, axis=1) > 0
+    return _unit_rows(torch.from_numpy(P).double()), live
 
 
 def family_comembership(ids: np.ndarray) -> np.ndarray:

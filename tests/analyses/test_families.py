@@ -13,7 +13,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from analyses.base import NotFittedError, clone
 from analyses.families import FamilyDendrogramDisplay, FeatureFamilies, FeatureFamiliesResult, decoder_matrix
-from analyses.families.coactivation import coactivation_profiles, jaccard_pairs
+from analyses.families.coactivation import CoactivationContext, coactivation_profiles, jaccard_pairs
 from analyses.families.knn import approx_knn, exact_knn, unit_rows
 from analyses.families.results import family_label, label_stem
 from analyses.results import load_result, save_result
@@ -194,6 +194,40 @@ def test_coactivation_profiles_exact_and_projected_agree() -> None:
     B = (A.toarray() > 0).astype(float)
     want = (B[:, 0] * B[:, 1]).sum() / max(((B[:, 0] + B[:, 1]) > 0).sum(), 1)
     assert jaccard_pairs(A, np.array([0]), np.array([1]))[0] == pytest.approx(want)
+
+
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 10_000), weighting=st.sampled_from(["activation", "binary"]))
+def test_sketched_profiles_are_the_exact_profiles_through_the_sketch(seed: int, weighting: str) -> None:
+    """A count-sketched context gives exactly the exact profile times the sketch matrix (self entries
+    removed alike), so the sketch is only a projection, and column lookup by (layer, feature) agrees."""
+    rng = np.random.default_rng(seed)
+    A = sp.random(60, 40, density=0.2, random_state=seed, format="csr", dtype=np.float32)
+    keys = np.stack([rng.integers(0, 3, 40), rng.permutation(1000)[:40]], 1)
+    exact = CoactivationContext.from_activations(A, keys, weighting=weighting, exact_max=10_000)
+    sketch = CoactivationContext.from_activations(A, keys, weighting=weighting, exact_max=10, dim=7,
+                                                  random_state=seed)
+    assert isinstance(exact.rows, sp.csr_matrix) and isinstance(sketch.rows, np.ndarray)
+    cols = np.array([3, 0, 39, 17])
+    S = sp.csr_matrix((sketch.sign, (np.arange(40), sketch.coordinate)), shape=(40, 7)).toarray()  # (40, 7)
+    P_exact = exact.column_profiles(cols)  # (4, 40)
+    assert np.allclose(P_exact[np.arange(4), cols], 0.0)  # own entry removed
+    np.testing.assert_allclose(sketch.column_profiles(cols), P_exact @ S, rtol=1e-5, atol=1e-4)
+    assert exact.columns(keys[cols]).tolist() == cols.tolist()
+    assert exact.columns(np.array([[5, 5]])).tolist() == [-1]  # not in the sample
+    assert not exact.column_profiles(np.array([-1])).any()
+
+
+def test_coactivation_context_refuses_bad_input() -> None:
+    A = sp.random(5, 4, density=0.5, random_state=0, format="csr")
+    with pytest.raises(ValueError, match=r"keys must have shape \(4, 2\)"):
+        CoactivationContext.from_activations(A, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="weighting must be one of"):
+        CoactivationContext.from_activations(A, weighting="tfidf")
+    with pytest.raises(ValueError, match="keys must have been given"):
+        CoactivationContext.from_activations(A).columns(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="non-negative"):
+        CoactivationContext.from_activations(-A.toarray())
 
 
 @settings(deadline=None, max_examples=8)

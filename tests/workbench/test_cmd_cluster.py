@@ -12,6 +12,7 @@ from tracer.attribution import attribute
 from tracer.config import AttributionConfig
 from tracer.labels import FeatureLabel, save_labels
 from workbench import cli
+from workbench.paths import world_dir
 
 
 @pytest.fixture
@@ -145,3 +146,34 @@ def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tm
                          str(traced["graph"]))
     _one_line_error(err, "cluster", "--plots")
     assert status == 2 and not (tmp_path / "t.json").exists()
+
+
+WORLD = world_dir()
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="no demo world in data/world")
+def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Path) -> None:
+    from tracer.models import load_model, tokenize
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(WORLD / "model")
+    tcs = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    graph = attribute(loaded, tcs, tokenize(loaded, "Two days after Friday is"), AttributionConfig(verbose=False))
+    path = graph.save(tmp_path / "g.safetensors")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("One day after Monday is Tuesday .\nThe capital of the region containing Kolt is\n\n"
+                       "Three months before May is February .\n")
+    base = ["cluster", str(path), "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
+            "--n-random", "2", "--modes", "frozen"]
+    status, _, err = run(*base, "--out", str(tmp_path / "with.json"), "--prompts", str(prompts))
+    assert status == 0, err
+    doc = json.loads((tmp_path / "with.json").read_text())
+    assert doc["similarities"] == ["edge", "virtual", "coactivation"]
+    assert doc["coactivation"]["n_token_rows"] == 7 + 8 + 7  # one row per word (BOS left out)
+    status, _, err = run(*base, "--out", str(tmp_path / "without.json"))
+    assert status == 0, err
+    assert json.loads((tmp_path / "without.json").read_text())["similarities"] == ["edge", "virtual"]
+    status, _, err = run("cluster", str(path), "--out", str(tmp_path / "bad.json"), "--transcoders",
+                         str(WORLD / "plt"), "--prompts", str(prompts))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--prompts needs --model and --transcoders")

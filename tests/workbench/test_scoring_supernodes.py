@@ -6,7 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench.scoring.supernodes import SETS, prompts_to_score, purity, summarize, truth_key
+from workbench.scoring.supernodes import SETS, prompts_to_score, purity, random_purity, summarize, truth_key
 from workbench.world.truth import load_truth
 
 CYCLIC = {"day", "month", "hue"}
@@ -40,6 +40,18 @@ def test_purity_by_hand() -> None:
     assert np.isnan(purity(groups[2:], truth, CYCLIC, "value")["purity"])
 
 
+def test_random_purity_draws_same_sized_groups_at_the_same_position() -> None:
+    truth = {(0, f): _rec(0, f, "output", "capital", "Teskar") for f in range(4)}  # position 1: one key
+    truth |= {(1, f): _rec(1, f, "input", None, "is" if f % 2 else "of") for f in range(4)}  # position 2: two
+    pool = np.array([[0, 1, f] for f in range(4)] + [[1, 2, f] for f in range(4)])  # (layer, pos, feature)
+    whole = random_purity([pool[:4]], pool, truth, CYCLIC)
+    assert whole["value"] == 1.0
+    at_two = random_purity([pool[4:]], pool, truth, CYCLIC)  # the whole position: always half and half
+    assert at_two["value"] == 0.5 and at_two["side"] == 1.0
+    pairs = random_purity([pool[4:6]], pool, truth, CYCLIC, n_draws=400)
+    assert pairs["value"] == pytest.approx(0.5 * 2 / 3 + 1.0 / 3, abs=0.05)  # a pair matches w.p. 1/3
+
+
 def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:
     manifest = {"demo_prompts": {"a": "x is", "b": "y is"},
                 "prompt_sets": {name: [{"prompt": f"{name} {i}"} for i in range(30)] for name in SETS}}
@@ -57,10 +69,12 @@ def test_prompts_cover_the_demo_and_every_set(tmp_path) -> None:
 def test_summary_pools_purity_by_members_and_flags_targets() -> None:
     def record(p: float, members: int, compression: float, ratio: float) -> dict:
         levels = {lv: {"purity": p, "n_members": members} for lv in ("side", "family", "value", "strict")}
-        return {"purity": levels, "compression": compression, "replacement_ratio": ratio,
+        return {"purity": levels, "purity_random": {lv: p / 2 for lv in levels},
+                "compression": compression, "replacement_ratio": ratio,
                 "circuit": {"replacement": 0.9, "completeness": 0.9}, "pruned": {"replacement": 1, "completeness": 1},
                 "sign_consistency": {"mass_weighted": 0.95}, "seconds_circuit": 0.1}
     s = summarize([record(1.0, 30, 3.0, 1.0), record(0.7, 10, 2.0, 0.95)])
     assert s["purity"]["value"] == pytest.approx((30 + 7) / 40)
+    assert s["purity_random"]["value"] == pytest.approx((30 + 7) / 40 / 2)  # weighted by the same members
     assert s["compression"] == 2.5 and s["targets_met"] == {"purity": True, "compression": True,
                                                              "replacement_ratio": True}

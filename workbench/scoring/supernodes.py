@@ -7,7 +7,8 @@ For each transcoder set, on the two demo prompts and on ``--n-prompts`` prompts 
 day, month, hue and two-hop prompt sets (evenly spaced over the set, train and held-out alike):
 trace, prune (circuit-tracer's defaults), build the readable circuit **without labels**
 (:class:`analyses.supernodes.circuit.ReadableCircuit`, transcoders given: edge-profile and
-virtual-weight similarities) and score its groups against ``feature_truth_{kind}.jsonl``:
+virtual-weight similarities, and co-activation profiles over ``--coactivation-sentences`` fresh
+*unlabelled* generator sentences) and score its groups against ``feature_truth_{kind}.jsonl``:
 
 * **purity** (per group of two or more features: the largest share of members with one truth key,
   weighted by group size): ``side`` alone; ``side`` + ``family``; and the target's key, ``side`` +
@@ -17,6 +18,7 @@ virtual-weight similarities) and score its groups against ``feature_truth_{kind}
 * **compression**: feature nodes per group of the circuit;
 * **replacement ratio**: the circuit's subgraph replacement over the pruned graph's;
 * with ``--interventions``: the ablation check of :mod:`analyses.supernodes.interventions`;
+* the same summaries without the co-activation sample (``without_coactivation``), side by side;
 * with ``--families-dir``: dictionary families (``workbench families`` output, computed without
   labels) as the family co-membership similarity;
 * with ``--sweep-min-affinity``: the summaries again at other cuts (a sensitivity table; the
@@ -85,6 +87,25 @@ def purity(groups: Sequence[np.ndarray], truth: Mapping[tuple[int, int], Any], c
             "n_groups": len(sizes), "n_members": int(sum(sizes))}
 
 
+def random_purity(groups: Sequence[np.ndarray], pool: np.ndarray, truth: Mapping[tuple[int, int], Any],
+                  cyclic: set[str], *, n_draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """The random baseline of :func:`purity`: the same group sizes at the same positions, members drawn
+    without replacement from that position's candidates (``pool``: (n, 3) layer, pos, feature rows;
+    ``groups``: (size, 3) rows), mean over ``n_draws`` seeded draws, per level."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {level: [] for level in ("side", "family", "value", "strict")}
+    for _ in range(n_draws):
+        drawn = []
+        left = {int(q): rng.permutation(np.flatnonzero(pool[:, 1] == q)) for q in np.unique(pool[:, 1])}
+        for g in groups:
+            q = int(g[0, 1])
+            take, left[q] = left[q][:len(g)], left[q][len(g):]
+            drawn.append(pool[take][:, [0, 2]])
+        for level in out:
+            out[level].append(purity(drawn, truth, cyclic, level)["purity"])
+    return {level: float(np.nanmean(v)) for level, v in out.items()}
+
+
 # ----------------------------------------------------------------------------- one graph
 def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[str, str]]:
     """(set name, prompt): the demo prompts, then n_prompts evenly spaced prompts of each set."""
@@ -98,7 +119,7 @@ def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[
 
 def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple[int, int], Any],
                 cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
-                min_affinity: float | None = None) -> dict[str, Any]:
+                min_affinity: float | None = None, coactivation: Any = None) -> dict[str, Any]:
     """Trace, build the unlabelled readable circuit, score it (see the module docstring)."""
     import torch
 
@@ -113,11 +134,13 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
     graph = attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
     t0 = time.perf_counter()
     clustering = SupernodeClustering() if min_affinity is None else SupernodeClustering(min_affinity=min_affinity)
-    circuit = ReadableCircuit(clustering=clustering).fit(graph, transcoders=transcoders, families=families)
+    circuit = ReadableCircuit(clustering=clustering).fit(graph, transcoders=transcoders, families=families,
+                                                         coactivation=coactivation)
     seconds = time.perf_counter() - t0
     groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
-    sel = graph.active_features[graph.selected_features].cpu().numpy()
+    sel = graph.active_features[graph.selected_features].cpu().numpy()  # (n_selected, 3) layer, pos, feature
     rows = [sel[g][:, [0, 2]] for g in groups]
+    multi = [sel[g] for g in groups if len(g) > 1]
     s = circuit.scores_
     out: dict[str, Any] = {
         "prompt": prompt, "n_nodes": graph.n_nodes, "n_pruned_features": s.n_pruned_features,
@@ -125,6 +148,7 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
         "compression": s.compression, "pruned": s.pruned, "circuit": s.circuit,
         "replacement_ratio": s.replacement_ratio, "sign_consistency": s.sign_consistency,
         "purity": {level: purity(rows, truth, cyclic, level) for level in ("side", "family", "value", "strict")},
+        "purity_random": random_purity(multi, sel[circuit.clustering_.candidates_], truth, cyclic),
         "seconds_circuit": round(seconds, 3), "similarities": list(circuit.clustering_.similarities_used_),
         "groups": [[truth_key(truth[(int(a), int(b))], cyclic, level="value") for a, b in r] for r in rows
                    if len(r) > 1],
@@ -145,15 +169,16 @@ def _mean(values: list[float]) -> float:
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Means over graphs, member-weighted purity over all their groups, and the targets."""
-    def pooled(level: str) -> float:
+    def pooled(level: str, key: str = "purity") -> float:
         members = [r["purity"][level]["n_members"] for r in records]
-        values = [r["purity"][level]["purity"] for r in records]
+        values = [r[key][level]["purity"] if key == "purity" else r[key][level] for r in records]
         pairs = [(v, m) for v, m in zip(values, members) if m > 0]
         return float(np.average([v for v, _ in pairs], weights=[m for _, m in pairs])) if pairs else float("nan")
 
     summary: dict[str, Any] = {
         "n_graphs": len(records),
         "purity": {level: pooled(level) for level in ("side", "family", "value", "strict")},
+        "purity_random": {level: pooled(level, "purity_random") for level in ("side", "family", "value", "strict")},
         "compression": _mean([r["compression"] for r in records]),
         "replacement_ratio": _mean([r["replacement_ratio"] for r in records]),
         "replacement_ratio_min": float(np.nanmin([r["replacement_ratio"] for r in records])),
@@ -175,11 +200,25 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+def coactivation_context(world: Path, kind: str, n_sentences: int) -> Any:
+    """The co-activation context of ``n_sentences`` fresh, unlabelled generator sentences (the
+    families scorer's sample: :func:`workbench.families_eval.world_sample`), columns keyed by
+    (layer, feature)."""
+    import numpy as np
+
+    from analyses.families.coactivation import CoactivationContext
+    from workbench.families_eval import world_sample
+
+    sample = world_sample(world, kind, n_sentences=n_sentences)
+    return CoactivationContext.from_activations(sample.activations, np.stack([sample.layer, sample.feature], 1))
+
+
 def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
                 verbose: bool, families_dir: Path | None = None,
-                sweep: Sequence[float] = ()) -> dict[str, Any]:
+                sweep: Sequence[float] = (), coactivation_sentences: int = 3000) -> dict[str, Any]:
     """Every graph's record and the summaries, per transcoder kind (and, for each ``sweep`` value of
-    min_affinity, the summaries at that cut: a sensitivity table, not a tuning)."""
+    min_affinity, the summaries at that cut: a sensitivity table, not a tuning; and, with a
+    co-activation sample, the summaries without it)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -199,18 +238,25 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             from workbench.cmd_cluster import read_families
 
             families = read_families(str(families_dir / f"families_{kind}.json"))
+        context = coactivation_context(world, kind, coactivation_sentences) if coactivation_sentences else None
         records = []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
             check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
             with torch.inference_mode(False):
                 records.append({"set": name, **score_graph(loaded, tcs, prompt, truth, cyclic, interventions=check,
-                                                           families=families)})
+                                                           families=families, coactivation=context)})
         by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
             r["set"] for r in records)}
-        report[kind] = {"overall": summarize(records), "by_set": by_set, "graphs": records}
+        report[kind] = {"overall": summarize(records), "by_set": by_set, "graphs": records,
+                        "coactivation_sentences": coactivation_sentences}
+        if context is not None:
+            report[kind]["without_coactivation"] = summarize([
+                score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False, families=families)
+                for _, prompt in prompts])
         report[kind]["sensitivity_min_affinity"] = {
             str(value): summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False,
-                                               families=families, min_affinity=value) for _, prompt in prompts])
+                                               families=families, min_affinity=value, coactivation=context)
+                                   for _, prompt in prompts])
             for value in sweep}
     return report
 
@@ -228,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="which graphs get the ablation check (default: the two demo graphs)")
     p.add_argument("--families-dir", default=None,
                    help="folder with families_{plt,clt}.json (`workbench families` output) for the family similarity")
+    p.add_argument("--coactivation-sentences", type=int, default=3000,
+                   help="fresh unlabelled generator sentences for the co-activation similarity (default 3000; "
+                        "0: none)")
     p.add_argument("--sweep-min-affinity", default="",
                    help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -241,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     sweep = [float(x) for x in args.sweep_min_affinity.split(",") if x.strip()]
     report = score_world(world, Path(args.truth_dir) if args.truth_dir else world, args.transcoder, args.n_prompts,
                          args.interventions, verbose=not args.quiet,
-                         families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep)
+                         families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep,
+                         coactivation_sentences=args.coactivation_sentences)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
     atomic_write_text(args.out, json.dumps(report, indent=1, default=str))
@@ -250,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind}: purity {o['purity']['value']:.3f} (side {o['purity']['side']:.3f}, family "  # noqa: T201
               f"{o['purity']['family']:.3f}, strict {o['purity']['strict']:.3f}), compression {o['compression']:.2f},"
               f" replacement ratio {o['replacement_ratio']:.3f} over {o['n_graphs']} graphs")
+        if "without_coactivation" in report[kind]:
+            w = report[kind]["without_coactivation"]
+            print(f"{kind} without co-activation: purity {w['purity']['value']:.3f}, compression "  # noqa: T201
+                  f"{w['compression']:.2f}, replacement ratio {w['replacement_ratio']:.3f}")
     return 0
 
 

@@ -4,10 +4,12 @@ import dataclasses
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.metrics import adjusted_rand_score
 
 from analyses.base import NotFittedError, clone
+from analyses.families.coactivation import CoactivationContext
 from analyses.results import load_result, save_result
 from analyses.supernodes.clustering import DendrogramDisplay, SupernodeClustering, SupernodeResult, group_label
 from analyses.supernodes.config import ClusteringConfig
@@ -103,6 +105,53 @@ def test_family_similarity_joins_what_edges_alone_keep_apart() -> None:
     assert helped.similarities_used_ == ("edge", "family")
     ari = [adjusted_rand_score(truth[e.candidates_], e.labels_) for e in (strict, helped)]
     assert ari[1] >= ari[0] + 0.2  # measured: 0.80 against 0.50
+
+
+def unit_sample(graph, truth: np.ndarray, rows_per_unit: int = 20, n_context: int = 4,
+                seed: int = 0) -> CoactivationContext:
+    """An activation sample in which the members of each planted unit fire together on their own kind
+    of row, with ``n_context`` other features of that kind (not in the graph; keyed at layer 99)
+    (columns: the graph's distinct (layer, feature) pairs, then the others)."""
+    rng = np.random.default_rng(seed)
+    keys = graph.active_features.numpy()[:, [0, 2]]
+    uniq, col = np.unique(keys, axis=0, return_inverse=True)
+    units = np.unique(truth)
+    A = np.zeros((rows_per_unit * len(units), len(uniq) + n_context * len(units)), dtype=np.float32)
+    for k, u in enumerate(units):
+        members = [*col[np.flatnonzero(truth == u)], *(len(uniq) + k * n_context + np.arange(n_context))]
+        A[k * rows_per_unit:(k + 1) * rows_per_unit, members] = rng.uniform(0.2, 2.0, (rows_per_unit, len(members)))
+    others = np.stack([np.full(n_context * len(units), 99), np.arange(n_context * len(units))], 1)
+    return CoactivationContext.from_activations(sp.csr_matrix(A), np.concatenate([uniq, others]))
+
+
+def test_coactivation_similarity_joins_what_edges_alone_keep_apart() -> None:
+    """Noisy edge profiles (jitter 0.6); members of a planted unit fire together in the sample."""
+    plain, helped = [], []
+    for seed in range(6):
+        graph, truth = planted_graph(seed, jitter=0.6)
+        mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+        edges = SupernodeClustering().fit(graph, node_mask=mask)
+        both = SupernodeClustering().fit(graph, node_mask=mask, coactivation=unit_sample(graph, truth))
+        assert both.similarities_used_ == ("edge", "coactivation")
+        plain.append(adjusted_rand_score(truth[edges.candidates_], edges.labels_))
+        helped.append(adjusted_rand_score(truth[both.candidates_], both.labels_))
+    assert min(np.subtract(helped, plain)) > 0, (plain, helped)
+    assert np.mean(helped) >= np.mean(plain) + 0.07, (plain, helped)  # measured: 0.87 against 0.77
+
+
+def test_features_missing_from_the_sample_keep_their_edge_affinity() -> None:
+    graph, truth = planted_graph(3)
+    mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+    plain = SupernodeClustering().fit(graph, node_mask=mask)
+    empty = CoactivationContext.from_activations(sp.csr_matrix((4, 1), dtype=np.float32), np.array([[99, 0]]))
+    unseen = SupernodeClustering().fit(graph, node_mask=mask, coactivation=empty)
+    np.testing.assert_array_equal(unseen.affinity_, plain.affinity_)
+    sample = unit_sample(graph, truth)
+    seen = SupernodeClustering().fit(graph, node_mask=mask, coactivation=sample)
+    same_pos = np.equal.outer(seen.keys_[:, 1], seen.keys_[:, 1])
+    assert not np.allclose(seen.affinity_[same_pos], plain.affinity_[same_pos])
+    with pytest.raises(TypeError, match="coactivation must be"):
+        SupernodeClustering().fit(graph, node_mask=mask, coactivation=sp.csr_matrix((4, 1)))
 
 
 def test_groups_respect_every_constraint() -> None:
