@@ -138,9 +138,14 @@ def run_demo(args: argparse.Namespace) -> int:
     labels = load_labels(labels_path) if labels_path else {}
     check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(labels_path))
     sections, summary = [], {}
+    coactivation = None
+    if args.analyses and manifest is not None:
+        from workbench.demo_analyses import coactivation_sample
+
+        coactivation = coactivation_sample(loaded, tcs, world, manifest, verbose=not args.quiet)
     for name, prompt in prompts.items():
         section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet,
-                                       allow_unk=args.allow_unk, analyses=args.analyses)
+                                       allow_unk=args.allow_unk, analyses=args.analyses, coactivation=coactivation)
         sections.append(section)
         summary[name] = stats
     manifolds: list[Any] = []
@@ -197,9 +202,10 @@ def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
 
 
 def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool,
-                  allow_unk: bool = False, analyses: bool = False):
-    """Trace, prune and score one prompt (and, with ``analyses``, build and check its readable circuit);
-    save its files; return the report section and stats."""
+                  allow_unk: bool = False, analyses: bool = False, coactivation: Any = None):
+    """Trace, prune and score one prompt (and, with ``analyses``, build and check its readable circuit,
+    with the co-activation similarity when ``coactivation`` is given); save its files; return the report
+    section and stats."""
     import torch
 
     from tracer.attribution import attribute
@@ -235,7 +241,8 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
         from workbench.demo_analyses import circuit_view
 
         circuit, stats["circuit"] = circuit_view(loaded, tcs, graph, result, labels, tok_strs,
-                                                 out / "supernodes" / f"{name}.json", verbose=not quiet)
+                                                 out / "supernodes" / f"{name}.json", verbose=not quiet,
+                                                 coactivation=coactivation)
     section = GraphSection(
         title=f"{name}: {prompt}", prompt_tokens=tok_strs, expected=expected, top_logits=top_logits,
         scores={"replacement (full graph)": full.replacement, "completeness (full graph)": full.completeness,

@@ -35,9 +35,25 @@ DISCOVERY_SENTENCES = 2000
 
 
 # ----------------------------------------------------------------------------- readable circuit
+EVIDENCE = {"edge": "signed edge profiles", "virtual": "virtual weights",
+            "coactivation": f"co-activation over {DISCOVERY_SENTENCES} corpus sentences",
+            "family": "dictionary families", "label": "label text"}
+
+
+def coactivation_sample(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], *,
+                        verbose: bool) -> Any:
+    """The co-activation context of the world's corpus sample (the sentences discovery reads; no labels)."""
+    from workbench.cmd_cluster import prompt_coactivation
+    from workbench.manifold_world_discovery import world_corpus
+
+    return prompt_coactivation(loaded, tcs, world_corpus(world, manifest, DISCOVERY_SENTENCES), verbose=verbose)
+
+
 def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result: Any, labels: dict[Any, Any],
-                 tokens: list[str], out_json: Path, *, verbose: bool) -> tuple[CircuitView, dict[str, Any]]:
-    """Cluster, choose, check and save one graph's readable circuit; the report's view and the summary."""
+                 tokens: list[str], out_json: Path, *, verbose: bool,
+                 coactivation: Any = None) -> tuple[CircuitView, dict[str, Any]]:
+    """Cluster, choose, check and save one graph's readable circuit; the report's view and the summary
+    (``coactivation``: a :func:`coactivation_sample` for the co-activation similarity, or None)."""
     import dataclasses
 
     from analyses.coarse import SupernodeGraphDisplay
@@ -47,7 +63,7 @@ def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result
     configs: dict[str, Any] = {"circuit": CircuitConfig(), "clustering": ClusteringConfig(),
                                "interventions": InterventionConfig()}
     inputs = {"loaded": loaded, "transcoders": tcs, "labels": labels or None, "families": None,
-              "prune": prune_result}
+              "prune": prune_result, "coactivation": coactivation}
     circuit, check = analyse_circuit(graph, inputs, configs, tokens, verbose)
     doc = supernodes_document(circuit, check, graph)
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
@@ -62,10 +78,12 @@ def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result
         n_features=scores["n_features"], n_pruned_features=scores["n_pruned_features"],
         compression=scores["compression"], subgraph={"pruned": scores["pruned"], "circuit": scores["circuit"]},
         sign_consistency=scores["sign_consistency"]["mass_weighted"], interventions=summaries, rows=rows,
-        figure_svg=display.to_svg(), files={"supernodes": str(out_json)})
+        figure_svg=display.to_svg(), files={"supernodes": str(out_json)},
+        evidence=", ".join(EVIDENCE[n] for n in doc["similarities"]))
     stats = {k: scores[k] for k in ("pruned", "circuit", "n_groups", "n_supernodes", "n_features",
                                     "n_pruned_features", "compression", "replacement_ratio")}
     stats["sign_consistency"] = scores["sign_consistency"]["mass_weighted"]
+    stats["similarities"] = doc["similarities"]
     stats["interventions"] = summaries
     stats["supernodes_json"] = str(out_json)
     return view, stats

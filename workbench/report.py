@@ -63,6 +63,8 @@ class CircuitView:
     rows: list[SupernodeRow]
     figure_svg: str
     files: dict[str, str] = field(default_factory=dict)
+    evidence: str = ""
+    """what the groups were formed from, in words (e.g. "signed edge profiles, virtual weights")"""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +233,7 @@ def _circuit(c: CircuitView) -> str:
     return (f"<h3>Readable circuit (supernodes)</h3><p>{c.n_features} of the pruned graph's {c.n_pruned_features} "
             f"features in {c.n_groups} groups ({c.n_supernodes} supernodes; budget {c.budget}): "
             f"{_num(c.compression, '.2f')} features per group. Grouped without labels (labels only name the "
-            f"groups){ablated}.</p>"
+            f"groups){' from ' + _esc(c.evidence) if c.evidence else ''}{ablated}.</p>"
             f"<div style='display:flex;gap:3rem'><table><tr><th></th><th>pruned graph</th><th>readable circuit</th>"
             f"</tr>{scores}</table><table>{checks}</table></div>"
             f"{_figure(caption, c.figure_svg)}{_supernode_table(c, modes)}{_files(c.files)}")

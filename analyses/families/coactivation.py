@@ -9,7 +9,8 @@ same rows (for example every layer's features). Two kinds of evidence:
   family fire on the same *kind* of row (the answer position of day arithmetic) even when they
   never fire on the same row (a "say Monday" and a "say Thursday" feature), so their profiles
   agree where their firing sets do not; rings of cyclic values come out as one family. Wide
-  contexts are compressed by a seeded Gaussian random projection (cosines are preserved).
+  contexts are compressed by a seeded count sketch (inner products preserved in expectation;
+  memory O(n_context)): :class:`CoactivationContext`.
 * **Jaccard** of firing sets (first order), for given pairs: ``|S_i & S_j| / |S_i | S_j|``.
 """
 

@@ -73,10 +73,12 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
         assert doc["supernodes"] and doc["scores"]["n_groups"] == circuit["n_groups"] <= 25
         assert circuit["circuit"]["replacement"] >= 0.9 * circuit["pruned"]["replacement"]
         assert circuit["compression"] > 1 and set(circuit["interventions"]) == {"frozen", "free"}
+        assert circuit["similarities"] == doc["similarities"] == ["edge", "virtual", "coactivation"]
         assert all(escape(g["label"]) in html for g in doc["supernodes"])
         assert main(["export", stats["graph"], "--supernodes", str(out / "supernodes" / f"{name}.json"),
                      "--format", "neuronpedia", "--out", str(tmp_path / f"np-{name}"), "--quiet"]) == 0
     assert "Readable circuit" in html and "Manifold: days on a circle" in html
+    assert "from signed edge profiles, virtual weights, co-activation over 2000 corpus sentences" in html
     day = summary["manifolds"]["day"]
     for where in ("answer", "word"):
         assert day[where]["frequency"] == 1 and day[where]["order_matches"], (where, day[where])
@@ -149,5 +151,6 @@ def test_demo_without_a_world_traces_and_clusters_a_random_model(tmp_path, monke
     assert summary["source"] == "random model (no demo world installed)" and "manifolds" not in summary
     (name, stats), = summary["graphs"].items()
     assert stats["circuit"]["n_groups"] >= 1 and (out / "supernodes" / f"{name}.json").is_file()
+    assert stats["circuit"]["similarities"] == ["edge", "virtual"]  # no corpus without a world
     html = (out / "report.html").read_text()
     assert "Readable circuit" in html and "Manifold:" not in html and "Which families are rings?" not in html
