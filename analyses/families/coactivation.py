@@ -71,7 +71,7 @@ class CoactivationContext:
 
     @classmethod
     def from_activations(cls, A: object, keys: object = None, *, weighting: str = "activation", dim: int = 256,
-                         exact_max: int = 4096, random_state: int = 0) -> "CoactivationContext":
+                         exact_max: int = 2048, random_state: int = 0) -> "CoactivationContext":
         """The context of ``A`` (n_rows, n_context) non-negative activations; ``keys`` (n_context, 2)
         names each column (layer, feature) for :meth:`columns`."""
         if weighting not in WEIGHTINGS:
@@ -104,6 +104,11 @@ class CoactivationContext:
     def n_rows(self) -> int:
         return int(self.activations.shape[0])
 
+    @property
+    def sketched(self) -> bool:
+        """Whether rows are a count sketch (more than ``exact_max`` context columns)."""
+        return isinstance(self.rows, np.ndarray)
+
     def columns(self, keys: np.ndarray) -> np.ndarray:
         """(n,) the column of each (layer, feature) row of ``keys`` (n, 2); -1 where the sample has none."""
         if self.keys is None:
@@ -131,7 +136,7 @@ class CoactivationContext:
             return P
         has = np.flatnonzero(np.asarray(self_column) >= 0)
         cols = np.asarray(self_column)[has]
-        if isinstance(self.rows, np.ndarray):  # sketch: remove sum_t a_i(t)^2 * sign at its coordinate
+        if self.sketched:  # sketch: remove sum_t a_i(t)^2 * sign at its coordinate
             own = np.asarray(Aw.multiply(Aw).sum(axis=0)).ravel()  # (n_features,)
             np.subtract.at(P, (has, self.coordinate[cols]), (own[has] * self.sign[cols]).astype(np.float32))
         else:
@@ -150,7 +155,7 @@ class CoactivationContext:
 
 def coactivation_profiles(A: sp.csr_matrix, context: sp.csr_matrix | None = None, *,
                           self_column: np.ndarray | None = None, weighting: str = "activation",
-                          dim: int = 256, exact_max: int = 4096, random_state: int = 0) -> np.ndarray:
+                          dim: int = 256, exact_max: int = 2048, random_state: int = 0) -> np.ndarray:
     """Co-activation profiles `(n_features, k)` of the columns of ``A`` (n_rows, n_features).
 
     ``context`` (n_rows, n_context) defaults to ``A``; ``self_column[i]`` is feature i's column in

@@ -36,7 +36,7 @@ class FamiliesConfig:
     weighting: str = "activation"
     """Co-activation profiles weight rows by activation ('activation') or count firings ('binary')."""
     coactivation_dim: int = 256
-    """Count-sketch width of co-activation profiles over wide contexts (> 4096 columns)."""
+    """Count-sketch width of co-activation profiles over wide contexts (> 2048 columns)."""
     clustering: str = "auto"
     """average (dense), hdbscan or components (sparse graph), or auto: average up to dense_max features."""
     dense_max: int = 8192
