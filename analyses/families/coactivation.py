@@ -16,6 +16,7 @@ same rows (for example every layer's features). Two kinds of evidence:
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -114,14 +115,21 @@ class CoactivationContext:
         if self.keys is None:
             raise ValueError("keys must have been given to CoactivationContext.from_activations to look up "
                              "(layer, feature) columns; got none. Pass the sample's column keys.")
-        code = self.keys[:, 0] * (1 << 32) + self.keys[:, 1]  # (n_context,)
-        order = np.argsort(code, kind="stable")
+        code, order = self._sorted_codes
         want = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
         query = want[:, 0] * (1 << 32) + want[:, 1]  # (n,)
         if not len(order):
             return np.full(len(query), -1, dtype=np.int64)
-        at = np.minimum(np.searchsorted(code[order], query), len(order) - 1)  # (n,)
-        return np.where(code[order][at] == query, order[at], -1).astype(np.int64)
+        at = np.minimum(np.searchsorted(code, query), len(order) - 1)  # (n,)
+        return np.where(code[at] == query, order[at], -1).astype(np.int64)
+
+    @cached_property
+    def _sorted_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted (layer, feature) codes, the column of each): computed once, reused by every lookup."""
+        assert self.keys is not None
+        code = self.keys[:, 0] * (1 << 32) + self.keys[:, 1]  # (n_context,)
+        order = np.argsort(code, kind="stable")
+        return code[order], order
 
     def profiles(self, A: object, self_column: np.ndarray | None = None) -> np.ndarray:
         """Co-activation profiles ``(n_features, k)`` of the columns of ``A`` (n_rows, n_features),
