@@ -16,9 +16,9 @@ features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at
 ``--transcoders`` adds the virtual-weight similarity and checks the graph against them; ``--model``
 (with ``--transcoders``) ablates every group on the real model; ``--prompts`` (with both) runs
 unlabelled text through them and adds the co-activation similarity (features that fire on the
-same kind of token). Feed the file to
-``workbench export GRAPH --supernodes supernodes.json`` to open the groups in the viewers. Every
-flag's default and help come from the configs in :mod:`analyses.supernodes.config`.
+same kind of token). Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
+open the groups in the viewers. Every flag's default and help come from the configs in
+:mod:`analyses.supernodes.config`.
 """
 
 import argparse
@@ -180,8 +180,7 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
     """The readable circuit of ``graph`` and, when ``inputs["loaded"]`` holds a model, its ablation check.
 
     ``inputs``: loaded, transcoders, labels, families, prune, coactivation (each may be None or absent);
-    ``configs``: circuit,
-    clustering, interventions (the config dataclasses)."""
+    ``configs``: circuit, clustering, interventions (the config dataclasses)."""
     from analyses.supernodes.circuit import ReadableCircuit
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.interventions import check_supernodes

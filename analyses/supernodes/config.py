@@ -2,11 +2,11 @@
 ``workbench cluster`` flags (each field's docstring is its ``--help``).
 
 Defaults follow ``research/geometry.md`` §7(a): affinity ``0.5 edge + 0.3 virtual + 0.2 family``
-(renormalised over the similarities that are available), plus ``0.8 coactivation`` when an unlabelled
-activation sample is given (as much weight as edge and virtual together: chosen on the demo world's
-PLT transcoders, the tuning set, and checked on its CLT; see the README), in/out weight λ = 0.5, complete linkage
-cut no higher than affinity 0.6, at most 12 members, a layer span of at most 4, one position,
-and no member edge below -5% of the target's input mass.
+(renormalised over the similarities that are available), plus ``0.8 coactivation`` when an
+unlabelled activation sample is given (as much weight as edge and virtual together: chosen on the
+demo world's PLT transcoders, the tuning set, and checked on its CLT; see the README); in/out
+weight λ = 0.5, complete linkage cut no higher than affinity 0.6, at most 12 members, a layer span
+of at most 4, one position, and no member edge below -5% of the target's input mass.
 """
 
 import math

@@ -15,8 +15,8 @@ Builds (or reuses) the reference benchmark model of ``workbench bench`` (Qwen3, 
   default budget, given the prune result;
 * ``circuit_coactivation``: the same with the co-activation similarity, over an activation sample of
   ``--coactivation-prompts`` seeded random 32-word prompts (all 4 layers: 4,096 or 8,192 columns,
-  so the count-sketched path). Building that sample (``coactivation_sample``, once per transcoder set and
-  shared by every graph) is timed apart.
+  so the count-sketched path). Building that sample (``coactivation_sample``, once per transcoder
+  set and shared by every graph) is timed apart.
 
 Attribution, clustering and circuit run back to back ``--repeats`` times, so that each pair sees
 the same machine load; the JSON holds every run, the medians and the median of the per-run ratios
