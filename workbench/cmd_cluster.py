@@ -81,6 +81,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--prompts", default=None,
                    help="unlabelled text, one prompt per line, for the co-activation similarity (needs --model "
                         "and --transcoders; a few thousand sentences of the model's usual text)")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
     p.add_argument("--plots", default=None, metavar="DIR",
                    help="also draw the supernode graph (groups numbered in the order of the JSON's 'supernodes') "
@@ -120,7 +122,7 @@ def read_families(path: str) -> dict[tuple[int, int], int]:
     return out
 
 
-def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
+def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> dict[str, Any]:
     from tracer.errors import WorkbenchError
 
     out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None,
@@ -143,9 +145,9 @@ def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
         out["labels"] = load_labels(args.labels)
     if args.families:
         out["families"] = read_families(args.families)
-    if args.prompts:
-        out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], args.prompts,
-                                                  verbose=not args.quiet)
+    if prompts is not None:
+        out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
+                                                  allow_unk=args.allow_unk)
     if args.prune:
         from tracer.graph import load_prune_result
 
@@ -157,7 +159,7 @@ def _inputs(args: argparse.Namespace, graph: Any) -> dict[str, Any]:
 
 
 def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
-                        verbose: bool) -> Any:
+                        verbose: bool, allow_unk: bool = False) -> Any:
     """The co-activation context of unlabelled prompts (a file of lines, or the lines) over every
     transcoder layer, columns keyed by (layer, feature)."""
     import numpy as np
@@ -168,7 +170,7 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
     lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
     d_tc = transcoders.d_transcoder
     layer = np.repeat(np.arange(transcoders.n_layers), d_tc)  # (n_layers * d_transcoder,) column layers
-    A = prompt_activations(loaded, transcoders, lines, layer, verbose=verbose)
+    A = prompt_activations(loaded, transcoders, lines, layer, verbose=verbose, allow_unk=allow_unk)
     keys = np.stack([layer, np.tile(np.arange(d_tc), transcoders.n_layers)], 1)  # (n_columns, 2)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), A.shape[0])
     return CoactivationContext.from_activations(A, keys)
@@ -291,8 +293,13 @@ def run_cluster(args: argparse.Namespace) -> int:
                    "interventions": _config(InterventionConfig, args)}
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
+    prompts = None
+    if args.prompts:
+        from workbench.cmd_families import read_prompts
+
+        prompts = read_prompts(args.prompts)  # before any loading: an empty file fails at once
     graph = _load_graph(args.graph)
-    inputs = _inputs(args, graph)
+    inputs = _inputs(args, graph, prompts)
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
     try:

@@ -44,6 +44,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--model", default=None, help="local Hugging Face model folder (needed with --prompts)")
     p.add_argument("--prompts", default=None,
                    help="unlabelled text, one prompt per line: co-activation evidence (needs --model)")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--layer", default="all", help="a layer index or 'all' (default all)")
     p.add_argument("--labels", default=None, help="feature labels (our JSONL or a Neuronpedia export)")
     p.add_argument("--clt-mode", default="concat", choices=["concat", "into", "sum"],
@@ -113,7 +115,7 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
-                       verbose: bool = False) -> Any:
+                       verbose: bool = False, allow_unk: bool = False) -> Any:
     """Sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS
     excluded), rows prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's
     features in turn, ``layer`` giving each row's layer). Collected in batches by
@@ -128,7 +130,7 @@ def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer:
     order = tuple(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
     with tempfile.TemporaryDirectory(prefix="workbench-families-") as tmp:
         store = collect_activations(loaded, transcoders, prompts, tmp, ActivationConfig(feature_layers=order),
-                                    verbose=verbose)
+                                    allow_unk=allow_unk, verbose=verbose)
         keep = store.row_table()["pos"] > 0  # (n_rows,) the BOS rows (never active) are left out
         blocks = [store.layer_matrix(lay)[keep] for lay in order]  # (n_token_rows, d_transcoder) each
     return sp.hstack(blocks).tocsr()  # (n_token_rows, n_features)
@@ -158,7 +160,8 @@ def run_families(args: argparse.Namespace) -> int:
         from tracer.models import load_model
 
         prompts = read_prompts(args.prompts)
-        acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet)
+        acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet,
+                                  allow_unk=args.allow_unk)
     est = FeatureFamilies.from_config(cfg)
     try:
         # co-activation profiles over every chosen layer's features (the tuned setting)

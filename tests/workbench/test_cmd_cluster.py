@@ -177,3 +177,15 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
                          str(WORLD / "plt"), "--prompts", str(prompts))
     assert status == 2 and not (tmp_path / "bad.json").exists()
     _one_line_error(err, "cluster", "--prompts needs --model and --transcoders")
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("Two days after Zzyzx is\n")
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(unknown))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "'Zzyzx'")
+    status, _, err = run(*base, "--out", str(tmp_path / "unk.json"), "--prompts", str(unknown), "--allow-unk")
+    assert status == 0, err
+    assert json.loads((tmp_path / "unk.json").read_text())["coactivation"]["n_token_rows"] == 5
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(tmp_path / "blank.txt"))
+    assert status == 2
+    _one_line_error(err, "cluster", "--prompts must hold at least one non-empty line")

@@ -52,6 +52,14 @@ def test_families_with_prompts_uses_coactivation(run, tmp_path: Path) -> None:  
     doc = json.loads(out.read_text())
     assert doc["coactivation_evidence"] is True and doc["n_prompts"] == 3 and doc["n_token_rows"] == 7 + 5 + 5
     assert doc["config"]["n_neighbors"] == 5 and all(f["layer"] == 1 for f in doc["families"])
+    prompts.write_text("Two days after Zzyzx is\n")  # an unknown word: refused unless allowed
+    status, _, err = run("families", "--transcoders", str(WORLD / "clt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--out", str(out), "--quiet")
+    assert status == 2 and "'Zzyzx'" in err
+    status, _, err = run("families", "--transcoders", str(WORLD / "clt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--out", str(out), "--quiet", "--allow-unk")
+    assert status == 0, err
+    assert json.loads(out.read_text())["n_token_rows"] == 5
 
 
 @pytest.mark.parametrize("extra, needle", [
