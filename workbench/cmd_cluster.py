@@ -1,7 +1,7 @@
 """`workbench cluster`: automatic supernodes and a readable circuit for a saved graph.
 
     workbench cluster GRAPH --out supernodes.json [--model M --transcoders T --labels L] [--budget K]
-        [--no-labels] [--families F] [--prompts FILE] [clustering flags]
+        [--no-labels] [--families F] [--prompts FILE | --activations DIR] [clustering flags]
 
 Prunes the graph (or reads ``--prune FILE`` from ``workbench prune``), clusters the pruned graph's
 features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at most K groups
@@ -16,7 +16,8 @@ features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at
 ``--transcoders`` adds the virtual-weight similarity and checks the graph against them; ``--model``
 (with ``--transcoders``) ablates every group on the real model; ``--prompts`` (with both) runs
 unlabelled text through them and adds the co-activation similarity (features that fire on the
-same kind of token). Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
+same kind of token); ``--activations`` reads that sample from a run of ``workbench activations``
+instead. Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
 open the groups in the viewers. Every flag's default and help come from the configs in
 :mod:`analyses.supernodes.config`.
 """
@@ -78,9 +79,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     names.add_argument("--no-labels", action="store_true", help="use no labels at all (groups named by layer, "
                                                                 "position and size)")
     p.add_argument("--families", default=None, help='feature families JSON ({"families": [{"layer", "features"}]})')
-    p.add_argument("--prompts", default=None,
-                   help="unlabelled text, one prompt per line, for the co-activation similarity (needs --model "
-                        "and --transcoders; a few thousand sentences of the model's usual text)")
+    sample = p.add_mutually_exclusive_group()
+    sample.add_argument("--prompts", default=None,
+                        help="unlabelled text, one prompt per line, for the co-activation similarity (needs --model "
+                             "and --transcoders; a few thousand sentences of the model's usual text)")
+    sample.add_argument("--activations", default=None, metavar="DIR",
+                        help="the co-activation sample from a `workbench activations` run of these transcoders "
+                             "(its feature layers) instead of --prompts")
     p.add_argument("--allow-unk", action="store_true",
                    help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
@@ -145,6 +150,12 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         out["labels"] = load_labels(args.labels)
     if args.families:
         out["families"] = read_families(args.families)
+    if args.activations:
+        from tracer.activations import ActivationStore
+
+        tcs = out["transcoders"]
+        out["coactivation"] = store_coactivation(ActivationStore(args.activations), n_layers=graph.n_layers,
+                                                 d_transcoder=tcs.d_transcoder if tcs is not None else None)
     if prompts is not None:
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
@@ -162,17 +173,44 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
                         verbose: bool, allow_unk: bool = False) -> Any:
     """The co-activation context of unlabelled prompts (a file of lines, or the lines) over every
     transcoder layer, columns keyed by (layer, feature)."""
+    import tempfile
+
+    from tracer.activations import ActivationConfig, collect_activations
+    from workbench.cmd_families import read_prompts
+
+    lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
+    config = ActivationConfig(feature_layers=tuple(range(transcoders.n_layers)))
+    with tempfile.TemporaryDirectory(prefix="workbench-cluster-") as tmp:
+        store = collect_activations(loaded, transcoders, lines, tmp, config, allow_unk=allow_unk, verbose=verbose)
+        return store_coactivation(store)
+
+
+def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None) -> Any:
+    """The co-activation context of a collected activation run (``workbench activations``): every
+    feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder``
+    (the graph's transcoders), a run of other transcoders is refused."""
     import numpy as np
 
     from analyses.families.coactivation import CoactivationContext
-    from workbench.cmd_families import prompt_activations, read_prompts
+    from tracer.errors import WorkbenchError
+    from workbench.cmd_families import store_matrix
 
-    lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
-    d_tc = transcoders.d_transcoder
-    layer = np.repeat(np.arange(transcoders.n_layers), d_tc)  # (n_layers * d_transcoder,) column layers
-    A = prompt_activations(loaded, transcoders, lines, layer, verbose=verbose, allow_unk=allow_unk)
-    keys = np.stack([layer, np.tile(np.arange(d_tc), transcoders.n_layers)], 1)  # (n_columns, 2)
-    logger.info("co-activation sample: %d prompts, %d token rows", len(lines), A.shape[0])
+    layers = store.feature_layers
+    if not layers:
+        raise WorkbenchError(f"--activations must hold transcoder feature activations; {str(store.directory)!r} "
+                             "has no feature layers. Collect them with `workbench activations` (feature layers).")
+    for layer in layers:
+        if (n_layers is not None and layer >= n_layers) or (d_transcoder is not None
+                                                            and store.d_transcoder(layer) != d_transcoder):
+            raise WorkbenchError(f"--activations must come from the graph's transcoders ({n_layers} layers of "
+                                 f"{d_transcoder} features); got layer {layer} with {store.d_transcoder(layer)} "
+                                 "features. Collect them with these transcoders.")
+    if not store.complete:
+        logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
+    A = store_matrix(store, layers)  # (n_token_rows, n_columns)
+    keys = np.concatenate([np.stack([np.full(store.d_transcoder(lay), lay), np.arange(store.d_transcoder(lay))], 1)
+                           for lay in layers])  # (n_columns, 2)
+    logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, A.shape[0], layers)
     return CoactivationContext.from_activations(A, keys)
 
 
@@ -278,7 +316,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     inputs_given: list[str] = [args.graph]
     for flag, value, folder in (("--model", args.model, True), ("--transcoders", args.transcoders, True),
                                 ("--labels", args.labels, False), ("--families", args.families, False),
-                                ("--prune", args.prune, False), ("--prompts", args.prompts, False)):
+                                ("--prune", args.prune, False), ("--prompts", args.prompts, False),
+                                ("--activations", args.activations, True)):
         if value is not None:
             need_input(value, flag, folder=folder)
             inputs_given.append(value)
@@ -311,7 +350,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     doc = supernodes_document(circuit, check, graph)
     doc["graph"] = str(args.graph)
     if inputs["coactivation"] is not None:
-        doc["coactivation"] = {"prompts": str(args.prompts), "n_token_rows": int(inputs["coactivation"].n_rows)}
+        source = {"prompts": str(args.prompts)} if args.prompts else {"activations": str(args.activations)}
+        doc["coactivation"] = {**source, "n_token_rows": int(inputs["coactivation"].n_rows)}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
     write_supernodes(out, doc)

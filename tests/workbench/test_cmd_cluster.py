@@ -185,7 +185,39 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     status, _, err = run(*base, "--out", str(tmp_path / "unk.json"), "--prompts", str(unknown), "--allow-unk")
     assert status == 0, err
     assert json.loads((tmp_path / "unk.json").read_text())["coactivation"]["n_token_rows"] == 5
+    # the same sample read from a `workbench activations` run gives the same groups
+    from tracer.activations import ActivationConfig, collect_activations
+
+    collect_activations(loaded, tcs, [line for line in prompts.read_text().splitlines() if line], tmp_path / "acts",
+                        ActivationConfig(feature_layers=(0, 1, 2, 3)))
+    status, _, err = run(*base, "--out", str(tmp_path / "store.json"), "--activations", str(tmp_path / "acts"))
+    assert status == 0, err
+    stored = json.loads((tmp_path / "store.json").read_text())
+    assert stored["coactivation"]["n_token_rows"] == doc["coactivation"]["n_token_rows"]
+    assert stored["supernodes"] == doc["supernodes"] and stored["similarities"] == doc["similarities"]
+    (tmp_path / "not-a-run").mkdir()
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "not-a-run"))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "activation run must have")
     (tmp_path / "blank.txt").write_text("\n  \n")
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(tmp_path / "blank.txt"))
     assert status == 2
     _one_line_error(err, "cluster", "--prompts must hold at least one non-empty line")
+
+
+def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tracer.errors import WorkbenchError
+    from workbench.cmd_cluster import store_coactivation
+
+    def run_of(layers: list[int], width: int) -> SimpleNamespace:
+        return SimpleNamespace(feature_layers=layers, d_transcoder=lambda layer: width, directory=tmp_path,
+                               complete=True, n_prompts=1)
+
+    with pytest.raises(WorkbenchError, match="got layer 4 with 64 features"):
+        store_coactivation(run_of([0, 4], 64), n_layers=4, d_transcoder=64)
+    with pytest.raises(WorkbenchError, match="got layer 0 with 32 features"):
+        store_coactivation(run_of([0], 32), n_layers=4, d_transcoder=64)
+    with pytest.raises(WorkbenchError, match="has no feature layers"):
+        store_coactivation(run_of([], 64), n_layers=4, d_transcoder=64)
