@@ -6,7 +6,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from workbench.scoring.supernodes import SETS, prompts_to_score, purity, random_purity, summarize, truth_key
+from workbench.scoring.supernodes import (
+    SETS,
+    affinity_pairs,
+    prompts_to_score,
+    purity,
+    random_purity,
+    summarize,
+    truth_key,
+)
 from workbench.world.truth import load_truth
 
 CYCLIC = {"day", "month", "hue"}
@@ -76,5 +84,22 @@ def test_summary_pools_purity_by_members_and_flags_targets() -> None:
     s = summarize([record(1.0, 30, 3.0, 1.0), record(0.7, 10, 2.0, 0.95)])
     assert s["purity"]["value"] == pytest.approx((30 + 7) / 40)
     assert s["purity_random"]["value"] == pytest.approx((30 + 7) / 40 / 2)  # weighted by the same members
+    assert "pair_separability" not in s
     assert s["compression"] == 2.5 and s["targets_met"] == {"purity": True, "compression": True,
                                                              "replacement_ratio": True}
+    one, two = record(1.0, 30, 3.0, 1.0), record(0.7, 10, 2.0, 0.95)
+    one["_pairs"] = (np.array([0.9, 0.2]), np.array([True, False]))
+    two["_pairs"] = (np.array([0.5, 0.6]), np.array([False, True]))
+    sep = summarize([one, two])["pair_separability"]
+    assert sep == {"auc": 1.0, "n_pairs": 4, "share_same": 0.5}  # pooled: every same pair above every other
+
+
+def test_affinity_pairs_are_the_joinable_pairs_with_their_truth() -> None:
+    truth = {(0, f): _rec(0, f, "output", "capital", "Teskar" if f < 2 else "Dunhal") for f in range(4)}
+    keys = np.array([[0, 1, 0], [0, 1, 1], [0, 1, 2], [0, 2, 3]])  # (layer, pos, feature)
+    cannot = np.zeros((4, 4), bool)
+    cannot[0, 2] = cannot[2, 0] = True
+    affinity = np.arange(16, dtype=np.float32).reshape(4, 4)
+    fitted = SimpleNamespace(keys_=keys, cannot_link_=cannot, affinity_=affinity)
+    aff, same = affinity_pairs(fitted, truth, CYCLIC)
+    assert aff.tolist() == [1.0, 6.0] and same.tolist() == [True, False]  # (0, 1) and (1, 2); (0, 2) cannot

@@ -18,6 +18,9 @@ virtual-weight similarities, and co-activation profiles over ``--coactivation-se
 * **compression**: feature nodes per group of the circuit;
 * **replacement ratio**: the circuit's subgraph replacement over the pruned graph's;
 * with ``--interventions``: the ablation check of :mod:`analyses.supernodes.interventions`;
+* **pair separability**: the ROC AUC with which the clustering's affinity tells pairs of one truth key
+  (target level) from pairs of different keys, over the pairs it may join (one position, no
+  cannot-link), pooled over the graphs;
 * the same summaries without the co-activation sample (``without_coactivation``), side by side;
 * with ``--families-dir``: dictionary families (``workbench families`` output, computed without
   labels) as the family co-membership similarity;
@@ -106,6 +109,17 @@ def random_purity(groups: Sequence[np.ndarray], pool: np.ndarray, truth: Mapping
     return {level: float(np.nanmean(v)) for level, v in out.items()}
 
 
+def affinity_pairs(clustering: Any, truth: Mapping[tuple[int, int], Any], cyclic: set[str]) -> tuple[np.ndarray,
+                                                                                                    np.ndarray]:
+    """(affinity, same truth key at the target level) of every candidate pair a fitted clustering may join."""
+    keys = clustering.keys_  # (n, 3) layer, pos, feature
+    tk = [truth_key(truth[(int(k[0]), int(k[2]))], cyclic, level="value") for k in keys]
+    i, j = np.triu_indices(len(keys), 1)
+    ok = ~clustering.cannot_link_[i, j] & (keys[i, 1] == keys[j, 1])
+    i, j = i[ok], j[ok]
+    return clustering.affinity_[i, j].astype(np.float64), np.array([tk[a] == tk[b] for a, b in zip(i, j)], bool)
+
+
 # ----------------------------------------------------------------------------- one graph
 def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[str, str]]:
     """(set name, prompt): the demo prompts, then n_prompts evenly spaced prompts of each set."""
@@ -152,6 +166,7 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
         "seconds_circuit": round(seconds, 3), "similarities": list(circuit.clustering_.similarities_used_),
         "groups": [[truth_key(truth[(int(a), int(b))], cyclic, level="value") for a, b in r] for r in rows
                    if len(r) > 1],
+        "_pairs": affinity_pairs(circuit.clustering_, truth, cyclic),  # pooled by summarize, not written
     }
     if interventions:
         with torch.no_grad():
@@ -190,6 +205,14 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         "sign_consistency_mass_weighted": _mean([r["sign_consistency"]["mass_weighted"] for r in records]),
         "seconds_circuit_mean": _mean([r["seconds_circuit"] for r in records]),
     }
+    pairs = [r["_pairs"] for r in records if "_pairs" in r]
+    if pairs:
+        from sklearn.metrics import roc_auc_score
+
+        aff, same = np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])
+        summary["pair_separability"] = {
+            "auc": float(roc_auc_score(same, aff)) if 0 < same.sum() < same.size else float("nan"),
+            "n_pairs": int(same.size), "share_same": float(same.mean()) if same.size else float("nan")}
     checks = [r["interventions"]["summary"] for r in records if "interventions" in r]
     if checks:
         summary["interventions"] = {mode: {k: _mean([c[mode][k] for c in checks]) for k in checks[0][mode]}
@@ -247,7 +270,10 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
                                                            families=families, coactivation=context)})
         by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
             r["set"] for r in records)}
-        report[kind] = {"overall": summarize(records), "by_set": by_set, "graphs": records,
+        overall = summarize(records)
+        for r in records:
+            r.pop("_pairs", None)
+        report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
                         "coactivation_sentences": coactivation_sentences}
         if context is not None:
             report[kind]["without_coactivation"] = summarize([
@@ -299,11 +325,13 @@ def main(argv: list[str] | None = None) -> int:
         o = report[kind]["overall"]
         print(f"{kind}: purity {o['purity']['value']:.3f} (side {o['purity']['side']:.3f}, family "  # noqa: T201
               f"{o['purity']['family']:.3f}, strict {o['purity']['strict']:.3f}), compression {o['compression']:.2f},"
-              f" replacement ratio {o['replacement_ratio']:.3f} over {o['n_graphs']} graphs")
+              f" replacement ratio {o['replacement_ratio']:.3f} over {o['n_graphs']} graphs; random groups "
+              f"{o['purity_random']['value']:.3f}; pair AUC {o['pair_separability']['auc']:.3f}")
         if "without_coactivation" in report[kind]:
             w = report[kind]["without_coactivation"]
             print(f"{kind} without co-activation: purity {w['purity']['value']:.3f}, compression "  # noqa: T201
-                  f"{w['compression']:.2f}, replacement ratio {w['replacement_ratio']:.3f}")
+                  f"{w['compression']:.2f}, replacement ratio {w['replacement_ratio']:.3f}, pair AUC "
+                  f"{w['pair_separability']['auc']:.3f}")
     return 0
 
 
