@@ -56,6 +56,7 @@ def test_random_purity_draws_same_sized_groups_at_the_same_position() -> None:
     assert whole["value"] == 1.0
     at_two = random_purity([pool[4:]], pool, truth, CYCLIC)  # the whole position: always half and half
     assert at_two["value"] == 0.5 and at_two["side"] == 1.0
+    assert np.isnan(random_purity([pool[:1]], pool, truth, CYCLIC)["value"])  # singletons do not count
     pairs = random_purity([pool[4:6]], pool, truth, CYCLIC, n_draws=400)
     assert pairs["value"] == pytest.approx(0.5 * 2 / 3 + 1.0 / 3, abs=0.05)  # a pair matches w.p. 1/3
 

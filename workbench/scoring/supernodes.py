@@ -95,8 +95,11 @@ def random_purity(groups: Sequence[np.ndarray], pool: np.ndarray, truth: Mapping
     """The random baseline of :func:`purity`: the same group sizes at the same positions, members drawn
     without replacement from that position's candidates (``pool``: (n, 3) layer, pos, feature rows;
     ``groups``: (size, 3) rows), mean over ``n_draws`` seeded draws, per level."""
+    levels = ("side", "family", "value", "strict")
+    if not any(len(g) > 1 for g in groups):
+        return {level: float("nan") for level in levels}  # as purity: no group of two or more
     rng = np.random.default_rng(seed)
-    out: dict[str, list[float]] = {level: [] for level in ("side", "family", "value", "strict")}
+    out: dict[str, list[float]] = {level: [] for level in levels}
     for _ in range(n_draws):
         drawn = []
         left = {int(q): rng.permutation(np.flatnonzero(pool[:, 1] == q)) for q in np.unique(pool[:, 1])}
