@@ -85,7 +85,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                              "and --transcoders; a few thousand sentences of the model's usual text)")
     sample.add_argument("--activations", default=None, metavar="DIR",
                         help="the co-activation sample from a `workbench activations` run of these transcoders "
-                             "(its feature layers) instead of --prompts")
+                             "(its feature layers) instead of --prompts (needs --transcoders)")
     p.add_argument("--allow-unk", action="store_true",
                    help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")
@@ -153,9 +153,8 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     if args.activations:
         from tracer.activations import ActivationStore
 
-        tcs = out["transcoders"]
         out["coactivation"] = store_coactivation(ActivationStore(args.activations), n_layers=graph.n_layers,
-                                                 d_transcoder=tcs.d_transcoder if tcs is not None else None)
+                                                 d_transcoder=out["transcoders"].d_transcoder)
     if prompts is not None:
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
@@ -310,6 +309,9 @@ def run_cluster(args: argparse.Namespace) -> int:
     _check_graph_input(args.graph)
     if args.model and not args.transcoders:
         raise WorkbenchError("--model needs --transcoders (the ablations run through them); got --model alone.")
+    if args.activations and not args.transcoders:
+        raise WorkbenchError("--activations needs --transcoders (the run must be of the graph's transcoders, and "
+                             "they are checked against it); got --activations alone.")
     if args.prompts and not (args.model and args.transcoders):
         raise WorkbenchError("--prompts needs --model and --transcoders (the prompts run through them); got "
                              f"{'--model' if args.model else '--transcoders' if args.transcoders else 'neither'}.")

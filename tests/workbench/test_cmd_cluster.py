@@ -93,6 +93,7 @@ def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:
     (["--similarities", "edge,cosine"], "similarity name must be one of"),
     (["--min-affinity", "2"], "min_affinity must be a number in"),
     (["--model", "M"], "--model needs --transcoders"),
+    (["--activations", "A"], "--activations needs --transcoders"),
 ])
 def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list[str], match: str) -> None:
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), *extra)
