@@ -363,5 +363,6 @@ def run_cluster(args: argparse.Namespace) -> int:
     print(f"clustered {args.graph}: {s.n_groups} groups ({s.n_supernodes} supernodes) hold {s.n_features}/"
           f"{s.n_pruned_features} features ({s.compression:.2f} per group); subgraph replacement/completeness "
           f"circuit {s.circuit['replacement']:.4f}/{s.circuit['completeness']:.4f}, pruned "
-          f"{s.pruned['replacement']:.4f}/{s.pruned['completeness']:.4f} -> {out}")
+          f"{s.pruned['replacement']:.4f}/{s.pruned['completeness']:.4f}; similarities "
+          f"{', '.join(doc['similarities'])} -> {out}")
     return 0

@@ -60,6 +60,7 @@ def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, tr
                               "--modes", "frozen", "--budget", "4")
     assert status == 0, err
     assert stdout.startswith(f"clustered {traced['graph']}: ") and stdout.count("\n") == 1
+    assert "; similarities edge, virtual -> " in stdout
     doc = json.loads(out.read_text())
     assert 1 <= len(doc["supernodes"]) <= 4
     for group in doc["supernodes"]:
