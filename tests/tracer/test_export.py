@@ -101,7 +101,11 @@ def test_labels_supernodes_and_pins(graph, caplog: pytest.LogCaptureFixture) -> 
     assert (by_id[a["node_id"]]["clerp"], by_id[b["node_id"]]["clerp"]) == ("alpha", "beta")
     assert data["qParams"]["supernodes"] == groups
     assert data["qParams"]["pinnedIds"] == [a["node_id"], "99_99_99"]
-    assert "99_99_99" in caplog.text
+    assert "1 pinned/supernode ids are not in the exported graph" in caplog.text and "99_99_99" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # every id known: no warning (supernode members were once always counted)
+        build_neuronpedia(graph, slug="g", supernodes=groups, pinned_ids=[a["node_id"]])
+    assert "not in the exported graph" not in caplog.text
     with pytest.raises(WorkbenchError, match=r"each supernode must be \[label, node_id, ...\]"):
         build_neuronpedia(graph, slug="g", supernodes=[["lonely"]])
 

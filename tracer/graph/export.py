@@ -172,7 +172,7 @@ def _check_qparams(supernodes: Sequence[Sequence[str]] | None, pinned_ids: Seque
             raise WorkbenchError(f"each supernode must be [label, node_id, ...] (strings); got {g!r}. "
                                  "Example: ['Texas', '20_15589_10', '19_7477_9'].")
     pinned = [str(x) for x in (pinned_ids or [])]
-    unknown = sorted({x for g in groups for x in g[1:]} | set(pinned) - known)
+    unknown = sorted(({x for g in groups for x in g[1:]} | set(pinned)) - known)
     if unknown:
         logger.warning("%d pinned/supernode ids are not in the exported graph (the viewer ignores "
                        "them): %s", len(unknown), ", ".join(unknown[:5]))
