@@ -188,11 +188,8 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
     """The co-activation context of a collected activation run (``workbench activations``): every
     feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder``
     (the graph's transcoders), a run of other transcoders is refused."""
-    import numpy as np
-
     from analyses.families.coactivation import CoactivationContext
     from tracer.errors import WorkbenchError
-    from workbench.cmd_families import store_matrix
 
     layers = store.feature_layers
     if not layers:
@@ -206,11 +203,9 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
                                  "features. Collect them with these transcoders.")
     if not store.complete:
         logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
-    A = store_matrix(store, layers)  # (n_token_rows, n_columns)
-    keys = np.concatenate([np.stack([np.full(store.d_transcoder(lay), lay), np.arange(store.d_transcoder(lay))], 1)
-                           for lay in layers])  # (n_columns, 2)
-    logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, A.shape[0], layers)
-    return CoactivationContext.from_activations(A, keys)
+    context = CoactivationContext.from_store(store)
+    logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, context.n_rows, layers)
+    return context
 
 
 # ----------------------------------------------------------------------------- run

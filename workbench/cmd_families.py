@@ -130,17 +130,7 @@ def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer:
     with tempfile.TemporaryDirectory(prefix="workbench-families-") as tmp:
         store = collect_activations(loaded, transcoders, prompts, tmp, ActivationConfig(feature_layers=order),
                                     allow_unk=allow_unk, verbose=verbose)
-        return store_matrix(store, order)
-
-
-def store_matrix(store: Any, layers: Any) -> Any:
-    """Sparse (n_token_rows, n_features) activations of a collected run at every position >= 1 (the
-    BOS rows, never active, are left out), each of ``layers``' features in turn."""
-    import scipy.sparse as sp
-
-    keep = store.row_table()["pos"] > 0  # (n_rows,)
-    blocks = [store.layer_matrix(lay)[keep] for lay in layers]  # (n_token_rows, d_transcoder) each
-    return sp.hstack(blocks).tocsr()  # (n_token_rows, n_features)
+        return store.feature_matrix(list(order))[0]
 
 
 def run_families(args: argparse.Namespace) -> int:

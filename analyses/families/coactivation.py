@@ -17,9 +17,13 @@ same rows (for example every layer's features). Two kinds of evidence:
 import logging
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
+
+if TYPE_CHECKING:
+    from tracer.activations import ActivationStore
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +100,16 @@ class CoactivationContext:
         sketch = sp.csr_matrix((sign, (np.arange(n_context), coordinate)), shape=(n_context, dim))
         rows = np.asarray((C @ sketch).todense(), dtype=np.float32)  # (n_rows, dim)
         return cls(C.tocsc(), rows, coordinate, sign, key_arr, weighting)
+
+    @classmethod
+    def from_store(cls, store: "ActivationStore", layers: list[int] | None = None, *, weighting: str = "activation",
+                   dim: int = 256, exact_max: int = 2048, random_state: int = 0) -> "CoactivationContext":
+        """The context of a collected activation run (:func:`tracer.activations.collect_activations`,
+        ``workbench activations``): ``layers``' features (default: every collected layer) at every
+        position >= 1, columns keyed by (layer, feature)."""
+        A, keys = store.feature_matrix(layers)
+        return cls.from_activations(A, keys, weighting=weighting, dim=dim, exact_max=exact_max,
+                                    random_state=random_state)
 
     @property
     def n_context(self) -> int:

@@ -218,6 +218,22 @@ def test_sketched_profiles_are_the_exact_profiles_through_the_sketch(seed: int, 
     assert not exact.column_profiles(np.array([-1])).any()
 
 
+def test_coactivation_context_from_a_collected_run(tmp_path) -> None:
+    from tests.helpers_models import tiny_model, tiny_transcoders
+    from tracer.activations import ActivationConfig, collect_activations
+
+    loaded = tiny_model("llama")
+    tc = tiny_transcoders(loaded, kind="plt")
+    store = collect_activations(loaded, tc, ["the cat is red", "a dog and a bird"], tmp_path / "run",
+                                ActivationConfig(feature_layers=(0, 1)), verbose=False)
+    ctx = CoactivationContext.from_store(store)
+    A, keys = store.feature_matrix()
+    assert ctx.n_rows == A.shape[0] == 4 + 5 and ctx.n_context == A.shape[1] == 2 * tc.d_transcoder
+    assert ctx.columns(np.array([[1, 3], [0, 3], [2, 0]])).tolist() == [tc.d_transcoder + 3, 3, -1]
+    np.testing.assert_allclose(ctx.column_profiles(np.array([5])), coactivation_profiles(
+        A[:, [5]], A, self_column=np.array([5])))  # the same profile as from the matrix
+
+
 def test_coactivation_context_refuses_bad_input() -> None:
     A = sp.random(5, 4, density=0.5, random_state=0, format="csr")
     with pytest.raises(ValueError, match=r"keys must have shape \(4, 2\)"):

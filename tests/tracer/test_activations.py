@@ -47,6 +47,13 @@ def test_activations_equal_the_replacement_model(tmp_path, kind):
         vrows, vecs = store.vectors("input", 1)
         np.testing.assert_allclose(vecs[np.isin(vrows, rows)], rep.feature_in[1].numpy(), atol=1e-5)
     assert (table["pos"][store.layer_coo(0)[0]] > 0).all(), "position 0 (BOS) has no activations"
+    matrix, keys = store.feature_matrix([2, 0])  # BOS rows left out, layer 2's features then layer 0's
+    d_tc = store.d_transcoder(0)
+    assert matrix.shape == (int((table["pos"] > 0).sum()), 2 * d_tc) and keys.shape == (2 * d_tc, 2)
+    assert keys[0].tolist() == [2, 0] and keys[-1].tolist() == [0, d_tc - 1]
+    keep = table["pos"] > 0
+    assert (matrix[:, d_tc:] != store.layer_matrix(0)[keep]).nnz == 0
+    assert store.feature_matrix()[0].shape[1] == loaded.n_layers * d_tc  # default: every collected layer
 
 
 def test_positions_from_records_and_last(tmp_path):

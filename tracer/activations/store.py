@@ -147,6 +147,21 @@ class ActivationStore:
         np.cumsum(np.bincount(rows, minlength=self.n_rows), out=indptr[1:])
         return sparse.csr_matrix((vals, feats, indptr), shape=(self.n_rows, self.d_transcoder(layer)))
 
+    def feature_matrix(self, layers: list[int] | None = None) -> tuple[Any, np.ndarray]:
+        """(``scipy.sparse.csr_matrix`` (n_token_rows, n_columns) of the activations at every position >= 1
+        (BOS rows, never active, left out), each of ``layers``' features in turn (default: every collected
+        layer); (n_columns, 2) int64 (layer, feature) of each column)."""
+        from scipy import sparse
+
+        layers = self.feature_layers if layers is None else [int(x) for x in layers]
+        keep = self.row_table()["pos"] > 0  # (n_rows,)
+        blocks = [self.layer_matrix(layer)[keep] for layer in layers]  # (n_token_rows, d_transcoder) each
+        keys = [np.stack([np.full(self.d_transcoder(layer), layer), np.arange(self.d_transcoder(layer))], 1)
+                for layer in layers]  # (d_transcoder, 2) each
+        n_token_rows = int(keep.sum())
+        matrix = sparse.hstack(blocks).tocsr() if blocks else sparse.csr_matrix((n_token_rows, 0), dtype=np.float32)
+        return matrix, (np.concatenate(keys).astype(np.int64) if keys else np.zeros((0, 2), np.int64))
+
     def vectors(self, kind: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
         """(rows (n,), vectors (n, d_model)) stored for ``kind`` 'residual' or 'input' at ``layer``."""
         prefix = {"residual": "resid", "input": "input"}.get(kind)
