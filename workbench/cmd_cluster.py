@@ -174,6 +174,7 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
     transcoder layer, columns keyed by (layer, feature)."""
     import tempfile
 
+    from analyses.families.coactivation import CoactivationContext
     from tracer.activations import ActivationConfig, collect_activations
     from workbench.cmd_families import read_prompts
 
@@ -181,7 +182,9 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
     config = ActivationConfig(feature_layers=tuple(range(transcoders.n_layers)))
     with tempfile.TemporaryDirectory(prefix="workbench-cluster-") as tmp:
         store = collect_activations(loaded, transcoders, lines, tmp, config, allow_unk=allow_unk, verbose=verbose)
-        return store_coactivation(store)
+        context = CoactivationContext.from_store(store)
+    logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
+    return context
 
 
 def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None) -> Any:
