@@ -206,7 +206,12 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
                                  "features. Collect them with these transcoders.")
     if not store.complete:
         logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
-    context = CoactivationContext.from_store(store)
+    try:
+        context = CoactivationContext.from_store(store)
+    except WorkbenchError:  # a damaged run: the store's own message
+        raise
+    except ValueError as err:  # e.g. negative activations: not a transcoder run this similarity can read
+        raise WorkbenchError(f"--{str(err).splitlines()[0]} ({str(store.directory)!r})") from None
     logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, context.n_rows, layers)
     return context
 

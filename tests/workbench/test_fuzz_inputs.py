@@ -388,3 +388,63 @@ def test_manifest_mutants_are_refused(world, tmp_path, capfd, case):
     argv = ["demo", "--world", str(w), "--out", str(out), "-q"]
     assert_refused(capfd, argv, inputs=[w / "manifest.json", world / "model", world / "plt"], out=out, needle=needle)
     assert not (tmp_path / "x").exists() and not Path("/tmp/evil.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------- activation-run mutants
+@pytest.fixture(scope="module")
+def activation_run(world, tmp_path_factory):
+    """A finished `workbench activations` run of the world's PLT transcoders (every layer's features)."""
+    from tracer.activations import collect_activations
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(world / "model")
+    tc = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    out = tmp_path_factory.mktemp("acts") / "run"
+    collect_activations(loaded, tc, [PROMPT, "One day after Monday is Tuesday ."], out, verbose=False)
+    return out
+
+
+def _shard_edit(edit: Callable[[dict[str, np.ndarray]], object]) -> Mutate:
+    def mutate(run: Path) -> None:
+        from safetensors.numpy import load_file, save_file
+
+        path = run / "shard-00000.safetensors"
+        tensors = load_file(str(path))
+        edit(tensors)
+        save_file(tensors, str(path))
+    return mutate
+
+
+def _set_at(name: str, value: float) -> Callable[[dict[str, np.ndarray]], object]:
+    def edit(t: dict[str, np.ndarray]) -> None:
+        t[name][:3] = value
+    return edit
+
+
+ACTIVATION_CASES: dict[str, tuple[Mutate, str]] = {
+    "truncated-shard": (_truncate("shard-00000.safetensors", 200), "must be a readable safetensors file"),
+    "missing-shard": (lambda run: (run / "shard-00000.safetensors").unlink(), "must exist"),
+    "missing-tensor": (_shard_edit(lambda t: t.pop("f1.value")), "must hold tensor 'f1.value'"),
+    "feature-out-of-range": (_shard_edit(_set_at("f1.feature", 10**6)), "features outside [0, 512)"),
+    "row-out-of-range": (_shard_edit(_set_at("f2.row", 10**6)), "rows outside"),
+    "nan-values": (_shard_edit(_set_at("f0.value", math.nan)), "non-finite values"),
+    "negative-values": (_shard_edit(_set_at("f0.value", -2.0)), "non-negative"),
+    "length-mismatch": (_shard_edit(lambda t: t.update({"f3.row": t["f3.row"][:-1]})), "lengths"),
+    "index-not-json": (_write("index.json", b"{oops"), "readable JSON"),
+    "index-other-format": (_write("index.json", b'{"format": "other"}'), "activation index"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ACTIVATION_CASES))
+def test_activation_run_mutants_are_refused(world, activation_run, tmp_path, capfd, case):
+    """`workbench cluster --activations` reads a user's run: a damaged one is refused in one line (once,
+    an out-of-range feature index crashed scipy with a segmentation fault)."""
+    mutate, needle = ACTIVATION_CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(activation_run, run)
+    mutate(run)
+    out = tmp_path / "s.json"
+    argv = ["cluster", str(world / "graph.safetensors"), "--transcoders", str(world / "plt"), "--activations",
+            str(run), "--out", str(out), "-q"]
+    assert_refused(capfd, argv, inputs=[run, world / "graph.safetensors"], out=out, needle=needle)

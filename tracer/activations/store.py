@@ -105,20 +105,49 @@ class ActivationStore:
             self._records = [json.loads(line) for line in lines if line.strip()]
         return self._records
 
-    def _tensor(self, shard: ShardInfo, name: str) -> np.ndarray | None:
-        from safetensors import safe_open
+    def _tensor(self, shard: ShardInfo, name: str) -> np.ndarray:
+        """One tensor of a shard; a missing, unreadable or incomplete shard is a one-line WorkbenchError."""
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(self.directory / shard.file), framework="np") as f:
-            return f.get_tensor(name) if name in f.keys() else None  # noqa: SIM118 - safe_open has no __contains__
+        path = self.directory / shard.file
+        try:
+            with safe_open(str(path), framework="np") as f:
+                if name not in f.keys():  # noqa: SIM118 - safe_open has no __contains__
+                    raise WorkbenchError(f"activation shard {shard.file} must hold tensor {name!r}; got none in "
+                                         f"{str(self.directory)!r} (a damaged run). Collect it again.")
+                return f.get_tensor(name)
+        except FileNotFoundError:
+            raise WorkbenchError(f"activation shard {shard.file} must exist; got none in {str(self.directory)!r} "
+                                 "(a damaged run). Collect it again.") from None
+        except (OSError, SafetensorError) as err:
+            raise WorkbenchError(f"activation shard {shard.file} must be a readable safetensors file; got "
+                                 f"{str(path)!r} ({str(err).splitlines()[0]}). Collect it again.") from None
+
+    def _checked_coo(self, shard: ShardInfo, layer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, features, values) of one layer in one shard, checked: equal lengths, indices in range,
+        finite values (a damaged or hand-edited shard is refused here, not crashed on later)."""
+        r, f, v = (self._tensor(shard, f"f{layer}.{k}") for k in ("row", "feature", "value"))
+        rows, feats = r.astype(np.int64), f.astype(np.int64)
+        problem = None
+        if not (rows.ndim == feats.ndim == v.ndim == 1 and len(rows) == len(feats) == len(v)):
+            problem = f"row, feature and value lengths {len(rows)}, {len(feats)}, {len(v)} differ"
+        elif len(rows) and (rows.min() < 0 or rows.max() >= shard.n_rows):
+            problem = f"rows outside [0, {shard.n_rows})"
+        elif len(feats) and (feats.min() < 0 or feats.max() >= self.d_transcoder(layer)):
+            problem = f"features outside [0, {self.d_transcoder(layer)})"
+        elif not np.isfinite(v).all():
+            problem = "non-finite values"
+        if problem is not None:
+            raise WorkbenchError(f"activation shard {shard.file} layer {layer} must hold valid activations; got "
+                                 f"{problem} in {str(self.directory)!r} (a damaged run). Collect it again.")
+        return rows + shard.row_offset, feats, v
 
     def row_table(self) -> dict[str, np.ndarray]:
         """``prompt``, ``pos``, ``token`` of every row (n_rows,)."""
         parts: dict[str, list[np.ndarray]] = {"prompt": [], "pos": [], "token": []}
         for shard in self.shards:
             for key, values in parts.items():
-                arr = self._tensor(shard, key)
-                assert arr is not None, f"{shard.file} lacks {key}"
-                values.append(arr)
+                values.append(self._tensor(shard, key))
         return {k: np.concatenate(v) if v else np.zeros(0, np.int64) for k, v in parts.items()}
 
     # ----------------------------------------------------------------- features and vectors
@@ -129,10 +158,9 @@ class ActivationStore:
                                  f"got {layer!r}.")
         rows, feats, vals = [], [], []
         for shard in self.shards:
-            r, f, v = (self._tensor(shard, f"f{layer}.{k}") for k in ("row", "feature", "value"))
-            assert r is not None and f is not None and v is not None
-            rows.append(r.astype(np.int64) + shard.row_offset)
-            feats.append(f.astype(np.int64))
+            r, f, v = self._checked_coo(shard, layer)
+            rows.append(r)
+            feats.append(f)
             vals.append(v)
         if not rows:
             return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -173,7 +201,6 @@ class ActivationStore:
         rows, vecs = [], []
         for shard in self.shards:
             r, v = self._tensor(shard, f"{prefix}{layer}.row"), self._tensor(shard, f"{prefix}{layer}")
-            assert r is not None and v is not None
             rows.append(r.astype(np.int64) + shard.row_offset)
             vecs.append(v)
         d = int(self.index["d_model"])
