@@ -250,6 +250,12 @@ def run_steer(args: argparse.Namespace) -> int:
                              "Refit with `workbench manifold fit --layer L`.")
     loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
     check_layer(int(fit.layer), loaded.n_layers)
+    if fit.centre.shape[0] != loaded.d_model:
+        from tracer.errors import WorkbenchError
+
+        raise WorkbenchError(f"--fit must be fitted on this model's residual stream (d_model {loaded.d_model}); got "
+                             f"a fit in {fit.centre.shape[0]} dimensions in {args.fit!r}. Pass the model it was "
+                             "fitted on (--model) or fit again.")
     inputs = _inputs_for_steer(args, loaded, fit, tcs.kind)
     with _analysis_errors():
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,

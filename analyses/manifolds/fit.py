@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator
+from analyses.base import Estimator, check_choice
 from analyses.manifolds import curves
-from analyses.manifolds.configs import ManifoldFitConfig
+from analyses.manifolds.configs import SHAPES, ManifoldFitConfig
 from analyses.results import register_result
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,34 @@ class ManifoldFitResult:
     """RMSE of fitted_coords against value_coords (radians for circles; positions in [0, 1] otherwise)"""
     n_points: int
     """points the class means were computed from"""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): shapes that disagree with
+        each other and with the curve, and non-finite arrays, fail here in one line, not later as a
+        matrix-shape error."""
+        check_choice("shape", self.shape, SHAPES)
+        for name, lo in (("period", 2), ("frequency", 1), ("n_harmonics", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+                raise ValueError(f"ManifoldFitResult {name} must be an integer >= {lo}; got {value!r}.")
+        if self.sign not in (1, -1):
+            raise ValueError(f"ManifoldFitResult sign must be 1 or -1; got {self.sign!r}.")
+        p = int(self.period)
+        if len(self.value_names) != p:
+            raise ValueError(f"ManifoldFitResult value_names must name all {p} values; got {len(self.value_names)}.")
+        d = int(np.shape(self.centre)[0]) if np.ndim(self.centre) == 1 else -1
+        m = int(np.shape(self.basis)[1]) if np.ndim(self.basis) == 2 else -1
+        n_basis = curves.design_matrix(np.zeros(1), self.shape, int(self.frequency), int(self.n_harmonics)).shape[1]
+        want = {"centre": (d,), "basis": (d, m), "class_means": (p, d), "class_counts": (p,),
+                "coefficients": (n_basis, m), "value_coords": (p,), "fitted_coords": (p,)}
+        for name, shape in want.items():
+            arr = np.asarray(getattr(self, name))
+            if d < 1 or m < 1 or arr.shape != shape:
+                raise ValueError(f"ManifoldFitResult {name} must have shape {shape} (d_model {d}, {m} components, "
+                                 f"{p} values); got {arr.shape}. The result file is damaged: fit it again.")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"ManifoldFitResult {name} must be finite; got NaN or inf. The result file is "
+                                 "damaged: fit it again.")
 
     @property
     def n_components(self) -> int:

@@ -97,6 +97,53 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, mess
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
 
 
+def _damage_arrays(edit):
+    def mutate(folder):
+        from safetensors.numpy import load_file, save_file
+
+        arrays = load_file(str(folder / "fit.safetensors"))
+        edit(arrays)
+        save_file(arrays, str(folder / "fit.safetensors"))
+    return mutate
+
+
+def _damage_json(edit):
+    def mutate(folder):
+        doc = json.loads((folder / "fit.json").read_text())
+        edit(doc["result"])
+        (folder / "fit.json").write_text(json.dumps(doc))
+    return mutate
+
+
+def _narrow(arrays):  # a consistent fit in 64 dimensions: fine as a file, wrong for this model
+    for name in ("result.centre", "result.basis", "result.class_means"):
+        a = arrays[name]
+        arrays[name] = (a[:64] if name != "result.class_means" else a[:, :64]).copy()
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (_damage_arrays(lambda a: a["result.basis"].__setitem__((0, 0), float("nan"))), "basis must be finite"),
+    (_damage_arrays(lambda a: a.update({"result.coefficients": a["result.coefficients"][:, :1].copy()})),
+     "coefficients must have shape"),
+    (_damage_json(lambda r: r.update(value_names=r["value_names"][:5])), "value_names must name all 12 values"),
+    (_damage_json(lambda r: r.update(period=0)), "period must be an integer >= 2"),
+    (_damage_arrays(_narrow), "fitted on this model's residual stream (d_model 128)"),
+])
+def test_steer_refuses_a_damaged_fit(month_fit, tmp_path, capsys, mutate, message):
+    """A hand-edited or damaged fit result is refused in one line (these once steered with 5 of 12 value
+    names, or failed with numpy's matmul message)."""
+    import shutil
+
+    fit = tmp_path / "fit"
+    shutil.copytree(month_fit, fit)
+    mutate(fit)
+    out = tmp_path / "steer.json"
+    code, _, err = run(capsys, "manifold", "steer", "--fit", str(fit / "manifold.json"), "--world", str(WORLD),
+                       "--family", "month", "--out", str(out), "-q")
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()
+
+
 def test_discover_ranks_label_families(tmp_path, capsys):
     rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["hue_arith"][:60]
     prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": r["prompt"] + " " + r["answer"]} for r in rows])
