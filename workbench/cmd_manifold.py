@@ -92,7 +92,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_model(disc)
     disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
     fams = disc.add_mutually_exclusive_group(required=True)
-    fams.add_argument("--families", type=Path, help="JSON list of {layer, features, label?} (FeatureFamilies)")
+    fams.add_argument("--families", type=Path,
+                      help="`workbench families` output, or a JSON list of {layer, features, label?}")
     fams.add_argument("--labels", type=Path, help="a world's labels JSONL: label families family/side")
     disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
     disc.add_argument("--layers", default=None, help="comma-separated transcoder layers (default: every family's)")

@@ -24,28 +24,37 @@ Families = dict[int, dict[str, list[int]]]
 """layer -> family name -> feature indices"""
 
 
-def families_from_json(path: Path, n_layers: int, min_size: int) -> Families:
-    """``[{"layer": int, "features": [...], "label"?: str}]`` (FeatureFamilies.to_json_families) or
-    ``{name: {"layer", "features"}}``; single-layer families of >= ``min_size`` features."""
+def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: int | None = None) -> Families:
+    """``workbench families`` output (``{"families": [...], ...}``), a bare list ``[{"layer": int,
+    "features": [...], "label"?: str}]`` (FeatureFamilies.to_json_families) or ``{name: {"layer",
+    "features"}}``; single-layer families of >= ``min_size`` features (features in [0, d_transcoder))."""
     try:
         raw = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"--families must be a readable JSON file; got {str(path)!r} ({err}).") from None
+    if isinstance(raw, dict) and isinstance(raw.get("families"), list):  # the `workbench families` document
+        raw = raw["families"]
     items = raw.items() if isinstance(raw, dict) else ((None, r) for r in raw) if isinstance(raw, list) else None
     if items is None:
         raise WorkbenchError(f"--families must hold a list or an object of families; got {type(raw).__name__}.")
     out: Families = {}
     for i, (name, fam) in enumerate(items):
-        if not isinstance(fam, dict) or not isinstance(fam.get("layer"), int) or not isinstance(fam.get("features"),
-                                                                                                 list):
+        layer = fam.get("layer") if isinstance(fam, dict) else None
+        feats_raw = fam.get("features") if isinstance(fam, dict) else None
+        if isinstance(layer, bool) or not isinstance(layer, int) or not isinstance(feats_raw, list):
             raise WorkbenchError(f"--families entry {i} must be an object with an integer 'layer' and a 'features' "
                                  f"list (single-layer families); got {str(fam)[:80]!r}.")
-        if not 0 <= fam["layer"] < n_layers:
-            raise WorkbenchError(f"--families entry {i}'s layer must be in [0, {n_layers - 1}]; got {fam['layer']}.")
-        feats = sorted({int(f) for f in fam["features"]})
+        if not 0 <= layer < n_layers:
+            raise WorkbenchError(f"--families entry {i}'s layer must be in [0, {n_layers - 1}]; got {layer}.")
+        top = d_transcoder if d_transcoder is not None else float("inf")
+        bad = [f for f in feats_raw if isinstance(f, bool) or not isinstance(f, int) or not 0 <= f < top]
+        if bad:
+            raise WorkbenchError(f"--families entry {i}'s features must be feature indices of layer {layer} "
+                                 f"(integers in [0, {top})); got {bad[0]!r}.")
+        feats = sorted(set(feats_raw))
         if len(feats) >= min_size:
             label = name or fam.get("label") or "family"
-            out.setdefault(fam["layer"], {})[f"{label}#{i}" if name is None else str(name)] = feats
+            out.setdefault(layer, {})[f"{label}#{i}" if name is None else str(name)] = feats
     return out
 
 
@@ -107,8 +116,8 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
     if cfg.persistence == "ripser" and not ripser_available():
         raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install "
                              "manifold-workbench[topology]` or use --persistence auto.")
-    fams = (families_from_json(args.families, tcs.n_layers, args.min_size) if args.families is not None
-            else families_from_labels(args.labels, args.min_size))
+    fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder)
+            if args.families is not None else families_from_labels(args.labels, args.min_size))
     layers = None if args.layers is None else {int(x) for x in str(args.layers).split(",") if x.strip()}
     fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
     if not fams:

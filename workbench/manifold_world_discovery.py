@@ -95,7 +95,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
     loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
     fams = (families_from_labels(world / "labels_plt.jsonl", min_size) if families == "labels"
-            else families_from_json(Path(families), tcs.n_layers, min_size))
+            else families_from_json(Path(families), tcs.n_layers, min_size, tcs.d_transcoder))
     layers = sorted(fams) if layers is None else layers
     t0 = time.perf_counter()
     store = corpus_store(loaded, tcs, world_corpus(world, manifest, n_sentences), out / "activations", layers)

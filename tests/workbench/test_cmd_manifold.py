@@ -163,6 +163,32 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     assert (tmp_path / "disc" / "top_family_layer1.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_discover_reads_the_families_that_workbench_families_writes(tmp_path, capsys):
+    """`workbench families` -> `workbench manifold discover --families` (the documented pipeline: its
+    output document was once refused as "entry 0 must be an object ...")."""
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["hue_arith"][:60]
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(r["prompt"] + " " + r["answer"] + "\n" for r in rows))
+    code, _, err = run(capsys, "families", "--transcoders", PLT, "--model", MODEL, "--prompts", str(text),
+                       "--layer", "1", "--out", str(tmp_path / "families.json"), "-q")
+    assert code == 0, err
+    argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", str(text),
+            "--families", str(tmp_path / "families.json"), "--layers", "1", "--metric-points", "300",
+            "--curve-iterations", "3", "--irr-n-steps", "300", "--persistence", "none"]
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "disc"))
+    assert code == 0, err
+    rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
+    assert set(rep["layers"]) == {"1"} and rep["layers"]["1"]["ranking"]
+    bad = tmp_path / "bad.json"
+    for families, message in (({"families": [{"layer": 1, "features": [1, 2, 3, 4, 99999]}]}, "got 99999"),
+                              ([{"layer": 1, "features": [1, 2, 3, "x", 5]}], "got 'x'"),
+                              ([{"layer": 7, "features": [1, 2, 3, 4, 5]}], "layer must be in [0, 3]")):
+        bad.write_text(json.dumps(families))
+        argv[argv.index("--families") + 1] = str(bad)
+        code, _, err = run(capsys, *argv, "--out", str(tmp_path / "bad"))
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
 def test_discover_persistence_ripser_without_ripser_is_one_line(tmp_path, capsys, monkeypatch):
     import workbench.manifold_discover_run as run_mod
 
