@@ -153,8 +153,9 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     if args.activations:
         from tracer.activations import ActivationStore
 
+        tcs = out["transcoders"]
         out["coactivation"] = store_coactivation(ActivationStore(args.activations), n_layers=graph.n_layers,
-                                                 d_transcoder=out["transcoders"].d_transcoder)
+                                                 d_transcoder=tcs.d_transcoder, kind=tcs.kind)
     if prompts is not None:
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
@@ -187,10 +188,11 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
     return context
 
 
-def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None) -> Any:
+def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
+                       kind: str | None = None) -> Any:
     """The co-activation context of a collected activation run (``workbench activations``): every
-    feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder``
-    (the graph's transcoders), a run of other transcoders is refused."""
+    feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder`` /
+    ``kind`` (the graph's transcoders), a run of other transcoders is refused."""
     from analyses.families.coactivation import CoactivationContext
     from tracer.errors import WorkbenchError
 
@@ -204,6 +206,10 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
             raise WorkbenchError(f"--activations must come from the graph's transcoders ({n_layers} layers of "
                                  f"{d_transcoder} features); got layer {layer} with {store.d_transcoder(layer)} "
                                  "features. Collect them with these transcoders.")
+    run_kind = store.index.get("transcoder_kind")
+    if kind is not None and run_kind is not None and run_kind != kind:
+        raise WorkbenchError(f"--activations must come from the graph's transcoders ({kind}); got a run of {run_kind} "
+                             f"transcoders in {str(store.directory)!r}. Collect them with these transcoders.")
     if not store.complete:
         logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
     try:

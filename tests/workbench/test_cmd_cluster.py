@@ -215,7 +215,7 @@ def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> No
 
     def run_of(layers: list[int], width: int) -> SimpleNamespace:
         return SimpleNamespace(feature_layers=layers, d_transcoder=lambda layer: width, directory=tmp_path,
-                               complete=True, n_prompts=1)
+                               complete=True, n_prompts=1, index={"transcoder_kind": "clt"})
 
     with pytest.raises(WorkbenchError, match="got layer 4 with 64 features"):
         store_coactivation(run_of([0, 4], 64), n_layers=4, d_transcoder=64)
@@ -223,3 +223,5 @@ def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> No
         store_coactivation(run_of([0], 32), n_layers=4, d_transcoder=64)
     with pytest.raises(WorkbenchError, match="has no feature layers"):
         store_coactivation(run_of([], 64), n_layers=4, d_transcoder=64)
+    with pytest.raises(WorkbenchError, match=r"graph's transcoders \(plt\); got a run of clt"):
+        store_coactivation(run_of([0], 64), n_layers=4, d_transcoder=64, kind="plt")
