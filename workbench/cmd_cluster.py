@@ -173,17 +173,13 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
                         verbose: bool, allow_unk: bool = False) -> Any:
     """The co-activation context of unlabelled prompts (a file of lines, or the lines) over every
     transcoder layer, columns keyed by (layer, feature)."""
-    import tempfile
-
     from analyses.families.coactivation import CoactivationContext
-    from tracer.activations import ActivationConfig, collect_activations
-    from workbench.cmd_families import read_prompts
+    from workbench.cmd_families import collect_feature_matrix, read_prompts
 
     lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
-    config = ActivationConfig(feature_layers=tuple(range(transcoders.n_layers)))
-    with tempfile.TemporaryDirectory(prefix="workbench-cluster-") as tmp:
-        store = collect_activations(loaded, transcoders, lines, tmp, config, allow_unk=allow_unk, verbose=verbose)
-        context = CoactivationContext.from_store(store)
+    A, keys = collect_feature_matrix(loaded, transcoders, lines, list(range(transcoders.n_layers)), verbose=verbose,
+                                     allow_unk=allow_unk)
+    context = CoactivationContext.from_activations(A, keys)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
     return context
 

@@ -118,19 +118,26 @@ def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer:
                        verbose: bool = False, allow_unk: bool = False) -> Any:
     """Sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS
     excluded), rows prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's
-    features in turn, ``layer`` giving each row's layer). Collected in batches by
-    :func:`tracer.activations.collect_activations` into a temporary folder, read back per layer."""
-    import tempfile
-
+    features in turn, ``layer`` giving each row's layer)."""
     import numpy as np
+
+    order = list(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
+    return collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose, allow_unk=allow_unk)[0]
+
+
+def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,
+                           verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any]:
+    """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys) of ``layers``'
+    features over the prompts (:meth:`tracer.activations.ActivationStore.feature_matrix`), collected in
+    batches by :func:`tracer.activations.collect_activations` into a temporary folder."""
+    import tempfile
 
     from tracer.activations import ActivationConfig, collect_activations
 
-    order = tuple(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
-    with tempfile.TemporaryDirectory(prefix="workbench-families-") as tmp:
-        store = collect_activations(loaded, transcoders, prompts, tmp, ActivationConfig(feature_layers=order),
-                                    allow_unk=allow_unk, verbose=verbose)
-        return store.feature_matrix(list(order))[0]
+    config = ActivationConfig(feature_layers=tuple(layers))
+    with tempfile.TemporaryDirectory(prefix="workbench-activations-") as tmp:
+        store = collect_activations(loaded, transcoders, prompts, tmp, config, allow_unk=allow_unk, verbose=verbose)
+        return store.feature_matrix(list(layers))
 
 
 def run_families(args: argparse.Namespace) -> int:
