@@ -7,6 +7,8 @@ renamed onto the target, and the folder fsync'd. An interrupted write leaves eit
 or the new one, never a part; a killed process leaves only a temp file of that pattern, which
 :func:`remove_stale_temps` deletes on a later run (once its process is gone).
 
+:func:`atomic_write_json` writes strict JSON (NaN and inf as null) the same way.
+
 Shared index files that several processes update (``graph-metadata.json``) are read and written
 under :func:`file_lock`.
 
@@ -19,6 +21,8 @@ whether an input is missing or unreadable (the true cause, not "not found").
 import contextlib
 import errno
 import hashlib
+import json
+import math
 import os
 import re
 import secrets
@@ -147,6 +151,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+def json_safe(value: object) -> object:
+    """NaN / inf -> None, recursively through dicts, lists and tuples (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike[str], doc: object, *, indent: int = 1) -> Path:
+    """Write ``doc`` as strict JSON (NaN and inf become null, so every JSON parser reads it) atomically."""
+    return atomic_write_text(path, json.dumps(json_safe(doc), indent=indent, allow_nan=False) + "\n")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

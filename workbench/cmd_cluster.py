@@ -100,9 +100,11 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 # ----------------------------------------------------------------------------- inputs
-def read_families(path: str) -> dict[tuple[int, int], int]:
+def read_families(path: str, graph: Any = None) -> dict[tuple[int, int], int]:
     """(layer, feature) -> family index from a families JSON: ``{"families": [{"layer": L, "features":
-    [f, ...]}]}`` (a feature may also be ``[layer, feature]``, for cross-layer families)."""
+    [f, ...]}]}`` (a feature may also be ``[layer, feature]``, for cross-layer families). With ``graph``,
+    a layer beyond the graph's, a negative feature, or a file that names none of the graph's features
+    is refused (families of other transcoders would silently change the clustering)."""
     from tracer.errors import WorkbenchError
 
     try:
@@ -124,11 +126,29 @@ def read_families(path: str) -> dict[tuple[int, int], int]:
         except (KeyError, TypeError, ValueError, IndexError):
             raise WorkbenchError(f"--families entry {k} must have 'layer' and 'features' (ints or [layer, "
                                  f"feature] pairs); got {str(fam)[:80]!r}.") from None
+    if graph is not None:
+        check_families_match(out, graph, path)
     return out
+
+
+def check_families_match(families: dict[tuple[int, int], int], graph: Any, path: str) -> None:
+    """Families must be of the graph's transcoders: layers in range, features >= 0, and at least one
+    of the graph's active features in a family."""
+    from tracer.errors import WorkbenchError
+
+    bad = next(((lay, f) for lay, f in families if not 0 <= lay < graph.n_layers or f < 0), None)
+    if bad is not None:
+        raise WorkbenchError(f"--families must name features of the graph's {graph.n_layers} transcoder layers; got "
+                             f"layer {bad[0]}, feature {bad[1]} in {path!r}. Use families of these transcoders.")
+    active = {(int(lay), int(f)) for lay, _, f in graph.active_features.tolist()}
+    if families and not active & families.keys():
+        raise WorkbenchError(f"--families must hold some of the graph's features; none of the {len(families)} "
+                             f"features in {path!r} is active in the graph. Use families of these transcoders.")
 
 
 def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> dict[str, Any]:
     from tracer.errors import WorkbenchError
+    from tracer.graph.checks import check_transcoders_match
 
     out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None,
                            "coactivation": None}
@@ -142,14 +162,16 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         loaded = out["loaded"]
         out["transcoders"] = load_transcoders(args.transcoders, n_layers=loaded.n_layers if loaded else graph.n_layers,
                                               d_model=loaded.d_model if loaded else None)
+        check_transcoders_match(graph, out["transcoders"])
     if args.labels and not args.no_labels:
         if not Path(args.labels).is_file():
             raise WorkbenchError(f"--labels file must exist; got {args.labels!r}. Check the path.")
-        from tracer.labels import load_labels
+        from tracer.labels import check_labels_match, load_labels
 
         out["labels"] = load_labels(args.labels)
+        check_labels_match(out["labels"], n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     if args.families:
-        out["families"] = read_families(args.families)
+        out["families"] = read_families(args.families, graph)
     if args.activations:
         from tracer.activations import ActivationStore
 
@@ -267,19 +289,6 @@ def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
             "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams, "scores": scores}
 
 
-def json_safe(value: Any) -> Any:
-    """NaN / inf -> None, recursively (strict JSON)."""
-    import math
-
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 PLOT_FILES = tuple(f"{name}.{ext}" for name in ("supernode_graph", "dendrogram") for ext in ("png", "svg"))
 
 
@@ -299,10 +308,9 @@ def write_plots(circuit: Any, folder: Path) -> list[Path]:
 
 def write_supernodes(path: str | Path, doc: dict[str, Any]) -> Path:
     """Write a supernodes document (strict JSON: NaN and inf become null) atomically."""
-    from tracer.io import atomic_write_text
+    from tracer.io import atomic_write_json
 
-    atomic_write_text(path, json.dumps(json_safe(doc), indent=1, allow_nan=False) + "\n")
-    return Path(path)
+    return atomic_write_json(path, doc)
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -330,7 +338,9 @@ def run_cluster(args: argparse.Namespace) -> int:
             inputs_given.append(value)
     out = check_out(args.out, inputs=inputs_given)
     if args.plots is not None:
-        from workbench.cli_safety import check_out_files
+        from workbench.cli_safety import check_distinct, check_out_files
+
+        check_distinct(("--out", args.out), ("--plots", args.plots))
 
         check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
         check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")

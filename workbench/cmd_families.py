@@ -12,7 +12,6 @@ Writes ``{"families": [{"layer", "features", "label"}...], ...}``: with one laye
 
 import argparse
 import dataclasses
-import json
 import logging
 import sys
 import time
@@ -79,15 +78,14 @@ def _config(args: argparse.Namespace) -> Any:
 
 def _check_args(args: argparse.Namespace) -> None:
     from tracer.errors import WorkbenchError
+    from workbench.cli_safety import check_out
 
     if args.prompts is not None and args.model is None:
         raise WorkbenchError("--prompts needs --model; got no --model. Pass the model the transcoders were "
                              "trained on.")
     if args.prompts is not None and not Path(args.prompts).is_file():
         raise WorkbenchError(f"--prompts must be a text file, one prompt per line; got {args.prompts!r}.")
-    out = Path(args.out)
-    if out.is_dir():
-        raise WorkbenchError(f"--out must be a file path; got {args.out!r}, a directory. Add a file name.")
+    check_out(args.out, inputs=[args.transcoders, args.model, args.labels, args.prompts])
     if args.layer != "all" and not args.layer.lstrip("-").isdigit():
         raise WorkbenchError(f"--layer must be a layer index or 'all'; got {args.layer!r}.")
 
@@ -104,14 +102,11 @@ def _layers(text: str, n_layers: int) -> str | int:
 
 
 def read_prompts(path: str | Path) -> list[str]:
-    """Non-blank lines of a text file."""
-    from tracer.errors import WorkbenchError
+    """The prompts of a prompt file (:func:`tracer.activations.read_prompts`: one per line, or JSONL
+    records whose ``prompt`` is taken), for the commands that read unlabelled text."""
+    from tracer.activations import read_prompts as read_records
 
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in lines if line]
-    if not prompts:
-        raise WorkbenchError(f"--prompts must hold at least one non-empty line; got none in {str(path)!r}.")
-    return prompts
+    return [rec.prompt for rec in read_records(path)]
 
 
 def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
@@ -148,7 +143,7 @@ def run_families(args: argparse.Namespace) -> int:
 
     from analyses.families import FeatureFamilies, decoder_matrix
     from tracer.errors import WorkbenchError
-    from tracer.io import atomic_path
+    from tracer.io import atomic_write_json
     from tracer.labels import load_labels
     from tracer.transcoders.loaders import load_transcoders
 
@@ -180,8 +175,7 @@ def run_families(args: argparse.Namespace) -> int:
            "config": dataclasses.asdict(cfg),
            "args": {k: v for k, v in vars(args).items() if not k.startswith("cfg_") and k != "func"},
            "seconds": round(time.perf_counter() - t0, 2)}
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(json.dumps(doc, indent=1) + "\n")
+    atomic_write_json(args.out, doc)
     if not args.quiet:
         print(f"wrote {args.out}: {est.n_families_} families over {X.shape[0]} features", file=sys.stderr)
     return 0

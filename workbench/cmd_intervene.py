@@ -7,7 +7,6 @@ included). Prints the largest next-token probability changes (clean vs intervene
 """
 
 import argparse
-import json
 import logging
 import re
 import sys
@@ -248,9 +247,9 @@ def run_intervene(args: argparse.Namespace) -> int:
         result["generation"] = gen
     _print(changes, gen)
     if out_path:
-        from tracer.io import atomic_write_text
+        from tracer.io import atomic_write_json
 
-        atomic_write_text(out_path, json.dumps(result, indent=2))
+        atomic_write_json(out_path, result, indent=2)
         if not args.quiet:
             print(f"wrote {out_path}", file=sys.stderr)  # noqa: T201
     return 0

@@ -16,14 +16,13 @@ of range, ...) is one line on stderr and exit 2.
 """
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -213,18 +212,57 @@ def run_fit(args: argparse.Namespace) -> int:
     with _analysis_errors():
         fit_cfg = config_from_args(ManifoldFitConfig, args, period=None)
         run_cfg = config_from_args(ManifoldRunConfig, args)
-    loaded, tcs = _load(args.model, args.transcoders)
-    layer = None if args.layer == "auto" else check_layer(_layer_arg(args.layer), loaded.n_layers)
-    inputs = _inputs(args, loaded, args.position, tcs.kind)
+    _check_out_folder(args, FIT_OUTPUTS, [args.prompts, args.world])
+    layer = None if args.layer == "auto" else _layer_arg(args.layer)
     features = None if args.features is None else _int_list(args.features, "--features")
+    loaded, tcs = _load(args.model, args.transcoders)
+    layer = None if layer is None else check_layer(layer, loaded.n_layers)
+    check_feature_args(tcs, layer, run_cfg.feature_layer, features)
+    inputs = _inputs(args, loaded, args.position, tcs.kind)
     args.out.mkdir(parents=True, exist_ok=True)
     with _analysis_errors():
         report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
     report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
                    "seconds": round(time.perf_counter() - t0, 2)})
-    atomic_write_text(args.out / "manifold.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out / "manifold.json", report)
     logger.info("wrote %s (k=%d, R²=%.3f)", args.out / "manifold.json", report["frequency"], report["r2"])
     return 0
+
+
+FIT_OUTPUTS = ("manifold.json", "fit.json", "fit.safetensors", *(f"{name}.{ext}" for name in ("circle", "frequency",
+                                                                                              "tuning")
+                                                                for ext in ("png", "svg")))
+"""The files `manifold fit` writes into --out (besides its reusable activations/ folder)."""
+
+
+def _check_out_folder(args: argparse.Namespace, names: tuple[str, ...], inputs: list[Any]) -> None:
+    """--out (a folder) and the files it will hold, refused up front when they are inputs, inside an
+    input folder, or not writable."""
+    from workbench.cli_safety import check_out, check_out_files
+
+    given = [args.model, args.transcoders, *inputs]
+    check_out(args.out, inputs=given, folder=True)
+    check_out_files(args.out, names, inputs=given)
+
+
+def check_feature_args(tcs: Any, layer: int | None, feature_layer: int | None, features: list[int] | None) -> None:
+    """--feature-layer and --features checked against the transcoders before any work (``layer`` None:
+    chosen later by the scan, so --features is checked against every layer the scan may pick)."""
+    from tracer.errors import WorkbenchError
+
+    if feature_layer is not None and feature_layer >= tcs.n_layers:
+        raise WorkbenchError(f"--feature-layer must be in [0, {tcs.n_layers - 1}]; got {feature_layer}.")
+    if features is None:
+        return
+    if feature_layer is not None:
+        candidates = [feature_layer]
+    else:
+        candidates = [max(layer - 1, 0)] if layer is not None else list(range(tcs.n_layers))
+    width = min(tcs.layers[c].d_transcoder for c in candidates)
+    bad = [f for f in features if not 0 <= f < width]
+    if bad:
+        where = f"transcoder layer {candidates[0]}" if len(candidates) == 1 else "every transcoder layer"
+        raise WorkbenchError(f"--features must be in [0, {width}) for {where}; got {bad[0]}.")
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -240,10 +278,14 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 
 def run_steer(args: argparse.Namespace) -> int:
+    from workbench.cli_safety import check_out
     from workbench.manifold_fit_run import load_fit, steer_inputs
 
     t0 = time.perf_counter()
     info, fit = load_fit(args.fit)
+    fit_file = Path(args.fit).parent / str(info["fit_file"])
+    check_out(args.out, inputs=[args.fit, fit_file, fit_file.with_suffix(".safetensors"), args.model, args.transcoders,
+                                args.prompts, args.world])
     if fit.layer is None:
         from tracer.errors import WorkbenchError
 
@@ -262,8 +304,7 @@ def run_steer(args: argparse.Namespace) -> int:
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out, report)
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])
     return 0
 
@@ -274,16 +315,24 @@ def _inputs_for_steer(args: argparse.Namespace, loaded: Any, fit: Any, kind: str
     position = str(fit.position)
     if args.prompts is not None and args.world is None:
         return prompt_inputs(loaded, args.prompts, list(fit.value_names), position, values_required=False)
-    return _inputs(args, loaded, position, kind)
+    inputs = _inputs(args, loaded, position, kind)
+    if list(inputs.names) != list(fit.value_names):
+        from tracer.errors import WorkbenchError
+
+        theirs, fitted = ", ".join(inputs.names[:3]), ", ".join(fit.value_names[:3])
+        raise WorkbenchError(f"--family must be the fitted variable; got {args.family!r}, whose values ({theirs}, "
+                             f"...) are not the fit's ({fitted}, ...). Pass the family the fit was made on.")
+    return inputs
 
 
 def run_discover(args: argparse.Namespace) -> int:
     from workbench.manifold_discover_run import discover
 
     t0 = time.perf_counter()
+    _check_out_folder(args, ("discovery.json",), [args.prompts, args.families, args.labels])
     loaded, tcs = _load(args.model, args.transcoders)
     with _analysis_errors():
         report = discover(loaded, tcs, args)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_text(args.out / "discovery.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out / "discovery.json", report)
     return 0

@@ -117,7 +117,7 @@ def _outputs(out: Path, prompts: dict[str, str], manifest: dict[str, Any] | None
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from tracer.io import atomic_write_text
+    from tracer.io import atomic_write_json
     from workbench.cli_safety import check_out, check_out_files
     from workbench.paths import world_dir
 
@@ -166,9 +166,8 @@ def run_demo(args: argparse.Namespace) -> int:
     if manifold_stats:
         doc["manifolds"] = manifold_stats
     doc["seconds"] = round(time.perf_counter() - t0, 2)
-    from workbench.cmd_cluster import json_safe
 
-    atomic_write_text(out / "summary.json", json.dumps(json_safe(doc), indent=2, allow_nan=False))
+    atomic_write_json(out / "summary.json", doc, indent=2)
     if not args.quiet:
         for line in headline(summary, manifold_stats):
             print(line, file=sys.stderr)

@@ -205,10 +205,9 @@ def _fit(loaded: LoadedModel, tcs: Transcoders, world: Path, family: str, layer:
          scratch: Path, paths: tuple[Path, Path]) -> tuple[Any, dict[str, Any]]:
     """Fit + tiling + causal check + plots of one (layer, position), as ``workbench manifold fit`` does
     (and its ``manifold.json``)."""
-    import json
 
     from analyses.manifolds.fit import ManifoldFitConfig
-    from tracer.io import atomic_write_text
+    from tracer.io import atomic_write_json
     from workbench.cmd_manifold import ManifoldRunConfig
     from workbench.manifold_fit_run import fit_and_check
     from workbench.manifold_world import world_inputs
@@ -219,7 +218,7 @@ def _fit(loaded: LoadedModel, tcs: Transcoders, world: Path, family: str, layer:
     report = fit_and_check(loaded, tcs, inputs, layer, position, out, ManifoldFitConfig(), run_cfg,
                            None, activations=scratch / f"{position}-{layer}")
     report.update({"model": str(paths[0].resolve()), "transcoders": str(paths[1].resolve())})
-    atomic_write_text(out / "manifold.json", json.dumps(report, indent=1) + "\n")  # `workbench manifold steer --fit`
+    atomic_write_json(out / "manifold.json", report)  # `workbench manifold steer --fit`
     return inputs, report
 
 

@@ -98,6 +98,19 @@ def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[i
              "seconds": round(seconds, 1)}, est.result_)
 
 
+def parse_layers(text: str, n_layers: int) -> set[int]:
+    """``--layers "1,2"`` -> {1, 2}: transcoder layers in [0, n_layers)."""
+    parts = [x.strip() for x in str(text).split(",") if x.strip()]
+    try:
+        layers = {int(x) for x in parts}
+    except ValueError:
+        layers = set()
+    if not parts or not layers or any(not 0 <= x < n_layers for x in layers):
+        raise WorkbenchError(f"--layers must be comma-separated transcoder layers in [0, {n_layers - 1}]; got "
+                             f"{text!r}.")
+    return layers
+
+
 def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path, layers: list[int],
                  verbose: bool = False) -> ActivationStore:
     """Sparse activations of ``layers`` over the corpus (every position), collected once into ``out``."""
@@ -118,10 +131,12 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
                              "manifold-workbench[topology]` or use --persistence auto.")
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder)
             if args.families is not None else families_from_labels(args.labels, args.min_size))
-    layers = None if args.layers is None else {int(x) for x in str(args.layers).split(",") if x.strip()}
+    layers = None if args.layers is None else parse_layers(args.layers, tcs.n_layers)
     fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
     if not fams:
-        raise WorkbenchError(f"families must include at least one of >= {args.min_size} features; got none.")
+        where = "" if layers is None else f" at --layers {','.join(map(str, sorted(layers)))}"
+        raise WorkbenchError(f"families must include at least one of >= {args.min_size} features{where}; got none. "
+                             "Lower --min-size or choose other layers.")
     args.out.mkdir(parents=True, exist_ok=True)
     store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams))
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),

@@ -127,8 +127,11 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
                   activations: Path | None = None) -> dict[str, Any]:
     """Fit, tiling, causal check and plots; returns manifold.json's content. ``layer`` None scans every
     residual layer first (:func:`scan_layers`; the rows go in ``layer_scan``). The activation run is kept
-    in ``activations`` (default ``out/activations``, reused by a later run on the same prompts)."""
+    in ``activations`` (default ``out/activations``, reused by a later run on the same prompts). Nothing
+    else is written until the work has succeeded; an older ``manifold.json`` is removed first, so a failed
+    run never leaves an index that points at another run's fit."""
     layers = tuple(range(loaded.n_layers + 1)) if layer is None else (layer,)
+    (out / "manifold.json").unlink(missing_ok=True)  # the index goes first: no old index over a new fit
     pts = _points(loaded, tcs, inputs, layers, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
     positions = np.array([int(r.meta["position"]) for r in inputs.records])
@@ -144,7 +147,6 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
                    config=fit_cfg)
     train = ~inputs.heldout
     fit = make_fit(spec, X[train], y[train])
-    save_result(fit, out / FIT_FILE)
     feature_layer = cfg.feature_layer if cfg.feature_layer is not None else max(layer - 1, 0)
     if feature_layer >= tcs.n_layers:
         raise WorkbenchError(f"--feature-layer must be in [0, {tcs.n_layers - 1}]; got {feature_layer}.")
@@ -158,6 +160,7 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     if inputs.heldout.any():
         report["heldout"] = summarize(point_scores(fit, X[inputs.heldout], y[inputs.heldout]))
     report["causal"] = _causal(loaded, tcs, spec, X, y, inputs, positions, cfg)
+    save_result(fit, out / FIT_FILE)  # the results once all the work has succeeded; manifold.json last (the caller)
     report["plots"] = _plots(out, fit, X, y, tiling)
     return report
 

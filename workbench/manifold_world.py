@@ -40,7 +40,7 @@ from analyses.manifolds.tiling import TilingResult, compute_tiling
 from tracer.activations import PromptRecord
 from tracer.errors import WorkbenchError
 from tracer.folders import folder_hint
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 from workbench.manifold_inputs import POSITIONS, FitInputs, answer_token
@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         W = tcs.layers[args.map_layer].decoder_rows(torch.arange(tcs.layers[args.map_layer].d_transcoder),
                                                     torch.float32).double().numpy()
         report["decoder_map"] = decoder_map(args.out, world, W, args.map_layer, tilings, args.map_method)
-    atomic_write_text(args.out / "world_manifolds.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out / "world_manifolds.json", report)
     return 0
 
 

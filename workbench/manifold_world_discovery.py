@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from analyses.manifolds.discovery import ManifoldDiscovery
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 from workbench.manifold_discover_run import (
     corpus_store,
     discover_layer,
@@ -110,7 +110,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
         logger.info("discovery layer %d (%.1f s): cyclic above all others: %s", layer, rep["seconds"],
                     rep["cyclic_above_all_other"])
     report["scorecard"] = scorecard(report)
-    atomic_write_text(out / "world_discovery.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_json(out / "world_discovery.json", report)
     return report
 
 

@@ -108,8 +108,16 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
     assert status == 2
     _one_line_error(err, "cluster", "layers")
-    # same shapes, other weights: only the model can tell (activations differ)
-    status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["clt"]),
+    # another transcoder set of the same shapes: refused by the id both record, before any work
+    status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["clt"]))
+    assert status == 2
+    _one_line_error(err, "cluster", "--transcoders must be the graph's transcoders 'tiny-plt-relu'; got "
+                    "'tiny-clt-relu'")
+    # a graph that records no transcoder set: only the model can tell (activations differ)
+    from tracer.graph import Graph
+
+    anonymous = dataclasses.replace(Graph.load(traced["graph"]), scan="").save(tmp_path / "anonymous.safetensors")
+    status, _, err = run("cluster", str(anonymous), "--out", out, "--transcoders", str(traced["clt"]),
                          "--model", str(traced["model"]))
     assert status == 2
     _one_line_error(err, "cluster", "must reproduce the graph's edges")
@@ -130,9 +138,37 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
     assert status == 2
     _one_line_error(err, "cluster", "--families entry 0 must have 'layer' and 'features'")
-    fam.write_text(json.dumps({"families": [{"layer": 0, "features": [1, 2]}, {"features": [[1, 3], [2, 4]]}]}))
+    from tracer.graph import Graph
+
+    active = Graph.load(traced["graph"]).active_features.tolist()  # (layer, pos, feature) rows
+    (l0, _, f0), (l1, _, f1) = active[0], active[-1]
+    fam.write_text(json.dumps({"families": [{"layer": l0, "features": [f0, 2]}, {"features": [[l1, f1], [2, 4]]}]}))
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
     assert status == 0, err
+    # families of other transcoders: a layer the graph does not have, or none of the graph's features
+    for families, message in (([{"layer": 9, "features": [f0]}], "layer 9, feature"),
+                              ([{"layer": 0, "features": [-1]}], "layer 0, feature -1"),
+                              ([{"layer": l0, "features": [63 - f for f in range(64) if (l0, 63 - f) not in
+                                                           {(a, c) for a, _, c in active}][:3]}],
+                               "none of the 3 features")):
+        fam.write_text(json.dumps({"families": families}))
+        status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "t.json"), "--families",
+                             str(fam))
+        assert status == 2 and not (tmp_path / "t.json").exists()
+        _one_line_error(err, "cluster", message)
+
+
+def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced, tmp_path: Path) -> None:
+    labels = tmp_path / "labels.jsonl"
+    save_labels([FeatureLabel(layer=0, feature=f, label="thing", extra={"scan": "tiny-clt-relu"}) for f in range(64)],
+                labels)
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--labels", str(labels))
+    assert status == 2 and not (tmp_path / "s.json").exists()
+    _one_line_error(err, "cluster", "labels must be for the graph's transcoders 'tiny-plt-relu'")
+    out = tmp_path / "p.json"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--plots", str(out), "--no-labels")
+    assert status == 2 and not out.exists()
+    _one_line_error(err, "cluster", "--plots must differ from --out")
 
 
 def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tmp_path: Path) -> None:
@@ -204,7 +240,7 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     (tmp_path / "blank.txt").write_text("\n  \n")
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(tmp_path / "blank.txt"))
     assert status == 2
-    _one_line_error(err, "cluster", "--prompts must hold at least one non-empty line")
+    _one_line_error(err, "cluster", "prompt file must hold at least one prompt")
 
 
 def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> None:

@@ -83,13 +83,43 @@ def test_bad_input_is_one_line_and_exit_2(run, tmp_path: Path, extra: list[str],
 def test_bad_paths_are_one_line_and_exit_2(run, tmp_path: Path) -> None:  # noqa: ANN001
     status, _, err = run("families", "--transcoders", str(tmp_path / "nope"), "--out", str(tmp_path / "f.json"))
     assert status == 2 and len(err.strip().splitlines()) == 1 and "transcoder" in err
-    status, _, err = run("families", "--transcoders", str(tmp_path), "--out", str(tmp_path))
-    assert status == 2 and "--out must be a file path" in err
+    status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--out", str(tmp_path))
+    assert status == 2 and "--out must be a regular file or a new path" in err
     empty = tmp_path / "empty.txt"
     empty.write_text("\n \n")
+    out = str(tmp_path / "out" / "f.json")
+    status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--model", str(WORLD / "model"), "--prompts",
+                         str(empty), "--out", out)
+    assert status == 2 and "prompt file must hold at least one prompt" in err and len(err.strip().splitlines()) == 1
     status, _, err = run("families", "--transcoders", str(tmp_path), "--model", str(tmp_path), "--prompts",
-                         str(empty), "--out", str(tmp_path / "f.json"))
-    assert status == 2 and len(err.strip().splitlines()) == 1
-    status, _, err = run("families", "--transcoders", str(tmp_path), "--model", str(tmp_path), "--prompts",
-                         str(tmp_path / "missing.txt"), "--out", str(tmp_path / "f.json"))
+                         str(tmp_path / "missing.txt"), "--out", out)
     assert status == 2 and "--prompts must be a text file" in err
+
+
+def test_out_never_overwrites_or_goes_inside_an_input(run, tmp_path: Path) -> None:  # noqa: ANN001
+    labels = tmp_path / "labels.jsonl"
+    labels.write_bytes((WORLD / "labels_plt.jsonl").read_bytes())
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Two days after Friday is\n")
+    before = {p: p.read_bytes() for p in (labels, prompts)}
+    for extra, out in ((["--labels", str(labels)], labels),
+                       (["--model", str(WORLD / "model"), "--prompts", str(prompts)], prompts),
+                       ([], WORLD / "plt" / "families.json")):
+        status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--layer", "1", *extra, "--out", str(out))
+        assert status == 2 and len(err.strip().splitlines()) == 1 and "--out must not" in err, err
+    assert {p: p.read_bytes() for p in before} == before
+    assert not (WORLD / "plt" / "families.json").exists()
+
+
+def test_prompt_files_with_a_byte_order_mark_and_crlf_lines_are_read(run, tmp_path: Path) -> None:  # noqa: ANN001
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text("Two days after Friday is\nMonday plus one day is\n")
+    marked.write_bytes(b"\xef\xbb\xbfTwo days after Friday is\r\nMonday plus one day is\r\n")
+    docs = []
+    for prompts in (plain, marked):
+        out = tmp_path / f"{prompts.stem}.json"
+        status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--layer", "1", "--model",
+                             str(WORLD / "model"), "--prompts", str(prompts), "--out", str(out))
+        assert status == 0, err
+        docs.append(json.loads(out.read_text()))
+    assert docs[0]["n_token_rows"] == docs[1]["n_token_rows"] and docs[0]["families"] == docs[1]["families"]

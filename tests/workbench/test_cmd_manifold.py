@@ -234,3 +234,60 @@ def test_fit_layer_auto_scans_the_residual_layers_on_fit_prompts(tmp_path, capsy
     best = max(fitted, key=lambda r: r["between_class_fraction"])
     assert rep["layer"] == best["layer"] == 4 and rep["frequency"] == 1 and rep["order_matches"]
     assert abs(rep["between_class_fraction"] - best["between_class_fraction"]) < 1e-12
+
+
+def _strict_json(path):
+    """The file parsed by a strict JSON reader (NaN / Infinity are not JSON)."""
+    def refuse(name):
+        raise ValueError(f"{path} holds {name}, which is not JSON")
+
+    return json.loads(path.read_text(), parse_constant=refuse)
+
+
+def test_discover_writes_strict_json_and_checks_layers(tmp_path, capsys):
+    """raw_score is NaN without --raw-cloud-metrics: it was written as a bare NaN, which JSON parsers refuse."""
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["hue_arith"][:40]
+    prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": r["prompt"] + " " + r["answer"]} for r in rows])
+    argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--labels",
+            str(WORLD / "labels_plt.jsonl"), "--metric-points", "300", "--curve-iterations", "3", "--irr-n-steps",
+            "300", "--persistence", "none"]
+    code, _, err = run(capsys, *argv, "--layers", "1", "--out", str(tmp_path / "disc"))
+    assert code == 0, err
+    rep = _strict_json(tmp_path / "disc" / "discovery.json")
+    assert any(f["raw_score"] is None for f in rep["layers"]["1"]["families"].values())
+    for layers in ("4", "-1", "x", ","):
+        code, _, err = run(capsys, *argv, "--layers", layers, "--out", str(tmp_path / "bad"))
+        assert code == 2 and "--layers must be comma-separated transcoder layers in [0, 3]" in err, (layers, err)
+        assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+    code, _, err = run(capsys, *argv, "--layers", "1", "--out", str(WORLD / "model" / "disc"))
+    assert code == 2 and "--out must not" in err and not (WORLD / "model" / "disc").exists(), err
+
+
+def test_a_failed_fit_writes_nothing_and_leaves_an_earlier_fit_whole(month_fit, tmp_path, capsys):
+    import shutil
+
+    earlier = tmp_path / "earlier"
+    shutil.copytree(month_fit, earlier, ignore=shutil.ignore_patterns("activations"))
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+    base = ["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--world", str(WORLD), "--family", "day",
+            "--layer", "1", "--position", "value", "--causal-prompts", "0"]
+    for out in (earlier, tmp_path / "new"):
+        code, _, err = run(capsys, *base, "--features", "9999", "--out", str(out))
+        assert code == 2 and "--features must be in [0, 512) for transcoder layer 0; got 9999" in err, err
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    assert not (tmp_path / "new").exists()
+    code, _, err = run(capsys, *base, "--out", str(WORLD / "plt" / "fit"))
+    assert code == 2 and "--out must not" in err and not (WORLD / "plt" / "fit").exists(), err
+
+
+def test_steer_refuses_another_family_and_its_own_inputs_as_output(month_fit, tmp_path, capsys):
+    fit = str(month_fit / "manifold.json")
+    before = (month_fit / "manifold.json").read_bytes()
+    code, _, err = run(capsys, "manifold", "steer", "--fit", fit, "--world", str(WORLD), "--family", "day", "--out",
+                       str(tmp_path / "s.json"))
+    assert code == 2 and "--family must be the fitted variable; got 'day'" in err, err
+    for out in (month_fit / "manifold.json", month_fit / "fit.json"):
+        code, _, err = run(capsys, "manifold", "steer", "--fit", fit, "--world", str(WORLD), "--family", "month",
+                           "--out", str(out))
+        assert code == 2 and "--out must not" in err and len(err.strip().splitlines()) == 1, err
+    assert (month_fit / "manifold.json").read_bytes() == before and not (tmp_path / "s.json").exists()

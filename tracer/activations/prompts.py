@@ -2,7 +2,8 @@
 
 A JSONL record is an object with a ``prompt`` string; every other field is metadata carried
 through to the activation store (e.g. a variable's ``value``, or a ``position`` to read vectors at).
-Blank lines are skipped. Errors name the file and line.
+Files are UTF-8 (a byte-order mark is dropped); lines end in LF or CRLF. Blank lines are skipped.
+Errors name the file and line.
 """
 
 import json
@@ -41,7 +42,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
     """Prompts from a ``.jsonl`` file (records) or any other text file (one prompt per line)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = p.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise WorkbenchError(f"prompt file must exist; got {str(p)!r}. Check the path.") from None
     except UnicodeDecodeError as err:
@@ -49,7 +50,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
                              f"{err.start}).") from None
     except OSError as err:
         raise WorkbenchError(f"prompt file must be readable; got {str(p)!r} ({err.strerror}).") from None
-    lines = text.split("\n")
+    lines = text.replace("\r\n", "\n").split("\n")
     records = _jsonl(p, lines) if p.suffix == ".jsonl" else [PromptRecord(prompt=x) for x in lines if x.strip()]
     if not records:
         raise WorkbenchError(f"prompt file must hold at least one prompt; got none in {str(p)!r}.")

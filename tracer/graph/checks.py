@@ -126,3 +126,20 @@ def validate_graph(tensors: dict[str, Tensor], n_layers: int, d_vocab: int, sour
 
 
 __all__ = ["META_TYPES", "parse_meta", "validate_graph"]
+
+
+def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "--transcoders") -> None:
+    """Refuse transcoders other than the graph's: another transcoder set (the ``scan`` both record, when
+    both do), another depth, or a width that the graph's feature indices exceed."""
+    scan, theirs = str(getattr(graph, "scan", "") or ""), str(getattr(transcoders, "scan", "") or "")
+    if scan and theirs and scan != theirs:
+        raise WorkbenchError(f"{flag} must be the graph's transcoders {scan!r}; got {theirs!r}. Pass the transcoders "
+                             "the graph was traced with.")
+    if transcoders.n_layers != graph.n_layers:
+        raise WorkbenchError(f"{flag} must have the graph's {graph.n_layers} layers; got {transcoders.n_layers}. "
+                             "Pass the transcoders the graph was traced with.")
+    features = graph.active_features  # (n_active, 3) layer, pos, feature
+    top = int(features[:, 2].max()) if features.numel() else -1
+    if top >= transcoders.d_transcoder:
+        raise WorkbenchError(f"{flag} must have the graph's features; got {transcoders.d_transcoder} features a layer, "
+                             f"and the graph uses feature {top}. Pass the transcoders the graph was traced with.")

@@ -19,7 +19,6 @@ worst ring's score minus the best other family's. ``python -m workbench.bench.di
 """
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,7 @@ import numpy as np
 
 from analyses.manifolds.configs import IrreducibilityConfig
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 from workbench.bench.planted_families import FamilySpec, PlantedLayer, default_specs, planted_families
 
 RULES = {"raw": "raw_score", "engels_dir": "engels_score", "loop": "loop_quality", "loop_irr": "loop_score",
@@ -92,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                  args.metric_points)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["settings"] = {"fast": args.fast, "metric_points": args.metric_points}
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out, report)
     for frac, rules in report["summary"].items():
         print(frac, {r: (v["seeds_ok"], round(v["min_margin"], 3)) for r, v in rules.items()})  # noqa: T201
     return 0

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     report = run(args.n_features, args.d_model, seed=args.seed)
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out, report)
     logger.info("%s", json.dumps({k: report[k] for k in ("ari_all_features", "ari_planted_features", "seconds",
                                                          "peak_rss_gib", "load_average_before")}))
     return 0

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     params = None if args.params is None else json.loads(args.params)
     report = run(args.world, args.tiny_world, n_sentences=args.n_sentences, params=params)
-    atomic_write_text(args.out, json.dumps(report, indent=1) + "\n")
+    atomic_write_json(args.out, report)
     for tag, s in report["scores"].items():
         logger.info("%s held_out=%s ARI family %.3f (decoder only %.3f, random %.3f, task-profile reference "
                     "%.3f)", tag, s["held_out"], s["coactivation"]["ari_family"]["mean"],

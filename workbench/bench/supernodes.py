@@ -24,14 +24,13 @@ circuit / attribute (the target: <= 10%), and the graph's sizes. Prune runs once
 """
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -135,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = [bench_one(built, kind, args.n_tokens, args.repeats, args.coactivation_prompts) for kind in args.transcoder]
     report = {"spec": spec.key, "reused_build": reused, "torch_threads": torch.get_num_threads(),
               "repeats": args.repeats, "runs": runs}
-    atomic_write_text(args.out, json.dumps(report, indent=1))
+    atomic_write_json(args.out, report)
     for r in runs:
         sec = r["seconds"]
         print(f"{r['transcoder']}: {r['n_nodes']} nodes ({r['n_candidates']} candidates): "  # noqa: T201
