@@ -262,11 +262,13 @@ BAD = [
     ((0, 1, 64, 1.0), "intervention feature must be an integer in [0, 64)"),
     ((0, 1, 0, float("nan")), "intervention value must be a finite number"),
     ((0, 1, 0, float("inf")), "intervention value must be a finite number"),
+    ((0, 1, 0, -1e20), "intervention value must be a number with |value| <= 1.8e+19"),
     ((0, 1, 0, 1.0, "double"), "intervention mode must be"),
     ("0:1:0=1", "an intervention must be"),
     (add_to_output_location(0, 1, torch.zeros(5)), "vector addition vector shape must be (32,)"),
     (add_to_output_location(7, 1, torch.zeros(32)), "vector addition layer must be"),
     (add_to_embedding(0, torch.full((32,), float("nan"))), "vector addition vector must be finite"),
+    (add_to_embedding(0, torch.full((32,), 1e30)), "vector addition vector must be finite with |x| <= 1.8e+19; got 1e+30"),
 ]
 
 

@@ -59,6 +59,7 @@ def test_prompt_generation_and_options(files, capsys):
     (["--set", "0:1:999=1"], "intervention feature must be an integer in [0, 64)"),
     (["--set", "0:40:0=1"], "intervention position must be an integer in [-4, 4)"),
     (["--set", "0:1:0=nan"], "intervention value must be a finite number"),
+    (["--set", "0:1:0=1e40"], "intervention value must be a number with |value| <= 1.8e+19; got 1e+40"),
     (["--set", "0:1:0=abc"], "--set value must be a number"),
     (["--set", "garbage"], "--set must be LAYER:POS:FEATURE=VALUE"),
     (["--scale", "0:1-2:0=1"], "intervention position must be N, N..M or N.."),

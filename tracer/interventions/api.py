@@ -36,6 +36,7 @@ from tracer.interventions.clean import CleanRun, prepare
 from tracer.interventions.patched import Plan, Position, run_patched
 from tracer.models.loaded import LoadedModel
 from tracer.transcoders.base import Transcoders
+from tracer.weights import MAX_ABS_WEIGHT
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ def _check_value(value: object) -> float:
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad("intervention value", "a finite number", value, "NaN and infinities are not allowed.")
+    if abs(value) > MAX_ABS_WEIGHT:
+        raise _bad("intervention value", f"a number with |value| <= {MAX_ABS_WEIGHT:.2g}", value,
+                   "Larger values overflow float32 in the model's norms (every probability would be garbage).")
     return float(value)
 
 
@@ -170,6 +174,9 @@ def _check_addition(item: VectorAddition, n_layers: int, d_model: int, n_pos: in
         raise _bad("vector addition vector shape", f"({d_model},) (d_model)", tuple(v.shape))
     if not torch.isfinite(v).all():
         raise _bad("vector addition vector", "finite", "NaN/inf", "Check how the vector was computed.")
+    if v.numel() and float(v.abs().max()) > MAX_ABS_WEIGHT:
+        raise _bad("vector addition vector", f"finite with |x| <= {MAX_ABS_WEIGHT:.2g}", float(v.abs().max()),
+                   "Larger entries overflow float32 in the model's norms.")
     return VectorAddition(site=item.site, layer=layer, position=pos % n_pos, vector=v)
 
 
