@@ -268,7 +268,8 @@ BAD = [
     (add_to_output_location(0, 1, torch.zeros(5)), "vector addition vector shape must be (32,)"),
     (add_to_output_location(7, 1, torch.zeros(32)), "vector addition layer must be"),
     (add_to_embedding(0, torch.full((32,), float("nan"))), "vector addition vector must be finite"),
-    (add_to_embedding(0, torch.full((32,), 1e30)), "vector addition vector must be finite with |x| <= 1.8e+19; got 1e+30"),
+    (add_to_embedding(0, torch.full((32,), 1e30)),
+     "vector addition vector must be finite with |x| <= 1.8e+19; got 1e+30."),
 ]
 
 

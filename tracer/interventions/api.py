@@ -174,8 +174,9 @@ def _check_addition(item: VectorAddition, n_layers: int, d_model: int, n_pos: in
         raise _bad("vector addition vector shape", f"({d_model},) (d_model)", tuple(v.shape))
     if not torch.isfinite(v).all():
         raise _bad("vector addition vector", "finite", "NaN/inf", "Check how the vector was computed.")
-    if v.numel() and float(v.abs().max()) > MAX_ABS_WEIGHT:
-        raise _bad("vector addition vector", f"finite with |x| <= {MAX_ABS_WEIGHT:.2g}", float(v.abs().max()),
+    largest = float(v.abs().max()) if v.numel() else 0.0
+    if largest > MAX_ABS_WEIGHT:
+        raise _bad("vector addition vector", f"finite with |x| <= {MAX_ABS_WEIGHT:.2g}", float(f"{largest:.3g}"),
                    "Larger entries overflow float32 in the model's norms.")
     return VectorAddition(site=item.site, layer=layer, position=pos % n_pos, vector=v)
 
