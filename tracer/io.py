@@ -129,7 +129,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     done = False
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as err:  # a write error names no file (or the temp file): name the output instead
+            if err.filename is None or err.filename in (str(tmp), tmp):
+                raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+            raise
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)

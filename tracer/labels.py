@@ -76,7 +76,7 @@ def load_labels(path: str | os.PathLike[str]) -> dict[tuple[int, int], FeatureLa
     p = require_readable(path, "label file")
     raw = p.read_bytes()
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark is dropped
     except UnicodeDecodeError as err:
         raise LabelFormatError(f"label file must be UTF-8 text; got byte {raw[err.start:err.start + 1]!r} at offset "
                                f"{err.start} of {str(p)!r}. Re-save it as UTF-8.") from None

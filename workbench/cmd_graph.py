@@ -13,11 +13,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser(
         "trace", help="build an attribution graph for a prompt",
         description="Trace the attribution graph of a prompt through a model's transcoders. A path "
-                    "ending in .npz writes the npz of the design notes (uncompressed); any other path "
-                    "writes the native format (one safetensors file with a JSON header).",
+                    "ending in .npz writes the npz of the design notes (uncompressed: the arrays only, without "
+                    "the prompt text, the model and transcoder ids or the logit token strings, so `export` "
+                    "then needs --scan); any other path writes the native format (one safetensors file with a "
+                    "JSON header that keeps them).",
     )
     add_model_arguments(p)
-    p.add_argument("--out", required=True, help="output path (.npz, or native .safetensors)")
+    p.add_argument("--out", required=True, help="output path (native .safetensors, or .npz: arrays only)")
     p.add_argument("--max-n-logits", type=int, default=10, help="most logit targets (default 10)")
     p.add_argument("--desired-logit-prob", type=float, default=0.95,
                    help="cumulative probability the logit targets should cover (default 0.95)")

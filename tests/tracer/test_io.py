@@ -59,6 +59,29 @@ def test_temp_files_have_the_pattern_and_vanish_on_error(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["g.safetensors"]
 
 
+def test_a_write_error_names_the_output_not_the_temp_file(tmp_path):
+    """A full disk raises ENOSPC from write(), which names no file: the error must name the output (the
+    CLI's one line said "no space left on the device writing." with no path)."""
+    import errno
+
+    from workbench.cli_safety import error_line
+
+    target = tmp_path / "g.json"
+    with pytest.raises(OSError) as info, atomic_path(target):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.errno == errno.ENOSPC and info.value.filename == str(target)
+    assert error_line(info.value) == f"no space left on the device writing {str(target)!r}. Free some space or " \
+                                     "write elsewhere."
+    with pytest.raises(OSError) as info, atomic_path(target) as tmp:
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp))
+    assert info.value.filename == str(target) and not target.exists()
+    other = tmp_path / "input.txt"
+    with pytest.raises(FileNotFoundError) as info, atomic_path(target):
+        other.read_text()  # an error about another file keeps its name
+    assert info.value.filename == str(other)
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_keyboard_interrupt_mid_write_leaves_the_old_file(tmp_path):
     target = tmp_path / "s.json"
     atomic_write_text(target, "complete")

@@ -35,6 +35,14 @@ def test_jsonl_round_trip_keeps_extra_fields(tmp_path: Path) -> None:
     assert back[(1, 7)].extra["format"] == "jsonl"
 
 
+def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
+    """Files saved by some Windows editors start with a UTF-8 BOM; it was read as part of the JSON."""
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "marked.jsonl"
+    save_labels([FeatureLabel(layer=0, feature=3, label="day token")], plain)
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert load_labels(marked) == load_labels(plain)
+
+
 def test_jsonl_duplicate_is_an_error(tmp_path: Path) -> None:
     rec = json.dumps({"layer": 0, "feature": 1, "label": "x", "top_contexts": []})
     path = _write(tmp_path, "dup.jsonl", rec + "\n" + rec + "\n")

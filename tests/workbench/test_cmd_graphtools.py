@@ -117,6 +117,27 @@ def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "v" / "g.json").exists()
 
 
+def test_a_prune_result_or_an_npz_without_ids_is_explained(run, graph_file: Path, tmp_path: Path) -> None:
+    """A prune result given as the graph said "a safetensors file without graph metadata. Use a file written by
+    `workbench trace`" (it was written by `workbench prune`); an .npz graph (arrays only) exported without
+    --scan said "Pass a scan name" without saying why the scan was missing."""
+    pruned = tmp_path / "pruned.safetensors"
+    assert run("prune", str(graph_file), "--out", str(pruned))[0] == 0
+    for command in (("prune", str(pruned), "--out", str(tmp_path / "again.npz")),
+                    ("export", str(pruned), "--out", str(tmp_path / "v"))):
+        status, _, err = run(*command)
+        assert status == 2 and "a prune result (written by `workbench prune`)" in err, err
+        _one_line_error(err, command[0])
+    arrays = Graph.load(graph_file).save(tmp_path / "g.npz")
+    status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"))
+    assert status == 2 and "(an .npz graph records neither)" in err and "--scan" in err, err
+    _one_line_error(err, "export")
+    assert not (tmp_path / "v").exists()
+    status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"), "--scan", "my-scan")
+    assert status == 0, err
+    assert json.loads((tmp_path / "v" / "g.json").read_text())["metadata"]["scan"] == "my-scan"
+
+
 def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     graph = ref.random_graph(3)
     pt = _save_ct(tmp_path, monkeypatch, graph)

@@ -300,6 +300,10 @@ def load_native(path: Path, *, mmap: bool = False) -> Graph:
     """Read :func:`save_native`'s file, checking every field (:mod:`tracer.graph.checks`)."""
     infos, data_offset, header_meta = read_safetensors_file(path, "graph file")
     meta_json = header_meta.get("manifold_workbench_graph")
+    if meta_json is None and "manifold_workbench_prune" in header_meta:
+        raise WorkbenchError(f"graph file must be a manifold-workbench graph; got {str(path)!r}, a prune result "
+                             "(written by `workbench prune`). Pass the graph it was pruned from (`workbench cluster` "
+                             "reads a prune result with --prune).")
     if meta_json is None:
         raise WorkbenchError(
             f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "

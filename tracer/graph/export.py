@@ -17,6 +17,7 @@ with their raw signed weights ``A[target, source]``. Node ids (``research/geomet
 ``pruning_settings`` (both in Neuronpedia's schema). Floats that are not finite become null.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -160,7 +161,8 @@ def _scan(graph: Graph, scan: str | None) -> tuple[str, list[str]]:
     scan = scan or graph.scan or graph.model_id
     if not scan:
         raise WorkbenchError("scan must be set to identify the model/transcoders; got an empty scan and "
-                             "model id. Pass a scan name.")
+                             "model id (an .npz graph records neither). Pass a scan name (--scan), and a tokenizer "
+                             "for readable tokens; graphs saved as .safetensors keep both.")
     return scan, []
 
 
@@ -236,8 +238,15 @@ def export_neuronpedia(graph: Graph, path: str | Path, *, slug: str, prune_confi
     index_path = folder / "graph-metadata.json"
     _read_index(index_path)  # a damaged index stops us before anything is written
     target = folder / f"{slug}.json"
-    with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    created = not folder.exists()
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    except BaseException:
+        if created:  # a folder this call made and could not fill (e.g. a full disk) is not left behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     with file_lock(index_path):  # concurrent exports into one folder: read-modify-write one at a time
         index = _read_index(index_path)
         index["graphs"] = [g for g in index["graphs"] if g.get("slug") != slug] + [data["metadata"]]

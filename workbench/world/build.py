@@ -130,7 +130,7 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
     model = build_model(cfg.model, len(tokenizer), seed)
     ids, answer_pos = encode_corpus(corpus, tokenizer)
     losses = train_model(model, ids, answer_pos, neighbour_table(tokenizer), train_cfg, progress=progress)
-    _save_model(model, tokenizer, out / "model")
+    _save_model(model, tokenizer, out / "model", progress=progress)
     times["model"] = time.perf_counter() - t
 
     logger.info("Phase 3: evaluating the model")
@@ -211,11 +211,21 @@ def prompt_sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:
     return sents
 
 
-def _save_model(model: Any, tokenizer: Any, path: Path) -> None:
-    """save_pretrained into a temp folder next to `path`, then move the files in."""
+def _save_model(model: Any, tokenizer: Any, path: Path, *, progress: bool = False) -> None:
+    """save_pretrained into a temp folder next to `path`, then move the files in (transformers' "Writing
+    model shards" bar only with ``progress``)."""
+    from transformers.utils import logging as hf_logging
+
     path.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".model-") as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        was_on = hf_logging.is_progress_bar_enabled()
+        if not progress:
+            hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(tmp, safe_serialization=True)
+        finally:
+            if was_on and not progress:
+                hf_logging.enable_progress_bar()
         for f in sorted(Path(tmp).iterdir()):
             shutil.move(str(f), str(path / f.name))
     save_tokenizer(tokenizer, path)
