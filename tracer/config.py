@@ -110,6 +110,15 @@ class ActivationConfig:
             if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                                                        for v in value):
                 raise WorkbenchError(f"{name} must be a tuple of layer indices >= 0; got {value!r}.")
+            repeated = [x for k, x in enumerate(value or ()) if x in (value or ())[:k]]
+            if repeated:  # a repeated layer was stored twice (every activation doubled in layer_matrix)
+                err = WorkbenchError(f"{name} must name each layer once; got {list(value or ())}, which repeats layer "
+                                     f"{repeated[0]}. Drop the repeat.")
+                err.fields = (name,)
+                raise err
+        if self.feature_layers == () and not (self.residual_layers or self.mlp_input_layers):
+            raise WorkbenchError("feature_layers must name at least one layer, or be None (every layer), when no "
+                                 "vectors are stored; got (). Name the layers or leave feature_layers out.")
         if self.positions not in ("all", "last", "field"):
             raise WorkbenchError(f"positions must be 'all', 'last' or 'field'; got {self.positions!r}.")
         if self.value_dtype not in ("float16", "float32"):

@@ -3,6 +3,7 @@
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
@@ -32,20 +33,31 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run_activations)
 
 
-def run_activations(args: argparse.Namespace) -> int:
-    from pathlib import Path
+def _check_out(args: argparse.Namespace, n_prompts: int, shard_prompts: int) -> Path:
+    """--out, before any work: not an input or inside one, writable, holding none of the inputs by a
+    run file name, and new, empty or an activation run (to resume)."""
+    from tracer.activations.collect import check_run_folder
+    from tracer.activations.store import INDEX, PROMPTS, shard_name
+    from workbench.cli_safety import check_out, check_out_files
 
+    inputs = [args.model, args.transcoders, args.prompts]
+    out = check_out(args.out, inputs=inputs, folder=True)
+    shards = {shard_name(k) for k in range(-(-n_prompts // shard_prompts))}
+    named = {Path(i).name for i in inputs} & shards  # a shard name only matters if an input bears it
+    check_out_files(out, [INDEX, PROMPTS, *sorted(named)], inputs=inputs)
+    check_run_folder(out, "--out")
+    return out
+
+
+def run_activations(args: argparse.Namespace) -> int:
     from tracer.activations import ActivationConfig, collect_activations, read_prompts
-    from tracer.errors import WorkbenchError
     from tracer.models import load_model, parse_device, parse_dtype
     from tracer.transcoders.loaders import load_transcoders
     from workbench.config_cli import config_from_args
 
     cfg = config_from_args(ActivationConfig, args)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"--out must be a folder; got {args.out!r}, a file. Pass a new folder name.")
     records = read_prompts(args.prompts)
+    out = _check_out(args, len(records), cfg.shard_prompts)
     loaded = load_model(args.model, device=parse_device(args.device), dtype=parse_dtype(args.dtype), backend="auto")
     tc = load_transcoders(args.transcoders, dtype=loaded.dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
     if args.allow_unk:

@@ -47,8 +47,14 @@ def _parts(tp: Any) -> tuple[Any, bool]:
 
 
 def _int_tuple(text: str) -> tuple[int, ...]:
+    """``"1, 2"`` -> (1, 2); ``""`` -> (); an empty item (``"1,,2"``, ``"1,"``) or a non-integer is an error."""
+    parts = text.replace(" ", "").split(",")
+    if parts == [""]:
+        return ()
     try:
-        return tuple(int(x) for x in text.replace(" ", "").split(",") if x != "")
+        if "" in parts:
+            raise ValueError
+        return tuple(int(x) for x in parts)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
 

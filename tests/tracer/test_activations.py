@@ -1,6 +1,8 @@
 """Corpus activations: equal to the replacement model per prompt, resumable, readable per layer."""
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -72,6 +74,12 @@ def test_positions_from_records_and_last(tmp_path):
     with pytest.raises(WorkbenchError, match="'position' must be an integer"):
         collect_activations(loaded, tc, [PromptRecord(prompt="the cat", meta={"position": 9})], tmp_path / "c",
                             ActivationConfig(residual_layers=(0,), positions="field"), verbose=False)
+    # the same prompts with other record positions are another run, not a resumable one (it resumed with
+    # the first run's vectors, stored at the old positions)
+    moved = [PromptRecord(prompt=r.prompt, meta={**r.meta, "position": -1}) for r in _records()]
+    with pytest.raises(WorkbenchError, match="output folder must be new or hold this same run"):
+        collect_activations(loaded, tc, moved, tmp_path / "a", ActivationConfig(residual_layers=(3,),
+                                                                                positions="field"), verbose=False)
 
 
 def test_a_killed_run_resumes_without_redoing_finished_shards(tmp_path, monkeypatch):
@@ -133,3 +141,128 @@ def test_read_prompts(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe")
     with pytest.raises(WorkbenchError, match="must be UTF-8 text"):
         read_prompts(tmp_path / "bin.txt")
+
+
+def test_read_prompts_keeps_file_lines(tmp_path):
+    (tmp_path / "p.txt").write_text("the cat\n\n a dog \n")
+    assert [r.line for r in read_prompts(tmp_path / "p.txt")] == [1, 3]
+    (tmp_path / "p.jsonl").write_text('\n{"prompt": "the cat"}\n')
+    assert read_prompts(tmp_path / "p.jsonl")[0].line == 2
+
+
+@pytest.mark.parametrize("arch,overrides,needle", [
+    ("qwen3", {"max_position_embeddings": 12}, "the model's context (12 tokens); got 14"),
+    ("gemma2", {"sliding_window": 8}, "sliding_window (8); got 14 tokens"),
+])
+def test_prompts_longer_than_the_context_are_refused_before_any_work(tmp_path, arch, overrides, needle):
+    loaded = tiny_model(arch, **overrides)
+    tc = tiny_transcoders(loaded)
+    long = PromptRecord(prompt=" ".join(["cat"] * 13), line=4)
+    with pytest.raises(WorkbenchError, match=r"^prompt 1 \(prompt file line 4\): prompt length must be") as err:
+        collect_activations(loaded, tc, ["the cat", long], tmp_path / "run", verbose=False)
+    assert needle in str(err.value)
+    assert not (tmp_path / "run").exists(), "refused before anything is written"
+
+
+@pytest.mark.parametrize("cfg,message", [
+    (dict(feature_layers=(1, 1)), "feature_layers must name each layer once; got [1, 1]"),
+    (dict(residual_layers=(2, 0, 2)), "residual_layers must name each layer once; got [2, 0, 2], which repeats "
+                                      "layer 2"),
+    (dict(mlp_input_layers=(0, 0)), "mlp_input_layers must name each layer once"),
+    (dict(feature_layers=()), "feature_layers must name at least one layer"),
+])
+def test_repeated_layers_and_empty_runs_are_refused(tmp_path, cfg, message):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    with pytest.raises(WorkbenchError, match=re.escape(message)):
+        collect_activations(loaded, tc, WORDS[:2], tmp_path / "run", ActivationConfig(**cfg), verbose=False)
+    assert not (tmp_path / "run").exists()
+    vectors_only = collect_activations(loaded, tc, WORDS[:2], tmp_path / "v",
+                                       ActivationConfig(feature_layers=(), residual_layers=(1,)), verbose=False)
+    assert vectors_only.feature_layers == [] and len(vectors_only.vectors("residual", 1)[0]) == 2
+
+
+def _truncate(path: Path) -> None:
+    with path.open("r+b") as fh:
+        fh.truncate(100)
+
+
+def _swap_for_another_shard(path: Path) -> None:  # a valid safetensors file of the wrong rows
+    path.write_bytes((path.parent / "shard-00000.safetensors").read_bytes())
+
+
+def _drop_a_tensor(path: Path) -> None:
+    from safetensors.numpy import load_file, save_file
+
+    arrays = load_file(str(path))
+    del arrays["resid1"]
+    save_file(arrays, str(path))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _swap_for_another_shard, _drop_a_tensor])
+def test_a_resumed_run_collects_damaged_shards_again(tmp_path, monkeypatch, caplog, damage):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    cfg = ActivationConfig(shard_prompts=3, batch_size=2, residual_layers=(1,))
+    clean = collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
+    damage(tmp_path / "run" / "shard-00001.safetensors")
+    real = collect_mod.collect_shard
+    calls: list[int] = []
+
+    def recording_shard(*a: Any, **k: Any) -> Any:
+        calls.append(a[5])
+        return real(*a, **k)
+
+    monkeypatch.setattr(collect_mod, "collect_shard", recording_shard)
+    with caplog.at_level("WARNING", logger="tracer.activations.collect"):
+        done = collect_activations(loaded, tc, _records(), tmp_path / "run", cfg, verbose=False)
+    assert calls == [3], "only the damaged shard is collected again"
+    assert "collecting shard-00001.safetensors again" in caplog.text
+    assert done.complete and [s.file for s in done.shards] == [s.file for s in clean.shards]
+    for shard in done.shards:
+        done.check_shard(shard)
+    for layer in range(loaded.n_layers):
+        assert (done.layer_matrix(layer) != clean.layer_matrix(layer)).nnz == 0
+    np.testing.assert_array_equal(done.vectors("residual", 1)[1], clean.vectors("residual", 1)[1])
+
+
+def test_a_run_killed_in_its_first_shard_resumes(tmp_path, monkeypatch):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+
+    def killed(*a: Any, **k: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(collect_mod, "collect_shard", killed)
+    with pytest.raises(KeyboardInterrupt):
+        collect_activations(loaded, tc, WORDS[:3], tmp_path / "run", verbose=False)
+    assert ActivationStore(tmp_path / "run").n_prompts == 0
+    collect_mod.check_run_folder(tmp_path / "run")  # an activation run's folder: resumable
+    monkeypatch.undo()
+    assert collect_activations(loaded, tc, WORDS[:3], tmp_path / "run", verbose=False).complete
+
+
+@pytest.mark.parametrize("text,needle", [('{"trunc', "must be readable JSON"), ("[1, 2]", "activation index"),
+                                         ('{"format": "manifold-workbench-activations"}', "schema_version")])
+def test_a_damaged_index_is_a_one_line_error(tmp_path, text, needle):
+    loaded = tiny_model("qwen3")
+    tc = tiny_transcoders(loaded)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "index.json").write_text(text + "\n")
+    with pytest.raises(WorkbenchError, match="Remove the folder or choose another output folder") as err:
+        collect_activations(loaded, tc, WORDS[:2], tmp_path / "run", verbose=False)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+    assert (tmp_path / "run" / "index.json").read_text() == text + "\n"
+    with pytest.raises(WorkbenchError, match="Remove the folder or choose another --out"):
+        collect_mod.check_run_folder(tmp_path / "run", "--out")
+
+
+def test_check_run_folder_refuses_a_folder_of_other_files(tmp_path):
+    collect_mod.check_run_folder(tmp_path / "new")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".mwtmp-1-abcdef-01234567.tmp").write_text("")  # a temp file does not count
+    collect_mod.check_run_folder(tmp_path / "empty")
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "graph.json").write_text("{}")
+    with pytest.raises(WorkbenchError, match="must be new, empty or an activation run's folder"):
+        collect_mod.check_run_folder(tmp_path / "export")

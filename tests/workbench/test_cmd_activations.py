@@ -1,9 +1,12 @@
 """`workbench activations` end to end on the demo world, and its bad inputs."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 
+from tests.helpers_mutants import assert_refused
 from tracer.activations import ActivationStore
 from workbench.cli import main
 from workbench.paths import world_dir
@@ -12,12 +15,15 @@ WORLD = world_dir()
 
 
 def run(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as exit_:  # argparse's own refusals (a flag's type)
+        code = int(exit_.code or 0)
     out = capsys.readouterr()
     return code, out.out, out.err
 
 
-def test_collects_the_demo_world_and_resumes(tmp_path, capsys):
+def test_collects_the_demo_world_and_resumes(tmp_path, capsys, caplog):
     manifest = json.loads((WORLD / "manifest.json").read_text())
     rows = manifest["prompt_sets"]["day_arith"][:12]
     prompts = tmp_path / "days.jsonl"
@@ -30,12 +36,26 @@ def test_collects_the_demo_world_and_resumes(tmp_path, capsys):
     assert store.complete and store.n_prompts == 12 and store.records[3]["value"] == rows[3]["answer"]
     assert store.layer_matrix(1).shape == (store.n_rows, store.d_transcoder(1)) and store.layer_matrix(1).nnz > 0
     assert run(capsys, *args)[0] == 0, "running again on a finished run is a no-op"
+    with (tmp_path / "run" / "shard-00001.safetensors").open("r+b") as fh:
+        fh.truncate(100)
+    code, _, err = run(capsys, *args)
+    assert code == 0 and "collecting shard-00001.safetensors again" in caplog.text, err
+    store = ActivationStore(tmp_path / "run")
+    for shard in store.shards:
+        store.check_shard(shard)
+    assert store.complete and store.n_prompts == 12
 
 
 @pytest.mark.parametrize("extra,message", [
     (("--residual-layers", "9"), "residual_layers must be in [0, 4]"),
     (("--batch-size", "0"), "batch_size must be an integer >= 1"),
     (("--prompts", "/nonexistent.txt"), "prompt file must exist"),
+    (("--feature-layers", "1,1"), "feature_layers must name each layer once; got [1, 1]"),
+    (("--residual-layers", "2,2"), "residual_layers must name each layer once"),
+    (("--mlp-input-layers", "0,1,0"), "mlp_input_layers must name each layer once"),
+    (("--residual-layers", "1,,2"), "argument --residual-layers: must be comma-separated integers; got '1,,2'"),
+    (("--feature-layers", ""), "feature_layers must name at least one layer, or be None (every layer)"),
+    (("--feature-layers", "1,"), "argument --feature-layers: must be comma-separated integers; got '1,'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     prompts = tmp_path / "p.txt"
@@ -44,6 +64,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
             "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet", *extra]
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists(), "refused before anything is written"
 
 
 def test_unknown_words_are_refused_by_name(tmp_path, capsys):
@@ -52,3 +73,63 @@ def test_unknown_words_are_refused_by_name(tmp_path, capsys):
     code, _, err = run(capsys, "activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
                        "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet")
     assert code == 2 and "'Funday'" in err
+
+
+def _argv(prompts: Path, out: Path) -> list[str]:
+    return ["activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"), "--prompts",
+            str(prompts), "--out", str(out), "--quiet"]
+
+
+def test_prompts_longer_than_the_context_are_refused_by_line(tmp_path, capfd):
+    prompts = tmp_path / "long.txt"
+    prompts.write_text("Tuesday\n\n" + " ".join(["Friday"] * 70) + "\n")
+    assert_refused(capfd, _argv(prompts, tmp_path / "run"), inputs=[prompts], out=tmp_path / "run",
+                   needle="prompt 1 (prompt file line 3): prompt length must be <= the model's context (64 tokens); "
+                          "got 71")
+
+
+@pytest.mark.parametrize("name", ["prompts.jsonl", "index.json"])
+def test_out_never_replaces_its_own_input(tmp_path, capfd, name):
+    prompts = tmp_path / "fresh" / name
+    prompts.parent.mkdir()
+    prompts.write_text('{"prompt": "Tuesday", "label": "x"}\n' if name.endswith(".jsonl") else "Tuesday\n")
+    assert_refused(capfd, _argv(prompts, prompts.parent), inputs=[prompts], out=prompts.parent,
+                   needle="must not overwrite or go inside the run's inputs")
+
+
+def test_out_must_be_new_empty_or_a_run(tmp_path, capfd):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Tuesday\n")
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "graph.json").write_text("{}")
+    assert_refused(capfd, _argv(prompts, export), inputs=[prompts], out=export,
+                   needle="--out must be new, empty or an activation run's folder")
+    assert_refused(capfd, _argv(prompts, WORLD / "model"), inputs=[prompts, WORLD / "model"], out=WORLD / "model",
+                   needle="must not overwrite or go inside the run's inputs")
+
+
+@pytest.mark.parametrize("text,needle", [('{"trunc', "index.json must be readable JSON"),
+                                         ("[1,2]", "index.json must be a manifold-workbench activation index")])
+def test_a_damaged_index_in_out_is_one_line(tmp_path, capfd, text, needle):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Tuesday\n")
+    out = tmp_path / "a_bad"
+    out.mkdir()
+    (out / "index.json").write_text(text + "\n")
+    res = assert_refused(capfd, _argv(prompts, out), inputs=[prompts], out=out, needle=needle)
+    assert "Remove the folder or choose another --out" in res.lines[0]
+
+
+def test_a_read_only_out_is_refused_up_front(tmp_path, capfd, monkeypatch):
+    """Root bypasses permissions, so the folder is made unwritable by stubbing os.access for it."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Tuesday\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+    res = assert_refused(capfd, _argv(prompts, ro), inputs=[prompts], out=ro, needle="--out must be a writable folder")
+    assert ".mwtmp" not in res.lines[0]

@@ -7,12 +7,14 @@ the BOS left out, as :func:`tracer.replacement.encode` zeroes the BOS) is encode
 (:func:`tracer.replacement.encode_non_bos`); the non-zero activations and
 the requested vectors go into one safetensors shard, written atomically, and ``index.json`` is
 rewritten (atomically) after every shard. A killed run started again with the same prompts and
-settings continues at the first shard the index does not list.
+settings continues at the first shard the index does not list; the listed shards are read and
+checked first, and a damaged one is collected again.
 """
 
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,13 +25,22 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from tracer.activations.prompts import PromptRecord
-from tracer.activations.store import FORMAT, INDEX, PROMPTS, SCHEMA_VERSION, ActivationStore, shard_name
+from tracer.activations.store import (
+    FORMAT,
+    INDEX,
+    PROMPTS,
+    SCHEMA_VERSION,
+    ActivationStore,
+    ShardInfo,
+    read_index,
+    shard_name,
+)
 from tracer.config import ActivationConfig
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path
+from tracer.io import TEMP_PREFIX, atomic_path
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
-from tracer.models.tokens import tokenize_many
+from tracer.models.tokens import check_token_ids, tokenize_many
 from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
@@ -46,6 +57,17 @@ def _check_layers(cfg: ActivationConfig, n_layers: int) -> tuple[int, ...]:
         if bad:
             raise WorkbenchError(f"{name} must be in [0, {top}] for this model; got {bad[0]}.")
     return feature_layers
+
+
+def _check_lengths(loaded: LoadedModel, records: list[PromptRecord], tokens: list[Tensor]) -> None:
+    """The longest prompt must fit the model's context (and attention window), as for `trace`
+    (:func:`tracer.models.tokens.check_token_ids`); the error names the prompt and its file line."""
+    i = max(range(len(tokens)), key=lambda k: int(tokens[k].shape[0]))
+    try:
+        check_token_ids(loaded, tokens[i])
+    except WorkbenchError as err:
+        line = "" if records[i].line is None else f" (prompt file line {records[i].line})"
+        raise WorkbenchError(f"prompt {i}{line}: {err}") from None
 
 
 def _vector_positions(cfg: ActivationConfig, records: list[PromptRecord], lengths: list[int]) -> list[list[int]]:
@@ -66,11 +88,16 @@ def _vector_positions(cfg: ActivationConfig, records: list[PromptRecord], length
     return out
 
 
-def _fingerprint(loaded: LoadedModel, tc: Transcoders, tokens: list[Tensor], cfg: ActivationConfig) -> str:
+def _fingerprint(loaded: LoadedModel, tc: Transcoders, tokens: list[Tensor], cfg: ActivationConfig,
+                 positions: list[list[int]]) -> str:
+    """What makes two runs the same run: model, transcoders, settings, tokens and (for ``positions="field"``,
+    where the records choose them) the positions whose vectors are stored."""
     h = hashlib.sha256(json.dumps({"model": loaded.model_id, "transcoders": tc.source, "kind": tc.kind,
                                    "config": _config_json(cfg)}, sort_keys=True).encode())
     for t in tokens:
         h.update(t.numpy().astype(np.int64).tobytes() + b"|")
+    if cfg.positions == "field":
+        h.update(json.dumps(positions).encode())
     return h.hexdigest()
 
 
@@ -78,24 +105,72 @@ def _config_json(cfg: ActivationConfig) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}
 
 
-def _start_or_resume(out: Path, base: dict[str, Any], records: list[PromptRecord],
-                     tokens: list[Tensor]) -> dict[str, Any]:
+def _shard_entries(shard_prompts: int, lengths: list[int]) -> list[dict[str, Any]]:
+    """The index entry of every shard of the run (``file``, ``prompts`` [start, end), ``row_offset``, ``n_rows``)."""
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)  # (n_prompts + 1,)
+    entries = []
+    for lo in range(0, len(lengths), shard_prompts):
+        hi = min(lo + shard_prompts, len(lengths))
+        entries.append({"file": shard_name(lo // shard_prompts), "prompts": [lo, hi], "row_offset": int(offsets[lo]),
+                        "n_rows": int(offsets[hi] - offsets[lo])})
+    return entries
+
+
+def read_run_index(out: Path, name: str = "output folder") -> dict[str, Any]:
+    """The index of the activation run in ``out``; an unreadable or foreign one is a one-line error."""
+    try:
+        return read_index(out)
+    except WorkbenchError as err:
+        raise WorkbenchError(f"{err} Remove the folder or choose another {name}.") from None
+
+
+def check_run_folder(out: Path, name: str = "output folder") -> None:
+    """Before any work: ``out`` must be new, empty (temp files aside) or an activation run's folder."""
+    if (out / INDEX).is_file():
+        read_run_index(out, name)
+    elif out.is_dir() and any(not n.startswith(TEMP_PREFIX) for n in os.listdir(out)):
+        raise WorkbenchError(f"{name} must be new, empty or an activation run's folder; got {str(out)!r}, which "
+                             f"holds other files and no {INDEX}. Choose another {name}.")
+
+
+def _intact(store: ActivationStore, shard: ShardInfo) -> bool:
+    try:
+        store.check_shard(shard)
+    except WorkbenchError as err:
+        logger.warning("collecting %s again: %s", shard.file, err)
+        return False
+    return True
+
+
+def _resume(out: Path, base: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The index of the same run in ``out``, listing its finished shards that read back intact."""
+    index = read_run_index(out)
+    if index.get("fingerprint") != base["fingerprint"]:
+        raise WorkbenchError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
+                             "a run of other prompts, model or settings. Use a new output folder.")
+    shards = index.get("shards")
+    listed = [e for e in entries if isinstance(shards, list) and e in shards]  # entries as this run writes them
+    _write_index(out, {**base, "shards": listed})
+    store = ActivationStore(out)
+    done = [e for e, shard in zip(listed, store.shards) if _intact(store, shard)]
+    logger.info("resuming %s: %d of %d shards done", out, len(done), len(entries))
+    return {**base, "shards": done}
+
+
+def _start_or_resume(out: Path, base: dict[str, Any], records: list[PromptRecord], tokens: list[Tensor],
+                     entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The index to continue from: a fresh one, or the folder's own when it is the same run."""
     if (out / INDEX).is_file():
-        index = json.loads((out / INDEX).read_text())
-        if index.get("fingerprint") != base["fingerprint"]:
-            raise WorkbenchError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
-                                 "a run of other prompts, model or settings. Use a new output folder.")
-        done = [s for s in index["shards"] if (out / s["file"]).is_file()]
-        logger.info("resuming %s: %d of %d shards done", out, len(done), index["n_shards"])
-        return {**index, "shards": done}
+        return _resume(out, base, entries)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / PROMPTS) as tmp:
         with tmp.open("w", encoding="utf-8") as fh:
             for rec, t in zip(records, tokens):
                 row = {"prompt": rec.prompt, "n_pos": int(t.shape[0]), "tokens": t.tolist(), **rec.meta}
                 fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {**base, "shards": []}
+    index = {**base, "shards": []}
+    _write_index(out, index)  # now a run killed in its first shard is resumable
+    return index
 
 
 def _write_index(out: Path, index: dict[str, Any]) -> None:
@@ -114,29 +189,29 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     if not records:
         raise WorkbenchError("prompts must be non-empty; got none. Pass at least one prompt.")
     tokens = tokenize_many(loaded, [r.prompt for r in records], allow_unk=allow_unk)
+    _check_lengths(loaded, records, tokens)
     lengths = [int(t.shape[0]) for t in tokens]
     positions = _vector_positions(cfg, records, lengths)
-    n_shards = -(-len(records) // cfg.shard_prompts)
+    entries = _shard_entries(cfg.shard_prompts, lengths)
     out = Path(out_dir)
     base = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": _config_json(cfg),
-            "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg), "model_id": loaded.model_id,
+            "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg, positions), "model_id": loaded.model_id,
             "transcoder_id": transcoders.source, "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,
             "d_model": loaded.d_model, "feature_layers": list(feature_layers), "n_prompts": len(records),
-            "n_rows": sum(lengths), "n_shards": n_shards,
+            "n_rows": sum(lengths), "n_shards": len(entries),
             "d_transcoder": {str(i): transcoders.layers[i].d_transcoder for i in feature_layers}}
-    index = _start_or_resume(out, base, records, tokens)
+    index = _start_or_resume(out, base, records, tokens, entries)
     done = {s["file"] for s in index["shards"]}
     tcd = transcoders.to(loaded.device, loaded.dtype)
     in_loc = loaded.adapter.input_location(transcoders.input_hook)
     with tqdm(total=len(records), desc="activations", disable=not verbose) as pbar:
-        for k in range(n_shards):
-            lo, hi = k * cfg.shard_prompts, min((k + 1) * cfg.shard_prompts, len(records))
-            if shard_name(k) not in done:
+        for entry in entries:
+            lo, hi = entry["prompts"]
+            if entry["file"] not in done:
                 arrays = collect_shard(loaded, tcd, in_loc, tokens[lo:hi], positions[lo:hi], lo, cfg,
                                        feature_layers)
-                _write_shard(out / shard_name(k), arrays)
-                index["shards"].append({"file": shard_name(k), "prompts": [lo, hi],
-                                        "row_offset": sum(lengths[:lo]), "n_rows": sum(lengths[lo:hi])})
+                _write_shard(out / entry["file"], arrays)
+                index["shards"].append(entry)
                 index["shards"].sort(key=lambda s: s["prompts"][0])
                 _write_index(out, index)
             pbar.update(hi - lo)

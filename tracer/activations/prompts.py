@@ -19,6 +19,8 @@ class PromptRecord:
     prompt: str
     meta: dict[str, Any] = field(default_factory=dict)
     """every field of the record except ``prompt``"""
+    line: int | None = None
+    """the prompt file line it was read from (None: not read from a file); named by errors"""
 
 
 def _jsonl(path: Path, lines: list[str]) -> list[PromptRecord]:
@@ -34,7 +36,7 @@ def _jsonl(path: Path, lines: list[str]) -> list[PromptRecord]:
         if not isinstance(rec, dict) or not isinstance(rec.get("prompt"), str) or not rec["prompt"].strip():
             raise WorkbenchError(f"prompt file line {n} must be an object with a non-empty 'prompt' string; "
                                  f"got {line.strip()[:60]!r} in {str(path)!r}.")
-        out.append(PromptRecord(prompt=rec["prompt"], meta={k: v for k, v in rec.items() if k != "prompt"}))
+        out.append(PromptRecord(prompt=rec["prompt"], meta={k: v for k, v in rec.items() if k != "prompt"}, line=n))
     return out
 
 
@@ -51,7 +53,8 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
     except OSError as err:
         raise WorkbenchError(f"prompt file must be readable; got {str(p)!r} ({err.strerror}).") from None
     lines = text.replace("\r\n", "\n").split("\n")
-    records = _jsonl(p, lines) if p.suffix == ".jsonl" else [PromptRecord(prompt=x) for x in lines if x.strip()]
+    records = _jsonl(p, lines) if p.suffix == ".jsonl" else [PromptRecord(prompt=x, line=n)
+                                                             for n, x in enumerate(lines, 1) if x.strip()]
     if not records:
         raise WorkbenchError(f"prompt file must hold at least one prompt; got none in {str(p)!r}.")
     return records

@@ -142,6 +142,32 @@ class ActivationStore:
                                  f"{problem} in {str(self.directory)!r} (a damaged run). Collect it again.")
         return rows + shard.row_offset, feats, v
 
+    def _checked_vectors(self, shard: ShardInfo, prefix: str, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """(global rows (n,), vectors (n, d_model)) of one kind and layer in one shard, checked: matching
+        lengths, d_model columns, rows in range."""
+        r, v = self._tensor(shard, f"{prefix}{layer}.row"), self._tensor(shard, f"{prefix}{layer}")
+        rows, d = r.astype(np.int64), int(self.index["d_model"])
+        bad_shape = rows.ndim != 1 or v.shape != (rows.size, d)
+        if bad_shape or (rows.size and (rows.min() < 0 or rows.max() >= shard.n_rows)):
+            raise WorkbenchError(f"activation shard {shard.file} must hold valid {prefix}{layer} vectors; got rows "
+                                 f"{r.shape} and vectors {v.shape} (d_model {d}, {shard.n_rows} rows) in "
+                                 f"{str(self.directory)!r} (a damaged run). Collect it again.")
+        return rows + shard.row_offset, v
+
+    def check_shard(self, shard: ShardInfo) -> None:
+        """Read and check every array of one shard (row table, each layer's activations, the vectors):
+        a missing, unreadable or damaged shard is a one-line WorkbenchError."""
+        for key in ("prompt", "pos", "token"):
+            t = self._tensor(shard, key)
+            if t.shape != (shard.n_rows,):
+                raise WorkbenchError(f"activation shard {shard.file} {key!r} must have shape ({shard.n_rows},); got "
+                                     f"{t.shape} in {str(self.directory)!r} (a damaged run). Collect it again.")
+        for layer in self.feature_layers:
+            self._checked_coo(shard, layer)
+        for prefix, key in (("resid", "residual_layers"), ("input", "mlp_input_layers")):
+            for layer in self.index["config"][key]:
+                self._checked_vectors(shard, prefix, int(layer))
+
     def row_table(self) -> dict[str, np.ndarray]:
         """``prompt``, ``pos``, ``token`` of every row (n_rows,)."""
         parts: dict[str, list[np.ndarray]] = {"prompt": [], "pos": [], "token": []}
@@ -200,8 +226,8 @@ class ActivationStore:
                                  f"input layers {self.index['config']['mlp_input_layers']}.")
         rows, vecs = [], []
         for shard in self.shards:
-            r, v = self._tensor(shard, f"{prefix}{layer}.row"), self._tensor(shard, f"{prefix}{layer}")
-            rows.append(r.astype(np.int64) + shard.row_offset)
+            r, v = self._checked_vectors(shard, prefix, layer)
+            rows.append(r)
             vecs.append(v)
         d = int(self.index["d_model"])
         return (np.concatenate(rows) if rows else np.zeros(0, np.int64),
