@@ -162,7 +162,7 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         loaded = out["loaded"]
         out["transcoders"] = load_transcoders(args.transcoders, n_layers=loaded.n_layers if loaded else graph.n_layers,
                                               d_model=loaded.d_model if loaded else None)
-        check_transcoders_match(graph, out["transcoders"])
+        check_transcoders_match(graph, out["transcoders"], "--transcoders")
     if args.labels and not args.no_labels:
         if not Path(args.labels).is_file():
             raise WorkbenchError(f"--labels file must exist; got {args.labels!r}. Check the path.")

@@ -128,7 +128,7 @@ def validate_graph(tensors: dict[str, Tensor], n_layers: int, d_vocab: int, sour
 __all__ = ["META_TYPES", "parse_meta", "validate_graph"]
 
 
-def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "--transcoders") -> None:
+def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "transcoders") -> None:
     """Refuse transcoders other than the graph's: another transcoder set (the ``scan`` both record, when
     both do), another depth, or a width that the graph's feature indices exceed."""
     scan, theirs = str(getattr(graph, "scan", "") or ""), str(getattr(transcoders, "scan", "") or "")

@@ -302,8 +302,7 @@ def load_native(path: Path, *, mmap: bool = False) -> Graph:
     meta_json = header_meta.get("manifold_workbench_graph")
     if meta_json is None and "manifold_workbench_prune" in header_meta:
         raise WorkbenchError(f"graph file must be a manifold-workbench graph; got {str(path)!r}, a prune result "
-                             "(written by `workbench prune`). Pass the graph it was pruned from (`workbench cluster` "
-                             "reads a prune result with --prune).")
+                             "(written by `workbench prune`). Pass the graph it was pruned from.")
     if meta_json is None:
         raise WorkbenchError(
             f"graph file must be a manifold-workbench graph; got {str(path)!r}, a safetensors "

@@ -160,9 +160,11 @@ def _scan(graph: Graph, scan: str | None) -> tuple[str, list[str]]:
         return f"custom-{digest}", names  # circuit-tracer uses Python's salted hash() here
     scan = scan or graph.scan or graph.model_id
     if not scan:
-        raise WorkbenchError("scan must be set to identify the model/transcoders; got an empty scan and "
-                             "model id (an .npz graph records neither). Pass a scan name (--scan), and a tokenizer "
-                             "for readable tokens; graphs saved as .safetensors keep both.")
+        err = WorkbenchError("scan must be set to identify the model/transcoders; got an empty scan and "
+                             "model id (an .npz graph records neither). Pass a scan name, and a tokenizer for "
+                             "readable tokens; graphs saved as .safetensors keep both.")
+        err.fields = ("scan",)
+        raise err
     return scan, []
 
 
