@@ -4,13 +4,19 @@
 * ``fit(...)`` validates the parameters (:meth:`Estimator._validate_params`), learns, sets
   attributes whose names end in ``_`` and returns ``self``;
 * :meth:`Estimator.get_params` / :meth:`Estimator.set_params` / :func:`clone` work from the
-  ``__init__`` signature;
+  ``__init__`` signature; a parameter whose value is an estimator exposes its own parameters as
+  ``<name>__<param>`` (``get_params(deep=True)``, ``set_params(clustering__min_affinity=0.4)``), as
+  in scikit-learn, and :func:`sklearn.base.clone` works on every estimator;
 * using a fitted attribute before ``fit`` raises :class:`NotFittedError`.
 """
 
 import dataclasses
 import inspect
-from typing import Any, TypeVar
+import reprlib
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _E = TypeVar("_E", bound="Estimator")
 
@@ -29,16 +35,37 @@ class Estimator:
                 if p.name != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The ``__init__`` parameters as stored (``deep`` is accepted for scikit-learn compatibility)."""
-        return {name: getattr(self, name) for name in self._param_names()}
+        """The ``__init__`` parameters as stored; with ``deep``, also ``<name>__<param>`` for every
+        parameter of a parameter that is itself an estimator (scikit-learn's convention)."""
+        out: dict[str, Any] = {}
+        for name in self._param_names():
+            value = getattr(self, name)
+            if deep and _is_estimator(value):
+                out.update((f"{name}__{key}", inner) for key, inner in value.get_params(deep=True).items())
+            out[name] = value
+        return out
 
     def set_params(self: _E, **params: Any) -> _E:
-        """Set ``__init__`` parameters; unknown names are an error that lists the valid ones."""
+        """Set ``__init__`` parameters, and ``<name>__<param>`` parameters of a nested estimator (after
+        the plain ones, so ``clustering=..., clustering__cut=...`` sets the new one). An unknown name is
+        an error that lists the valid ones, raised before anything is set."""
         valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"parameter must be one of {valid}; got {name!r} for {type(self).__name__}.")
-            setattr(self, name, value)
+        nested: dict[str, dict[str, Any]] = {}
+        for key in params:
+            name, delim, inner = key.partition("__")
+            if name not in valid or (delim and not inner):
+                raise ValueError(f"parameter must be one of {valid}; got {key!r} for {type(self).__name__}.")
+            if inner:
+                nested.setdefault(name, {})[inner] = params[key]
+        for key, value in params.items():
+            if "__" not in key:
+                setattr(self, key, value)
+        for name, inner_params in nested.items():
+            target = getattr(self, name)
+            if not _is_estimator(target):
+                raise ValueError(f"{name} must be an estimator to set {sorted(inner_params)} on it; got {target!r}. "
+                                 f"Pass {name}=<estimator> first.")
+            target.set_params(**inner_params)
         return self
 
     @classmethod
@@ -59,13 +86,21 @@ class Estimator:
 
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items() if defaults.get(k, inspect.Parameter.empty) != v]
+        shown = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
+                 if defaults.get(k, inspect.Parameter.empty) != v]
         return f"{type(self).__name__}({', '.join(shown)})"
 
 
+def _is_estimator(value: object) -> bool:
+    """Whether a parameter value is an estimator (has ``get_params``; a class is not one)."""
+    return hasattr(value, "get_params") and not isinstance(value, type)
+
+
 def clone(estimator: _E) -> _E:
-    """A new, unfitted estimator with the same parameters."""
-    return type(estimator)(**estimator.get_params())
+    """A new, unfitted estimator with the same parameters (a nested estimator is cloned too)."""
+    params = {name: clone(value) if isinstance(value, Estimator) else value
+              for name, value in estimator.get_params(deep=False).items()}
+    return type(estimator)(**params)
 
 
 def check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
@@ -88,3 +123,20 @@ def check_number(name: str, value: object, *, lo: float | None = None, hi: float
         right = ")" if hi_open else "]"
         raise ValueError(f"{name} must be {kind} in {left}{lo if lo is not None else '-inf'}, "
                          f"{hi if hi is not None else 'inf'}{right}; got {value!r}.")
+
+
+def as_integers(name: str, value: object) -> "np.ndarray":
+    """``value`` as an int64 numpy array; whole floats (``2.0``) pass, anything else (``0.5``, NaN, text,
+    bools) is a ``TypeError`` instead of being truncated."""
+    import numpy as np  # here: the config modules import this one and stay numpy-free (fast --help)
+
+    try:
+        arr = np.asarray(value)
+    except ValueError:  # ragged nesting
+        raise TypeError(f"{name} must hold integers in a rectangular array; got {reprlib.repr(value)}.") from None
+    if np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    whole = np.issubdtype(arr.dtype, np.floating) and bool(np.all(np.isfinite(arr) & (arr == np.round(arr))))
+    if not whole:
+        raise TypeError(f"{name} must hold integers; got {reprlib.repr(arr.ravel().tolist())} (dtype {arr.dtype}).")
+    return arr.astype(np.int64)

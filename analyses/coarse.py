@@ -24,6 +24,7 @@ tokens, logits), as the viewer draws them.
 
 import dataclasses
 import logging
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 
 from analyses.display import Display
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 from tracer.graph import (
     NODE_ERROR,
     NODE_FEATURE,
@@ -104,6 +105,20 @@ class CoarseGraph:
     n_pos: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
     """Provenance: the graph's prompt, model and transcoder ids, how links were chosen."""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent table (a hand-edited or damaged file): per-node and per-member fields
+        of other lengths, member offsets that do not cover the members in order."""
+        check_shapes(self, {"member_nodes": (None,)})
+        n, m = len(self.kind), len(self.member_nodes)
+        columns = {f"columns[{k!r}]": v for k, v in self.columns.items()}
+        check_shapes(self, {"label": (n,), "member_ptr": (n + 1,), "member_keys": (m, 3), "member_ids": (m,),
+                            "layer_range": (n, 2), "pos_range": (n, 2), "value": (n,), "adjacency": (n, n),
+                            "sign_consistency": (n, n), "link_mass": (n, n), **{k: (n,) for k in columns}}, columns)
+        ptr = np.asarray(self.member_ptr)
+        if ptr[0] != 0 or ptr[-1] != m or (np.diff(ptr) < 0).any():
+            raise ValueError(f"CoarseGraph member_ptr must rise from 0 to the {m} members; got "
+                             f"{reprlib.repr(ptr.tolist())}. The result is inconsistent.")
 
     @property
     def n_nodes(self) -> int:

@@ -9,11 +9,21 @@ A result type is a frozen dataclass registered with :func:`register_result`. Its
 JSON values (numbers, strings, bools, None, lists, dicts with string keys), numpy arrays, or other
 registered dataclasses (also inside lists and dicts). Each type carries a ``SCHEMA_VERSION``
 class attribute; a file written with another version is refused with a clear error.
+
+Loading checks what it reads: every field present and no other, each value of its annotated type
+(``float`` also takes an int; list, tuple and dict items are checked too), arrays that the arrays
+file holds, and the type's own ``__post_init__`` (shapes that must agree, see :func:`check_shapes`).
+A file that fails any of these (hand-edited or damaged) raises one ``ValueError`` naming the file
+and the field.
 """
 
 import dataclasses
 import json
 import math
+import reprlib
+import types
+import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,27 +75,113 @@ def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:
                     f"{type(value).__name__} at {key!r}.")
 
 
-def _decode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+class _Invalid(ValueError):
+    """A problem in a result file's body (``load_result`` adds the file name)."""
+
+
+def _conforms(value: Any, tp: Any) -> bool:
+    """Whether a decoded value fits a field annotation (unknown annotation forms pass)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any or isinstance(tp, (str, TypeVar)):
+        return True
+    if origin in (typing.Union, types.UnionType):  # noqa: TID251 - reading annotations, not writing one
+        return any(_conforms(value, a) for a in args)
+    if tp is None or tp is type(None):
+        return value is None
+    if tp in (int, float) and isinstance(value, bool):
+        return False
+    if tp is float:
+        return isinstance(value, (int, float))
+    base = origin or tp
+    if not isinstance(base, type):
+        return True
+    if not isinstance(value, base):
+        return False
+    items: Any = value
+    if base is list and args:
+        return all(_conforms(v, args[0]) for v in items)
+    if base is tuple and len(args) == 2 and args[1] is Ellipsis:
+        return all(_conforms(v, args[0]) for v in items)
+    if base is tuple and args:
+        return len(items) == len(args) and all(_conforms(v, a) for v, a in zip(items, args))
+    if base is dict and len(args) == 2:
+        return all(_conforms(v, args[1]) for v in items.values())
+    return True
+
+
+def _type_text(tp: Any) -> str:
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("numpy.", "np.")
+
+
+def _decode_fields(cls: type, value: dict[str, Any], arrays: dict[str, np.ndarray], where: str) -> dict[str, Any]:
+    """The constructor arguments of ``cls`` from its encoded fields, each checked against its annotation."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in value if k != "__type__" and k not in fields]
+    if unknown:
+        raise _Invalid(f"field {unknown[0]!r} at {where}, which a {cls.__name__} does not have")
+    missing = [k for k, f in fields.items() if k not in value and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise _Invalid(f"no field {missing[0]!r} at {where}, which a {cls.__name__} needs")
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: leave the values unchecked
+        hints = {}
+    kwargs = {}
+    for name, raw in value.items():
+        if name == "__type__":
+            continue
+        item = _decode(raw, arrays, f"{where}.{name}")
+        tp = hints.get(name, fields[name].type)
+        if isinstance(item, list) and "tuple" in str(tp):  # JSON has no tuples: restore declared tuple fields
+            item = tuple(item)
+        if not _conforms(item, tp):
+            raise _Invalid(f"{reprlib.repr(item)} at {where}.{name}, which is not a {_type_text(tp)}")
+        kwargs[name] = item
+    return kwargs
+
+
+def _decode(value: Any, arrays: dict[str, np.ndarray], where: str = "result") -> Any:
+    """The value encoded by :func:`_encode`; ``where`` is its place in the file (for errors)."""
     if isinstance(value, list):
-        return [_decode(v, arrays) for v in value]
+        return [_decode(v, arrays, f"{where}.{i}") for i, v in enumerate(value)]
     if not isinstance(value, dict):
         return value
     if "__array__" in value:
-        return arrays[value["__array__"]]
+        key = value["__array__"]
+        if not isinstance(key, str) or key not in arrays:
+            raise _Invalid(f"array key {key!r} at {where}, which the arrays file does not hold")
+        return arrays[key]
     if "__float__" in value:
-        return float(value["__float__"])
+        try:
+            return float(value["__float__"])
+        except (TypeError, ValueError):
+            raise _Invalid(f"{value['__float__']!r} at {where}, which is not a float") from None
     if "__type__" in value:
-        cls = _REGISTRY.get(value["__type__"])
+        cls = _REGISTRY.get(str(value["__type__"]))
         if cls is None:
-            raise ValueError(f"result type must be known; got {value['__type__']!r}. Import the module that "
-                             "defines it first.")
-        kwargs = {k: _decode(v, arrays) for k, v in value.items() if k != "__type__"}
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        for k, f in names.items():  # JSON has no tuples: restore declared tuple fields
-            if k in kwargs and isinstance(kwargs[k], list) and "tuple" in str(f.type):
-                kwargs[k] = tuple(kwargs[k])
-        return cls(**kwargs)
-    return {k: _decode(v, arrays) for k, v in value.items()}
+            raise _Invalid(f"unknown result type {value['__type__']!r} at {where} (import the module that "
+                           "defines it first)")
+        kwargs = _decode_fields(cls, value, arrays, where)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as err:
+            raise _Invalid(f"an invalid {cls.__name__} at {where} ({str(err).rstrip('.')})") from None
+    return {k: _decode(v, arrays, f"{where}.{k}") for k, v in value.items()}
+
+
+def check_shapes(result: object, shapes: Mapping[str, tuple[int | None, ...]],
+                 values: Mapping[str, object] | None = None) -> None:
+    """For a result type's ``__post_init__``: raise ``ValueError`` unless each named field (or entry of
+    ``values``, e.g. ``{"columns['u']": array}``) has the given shape (``None``: any length), so an
+    inconsistent result (a damaged or hand-edited file) fails in one line, not later as a shape error."""
+    owner = type(result).__name__
+    for name, want in shapes.items():
+        value: Any = values[name] if values is not None and name in values else getattr(result, name)
+        got = np.shape(value)
+        if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
+            shown = "(" + ", ".join("n" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
+            raise ValueError(f"{owner} {name} must have shape {shown}; got {got}. The result is inconsistent.")
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:
@@ -116,7 +212,9 @@ def save_result(result: Any, path: str | Path) -> Path:
 
 
 def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
-    """Read a result written by :func:`save_result` (optionally checking its type)."""
+    """Read a result written by :func:`save_result` (optionally checking its type). A file that does not
+    hold a valid result of its type (see the module docstring) raises one ``ValueError`` naming the
+    file and the field."""
     json_path, _ = _paths(path)
     try:
         doc = json.loads(json_path.read_text())
@@ -147,4 +245,13 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
         except Exception as err:  # noqa: BLE001 - safetensors raises several types
             raise ValueError(f"result arrays must be a valid safetensors file; got {str(arr_file)!r} "
                              f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
-    return _decode(doc["result"], arrays)
+    body = doc.get("result")
+    if not isinstance(body, dict) or body.get("__type__") != cls.__name__:
+        got = reprlib.repr(body.get("__type__") if isinstance(body, dict) else body)
+        raise ValueError(f"result file {str(json_path)!r} must hold a {cls.__name__} body; got {got}. The "
+                         "file was edited or damaged: re-create it.")
+    try:
+        return _decode(body, arrays)
+    except _Invalid as err:
+        raise ValueError(f"result file {str(json_path)!r} must hold a valid {cls.__name__}; got {err}. The "
+                         "file was edited or damaged: re-create it.") from None

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator
+from analyses.base import Estimator, as_integers
 from analyses.families.cluster import (
     average_families,
     component_families,
@@ -84,7 +84,7 @@ class FeatureFamilies(Estimator):
         self.random_state = random_state
 
     def _validate_params(self) -> None:
-        FamiliesConfig(**self.get_params())  # its __post_init__ checks every parameter
+        FamiliesConfig(**self.get_params(deep=False))  # its __post_init__ checks every parameter
 
     # ------------------------------------------------------------------ fit
 
@@ -94,7 +94,8 @@ class FeatureFamilies(Estimator):
             labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None) -> "FeatureFamilies":
         """Find the families of the features whose decoder rows are ``X`` (n_features, d).
 
-        ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row).
+        ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row); integers,
+        one distinct (layer, feature) pair per row.
         ``activations``: sparse (n_rows, n_features) activation sample, columns in X's row order.
         ``context``: sparse (n_rows, n_context) wider activations on the same rows (default:
         ``activations``), with ``context_self[i]`` = row i's own column in it (-1: none).
@@ -145,11 +146,16 @@ class FeatureFamilies(Estimator):
         if not np.isfinite(arr).all():
             raise ValueError("X must be finite; got NaN or inf in the decoder rows.")
         n = arr.shape[0]
-        layers = np.zeros(n, dtype=np.int64) if layer is None else np.asarray(layer, dtype=np.int64)
-        feats = np.arange(n, dtype=np.int64) if feature is None else np.asarray(feature, dtype=np.int64)
+        layers = np.zeros(n, dtype=np.int64) if layer is None else as_integers("layer", layer)
+        feats = np.arange(n, dtype=np.int64) if feature is None else as_integers("feature", feature)
         if layers.shape != (n,) or feats.shape != (n,):
             raise ValueError(f"layer and feature must have one entry per row of X ({n}); got "
                              f"{layers.shape!r} and {feats.shape!r}.")
+        keys, counts = np.unique(np.stack([layers, feats], 1), axis=0, return_counts=True)  # (n_unique, 2)
+        if (counts > 1).any():
+            lay, feat = keys[np.argmax(counts > 1)].tolist()
+            raise ValueError(f"(layer, feature) pairs must be unique (one row of X per feature); got ({lay}, {feat}) "
+                             f"{counts.max()} times.")
         U, live = unit_rows(arr)
         return U, live, layers, feats
 
@@ -264,7 +270,7 @@ class FeatureFamilies(Estimator):
         hierarchy = np.concatenate(links) if links else np.zeros((0, 4))
         return FeatureFamiliesResult(layer=layers, feature=feats, family=family, knn_index=knn_index,
                                      knn_cosine=knn_cos, hierarchy=hierarchy, families=families, labels=names,
-                                     params=self.get_params())
+                                     params=self.get_params(deep=False))
 
     # --------------------------------------------------------------- queries
 

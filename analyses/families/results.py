@@ -12,8 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from analyses.base import check_number
 from analyses.display import Display
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 
 _LABEL_TAIL = re.compile(r"\s*(\[.*\]|\(.*\))\s*$")
 
@@ -82,7 +83,37 @@ class FeatureFamiliesResult:
     params: dict[str, Any] = field(default_factory=dict)
     """The estimator's parameters."""
 
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): per-feature arrays of other
+        lengths, ids outside the families or rows, families that disagree with ``family``."""
+        check_shapes(self, {"layer": (None,), "knn_index": (None, None), "hierarchy": (None, 4)})
+        n, k, n_fam = len(self.layer), int(np.shape(self.knn_index)[1]), len(self.families)
+        check_shapes(self, {"feature": (n,), "family": (n,), "knn_index": (n, k), "knn_cosine": (n, k)})
+        for name, hi in (("family", n_fam), ("knn_index", n)):
+            ids = np.asarray(getattr(self, name))
+            lo_hi = (int(ids.min()), int(ids.max())) if ids.size and np.issubdtype(ids.dtype, np.integer) else None
+            if not np.issubdtype(ids.dtype, np.integer) or (lo_hi and not -1 <= lo_hi[0] <= lo_hi[1] < hi):
+                raise ValueError(f"FeatureFamiliesResult {name} must hold integers in [-1, {hi}) (-1: none); got "
+                                 f"dtype {ids.dtype}, min and max {lo_hi}. The result is inconsistent.")
+        sizes = np.bincount(self.family[self.family >= 0], minlength=n_fam)  # (n_fam,)
+        n_links = len(self.hierarchy)
+        for i, fam in enumerate(self.families):
+            if (fam.id, fam.size) != (i, sizes[i]) or not 0 <= fam.hierarchy_start <= fam.hierarchy_stop <= n_links:
+                raise ValueError(f"FeatureFamiliesResult families[{i}] must have id {i}, size {sizes[i]} (its rows in "
+                                 f"family) and hierarchy rows within [0, {n_links}]; got id {fam.id}, size {fam.size}, "
+                                 f"rows {fam.hierarchy_start}:{fam.hierarchy_stop}. The result is inconsistent.")
+        if self.labels is not None and len(self.labels) != n:
+            raise ValueError(f"FeatureFamiliesResult labels must have one entry per feature ({n}); got "
+                             f"{len(self.labels)}. The result is inconsistent.")
+
     # -------------------------------------------------------------- queries
+
+    def family_by_id(self, family_id: int) -> Family:
+        """The family with this id (a ``ValueError`` names the valid range)."""
+        if isinstance(family_id, bool) or not isinstance(family_id, (int, np.integer)) \
+                or not 0 <= family_id < len(self.families):
+            raise ValueError(f"family_id must be an integer in [0, {len(self.families)}); got {family_id!r}.")
+        return self.families[int(family_id)]
 
     def _row(self, layer: int, feature: int) -> int:
         hit = np.flatnonzero((self.layer == layer) & (self.feature == feature))
@@ -93,8 +124,7 @@ class FeatureFamiliesResult:
 
     def members(self, family_id: int) -> list[tuple[int, int]]:
         """(layer, feature) of each member of a family, in row order."""
-        if not 0 <= family_id < len(self.families):
-            raise ValueError(f"family_id must be in [0, {len(self.families)}); got {family_id!r}.")
+        self.family_by_id(family_id)
         rows = np.flatnonzero(self.family == family_id)
         return [(int(self.layer[r]), int(self.feature[r])) for r in rows]
 
@@ -104,7 +134,10 @@ class FeatureFamiliesResult:
         return None if fam < 0 else self.families[fam]
 
     def neighbors(self, layer: int, feature: int, k: int | None = None) -> list[tuple[int, int, float]]:
-        """Nearest features by decoder cosine: (layer, feature, cosine), best first."""
+        """Nearest features by decoder cosine: (layer, feature, cosine), best first; at most ``k`` (>= 1)
+        of them, or all stored ones when ``k`` is None."""
+        if k is not None:
+            check_number("k", k, lo=1, integer=True)
         r = self._row(layer, feature)
         idx, cos = self.knn_index[r], self.knn_cosine[r]
         out = [(int(self.layer[j]), int(self.feature[j]), float(c)) for j, c in zip(idx, cos) if j >= 0]
@@ -127,7 +160,7 @@ class FeatureFamiliesResult:
 
     def linkage(self, family_id: int) -> np.ndarray:
         """The family's scipy linkage `(size - 1, 4)` over its members in row order."""
-        fam = self.families[family_id]
+        fam = self.family_by_id(family_id)
         return self.hierarchy[fam.hierarchy_start:fam.hierarchy_stop]
 
     def to_json_families(self) -> list[dict[str, Any]]:
@@ -155,8 +188,9 @@ class FamilyDendrogramDisplay(Display):
 
     @classmethod
     def from_result(cls, result: FeatureFamiliesResult, family_id: int) -> "FamilyDendrogramDisplay":
-        """Leaves named "L<layer>/<feature>" plus the label when there is one."""
-        fam = result.families[family_id]
+        """Leaves named "L<layer>/<feature>" plus the label when there is one; ``family_id`` must be in
+        ``[0, len(result.families))``."""
+        fam = result.family_by_id(family_id)
         names = []
         for r in np.flatnonzero(result.family == family_id):
             name = f"L{int(result.layer[r])}/{int(result.feature[r])}"

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from analyses.manifolds.fit import ManifoldFitResult
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 from tracer.interventions import CleanRun, VectorAddition, add_to_residual, feature_intervention, prepare
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
@@ -77,6 +77,10 @@ class CausalResult:
     case_index: np.ndarray
     """(n,) the case (prompt) each substitution belongs to"""
 
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file)."""
+        check_shapes(self, {"outcomes": (self.n, len(KINDS)), "case_index": (self.n,)})
+
     def summary(self) -> dict[str, object]:
         return {"fitted_success": self.fitted_success, "random_success": self.random_success,
                 "full_success": self.full_success, "n": self.n, "n_prompts": self.n_cases,
@@ -99,6 +103,10 @@ class SteeringResult:
     """(n,) bool"""
     case_index: np.ndarray
     """(n,) the case each run belongs to"""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file)."""
+        check_shapes(self, {"outcomes": (self.n,), "case_index": (self.n,)})
 
     def summary(self) -> dict[str, object]:
         return {"success_rate": self.success_rate, "n": self.n, "n_prompts": self.n_cases, "layer": self.layer}

@@ -22,7 +22,7 @@ class ManifoldFitConfig:
     variance_threshold: float = 0.95
     """Keep the fewest principal components of the class means that reach this share of their variance."""
     max_components: int = 8
-    """Cap on the subspace dimension m."""
+    """Cap on the subspace dimension m (at least 2 for circles and helices: a closed curve needs a plane)."""
     frequency: int | None = None
     """Fit this frequency k instead of searching (None: search)."""
     min_points_per_value: int = 1
@@ -35,6 +35,9 @@ class ManifoldFitConfig:
         check_number("n_harmonics", self.n_harmonics, lo=1, hi=3, integer=True)
         check_number("variance_threshold", self.variance_threshold, lo=0, hi=1, lo_open=True)
         check_number("max_components", self.max_components, lo=1, integer=True)
+        if self.shape != "interval" and self.max_components < 2:
+            raise ValueError(f"max_components must be >= 2 for shape {self.shape!r} (a closed curve needs a plane); "
+                             f"got {self.max_components}. Raise it or use shape='interval'.")
         if self.frequency is not None:
             check_number("frequency", self.frequency, lo=1, integer=True)
         check_number("min_points_per_value", self.min_points_per_value, lo=1, integer=True)

@@ -37,6 +37,7 @@ small to score rank last.
 
 import functools
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,11 +45,11 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator
+from analyses.base import Estimator, as_integers
 from analyses.manifolds import curves
 from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
 from analyses.manifolds.irreducibility import pair_scores
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,13 @@ class FamilyManifold:
     """(n_strong,) token rows of A the direction cloud came from"""
     coordinate: np.ndarray
     """(n_strong,) each of those rows' angle on the closed principal curve"""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): arrays whose dimensions disagree."""
+        check_shapes(self, {"direction_mean": (None,), "explained_variance_ratio": (None,)})
+        d, k = len(self.direction_mean), len(self.explained_variance_ratio)
+        check_shapes(self, {"direction_components": (d, k), "curve_coefficients": (None, k),
+                            "rows": (self.n_strong,), "coordinate": (self.n_strong,)})
 
     def summary(self) -> dict[str, object]:
         """The JSON-friendly numbers."""
@@ -372,9 +380,14 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
                          f"{A_csr.shape}.")
     if not isinstance(families, Mapping) or not families:
         raise TypeError(f"families must be a non-empty mapping name -> feature indices; got {type(families).__name__}.")
+    counts = Counter(str(name) for name in families)
+    if max(counts.values()) > 1:
+        text = max(counts, key=lambda t: counts[t])
+        raise ValueError(f"family names must be distinct as text; got {[n for n in families if str(n) == text]!r} "
+                         f"(all {text!r}). Rename one family.")
     out: dict[str, list[int]] = {}
     for name, idx in families.items():
-        members = [int(i) for i in np.asarray(idx, dtype=np.int64).ravel()]
+        members = as_integers(f"family {name!r}", idx).ravel().tolist()
         if not members or min(members) < 0 or max(members) >= W.shape[0]:
             raise ValueError(f"family {name!r} must list feature indices in [0, {W.shape[0]}); got {members[:5]}.")
         out[str(name)] = sorted(set(members))
@@ -420,11 +433,12 @@ class ManifoldDiscovery(Estimator):
 
     def _config(self) -> DiscoveryConfig:
         """The parameters as a validated config (raises like ``_validate_params``)."""
-        return DiscoveryConfig(**self.get_params())
+        return DiscoveryConfig(**self.get_params(deep=False))
 
     def fit(self, A: object, W_dec: object, families: Mapping[str, Sequence[int]], *,
             layer: int | None = None, verbose: bool = False) -> "ManifoldDiscovery":
-        """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns."""
+        """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns
+        (integer indices; names distinct as text: ``1`` and ``"1"`` clash)."""
         cfg = self._config()
         A_csr, W, fams = _check_inputs(A, W_dec, families)
         persistence = use_persistence(cfg.persistence)

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator, check_choice
+from analyses.base import Estimator, as_integers, check_choice
 from analyses.manifolds import curves
 from analyses.manifolds.configs import SHAPES, ManifoldFitConfig
 from analyses.results import register_result
@@ -116,6 +116,10 @@ class ManifoldFitResult:
         p = int(self.period)
         if len(self.value_names) != p:
             raise ValueError(f"ManifoldFitResult value_names must name all {p} values; got {len(self.value_names)}.")
+        if len(set(self.value_names)) != p:
+            raise ValueError(f"ManifoldFitResult value_names must be distinct; got {self.value_names!r}.")
+        if sorted(self.order) != list(range(p)):
+            raise ValueError(f"ManifoldFitResult order must list the values 0..{p - 1} once each; got {self.order!r}.")
         d = int(np.shape(self.centre)[0]) if np.ndim(self.centre) == 1 else -1
         m = int(np.shape(self.basis)[1]) if np.ndim(self.basis) == 2 else -1
         n_basis = curves.design_matrix(np.zeros(1), self.shape, int(self.frequency), int(self.n_harmonics)).shape[1]
@@ -134,9 +138,34 @@ class ManifoldFitResult:
     def n_components(self) -> int:
         return int(self.basis.shape[1])
 
+    def _as_points(self, X: object) -> np.ndarray:
+        """``X`` checked as float64 points (n, d_model) in the fit's model space. A 1-D vector (d_model,)
+        is one point (1, d_model). Another width, NaN or inf is a ``ValueError``."""
+        given = np.asarray(X)
+        arr = given[None, :] if given.ndim == 1 else given  # (1, d_model): one point
+        d = int(self.centre.shape[0])
+        if arr.ndim != 2 or arr.shape[1] != d:
+            raise ValueError(f"X must have shape (n_samples, {d}) or ({d},) (d_model {d} of the fit); got shape "
+                             f"{given.shape} (width {arr.shape[-1] if arr.ndim else None}). Pass vectors from the "
+                             "space the curve was fitted in.")
+        if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
+            raise ValueError("X must hold finite numbers; got NaN, inf or non-numeric entries. Drop those rows.")
+        return arr.astype(np.float64)
+
+    def _as_values(self, y: object, n: int | None = None) -> np.ndarray:
+        """``y`` checked as int64 values in ``[0, period)`` (``n``: one per row of X)."""
+        arr = np.atleast_1d(np.asarray(y))
+        if n is not None and arr.shape != (n,):
+            raise ValueError(f"y must have shape ({n},) (one value per row of X); got {np.asarray(y).shape}.")
+        values = as_integers("y", arr)
+        if values.size and (values.min() < 0 or values.max() >= self.period):
+            raise ValueError(f"y must be in [0, {self.period}) (the fit's period); got values from {values.min()} "
+                             f"to {values.max()}. Map values to 0..period-1 in their order.")
+        return values
+
     def project(self, X: np.ndarray) -> np.ndarray:
-        """(n, d_model) -> (n, m) subspace coordinates."""
-        return (np.asarray(X, dtype=np.float64) - self.centre) @ self.basis
+        """(n, d_model) -> (n, m) subspace coordinates (a 1-D vector (d_model,) is one point)."""
+        return (self._as_points(X) - self.centre) @ self.basis
 
     def _subspace_curve(self, u: np.ndarray) -> np.ndarray:
         Phi = curves.design_matrix(u, self.shape, self.frequency, self.n_harmonics)  # (n, n_basis)
@@ -152,11 +181,12 @@ class ManifoldFitResult:
         return (D @ self.coefficients) @ self.basis.T
 
     def value_coordinate(self, values: np.ndarray) -> np.ndarray:
-        """(n,) integer values -> their ideal coordinates u_v."""
-        return curves.value_coordinates(np.asarray(values), self.period, self.shape, self.frequency)
+        """(n,) integer values in [0, period) -> their ideal coordinates u_v."""
+        return curves.value_coordinates(self._as_values(values), self.period, self.shape, self.frequency)
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(n, d_model) -> (n,) coordinate of the nearest curve point (angle for circles)."""
+        """(n, d_model) -> (n,) coordinate of the nearest curve point (angle for circles); a 1-D vector
+        (d_model,) is one point and gives (1,). X must be finite, with the fit's d_model columns."""
         return curves.nearest_coordinate(self.project(X), self.coefficients, self.shape, self.frequency,
                                          self.n_harmonics)
 
@@ -171,25 +201,29 @@ class ManifoldFitResult:
         return np.clip(np.rint(u * scale).astype(np.int64), 0, p - 1)
 
     def predict_value(self, X: np.ndarray) -> np.ndarray:
-        """(n, d_model) -> (n,) the value whose coordinate is nearest to each point's."""
+        """(n, d_model) -> (n,) the value whose coordinate is nearest to each point's (checked as in
+        :meth:`transform`)."""
         return self.coordinate_to_value(self.transform(X))
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Per-point R² in the subspace: each point against the curve at its true value."""
+        """Per-point R² in the subspace: each point against the curve at its true value (``y`` (n,) in
+        ``[0, period)``; X checked as in :meth:`transform`)."""
         Z = self.project(X)
-        return curves.r2_score(Z, self._subspace_curve(self.value_coordinate(y)))
+        return curves.r2_score(Z, self._subspace_curve(self.value_coordinate(self._as_values(y, len(Z)))))
 
     def class_mean_r2(self, X: np.ndarray, y: np.ndarray) -> float:
         """R² of the class means of (X, y) (values present only) against the curve, in the subspace."""
-        y = np.asarray(y, dtype=np.int64)
+        X = self._as_points(X)
+        y = self._as_values(y, len(X))
         present = np.unique(y)
-        M = np.stack([np.asarray(X, dtype=np.float64)[y == v].mean(0) for v in present])  # (n_present, d)
+        M = np.stack([X[y == v].mean(0) for v in present])  # (n_present, d)
         Z = self.project(M)
         return curves.r2_score(Z, self._subspace_curve(self.value_coordinate(present)))
 
     def coordinate_errors(self, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         """(n,) fitted minus true coordinate (wrapped to (-π, π] for circles)."""
-        u_hat, u = self.transform(X), self.value_coordinate(y)
+        u_hat = self.transform(X)
+        u = self.value_coordinate(self._as_values(y, len(u_hat)))
         return curves.circular_difference(u_hat, u) if self.shape == "circle" else u_hat - u
 
     def order_matches_values(self) -> bool:
@@ -306,7 +340,7 @@ class ManifoldFit(Estimator):
         self.min_points_per_value = min_points_per_value
 
     def _validate_params(self) -> None:
-        ManifoldFitConfig(**self.get_params())
+        ManifoldFitConfig(**self.get_params(deep=False))
 
     def fit(self, X: np.ndarray, y: np.ndarray, *, value_names: list[str] | None = None, layer: int | None = None,
             position: str | int | None = None, source: str = "points") -> "ManifoldFit":
@@ -316,6 +350,8 @@ class ManifoldFit(Estimator):
         names = [str(v) for v in range(p)] if value_names is None else [str(v) for v in value_names]
         if len(names) != p:
             raise ValueError(f"value_names must have {p} entries (one per value); got {len(names)}.")
+        if len(set(names)) != p:
+            raise ValueError(f"value_names must be distinct; got {names!r}. Name each value once.")
         if self.frequency is not None and self.shape == "circle" and np.gcd(self.frequency, p) != 1:
             raise ValueError(f"frequency must be coprime with period {p} for a circle; got {self.frequency}.")
         M, counts = class_means(X, y, p)
@@ -354,7 +390,8 @@ class ManifoldFit(Estimator):
         return max(r2_k, key=lambda f: (r2_k[f], -f)), r2_k
 
     def transform(self, X: np.ndarray) -> np.ndarray:
-        """(n, d_model) -> (n,) the manifold coordinate (angle for circles, position otherwise)."""
+        """(n, d_model) -> (n,) the manifold coordinate (angle for circles, position otherwise); a 1-D
+        vector (d_model,) is one point. NaN, inf or another width is a ``ValueError``."""
         self._check_fitted("result_")
         return self.result_.transform(X)
 
@@ -364,6 +401,7 @@ class ManifoldFit(Estimator):
         return self.result_.predict_value(X)
 
     def score(self, X: np.ndarray, y: np.ndarray) -> float:
-        """Per-point R² in the subspace against the curve at the true values (see the result's ``score``)."""
+        """Per-point R² in the subspace against the curve at the true values ``y`` in [0, period) (see the
+        result's ``score``)."""
         self._check_fitted("result_")
         return self.result_.score(X, y)

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 
 from analyses.base import check_number
 from analyses.manifolds.fit import class_means
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 
 SELECTIVE = 0.7
 """Selectivity from which a feature counts as unimodally tuned (research note §7b.6)."""
@@ -74,6 +74,14 @@ class TilingResult:
     """values where some live feature's mean activation is >= half its peak over the values"""
     peak_values: list[int] | None
     """values that are some live feature's peak value (stricter)"""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): per-feature or per-bin arrays
+        of other lengths."""
+        check_shapes(self, {"bin_centres": (None,)})
+        f, b = len(self.features), len(self.bin_centres)
+        check_shapes(self, {"tuning": (f, b), "live": (f,), "preferred": (f,), "selectivity": (f,), "width": (f,),
+                            "peak": (f,), **({"value_tuning": (f, None)} if self.value_tuning is not None else {})})
 
     @property
     def value_coverage(self) -> float | None:

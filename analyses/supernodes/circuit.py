@@ -34,7 +34,7 @@ import torch
 from analyses.base import Estimator, clone
 from analyses.coarse import CoarseGraph, build_coarse_graph
 from analyses.families.coactivation import CoactivationContext
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 from analyses.supernodes.clustering import SupernodeClustering, SupernodeResult
 from analyses.supernodes.config import CircuitConfig
 from tracer.graph import (
@@ -93,6 +93,14 @@ class CircuitResult:
     """(n_groups,) int64 indices of the chosen groups in the clustering's group order."""
     clustering: SupernodeResult
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): chosen groups the clustering lacks."""
+        check_shapes(self, {"chosen": (None,)})
+        n_groups = len(self.clustering.group_labels)
+        if self.chosen.size and not 0 <= int(self.chosen.min()) <= int(self.chosen.max()) < n_groups:
+            raise ValueError(f"CircuitResult chosen must index the clustering's {n_groups} groups; got "
+                             f"{self.chosen.tolist()!r}. The result is inconsistent.")
 
 
 # ----------------------------------------------------------------------------- greedy selection

@@ -15,6 +15,7 @@ or, without labels, its layers, position and size.
 """
 
 import logging
+import reprlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.base import Estimator
+from analyses.base import Estimator, check_number
 from analyses.coarse import CoarseGraph, build_coarse_graph
 from analyses.display import Display
 from analyses.families.coactivation import CoactivationContext
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
 from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
@@ -65,6 +66,20 @@ class SupernodeResult:
     similarities: tuple[str, ...]
     """The similarities actually combined."""
     config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): per-candidate arrays of other
+        lengths, labels that are not the group numbers of ``group_labels``, a cut that is not a number."""
+        check_shapes(self, {"candidates": (None,)})
+        n = len(self.candidates)
+        check_shapes(self, {"keys": (n, 3), "labels": (n,), "affinity": (n, n), "cannot_link": (n, n),
+                            "linkage": (max(n - 1, 0), 4), "effects": (n,)})
+        used = np.unique(self.labels)
+        if not np.issubdtype(used.dtype, np.integer) or used.tolist() != list(range(len(self.group_labels))):
+            raise ValueError(f"SupernodeResult labels must number the groups 0..{len(self.group_labels) - 1} (one "
+                             f"per group label), each used; got {used.size} distinct labels "
+                             f"{reprlib.repr(used.tolist())}. The result is inconsistent.")
+        check_number("SupernodeResult cut_height", self.cut_height, lo=0)
 
     @property
     def groups(self) -> list[np.ndarray]:
@@ -111,7 +126,7 @@ class SupernodeClustering(Estimator):
         self.edge_threshold = edge_threshold
 
     def _validate_params(self) -> None:
-        params = self.get_params()
+        params = self.get_params(deep=False)
         if isinstance(params["similarities"], list):
             params["similarities"] = tuple(params["similarities"])
         self.config_ = ClusteringConfig(**params)
@@ -229,6 +244,9 @@ class SupernodeClustering(Estimator):
         if "label" in inputs:
             parts["label"] = sim.cosine_matrix(inputs["label"][torch.from_numpy(idx)])
         weights = {n: np.full((idx.size, idx.size), cfg.weight(n)) for n in inputs["used"]}  # (n, n) each
+        if "family" in inputs:
+            known = inputs["family"][idx] >= 0  # (n,)
+            weights["family"] *= np.outer(known, known)  # a feature in no family gives no family evidence
         if "coactivation" in inputs:
             profiles, live = inputs["coactivation"]
             parts["coactivation"] = sim.cosine_matrix(profiles[torch.from_numpy(idx)])

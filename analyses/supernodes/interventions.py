@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analyses.results import register_result
+from analyses.results import check_shapes, register_result
 from analyses.supernodes.config import InterventionConfig
 from tracer.graph import Graph
 from tracer.interventions import feature_intervention, measured_columns, prepare
@@ -68,6 +68,16 @@ class InterventionCheck:
     n_unmatched: int
     """Member slots without a random replacement at their (layer, position) (matches are smaller)."""
     meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent result (a hand-edited or damaged file): per-group arrays of other lengths."""
+        check_shapes(self, {"group_sizes": (None,)})
+        g = len(self.group_sizes)
+        per_mode = {f"{name}[{mode!r}]": value for name in ("measured_margin", "measured_logit", "win_rate")
+                    for mode, value in getattr(self, name).items()}
+        randoms = {f"random_margin[{mode!r}]": value for mode, value in self.random_margin.items()}
+        check_shapes(self, {"predicted_margin": (g,), "predicted_logit": (g,), **{k: (g,) for k in per_mode},
+                            **{k: (g, None) for k in randoms}}, {**per_mode, **randoms})
 
 
 def check_graph_matches(loaded: LoadedModel, transcoders: Transcoders, graph: Graph, clean: Any, *,

@@ -14,7 +14,8 @@ reads whole rows of A (:func:`working_graph`). Orientation as in
 * **virtual**: ``v_i[k] = ê_k · d_i``: the decoder of i (a CLT: summed over the layers it writes
   below reader k) against the unit encoder rows of the graph's later-layer features and the unit
   logit directions (virtual weights, ignoring norm gains); ``cos(v_i, v_j)``;
-* **family**: 1 when both features are in one dictionary family, else 0;
+* **family**: 1 when both features are in one dictionary family, else 0 (a pair with a feature in no
+  family is left out of this similarity's average: no evidence either way);
 * **coactivation**: the cosine of the features' co-activation profiles over an unlabelled activation
   sample (:class:`analyses.families.coactivation.CoactivationContext`: ``sum_t a_i(t) c(t)``, what
   else fires on the tokens where i fires), for features that fire in the sample;

@@ -1,6 +1,7 @@
 """The estimator contract, saveable results and displays shared by every analysis."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from analyses.base import Estimator, NotFittedError, check_number, clone
+from analyses.base import Estimator, NotFittedError, as_integers, check_number, clone
 from analyses.display import Display
 from analyses.results import load_result, register_result, save_result
 
@@ -123,3 +124,96 @@ def test_from_config_takes_a_configs_fields_and_overrides():
     assert (est.k, est.name) == (5, "z")
     nested = ManifoldDiscovery.from_config(DiscoveryConfig(seed=3))
     assert nested.seed == 3 and isinstance(nested.irreducibility, IrreducibilityConfig)  # not turned into a dict
+
+
+# ----------------------------------------------------------------------------- edited result files
+def _edited_tree(tmp_path, change):
+    tree = _Tree(leaves=[_Leaf(values=np.arange(3.0), label="a", span=(1, 2))], by_name={}, score=1.0)
+    path = save_result(tree, tmp_path / "tree.json")
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("change, problem", [
+    (lambda d: d.update(result=[1, 2]), "must hold a _Tree body; got [1, 2]"),
+    (lambda d: d.pop("result"), "must hold a _Tree body; got None"),
+    (lambda d: d["result"].update(__type__="_Leaf"), "must hold a _Tree body; got '_Leaf'"),  # another type's body
+    (lambda d: d["result"].update(bogus=1), "field 'bogus' at result, which a _Tree does not have"),
+    (lambda d: d["result"].pop("score"), "no field 'score' at result"),
+    (lambda d: d["result"]["leaves"][0].update(values={"__array__": "nope"}),
+     "array key 'nope' at result.leaves.0.values, which the arrays file does not hold"),
+    (lambda d: d["result"].update(score="abc"), "'abc' at result.score, which is not a float"),
+    (lambda d: d["result"].update(score={"__float__": "lots"}), "'lots' at result.score, which is not a float"),
+    (lambda d: d["result"]["leaves"][0].update(span=["x", 2]), "('x', 2) at result.leaves.0.span"),
+    (lambda d: d["result"]["leaves"][0].update(label=None), "None at result.leaves.0.label, which is not a str"),
+])
+def test_load_result_refuses_an_edited_file_in_one_value_error(tmp_path, change, problem):
+    """Each of these once came back as the wrong object or as a bare KeyError / TypeError."""
+    path = _edited_tree(tmp_path, change)
+    with pytest.raises(ValueError) as info:
+        load_result(path, _Tree)
+    assert type(info.value) is ValueError and str(path) in str(info.value) and problem in str(info.value)
+
+
+# ----------------------------------------------------------------------------- nested parameters
+class _Outer(Estimator):
+    def __init__(self, *, inner: _Toy | None = None, scale: float = 1.0) -> None:
+        self.inner = inner
+        self.scale = scale
+
+
+def test_nested_params_follow_scikit_learn():
+    inner = _Toy(k=2)
+    est = _Outer(inner=inner)
+    assert est.get_params(deep=False) == {"inner": inner, "scale": 1.0}
+    assert est.get_params() == {"inner__k": 2, "inner__name": "x", "inner": inner, "scale": 1.0}
+    assert est.set_params(inner__k=5, scale=2.0) is est and (inner.k, est.scale) == (5, 2.0)
+    fresh = _Toy()
+    est.set_params(inner__name="z", inner=fresh)  # plain parameters first: the nested one reaches the new inner
+    assert est.inner is fresh and fresh.name == "z" and inner.name == "x"
+    with pytest.raises(ValueError, match="parameter must be one of"):
+        est.set_params(scale=3.0, outer__k=1)
+    assert est.scale == 2.0  # an unknown name sets nothing
+    with pytest.raises(ValueError, match="parameter must be one of"):
+        est.set_params(inner__bogus=1)
+    with pytest.raises(ValueError, match=r"inner must be an estimator to set \['k'\] on it; got None"):
+        _Outer().set_params(inner__k=1)
+    copy = clone(est)
+    assert copy.inner is not est.inner and copy.get_params().keys() == est.get_params().keys()
+    assert repr(copy) == repr(est) == "_Outer(inner=_Toy(name='z'), scale=2.0)"
+
+
+def _estimators() -> list[Estimator]:
+    from analyses.families import FeatureFamilies
+    from analyses.manifolds.configs import IrreducibilityConfig
+    from analyses.manifolds.discovery import ManifoldDiscovery
+    from analyses.manifolds.fit import ManifoldFit
+    from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.clustering import SupernodeClustering
+
+    return [ManifoldFit(period=7, n_harmonics=2),
+            ManifoldDiscovery(seed=3, irreducibility=IrreducibilityConfig(bins=4)), FeatureFamilies(n_neighbors=5),
+            SupernodeClustering(min_affinity=0.4, similarities=("edge", "label")),
+            ReadableCircuit(budget=3, clustering=SupernodeClustering(max_group_size=2))]
+
+
+@pytest.mark.parametrize("est", _estimators(), ids=lambda e: type(e).__name__)
+def test_sklearn_clone_and_ours_copy_every_estimator(est):
+    from sklearn.base import clone as sk_clone
+
+    for copy in (sk_clone(est), clone(est)):
+        assert type(copy) is type(est) and repr(copy) == repr(est)
+        assert copy.get_params().keys() == est.get_params().keys()
+        for name, value in est.get_params(deep=False).items():
+            if isinstance(value, Estimator):  # a nested estimator is a fresh copy, not shared
+                assert getattr(copy, name) is not value and repr(getattr(copy, name)) == repr(value)
+
+
+def test_as_integers_refuses_what_it_would_truncate():
+    assert as_integers("x", [1, 2.0, np.int32(3)]).tolist() == [1, 2, 3]
+    assert as_integers("x", np.zeros(0)).dtype == np.int64
+    for bad in ([0.5, 1.7], [1, float("nan")], ["1"], [True, False], [[1], [2, 3]]):
+        with pytest.raises(TypeError, match="x must hold integers"):
+            as_integers("x", bad)

@@ -1,5 +1,7 @@
 """analyses.coarse: coarse graphs built by the viewer's supernode formula, saved, exported, drawn."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -103,6 +105,16 @@ def test_save_load_round_trip_with_columns(tmp_path) -> None:
     assert back.kind == coarse.kind and back.label == coarse.label and back.member_ids == coarse.member_ids
     np.testing.assert_array_equal(back.columns["coordinate"], coarse.columns["coordinate"])
     assert back.meta == coarse.meta
+
+
+def test_an_inconsistent_coarse_graph_is_refused() -> None:
+    coarse = build_coarse_graph(ref.random_graph(11), [[0, 1], [2]], columns={"coordinate": [0.25, 0.5]})
+    with pytest.raises(ValueError, match=r"CoarseGraph value must have shape"):
+        dataclasses.replace(coarse, value=coarse.value[:-1])
+    with pytest.raises(ValueError, match=r"CoarseGraph columns\['coordinate'\] must have shape"):
+        dataclasses.replace(coarse, columns={"coordinate": np.zeros(1)})
+    with pytest.raises(ValueError, match="CoarseGraph member_ptr must rise from 0"):
+        dataclasses.replace(coarse, member_ptr=coarse.member_ptr[::-1].copy())
 
 
 @pytest.mark.parametrize("groups, message", [

@@ -1,6 +1,8 @@
 """FeatureFamilies: estimator contract, planted families (decoder geometry and co-activation
 rings), kNN back-ends, saving, queries, the dendrogram display and CLT decoder inputs."""
 
+import dataclasses
+import json
 from typing import Any
 
 import numpy as np
@@ -304,6 +306,54 @@ def test_result_round_trips(tmp_path) -> None:  # noqa: ANN001
     assert back.families == res.families and back.labels == res.labels and back.params == res.params
     fid = res.families[0].id
     assert back.members(fid) == res.members(fid)
+
+
+def test_layer_and_feature_must_be_integers_naming_each_row_once() -> None:
+    """[0] * 20 once gave 20 rows one (layer, feature) key; layer 0.5 was truncated to 0."""
+    X = np.random.default_rng(0).standard_normal((20, 6))
+    with pytest.raises(ValueError, match=r"\(layer, feature\) pairs must be unique.*got \(0, 0\) 20 times"):
+        FeatureFamilies().fit(X, feature=[0] * 20)
+    with pytest.raises(TypeError, match="layer must hold integers"):
+        FeatureFamilies().fit(X, layer=[0.5] * 20)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="feature must hold integers"):
+        FeatureFamilies().fit(X, feature=np.arange(20) + 0.25)
+    res = FeatureFamilies().fit(X, layer=np.zeros(20), feature=np.arange(20.0)).result_  # whole floats are fine
+    assert res.layer.dtype == np.int64 and res.feature.tolist() == list(range(20))
+
+
+def test_family_ids_and_k_outside_their_range_are_refused() -> None:
+    """99 was a bare IndexError, -1 drew the last family, k=-1 returned a list."""
+    est = _labelled()
+    res = est.result_
+    n = len(res.families)
+    for bad in (n, 99, -1, True, 1.5):
+        with pytest.raises(ValueError, match=rf"family_id must be an integer in \[0, {n}\); got {bad!r}"):
+            FamilyDendrogramDisplay.from_result(res, bad)  # type: ignore[arg-type]  # bad ids on purpose
+        with pytest.raises(ValueError, match="family_id must be"):
+            res.linkage(bad)  # type: ignore[arg-type]
+    lay, feat = int(res.layer[0]), int(res.feature[0])
+    for k in (-1, 0):
+        with pytest.raises(ValueError, match=rf"k must be an integer in \[1, inf\]; got {k}"):
+            est.neighbors(lay, feat, k=k)
+    with pytest.raises(TypeError, match="k must be an integer"):
+        est.neighbors(lay, feat, k=1.5)  # type: ignore[arg-type]
+
+
+def test_an_inconsistent_result_is_refused(tmp_path) -> None:  # noqa: ANN001
+    res = _labelled().result_
+    with pytest.raises(ValueError, match=r"FeatureFamiliesResult family must have shape"):
+        dataclasses.replace(res, family=res.family[:-1])
+    with pytest.raises(ValueError, match=r"FeatureFamiliesResult family must hold integers in \[-1, "):
+        dataclasses.replace(res, family=np.full_like(res.family, len(res.families)))
+    with pytest.raises(ValueError, match="labels must have one entry per feature"):
+        dataclasses.replace(res, labels=(res.labels or [])[:-1])
+    path = save_result(res, tmp_path / "families.json")
+    doc = json.loads(path.read_text())
+    doc["result"]["families"][0]["size"] += 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=r"families\[0\] must have id 0, size") as info:
+        load_result(path, FeatureFamiliesResult)
+    assert str(path) in str(info.value)
 
 
 def test_dendrogram_display_plots_a_family() -> None:

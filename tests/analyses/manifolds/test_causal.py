@@ -1,11 +1,13 @@
 """Pure helpers of the class-mean substitution check; steering one prompt on the shipped world (the
 substitution and steering checks' model runs are tested end to end in tests/workbench)."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
-from analyses.manifolds.causal import projector, random_basis, substitution_vectors
+from analyses.manifolds.causal import CausalResult, SteeringResult, projector, random_basis, substitution_vectors
 from analyses.manifolds.fit import ManifoldFit
 from tests.analyses.manifolds.planted import planted_curve
 from workbench.paths import world_dir
@@ -69,3 +71,16 @@ def test_steer_prompt_rotates_the_start_day_on_the_shipped_world(tmp_path):
         steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i], targets=[7])
     with pytest.raises(ValueError, match="x must be one residual vector"):
         steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[:2])
+
+
+def test_inconsistent_results_are_refused():
+    ok = np.zeros((2, 3), dtype=bool)
+    common: dict[str, Any] = {"fitted_success": 0.0, "random_success": 0.0, "full_success": 0.0, "n_cases": 1,
+                              "n_components": 2, "layer": 1, "mediates": False,
+                              "case_index": np.zeros(2, dtype=np.int64)}
+    CausalResult(n=2, outcomes=ok, **common)
+    with pytest.raises(ValueError, match=r"CausalResult outcomes must have shape \(3, 3\); got \(2, 3\)"):
+        CausalResult(n=3, outcomes=ok, **common)
+    with pytest.raises(ValueError, match=r"SteeringResult case_index must have shape \(2,\); got \(1,\)"):
+        SteeringResult(success_rate=0.5, n=2, n_cases=1, layer=1, outcomes=np.zeros(2, dtype=bool),
+                       case_index=np.zeros(1, dtype=np.int64))

@@ -1,5 +1,8 @@
 """ManifoldDiscovery ranks a planted ring above mixtures of lines and a blob; contract and round trip."""
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -53,6 +56,24 @@ def test_round_trip_and_contract(discovered, tmp_path):
         ManifoldDiscovery(n_components=1).fit(A, W, families)
     with pytest.raises(ValueError, match="family must be one of"):
         est.result_.family("nope")
+
+
+def test_family_indices_must_be_integers_and_names_distinct():
+    """0.5 and 1.7 were truncated to 0 and 1; ``1`` and ``"1"`` silently became one family."""
+    A, W, families, _ = planted_layer(n_tokens=200)
+    with pytest.raises(TypeError, match=r"family 'f' must hold integers; got \[0\.5, 1\.7"):
+        ManifoldDiscovery().fit(A, W, {"f": [0.5, 1.7, 2, 3, 4, 5]})  # type: ignore[list-item]
+    clash: dict[Any, list[int]] = {1: families["ring"], "1": families["blob"]}
+    with pytest.raises(ValueError, match=r"family names must be distinct as text; got \[1, '1'\]"):
+        ManifoldDiscovery().fit(A, W, clash)
+
+
+def test_an_inconsistent_family_manifold_is_refused(discovered):
+    ring = discovered[0].result_.family("ring")
+    with pytest.raises(ValueError, match=r"FamilyManifold rows must have shape \(\d+,\)"):
+        dataclasses.replace(ring, rows=ring.rows[:-1])
+    with pytest.raises(ValueError, match="FamilyManifold direction_components must have shape"):
+        dataclasses.replace(ring, direction_components=ring.direction_components[:, :1])
 
 
 def test_small_families_are_ranked_last_unscored():

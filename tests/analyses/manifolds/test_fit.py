@@ -1,5 +1,6 @@
 """ManifoldFit recovers planted circles, helices and intervals; contract, validation, round trip."""
 
+import json
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from analyses.base import NotFittedError, clone
 from analyses.manifolds import curves
+from analyses.manifolds.configs import ManifoldFitConfig
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitResult
 from analyses.results import load_result, save_result
 from tests.analyses.manifolds.planted import planted_curve
@@ -80,7 +82,8 @@ def test_curve_derivative_matches_finite_differences():
 
 def test_round_trip(tmp_path):
     X, y, _ = planted_curve(period=7, n_per_value=6, seed=7)
-    res = ManifoldFit(period=7).fit(X, y, value_names=list("MTWTFSS"), layer=1, position=5).result_
+    res = ManifoldFit(period=7).fit(X, y, value_names=["Mo", "Tu", "We", "Th", "Fr", "Sa", "Su"], layer=1,
+                                  position=5).result_
     back = load_result(save_result(res, tmp_path / "fit.json"), ManifoldFitResult)
     for name in ("centre", "basis", "class_means", "coefficients", "fitted_coords", "fourier_spectrum"):
         np.testing.assert_array_equal(getattr(back, name), getattr(res, name))
@@ -113,6 +116,64 @@ def test_estimator_contract_and_validation():
         ManifoldFit(period=7).fit(X, y[:-1])
     with pytest.raises(ValueError, match="value_names must have 7"):
         ManifoldFit(period=7).fit(X, y, value_names=["a"])
+
+
+def test_transform_predict_and_score_check_their_input():
+    """NaN / inf rows once gave coordinate 0, a 1-D vector one value per component, another width numpy's
+    broadcast error, and out-of-range values a score."""
+    X, y, _ = planted_curve(period=7, n_per_value=6, seed=7)
+    est = ManifoldFit(period=7).fit(X, y)
+    d = X.shape[1]
+    for api in (est, est.result_):
+        for bad in (np.nan, np.inf, -np.inf):
+            Xb = X.copy()
+            Xb[3, 0] = bad
+            for call in (api.transform, api.predict_value, lambda Z: api.score(Z, y)):  # noqa: B023
+                with pytest.raises(ValueError, match="X must hold finite numbers"):
+                    call(Xb)
+        with pytest.raises(ValueError, match=rf"X must have shape \(n_samples, {d}\).*width {d - 1}"):
+            api.transform(X[:, :-1])
+        with pytest.raises(ValueError, match=r"y must be in \[0, 7\) \(the fit's period\); got values from 7 to 13"):
+            api.score(X, y + 7)
+        with pytest.raises(ValueError, match=r"y must have shape \(42,\) \(one value per row of X\)"):
+            api.score(X, y[:-1])
+        with pytest.raises(TypeError, match="y must hold integers"):
+            api.score(X, y + 0.5)
+        one = api.transform(X[0])  # a 1-D vector is one point
+        assert one.shape == (1,) and one[0] == api.transform(X[:1])[0]
+        assert api.predict_value(X[0]).tolist() == api.predict_value(X[:1]).tolist()
+    res = est.result_
+    with pytest.raises(ValueError, match=r"y must be in \[0, 7\)"):
+        res.coordinate_errors(X, y - 1)
+    with pytest.raises(ValueError, match=r"y must be in \[0, 7\)"):
+        res.class_mean_r2(X, y + 7)
+
+
+def test_api_refuses_what_the_cli_refuses():
+    X, y, _ = planted_curve(period=7, n_per_value=3)
+    with pytest.raises(ValueError, match="value_names must be distinct"):
+        ManifoldFit(period=7).fit(X, y, value_names=["a"] * 7)
+    for shape in ("circle", "helix"):  # a closed curve needs two components: the cap was silently raised to 2
+        with pytest.raises(ValueError, match=f"max_components must be >= 2 for shape '{shape}'"):
+            ManifoldFit(period=7, shape=shape, max_components=1).fit(X, y)
+        with pytest.raises(ValueError, match="max_components must be >= 2"):
+            ManifoldFitConfig(shape=shape, max_components=1)
+    assert ManifoldFit(period=7, shape="interval", max_components=1).fit(X, y).n_components_ == 1
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("order", [0] * 7, r"order must list the values 0\.\.6 once each"),
+    ("value_names", list("abcdeff"), "value_names must be distinct"),
+])
+def test_load_refuses_a_fit_that_fails_its_own_checks(tmp_path, field, value, message):
+    res = ManifoldFit(period=7).fit(*planted_curve(period=7, n_per_value=3)[:2]).result_
+    path = save_result(res, tmp_path / "fit.json")
+    doc = json.loads(path.read_text())
+    doc["result"][field] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message) as info:
+        load_result(path, ManifoldFitResult)
+    assert str(path) in str(info.value)
 
 
 @settings(max_examples=15, deadline=None)

@@ -1,5 +1,7 @@
 """Tiling statistics recover a planted ring of bump-tuned features."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,11 @@ def test_value_cover_counts_half_peak_values_and_peaks_apart():
     covered, peaks = value_cover(T)
     assert covered == [0, 1, 2, 3, 4] and peaks == [0, 3]
     assert value_cover(np.zeros((0, 6))) == ([], [])
+
+
+def test_an_inconsistent_result_is_refused():
+    res = compute_tiling(np.linspace(0, 1, 50), np.ones((50, 3)), closed=False, n_bins=5)
+    with pytest.raises(ValueError, match=r"TilingResult live must have shape \(3,\)"):
+        dataclasses.replace(res, live=res.live[:-1])
+    with pytest.raises(ValueError, match=r"TilingResult tuning must have shape \(3, 5\)"):
+        dataclasses.replace(res, tuning=res.tuning[:, :4])

@@ -1,8 +1,11 @@
 """ReadableCircuit: budget, greedy choice, exact scores, sign consistency, saving."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone as sk_clone
 
 from analyses.results import load_result, save_result
 from analyses.supernodes.circuit import CircuitResult, ReadableCircuit, _Flows, choose_groups, group_gains
@@ -77,3 +80,25 @@ def test_budget_is_validated_and_results_save(tmp_path) -> None:
     np.testing.assert_array_equal(back.coarse.adjacency, rc.coarse_graph_.adjacency)
     sc = rc.scores_.sign_consistency
     assert 0.5 <= sc["min"] <= sc["mean"] <= 1.0 and sc["n_links"] > 0
+
+
+def test_nested_clustering_params_follow_scikit_learn() -> None:
+    """``clustering__*`` was missing from get_params(deep=True), and set_params refused it."""
+    rc = ReadableCircuit(clustering=SupernodeClustering())
+    params = rc.get_params(deep=True)
+    assert params["clustering__min_affinity"] == SupernodeClustering().min_affinity and "clustering__cut" in params
+    assert "clustering__cut" not in rc.get_params(deep=False)
+    assert rc.set_params(clustering__min_affinity=0.4, clustering__max_group_size=2) is rc
+    assert rc.clustering is not None and (rc.clustering.min_affinity, rc.clustering.max_group_size) == (0.4, 2)
+    copy = sk_clone(rc)
+    assert copy.clustering is not rc.clustering and copy.get_params()["clustering__min_affinity"] == 0.4
+    fitted = copy.fit(planted_graph(1)[0])  # the nested parameters reach the fit
+    assert all(len(g) <= 2 for g in fitted.clustering_.groups_)
+    with pytest.raises(ValueError, match="clustering must be an estimator"):
+        ReadableCircuit().set_params(clustering__min_affinity=0.4)
+
+
+def test_an_inconsistent_result_is_refused() -> None:
+    result = ReadableCircuit(budget=3).fit(planted_graph(1)[0]).result()
+    with pytest.raises(ValueError, match="CircuitResult chosen must index the clustering's"):
+        dataclasses.replace(result, chosen=np.array([10_000]))

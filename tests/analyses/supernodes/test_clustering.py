@@ -1,6 +1,7 @@
 """SupernodeClustering: estimator contract, planted-structure recovery, constraints, outputs."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -154,6 +155,23 @@ def test_features_missing_from_the_sample_keep_their_edge_affinity() -> None:
         SupernodeClustering().fit(graph, node_mask=mask, coactivation=sp.csr_matrix((4, 1)))
 
 
+def test_features_in_no_family_keep_their_edge_affinity() -> None:
+    """A families mapping that names none of the graph's features (other transcoders' families) changes
+    nothing; pairs of features in families do get the family evidence."""
+    graph, truth = planted_graph(4, jitter=0.6)
+    mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+    plain = SupernodeClustering().fit(graph, node_mask=mask)
+    elsewhere = SupernodeClustering().fit(graph, node_mask=mask, families={(99, 0): 0, (99, 1): 0})
+    np.testing.assert_array_equal(elsewhere.affinity_, plain.affinity_)
+    keys = graph.active_features.numpy()
+    half = {(int(k[0]), int(k[2])): int(u) for k, u in zip(keys, truth) if u % 2 == 0}
+    partial = SupernodeClustering().fit(graph, node_mask=mask, families=half)
+    fam = np.array([half.get((int(k[0]), int(k[2])), -1) for k in partial.keys_])
+    outside = (fam[:, None] < 0) | (fam[None, :] < 0)
+    np.testing.assert_array_equal(partial.affinity_[outside], plain.affinity_[outside])
+    assert not np.allclose(partial.affinity_[~outside], plain.affinity_[~outside])
+
+
 def test_groups_respect_every_constraint() -> None:
     graph, _ = planted_graph(5, sizes=(4, 8))
     est = _fit(graph, max_group_size=3)
@@ -210,3 +228,32 @@ def test_labels_name_groups_and_outputs_save(tmp_path) -> None:
     assert back.group_labels == result.group_labels and back.config == result.config
     disp = DendrogramDisplay.from_result(est).plot()
     assert disp.ax_.get_ylabel().startswith("distance") and len(disp.leaf_labels) == len(est.candidates_)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("group_labels", ["x"], r"labels must number the groups 0\.\.0 \(one per group label\)"),
+    ("cut_height", "abc", r"'abc' at result\.cut_height, which is not a float"),
+    ("cut_height", -0.5, r"cut_height must be a number in \[0, inf\]"),
+    ("similarities", "edge", r"'edge' at result\.similarities"),
+])
+def test_a_damaged_result_is_refused_on_load(tmp_path, field: str, value: object, message: str) -> None:
+    """These loaded fine, and DendrogramDisplay then failed with numpy's UFuncTypeError."""
+    graph, _ = planted_graph(0)
+    path = save_result(_fit(graph).result(), tmp_path / "sn.json")
+    doc = json.loads(path.read_text())
+    doc["result"][field] = value
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=message) as info:
+        load_result(path, SupernodeResult)
+    assert str(path) in str(info.value)
+
+
+def test_an_inconsistent_result_is_refused() -> None:
+    result = _fit(planted_graph(0)[0]).result()
+    n = len(result.candidates)
+    with pytest.raises(ValueError, match=rf"SupernodeResult effects must have shape \({n},\); got \({n - 1},\)"):
+        dataclasses.replace(result, effects=result.effects[:-1])
+    with pytest.raises(ValueError, match=rf"SupernodeResult linkage must have shape \({n - 1}, 4\)"):
+        dataclasses.replace(result, linkage=result.linkage[1:])
+    with pytest.raises(ValueError, match="labels must number the groups"):
+        dataclasses.replace(result, labels=result.labels + 1)

@@ -1,12 +1,14 @@
 """analyses.supernodes.interventions: predicted effects by hand, random matches, the shipped world."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
 from analyses.supernodes.circuit import ReadableCircuit
 from analyses.supernodes.config import InterventionConfig
-from analyses.supernodes.interventions import _random_matches, check_supernodes, predicted_effects
+from analyses.supernodes.interventions import InterventionCheck, _random_matches, check_supernodes, predicted_effects
 from tracer.graph import Graph
 from workbench.paths import world_dir
 
@@ -30,6 +32,20 @@ def test_predicted_effects_propagate_through_later_features() -> None:
     pred = predicted_effects(_two_feature_chain(), [np.array([0]), np.array([1]), np.array([0, 1])])
     # removing f0 moves f1 by -2 / 4 = -50% of its activation: 1 * -1 + 3 * -0.5
     np.testing.assert_allclose(pred, [[-2.5, -3.0, -4.0]])
+
+
+def test_an_inconsistent_check_is_refused() -> None:
+    g = np.zeros(3)
+    fields: dict[str, Any] = {
+        "group_sizes": np.ones(3, dtype=np.int64), "predicted_margin": g, "predicted_logit": g,
+        "measured_margin": {"frozen": g}, "measured_logit": {"frozen": g}, "win_rate": {"frozen": g},
+        "random_margin": {"frozen": np.zeros((3, 4))}, "summary": {}, "target_token": 1, "runner_up_token": 2,
+        "runner_up_in_graph": True, "clean_margin": 0.5, "n_unmatched": 0}
+    InterventionCheck(**fields)
+    with pytest.raises(ValueError, match=r"InterventionCheck measured_margin\['frozen'\] must have shape \(3,\)"):
+        InterventionCheck(**{**fields, "measured_margin": {"frozen": np.zeros(2)}})
+    with pytest.raises(ValueError, match=r"InterventionCheck random_margin\['frozen'\] must have shape \(3, n\)"):
+        InterventionCheck(**{**fields, "random_margin": {"frozen": np.zeros(3)}})
 
 
 def test_random_matches_sit_in_the_members_cells_and_avoid_them() -> None:
