@@ -20,6 +20,7 @@ Every result is ``{(layer, feature): FeatureLabel}``. Errors name the record tha
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -225,7 +226,7 @@ def _parse_int(value: Any, what: str, where: str) -> int:
         raise LabelFormatError(f"{where}: {what} must be a non-negative integer; got {value!r}.")
     if isinstance(value, int) and value >= 0:
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():  # not '²' (isdigit: True)
         return int(value)
     raise LabelFormatError(f"{where}: {what} must be a non-negative integer; got {value!r}.")
 
@@ -274,7 +275,10 @@ def _context_from_activation(act: Any, width: int = 6) -> str:
     k = act.get("maxValueTokenIndex")
     if not isinstance(k, int) or not 0 <= k < len(tokens):
         values = act.get("values")
-        k = max(range(len(values)), key=values.__getitem__) if isinstance(values, list) and values else 0
+        numbers = [(v, i) for i, v in enumerate(values[:len(tokens)]) if isinstance(v, (int, float))
+                   and not isinstance(v, bool) and math.isfinite(v)] if isinstance(values, list) else []
+        # the first peak; null or non-numeric values (some exports have them) are skipped
+        k = max(numbers, key=lambda vi: vi[0])[1] if numbers else 0
     lo = max(0, k - width)
     head = "... " if lo > 0 else ""
     return head + " ".join([*tokens[lo:k], f"[{tokens[k]}]", *tokens[k + 1:k + 3]])

@@ -216,12 +216,13 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
 
     tokens = tokenize(loaded, prompt, allow_unk=allow_unk)
     graph = attribute(loaded, tcs, tokens, AttributionConfig(verbose=not quiet))
-    result = prune_graph(graph, PruneConfig())
+    prune_config = PruneConfig()
+    result = prune_graph(graph, prune_config)
     full, pruned = graph_scores(graph), subgraph_scores(graph, prune_result=result)
     graph_path = graph.save(out / "graphs" / f"{name}.safetensors")
     tok_strs = [loaded.tokenizer.decode([t]) if loaded.tokenizer else str(t) for t in tokens.tolist()]
-    viewer = export_neuronpedia(graph, out / "viewer", slug=f"demo-{name}", prune_result=result, labels=labels,
-                                tokenizer=tok_strs)
+    viewer = export_neuronpedia(graph, out / "viewer", slug=f"demo-{name}", prune_config=prune_config,
+                                prune_result=result, labels=labels, tokenizer=tok_strs)
     nodes = _node_views(graph, result, labels, node_ids(graph))
     ids = node_ids(graph)
     edges = [(ids[s], ids[t], float(graph.adjacency[t, s])) for t, s in result.edge_index.T.tolist()]

@@ -27,13 +27,15 @@ def _feature_groups(graph, rng: np.random.Generator, n_groups: int = 3) -> list[
 def test_edges_equal_the_viewer_formula_on_the_exported_json(seed: int, node_t: float) -> None:
     graph = ref.random_graph(seed, max_features=5)
     assume(len(set(node_ids(graph))) == graph.n_nodes)  # error ids "0_{layer}_{pos}" can clash with layer-0 features
-    result = prune_graph(graph, PruneConfig(node_threshold=node_t))
+    config = PruneConfig(node_threshold=node_t)
+    result = prune_graph(graph, config)
     shown_index = set(viewer_subgraph(graph, result).node_index.tolist())
     groups = [[g for g in grp if g in shown_index] for grp in _feature_groups(graph, np.random.default_rng(seed))]
     groups = [g for g in groups if g]
     coarse = build_coarse_graph(graph, groups, prune_result=result, labels=[f"S{i}" for i in range(len(groups))])
-    data = build_neuronpedia(graph, slug="g", prune_result=result, supernodes=coarse.to_supernodes(),
-                             pinned_ids=coarse.pinned_ids())
+    data = build_neuronpedia(graph, slug="g", prune_config=config, prune_result=result,
+                             supernodes=coarse.to_supernodes(), pinned_ids=coarse.pinned_ids())
+    assert data["metadata"]["pruning_settings"]["node_threshold"] == node_t
     shown = [n["node_id"] for n in data["nodes"]]
     members, links = viewer.supernode_edges(shown, data["links"], data["qParams"]["pinnedIds"] * (len(shown) <= 200),
                                             data["qParams"]["supernodes"])

@@ -154,6 +154,10 @@ def test_prune_result_is_reused(graph) -> None:
     a = build_neuronpedia(graph, slug="s", prune_result=result, prune_config=PruneConfig(node_threshold=0.5))
     b = build_neuronpedia(graph, slug="s", prune_config=PruneConfig(node_threshold=0.5))
     assert a == b
+    assert a["metadata"]["pruning_settings"]["node_threshold"] == 0.5
+    # a result alone: the thresholds it was made with are unknown (they were recorded as the defaults)
+    with pytest.raises(ValueError, match="prune_config must be given with prune_result"):
+        build_neuronpedia(graph, slug="s", prune_result=result)
 
 
 # ----------------------------------------------------------------------------- supernode edges

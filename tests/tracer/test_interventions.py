@@ -282,6 +282,22 @@ def test_bad_interventions_raise_one_line_errors(item, msg):
     assert msg in text and "; got " in text and "\n" not in text
 
 
+def test_indices_and_values_from_arrays_are_accepted():
+    """``layer, pos, feature = graph.active_features[i]`` gives 0-d tensors, and a graph's npz arrays give
+    numpy scalars: both were refused ("intervention value must be a finite number; got np.float32(2.0)")."""
+    import numpy as np
+
+    loaded, tc, tokens, clean = _setup()
+    plain = feature_intervention(loaded, tc, tokens, [(0, 1, 3, 2.0, "add")], clean=clean)
+    for item in [(np.int64(0), np.int64(1), np.int32(3), np.float32(2.0), "add"),
+                 (torch.tensor(0), torch.tensor(1), torch.tensor(3), torch.tensor(2.0), "add"),
+                 (0, np.array([1]), 3, 2.0, "add")]:
+        got = feature_intervention(loaded, tc, tokens, [item], clean=clean)
+        torch.testing.assert_close(got.logits, plain.logits, rtol=0, atol=0)
+    with pytest.raises(WorkbenchError, match="intervention position must be an integer"):
+        feature_intervention(loaded, tc, tokens, [(0, torch.tensor(1.5), 3, 2.0)], clean=clean)
+
+
 @pytest.mark.parametrize("kw,msg", [
     ({"constrained_layers": [0, 5]}, "constrained layer must be an integer in [0, 3)"),
     ({"constrained_layers": []}, "constrained_layers must be non-empty"),

@@ -43,6 +43,18 @@ def test_a_byte_order_mark_is_dropped(tmp_path: Path) -> None:
     assert load_labels(marked) == load_labels(plain)
 
 
+def test_neuronpedia_nulls_and_unicode_digits(tmp_path: Path) -> None:
+    """An activation record with null values crashed with a TypeError; an index of '²' (str.isdigit is
+    true for it) with a ValueError from int()."""
+    path = tmp_path / "np.json"
+    path.write_text(json.dumps([{"layer": 0, "index": 1, "description": "x",
+                                 "activations": [{"tokens": ["a", "b", "c"], "values": [None, 1.0, 1.0]}]}]))
+    assert load_labels(path)[(0, 1)].top_contexts == ("a [b] c",)
+    path.write_text(json.dumps([{"layer": 0, "index": "²", "description": "x"}]))
+    with pytest.raises(LabelFormatError, match="feature index must be a non-negative integer; got '²'"):
+        load_labels(path)
+
+
 def test_jsonl_duplicate_is_an_error(tmp_path: Path) -> None:
     rec = json.dumps({"layer": 0, "feature": 1, "label": "x", "top_contexts": []})
     path = _write(tmp_path, "dup.jsonl", rec + "\n" + rec + "\n")

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -217,8 +218,14 @@ def test_subgraph_scores_accept_node_ids_and_reject_bad_indices() -> None:
     assert subgraph_scores(graph, [ids[i] for i in features], prune_result=result) == by_index
     pin_all = subgraph_scores(graph, list(range(graph.n_selected)), prune_result=result)
     assert pin_all == subgraph_scores(graph, [], prune_result=result)
-    with pytest.raises(WorkbenchError, match="pinned node indices must be in"):
+    with pytest.raises(WorkbenchError, match="pinned node indices must be integers in"):
         subgraph_scores(graph, [graph.n_nodes], prune_result=result)
+    with pytest.raises(WorkbenchError, match=r"pinned node indices must be integers in .*got 1\.5"):
+        subgraph_scores(graph, [1.5], prune_result=result)  # type: ignore[list-item]  # was truncated to 1
+    # an unknown id (a typo) was dropped: "pin nothing" merged every feature into the errors
+    with pytest.raises(WorkbenchError, match="pinned node ids must be ids of this graph; got 'nonexistent'"):
+        subgraph_scores(graph, ["nonexistent", ids[features[0]]], prune_result=result)
+    assert subgraph_scores(graph, [np.int64(f) for f in features], prune_result=result) == by_index
 
 
 # ----------------------------------------------------------------------------- partial influences

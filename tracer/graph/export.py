@@ -193,6 +193,9 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
     if not isinstance(slug, str) or not _SLUG.match(slug):
         raise WorkbenchError(f"slug must be letters, digits, '.', '_' or '-' (no '/'); got {slug!r}. "
                              "It names the file <slug>.json.")
+    if prune_result is not None and prune_config is None:
+        raise ValueError("prune_config must be given with prune_result; got only the result. The viewer records "
+                         "the thresholds the graph was pruned at: pass the PruneConfig that made the result.")
     config = prune_config or PruneConfig()
     result = prune_result if prune_result is not None else prune_graph(graph, config)
     ids = node_ids(graph)

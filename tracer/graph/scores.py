@@ -7,6 +7,7 @@
   both scores are recomputed (float64, like the viewer).
 """
 
+import numbers
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -52,17 +53,27 @@ def graph_scores(graph: Graph) -> GraphScores:
 
 
 def _pinned_mask(graph: Graph, pinned: Sequence[str | int]) -> Tensor:
+    """(n_nodes,) bool of the pinned node ids / indices; an id the graph does not have (a typo, another
+    graph's node) or an index that is not an integer in range is an error: dropping it would silently merge
+    every feature into the errors."""
     mask = torch.zeros(graph.n_nodes, dtype=torch.bool)  # (n_nodes,)
     names = [p for p in pinned if isinstance(p, str)]
     for p in pinned:
-        if not isinstance(p, str) and not 0 <= int(p) < graph.n_nodes:
-            raise WorkbenchError(f"pinned node indices must be in [0, {graph.n_nodes}); got {p!r}. "
+        if isinstance(p, str):
+            continue
+        whole = isinstance(p, numbers.Integral) and not isinstance(p, bool)
+        if not whole or not 0 <= int(p) < graph.n_nodes:
+            raise WorkbenchError(f"pinned node indices must be integers in [0, {graph.n_nodes}); got {p!r}. "
                                  "Pass node ids such as '3_1234_5' or valid indices.")
-        if not isinstance(p, str):
-            mask[int(p)] = True
+        mask[int(p)] = True
     if names:
-        wanted = set(names)
-        mask |= torch.tensor([i in wanted for i in node_ids(graph)], dtype=torch.bool)
+        index = {node: i for i, node in enumerate(node_ids(graph))}
+        unknown = [name for name in names if name not in index]
+        if unknown:
+            raise WorkbenchError(f"pinned node ids must be ids of this graph; got {unknown[0]!r}"
+                                 f"{f' and {len(unknown) - 1} more' if len(unknown) > 1 else ''}. Feature ids look "
+                                 "like '3_1234_5' (layer_feature_pos); tracer.graph.node_ids(graph) lists them all.")
+        mask[[index[name] for name in names]] = True
     return mask
 
 

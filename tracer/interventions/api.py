@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -100,9 +101,18 @@ def _bad(name: str, constraint: str, got: object, hint: str = "") -> WorkbenchEr
     return WorkbenchError(f"{name} must be {constraint}; got {got!r}. {hint}".rstrip())
 
 
+def _scalar(x: object) -> object:
+    """A one-element tensor or a numpy scalar as the Python number it holds (so that the index and value
+    taken from a graph's arrays, e.g. ``layer, pos, feature = graph.active_features[i]``, are accepted)."""
+    if isinstance(x, Tensor) and x.numel() == 1 and x.dtype != torch.bool:
+        return x.item()
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    return x
+
+
 def _check_int(name: str, x: object, lo: int, hi: int, hint: str) -> int:
-    if isinstance(x, Tensor) and x.numel() == 1 and not x.is_floating_point():
-        x = int(x)
+    x = _scalar(x)
     if isinstance(x, bool) or not isinstance(x, int) or not lo <= x < hi:
         raise _bad(name, f"an integer in [{lo}, {hi})", x, hint)
     return x
@@ -119,7 +129,9 @@ def _check_position(pos: object, n_pos: int) -> Position:
         if pos.stop is not None and not range(n_pos)[pos]:
             raise _bad("intervention position slice", "non-empty on the prompt (or open-ended)", pos, hint)
         return pos
-    if isinstance(pos, (Tensor, list, tuple)):
+    if isinstance(pos, Tensor) and pos.dim() == 0:
+        return _check_int("intervention position", pos, -n_pos, n_pos, hint)
+    if isinstance(pos, (Tensor, np.ndarray, list, tuple)):
         t = torch.as_tensor(pos)
         if t.dim() != 1 or t.numel() == 0 or t.is_floating_point() or t.dtype == torch.bool:
             raise _bad("intervention positions", "a non-empty 1-D list of integers", pos, hint)
@@ -130,8 +142,7 @@ def _check_position(pos: object, n_pos: int) -> Position:
 
 
 def _check_value(value: object) -> float:
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = float(value)
+    value = _scalar(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _bad("intervention value", "a finite number", value, "NaN and infinities are not allowed.")
     if abs(value) > MAX_ABS_WEIGHT:
