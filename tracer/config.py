@@ -1,9 +1,27 @@
 """Frozen configuration objects (attribution, pruning). The CLI parses its flags into these same dataclasses."""
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeGuard
 
 from tracer.errors import WorkbenchError
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An integer, not a bool (True is an int to Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> TypeGuard[int | float]:
+    """An int or float, not a bool (nor a string that looks like a number)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_count(name: str, value: object, *, optional: bool = False) -> None:
+    """`value` must be an integer >= 1 (or None when `optional`)."""
+    if optional and value is None:
+        return
+    if not _is_int(value) or value < 1:
+        raise WorkbenchError(f"{name} must be an integer >= 1{' or None' if optional else ''}; got {value!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,28 +51,21 @@ class AttributionConfig:
     """Show progress bars."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_n_logits, int) or self.max_n_logits < 1:
-            raise WorkbenchError(f"max_n_logits must be an integer >= 1; got {self.max_n_logits!r}.")
-        if not 0.0 < self.desired_logit_prob <= 1.0:
-            raise WorkbenchError(f"desired_logit_prob must be in (0, 1]; got {self.desired_logit_prob!r}.")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise WorkbenchError(f"batch_size must be an integer >= 1; got {self.batch_size!r}.")
-        if self.max_feature_nodes is not None and (
-            not isinstance(self.max_feature_nodes, int) or self.max_feature_nodes < 1
-        ):
-            raise WorkbenchError(f"max_feature_nodes must be an integer >= 1 or None; got "
-                                 f"{self.max_feature_nodes!r}.")
-        if not isinstance(self.update_interval, int) or self.update_interval < 1:
-            raise WorkbenchError(f"update_interval must be an integer >= 1; got {self.update_interval!r}.")
-        if not isinstance(self.sweep_rows, int) or self.sweep_rows < 1:
-            raise WorkbenchError(f"sweep_rows must be an integer >= 1; got {self.sweep_rows!r}.")
-        if self.n_workers is not None and (not isinstance(self.n_workers, int) or self.n_workers < 1):
-            raise WorkbenchError(f"n_workers must be an integer >= 1 or None; got {self.n_workers!r}.")
+        for name in ("max_n_logits", "batch_size", "update_interval", "sweep_rows"):
+            _check_count(name, getattr(self, name))
+        for name in ("max_feature_nodes", "n_workers"):
+            _check_count(name, getattr(self, name), optional=True)
+        p = self.desired_logit_prob
+        if not _is_real(p) or not 0.0 < p <= 1.0:
+            raise WorkbenchError(f"desired_logit_prob must be a number in (0, 1]; got {p!r}. It is the logit "
+                                 "targets' cumulative probability (default 0.95).")
         if self.engine not in ("fast", "autograd"):
             raise WorkbenchError(f"engine must be 'fast' or 'autograd'; got {self.engine!r}.")
         if self.adjacency_dtype not in ("auto", "float32", "float64", "bfloat16", "float16"):
             raise WorkbenchError(f"adjacency_dtype must be auto, float32, float64, bfloat16 or float16; got "
                                  f"{self.adjacency_dtype!r}.")
+        if not isinstance(self.verbose, bool):
+            raise WorkbenchError(f"verbose must be True or False; got {self.verbose!r}.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +80,7 @@ class PruneConfig:
     def __post_init__(self) -> None:
         for name in ("node_threshold", "edge_threshold"):
             value = getattr(self, name)
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            ok = _is_real(value) and 0.0 <= value <= 1.0
             if not ok:
                 raise WorkbenchError(f"{name} must be in [0, 1]; got {value!r}. It is a fraction of "
                                      "the total influence (defaults: node 0.8, edge 0.98).")
@@ -100,15 +111,12 @@ class ActivationConfig:
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "shard_prompts", "encode_rows"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise WorkbenchError(f"{name} must be an integer >= 1; got {value!r}.")
+            _check_count(name, getattr(self, name))
         for name in ("feature_layers", "residual_layers", "mlp_input_layers"):
             value = getattr(self, name)
             if value is None and name == "feature_layers":
                 continue
-            if not isinstance(value, tuple) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                                                       for v in value):
+            if not isinstance(value, tuple) or not all(_is_int(v) and v >= 0 for v in value):
                 raise WorkbenchError(f"{name} must be a tuple of layer indices >= 0; got {value!r}.")
             repeated = [x for k, x in enumerate(value or ()) if x in (value or ())[:k]]
             if repeated:  # a repeated layer was stored twice (every activation doubled in layer_matrix)

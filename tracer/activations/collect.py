@@ -37,7 +37,7 @@ from tracer.activations.store import (
 )
 from tracer.config import ActivationConfig
 from tracer.errors import WorkbenchError
-from tracer.io import TEMP_PREFIX, atomic_path
+from tracer.io import TEMP_PREFIX, atomic_path, check_output_path
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids, tokenize_many
@@ -181,7 +181,15 @@ def _write_index(out: Path, index: dict[str, Any]) -> None:
 def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: Sequence[PromptRecord | str],
                         out_dir: str | Path, config: ActivationConfig | None = None, *, allow_unk: bool = False,
                         verbose: bool = True) -> ActivationStore:
-    """Run ``prompts`` through the model and store sparse activations (and vectors) under ``out_dir``."""
+    """Run ``prompts`` through the model and store sparse activations (and vectors) under ``out_dir``.
+
+    ``out_dir`` must be a new folder, an empty one, or this run's folder (to resume it); it is
+    checked before any work.
+    """
+    if isinstance(prompts, (str, PromptRecord)):
+        raise WorkbenchError(f"prompts must be a list of prompts; got a {type(prompts).__name__}. Wrap it in a list.")
+    out = check_output_path(out_dir, folder=True, name="output folder")
+    check_run_folder(out)
     cfg = config or ActivationConfig()
     check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
     feature_layers = _check_layers(cfg, loaded.n_layers)
@@ -193,7 +201,6 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     lengths = [int(t.shape[0]) for t in tokens]
     positions = _vector_positions(cfg, records, lengths)
     entries = _shard_entries(cfg.shard_prompts, lengths)
-    out = Path(out_dir)
     base = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": _config_json(cfg),
             "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg, positions), "model_id": loaded.model_id,
             "transcoder_id": transcoders.source, "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,

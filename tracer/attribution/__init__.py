@@ -5,7 +5,8 @@ and the sweep's folded weights), :mod:`.targets` (phase 1: salient logits), :mod
 explicit backward), :mod:`.engine` (phases 2-3: logit and feature rows, parallel workers),
 :mod:`.greedy` (``max_feature_nodes`` selection), :mod:`.rows` (where rows go: a matrix in
 memory, or a graph file being written, :mod:`tracer.graph.stream`), :mod:`.packaging` (phase 4:
-the Graph), and :mod:`.reference` (the autograd oracle, ``engine="autograd"``).
+the Graph), :mod:`.settings` (the config's resolved values, shared by both engines), and
+:mod:`.reference` (the autograd oracle, ``engine="autograd"``).
 """
 
 import os
@@ -14,6 +15,7 @@ from torch import Tensor
 
 from tracer.attribution.engine import attribute_fast
 from tracer.attribution.reference import reference_attribute
+from tracer.attribution.settings import as_config
 from tracer.config import AttributionConfig
 from tracer.graph.core import Graph
 from tracer.models.loaded import LoadedModel
@@ -35,7 +37,7 @@ def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | li
     modify it in place; see :meth:`tracer.graph.Graph.load` with ``mmap=True``), and its ``extra``
     also holds ``finish_seconds`` (the time to complete the file; not stored in it).
     """
-    cfg = config or AttributionConfig()
+    cfg = as_config(config)
     if cfg.engine == "autograd":
         graph = reference_attribute(loaded, transcoders, tokens, cfg)
         if out is not None:

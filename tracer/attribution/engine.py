@@ -25,6 +25,7 @@ from tracer.attribution.context import AttributionContext, build_context
 from tracer.attribution.greedy import greedy_select, pack_greedy
 from tracer.attribution.packaging import make_graph
 from tracer.attribution.rows import RowSink
+from tracer.attribution.settings import adjacency_dtype, as_config
 from tracer.attribution.sweep import sweep
 from tracer.attribution.targets import LogitTargets, select_logits
 from tracer.config import AttributionConfig
@@ -41,10 +42,6 @@ from tracer.transcoders.loaders import check_against_model
 from tracer.weights import find_non_finite_weight
 
 logger = logging.getLogger(__name__)
-
-_ADJ_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-               "float16": torch.float16}
-
 
 def _check_finite(ctx: AttributionContext, loaded: LoadedModel, transcoders: Transcoders) -> None:
     for name, t in (("activations", ctx.activation_values), ("residual stream", ctx.cache.resid_pre),
@@ -183,7 +180,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
     With `out` (a path: ``.npz``, else native) the rows are streamed into that file as they are
     computed (see :func:`tracer.attribution.attribute`).
     """
-    cfg = config or AttributionConfig()
+    cfg = as_config(config)
     t0 = time.perf_counter()
     tokens = check_token_ids(loaded, tokens)
     check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
@@ -195,8 +192,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],
                     float(targets.probabilities.sum()))
-        adj_dtype = (torch.float64 if dtype == torch.float64 else torch.float32) \
-            if cfg.adjacency_dtype == "auto" else _ADJ_DTYPES[cfg.adjacency_dtype]
+        adj_dtype = adjacency_dtype(cfg, dtype)
         n_selected = min(ctx.n_active, cfg.max_feature_nodes or ctx.n_active)
         N = n_selected + (ctx.n_layers + 1) * ctx.n_pos + int(targets.token_ids.shape[0])
         dev = ctx.encoder_vecs.device

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from tracer.attribution.greedy import greedy_order, package_rows
 from tracer.attribution.packaging import make_graph
+from tracer.attribution.settings import adjacency_dtype, as_config
 from tracer.attribution.targets import select_logits
 from tracer.config import AttributionConfig
 from tracer.graph.core import Graph
@@ -26,6 +27,7 @@ from tracer.models.loaded import LoadedModel, weight
 from tracer.models.tokens import check_token_ids
 from tracer.replacement import Replacement, build_replacement, logit_vectors
 from tracer.transcoders.base import Transcoders
+from tracer.transcoders.loaders import check_against_model
 
 logger = logging.getLogger(__name__)
 
@@ -111,8 +113,14 @@ def reference_adjacency(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, lo
 
 def reference_attribute(loaded: LoadedModel, tc: Transcoders, tokens: Tensor | list[int],
                         cfg: AttributionConfig) -> Graph:
-    """A Graph computed by autograd (all rows), with circuit-tracer's logit and feature selection."""
+    """A Graph computed by autograd (all rows), with circuit-tracer's logit and feature selection.
+
+    As in the fast engine, rows are computed in the model's dtype and stored in
+    ``cfg.adjacency_dtype`` (cast before the greedy selection, which then sees the stored values).
+    """
+    cfg = as_config(cfg)
     tokens = check_token_ids(loaded, tokens)
+    check_against_model(tc, n_layers=loaded.n_layers, d_model=loaded.d_model)
     dtype = loaded.dtype
     with torch.no_grad():
         logits = run_with_cache(loaded, tokens).logits[-1].to(dtype)
@@ -120,7 +128,8 @@ def reference_attribute(loaded: LoadedModel, tc: Transcoders, tokens: Tensor | l
     active, values, rows = reference_adjacency(loaded, tc, tokens, targets.token_ids, dtype)
     F = active.shape[0]
     K = int(targets.token_ids.shape[0])
-    full = torch.cat([rows, torch.zeros(rows.shape[0], K, dtype=rows.dtype)], 1)  # logit columns
+    full = torch.cat([rows, torch.zeros(rows.shape[0], K, dtype=rows.dtype)], 1)  # (F + K, N_all): logit columns
+    full = full.to(adjacency_dtype(cfg, dtype))
     selected = greedy_order(full[:F], full[F:], targets.probabilities, cfg, F)
     A = package_rows(full[:F], full[F:], selected, F)
     return make_graph(loaded, tc, tokens, active, values, targets, A, selected, cfg, 0.0)

@@ -73,7 +73,7 @@ class CleanRun:
 
 def prepare(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int]) -> CleanRun:
     """The clean run every intervention on ``tokens`` starts from (reusable across calls)."""
-    tokens = check_token_ids(loaded, torch.as_tensor(tokens))
+    tokens = check_token_ids(loaded, tokens)
     check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
     with torch.no_grad():
         rep = build_replacement(loaded, transcoders, tokens, loaded.dtype)

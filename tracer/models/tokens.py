@@ -2,9 +2,11 @@
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -123,9 +125,57 @@ def tokenize_many(loaded: LoadedModel, prompts: list[str], *, allow_unk: bool = 
     return [_with_bos(tok, p, [int(i) for i in ids], allow_unk) for p, ids in zip(prompts, batch)]
 
 
-def check_token_ids(loaded: LoadedModel, ids: Tensor | list[int]) -> Tensor:
-    """Validate user token ids: non-empty, in the vocabulary, within the context."""
-    t = torch.as_tensor(ids, dtype=torch.long).reshape(-1)
+def _one_prompt(shape: tuple[int, ...]) -> None:
+    """Token ids are one prompt: (n_pos,), or (1, n_pos) as HF tokenizers return (squeezed by the caller)."""
+    if len(shape) == 1 or (len(shape) == 2 and shape[0] == 1):
+        return
+    hint = "Wrap a single id in a list." if not shape else "Pass the prompts one at a time."
+    raise WorkbenchError(f"token ids must be one prompt, of shape (n_pos,) or (1, n_pos); got shape {shape}. {hint}")
+
+
+def _not_integer(kind: str, value: object, pos: int) -> WorkbenchError:
+    return WorkbenchError(f"token ids must be integers; got {kind} {value!r} at position {pos}. Pass the "
+                          "tokenizer's integer ids unchanged (no floats, no bools).")
+
+
+def _ids_from_tensor(ids: Tensor) -> Tensor:
+    _one_prompt(tuple(ids.shape))
+    t = ids.reshape(-1)  # (n_pos,): one row, checked above
+    if t.numel() and (t.dtype == torch.bool or t.is_floating_point() or t.is_complex()):
+        odd = torch.nonzero(~torch.isfinite(t) | (t != t.real.round())).flatten() \
+            if t.dtype != torch.bool else t[:0]  # the first fraction, NaN or inf, if any
+        pos = int(odd[0]) if odd.numel() else 0
+        raise _not_integer(f"a {str(t.dtype).removeprefix('torch.')} tensor with", t[pos].item(), pos)
+    return t.to(torch.long)
+
+
+def _ids_from_sequence(ids: object) -> Tensor:
+    try:
+        arr = np.array(ids, dtype=object)  # keeps each item's own type (no bool or float casting)
+    except (TypeError, ValueError):
+        raise WorkbenchError(f"token ids must be a sequence of integers; got {type(ids).__name__}. Pass a list "
+                             "of ints or an integer tensor.") from None
+    _one_prompt(tuple(arr.shape))
+    items = arr.reshape(-1).tolist()  # (n_pos,)
+    for pos, x in enumerate(items):
+        if isinstance(x, Tensor) and x.dim() == 0 and not (x.dtype == torch.bool or x.is_floating_point()):
+            continue  # a 0-d integer tensor, as list(tensor) gives
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise _not_integer(type(x).__name__, x, pos)
+    return torch.tensor([int(x) for x in items], dtype=torch.long)
+
+
+def check_token_ids(loaded: LoadedModel, ids: Tensor | Sequence[int]) -> Tensor:
+    """Validate user token ids: one prompt of integers, non-empty, in the vocabulary, within the context.
+
+    Accepted: a 1-D sequence or tensor of integers, or a (1, n_pos) one (as HF tokenizers return,
+    squeezed to (n_pos,)). Refused, never converted: several prompts (2-D with more than one row),
+    floats (even whole ones), bools and text. Returns a (n_pos,) long tensor.
+    """
+    if isinstance(ids, (str, bytes)):
+        raise WorkbenchError(f"token ids must be integers; got text {ids[:40]!r}. Tokenize the prompt first "
+                             "(tracer.models.tokenize).")
+    t = _ids_from_tensor(ids) if isinstance(ids, Tensor) else _ids_from_sequence(ids)
     if t.numel() == 0:
         raise WorkbenchError("token ids must be non-empty; got []. Pass at least one id (e.g. the BOS).")
     vocab = int(loaded.W_E.shape[0])

@@ -29,6 +29,7 @@ import yaml
 
 from tracer.errors import TranscoderFormatError
 from tracer.folders import folder_hint
+from tracer.models.loading import parse_dtype
 from tracer.transcoders.base import Activation, TranscoderLayer, Transcoders
 from tracer.transcoders.mmap import MappedTensor, check_mapped, open_safetensors
 from tracer.weights import check_weight
@@ -256,9 +257,14 @@ def load_clt(directory: Path, cfg: dict[str, object], dtype: torch.dtype, lazy: 
     return layers
 
 
-def load_transcoders(path: str | Path, *, dtype: torch.dtype = torch.float32, lazy_decoder: bool = True,
+def load_transcoders(path: str | Path, *, dtype: torch.dtype | str = torch.float32, lazy_decoder: bool = True,
                      n_layers: int | None = None, d_model: int | None = None) -> Transcoders:
-    """Load a transcoder folder in any supported format and check it against the model's dims."""
+    """Load a transcoder folder in any supported format and check it against the model's dims.
+
+    `dtype` is a torch dtype or one of the names :func:`tracer.models.load_model` accepts
+    ('float32', 'bf16', ...).
+    """
+    dtype = parse_dtype(dtype)
     directory = Path(path)
     if not directory.is_dir():
         raise _fail(f"transcoder path must be a directory; got {str(directory)!r}. "
