@@ -36,13 +36,25 @@ class Display:
         return self
 
     def savefig(self, path: str | Path, **kwargs: Any) -> Path:
-        """Write the figure (PNG, SVG, PDF... by suffix) atomically; plots first if needed."""
-        if not hasattr(self, "figure_"):
-            self.plot()
+        """Write the figure (PNG, SVG, PDF... by suffix) atomically; plots first if needed. The same
+        figure gives the same bytes (see :meth:`_save_deterministic`)."""
         target = Path(path)
         with atomic_path(target) as tmp:
-            self.figure_.savefig(tmp, format=target.suffix.lstrip(".") or "png", **kwargs)
+            self._save_deterministic(tmp, target.suffix.lstrip(".") or "png", **kwargs)
         return target
+
+    def _save_deterministic(self, where: Any, fmt: str, **kwargs: Any) -> None:
+        """matplotlib's savefig without what changes from run to run: SVG element ids come from a fixed
+        salt and the element's content (not a random salt), and no creation date is written."""
+        from matplotlib import rc_context
+
+        if not hasattr(self, "figure_"):
+            self.plot()
+        dated = {"svg": "Date", "pdf": "CreationDate", "eps": "CreationDate", "ps": "CreationDate"}
+        if fmt in dated and "metadata" not in kwargs:
+            kwargs["metadata"] = {dated[fmt]: None}
+        with rc_context({"svg.hashsalt": "manifold-workbench"}):
+            self.figure_.savefig(where, format=fmt, **kwargs)
 
     def to_svg(self, **kwargs: Any) -> str:
         """The figure as an SVG element to inline in HTML (no XML prolog, no date; plots first if needed).
@@ -52,12 +64,7 @@ class Display:
         """
         import io
 
-        from matplotlib import rc_context
-
-        if not hasattr(self, "figure_"):
-            self.plot()
         buf = io.StringIO()
-        with rc_context({"svg.hashsalt": "manifold-workbench"}):
-            self.figure_.savefig(buf, format="svg", metadata={"Date": None}, **kwargs)
+        self._save_deterministic(buf, "svg", **kwargs)
         text = buf.getvalue()
         return text[text.index("<svg"):]

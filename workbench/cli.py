@@ -52,8 +52,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from tracer import __version__
 
     parser.add_argument("--version", action="version", version=f"manifold-workbench {__version__}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    # their own dests: a subcommand's --quiet default would overwrite a shared one ('workbench -q demo')
+    parser.add_argument("--quiet", "-q", action="store_true", dest="global_quiet", help="no progress bars or info logs")
+    parser.add_argument("--verbose", "-v", action="store_true", dest="global_verbose", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     named = next((a for a in (argv or []) if not a.startswith("-")), None)
     wanted = [SUBCOMMANDS[named]] if named in SUBCOMMANDS else list(SUBCOMMANDS.values())
@@ -81,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    # --quiet / --verbose before or after the subcommand: either place works
+    args.quiet = bool(getattr(args, "quiet", False)) or args.global_quiet
+    args.verbose = bool(getattr(args, "verbose", False)) or args.global_verbose
     args.argv = list(argv) if argv is not None else sys.argv[1:]  # recorded next to outputs
     code = _run(parser, args)
     if argv is None and getattr(args, "fast_exit", False):
@@ -105,9 +109,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    # subcommands may define their own --quiet; either place works
-    quiet = bool(getattr(args, "quiet", False))
-    _configure_logging(quiet, bool(getattr(args, "verbose", False)))
+    _configure_logging(args.quiet, args.verbose)
     from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm
 
     try:

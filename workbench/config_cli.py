@@ -91,7 +91,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
         parser.add_argument(flag, type=_converter(tp, optional), default=default, dest=prefix + f.name,
                             choices=choices, metavar=None if choices else f.name.upper(),
-                            help=f"{help_text} (default: {shown if shown not in ('', None) else 'none'})")
+                            help=_with_default(help_text, shown, optional))
+
+
+def _with_default(help_text: str, shown: object, optional: bool) -> str:
+    """The field's doc and its default, unless the doc already states the default (``"Head width (default
+    d_model // n_heads)."`` followed by "(default: none)" contradicted itself)."""
+    if shown in ("", None) and optional and "default" in help_text.lower():
+        return help_text
+    return f"{help_text} (default: {shown if shown not in ('', None) else 'none'})"
 
 
 def config_from_args(cls: type[_C], args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> _C:

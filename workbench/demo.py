@@ -168,11 +168,40 @@ def run_demo(args: argparse.Namespace) -> int:
     doc["seconds"] = round(time.perf_counter() - t0, 2)
 
     atomic_write_json(out / "summary.json", doc, indent=2)
+    remove_stale(out, _outputs(out, prompts, manifest, args.analyses))
     if not args.quiet:
         for line in headline(summary, manifold_stats):
             print(line, file=sys.stderr)
         print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
+
+
+OWNED = ("graphs", "supernodes", "manifold")
+"""Sub-folders of --out that hold only demo outputs: what an earlier run left there and this one did not
+write is removed once this run has succeeded (a --no-analyses run after a full one kept the full run's
+supernodes and manifolds next to the new graphs)."""
+
+
+def remove_stale(out: Path, written: list[str]) -> list[Path]:
+    """Remove the files under :data:`OWNED` sub-folders of ``out`` that are not in ``written`` (paths
+    relative to ``out``), then the folders left empty; the removed files."""
+    keep = {(out / name).resolve() for name in written}
+    removed = []
+    for sub in OWNED:
+        folder = out / sub
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
+            if path.is_file() and path.resolve() not in keep:
+                path.unlink()
+                removed.append(path)
+            elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+                path.rmdir()
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if removed:
+        logger.info("removed %d files an earlier demo run left in %s", len(removed), out)
+    return removed
 
 
 def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:

@@ -133,3 +133,14 @@ def test_a_read_only_out_is_refused_up_front(tmp_path, capfd, monkeypatch):
                         else real_access(p, mode, **kw))
     res = assert_refused(capfd, _argv(prompts, ro), inputs=[prompts], out=ro, needle="--out must be a writable folder")
     assert ".mwtmp" not in res.lines[0]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_quiet_works_before_or_after_the_command(tmp_path, capsys, where):
+    """`workbench --quiet CMD` was ignored by every command with its own --quiet (its default overwrote it)."""
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Two days after Friday is\n")
+    argv = ["activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"), "--prompts",
+            str(prompts), "--out", str(tmp_path / "run")]
+    code, out, err = run(capsys, *(["--quiet", *argv] if where == "before" else [*argv, "--quiet"]))
+    assert code == 0 and out == "" and err == "", err

@@ -115,6 +115,14 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     inputs.records[:] = [r for r in inputs.records if r.prompt != kw["prompt"]]
     rebuilt = steer_demo_prompt(loaded, tcs, out / "manifold" / "day_word", inputs, scratch=tmp_path / "b", **kw)
     assert list(rebuilt.top_token) == list(found.top_token) and rebuilt.value == found.value == 4
+    # a tracing-only run into the same folder leaves no supernodes or manifolds of the full run beside it
+    (out / "graphs" / "notes.txt").write_text("a file of the user's in a demo folder is a demo file")
+    (out / "mine.txt").write_text("a file of the user's next to the demo folders is kept")
+    assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
+    assert not (out / "supernodes").exists() and not (out / "manifold").exists()
+    assert sorted(p.name for p in (out / "graphs").iterdir()) == sorted(f"{n}.safetensors" for n in summary["graphs"])
+    assert (out / "mine.txt").is_file() and "circuit" not in json.loads((out / "summary.json").read_text())["graphs"][
+        "day_arith"]
 
 
 @pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="data/world is not built")

@@ -114,6 +114,18 @@ def test_to_svg_is_inline_deterministic_and_plots_first(fitted):
     assert all(f"<!-- m{i} -->" in svg for i in range(12))  # every value label is drawn
 
 
+def test_saved_figures_are_deterministic(fitted, tmp_path):
+    """The demo report inlines the SVG files written by savefig: they carried a date and random element
+    ids, so two identical runs gave different reports."""
+    est, X, y = fitted
+    for ext in ("svg", "pdf", "png"):
+        a, b = (ManifoldCircleDisplay.from_fit(est.result_, X, y).savefig(tmp_path / f"{k}.{ext}") for k in "ab")
+        assert a.read_bytes() == b.read_bytes(), ext
+    svg = (tmp_path / "a.svg").read_text()
+    assert "<dc:date>" not in svg and svg[svg.index("<svg"):] == ManifoldCircleDisplay.from_fit(
+        est.result_, X, y).to_svg()
+
+
 def test_tuning_heatmap_shows_place_cells_as_a_diagonal_band(fitted, tmp_path):
     est, _, _ = fitted
     A, W, families, theta = planted_layer(n_tokens=3000)
