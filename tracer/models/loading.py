@@ -1,9 +1,11 @@
 """Loading a local Hugging Face causal LM (never downloads; safetensors only)."""
 
+import contextlib
 import json
 import logging
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,22 @@ def _check_loading_info(info: dict[str, Any], directory: Path, origin: dict[str,
             else (item, "?", "?")
         raise WorkbenchError(f"model weight {name} in {origin.get(str(name), str(directory))!r} must have shape {want} "
                              f"(from config.json); got {got}. The weights do not match config.json.")
+
+
+@contextlib.contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own progress bars ("Loading weights", "Writing model shards") on or off for a block,
+    restored after it."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    if was_on and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on and not enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,

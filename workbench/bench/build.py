@@ -40,6 +40,7 @@ from torch import Tensor
 from tracer.errors import WorkbenchError
 from tracer.models import wrap_model
 from tracer.models.forward import capture_transcoder_io
+from tracer.models.loading import hf_progress_bars
 from tracer.transcoders.base import TranscoderLayer, Transcoders
 from tracer.transcoders.fit import ridge_solve
 from tracer.transcoders.writer import write_transcoders
@@ -120,7 +121,8 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     model_dir = root / "model"
     write_tokenizer(spec.vocab, model_dir, max_len=_max_positions(spec))
     model = make_model(spec)
-    model.save_pretrained(model_dir, safe_serialization=True)
+    with hf_progress_bars(logger.isEnabledFor(logging.INFO)):  # no shard-writing bar under --quiet
+        model.save_pretrained(model_dir, safe_serialization=True)
     portable_config(model_dir / "config.json")
     if spec.arch in TL_MODEL_NAME:  # relative links: they survive renaming the build folder
         make_hub_entry(model_dir, root / "hf_home", TL_MODEL_NAME[spec.arch])

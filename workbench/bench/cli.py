@@ -10,7 +10,6 @@ See :mod:`workbench.bench.run` (what runs) and :mod:`workbench.bench.report` (wh
 """
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -31,6 +30,8 @@ _MODEL_FLAGS = {
     "--calib-seqs": ("calib_seqs", int), "--calib-len": ("calib_len", int),
 }
 _CHOICES = {"--arch": ["qwen3", "llama"], "--act": ["relu", "jumprelu"]}
+WORK_DIR_DEFAULT = (" (default $XDG_CACHE_HOME/manifold-workbench/bench, or ~/.cache/manifold-workbench/bench "
+                    "when XDG_CACHE_HOME is unset)")
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -45,7 +46,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     for flag, (name, kind) in _MODEL_FLAGS.items():
         default = getattr(spec, name)
         g.add_argument(flag, type=kind, default=default, choices=_CHOICES.get(flag),
-                       help=f"{model_help.get(name, '')} (default {default})")
+                       help=with_default(model_help.get(name, ""), default))
     flag_pair = argparse.BooleanOptionalAction
     g.add_argument("--skip", action=flag_pair, default=False, help=model_help.get("skip"))
     r = p.add_argument_group("runs")
@@ -66,16 +67,29 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                              ("--device", "device", str), ("--prompt-seed", "prompt_seed", int),
                              ("--batch-size", "batch_size", int), ("--gemm-seconds", "gemm_seconds", float)):
         default = getattr(BenchConfig, name, None) if name != "threads" else None
-        r.add_argument(flag, type=kind, default=default, help=bench_help.get(name))
+        r.add_argument(flag, type=kind, default=default, help=with_default(bench_help.get(name, ""), default))
     r.add_argument("--trace-format", default="native", choices=["native", "npz"],
                    help=bench_help.get("trace_format"))
     r.add_argument("--keep-graphs", action=flag_pair, default=False,
                    help=bench_help.get("keep_graphs"))
-    r.add_argument("--work-dir", default=None,
-                   help=bench_help.get("work_dir", "") + " (default ~/.cache/manifold-workbench/bench)")
+    r.add_argument("--work-dir", default=None, help=bench_help.get("work_dir", "") + WORK_DIR_DEFAULT)
     r.add_argument("--out", default="bench.json", help="JSON report path (default bench.json)")
     r.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_bench)
+
+
+def with_default(text: str, default: object) -> str:
+    """`text` and its default; a None default means "derived", which the text itself explains."""
+    return text if default is None else f"{text} (default {default})"
+
+
+def check_work_dir(work_dir: Path) -> None:
+    """Refuse a --work-dir (or its models/runs folders) that is not a folder or a new path, up front."""
+    from workbench.cli_safety import check_out
+
+    check_out(work_dir, folder=True, flag="--work-dir")
+    for sub in ("models", "runs"):
+        check_out(work_dir / sub, folder=True, flag=f"--work-dir {sub} folder")
 
 
 def parse_n_tokens(text: str) -> tuple[int, ...]:
@@ -111,16 +125,16 @@ def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConf
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from tracer.io import atomic_path
+    from tracer.io import atomic_write_json
     from workbench.bench.report import format_table
     from workbench.bench.run import run_benchmark
     from workbench.cli_safety import check_out
 
     out = check_out(args.out)
     spec, cfg = configs_from_args(args)
+    check_work_dir(Path(cfg.work_dir))
     report = run_benchmark(spec, cfg, argv=sys.argv[1:], verbose=not args.quiet)
-    with atomic_path(out) as tmp:
-        tmp.write_text(json.dumps(report, indent=2))
+    atomic_write_json(out, report, indent=2)  # strict JSON: NaN and inf become null
     sys.stdout.write(format_table(report["summary"]) + "\n")
     sys.stdout.write(f"report: {out}\n")
     for err in report["errors"]:

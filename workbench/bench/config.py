@@ -14,7 +14,9 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +26,13 @@ BACKENDS = ("transformerlens", "nnsight")
 """circuit-tracer back ends; TransformerLens only for Qwen3 (see :mod:`workbench.bench.build`)."""
 BUILD_VERSION = 4
 """Bumped when the builder's output changes, so that old cached builds are not reused."""
+SEED_LIMIT = 2**63
+"""Seeds must be below this (torch seeds are 64-bit; the builder also seeds with ``seed + 7``)."""
+FINAL_NORM_SCALE_MAX = 1e6
+"""Largest ``final_norm_scale``: the final norm's weights must stay far below the loader's bound of
+sqrt(float32 max) ~ 1.8e19 (``tracer.weights.MAX_ABS_WEIGHT``); 8 already peaks the distribution."""
+GEMM_SECONDS_MAX = 3600.0
+"""Longest GEMM peak measurement (a few seconds give a stable rate)."""
 
 
 def WorkbenchError(message: str) -> Exception:  # noqa: N802 - stands in for the class, imported lazily
@@ -36,6 +45,27 @@ def WorkbenchError(message: str) -> Exception:  # noqa: N802 - stands in for the
 def _positive_int(name: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise WorkbenchError(f"{name} must be a positive integer; got {value!r}.")
+
+
+def _seed(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < SEED_LIMIT:
+        raise WorkbenchError(f"{name} must be an integer in [0, 2**63); got {value!r}. "
+                             "Torch seeds are 64-bit; pick another seed.")
+
+
+def _finite_in(name: str, value: object, high: float, hint: str) -> None:
+    """`value` must be a finite real number in (0, high]."""
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and math.isfinite(value) and 0 < value <= high)
+    if not ok:
+        raise WorkbenchError(f"{name} must be a finite number in (0, {high:g}]; got {value!r}. {hint}")
+
+
+def _distinct(name: str, values: tuple[object, ...]) -> None:
+    repeated = sorted({repr(v) for v in values if values.count(v) > 1})
+    if repeated:
+        raise WorkbenchError(f"{name} must not repeat a value; got {', '.join(repeated)} more than once in "
+                             f"{list(values)!r}. List each value once (repeats measures a case again).")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,9 +99,9 @@ class ModelSpec:
     skip: bool = False
     """Give the PLT a linear skip W_skip (circuit-tracer's CLT loader drops skips, so the CLT has none)."""
     seed: int = 0
-    """Seed of the weights and the calibration batch."""
+    """Seed of the weights and the calibration batch (0 <= seed < 2**63)."""
     final_norm_scale: float = 8.0
-    """Factor on the final RMSNorm weight, so that the next-token distribution is peaked."""
+    """Factor on the final RMSNorm weight, so that the next-token distribution is peaked (finite, in (0, 1e6])."""
     calib_seqs: int = 64
     """Calibration sequences (random words after a BOS)."""
     calib_len: int = 64
@@ -97,8 +127,9 @@ class ModelSpec:
                                  f"widths {self.d_transcoder} (PLT) and {self.clt_width} (CLT).")
         if self.act not in ("relu", "jumprelu"):
             raise WorkbenchError(f"act must be 'relu' or 'jumprelu'; got {self.act!r}.")
-        if not self.final_norm_scale > 0:
-            raise WorkbenchError(f"final_norm_scale must be > 0; got {self.final_norm_scale!r}.")
+        _finite_in("final_norm_scale", self.final_norm_scale, FINAL_NORM_SCALE_MAX,
+                   "It multiplies the final norm's weights (default 8).")
+        _seed("seed", self.seed)
 
     @property
     def head_width(self) -> int:
@@ -136,7 +167,7 @@ class BenchConfig:
     transcoders: tuple[str, ...] = ("plt", "clt")
     """Transcoder kinds to benchmark (plt, clt or both)."""
     n_tokens: tuple[int, ...] = (16, 64, 256)
-    """Prompt lengths, BOS included (BOS + seeded random words)."""
+    """Prompt lengths, BOS included (BOS + seeded random words); each length once."""
     max_feature_nodes: int | None = None
     """Cap on feature nodes (greedy by influence, as circuit-tracer); default all features."""
     run_baseline: bool = True
@@ -148,9 +179,11 @@ class BenchConfig:
     """circuit-tracer back ends to run (transformerlens, nnsight); empty: transformerlens for qwen3,
     nnsight for llama."""
     baseline_max_n_tokens: int | None = None
-    """Run circuit-tracer only for prompts up to this length (its time grows about cubically)."""
+    """Run circuit-tracer only for prompts up to this length (its time grows about cubically); default
+    all lengths."""
     baseline_timeout: float | None = None
-    """Kill a circuit-tracer run after this many seconds; it is then reported as an error."""
+    """Stop a circuit-tracer run after this many seconds (finite, > 0; default no limit); it is then
+    reported as an error."""
     repeats: int = 1
     """Runs of every measurement; the report uses the median (all values are kept)."""
     threads: int | None = None
@@ -158,16 +191,16 @@ class BenchConfig:
     device: str = "cpu"
     """cpu or cuda (peak GPU memory is then reported as well)."""
     prompt_seed: int = 1234
-    """Seed of the prompt's random words."""
+    """Seed of the prompt's random words (0 <= seed < 2**63)."""
     batch_size: int = 256
     """circuit-tracer's batch_size (and ours, which only uses it for greedy selection)."""
     gemm_seconds: float = 2.0
-    """Duration of the float32 GEMM peak measurement."""
+    """Seconds of the float32 GEMM peak measurement (finite, in (0, 3600])."""
     trace_format: str = "native"
     """File our `workbench trace` writes: native (safetensors) or npz (whose zip CRC-32 costs about
     1 s of CPU per GB with Python's zlib)."""
     keep_graphs: bool = False
-    """Keep the graph .npz files after comparing (they are N x N float32: 10 GB at N = 50k)."""
+    """Keep the graph files after comparing (they are N x N float32: 10 GB at N = 50k)."""
     work_dir: Path = field(default_factory=default_work_dir)
     """Cache of built models and the run folders."""
 
@@ -175,30 +208,34 @@ class BenchConfig:
         bad = [k for k in self.transcoders if k not in ("plt", "clt")]
         if bad or not self.transcoders:
             raise WorkbenchError(f"transcoders must be plt, clt or both; got {list(self.transcoders)!r}.")
+        _distinct("transcoders", self.transcoders)
         if not self.n_tokens:
             raise WorkbenchError("n_tokens must list at least one prompt length; got none. Example: 16,64.")
         for n in self.n_tokens:
             if not isinstance(n, int) or isinstance(n, bool) or n < 2:
                 raise WorkbenchError(f"n_tokens must be integers >= 2 (BOS + a word); got {n!r}.")
-        if self.max_feature_nodes is not None:
-            _positive_int("max_feature_nodes", self.max_feature_nodes)
+        _distinct("n_tokens", self.n_tokens)
+        for name in ("max_feature_nodes", "baseline_max_n_tokens", "threads"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
         bad = [b for b in self.baseline_backends if b not in BACKENDS]
         if bad:
             raise WorkbenchError(f"baseline backend must be one of {list(BACKENDS)}; got {bad[0]!r}.")
+        _distinct("baseline_backends", self.baseline_backends)
         _positive_int("repeats", self.repeats)
-        if self.baseline_max_n_tokens is not None:
-            _positive_int("baseline_max_n_tokens", self.baseline_max_n_tokens)
-        if self.baseline_timeout is not None and not self.baseline_timeout > 0:
-            raise WorkbenchError(f"baseline_timeout must be > 0 seconds; got {self.baseline_timeout!r}.")
         _positive_int("batch_size", self.batch_size)
+        _seed("prompt_seed", self.prompt_seed)
+        self._check_seconds()
         if self.trace_format not in ("native", "npz"):
             raise WorkbenchError(f"trace_format must be 'native' or 'npz'; got {self.trace_format!r}.")
-        if self.threads is not None:
-            _positive_int("threads", self.threads)
         if self.device not in ("cpu", "cuda") and not self.device.startswith("cuda:"):
             raise WorkbenchError(f"device must be 'cpu' or 'cuda[:N]'; got {self.device!r}.")
-        if not self.gemm_seconds > 0:
-            raise WorkbenchError(f"gemm_seconds must be > 0; got {self.gemm_seconds!r}.")
+
+    def _check_seconds(self) -> None:
+        if self.baseline_timeout is not None:
+            _finite_in("baseline_timeout", self.baseline_timeout, threading.TIMEOUT_MAX,
+                       "Give seconds, or leave it out for no timeout.")
+        _finite_in("gemm_seconds", self.gemm_seconds, GEMM_SECONDS_MAX, "A few seconds give a stable rate.")
 
     @property
     def n_threads(self) -> int:

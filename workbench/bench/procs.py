@@ -2,6 +2,9 @@
 
 * :func:`run_measured` starts a command and reaps it with ``os.wait4``, whose rusage gives the
   child's own peak RSS (``ru_maxrss``, KiB on Linux) -- the whole process, start-up included.
+  Interrupted (Ctrl-C, SIGTERM), it stops the child with SIGTERM first (:func:`stop_child`), so
+  that the child removes its own temp files; :func:`remove_leftover_temps` removes those of a
+  child that had to be killed.
 * :func:`reset_peak_rss` / :func:`peak_rss_mb`: inside a process, the kernel's peak counter
   (VmHWM) is reset by writing "5" to ``/proc/self/clear_refs``, so that the peak of one phase
   can be read afterwards. Where that is unsupported the peak is reported as None, never guessed.
@@ -19,6 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
+
+from tracer.io import TEMP_PREFIX, remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +60,8 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
             timer.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
+        except BaseException:  # interrupted: let the child clean up, then re-raise
+            stop_child(proc)
             raise
         finally:
             if timer is not None:
@@ -68,6 +72,44 @@ def run_measured(cmd: list[str], *, log: Path, env: dict[str, str] | None = None
     timed_out = timeout is not None and timeout != 0 and proc.returncode < 0 and wall >= timeout
     return Measured(proc.returncode, wall, round(rss_kb / 1024, 1) if rss_kb else None, log, timed_out,
                     started)
+
+
+STOP_GRACE_S = 10.0
+"""Seconds an interrupted run's child gets after SIGTERM to remove its temp files before SIGKILL."""
+
+
+def stop_child(proc: "subprocess.Popen[bytes]", grace: float | None = None) -> None:
+    """SIGTERM `proc` and wait up to `grace` seconds (default :data:`STOP_GRACE_S`), then SIGKILL;
+    it is reaped in any case (also when a second interrupt cuts the wait short)."""
+    grace = STOP_GRACE_S if grace is None else grace
+    try:
+        proc.terminate()
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        logger.warning("child %d did not stop %.1f s after SIGTERM; killing it", proc.pid, grace)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.wait()
+
+
+def remove_leftover_temps(folder: Path) -> list[Path]:
+    """Remove the temp files that stopped children left anywhere under `folder`; return them.
+
+    Ours (``.mwtmp-*``) go when their process is gone (:func:`tracer.io.remove_stale_temps`);
+    ``ct_runner.py``'s (``<name>.tmp`` in its ``ct-*`` folders) go as well: call this only when
+    no child writes under `folder` any more.
+    """
+    if not folder.is_dir():
+        return []
+    removed: list[Path] = []
+    for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        removed += remove_stale_temps(sub)
+    for path in folder.glob("ct-*/*.tmp"):
+        if not path.name.startswith(TEMP_PREFIX) and path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def log_tail(path: Path, n_lines: int = 1) -> str:

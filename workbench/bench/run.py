@@ -35,7 +35,7 @@ from tracer.errors import WorkbenchError
 from workbench.bench.build import BuiltModel, check_buildable, ensure_built, random_prompt
 from workbench.bench.compare import alignment, compare_graphs, compare_prune, score_deltas
 from workbench.bench.config import BenchConfig, ModelSpec
-from workbench.bench.procs import Measured, gemm_peak, log_tail, machine_info, run_measured
+from workbench.bench.procs import Measured, gemm_peak, log_tail, machine_info, remove_leftover_temps, run_measured
 from workbench.bench.records import BenchReport, Case, CtRuns, JSONRecord, OursRuns
 from workbench.bench.report import scaling, summary_rows
 
@@ -202,7 +202,20 @@ def measure_ct(built: BuiltModel, kind: str, ids: list[int], cfg: BenchConfig, b
 
 def run_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, baseline: Baseline | None,
              case_dir: Path, errors: list[str], pbar: tqdm | None) -> Case:
-    """All repeats of one (kind, n_tokens) cell, then the comparison."""
+    """All repeats of one (kind, n_tokens) cell, then the comparison.
+
+    Whatever happens (a failed or timed-out child, an interrupt), no temp file is left in
+    `case_dir`: a graph's preallocated temp file is N x N float32, tens of GB in a big run.
+    """
+    try:
+        return _measure_case(built, kind, n_tokens, cfg, baseline, case_dir, errors, pbar)
+    finally:
+        for path in remove_leftover_temps(case_dir):
+            logger.info("removed the leftover temp file %s", path)
+
+
+def _measure_case(built: BuiltModel, kind: str, n_tokens: int, cfg: BenchConfig, baseline: Baseline | None,
+                  case_dir: Path, errors: list[str], pbar: tqdm | None) -> Case:
     ids = random_prompt(n_tokens, int(built.manifest["spec"]["vocab"]), cfg.prompt_seed)
     case: Case = {"transcoder": kind, "n_tokens": n_tokens, "token_ids": ids,
                                "dir": str(case_dir)}
