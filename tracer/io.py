@@ -45,14 +45,15 @@ STALE_SECONDS = 24 * 3600.0
 _UMASK_LOCK = threading.Lock()
 
 
-def _host_tag() -> str:
+def host_tag() -> str:
+    """Six hex digits naming this host in temp names (a temp of another host is judged by age only)."""
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 
 
 def temp_name() -> str:
     """A fresh temp file name: ``.mwtmp-<pid>-<host>-<random>.tmp``."""
     rand = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(8))
-    return f"{TEMP_PREFIX}{os.getpid()}-{_host_tag()}-{rand}.tmp"
+    return f"{TEMP_PREFIX}{os.getpid()}-{host_tag()}-{rand}.tmp"
 
 
 def current_umask() -> int:
@@ -181,7 +182,8 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     return Path(path)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this pid may be running (when unsure: yes)."""
     if pid == os.getpid():
         return True
     try:
@@ -207,7 +209,7 @@ def is_stale_temp(path: Path, now: float | None = None, max_age: float = STALE_S
         return False
     if age > max_age:
         return True
-    return m.group(2) == _host_tag() and not _pid_alive(int(m.group(1)))
+    return m.group(2) == host_tag() and not pid_alive(int(m.group(1)))
 
 
 def remove_stale_temps(folder: str | os.PathLike[str], max_age: float = STALE_SECONDS) -> list[Path]:

@@ -177,3 +177,15 @@ def error_line(err: BaseException) -> str | None:
 
 __all__ = ["NAME_RE", "Terminated", "check_distinct", "check_name", "check_out", "check_out_files", "error_line",
            "flag_hint", "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]
+
+
+def path_arg(text: str) -> Path:
+    """An argparse ``type`` for a path flag: refuses an empty value (``Path('')`` would be ``.``)."""
+    if not text:
+        import argparse
+
+        raise argparse.ArgumentTypeError("must be a path; got ''")
+    return Path(text)
+
+
+__all__ += ["path_arg"]

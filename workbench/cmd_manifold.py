@@ -60,6 +60,7 @@ class ManifoldRunConfig:
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig, ManifoldFitConfig
+    from workbench.cli_safety import path_arg
     from workbench.config_cli import add_config_arguments
 
     p = sub.add_parser("manifold", help="fit, steer along and discover feature manifolds",
@@ -74,16 +75,16 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     fit.add_argument("--position", default="last", choices=("last", "value"),
                      help="the last token, or each record's 'position' (a world: the family word)")
     fit.add_argument("--features", default=None, help="comma-separated features of --feature-layer to tile")
-    fit.add_argument("--out", type=Path, required=True, help="output folder")
+    fit.add_argument("--out", type=path_arg, required=True, help="output folder")
     add_config_arguments(fit, ManifoldFitConfig, exclude=("period",))
     add_config_arguments(fit, ManifoldRunConfig)
     fit.set_defaults(func=run_fit)
     steer = actions.add_parser("steer", help="steer prompts along a fitted curve on the real model")
-    steer.add_argument("--fit", type=Path, required=True, help="manifold.json written by `manifold fit`")
+    steer.add_argument("--fit", type=path_arg, required=True, help="manifold.json written by `manifold fit`")
     steer.add_argument("--model", default=None, help="model folder (default: the fit's)")
     steer.add_argument("--transcoders", default=None, help="transcoder folder (default: the fit's)")
     _add_source(steer, values=False)
-    steer.add_argument("--out", type=Path, required=True, help="steer.json to write")
+    steer.add_argument("--out", type=path_arg, required=True, help="steer.json to write")
     steer.add_argument("--freeze-attention", action=argparse.BooleanOptionalAction, default=False,
                        help="replay the clean attention patterns (default: no)")
     steer.set_defaults(func=run_steer)
@@ -91,12 +92,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_model(disc)
     disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
     fams = disc.add_mutually_exclusive_group(required=True)
-    fams.add_argument("--families", type=Path,
+    fams.add_argument("--families", type=path_arg,
                       help="`workbench families` output, or a JSON list of {layer, features, label?}")
-    fams.add_argument("--labels", type=Path, help="a world's labels JSONL: label families family/side")
+    fams.add_argument("--labels", type=path_arg, help="a world's labels JSONL: label families family/side")
     disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
     disc.add_argument("--layers", default=None, help="comma-separated transcoder layers (default: every family's)")
-    disc.add_argument("--out", type=Path, required=True, help="output folder")
+    disc.add_argument("--out", type=path_arg, required=True, help="output folder")
     add_config_arguments(disc, DiscoveryConfig, exclude=("irreducibility",))
     add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")
     disc.set_defaults(func=run_discover)

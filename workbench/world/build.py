@@ -4,14 +4,18 @@ Phases (each a function, each logged): 1 language + tokenizer, 2 model training,
 evaluation, 4 transcoder training (PLT, CLT), 5 labels, 6 per-feature truth (which fixes the labels
 it contradicts), 7 manifest. :func:`rebuild_truth` reruns phase 6 alone on a built world. ``tiny=True`` runs the same
 pipeline at toy scale (for CI).
+
+Both write the world whole or not at all (:func:`workbench.world.staging.staged_folder`): the
+build goes into a hidden folder beside the output and replaces it only when complete, so an
+interrupted or failed build leaves the old world as it was, and a rebuild leaves no file of the
+old world behind (only files the build does not make, e.g. README.md, are kept).
 """
 
 import dataclasses
 import json
 import logging
+import os
 import random
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path
+from tracer.io import TEMP_PREFIX, atomic_path, current_umask
 from tracer.labels import FeatureLabel, load_labels
 from tracer.transcoders.base import Transcoders
 from workbench.world import generator as gen
@@ -28,6 +32,7 @@ from workbench.world import language as lang
 from workbench.world.evaluate import evaluate_model
 from workbench.world.labels import annotate, label_layer
 from workbench.world.manifest import build_manifest
+from workbench.world.staging import staged_folder
 from workbench.world.tokenizer import build_tokenizer, save_tokenizer
 from workbench.world.train_model import (
     ModelConfig,
@@ -97,18 +102,68 @@ def default_config(*, tiny: bool = False) -> WorldBuildConfig:
         n_transcoder_sentences=1500, n_eval_sentences=400, threads=1, truth=TruthConfig(n_sentences=600))
 
 
+SEED_MAX = 2**63 - 1
+"""The largest build seed (torch's seeds and the manifest's readers take 64-bit integers)."""
+TRANSCODER_SETS = ("plt", "clt")
+"""The transcoder sets a build trains, in this order."""
+BUILD_OUTPUTS = frozenset({"model", *TRANSCODER_SETS, "manifest.json", *(
+    f"{kind}_{name}.jsonl" for kind in ("labels", "feature_truth") for name in TRANSCODER_SETS)})
+"""The top-level entries of a world folder that a build writes (a rebuild replaces them all)."""
+
+
+def check_seed(seed: object, name: str = "seed") -> int:
+    """`seed` if it is an integer in [0, SEED_MAX], else a one-line error."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise WorkbenchError(f"{name} must be an integer in [0, 2**63 - 1]; got {seed!r}. Pass a whole number "
+                             "from 0 to 9223372036854775807.")
+    return seed
+
+
+def _is_leftover(name: str) -> bool:
+    """A temp entry of an older build or write (never carried into a rebuilt world)."""
+    return name.startswith((TEMP_PREFIX, ".model-"))
+
+
+def _keep_on_rebuild(name: str) -> bool:
+    """Whether a rebuild carries an entry of the old world over: not what the build writes."""
+    return name not in BUILD_OUTPUTS and not _is_leftover(name)
+
+
+def check_replaceable(out: Path) -> None:
+    """Refuse an output that a build must not replace whole: a file, or a folder that holds other
+    things than a world (a folder with manifest.json, or only build outputs and README files)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise WorkbenchError(f"out_dir must be a folder; got the file {str(out)!r}. Pass a folder path.")
+    if (out / "manifest.json").is_file():
+        return
+    other = sorted(n for n in os.listdir(out) if _keep_on_rebuild(n) and not n.startswith("README"))
+    if other:
+        raise WorkbenchError(f"out_dir must be a new or empty folder or a built world (with manifest.json); got "
+                             f"{str(out)!r}, which holds {other[0]!r} and no manifest.json. The build replaces the "
+                             "whole folder: choose a new one.")
+
+
 def build_world(out_dir: str | Path, *, seed: int = 0, tiny: bool = False, progress: bool = False,
                 config: WorldBuildConfig | None = None) -> dict[str, Any]:
-    """Build the demo world into `out_dir` and return its metrics (also in manifest.json)."""
+    """Build the demo world into `out_dir` and return its metrics (also in manifest.json).
+
+    The world is built beside `out_dir` and replaces it only when complete (see the module
+    docstring); an existing `out_dir` must be a world (or empty).
+    """
+    check_seed(seed)
     cfg = config or default_config(tiny=tiny)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise WorkbenchError(f"out_dir must be a folder; got the file {str(out)!r}. Pass a folder path.")
-    out.mkdir(parents=True, exist_ok=True)
+    if not str(out_dir):
+        raise WorkbenchError("out_dir must be a path; got ''.")
+    check_replaceable(out)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)
     try:
-        return _build(out, seed, tiny, cfg, progress)
+        with staged_folder(out, keep_old=_keep_on_rebuild) as stage:
+            metrics = _build(stage, seed, tiny, cfg, progress)
+        return metrics
     finally:
         torch.set_num_threads(threads)
 
@@ -185,7 +240,7 @@ def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: An
     times["activations"] = time.perf_counter() - t
     metrics: dict[str, Any] = {"n_train_tokens": int(X.shape[1]), "n_eval_tokens": int(X_eval.shape[1])}
     saved: dict[str, Transcoders] = {}
-    for name, tcfg in (("plt", cfg.plt), ("clt", cfg.clt)):
+    for name, tcfg in zip(TRANSCODER_SETS, (cfg.plt, cfg.clt)):
         t = time.perf_counter()
         tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress,
                                   scan=transcoder_scan(name, seed))
@@ -212,23 +267,25 @@ def prompt_sentences(spec: lang.WorldSpec) -> list[gen.Sentence]:
 
 
 def _save_model(model: Any, tokenizer: Any, path: Path, *, progress: bool = False) -> None:
-    """save_pretrained into a temp folder next to `path`, then move the files in (transformers' "Writing
-    model shards" bar only with ``progress``)."""
+    """save_pretrained and the tokenizer into the new folder `path` (transformers' "Writing model
+    shards" bar only with ``progress``); every file gets the umask's permissions (transformers
+    writes model.safetensors as 0600)."""
     from transformers.utils import logging as hf_logging
 
     path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".model-") as tmp:
-        was_on = hf_logging.is_progress_bar_enabled()
-        if not progress:
-            hf_logging.disable_progress_bar()
-        try:
-            model.save_pretrained(tmp, safe_serialization=True)
-        finally:
-            if was_on and not progress:
-                hf_logging.enable_progress_bar()
-        for f in sorted(Path(tmp).iterdir()):
-            shutil.move(str(f), str(path / f.name))
+    was_on = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        model.save_pretrained(path, safe_serialization=True)
+    finally:
+        if was_on and not progress:
+            hf_logging.enable_progress_bar()
     save_tokenizer(tokenizer, path)
+    mode = 0o666 & ~current_umask()
+    for f in path.iterdir():
+        if f.is_file() and not f.is_symlink():
+            os.chmod(f, mode)
 
 
 def with_truth(manifest: dict[str, Any], summary: dict[str, Any], cfg: TruthConfig) -> dict[str, Any]:
@@ -243,7 +300,7 @@ def with_truth(manifest: dict[str, Any], summary: dict[str, Any], cfg: TruthConf
 def rebuild_truth(directory: str | Path, *, cfg: TruthConfig | None = None) -> dict[str, Any]:
     """Recompute the per-feature truth of a built world from its shipped model and transcoders
     (phase 6 alone): rewrites ``feature_truth_*.jsonl``, the labels it fixes and the manifest's
-    truth entries. Returns the truth summary."""
+    truth entries, all together or (interrupted, failed) none. Returns the truth summary."""
     from workbench.world.evaluate import load_world
 
     d = Path(directory)
@@ -253,8 +310,9 @@ def rebuild_truth(directory: str | Path, *, cfg: TruthConfig | None = None) -> d
     truths = world_truth(world.model, world.tokenizer, world.spec(), saved, seed=int(world.manifest["seed"]),
                          cfg=cfg)
     labels = {name: load_labels(d / f"labels_{name}.jsonl") for name in saved}
-    summary = write_world_truth(d, truths, labels)
-    manifest = with_truth(world.manifest, summary, cfg)
-    with atomic_path(d / "manifest.json") as tmp:
-        tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    with staged_folder(d) as stage:  # the rest of the world is carried over: all files change, or none
+        summary = write_world_truth(stage, truths, labels)
+        manifest = with_truth(world.manifest, summary, cfg)
+        with atomic_path(stage / "manifest.json") as tmp:
+            tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     return summary

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from tracer.errors import WorkbenchError
+from workbench.cli_safety import path_arg
 
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -14,8 +15,11 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     world = subparsers.add_parser("world", help="build the embedded demo world (language, model, transcoders)")
     actions = world.add_subparsers(dest="world_action", metavar="ACTION")
     build = actions.add_parser("build", help="regenerate the whole demo world from a seed")
-    build.add_argument("--out", required=True, type=Path, help="output folder (created; files replaced)")
-    build.add_argument("--seed", type=int, default=0, help="seed for the corpus, model and transcoders")
+    build.add_argument("--out", required=True, type=path_arg,
+                       help="output folder: a new one, or a world to replace whole (only once the build is complete; "
+                            "files the build does not write, like README.md, are kept)")
+    build.add_argument("--seed", type=int, default=0,
+                       help="seed for the corpus, model and transcoders (0 to 2**63 - 1)")
     build.add_argument("--tiny", action="store_true", help="tiny, fast version of the same pipeline (CI)")
     build.add_argument("--smoothing", type=float, default=None, metavar="S",
                        help="circular label smoothing: the target mass put on each calendar neighbour of a "
@@ -28,7 +32,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         description="Recompute feature_truth_{plt,clt}.jsonl of a built world from its model and transcoders "
                     "(the build's truth phase alone), rewrite the labels the truth contradicts, and record the "
                     "truth in manifest.json.")
-    truth.add_argument("--world", required=True, type=Path, help="a built world folder (with manifest.json)")
+    truth.add_argument("--world", required=True, type=path_arg, help="a built world folder (with manifest.json)")
     truth.add_argument("--n-sentences", type=int, default=None,
                        help="fresh generator sentences of the truth corpus (default: TruthConfig's)")
     truth.add_argument("--quiet", "-q", action="store_true", help="no info logs")
@@ -41,8 +45,9 @@ def _no_action(args: argparse.Namespace) -> int:
 
 
 def _run_build(args: argparse.Namespace) -> int:
-    if args.seed < 0:
-        raise WorkbenchError(f"--seed must be >= 0; got {args.seed!r}. Pass a non-negative integer.")
+    if not 0 <= args.seed <= 2**63 - 1:
+        raise WorkbenchError(f"--seed must be an integer in [0, 2**63 - 1]; got {args.seed!r}. Pass a whole "
+                             "number from 0 to 9223372036854775807.")
     import dataclasses
 
     from workbench.cli_safety import check_out
@@ -70,6 +75,9 @@ def _run_truth(args: argparse.Namespace) -> int:
                              f"Build one with `workbench world build --out DIR`.{hint}")
     if args.n_sentences is not None and args.n_sentences < 1:
         raise WorkbenchError(f"--n-sentences must be >= 1; got {args.n_sentences!r}.")
+    from workbench.cli_safety import check_out
+
+    check_out(args.world, folder=True, flag="--world")  # rewritten whole: beside it, then swapped in
     import json
     import sys
 
