@@ -63,7 +63,10 @@ def load_world(directory: str | Path) -> LoadedWorld:
 
         raise WorkbenchError(f"world directory must contain manifest.json; got {str(d)!r}. "
                              f"Build one with `workbench world build --out DIR`.{folder_hint(d, 'world')}")
-    model = AutoModelForCausalLM.from_pretrained(d / "model", torch_dtype=torch.float32).eval()
+    from tracer.models.loading import hf_progress_bars
+
+    with hf_progress_bars(logger.isEnabledFor(logging.INFO)):  # no "Loading weights" bar under --quiet
+        model = AutoModelForCausalLM.from_pretrained(d / "model", dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(d / "model")
     if not isinstance(tokenizer, PreTrainedTokenizerFast):  # a world's word-level tokenizer is a fast one
         raise WorkbenchError(f"world tokenizer must be a fast (tokenizer.json) tokenizer; got "
