@@ -162,3 +162,14 @@ def assert_refused(capfd, argv: list[str], *, inputs: Iterable[Path | str | None
 
 __all__ = ["Outcome", "Replace", "assert_refused", "copy_world", "edit_header", "edit_tensors", "first_tensor",
            "read_raw", "run_cli", "tree_digest", "write_raw"]
+
+
+def make_unwritable(folder: Path, monkeypatch) -> Path:  # noqa: ANN001 - pytest's monkeypatch
+    """An existing folder made read-only (0555) *and* reported unwritable by os.access: root bypasses
+    permissions, so os.access is stubbed for this folder."""
+    folder.mkdir(exist_ok=True)
+    folder.chmod(0o555)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK
+                        else real_access(p, mode, **kw))
+    return folder

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from tracer.errors import WorkbenchError
-from workbench import cli
 from workbench.bench import compare, report
 from workbench.bench.build import BOS_ID, TL_MODEL_NAME, ensure_built, random_prompt
 from workbench.bench.config import BenchConfig, ModelSpec
@@ -36,19 +35,6 @@ def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def built(work_dir: Path):
     return ensure_built(ModelSpec(**TINY), work_dir)[0]
-
-
-@pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`workbench bench ARGS...` through the real entry point; returns (status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"bench": "workbench.bench.cli"})
-
-    def _run(*argv: str) -> tuple[int, str, str]:
-        status = cli.main(["--quiet", "bench", *argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
 
 
 # ----------------------------------------------------------------------------- builder
@@ -268,26 +254,26 @@ def test_ct_runner_imports_nothing_of_ours() -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_bad_input_is_one_line_exit_2(run, tmp_path: Path) -> None:
-    status, _, err = run(*TINY_FLAGS, "--n-layers", "0", "--work-dir", str(tmp_path),
+def test_cli_bad_input_is_one_line_exit_2(bench_cli, tmp_path: Path) -> None:
+    status, _, err = bench_cli(*TINY_FLAGS, "--n-layers", "0", "--work-dir", str(tmp_path),
                          "--out", str(tmp_path / "o.json"))
     assert status == 2 and "n_layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
-    status, _, err = run(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path))
+    status, _, err = bench_cli(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path))
     assert status == 2 and "--n-tokens must be" in err
-    status, _, err = run(*TINY_FLAGS, "--baseline-python", sys.executable, "--work-dir", str(tmp_path))
+    status, _, err = bench_cli(*TINY_FLAGS, "--baseline-python", sys.executable, "--work-dir", str(tmp_path))
     assert status == 2 and "must import circuit_tracer" in err  # our venv has no circuit-tracer
-    status, _, err = run(*TINY_FLAGS, "--arch", "llama", "--baseline-backend", "transformerlens",
+    status, _, err = bench_cli(*TINY_FLAGS, "--arch", "llama", "--baseline-backend", "transformerlens",
                          "--work-dir", str(tmp_path))
     assert status == 2 and "must be nnsight" in err
     with pytest.raises(SystemExit) as exc:  # argparse choices
-        run("--arch", "gpt2")
+        bench_cli("--arch", "gpt2")
     assert exc.value.code == 2
     assert not (tmp_path / "o.json").exists()
 
 
-def test_cli_without_baseline_writes_the_report(run, work_dir: Path, built, tmp_path: Path) -> None:
+def test_cli_without_baseline_writes_the_report(bench_cli, work_dir: Path, built, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    status, stdout, _ = run(*TINY_FLAGS, "--transcoder", "clt", "--n-tokens", "6", "--no-baseline",
+    status, stdout, _ = bench_cli(*TINY_FLAGS, "--transcoder", "clt", "--n-tokens", "6", "--no-baseline",
                             "--gemm-seconds", "0.05", "--threads", "1", "--work-dir", str(work_dir),
                             "--out", str(out))
     assert status == 0 and "report:" in stdout

@@ -24,8 +24,7 @@ import pytest
 
 from tracer.errors import WorkbenchError
 from tracer.io import TEMP_PREFIX, temp_name
-from workbench import cli
-from workbench.bench import cli as bench_cli
+from workbench.bench import cli as bench_module
 from workbench.bench import procs, run
 from workbench.bench.build import BuiltModel
 from workbench.bench.config import BenchConfig, ModelSpec
@@ -171,19 +170,6 @@ def test_edges_of_the_ranges_are_accepted() -> None:
     assert cfg.n_tokens == (4, 8)
 
 
-@pytest.fixture
-def bench(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    """`workbench bench ARGS...` through the real entry point; returns (status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {"bench": "workbench.bench.cli"})
-
-    def _run(*argv: str) -> tuple[int, str, str]:
-        status = cli.main(["--quiet", "bench", *argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
-
-
 @pytest.mark.parametrize("flags, message", [
     (["--final-norm-scale", "inf"], "final_norm_scale must be a finite number"),
     (["--gemm-seconds", "inf"], "gemm_seconds must be a finite number"),
@@ -193,7 +179,7 @@ def bench(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -
     (["--prompt-seed", str(2**64)], "prompt_seed must be an integer in [0, 2**63)"),
     (["--n-tokens", "4,4"], "n_tokens must not repeat a value; got 4"),
 ])
-def test_cli_refuses_bad_values_before_any_work(bench: Any, tmp_path: Path, flags: list[str], message: str,
+def test_cli_refuses_bad_values_before_any_work(bench_cli: Any, tmp_path: Path, flags: list[str], message: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the GEMM phase ran")
@@ -201,13 +187,13 @@ def test_cli_refuses_bad_values_before_any_work(bench: Any, tmp_path: Path, flag
     monkeypatch.setattr(procs, "gemm_peak", no_work)
     monkeypatch.setattr(run, "gemm_peak", no_work)
     work = tmp_path / "work"
-    status, _, err = bench("--no-baseline", "--work-dir", str(work), "--out", str(tmp_path / "b.json"), *flags)
+    status, _, err = bench_cli("--no-baseline", "--work-dir", str(work), "--out", str(tmp_path / "b.json"), *flags)
     assert status == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not work.exists() and not (tmp_path / "b.json").exists()
 
 
 @pytest.mark.parametrize("sub", ["", "models", "runs"])
-def test_cli_refuses_a_work_dir_that_is_a_file_up_front(bench: Any, tmp_path: Path, sub: str,
+def test_cli_refuses_a_work_dir_that_is_a_file_up_front(bench_cli: Any, tmp_path: Path, sub: str,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     def no_work(*args: object, **kwargs: object) -> None:
         raise AssertionError("the benchmark started")
@@ -217,18 +203,18 @@ def test_cli_refuses_a_work_dir_that_is_a_file_up_front(bench: Any, tmp_path: Pa
     if sub:
         work.mkdir()
     (work / sub if sub else work).write_text("not a folder")
-    status, _, err = bench("--no-baseline", "--work-dir", str(work), "--out", str(tmp_path / "b.json"))
+    status, _, err = bench_cli("--no-baseline", "--work-dir", str(work), "--out", str(tmp_path / "b.json"))
     assert status == 2 and "--work-dir" in err and "must be a folder" in err, err
     assert len(err.strip().splitlines()) == 1
 
 
-def test_cli_report_is_strict_json(bench: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_report_is_strict_json(bench_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def fake_benchmark(*args: object, **kwargs: object) -> dict[str, object]:
         return {"summary": [], "errors": [], "gemm_peak": {"gflops": math.inf}, "ratio": math.nan}
 
     monkeypatch.setattr(run, "run_benchmark", fake_benchmark)
     out = tmp_path / "b.json"
-    status, stdout, _ = bench("--no-baseline", "--work-dir", str(tmp_path / "work"), "--out", str(out))
+    status, stdout, _ = bench_cli("--no-baseline", "--work-dir", str(tmp_path / "work"), "--out", str(out))
 
     def refuse(name: str) -> None:
         raise ValueError(f"not strict JSON: {name}")
@@ -241,7 +227,7 @@ def test_cli_report_is_strict_json(bench: Any, tmp_path: Path, monkeypatch: pyte
 def test_help_states_each_default_once() -> None:
     parser = argparse.ArgumentParser(prog="workbench")
     sub = parser.add_subparsers()
-    bench_cli.register(sub)
+    bench_module.register(sub)
     bench = sub.choices["bench"]
     helps = {a.option_strings[0]: a.help or "" for a in bench._actions if a.option_strings}
     assert "(default None)" not in bench.format_help()

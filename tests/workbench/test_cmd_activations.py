@@ -1,12 +1,11 @@
 """`workbench activations` end to end on the demo world, and its bad inputs."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.helpers_mutants import assert_refused
+from tests.helpers_mutants import assert_refused, make_unwritable
 from tracer.activations import ActivationStore
 from workbench.cli import main
 from workbench.paths import world_dir
@@ -125,12 +124,7 @@ def test_a_read_only_out_is_refused_up_front(tmp_path, capfd, monkeypatch):
     """Root bypasses permissions, so the folder is made unwritable by stubbing os.access for it."""
     prompts = tmp_path / "p.txt"
     prompts.write_text("Tuesday\n")
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK
-                        else real_access(p, mode, **kw))
+    ro = make_unwritable(tmp_path / "ro", monkeypatch)
     res = assert_refused(capfd, _argv(prompts, ro), inputs=[prompts], out=ro, needle="--out must be a writable folder")
     assert ".mwtmp" not in res.lines[0]
 

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers_mutants import assert_refused, copy_world, run_cli
+from tests.helpers_mutants import assert_refused, copy_world, make_unwritable, run_cli
 from tracer.io import TEMP_NAME_MAX
 
 PROMPT = "Two days after Friday is"
@@ -108,12 +108,7 @@ def test_name_too_long(world, tmp_path, capfd, command):
 @pytest.mark.parametrize("command", ["trace", "prune", "export", "import-pt", "intervene", "demo", "world"])
 def test_read_only_folder_is_refused_up_front(world, tmp_path, capfd, command, monkeypatch):
     """Root bypasses permissions, so the folder is made unwritable by stubbing os.access for it."""
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == ro and mode & os.W_OK
-                        else real_access(p, mode, **kw))
+    ro = make_unwritable(tmp_path / "ro", monkeypatch)
     out = ro / "out"
     assert_refused(capfd, _commands(world, out)[command], inputs=[], out=out, needle="not writable")
 
