@@ -270,17 +270,11 @@ def _save_model(model: Any, tokenizer: Any, path: Path, *, progress: bool = Fals
     """save_pretrained and the tokenizer into the new folder `path` (transformers' "Writing model
     shards" bar only with ``progress``); every file gets the umask's permissions (transformers
     writes model.safetensors as 0600)."""
-    from transformers.utils import logging as hf_logging
+    from tracer.models.loading import hf_progress_bars
 
     path.mkdir(parents=True, exist_ok=True)
-    was_on = hf_logging.is_progress_bar_enabled()
-    if not progress:
-        hf_logging.disable_progress_bar()
-    try:
+    with hf_progress_bars(progress):
         model.save_pretrained(path, safe_serialization=True)
-    finally:
-        if was_on and not progress:
-            hf_logging.enable_progress_bar()
     save_tokenizer(tokenizer, path)
     mode = 0o666 & ~current_umask()
     for f in path.iterdir():
