@@ -224,18 +224,17 @@ def _load_hf(directory: Path, raw: dict[str, Any], torch_dtype: torch.dtype,
 
     from tracer.models.native import read_state_origin
 
-    if not logger.isEnabledFor(logging.INFO):  # quiet: no "Loading weights" bars (transformers 5)
-        hf_logging.disable_progress_bar()
     config = _hf_config(directory, raw)
     adapter_for(config).check_config(config)
     origin = read_state_origin(directory)  # validates every weight file's header first
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # its load report would be a second stderr line; we raise instead
     try:
-        loaded: Any = AutoModelForCausalLM.from_pretrained(
-            directory, dtype=torch_dtype, attn_implementation="eager", local_files_only=True,
-            use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True,
-        )  # mismatched sizes are reported in `info` (and refused below), not raised without a name
+        with hf_progress_bars(logger.isEnabledFor(logging.INFO)):  # quiet: no "Loading weights" bars (transformers 5)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                directory, dtype=torch_dtype, attn_implementation="eager", local_files_only=True,
+                use_safetensors=True, output_loading_info=True, ignore_mismatched_sizes=True,
+            )  # mismatched sizes are reported in `info` (and refused below), not raised without a name
         model, info = loaded
     except Exception as err:  # noqa: BLE001 - transformers raises many types for bad files
         msg = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
