@@ -189,3 +189,30 @@ def path_arg(text: str) -> Path:
 
 
 __all__ += ["path_arg"]
+
+
+def run_script(main: Callable[[], int], prog: str) -> int:
+    """The entry of a ``python -m workbench...`` script (scorers, benchmarks): as for the CLI, bad input and
+    the environment's errors are one line on stderr and exit 2, SIGTERM / SIGINT exit 143 / 130 (the
+    script's ``finally`` blocks run); a scorer's own ``ValueError`` / ``TypeError`` in the project's
+    "<name> must be ...; got ..." form counts as bad input, anything else is a bug and keeps its traceback."""
+    try:
+        with terminate_on_sigterm():
+            return int(main() or 0)
+    except Terminated:
+        print(f"{prog}: terminated", file=sys.stderr)  # noqa: T201 - the one line a script ends with
+        return 143
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)  # noqa: T201
+        return 130
+    except Exception as err:  # noqa: BLE001 - classified below; bugs are re-raised
+        line = error_line(err)
+        if line is None and isinstance(err, (ValueError, TypeError)) and " must " in str(err):
+            line = one_line(str(err))
+        if line is None:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+__all__ += ["run_script"]

@@ -336,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     world = (args.world or world_dir()).resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
+    from workbench.cli_safety import check_out, need_input
+
+    need_input(world / "manifest.json", "--world manifest.json")
+    check_out(args.out, inputs=[world, args.discovery], folder=True)  # never into the world it reads
     manifest = json.loads((world / "manifest.json").read_text())
+    unknown = [f for f in args.families.split(",") if f.strip() and f.strip() not in manifest.get("families", {})]
+    if unknown:
+        raise WorkbenchError(f"--families must be families of the world ({', '.join(manifest.get('families', {}))}); "
+                             f"got {unknown[0]!r}.")
+    args.out.mkdir(parents=True, exist_ok=True)
     loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
     disc = json.loads(args.discovery.read_text()) if args.discovery else None
@@ -365,5 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.manifold_world"))

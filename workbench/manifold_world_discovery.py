@@ -140,12 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
-    report = run_discovery(args.world or world_dir(), args.out, families=args.families, n_sentences=args.n_sentences,
+    from workbench.cli_safety import check_out
+
+    world = args.world or world_dir()
+    check_out(args.out, inputs=[world, args.families], folder=True)  # never into the world it reads
+    report = run_discovery(world, args.out, families=args.families, n_sentences=args.n_sentences,
                            min_size=args.min_size, raw_cloud_metrics=args.raw_cloud_metrics,
                            layers=None if args.layers is None else [int(x) for x in args.layers.split(",")])
     print(format_ranking(report))
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.manifold_world_discovery"))

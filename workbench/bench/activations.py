@@ -22,7 +22,7 @@ import torch
 
 from tracer.activations import ActivationConfig, collect_activations
 from tracer.activations.collect import _batches
-from tracer.io import atomic_write_text
+from tracer.io import atomic_write_json, json_safe
 from tracer.models import LoadedModel, load_model, tokenize
 from tracer.models.forward import capture
 from tracer.replacement import encode
@@ -92,13 +92,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="write the JSON here too")
     args = p.parse_args(argv)
-    result = run(args)
-    text = json.dumps(result, indent=1)
-    print(text)  # noqa: T201
+    from workbench.cli_safety import check_out
+
     if args.out:
-        atomic_write_text(args.out, text + "\n")
+        check_out(args.out, inputs=[args.world])  # before any work
+    result = run(args)
+    print(json.dumps(json_safe(result), indent=1, allow_nan=False))  # noqa: T201
+    if args.out:
+        atomic_write_json(args.out, result)
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.bench.activations"))

@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--metric-points", type=int, default=1000, help="points for M and S")
     ap.add_argument("--fast", action="store_true", help="600 annealing steps for M (default: calibrated 3000)")
     args = ap.parse_args(argv)
+    from workbench.cli_safety import check_out
+
+    check_out(args.out)  # before any work
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     irr = IrreducibilityConfig(n_steps=600) if args.fast else IrreducibilityConfig()
@@ -97,5 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # pragma: no cover
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.bench.discovery_rule"))

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -56,15 +57,29 @@ def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--world", type=Path, default=Path("data/world"))
+    parser.add_argument("--world", type=Path, default=None, help="the world to score (default: the shipped one)")
     parser.add_argument("--tiny-world", type=Path, required=True, help="tiny world folder (built if missing)")
     parser.add_argument("--n-sentences", type=int, default=3000)
     parser.add_argument("--params", default=None, help="JSON parameters to score without tuning")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    params = None if args.params is None else json.loads(args.params)
-    report = run(args.world, args.tiny_world, n_sentences=args.n_sentences, params=params)
+    from workbench.cli_safety import check_out, need_input
+    from workbench.paths import world_dir
+
+    world = args.world or world_dir()
+    need_input(world / "manifest.json", "--world manifest.json")
+    check_out(args.out, inputs=[world, args.tiny_world])  # before the tiny world is built
+    if args.n_sentences < 1:
+        raise WorkbenchError(f"--n-sentences must be >= 1; got {args.n_sentences}.")
+    try:
+        params = None if args.params is None else json.loads(args.params)
+    except json.JSONDecodeError as err:
+        raise WorkbenchError(f"--params must be a JSON object of FeatureFamilies parameters; got {args.params!r} "
+                             f"({err.msg}).") from None
+    if params is not None and not isinstance(params, dict):
+        raise WorkbenchError(f"--params must be a JSON object; got {args.params!r}.")
+    report = run(world, args.tiny_world, n_sentences=args.n_sentences, params=params)
     atomic_write_json(args.out, report)
     for tag, s in report["scores"].items():
         logger.info("%s held_out=%s ARI family %.3f (decoder only %.3f, random %.3f, task-profile reference "
@@ -75,4 +90,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.bench.families_world"))

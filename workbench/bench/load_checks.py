@@ -136,14 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work-dir", default=None, help="where benchmark models are cached")
     p.add_argument("--out", required=True, help="JSON report")
     args = p.parse_args(argv)
-    from tracer.io import atomic_write_text
+    from tracer.io import atomic_write_json
+    from workbench.cli_safety import check_out
 
+    check_out(args.out)  # before any work
     report = run(args)
-    atomic_write_text(args.out, json.dumps(report, indent=2, default=str))
+    atomic_write_json(args.out, json.loads(json.dumps(report, default=str)), indent=2)
     sys.stdout.write(json.dumps({k: v for k, v in report.items() if isinstance(v, dict) and "check_share" in v},
                                 indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.bench.load_checks"))

@@ -25,7 +25,6 @@ circuit / attribute (the target: <= 10%), and the graph's sizes. Prune runs once
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -123,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     import torch
 
+    from workbench.cli_safety import check_out
+
+    check_out(args.out)  # before any work
+
     from workbench.bench.build import ensure_built
     from workbench.bench.config import ModelSpec, default_work_dir
 
@@ -148,4 +151,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.bench.supernodes"))

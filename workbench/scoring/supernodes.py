@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from tracer.io import atomic_write_text
+from tracer.errors import WorkbenchError
+from tracer.io import atomic_write_json
 from workbench.world.truth import load_truth
 
 logger = logging.getLogger(__name__)
@@ -290,6 +291,17 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
     return report
 
 
+def parse_cuts(text: str) -> list[float]:
+    """``--sweep-min-affinity "0.5,0.7"`` -> [0.5, 0.7]: affinities in [0, 1]."""
+    try:
+        cuts = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        cuts = [float("nan")]
+    if any(not 0.0 <= c <= 1.0 for c in cuts):
+        raise WorkbenchError(f"--sweep-min-affinity must be comma-separated affinities in [0, 1]; got {text!r}.")
+    return cuts
+
+
 def main(argv: list[str] | None = None) -> int:
     from workbench.paths import world_dir
 
@@ -313,17 +325,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch
 
-    torch.set_num_threads(1)
+    from workbench.cli_safety import check_out, need_input
+
     world = Path(args.world) if args.world else world_dir()
+    truth_dir = Path(args.truth_dir) if args.truth_dir else world
+    need_input(world / "manifest.json", "--world manifest.json")
+    check_out(args.out, inputs=[world, truth_dir, args.families_dir])  # before any work: never over an input
+    sweep = parse_cuts(args.sweep_min_affinity)
+    if args.n_prompts < 0 or args.coactivation_sentences < 0:
+        raise WorkbenchError(f"--n-prompts and --coactivation-sentences must be >= 0; got {args.n_prompts} and "
+                             f"{args.coactivation_sentences}.")
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    sweep = [float(x) for x in args.sweep_min_affinity.split(",") if x.strip()]
-    report = score_world(world, Path(args.truth_dir) if args.truth_dir else world, args.transcoder, args.n_prompts,
+    report = score_world(world, truth_dir, args.transcoder, args.n_prompts,
                          args.interventions, verbose=not args.quiet,
                          families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep,
                          coactivation_sentences=args.coactivation_sentences)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
-    atomic_write_text(args.out, json.dumps(report, indent=1, default=str))
+    atomic_write_json(args.out, json.loads(json.dumps(report, default=str)))  # strict JSON: NaN -> null
     for kind in args.transcoder:
         o = report[kind]["overall"]
         print(f"{kind}: purity {o['purity']['value']:.3f} (side {o['purity']['side']:.3f}, family "  # noqa: T201
@@ -339,4 +359,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.scoring.supernodes"))
