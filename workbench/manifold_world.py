@@ -81,6 +81,14 @@ class WorldScoreConfig:
     seed: int = 0
     """Seed of the folds, samples and random subspaces."""
 
+    def __post_init__(self) -> None:
+        from analyses.base import check_number
+
+        check_number("folds", self.folds, lo=2, integer=True)
+        check_number("causal_targets", self.causal_targets, lo=1, integer=True)
+        for name in ("causal_prompts", "sweep_prompts", "seed"):
+            check_number(name, getattr(self, name), lo=0, integer=True)
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class WorldFamily:

@@ -141,6 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.cli_safety import check_out
 
     check_out(args.out)  # before any work
+    if args.n_features < 1000 or args.d_model < 2:
+        from tracer.errors import WorkbenchError
+
+        raise WorkbenchError(f"--n-features must be >= 1000 and --d-model >= 2 (planted families of up to 200 "
+                             f"members fill 35% of the layer); got {args.n_features} and {args.d_model}.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     import torch
