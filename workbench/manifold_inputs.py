@@ -91,7 +91,7 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
     if position not in POSITIONS:
         raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
     names = check_names(names)
-    default_answers = [answer_token(loaded, n) for n in names] if position == "last" else None
+    default_answers: list[int] | None = None  # the value names as answer tokens, made when a record needs them
     records, values, answers, heldout = [], [], [], []
     for i, rec in enumerate(read_prompts(path), 1):
         values.append(_value_of(rec, names, i, values_required))
@@ -102,7 +102,8 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
                 raise WorkbenchError(f"prompt record {i}'s 'answers' must list {len(names)} answers (one per value); "
                                      f"got {given!r}.")
             answers.append([answer_token(loaded, str(a)) for a in given])
-        elif default_answers is not None:
+        elif position == "last":  # at the answer, a record without 'answers' is answered by the value names
+            default_answers = default_answers or [answer_token(loaded, n) for n in names]
             answers.append(default_answers)
         else:
             answers.append([-1] * len(names))  # unknown: the real-model checks refuse these records

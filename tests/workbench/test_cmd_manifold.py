@@ -291,3 +291,21 @@ def test_steer_refuses_another_family_and_its_own_inputs_as_output(month_fit, tm
                            "--out", str(out))
         assert code == 2 and "--out must not" in err and len(err.strip().splitlines()) == 1, err
     assert (month_fit / "manifold.json").read_bytes() == before and not (tmp_path / "s.json").exists()
+
+
+def test_short_value_names_with_answers_in_every_record(tmp_path, capsys):
+    """--values Mon,...,Sun (not tokens of the model) with each record's own 'answers' was refused: the
+    value names were made answer tokens before any record was read, even when no record needed them."""
+    short = [d[:3] for d in DAYS]
+    records = [{"prompt": r["prompt"], "value": r["value"][:3], "answers": DAYS} for r in day_records(4)]
+    prompts = write_jsonl(tmp_path / "days.jsonl", records)
+    argv = ["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--values",
+            ",".join(short), "--layer", "4", "--causal-prompts", "2", "--causal-targets", "1"]
+    code, _, err = run(capsys, *argv, "--out", str(tmp_path / "fit"))
+    assert code == 0, err
+    rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
+    assert rep["values"] == short and rep["frequency"] == 1 and rep["causal"]["n_prompts"] == 2
+    records[0].pop("answers")  # a record that needs the value names as answers: refused by name
+    prompts = write_jsonl(tmp_path / "days2.jsonl", records)
+    code, _, err = run(capsys, *argv[:7], prompts, *argv[8:], "--out", str(tmp_path / "fit2"))
+    assert code == 2 and "answer 'Mon' must be one known token" in err, err
