@@ -2,7 +2,7 @@
 
 Run (JSON to --out; about two minutes on 2 cores, the tiny world's build included)::
 
-    python -m workbench.bench.families_world --tiny-world /tmp/tiny --out families_world.json  # --world: the shipped one
+    python -m workbench.bench.families_world --tiny-world /tmp/tiny --out families_world.json
 
 Protocol (:mod:`workbench.families_eval`): the estimator gets decoder rows plus an unlabelled
 activation sample (3,000 fresh generator sentences); hyper-parameters are chosen on the grid by
