@@ -173,3 +173,10 @@ def make_unwritable(folder: Path, monkeypatch) -> Path:  # noqa: ANN001 - pytest
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK
                         else real_access(p, mode, **kw))
     return folder
+
+
+def edit_result_field(path: Path, field: str, value: object) -> None:
+    """Set one field of the result body of an ``analyses.results`` file (as a hand edit would)."""
+    doc = json.loads(path.read_text())
+    doc["result"][field] = value
+    path.write_text(json.dumps(doc))

@@ -1,6 +1,5 @@
 """ManifoldFit recovers planted circles, helices and intervals; contract, validation, round trip."""
 
-import json
 from typing import Any
 
 import numpy as np
@@ -14,6 +13,7 @@ from analyses.manifolds.configs import ManifoldFitConfig
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitResult
 from analyses.results import load_result, save_result
 from tests.analyses.manifolds.planted import planted_curve
+from tests.helpers_mutants import edit_result_field
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -168,9 +168,7 @@ def test_api_refuses_what_the_cli_refuses():
 def test_load_refuses_a_fit_that_fails_its_own_checks(tmp_path, field, value, message):
     res = ManifoldFit(period=7).fit(*planted_curve(period=7, n_per_value=3)[:2]).result_
     path = save_result(res, tmp_path / "fit.json")
-    doc = json.loads(path.read_text())
-    doc["result"][field] = value
-    path.write_text(json.dumps(doc))
+    edit_result_field(path, field, value)
     with pytest.raises(ValueError, match=message) as info:
         load_result(path, ManifoldFitResult)
     assert str(path) in str(info.value)

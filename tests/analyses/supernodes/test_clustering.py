@@ -1,7 +1,6 @@
 """SupernodeClustering: estimator contract, planted-structure recovery, constraints, outputs."""
 
 import dataclasses
-import json
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from analyses.results import load_result, save_result
 from analyses.supernodes.clustering import DendrogramDisplay, SupernodeClustering, SupernodeResult, group_label
 from analyses.supernodes.config import ClusteringConfig
 from tests.analyses.supernodes.planted import planted_graph
+from tests.helpers_mutants import edit_result_field
 from tracer.graph import prune_graph
 from tracer.transcoders.base import TranscoderLayer, Transcoders
 
@@ -240,9 +240,7 @@ def test_a_damaged_result_is_refused_on_load(tmp_path, field: str, value: object
     """These loaded fine, and DendrogramDisplay then failed with numpy's UFuncTypeError."""
     graph, _ = planted_graph(0)
     path = save_result(_fit(graph).result(), tmp_path / "sn.json")
-    doc = json.loads(path.read_text())
-    doc["result"][field] = value
-    path.write_text(json.dumps(doc))
+    edit_result_field(path, field, value)
     with pytest.raises(ValueError, match=message) as info:
         load_result(path, SupernodeResult)
     assert str(path) in str(info.value)
