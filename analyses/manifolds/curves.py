@@ -30,10 +30,13 @@ def candidate_frequencies(shape: str, period: int) -> list[int]:
 
 
 def max_harmonics(shape: str, period: int, n_harmonics: int) -> int:
-    """Harmonics a circle over ``period`` evenly spaced values can hold: ``2H + 1 <= p`` (beyond that
-    harmonics alias onto lower ones). Open shapes keep ``n_harmonics``."""
+    """Harmonics a circle over ``period`` evenly spaced values is fitted with: ``2H + 1 < p``, so that
+    the curve keeps a residual degree of freedom (at ``2H + 1 = p`` it passes through every class
+    mean whatever their labels, and its R² is 1 by construction; beyond, harmonics alias onto lower
+    ones). Always at least the fundamental (a period of 3 leaves no freedom: any three points lie on
+    an ellipse). Open shapes keep ``n_harmonics``."""
     if shape == "circle":
-        return max(1, min(n_harmonics, (period - 1) // 2))
+        return max(1, min(n_harmonics, (period - 2) // 2))
     return n_harmonics
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator, as_integers, check_choice
+from analyses.base import Estimator, as_integers, check_choice, check_number
 from analyses.manifolds import curves
 from analyses.manifolds.configs import SHAPES, ManifoldFitConfig
 from analyses.results import register_result
@@ -78,11 +78,15 @@ class ManifoldFitResult:
     value_coords: np.ndarray
     """(p,) each value's ideal coordinate u_v at the fitted frequency"""
     fitted_coords: np.ndarray
-    """(p,) the coordinate of the curve point nearest to each class mean (the angle per value)"""
+    """(p,) the angle per value: the coordinate of the point of the fundamental (the best frequency's
+    curve without higher harmonics) nearest to each class mean. The fundamental has too few parameters
+    to pass through every class mean (period >= 4), so these angles, ``order`` and ``coordinate_rmse``
+    test where the class means lie rather than restate their labels."""
     order: list[int]
     """values in increasing fitted coordinate (the fitted cyclic order, starting at the smallest)"""
     r2: float
-    """R² of the final curve on the class means, in the subspace"""
+    """R² of the final curve on the class means, in the subspace (circles keep 2H + 1 < period, so it is
+    not 1 by construction)"""
     r2_fundamental: float
     """R² of the best frequency's fundamental alone"""
     r2_per_frequency: dict[str, float]
@@ -311,6 +315,24 @@ def frequency_r2(Z: np.ndarray, period: int, shape: str, candidates: list[int]) 
     return out
 
 
+def check_fit_metadata(layer: object, position: object, source: object) -> None:
+    """The metadata a fit is saved with must load back: ``layer`` an integer >= 0 or None, ``position``
+    a name, an integer or None, ``source`` a name."""
+    if layer is not None:
+        check_number("layer", layer, lo=0, integer=True)
+    if position is not None and (isinstance(position, bool) or not isinstance(position, (str, int, np.integer))):
+        raise TypeError(f"position must be a name ('last', 'value'), a token index or None; got {position!r}.")
+    if not isinstance(source, str):
+        raise TypeError(f"source must be a name such as 'residual'; got {source!r}.")
+
+
+def fundamental_angles(Z: np.ndarray, u_v: np.ndarray, shape: str, frequency: int) -> np.ndarray:
+    """(p,) the coordinate of the point of the fundamental nearest to each class mean ``Z`` (p, m); ``u_v``
+    (p,) are the values' ideal coordinates the fundamental is fitted at."""
+    Phi = curves.design_matrix(u_v, shape, frequency, 1)  # (p, n_basis_1)
+    return curves.nearest_coordinate(Z, curves.lstsq_fit(Phi, Z), shape, frequency, 1)
+
+
 def orientation(coef: np.ndarray, shape: str) -> int:
     """+1 when the first harmonic turns counter-clockwise in the first two subspace coordinates."""
     if coef.shape[1] < 2:
@@ -352,6 +374,12 @@ class ManifoldFit(Estimator):
             raise ValueError(f"value_names must have {p} entries (one per value); got {len(names)}.")
         if len(set(names)) != p:
             raise ValueError(f"value_names must be distinct; got {names!r}. Name each value once.")
+        check_fit_metadata(layer, position, source)
+        layer = None if layer is None else int(layer)
+        position = int(position) if isinstance(position, np.integer) else position
+        if self.frequency is not None and self.frequency > p // 2:
+            raise ValueError(f"frequency must be <= period // 2 = {p // 2} (k and {p} - k trace one curve, and higher "
+                             f"frequencies alias over {p} values); got {self.frequency}.")
         if self.frequency is not None and self.shape == "circle" and np.gcd(self.frequency, p) != 1:
             raise ValueError(f"frequency must be coprime with period {p} for a circle; got {self.frequency}.")
         M, counts = class_means(X, y, p)
@@ -363,7 +391,7 @@ class ManifoldFit(Estimator):
         u_v = curves.value_coordinates(np.arange(p), p, self.shape, k)  # (p,)
         Phi = curves.design_matrix(u_v, self.shape, k, H)  # (p, n_basis)
         coef = curves.lstsq_fit(Phi, Z)  # (n_basis, m)
-        fitted = curves.nearest_coordinate(Z, coef, self.shape, k, H)  # (p,)
+        fitted = fundamental_angles(Z, u_v, self.shape, k)  # (p,)
         err = curves.circular_difference(fitted, u_v) if self.shape == "circle" else fitted - u_v
         spectrum = curves.fourier_spectrum(M)
         between = float((counts[:, None] * (M - X.mean(0)) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())

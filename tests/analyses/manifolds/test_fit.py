@@ -182,3 +182,70 @@ def test_class_means_map_to_their_values(period, seed):
     fit = ManifoldFit(period=period).fit(X, y)
     assert fit.frequency_ == 1
     np.testing.assert_array_equal(fit.predict_value(fit.result_.class_means), np.arange(period))
+
+
+def _exact_circle(period: int, labels: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Four noisy points per angle slot i of a k = 1 circle; slot i carries value ``labels[i]``."""
+    rng = np.random.default_rng(seed)
+    angle = 2 * np.pi * np.arange(period) / period
+    M = np.zeros((period, 8))  # (p, d)
+    M[:, 0], M[:, 1] = np.cos(angle), np.sin(angle)
+    X = np.repeat(M, 4, 0) + 0.01 * rng.standard_normal((4 * period, 8))  # (4p, d)
+    return X, np.repeat(np.asarray(labels), 4)
+
+
+@pytest.mark.parametrize("period", [7, 12])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_labels_are_not_fitted_in_calendar_order(period, seed):
+    """With 2H + 1 = p harmonics the final curve passes through every class mean whatever their labels;
+    the order, angles and R² must come from where the class means lie, not restate the labels."""
+    perm = np.random.default_rng(seed).permutation(period)
+    assert not curves.order_is_cyclic_shift([int(v) for v in perm], period)
+    X, y = _exact_circle(period, perm, seed)
+    res = ManifoldFit(period=period).fit(X, y).result_
+    assert not res.order_matches_values()
+    assert res.r2 < 0.9 and res.coordinate_rmse > 0.3
+    # in calendar order the same points fit perfectly
+    X, y = _exact_circle(period, np.arange(period), seed)
+    res = ManifoldFit(period=period).fit(X, y).result_
+    assert res.order_matches_values() and res.r2 > 0.99 and res.coordinate_rmse < 0.05
+
+
+def test_a_swap_of_two_neighbours_shows_in_the_fitted_order():
+    labels = np.array([0, 1, 2, 4, 3, 5, 6])  # slot 3 holds value 4, slot 4 value 3
+    X, y = _exact_circle(7, labels)
+    res = ManifoldFit(period=7).fit(X, y).result_
+    assert not res.order_matches_values()
+    start = res.order.index(0)
+    assert res.order[start:] + res.order[:start] in ([0, 1, 2, 4, 3, 5, 6], [0, 6, 5, 3, 4, 2, 1])
+
+
+def test_circles_keep_a_residual_degree_of_freedom():
+    assert curves.max_harmonics("circle", 7, 3) == 2 and curves.max_harmonics("circle", 12, 3) == 3
+    assert curves.max_harmonics("circle", 5, 3) == 1 and curves.max_harmonics("circle", 3, 3) == 1
+    assert curves.max_harmonics("helix", 7, 3) == 3
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"layer": "3"}, "layer must be"), ({"layer": True}, "layer must be"), ({"layer": -1}, "layer must be"),
+    ({"position": [1, 2]}, "position must be"), ({"position": 1.5}, "position must be"),
+    ({"source": 5}, "source must be"),
+])
+def test_fit_refuses_metadata_that_would_not_load_back(kwargs, match):
+    X, y, _ = planted_curve(period=7, n_per_value=3)
+    with pytest.raises((TypeError, ValueError), match=match):
+        ManifoldFit(period=7).fit(X, y, **kwargs)
+
+
+def test_numpy_integer_metadata_is_saved_as_plain_integers(tmp_path):
+    X, y, _ = planted_curve(period=7, n_per_value=3)
+    res = ManifoldFit(period=7).fit(X, y, layer=np.int64(2), position=np.int32(4)).result_
+    back = load_result(save_result(res, tmp_path / "fit.json"), ManifoldFitResult)
+    assert back.layer == 2 and back.position == 4 and type(back.layer) is int
+
+
+@pytest.mark.parametrize(("shape", "frequency"), [("circle", 8), ("circle", 5), ("helix", 100)])
+def test_frequencies_above_half_the_period_are_refused(shape, frequency):
+    X, y, _ = planted_curve(period=7, n_per_value=3)
+    with pytest.raises(ValueError, match="frequency must be <= period // 2 = 3"):
+        ManifoldFit(period=7, shape=shape, frequency=frequency).fit(X, y)
