@@ -12,6 +12,8 @@
 
 import dataclasses
 import inspect
+import math
+import numbers
 import reprlib
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -109,20 +111,26 @@ def check_choice(name: str, value: object, choices: tuple[object, ...]) -> None:
 
 
 def check_number(name: str, value: object, *, lo: float | None = None, hi: float | None = None,
-                 integer: bool = False, lo_open: bool = False, hi_open: bool = False) -> None:
-    """``value`` must be a (finite) number in the given range; bools are refused."""
+                 integer: bool = False, lo_open: bool = False, hi_open: bool = False, finite: bool = True) -> None:
+    """``value`` must be a real number in the given range: finite unless ``finite=False`` lets ±inf
+    through (NaN never passes); with ``integer``, a Python or numpy integer (``np.int64(7)`` passes,
+    ``7.0`` does not). Bools are refused either way. The wrong kind is a ``TypeError``, a value out
+    of range (or not finite) a ``ValueError``."""
     kind = "an integer" if integer else "a number"
-    wrong_kind = integer and not isinstance(value, int)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or wrong_kind or value != value:  # NaN != NaN
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         raise TypeError(f"{name} must be {kind}; got {value!r}.")
-    v = float(value)
+    left = "(" if lo_open or (lo is None and finite) else "["
+    right = ")" if hi_open or (hi is None and finite) else "]"
+    where = (f" in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
+             if lo is not None or hi is not None else "")
+    v = int(value) if isinstance(value, numbers.Integral) else float(value)  # Python / numpy: exact ints
+    if isinstance(v, float) and not math.isfinite(v) and (finite or v != v):  # NaN != NaN
+        raise ValueError(f"{name} must be {'a finite number' if finite else 'a number (not NaN)'}{where}; "
+                         f"got {value!r}.")
     bad_lo = lo is not None and (v <= lo if lo_open else v < lo)
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:
-        left = "(" if lo_open else "["
-        right = ")" if hi_open else "]"
-        raise ValueError(f"{name} must be {kind} in {left}{lo if lo is not None else '-inf'}, "
-                         f"{hi if hi is not None else 'inf'}{right}; got {value!r}.")
+        raise ValueError(f"{name} must be {kind}{where}; got {value!r}.")
 
 
 def as_integers(name: str, value: object) -> "np.ndarray":
@@ -140,3 +148,17 @@ def as_integers(name: str, value: object) -> "np.ndarray":
     if not whole:
         raise TypeError(f"{name} must hold integers; got {reprlib.repr(arr.ravel().tolist())} (dtype {arr.dtype}).")
     return arr.astype(np.int64)
+
+
+def check_real(name: str, arr: "np.ndarray", *, hint: str = "") -> None:
+    """``arr`` must hold real numbers (bools, integers, floats: text, complex or objects are a
+    ``TypeError``) that are finite (NaN or inf is a ``ValueError`` naming the first one and where, then
+    ``hint``)."""
+    import numpy as np
+
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}.")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        at = tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0])
+        where = f" at index {at[0] if len(at) == 1 else at}" if at else ""
+        raise ValueError(f"{name} must be finite; got {float(arr[at])!r}{where}. {hint}".rstrip())

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from analyses.base import check_number
 from analyses.display import Display
 from analyses.results import check_shapes, register_result
 from tracer.graph import (
@@ -124,15 +125,21 @@ class CoarseGraph:
     def n_nodes(self) -> int:
         return len(self.kind)
 
+    def _check_node(self, i: int) -> int:
+        check_number("node index", i, lo=0, hi=self.n_nodes, hi_open=True, integer=True)
+        return int(i)
+
     def node(self, i: int) -> CoarseNode:
-        """The i-th row of the node table."""
+        """The i-th row of the node table (``i`` in ``[0, n_nodes)``)."""
+        i = self._check_node(i)
         lo, hi = int(self.member_ptr[i]), int(self.member_ptr[i + 1])
         return CoarseNode(self.kind[i], self.label[i], self.member_keys[lo:hi], self.member_nodes[lo:hi],
                           self.member_ids[lo:hi], (int(self.layer_range[i, 0]), int(self.layer_range[i, 1])),
                           (int(self.pos_range[i, 0]), int(self.pos_range[i, 1])), float(self.value[i]))
 
     def members(self, i: int) -> np.ndarray:
-        """(n_members,) original graph node indices of node i."""
+        """(n_members,) original graph node indices of node i (in ``[0, n_nodes)``)."""
+        i = self._check_node(i)
         return self.member_nodes[int(self.member_ptr[i]):int(self.member_ptr[i + 1])]
 
     def sizes(self) -> np.ndarray:
@@ -157,6 +164,26 @@ class CoarseGraph:
     def qparams(self) -> dict[str, Any]:
         """The viewer state that opens this coarse graph (``pinnedIds`` and ``supernodes``)."""
         return {"pinnedIds": self.pinned_ids(), "supernodes": self.to_supernodes()}
+
+
+# ----------------------------------------------------------------------------- input checks
+def check_prune_result(graph: Graph, prune_result: PruneResult) -> None:
+    """A prune result must come from ``graph``: one mask entry per node (another graph's would select
+    the wrong nodes, or fail later as an index error)."""
+    n = graph.n_nodes
+    node_shape, edge_shape = tuple(prune_result.node_mask.shape), tuple(prune_result.edge_mask.shape)
+    if node_shape != (n,) or edge_shape != (n, n):
+        m = node_shape[0] if len(node_shape) == 1 else "?"
+        raise ValueError(f"prune_result must come from this graph of {n} nodes (node_mask ({n},), edge_mask ({n}, "
+                         f"{n})); got one for {m} nodes (node_mask {node_shape}, edge_mask {edge_shape}). Prune "
+                         "this graph: prune_graph(graph, config).")
+
+
+def check_token_strings(graph: Graph, token_strings: Sequence[str] | None) -> None:
+    """``token_strings``, when given, must name each of the graph's ``n_pos`` input positions."""
+    if token_strings is not None and (isinstance(token_strings, str) or len(token_strings) != graph.n_pos):
+        got = repr(token_strings) if isinstance(token_strings, str) else f"{len(token_strings)} entries"
+        raise ValueError(f"token_strings must hold one string per input position ({graph.n_pos}); got {got}.")
 
 
 # ----------------------------------------------------------------------------- links of a graph
@@ -280,6 +307,9 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
     """
     if labels is not None and len(labels) != len(groups):
         raise ValueError(f"labels must have one entry per group ({len(groups)}); got {len(labels)}.")
+    check_token_strings(graph, token_strings)
+    if prune_result is not None:
+        check_prune_result(graph, prune_result)
     grouped = _group_nodes(graph, groups, [])
     if prune_result is not None and view is None:
         view = viewer_subgraph(graph, prune_result)

@@ -10,7 +10,8 @@ JSON values (numbers, strings, bools, None, lists, dicts with string keys), nump
 registered dataclasses (also inside lists and dicts). Each type carries a ``SCHEMA_VERSION``
 class attribute; a file written with another version is refused with a clear error.
 
-Loading checks what it reads: every field present and no other, each value of its annotated type
+Loading checks what it reads: an integer ``schema_version``, an arrays file named by a plain file name
+(in the JSON's folder, no path), every field present and no other, each value of its annotated type
 (``float`` also takes an int; list, tuple and dict items are checked too), arrays that the arrays
 file holds, and the type's own ``__post_init__`` (shapes that must agree, see :func:`check_shapes`).
 A file that fails any of these (hand-edited or damaged) raises one ``ValueError`` naming the file
@@ -211,6 +212,24 @@ def save_result(result: Any, path: str | Path) -> Path:
     return json_path
 
 
+def _load_arrays(json_path: Path, name: object) -> dict[str, np.ndarray]:
+    """The arrays file a result JSON names (None: no arrays): a plain file name in the JSON's folder,
+    never a path (``../x.safetensors`` or an absolute one would read a file from elsewhere)."""
+    if name is None:
+        return {}
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
+        raise ValueError(f"result arrays must be a file name in the folder of the JSON (no path); got {name!r} "
+                         f"in {str(json_path)!r}.")
+    from safetensors.numpy import load_file
+
+    arr_file = json_path.parent / name
+    try:
+        return load_file(str(arr_file))
+    except Exception as err:  # noqa: BLE001 - safetensors raises several types
+        raise ValueError(f"result arrays must be a valid safetensors file; got {str(arr_file)!r} "
+                         f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
+
+
 def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
     """Read a result written by :func:`save_result` (optionally checking its type). A file that does not
     hold a valid result of its type (see the module docstring) raises one ``ValueError`` naming the
@@ -230,21 +249,11 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
     if expected is not None and cls is not expected:
         raise ValueError(f"result type must be {expected.__name__}; got {cls.__name__} in {str(json_path)!r}.")
     want = getattr(cls, "SCHEMA_VERSION", 1)
-    if doc.get("schema_version") != want:
-        raise ValueError(f"{cls.__name__} schema_version must be {want}; got {doc.get('schema_version')!r} in "
+    version = doc.get("schema_version")
+    if type(version) is not int or version != want:  # 1.0 and True equal 1 but are not a version
+        raise ValueError(f"{cls.__name__} schema_version must be {want} (an integer); got {version!r} in "
                          f"{str(json_path)!r}. Re-create it with this version.")
-    arrays: dict[str, np.ndarray] = {}
-    if doc.get("arrays"):
-        from safetensors.numpy import load_file
-
-        arr_file = json_path.parent / str(doc["arrays"])
-        if arr_file.name != Path(str(doc["arrays"])).name:
-            raise ValueError(f"result arrays must sit next to the JSON; got {doc['arrays']!r}.")
-        try:
-            arrays = load_file(str(arr_file))
-        except Exception as err:  # noqa: BLE001 - safetensors raises several types
-            raise ValueError(f"result arrays must be a valid safetensors file; got {str(arr_file)!r} "
-                             f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
+    arrays = _load_arrays(json_path, doc.get("arrays"))
     body = doc.get("result")
     if not isinstance(body, dict) or body.get("__type__") != cls.__name__:
         got = reprlib.repr(body.get("__type__") if isinstance(body, dict) else body)

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
+from analyses.base import as_integers, check_number
+
 if TYPE_CHECKING:
     from tracer.activations import ActivationStore
 
@@ -41,6 +43,19 @@ def as_csr(A: object, name: str, n_cols: int | None = None) -> sp.csr_matrix:
     if M.nnz and (not np.isfinite(M.data).all() or (M.data < 0).any()):
         raise ValueError(f"{name} must hold finite, non-negative activations; got negative or non-finite values.")
     return M
+
+
+def check_self_column(name: str, self_column: object, n_features: int, n_context: int) -> np.ndarray:
+    """``self_column`` as (n_features,) int64: each feature's own column in a context of ``n_context``
+    columns, -1 for none (a ``ValueError`` names the wrong length or the first entry out of range)."""
+    cols = as_integers(name, self_column)
+    if cols.shape != (n_features,):
+        raise ValueError(f"{name} must have one entry per feature ({n_features},); got shape {cols.shape}.")
+    bad = np.flatnonzero((cols < -1) | (cols >= n_context))
+    if bad.size:
+        raise ValueError(f"{name} must hold context columns in [-1, {n_context}) (-1: none); got "
+                         f"{int(cols[bad[0]])} at feature {int(bad[0])}.")
+    return cols
 
 
 def _weighted(M: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
@@ -81,8 +96,7 @@ class CoactivationContext:
         names each column (layer, feature) for :meth:`columns`."""
         if weighting not in WEIGHTINGS:
             raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}.")
-        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1; got {dim!r}.")
+        check_number("dim", dim, lo=1, integer=True)
         C = _weighted(as_csr(A, "activations"), weighting)
         n_context = C.shape[1]
         key_arr = None
@@ -156,8 +170,9 @@ class CoactivationContext:
         P = np.asarray(P.todense() if sp.issparse(P) else P, dtype=np.float32)
         if self_column is None:
             return P
-        has = np.flatnonzero(np.asarray(self_column) >= 0)
-        cols = np.asarray(self_column)[has]
+        own_col = check_self_column("self_column", self_column, Aw.shape[1], self.n_context)
+        has = np.flatnonzero(own_col >= 0)
+        cols = own_col[has]
         if self.sketched:  # sketch: remove sum_t a_i(t)^2 * sign at its coordinate
             own = np.asarray(Aw.multiply(Aw).sum(axis=0)).ravel()  # (n_features,)
             np.subtract.at(P, (has, self.coordinate[cols]), (own[has] * self.sign[cols]).astype(np.float32))

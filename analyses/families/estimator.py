@@ -33,7 +33,7 @@ from analyses.families.cluster import (
     hdbscan_families,
     relabel,
 )
-from analyses.families.coactivation import as_csr, coactivation_profiles, jaccard_pairs
+from analyses.families.coactivation import as_csr, check_self_column, coactivation_profiles, jaccard_pairs
 from analyses.families.config import FamiliesConfig
 from analyses.families.knn import knn, knn_affinity, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
@@ -109,7 +109,7 @@ class FeatureFamilies(Estimator):
         C = None if context is None else as_csr(context, "context")
         if C is not None and (A is None or C.shape[0] != A.shape[0]):
             raise ValueError(f"context must have the rows of activations; got {C.shape!r}. Pass both over one sample.")
-        ctx_self = None if context_self is None else np.asarray(context_self, dtype=np.int64)
+        ctx_self = None if context_self is None else self._check_context_self(context_self, A, C)
         names = self._labels(labels, layers, feats)
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
@@ -158,6 +158,15 @@ class FeatureFamilies(Estimator):
                              f"{counts.max()} times.")
         U, live = unit_rows(arr)
         return U, live, layers, feats
+
+    @staticmethod
+    def _check_context_self(context_self: Any, A: sp.csr_matrix | None, C: sp.csr_matrix | None) -> np.ndarray:
+        """(n_features,) each row's own column in the context (``C``, default ``A``), -1 for none."""
+        if A is None:
+            raise ValueError("context_self must come with activations (it names columns of the context); got "
+                             "no activations. Pass activations= too, or drop context_self.")
+        n_context = (A if C is None else C).shape[1]
+        return check_self_column("context_self", context_self, A.shape[1], n_context)
 
     def _labels(self, labels: Any, layers: np.ndarray, feats: np.ndarray) -> list[str | None] | None:
         if labels is None:

@@ -37,7 +37,7 @@ def family_label(member_labels: list[str | None]) -> str | None:
 
 
 @register_result
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Family:
     """One family: its id, label and summary (members are rows of the result's arrays)."""
 
@@ -59,7 +59,7 @@ class Family:
 
 
 @register_result
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class FeatureFamiliesResult:
     """Families over a dictionary, with the kNN graph they were read from."""
 
@@ -118,7 +118,7 @@ class FeatureFamiliesResult:
     def _row(self, layer: int, feature: int) -> int:
         hit = np.flatnonzero((self.layer == layer) & (self.feature == feature))
         if hit.size == 0:
-            raise ValueError(f"(layer, feature) must be a fitted feature; got ({layer}, {feature}). "
+            raise ValueError(f"(layer, feature) must be a fitted feature; got ({layer!r}, {feature!r}). "
                              f"Fitted layers: {sorted(set(self.layer.tolist()))}.")
         return int(hit[0])
 
@@ -148,6 +148,7 @@ class FeatureFamiliesResult:
         ``text`` (case-insensitive, whole words first), best share first."""
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text must be a non-empty string; got {text!r}.")
+        check_number("min_share", min_share, lo=0.0, hi=1.0)
         pattern = re.compile(rf"\b{re.escape(text.strip().lower())}")
         scored: list[tuple[float, int]] = []
         for fam in self.families:

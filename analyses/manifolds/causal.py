@@ -21,12 +21,13 @@ coordinates; everything outside the subspace is kept. Unlike substitution it nee
 point's value nor the class means, only the curve and the clean vector ``x``.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from analyses.base import check_number
 from analyses.manifolds.fit import ManifoldFitResult
 from analyses.results import check_shapes, register_result
 from tracer.interventions import CleanRun, VectorAddition, add_to_residual, feature_intervention, prepare
@@ -161,6 +162,37 @@ def _layer_of(fit: ManifoldFitResult) -> int:
     return fit.layer
 
 
+def check_cases(cases: Sequence[SubstitutionCase], fit: ManifoldFitResult, d_vocab: int, *,
+                steering: bool = False) -> None:
+    """Refuse what would silently check the wrong thing: no cases, a value or target value outside
+    ``[0, fit.period)`` (a negative one would wrap to another class mean), a target token outside
+    ``[0, d_vocab)``, no targets; with ``steering``, a case without its (d_model,) clean vector."""
+    if len(cases) == 0:
+        raise ValueError("cases must hold at least one SubstitutionCase; got none. A check of nothing has no "
+                         "success rate.")
+    p, d_model = fit.period, fit.class_means.shape[1]
+    for i, case in enumerate(cases):
+        if not steering:  # steering reads only the curve, never the point's value
+            check_number(f"cases[{i}].value", case.value, lo=0, hi=p, hi_open=True, integer=True)
+        if not isinstance(case.targets, Mapping) or not case.targets:
+            raise ValueError(f"cases[{i}].targets must be a non-empty mapping value -> token id; got "
+                             f"{case.targets!r}.")
+        for v_new, token in case.targets.items():
+            check_number(f"cases[{i}].targets value", v_new, lo=0, hi=p, hi_open=True, integer=True)
+            check_number(f"cases[{i}].targets[{v_new}] token id", token, lo=0, hi=d_vocab, hi_open=True,
+                         integer=True)
+        if steering:
+            _check_vector(i, case.vector, d_model)
+
+
+def _check_vector(i: int, vector: np.ndarray | None, d_model: int) -> None:
+    if vector is None:
+        raise ValueError(f"cases must carry their clean residual vector to be steered; got vector=None for case {i}.")
+    if np.shape(vector) != (d_model,):
+        raise ValueError(f"cases[{i}].vector must have shape ({d_model},) (the fit's d_model); got "
+                         f"{np.shape(vector)}.")
+
+
 def clean_runs(loaded: LoadedModel, transcoders: Transcoders, cases: Sequence[SubstitutionCase]) -> list[CleanRun]:
     """The clean run of every case (reusable by :func:`causal_check` and :func:`steer_check`)."""
     return [prepare(loaded, transcoders, list(case.tokens)) for case in cases]
@@ -180,6 +212,7 @@ def causal_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
                  freeze_attention: bool = False, cleans: Sequence[CleanRun] | None = None) -> CausalResult:
     """Run every substitution of every case on the real model (one random subspace per case, seeded)."""
     layer = _layer_of(fit)
+    check_cases(cases, fit, loaded.d_vocab)
     rng = np.random.default_rng(seed)
     outcomes, index = [], []
     for i, (case, clean) in enumerate(zip(cases, _cleans(loaded, transcoders, cases, cleans))):
@@ -189,8 +222,8 @@ def causal_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
             outcomes.append([_answer_is(loaded, transcoders, clean, layer, case.position, vecs[k], target,
                                         freeze_attention) for k in KINDS])
             index.append(i)
-    arr = np.array(outcomes, dtype=bool).reshape(-1, len(KINDS))  # (n, 3)
-    rates = arr.mean(0) if len(arr) else np.zeros(len(KINDS))
+    arr = np.array(outcomes, dtype=bool).reshape(-1, len(KINDS))  # (n, 3), n >= 1 (check_cases)
+    rates = arr.mean(0)
     return CausalResult(fitted_success=float(rates[0]), random_success=float(rates[1]),
                         full_success=float(rates[2]), n=len(arr), n_cases=len(cases), n_components=fit.n_components,
                         layer=layer, mediates=bool(rates[0] - rates[1] >= margin), outcomes=arr,
@@ -202,11 +235,8 @@ def steer_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitR
                 cleans: Sequence[CleanRun] | None = None) -> SteeringResult:
     """Steer every case to each of its targets along the fitted curve (cases need ``vector``)."""
     layer = _layer_of(fit)
+    check_cases(cases, fit, loaded.d_vocab, steering=True)
     vectors = [case.vector for case in cases]
-    missing = [i for i, v in enumerate(vectors) if v is None]
-    if missing:
-        raise ValueError(f"cases must carry their clean residual vector to be steered; got vector=None for case "
-                         f"{missing[0]}.")
     outcomes, index = [], []
     for i, (case, x, clean) in enumerate(zip(cases, vectors, _cleans(loaded, transcoders, cases, cleans))):
         for v_new, target in case.targets.items():
@@ -215,7 +245,7 @@ def steer_check(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFitR
                                        freeze_attention))
             index.append(i)
     arr = np.array(outcomes, dtype=bool)
-    return SteeringResult(success_rate=float(arr.mean()) if len(arr) else float("nan"), n=len(arr),
+    return SteeringResult(success_rate=float(arr.mean()), n=len(arr),
                           n_cases=len(cases), layer=layer, outcomes=arr, case_index=np.array(index, dtype=np.int64))
 
 

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator, as_integers
+from analyses.base import Estimator, as_integers, check_real
 from analyses.manifolds import curves
 from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
 from analyses.manifolds.irreducibility import pair_scores
@@ -370,11 +370,32 @@ def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[in
         rows=rows[strong].astype(np.int64), coordinate=coord)
 
 
+def _activations(A: Any) -> sp.csr_matrix:
+    """``A`` as CSR, refusing non-real dtypes and NaN or inf (one would turn a family's score NaN)."""
+    hint = "Drop or zero the rows with missing activations."
+    if not sp.issparse(A):
+        dense = np.asarray(A)
+        check_real("A", dense, hint=hint)
+        return sp.csr_matrix(dense)
+    A_csr = A.tocsr()
+    if A_csr.dtype.kind != "f":
+        check_real("A", A_csr.data)  # integers and bools are finite: only the dtype can be wrong
+        return A_csr
+    bad = np.flatnonzero(~np.isfinite(A_csr.data))  # (n_bad,) positions in the stored entries
+    if bad.size:
+        row = int(np.searchsorted(A_csr.indptr, bad[0], side="right")) - 1
+        raise ValueError(f"A must be finite; got {float(A_csr.data[bad[0]])!r} at index "
+                         f"({row}, {int(A_csr.indices[bad[0]])}). {hint}")
+    return A_csr
+
+
 def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.ndarray, dict[str, list[int]]]:
-    W = np.asarray(W_dec, dtype=np.float64)
-    if W.ndim != 2:
-        raise ValueError(f"W_dec must have shape (n_features, d_model); got {W.shape}.")
-    A_csr = sp.csr_matrix(A) if not sp.issparse(A) else A.tocsr()
+    W_arr = np.asarray(W_dec)
+    if W_arr.ndim != 2:
+        raise ValueError(f"W_dec must have shape (n_features, d_model); got {W_arr.shape}.")
+    check_real("W_dec", W_arr, hint="Check the decoder weights: a NaN row would leave its family unscored.")
+    W = W_arr.astype(np.float64)
+    A_csr = _activations(A)
     if A_csr.ndim != 2 or A_csr.shape[1] != W.shape[0]:
         raise ValueError(f"A must have shape (n_tokens, {W.shape[0]}) (one column per row of W_dec); got "
                          f"{A_csr.shape}.")

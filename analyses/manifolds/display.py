@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from analyses.base import as_integers, check_real
 from analyses.display import Display
 from analyses.manifolds import curves
 from analyses.manifolds.discovery import DiscoveryResult, FamilyManifold, reconstruction_cloud
@@ -48,8 +49,8 @@ class ManifoldCircleDisplay(Display):
                  components: tuple[int, int] = (0, 1), n_curve: int = 400) -> "ManifoldCircleDisplay":
         """From a fit result; ``X`` (n, d_model) and ``y`` (n,) add the individual points."""
         i, j = components
-        if max(i, j) >= fit.n_components:
-            raise ValueError(f"components must be < {fit.n_components} (the fit's subspace); got {components}.")
+        if min(i, j) < 0 or max(i, j) >= fit.n_components:  # -1 would wrap to the last component
+            raise ValueError(f"components must be in [0, {fit.n_components}) (the fit's subspace); got {components}.")
         means = fit.project(fit.class_means)[:, [i, j]]  # (p, 2)
         if fit.shape == "circle":
             u = np.linspace(0, 2 * np.pi, n_curve)
@@ -117,6 +118,10 @@ class TuningCurvesDisplay(Display):
             raise ValueError(f"style must be 'auto', 'lines' or 'heatmap'; got {style!r}.")
         live = np.flatnonzero(tiling.live)
         ticks = None
+        if fit is not None and tiling.value_tuning is not None and tiling.value_tuning.shape[1] != fit.period:
+            raise ValueError(f"fit must have the tiling's period {tiling.value_tuning.shape[1]} (its value tuning "
+                             f"{tiling.value_tuning.shape}); got a fit of period {fit.period}. Pass the fit the "
+                             "tiling's values came from.")
         if fit is not None:
             ticks = {name: float(u) for name, u in zip(fit.value_names, fit.value_coords)}
         if style == "auto":
@@ -214,9 +219,14 @@ def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_
     if method == "pca":
         Wc = Wn - Wn.mean(0)
         _, _, Vt = np.linalg.svd(Wc, full_matrices=False)
-        return Wc @ Vt[:2].T  # (n, 2)
+        out = np.zeros((len(W), 2))  # fewer than two components (one row, one column): the rest stays 0
+        k = min(2, Vt.shape[0])
+        out[:, :k] = Wc @ Vt[:k].T  # (n, k)
+        return out
     if method != "umap":
         raise ValueError(f"method must be 'umap' or 'pca'; got {method!r}.")
+    if len(W) < 3:
+        raise ValueError(f"W must have at least 3 rows for method='umap'; got {len(W)}. Use method='pca'.")
     try:
         import umap  # optional dependency (extra "maps"): heavy, numba-compiled
     except ImportError as err:
@@ -225,6 +235,15 @@ def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(W) - 1), min_dist=min_dist, metric="cosine",
                         random_state=random_state)
     return np.asarray(reducer.fit_transform(Wn))
+
+
+def _feature_indices(name: str, idx: object, n_features: int) -> list[int]:
+    """Indices of rows of W_dec, refusing non-integers and any outside [0, n_features) (-1 would wrap)."""
+    rows = as_integers(name, idx).ravel()
+    bad = rows[(rows < 0) | (rows >= n_features)]
+    if bad.size:
+        raise ValueError(f"{name} must list rows of W_dec in [0, {n_features}); got {int(bad[0])}.")
+    return rows.tolist()
 
 
 class DecoderMapDisplay(Display):
@@ -244,18 +263,21 @@ class DecoderMapDisplay(Display):
                       preferred: Mapping[int, float] | None = None, *, method: str = "umap",
                       random_state: int = 0, title: str = "") -> "DecoderMapDisplay":
         """W_dec (n_features, d_model); families name -> feature indices; preferred feature -> angle."""
-        W = np.asarray(W_dec, dtype=np.float64)
+        W = np.asarray(W_dec)
+        if W.ndim != 2 or len(W) < 1:
+            raise ValueError(f"W_dec must have shape (n_features, d_model) with n_features >= 1; got {W.shape}.")
+        check_real("W_dec", W)
         family_of: list[str | None] = [None] * len(W)
         for name, idx in (families or {}).items():
-            for i in idx:
-                family_of[int(i)] = name
+            for i in _feature_indices(f"family {name!r}", idx, len(W)):
+                family_of[i] = name
         pref = None
         if preferred:
             pref = np.full(len(W), np.nan)
-            for i, a in preferred.items():
-                pref[int(i)] = float(a)
-        return cls(embedding=embed_2d(W, method=method, random_state=random_state), family_of=family_of,
-                   preferred=pref, title=title)
+            rows = _feature_indices("preferred", list(preferred), len(W))
+            pref[rows] = [float(a) for a in preferred.values()]
+        embedding = embed_2d(W.astype(np.float64), method=method, random_state=random_state)
+        return cls(embedding=embedding, family_of=family_of, preferred=pref, title=title)
 
     def _draw(self, ax: Any, color_by: str = "family", **kwargs: Any) -> None:
         E = self.embedding

@@ -21,13 +21,14 @@ mean activation there is at least half its peak over the values, as the bin cove
 stricter set of values that are some live feature's peak.
 """
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import check_number
+from analyses.base import as_integers, check_number, check_real
 from analyses.manifolds.fit import class_means
 from analyses.results import check_shapes, register_result
 
@@ -65,7 +66,7 @@ class TilingResult:
     neighbour_overlap: float
     """mean histogram intersection of neighbours' normalised tuning curves (NaN with < 2 live features)"""
     fraction_selective: float
-    """share of live features with selectivity >= 0.7"""
+    """share of live features with selectivity >= 0.7 (NaN when selectivity is undefined: a constant coordinate)"""
     decoder_cosine_r: float | None
     """Pearson r of decoder cosine vs closeness of preferred coordinates (None without decoders)"""
     value_tuning: np.ndarray | None
@@ -100,7 +101,8 @@ class TilingResult:
     def summary(self) -> dict[str, object]:
         return {"n_features": len(self.features), "n_live": int(self.live.sum()), "coverage": self.coverage,
                 "neighbour_overlap": self.neighbour_overlap, "fraction_selective": self.fraction_selective,
-                "median_selectivity": float(np.nanmedian(self.selectivity)) if self.live.any() else None,
+                "median_selectivity": (float(np.nanmedian(self.selectivity)) if np.isfinite(self.selectivity).any()
+                                       else None),
                 "decoder_cosine_r": self.decoder_cosine_r, "covered_values": self.covered_values,
                 "value_coverage": self.value_coverage, "peak_values": self.peak_values,
                 "peak_coverage": self.peak_coverage}
@@ -108,11 +110,45 @@ class TilingResult:
 
 def _dense(A: Any, n_rows: int) -> np.ndarray:
     M = A.toarray() if sp.issparse(A) else np.asarray(A)
-    M = np.asarray(M, dtype=np.float64)
     if M.ndim != 2 or M.shape[0] != n_rows:
         raise ValueError(f"activations must have shape ({n_rows}, n_features) (one row per coordinate); got "
                          f"{M.shape}.")
-    return M
+    check_real("activations", M, hint="A NaN row would make every feature look dead: drop that row.")
+    return np.asarray(M, dtype=np.float64)
+
+
+def _coordinate(coordinate: Any, closed: bool) -> np.ndarray:
+    """(n,) angles reduced to [0, 2π) (closed) or positions that must lie in [0, 1] (open)."""
+    u = np.asarray(coordinate).ravel()
+    check_real("coordinate", u, hint="Drop the rows without a coordinate.")
+    u = u.astype(np.float64)
+    if closed:
+        return np.mod(u, 2 * np.pi)
+    if u.size and (u.min() < 0.0 or u.max() > 1.0):
+        raise ValueError(f"coordinate must be positions in [0, 1] when closed=False; got values from {u.min():.6g} "
+                         f"to {u.max():.6g}. Rescale it, or pass closed=True for an angle.")
+    return u
+
+
+def _decoders(W_dec: Any, n_features: int) -> np.ndarray:
+    W = np.asarray(W_dec)
+    if W.ndim != 2 or W.shape[0] != n_features:
+        raise ValueError(f"W_dec must have shape ({n_features}, d_model) (one row per column of the activations); "
+                         f"got {W.shape}.")
+    check_real("W_dec", W)
+    return W.astype(np.float64)
+
+
+def _values(values: Any, period: int | None, n_rows: int) -> tuple[np.ndarray, int]:
+    """(n_rows,) int64 true values and the period (default: the largest value + 1)."""
+    v = as_integers("values", values).ravel()
+    if period is not None:
+        check_number("period", period, lo=1, integer=True)
+    p = (int(v.max()) + 1 if v.size else 1) if period is None else int(period)
+    if v.shape != (n_rows,) or (v.size and (v.min() < 0 or v.max() >= p)):
+        raise ValueError(f"values must be integers in [0, {p}), one per row ({n_rows}); got shape {v.shape}"
+                         f"{f', values from {v.min()} to {v.max()}' if v.size else ''}.")
+    return v, p
 
 
 def bin_means(u: np.ndarray, A: np.ndarray, n_bins: int, closed: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -171,30 +207,32 @@ def value_cover(value_tuning: np.ndarray) -> tuple[list[int], list[int]]:
 def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarray | None = None, *,
                    closed: bool = True, n_bins: int = 36, features: list[int] | None = None,
                    values: np.ndarray | None = None, period: int | None = None) -> TilingResult:
-    """Tuning statistics of the activations (n_rows, n_features) over ``coordinate`` (n_rows,)."""
+    """Tuning statistics of the activations (n_rows, n_features) over ``coordinate`` (n_rows,): angles
+    (``closed``) or positions in [0, 1]. Inputs must be finite; ``W_dec`` (n_features, d_model);
+    ``values`` (n_rows,) integers in [0, ``period``). A constant coordinate leaves selectivity undefined:
+    it is NaN (with a warning), as is ``fraction_selective``."""
     check_number("n_bins", n_bins, lo=2, integer=True)
-    u = np.asarray(coordinate, dtype=np.float64).ravel()
-    if not np.isfinite(u).all():
-        raise ValueError("coordinate must be finite; got NaN or inf. Drop the rows without a coordinate.")
-    u = np.mod(u, 2 * np.pi) if closed else np.clip(u, 0.0, 1.0)
+    u = _coordinate(coordinate, closed)
     A = _dense(activations, len(u))
-    ids = list(range(A.shape[1])) if features is None else [int(f) for f in features]
+    ids = list(range(A.shape[1])) if features is None else as_integers("features", features).ravel().tolist()
     if len(ids) != A.shape[1]:
         raise ValueError(f"features must name {A.shape[1]} features (one per column); got {len(ids)}.")
+    W = None if W_dec is None else _decoders(W_dec, A.shape[1])
+    v, p = (None, 0) if values is None else _values(values, period, len(u))
     centres, tuning = bin_means(u, A, n_bins, closed)
     live = A.max(0) > 0 if len(A) else np.zeros(A.shape[1], bool)
     preferred, selectivity = preferred_and_selectivity(u, A, closed)
+    if len(u) and np.ptp(u) == 0:
+        warnings.warn(f"coordinate is constant ({u[0]:.6g} on every row): selectivity is undefined and reported "
+                      "as NaN.", stacklevel=2)
+        selectivity = np.full(A.shape[1], np.nan)
     peak = np.nanmax(np.where(np.isnan(tuning), -np.inf, tuning), axis=1)
     above = np.nan_to_num(tuning) >= 0.5 * peak[:, None]  # (n_features, n_bins)
     occupied = ~np.isnan(tuning).all(0) if len(tuning) else np.zeros(n_bins, bool)  # bins holding a row
     width = above.sum(1) * (2 * np.pi if closed else 1.0) / n_bins
     lv = np.flatnonzero(live)
     value_tuning = covered = peaks = None
-    if values is not None:
-        v = np.asarray(values, dtype=np.int64).ravel()
-        p = int(v.max()) + 1 if period is None else int(period)
-        if v.shape != u.shape or v.min() < 0 or v.max() >= p:
-            raise ValueError(f"values must be integers in [0, {p}), one per row; got shape {v.shape}.")
+    if v is not None:
         value_tuning = class_means(A, v, p)[0].T  # (n_features, p)
         covered, peaks = value_cover(value_tuning[lv])
     return TilingResult(
@@ -202,6 +240,16 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
         preferred=np.where(live, preferred, np.nan), selectivity=np.where(live, selectivity, np.nan),
         width=width, peak=peak, coverage=float(above[lv][:, occupied].any(0).mean()) if len(lv) else 0.0,
         neighbour_overlap=_neighbour_overlap(tuning[lv], preferred[lv], closed),
-        fraction_selective=float((selectivity[lv] >= SELECTIVE).mean()) if len(lv) else 0.0,
-        decoder_cosine_r=None if W_dec is None else decoder_closeness_r(np.asarray(W_dec)[lv], preferred[lv], closed),
+        fraction_selective=_fraction_selective(selectivity[lv]),
+        decoder_cosine_r=None if W is None else decoder_closeness_r(W[lv], preferred[lv], closed),
         value_tuning=value_tuning, covered_values=covered, peak_values=peaks)
+
+
+def _fraction_selective(selectivity: np.ndarray) -> float:
+    """Share of ``selectivity`` (n_live,) at least :data:`SELECTIVE`; 0 without live features, NaN when
+    selectivity is undefined (a constant coordinate)."""
+    if selectivity.size == 0:
+        return 0.0
+    if np.isnan(selectivity).all():
+        return float("nan")
+    return float((selectivity >= SELECTIVE).mean())

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 
 from analyses.base import Estimator, clone
-from analyses.coarse import CoarseGraph, build_coarse_graph
+from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, check_token_strings
 from analyses.families.coactivation import CoactivationContext
 from analyses.results import check_shapes, register_result
 from analyses.supernodes.clustering import SupernodeClustering, SupernodeResult
@@ -229,6 +229,11 @@ class ReadableCircuit(Estimator):
         """Cluster the pruned graph's features, pick groups under the budget, build and score the circuit
         (transcoders, families, labels, coactivation: as :meth:`SupernodeClustering.fit`)."""
         self._validate_params()
+        if not isinstance(graph, Graph):
+            raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
+        check_token_strings(graph, token_strings)  # before the clustering, not after it
+        if prune_result is not None:
+            check_prune_result(graph, prune_result)
         est = clone(self.clustering) if self.clustering is not None else SupernodeClustering()
         if prune_result is None:
             est._validate_params()

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.base import Estimator, check_number
-from analyses.coarse import CoarseGraph, build_coarse_graph
+from analyses.base import Estimator, as_integers, check_number
+from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result
 from analyses.display import Display
 from analyses.families.coactivation import CoactivationContext
 from analyses.results import check_shapes, register_result
@@ -98,6 +98,19 @@ def group_label(texts: Sequence[str], weights: Sequence[float]) -> str | None:
     return texts[-best[1]]
 
 
+def family_table(graph: Graph, families: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A families array as int64 (n_layers, d_transcoder) (-1: none), refused unless it covers every
+    layer and feature index of ``graph`` (a smaller one would silently put features in no family)."""
+    table = as_integers("families", families.cpu().numpy() if isinstance(families, torch.Tensor) else families)
+    keys = graph.active_features.cpu().numpy()  # (n_active, 3) layer, pos, feature
+    n_feat = int(keys[:, 2].max()) + 1 if len(keys) else 0
+    if table.ndim != 2 or table.shape[0] != graph.n_layers or table.shape[1] < n_feat:
+        raise ValueError(f"families must be an array (n_layers, d_transcoder) = ({graph.n_layers}, >= {n_feat}) "
+                         f"covering the graph's features; got shape {table.shape}. Pass the families of the "
+                         "graph's transcoders, or a mapping (layer, feature) -> family id.")
+    return table
+
+
 class SupernodeClustering(Estimator):
     """Cluster the features of a graph into supernodes (parameters: :class:`ClusteringConfig`)."""
 
@@ -152,8 +165,12 @@ class SupernodeClustering(Estimator):
         self._validate_params()
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
+        if prune_result is not None:
+            check_prune_result(graph, prune_result)
         if transcoders is not None:
             sim.check_transcoders(graph, transcoders)
+        if isinstance(families, (np.ndarray, torch.Tensor)):
+            families = family_table(graph, families)
         work_nodes, self.prune_result_, view = self._working_set(graph, prune_result, node_mask)
         cand = self._candidates(graph, work_nodes, candidates)
         nodes = np.union1d(work_nodes, cand)
@@ -197,7 +214,7 @@ class SupernodeClustering(Estimator):
         if candidates is None:
             cand = work_nodes[work_nodes < graph.n_selected]
         else:
-            cand = np.unique(np.asarray(list(candidates), dtype=np.int64))
+            cand = np.unique(as_integers("candidates", list(candidates)).ravel())  # 0.5 is refused, not truncated
             if cand.size and (cand[0] < 0 or cand[-1] >= graph.n_selected):
                 raise ValueError(f"candidates must be feature node indices in [0, {graph.n_selected}); got "
                                  f"{int(cand[0]) if cand[0] < 0 else int(cand[-1])}.")

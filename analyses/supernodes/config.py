@@ -10,6 +10,7 @@ of at most 4, one position, and no member edge below -5% of the target's input m
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 SIMILARITIES: tuple[str, ...] = ("edge", "virtual", "family", "coactivation", "label")
@@ -24,14 +25,14 @@ def _bad(name: str, constraint: str, value: object, hint: str = "") -> ValueErro
 
 
 def _number(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value < lo or value > hi or (lo_open and value == lo)):
+    v = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
+    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
         left = "(" if lo_open else "["
         raise _bad(name, f"a number in {left}{lo}, {hi}]", value)
 
 
 def _integer(name: str, value: object, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
         raise _bad(name, f"an integer >= {lo}", value)
 
 

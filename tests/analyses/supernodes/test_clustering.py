@@ -233,7 +233,7 @@ def test_labels_name_groups_and_outputs_save(tmp_path) -> None:
 @pytest.mark.parametrize("field, value, message", [
     ("group_labels", ["x"], r"labels must number the groups 0\.\.0 \(one per group label\)"),
     ("cut_height", "abc", r"'abc' at result\.cut_height, which is not a float"),
-    ("cut_height", -0.5, r"cut_height must be a number in \[0, inf\]"),
+    ("cut_height", -0.5, r"cut_height must be a number in \[0, inf\)"),
     ("similarities", "edge", r"'edge' at result\.similarities"),
 ])
 def test_a_damaged_result_is_refused_on_load(tmp_path, field: str, value: object, message: str) -> None:
