@@ -357,3 +357,23 @@ def test_check_file_reads_in_batches(tmp_path, monkeypatch):
     save_file(tensors, str(path))
     with pytest.raises(WorkbenchError, match=r"t37 in .* inf at index \[2\]"):
         check_file(regions)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama"])
+def test_sliding_layer_types_are_refused_where_no_window_is_modelled(name):
+    """transformers runs a 'sliding_attention' entry of layer_types with a window (or fails without one,
+    as after setting use_sliding_window to false): tracer does not model it, so the config is refused."""
+    from tracer.models.adapters import ADAPTERS, ArchitectureError
+
+    adapter = next(a for a in ADAPTERS if a.name == name)
+    config = {"use_sliding_window": False, "layer_types": ["full_attention", "sliding_attention", "sliding_attention"]}
+    with pytest.raises(ArchitectureError, match=r"layer_types must list only 'full_attention'; got "
+                                                r"'sliding_attention' at layers \[1, 2\]"):
+        adapter.check_config(config)
+    adapter.check_config({"layer_types": ["full_attention"] * 3})
+
+
+def test_gemma2_keeps_its_alternating_layer_types():
+    from tracer.models.adapters import GEMMA2
+
+    GEMMA2.check_config({"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]}, n_pos=8)

@@ -122,7 +122,8 @@ class Adapter:
     refused_flags: tuple[tuple[str, str], ...] = ()
     """(config key, reason): configs where the key is truthy are refused"""
     window_key: str | None = None
-    """config key of a sliding window: prompts longer than it are refused"""
+    """config key of a sliding window: prompts longer than it are refused, so ``layer_types`` may list
+    sliding layers; without one, a config whose ``layer_types`` lists any is refused"""
     default_input_hook: str = "mlp.hook_in"
     default_output_hook: str = "mlp.hook_out"
 
@@ -151,12 +152,26 @@ class Adapter:
         for key, reason in self.refused_flags:
             if _get(config, key):
                 raise ArchitectureError(f"{self.name} config must have {key}=False; got True. {reason}")
+        self._check_layer_types(config)
         window = _get(config, self.window_key) if self.window_key else None
         if window is not None and n_pos is not None and n_pos > window:
             raise ArchitectureError(
                 f"prompt length must be <= {self.name}'s {self.window_key} ({window}); got {n_pos} tokens. "
                 "Shorten the prompt: beyond the window, local and global layers differ."
             )
+
+    def _check_layer_types(self, config: Any) -> None:
+        """Without a window this adapter models (``window_key``), every listed layer type must be full
+        attention: transformers runs a ``sliding_attention`` entry with a window (or fails without one)."""
+        types = _get(config, "layer_types")
+        if self.window_key is not None or not isinstance(types, (list, tuple)):
+            return
+        sliding = [i for i, t in enumerate(types) if t != "full_attention"]
+        if sliding:
+            raise ArchitectureError(
+                f"{self.name} config layer_types must list only 'full_attention'; got {types[sliding[0]]!r} at "
+                f"layers {sliding}. tracer does not model sliding windows; if the model was trained without one, "
+                "set use_sliding_window to false and every layer_types entry to 'full_attention' in config.json.")
 
     def input_location(self, hook: str) -> str:
         try:
@@ -179,8 +194,8 @@ class Adapter:
 QWEN3 = Adapter(
     name="qwen3", architectures=("Qwen3ForCausalLM",), model_types=("qwen3",), qk_norm=True,
     refused_flags=(("use_sliding_window", "tracer freezes attention patterns per layer and does not model "
-                    "Qwen3's mixed sliding/full layers; set it to False in config.json if the model was "
-                    "trained without a window."),),
+                    "Qwen3's mixed sliding/full layers; if the model was trained without a window, set it to "
+                    "false and every layer_types entry to 'full_attention' in config.json."),),
 )
 LLAMA = Adapter(name="llama", architectures=("LlamaForCausalLM",), model_types=("llama",))
 GEMMA2 = Adapter(
