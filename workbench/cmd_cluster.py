@@ -100,11 +100,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 # ----------------------------------------------------------------------------- inputs
-def read_families(path: str, graph: Any = None) -> dict[tuple[int, int], int]:
+def read_families(path: str, graph: Any = None, transcoders_source: str | None = None) -> dict[tuple[int, int], int]:
     """(layer, feature) -> family index from a families JSON: ``{"families": [{"layer": L, "features":
     [f, ...]}]}`` (a feature may also be ``[layer, feature]``, for cross-layer families). With ``graph``,
     a layer beyond the graph's, a negative feature, or a file that names none of the graph's features
-    is refused (families of other transcoders would silently change the clustering)."""
+    is refused (families of other transcoders would silently change the clustering); with
+    ``transcoders_source``, so is a file that records other transcoders (:func:`families_transcoders`)."""
     from tracer.errors import WorkbenchError
 
     try:
@@ -116,6 +117,8 @@ def read_families(path: str, graph: Any = None) -> dict[tuple[int, int], int]:
     families = data.get("families") if isinstance(data, dict) else None
     if not isinstance(families, list):
         raise WorkbenchError(f"--families must hold a 'families' list; got {type(families).__name__} in {path!r}.")
+    if transcoders_source is not None:
+        families_transcoders(data, transcoders_source, path)
     out: dict[tuple[int, int], int] = {}
     for k, fam in enumerate(families):
         try:
@@ -129,6 +132,16 @@ def read_families(path: str, graph: Any = None) -> dict[tuple[int, int], int]:
     if graph is not None:
         check_families_match(out, graph, path)
     return out
+
+
+def families_transcoders(doc: Any, transcoders_source: str, path: str) -> None:
+    """A ``workbench families`` document must be of these transcoders: by the signature it records, or
+    the folder it names (:func:`tracer.transcoders.identity.check_same_transcoders`)."""
+    from tracer.transcoders.identity import check_same_transcoders
+
+    if isinstance(doc, dict):
+        check_same_transcoders(doc.get("transcoder_signature"), doc.get("transcoders"), transcoders_source,
+                               "--families", path)
 
 
 def check_families_match(families: dict[tuple[int, int], int], graph: Any, path: str) -> None:
@@ -171,13 +184,14 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         out["labels"] = load_labels(args.labels)
         check_labels_match(out["labels"], n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     if args.families:
-        out["families"] = read_families(args.families, graph)
+        out["families"] = read_families(args.families, graph,
+                                        None if out.get("transcoders") is None else out["transcoders"].source)
     if args.activations:
         from tracer.activations import ActivationStore
 
         tcs = out["transcoders"]
         out["coactivation"] = store_coactivation(ActivationStore(args.activations), n_layers=graph.n_layers,
-                                                 d_transcoder=tcs.d_transcoder, kind=tcs.kind)
+                                                 d_transcoder=tcs.d_transcoder, kind=tcs.kind, source=tcs.source)
     if prompts is not None:
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
@@ -207,12 +221,17 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
 
 
 def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
-                       kind: str | None = None) -> Any:
+                       kind: str | None = None, source: str | None = None) -> Any:
     """The co-activation context of a collected activation run (``workbench activations``): every
     feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder`` /
-    ``kind`` (the graph's transcoders), a run of other transcoders is refused."""
+    ``kind`` / ``source`` (the graph's transcoders), a run of other transcoders is refused."""
     from analyses.families.coactivation import CoactivationContext
     from tracer.errors import WorkbenchError
+    from tracer.transcoders.identity import check_same_transcoders
+
+    if source is not None:
+        check_same_transcoders(store.index.get("transcoder_signature"), store.index.get("transcoder_id"), source,
+                               "--activations", str(store.directory))
 
     layers = store.feature_layers
     if not layers:

@@ -161,6 +161,8 @@ def run_families(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)
         acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet,
                                   allow_unk=args.allow_unk)
+    from tracer.transcoders.identity import transcoder_signature
+
     est = FeatureFamilies.from_config(cfg)
     try:
         # co-activation profiles over every chosen layer's features (the tuned setting)
@@ -169,7 +171,8 @@ def run_families(args: argparse.Namespace) -> int:
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     doc = {"families": est.result_.to_json_families(), "n_features": int(X.shape[0]),
-           "n_families": est.n_families_, "transcoders": str(args.transcoders), "layer": args.layer,
+           "n_families": est.n_families_, "transcoders": str(args.transcoders),
+           "transcoder_signature": transcoder_signature(args.transcoders), "layer": args.layer,
            "coactivation_evidence": acts is not None, "n_prompts": len(prompts),
            "n_token_rows": 0 if acts is None else int(acts.shape[0]),
            "config": dataclasses.asdict(cfg),

@@ -24,15 +24,21 @@ Families = dict[int, dict[str, list[int]]]
 """layer -> family name -> feature indices"""
 
 
-def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: int | None = None) -> Families:
+def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: int | None = None,
+                       transcoders_source: str | None = None) -> Families:
     """``workbench families`` output (``{"families": [...], ...}``), a bare list ``[{"layer": int,
     "features": [...], "label"?: str}]`` (FeatureFamilies.to_json_families) or ``{name: {"layer",
-    "features"}}``; single-layer families of >= ``min_size`` features (features in [0, d_transcoder))."""
+    "features"}}``; single-layer families of >= ``min_size`` features (features in [0, d_transcoder)). With
+    ``transcoders_source``, a document that records other transcoders is refused."""
     try:
         raw = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"--families must be a readable JSON file; got {str(path)!r} ({err}).") from None
     if isinstance(raw, dict) and isinstance(raw.get("families"), list):  # the `workbench families` document
+        if transcoders_source is not None:
+            from workbench.cmd_cluster import families_transcoders
+
+            families_transcoders(raw, transcoders_source, str(path))
         raw = raw["families"]
     items = raw.items() if isinstance(raw, dict) else ((None, r) for r in raw) if isinstance(raw, list) else None
     if items is None:
@@ -129,7 +135,7 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
     if cfg.persistence == "ripser" and not ripser_available():
         raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install "
                              "manifold-workbench[topology]` or use --persistence auto.")
-    fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder)
+    fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
             if args.families is not None else families_from_labels(args.labels, args.min_size))
     layers = None if args.layers is None else parse_layers(args.layers, tcs.n_layers)
     fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}

@@ -19,7 +19,8 @@ from workbench.paths import world_dir
 def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
     """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
     monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
-                                             if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster")})
+                                             if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster",
+                                                      "workbench.cmd_families")})
 
     def _run(*argv: str) -> tuple[int, str, str]:
         status = cli.main(["--quiet", *argv])
@@ -261,3 +262,46 @@ def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> No
         store_coactivation(run_of([], 64), n_layers=4, d_transcoder=64)
     with pytest.raises(WorkbenchError, match=r"graph's transcoders \(plt\); got a run of clt"):
         store_coactivation(run_of([0], 64), n_layers=4, d_transcoder=64, kind="plt")
+
+
+def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refused(run, traced,
+                                                                                  tmp_path: Path) -> None:
+    """Only shapes were compared: a families file or an activation run of another transcoder set of the
+    same shape changed the clustering silently. Copies of the same transcoders still pass."""
+    import shutil
+
+    from tracer.activations import ActivationConfig, collect_activations
+    from tracer.errors import WorkbenchError
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = tiny_model("qwen3")
+    other = save_transcoders(tiny_transcoders(loaded, "plt", d_transcoder=64, seed=5), tmp_path / "other")
+    copy = Path(shutil.copytree(traced["plt"], tmp_path / "copy"))
+    fam = tmp_path / "families.json"
+    status, _, err = run("families", "--transcoders", str(other), "--out", str(fam))
+    assert status == 0, err
+    base = ("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]))
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--families", str(fam))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--families must be made with the transcoders")
+    status, _, err = run("families", "--transcoders", str(copy), "--out", str(fam))
+    assert status == 0, err
+    status, _, err = run(*base, "--out", str(tmp_path / "ok.json"), "--families", str(fam))
+    assert status == 0, err
+    model = load_model(traced["model"])
+    from tests.helpers_models import WORDS
+
+    prompts = [" ".join(WORDS[:3]), " ".join(WORDS[3:7])]
+    collect_activations(model, load_transcoders(other, n_layers=3, d_model=model.d_model), prompts,
+                        tmp_path / "acts", ActivationConfig(feature_layers=(0, 1, 2)), verbose=False)
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "acts"))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--activations must be made with the transcoders")
+    from workbench.manifold_discover_run import families_from_json
+
+    status, _, err = run("families", "--transcoders", str(other), "--out", str(fam))
+    assert status == 0, err
+    with pytest.raises(WorkbenchError, match="--families must be made with the transcoders"):
+        families_from_json(fam, 3, 1, 64, str(traced["plt"]))
+    assert families_from_json(fam, 3, 1, 64, str(other))

@@ -43,6 +43,7 @@ from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids, tokenize_many
 from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
+from tracer.transcoders.identity import transcoder_signature
 from tracer.transcoders.loaders import check_against_model
 
 logger = logging.getLogger(__name__)
@@ -203,7 +204,8 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     entries = _shard_entries(cfg.shard_prompts, lengths)
     base = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": _config_json(cfg),
             "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg, positions), "model_id": loaded.model_id,
-            "transcoder_id": transcoders.source, "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,
+            "transcoder_id": transcoders.source, "transcoder_signature": transcoder_signature(transcoders.source),
+            "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,
             "d_model": loaded.d_model, "feature_layers": list(feature_layers), "n_prompts": len(records),
             "n_rows": sum(lengths), "n_shards": len(entries),
             "d_transcoder": {str(i): transcoders.layers[i].d_transcoder for i in feature_layers}}
