@@ -375,6 +375,8 @@ def _activations(A: Any) -> sp.csr_matrix:
     hint = "Drop or zero the rows with missing activations."
     if not sp.issparse(A):
         dense = np.asarray(A)
+        if dense.ndim != 2:  # a 1-D array would silently become one row
+            raise ValueError(f"A must have shape (n_tokens, n_features); got {dense.shape}.")
         check_real("A", dense, hint=hint)
         return sp.csr_matrix(dense)
     A_csr = A.tocsr()

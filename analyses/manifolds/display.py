@@ -58,6 +58,9 @@ class ManifoldCircleDisplay(Display):
             u = np.linspace(0, 1, n_curve)
         curve = fit.project(fit.curve(u))[:, [i, j]]  # (n_curve, 2)
         pts = None if X is None else fit.project(X)[:, [i, j]]
+        if y is not None and (pts is None or np.shape(y) != (len(pts),)):
+            raise ValueError(f"y must give one value per row of X ({'no X' if pts is None else len(pts)}); got shape "
+                             f"{np.shape(y)}. Pass X with y, or neither.")
         where = f"layer {fit.layer}" if fit.layer is not None else ""
         title = f"{fit.source} {where} pos {fit.position}: k={fit.frequency}, R²={fit.r2:.2f}".strip()
         return cls(means_2d=means, curve_2d=curve, value_names=list(fit.value_names), points_2d=pts,

@@ -137,6 +137,10 @@ class ManifoldFitResult:
             if not np.isfinite(arr).all():
                 raise ValueError(f"ManifoldFitResult {name} must be finite; got NaN or inf. The result file is "
                                  "damaged: fit it again.")
+        counts = np.asarray(self.class_counts)
+        if (counts < 0).any() or (counts != np.round(counts)).any() or self.n_points != int(counts.sum()):
+            raise ValueError(f"ManifoldFitResult class_counts must be whole counts >= 0 summing to n_points "
+                             f"({self.n_points!r}); got {counts.tolist()!r}. The result file is damaged: fit it again.")
 
     @property
     def n_components(self) -> int:

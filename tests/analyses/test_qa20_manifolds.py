@@ -172,3 +172,24 @@ def test_a_one_row_decoder_map_draws() -> None:
 def test_circle_display_refuses_negative_components(fit7: ManifoldFitResult) -> None:
     with pytest.raises(ValueError, match=r"components must be in \[0, \d\)"):
         ManifoldCircleDisplay.from_fit(fit7, components=(-1, 0))
+
+
+def test_small_boundary_checks_of_fits_displays_and_discovery(tmp_path):
+    """A 1-D activation array was one silent row; y without X, or of the wrong length, was ignored; a
+    fit file with negative counts loaded."""
+    from analyses.results import load_result, save_result
+    from tests.helpers_mutants import edit_result_field
+
+    X, y, _ = planted_curve(period=7, n_per_value=3)
+    fit = ManifoldFit(period=7).fit(X, y).result_
+    with pytest.raises(ValueError, match="y must give one value per row of X"):
+        ManifoldCircleDisplay.from_fit(fit, y=y)
+    with pytest.raises(ValueError, match=r"y must give one value per row of X \(21\)"):
+        ManifoldCircleDisplay.from_fit(fit, X, y[:5])
+    path = save_result(fit, tmp_path / "fit.json")
+    edit_result_field(path, "n_points", -5)
+    with pytest.raises(ValueError, match="class_counts must be whole counts >= 0 summing to n_points"):
+        load_result(path, ManifoldFitResult)
+    W = np.eye(4)
+    with pytest.raises(ValueError, match=r"A must have shape \(n_tokens, n_features\); got \(4,\)"):
+        ManifoldDiscovery().fit(np.ones(4), W, {"f": [0, 1, 2, 3]})
