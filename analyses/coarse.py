@@ -46,7 +46,7 @@ from tracer.graph import (
     node_ids,
     viewer_subgraph,
 )
-from tracer.graph.export import aggregate_supernode_links
+from tracer.graph.export import aggregate_supernode_links, unique_labels
 
 logger = logging.getLogger(__name__)
 
@@ -333,6 +333,9 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
     kinds = [kinds[i] for i in order]
     names = [given[i] or _default_label(kinds[k], keys[nodes[k]], graph, token_strings)
              for k, i in enumerate(order)]
+    groups_at = [k for k, kind in enumerate(kinds) if kind == "supernode"]  # viewers key a group by its label
+    for k, name in zip(groups_at, unique_labels([names[k] for k in groups_at])):
+        names[k] = name
     group_of = np.full(graph.n_nodes, -1, dtype=np.int64)
     for i, idx in enumerate(nodes):
         group_of[idx] = i

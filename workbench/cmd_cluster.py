@@ -198,7 +198,10 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     if args.prune:
         from tracer.graph import load_prune_result
 
-        out["prune"], _ = load_prune_result(args.prune)
+        out["prune"], meta = load_prune_result(args.prune)
+        out["prune_thresholds"] = ({k: float(meta[k]) for k in ("node_threshold", "edge_threshold")}
+                                   if all(isinstance(meta.get(k), (int, float)) for k in ("node_threshold",
+                                                                                         "edge_threshold")) else None)
         if out["prune"].node_mask.numel() != graph.n_nodes:
             raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
                                  f"{out['prune'].node_mask.numel()} nodes.")
@@ -282,7 +285,8 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
     return circuit, check
 
 
-def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
+def supernodes_document(circuit: Any, check: Any, graph: Any,
+                        prune: dict[str, float] | None = None) -> dict[str, Any]:
     """The JSON written by ``workbench cluster`` (without config and argv)."""
     coarse = circuit.coarse_graph_
     groups = []
@@ -303,9 +307,13 @@ def supernodes_document(circuit: Any, check: Any, graph: Any) -> dict[str, Any]:
                                    "runner_up_in_graph": check.runner_up_in_graph, "n_unmatched": check.n_unmatched,
                                    "groups": per_group}
     qparams = coarse.qparams()
-    return {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
-            "similarities": list(circuit.clustering_.similarities_used_),
-            "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams, "scores": scores}
+    doc: dict[str, Any] = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
+                           "similarities": list(circuit.clustering_.similarities_used_),
+                           "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams,
+                           "scores": scores}
+    if prune is not None:  # the thresholds of the pruned view the node ids come from (`export` reads them)
+        doc["prune"] = prune
+    return doc
 
 
 PLOT_FILES = tuple(f"{name}.{ext}" for name in ("supernode_graph", "dendrogram") for ext in ("png", "svg"))
@@ -383,7 +391,10 @@ def run_cluster(args: argparse.Namespace) -> int:
         if isinstance(err, WorkbenchError):
             raise
         raise WorkbenchError(str(err).splitlines()[0]) from None
-    doc = supernodes_document(circuit, check, graph)
+    clustering = configs["clustering"]
+    thresholds = (inputs.get("prune_thresholds") if inputs["prune"] is not None else
+                  {"node_threshold": clustering.node_threshold, "edge_threshold": clustering.edge_threshold})
+    doc = supernodes_document(circuit, check, graph, thresholds)
     doc["graph"] = str(args.graph)
     if inputs["coactivation"] is not None:
         source = {"prompts": str(args.prompts)} if args.prompts else {"activations": str(args.activations)}

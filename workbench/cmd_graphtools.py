@@ -22,14 +22,16 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _THRESHOLD_HELP = {
-    "node": "keep the most influential nodes holding this fraction of the influence (default 0.8)",
-    "edge": "keep the highest-scoring edges holding this fraction of the edge score (default 0.98)",
+    "node": "keep the most influential nodes holding this fraction of the influence (default 0.8; export "
+            "--supernodes: the threshold the groups were made at, as their file records it)",
+    "edge": "keep the highest-scoring edges holding this fraction of the edge score (default 0.98; export "
+            "--supernodes: as recorded)",
 }
 
 
 def _add_thresholds(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node-threshold", type=float, default=0.8, help=_THRESHOLD_HELP["node"])
-    p.add_argument("--edge-threshold", type=float, default=0.98, help=_THRESHOLD_HELP["edge"])
+    p.add_argument("--node-threshold", type=float, default=None, help=_THRESHOLD_HELP["node"])
+    p.add_argument("--edge-threshold", type=float, default=None, help=_THRESHOLD_HELP["edge"])
     p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
 
 
@@ -89,10 +91,15 @@ def _load_graph(path_str: str) -> Any:
     return Graph.load(_check_graph_input(path_str), mmap=True)  # read out of core, one block of rows at a time
 
 
-def _prune_config(args: argparse.Namespace) -> Any:
+def _prune_config(args: argparse.Namespace, recorded: dict[str, Any] | None = None) -> Any:
+    """The thresholds given, else those ``recorded`` (a supernodes file's pruned view), else the defaults."""
     from tracer.graph import PruneConfig
 
-    return PruneConfig(node_threshold=args.node_threshold, edge_threshold=args.edge_threshold)
+    chosen = {k: v for k, v in (recorded or {}).items() if k in ("node_threshold", "edge_threshold")}
+    for key in ("node_threshold", "edge_threshold"):
+        if getattr(args, key) is not None:
+            chosen[key] = getattr(args, key)
+    return PruneConfig(**chosen)
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -142,11 +149,13 @@ def _tokenizer(name: str | None, graph: Any) -> Any:
         return None
 
 
-def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
+def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
+    """(viewer groups, pinned ids, what a `workbench cluster` file records of its graph: ``prompt`` and the
+    ``prune`` thresholds of the view its node ids come from)."""
     from tracer.errors import WorkbenchError
 
     if path_str is None:
-        return None, None
+        return None, None, {}
     path = Path(path_str)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -162,7 +171,12 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any]:
                              f"{str(groups)[:60]!r} in {path_str!r}.")
     if pinned is not None and not (isinstance(pinned, list) and all(isinstance(x, str) for x in pinned)):
         raise WorkbenchError(f"--supernodes pinnedIds must be a list of node id strings; got {str(pinned)[:60]!r}.")
-    return groups, pinned
+    recorded = {k: data[k] for k in ("prompt", "prune") if isinstance(data, dict) and k in data}
+    if "prune" in recorded and not (isinstance(recorded["prune"], dict) and all(
+            isinstance(recorded["prune"].get(k), (int, float)) for k in ("node_threshold", "edge_threshold"))):
+        raise WorkbenchError(f"--supernodes 'prune' must hold node_threshold and edge_threshold numbers; got "
+                             f"{str(recorded['prune'])[:60]!r} in {path_str!r}.")
+    return groups, pinned, recorded
 
 
 def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None]]:
@@ -205,8 +219,8 @@ def _viewer_groups(groups: Any, path_str: str) -> Any:
 
 def run_export(args: argparse.Namespace) -> int:
     out, slug, _ = _export_inputs(args)
-    config = _prune_config(args)
-    supernodes, pinned = _read_supernodes(args.supernodes)
+    supernodes, pinned, recorded = _read_supernodes(args.supernodes)
+    config = _prune_config(args, recorded.get("prune"))
     labels = None
     if args.labels:
         from tracer.labels import load_labels
@@ -217,14 +231,26 @@ def run_export(args: argparse.Namespace) -> int:
         from tracer.labels import check_labels_match
 
         check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
+    _check_supernodes_graph(recorded, graph, args.supernodes)
     from tracer.graph.export import export_neuronpedia
 
     path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,
                               supernodes=supernodes, pinned_ids=pinned,
-                              tokenizer=_tokenizer(args.tokenizer, graph), scan=args.scan)
+                              tokenizer=_tokenizer(args.tokenizer, graph), scan=args.scan,
+                              unknown_ids="error" if supernodes or pinned else "warn")
     data = json.loads(path.read_text(encoding="utf-8"))
     print(f"exported {args.graph}: {len(data['nodes'])} nodes, {len(data['links'])} links -> {path}")  # noqa: T201
     return 0
+
+
+def _check_supernodes_graph(recorded: dict[str, Any], graph: Any, path: str | None) -> None:
+    """A `workbench cluster` file must be of this graph: the prompt it records (when it records one)."""
+    from tracer.errors import WorkbenchError
+
+    prompt = recorded.get("prompt")
+    if isinstance(prompt, str) and prompt != graph.input_string:
+        raise WorkbenchError(f"--supernodes must be groups of this graph ({graph.input_string!r}); got groups of "
+                             f"{prompt!r} in {path!r}. Cluster this graph with `workbench cluster`.")
 
 
 def run_import_pt(args: argparse.Namespace) -> int:

@@ -65,7 +65,8 @@ def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result
     inputs = {"loaded": loaded, "transcoders": tcs, "labels": labels or None, "families": None,
               "prune": prune_result, "coactivation": coactivation}
     circuit, check = analyse_circuit(graph, inputs, configs, tokens, verbose)
-    doc = supernodes_document(circuit, check, graph)
+    doc = supernodes_document(circuit, check, graph, {"node_threshold": configs["clustering"].node_threshold,
+                                                      "edge_threshold": configs["clustering"].edge_threshold})
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     write_supernodes(out_json, doc)
     scores = doc["scores"]

@@ -92,3 +92,13 @@ def test_supernode_configs_take_numpy_numbers():
     assert CircuitConfig(budget=np.int32(7)).budget == 7
     with pytest.raises(ValueError, match="max_group_size must be an integer >= "):
         ClusteringConfig(max_group_size=np.bool_(True))  # type: ignore[arg-type]
+
+
+def test_groups_given_one_label_get_distinct_labels() -> None:
+    """The viewers key a supernode by its label: two groups named alike were drawn as one."""
+    graph, _ = planted_graph(0, n_pos=5)
+    feats = list(range(min(graph.n_selected, 4)))
+    coarse = build_coarse_graph(graph, [feats[:2], feats[2:4]], labels=["say a day", "say a day"])
+    names = [coarse.label[i] for i in range(coarse.n_nodes) if coarse.kind[i] == "supernode"]
+    assert sorted(names) == ["say a day", "say a day (2)"]
+    assert [g[0] for g in coarse.to_supernodes()] == names

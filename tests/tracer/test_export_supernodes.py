@@ -54,3 +54,12 @@ def test_aggregate_by_hand_with_contributions() -> None:
     assert agg.link_edge.tolist() == [0, 0, -1, -1]
     np.testing.assert_allclose(agg.contributions[:2], [2 / 3, -1 / 3])
     assert np.isnan(agg.contributions[2:]).all()  # internal link 0 -> 1, and an unpinned source
+
+
+def test_supernode_labels_are_made_distinct_for_the_viewers():
+    """circuit-tracer's viewer keys a supernode by its label: two groups of one label were drawn as one."""
+    from tracer.graph.export import unique_labels
+
+    assert unique_labels(["a", "a", "b", "a"]) == ["a", "a (2)", "b", "a (3)"]
+    assert unique_labels(["a", "a (2)", "a"]) == ["a", "a (2)", "a (3)"]
+    assert unique_labels([]) == []

@@ -305,3 +305,35 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
     with pytest.raises(WorkbenchError, match="--families must be made with the transcoders"):
         families_from_json(fam, 3, 1, 64, str(traced["plt"]))
     assert families_from_json(fam, 3, 1, 64, str(other))
+
+
+def test_export_uses_the_pruned_view_the_groups_were_made_from(run, traced, tmp_path: Path) -> None:
+    """`export` pruned at its own default (0.8) while the groups came from a 0.95 view: members vanished
+    from the viewer with only a warning. It now reads the thresholds the file records, refuses ids that
+    are no nodes of the export, and refuses the groups of another prompt's graph."""
+    sn = tmp_path / "sn.json"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(sn), "--transcoders", str(traced["plt"]),
+                         "--node-threshold", "0.95")
+    assert status == 0, err
+    doc = json.loads(sn.read_text())
+    assert doc["prune"] == {"node_threshold": 0.95, "edge_threshold": 0.98}
+    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
+    assert status == 0, err
+    viewer = json.loads((tmp_path / "v" / "g.json").read_text())
+    ids = {n["node_id"] for n in viewer["nodes"]}
+    grouped = {i for g in doc["supernodes"] for i in g["node_ids"]}
+    assert grouped and grouped <= ids
+    assert viewer["metadata"]["pruning_settings"]["node_threshold"] == 0.95
+    labels = [g[0] for g in viewer["qParams"]["supernodes"]]
+    assert len(labels) == len(set(labels))
+    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "v2"),
+                         "--node-threshold", "0.3")
+    assert status == 2 and not (tmp_path / "v2").exists()
+    _one_line_error(err, "export", "must be nodes of the exported (pruned) graph")
+    other = dataclasses.replace(attribute(tiny_model("qwen3"), tiny_transcoders(tiny_model("qwen3"), "plt",
+                                                                                 d_transcoder=64),
+                                          random_tokens(7, seed=3), AttributionConfig(verbose=False)), model_id="")
+    other_path = other.save(tmp_path / "other.safetensors")
+    status, _, err = run("export", str(other_path), "--supernodes", str(sn), "--out", str(tmp_path / "v3"))
+    assert status == 2 and not (tmp_path / "v3").exists()
+    _one_line_error(err, "export", "--supernodes must be groups of this graph")

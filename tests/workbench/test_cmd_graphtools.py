@@ -85,13 +85,20 @@ def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path
     labels = tmp_path / "labels.jsonl"
     save_labels([FeatureLabel(layer=layer, feature=feat, label="first feature")], labels)
     groups = tmp_path / "groups.json"
-    groups.write_text(json.dumps({"supernodes": [["grp", "E_1_0"]], "pinnedIds": ["E_1_0"]}))
+    token = f"E_{int(graph.input_tokens[1])}_1"  # the second token's node
+    groups.write_text(json.dumps({"supernodes": [["grp", "E_999_0"]], "pinnedIds": [token]}))
     out = tmp_path / "viewer"
-    status, stdout, _ = run("export", str(graph_file), "--format", "neuronpedia", "--out", str(out),
-                            "--labels", str(labels), "--supernodes", str(groups), "--node-threshold", "1.0")
+    argv = ("export", str(graph_file), "--format", "neuronpedia", "--out", str(out), "--labels", str(labels),
+            "--supernodes", str(groups), "--node-threshold", "1.0")
+    status, _, err = run(*argv)  # an id that is no node of the graph: the group would not open
+    assert status == 2 and not out.exists()
+    _one_line_error(err, "export")
+    assert "got 1 that are not: E_999_0" in err
+    groups.write_text(json.dumps({"supernodes": [["grp", token]], "pinnedIds": [token]}))
+    status, stdout, _ = run(*argv)
     assert status == 0 and stdout.startswith("exported ")
     data = json.loads((out / "g.json").read_text())
-    assert data["qParams"]["supernodes"] == [["grp", "E_1_0"]] and data["qParams"]["pinnedIds"] == ["E_1_0"]
+    assert data["qParams"]["supernodes"] == [["grp", token]] and data["qParams"]["pinnedIds"] == [token]
     clerps = {n["node_id"]: n["clerp"] for n in data["nodes"]}
     first = [k for k in clerps if k.startswith(f"{layer}_{feat}_")]
     assert first and all(clerps[k] == "first feature" for k in first)

@@ -168,15 +168,36 @@ def _scan(graph: Graph, scan: str | None) -> tuple[str, list[str]]:
     return scan, []
 
 
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """``labels`` with repeats made distinct (the second "x" becomes "x (2)"): the viewers key a
+    supernode by its label, so two groups of one label would be drawn as one."""
+    used: set[str] = set()
+    out = []
+    for label in labels:
+        name, n = label, 1
+        while name in used:
+            n += 1
+            name = f"{label} ({n})"
+        used.add(name)
+        out.append(name)
+    return out
+
+
 def _check_qparams(supernodes: Sequence[Sequence[str]] | None, pinned_ids: Sequence[str] | None,
-                   known: set[str]) -> tuple[list[list[str]], list[str]]:
+                   known: set[str], unknown_ids: str = "warn") -> tuple[list[list[str]], list[str]]:
     groups = [list(g) for g in (supernodes or [])]
     for g in groups:
         if len(g) < 2 or not all(isinstance(x, str) for x in g):
             raise WorkbenchError(f"each supernode must be [label, node_id, ...] (strings); got {g!r}. "
                                  "Example: ['Texas', '20_15589_10', '19_7477_9'].")
+    for g, label in zip(groups, unique_labels([g[0] for g in groups])):
+        g[0] = label
     pinned = [str(x) for x in (pinned_ids or [])]
     unknown = sorted(({x for g in groups for x in g[1:]} | set(pinned)) - known)
+    if unknown and unknown_ids == "error":
+        raise WorkbenchError(f"supernode and pinned ids must be nodes of the exported (pruned) graph; got "
+                             f"{len(unknown)} that are not: {', '.join(unknown[:5])}. Export with the thresholds the "
+                             "groups were made at (--node-threshold / --edge-threshold), or cluster this graph again.")
     if unknown:
         logger.warning("%d pinned/supernode ids are not in the exported graph (the viewer ignores "
                        "them): %s", len(unknown), ", ".join(unknown[:5]))
@@ -188,7 +209,7 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
                       supernodes: Sequence[Sequence[str]] | None = None,
                       pinned_ids: Sequence[str] | None = None,
                       tokenizer: Tokenizer | Sequence[str] | None = None,
-                      scan: str | None = None) -> dict[str, Any]:
+                      scan: str | None = None, unknown_ids: str = "warn") -> dict[str, Any]:
     """The viewer JSON as a dict (see :func:`export_neuronpedia`)."""
     if not isinstance(slug, str) or not _SLUG.match(slug):
         raise WorkbenchError(f"slug must be letters, digits, '.', '_' or '-' (no '/'); got {slug!r}. "
@@ -203,7 +224,7 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
     nodes = _nodes(graph, result.node_mask.cpu(), cumulative, ids, _logit_tokens(graph, tokenizer), labels)
     links = _links(graph, result, ids)
     used = _used_nodes(nodes, links)
-    groups, pinned = _check_qparams(supernodes, pinned_ids, {n["node_id"] for n in used})
+    groups, pinned = _check_qparams(supernodes, pinned_ids, {n["node_id"] for n in used}, unknown_ids)
     scan_name, transcoder_list = _scan(graph, scan)
     from tracer import __version__
 
@@ -225,21 +246,25 @@ def export_neuronpedia(graph: Graph, path: str | Path, *, slug: str, prune_confi
                        supernodes: Sequence[Sequence[str]] | None = None,
                        pinned_ids: Sequence[str] | None = None,
                        tokenizer: Tokenizer | Sequence[str] | None = None,
-                       scan: str | None = None) -> Path:
+                       scan: str | None = None, unknown_ids: str = "warn") -> Path:
     """Write ``<path>/<slug>.json`` and upsert ``<path>/graph-metadata.json``; return the former.
 
     `path` is a folder (created if missing) that ``circuit-tracer start-server --graph_file_dir``
     or Neuronpedia's uploader can read. `labels` maps a node id or (layer, feature) to a label
     (a string, or an object with ``.label`` such as :class:`tracer.labels.FeatureLabel`).
     `tokenizer` decodes the prompt tokens; or pass the token strings themselves. Writes are
-    atomic: a failure leaves the previous files untouched.
+    atomic: a failure leaves the previous files untouched. Supernode labels are made distinct (the
+    viewers key a group by its label); supernode or pinned ids that are not nodes of the pruned graph
+    are logged (``unknown_ids="warn"``) or refused (``"error"``).
     """
+    if unknown_ids not in ("warn", "error"):
+        raise ValueError(f"unknown_ids must be 'warn' or 'error'; got {unknown_ids!r}.")
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise WorkbenchError(f"export path must be a folder; got the file {str(folder)!r}. Pass a folder.")
     data = build_neuronpedia(graph, slug=slug, prune_config=prune_config, prune_result=prune_result,
                              labels=labels, supernodes=supernodes, pinned_ids=pinned_ids,
-                             tokenizer=tokenizer, scan=scan)
+                             tokenizer=tokenizer, scan=scan, unknown_ids=unknown_ids)
     index_path = folder / "graph-metadata.json"
     _read_index(index_path)  # a damaged index stops us before anything is written
     target = folder / f"{slug}.json"
