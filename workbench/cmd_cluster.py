@@ -285,6 +285,21 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
     return circuit, check
 
 
+def coarse_links(coarse: Any) -> list[dict[str, Any]]:
+    """Every link of the coarse graph that touches a supernode (the links the sign-consistency summary
+    is over): its ends (a supernode's label, which is distinct, or a single node's viewer id), weight,
+    sign consistency (the share of member-link |mass| whose sign matches the link's) and member-link
+    |mass|, strongest first."""
+    from analyses.supernodes.circuit import supernode_links
+
+    sizes = coarse.sizes()
+    name = [coarse.label[i] if sizes[i] > 1 else coarse.node(i).node_ids[0] for i in range(coarse.n_nodes)]
+    rows = [{"source": name[j], "target": name[i], "weight": float(coarse.adjacency[i, j]),
+             "sign_consistency": float(coarse.sign_consistency[i, j]), "mass": float(coarse.link_mass[i, j])}
+            for i, j in zip(*(a.tolist() for a in supernode_links(coarse)))]
+    return sorted(rows, key=lambda r: -r["mass"])
+
+
 def supernodes_document(circuit: Any, check: Any, graph: Any,
                         prune: dict[str, float] | None = None) -> dict[str, Any]:
     """The JSON written by ``workbench cluster`` (without config and argv)."""
@@ -298,6 +313,7 @@ def supernodes_document(circuit: Any, check: Any, graph: Any,
                        "members": [{"layer": int(k[0]), "pos": int(k[1]), "feature": int(k[2])} for k in node.members],
                        "node_ids": list(node.node_ids)})
     scores = dataclasses.asdict(circuit.scores_)
+    scores["links"] = coarse_links(coarse)
     if check is not None:
         per_group = [{"label": g["label"], "predicted_margin": float(check.predicted_margin[k]),
                       **{f"measured_margin_{m}": float(v[k]) for m, v in check.measured_margin.items()},

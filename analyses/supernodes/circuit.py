@@ -192,12 +192,17 @@ def choose_groups(graph: Graph, prune_result: PruneResult, groups: Sequence[np.n
 
 
 # ----------------------------------------------------------------------------- scores
-def sign_consistency_summary(coarse: CoarseGraph) -> dict[str, float]:
-    """Sign consistency over the links that touch a supernode (see :class:`CircuitScores`)."""
+def supernode_links(coarse: CoarseGraph) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, sources), each (n_links,): the coarse links that touch a group of two or more members."""
     sizes = coarse.sizes()
     t, s = np.nonzero(coarse.link_mass)
     touch = (sizes[t] > 1) | (sizes[s] > 1)
-    t, s = t[touch], s[touch]
+    return t[touch], s[touch]
+
+
+def sign_consistency_summary(coarse: CoarseGraph) -> dict[str, float]:
+    """Sign consistency over the links that touch a supernode (see :class:`CircuitScores`)."""
+    t, s = supernode_links(coarse)
     if t.size == 0:
         return {"mass_weighted": float("nan"), "mean": float("nan"), "min": float("nan"), "n_links": 0}
     share, mass = coarse.sign_consistency[t, s], coarse.link_mass[t, s]

@@ -71,6 +71,14 @@ def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, tr
     for key in ("pruned", "circuit"):
         assert set(scores[key]) == {"replacement", "completeness"}
     assert scores["compression"] >= 1 and "mass_weighted" in scores["sign_consistency"]
+    # sign consistency per supernode link (issue 10 point 3), each end a distinct supernode label or a node id
+    links = scores["links"]
+    names = {g["label"] for g in doc["supernodes"] if len(g["node_ids"]) > 1}
+    assert len(links) == scores["sign_consistency"]["n_links"]
+    assert all(0 <= link["sign_consistency"] <= 1 and link["mass"] > 0 for link in links)
+    assert all(link["source"] in names or link["target"] in names for link in links)
+    if links:
+        assert min(link["sign_consistency"] for link in links) == pytest.approx(scores["sign_consistency"]["min"])
     assert set(scores["interventions"]["summary"]) == {"frozen"}
     assert doc["config"]["circuit"]["budget"] == 4 and doc["argv"][:2] == ["--quiet", "cluster"]
     status, _, err = run("export", str(traced["graph"]), "--out", str(tmp_path / "viewer"), "--supernodes", str(out),
