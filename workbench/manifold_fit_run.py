@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,7 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     else is written until the work has succeeded; an older ``manifold.json`` is removed first, so a failed
     run never leaves an index that points at another run's fit."""
     layers = tuple(range(loaded.n_layers + 1)) if layer is None else (layer,)
+    check_fit_inputs(inputs, fit_cfg)  # before any model work, so that a bad input writes nothing
     (out / "manifold.json").unlink(missing_ok=True)  # the index goes first: no old index over a new fit
     pts = _points(loaded, tcs, inputs, layers, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
@@ -139,9 +141,6 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     if layer is None:
         layer, scan = scan_layers(pts, inputs, positions, range(loaded.n_layers + 1), fit_cfg, position)
     X = pts.residual(layer, positions)  # (n, d_model)
-    known = inputs.values >= 0
-    if not known.all():
-        raise WorkbenchError("every prompt record must have a 'value' to be fitted; some have none.")
     y = inputs.values
     spec = FitSpec(period=len(inputs.names), names=inputs.names, layer=layer, position=position, source="residual",
                    config=fit_cfg)
@@ -163,6 +162,25 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     save_result(fit, out / FIT_FILE)  # the results once all the work has succeeded; manifold.json last (the caller)
     report["plots"] = _plots(out, fit, X, y, tiling)
     return report
+
+
+def check_fit_inputs(inputs: FitInputs, fit_cfg: ManifoldFitConfig) -> None:
+    """What the fit would refuse after the activations are collected, refused before: records without a
+    value, a value with fewer fit records than ``min_points_per_value``, a frequency the period cannot hold."""
+    if not (inputs.values >= 0).all():
+        raise WorkbenchError("every prompt record must have a 'value' to be fitted; some have none.")
+    p = len(inputs.names)
+    counts = np.bincount(inputs.values[~inputs.heldout], minlength=p)  # (p,) fit records per value
+    need = max(fit_cfg.min_points_per_value, 1)
+    short = [(inputs.names[v], int(counts[v])) for v in range(p) if counts[v] < need]
+    if short:
+        raise WorkbenchError(f"every value needs at least {need} fit record(s); got {short[0][1]} for {short[0][0]!r}"
+                             f"{f' and {len(short) - 1} more short value(s)' if len(short) > 1 else ''}. Add prompts "
+                             "or lower --min-points-per-value.")
+    k = fit_cfg.frequency
+    if k is not None and (k > p // 2 or (fit_cfg.shape == "circle" and math.gcd(k, p) != 1)):
+        raise WorkbenchError(f"--frequency must be <= {p // 2} (half the {p} values) and, for a circle, coprime with "
+                             f"{p}; got {k}.")
 
 
 def _with_tokens(inputs: FitInputs, pts: PointSet) -> FitInputs:

@@ -71,7 +71,7 @@ def _value_of(rec: PromptRecord, names: list[str], line: int, required: bool) ->
         return -1
     v = str(rec.meta["value"])
     if v not in names:
-        raise WorkbenchError(f"prompt record {line}'s value must be one of --values {names}; got {v!r}.")
+        raise WorkbenchError(f"prompt record {line}'s value must be one of the variable's values {names}; got {v!r}.")
     return names.index(v)
 
 

@@ -82,12 +82,15 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("records,extra,message", [
-    ([{"prompt": "Two days after Friday is", "value": "Funday"}], (), "value must be one of --values"),
+    ([{"prompt": "Two days after Friday is", "value": "Funday"}], (), "value must be one of the variable's values"),
     (None, ("--values", "Monday,Tuesday"), "period must be >= 3"),
     (None, ("--layer", "9"), "--layer must be in [0, 4]"),
     (None, ("--layer", "last"), "--layer must be an integer residual layer or 'auto'"),
-    (None, ("--min-points-per-value", "20"), "every value must have at least 20 point(s)"),
+    (None, ("--min-points-per-value", "20"), "every value needs at least 20 fit record(s); got 2 for 'Monday' and "
+                                             "6 more short value(s)"),
     (None, ("--position", "value"), "must have an integer 'position'"),
+    (None, ("--frequency", "9"), "--frequency must be <= 3 (half the 7 values)"),
+    ([r for r in day_records(2) if r["value"] != "Monday"], (), "got 0 for 'Monday'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, message):
     prompts = write_jsonl(tmp_path / "p.jsonl", records or day_records(2))
@@ -95,6 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, mess
             ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"), "--causal-prompts", "0", *extra]
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "fit" / "activations").exists(), "refused before any activations are collected"
 
 
 def _damage_arrays(edit):
