@@ -196,8 +196,8 @@ def _check_qparams(supernodes: Sequence[Sequence[str]] | None, pinned_ids: Seque
     unknown = sorted(({x for g in groups for x in g[1:]} | set(pinned)) - known)
     if unknown and unknown_ids == "error":
         raise WorkbenchError(f"supernode and pinned ids must be nodes of the exported (pruned) graph; got "
-                             f"{len(unknown)} that are not: {', '.join(unknown[:5])}. Export with the thresholds the "
-                             "groups were made at (--node-threshold / --edge-threshold), or cluster this graph again.")
+                             f"{len(unknown)} that are not: {', '.join(unknown[:5])}. Prune with the thresholds the "
+                             "groups were made at, or group this graph again.")
     if unknown:
         logger.warning("%d pinned/supernode ids are not in the exported graph (the viewer ignores "
                        "them): %s", len(unknown), ", ".join(unknown[:5]))
