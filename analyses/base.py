@@ -150,6 +150,20 @@ def as_integers(name: str, value: object) -> "np.ndarray":
     return arr.astype(np.int64)
 
 
+def as_indices(name: str, value: object, n: int, *, what: str = "hold indices", lo: int = 0, note: str = "",
+               item: str = "position") -> "np.ndarray":
+    """``value`` as a flat int64 array of indices in ``[lo, n)`` (``lo=-1`` allows -1 for "none"): not
+    integers is a ``TypeError`` (:func:`as_integers`); the first index out of range a ``ValueError``
+    "<name> must <what> in [lo, n)<note>; got <index> at <item> <i>." (a negative index would wrap)."""
+    import numpy as np
+
+    idx = as_integers(name, value).ravel()
+    bad = np.flatnonzero((idx < lo) | (idx >= n))
+    if bad.size:
+        raise ValueError(f"{name} must {what} in [{lo}, {n}){note}; got {int(idx[bad[0]])} at {item} {int(bad[0])}.")
+    return idx
+
+
 def check_real(name: str, arr: "np.ndarray", *, hint: str = "") -> None:
     """``arr`` must hold real numbers (bools, integers, floats: text, complex or objects are a
     ``TypeError``) that are finite (NaN or inf is a ``ValueError`` naming the first one and where, then

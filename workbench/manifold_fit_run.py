@@ -2,7 +2,6 @@
 
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 
 from analyses.manifolds.causal import steer_check
 from analyses.manifolds.display import FrequencyR2Display, ManifoldCircleDisplay, TuningCurvesDisplay
-from analyses.manifolds.fit import ManifoldFitConfig, ManifoldFitResult
+from analyses.manifolds.fit import ManifoldFitConfig, ManifoldFitResult, check_frequency
 from analyses.manifolds.tiling import TilingResult, compute_tiling
 from analyses.results import load_result, save_result
 from tracer.errors import WorkbenchError
@@ -177,10 +176,11 @@ def check_fit_inputs(inputs: FitInputs, fit_cfg: ManifoldFitConfig) -> None:
         raise WorkbenchError(f"every value needs at least {need} fit record(s); got {short[0][1]} for {short[0][0]!r}"
                              f"{f' and {len(short) - 1} more short value(s)' if len(short) > 1 else ''}. Add prompts "
                              "or lower --min-points-per-value.")
-    k = fit_cfg.frequency
-    if k is not None and (k > p // 2 or (fit_cfg.shape == "circle" and math.gcd(k, p) != 1)):
+    try:
+        check_frequency(fit_cfg.frequency, p, fit_cfg.shape)
+    except ValueError:
         raise WorkbenchError(f"--frequency must be <= {p // 2} (half the {p} values) and, for a circle, coprime with "
-                             f"{p}; got {k}.")
+                             f"{p}; got {fit_cfg.frequency}.") from None
 
 
 def _with_tokens(inputs: FitInputs, pts: PointSet) -> FitInputs:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import as_integers, check_number
+from analyses.base import as_indices, as_integers, check_number
 
 if TYPE_CHECKING:
     from tracer.activations import ActivationStore
@@ -51,11 +51,7 @@ def check_self_column(name: str, self_column: object, n_features: int, n_context
     cols = as_integers(name, self_column)
     if cols.shape != (n_features,):
         raise ValueError(f"{name} must have one entry per feature ({n_features},); got shape {cols.shape}.")
-    bad = np.flatnonzero((cols < -1) | (cols >= n_context))
-    if bad.size:
-        raise ValueError(f"{name} must hold context columns in [-1, {n_context}) (-1: none); got "
-                         f"{int(cols[bad[0]])} at feature {int(bad[0])}.")
-    return cols
+    return as_indices(name, cols, n_context, what="hold context columns", lo=-1, note=" (-1: none)", item="feature")
 
 
 def _weighted(M: sp.csr_matrix, weighting: str) -> sp.csr_matrix:

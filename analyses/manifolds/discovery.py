@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator, as_integers, check_real
+from analyses.base import Estimator, as_indices, check_real
 from analyses.manifolds import curves
 from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
 from analyses.manifolds.irreducibility import pair_scores
@@ -410,9 +410,9 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
                          f"(all {text!r}). Rename one family.")
     out: dict[str, list[int]] = {}
     for name, idx in families.items():
-        members = as_integers(f"family {name!r}", idx).ravel().tolist()
-        if not members or min(members) < 0 or max(members) >= W.shape[0]:
-            raise ValueError(f"family {name!r} must list feature indices in [0, {W.shape[0]}); got {members[:5]}.")
+        members = as_indices(f"family {name!r}", idx, W.shape[0], what="list feature indices").tolist()
+        if not members:
+            raise ValueError(f"family {name!r} must list feature indices in [0, {W.shape[0]}); got none.")
         out[str(name)] = sorted(set(members))
     return A_csr, W, out
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import as_integers, check_real
+from analyses.base import as_indices, check_real
 from analyses.display import Display
 from analyses.manifolds import curves
 from analyses.manifolds.discovery import DiscoveryResult, FamilyManifold, reconstruction_cloud
@@ -242,11 +242,7 @@ def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_
 
 def _feature_indices(name: str, idx: object, n_features: int) -> list[int]:
     """Indices of rows of W_dec, refusing non-integers and any outside [0, n_features) (-1 would wrap)."""
-    rows = as_integers(name, idx).ravel()
-    bad = rows[(rows < 0) | (rows >= n_features)]
-    if bad.size:
-        raise ValueError(f"{name} must list rows of W_dec in [0, {n_features}); got {int(bad[0])}.")
-    return rows.tolist()
+    return as_indices(name, idx, n_features, what="list rows of W_dec").tolist()
 
 
 class DecoderMapDisplay(Display):

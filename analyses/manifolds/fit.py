@@ -319,6 +319,17 @@ def frequency_r2(Z: np.ndarray, period: int, shape: str, candidates: list[int]) 
     return out
 
 
+def check_frequency(frequency: int | None, period: int, shape: str) -> None:
+    """A requested frequency (None: searched) must be one the period can hold: at most ``period // 2``
+    (k and period - k trace one curve; higher ones alias), and coprime with the period for a circle."""
+    p = period
+    if frequency is not None and frequency > p // 2:
+        raise ValueError(f"frequency must be <= period // 2 = {p // 2} (k and {p} - k trace one curve, and higher "
+                         f"frequencies alias over {p} values); got {frequency}.")
+    if frequency is not None and shape == "circle" and np.gcd(frequency, p) != 1:
+        raise ValueError(f"frequency must be coprime with period {p} for a circle; got {frequency}.")
+
+
 def check_fit_metadata(layer: object, position: object, source: object) -> None:
     """The metadata a fit is saved with must load back: ``layer`` an integer >= 0 or None, ``position``
     a name, an integer or None, ``source`` a name."""
@@ -381,11 +392,7 @@ class ManifoldFit(Estimator):
         check_fit_metadata(layer, position, source)
         layer = None if layer is None else int(layer)
         position = int(position) if isinstance(position, np.integer) else position
-        if self.frequency is not None and self.frequency > p // 2:
-            raise ValueError(f"frequency must be <= period // 2 = {p // 2} (k and {p} - k trace one curve, and higher "
-                             f"frequencies alias over {p} values); got {self.frequency}.")
-        if self.frequency is not None and self.shape == "circle" and np.gcd(self.frequency, p) != 1:
-            raise ValueError(f"frequency must be coprime with period {p} for a circle; got {self.frequency}.")
+        check_frequency(self.frequency, p, self.shape)
         M, counts = class_means(X, y, p)
         min_m = 1 if self.shape == "interval" else 2
         centre, U, ratios, m = pca_subspace(M, self.variance_threshold, self.max_components, min_m)

@@ -14,7 +14,9 @@ from analyses.manifolds.discovery import ManifoldDiscovery
 from analyses.manifolds.display import DecoderMapDisplay, ManifoldCircleDisplay, TuningCurvesDisplay
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitResult
 from analyses.manifolds.tiling import compute_tiling
+from analyses.results import load_result, save_result
 from tests.analyses.manifolds.planted import planted_curve, planted_layer
+from tests.helpers_mutants import edit_result_field
 
 
 # ----------------------------------------------------------------------------- discovery (A)
@@ -177,9 +179,6 @@ def test_circle_display_refuses_negative_components(fit7: ManifoldFitResult) -> 
 def test_small_boundary_checks_of_fits_displays_and_discovery(tmp_path):
     """A 1-D activation array was one silent row; y without X, or of the wrong length, was ignored; a
     fit file with negative counts loaded."""
-    from analyses.results import load_result, save_result
-    from tests.helpers_mutants import edit_result_field
-
     X, y, _ = planted_curve(period=7, n_per_value=3)
     fit = ManifoldFit(period=7).fit(X, y).result_
     with pytest.raises(ValueError, match="y must give one value per row of X"):

@@ -325,6 +325,9 @@ def test_export_uses_the_pruned_view_the_groups_were_made_from(run, traced, tmp_
     assert status == 0, err
     doc = json.loads(sn.read_text())
     assert doc["prune"] == {"node_threshold": 0.95, "edge_threshold": 0.98}
+    links = doc["scores"]["links"]  # per supernode link: ends are supernode labels or viewer node ids
+    assert links and len(links) == doc["scores"]["sign_consistency"]["n_links"]
+    assert min(link["sign_consistency"] for link in links) == pytest.approx(doc["scores"]["sign_consistency"]["min"])
     status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
     assert status == 0, err
     viewer = json.loads((tmp_path / "v" / "g.json").read_text())
