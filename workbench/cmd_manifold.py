@@ -96,7 +96,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                       help="`workbench families` output, or a JSON list of {layer, features, label?}")
     fams.add_argument("--labels", type=path_arg, help="a world's labels JSONL: label families family/side")
     disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
-    disc.add_argument("--layers", default=None, help="comma-separated transcoder layers (default: every family's)")
+    disc.add_argument("--feature-layers", default=None,
+                      help="comma-separated transcoder layers of the families (default: every family's)")
     disc.add_argument("--out", type=path_arg, required=True, help="output folder")
     add_config_arguments(disc, DiscoveryConfig, exclude=("irreducibility",))
     add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")

@@ -218,8 +218,8 @@ def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
     for family, m in manifolds.items():
         if family == "discovery":
             if "ranking" in m:
-                lines.append(f"discovery at layer {m['layer']}: {', '.join(m['ranking'][:4])}, ... (cyclic families "
-                             f"first: {m['cyclic_above_all_other']})")
+                lines.append(f"discovery at transcoder layer {m['feature_layer']}: {', '.join(m['ranking'][:4])}, ... "
+                             f"(cyclic families first: {m['cyclic_above_all_other']})")
             continue
         a, steer = m["answer"], m["steering_demo_prompt"]
         order = "in order" if a["order_matches"] else "out of order"

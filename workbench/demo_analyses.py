@@ -142,7 +142,8 @@ def manifold_views(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                                       paths=paths)
         views.append(view)
         stats[family] = fam_stats
-    tiled = next((s["tiling_layer"] for s in stats.values() if s.get("tiling_layer") is not None), None)
+    tiled = next((s["tiling_feature_layer"] for s in stats.values() if s.get("tiling_feature_layer") is not None),
+                 None)
     if labels is not None and tiled is not None:
         with tempfile.TemporaryDirectory(prefix="demo-discovery-") as tmp:
             found, stats["discovery"] = discovery_view(loaded, tcs, world, manifest, labels, int(tiled),
@@ -196,7 +197,7 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                      + ("" if with_h1 else " ripser is not installed, so this ranking leaves persistent H1 out "
                                            "(pip install \"manifold-workbench[topology]\" for the full score).")),
         rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})
-    stats = {"layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
+    stats = {"feature_layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
              "cyclic_first": first_other, "cyclic_above_all_other": all(not r.cyclic for r in rows[first_other:]),
              "seconds": report["seconds"]}
     return view, stats
@@ -277,7 +278,7 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
                               "family-word fit": str(word_dir / "fit.json")})
     stats = {"answer": _fit_stats(answer), "word": _fit_stats(word),
              "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows)},
-             "tiling_layer": (answer.get("tiling") or {}).get("layer")}
+             "tiling_feature_layer": (answer.get("tiling") or {}).get("feature_layer")}
     return view, stats
 
 
@@ -322,7 +323,7 @@ def _facts(where: str, report: dict[str, Any]) -> list[tuple[str, str]]:
     if tiling:
         covered = tiling.get("value_coverage")
         out.append((f"{where}: share of values covered by the family's features (transcoder layer "
-                    f"{tiling['layer']}, {len(tiling['features'])} features)",
+                    f"{tiling['feature_layer']}, {len(tiling['features'])} features)",
                     "" if covered is None else f"{covered:.2f}"))
     return out
 

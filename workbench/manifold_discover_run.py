@@ -97,7 +97,7 @@ def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[i
                    est: ManifoldDiscovery) -> tuple[dict[str, Any], DiscoveryResult]:
     """Discovery on one layer's families (``A``, ``W``: :func:`layer_inputs`); the JSON rows and the result."""
     t0 = time.perf_counter()
-    est.fit(A, W, families, layer=layer)
+    est.fit(A, W, families, feature_layer=layer)
     seconds = time.perf_counter() - t0
     rows = {f.name: f.summary() for f in est.result_.families}
     return ({"ranking": est.ranking_, "persistence": est.result_.persistence, "families": rows,
@@ -105,14 +105,14 @@ def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[i
 
 
 def parse_layers(text: str, n_layers: int) -> set[int]:
-    """``--layers "1,2"`` -> {1, 2}: transcoder layers in [0, n_layers)."""
+    """``--feature-layers "1,2"`` -> {1, 2}: transcoder layers in [0, n_layers)."""
     parts = [x.strip() for x in str(text).split(",") if x.strip()]
     try:
         layers = {int(x) for x in parts}
     except ValueError:
         layers = set()
     if not parts or not layers or any(not 0 <= x < n_layers for x in layers):
-        raise WorkbenchError(f"--layers must be comma-separated transcoder layers in [0, {n_layers - 1}]; got "
+        raise WorkbenchError(f"--feature-layers must be comma-separated transcoder layers in [0, {n_layers - 1}]; got "
                              f"{text!r}.")
     return layers
 
@@ -137,35 +137,36 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
                              "manifold-workbench[topology]` or use --persistence auto.")
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
             if args.families is not None else families_from_labels(args.labels, args.min_size))
-    layers = None if args.layers is None else parse_layers(args.layers, tcs.n_layers)
+    layers = None if args.feature_layers is None else parse_layers(args.feature_layers, tcs.n_layers)
     fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
     if not fams:
-        where = "" if layers is None else f" at --layers {','.join(map(str, sorted(layers)))}"
+        where = "" if layers is None else f" at --feature-layers {','.join(map(str, sorted(layers)))}"
         raise WorkbenchError(f"families must include at least one of >= {args.min_size} features{where}; got none. "
                              "Lower --min-size or choose other layers.")
     args.out.mkdir(parents=True, exist_ok=True)
     store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams))
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
-                              "n_prompts": store.n_prompts, "n_rows": store.n_rows, "layers": {}}
+                              "n_prompts": store.n_prompts, "n_rows": store.n_rows, "feature_layers": {}}
     for layer, families in fams.items():
         est = ManifoldDiscovery.from_config(cfg)
         A, W = layer_inputs(store, tcs, layer)
-        report["layers"][str(layer)], result = discover_layer(A, W, layer, families, est)
-        save_result(result, args.out / f"discovery_layer{layer}.json")
-        report["layers"][str(layer)]["plots"] = discovery_plots(args.out, result, A, W, cfg.activation_threshold)
+        rep, result = discover_layer(A, W, layer, families, est)
+        save_result(result, args.out / f"discovery_feature_layer{layer}.json")
+        rep["plots"] = discovery_plots(args.out, result, A, W, cfg.activation_threshold)
+        report["feature_layers"][str(layer)] = rep
     return report
 
 
 def discovery_plots(out: Path, result: DiscoveryResult, A: Any, W: np.ndarray,
                     activation_threshold: float) -> list[str]:
     """PNG and SVG of the layer's ranking and of its top-ranked family's direction cloud; the file names."""
-    layer = result.layer
+    layer = result.feature_layer
     ranking, cloud = discovery_displays(result, A, W, activation_threshold)
     written = []
     for ext in ("png", "svg"):
-        written.append(ranking.savefig(out / f"ranking_layer{layer}.{ext}"))
+        written.append(ranking.savefig(out / f"ranking_feature_layer{layer}.{ext}"))
         if cloud is not None:
-            written.append(cloud.savefig(out / f"top_family_layer{layer}.{ext}"))
+            written.append(cloud.savefig(out / f"top_family_feature_layer{layer}.{ext}"))
     return [p.name for p in written]
 
 
@@ -175,6 +176,6 @@ def discovery_displays(result: DiscoveryResult, A: Any, W: np.ndarray, activatio
 
     top = next((f for f in result.families if f.scored), None)
     cloud = None
-    if top is not None and result.layer is not None:
+    if top is not None and result.feature_layer is not None:
         cloud = FamilyCloudDisplay.from_family(top, A, W, activation_threshold=activation_threshold)
     return DiscoveryRankingDisplay.from_result(result), cloud

@@ -152,7 +152,7 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     tiling = tiling_of(pts, tcs, fit, X, inputs, positions, feature_layer, feats)
     report = {**fit.summary(), "values": inputs.names, "fit_file": FIT_FILE, "n_prompts": len(y),
               "n_fit": int(train.sum()), "tiling": None if tiling is None else
-              {**tiling.summary(), "layer": feature_layer, "features": feats}}
+              {**tiling.summary(), "feature_layer": feature_layer, "features": feats}}
     if scan is not None:
         report["layer_scan"] = scan
     if inputs.heldout.any():

@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         disc = run_discovery(world, args.out / "discovery")
         print(format_ranking(disc), flush=True)
     report: dict[str, Any] = {"world": str(world), "config": vars(cfg), "families": {},
-                              "discovery": None if disc is None else {k: disc[k] for k in ("families_from", "layers")}}
+                              "discovery": None if disc is None else {k: disc[k]
+                                                                       for k in ("families_from", "feature_layers")}}
     tilings: dict[str, dict[str, Any]] = {}
     for fam in args.families.split(","):
         rep, data = run_family(loaded, tcs, world, manifest, fam, args.out, cfg, causal=not args.no_causal)

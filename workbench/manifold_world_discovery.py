@@ -70,7 +70,7 @@ def scorecard(report: dict[str, Any]) -> dict[str, Any]:
     """Per cyclic family and layer: its families' ranks; whether all of them, and whether its best one,
     rank above every non-cyclic family."""
     card: dict[str, Any] = {fam: {} for fam in CYCLIC}
-    for layer, rep in report["layers"].items():
+    for layer, rep in report["feature_layers"].items():
         ranking = rep["ranking"]
         first_other = min((i + 1 for i, n in enumerate(ranking) if family_kind(n) not in CYCLIC),
                           default=len(ranking) + 1)  # 1-based rank of the best non-cyclic family
@@ -101,12 +101,12 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
     store = corpus_store(loaded, tcs, world_corpus(world, manifest, n_sentences), out / "activations", layers)
     report: dict[str, Any] = {"world": str(world), "families_from": families, "n_sentences": n_sentences,
                               "n_rows": store.n_rows, "seconds_activations": round(time.perf_counter() - t0, 1),
-                              "layers": {}}
+                              "feature_layers": {}}
     for layer in layers:
         est = ManifoldDiscovery(raw_cloud_metrics=raw_cloud_metrics)
         rep, _ = discover_layer(*layer_inputs(store, tcs, layer), layer, fams.get(layer, {}), est)
         rep.update(score_ranking(rep["ranking"], {n: f["score"] for n, f in rep["families"].items()}))
-        report["layers"][str(layer)] = rep
+        report["feature_layers"][str(layer)] = rep
         logger.info("discovery layer %d (%.1f s): cyclic above all others: %s", layer, rep["seconds"],
                     rep["cyclic_above_all_other"])
     report["scorecard"] = scorecard(report)
@@ -116,7 +116,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
 
 def format_ranking(report: dict[str, Any]) -> str:
     lines = []
-    for layer, rep in report["layers"].items():
+    for layer, rep in report["feature_layers"].items():
         lines.append(f"layer {layer} ({rep['seconds']} s): cyclic above all others: {rep['cyclic_above_all_other']}")
         for name in rep["ranking"]:
             f = rep["families"][name]
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--families", default="labels", help="'labels' (label families) or a FeatureFamilies JSON")
     ap.add_argument("--n-sentences", type=int, default=2000, help="corpus sentences (seeded sample)")
     ap.add_argument("--min-size", type=int, default=5, help="smallest family scored")
-    ap.add_argument("--layers", default=None, help="comma-separated PLT layers (default: all)")
+    ap.add_argument("--feature-layers", default=None, help="comma-separated PLT layers (default: all)")
     ap.add_argument("--raw-cloud-metrics", action="store_true", help="also compute Engels' raw-cloud score")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     check_out(args.out, inputs=[world, args.families], folder=True)  # never into the world it reads
     report = run_discovery(world, args.out, families=args.families, n_sentences=args.n_sentences,
                            min_size=args.min_size, raw_cloud_metrics=args.raw_cloud_metrics,
-                           layers=None if args.layers is None else [int(x) for x in args.layers.split(",")])
+                           layers=(None if args.feature_layers is None
+                                   else [int(x) for x in args.feature_layers.split(",")]))
     print(format_ranking(report))
     return 0
 

@@ -142,11 +142,11 @@ class FamilyManifold:
 class DiscoveryResult:
     """Families ranked by ring score (highest first)."""
 
-    SCHEMA_VERSION = 3
+    SCHEMA_VERSION = 4
 
     families: list[FamilyManifold]
-    layer: int | None
-    """residual / transcoder layer the activations came from, if known"""
+    feature_layer: int | None
+    """transcoder layer of the families' features (not a residual-stream index), if known"""
     persistence: bool = False
     """whether the ring scores include persistent H1 (ripser was used)"""
 
@@ -459,7 +459,7 @@ class ManifoldDiscovery(Estimator):
         return DiscoveryConfig(**self.get_params(deep=False))
 
     def fit(self, A: object, W_dec: object, families: Mapping[str, Sequence[int]], *,
-            layer: int | None = None, verbose: bool = False) -> "ManifoldDiscovery":
+            feature_layer: int | None = None, verbose: bool = False) -> "ManifoldDiscovery":
         """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns
         (integer indices; names distinct as text: ``1`` and ``"1"`` clash)."""
         cfg = self._config()
@@ -475,7 +475,7 @@ class ManifoldDiscovery(Estimator):
             logger.info("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
         # ties in the ring score (e.g. no H1 bar at all) fall back to the loop evidence without persistence
         found.sort(key=lambda f: (not f.scored, -f.score if f.scored else 0.0, -f.loop_score if f.scored else 0.0))
-        self.result_ = DiscoveryResult(families=found, layer=layer, persistence=persistence)
+        self.result_ = DiscoveryResult(families=found, feature_layer=feature_layer, persistence=persistence)
         self.ranking_ = self.result_.ranking
         self.scores_ = {f.name: f.score for f in found}
         return self

@@ -319,7 +319,7 @@ class DiscoveryRankingDisplay(Display):
     def from_result(cls, result: DiscoveryResult, title: str = "") -> "DiscoveryRankingDisplay":
         """Scored families only, best first (unscored ones have no score to draw)."""
         fams = [f for f in result.families if f.scored]
-        where = f"layer {result.layer}: " if result.layer is not None else ""
+        where = f"transcoder layer {result.feature_layer}: " if result.feature_layer is not None else ""
         rule = "loop x irreducibility x persistent H1" if result.persistence else "loop x irreducibility"
         return cls(names=[f.name for f in fams], scores=np.array([f.score for f in fams]),
                    loop_scores=np.array([f.loop_score for f in fams]), h1=[f.h1_persistence for f in fams],

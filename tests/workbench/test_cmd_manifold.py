@@ -50,7 +50,8 @@ def test_fit_on_a_world_family_writes_the_manifold(month_fit):
     assert rep["order"][0] in rep["values"] and sorted(rep["order"]) == sorted(rep["values"])
     assert set(rep["angles"]) == set(rep["values"]) and rep["n_components"] >= 2 and rep["explained_variance"] > 0.9
     assert rep["n_fit"] == 480 and rep["heldout"]["n"] == 48 and rep["heldout"]["r2"] > 0.8
-    assert rep["tiling"]["value_coverage"] >= 0.9 and rep["tiling"]["layer"] == 2  # months: 11 of 12 at plt2
+    assert rep["tiling"]["value_coverage"] >= 0.9  # months: 11 of 12 at plt2
+    assert rep["tiling"]["feature_layer"] == 2 and "layer" not in rep["tiling"]  # a transcoder layer, named so
     c = rep["causal"]
     assert c["how"] == "held-out records" and c["n_prompts"] == 6
     assert c["fitted_success"] > 0.8 and c["random_success"] < 0.2 and c["mediates"]
@@ -78,7 +79,7 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
     assert code == 0, err
     rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
     assert rep["frequency"] == 1 and rep["n_fit"] == 56 and rep["causal"]["how"] == "cross-fitted"
-    assert rep["tiling"]["features"] == [1, 2, 3] and rep["tiling"]["layer"] == 1
+    assert rep["tiling"]["features"] == [1, 2, 3] and rep["tiling"]["feature_layer"] == 1
 
 
 @pytest.mark.parametrize("records,extra,message", [
@@ -153,18 +154,19 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": r["prompt"] + " " + r["answer"]} for r in rows])
     code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
                        "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
-                       "--layers", "1,2", "--metric-points", "300", "--curve-iterations", "3", "--irr-n-steps", "300")
+                       "--feature-layers", "1,2", "--metric-points", "300", "--curve-iterations", "3",
+                       "--irr-n-steps", "300")
     assert code == 0, err
     rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
-    assert rep["families_from"] == "labels (truth)" and set(rep["layers"]) == {"1", "2"}
-    layer1 = rep["layers"]["1"]
+    assert rep["families_from"] == "labels (truth)" and set(rep["feature_layers"]) == {"1", "2"}
+    layer1 = rep["feature_layers"]["1"]
     assert "hue/output" in layer1["ranking"] and layer1["families"]["hue/output"]["scored"]
     assert layer1["persistence"]  # ripser is in the test extra
     assert layer1["families"]["hue/output"]["h1_persistence"] is not None
-    assert (tmp_path / "disc" / "discovery_layer1.json").is_file()
-    plots = {f"{kind}_layer1.{ext}" for kind in ("ranking", "top_family") for ext in ("png", "svg")}
+    assert (tmp_path / "disc" / "discovery_feature_layer1.json").is_file()
+    plots = {f"{kind}_feature_layer1.{ext}" for kind in ("ranking", "top_family") for ext in ("png", "svg")}
     assert set(layer1["plots"]) == plots
-    assert (tmp_path / "disc" / "top_family_layer1.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "disc" / "top_family_feature_layer1.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_discover_reads_the_families_that_workbench_families_writes(tmp_path, capsys):
@@ -177,12 +179,12 @@ def test_discover_reads_the_families_that_workbench_families_writes(tmp_path, ca
                        "--layer", "1", "--out", str(tmp_path / "families.json"), "-q")
     assert code == 0, err
     argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", str(text),
-            "--families", str(tmp_path / "families.json"), "--layers", "1", "--metric-points", "300",
+            "--families", str(tmp_path / "families.json"), "--feature-layers", "1", "--metric-points", "300",
             "--curve-iterations", "3", "--irr-n-steps", "300", "--persistence", "none"]
     code, _, err = run(capsys, *argv, "--out", str(tmp_path / "disc"))
     assert code == 0, err
     rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
-    assert set(rep["layers"]) == {"1"} and rep["layers"]["1"]["ranking"]
+    assert set(rep["feature_layers"]) == {"1"} and rep["feature_layers"]["1"]["ranking"]
     bad = tmp_path / "bad.json"
     for families, message in (({"families": [{"layer": 1, "features": [1, 2, 3, 4, 99999]}]}, "got 99999"),
                               ([{"layer": 1, "features": [1, 2, 3, "x", 5]}], "got 'x'"),
@@ -219,7 +221,7 @@ def test_fit_with_cross_layer_transcoders_tiles_their_own_family_features(tmp_pa
     tiling = json.loads((out / "manifold.json").read_text())["tiling"]
     clt = family_features(WORLD / "labels_clt.jsonl", "day", 4, "output")[3]
     plt = family_features(WORLD / "labels_plt.jsonl", "day", 4, "output")[3]
-    assert clt != plt and tiling["layer"] == 3 and tiling["features"] == clt
+    assert clt != plt and tiling["feature_layer"] == 3 and tiling["features"] == clt
     assert tiling["n_live"] == len(clt)  # the CLT's day features fire at the answer
 
 
@@ -255,15 +257,16 @@ def test_discover_writes_strict_json_and_checks_layers(tmp_path, capsys):
     argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--labels",
             str(WORLD / "labels_plt.jsonl"), "--metric-points", "300", "--curve-iterations", "3", "--irr-n-steps",
             "300", "--persistence", "none"]
-    code, _, err = run(capsys, *argv, "--layers", "1", "--out", str(tmp_path / "disc"))
+    code, _, err = run(capsys, *argv, "--feature-layers", "1", "--out", str(tmp_path / "disc"))
     assert code == 0, err
     rep = _strict_json(tmp_path / "disc" / "discovery.json")
-    assert any(f["raw_score"] is None for f in rep["layers"]["1"]["families"].values())
+    assert any(f["raw_score"] is None for f in rep["feature_layers"]["1"]["families"].values())
     for layers in ("4", "-1", "x", ","):
-        code, _, err = run(capsys, *argv, "--layers", layers, "--out", str(tmp_path / "bad"))
-        assert code == 2 and "--layers must be comma-separated transcoder layers in [0, 3]" in err, (layers, err)
+        code, _, err = run(capsys, *argv, "--feature-layers", layers, "--out", str(tmp_path / "bad"))
+        want = "--feature-layers must be comma-separated transcoder layers in [0, 3]"
+        assert code == 2 and want in err, (layers, err)
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
-    code, _, err = run(capsys, *argv, "--layers", "1", "--out", str(WORLD / "model" / "disc"))
+    code, _, err = run(capsys, *argv, "--feature-layers", "1", "--out", str(WORLD / "model" / "disc"))
     assert code == 2 and "--out must not" in err and not (WORLD / "model" / "disc").exists(), err
 
 

@@ -92,7 +92,8 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     assert len(lines) == 4 and f"in {n_groups} groups" in lines[0] and lines[2].endswith("7/7 answers follow")
     # discovery, at the layer whose day features were tiled: the three cyclic families first, without values
     disc = summary["manifolds"]["discovery"]
-    assert disc["layer"] == day["tiling_layer"] == 1 and disc["persistence"] is True  # ripser: test extra
+    assert disc["feature_layer"] == day["tiling_feature_layer"] == 1
+    assert disc["persistence"] is True  # ripser: test extra
     assert {name.split("/")[0] for name in disc["ranking"][:3]} == {"day", "month", "hue"}
     assert disc["cyclic_first"] == 3 and disc["cyclic_above_all_other"]
     assert "Which families are rings?" in html and (out / "manifold" / "discovery.json").is_file()

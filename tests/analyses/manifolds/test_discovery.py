@@ -20,7 +20,8 @@ FAST = IrreducibilityConfig(n_steps=600)
 @pytest.fixture(scope="module")
 def discovered():
     A, W, families, theta = planted_layer()
-    est = ManifoldDiscovery(max_points=3000, metric_points=1500, irreducibility=FAST).fit(A, W, families, layer=1)
+    est = ManifoldDiscovery(max_points=3000, metric_points=1500, irreducibility=FAST)
+    est.fit(A, W, families, feature_layer=1)
     return est, theta
 
 
@@ -44,7 +45,7 @@ def test_ring_ranks_first_with_a_loop(discovered):
 def test_round_trip_and_contract(discovered, tmp_path):
     est, _ = discovered
     back = load_result(save_result(est.result_, tmp_path / "disc.json"), DiscoveryResult)
-    assert back.ranking == est.ranking_ and back.layer == 1
+    assert back.ranking == est.ranking_ and back.feature_layer == 1
     np.testing.assert_array_equal(back.family("ring").coordinate, est.result_.family("ring").coordinate)
     assert clone(est).get_params() == est.get_params()
     A, W, families, _ = planted_layer(n_tokens=200)

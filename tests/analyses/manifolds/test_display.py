@@ -80,12 +80,12 @@ def test_discovery_displays(tmp_path):
 
     A, W, families, theta = planted_layer(n_tokens=3000)
     est = ManifoldDiscovery(metric_points=400, irreducibility=IrreducibilityConfig(n_steps=300)).fit(
-        A, W, families, layer=2)
+        A, W, families, feature_layer=2)
     ranking = DiscoveryRankingDisplay.from_result(est.result_).plot()
     scored = [f.name for f in est.result_.families if f.scored]
     ticks = dict(zip(ranking.ax_.get_yticks(), [t.get_text() for t in ranking.ax_.get_yticklabels()]))
     assert ranking.names == scored and [ticks[y] for y in sorted(ticks, reverse=True)] == scored  # best on top
-    assert "layer 2" in ranking.title
+    assert "transcoder layer 2" in ranking.title
     assert ranking.savefig(tmp_path / "ranking.png").read_bytes()[:4] == b"\x89PNG"
     ring = est.result_.family("ring")
     cloud = FamilyCloudDisplay.from_family(ring, A, W).plot()
