@@ -17,6 +17,7 @@ from workbench.paths import world_dir
 from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.labels import TokenInfo, circular_peak, label_feature
+from workbench.world.manifest import checksum_mismatches, same_model, weight_checksums
 from workbench.world.tokenizer import BOS_ID, build_tokenizer, save_tokenizer
 from workbench.world.transcoders import decode_layers, encode_layers, save_transcoders
 from workbench.world.truth import load_truth
@@ -297,6 +298,7 @@ def test_tiny_build_still_learns(tmp_path: Path) -> None:
         assert len(say) >= 3 and any(t.top_logit in lang.CAPITAL_NAMES for t in say), say
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["metrics"]["model"] == metrics["model"] and manifest["seed"] == 0
+    assert manifest["checksums"] == weight_checksums(tmp_path) and "model/model.safetensors" in manifest["checksums"]
     assert manifest["files"]["feature_truth_clt"] == "feature_truth_clt.jsonl" and "truth" in manifest
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "model")
     assert model.config.architectures == ["Qwen3ForCausalLM"]
@@ -329,6 +331,64 @@ def test_shipped_world_is_small_and_complete() -> None:
                 "plt/config.yaml", "plt/layer_0.safetensors", "clt/config.yaml", "clt/W_enc_0.safetensors",
                 "clt/W_dec_0.safetensors", "labels_plt.jsonl", "labels_clt.jsonl", "manifest.json"):
         assert (root / rel).is_file(), rel
+
+
+@shipped_world
+def test_shipped_weights_match_the_manifest_checksums() -> None:
+    root = world_dir()
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert len(manifest["checksums"]) == 13  # the model, 4 PLT layers, 4 CLT encoders and 4 decoders
+    assert checksum_mismatches(root, manifest) == []
+
+
+def test_checksum_mismatches_name_changed_missing_and_unknown_files(tmp_path: Path) -> None:
+    for rel in ("model/model.safetensors", "plt/layer_0.safetensors", "plt/layer_1.safetensors"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    manifest = {"checksums": weight_checksums(tmp_path)}
+    assert checksum_mismatches(tmp_path, manifest) == [] and checksum_mismatches(tmp_path, {}) == []
+    (tmp_path / "plt/layer_0.safetensors").write_bytes(b"retrained")
+    (tmp_path / "plt/layer_1.safetensors").unlink()
+    (tmp_path / "clt").mkdir()
+    (tmp_path / "clt/W_enc_0.safetensors").write_bytes(b"new")
+    assert checksum_mismatches(tmp_path, manifest) == ["clt/W_enc_0.safetensors", "plt/layer_0.safetensors",
+                                                       "plt/layer_1.safetensors"]
+
+
+def _manifest(model_sha: str, **over: object) -> dict[str, object]:
+    config = {"model": {"n_layers": 4}, "train": {"steps": 1200}, "n_regions": 10, "cities_per_region": 8}
+    return {"seed": 0, "tiny": False, "build": {"config": config}, "checksums": {"model/model.safetensors": model_sha},
+            **over}
+
+
+def test_same_model_compares_only_builds_of_the_same_settings() -> None:
+    ref = _manifest("a" * 64)
+    assert same_model(_manifest("a" * 64), ref) is True
+    assert same_model(_manifest("b" * 64), ref) is False
+    assert same_model(_manifest("b" * 64, seed=1), ref) is None
+    assert same_model(_manifest("b" * 64, tiny=True), ref) is None
+    other = _manifest("b" * 64)
+    other["build"] = {"config": {**ref["build"]["config"], "train": {"steps": 10}}}  # type: ignore[index]
+    assert same_model(other, ref) is None
+    assert same_model(_manifest("a" * 64), {**ref, "checksums": {}}) is None
+
+
+def test_a_build_says_whether_it_reproduced_the_shipped_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    import workbench.paths
+    from workbench.world.build import _compare_with_shipped
+
+    (tmp_path / "manifest.json").write_text(json.dumps(_manifest("a" * 64)))
+    monkeypatch.setattr(workbench.paths, "world_dir", lambda: tmp_path)
+    with caplog.at_level("INFO", logger="workbench.world.build"):
+        _compare_with_shipped(_manifest("a" * 64))
+        _compare_with_shipped(_manifest("b" * 64))
+        _compare_with_shipped(_manifest("b" * 64, seed=3))
+    records = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert len(records) == 2, records
+    assert records[0][0] == "INFO" and "reproduces the shipped world's (sha256 aaaaaaaaaaaa)" in records[0][1]
+    assert records[1][0] == "WARNING" and "differs from the shipped world's (sha256 bbbbbbbbbbbb against " \
+        "aaaaaaaaaaaa)" in records[1][1]
 
 
 @shipped_world

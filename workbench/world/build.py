@@ -31,7 +31,7 @@ from workbench.world import generator as gen
 from workbench.world import language as lang
 from workbench.world.evaluate import evaluate_model
 from workbench.world.labels import annotate, label_layer
-from workbench.world.manifest import build_manifest
+from workbench.world.manifest import MODEL_FILE, build_manifest, same_model, weight_checksums
 from workbench.world.staging import staged_folder
 from workbench.world.tokenizer import build_tokenizer, save_tokenizer
 from workbench.world.train_model import (
@@ -221,11 +221,33 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
     manifest = build_manifest(spec=spec, seed=seed, tiny=tiny, prompts=prompts, model=model, tokenizer=tokenizer,
                               model_metrics=model_metrics, tc_metrics=tc_metrics, times=times,
                               config=dataclasses.asdict(cfg))
-    manifest = with_truth(manifest, truth_summary, cfg.truth)
+    manifest = {**with_truth(manifest, truth_summary, cfg.truth), "checksums": weight_checksums(out)}
     with atomic_path(out / "manifest.json") as tmp:
         tmp.write_text(json.dumps(manifest, indent=1) + "\n")
     logger.info("World built in %.0fs: %s", times["total"], json.dumps(manifest["metrics"]["summary"]))
+    _compare_with_shipped(manifest)
     return manifest["metrics"]
+
+
+def _compare_with_shipped(manifest: dict[str, Any]) -> None:
+    """Log whether the build reproduced the shipped world (when it was built from the same settings)."""
+    from workbench.paths import world_dir
+
+    shipped = world_dir() / "manifest.json"
+    if not shipped.is_file():
+        return
+    reference = json.loads(shipped.read_text())
+    same = same_model(json.loads(json.dumps(manifest)), reference)  # JSON round trip: tuples become lists
+    if same is None:
+        return
+    mine, theirs = manifest["checksums"][MODEL_FILE][:12], reference["checksums"][MODEL_FILE][:12]
+    if same:
+        logger.info("World build: the model reproduces the shipped world's (sha256 %s).", mine)
+    else:
+        logger.warning("World build: the model differs from the shipped world's (sha256 %s against %s) though seed "
+                       "and settings are the same. Training is deterministic on one machine but not across CPUs, "
+                       "so figures measured on the shipped world need not hold for this build (data/world/README.md).",
+                       mine, theirs)
 
 
 def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: Any,

@@ -5,8 +5,10 @@ prompt sets with answers and splits), the demo prompts, what the build achieved 
 task, transcoder FVU / L0 / dead per layer), how long each phase took, and the versions used.
 """
 
+import hashlib
 import logging
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -18,6 +20,8 @@ from workbench.world.train_model import predict_next
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+WEIGHT_FOLDERS = ("model", "plt", "clt")
+"""The world's folders whose ``*.safetensors`` files the manifest's ``checksums`` cover."""
 PREFERRED_DEMOS = {"day_arith": "Two days after Friday is", "two_hop": None}
 
 
@@ -105,3 +109,41 @@ def versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,
             "safetensors": safetensors.__version__, "workbench": getattr(workbench, "__version__", "0.1.0")}
+
+
+def weight_checksums(world: Path) -> dict[str, str]:
+    """sha256 of every ``*.safetensors`` file in the world's model and transcoder folders, keyed by its
+    path relative to the world (``model/model.safetensors``, ``plt/layer_0.safetensors``, ...)."""
+    out: dict[str, str] = {}
+    for folder in WEIGHT_FOLDERS:
+        for path in sorted((world / folder).glob("*.safetensors")):
+            h = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            out[f"{folder}/{path.name}"] = h.hexdigest()
+    return out
+
+
+def checksum_mismatches(world: Path, manifest: dict[str, Any]) -> list[str]:
+    """The weight files of ``world`` that differ from, are missing from or are unknown to the manifest's
+    ``checksums`` (empty when they all match; a manifest without checksums has nothing to check)."""
+    want = manifest.get("checksums")
+    if not isinstance(want, dict):
+        return []
+    have = weight_checksums(world)
+    return sorted(k for k in set(want) | set(have) if want.get(k) != have.get(k))
+
+
+MODEL_FILE = "model/model.safetensors"
+
+
+def same_model(built: dict[str, Any], reference: dict[str, Any]) -> bool | None:
+    """Whether a build's model has the bytes of a reference world's (the shipped one) built from the same
+    seed, size and model settings; None when the two are not comparable (other seed, size or settings,
+    or a manifest without checksums)."""
+    cfg, ref_cfg = built.get("build", {}).get("config", {}), reference.get("build", {}).get("config", {})
+    comparable = (built.get("seed") == reference.get("seed") and built.get("tiny") == reference.get("tiny")
+                  and all(cfg.get(k) == ref_cfg.get(k) for k in ("model", "train", "n_regions", "cities_per_region"))
+                  and MODEL_FILE in reference.get("checksums", {}) and MODEL_FILE in built.get("checksums", {}))
+    return built["checksums"][MODEL_FILE] == reference["checksums"][MODEL_FILE] if comparable else None
