@@ -261,7 +261,7 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
     if (answer_dir / "tuning.svg").is_file():
         tiled = answer.get("tiling") or {}
         figures.append((f"tuning of the {tiled.get('n_live')} live '{family}' features of transcoder layer "
-                        f"{tiled.get('layer')} (of {len(tiled.get('features', []))} labelled) at the answer "
+                        f"{tiled.get('feature_layer')} (of {len(tiled.get('features', []))} labelled) at the answer "
                         "position",
                         _svg_file(answer_dir / "tuning.svg")))
     view = ManifoldView(

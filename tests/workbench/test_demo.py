@@ -1,6 +1,7 @@
 """`workbench demo` writes a real report: graphs, labels, scores, viewer JSON."""
 
 import json
+import re
 from html import escape
 
 import pytest
@@ -67,6 +68,7 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     html = (out / "report.html").read_text()
     assert "<script" not in html and html.count("<svg") >= 2 + 2 + 3  # graphs, supernode graphs, circles + tuning
+    assert re.search(r"tuning of the \d+ live &#x27;day&#x27; features of transcoder layer 1 ", html), "tuning caption"
     for name, stats in summary["graphs"].items():
         circuit = stats["circuit"]
         doc = json.loads((out / "supernodes" / f"{name}.json").read_text())

@@ -72,7 +72,9 @@ def _commands(out: Path) -> list[list[str]]:
 
 def _start(out: Path) -> subprocess.Popen[str]:
     code = DRIVER.format(root=str(ROOT), commands=_commands(out))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    scratch = out.parent / "tmp"  # a SIGKILL leaves the demo's scratch folders: keep them out of the system's
+    scratch.mkdir(exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(scratch)}
     log_path = out.parent / "driver.log"
     with open(log_path, "a") as log:  # the child's stderr, shown if it fails
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
