@@ -147,25 +147,27 @@ def save_labels(labels: Iterable[FeatureLabel], path: str | os.PathLike[str]) ->
 
 
 def check_labels_match(labels: Mapping[tuple[int, int], FeatureLabel], *, n_layers: int, scan: str = "",
-                       source: str = "<labels>") -> None:
+                       source: str = "<labels>", owner: str = "the graph") -> None:
     """Refuse labels made for another transcoder set: a layer beyond `n_layers`, or records whose
-    ``scan`` (the transcoder set's id, which our label files carry) differs from `scan`.
+    ``scan`` (the transcoder set's id, which our label files carry) differs from `scan`. `owner` names
+    whose transcoders they must match in the messages ("the graph", or a flag such as "--transcoders").
 
     Labels without a ``scan`` field cannot be matched by id; only their layers are checked.
     """
+    whose = "the graph's transcoders" if owner == "the graph" else f"the transcoders of {owner}"
     too_deep = sorted(key for key in labels if key[0] >= n_layers)
     if too_deep:
         raise LabelFormatError(f"labels must be for a transcoder set with {n_layers} layers; {source} has a label "
-                               f"for layer {too_deep[0][0]} (feature {too_deep[0][1]}). Use the labels of this "
-                               "graph's transcoders.")
+                               f"for layer {too_deep[0][0]} (feature {too_deep[0][1]}). Use the labels of "
+                               f"{whose}.")
     scans = {str(lab.extra["scan"]) for lab in labels.values() if lab.extra.get("scan")}
     if scan and scans and scans != {scan}:
         other = sorted(scans - {scan})[0] if scans - {scan} else sorted(scans)[0]
-        raise LabelFormatError(f"labels must be for the graph's transcoders {scan!r}; {source} labels "
-                               f"{other!r}. Use the labels of this graph's transcoders.")
+        raise LabelFormatError(f"labels must be for {whose} {scan!r}; {source} labels {other!r}. Use the labels "
+                               f"of {whose}.")
     if scans and not scan:
-        logger.warning("the graph does not record its transcoder set, so labels for %s cannot be matched to it",
-                       ", ".join(sorted(scans)))
+        logger.warning("%s does not record its transcoder set, so labels for %s cannot be matched to it",
+                       owner, ", ".join(sorted(scans)))
 
 
 def _loads(text: str, p: Path) -> Any:

@@ -144,7 +144,7 @@ def run_families(args: argparse.Namespace) -> int:
     from analyses.families import FeatureFamilies, decoder_matrix
     from tracer.errors import WorkbenchError
     from tracer.io import atomic_write_json
-    from tracer.labels import load_labels
+    from tracer.labels import check_labels_match, load_labels
     from tracer.transcoders.loaders import load_transcoders
 
     tc = load_transcoders(args.transcoders)
@@ -154,6 +154,8 @@ def run_families(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise WorkbenchError(str(err)) from None
     labels = load_labels(args.labels) if args.labels else None
+    if labels is not None:
+        check_labels_match(labels, n_layers=tc.n_layers, scan=tc.scan, source=str(args.labels), owner="--transcoders")
     acts, prompts = None, []
     if args.prompts is not None:
         from tracer.models import load_model

@@ -167,7 +167,7 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
     )
     from workbench.manifold_world_discovery import world_corpus
 
-    families = families_from_labels(labels, 5).get(layer, {})
+    families = families_from_labels(labels, 5, tcs).get(layer, {})
     if len(families) < 2:
         return None, {"skipped": f"fewer than 2 labelled families of >= 5 features at layer {layer}"}
     store = corpus_store(loaded, tcs, world_corpus(world, manifest, DISCOVERY_SENTENCES), scratch, [layer])

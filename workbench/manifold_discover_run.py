@@ -64,19 +64,20 @@ def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: i
     return out
 
 
-def families_from_labels(path: Path, min_size: int) -> Families:
-    """LABEL families (the world's truth, not discovered): features grouped by label family and side."""
+def families_from_labels(path: Path, min_size: int, tcs: Transcoders | None = None) -> Families:
+    """LABEL families (the world's truth, not discovered): features grouped by label family and side. With
+    ``tcs``, labels of another transcoder set (their ``scan``, or a layer beyond the set's) are refused."""
+    from tracer.labels import check_labels_match, load_labels
+
+    labels = load_labels(path)
+    if tcs is not None:
+        check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(path),
+                           owner="--transcoders")
     out: Families = {}
-    try:
-        lines = Path(path).read_text().split("\n")
-    except OSError as err:
-        raise WorkbenchError(f"--labels must be a readable labels JSONL; got {str(path)!r} ({err}).") from None
-    for line in lines:
-        if line.strip():
-            rec = json.loads(line)
-            if rec.get("family") and rec.get("side") in ("input", "output"):
-                out.setdefault(int(rec["layer"]), {}).setdefault(f"{rec['family']}/{rec['side']}", []).append(
-                    int(rec["feature"]))
+    for lab in labels.values():
+        if lab.extra.get("family") and lab.extra.get("side") in ("input", "output"):
+            out.setdefault(lab.layer, {}).setdefault(f"{lab.extra['family']}/{lab.extra['side']}", []).append(
+                lab.feature)
     return {layer: {k: sorted(v) for k, v in sorted(fams.items()) if len(v) >= min_size}
             for layer, fams in sorted(out.items())}
 
@@ -136,7 +137,7 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
         raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install "
                              "manifold-workbench[topology]` or use --persistence auto.")
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
-            if args.families is not None else families_from_labels(args.labels, args.min_size))
+            if args.families is not None else families_from_labels(args.labels, args.min_size, tcs))
     layers = None if args.feature_layers is None else parse_layers(args.feature_layers, tcs.n_layers)
     fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
     if not fams:

@@ -94,7 +94,7 @@ def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentenc
     manifest = json.loads((world / "manifest.json").read_text())
     loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
-    fams = (families_from_labels(world / "labels_plt.jsonl", min_size) if families == "labels"
+    fams = (families_from_labels(world / "labels_plt.jsonl", min_size, tcs) if families == "labels"
             else families_from_json(Path(families), tcs.n_layers, min_size, tcs.d_transcoder))
     layers = sorted(fams) if layers is None else layers
     t0 = time.perf_counter()

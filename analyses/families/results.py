@@ -17,14 +17,18 @@ from analyses.display import Display
 from analyses.results import check_shapes, register_result
 
 _LABEL_TAIL = re.compile(r"\s*(\[.*\]|\(.*\))\s*$")
+_STEM_END = re.compile(r",| peaks at | in (?=[a-z])")
+_QUOTED = re.compile(r"'[^']*'")
 
 
 def label_stem(label: str) -> str:
     """The part of a label that names a kind of feature: "say a day, peaks at Mon in day
     arithmetic" -> "say a day"; bracketed notes are dropped."""
     text = _LABEL_TAIL.sub("", label).strip()
-    text = re.split(r",| peaks at | in (?=[a-z])", text, maxsplit=1)[0]
-    return text.strip()
+    quoted = [m.span() for m in _QUOTED.finditer(text)]  # a quoted token (',') never ends the stem
+    end = next((m.start() for m in _STEM_END.finditer(text) if not any(a < m.start() < b for a, b in quoted)),
+               len(text))
+    return text[:end].strip()
 
 
 def family_label(member_labels: list[str | None]) -> str | None:

@@ -293,6 +293,9 @@ def test_label_helpers() -> None:
     assert label_stem("say a day, peaks at Mon in day arithmetic") == "say a day"
     assert label_stem("say Teskar [fixed by truth; top activations: say Dunhal]") == "say Teskar"
     assert label_stem("'of' in two-hop") == "'of'"
+    assert label_stem("',' token, peaks at Mon") == "',' token"  # a quoted comma is a token, not the end
+    assert label_stem("mixed: 'is' / ',' / 'or'") == "mixed: 'is' / ',' / 'or'"
+    assert label_stem("' in ' token in two-hop") == "' in ' token"
     assert family_label(["say a day, peaks at Mon", "say a day", None, "'is' token"]) == "say a day (2/4)"
     assert family_label([None, None]) is None
 

@@ -69,6 +69,8 @@ def test_families_with_prompts_uses_coactivation(run, tmp_path: Path) -> None:  
     (["--n-neighbors", "0"], "n_neighbors must be"),
     (["--distance-threshold", "5"], "distance_threshold must be"),
     (["--clt-mode", "into"], "one analysed layer"),
+    (["--layer", "0", "--labels", str(WORLD / "labels_clt.jsonl")],
+     "labels must be for the transcoders of --transcoders 'manifold-workbench/demo-world-plt@seed0'"),
 ])
 @shipped
 def test_bad_input_is_one_line_and_exit_2(run, tmp_path: Path, extra: list[str], needle: str) -> None:  # noqa: ANN001

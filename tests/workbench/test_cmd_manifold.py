@@ -268,6 +268,10 @@ def test_discover_writes_strict_json_and_checks_layers(tmp_path, capsys):
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     code, _, err = run(capsys, *argv, "--feature-layers", "1", "--out", str(WORLD / "model" / "disc"))
     assert code == 2 and "--out must not" in err and not (WORLD / "model" / "disc").exists(), err
+    clt_labels = [str(WORLD / "labels_clt.jsonl") if a.endswith("labels_plt.jsonl") else a for a in argv]
+    code, _, err = run(capsys, *clt_labels, "--out", str(tmp_path / "other"))  # the CLT's labels, PLT transcoders
+    assert code == 2 and "labels must be for the transcoders of --transcoders" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "other").exists()
 
 
 def test_a_failed_fit_writes_nothing_and_leaves_an_earlier_fit_whole(month_fit, tmp_path, capsys):
