@@ -45,6 +45,26 @@ def test_collects_the_demo_world_and_resumes(tmp_path, capsys, caplog):
     assert store.complete and store.n_prompts == 12
 
 
+def test_prompt_fields_that_are_not_finite_are_written_as_null(tmp_path, capsys):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "Monday is", "x": NaN, "y": [Infinity, 1.5]}\n')
+    code, _, err = run(capsys, "activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
+                       "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet")
+    assert code == 0, err
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"{name} in strict JSON")
+
+    for name in ("prompts.jsonl", "index.json"):
+        text = (tmp_path / "run" / name).read_text()
+        docs = [json.loads(line, parse_constant=refuse) for line in text.splitlines()] if name.endswith("l") \
+            else [json.loads(text, parse_constant=refuse)]
+        assert docs
+    row = json.loads((tmp_path / "run" / "prompts.jsonl").read_text())
+    assert row["x"] is None and row["y"] == [None, 1.5]
+    assert ActivationStore(tmp_path / "run").complete
+
+
 @pytest.mark.parametrize("extra,message", [
     (("--residual-layers", "9"), "residual_layers must be in [0, 4]"),
     (("--batch-size", "0"), "batch_size must be an integer >= 1"),

@@ -37,7 +37,7 @@ from tracer.activations.store import (
 )
 from tracer.config import ActivationConfig
 from tracer.errors import WorkbenchError
-from tracer.io import TEMP_PREFIX, atomic_path, check_output_path
+from tracer.io import TEMP_PREFIX, atomic_path, check_output_path, json_safe
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
 from tracer.models.tokens import check_token_ids, tokenize_many
@@ -168,7 +168,7 @@ def _start_or_resume(out: Path, base: dict[str, Any], records: list[PromptRecord
         with tmp.open("w", encoding="utf-8") as fh:
             for rec, t in zip(records, tokens):
                 row = {"prompt": rec.prompt, "n_pos": int(t.shape[0]), "tokens": t.tolist(), **rec.meta}
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n")  # NaN -> null
     index = {**base, "shards": []}
     _write_index(out, index)  # now a run killed in its first shard is resumable
     return index
@@ -176,7 +176,7 @@ def _start_or_resume(out: Path, base: dict[str, Any], records: list[PromptRecord
 
 def _write_index(out: Path, index: dict[str, Any]) -> None:
     with atomic_path(out / INDEX) as tmp:
-        tmp.write_text(json.dumps(index, indent=1) + "\n")
+        tmp.write_text(json.dumps(json_safe(index), indent=1, allow_nan=False) + "\n")
 
 
 def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: Sequence[PromptRecord | str],
