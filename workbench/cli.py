@@ -122,7 +122,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         print(f"workbench {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - bad input gets one line; a bug keeps its traceback
-        line = error_line(err)
+        line = error_line(err, dests=vars(args))
         if line is None:
             raise
         print(f"workbench {args.command}: error: {line}", file=sys.stderr)

@@ -144,9 +144,13 @@ def one_line(text: str) -> str:
     return re.sub(r"\s*\n\s*", " ", text).strip()
 
 
-def flag_hint(err: WorkbenchError) -> str:
-    """' (flags: --max-feature-nodes, ...)' for the config fields an error offers as remedies."""
-    fields = getattr(err, "fields", ())
+def flag_hint(err: WorkbenchError, dests: Iterable[str] | None = None) -> str:
+    """' (flags: --max-feature-nodes, ...)' for the config fields an error offers as remedies; with
+    ``dests`` (the command's parsed argument names), only those the command has as flags."""
+    fields = list(getattr(err, "fields", ()))
+    if dests is not None:
+        known = list(dests)
+        fields = [f for f in fields if any(d == f or d.endswith("_" + f) for d in known)]
     return f" (flags: {', '.join('--' + f.replace('_', '-') for f in fields)})" if fields else ""
 
 
@@ -161,10 +165,11 @@ def _os_error(err: OSError) -> str:
     return f"{err.strerror or type(err).__name__}:{where}."
 
 
-def error_line(err: BaseException) -> str | None:
-    """The one-line message for an error caused by input or the environment; None for a bug."""
+def error_line(err: BaseException, dests: Iterable[str] | None = None) -> str | None:
+    """The one-line message for an error caused by input or the environment; None for a bug (``dests``:
+    see :func:`flag_hint`)."""
     if isinstance(err, WorkbenchError):
-        return one_line(str(err)) + flag_hint(err)
+        return one_line(str(err)) + flag_hint(err, dests)
     if isinstance(err, OSError):
         return _os_error(err)
     if isinstance(err, UnicodeDecodeError):

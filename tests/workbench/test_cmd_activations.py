@@ -88,10 +88,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
 
 def test_unknown_words_are_refused_by_name(tmp_path, capsys):
     prompts = tmp_path / "p.txt"
-    prompts.write_text("Two days after Funday is\n")
+    prompts.write_text("Monday is\n\nTuesday is\nTwo days after Funday is\n")
     code, _, err = run(capsys, "activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
                        "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet")
-    assert code == 2 and "'Funday'" in err
+    assert code == 2 and "'Funday'" in err and len(err.strip().splitlines()) == 1, err
+    assert "prompt 2 (prompt file line 4): " in err and err.strip().endswith("(flags: --allow-unk)"), err
 
 
 def _argv(prompts: Path, out: Path) -> list[str]:
@@ -158,3 +159,16 @@ def test_quiet_works_before_or_after_the_command(tmp_path, capsys, where):
             str(prompts), "--out", str(tmp_path / "run")]
     code, out, err = run(capsys, *(["--quiet", *argv] if where == "before" else [*argv, "--quiet"]))
     assert code == 0 and out == "" and err == "", err
+
+
+def test_flag_hints_name_only_flags_the_command_has():
+    from tracer.errors import WorkbenchError
+    from workbench.cli_safety import error_line
+
+    err = WorkbenchError("prompt words must be in the tokenizer's vocabulary; got 'Funday'.")
+    err.fields = ("allow_unk", "max_feature_nodes")
+    assert str(error_line(err)).endswith("(flags: --allow-unk, --max-feature-nodes)")
+    assert str(error_line(err, dests=["prompts", "allow_unk"])).endswith("(flags: --allow-unk)")
+    assert str(error_line(err, dests=["cfg_max_feature_nodes"])).endswith("(flags: --max-feature-nodes)")
+    assert error_line(err, dests=["prompts", "layer"]) == "prompt words must be in the tokenizer's vocabulary; got " \
+                                                          "'Funday'."

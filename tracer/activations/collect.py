@@ -40,7 +40,7 @@ from tracer.errors import WorkbenchError
 from tracer.io import TEMP_PREFIX, atomic_path, check_output_path, json_safe
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
-from tracer.models.tokens import check_token_ids, tokenize_many
+from tracer.models.tokens import check_token_ids, tokenize, tokenize_many
 from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.identity import transcoder_signature
@@ -60,6 +60,27 @@ def _check_layers(cfg: ActivationConfig, n_layers: int) -> tuple[int, ...]:
     return feature_layers
 
 
+def _at_prompt(err: WorkbenchError, i: int, record: PromptRecord) -> WorkbenchError:
+    """``err`` prefixed with the prompt it is about and its file line (keeping the remedies it offers)."""
+    line = "" if record.line is None else f" (prompt file line {record.line})"
+    out = WorkbenchError(f"prompt {i}{line}: {err}")
+    out.fields = err.fields
+    return out
+
+
+def _tokenize(loaded: LoadedModel, records: list[PromptRecord], allow_unk: bool) -> list[Tensor]:
+    """Every prompt's ids; an error names the first prompt it is about and its file line."""
+    try:
+        return tokenize_many(loaded, [r.prompt for r in records], allow_unk=allow_unk)
+    except WorkbenchError as err:
+        for i, rec in enumerate(records):  # only on error: find the prompt to name
+            try:
+                tokenize(loaded, rec.prompt, allow_unk=allow_unk)
+            except WorkbenchError as one:
+                raise _at_prompt(one, i, rec) from None
+        raise err
+
+
 def _check_lengths(loaded: LoadedModel, records: list[PromptRecord], tokens: list[Tensor]) -> None:
     """The longest prompt must fit the model's context (and attention window), as for `trace`
     (:func:`tracer.models.tokens.check_token_ids`); the error names the prompt and its file line."""
@@ -67,8 +88,7 @@ def _check_lengths(loaded: LoadedModel, records: list[PromptRecord], tokens: lis
     try:
         check_token_ids(loaded, tokens[i])
     except WorkbenchError as err:
-        line = "" if records[i].line is None else f" (prompt file line {records[i].line})"
-        raise WorkbenchError(f"prompt {i}{line}: {err}") from None
+        raise _at_prompt(err, i, records[i]) from None
 
 
 def _vector_positions(cfg: ActivationConfig, records: list[PromptRecord], lengths: list[int]) -> list[list[int]]:
@@ -197,7 +217,7 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     records = [p if isinstance(p, PromptRecord) else PromptRecord(prompt=p) for p in prompts]
     if not records:
         raise WorkbenchError("prompts must be non-empty; got none. Pass at least one prompt.")
-    tokens = tokenize_many(loaded, [r.prompt for r in records], allow_unk=allow_unk)
+    tokens = _tokenize(loaded, records, allow_unk)
     _check_lengths(loaded, records, tokens)
     lengths = [int(t.shape[0]) for t in tokens]
     positions = _vector_positions(cfg, records, lengths)

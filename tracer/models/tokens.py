@@ -93,9 +93,11 @@ def _with_bos(tok: Any, prompt: str, ids: list[int], allow_unk: bool) -> Tensor:
     # the words are looked up one by one only when the prompt holds the unknown token (naming them)
     unknown = (unknown_words(tok, prompt) or ["(a part of the prompt)"]) if unk is not None and unk in ids else []
     if unknown and not allow_unk:
-        raise WorkbenchError(f"prompt words must be in the tokenizer's vocabulary; got {unknown[0]!r} "
+        err = WorkbenchError(f"prompt words must be in the tokenizer's vocabulary; got {unknown[0]!r} "
                              f"({len(unknown)} unknown word(s)), which would be traced as the unknown "
                              "token. Check the spelling and case, or allow unknown words explicitly.")
+        err.fields = ("allow_unk",)
+        raise err
     if unknown:
         logger.warning("UNKNOWN WORDS traced as the unknown token (allowed explicitly): %s. The graph shows "
                        "the unknown token, not these words.", ", ".join(repr(w) for w in unknown[:10]))
