@@ -2,6 +2,7 @@
 (it must still learn) and the shipped artifacts in data/world (they must meet the targets)."""
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -339,6 +340,15 @@ def test_shipped_weights_match_the_manifest_checksums() -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     assert len(manifest["checksums"]) == 13  # the model, 4 PLT layers, 4 CLT encoders and 4 decoders
     assert checksum_mismatches(root, manifest) == []
+
+
+def test_the_build_seed_replaces_the_model_and_transcoder_seeds_it_records() -> None:
+    from workbench.world.build import default_config, seeded
+
+    cfg = seeded(default_config(tiny=True), 5)
+    assert (cfg.train.seed, cfg.plt.seed, cfg.clt.seed) == (5, 5, 5)
+    assert dataclasses.replace(cfg, train=default_config(tiny=True).train).train.seed == 0  # the default it replaced
+    assert seeded(cfg, 5) == cfg and cfg.model == default_config(tiny=True).model
 
 
 def test_checksum_mismatches_name_changed_missing_and_unknown_files(tmp_path: Path) -> None:

@@ -68,7 +68,7 @@ class WorldBuildConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """Shape of the model."""
     train: TrainConfig = field(default_factory=TrainConfig)
-    """Model optimisation (its seed is replaced by the build seed)."""
+    """Model optimisation (its seed is replaced by the build seed, as are the transcoders')."""
     plt: TranscoderTrainConfig = field(default_factory=TranscoderTrainConfig)
     """Per-layer transcoder training."""
     clt: TranscoderTrainConfig = field(default_factory=TranscoderTrainConfig)
@@ -168,7 +168,15 @@ def build_world(out_dir: str | Path, *, seed: int = 0, tiny: bool = False, progr
         torch.set_num_threads(threads)
 
 
+def seeded(cfg: WorldBuildConfig, seed: int) -> WorldBuildConfig:
+    """``cfg`` with the build seed in place of its model's and transcoders' own seeds (what the build
+    trains with, and what the manifest records)."""
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed),
+                               plt=dataclasses.replace(cfg.plt, seed=seed), clt=dataclasses.replace(cfg.clt, seed=seed))
+
+
 def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bool) -> dict[str, Any]:
+    cfg = seeded(cfg, seed)
     times: dict[str, float] = {}
     t_all = time.perf_counter()
 
@@ -181,10 +189,9 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
 
     logger.info("Phase 2: training the model (%d steps)", cfg.train.steps)
     t = time.perf_counter()
-    train_cfg = dataclasses.replace(cfg.train, seed=seed)
     model = build_model(cfg.model, len(tokenizer), seed)
     ids, answer_pos = encode_corpus(corpus, tokenizer)
-    losses = train_model(model, ids, answer_pos, neighbour_table(tokenizer), train_cfg, progress=progress)
+    losses = train_model(model, ids, answer_pos, neighbour_table(tokenizer), cfg.train, progress=progress)
     _save_model(model, tokenizer, out / "model", progress=progress)
     times["model"] = time.perf_counter() - t
 
@@ -264,8 +271,7 @@ def _transcoder_phase(out: Path, spec: lang.WorldSpec, tokenizer: Any, model: An
     saved: dict[str, Transcoders] = {}
     for name, tcfg in zip(TRANSCODER_SETS, (cfg.plt, cfg.clt)):
         t = time.perf_counter()
-        tc, _ = train_transcoders(name, X, Y, dataclasses.replace(tcfg, seed=seed), progress=progress,
-                                  scan=transcoder_scan(name, seed))
+        tc, _ = train_transcoders(name, X, Y, tcfg, progress=progress, scan=transcoder_scan(name, seed))
         save_transcoders(tc, out / name)
         metrics[name] = transcoder_metrics(tc, X_eval, Y_eval)
         saved[name] = tc
