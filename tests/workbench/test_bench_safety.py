@@ -178,6 +178,8 @@ def test_edges_of_the_ranges_are_accepted() -> None:
     (["--seed", str(2**63)], "seed must be an integer in [0, 2**63)"),
     (["--prompt-seed", str(2**64)], "prompt_seed must be an integer in [0, 2**63)"),
     (["--n-tokens", "4,4"], "n_tokens must not repeat a value; got 4"),
+    (["--n-tokens", "16,5000"], "--n-tokens must be <= the benchmark model's context (4096 tokens); got 5000"),
+    (["--n-tokens", "100000", "--calib-len", "8"], "context (4096 tokens); got 100000"),
 ])
 def test_cli_refuses_bad_values_before_any_work(bench_cli: Any, tmp_path: Path, flags: list[str], message: str,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:

@@ -119,7 +119,7 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     t0 = time.perf_counter()
     logger.info("building benchmark model %s", spec.key)
     model_dir = root / "model"
-    write_tokenizer(spec.vocab, model_dir, max_len=_max_positions(spec))
+    write_tokenizer(spec.vocab, model_dir, max_len=spec.max_positions)
     model = make_model(spec)
     with hf_progress_bars(logger.isEnabledFor(logging.INFO)):  # no shard-writing bar under --quiet
         model.save_pretrained(model_dir, safe_serialization=True)
@@ -147,10 +147,6 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest
-
-
-def _max_positions(spec: ModelSpec) -> int:
-    return max(4096, spec.calib_len)
 
 
 # ----------------------------------------------------------------------------- model and tokenizer
@@ -196,7 +192,7 @@ def make_model(spec: ModelSpec) -> "PreTrainedModel":
         vocab_size=spec.vocab, hidden_size=spec.d_model, intermediate_size=spec.mlp_width,
         num_hidden_layers=spec.n_layers, num_attention_heads=spec.n_heads,
         num_key_value_heads=spec.n_kv_heads,
-        head_dim=spec.head_width, hidden_act="silu", max_position_embeddings=_max_positions(spec),
+        head_dim=spec.head_width, hidden_act="silu", max_position_embeddings=spec.max_positions,
         initializer_range=0.02, rms_norm_eps=1e-6, rope_theta=1_000_000.0, tie_word_embeddings=False,
         attention_bias=False, attention_dropout=0.0, bos_token_id=BOS_ID, eos_token_id=3, pad_token_id=2,
     )

@@ -121,7 +121,18 @@ def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConf
         trace_format=args.trace_format,
         work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
     )
+    check_fits(spec, cfg)
     return spec, cfg
+
+
+def check_fits(spec: "ModelSpec", cfg: "BenchConfig") -> None:
+    """Every prompt length must fit the benchmark model's context (refused before any work)."""
+    from tracer.errors import WorkbenchError
+
+    longest = max(cfg.n_tokens)
+    if longest > spec.max_positions:
+        raise WorkbenchError(f"--n-tokens must be <= the benchmark model's context ({spec.max_positions} tokens); "
+                             f"got {longest}. Use shorter prompts.")
 
 
 def run_bench(args: argparse.Namespace) -> int:

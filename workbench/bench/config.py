@@ -144,6 +144,11 @@ class ModelSpec:
         return self.clt_d_transcoder or max(1, self.d_transcoder // 2)
 
     @property
+    def max_positions(self) -> int:
+        """The model's context (max_position_embeddings): 4096, or the calibration length if longer."""
+        return max(4096, self.calib_len)
+
+    @property
     def key(self) -> str:
         """Readable dims + a hash of every field (and the builder version): the cache folder name."""
         fields = {k: float(v) if k in ("target_l0", "final_norm_scale") else v
