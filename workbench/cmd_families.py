@@ -2,9 +2,10 @@
 
     workbench families --transcoders T [--model M --prompts FILE] [--layer L|all] [--labels L] --out families.json
 
-Writes ``{"families": [{"layer", "features", "label"}...], ...}``: with one layer per family
-(the default), ``layer`` is an int and ``features`` the feature indices; with
-``--cross-layer``, ``layer`` lists the layers and ``features`` holds [layer, feature] pairs.
+Writes ``{"families": [{"layer", "features", "label"}...], ...}``: a family within one layer (every
+family by default) has an int ``layer`` and ``features`` the feature indices; with
+``--cross-layer``, a family spanning several layers lists them in ``layer`` and holds [layer,
+feature] pairs in ``features``.
 ``--prompts`` is unlabelled text, one prompt per line: its feature activations (run through
 ``--model``) are the co-activation evidence. Estimator flags come from
 :class:`analyses.families.config.FamiliesConfig`.
@@ -52,7 +53,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--cross-layer", action="store_true",
                    help="let families span layers (clusters every chosen layer's features together)")
     p.add_argument("--out", required=True, help="output JSON path")
-    p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
     docs = field_help(FamiliesConfig)
     for f in dataclasses.fields(FamiliesConfig):

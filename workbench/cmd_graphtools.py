@@ -22,16 +22,17 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 _THRESHOLD_HELP = {
-    "node": "keep the most influential nodes holding this fraction of the influence (default 0.8; export "
-            "--supernodes: the threshold the groups were made at, as their file records it)",
-    "edge": "keep the highest-scoring edges holding this fraction of the edge score (default 0.98; export "
-            "--supernodes: as recorded)",
+    "node": "keep the most influential nodes holding this fraction of the influence (default 0.8",
+    "edge": "keep the highest-scoring edges holding this fraction of the edge score (default 0.98",
 }
+_SUPERNODES_DEFAULT = {"node": "; with --supernodes: the threshold the groups were made at, as their file records it",
+                       "edge": "; with --supernodes: as recorded"}
 
 
-def _add_thresholds(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--node-threshold", type=float, default=None, help=_THRESHOLD_HELP["node"])
-    p.add_argument("--edge-threshold", type=float, default=None, help=_THRESHOLD_HELP["edge"])
+def _add_thresholds(p: argparse.ArgumentParser, *, supernodes: bool = False) -> None:
+    for kind in ("node", "edge"):
+        p.add_argument(f"--{kind}-threshold", type=float, default=None,
+                       help=_THRESHOLD_HELP[kind] + (_SUPERNODES_DEFAULT[kind] if supernodes else "") + ")")
     p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
 
 
@@ -58,7 +59,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--supernodes", default=None,
                    help='JSON file: [["label", "node_id", ...], ...] (or {"supernodes": [...], "pinnedIds": '
                         '[...]}), or the output of `workbench cluster`')
-    _add_thresholds(p)
+    _add_thresholds(p, supernodes=True)
     p.set_defaults(func=run_export)
 
     p = sub.add_parser("import-pt", help="import a circuit-tracer .pt graph (a pickle: needs --trust-pickle)",

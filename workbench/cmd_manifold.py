@@ -105,7 +105,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     for action in (fit, steer, disc):
         action.add_argument("--threads", type=int, default=1,
                             help="torch CPU threads (default 1: fastest for small models; raise for large ones)")
-        action.add_argument("--quiet", "-q", action="store_true", help="no info logs")
+        action.add_argument("--quiet", "-q", action="store_true",
+                            help="no progress bars or info logs" if action is disc else "no info logs")
         action.set_defaults(func=_threaded(action.get_default("func")))
     p.set_defaults(func=_no_action)
 

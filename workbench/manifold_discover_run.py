@@ -95,10 +95,10 @@ def layer_inputs(store: ActivationStore, tcs: Transcoders, layer: int) -> tuple[
 
 
 def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[int]],
-                   est: ManifoldDiscovery) -> tuple[dict[str, Any], DiscoveryResult]:
+                   est: ManifoldDiscovery, verbose: bool = False) -> tuple[dict[str, Any], DiscoveryResult]:
     """Discovery on one layer's families (``A``, ``W``: :func:`layer_inputs`); the JSON rows and the result."""
     t0 = time.perf_counter()
-    est.fit(A, W, families, feature_layer=layer)
+    est.fit(A, W, families, feature_layer=layer, verbose=verbose)
     seconds = time.perf_counter() - t0
     rows = {f.name: f.summary() for f in est.result_.families}
     return ({"ranking": est.ranking_, "persistence": est.result_.persistence, "families": rows,
@@ -145,13 +145,14 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
         raise WorkbenchError(f"families must include at least one of >= {args.min_size} features{where}; got none. "
                              "Lower --min-size or choose other layers.")
     args.out.mkdir(parents=True, exist_ok=True)
-    store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams))
+    store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams),
+                         verbose=not args.quiet)
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
                               "n_prompts": store.n_prompts, "n_rows": store.n_rows, "feature_layers": {}}
     for layer, families in fams.items():
         est = ManifoldDiscovery.from_config(cfg)
         A, W = layer_inputs(store, tcs, layer)
-        rep, result = discover_layer(A, W, layer, families, est)
+        rep, result = discover_layer(A, W, layer, families, est, verbose=not args.quiet)
         save_result(result, args.out / f"discovery_feature_layer{layer}.json")
         rep["plots"] = discovery_plots(args.out, result, A, W, cfg.activation_threshold)
         report["feature_layers"][str(layer)] = rep
