@@ -47,8 +47,8 @@ class AttributionConfig:
     adjacency_dtype: Literal["auto", "float32", "float64", "bfloat16", "float16"] = "auto"
     """Storage dtype of the adjacency ('auto': float64 for float64 models, else float32; bf16/fp16
     halve its memory, see README)."""
-    verbose: bool = True
-    """Show progress bars."""
+    verbose: bool = False
+    """Show progress bars (the library is silent unless asked; the CLI shows them unless told to be quiet)."""
 
     def __post_init__(self) -> None:
         for name in ("max_n_logits", "batch_size", "update_interval", "sweep_rows"):

@@ -266,3 +266,17 @@ def test_check_run_folder_refuses_a_folder_of_other_files(tmp_path):
     (tmp_path / "export" / "graph.json").write_text("{}")
     with pytest.raises(WorkbenchError, match="must be new, empty or an activation run's folder"):
         collect_mod.check_run_folder(tmp_path / "export")
+
+
+def test_the_library_shows_no_progress_bars_unless_asked(tmp_path, capfd):
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.models.tokens import tokenize
+
+    loaded = tiny_model("llama")
+    tc = tiny_transcoders(loaded, kind="plt")
+    collect_activations(loaded, tc, WORDS[:2], tmp_path / "quiet")
+    attribute(loaded, tc, tokenize(loaded, WORDS[0]), AttributionConfig())
+    assert capfd.readouterr().err == ""
+    collect_activations(loaded, tc, WORDS[:2], tmp_path / "loud", verbose=True)
+    assert "activations" in capfd.readouterr().err

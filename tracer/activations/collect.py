@@ -201,7 +201,7 @@ def _write_index(out: Path, index: dict[str, Any]) -> None:
 
 def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: Sequence[PromptRecord | str],
                         out_dir: str | Path, config: ActivationConfig | None = None, *, allow_unk: bool = False,
-                        verbose: bool = True) -> ActivationStore:
+                        verbose: bool = False) -> ActivationStore:
     """Run ``prompts`` through the model and store sparse activations (and vectors) under ``out_dir``.
 
     ``out_dir`` must be a new folder, an empty one, or this run's folder (to resume it); it is
