@@ -15,7 +15,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
 
 # subcommand name -> module that defines register(subparsers). One registry: the CLI's choices
 # and its help come from here.
@@ -35,11 +35,37 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
+_REPEATABLE = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction)
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input."""
+    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input, and an
+    option given twice (``--out a --out b``, or ``--x --no-x``) is a usage error, not "the last wins"."""
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+            self._refuse_repeats(list(args))  # a leaf parser: every option here is its own
+        return super().parse_known_args(args, namespace)
+
+    def _refuse_repeats(self, args: list[str]) -> None:
+        seen: dict[str, tuple[str, object]] = {}  # dest -> (option as given, what it sets)
+        for arg in args:
+            if arg == "--":
+                break
+            action = self._option_string_actions.get(arg.split("=", 1)[0]) if arg.startswith("-") else None
+            if action is None or isinstance(action, _REPEATABLE) or action.dest == argparse.SUPPRESS:
+                continue
+            opt = arg.split("=", 1)[0]
+            sets = (not opt.startswith("--no-") if isinstance(action, argparse.BooleanOptionalAction)
+                    else action.const if action.nargs == 0 else None)
+            if action.dest in seen and (action.nargs != 0 or seen[action.dest][1] != sets):
+                first = seen[action.dest][0]
+                what = "given twice" if first == opt else f"conflicts with {first}"
+                self.error(f"argument {opt}: {what}; give it once")
+            seen[action.dest] = (opt, sets)
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

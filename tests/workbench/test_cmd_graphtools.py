@@ -42,6 +42,23 @@ def _one_line_error(err: str, command: str) -> None:
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--node-threshold", "0.5", "--node-threshold", "0.6"], "argument --node-threshold: given twice; give it once"),
+    (["--node-threshold=0.5", "--node-threshold", "0.6"], "argument --node-threshold: given twice"),
+    (["--out", "OTHER"], "argument --out: given twice"),
+])
+def test_an_option_given_twice_is_refused(run, graph_file: Path, tmp_path: Path, flags: list[str], message: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "p.npz"
+    argv = [x.replace("OTHER", str(tmp_path / "q.npz")) for x in flags]
+    with pytest.raises(SystemExit) as info:
+        run("prune", str(graph_file), "--out", str(out), *argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists() and not (tmp_path / "q.npz").exists()
+    assert run("prune", str(graph_file), "--out", str(out), "-q", "-q")[0] == 0  # a repeated switch is harmless
+
+
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"pruned{suffix}"
