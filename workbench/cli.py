@@ -35,7 +35,9 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-_REPEATABLE = (argparse._AppendAction, argparse._AppendConstAction, argparse._CountAction)
+_SINGLE = (argparse._StoreAction, argparse._StoreConstAction, argparse.BooleanOptionalAction)
+"""Options that hold one value (store, store_true / false / const, --x/--no-x): given once at most.
+Appending, counting and custom actions (e.g. intervene's --set / --scale / --add) repeat freely."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
             if arg == "--":
                 break
             action = self._option_string_actions.get(arg.split("=", 1)[0]) if arg.startswith("-") else None
-            if action is None or isinstance(action, _REPEATABLE) or action.dest == argparse.SUPPRESS:
+            if action is None or not isinstance(action, _SINGLE) or action.dest == argparse.SUPPRESS:
                 continue
             opt = arg.split("=", 1)[0]
             sets = (not opt.startswith("--no-") if isinstance(action, argparse.BooleanOptionalAction)

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers_cli import with_flags
 from tests.helpers_mutants import assert_refused, make_unwritable
 from tracer.activations import ActivationStore
 from workbench.cli import main
@@ -79,8 +80,8 @@ def test_prompt_fields_that_are_not_finite_are_written_as_null(tmp_path, capsys)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):
     prompts = tmp_path / "p.txt"
     prompts.write_text("Two days after Friday is\n")
-    argv = ["activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
-            "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet", *extra]
+    argv = with_flags(["activations", "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
+                       "--prompts", str(prompts), "--out", str(tmp_path / "run"), "--quiet"], extra)
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists(), "refused before anything is written"

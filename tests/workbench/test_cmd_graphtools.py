@@ -59,6 +59,31 @@ def test_an_option_given_twice_is_refused(run, graph_file: Path, tmp_path: Path,
     assert run("prune", str(graph_file), "--out", str(out), "-q", "-q")[0] == 0  # a repeated switch is harmless
 
 
+def test_repeats_refused_only_for_options_that_hold_one_value(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    class Collect(argparse.Action):  # like intervene's --set / --scale / --add
+        def __call__(self, parser: object, namespace: argparse.Namespace, values: object,
+                     option_string: str | None = None) -> None:
+            namespace.specs = [*(getattr(namespace, "specs", None) or []), (option_string, values)]
+
+    parser = cli._Parser(prog="t")
+    parser.add_argument("--flag", action=argparse.BooleanOptionalAction, default=False)
+    parser.add_argument("--fast", action="store_true", dest="speed")
+    parser.add_argument("--slow", action="store_false", dest="speed")
+    parser.add_argument("--tag", action="append")
+    parser.add_argument("--set", action=Collect, dest="specs")
+    parser.add_argument("--scale", action=Collect, dest="specs")
+    args = parser.parse_args(["--flag", "--flag", "--fast", "--fast", "--tag", "a", "--tag", "b", "--set", "1",
+                              "--scale", "2", "--set", "3"])
+    assert args.flag and args.speed and args.tag == ["a", "b"] and len(args.specs) == 3
+    for argv, message in ((["--flag", "--no-flag"], "argument --no-flag: conflicts with --flag"),
+                          (["--fast", "--slow"], "argument --slow: conflicts with --fast")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
 def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, suffix: str) -> None:
     out = tmp_path / f"pruned{suffix}"

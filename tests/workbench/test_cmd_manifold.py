@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from tests.helpers_cli import with_flags
 from workbench.cli import main
 from workbench.paths import world_dir
 
@@ -95,8 +96,8 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, message):
     prompts = write_jsonl(tmp_path / "p.jsonl", records or day_records(2))
-    argv = ["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--values",
-            ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"), "--causal-prompts", "0", *extra]
+    argv = with_flags(["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--values",
+                       ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"), "--causal-prompts", "0"], extra)
     code, _, err = run(capsys, *argv)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "fit" / "activations").exists(), "refused before any activations are collected"
