@@ -128,11 +128,11 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     """Fit, tiling, causal check and plots; returns manifold.json's content. ``layer`` None scans every
     residual layer first (:func:`scan_layers`; the rows go in ``layer_scan``). The activation run is kept
     in ``activations`` (default ``out/activations``, reused by a later run on the same prompts). Nothing
-    else is written until the work has succeeded; an older ``manifold.json`` is removed first, so a failed
-    run never leaves an index that points at another run's fit."""
+    else is written until the work has succeeded, so a failed run leaves an earlier fit in ``out`` whole;
+    then an older ``manifold.json`` is removed before the new files are written, so that an interrupted
+    write never leaves an index that points at another run's fit."""
     layers = tuple(range(loaded.n_layers + 1)) if layer is None else (layer,)
     check_fit_inputs(inputs, fit_cfg)  # before any model work, so that a bad input writes nothing
-    (out / "manifold.json").unlink(missing_ok=True)  # the index goes first: no old index over a new fit
     pts = _points(loaded, tcs, inputs, layers, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
     positions = np.array([int(r.meta["position"]) for r in inputs.records])
@@ -158,6 +158,7 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     if inputs.heldout.any():
         report["heldout"] = summarize(point_scores(fit, X[inputs.heldout], y[inputs.heldout]))
     report["causal"] = _causal(loaded, tcs, spec, X, y, inputs, positions, cfg)
+    (out / "manifold.json").unlink(missing_ok=True)  # the index goes first: no old index over a new fit
     save_result(fit, out / FIT_FILE)  # the results once all the work has succeeded; manifold.json last (the caller)
     report["plots"] = _plots(out, fit, X, y, tiling)
     return report

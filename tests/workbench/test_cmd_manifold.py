@@ -288,6 +288,12 @@ def test_a_failed_fit_writes_nothing_and_leaves_an_earlier_fit_whole(month_fit, 
         assert code == 2 and "--features must be in [0, 512) for transcoder layer 0; got 9999" in err, err
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
     assert not (tmp_path / "new").exists()
+    # a fit that fails after the activations are collected (the answer position of the embedding holds
+    # the same token in every prompt: no circle) leaves the earlier fit whole too
+    failing = with_flags(base, ["--layer", "0", "--position", "last"])
+    code, _, err = run(capsys, *failing, "--out", str(earlier))
+    assert code == 2 and "class means must span" in err, err
+    assert {p.name: p.read_bytes() for p in earlier.iterdir() if p.name != "activations"} == before
     code, _, err = run(capsys, *base, "--out", str(WORLD / "plt" / "fit"))
     assert code == 2 and "--out must not" in err and not (WORLD / "plt" / "fit").exists(), err
 
