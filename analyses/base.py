@@ -80,6 +80,15 @@ class Estimator:
     def _validate_params(self) -> None:
         """Raise ``ValueError`` / ``TypeError`` for invalid parameters (called at the start of ``fit``)."""
 
+    if not TYPE_CHECKING:  # at run time only: the type checker keeps catching misspelt attributes
+        def __getattr__(self, name: str) -> Any:
+            """Only for names not found: a fitted attribute (``name_``) before ``fit`` is a
+            :class:`NotFittedError` (an ``AttributeError`` too, so ``hasattr`` stays False)."""
+            if name.endswith("_") and not name.startswith("__"):
+                raise NotFittedError(f"{type(self).__name__} must be fitted before use; got no {name!r}. "
+                                     "Call fit() first.")
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def _check_fitted(self, *attrs: str) -> None:
         missing = [a for a in attrs if not hasattr(self, a)]
         if missing:

@@ -54,6 +54,12 @@ def test_estimator_contract():
         est.set_params(bogus=1)
     with pytest.raises(NotFittedError, match="fitted"):
         est._check_fitted("mean_")
+    with pytest.raises(NotFittedError, match=r"_Toy must be fitted before use; got no 'mean_'. Call fit\(\) first."):
+        est.mean_  # noqa: B018 - reading a fitted attribute before fit
+    assert not hasattr(est, "mean_") and getattr(est, "mean_", None) is None  # still an AttributeError
+    with pytest.raises(AttributeError, match="has no attribute 'bogus'") as info:
+        est.bogus  # type: ignore[attr-defined]  # noqa: B018 - the type checker catches it too
+    assert not isinstance(info.value, NotFittedError)
     assert est.fit(np.ones((3, 2))) is est
     est._check_fitted("mean_")
     fresh = clone(est)
