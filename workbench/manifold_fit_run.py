@@ -190,7 +190,7 @@ def _with_tokens(inputs: FitInputs, pts: PointSet) -> FitInputs:
 
     from tracer.activations import PromptRecord
 
-    recs = [PromptRecord(prompt=r.prompt, meta={**r.meta, "tokens": s["tokens"]})
+    recs = [PromptRecord(prompt=r.prompt, meta={**r.meta, "tokens": s["tokens"]}, line=r.line)
             for r, s in zip(inputs.records, pts.records)]
     return replace(inputs, records=recs)
 

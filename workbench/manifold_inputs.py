@@ -64,23 +64,29 @@ def answer_token(loaded: LoadedModel, text: str) -> int:
     return ids[0]
 
 
-def _value_of(rec: PromptRecord, names: list[str], line: int, required: bool) -> int:
+def _record(i: int, rec: PromptRecord) -> str:
+    """'prompt 2 (prompt file line 5)': the record's index (from 0, as the activation collector names
+    prompts) and where it is in its file."""
+    return f"prompt {i}" + ("" if rec.line is None else f" (prompt file line {rec.line})")
+
+
+def _value_of(rec: PromptRecord, names: list[str], i: int, required: bool) -> int:
     if "value" not in rec.meta:
         if required:
-            raise WorkbenchError(f"prompt record {line} must have a 'value'; got none in {rec.prompt!r}.")
+            raise WorkbenchError(f"{_record(i, rec)} must have a 'value'; got none in {rec.prompt!r}.")
         return -1
     v = str(rec.meta["value"])
     if v not in names:
-        raise WorkbenchError(f"prompt record {line}'s value must be one of the variable's values {names}; got {v!r}.")
+        raise WorkbenchError(f"{_record(i, rec)}'s value must be one of the variable's values {names}; got {v!r}.")
     return names.index(v)
 
 
-def _position_of(rec: PromptRecord, position: str, line: int) -> int:
+def _position_of(rec: PromptRecord, position: str, i: int) -> int:
     if position == "last":
         return -1
     pos = rec.meta.get("position")
     if isinstance(pos, bool) or not isinstance(pos, int):
-        raise WorkbenchError(f"prompt record {line} must have an integer 'position' (the variable's token index, "
+        raise WorkbenchError(f"{_record(i, rec)} must have an integer 'position' (the variable's token index, "
                              f"BOS = 0) with --position value; got {pos!r}.")
     return pos
 
@@ -93,13 +99,13 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
     names = check_names(names)
     default_answers: list[int] | None = None  # the value names as answer tokens, made when a record needs them
     records, values, answers, heldout = [], [], [], []
-    for i, rec in enumerate(read_prompts(path), 1):
+    for i, rec in enumerate(read_prompts(path)):
         values.append(_value_of(rec, names, i, values_required))
         pos = _position_of(rec, position, i)
         given = rec.meta.get("answers")
         if given is not None:
             if not isinstance(given, list) or len(given) != len(names):
-                raise WorkbenchError(f"prompt record {i}'s 'answers' must list {len(names)} answers (one per value); "
+                raise WorkbenchError(f"{_record(i, rec)}'s 'answers' must list {len(names)} answers (one per value); "
                                      f"got {given!r}.")
             answers.append([answer_token(loaded, str(a)) for a in given])
         elif position == "last":  # at the answer, a record without 'answers' is answered by the value names
@@ -108,6 +114,6 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
         else:
             answers.append([-1] * len(names))  # unknown: the real-model checks refuse these records
         heldout.append(rec.meta.get("split") == "heldout")
-        records.append(PromptRecord(prompt=rec.prompt, meta={**rec.meta, "position": pos}))
+        records.append(PromptRecord(prompt=rec.prompt, meta={**rec.meta, "position": pos}, line=rec.line))
     return FitInputs(records=records, names=names, values=np.array(values), answers=np.array(answers),
                      heldout=np.array(heldout, dtype=bool))

@@ -84,13 +84,17 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("records,extra,message", [
-    ([{"prompt": "Two days after Friday is", "value": "Funday"}], (), "value must be one of the variable's values"),
+    ([{"prompt": "Two days after Friday is", "value": "Funday"}], (),
+     "prompt 0 (prompt file line 1)'s value must be one of the variable's values"),
+    ([{"prompt": "Two days after Friday is", "value": "Friday", "position": 99}]
+     + [{**r, "position": -2} for r in day_records(2)],
+     ("--position", "value"), "prompt 0 (prompt file line 1): 'position' must be an integer in [-6, 6)"),
     (None, ("--values", "Monday,Tuesday"), "period must be >= 3"),
     (None, ("--layer", "9"), "--layer must be in [0, 4]"),
     (None, ("--layer", "last"), "--layer must be an integer residual layer or 'auto'"),
     (None, ("--min-points-per-value", "20"), "every value needs at least 20 fit record(s); got 2 for 'Monday' and "
                                              "6 more short value(s)"),
-    (None, ("--position", "value"), "must have an integer 'position'"),
+    (None, ("--position", "value"), "prompt 0 (prompt file line 1) must have an integer 'position'"),
     (None, ("--frequency", "9"), "--frequency must be <= 3 (half the 7 values)"),
     ([r for r in day_records(2) if r["value"] != "Monday"], (), "got 0 for 'Monday'"),
 ])

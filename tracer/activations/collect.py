@@ -103,8 +103,8 @@ def _vector_positions(cfg: ActivationConfig, records: list[PromptRecord], length
     for i, (rec, n) in enumerate(zip(records, lengths)):
         pos = rec.meta.get("position")
         if isinstance(pos, bool) or not isinstance(pos, int) or not -n <= pos < n:
-            raise WorkbenchError(f"record {i}'s 'position' must be an integer in [-{n}, {n}) (the prompt has {n} "
-                                 f"tokens with the BOS); got {pos!r}.")
+            raise _at_prompt(WorkbenchError(f"'position' must be an integer in [-{n}, {n}) (the prompt has {n} "
+                                            f"tokens with the BOS); got {pos!r}."), i, rec)
         out.append([pos % n])
     return out
 
