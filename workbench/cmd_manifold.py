@@ -185,7 +185,7 @@ def _inputs(args: argparse.Namespace, loaded: Any, position: str, kind: str) -> 
     names = getattr(args, "values", None)
     if names is None:
         raise WorkbenchError("--values must be given with --prompts; got none. Example: --values Mon,Tue,Wed.")
-    return prompt_inputs(loaded, args.prompts, [v.strip() for v in names.split(",") if v.strip()], position)
+    return prompt_inputs(loaded, args.prompts, _items(names, "--values"), position)
 
 
 def _layer_arg(text: str) -> int:
@@ -271,13 +271,25 @@ def check_feature_args(tcs: Any, layer: int | None, feature_layer: int | None, f
 def _int_list(text: str, flag: str) -> list[int]:
     from tracer.errors import WorkbenchError
 
+    items = _items(text, flag)
     try:
-        out = [int(x) for x in text.replace(" ", "").split(",") if x]
+        out = [int(x) for x in items]
     except ValueError:
         raise WorkbenchError(f"{flag} must be comma-separated integers; got {text!r}.") from None
-    if not out:
-        raise WorkbenchError(f"{flag} must list at least one integer; got {text!r}.")
     return out
+
+
+def _items(text: str, flag: str) -> list[str]:
+    """The comma-separated entries of a list flag: none empty (``a,,b``), none repeated."""
+    from tracer.errors import WorkbenchError
+
+    items = [x.strip() for x in str(text).split(",")]
+    if not text.strip() or any(not x for x in items):
+        raise WorkbenchError(f"{flag} must be comma-separated entries, none empty; got {text!r}.")
+    repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if repeated is not None:
+        raise WorkbenchError(f"{flag} must name each entry once; got {repeated!r} twice in {text!r}.")
+    return items
 
 
 def run_steer(args: argparse.Namespace) -> int:

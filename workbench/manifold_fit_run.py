@@ -208,12 +208,19 @@ def _plots(out: Path, fit: ManifoldFitResult, X: np.ndarray, y: np.ndarray, tili
 # ----------------------------------------------------------------------------- steer
 def load_fit(path: Path) -> tuple[dict[str, Any], ManifoldFitResult]:
     """manifold.json and the fit it points to."""
+    hint = f"--fit must be a manifold.json written by `workbench manifold fit`; got {str(path)!r}"
     try:
         info = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise WorkbenchError(f"{hint} ({err}).") from None
+    if not isinstance(info, dict) or not isinstance(info.get("fit_file"), str):
+        what = "a fit result (pass the manifold.json next to it)" if isinstance(info, dict) and "result" in info \
+            else "JSON without a 'fit_file'"
+        raise WorkbenchError(f"{hint}, which is {what}.")
+    try:
         fit = load_result(Path(path).parent / info["fit_file"], ManifoldFitResult)
-    except (OSError, KeyError, json.JSONDecodeError, ValueError, TypeError) as err:
-        raise WorkbenchError(f"--fit must be a manifold.json written by `workbench manifold fit`; got "
-                             f"{str(path)!r} ({err}).") from None
+    except (OSError, ValueError, TypeError) as err:
+        raise WorkbenchError(f"{hint} ({err}).") from None
     return info, fit
 
 

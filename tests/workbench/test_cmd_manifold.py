@@ -96,6 +96,10 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
                                              "6 more short value(s)"),
     (None, ("--position", "value"), "prompt 0 (prompt file line 1) must have an integer 'position'"),
     (None, ("--frequency", "9"), "--frequency must be <= 3 (half the 7 values)"),
+    (None, ("--values", "Monday,,Tuesday,Wednesday"), "--values must be comma-separated entries, none empty"),
+    (None, ("--values", "Monday,Tuesday,Monday"), "--values must name each entry once; got 'Monday' twice"),
+    (None, ("--features", "1,1,2"), "--features must name each entry once; got '1' twice"),
+    (None, ("--features", "1,,2"), "--features must be comma-separated entries, none empty; got '1,,2'"),
     ([r for r in day_records(2) if r["value"] != "Monday"], (), "got 0 for 'Monday'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, message):
@@ -300,6 +304,16 @@ def test_a_failed_fit_writes_nothing_and_leaves_an_earlier_fit_whole(month_fit, 
     assert {p.name: p.read_bytes() for p in earlier.iterdir() if p.name != "activations"} == before
     code, _, err = run(capsys, *base, "--out", str(WORLD / "plt" / "fit"))
     assert code == 2 and "--out must not" in err and not (WORLD / "plt" / "fit").exists(), err
+
+
+def test_steer_names_what_a_wrong_fit_file_is(month_fit, tmp_path, capsys):
+    other = tmp_path / "other.json"
+    other.write_text('{"r2": 0.9}')
+    for path, what in ((month_fit / "fit.json", "which is a fit result (pass the manifold.json next to it)"),
+                       (other, "which is JSON without a 'fit_file'")):
+        code, _, err = run(capsys, "manifold", "steer", "--fit", str(path), "--world", str(WORLD), "--family",
+                           "month", "--out", str(tmp_path / "s.json"))
+        assert code == 2 and what in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_steer_refuses_another_family_and_its_own_inputs_as_output(month_fit, tmp_path, capsys):
