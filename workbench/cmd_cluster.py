@@ -61,7 +61,10 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
         if isinstance(f.default, tuple):
             value = tuple(x.strip() for x in str(value).split(",") if x.strip())
         values[f.name] = value
-    return cls(**values)
+    from workbench.config_cli import naming_flags
+
+    with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
+        return cls(**values)
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -68,12 +68,16 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 def _config(args: argparse.Namespace) -> Any:
     from analyses.families.config import FamiliesConfig
     from tracer.errors import WorkbenchError
+    from workbench.config_cli import naming_flags
 
     values = {f.name: getattr(args, f"cfg_{f.name}") for f in dataclasses.fields(FamiliesConfig)
               if f.name != "per_layer"}
     try:
-        return FamiliesConfig(**values, per_layer=not args.cross_layer)
+        with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
+            return FamiliesConfig(**values, per_layer=not args.cross_layer)
     except (ValueError, TypeError) as err:
+        if isinstance(err, WorkbenchError):
+            raise
         raise WorkbenchError(f"{err} Check the estimator flags.") from None
 
 

@@ -81,13 +81,13 @@ def run_trace(args: argparse.Namespace) -> int:
     from tracer.config import AttributionConfig
     from tracer.models import load_model, parse_device, parse_dtype, tokenize
     from tracer.transcoders.loaders import load_transcoders
+    from workbench.config_cli import naming_flags
 
-    cfg = AttributionConfig(
-        max_n_logits=args.max_n_logits, desired_logit_prob=args.desired_logit_prob,
-        batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes,
-        update_interval=args.update_interval, engine=args.engine, adjacency_dtype=args.adjacency_dtype,
-        n_workers=args.workers, verbose=not args.quiet,
-    )
+    fields = ("max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes", "update_interval", "engine",
+              "adjacency_dtype")
+    with naming_flags({**{f: "--" + f.replace("_", "-") for f in fields}, "n_workers": "--workers"}):
+        cfg = AttributionConfig(**{f: getattr(args, f) for f in fields}, n_workers=args.workers,
+                                verbose=not args.quiet)
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     clock.mark("import")

@@ -8,12 +8,13 @@ dataclass back from the parsed namespace (its ``__post_init__`` validates).
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import inspect
 import textwrap
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -103,7 +104,28 @@ def _with_default(help_text: str, shown: object, optional: bool) -> str:
 
 
 def config_from_args(cls: type[_C], args: argparse.Namespace, *, prefix: str = "", **overrides: Any) -> _C:
-    """The dataclass ``cls`` from parsed flags (fields not on the command line keep their defaults)."""
+    """The dataclass ``cls`` from parsed flags (fields not on the command line keep their defaults); a
+    field's refusal names its flag (:func:`naming_flags`)."""
     values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
               if hasattr(args, prefix + f.name)}
-    return cls(**{**values, **overrides})
+    with naming_flags({name: "--" + (prefix + name).replace("_", "-") for name in values}):
+        return cls(**{**values, **overrides})
+
+
+@contextlib.contextmanager
+def naming_flags(flags: dict[str, str]) -> Iterator[None]:
+    """Inside, a config's refusal (``ValueError`` / ``TypeError``) whose message starts with one of the field
+    names in ``flags`` is raised again as a :class:`~tracer.errors.WorkbenchError` that names the field's flag
+    (``max_feature_nodes must be ...`` -> ``--max-feature-nodes must be ...``); other errors pass unchanged."""
+    from tracer.errors import WorkbenchError
+
+    try:
+        yield
+    except (ValueError, TypeError) as err:
+        name = next((n for n in sorted(flags, key=len, reverse=True)
+                     if str(err).startswith(n + " ") or str(err).startswith(n + "'")), None)
+        if name is None:
+            raise
+        out = WorkbenchError(flags[name] + str(err)[len(name):])
+        out.fields = tuple(f for f in getattr(err, "fields", ()) if f != name)  # named already
+        raise out from None

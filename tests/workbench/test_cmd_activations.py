@@ -68,13 +68,13 @@ def test_prompt_fields_that_are_not_finite_are_written_as_null(tmp_path, capsys)
 
 @pytest.mark.parametrize("extra,message", [
     (("--residual-layers", "9"), "residual_layers must be in [0, 4]"),
-    (("--batch-size", "0"), "batch_size must be an integer >= 1"),
+    (("--batch-size", "0"), "--batch-size must be an integer >= 1"),
     (("--prompts", "/nonexistent.txt"), "prompt file must exist"),
-    (("--feature-layers", "1,1"), "feature_layers must name each layer once; got [1, 1]"),
-    (("--residual-layers", "2,2"), "residual_layers must name each layer once"),
-    (("--mlp-input-layers", "0,1,0"), "mlp_input_layers must name each layer once"),
+    (("--feature-layers", "1,1"), "--feature-layers must name each layer once; got [1, 1]"),
+    (("--residual-layers", "2,2"), "--residual-layers must name each layer once"),
+    (("--mlp-input-layers", "0,1,0"), "--mlp-input-layers must name each layer once"),
     (("--residual-layers", "1,,2"), "argument --residual-layers: must be comma-separated integers; got '1,,2'"),
-    (("--feature-layers", ""), "feature_layers must name at least one layer, or be None (every layer)"),
+    (("--feature-layers", ""), "--feature-layers must name at least one layer, or be None (every layer)"),
     (("--feature-layers", "1,"), "argument --feature-layers: must be comma-separated integers; got '1,'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, extra, message):

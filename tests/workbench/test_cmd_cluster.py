@@ -99,9 +99,9 @@ def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("extra, match", [
-    (["--budget", "0"], "budget must be an integer >= 1"),
+    (["--budget", "0"], "--budget must be an integer >= 1"),
     (["--similarities", "edge,cosine"], "similarity name must be one of"),
-    (["--min-affinity", "2"], "min_affinity must be a number in"),
+    (["--min-affinity", "2"], "--min-affinity must be a number in"),
     (["--model", "M"], "--model needs --transcoders"),
     (["--activations", "A"], "--activations needs --transcoders"),
 ])

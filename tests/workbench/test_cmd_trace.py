@@ -79,7 +79,7 @@ BAD = [
     (["--dtype", "float8"], "dtype must be one of"),
     (["--device", "tpu"], "device must be"),
     (["--device", "cuda:7"], "device must be"),
-    (["--max-feature-nodes", "0"], "max_feature_nodes"),
+    (["--max-feature-nodes", "0"], "--max-feature-nodes must be"),
 ]
 
 

@@ -155,8 +155,8 @@ def test_export_slugs(world, tmp_path, capfd, slug):
 
 @pytest.mark.parametrize(("flag", "value", "needle"), [
     ("--device", "mps", "MPS is not"), ("--device", "quantum", "device must be"),
-    ("--dtype", "int8", "dtype must be"), ("--max-n-logits", "0", "max_n_logits"),
-    ("--desired-logit-prob", "nan", "desired_logit_prob"), ("--batch-size", "x", "invalid int value"),
+    ("--dtype", "int8", "dtype must be"), ("--max-n-logits", "0", "--max-n-logits must be"),
+    ("--desired-logit-prob", "nan", "--desired-logit-prob must be"), ("--batch-size", "x", "invalid int value"),
     ("--token-ids", "1,2 0,30", "'2 0'"), ("--token-ids", "99999999999999999999", "below 2**63"),
     ("--token-ids", "1,-5", "'-5'"), ("--token-ids", "1,,2", "''"), ("--token-ids", "1,100000", "in [0, 380)"),
     ("--prompt", "Two days after Funday is", "'Funday'"), ("--prompt", "Two days after friday is", "'friday'"),

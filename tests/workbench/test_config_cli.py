@@ -1,0 +1,28 @@
+"""The CLI's configs: a field's refusal names the flag the user typed."""
+
+import pytest
+
+from tracer.errors import WorkbenchError
+from workbench.config_cli import naming_flags
+
+
+def test_a_config_refusal_names_its_flag() -> None:
+    flags = {"n_workers": "--workers", "max_feature_nodes": "--max-feature-nodes", "max": "--max"}
+    with pytest.raises(WorkbenchError, match=r"^--workers must be an integer >= 1 or None; got 0\.$"):
+        with naming_flags(flags):
+            raise ValueError("n_workers must be an integer >= 1 or None; got 0.")
+    with pytest.raises(WorkbenchError) as info:  # the longest name wins; a hint for the same field is dropped
+        with naming_flags(flags):
+            err = WorkbenchError("max_feature_nodes must be >= 1; got 0.")
+            err.fields = ("max_feature_nodes", "adjacency_dtype")
+            raise err
+    assert str(info.value) == "--max-feature-nodes must be >= 1; got 0." and info.value.fields == ("adjacency_dtype",)
+    with pytest.raises(TypeError, match="^k must be an integer"):  # not one of the flags: unchanged
+        with naming_flags(flags):
+            raise TypeError("k must be an integer; got 'x'.")
+    with pytest.raises(ValueError, match="^maximum must be"):  # a prefix of a longer word is not the field
+        with naming_flags(flags):
+            raise ValueError("maximum must be finite.")
+    with pytest.raises(KeyError):
+        with naming_flags(flags):
+            raise KeyError("n_workers")
