@@ -136,6 +136,8 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     pts = _points(loaded, tcs, inputs, layers, out / "activations" if activations is None else activations)
     inputs = _with_tokens(inputs, pts)
     positions = np.array([int(r.meta["position"]) for r in inputs.records])
+    if position == "value":
+        warn_value_tokens(loaded, inputs, positions)
     scan = None
     if layer is None:
         layer, scan = scan_layers(pts, inputs, positions, range(loaded.n_layers + 1), fit_cfg, position)
@@ -162,6 +164,25 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     save_result(fit, out / FIT_FILE)  # the results once all the work has succeeded; manifold.json last (the caller)
     report["plots"] = _plots(out, fit, X, y, tiling)
     return report
+
+
+def warn_value_tokens(loaded: LoadedModel, inputs: FitInputs, positions: np.ndarray) -> None:
+    """Warn when records' token at their 'position' is not their value's word (a position off by one, or
+    pointing at another word, fits the wrong token silently)."""
+    tok = loaded.tokenizer
+    if tok is None:
+        return
+    off = []
+    for i, (rec, v) in enumerate(zip(inputs.records, inputs.values)):
+        if v < 0:
+            continue
+        word = tok.decode([int(rec.meta["tokens"][int(positions[i])])]).strip()
+        if word != inputs.names[v] and not inputs.names[v].startswith(word or "\0"):  # a value's first token passes
+            off.append((i, word, inputs.names[v]))
+    if off:
+        i, word, name = off[0]
+        logger.warning("%d of %d prompt records have a token other than their value's word at 'position' (prompt "
+                       "%d: %r for %r); check the positions (BOS = 0)", len(off), len(inputs.records), i, word, name)
 
 
 def check_fit_inputs(inputs: FitInputs, fit_cfg: ManifoldFitConfig) -> None:

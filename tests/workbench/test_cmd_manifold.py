@@ -345,3 +345,21 @@ def test_short_value_names_with_answers_in_every_record(tmp_path, capsys):
     prompts = write_jsonl(tmp_path / "days2.jsonl", records)
     code, _, err = run(capsys, *argv[:7], prompts, *argv[8:], "--out", str(tmp_path / "fit2"))
     assert code == 2 and "answer 'Mon' must be one known token" in err, err
+
+
+def test_a_position_that_misses_the_value_word_is_warned_about(tmp_path, capsys, caplog):
+    days = ("Monday", "Tuesday", "Wednesday", "Thursday")
+    records = [{"prompt": f"{n} days after {d} is", "value": d, "position": 4}
+               for d in days for n in ("Two", "Three", "Four", "Five")]
+    for name, recs in (("good", records), ("off", [{**r, "position": 2} if k == 5 else r
+                                                   for k, r in enumerate(records)])):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="workbench.manifold_fit_run"):
+            code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts",
+                               write_jsonl(tmp_path / f"{name}.jsonl", recs), "--values", ",".join(days),
+                               "--position", "value", "--layer", "0", "--causal-prompts", "0",
+                               "--out", str(tmp_path / name))
+        assert code == 0, err
+        warned = "1 of 16 prompt records have a token other than their value's word at 'position' (prompt 5: " \
+                 "'days' for 'Tuesday')"
+        assert (warned in caplog.text) == (name == "off"), caplog.text
