@@ -15,6 +15,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 from typing import Any, NoReturn
 
 # subcommand name -> module that defines register(subparsers). One registry: the CLI's choices
@@ -99,6 +100,13 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def _configure_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    warnings.showwarning = _warning_line
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A library's ``warnings.warn`` as one log line (the message, not the source file and line)."""
+    logging.getLogger("workbench").warning("%s", message)
 
 
 def main(argv: list[str] | None = None) -> int:

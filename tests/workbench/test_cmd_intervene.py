@@ -119,3 +119,13 @@ def test_an_intervention_that_changes_nothing_is_flagged_and_shows_the_top_predi
     with caplog.at_level("WARNING", logger="workbench.cmd_intervene"):
         assert _run(files, "--token-ids", ",".join(map(str, ids)), "--set", f"0:3:{feature}=25", "--quiet") == 0
     assert "changes nothing" not in caplog.text
+
+
+def test_library_warnings_are_one_log_line(files, capsys, caplog):
+    with caplog.at_level("WARNING"):
+        rc = _run(files, "--token-ids", "1,5,9,12", "--set", "2:1:0=1", "--constrained-layers", "0-1",
+                  "--out", str(files / "warned.json"), "--quiet")
+    assert rc == 0
+    records = [r for r in caplog.records if "writes to no layer in constrained_layers" in r.getMessage()]
+    assert len(records) == 1 and records[0].name == "workbench", caplog.text
+    assert "\n" not in records[0].getMessage() and "UserWarning" not in capsys.readouterr().err
