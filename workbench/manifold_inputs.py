@@ -60,7 +60,8 @@ def answer_token(loaded: LoadedModel, text: str) -> int:
     unk = getattr(tok, "unk_token_id", None)
     if len(ids) != 1 or (unk is not None and ids[0] == unk):
         raise WorkbenchError(f"answer {text!r} must be one known token of the model's tokenizer; got ids {ids}. "
-                             "Give answers as single tokens (with the leading space the tokenizer expects).")
+                             "Give answers as single tokens (with the leading space the tokenizer expects); "
+                             "without a record's 'answers', the value names are the answers.")
     return ids[0]
 
 

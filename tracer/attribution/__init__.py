@@ -33,8 +33,9 @@ def attribute(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | li
     format) the graph is also written there, atomically, and the fast engine streams each row
     into the preallocated, memory-mapped file as the sweep produces it, so resident memory stays
     independent of the graph's size (N x N); the disk must hold the file (checked up front). The
-    returned graph is the same, its adjacency memory-mapped from the file (read-only: do not
-    modify it in place; see :meth:`tracer.graph.Graph.load` with ``mmap=True``), and its ``extra``
+    returned graph is the same, its adjacency memory-mapped from the file (read-only: a write into
+    it kills the process with SIGSEGV, so ``.clone()`` it first; see :meth:`tracer.graph.Graph.load`
+    with ``mmap=True``), and its ``extra``
     also holds ``finish_seconds`` (the time to complete the file; not stored in it).
     """
     cfg = as_config(config)

@@ -197,7 +197,8 @@ class Graph:
         ``mmap=True`` maps the adjacency from the file instead of reading it (where the file's
         layout allows): pages are read on demand, and the row-block loops of pruning and scoring
         drop them again (:mod:`tracer.mapped`), so graphs larger than memory work. Such an
-        adjacency is read-only: never modify it in place (``.clone()`` it first).
+        adjacency is read-only: never modify it in place (torch has no read-only tensors, so a write
+        kills the process with SIGSEGV; ``.clone()`` it first).
         """
         path = require_readable(path, "graph file")
         if path.suffix == ".npz":
