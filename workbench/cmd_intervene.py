@@ -177,14 +177,16 @@ def _tokens(args: argparse.Namespace, loaded: "LoadedModel", token_ids: list[int
 def _generate(args: argparse.Namespace, loaded: "LoadedModel", tc: "Transcoders", clean: "CleanRun",
               ivs: list["Intervention"], constrained: object) -> dict[str, dict[str, object]]:
     from tracer.interventions import feature_intervention_generate
+    from workbench.config_cli import naming_flags
 
     out: dict[str, dict[str, object]] = {}
     no_ivs: list[Intervention] = []
     for name, items in (("clean", no_ivs), ("intervened", ivs)):
-        g = feature_intervention_generate(
-            loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,
-            constrained_layers=constrained, do_sample=args.sample, temperature=args.temperature,
-            seed=args.seed, clean=clean)
+        with naming_flags({"temperature": "--temperature", "max_new_tokens": "--generate", "seed": "--seed"}):
+            g = feature_intervention_generate(
+                loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,
+                constrained_layers=constrained, do_sample=args.sample, temperature=args.temperature,
+                seed=args.seed, clean=clean)
         out[name] = {"token_ids": g.new_tokens.tolist(), "text": g.text}
     return out
 

@@ -66,6 +66,8 @@ def test_prompt_generation_and_options(files, capsys):
     (["--set", "0:1:0=1", "--constrained-layers", "3-1"], "--constrained-layers must be"),
     (["--set", "0:1:0=1", "--constrained-layers", "0-7"], "constrained layer must be an integer in [0, 3)"),
     ([], "interventions must be given"),
+    (["--set", "0:1:0=1", "--generate", "2", "--sample", "--temperature", "0"],
+     "--temperature must be a finite number > 0; got 0.0"),
 ])
 def test_bad_input_exits_2_with_one_line(files, capsys, args, msg):
     rc = _run(files, "--token-ids", "1,5,9,12", *args)
