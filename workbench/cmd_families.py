@@ -72,13 +72,11 @@ def _config(args: argparse.Namespace) -> Any:
 
     values = {f.name: getattr(args, f"cfg_{f.name}") for f in dataclasses.fields(FamiliesConfig)
               if f.name != "per_layer"}
-    try:
-        with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
+    with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
+        try:
             return FamiliesConfig(**values, per_layer=not args.cross_layer)
-    except (ValueError, TypeError) as err:
-        if isinstance(err, WorkbenchError):
-            raise
-        raise WorkbenchError(f"{err} Check the estimator flags.") from None
+        except (ValueError, TypeError) as err:
+            raise WorkbenchError(f"{err} Check the estimator flags.") from None
 
 
 def _check_args(args: argparse.Namespace) -> None:
