@@ -128,10 +128,7 @@ def check_number(name: str, value: object, *, lo: float | None = None, hi: float
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         raise TypeError(f"{name} must be {kind}; got {value!r}.")
-    left = "(" if lo_open or (lo is None and finite) else "["
-    right = ")" if hi_open or (hi is None and finite) else "]"
-    where = (f" in {left}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}{right}"
-             if lo is not None or hi is not None else "")
+    where = _range_text(lo, hi, lo_open=lo_open, hi_open=hi_open)
     v = int(value) if isinstance(value, numbers.Integral) else float(value)  # Python / numpy: exact ints
     if isinstance(v, float) and not math.isfinite(v) and (finite or v != v):  # NaN != NaN
         raise ValueError(f"{name} must be {'a finite number' if finite else 'a number (not NaN)'}{where}; "
@@ -140,6 +137,17 @@ def check_number(name: str, value: object, *, lo: float | None = None, hi: float
     bad_hi = hi is not None and (v >= hi if hi_open else v > hi)
     if bad_lo or bad_hi:
         raise ValueError(f"{name} must be {kind}{where}; got {value!r}.")
+
+
+def _range_text(lo: float | None, hi: float | None, *, lo_open: bool, hi_open: bool) -> str:
+    """`` in [lo, hi)`` for two bounds, `` >= lo`` / `` < hi`` for one, nothing for none."""
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {lo}"
+    if hi is not None:
+        return f" {'<' if hi_open else '<='} {hi}"
+    return ""
 
 
 def as_integers(name: str, value: object) -> "np.ndarray":

@@ -9,9 +9,9 @@ weight λ = 0.5, complete linkage cut no higher than affinity 0.6, at most 12 me
 of at most 4, one position, and no member edge below -5% of the target's input mass.
 """
 
-import math
-import numbers
 from dataclasses import dataclass
+
+from analyses.base import check_number
 
 SIMILARITIES: tuple[str, ...] = ("edge", "virtual", "family", "coactivation", "label")
 """Known similarity names: signed edge-profile cosine, downstream-restricted decoder cosine (virtual
@@ -22,18 +22,6 @@ CUTS: tuple[str, ...] = ("auto", "threshold")
 
 def _bad(name: str, constraint: str, value: object, hint: str = "") -> ValueError:
     return ValueError(f"{name} must be {constraint}; got {value!r}. {hint}".rstrip())
-
-
-def _number(name: str, value: object, lo: float, hi: float, *, lo_open: bool = False) -> None:
-    v = float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else math.nan
-    if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
-        left = "(" if lo_open else "["
-        raise _bad(name, f"a number in {left}{lo}, {hi}]", value)
-
-
-def _integer(name: str, value: object, lo: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < lo:
-        raise _bad(name, f"an integer >= {lo}", value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,17 +73,17 @@ class ClusteringConfig:
             raise _bad("similarities", "names without repeats", sims)
         for name in ("edge_weight", "virtual_weight", "family_weight", "coactivation_weight", "label_weight",
                      "in_weight"):
-            _number(name, getattr(self, name), 0.0, 1e6)
-        _number("min_affinity", self.min_affinity, 0.0, 1.0)
+            check_number(name, getattr(self, name), lo=0.0, hi=1e6)
+        check_number("min_affinity", self.min_affinity, lo=0.0, hi=1.0)
         if self.cut not in CUTS:
             raise _bad("cut", f"one of {list(CUTS)}", self.cut)
-        _integer("max_group_size", self.max_group_size, 1)
-        _integer("max_layer_span", self.max_layer_span, 0)
+        check_number("max_group_size", self.max_group_size, lo=1, integer=True)
+        check_number("max_layer_span", self.max_layer_span, lo=0, integer=True)
         if not isinstance(self.cross_position, bool):
             raise _bad("cross_position", "a bool", self.cross_position)
-        _number("negative_edge_tolerance", self.negative_edge_tolerance, 0.0, 1.0)
-        _number("node_threshold", self.node_threshold, 0.0, 1.0)
-        _number("edge_threshold", self.edge_threshold, 0.0, 1.0)
+        check_number("negative_edge_tolerance", self.negative_edge_tolerance, lo=0.0, hi=1.0)
+        check_number("node_threshold", self.node_threshold, lo=0.0, hi=1.0)
+        check_number("edge_threshold", self.edge_threshold, lo=0.0, hi=1.0)
 
     def weight(self, similarity: str) -> float:
         """The affinity weight of a similarity name."""
@@ -116,9 +104,9 @@ class CircuitConfig:
     pass over all of them); larger graphs use the estimate alone."""
 
     def __post_init__(self) -> None:
-        _integer("budget", self.budget, 1)
-        _integer("exact_candidates", self.exact_candidates, 0)
-        _integer("exact_max_links", self.exact_max_links, 0)
+        check_number("budget", self.budget, lo=1, integer=True)
+        check_number("exact_candidates", self.exact_candidates, lo=0, integer=True)
+        check_number("exact_max_links", self.exact_max_links, lo=0, integer=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,8 +121,8 @@ class InterventionConfig:
     """Attention during the ablation: frozen (patterns replayed from the clean run), free, or both."""
 
     def __post_init__(self) -> None:
-        _integer("n_random", self.n_random, 1)
-        _integer("seed", self.seed, 0)
+        check_number("n_random", self.n_random, lo=1, integer=True)
+        check_number("seed", self.seed, lo=0, integer=True)
         if not isinstance(self.modes, tuple) or not self.modes or any(m not in ("frozen", "free")
                                                                        for m in self.modes):
             raise _bad("modes", "a non-empty tuple of 'frozen' and 'free'", self.modes)

@@ -38,7 +38,7 @@ def test_profiles_check_their_self_columns() -> None:
     with pytest.raises(ValueError, match=r"self_column must hold context columns in \[-1, 3\) \(-1: none\); got 3 "
                                          r"at feature 1"):
         ctx.profiles(np.ones((5, 2)), np.array([0, 3]))
-    with pytest.raises(ValueError, match="dim must be an integer in"):
+    with pytest.raises(ValueError, match="dim must be an integer >= 1; got 0"):
         CoactivationContext.from_activations(np.ones((5, 3)), dim=0)
 
 

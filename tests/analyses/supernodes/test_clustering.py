@@ -52,9 +52,11 @@ def test_defaults_come_from_the_config_and_params_round_trip() -> None:
     ("edge_weight", -1.0, ValueError, "edge_weight must be a number in"),
     ("cut", "gap", ValueError, "cut must be one of"),
     ("max_group_size", 0, ValueError, "max_group_size must be an integer >= 1"),
-    ("max_layer_span", 1.5, ValueError, "max_layer_span must be an integer >= 0"),
+    ("max_layer_span", 1.5, TypeError, "max_layer_span must be an integer; got 1.5"),
+    ("max_layer_span", -1, ValueError, "max_layer_span must be an integer >= 0"),
     ("cross_position", "yes", ValueError, "cross_position must be a bool"),
-    ("negative_edge_tolerance", float("nan"), ValueError, "negative_edge_tolerance must be a number"),
+    ("negative_edge_tolerance", float("nan"), ValueError, "negative_edge_tolerance must be a finite number"),
+    ("edge_weight", "1", TypeError, "edge_weight must be a number; got '1'"),
 ])
 def test_each_invalid_parameter_is_refused_at_fit(name: str, value: object, error: type, message: str) -> None:
     graph, _ = planted_graph(0)
@@ -233,7 +235,7 @@ def test_labels_name_groups_and_outputs_save(tmp_path) -> None:
 @pytest.mark.parametrize("field, value, message", [
     ("group_labels", ["x"], r"labels must number the groups 0\.\.0 \(one per group label\)"),
     ("cut_height", "abc", r"'abc' at result\.cut_height, which is not a float"),
-    ("cut_height", -0.5, r"cut_height must be a number in \[0, inf\)"),
+    ("cut_height", -0.5, r"cut_height must be a number >= 0"),
     ("similarities", "edge", r"'edge' at result\.similarities"),
 ])
 def test_a_damaged_result_is_refused_on_load(tmp_path, field: str, value: object, message: str) -> None:
