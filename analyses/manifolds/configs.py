@@ -38,7 +38,7 @@ class ManifoldFitConfig:
         check_number("max_components", self.max_components, lo=1, integer=True)
         if self.shape != "interval" and self.max_components < 2:
             raise ValueError(f"max_components must be >= 2 for shape {self.shape!r} (a closed curve needs a plane); "
-                             f"got {self.max_components}. Raise it or use shape='interval'.")
+                             f"got {self.max_components}. Raise it, or fit the shape 'interval'.")
         if self.frequency is not None:
             check_number("frequency", self.frequency, lo=1, integer=True)
         check_number("min_points_per_value", self.min_points_per_value, lo=1, integer=True)

@@ -254,6 +254,10 @@ class ManifoldFitResult:
 
 
 # ----------------------------------------------------------------------------- pure steps
+_MAX_ABS = 1e100
+"""Largest |entry| of the points a fit takes (its square, summed over many points, stays finite)."""
+
+
 def check_points(X: object, y: object, period: int | None, min_count: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Validate ``X`` (n, d) and integer ``y`` (n,); returns float64 X, int64 y and the period."""
     X = np.asarray(X)
@@ -261,6 +265,10 @@ def check_points(X: object, y: object, period: int | None, min_count: int) -> tu
         raise ValueError(f"X must be a non-empty 2-D array (n_samples, d_model); got shape {X.shape}.")
     if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
         raise ValueError("X must hold finite numbers; got NaN, inf or non-numeric entries.")
+    top = float(np.abs(X).max())
+    if top > _MAX_ABS or 0 < top < 1 / _MAX_ABS:  # squares and variances overflow / underflow float64 there
+        raise ValueError(f"X must hold entries of magnitude between {1 / _MAX_ABS:g} and {_MAX_ABS:g}; got max |X| "
+                         f"{top:g}. Rescale the points (a manifold's fit does not depend on their scale).")
     y_arr = np.asarray(y)
     if y_arr.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) (one value per row of X); got {y_arr.shape}.")

@@ -118,6 +118,20 @@ def test_estimator_contract_and_validation():
         ManifoldFit(period=7).fit(X, y, value_names=["a"])
 
 
+def test_fit_refuses_points_whose_squares_overflow_and_is_scale_free_within_range():
+    """Points scaled by 1e200 overflowed numpy (a RuntimeWarning, then NaN); by 1e-200 divided 0 by 0."""
+    X, y, _ = planted_curve(period=7, n_per_value=6, seed=7)
+    base = ManifoldFit(period=7).fit(X, y).result_
+    for scale in (1e90, 1e-90):
+        scaled = ManifoldFit(period=7).fit(X * scale, y).result_
+        assert scaled.frequency == base.frequency and scaled.order == base.order
+        assert scaled.r2 == pytest.approx(base.r2, abs=1e-9)
+    for scale in (1e200, 1e-200):
+        with pytest.raises(ValueError, match=r"X must hold entries of magnitude between 1e-100 and 1e\+100; got "
+                                             r"max \|X\| .*e[+-]200. Rescale the points"):
+            ManifoldFit(period=7).fit(X * scale, y)
+
+
 def test_transform_predict_and_score_check_their_input():
     """NaN / inf rows once gave coordinate 0, a 1-D vector one value per component, another width numpy's
     broadcast error, and out-of-range values a score."""
