@@ -23,11 +23,15 @@ import torch
 from tracer.activations import ActivationConfig, ActivationStore, PromptRecord, collect_activations
 from tracer.activations.store import INDEX
 from tracer.errors import WorkbenchError
+from tracer.io import atomic_write_json
 from tracer.models import LoadedModel
 from tracer.replacement import decode_features
 from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
+
+CACHE_MARK = "workbench-cache.json"
+"""Marks an activation run that a manifold command made for its own points (and may replace)."""
 
 
 class PointSet:
@@ -92,13 +96,29 @@ def collect_points(loaded: LoadedModel, transcoders: Transcoders, records: Seque
                    verbose: bool = False) -> PointSet:
     """Collect (or reuse) an activation run of ``records`` under ``out_dir`` and open it as a :class:`PointSet`."""
     cfg = ActivationConfig(residual_layers=tuple(int(x) for x in residual_layers), positions=positions)
+    ours = (out_dir / CACHE_MARK).is_file() or not (out_dir / INDEX).is_file()  # a run we start is our cache
     try:
-        store = collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
-    except WorkbenchError:
-        if not (out_dir / INDEX).is_file():
-            raise
-        logger.warning("replacing the stale activation run in %s (other prompts, model or settings)", out_dir)
-        shutil.rmtree(out_dir)  # a cache folder of ours that holds another run
-        store = collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
+        store = _collect_or_replace(loaded, transcoders, records, out_dir, cfg, verbose=verbose)
+    finally:  # marked even when interrupted, so a later run of other prompts may replace it
+        if ours and (out_dir / INDEX).is_file() and not (out_dir / CACHE_MARK).is_file():
+            atomic_write_json(out_dir / CACHE_MARK, {"cache": True, "note": "made by a manifold command for its "
+                                                     "own points; replaced when their prompts or settings change"})
     logger.info("activations of %d prompts in %s", store.n_prompts, out_dir)
     return PointSet(store)
+
+
+def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord],
+                        out_dir: Path, cfg: ActivationConfig, *, verbose: bool) -> ActivationStore:
+    """The activation run of ``records`` in ``out_dir``: reused, resumed, or collected anew in place of a stale
+    cache of ours (a run without :data:`CACHE_MARK`, e.g. from ``workbench activations``, is never deleted)."""
+    try:
+        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
+    except WorkbenchError as err:
+        if not (out_dir / INDEX).is_file():
+            raise
+        if not (out_dir / CACHE_MARK).is_file():  # a run the user made (workbench activations): never deleted
+            raise WorkbenchError(f"{err} It was not made by a manifold command, so it is kept: move it, or choose "
+                                 "another --out.") from None
+        logger.warning("replacing the stale activation run in %s (other prompts, model or settings)", out_dir)
+        shutil.rmtree(out_dir)  # a cache folder of ours that holds another run
+        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)

@@ -363,3 +363,31 @@ def test_a_position_that_misses_the_value_word_is_warned_about(tmp_path, capsys,
         warned = "1 of 16 prompt records have a token other than their value's word at 'position' (prompt 5: " \
                  "'days' for 'Tuesday')"
         assert (warned in caplog.text) == (name == "off"), caplog.text
+
+
+def test_fit_keeps_a_users_activation_run_and_replaces_only_its_own_cache(month_fit, tmp_path, capsys, caplog):
+    """A `workbench activations` run at OUT/activations was deleted (a warning, exit 0) and replaced by the fit's
+    own points: the fit may replace only a cache it made itself."""
+    assert (month_fit / "activations" / "workbench-cache.json").is_file()  # the fit's own cache is marked
+    out = tmp_path / "fit"
+    prompts = tmp_path / "corpus.txt"
+    prompts.write_text("Two days after Friday is\nTwo days after Monday is\n")
+    code, _, err = run(capsys, "activations", "--model", MODEL, "--transcoders", PLT, "--prompts", str(prompts),
+                       "--out", str(out / "activations"), "--quiet")
+    assert code == 0, err
+    index = (out / "activations" / "index.json").read_bytes()
+    records = write_jsonl(tmp_path / "days.jsonl", day_records(2))
+    argv = ["manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", records, "--values",
+            ",".join(DAYS), "--layer", "2", "--out", str(out), "--causal-prompts", "2", "--causal-targets", "1",
+            "--quiet"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "It was not made by a manifold command, so it is kept: move it, or choose another --out." in err
+    assert (out / "activations" / "index.json").read_bytes() == index and not (out / "manifold.json").exists()
+    (out / "activations").rename(tmp_path / "mine")  # moved away as told: the fit makes its own cache
+    assert run(capsys, *argv)[0] == 0 and (out / "activations" / "workbench-cache.json").is_file()
+    other = write_jsonl(tmp_path / "days3.jsonl", day_records(3))
+    with caplog.at_level("WARNING"):
+        code, _, err = run(capsys, *[other if a == records else a for a in argv])
+    assert code == 0, err
+    assert any("replacing the stale activation run" in r.getMessage() for r in caplog.records)
