@@ -386,8 +386,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     if args.plots is not None:
         from workbench.cli_safety import check_distinct, check_out_files
 
-        check_distinct(("--out", args.out), ("--plots", args.plots))
-
+        check_distinct(("--out", args.out), ("--plots", args.plots),  # --out must not be one of the plots either
+                       *((f"--plots file {name!r}", Path(args.plots) / name) for name in PLOT_FILES))
         check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
         check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")
     try:

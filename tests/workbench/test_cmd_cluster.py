@@ -178,6 +178,12 @@ def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced,
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--plots", str(out), "--no-labels")
     assert status == 2 and not out.exists()
     _one_line_error(err, "cluster", "--plots must differ from --out")
+    # --out as one of the plots: the JSON was overwritten by the SVG while success was reported
+    out = tmp_path / "plots" / "supernode_graph.svg"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--plots", str(tmp_path / "plots"),
+                         "--no-labels")
+    assert status == 2 and not out.exists()
+    _one_line_error(err, "cluster", "--plots file 'supernode_graph.svg' must differ from --out")
 
 
 def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tmp_path: Path) -> None:
