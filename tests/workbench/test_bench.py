@@ -7,6 +7,7 @@ real subprocesses on a tiny model; the circuit-tracer test runs only where circu
 import ast
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -259,12 +260,17 @@ def test_cli_bad_input_is_one_line_exit_2(bench_cli, tmp_path: Path) -> None:
     status, _, err = bench_cli(*with_flags(TINY_FLAGS, ["--n-layers", "0"]), "--work-dir", str(tmp_path),
                                "--out", str(tmp_path / "o.json"))
     assert status == 2 and "n_layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
-    status, _, err = bench_cli(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path))
+    status, _, err = bench_cli(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path), "--out",
+                               str(tmp_path / "o.json"))
     assert status == 2 and "--n-tokens must be" in err
-    status, _, err = bench_cli(*TINY_FLAGS, "--baseline-python", sys.executable, "--work-dir", str(tmp_path))
-    assert status == 2 and "must import circuit_tracer" in err  # our venv has no circuit-tracer
+    bare = tmp_path / "bare-python"  # a Python without site-packages: no circuit-tracer, whatever this venv holds
+    bare.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -I -S \"$@\"\n")
+    bare.chmod(0o755)
+    status, _, err = bench_cli(*TINY_FLAGS, "--baseline-python", str(bare), "--work-dir", str(tmp_path),
+                               "--out", str(tmp_path / "o.json"))
+    assert status == 2 and "must import circuit_tracer" in err, err
     status, _, err = bench_cli(*TINY_FLAGS, "--arch", "llama", "--baseline-backend", "transformerlens",
-                         "--work-dir", str(tmp_path))
+                               "--work-dir", str(tmp_path), "--out", str(tmp_path / "o.json"))
     assert status == 2 and "must be nnsight" in err
     with pytest.raises(SystemExit) as exc:  # argparse choices
         bench_cli("--arch", "gpt2")
