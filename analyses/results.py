@@ -3,7 +3,9 @@
 ``save_result(result, "out/supernodes.json")`` writes ``out/supernodes.json`` (every field, with
 ``schema_version`` and the result type) and, when the result holds arrays, ``out/supernodes.safetensors``
 (the arrays, referenced from the JSON by key). Both are written atomically (temp file, then
-rename), the arrays first. :func:`load_result` reads them back without unpickling anything.
+rename), the arrays first; the JSON records the arrays' sha256, so a JSON and an arrays file of two
+different saves (an interrupted re-save) are never read as one result. :func:`load_result` reads them
+back without unpickling anything.
 
 A result type is a frozen dataclass registered with :func:`register_result`. Its fields may be
 JSON values (numbers, strings, bools, None, lists, dicts with string keys), numpy arrays, or other
@@ -19,6 +21,7 @@ and the field.
 """
 
 import dataclasses
+import hashlib
 import json
 import math
 import reprlib
@@ -203,31 +206,40 @@ def save_result(result: Any, path: str | Path) -> Path:
     doc = {"format": FORMAT, "type": cls.__name__, "schema_version": getattr(cls, "SCHEMA_VERSION", 1),
            "arrays": arr_path.name if arrays else None, "result": body}
     if arrays:
-        from safetensors.numpy import save_file
+        from safetensors.numpy import save
 
+        data = save(arrays)
+        doc["arrays_sha256"] = hashlib.sha256(data).hexdigest()  # pairs the JSON with these arrays
         with atomic_path(arr_path) as tmp:
-            save_file(arrays, str(tmp))
+            tmp.write_bytes(data)
     with atomic_path(json_path) as tmp:
         tmp.write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
     return json_path
 
 
-def _load_arrays(json_path: Path, name: object) -> dict[str, np.ndarray]:
+def _load_arrays(json_path: Path, name: object, digest: object = None) -> dict[str, np.ndarray]:
     """The arrays file a result JSON names (None: no arrays): a plain file name in the JSON's folder,
-    never a path (``../x.safetensors`` or an absolute one would read a file from elsewhere)."""
+    never a path (``../x.safetensors`` or an absolute one would read a file from elsewhere); with the
+    JSON's ``digest`` (files since this check: all but the oldest), the very file saved with it."""
     if name is None:
         return {}
     if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name or "\\" in name:
         raise ValueError(f"result arrays must be a file name in the folder of the JSON (no path); got {name!r} "
                          f"in {str(json_path)!r}.")
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load
 
     arr_file = json_path.parent / name
     try:
-        return load_file(str(arr_file))
+        data = arr_file.read_bytes()
+        arrays = load(data)
     except Exception as err:  # noqa: BLE001 - safetensors raises several types
         raise ValueError(f"result arrays must be a valid safetensors file; got {str(arr_file)!r} "
                          f"({str(err).splitlines()[0] if str(err) else type(err).__name__}).") from None
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise ValueError(f"result arrays must be the file saved with {str(json_path)!r}; got {str(arr_file)!r}, "
+                         "whose content differs (another save, e.g. an interrupted one, replaced it). Re-create "
+                         "the result.")
+    return arrays
 
 
 def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
@@ -253,7 +265,7 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
     if type(version) is not int or version != want:  # 1.0 and True equal 1 but are not a version
         raise ValueError(f"{cls.__name__} schema_version must be {want} (an integer); got {version!r} in "
                          f"{str(json_path)!r}. Re-create it with this version.")
-    arrays = _load_arrays(json_path, doc.get("arrays"))
+    arrays = _load_arrays(json_path, doc.get("arrays"), doc.get("arrays_sha256"))
     body = doc.get("result")
     if not isinstance(body, dict) or body.get("__type__") != cls.__name__:
         got = reprlib.repr(body.get("__type__") if isinstance(body, dict) else body)

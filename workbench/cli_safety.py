@@ -4,6 +4,8 @@
   is a device, FIFO, socket or folder, one of the run's inputs (or inside an input folder), in a
   folder that is not writable, or has a name too long for the file system; stale temp files of
   killed runs in its folder are removed (:mod:`tracer.io`).
+* :func:`clear_outputs`: before a run writes several files into one folder, the index goes first, then
+  the earlier run's files of the command's own names.
 * :func:`need_input`: an input that is missing or unreadable says which.
 * :func:`check_name`: every name that comes from an input file (a world's prompt names, a slug)
   and becomes part of an output path is validated before anything is written.
@@ -43,6 +45,19 @@ def check_out_files(folder: str | os.PathLike[str], names: Iterable[str], *,
                     inputs: Iterable[str | os.PathLike[str] | None] = (), flag: str = "--out") -> list[Path]:
     """check_out on each file a folder output will hold (after :func:`check_out` on the folder)."""
     return [check_out(Path(folder) / name, inputs=inputs, flag=f"{flag} file") for name in names]
+
+
+def clear_outputs(folder: Path, index: str, patterns: Iterable[str]) -> list[Path]:
+    """Before a multi-file output is written into ``folder``: remove its ``index`` file first (an interrupted
+    write then leaves no index that vouches for a mix of runs), then the earlier run's files matching
+    ``patterns`` (globs of the command's own names), so no stale plot or per-layer file stays beside the new
+    ones. Other files are left alone. Returns what was removed."""
+    removed = []
+    for path in [folder / index, *sorted({p for pattern in patterns for p in folder.glob(pattern)})]:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 def check_distinct(*flags_and_paths: tuple[str, str | os.PathLike[str] | None]) -> None:
@@ -180,8 +195,8 @@ def error_line(err: BaseException, dests: Iterable[str] | None = None) -> str | 
     return None
 
 
-__all__ = ["NAME_RE", "Terminated", "check_distinct", "check_name", "check_out", "check_out_files", "error_line",
-           "flag_hint", "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]
+__all__ = ["NAME_RE", "Terminated", "check_distinct", "check_name", "check_out", "check_out_files", "clear_outputs",
+           "error_line", "flag_hint", "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]
 
 
 def path_arg(text: str) -> Path:

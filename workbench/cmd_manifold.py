@@ -209,13 +209,13 @@ def check_layer(layer: int, n_layers: int) -> int:
 def run_fit(args: argparse.Namespace) -> int:
     from analyses.manifolds.configs import ManifoldFitConfig
     from workbench.config_cli import config_from_args
-    from workbench.manifold_fit_run import fit_and_check
+    from workbench.manifold_fit_run import FIT_INDEX, FIT_OUTPUTS, fit_and_check
 
     t0 = time.perf_counter()
     with _analysis_errors():
         fit_cfg = config_from_args(ManifoldFitConfig, args, period=None)
         run_cfg = config_from_args(ManifoldRunConfig, args)
-    _check_out_folder(args, FIT_OUTPUTS, [args.prompts, args.world])
+    _check_out_folder(args, (FIT_INDEX, *FIT_OUTPUTS), [args.prompts, args.world])
     layer = None if args.layer == "auto" else _layer_arg(args.layer)
     features = None if args.features is None else _int_list(args.features, "--features")
     loaded, tcs = _load(args.model, args.transcoders)
@@ -227,15 +227,9 @@ def run_fit(args: argparse.Namespace) -> int:
         report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
     report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
                    "seconds": round(time.perf_counter() - t0, 2)})
-    atomic_write_json(args.out / "manifold.json", report)
-    logger.info("wrote %s (k=%d, R²=%.3f)", args.out / "manifold.json", report["frequency"], report["r2"])
+    atomic_write_json(args.out / FIT_INDEX, report)
+    logger.info("wrote %s (k=%d, R²=%.3f)", args.out / FIT_INDEX, report["frequency"], report["r2"])
     return 0
-
-
-FIT_OUTPUTS = ("manifold.json", "fit.json", "fit.safetensors", *(f"{name}.{ext}" for name in ("circle", "frequency",
-                                                                                              "tuning")
-                                                                for ext in ("png", "svg")))
-"""The files `manifold fit` writes into --out (besides its reusable activations/ folder)."""
 
 
 def _check_out_folder(args: argparse.Namespace, names: tuple[str, ...], inputs: list[Any]) -> None:
@@ -341,13 +335,13 @@ def _inputs_for_steer(args: argparse.Namespace, loaded: Any, fit: Any, kind: str
 
 
 def run_discover(args: argparse.Namespace) -> int:
-    from workbench.manifold_discover_run import discover
+    from workbench.manifold_discover_run import DISCOVERY_INDEX, discover
 
     t0 = time.perf_counter()
-    _check_out_folder(args, ("discovery.json",), [args.prompts, args.families, args.labels])
+    _check_out_folder(args, (DISCOVERY_INDEX,), [args.prompts, args.families, args.labels])
     loaded, tcs = _load(args.model, args.transcoders)
     with _analysis_errors():
         report = discover(loaded, tcs, args)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    atomic_write_json(args.out / "discovery.json", report)
+    atomic_write_json(args.out / DISCOVERY_INDEX, report)
     return 0

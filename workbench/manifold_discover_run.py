@@ -13,15 +13,24 @@ import numpy as np
 import torch
 
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery, ripser_available
-from tracer.activations import ActivationConfig, ActivationStore, collect_activations, read_prompts
+from tracer.activations import ActivationConfig, ActivationStore, read_prompts
 from tracer.errors import WorkbenchError
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
+from workbench.cli_safety import clear_outputs
+from workbench.manifold_points import cached_run
 
 logger = logging.getLogger(__name__)
 
 Families = dict[int, dict[str, list[int]]]
 """layer -> family name -> feature indices"""
+
+
+DISCOVERY_INDEX = "discovery.json"
+DISCOVERY_FILES = tuple(f"{stem}_feature_layer*.{ext}" for stem, exts in (
+    ("discovery", ("json", "safetensors")), ("ranking", ("png", "svg")), ("top_family", ("png", "svg")))
+    for ext in exts)
+"""What a discover run writes besides its index (globs), removed before a new run writes its own."""
 
 
 def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: int | None = None,
@@ -122,7 +131,7 @@ def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path,
                  verbose: bool = False) -> ActivationStore:
     """Sparse activations of ``layers`` over the corpus (every position), collected once into ``out``."""
     cfg = ActivationConfig(feature_layers=tuple(layers))
-    return collect_activations(loaded, tcs, prompts, out, cfg, verbose=verbose)
+    return cached_run(loaded, tcs, prompts, out, cfg, verbose=verbose)  # replaced when prompts or layers change
 
 
 def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) -> dict[str, Any]:
@@ -149,21 +158,22 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
                          verbose=not args.quiet)
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
                               "n_prompts": store.n_prompts, "n_rows": store.n_rows, "feature_layers": {}}
-    for layer, families in fams.items():
+    done = []
+    for layer, families in fams.items():  # every layer's work first: a failed or interrupted run writes nothing
         est = ManifoldDiscovery.from_config(cfg)
         A, W = layer_inputs(store, tcs, layer)
         rep, result = discover_layer(A, W, layer, families, est, verbose=not args.quiet)
+        done.append((layer, rep, result, discovery_displays(result, A, W, cfg.activation_threshold)))
+    clear_outputs(args.out, DISCOVERY_INDEX, DISCOVERY_FILES)  # the caller writes the index last
+    for layer, rep, result, (ranking, cloud) in done:
         save_result(result, args.out / f"discovery_feature_layer{layer}.json")
-        rep["plots"] = discovery_plots(args.out, result, A, W, cfg.activation_threshold)
+        rep["plots"] = discovery_plots(args.out, layer, ranking, cloud)
         report["feature_layers"][str(layer)] = rep
     return report
 
 
-def discovery_plots(out: Path, result: DiscoveryResult, A: Any, W: np.ndarray,
-                    activation_threshold: float) -> list[str]:
+def discovery_plots(out: Path, layer: int, ranking: Any, cloud: Any) -> list[str]:
     """PNG and SVG of the layer's ranking and of its top-ranked family's direction cloud; the file names."""
-    layer = result.feature_layer
-    ranking, cloud = discovery_displays(result, A, W, activation_threshold)
     written = []
     for ext in ("png", "svg"):
         written.append(ranking.savefig(out / f"ranking_feature_layer{layer}.{ext}"))

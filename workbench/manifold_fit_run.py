@@ -17,6 +17,7 @@ from analyses.results import load_result, save_result
 from tracer.errors import WorkbenchError
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
+from workbench.cli_safety import clear_outputs
 from workbench.manifold_inputs import FitInputs
 from workbench.manifold_points import PointSet, collect_points
 from workbench.manifold_scoring import (
@@ -35,6 +36,11 @@ from workbench.manifold_scoring import (
 logger = logging.getLogger(__name__)
 
 FIT_FILE = "fit.json"
+FIT_INDEX = "manifold.json"
+FIT_OUTPUTS = (FIT_FILE, "fit.safetensors", *(f"{name}.{ext}" for name in ("circle", "frequency", "tuning")
+                                               for ext in ("png", "svg")))
+"""What `manifold fit` writes into --out besides its index (and its reusable activations/ folder), removed
+before a new fit writes its own."""
 
 
 def _points(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layers: tuple[int, ...],
@@ -160,7 +166,7 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
     if inputs.heldout.any():
         report["heldout"] = summarize(point_scores(fit, X[inputs.heldout], y[inputs.heldout]))
     report["causal"] = _causal(loaded, tcs, spec, X, y, inputs, positions, cfg)
-    (out / "manifold.json").unlink(missing_ok=True)  # the index goes first: no old index over a new fit
+    clear_outputs(out, FIT_INDEX, FIT_OUTPUTS)  # the index first, then the earlier fit and its plots (none stale)
     save_result(fit, out / FIT_FILE)  # the results once all the work has succeeded; manifold.json last (the caller)
     report["plots"] = _plots(out, fit, X, y, tiling)
     return report

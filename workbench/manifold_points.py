@@ -31,7 +31,7 @@ from tracer.transcoders.base import Transcoders
 logger = logging.getLogger(__name__)
 
 CACHE_MARK = "workbench-cache.json"
-"""Marks an activation run that a manifold command made for its own points (and may replace)."""
+"""Marks an activation run that a command (manifold fit / discover) made for its own points (and may replace)."""
 
 
 class PointSet:
@@ -96,28 +96,34 @@ def collect_points(loaded: LoadedModel, transcoders: Transcoders, records: Seque
                    verbose: bool = False) -> PointSet:
     """Collect (or reuse) an activation run of ``records`` under ``out_dir`` and open it as a :class:`PointSet`."""
     cfg = ActivationConfig(residual_layers=tuple(int(x) for x in residual_layers), positions=positions)
-    ours = (out_dir / CACHE_MARK).is_file() or not (out_dir / INDEX).is_file()  # a run we start is our cache
-    try:
-        store = _collect_or_replace(loaded, transcoders, records, out_dir, cfg, verbose=verbose)
-    finally:  # marked even when interrupted, so a later run of other prompts may replace it
-        if ours and (out_dir / INDEX).is_file() and not (out_dir / CACHE_MARK).is_file():
-            atomic_write_json(out_dir / CACHE_MARK, {"cache": True, "note": "made by a manifold command for its "
-                                                     "own points; replaced when their prompts or settings change"})
+    store = cached_run(loaded, transcoders, records, out_dir, cfg, verbose=verbose)
     logger.info("activations of %d prompts in %s", store.n_prompts, out_dir)
     return PointSet(store)
 
 
-def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord],
+def cached_run(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord | str], out_dir: Path,
+               cfg: ActivationConfig, *, verbose: bool = False) -> ActivationStore:
+    """A command's own activation run of ``records`` in ``out_dir``: reused, resumed, or collected anew in place
+    of a stale cache of the command's (one of other prompts or settings). A run without :data:`CACHE_MARK`
+    (e.g. from ``workbench activations``) is never deleted: it is refused in one line."""
+    ours = (out_dir / CACHE_MARK).is_file() or not (out_dir / INDEX).is_file()  # a run we start is our cache
+    try:
+        return _collect_or_replace(loaded, transcoders, records, out_dir, cfg, verbose=verbose)
+    finally:  # marked even when interrupted, so a later run of other prompts may replace it
+        if ours and (out_dir / INDEX).is_file() and not (out_dir / CACHE_MARK).is_file():
+            atomic_write_json(out_dir / CACHE_MARK, {"cache": True, "note": "made by a workbench command for its "
+                                                     "own points; replaced when their prompts or settings change"})
+
+
+def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord | str],
                         out_dir: Path, cfg: ActivationConfig, *, verbose: bool) -> ActivationStore:
-    """The activation run of ``records`` in ``out_dir``: reused, resumed, or collected anew in place of a stale
-    cache of ours (a run without :data:`CACHE_MARK`, e.g. from ``workbench activations``, is never deleted)."""
     try:
         return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
     except WorkbenchError as err:
         if not (out_dir / INDEX).is_file():
             raise
         if not (out_dir / CACHE_MARK).is_file():  # a run the user made (workbench activations): never deleted
-            raise WorkbenchError(f"{err} It was not made by a manifold command, so it is kept: move it, or choose "
+            raise WorkbenchError(f"{err} It was not made by this command, so it is kept: move it, or choose "
                                  "another --out.") from None
         logger.warning("replacing the stale activation run in %s (other prompts, model or settings)", out_dir)
         shutil.rmtree(out_dir)  # a cache folder of ours that holds another run

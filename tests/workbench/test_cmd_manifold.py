@@ -81,6 +81,15 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
     rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
     assert rep["frequency"] == 1 and rep["n_fit"] == 56 and rep["causal"]["how"] == "cross-fitted"
     assert rep["tiling"]["features"] == [1, 2, 3] and rep["tiling"]["feature_layer"] == 1
+    assert (tmp_path / "fit" / "tuning.svg").is_file()
+    # a re-fit without tiling (one feature) leaves no tuning plot of the earlier fit beside its new files
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--values", ",".join(DAYS), "--layer", "2", "--out", str(tmp_path / "fit"),
+                       "--causal-prompts", "4", "--causal-targets", "1", "--features", "1", "-q")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
+    assert rep["tiling"] is None and not any("tuning" in p for p in rep["plots"])
+    assert not list((tmp_path / "fit").glob("tuning.*"))
 
 
 @pytest.mark.parametrize("records,extra,message", [
@@ -112,12 +121,20 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, mess
 
 
 def _damage_arrays(edit):
+    """Edit the arrays and record their new digest in fit.json (a consistent hand-edit, which the fit's own
+    checks must catch; arrays that do not match their JSON are refused before, tests/analyses/test_qa22_results.py)."""
     def mutate(folder):
-        from safetensors.numpy import load_file, save_file
+        import hashlib
+
+        from safetensors.numpy import load_file, save
 
         arrays = load_file(str(folder / "fit.safetensors"))
         edit(arrays)
-        save_file(arrays, str(folder / "fit.safetensors"))
+        data = save(arrays)
+        (folder / "fit.safetensors").write_bytes(data)
+        doc = json.loads((folder / "fit.json").read_text())
+        doc["arrays_sha256"] = hashlib.sha256(data).hexdigest()
+        (folder / "fit.json").write_text(json.dumps(doc))
     return mutate
 
 
@@ -176,6 +193,31 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     plots = {f"{kind}_feature_layer1.{ext}" for kind in ("ranking", "top_family") for ext in ("png", "svg")}
     assert set(layer1["plots"]) == plots
     assert (tmp_path / "disc" / "top_family_feature_layer1.png").read_bytes()[:4] == b"\x89PNG"
+    # a re-run leaves no file of the earlier run (a layer-1 plot beside a layer-2-only index), and an
+    # interrupted re-run leaves the earlier run whole (it once left an old index over new per-layer files)
+    import workbench.manifold_discover_run as run_mod
+
+    argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts, "--labels",
+            str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"), "--metric-points", "300",
+            "--curve-iterations", "3", "--irr-n-steps", "300", "--persistence", "none"]
+    before = {p.name: p.read_bytes() for p in (tmp_path / "disc").iterdir() if p.is_file()}
+    calls = []
+    real = run_mod.discover_layer
+
+    def interrupted(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_mod, "discover_layer", interrupted)
+        assert run(capsys, *argv, "--feature-layers", "1,2")[0] == 130
+    assert {p.name: p.read_bytes() for p in (tmp_path / "disc").iterdir() if p.is_file()} == before
+    code, _, err = run(capsys, *argv, "--feature-layers", "2")
+    assert code == 0, err
+    files = {p.name for p in (tmp_path / "disc").iterdir() if p.is_file()}
+    assert not any("layer1" in f for f in files) and "discovery_feature_layer2.json" in files, files
 
 
 def test_discover_reads_the_families_that_workbench_families_writes(tmp_path, capsys):
@@ -382,7 +424,7 @@ def test_fit_keeps_a_users_activation_run_and_replaces_only_its_own_cache(month_
             "--quiet"]
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert "It was not made by a manifold command, so it is kept: move it, or choose another --out." in err
+    assert "It was not made by this command, so it is kept: move it, or choose another --out." in err
     assert (out / "activations" / "index.json").read_bytes() == index and not (out / "manifold.json").exists()
     (out / "activations").rename(tmp_path / "mine")  # moved away as told: the fit makes its own cache
     assert run(capsys, *argv)[0] == 0 and (out / "activations" / "workbench-cache.json").is_file()
