@@ -168,6 +168,8 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
 
     out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None,
                            "coactivation": None}
+    if args.prune:  # first: it needs no model
+        out["prune"], out["prune_thresholds"] = read_prune(args.prune, graph)
     if args.model:
         from tracer.models import load_model
 
@@ -187,8 +189,9 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         out["labels"] = load_labels(args.labels)
         check_labels_match(out["labels"], n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     if args.families:
-        out["families"] = read_families(args.families, graph,
-                                        None if out.get("transcoders") is None else out["transcoders"].source)
+        tcs = out.get("transcoders")  # without --transcoders: those the graph records, where they still exist
+        out["families"] = read_families(args.families, graph, tcs.source if tcs is not None else
+                                        (graph.transcoder_id or None))
     if args.activations:
         from tracer.activations import ActivationStore
 
@@ -198,17 +201,27 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     if prompts is not None:
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
-    if args.prune:
-        from tracer.graph import load_prune_result
-
-        out["prune"], meta = load_prune_result(args.prune)
-        out["prune_thresholds"] = ({k: float(meta[k]) for k in ("node_threshold", "edge_threshold")}
-                                   if all(isinstance(meta.get(k), (int, float)) for k in ("node_threshold",
-                                                                                         "edge_threshold")) else None)
-        if out["prune"].node_mask.numel() != graph.n_nodes:
-            raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
-                                 f"{out['prune'].node_mask.numel()} nodes.")
     return out
+
+
+def read_prune(path: str, graph: Any) -> tuple[Any, dict[str, float] | None]:
+    """``--prune``: a `workbench prune` result of this very graph (same node fingerprint; a file from before
+    fingerprints, by node count) and its thresholds (None when it records none)."""
+    from tracer.errors import WorkbenchError
+    from tracer.graph import load_prune_result
+
+    result, meta = load_prune_result(path)
+    thresholds = ({k: float(meta[k]) for k in ("node_threshold", "edge_threshold")}
+                  if all(isinstance(meta.get(k), (int, float)) for k in ("node_threshold", "edge_threshold")) else None)
+    if result.node_mask.numel() != graph.n_nodes:
+        raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
+                             f"{result.node_mask.numel()} nodes.")
+    made_on = meta.get("graph_fingerprint")
+    if made_on is not None and made_on != graph.node_fingerprint():
+        raise WorkbenchError(f"--prune must be a prune result of GRAPH; got one of another graph "
+                             f"({meta.get('graph')!r}: other tokens, features or logits, though the node count is the "
+                             "same). Prune GRAPH with `workbench prune`, or drop --prune.")
+    return result, thresholds
 
 
 def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
@@ -327,6 +340,7 @@ def supernodes_document(circuit: Any, check: Any, graph: Any,
                                    "groups": per_group}
     qparams = coarse.qparams()
     doc: dict[str, Any] = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
+                           "graph_fingerprint": graph.node_fingerprint(),
                            "similarities": list(circuit.clustering_.similarities_used_),
                            "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams,
                            "scores": scores}

@@ -116,8 +116,8 @@ def run_prune(args: argparse.Namespace) -> int:
     full = graph_scores(graph)
     pruned = subgraph_scores(graph, prune_result=result)
     meta = {
-        "graph": str(args.graph), "node_threshold": config.node_threshold,
-        "edge_threshold": config.edge_threshold, "n_nodes": graph.n_nodes,
+        "graph": str(args.graph), "graph_fingerprint": graph.node_fingerprint(),
+        "node_threshold": config.node_threshold, "edge_threshold": config.edge_threshold, "n_nodes": graph.n_nodes,
         "n_kept_nodes": int(result.node_mask.sum()), "n_kept_edges": int(result.edge_index.shape[1]),
         "scores": {"full": full._asdict(), "pruned": pruned._asdict()},
     }
@@ -172,7 +172,7 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
                              f"{str(groups)[:60]!r} in {path_str!r}.")
     if pinned is not None and not (isinstance(pinned, list) and all(isinstance(x, str) for x in pinned)):
         raise WorkbenchError(f"--supernodes pinnedIds must be a list of node id strings; got {str(pinned)[:60]!r}.")
-    recorded = {k: data[k] for k in ("prompt", "prune") if isinstance(data, dict) and k in data}
+    recorded = {k: data[k] for k in ("prompt", "prune", "graph_fingerprint") if isinstance(data, dict) and k in data}
     if "prune" in recorded and not (isinstance(recorded["prune"], dict) and all(
             isinstance(recorded["prune"].get(k), (int, float)) for k in ("node_threshold", "edge_threshold"))):
         raise WorkbenchError(f"--supernodes 'prune' must hold node_threshold and edge_threshold numbers; got "
@@ -245,13 +245,19 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _check_supernodes_graph(recorded: dict[str, Any], graph: Any, path: str | None) -> None:
-    """A `workbench cluster` file must be of this graph: the prompt it records (when it records one)."""
+    """A `workbench cluster` file must be of this graph: the prompt and node fingerprint it records (when it
+    records them)."""
     from tracer.errors import WorkbenchError
 
     prompt = recorded.get("prompt")
     if isinstance(prompt, str) and prompt != graph.input_string:
         raise WorkbenchError(f"--supernodes must be groups of this graph ({graph.input_string!r}); got groups of "
                              f"{prompt!r} in {path!r}. Cluster this graph with `workbench cluster`.")
+    made_on = recorded.get("graph_fingerprint")  # files from before fingerprints: the prompt check alone
+    if made_on is not None and made_on != graph.node_fingerprint():
+        raise WorkbenchError(f"--supernodes must be groups of this graph; got groups of another graph of the same "
+                             f"prompt in {path!r} (other transcoders, tokens or feature cap: the nodes differ). "
+                             "Cluster this graph with `workbench cluster`.")
 
 
 def run_import_pt(args: argparse.Namespace) -> int:

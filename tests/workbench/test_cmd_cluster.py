@@ -299,9 +299,19 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--families", str(fam))
     assert status == 2 and not (tmp_path / "bad.json").exists()
     _one_line_error(err, "cluster", "--families must be made with the transcoders")
+    # without --transcoders: checked against the transcoders the graph records (it once passed unchecked)
+    from tracer.graph import Graph
+
+    recorded = dataclasses.replace(Graph.load(traced["graph"]), transcoder_id=str(traced["plt"]))
+    recorded_path = recorded.save(tmp_path / "recorded.safetensors")
+    status, _, err = run("cluster", str(recorded_path), "--out", str(tmp_path / "bad.json"), "--families", str(fam))
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--families must be made with the transcoders")
     status, _, err = run("families", "--transcoders", str(copy), "--out", str(fam))
     assert status == 0, err
     status, _, err = run(*base, "--out", str(tmp_path / "ok.json"), "--families", str(fam))
+    assert status == 0, err
+    status, _, err = run("cluster", str(recorded_path), "--out", str(tmp_path / "ok2.json"), "--families", str(fam))
     assert status == 0, err
     model = load_model(traced["model"])
     from tests.helpers_models import WORDS
@@ -354,3 +364,47 @@ def test_export_uses_the_pruned_view_the_groups_were_made_from(run, traced, tmp_
     status, _, err = run("export", str(other_path), "--supernodes", str(sn), "--out", str(tmp_path / "v3"))
     assert status == 2 and not (tmp_path / "v3").exists()
     _one_line_error(err, "export", "--supernodes must be groups of this graph")
+
+
+def test_prune_result_of_another_graph_with_the_same_node_count_is_refused(run, traced, tmp_path: Path) -> None:
+    """Only the node count was compared: the Friday graph's prune mask was applied to the Thursday graph
+    (427 nodes each) and the run reported success."""
+    from tracer.graph import Graph
+
+    graph = Graph.load(traced["graph"])
+    tokens = graph.input_tokens.clone()
+    tokens[1] = (int(tokens[1]) + 1) % 11  # another prompt, the same nodes count
+    other = dataclasses.replace(graph, input_tokens=tokens)
+    assert other.n_nodes == graph.n_nodes and other.node_fingerprint() != graph.node_fingerprint()
+    other_path = other.save(tmp_path / "other.safetensors")
+    status, _, err = run("prune", str(traced["graph"]), "--out", str(tmp_path / "p.npz"))
+    assert status == 0, err
+    status, _, err = run("cluster", str(other_path), "--prune", str(tmp_path / "p.npz"), "--out",
+                         str(tmp_path / "s.json"))
+    assert status == 2 and not (tmp_path / "s.json").exists()
+    _one_line_error(err, "cluster", "--prune must be a prune result of GRAPH; got one of another graph")
+    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
+                         str(tmp_path / "s.json"))
+    assert status == 0, err  # its own graph, stored as npz or safetensors alike, passes
+    npz = tmp_path / "g.npz"
+    graph.save(npz)
+    assert Graph.load(npz).node_fingerprint() == graph.node_fingerprint()
+
+
+def test_export_refuses_groups_of_another_graph_of_the_same_prompt(run, traced, tmp_path: Path) -> None:
+    """PLT groups exported onto the CLT graph of the same prompt were blamed on the pruning thresholds
+    ("Prune with the thresholds the groups were made at"); the file now records its graph's node fingerprint."""
+    from tracer.graph import Graph
+
+    sn = tmp_path / "sn.json"
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(sn))
+    assert status == 0, err
+    graph = Graph.load(traced["graph"])
+    assert json.loads(sn.read_text())["graph_fingerprint"] == graph.node_fingerprint()
+    feats = graph.active_features.clone()
+    feats[:, 2] = (feats[:, 2] + 1) % 64  # the same prompt through other features
+    other = dataclasses.replace(graph, active_features=feats).save(tmp_path / "other.safetensors")
+    status, _, err = run("export", str(other), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
+    assert status == 2 and not (tmp_path / "v").exists()
+    _one_line_error(err, "export", "--supernodes must be groups of this graph; got groups of another graph of the "
+                                   "same prompt")

@@ -25,6 +25,7 @@ Formats:
 """
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
@@ -120,6 +121,17 @@ class Graph:
     @property
     def logit_start(self) -> int:
         return self.token_start + self.n_pos
+
+    def node_fingerprint(self) -> str:
+        """sha256 (hex) of what fixes the node order: the tokens, the active and selected features, the
+        logit targets and ``n_layers`` (not the edge weights, nor ``d_vocab``, which an .npz file lacks: one
+        prompt traced by either engine and stored as .npz or safetensors gives one fingerprint). A prune
+        mask or a supernode's node ids made on one graph fit another graph only when their fingerprints are
+        equal."""
+        h = hashlib.sha256(str(self.n_layers).encode())
+        for t in (self.input_tokens, self.active_features, self.selected_features, self.logit_token_ids):
+            h.update(b"|" + t.detach().cpu().long().contiguous().numpy().tobytes())
+        return h.hexdigest()
 
     # ----------------------------------------------------------------- node metadata
     def node_type(self) -> np.ndarray:
