@@ -51,7 +51,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
     p.add_argument("--format", default="neuronpedia", choices=["neuronpedia"], help="output format")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--slug", default=None, help="graph name in the viewer (default: the file name)")
+    p.add_argument("--slug", default=None, help="graph name in the viewer (default: the file name, with a short hash "
+                   "where it has other characters than letters, digits, '.', '_', '-'; a default that names another "
+                   "graph in --out is refused, a --slug given replaces it)")
     p.add_argument("--labels", default=None, help="feature labels (our JSONL or a Neuronpedia export)")
     p.add_argument("--tokenizer", default=None,
                    help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")
@@ -189,7 +191,7 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
     for flag, value in (("--labels file", args.labels), ("--supernodes file", args.supernodes)):
         if value is not None:
             need_input(value, flag)
-    slug = args.slug or re.sub(r"[^A-Za-z0-9._-]+", "-", Path(args.graph).stem).strip("-.")[:100] or "graph"
+    slug = args.slug or default_slug(args.graph)
     check_name(slug, "--slug")
     if slug == "graph-metadata":
         raise WorkbenchError("--slug must not be 'graph-metadata'; got it. That name is the folder's index.")
@@ -198,6 +200,37 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
     out = check_out(args.out, inputs=inputs, folder=True)
     check_out_files(out, [f"{slug}.json", "graph-metadata.json"], inputs=inputs)
     return out, slug, inputs
+
+
+def default_slug(graph_path: str) -> str:
+    """The viewer name of a graph file: its stem in letters, digits, '.', '_' and '-'; where that loses
+    characters ("月曜", "Tag ä", "day 1"), with 8 hex digits of the stem's sha256, so that two names never
+    share a slug ("Tag ä" and "Tag ö" were both "Tag", and the second export replaced the first)."""
+    import hashlib
+
+    stem = Path(graph_path).stem
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.")[:100]
+    if slug == stem:
+        return slug
+    return f"{slug[:91].rstrip('-.') or 'graph'}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}"
+
+
+def _check_slug_free(out: Path, slug: str, graph: Any, chosen: bool) -> None:
+    """A default slug that already names another graph in the folder's index is refused (its export would
+    replace that graph's entry); a slug given with --slug replaces it, as asked."""
+    from tracer.errors import WorkbenchError
+
+    index = out / "graph-metadata.json"
+    try:
+        graphs = json.loads(index.read_text(encoding="utf-8")).get("graphs", [])
+    except (OSError, ValueError, AttributeError):
+        return  # none yet, or damaged: the export itself says so
+    fingerprints = {(g.get("info") or {}).get("graph_fingerprint") for g in graphs
+                    if isinstance(g, dict) and g.get("slug") == slug}
+    fingerprints.discard(None)
+    if not chosen and fingerprints and graph.node_fingerprint() not in fingerprints:
+        raise WorkbenchError(f"--slug: the default {slug!r} already names another graph in {str(index)!r}; pass "
+                             f"--slug NAME to keep both, or --slug {slug} to replace it.")
 
 
 def _viewer_groups(groups: Any, path_str: str) -> Any:
@@ -233,6 +266,7 @@ def run_export(args: argparse.Namespace) -> int:
 
         check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     _check_supernodes_graph(recorded, graph, args.supernodes)
+    _check_slug_free(out, slug, graph, chosen=args.slug is not None)
     from tracer.graph.export import export_neuronpedia
 
     path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,

@@ -408,3 +408,40 @@ def test_export_refuses_groups_of_another_graph_of_the_same_prompt(run, traced, 
     assert status == 2 and not (tmp_path / "v").exists()
     _one_line_error(err, "export", "--supernodes must be groups of this graph; got groups of another graph of the "
                                    "same prompt")
+
+
+def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path) -> None:
+    """'月曜' and '日曜' (and 'Tag ä' / 'Tag ö', 'day 1' / 'day-1') got one default slug, and the second
+    export silently replaced the first graph in the folder's index."""
+    import shutil
+
+    from tracer.graph import Graph
+    from workbench.cmd_graphtools import default_slug
+
+    names = ["月曜", "日曜", "Tag ä", "Tag ö", "day 1", "day-1", "g"]
+    slugs = [default_slug(f"/x/{n}.safetensors") for n in names]
+    assert len(set(slugs)) == len(names) and slugs[-2:] == ["day-1", "g"], slugs
+    graph = Graph.load(traced["graph"])
+    tokens = graph.input_tokens.clone()
+    tokens[1] = (int(tokens[1]) + 1) % 11
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = shutil.copy(traced["graph"], tmp_path / "a" / "月曜.safetensors")
+    second = dataclasses.replace(graph, input_tokens=tokens).save(tmp_path / "b" / "日曜.safetensors")
+    for path in (first, second):
+        status, _, err = run("export", str(path), "--out", str(tmp_path / "v"))
+        assert status == 0, err
+    index = json.loads((tmp_path / "v" / "graph-metadata.json").read_text())
+    assert len(index["graphs"]) == 2
+    # the same stem in two folders: the second is refused unless a slug is chosen
+    other = dataclasses.replace(graph, input_tokens=tokens).save(tmp_path / "b" / "g.safetensors")
+    shutil.copy(traced["graph"], tmp_path / "a" / "g.safetensors")
+    assert run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(tmp_path / "v"))[0] == 0
+    assert run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(tmp_path / "v"))[0] == 0  # again
+    before = (tmp_path / "v" / "g.json").read_bytes()
+    status, _, err = run("export", str(other), "--out", str(tmp_path / "v"))
+    assert status == 2 and (tmp_path / "v" / "g.json").read_bytes() == before
+    _one_line_error(err, "export", "--slug: the default 'g' already names another graph in")
+    assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g")[0] == 0  # replaced, as asked
+    assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g2")[0] == 0
+    assert len(json.loads((tmp_path / "v" / "graph-metadata.json").read_text())["graphs"]) == 4

@@ -232,7 +232,8 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
         "slug": slug, "scan": scan_name, "transcoder_list": transcoder_list,
         "prompt_tokens": _prompt_tokens(graph, tokenizer), "prompt": graph.input_string,
         "node_threshold": config.node_threshold, "schema_version": SCHEMA_VERSION,
-        "info": {"generator": {"name": "manifold-workbench", "version": __version__}},
+        "info": {"generator": {"name": "manifold-workbench", "version": __version__},
+                 "graph_fingerprint": graph.node_fingerprint()},
         "pruning_settings": {"node_threshold": config.node_threshold,
                              "edge_threshold": config.edge_threshold},
     }
