@@ -33,6 +33,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.set_defaults(func=run_activations)
 
 
+RUN_FILE = "run.json"
+"""Beside an activation run: the command line that made it (:func:`workbench.provenance.run_record`)."""
+
+
 def _check_out(args: argparse.Namespace, n_prompts: int, shard_prompts: int) -> Path:
     """--out, before any work: not an input or inside one, writable, holding none of the inputs by a
     run file name, and new, empty or an activation run (to resume)."""
@@ -44,7 +48,7 @@ def _check_out(args: argparse.Namespace, n_prompts: int, shard_prompts: int) -> 
     out = check_out(args.out, inputs=inputs, folder=True)
     shards = {shard_name(k) for k in range(-(-n_prompts // shard_prompts))}
     named = {Path(i).name for i in inputs} & shards  # a shard name only matters if an input bears it
-    check_out_files(out, [INDEX, PROMPTS, *sorted(named)], inputs=inputs)
+    check_out_files(out, [INDEX, PROMPTS, RUN_FILE, *sorted(named)], inputs=inputs)
     check_run_folder(out, "--out")
     return out
 
@@ -63,6 +67,10 @@ def run_activations(args: argparse.Namespace) -> int:
     if args.allow_unk:
         logger.warning("--allow-unk: unknown words are traced as the tokenizer's unknown token")
     store = collect_activations(loaded, tc, records, out, cfg, allow_unk=args.allow_unk, verbose=not args.quiet)
+    from tracer.io import atomic_write_json
+    from workbench.provenance import run_record
+
+    atomic_write_json(out / RUN_FILE, run_record(args))  # the index records the settings; this, the command line
     if not args.quiet:
         print(f"wrote {out}: {store.n_prompts} prompts, {store.n_rows} token rows, {len(store.shards)} shards",
               file=sys.stderr)

@@ -427,6 +427,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     clustering = configs["clustering"]
     thresholds = (inputs.get("prune_thresholds") if inputs["prune"] is not None else
                   {"node_threshold": clustering.node_threshold, "edge_threshold": clustering.edge_threshold})
+    from workbench.provenance import run_record
+
     doc = supernodes_document(circuit, check, graph, thresholds)
     doc["graph"] = str(args.graph)
     if inputs["coactivation"] is not None:
@@ -434,6 +436,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         doc["coactivation"] = {**source, "n_token_rows": int(inputs["coactivation"].n_rows)}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
+    doc["run"] = run_record(args)
     write_supernodes(out, doc)
     if args.plots is not None:
         write_plots(circuit, Path(args.plots))

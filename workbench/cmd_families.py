@@ -175,13 +175,15 @@ def run_families(args: argparse.Namespace) -> int:
                 context_self=None if acts is None else np.arange(X.shape[0]), labels=labels)
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
+    from workbench.provenance import run_record
+
     doc = {"families": est.result_.to_json_families(), "n_features": int(X.shape[0]),
            "n_families": est.n_families_, "transcoders": str(args.transcoders),
            "transcoder_signature": transcoder_signature(args.transcoders), "layer": args.layer,
            "coactivation_evidence": acts is not None, "n_prompts": len(prompts),
            "n_token_rows": 0 if acts is None else int(acts.shape[0]),
            "config": dataclasses.asdict(cfg),
-           "args": {k: v for k, v in vars(args).items() if not k.startswith("cfg_") and k != "func"},
+           "run": run_record(args),
            "seconds": round(time.perf_counter() - t0, 2)}
     atomic_write_json(args.out, doc)
     if not args.quiet:

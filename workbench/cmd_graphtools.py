@@ -113,6 +113,7 @@ def run_prune(args: argparse.Namespace) -> int:
     config = _prune_config(args)
     graph = _load_graph(args.graph)
     from tracer.graph import graph_scores, prune_graph, save_prune_result, subgraph_scores
+    from workbench.provenance import run_record
 
     result = prune_graph(graph, config)
     full = graph_scores(graph)
@@ -121,7 +122,7 @@ def run_prune(args: argparse.Namespace) -> int:
         "graph": str(args.graph), "graph_fingerprint": graph.node_fingerprint(),
         "node_threshold": config.node_threshold, "edge_threshold": config.edge_threshold, "n_nodes": graph.n_nodes,
         "n_kept_nodes": int(result.node_mask.sum()), "n_kept_edges": int(result.edge_index.shape[1]),
-        "scores": {"full": full._asdict(), "pruned": pruned._asdict()},
+        "scores": {"full": full._asdict(), "pruned": pruned._asdict()}, "run": run_record(args),
     }
     save_prune_result(result, out, meta=meta)
     print(f"pruned {args.graph}: kept {meta['n_kept_nodes']}/{graph.n_nodes} nodes, "  # noqa: T201

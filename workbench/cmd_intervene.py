@@ -237,12 +237,14 @@ def run_intervene(args: argparse.Namespace) -> int:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids) if tok is not None else str(ids[0])
 
+    from workbench.provenance import run_record
+
     changes = top_changes(res.clean_logits, res.logits, args.top_k, decode)
     result: dict[str, object] = {
         "schema_version": SCHEMA_VERSION, "model": args.model, "transcoders": args.transcoders,
         "token_ids": clean.tokens.tolist(), "interventions": [_describe(iv) for iv in ivs],
         "settings": {"freeze_attention": args.freeze_attention, "constrained_layers": constrained},
-        "top_changes": changes,
+        "top_changes": changes, "run": run_record(args),
     }
     gen = _generate(args, loaded, tc, clean, ivs, constrained) if args.generate else None
     if gen is not None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import atomic_write_json
+from workbench.provenance import run_record
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def run_fit(args: argparse.Namespace) -> int:
     with _analysis_errors():
         report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
     report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
-                   "seconds": round(time.perf_counter() - t0, 2)})
+                   "seconds": round(time.perf_counter() - t0, 2), "run": run_record(args)})
     atomic_write_json(args.out / FIT_INDEX, report)
     logger.info("wrote %s (k=%d, R²=%.3f)", args.out / FIT_INDEX, report["frequency"], report["r2"])
     return 0
@@ -313,6 +314,7 @@ def run_steer(args: argparse.Namespace) -> int:
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
+    report["run"] = run_record(args)
     atomic_write_json(args.out, report)
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])
     return 0
@@ -343,5 +345,6 @@ def run_discover(args: argparse.Namespace) -> int:
     with _analysis_errors():
         report = discover(loaded, tcs, args)
     report["seconds"] = round(time.perf_counter() - t0, 2)
+    report["run"] = run_record(args)
     atomic_write_json(args.out / DISCOVERY_INDEX, report)
     return 0

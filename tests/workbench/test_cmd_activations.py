@@ -56,7 +56,7 @@ def test_prompt_fields_that_are_not_finite_are_written_as_null(tmp_path, capsys)
     def refuse(name: str) -> None:
         raise AssertionError(f"{name} in strict JSON")
 
-    for name in ("prompts.jsonl", "index.json"):
+    for name in ("prompts.jsonl", "index.json", "run.json"):
         text = (tmp_path / "run" / name).read_text()
         docs = [json.loads(line, parse_constant=refuse) for line in text.splitlines()] if name.endswith("l") \
             else [json.loads(text, parse_constant=refuse)]

@@ -81,6 +81,7 @@ def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, tr
         assert min(link["sign_consistency"] for link in links) == pytest.approx(scores["sign_consistency"]["min"])
     assert set(scores["interventions"]["summary"]) == {"frozen"}
     assert doc["config"]["circuit"]["budget"] == 4 and doc["argv"][:2] == ["--quiet", "cluster"]
+    assert doc["run"]["argv"] == doc["argv"] and doc["run"]["options"]["budget"] == 4
     status, _, err = run("export", str(traced["graph"]), "--out", str(tmp_path / "viewer"), "--supernodes", str(out),
                          "--slug", "g", "--scan", "tiny")
     assert status == 0, err

@@ -38,7 +38,8 @@ def test_families_writes_layer_families_with_labels(run, tmp_path: Path) -> None
     assert all(f["layer"] == 3 and len(f["features"]) >= 2 and isinstance(f["label"], str) for f in fams)
     members = [x for f in fams for x in f["features"]]
     assert len(members) == len(set(members)) and all(0 <= x < 512 for x in members)
-    assert doc["config"]["n_neighbors"] == 10 and doc["args"]["layer"] == "3"
+    assert doc["config"]["n_neighbors"] == 10 and doc["run"]["options"]["layer"] == "3"
+    assert "families" in doc["run"]["argv"] and doc["run"]["version"]
 
 
 @shipped

@@ -98,6 +98,7 @@ def test_prune_writes_result_and_summary(run, graph_file: Path, tmp_path: Path, 
     assert torch.equal(got.cumulative_scores, want.cumulative_scores)
     assert meta["scores"]["full"] == graph_scores(graph)._asdict()
     assert meta["node_threshold"] == 0.7 and meta["schema_version"] == 1
+    assert meta["run"]["options"]["node_threshold"] == 0.7 and meta["graph_fingerprint"] == graph.node_fingerprint()
     assert set(meta["scores"]["pruned"]) == {"replacement", "completeness"}
 
 

@@ -58,6 +58,9 @@ def test_fit_on_a_world_family_writes_the_manifold(month_fit):
     assert c["fitted_success"] > 0.8 and c["random_success"] < 0.2 and c["mediates"]
     for name in ("circle.png", "circle.svg", "frequency.png", "tuning.svg", "fit.json"):
         assert (month_fit / name).is_file(), name
+    run_rec = rep["run"]  # what made it: the command line and every option, defaults included
+    assert run_rec["argv"][:2] == ["manifold", "fit"] and run_rec["options"]["family"] == "month"
+    assert run_rec["options"]["causal_prompts"] == 6 and "seed" in run_rec["options"]
 
 
 def test_steer_moves_prompts_along_the_fitted_circle(month_fit, tmp_path, capsys):
@@ -70,6 +73,7 @@ def test_steer_moves_prompts_along_the_fitted_circle(month_fit, tmp_path, capsys
     rep = json.loads(out.read_text())
     assert rep["n"] == 3 * 11 and rep["n_prompts"] == 3 and rep["success_rate"] >= 0.8
     assert rep["success_rate_ci"][0] <= rep["success_rate"] <= rep["success_rate_ci"][1]
+    assert rep["run"]["options"]["fit"] == str(month_fit / "manifold.json")  # which fit it steered with
 
 
 def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
@@ -185,6 +189,7 @@ def test_discover_ranks_label_families(tmp_path, capsys):
     assert code == 0, err
     rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
     assert rep["families_from"] == "labels (truth)" and set(rep["feature_layers"]) == {"1", "2"}
+    assert rep["run"]["options"]["metric_points"] == 300 and rep["run"]["argv"][:2] == ["manifold", "discover"]
     layer1 = rep["feature_layers"]["1"]
     assert "hue/output" in layer1["ranking"] and layer1["families"]["hue/output"]["scored"]
     assert layer1["persistence"]  # ripser is in the test extra
