@@ -435,6 +435,8 @@ def run_cluster(args: argparse.Namespace) -> int:
         source = {"prompts": str(args.prompts)} if args.prompts else {"activations": str(args.activations)}
         doc["coactivation"] = {**source, "n_token_rows": int(inputs["coactivation"].n_rows)}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
+    if inputs["prune"] is not None:  # the --prune file's view was clustered, not one at the config's thresholds
+        doc["config"]["clustering"].update(thresholds or {"node_threshold": None, "edge_threshold": None})
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))
     doc["run"] = run_record(args)
     write_supernodes(out, doc)

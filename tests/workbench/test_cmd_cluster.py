@@ -378,7 +378,7 @@ def test_prune_result_of_another_graph_with_the_same_node_count_is_refused(run, 
     other = dataclasses.replace(graph, input_tokens=tokens)
     assert other.n_nodes == graph.n_nodes and other.node_fingerprint() != graph.node_fingerprint()
     other_path = other.save(tmp_path / "other.safetensors")
-    status, _, err = run("prune", str(traced["graph"]), "--out", str(tmp_path / "p.npz"))
+    status, _, err = run("prune", str(traced["graph"]), "--out", str(tmp_path / "p.npz"), "--node-threshold", "0.7")
     assert status == 0, err
     status, _, err = run("cluster", str(other_path), "--prune", str(tmp_path / "p.npz"), "--out",
                          str(tmp_path / "s.json"))
@@ -387,6 +387,8 @@ def test_prune_result_of_another_graph_with_the_same_node_count_is_refused(run, 
     status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
                          str(tmp_path / "s.json"))
     assert status == 0, err  # its own graph, stored as npz or safetensors alike, passes
+    doc = json.loads((tmp_path / "s.json").read_text())  # the thresholds of the view clustered, not the defaults
+    assert doc["prune"]["node_threshold"] == doc["config"]["clustering"]["node_threshold"] == 0.7
     npz = tmp_path / "g.npz"
     graph.save(npz)
     assert Graph.load(npz).node_fingerprint() == graph.node_fingerprint()
