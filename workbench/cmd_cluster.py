@@ -357,10 +357,12 @@ def write_plots(circuit: Any, folder: Path) -> list[Path]:
     its clustering, as PNG and SVG."""
     from analyses.coarse import SupernodeGraphDisplay
     from analyses.supernodes.clustering import DendrogramDisplay
+    from workbench.cli_safety import clear_outputs
 
     folder.mkdir(parents=True, exist_ok=True)
     graph = SupernodeGraphDisplay.from_coarse_graph(circuit.coarse_graph_, numbered=True)
     tree = DendrogramDisplay.from_result(circuit.clustering_)
+    clear_outputs(folder, PLOT_FILES[0], PLOT_FILES[1:])  # an interrupted run leaves no plot of an earlier one
     return [display.savefig(folder / f"{name}.{ext}") for name, display in (("supernode_graph", graph),
                                                                             ("dendrogram", tree))
             for ext in ("png", "svg")]
