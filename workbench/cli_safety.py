@@ -60,6 +60,26 @@ def clear_outputs(folder: Path, index: str, patterns: Iterable[str]) -> list[Pat
     return removed
 
 
+def list_items(text: str, flag: str) -> list[str]:
+    """The comma-separated entries of a list flag: none empty (``a,,b``), none repeated."""
+    items = [x.strip() for x in str(text).split(",")]
+    if not text.strip() or any(not x for x in items):
+        raise WorkbenchError(f"{flag} must be comma-separated entries, none empty; got {text!r}.")
+    repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
+    if repeated is not None:
+        raise WorkbenchError(f"{flag} must name each entry once; got {repeated!r} twice in {text!r}.")
+    return items
+
+
+def int_items(text: str, flag: str) -> list[int]:
+    """:func:`list_items` as integers."""
+    items = list_items(text, flag)
+    try:
+        return [int(x) for x in items]
+    except ValueError:
+        raise WorkbenchError(f"{flag} must be comma-separated integers; got {text!r}.") from None
+
+
 def check_distinct(*flags_and_paths: tuple[str, str | os.PathLike[str] | None]) -> None:
     """Two outputs of one run must be different files (``--stats-json`` is not ``--out``)."""
     seen: dict[str, str] = {}
@@ -196,7 +216,8 @@ def error_line(err: BaseException, dests: Iterable[str] | None = None) -> str | 
 
 
 __all__ = ["NAME_RE", "Terminated", "check_distinct", "check_name", "check_out", "check_out_files", "clear_outputs",
-           "error_line", "flag_hint", "need_input", "one_line", "parse_token_ids", "terminate_on_sigterm"]
+           "error_line", "flag_hint", "int_items", "list_items", "need_input", "one_line", "parse_token_ids",
+           "terminate_on_sigterm"]
 
 
 def path_arg(text: str) -> Path:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import atomic_write_json
+from workbench.cli_safety import int_items, list_items
 from workbench.provenance import run_record
 
 logger = logging.getLogger(__name__)
@@ -186,7 +187,7 @@ def _inputs(args: argparse.Namespace, loaded: Any, position: str, kind: str) -> 
     names = getattr(args, "values", None)
     if names is None:
         raise WorkbenchError("--values must be given with --prompts; got none. Example: --values Mon,Tue,Wed.")
-    return prompt_inputs(loaded, args.prompts, _items(names, "--values"), position)
+    return prompt_inputs(loaded, args.prompts, list_items(names, "--values"), position)
 
 
 def _layer_arg(text: str) -> int:
@@ -218,7 +219,7 @@ def run_fit(args: argparse.Namespace) -> int:
         run_cfg = config_from_args(ManifoldRunConfig, args)
     _check_out_folder(args, (FIT_INDEX, *FIT_OUTPUTS), [args.prompts, args.world])
     layer = None if args.layer == "auto" else _layer_arg(args.layer)
-    features = None if args.features is None else _int_list(args.features, "--features")
+    features = None if args.features is None else int_items(args.features, "--features")
     loaded, tcs = _load(args.model, args.transcoders)
     layer = None if layer is None else check_layer(layer, loaded.n_layers)
     check_feature_args(tcs, layer, run_cfg.feature_layer, features)
@@ -261,30 +262,6 @@ def check_feature_args(tcs: Any, layer: int | None, feature_layer: int | None, f
     if bad:
         where = f"transcoder layer {candidates[0]}" if len(candidates) == 1 else "every transcoder layer"
         raise WorkbenchError(f"--features must be in [0, {width}) for {where}; got {bad[0]}.")
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    from tracer.errors import WorkbenchError
-
-    items = _items(text, flag)
-    try:
-        out = [int(x) for x in items]
-    except ValueError:
-        raise WorkbenchError(f"{flag} must be comma-separated integers; got {text!r}.") from None
-    return out
-
-
-def _items(text: str, flag: str) -> list[str]:
-    """The comma-separated entries of a list flag: none empty (``a,,b``), none repeated."""
-    from tracer.errors import WorkbenchError
-
-    items = [x.strip() for x in str(text).split(",")]
-    if not text.strip() or any(not x for x in items):
-        raise WorkbenchError(f"{flag} must be comma-separated entries, none empty; got {text!r}.")
-    repeated = next((x for i, x in enumerate(items) if x in items[:i]), None)
-    if repeated is not None:
-        raise WorkbenchError(f"{flag} must name each entry once; got {repeated!r} twice in {text!r}.")
-    return items
 
 
 def run_steer(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from tracer.activations import ActivationConfig, ActivationStore, read_prompts
 from tracer.errors import WorkbenchError
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
-from workbench.cli_safety import clear_outputs
+from workbench.cli_safety import clear_outputs, int_items
 from workbench.manifold_points import cached_run
 
 logger = logging.getLogger(__name__)
@@ -116,12 +116,8 @@ def discover_layer(A: Any, W: np.ndarray, layer: int, families: dict[str, list[i
 
 def parse_layers(text: str, n_layers: int) -> set[int]:
     """``--feature-layers "1,2"`` -> {1, 2}: transcoder layers in [0, n_layers)."""
-    parts = [x.strip() for x in str(text).split(",") if x.strip()]
-    try:
-        layers = {int(x) for x in parts}
-    except ValueError:
-        layers = set()
-    if not parts or not layers or any(not 0 <= x < n_layers for x in layers):
+    layers = set(int_items(text, "--feature-layers"))  # "1,,2" and "1,1" are refused, not read as 1,2 / 1
+    if any(not 0 <= x < n_layers for x in layers):
         raise WorkbenchError(f"--feature-layers must be comma-separated transcoder layers in [0, {n_layers - 1}]; got "
                              f"{text!r}.")
     return layers

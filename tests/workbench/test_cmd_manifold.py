@@ -317,9 +317,10 @@ def test_discover_writes_strict_json_and_checks_layers(tmp_path, capsys):
     assert code == 0, err
     rep = _strict_json(tmp_path / "disc" / "discovery.json")
     assert any(f["raw_score"] is None for f in rep["feature_layers"]["1"]["families"].values())
-    for layers in ("4", "-1", "x", ","):
+    range_error = "--feature-layers must be comma-separated transcoder layers in [0, 3]"
+    for layers, want in (("4", range_error), ("-1", range_error), ("x", "must be comma-separated integers"),
+                         (",", "none empty"), ("1,,2", "none empty"), ("1,1", "must name each entry once")):
         code, _, err = run(capsys, *argv, "--feature-layers", layers, "--out", str(tmp_path / "bad"))
-        want = "--feature-layers must be comma-separated transcoder layers in [0, 3]"
         assert code == 2 and want in err, (layers, err)
         assert len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
     code, _, err = run(capsys, *argv, "--feature-layers", "1", "--out", str(WORLD / "model" / "disc"))
