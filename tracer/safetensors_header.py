@@ -100,7 +100,25 @@ def read_safetensors_file(path: Path, what: str = "safetensors file", error: typ
     data_len = size - 8 - n
     infos = {name: _entry(path, name, entry, data_len, what, error)
              for name, entry in header.items() if name != "__metadata__"}
+    _check_layout(path, infos, data_len, what, error)
     return infos, 8 + n, dict(meta or {})
+
+
+def _check_layout(path: Path, infos: dict[str, TensorInfo], data_len: int, what: str,
+                  error: type[WorkbenchError]) -> None:
+    """The tensors tile the data exactly, as the safetensors library requires: in offset order each
+    begins where the one before ends, from byte 0 to the last byte (overlapping entries once read one
+    tensor out of another's bytes)."""
+    at = 0
+    for name, info in sorted(infos.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if info.begin != at:
+            how = "overlaps the tensor before it" if info.begin < at else f"leaves bytes {at}..{info.begin} unused"
+            raise error(f"{what} must be valid safetensors; got {str(path)!r}, whose tensor {name[:60]!r} (offsets "
+                        f"{info.begin}..{info.end}) {how}. The file is corrupt: re-download or re-export it.")
+        at = info.end
+    if at != data_len:
+        raise error(f"{what} must be valid safetensors; got {str(path)!r}, whose tensors end at data byte {at} of "
+                    f"{data_len} (trailing bytes). The file is corrupt: re-download or re-export it.")
 
 
 def read_safetensors_header(path: Path, what: str = "safetensors file",

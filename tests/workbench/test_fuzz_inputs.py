@@ -261,6 +261,12 @@ def _npz(fn: Callable[[dict[str, np.ndarray]], object]) -> Mutate:
     return mutate
 
 
+def _overlap_input_tokens(header: dict) -> None:
+    """input_tokens' entry moved onto the first bytes of the data (its size unchanged)."""
+    begin, end = header["input_tokens"]["data_offsets"]
+    header["input_tokens"]["data_offsets"] = [0, end - begin]
+
+
 GRAPH_CASES: dict[str, tuple[str, Mutate, str | None]] = {
     "truncated": ("safetensors", lambda g: g.write_bytes(g.read_bytes()[:5000]), None),
     "random-bytes": ("safetensors", lambda g: g.write_bytes(b"\x07" * 4096), None),
@@ -279,6 +285,9 @@ GRAPH_CASES: dict[str, tuple[str, Mutate, str | None]] = {
     "negative-token": ("safetensors", _graph_tensor("input_tokens", lambda t: t - 100), "input_tokens"),
     "probability-above-1": ("safetensors", _graph_tensor("logit_probabilities", lambda t: t + 1),
                             "logit_probabilities"),
+    # the helper's QA pass: input_tokens read out of the adjacency's bytes gave '<unk>' tokens and exit 0
+    "overlapping-offsets": ("safetensors", lambda g: edit_header(g, _overlap_input_tokens), "overlaps the tensor"),
+    "trailing-bytes": ("safetensors", lambda g: g.write_bytes(g.read_bytes() + b"\0" * 16), "trailing bytes"),
     "meta-invalid-json": ("safetensors", lambda g: edit_header(g, lambda h: h["__metadata__"].update(
         manifold_workbench_graph="{oops")), "metadata must be valid JSON"),
     "meta-list": ("safetensors", _graph_meta(lambda m: Replace([m])), "metadata must be a JSON object"),
