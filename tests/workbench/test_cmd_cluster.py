@@ -448,3 +448,50 @@ def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path)
     assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g")[0] == 0  # replaced, as asked
     assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g2")[0] == 0
     assert len(json.loads((tmp_path / "v" / "graph-metadata.json").read_text())["graphs"]) == 4
+
+
+def _prune_mutants() -> dict[str, tuple[object, str]]:
+    import numpy as np
+
+    def rewrite(edit):
+        def mutate(path: Path) -> None:
+            with np.load(path) as z:
+                arrays = {k: np.array(z[k]) for k in z.files}
+            edit(arrays)
+            with open(path, "wb") as fh:
+                np.savez(fh, **arrays)
+        return mutate
+
+    def meta(**changes):
+        def edit(a):
+            m = json.loads(str(a["meta_json"]))
+            m.update(changes)
+            a["meta_json"] = np.array(json.dumps(m))
+        return rewrite(edit)
+
+    return {
+        "empty": (lambda p: p.write_bytes(b""), "EOFError"),
+        "truncated": (lambda p: p.write_bytes(p.read_bytes()[:300]), "prune result must be a file written by"),
+        "meta-not-json": (rewrite(lambda a: a.update(meta_json=np.array("{bad"))), "its metadata is not JSON"),
+        "edge-out-of-range": (rewrite(lambda a: a["edge_target"].__setitem__(0, 10**6)),
+                              "edge ends must be node indices in"),
+        "edge-negative": (rewrite(lambda a: a["edge_source"].__setitem__(0, -1)), "edge ends must be node indices in"),
+        "threshold-5": (meta(node_threshold=5.0), "node_threshold must be a number in [0, 1]; got 5.0"),
+        "schema-7": (meta(schema_version=7), "schema_version must be 1; got 7"),
+        "nan-scores": (rewrite(lambda a: a["cumulative_scores"].__setitem__(0, np.nan)),
+                       "cumulative_scores must hold finite real numbers"),
+        "mask-2d": (rewrite(lambda a: a.update(node_mask=a["node_mask"][None])), "must be one value per node"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_prune_mutants()))
+def test_a_damaged_prune_result_is_one_line(run, traced, tmp_path: Path, name: str) -> None:
+    """cluster --prune crashed with EOFError / BadZipFile / JSONDecodeError / IndexError tracebacks, named no
+    file for a negative edge, and accepted node_threshold 5.0 (export then failed on the supernodes file)."""
+    mutate, message = _prune_mutants()[name]
+    prune = tmp_path / "p.npz"
+    assert run("prune", str(traced["graph"]), "--out", str(prune))[0] == 0
+    mutate(prune)
+    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(prune), "--out", str(tmp_path / "s.json"))
+    assert status == 2 and not (tmp_path / "s.json").exists()
+    _one_line_error(err, "cluster", message)

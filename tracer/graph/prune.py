@@ -293,31 +293,74 @@ def save_prune_result(result: PruneResult, path: str | Path, *,
 
 
 def load_prune_result(path: str | Path) -> tuple[PruneResult, dict[str, Any]]:
-    """Read :func:`save_prune_result`'s file: (result, meta)."""
-    import numpy as np
-    import torch
-    from safetensors import SafetensorError, safe_open
-
+    """Read :func:`save_prune_result`'s file: (result, meta). A file that is not one (unreadable, damaged,
+    hand-edited: edges outside the nodes, a mask that is not 1-D, thresholds outside [0, 1], another
+    schema) is a one-line :class:`~tracer.errors.WorkbenchError` naming it."""
     path = Path(path)
     if not path.is_file():
         raise WorkbenchError(f"prune result file must exist; got {str(path)!r}. Check the path.")
+
+    def bad(why: str) -> WorkbenchError:
+        return WorkbenchError(f"prune result must be a file written by `workbench prune`; {str(path)!r} is not "
+                              f"({why[:160]}).")
+
+    arrays, header = _read_prune_file(path, bad)
+    try:
+        meta = json.loads(header)
+    except (ValueError, RecursionError) as err:
+        raise bad(f"its metadata is not JSON: {err}") from None
+    _check_prune_meta(meta, bad)
+    node_mask, cumulative = arrays["node_mask"], arrays["cumulative_scores"]
+    if node_mask.dim() != 1 or cumulative.shape != node_mask.shape:
+        raise bad(f"node_mask {tuple(node_mask.shape)} and cumulative_scores {tuple(cumulative.shape)} must be one "
+                  "value per node")
+    n = int(node_mask.numel())
+    edges = torch.stack([arrays["edge_target"].reshape(-1).long(), arrays["edge_source"].reshape(-1).long()])
+    if edges.numel() and (int(edges.min()) < 0 or int(edges.max()) >= n):
+        raise bad(f"edge ends must be node indices in [0, {n}); got {int(edges.min())}..{int(edges.max())}")
+    mask = torch.sparse_coo_tensor(edges, torch.ones(edges.shape[1], dtype=torch.bool), (n, n),
+                                   is_coalesced=True, check_invariants=False)
+    result = PruneResult(node_mask.bool(), mask, cumulative.float())
+    return result, meta
+
+
+_PRUNE_KEYS = ("node_mask", "edge_target", "edge_source", "cumulative_scores")
+
+
+def _read_prune_file(path: Path, bad: Any) -> tuple[dict[str, Tensor], str]:
+    """The four tensors and the metadata text of a prune result file (.npz or safetensors)."""
+    import zipfile
+
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: torch.from_numpy(z[k]) for k in ("node_mask", "edge_target", "edge_source",
-                                                              "cumulative_scores")}
+                arrays = {k: torch.from_numpy(np.asarray(z[k])) for k in _PRUNE_KEYS}
                 header = str(z["meta_json"]) if "meta_json" in z.files else "{}"
         else:
             with safe_open(str(path), framework="pt") as f:
                 header = (f.metadata() or {}).get("manifold_workbench_prune", "{}")
-                arrays = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        n = int(arrays["node_mask"].numel())
-        edges = torch.stack([arrays["edge_target"].long(), arrays["edge_source"].long()])
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
-        raise WorkbenchError(f"prune result must be a file written by `workbench prune`; {str(path)!r} "
-                             "is not "
-                             f"({type(err).__name__}: {str(err)[:100]}).") from None
-    mask = torch.sparse_coo_tensor(edges, torch.ones(edges.shape[1], dtype=torch.bool), (n, n),
-                                   is_coalesced=True, check_invariants=False)
-    result = PruneResult(arrays["node_mask"].bool(), mask, arrays["cumulative_scores"])
-    return result, json.loads(header)
+                arrays = {k: f.get_tensor(k) for k in _PRUNE_KEYS}
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, EOFError, zipfile.BadZipFile,
+            SafetensorError) as err:
+        raise bad(f"{type(err).__name__}: {str(err)[:100]}") from None
+    for k, t in arrays.items():
+        if t.dtype.is_complex or (t.is_floating_point() and not bool(torch.isfinite(t).all())):
+            raise bad(f"{k} must hold finite real numbers")
+    return arrays, header
+
+
+def _check_prune_meta(meta: object, bad: Any) -> None:
+    """The metadata: a JSON object of this schema whose thresholds, when present, are numbers in [0, 1]."""
+    if not isinstance(meta, dict):
+        raise bad(f"its metadata must be a JSON object; got {type(meta).__name__}")
+    version = meta.get("schema_version", SCHEMA_VERSION)
+    if type(version) is not int or version != SCHEMA_VERSION:
+        raise bad(f"schema_version must be {SCHEMA_VERSION}; got {version!r}")
+    for key in ("node_threshold", "edge_threshold"):
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value <= 1):
+            raise bad(f"{key} must be a number in [0, 1]; got {value!r}")
