@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -450,13 +451,13 @@ def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path)
     assert len(json.loads((tmp_path / "v" / "graph-metadata.json").read_text())["graphs"]) == 4
 
 
-def _prune_mutants() -> dict[str, tuple[object, str]]:
+def _prune_mutants() -> dict[str, tuple[Any, str]]:
     import numpy as np
 
     def rewrite(edit):
         def mutate(path: Path) -> None:
             with np.load(path) as z:
-                arrays = {k: np.array(z[k]) for k in z.files}
+                arrays: dict[str, Any] = {k: np.array(z[k]) for k in z.files}
             edit(arrays)
             with open(path, "wb") as fh:
                 np.savez(fh, **arrays)
