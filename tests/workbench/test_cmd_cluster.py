@@ -496,3 +496,22 @@ def test_a_damaged_prune_result_is_one_line(run, traced, tmp_path: Path, name: s
     status, _, err = run("cluster", str(traced["graph"]), "--prune", str(prune), "--out", str(tmp_path / "s.json"))
     assert status == 2 and not (tmp_path / "s.json").exists()
     _one_line_error(err, "cluster", message)
+
+
+def test_a_float16_activation_run_is_usable_as_coactivation(run, traced, tmp_path: Path) -> None:
+    """`workbench activations --value-dtype float16` (documented) gave "--Output dtype not compatible with
+    inputs." in cluster: scipy's sparse indexing has no float16."""
+    from tests.helpers_models import WORDS
+    from tracer.activations import ActivationConfig, collect_activations
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    model = load_model(traced["model"])
+    tcs = load_transcoders(traced["plt"], n_layers=3, d_model=model.d_model)
+    prompts = [" ".join(WORDS[:3]), " ".join(WORDS[3:7])]
+    collect_activations(model, tcs, prompts, tmp_path / "a16",
+                        ActivationConfig(feature_layers=(0, 1, 2), value_dtype="float16"), verbose=False)
+    status, _, err = run("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]), "--activations",
+                         str(tmp_path / "a16"), "--out", str(tmp_path / "s.json"))
+    assert status == 0, err
+    assert "coactivation" in json.loads((tmp_path / "s.json").read_text())["similarities"]

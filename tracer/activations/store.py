@@ -193,10 +193,12 @@ class ActivationStore:
         return np.concatenate(rows), np.concatenate(feats), np.concatenate(vals)
 
     def layer_matrix(self, layer: int) -> Any:
-        """``scipy.sparse.csr_matrix`` (n_rows, d_transcoder) of one layer's activations."""
+        """``scipy.sparse.csr_matrix`` (n_rows, d_transcoder) of one layer's activations (float16 runs as
+        float32: scipy's sparse indexing has no float16)."""
         from scipy import sparse
 
         rows, feats, vals = self.layer_coo(layer)
+        vals = vals.astype(np.float32) if vals.dtype == np.float16 else vals
         indptr = np.zeros(self.n_rows + 1, dtype=np.int64)
         np.cumsum(np.bincount(rows, minlength=self.n_rows), out=indptr[1:])
         return sparse.csr_matrix((vals, feats, indptr), shape=(self.n_rows, self.d_transcoder(layer)))
