@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tracer.io import atomic_path
+from tracer.io import atomic_path, loads_json
 
 _REGISTRY: dict[str, type] = {}
 _T = TypeVar("_T")
@@ -248,7 +248,7 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
     file and the field."""
     json_path, _ = _paths(path)
     try:
-        doc = json.loads(json_path.read_text())
+        doc = loads_json(json_path.read_text())
     except FileNotFoundError:
         raise ValueError(f"result file must exist; got {str(json_path)!r}.") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -32,6 +32,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from tracer.errors import WorkbenchError
 
@@ -157,6 +158,23 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
     return Path(path)
+
+
+def loads_json(text: str) -> Any:
+    """``json.loads`` for files a user gives: every fault is a :class:`json.JSONDecodeError` (a ``ValueError``)
+    that the caller turns into its one-line error: bad syntax, nesting too deep for Python (a
+    ``RecursionError`` otherwise), and strings holding a lone surrogate (``"\\ud800"`` is valid JSON but no
+    text: it failed later, when written or tokenized)."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text, 0) from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise json.JSONDecodeError(f"a string holds a lone surrogate {err.object[err.start:err.end]!r}, which is "
+                                   "not text", text, 0) from None
+    return value
 
 
 def json_safe(value: object) -> object:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import WorkbenchError
-from tracer.io import atomic_path, require_readable
+from tracer.io import atomic_path, loads_json, require_readable
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def load_labels(path: str | os.PathLike[str]) -> dict[tuple[int, int], FeatureLa
     if stripped[0] == "[":
         return _parse_neuronpedia(_loads(text, p), p)
     try:
-        data = json.loads(text)
+        data = loads_json(text)
     except (json.JSONDecodeError, RecursionError):
         return parse_jsonl(text.split("\n"), source=str(p))  # JSONL: only "\n" ends a record
     if isinstance(data, dict) and "layer" in data:
@@ -104,7 +104,7 @@ def parse_jsonl(lines: Iterable[str], *, source: str = "<labels>") -> dict[tuple
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads_json(line)
         except (json.JSONDecodeError, RecursionError) as err:
             why = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
             raise LabelFormatError(f"{source} line {n} must be a JSON object; got invalid JSON ({why}). "
@@ -172,7 +172,7 @@ def check_labels_match(labels: Mapping[tuple[int, int], FeatureLabel], *, n_laye
 
 def _loads(text: str, p: Path) -> Any:
     try:
-        return json.loads(text)
+        return loads_json(text)
     except json.JSONDecodeError as err:
         raise LabelFormatError(f"{p} must be JSON or JSONL; got invalid JSON at line {err.lineno} "
                                f"({err.msg}). Check the file.") from None

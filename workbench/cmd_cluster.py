@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from tracer.io import loads_json
+
 logger = logging.getLogger(__name__)
 FORMAT = "manifold-workbench-supernodes"
 SCHEMA_VERSION = 1
@@ -112,7 +114,7 @@ def read_families(path: str, graph: Any = None, transcoders_source: str | None =
     from tracer.errors import WorkbenchError
 
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = loads_json(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkbenchError(f"--families file must exist; got {path!r}. Check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from tracer.io import loads_json
+
 logger = logging.getLogger(__name__)
 
 _THRESHOLD_HELP = {
@@ -162,7 +164,7 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
         return None, None, {}
     path = Path(path_str)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise WorkbenchError(f"--supernodes file must exist; got {path_str!r}. Check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:

@@ -52,12 +52,12 @@ def _read_manifest(world: Path) -> dict[str, Any]:
     """manifest.json of a world, checked before anything is written: an object whose demo prompt
     names are safe file names, whose prompts and answers are text, and whose files stay in the world."""
     from tracer.errors import WorkbenchError
-    from tracer.io import require_readable
+    from tracer.io import loads_json, require_readable
     from workbench.cli_safety import check_name
 
     path = require_readable(world / "manifest.json", "world manifest.json")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = loads_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"world manifest.json must be valid UTF-8 JSON; got {str(path)!r} "
                              f"({type(err).__name__}). Rebuild the world.") from None

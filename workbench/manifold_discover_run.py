@@ -15,6 +15,7 @@ import torch
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery, ripser_available
 from tracer.activations import ActivationConfig, ActivationStore, read_prompts
 from tracer.errors import WorkbenchError
+from tracer.io import loads_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 from workbench.cli_safety import clear_outputs, int_items
@@ -40,7 +41,7 @@ def families_from_json(path: Path, n_layers: int, min_size: int, d_transcoder: i
     "features"}}``; single-layer families of >= ``min_size`` features (features in [0, d_transcoder)). With
     ``transcoders_source``, a document that records other transcoders is refused."""
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = loads_json(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"--families must be a readable JSON file; got {str(path)!r} ({err}).") from None
     if isinstance(raw, dict) and isinstance(raw.get("families"), list):  # the `workbench families` document

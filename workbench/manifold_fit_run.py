@@ -15,6 +15,7 @@ from analyses.manifolds.fit import ManifoldFitConfig, ManifoldFitResult, check_f
 from analyses.manifolds.tiling import TilingResult, compute_tiling
 from analyses.results import load_result, save_result
 from tracer.errors import WorkbenchError
+from tracer.io import loads_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 from workbench.cli_safety import clear_outputs
@@ -237,7 +238,7 @@ def load_fit(path: Path) -> tuple[dict[str, Any], ManifoldFitResult]:
     """manifold.json and the fit it points to."""
     hint = f"--fit must be a manifold.json written by `workbench manifold fit`; got {str(path)!r}"
     try:
-        info = json.loads(Path(path).read_text())
+        info = loads_json(Path(path).read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise WorkbenchError(f"{hint} ({err}).") from None
     if not isinstance(info, dict) or not isinstance(info.get("fit_file"), str):

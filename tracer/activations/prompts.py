@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.errors import WorkbenchError
+from tracer.io import loads_json
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,7 +30,7 @@ def _jsonl(path: Path, lines: list[str]) -> list[PromptRecord]:
         if not line.strip():
             continue
         try:
-            rec = json.loads(line)
+            rec = loads_json(line)
         except json.JSONDecodeError as err:
             raise WorkbenchError(f"prompt file line {n} must be a JSON object; got invalid JSON in "
                                  f"{str(path)!r} ({err.msg}).") from None

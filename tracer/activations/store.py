@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from tracer.errors import WorkbenchError
+from tracer.io import loads_json
 
 FORMAT = "manifold-workbench-activations"
 SCHEMA_VERSION = 1
@@ -50,7 +51,7 @@ class ShardInfo:
 def read_index(directory: Path) -> dict[str, Any]:
     path = directory / INDEX
     try:
-        index = json.loads(path.read_text())
+        index = loads_json(path.read_text())
     except FileNotFoundError:
         raise WorkbenchError(f"activation run must have {INDEX}; got none in {str(directory)!r}. "
                              "Collect activations into this folder first.") from None
@@ -61,7 +62,32 @@ def read_index(directory: Path) -> dict[str, Any]:
     if index.get("schema_version") != SCHEMA_VERSION:
         raise WorkbenchError(f"activation index schema_version must be {SCHEMA_VERSION}; got "
                              f"{index.get('schema_version')!r} in {str(path)!r}. Re-collect with this version.")
+    _check_index_tables(index, path)
     return index
+
+
+def _check_index_tables(index: dict[str, Any], path: Path) -> None:
+    """The index's layer table and shard list, checked before anything is read through them: a width for
+    every feature layer, and shards named by plain file names in the run's folder (never a path)."""
+    def bad(what: str) -> WorkbenchError:
+        return WorkbenchError(f"activation index must be the one `workbench activations` writes; got {str(path)!r}, "
+                              f"whose {what[:160]}. Collect the run again.")
+
+    layers, widths = index.get("feature_layers"), index.get("d_transcoder")
+    if not isinstance(layers, list) or not all(type(x) is int and x >= 0 for x in layers):
+        raise bad(f"feature_layers is not a list of layer numbers: {str(layers)[:60]}")
+    if not isinstance(widths, dict) or any(type(widths.get(str(x))) is not int or widths[str(x)] < 1 for x in layers):
+        raise bad(f"d_transcoder does not give a width for every feature layer {layers}")
+    shards = index.get("shards")
+    if not isinstance(shards, list) or not all(isinstance(e, dict) for e in shards):
+        raise bad("shards is not a list of shard entries")
+    for e in shards:
+        name = e.get("file")
+        if not isinstance(name, str) or not name or Path(name).name != name or name in (".", "..") or "\\" in name:
+            raise bad(f"shard file {str(name)[:60]!r} is not a file name in the run's folder")
+        if not (isinstance(e.get("prompts"), list) and len(e["prompts"]) == 2
+                and all(type(x) is int for x in (*e["prompts"], e.get("row_offset"), e.get("n_rows")))):
+            raise bad(f"shard {name!r} lacks integer prompts [start, end), row_offset and n_rows")
 
 
 class ActivationStore:
@@ -101,8 +127,13 @@ class ActivationStore:
     def records(self) -> list[dict[str, Any]]:
         """Per prompt: ``prompt``, ``n_pos``, ``tokens`` and the record's metadata fields."""
         if self._records is None:
-            lines = (self.directory / PROMPTS).read_text(encoding="utf-8").splitlines()
-            self._records = [json.loads(line) for line in lines if line.strip()]
+            path = self.directory / PROMPTS
+            try:
+                lines = path.read_text(encoding="utf-8").splitlines()
+                self._records = [loads_json(line) for line in lines if line.strip()]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+                raise WorkbenchError(f"{PROMPTS} must be the run's readable JSON lines; got {str(path)!r} ({err}). "
+                                     "Collect the run again.") from None
         return self._records
 
     def _tensor(self, shard: ShardInfo, name: str) -> np.ndarray:

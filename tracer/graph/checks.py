@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
+from tracer.io import loads_json
 from tracer.mapped import release_rows
 from tracer.weights import first_bad
 
@@ -33,7 +34,7 @@ def _fail(source: str, what: str, must: str, got: str,
 def parse_meta(meta_json: str, source: str) -> dict[str, Any]:
     """The JSON header of a native graph: an object whose fields have the right types."""
     try:
-        meta = json.loads(meta_json)
+        meta = loads_json(meta_json)
     except (json.JSONDecodeError, RecursionError) as err:
         raise _fail(source, "metadata", "valid JSON", f"{type(err).__name__}") from None
     if not isinstance(meta, dict):

@@ -32,7 +32,7 @@ from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
-from tracer.io import atomic_path, file_lock
+from tracer.io import atomic_path, file_lock, loads_json
 from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
@@ -291,7 +291,7 @@ def _read_index(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {"graphs": []}
     try:
-        index = json.loads(path.read_text(encoding="utf-8"))
+        index = loads_json(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"{path.name} must be valid JSON; got a file that is not ({err}). "
                              f"Fix or delete {str(path)!r}.") from None

@@ -51,7 +51,7 @@ from tracer.config import PruneConfig
 from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph
 from tracer.graph.influence import _abs_row_sums, _power_series, _row_blocks, compute_influence, logit_weights
-from tracer.io import atomic_path
+from tracer.io import atomic_path, loads_json
 from tracer.mapped import lazy_zeros, release_rows
 from tracer.threads import torch_threads
 
@@ -306,7 +306,7 @@ def load_prune_result(path: str | Path) -> tuple[PruneResult, dict[str, Any]]:
 
     arrays, header = _read_prune_file(path, bad)
     try:
-        meta = json.loads(header)
+        meta = loads_json(header)
     except (ValueError, RecursionError) as err:
         raise bad(f"its metadata is not JSON: {err}") from None
     _check_prune_meta(meta, bad)
