@@ -46,6 +46,8 @@ def parse_meta(meta_json: str, source: str) -> dict[str, Any]:
         value = meta.get(key)
         if key in ("n_layers", "d_vocab") and (value is None or isinstance(value, bool)):
             raise _fail(source, key, "an integer", f"{value!r}")
+        if key in meta and value is None:  # null is no value of any field (a null logit_tokens crashed readers)
+            raise _fail(source, key, f"a {types[0].__name__}", "null")
         if value is not None and not isinstance(value, types):
             raise _fail(source, key, f"{types[0].__name__}", f"{type(value).__name__}")
     if not all(isinstance(t, str) for t in meta.get("logit_tokens", [])):
