@@ -245,6 +245,10 @@ def load_fit(path: Path) -> tuple[dict[str, Any], ManifoldFitResult]:
         what = "a fit result (pass the manifold.json next to it)" if isinstance(info, dict) and "result" in info \
             else "JSON without a 'fit_file'"
         raise WorkbenchError(f"{hint}, which is {what}.")
+    for key in ("model", "transcoders"):  # read when --model / --transcoders are not given
+        if key in info and not (isinstance(info[key], str) and info[key]):
+            raise WorkbenchError(f"{hint}, whose {key!r} is {info[key]!r}, not a folder path. Pass --{key} or fit "
+                                 "again.")
     try:
         fit = load_result(Path(path).parent / info["fit_file"], ManifoldFitResult)
     except (OSError, ValueError, TypeError) as err:

@@ -137,6 +137,11 @@ class ManifoldFitResult:
             if not np.isfinite(arr).all():
                 raise ValueError(f"ManifoldFitResult {name} must be finite; got NaN or inf. The result file is "
                                  "damaged: fit it again.")
+        U = np.asarray(self.basis, dtype=np.float64)  # (d, m)
+        gap = float(np.abs(U.T @ U - np.eye(U.shape[1])).max())
+        if gap > 1e-3:  # an all-zero or hand-made basis steered silently (success near 0)
+            raise ValueError(f"ManifoldFitResult basis must have orthonormal columns; got |U^T U - I| up to {gap:.3g}. "
+                             "The result file is damaged: fit it again.")
         counts = np.asarray(self.class_counts)
         if (counts < 0).any() or (counts != np.round(counts)).any() or self.n_points != int(counts.sum()):
             raise ValueError(f"ManifoldFitResult class_counts must be whole counts >= 0 summing to n_points "

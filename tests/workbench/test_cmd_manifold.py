@@ -150,10 +150,21 @@ def _damage_json(edit):
     return mutate
 
 
+def _damage_index(edit):
+    def mutate(folder):
+        doc = json.loads((folder / "manifold.json").read_text())
+        edit(doc)
+        (folder / "manifold.json").write_text(json.dumps(doc))
+    return mutate
+
+
 def _narrow(arrays):  # a consistent fit in 64 dimensions: fine as a file, wrong for this model
+    import numpy as np
+
     for name in ("result.centre", "result.basis", "result.class_means"):
         a = arrays[name]
         arrays[name] = (a[:64] if name != "result.class_means" else a[:, :64]).copy()
+    arrays["result.basis"] = np.linalg.qr(arrays["result.basis"])[0].astype(arrays["result.basis"].dtype)
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -163,6 +174,8 @@ def _narrow(arrays):  # a consistent fit in 64 dimensions: fine as a file, wrong
     (_damage_json(lambda r: r.update(value_names=r["value_names"][:5])), "value_names must name all 12 values"),
     (_damage_json(lambda r: r.update(period=0)), "period must be an integer >= 2"),
     (_damage_arrays(_narrow), "fitted on this model's residual stream (d_model 128)"),
+    (_damage_arrays(lambda a: a["result.basis"].__setitem__(slice(None), 0.0)), "basis must have orthonormal columns"),
+    (_damage_index(lambda d: d.update(model=None)), "whose 'model' is None, not a folder path. Pass --model"),
 ])
 def test_steer_refuses_a_damaged_fit(month_fit, tmp_path, capsys, mutate, message):
     """A hand-edited or damaged fit result is refused in one line (these once steered with 5 of 12 value
