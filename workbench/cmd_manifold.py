@@ -93,6 +93,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     disc = actions.add_parser("discover", help="rank feature families by ring (manifold) evidence")
     _add_model(disc)
     disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
+    disc.add_argument("--allow-unk", action="store_true",
+                      help="read words the tokenizer does not know as its unknown token (default: refuse)")
     fams = disc.add_mutually_exclusive_group(required=True)
     fams.add_argument("--families", type=path_arg,
                       help="`workbench families` output, or a JSON list of {layer, features, label?}")
@@ -157,6 +159,8 @@ def _analysis_errors() -> Any:
     def mapped() -> Any:
         try:
             yield
+        except WorkbenchError:
+            raise  # already one line, with the fields its flag hint names
         except (ValueError, TypeError) as err:
             raise WorkbenchError(str(err).splitlines()[0]) from None
 

@@ -125,10 +125,11 @@ def parse_layers(text: str, n_layers: int) -> set[int]:
 
 
 def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path, layers: list[int],
-                 verbose: bool = False) -> ActivationStore:
+                 verbose: bool = False, allow_unk: bool = False) -> ActivationStore:
     """Sparse activations of ``layers`` over the corpus (every position), collected once into ``out``."""
     cfg = ActivationConfig(feature_layers=tuple(layers))
-    return cached_run(loaded, tcs, prompts, out, cfg, verbose=verbose)  # replaced when prompts or layers change
+    return cached_run(loaded, tcs, prompts, out, cfg, verbose=verbose,  # replaced when prompts or layers change
+                      allow_unk=allow_unk)
 
 
 def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) -> dict[str, Any]:
@@ -150,9 +151,9 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
         where = "" if layers is None else f" at --feature-layers {','.join(map(str, sorted(layers)))}"
         raise WorkbenchError(f"families must include at least one of >= {args.min_size} features{where}; got none. "
                              "Lower --min-size or choose other layers.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    store = corpus_store(loaded, tcs, read_prompts(args.prompts), args.out / "activations", sorted(fams),
-                         verbose=not args.quiet)
+    prompts = read_prompts(args.prompts)  # before anything is made: a bad corpus leaves no --out behind
+    store = corpus_store(loaded, tcs, prompts, args.out / "activations", sorted(fams), verbose=not args.quiet,
+                         allow_unk=args.allow_unk)
     report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
                               "n_prompts": store.n_prompts, "n_rows": store.n_rows, "feature_layers": {}}
     done = []

@@ -102,13 +102,13 @@ def collect_points(loaded: LoadedModel, transcoders: Transcoders, records: Seque
 
 
 def cached_run(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord | str], out_dir: Path,
-               cfg: ActivationConfig, *, verbose: bool = False) -> ActivationStore:
+               cfg: ActivationConfig, *, verbose: bool = False, allow_unk: bool = False) -> ActivationStore:
     """A command's own activation run of ``records`` in ``out_dir``: reused, resumed, or collected anew in place
     of a stale cache of the command's (one of other prompts or settings). A run without :data:`CACHE_MARK`
     (e.g. from ``workbench activations``) is never deleted: it is refused in one line."""
     ours = (out_dir / CACHE_MARK).is_file() or not (out_dir / INDEX).is_file()  # a run we start is our cache
     try:
-        return _collect_or_replace(loaded, transcoders, records, out_dir, cfg, verbose=verbose)
+        return _collect_or_replace(loaded, transcoders, records, out_dir, cfg, verbose=verbose, allow_unk=allow_unk)
     finally:  # marked even when interrupted, so a later run of other prompts may replace it
         if ours and (out_dir / INDEX).is_file() and not (out_dir / CACHE_MARK).is_file():
             atomic_write_json(out_dir / CACHE_MARK, {"cache": True, "note": "made by a workbench command for its "
@@ -116,9 +116,10 @@ def cached_run(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[
 
 
 def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: Sequence[PromptRecord | str],
-                        out_dir: Path, cfg: ActivationConfig, *, verbose: bool) -> ActivationStore:
+                        out_dir: Path, cfg: ActivationConfig, *, verbose: bool, allow_unk: bool) -> ActivationStore:
     try:
-        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
+        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose,
+                                   allow_unk=allow_unk)
     except WorkbenchError as err:
         if not (out_dir / INDEX).is_file():
             raise
@@ -127,4 +128,5 @@ def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: 
                                  "another --out.") from None
         logger.warning("replacing the stale activation run in %s (other prompts, model or settings)", out_dir)
         shutil.rmtree(out_dir)  # a cache folder of ours that holds another run
-        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose)
+        return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose,
+                                   allow_unk=allow_unk)

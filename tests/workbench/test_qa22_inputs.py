@@ -95,3 +95,23 @@ def test_an_edited_activation_index_is_one_line(graph, tmp_path, capsys, edit, n
     err = _one_line(capsys, "cluster", str(graph), "--transcoders", PLT, "--activations", str(run), "--out",
                     str(tmp_path / "s.json"))
     assert needle in err and not (tmp_path / "s.json").exists()
+
+
+def test_discover_leaves_no_out_on_a_bad_corpus_and_allows_unknown_words(tmp_path, capsys) -> None:
+    """discover made --out before reading its corpus (an empty or undecodable file left an empty folder), and
+    its unknown-word error told the user to allow unknown words, which it had no flag for."""
+    argv = ["manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--labels",
+            str(WORLD / "labels_plt.jsonl"), "--feature-layers", "1", "--metric-points", "200", "--curve-iterations",
+            "2", "--irr-n-steps", "200", "--persistence", "none"]
+    empty, bad, unk = tmp_path / "empty.txt", tmp_path / "bad.txt", tmp_path / "unk.txt"
+    empty.write_text("")
+    bad.write_bytes(b"Monday \xff is\n")
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["day_arith"][:40]
+    unk.write_text("".join(r["prompt"] + " " + r["answer"] + "\n" for r in rows) + "Zorblax is\n")
+    for corpus in (empty, bad, unk):
+        _one_line(capsys, *argv, "--prompts", str(corpus), "--out", str(tmp_path / "d"))
+        assert not (tmp_path / "d").exists(), corpus
+    err = _one_line(capsys, *argv, "--prompts", str(unk), "--out", str(tmp_path / "d"))
+    assert "--allow-unk" in err
+    assert main(["--quiet", *argv, "--prompts", str(unk), "--out", str(tmp_path / "d"), "--allow-unk"]) == 0
+    assert (tmp_path / "d" / "discovery.json").is_file()
