@@ -105,7 +105,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 # ----------------------------------------------------------------------------- inputs
-def read_families(path: str, graph: Any = None, transcoders_source: str | None = None) -> dict[tuple[int, int], int]:
+def read_families(path: str, graph: Any = None, transcoders_source: str | None = None,
+                  d_transcoder: int | None = None) -> dict[tuple[int, int], int]:
     """(layer, feature) -> family index from a families JSON: ``{"families": [{"layer": L, "features":
     [f, ...]}]}`` (a feature may also be ``[layer, feature]``, for cross-layer families). With ``graph``,
     a layer beyond the graph's, a negative feature, or a file that names none of the graph's features
@@ -124,18 +125,23 @@ def read_families(path: str, graph: Any = None, transcoders_source: str | None =
         raise WorkbenchError(f"--families must hold a 'families' list; got {type(families).__name__} in {path!r}.")
     if transcoders_source is not None:
         families_transcoders(data, transcoders_source, path)
+    def whole(x: object) -> int:  # 1.5, "2" and true are no feature or layer numbers (int() took them)
+        if type(x) is not int:
+            raise TypeError(x)
+        return x
+
     out: dict[tuple[int, int], int] = {}
     for k, fam in enumerate(families):
         try:
             for feat in fam["features"]:
-                key = (int(feat[0]), int(feat[1])) if isinstance(feat, (list, tuple)) else (int(fam["layer"]),
-                                                                                           int(feat))
+                key = ((whole(feat[0]), whole(feat[1])) if isinstance(feat, list) and len(feat) == 2
+                       else (whole(fam["layer"]), whole(feat)))
                 out[key] = k
         except (KeyError, TypeError, ValueError, IndexError):
-            raise WorkbenchError(f"--families entry {k} must have 'layer' and 'features' (ints or [layer, "
-                                 f"feature] pairs); got {str(fam)[:80]!r}.") from None
+            raise WorkbenchError(f"--families entry {k} must have an integer 'layer' and integer 'features' (or "
+                                 f"[layer, feature] pairs); got {str(fam)[:80]!r}.") from None
     if graph is not None:
-        check_families_match(out, graph, path)
+        check_families_match(out, graph, path, d_transcoder)
     return out
 
 
@@ -149,12 +155,15 @@ def families_transcoders(doc: Any, transcoders_source: str, path: str) -> None:
                                "--families", path)
 
 
-def check_families_match(families: dict[tuple[int, int], int], graph: Any, path: str) -> None:
-    """Families must be of the graph's transcoders: layers in range, features >= 0, and at least one
-    of the graph's active features in a family."""
+def check_families_match(families: dict[tuple[int, int], int], graph: Any, path: str,
+                         d_transcoder: int | None = None) -> None:
+    """Families must be of the graph's transcoders: layers in range, features >= 0 (and below
+    ``d_transcoder`` when the transcoders are known), and at least one of the graph's active features in a
+    family."""
     from tracer.errors import WorkbenchError
 
-    bad = next(((lay, f) for lay, f in families if not 0 <= lay < graph.n_layers or f < 0), None)
+    width = d_transcoder if d_transcoder is not None else float("inf")
+    bad = next(((lay, f) for lay, f in families if not 0 <= lay < graph.n_layers or not 0 <= f < width), None)
     if bad is not None:
         raise WorkbenchError(f"--families must name features of the graph's {graph.n_layers} transcoder layers; got "
                              f"layer {bad[0]}, feature {bad[1]} in {path!r}. Use families of these transcoders.")
@@ -193,7 +202,7 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     if args.families:
         tcs = out.get("transcoders")  # without --transcoders: those the graph records, where they still exist
         out["families"] = read_families(args.families, graph, tcs.source if tcs is not None else
-                                        (graph.transcoder_id or None))
+                                        (graph.transcoder_id or None), None if tcs is None else tcs.d_transcoder)
     if args.activations:
         from tracer.activations import ActivationStore
 

@@ -148,7 +148,14 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
     fam.write_text(json.dumps({"families": [{"features": [1, 2]}]}))
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
     assert status == 2
-    _one_line_error(err, "cluster", "--families entry 0 must have 'layer' and 'features'")
+    _one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer' and integer 'features'")
+    for families in ([{"layer": 1, "features": [3, 1.5]}], [{"layer": "1", "features": [3]}],
+                     [{"layer": 1, "features": [True]}]):  # int() once read them as 1, 1, 1
+        fam.write_text(json.dumps({"families": families}))
+        status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families",
+                             str(fam))
+        assert status == 2
+        _one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer'")
     from tracer.graph import Graph
 
     active = Graph.load(traced["graph"]).active_features.tolist()  # (layer, pos, feature) rows
@@ -167,6 +174,11 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
                              str(fam))
         assert status == 2 and not (tmp_path / "t.json").exists()
         _one_line_error(err, "cluster", message)
+    fam.write_text(json.dumps({"families": [{"layer": l0, "features": [f0, 99999]}]}))  # beyond the 64 features
+    status, _, err = run("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]), "--out",
+                         str(tmp_path / "t.json"), "--families", str(fam))
+    assert status == 2
+    _one_line_error(err, "cluster", f"layer {l0}, feature 99999")
 
 
 def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced, tmp_path: Path) -> None:
