@@ -527,3 +527,17 @@ def test_a_float16_activation_run_is_usable_as_coactivation(run, traced, tmp_pat
                          str(tmp_path / "a16"), "--out", str(tmp_path / "s.json"))
     assert status == 0, err
     assert "coactivation" in json.loads((tmp_path / "s.json").read_text())["similarities"]
+
+
+def test_an_npz_graph_says_its_transcoders_cannot_be_checked(run, traced, tmp_path: Path, caplog) -> None:
+    """An .npz graph records no transcoders: clustering it with another set of the same shape passed in
+    silence (a .safetensors graph is refused)."""
+    from tracer.graph import Graph
+
+    npz = tmp_path / "g.npz"
+    Graph.load(traced["graph"]).save(npz)
+    with caplog.at_level("WARNING"):
+        status, _, err = run("cluster", str(npz), "--transcoders", str(traced["plt"]), "--out",
+                             str(tmp_path / "s.json"))
+    assert status == 0, err
+    assert any("records no transcoders (an .npz graph)" in r.getMessage() for r in caplog.records)

@@ -7,6 +7,7 @@ message ("must be acyclic") later. Node order and shapes: :mod:`tracer.graph.cor
 """
 
 import json
+import logging
 from typing import Any
 
 import torch
@@ -16,6 +17,8 @@ from tracer.errors import WorkbenchError
 from tracer.io import loads_json
 from tracer.mapped import release_rows
 from tracer.weights import first_bad
+
+logger = logging.getLogger(__name__)
 
 META_TYPES: dict[str, tuple[type, ...]] = {
     "n_layers": (int,), "d_vocab": (int,), "model_id": (str,), "transcoder_id": (str,), "scan": (str,),
@@ -135,6 +138,9 @@ def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "transcode
     """Refuse transcoders other than the graph's: another transcoder set (the ``scan`` both record, when
     both do), another depth, or a width that the graph's feature indices exceed."""
     scan, theirs = str(getattr(graph, "scan", "") or ""), str(getattr(transcoders, "scan", "") or "")
+    if not scan and not str(getattr(graph, "transcoder_id", "") or ""):
+        logger.warning("the graph records no transcoders (an .npz graph): %s can only be checked for its shape, not "
+                       "to be the set the graph was traced with", flag)
     if scan and theirs and scan != theirs:
         raise WorkbenchError(f"{flag} must be the graph's transcoders {scan!r}; got {theirs!r}. Pass the transcoders "
                              "the graph was traced with.")
