@@ -169,6 +169,12 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
         raise WorkbenchError(f"--supernodes file must exist; got {path_str!r}. Check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
+    from workbench.cmd_cluster import FORMAT, SCHEMA_VERSION
+
+    if isinstance(data, dict) and data.get("format") == FORMAT and (type(data.get("schema_version")) is not int
+                                                                    or data["schema_version"] != SCHEMA_VERSION):
+        raise WorkbenchError(f"--supernodes schema_version must be {SCHEMA_VERSION}; got "
+                             f"{data.get('schema_version')!r} in {path_str!r}. Cluster the graph again.")
     groups, pinned = (data.get("supernodes"), data.get("pinnedIds")) if isinstance(data, dict) else (data, None)
     groups = _viewer_groups(groups, path_str)
     if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g)
@@ -287,7 +293,7 @@ def _check_supernodes_graph(recorded: dict[str, Any], graph: Any, path: str | No
     from tracer.errors import WorkbenchError
 
     prompt = recorded.get("prompt")
-    if isinstance(prompt, str) and prompt != graph.input_string:
+    if isinstance(prompt, str) and graph.input_string and prompt != graph.input_string:  # .npz graphs record none
         raise WorkbenchError(f"--supernodes must be groups of this graph ({graph.input_string!r}); got groups of "
                              f"{prompt!r} in {path!r}. Cluster this graph with `workbench cluster`.")
     made_on = recorded.get("graph_fingerprint")  # files from before fingerprints: the prompt check alone

@@ -541,3 +541,22 @@ def test_an_npz_graph_says_its_transcoders_cannot_be_checked(run, traced, tmp_pa
                              str(tmp_path / "s.json"))
     assert status == 0, err
     assert any("records no transcoders (an .npz graph)" in r.getMessage() for r in caplog.records)
+
+
+def test_export_supernodes_onto_the_npz_copy_and_of_another_schema(run, traced, tmp_path: Path) -> None:
+    """An .npz graph records no prompt: its own groups were refused as "groups of this graph ('')"; a
+    supernodes file of schema 99 was read as this one."""
+    from tracer.graph import Graph
+
+    sn = tmp_path / "sn.json"
+    assert run("cluster", str(traced["graph"]), "--out", str(sn))[0] == 0
+    npz = tmp_path / "g.npz"
+    Graph.load(traced["graph"]).save(npz)
+    status, _, err = run("export", str(npz), "--supernodes", str(sn), "--out", str(tmp_path / "v"), "--scan", "tiny")
+    assert status == 0, err
+    doc = json.loads(sn.read_text())
+    doc["schema_version"] = 99
+    sn.write_text(json.dumps(doc))
+    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "w"))
+    assert status == 2 and not (tmp_path / "w").exists()
+    _one_line_error(err, "export", "--supernodes schema_version must be 1; got 99")
