@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import loads_json
+from workbench.cmd_graphtools import SUPERNODES_FORMAT as FORMAT
+from workbench.cmd_graphtools import SUPERNODES_SCHEMA as SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
-FORMAT = "manifold-workbench-supernodes"
-SCHEMA_VERSION = 1
 
 
 def _add_config_flags(group: Any, cls: type, skip: tuple[str, ...] = ()) -> None:

@@ -30,6 +30,10 @@ _THRESHOLD_HELP = {
 _SUPERNODES_DEFAULT = {"node": "; with --supernodes: the threshold the groups were made at, as their file records it",
                        "edge": "; with --supernodes: as recorded"}
 
+SUPERNODES_FORMAT = "manifold-workbench-supernodes"
+"""The ``format`` of a `workbench cluster` file (written by :mod:`workbench.cmd_cluster`, read by `export`)."""
+SUPERNODES_SCHEMA = 1
+
 
 def _add_thresholds(p: argparse.ArgumentParser, *, supernodes: bool = False) -> None:
     for kind in ("node", "edge"):
@@ -169,11 +173,9 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
         raise WorkbenchError(f"--supernodes file must exist; got {path_str!r}. Check the path.") from None
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
         raise WorkbenchError(f"--supernodes must be a JSON file; {path_str!r} is not ({err}).") from None
-    from workbench.cmd_cluster import FORMAT, SCHEMA_VERSION
-
-    if isinstance(data, dict) and data.get("format") == FORMAT and (type(data.get("schema_version")) is not int
-                                                                    or data["schema_version"] != SCHEMA_VERSION):
-        raise WorkbenchError(f"--supernodes schema_version must be {SCHEMA_VERSION}; got "
+    if isinstance(data, dict) and data.get("format") == SUPERNODES_FORMAT and (
+            type(data.get("schema_version")) is not int or data["schema_version"] != SUPERNODES_SCHEMA):
+        raise WorkbenchError(f"--supernodes schema_version must be {SUPERNODES_SCHEMA}; got "
                              f"{data.get('schema_version')!r} in {path_str!r}. Cluster the graph again.")
     groups, pinned = (data.get("supernodes"), data.get("pinnedIds")) if isinstance(data, dict) else (data, None)
     groups = _viewer_groups(groups, path_str)
