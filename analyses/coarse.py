@@ -373,7 +373,8 @@ class _Layout:
     x: np.ndarray
     """(n_nodes,) horizontal place: mean member position, spread within a (position, layer) cell."""
     y: np.ndarray
-    """(n_nodes,) vertical place: mean member layer (tokens -1, logits n_layers)."""
+    """(n_nodes,) vertical place: mean member layer (tokens -1, logits n_layers), spread within a crowded
+    cell (more than 3 nodes: rows within +-0.35 of it)."""
 
 
 def _layout(coarse: CoarseGraph) -> _Layout:
@@ -382,10 +383,14 @@ def _layout(coarse: CoarseGraph) -> _Layout:
     cells: dict[tuple[float, float], list[int]] = {}
     for i in range(coarse.n_nodes):
         cells.setdefault((round(float(x[i])), round(float(y[i]), 1)), []).append(i)
-    for members in cells.values():
+    for members in cells.values():  # a crowded cell spreads on a grid of at most 3 columns
         m = len(members)
+        cols = min(m, 3)
+        rows = -(-m // cols)
         for k, i in enumerate(members):
-            x[i] += (k - (m - 1) / 2) * min(0.8 / m, 0.3)
+            r, c = divmod(k, cols)
+            x[i] += (c - (cols - 1) / 2) * min(0.8 / cols, 0.3)
+            y[i] += (r - (rows - 1) / 2) * (0.7 / rows if rows > 1 else 0.0)
     return _Layout(x=x, y=y)
 
 

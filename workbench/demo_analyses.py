@@ -193,7 +193,9 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
         description=(f"Each labelled family of at least 5 features at layer {layer}, as a cloud of its members' "
                      f"decoder directions weighted by activation over {DISCOVERY_SENTENCES} corpus sentences "
                      "(every position; no values), ranked by a ring score: loop quality x irreducibility of the "
-                     "loop plane x persistence of the loop (persistent H1). The truth column is shown, never used."
+                     "loop plane x persistence of the loop (persistent H1), the last two each counted fully once "
+                     "they reach a noisy circle's value (min(1, value / reference)); 'without H1' leaves the last "
+                     "factor out. The truth column is shown, never used."
                      + ("" if with_h1 else " ripser is not installed, so this ranking leaves persistent H1 out "
                                            "(pip install \"manifold-workbench[topology]\" for the full score).")),
         rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})

@@ -135,7 +135,10 @@ class GraphSection:
     circuit: CircuitView | None = None
 
 
-_COLORS = {"feature": "#4c78a8", "error": "#b0b0b0", "token": "#59a14f", "logit": "#e15759"}
+_COLORS = {"feature": "#4c78a8", "error": "#b0b0b0", "token": "#59a14f", "logit": "#9467bd"}
+"""Node colours (logits purple: red and blue are the edges' signs)."""
+_MAX_EDGES = 400
+"""The strongest edges drawn in a graph figure (the caption says how many of how many)."""
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:1200px;color:#222}
 h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #ddd}
@@ -144,7 +147,10 @@ text-align:left;font-size:.9rem} .num{text-align:right;font-variant-numeric:tabu
 .ok{color:#2a7d2a} .bad{color:#c0392b} figure{display:inline-block;margin:.5rem 1rem .5rem 0}
 figure svg{border:none;background:none;max-width:100%;height:auto} figcaption{font-size:.85rem;color:#555}
 .tok{display:inline-block;padding:.1rem .3rem;margin:.1rem;border:1px solid #ccc;border-radius:3px;
-font-family:monospace} .muted{color:#777} svg{border:1px solid #eee;background:#fcfcfc}
+font-family:monospace} .muted{color:#595959} svg{border:1px solid #eee;background:#fcfcfc;max-width:100%;height:auto}
+.row{display:flex;flex-wrap:wrap;gap:1rem 3rem} .wide{overflow-x:auto;max-width:100%}
+.key{display:inline-block;width:.7rem;height:.7rem;border-radius:50%;margin:0 .2rem 0 .6rem}
+@media (max-width:700px){body{margin:.8rem} td,th{padding:.15rem .3rem}}
 """
 
 
@@ -165,8 +171,9 @@ def _svg(sec: GraphSection, width: int = 1100, height: int = 520) -> str:
         per_cell[(n.layer, n.pos)] = k + 1
         place[n.node_id] = (xs(n.pos) + 9 * (k % 5) - 18, ys(n.layer) - 9 * (k // 5))
     wmax = max((abs(w) for _, _, w in sec.edges), default=1.0) or 1.0
-    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img">']
-    for src, dst, w in sorted(sec.edges, key=lambda e: abs(e[2]))[-400:]:
+    parts = [f'<svg width="{width}" height="{height}" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{_esc(_graph_alt(sec))}">']
+    for src, dst, w in sorted(sec.edges, key=lambda e: abs(e[2]))[-_MAX_EDGES:]:
         if src in place and dst in place:
             (x1, y1), (x2, y2) = place[src], place[dst]
             color = "#d62728" if w < 0 else "#1f77b4"
@@ -174,13 +181,37 @@ def _svg(sec: GraphSection, width: int = 1100, height: int = 520) -> str:
                          f'stroke-opacity="0.35" stroke-width="{0.3 + 3 * abs(w) / wmax:.2f}"/>')
     for n in sec.nodes:
         x, y = place[n.node_id]
-        title = f"{n.node_id} {n.kind} L{n.layer} p{n.pos}: {n.label}"
+        title = _node_title(n, sec.prompt_tokens)
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{_COLORS[n.kind]}"><title>{_esc(title)}'
                      "</title></circle>")
     for p, tok in enumerate(sec.prompt_tokens):
         parts.append(f'<text x="{xs(p):.1f}" y="{height - 8}" font-size="10" text-anchor="middle">{_esc(tok)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _node_title(n: NodeView, tokens: list[str]) -> str:
+    """A node's tooltip: what it is and where (a token node shows its token; an error node says so)."""
+    if n.kind == "token":
+        word = tokens[n.pos] if 0 <= n.pos < len(tokens) else n.label
+        return f"token {word!r} at position {n.pos}"
+    if n.kind == "error":
+        return f"reconstruction error, layer {n.layer}, position {n.pos}"
+    where = "logit" if n.kind == "logit" else f"feature {n.node_id}, layer {n.layer}, position {n.pos}"
+    return f"{where}: {n.label}" if n.label else where
+
+
+def _graph_alt(sec: GraphSection) -> str:
+    kinds = {k: sum(n.kind == k for n in sec.nodes) for k in _COLORS}
+    return (f"pruned attribution graph of {len(sec.nodes)} nodes ({kinds['feature']} features, {kinds['error']} "
+            f"errors, {kinds['token']} tokens, {kinds['logit']} logits), the {min(len(sec.edges), _MAX_EDGES)} "
+            f"strongest of {len(sec.edges)} edges drawn")
+
+
+def _key() -> str:
+    """The graph figures' colour key."""
+    nodes = "".join(f'<span class=key style="background:{c}"></span>{k}s' for k, c in _COLORS.items())
+    return f"Nodes:{nodes}. Edges: blue excite, red inhibit (width: strength)."
 
 
 def _num(x: float | None, fmt: str = ".3f") -> str:
@@ -234,9 +265,9 @@ def _circuit(c: CircuitView) -> str:
             f"features in {c.n_groups} groups ({c.n_supernodes} supernodes; budget {c.budget}): "
             f"{_num(c.compression, '.2f')} features per group. Grouped without labels (labels only name the "
             f"groups){' from ' + _esc(c.evidence) if c.evidence else ''}{ablated}.</p>"
-            f"<div style='display:flex;gap:3rem'><table><tr><th></th><th>pruned graph</th><th>readable circuit</th>"
+            f"<div class=row><table><tr><th></th><th>pruned graph</th><th>readable circuit</th>"
             f"</tr>{scores}</table><table>{checks}</table></div>"
-            f"{_figure(caption, c.figure_svg)}{_supernode_table(c, modes)}{_files(c.files)}")
+            f"{_figure(caption, c.figure_svg)}<div class=wide>{_supernode_table(c, modes)}</div>{_files(c.files)}")
 
 
 def _manifold(m: ManifoldView) -> str:
@@ -281,12 +312,14 @@ def _section(sec: GraphSection) -> str:
         for n in feats)
     expected = f"<p>Expected answer: <b>{_esc(sec.expected)}</b></p>" if sec.expected else ""
     return (f"<h2>{_esc(sec.title)}</h2><p>{toks}</p>{expected}"
-            f"<div style='display:flex;gap:3rem'><div><h3>Top predictions</h3><table>{logits}</table></div>"
+            f"<div class=row><div><h3>Top predictions</h3><table>{logits}</table></div>"
             f"<div><h3>Scores</h3><table>{scores}</table></div><div><h3>Graph</h3><table>{counts}</table></div></div>"
             f"<h3>Pruned graph</h3><p class=muted>x: token position; y: tokens (bottom), layers, logits (top). "
-            f"Blue edges excite, red inhibit; hover a node for its label.</p>{_svg(sec)}"
-            f"<h3>Most influential features</h3><table><tr><th>node</th><th>layer</th><th>pos</th><th>label</th>"
-            f"<th>activation</th><th>cumulative influence</th></tr>{rows}</table>{_files(sec.files)}"
+            f"{_key()} The {min(len(sec.edges), _MAX_EDGES)} strongest of the {len(sec.edges)} kept edges are "
+            f"drawn; hover a node for its label.</p>{_svg(sec)}"
+            f"<h3>Most influential features</h3><div class=wide><table><tr><th>node</th><th>layer</th><th>pos</th>"
+            f"<th>label</th><th>activation</th><th>cumulative influence</th></tr>{rows}</table></div>"
+            f"{_files(sec.files)}"
             + (_circuit(sec.circuit) if sec.circuit is not None else ""))
 
 
@@ -295,6 +328,7 @@ def render_report(title: str, intro: str, sections: list[GraphSection],
     body = ("".join(_section(s) for s in sections) + "".join(_manifold(m) for m in manifolds or [])
             + "".join(_discovery(d) for d in discoveries or []))
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_esc(title)}</title>"
+            "<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<meta name=generator content='manifold-workbench report schema {SCHEMA_VERSION}'>"
             f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1><p>{_esc(intro)}</p>{body}</body></html>")
 
