@@ -29,14 +29,16 @@ def candidate_frequencies(shape: str, period: int) -> list[int]:
     return list(range(1, top + 1))
 
 
-def max_harmonics(shape: str, period: int, n_harmonics: int) -> int:
+def max_harmonics(shape: str, period: int, n_harmonics: int, frequency: int = 1) -> int:
     """Harmonics a circle over ``period`` evenly spaced values is fitted with: ``2H + 1 < p``, so that
     the curve keeps a residual degree of freedom (at ``2H + 1 = p`` it passes through every class
-    mean whatever their labels, and its R² is 1 by construction; beyond, harmonics alias onto lower
-    ones). Always at least the fundamental (a period of 3 leaves no freedom: any three points lie on
-    an ellipse). Open shapes keep ``n_harmonics``."""
+    mean whatever their labels, and its R² is 1 by construction), and ``H k < p / 2``, so that no
+    harmonic of frequency ``k`` aliases onto another frequency (over 7 values the 2nd harmonic of k = 3
+    is frequency 6, i.e. 1: a k = 3 curve then fitted k = 1 data with a high R²). Always at least the
+    fundamental (a period of 3 leaves no freedom: any three points lie on an ellipse). Open shapes keep
+    ``n_harmonics``."""
     if shape == "circle":
-        return max(1, min(n_harmonics, (period - 2) // 2))
+        return max(1, min(n_harmonics, (period - 2) // 2, (period - 1) // (2 * frequency)))
     return n_harmonics
 
 

@@ -411,7 +411,7 @@ class ManifoldFit(Estimator):
         centre, U, ratios, m = pca_subspace(M, self.variance_threshold, self.max_components, min_m)
         Z = (M - centre) @ U  # (p, m)
         k, r2_k = self._choose_frequency(Z, p)
-        H = curves.max_harmonics(self.shape, p, self.n_harmonics)
+        H = curves.max_harmonics(self.shape, p, self.n_harmonics, k)
         u_v = curves.value_coordinates(np.arange(p), p, self.shape, k)  # (p,)
         Phi = curves.design_matrix(u_v, self.shape, k, H)  # (p, n_basis)
         coef = curves.lstsq_fit(Phi, Z)  # (n_basis, m)

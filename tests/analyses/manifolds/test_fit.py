@@ -263,3 +263,16 @@ def test_frequencies_above_half_the_period_are_refused(shape, frequency):
     X, y, _ = planted_curve(period=7, n_per_value=3)
     with pytest.raises(ValueError, match="frequency must be <= period // 2 = 3"):
         ManifoldFit(period=7, shape=shape, frequency=frequency).fit(X, y)
+
+
+def test_a_forced_frequency_has_no_harmonic_that_aliases_onto_another():
+    """Over 7 values the 2nd harmonic of k = 3 is frequency 6, i.e. 1: ManifoldFit(frequency=3) on k = 1 data
+    reported R² 0.9998 against a fundamental R² of 0.0001."""
+    X, y, _ = planted_curve(period=7, n_per_value=6, noise=0.01, seed=3)
+    forced = ManifoldFit(period=7, frequency=3).fit(X, y).result_
+    assert forced.n_harmonics == 1 and forced.r2 == pytest.approx(forced.r2_fundamental)
+    assert forced.r2 < 0.2
+    free = ManifoldFit(period=7).fit(X, y).result_
+    assert free.frequency == 1 and free.n_harmonics == 2 and free.r2 > 0.99  # k = 1 keeps its harmonics
+    months = ManifoldFit(period=12, frequency=5).fit(*planted_curve(period=12, n_per_value=4, seed=1)[:2]).result_
+    assert months.n_harmonics == 1  # 2 x 5 = 10 = -2 over 12 would alias
