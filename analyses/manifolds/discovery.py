@@ -37,6 +37,7 @@ small to score rank last.
 
 import functools
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -469,7 +470,7 @@ class ManifoldDiscovery(Estimator):
 
         found: list[Any] = []
         for name, members in tqdm(fams.items(), desc="manifold discovery", total=len(fams), disable=not verbose):
-            rng = np.random.default_rng([cfg.seed, len(found)])
+            rng = np.random.default_rng([cfg.seed, zlib.crc32(str(name).encode())])  # per family, whatever its place
             found.append(family_manifold(name, A_csr[:, members], W[members], members, cfg, rng,
                                          persistence=persistence))
             logger.info("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
