@@ -15,18 +15,32 @@ logger = logging.getLogger(__name__)
 KNN_METHODS = ("auto", "exact", "pynndescent")
 
 
-def unit_rows(X: np.ndarray, *, chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+def _scaled_norms(rows: np.ndarray) -> np.ndarray:
+    """(n,) Euclidean norms of float64 ``rows`` (n, d), each computed on the row divided by its largest
+    |entry| (no square underflows or overflows, whatever the scale)."""
+    top = np.abs(rows).max(axis=1) if rows.shape[1] else np.zeros(len(rows))  # (n,)
+    safe = np.where(top > 0, top, 1.0)
+    return top * np.linalg.norm(rows / safe[:, None], axis=1)
+
+
+def unit_rows(X: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(rows of ``X`` (n_samples, n_features) scaled to unit norm as float32, boolean mask of the
     rows that had a non-zero norm). Zero rows stay zero. A float32 array whose rows already have
     unit norm is returned as is (no copy: a large dictionary is not duplicated)."""
-    Xf = np.asarray(X, dtype=np.float32)
-    norms = np.concatenate([np.linalg.norm(Xf[s:s + chunk], axis=1) for s in range(0, len(Xf), chunk)]) \
-        if len(Xf) else np.zeros(0, dtype=np.float32)  # (n_samples,)
+    X = np.asarray(X)
+    # norms in float64, from the rows as given: float32 squares of rows near 1e-30 underflow to 0 (read as
+    # dead rows) and rows near 1e30 overflow, though a row's direction does not depend on its scale
+    norms = np.concatenate([_scaled_norms(np.asarray(X[s:s + chunk], dtype=np.float64))
+                            for s in range(0, len(X), chunk)]) if len(X) else np.zeros(0)  # (n_samples,)
     live = norms > 0
-    if live.all() and np.allclose(norms, 1.0, rtol=0, atol=1e-4):
-        return Xf, live
-    out = np.zeros_like(Xf)
-    out[live] = Xf[live] / norms[live, None]
+    if X.dtype == np.float32 and live.all() and np.allclose(norms, 1.0, rtol=0, atol=1e-4):
+        return X, live
+    out = np.zeros(X.shape, dtype=np.float32)
+    for s in range(0, len(X), chunk):
+        rows = np.flatnonzero(live[s:s + chunk]) + s
+        block = np.asarray(X[rows], dtype=np.float64)  # (n_live, d)
+        top = np.abs(block).max(axis=1, keepdims=True)
+        out[rows] = ((block / top) / (norms[rows, None] / top)).astype(np.float32)
     return out, live
 
 

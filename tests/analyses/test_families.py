@@ -3,6 +3,7 @@ rings), kNN back-ends, saving, queries, the dendrogram display and CLT decoder i
 
 import dataclasses
 import json
+import warnings
 from typing import Any
 
 import numpy as np
@@ -404,3 +405,15 @@ def test_decoder_matrix_plt_and_clt_modes() -> None:
         decoder_matrix(clt, 0, clt_mode="mean")
     with pytest.raises(ValueError, match="layers must be"):
         decoder_matrix(clt, 7)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-30, 1e30, 1e300])
+def test_families_do_not_depend_on_the_scale_of_the_rows(scale: float) -> None:
+    """unit_rows squared float32 rows: at 1e-30 every row was read as dead (no family), at 1e30 too (with an
+    overflow warning), and at 1e39 scipy's linkage failed on non-finite distances."""
+    rng = np.random.default_rng(0)
+    X = np.repeat(rng.normal(size=(5, 32)), 6, 0) + 0.2 * rng.normal(size=(30, 32))
+    base = FeatureFamilies().fit(X).labels_
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(FeatureFamilies().fit(X * scale).labels_, base)
