@@ -49,7 +49,27 @@ def register_result(cls: type[_T]) -> type[_T]:
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"result type name must be unique; {name!r} is registered twice.")
     _REGISTRY[name] = cls
+    cls.__repr__ = short_repr  # type: ignore[method-assign]  # a summary, not every array
     return cls
+
+
+def _brief(value: Any) -> str:
+    """One field's value in a result's repr: arrays and long containers by their size, results by name."""
+    if isinstance(value, np.ndarray):
+        return f"array{value.shape} {value.dtype}"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return f"{type(value).__name__}(...)"
+    if isinstance(value, (list, tuple, dict)) and len(value) > 4:
+        return f"{type(value).__name__} of {len(value)}"
+    return reprlib.repr(value)
+
+
+def short_repr(result: Any) -> str:
+    """``Name(field=value, ...)`` with arrays as their shapes and long lists as their lengths: a result's
+    repr in a notebook (the dataclass default printed every array, tens of thousands of characters)."""
+    parts = ", ".join(f"{f.name}={_brief(getattr(result, f.name))}" for f in dataclasses.fields(result)
+                      if f.repr)
+    return f"{type(result).__name__}({parts})"
 
 
 def _encode(value: Any, key: str, arrays: dict[str, np.ndarray]) -> Any:

@@ -37,3 +37,21 @@ def test_a_json_without_the_digest_still_loads(tmp_path: Path) -> None:
     del doc["arrays_sha256"]
     path.write_text(json.dumps(doc))
     np.testing.assert_array_equal(load_result(path, ManifoldFitResult).centre, _fit(0).centre)
+
+
+def test_reprs_are_summaries() -> None:
+    """The dataclass default printed every array: 34,156 characters for a 7-value fit in 128 dimensions."""
+    X, y, _ = planted_curve(period=7, n_per_value=3, d=128, seed=0)
+    text = repr(ManifoldFit(period=7).fit(X, y).result_)
+    assert len(text) < 1500 and "centre=array(128,) float64" in text and text.startswith("ManifoldFitResult(")
+
+
+def test_graph_repr_is_a_summary() -> None:
+    from tests.helpers_models import random_tokens, tiny_model, tiny_transcoders
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+
+    loaded = tiny_model("qwen3")
+    graph = attribute(loaded, tiny_transcoders(loaded, "plt", d_transcoder=64), random_tokens(7),
+                      AttributionConfig(verbose=False))
+    assert repr(graph).startswith(f"Graph(n_nodes={graph.n_nodes}, ") and len(repr(graph)) < 400

@@ -122,6 +122,12 @@ class Graph:
     def logit_start(self) -> int:
         return self.token_start + self.n_pos
 
+    def __repr__(self) -> str:  # the dataclass default printed the whole adjacency
+        return (f"Graph(n_nodes={self.n_nodes}, n_selected={self.n_selected}, n_pos={self.n_pos}, "
+                f"n_layers={self.n_layers}, n_logits={self.n_logits}, d_vocab={self.d_vocab}, "
+                f"model_id={self.model_id!r}, transcoder_id={self.transcoder_id!r}, scan={self.scan!r}, "
+                f"input_string={self.input_string[:60]!r})")
+
     def node_fingerprint(self) -> str:
         """sha256 (hex) of what fixes the node order: the tokens, the active and selected features, the
         logit targets and ``n_layers`` (not the edge weights, nor ``d_vocab``, which an .npz file lacks: one
