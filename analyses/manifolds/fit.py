@@ -268,7 +268,9 @@ def check_points(X: object, y: object, period: int | None, min_count: int) -> tu
     X = np.asarray(X)
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X must be a non-empty 2-D array (n_samples, d_model); got shape {X.shape}.")
-    if not np.issubdtype(X.dtype, np.number) or not np.isfinite(X).all():
+    if X.dtype.kind not in "iuf":  # complex lost its imaginary part with a warning; bool was "not finite"
+        raise TypeError(f"X must hold real numbers; got dtype {X.dtype}. Pass float points.")
+    if not np.isfinite(X).all():
         raise ValueError("X must hold finite numbers; got NaN, inf or non-numeric entries.")
     top = float(np.abs(X).max())
     if top > _MAX_ABS or 0 < top < 1 / _MAX_ABS:  # squares and variances overflow / underflow float64 there

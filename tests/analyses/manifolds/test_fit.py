@@ -276,3 +276,12 @@ def test_a_forced_frequency_has_no_harmonic_that_aliases_onto_another():
     assert free.frequency == 1 and free.n_harmonics == 2 and free.r2 > 0.99  # k = 1 keeps its harmonics
     months = ManifoldFit(period=12, frequency=5).fit(*planted_curve(period=12, n_per_value=4, seed=1)[:2]).result_
     assert months.n_harmonics == 1  # 2 x 5 = 10 = -2 over 12 would alias
+
+
+@pytest.mark.parametrize("dtype", [np.complex128, np.bool_, object])
+def test_fit_refuses_points_that_are_not_real_numbers(dtype):
+    """Complex points lost their imaginary part with only a ComplexWarning; bool points were called
+    "NaN, inf or non-numeric"."""
+    X, y, _ = planted_curve(period=7, n_per_value=3, seed=0)
+    with pytest.raises(TypeError, match=f"X must hold real numbers; got dtype {np.dtype(dtype)}"):
+        ManifoldFit(period=7).fit(X.astype(dtype), y)
