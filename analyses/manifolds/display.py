@@ -49,15 +49,20 @@ class ManifoldCircleDisplay(Display):
                  components: tuple[int, int] = (0, 1), n_curve: int = 400) -> "ManifoldCircleDisplay":
         """From a fit result; ``X`` (n, d_model) and ``y`` (n,) add the individual points."""
         i, j = components
-        if min(i, j) < 0 or max(i, j) >= fit.n_components:  # -1 would wrap to the last component
+        line = fit.n_components == 1 and components == (0, 1)  # a one-component (interval) fit: on its line
+        if not line and (min(i, j) < 0 or max(i, j) >= fit.n_components):  # -1 would wrap to the last one
             raise ValueError(f"components must be in [0, {fit.n_components}) (the fit's subspace); got {components}.")
-        means = fit.project(fit.class_means)[:, [i, j]]  # (p, 2)
+
+        def plane(Z: np.ndarray) -> np.ndarray:  # (n, m) -> (n, 2)
+            return np.column_stack([Z[:, 0], np.zeros(len(Z))]) if line else Z[:, [i, j]]
+
+        means = plane(fit.project(fit.class_means))  # (p, 2)
         if fit.shape == "circle":
             u = np.linspace(0, 2 * np.pi, n_curve)
         else:
             u = np.linspace(0, 1, n_curve)
-        curve = fit.project(fit.curve(u))[:, [i, j]]  # (n_curve, 2)
-        pts = None if X is None else fit.project(X)[:, [i, j]]
+        curve = plane(fit.project(fit.curve(u)))  # (n_curve, 2)
+        pts = None if X is None else plane(fit.project(X))
         if y is not None and (pts is None or np.shape(y) != (len(pts),)):
             raise ValueError(f"y must give one value per row of X ({'no X' if pts is None else len(pts)}); got shape "
                              f"{np.shape(y)}. Pass X with y, or neither.")

@@ -285,3 +285,20 @@ def test_fit_refuses_points_that_are_not_real_numbers(dtype):
     X, y, _ = planted_curve(period=7, n_per_value=3, seed=0)
     with pytest.raises(TypeError, match=f"X must hold real numbers; got dtype {np.dtype(dtype)}"):
         ManifoldFit(period=7).fit(X.astype(dtype), y)
+
+
+def test_a_one_component_interval_fit_draws_on_its_line():
+    """ManifoldCircleDisplay.from_fit refused a valid one-component fit: "components must be in [0, 1); got
+    (0, 1)", though the user passed no components."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from analyses.manifolds.display import ManifoldCircleDisplay
+
+    X, y, _ = planted_curve(period=6, n_per_value=4, shape="interval", seed=2)
+    fit = ManifoldFit(period=6, shape="interval", max_components=1).fit(X, y).result_
+    assert fit.n_components == 1
+    disp = ManifoldCircleDisplay.from_fit(fit, X, y).plot()
+    assert disp.figure_ is not None and np.all(disp.means_2d[:, 1] == 0)
+    with pytest.raises(ValueError, match=r"components must be in \[0, 1\)"):
+        ManifoldCircleDisplay.from_fit(fit, components=(0, 2))
