@@ -142,7 +142,8 @@ _MAX_EDGES = 400
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem;max-width:1200px;color:#222}
 h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2.5rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.5rem 0;display:block;overflow-x:auto;max-width:100%} td,th{padding:.2rem .6rem;border-bottom:1px solid #eee;
+table{border-collapse:collapse;margin:.5rem 0;display:block;overflow-x:auto;max-width:100%}
+td,th{padding:.2rem .6rem;border-bottom:1px solid #eee;
 text-align:left;font-size:.9rem} .num{text-align:right;font-variant-numeric:tabular-nums}
 .ok{color:#2a7d2a} .bad{color:#c0392b} figure{display:inline-block;margin:.5rem 1rem .5rem 0}
 figure svg{border:none;background:none;max-width:100%;height:auto} figcaption{font-size:.85rem;color:#555}

@@ -61,9 +61,12 @@ def component_families(W: sp.csr_matrix) -> np.ndarray:
 
 
 def hdbscan_families(index: np.ndarray, sims: np.ndarray, *, min_cluster_size: int,
-                     min_samples: int | None) -> np.ndarray:
+                     min_samples: int | None, key: np.ndarray | None = None) -> np.ndarray:
     """HDBSCAN on the kNN distance graph ``1 - sims`` (neighbour lists (n, k), -1 padded), run on
-    each connected component with more than ``min_samples`` members; other features get -1."""
+    each connected component with more than ``min_samples`` members; other features get -1. ``key``
+    (n,), a value that depends only on each feature's content, orders the members HDBSCAN sees (its
+    result depends on the order of the points: without it, the features' order in X changed which
+    ones were left unassigned)."""
     from sklearn.cluster import HDBSCAN
 
     n, k = index.shape
@@ -81,6 +84,8 @@ def hdbscan_families(index: np.ndarray, sims: np.ndarray, *, min_cluster_size: i
         members = np.flatnonzero(comp == c)
         if len(members) < max(min_cluster_size, ms + 1):
             continue
+        if key is not None:
+            members = members[np.argsort(key[members], kind="stable")]  # (m,) in content order
         sub = G[members][:, members]
         sub_labels = HDBSCAN(min_cluster_size=min_cluster_size, min_samples=ms, metric="precomputed",
                              copy=True).fit(sub).labels_

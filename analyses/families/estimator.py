@@ -209,7 +209,9 @@ class FeatureFamilies(Estimator):
         g_idx, g_sim = self._combined_lists(U, idx, cos, profiles, A, lam)
         self._tick("graph")
         if method == "hdbscan":
-            fam = hdbscan_families(g_idx, g_sim, min_cluster_size=self.min_cluster_size, min_samples=self.min_samples)
+            key = U @ np.random.default_rng(0).standard_normal(U.shape[1], dtype=np.float32)  # (n,) content order
+            fam = hdbscan_families(g_idx, g_sim, min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
+                                   key=key)
             fam = drop_weak(fam, g_idx, g_sim, self.min_similarity)
         else:
             fam = component_families(knn_affinity(g_idx, g_sim, n, min_cosine=self.min_similarity))

@@ -87,9 +87,14 @@ def approx_knn(U: np.ndarray, k: int, *, random_state: int = 0, proj_dim: int = 
         R = np.random.default_rng(random_state).standard_normal((d, proj_dim)).astype(np.float32)  # (d, proj_dim)
         search, _ = unit_rows(U @ R)  # (n, proj_dim)
         n_cand = oversample * k
-    nnd = NNDescent(search, metric="dot", n_neighbors=min(n_cand + 1, n), random_state=random_state, n_jobs=1,
-                    low_memory=True, compressed=True)
-    cand, _ = nnd.neighbor_graph  # (n, n_cand + 1): each row's own index usually among them
+    # pynndescent's result depends on the order of its rows: they go in an order fixed by their content
+    # (a seeded projection), so the same features in another order get the same neighbours
+    canon = np.argsort(search @ np.random.default_rng(random_state).standard_normal(search.shape[1]), kind="stable")
+    nnd = NNDescent(search[canon], metric="dot", n_neighbors=min(n_cand + 1, n), random_state=random_state,
+                    n_jobs=1, low_memory=True, compressed=True)
+    found, _ = nnd.neighbor_graph  # (n, n_cand + 1) in canonical order: each row's own index usually among them
+    cand = np.empty_like(found)
+    cand[canon] = np.where(found >= 0, canon[np.maximum(found, 0)], -1)  # back to the rows' own order
     rows = np.repeat(np.arange(n), cand.shape[1])
     cols = cand.ravel()
     ok = (cols >= 0) & (cols != rows)
