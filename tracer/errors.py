@@ -24,6 +24,10 @@ class TranscoderFormatError(WorkbenchError):
     """A transcoder file set that is missing, corrupt or does not match the model."""
 
 
+class StaleRunError(WorkbenchError):
+    """An output folder that holds an activation run of other prompts, model or settings."""
+
+
 class MemoryLimitError(WorkbenchError):
     """A computation that would need more memory than the machine has available."""
 

@@ -228,20 +228,30 @@ def default_slug(graph_path: str) -> str:
 
 def _check_slug_free(out: Path, slug: str, graph: Any, chosen: bool) -> None:
     """A default slug that already names another graph in the folder's index is refused (its export would
-    replace that graph's entry); a slug given with --slug replaces it, as asked."""
+    replace that graph's entry): another node fingerprint, or for an entry written before fingerprints,
+    another prompt. A slug given with --slug replaces it, as asked. A damaged index is left to the
+    export's own one-line check."""
     from tracer.errors import WorkbenchError
 
+    if chosen:
+        return
     index = out / "graph-metadata.json"
     try:
-        graphs = json.loads(index.read_text(encoding="utf-8")).get("graphs", [])
-    except (OSError, ValueError, AttributeError):
-        return  # none yet, or damaged: the export itself says so
-    fingerprints = {(g.get("info") or {}).get("graph_fingerprint") for g in graphs
-                    if isinstance(g, dict) and g.get("slug") == slug}
-    fingerprints.discard(None)
-    if not chosen and fingerprints and graph.node_fingerprint() not in fingerprints:
-        raise WorkbenchError(f"--slug: the default {slug!r} already names another graph in {str(index)!r}; pass "
-                             f"--slug NAME to keep both, or --slug {slug} to replace it.")
+        doc = loads_json(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return
+    graphs = doc.get("graphs") if isinstance(doc, dict) else None
+    for entry in graphs if isinstance(graphs, list) else []:
+        if not isinstance(entry, dict) or entry.get("slug") != slug:
+            continue
+        info = entry.get("info")
+        theirs = info.get("graph_fingerprint") if isinstance(info, dict) else None
+        prompt = entry.get("prompt")
+        other = (theirs != graph.node_fingerprint() if isinstance(theirs, str) else
+                 isinstance(prompt, str) and bool(prompt) and bool(graph.input_string) and prompt != graph.input_string)
+        if other:
+            raise WorkbenchError(f"--slug: the default {slug!r} already names another graph in {str(index)!r}; "
+                                 f"pass --slug NAME to keep both, or --slug {slug} to replace it.")
 
 
 def _viewer_groups(groups: Any, path_str: str) -> Any:
@@ -290,19 +300,21 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _check_supernodes_graph(recorded: dict[str, Any], graph: Any, path: str | None) -> None:
-    """A `workbench cluster` file must be of this graph: the prompt and node fingerprint it records (when it
-    records them)."""
+    """A `workbench cluster` file must be of this graph: by the node fingerprint it records (the same graph as
+    .npz or safetensors passes), or for a file written before fingerprints, by its prompt."""
     from tracer.errors import WorkbenchError
 
+    made_on = recorded.get("graph_fingerprint")
+    if isinstance(made_on, str):
+        if made_on != graph.node_fingerprint():
+            raise WorkbenchError(f"--supernodes must be groups of this graph; got groups of another graph in {path!r} "
+                                 "(its nodes differ: another prompt, other transcoders or another feature cap). "
+                                 "Cluster this graph with `workbench cluster`.")
+        return
     prompt = recorded.get("prompt")
-    if isinstance(prompt, str) and graph.input_string and prompt != graph.input_string:  # .npz graphs record none
+    if isinstance(prompt, str) and prompt and graph.input_string and prompt != graph.input_string:
         raise WorkbenchError(f"--supernodes must be groups of this graph ({graph.input_string!r}); got groups of "
                              f"{prompt!r} in {path!r}. Cluster this graph with `workbench cluster`.")
-    made_on = recorded.get("graph_fingerprint")  # files from before fingerprints: the prompt check alone
-    if made_on is not None and made_on != graph.node_fingerprint():
-        raise WorkbenchError(f"--supernodes must be groups of this graph; got groups of another graph of the same "
-                             f"prompt in {path!r} (other transcoders, tokens or feature cap: the nodes differ). "
-                             "Cluster this graph with `workbench cluster`.")
 
 
 def run_import_pt(args: argparse.Namespace) -> int:

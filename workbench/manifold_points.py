@@ -22,7 +22,7 @@ import torch
 
 from tracer.activations import ActivationConfig, ActivationStore, PromptRecord, collect_activations
 from tracer.activations.store import INDEX
-from tracer.errors import WorkbenchError
+from tracer.errors import StaleRunError, WorkbenchError
 from tracer.io import atomic_write_json
 from tracer.models import LoadedModel
 from tracer.replacement import decode_features
@@ -120,12 +120,12 @@ def _collect_or_replace(loaded: LoadedModel, transcoders: Transcoders, records: 
     try:
         return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose,
                                    allow_unk=allow_unk)
-    except WorkbenchError as err:
-        if not (out_dir / INDEX).is_file():
-            raise
+    except StaleRunError:  # a run of other prompts or settings (any other refusal is the caller's to see)
         if not (out_dir / CACHE_MARK).is_file():  # a run the user made (workbench activations): never deleted
-            raise WorkbenchError(f"{err} It was not made by this command, so it is kept: move it, or choose "
-                                 "another --out.") from None
+            raise WorkbenchError(f"{out_dir} holds an activation run of other prompts or settings without the mark "
+                                 f"of a manifold command's cache ({CACHE_MARK}: a run of `workbench activations`, or a "
+                                 "cache from before the mark), so it is kept. Move or delete it, or choose another "
+                                 "--out.") from None
         logger.warning("replacing the stale activation run in %s (other prompts, model or settings)", out_dir)
         shutil.rmtree(out_dir)  # a cache folder of ours that holds another run
         return collect_activations(loaded, transcoders, list(records), out_dir, cfg, verbose=verbose,

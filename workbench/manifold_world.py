@@ -40,7 +40,7 @@ from analyses.manifolds.tiling import TilingResult, compute_tiling
 from tracer.activations import PromptRecord
 from tracer.errors import WorkbenchError
 from tracer.folders import folder_hint
-from tracer.io import atomic_write_json
+from tracer.io import atomic_write_json, loads_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 from workbench.manifold_inputs import POSITIONS, FitInputs, answer_token
@@ -121,11 +121,17 @@ def family_features(labels_path: Path, family: str, n_layers: int,
     if not labels_path.is_file():
         logger.warning("no labels file %s: the family's features are unknown", labels_path)
         return out
-    for line in labels_path.read_text().split("\n"):
-        if line.strip():
-            rec = json.loads(line)
+    for n, line in enumerate(labels_path.read_text(encoding="utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = loads_json(line)
             if rec.get("family") == family and (side is None or rec.get("side") == side):
                 out[int(rec["layer"])].append(int(rec["feature"]))
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
+            raise WorkbenchError(f"--world labels must be JSON lines with an integer layer and feature; got line {n} "
+                                 f"of {str(labels_path)!r} ({type(err).__name__}: {str(err)[:80]}). Rebuild the world "
+                                 "or fix the file.") from None
     return [sorted(f) for f in out]
 
 
@@ -159,8 +165,8 @@ def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n
     with the family's features of the ``kind`` ("plt" | "clt") transcoders."""
     manifest_path = world / "manifest.json"
     try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        manifest: dict[str, Any] = loads_json(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise WorkbenchError(f"--world must hold a readable manifest.json; got {str(manifest_path)!r} "
                              f"({type(err).__name__}).{folder_hint(world, 'world')}") from None
     if family not in manifest.get("families", {}):

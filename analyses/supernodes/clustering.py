@@ -220,7 +220,8 @@ class SupernodeClustering(Estimator):
                                  f"{int(cand[0]) if cand[0] < 0 else int(cand[-1])}.")
         if cand.size == 0:
             raise ValueError("graph must have at least one feature node to cluster; got none (an empty or "
-                             "fully pruned graph). Lower the prune thresholds or trace another prompt.")
+                             "fully pruned graph). Raise the prune thresholds (the shares of influence and edge score "
+                             "kept) or trace another prompt.")
         return cand
 
     def _inputs(self, graph: Graph, work: sim.WorkingGraph, cand: np.ndarray, pos: np.ndarray, keys: np.ndarray,

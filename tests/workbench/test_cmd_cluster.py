@@ -422,8 +422,8 @@ def test_export_refuses_groups_of_another_graph_of_the_same_prompt(run, traced, 
     other = dataclasses.replace(graph, active_features=feats).save(tmp_path / "other.safetensors")
     status, _, err = run("export", str(other), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
     assert status == 2 and not (tmp_path / "v").exists()
-    _one_line_error(err, "export", "--supernodes must be groups of this graph; got groups of another graph of the "
-                                   "same prompt")
+    _one_line_error(err, "export", "--supernodes must be groups of this graph; got groups of another graph in")
+    assert "its nodes differ" in err
 
 
 def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path) -> None:
@@ -461,6 +461,20 @@ def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path)
     assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g")[0] == 0  # replaced, as asked
     assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g2")[0] == 0
     assert len(json.loads((tmp_path / "v" / "graph-metadata.json").read_text())["graphs"]) == 4
+    # an entry from before fingerprints: its prompt decides; a damaged index is the export's one-line error
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "graph-metadata.json").write_text(json.dumps({"graphs": [{"slug": "g", "prompt": "another prompt"}]}))
+    status, _, err = run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(legacy))
+    assert status == 2
+    _one_line_error(err, "export", "--slug: the default 'g' already names another graph")
+    for text in ('{"graphs": 5}', '{"graphs": null}', '{"graphs": [{"slug": "g", "info": "x"}]}',
+                 '{"graphs":' + "[" * 100_000 + "]" * 100_000 + "}"):
+        (legacy / "graph-metadata.json").write_text(text)
+        status, _, err = run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(legacy))
+        assert status in (0, 2) and "Traceback" not in err, (text[:40], err)
+        if status == 2:
+            _one_line_error(err, "export", "graph-metadata.json")
 
 
 def _prune_mutants() -> dict[str, tuple[Any, str]]:
@@ -553,6 +567,10 @@ def test_export_supernodes_onto_the_npz_copy_and_of_another_schema(run, traced, 
     npz = tmp_path / "g.npz"
     Graph.load(traced["graph"]).save(npz)
     status, _, err = run("export", str(npz), "--supernodes", str(sn), "--out", str(tmp_path / "v"), "--scan", "tiny")
+    assert status == 0, err
+    sn_npz = tmp_path / "sn_npz.json"  # the other way: groups made on the .npz (no prompt) onto the safetensors
+    assert run("cluster", str(npz), "--out", str(sn_npz))[0] == 0
+    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn_npz), "--out", str(tmp_path / "v3"))
     assert status == 0, err
     doc = json.loads(sn.read_text())
     doc["schema_version"] = 99

@@ -443,7 +443,9 @@ def test_fit_keeps_a_users_activation_run_and_replaces_only_its_own_cache(month_
             "--quiet"]
     code, _, err = run(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
-    assert "It was not made by this command, so it is kept: move it, or choose another --out." in err
+    assert ("holds an activation run of other prompts or settings without the mark of a manifold command's cache "
+            "(workbench-cache.json: a run of `workbench activations`, or a cache from before the mark), so it is "
+            "kept. Move or delete it, or choose another --out.") in err
     assert (out / "activations" / "index.json").read_bytes() == index and not (out / "manifold.json").exists()
     (out / "activations").rename(tmp_path / "mine")  # moved away as told: the fit makes its own cache
     assert run(capsys, *argv)[0] == 0 and (out / "activations" / "workbench-cache.json").is_file()

@@ -115,3 +115,24 @@ def test_discover_leaves_no_out_on_a_bad_corpus_and_allows_unknown_words(tmp_pat
     assert "--allow-unk" in err
     assert main(["--quiet", *argv, "--prompts", str(unk), "--out", str(tmp_path / "d"), "--allow-unk"]) == 0
     assert (tmp_path / "d" / "discovery.json").is_file()
+
+
+@pytest.mark.parametrize("damage,needle", [
+    (lambda w: (w / "labels_plt.jsonl").write_text((WORLD / "labels_plt.jsonl").read_text()
+                                                   + '{"layer": 1, "feature": \n'),
+     "--world labels must be JSON lines with an integer layer and feature; got line"),
+    (lambda w: (w / "manifest.json").write_text(DEEP), "--world must hold a readable manifest.json"),
+])
+def test_a_damaged_world_is_one_line(tmp_path, capsys, damage, needle) -> None:
+    """A user's --world with a truncated labels line or a manifest nested too deeply crashed manifold fit with
+    JSONDecodeError / RecursionError tracebacks."""
+    world = tmp_path / "w"
+    world.mkdir()
+    for name in ("model", "plt", "clt"):
+        (world / name).symlink_to(WORLD / name)
+    for name in ("manifest.json", "labels_plt.jsonl"):
+        (world / name).write_text((WORLD / name).read_text())
+    damage(world)
+    err = _one_line(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--world", str(world),
+                    "--family", "day", "--layer", "3", "--out", str(tmp_path / "f"))
+    assert needle in err and not (tmp_path / "f" / "manifold.json").exists()

@@ -36,7 +36,7 @@ from tracer.activations.store import (
     shard_name,
 )
 from tracer.config import ActivationConfig
-from tracer.errors import WorkbenchError
+from tracer.errors import StaleRunError, WorkbenchError
 from tracer.io import TEMP_PREFIX, atomic_path, check_output_path, json_safe
 from tracer.models.forward import capture
 from tracer.models.loaded import LoadedModel
@@ -167,7 +167,7 @@ def _resume(out: Path, base: dict[str, Any], entries: list[dict[str, Any]]) -> d
     """The index of the same run in ``out``, listing its finished shards that read back intact."""
     index = read_run_index(out)
     if index.get("fingerprint") != base["fingerprint"]:
-        raise WorkbenchError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
+        raise StaleRunError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
                              "a run of other prompts, model or settings. Use a new output folder.")
     shards = index.get("shards")
     listed = [e for e in entries if isinstance(shards, list) and e in shards]  # entries as this run writes them
