@@ -52,6 +52,7 @@ def _fake_module(monkeypatch: pytest.MonkeyPatch, name: str, **classes: type) ->
 def _save_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: Graph, *, legacy: bool = False,
              scan: Any = "demo-scan", cfg: str = "unified") -> Path:
     """Write `graph` the way circuit-tracer 0.5.0's Graph.to_pt does, with its class paths."""
+    before = sys.modules.get("circuit_tracer")  # the real package where it is installed, else None
     with monkeypatch.context() as m:
         _fake_module(m, "circuit_tracer.attribution.targets", LogitTarget=LogitTarget)
         _fake_module(m, "circuit_tracer.utils.tl_nnsight_mapping", UnifiedConfig=UnifiedConfig)
@@ -73,7 +74,7 @@ def _save_ct(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, graph: Graph, *, l
         }
         path = tmp_path / "graph.pt"
         torch.save(data, path)
-    assert "circuit_tracer" not in sys.modules
+    assert sys.modules.get("circuit_tracer") is before  # the fakes are gone again
     return path
 
 
