@@ -4,7 +4,6 @@ repeated."""
 
 import argparse
 import os
-from pathlib import Path
 from typing import Any
 
 _INTERNAL = frozenset({"argv", "func", "handler", "fast_exit", "global_quiet", "global_verbose"})
@@ -14,7 +13,7 @@ def _plain(value: Any) -> Any:
     """An option's value as JSON: paths as strings, tuples as lists; anything else by its text."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
-    if isinstance(value, (os.PathLike, Path)):
+    if isinstance(value, os.PathLike):
         return os.fspath(value)
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]

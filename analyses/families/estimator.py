@@ -35,7 +35,7 @@ from analyses.families.cluster import (
 )
 from analyses.families.coactivation import as_csr, check_self_column, coactivation_profiles, jaccard_pairs
 from analyses.families.config import FamiliesConfig
-from analyses.families.knn import knn, knn_affinity, unit_rows
+from analyses.families.knn import content_key, knn, knn_affinity, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
 
 logger = logging.getLogger(__name__)
@@ -209,9 +209,8 @@ class FeatureFamilies(Estimator):
         g_idx, g_sim = self._combined_lists(U, idx, cos, profiles, A, lam)
         self._tick("graph")
         if method == "hdbscan":
-            key = U @ np.random.default_rng(0).standard_normal(U.shape[1], dtype=np.float32)  # (n,) content order
             fam = hdbscan_families(g_idx, g_sim, min_cluster_size=self.min_cluster_size, min_samples=self.min_samples,
-                                   key=key)
+                                   key=content_key(U, self.random_state))
             fam = drop_weak(fam, g_idx, g_sim, self.min_similarity)
         else:
             fam = component_families(knn_affinity(g_idx, g_sim, n, min_cosine=self.min_similarity))

@@ -23,6 +23,14 @@ def _scaled_norms(rows: np.ndarray) -> np.ndarray:
     return top * np.linalg.norm(rows / safe[:, None], axis=1)
 
 
+def content_key(rows: np.ndarray, seed: int) -> np.ndarray:
+    """(n,) each row's projection on a seeded random direction: a value that depends only on the row's
+    content, so sorting by it puts the same rows in one order whatever order they came in (pynndescent and
+    HDBSCAN depend on the order of their points)."""
+    direction = np.asarray(np.random.default_rng(seed).standard_normal(rows.shape[1]))  # (d,)
+    return rows @ direction.astype(rows.dtype if rows.dtype.kind == "f" else np.float64)  # (n,): no float64 copy
+
+
 def unit_rows(X: np.ndarray, *, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(rows of ``X`` (n_samples, n_features) scaled to unit norm as float32, boolean mask of the
     rows that had a non-zero norm). Zero rows stay zero. A float32 array whose rows already have
@@ -87,9 +95,7 @@ def approx_knn(U: np.ndarray, k: int, *, random_state: int = 0, proj_dim: int = 
         R = np.random.default_rng(random_state).standard_normal((d, proj_dim)).astype(np.float32)  # (d, proj_dim)
         search, _ = unit_rows(U @ R)  # (n, proj_dim)
         n_cand = oversample * k
-    # pynndescent's result depends on the order of its rows: they go in an order fixed by their content
-    # (a seeded projection), so the same features in another order get the same neighbours
-    canon = np.argsort(search @ np.random.default_rng(random_state).standard_normal(search.shape[1]), kind="stable")
+    canon = np.argsort(content_key(search, random_state), kind="stable")  # (n,) rows in content order
     nnd = NNDescent(search[canon], metric="dot", n_neighbors=min(n_cand + 1, n), random_state=random_state,
                     n_jobs=1, low_memory=True, compressed=True)
     found, _ = nnd.neighbor_graph  # (n, n_cand + 1) in canonical order: each row's own index usually among them
