@@ -50,3 +50,17 @@ def test_version_matches_the_distribution(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"manifold-workbench {declared}"
+
+
+def test_declared_licence_ships_and_package_data_globs_match_files():
+    """The licence pyproject declares has its text beside it (a wheel carries LICENSE as its
+    license file), and every package-data glob names files that exist."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    package_dirs = {"manifold_workbench_data": ROOT / "data"}
+    for package, globs in project["tool"]["setuptools"]["package-data"].items():
+        folder = package_dirs.get(package, ROOT / package.replace(".", "/"))
+        for pattern in globs:
+            assert any(p.is_file() for p in folder.glob(pattern)), f"package-data {package}: {pattern} matches no file"

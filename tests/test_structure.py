@@ -105,3 +105,12 @@ def test_layering_is_enforced_by_ruff(tmp_path):
     finally:
         probe.unlink()
     assert out.returncode == 1 and "tracer must not import analyses" in out.stdout, out.stdout + out.stderr
+
+
+def test_help_imports_no_torch():
+    """`workbench --help` registers every subcommand; registering one must not import torch,
+    transformers or a plotting library (style C6: heavy modules inside subcommands; help stays fast)."""
+    code = ("import sys, workbench.cli as c; c.build_parser(['--help']); "
+            "print(','.join(m for m in ('torch', 'transformers', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"`workbench --help` imports {out.stdout.strip()}"

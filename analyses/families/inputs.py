@@ -12,16 +12,22 @@ ways to compare features:
 * ``"sum"``: the sum of its decoders (its total write to the residual stream).
 """
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from tracer.transcoders.base import Transcoders
-from tracer.transcoders.mmap import MappedTensor
+import numpy as np
+
+if TYPE_CHECKING:  # torch is imported where decoders are read: `workbench --help` does not pay for it
+    import torch
+
+    from tracer.transcoders.base import Transcoders
+    from tracer.transcoders.mmap import MappedTensor
 
 CLT_MODES = ("concat", "into", "sum")
 
 
-def _full(w: torch.Tensor | MappedTensor) -> torch.Tensor:
+def _full(w: "torch.Tensor | MappedTensor") -> "torch.Tensor":
+    from tracer.transcoders.mmap import MappedTensor
+
     return w.full() if isinstance(w, MappedTensor) else w
 
 
@@ -34,10 +40,12 @@ def place_decoders(W_dec: np.ndarray, n_layers: int) -> np.ndarray:
     return out
 
 
-def decoder_matrix(transcoders: Transcoders, layers: int | list[int] | str = "all", *,
+def decoder_matrix(transcoders: "Transcoders", layers: int | list[int] | str = "all", *,
                    clt_mode: str = "concat") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(X (n_rows, dim) float32, layer (n_rows,), feature (n_rows,))`` for the chosen layers
     ("all", one layer or a list); for ``clt_mode="into"`` the chosen layers are analysed layers."""
+    import torch
+
     if clt_mode not in CLT_MODES:
         raise ValueError(f"clt_mode must be one of {list(CLT_MODES)}; got {clt_mode!r}.")
     n_layers = transcoders.n_layers
