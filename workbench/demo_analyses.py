@@ -15,6 +15,7 @@
   truth is shown next to the ranking, never used by it.
 """
 
+import dataclasses
 import logging
 import tempfile
 from pathlib import Path
@@ -279,7 +280,8 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
         steering=rows, files={"answer-position fit": str(answer_dir / "fit.json"),
                               "family-word fit": str(word_dir / "fit.json")})
     stats = {"answer": _fit_stats(answer), "word": _fit_stats(word),
-             "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows)},
+             "steering_demo_prompt": {"prompt": prompt, "hits": hits, "n": len(rows),
+                                      "rows": [dataclasses.asdict(r) for r in rows]},
              "tiling_feature_layer": (answer.get("tiling") or {}).get("feature_layer")}
     return view, stats
 

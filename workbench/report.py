@@ -3,11 +3,13 @@ no network).
 
 Input is typed data (:class:`GraphSection`, with an optional :class:`CircuitView` of its readable
 circuit, and :class:`ManifoldView` s), computed elsewhere; this module only renders. Figures made
-by ``analyses`` Display objects arrive as SVG text (``Display.to_svg()``) and are inlined as they are.
+by ``analyses`` Display objects arrive as SVG text (``Display.to_svg()``) and are inlined with their
+element ids made unique to the page (:func:`scope_svg_ids`).
 """
 
 import html
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -157,6 +159,34 @@ font-family:monospace} .muted{color:#595959} svg{border:1px solid #eee;backgroun
 
 def _esc(x: object) -> str:
     return html.escape(str(x))
+
+
+_SVG_ELEMENT = re.compile(r"<svg\b.*?</svg>", re.S)
+_ID = re.compile(r'\bid="([^"]+)"')
+
+
+def scope_svg_ids(svg: str, prefix: str) -> str:
+    """``svg`` with every id it defines, and every reference to one (``url(#id)``, ``href="#id"``,
+    ``xlink:href="#id"``), prefixed: matplotlib names its glyphs, clip paths and markers alike in every
+    figure, so figures inlined side by side would share ids (invalid HTML, and a figure whose
+    definitions sit in a hidden one loses its text and clipping)."""
+    ids = set(_ID.findall(svg))
+    if not ids:
+        return svg
+
+    def ref(m: re.Match[str]) -> str:
+        name = m.group(2)
+        return f"{m.group(1)}{prefix}{name}{m.group(3)}" if name in ids else m.group(0)
+
+    svg = _ID.sub(lambda m: f'id="{prefix}{m.group(1)}"', svg)
+    svg = re.sub(r"(url\(#)([^)\s]+)(\))", ref, svg)
+    return re.sub(r'((?:xlink:)?href="#)([^"]+)(")', ref, svg)
+
+
+def _scope_page_svgs(body: str) -> str:
+    """Each inlined ``<svg>`` of the page with ids of its own (``f1-``, ``f2-``, ... in page order)."""
+    count = iter(range(1, 1 << 30))
+    return _SVG_ELEMENT.sub(lambda m: scope_svg_ids(m.group(0), f"f{next(count)}-"), body)
 
 
 def _svg(sec: GraphSection, width: int = 1100, height: int = 520) -> str:
@@ -328,6 +358,7 @@ def render_report(title: str, intro: str, sections: list[GraphSection],
                   manifolds: list[ManifoldView] | None = None, discoveries: list[DiscoveryView] | None = None) -> str:
     body = ("".join(_section(s) for s in sections) + "".join(_manifold(m) for m in manifolds or [])
             + "".join(_discovery(d) for d in discoveries or []))
+    body = _scope_page_svgs(body)
     return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{_esc(title)}</title>"
             "<meta name=viewport content='width=device-width, initial-scale=1'>"
             f"<meta name=generator content='manifold-workbench report schema {SCHEMA_VERSION}'>"

@@ -86,7 +86,13 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
         assert day[where]["frequency"] == 1 and day[where]["order_matches"], (where, day[where])
         assert day[where]["causal"]["fitted_success"] >= 0.9 and day[where]["causal"]["random_success"] <= 0.1
     assert day["answer"]["layer"] == 4 and day["word"]["layer"] == 0
-    assert day["steering_demo_prompt"] == {"prompt": "Two days after Friday is", "hits": 7, "n": 7}
+    steer = day["steering_demo_prompt"]
+    assert {k: steer[k] for k in ("prompt", "hits", "n")} == {"prompt": "Two days after Friday is", "hits": 7, "n": 7}
+    # the report's steering table is in the JSON too: one row per target day, the answer that day + 2
+    assert [r["target"] for r in steer["rows"]] == ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday",
+                                                  "Saturday", "Sunday"]
+    assert all(r["answer"].strip() == r["expected"] and 0 < r["probability"] <= 1 for r in steer["rows"])
+    assert steer["rows"][0]["expected"] == "Wednesday"
     from workbench.demo import headline
 
     lines = headline(summary["graphs"], summary["manifolds"])  # what the terminal shows without --quiet
