@@ -117,6 +117,9 @@ class FamilyManifold:
     """(n_strong,) token rows of A the direction cloud came from"""
     coordinate: np.ndarray
     """(n_strong,) each of those rows' angle on the closed principal curve"""
+    unscored_reason: str = ""
+    """why the family was not scored ("" when it was): too few strong rows, one member, or a cloud
+    with fewer than two principal components above ``min_variance_ratio``"""
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent result (a hand-edited or damaged file): arrays whose dimensions disagree."""
@@ -129,6 +132,7 @@ class FamilyManifold:
         """The JSON-friendly numbers."""
         return {"score": self.score, "loop_score": self.loop_score, "n_members": len(self.members),
                 "n_points": self.n_points, "n_strong": self.n_strong, "scored": self.scored,
+                "unscored_reason": self.unscored_reason,
                 "loop_quality": self.loop_quality,
                 "loop_irreducibility": self.loop_irreducibility, "loop_pair": self.loop_pair,
                 "radius_cv": self.radius_cv, "largest_gap": self.largest_gap, "engels_score": self.engels_score,
@@ -279,10 +283,11 @@ def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) ->
     return float((finite[:, 1] - finite[:, 0]).max() / diameter) if len(finite) and diameter > 0 else 0.0
 
 
-def _unscored(name: str, members: list[int], n_points: int, d: int, n_basis: int) -> FamilyManifold:
+def _unscored(name: str, members: list[int], n_points: int, d: int, n_basis: int, reason: str) -> FamilyManifold:
     nan = float("nan")
     return FamilyManifold(
-        name=name, members=members, n_points=n_points, n_strong=0, scored=False, score=nan, loop_score=nan,
+        name=name, members=members, n_points=n_points, n_strong=0, scored=False, unscored_reason=reason,
+        score=nan, loop_score=nan,
         explained_variance_ratio=np.zeros(0), mixture=[], separability=[], engels_score=nan, raw_score=nan,
         loop_pair=0, loop_quality=nan, loop_irreducibility=nan, radius_cv=nan, largest_gap=nan, h1_persistence=None,
         curve_r2_closed=nan, curve_r2_open=nan, direction_mean=np.zeros(d), direction_components=np.zeros((d, 0)),
@@ -346,12 +351,18 @@ def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[in
     k = min(cfg.n_components, len(members), W.shape[1])
     n_basis, d = 1 + 2 * cfg.n_harmonics, W.shape[1]
     strong, Rn = strong_directions(R, cfg.strong_fraction) if len(rows) else (np.zeros(0, np.int64), R)
-    if len(strong) < cfg.min_points or k < 2:
-        return _unscored(name, members, len(rows), d, n_basis)
+    if k < 2:
+        why = "it has one member" if len(members) < 2 else f"its decoders have {W.shape[1]} dimension(s)"
+        return _unscored(name, members, len(rows), d, n_basis, f"{why}: a loop needs two")
+    if len(strong) < cfg.min_points:
+        return _unscored(name, members, len(rows), d, n_basis,
+                         f"it fired strongly on {len(strong)} rows (of {len(rows)} firing), fewer than min_points "
+                         f"{cfg.min_points}")
     n_mean, n_axes, ratios = pca(Rn, k)
     k = int((ratios >= cfg.min_variance_ratio).sum())  # drop (numerically) empty components
     if k < 2:
-        return _unscored(name, members, len(rows), d, n_basis)
+        return _unscored(name, members, len(rows), d, n_basis,
+                         f"its cloud has {k} principal component(s) above min_variance_ratio {cfg.min_variance_ratio}")
     n_axes, ratios = n_axes[:, :k], ratios[:k]
     Zn = (Rn - n_mean) @ n_axes  # (n_strong, k)
     scores = pair_scores(Zn[_metric_sample(len(Zn), cfg, rng)], cfg.irreducibility)

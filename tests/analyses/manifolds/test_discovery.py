@@ -1,6 +1,7 @@
 """ManifoldDiscovery ranks a planted ring above mixtures of lines and a blob; contract and round trip."""
 
 import dataclasses
+import re
 from typing import Any
 
 import numpy as np
@@ -81,8 +82,14 @@ def test_small_families_are_ranked_last_unscored():
     A, W, families, _ = planted_layer(n_tokens=2000)
     res = ManifoldDiscovery(min_points=10_000, irreducibility=FAST).fit(A, W, {"solo": [0], "ring": families["ring"]})
     assert all(not f.scored for f in res.result_.families)
+    ring = res.result_.family("ring")  # each unscored family says why, in its summary (discovery.json) too
+    assert re.fullmatch(r"it fired strongly on \d+ rows \(of \d+ firing\), fewer than min_points 10000",
+                        ring.unscored_reason), ring.unscored_reason
+    assert ring.summary()["unscored_reason"] == ring.unscored_reason
     res = ManifoldDiscovery(irreducibility=FAST, metric_points=500).fit(A, W, {"solo": [0], "ring": families["ring"]})
     assert res.ranking_ == ["ring", "solo"] and not res.result_.family("solo").scored
+    assert res.result_.family("solo").unscored_reason == "it has one member: a loop needs two"
+    assert res.result_.family("ring").scored and res.result_.family("ring").unscored_reason == ""
 
 
 def test_loop_test_and_principal_curve_on_clean_shapes():
