@@ -2,6 +2,7 @@
 
 import json
 import logging
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -126,7 +127,15 @@ def _causal(loaded: LoadedModel, tcs: Transcoders, spec: FitSpec, X: np.ndarray,
     cases = cases_for(tokens, positions, y, inputs.answers, X, cfg.causal_targets, cfg.seed)
     report = real_model_scores(loaded, tcs, splits, cases, use=use, seed=cfg.seed,
                                freeze_attention=cfg.freeze_attention, steering=False)
-    return {"how": how, **report}
+    return {"how": how, **report, "answer_tokens": answer_texts(loaded, inputs)}
+
+
+def answer_texts(loaded: LoadedModel, inputs: FitInputs) -> dict[str, list[str]] | None:
+    """Per value, the distinct answer tokens its records are checked against, as text (" Monday")."""
+    tok = loaded.tokenizer
+    if tok is None:
+        return None
+    return {name: sorted({tok.decode([int(a)]) for a in inputs.answers[:, v]}) for v, name in enumerate(inputs.names)}
 
 
 def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, layer: int | None, position: str,
@@ -174,8 +183,10 @@ def fit_and_check(loaded: LoadedModel, tcs: Transcoders, inputs: FitInputs, laye
 
 
 def warn_value_tokens(loaded: LoadedModel, inputs: FitInputs, positions: np.ndarray) -> None:
-    """Warn when records' token at their 'position' is not their value's word (a position off by one, or
-    pointing at another word, fits the wrong token silently)."""
+    """Warn when records' token at their 'position' is not inside an occurrence of their value's word
+    (a position off by one, or pointing at another word, fits the wrong token silently). Any token of
+    a value split into subwords passes, and so does the space token before it; "Th" of "Three" does
+    not pass for "Thursday"."""
     tok = loaded.tokenizer
     if tok is None:
         return
@@ -183,13 +194,27 @@ def warn_value_tokens(loaded: LoadedModel, inputs: FitInputs, positions: np.ndar
     for i, (rec, v) in enumerate(zip(inputs.records, inputs.values)):
         if v < 0:
             continue
-        word = tok.decode([int(rec.meta["tokens"][int(positions[i])])]).strip()
-        if word != inputs.names[v] and not inputs.names[v].startswith(word or "\0"):  # a value's first token passes
-            off.append((i, word, inputs.names[v]))
+        ids = [int(t) for t in rec.meta["tokens"]]
+        pos = int(positions[i]) % len(ids)
+        if not token_in_word(tok, ids, pos, inputs.names[v]):
+            off.append((i, tok.decode([ids[pos]]).strip(), inputs.names[v]))
     if off:
         i, word, name = off[0]
         logger.warning("%d of %d prompt records have a token other than their value's word at 'position' (prompt "
                        "%d: %r for %r); check the positions (BOS = 0)", len(off), len(inputs.records), i, word, name)
+
+
+def token_in_word(tok: Any, ids: list[int], pos: int, word: str) -> bool:
+    """Whether token ``pos`` of ``ids`` lies inside an occurrence of ``word`` in their decoded text, or is
+    whitespace just before one. A token's characters are those its decoding adds to the prefix's."""
+    text = tok.decode(ids)
+    start, end = len(tok.decode(ids[:pos])), len(tok.decode(ids[:pos + 1]))
+    seg = text[start:end]
+    if not seg.strip():  # a bare space token, as byte-level BPE makes before some words
+        return any(start >= len(text[:m.start()].rstrip()) and end <= m.start()
+                   for m in re.finditer(re.escape(word), text))
+    first, last = start + len(seg) - len(seg.lstrip()), end - (len(seg) - len(seg.rstrip()))
+    return any(m.start() <= first and last <= m.end() for m in re.finditer(re.escape(word), text))
 
 
 def check_fit_inputs(inputs: FitInputs, fit_cfg: ManifoldFitConfig) -> None:
@@ -265,6 +290,8 @@ def steer_inputs(loaded: LoadedModel, tcs: Transcoders, fit: ManifoldFitResult, 
         positions = np.array([int(r.meta["position"]) for r in inputs.records])
         X = pts.residual(layer, positions)
         tokens = [list(r["tokens"]) for r in pts.records]
+        if fit.position == "value":
+            warn_value_tokens(loaded, _with_tokens(inputs, pts), positions)
     keep = inputs.heldout if heldout_only else np.ones(len(X), bool)
     if not keep.any():
         raise WorkbenchError("prompts to steer must be non-empty; got none (no held-out prompts).")
@@ -276,4 +303,5 @@ def steer_inputs(loaded: LoadedModel, tcs: Transcoders, fit: ManifoldFitResult, 
     res = steer_check(loaded, tcs, fit, cases, freeze_attention=freeze_attention)
     rate, ci = grouped_rate(res.outcomes, res.case_index, len(cases))
     return {"success_rate": rate, "success_rate_ci": ci, "n": res.n, "n_prompts": len(cases), "layer": layer,
-            "position": fit.position, "prompts": "world held-out arithmetic prompts" if heldout_only else "given"}
+            "position": fit.position, "prompts": "world held-out arithmetic prompts" if heldout_only else "given",
+            "answer_tokens": answer_texts(loaded, inputs)}

@@ -5,14 +5,16 @@ Two sources give the same :class:`FitInputs`:
 * a JSONL prompt file of records ``{"prompt", "value", "position"?, "answers"?, "split"?}`` with
   the value names given on the command line (``value``: one of them; ``position``: the token
   index of the variable, BOS = 0, negative from the end, needed for ``--position value``;
-  ``answers``: the answer token when the variable takes each value, default the value names
-  themselves; ``split: "heldout"`` marks prompts kept out of the fit);
+  ``answers``: the answer token when the variable takes each value, by default each value name as
+  the next word of the prompt (:func:`continuation_token`: " Monday" after "... is" for a subword
+  tokenizer that has both "Monday" and " Monday"); ``split: "heldout"`` marks prompts kept out of the fit);
 * a demo world's family (``--world DIR --family NAME``; :func:`workbench.manifold_world.world_inputs`):
   its arithmetic prompts, whose held-out combinations are kept out of the fit.
 """
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -65,6 +67,46 @@ def answer_token(loaded: LoadedModel, text: str) -> int:
     return ids[0]
 
 
+def _plain_ids(tok: Any, text: str) -> list[int]:
+    return [int(i) for i in tok(text, add_special_tokens=False)["input_ids"]]
+
+
+def continuation_token(loaded: LoadedModel, prompt: str, name: str) -> int | None:
+    """The one token that continues ``prompt`` with the word ``name``, or None when there is none: the
+    name on its own after a prompt that ends in whitespace (the space is already a token of the
+    prompt), else the token that " name" (or, for a language without spaces, "name") adds to the
+    prompt's own tokens. This is the token a model predicts for that answer: a byte-level BPE
+    tokenizer has both "Monday" and " Monday", and only the second follows "... is"."""
+    tok = loaded.tokenizer
+    unk = getattr(tok, "unk_token_id", None)
+    if prompt[-1:].isspace():
+        ids = _plain_ids(tok, name)
+        return ids[0] if len(ids) == 1 and ids[0] != unk else None
+    base = _plain_ids(tok, prompt)
+    for text in (prompt + " " + name, prompt + name):
+        ids = _plain_ids(tok, text)
+        if len(ids) == len(base) + 1 and ids[:len(base)] == base and ids[-1] != unk:
+            return ids[-1]
+    return None
+
+
+def default_answers(loaded: LoadedModel, prompt: str, names: list[str], where: str) -> list[int]:
+    """Each value name's :func:`continuation_token` after ``prompt``, one distinct token per value."""
+    if loaded.tokenizer is None:
+        raise WorkbenchError(f"model folder must hold a tokenizer to read answers; got none in {loaded.model_id!r}.")
+    ids = [continuation_token(loaded, prompt, n) for n in names]
+    missing = [n for n, i in zip(names, ids) if i is None]
+    if missing:
+        raise WorkbenchError(f"{where}: value {missing[0]!r} must continue the prompt as one known token to be its "
+                             f"default answer; got {_plain_ids(loaded.tokenizer, ' ' + missing[0])} for "
+                             f"{' ' + missing[0]!r}. Give the record's 'answers' (one token per value, with the "
+                             "leading space the tokenizer expects).")
+    if len(set(ids)) != len(ids):
+        raise WorkbenchError(f"{where}: the values' default answers must be distinct tokens; got {ids} for "
+                             f"{names}. Give the record's 'answers'.")
+    return [int(i) for i in ids if i is not None]
+
+
 def _record(i: int, rec: PromptRecord) -> str:
     """'prompt 2 (prompt file line 5)': the record's index (from 0, as the activation collector names
     prompts) and where it is in its file."""
@@ -98,7 +140,6 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
     if position not in POSITIONS:
         raise WorkbenchError(f"--position must be one of {list(POSITIONS)}; got {position!r}.")
     names = check_names(names)
-    default_answers: list[int] | None = None  # the value names as answer tokens, made when a record needs them
     records, values, answers, heldout = [], [], [], []
     for i, rec in enumerate(read_prompts(path)):
         values.append(_value_of(rec, names, i, values_required))
@@ -110,8 +151,7 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
                                      f"got {given!r}.")
             answers.append([answer_token(loaded, str(a)) for a in given])
         elif position == "last":  # at the answer, a record without 'answers' is answered by the value names
-            default_answers = default_answers or [answer_token(loaded, n) for n in names]
-            answers.append(default_answers)
+            answers.append(default_answers(loaded, rec.prompt, names, _record(i, rec)))
         else:
             answers.append([-1] * len(names))  # unknown: the real-model checks refuse these records
         heldout.append(rec.meta.get("split") == "heldout")

@@ -402,10 +402,11 @@ def test_short_value_names_with_answers_in_every_record(tmp_path, capsys):
     assert code == 0, err
     rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
     assert rep["values"] == short and rep["frequency"] == 1 and rep["causal"]["n_prompts"] == 2
+    assert rep["causal"]["answer_tokens"] == {s: [d] for s, d in zip(short, DAYS)}  # what the check compared with
     records[0].pop("answers")  # a record that needs the value names as answers: refused by name
     prompts = write_jsonl(tmp_path / "days2.jsonl", records)
     code, _, err = run(capsys, *argv[:7], prompts, *argv[8:], "--out", str(tmp_path / "fit2"))
-    assert code == 2 and "answer 'Mon' must be one known token" in err, err
+    assert code == 2 and "value 'Mon' must continue the prompt as one known token" in err, err
 
 
 def test_a_position_that_misses_the_value_word_is_warned_about(tmp_path, capsys, caplog):
@@ -424,6 +425,18 @@ def test_a_position_that_misses_the_value_word_is_warned_about(tmp_path, capsys,
         warned = "1 of 16 prompt records have a token other than their value's word at 'position' (prompt 5: " \
                  "'days' for 'Tuesday')"
         assert (warned in caplog.text) == (name == "off"), caplog.text
+    # steer checks its records' positions as fit does (it did not)
+    offsets = {"Two": 2, "Three": 3, "Four": 4, "Five": 5}
+    off = [{**r, "position": 2 if k == 5 else 4,
+            "answers": [DAYS[(DAYS.index(d) + offsets[str(r["prompt"]).split()[0]]) % 7] for d in days]}
+           for k, r in enumerate(records)]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="workbench.manifold_fit_run"):
+        code, _, err = run(capsys, "manifold", "steer", "--fit", str(tmp_path / "good" / "manifold.json"), "--model",
+                           MODEL, "--transcoders", PLT, "--prompts", write_jsonl(tmp_path / "steer.jsonl", off),
+                           "--out", str(tmp_path / "steer.json"), "--quiet")
+    assert code == 0, err
+    assert warned in caplog.text, caplog.text
 
 
 def test_fit_keeps_a_users_activation_run_and_replaces_only_its_own_cache(month_fit, tmp_path, capsys, caplog):
