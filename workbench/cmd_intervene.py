@@ -191,10 +191,17 @@ def _generate(args: argparse.Namespace, loaded: "LoadedModel", tc: "Transcoders"
     return out
 
 
+def token_cell(token: str, width: int = 18) -> str:
+    """A token as one table cell: quoted and escaped (its spaces, newlines and control characters visible,
+    " Tuesday" apart from "Tuesday"), cut to ``width`` with an ellipsis."""
+    shown = repr(token)
+    return shown if len(shown) <= width else shown[:width - 1] + "…"
+
+
 def _print(changes: list[dict[str, object]], gen: dict[str, dict[str, object]] | None) -> None:
-    print(f"{'token':>16} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
+    print(f"{'token':>18} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
     for row in changes:
-        line = f"{str(row['token'])[:16]:>16} {row['clean_prob']:9.4f} {row['intervened_prob']:9.4f}"
+        line = f"{token_cell(str(row['token'])):>18} {row['clean_prob']:9.4f} {row['intervened_prob']:9.4f}"
         print(f"{line} {row['delta']:+9.4f}")  # noqa: T201
     if gen:
         for name in ("clean", "intervened"):

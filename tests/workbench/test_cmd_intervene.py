@@ -38,8 +38,19 @@ def test_set_prints_changes_and_writes_json(files, capsys):
     rows = data["top_changes"]
     assert len(rows) == 4 and abs(rows[0]["delta"]) >= abs(rows[-1]["delta"]) > 0
     assert abs(rows[0]["intervened_prob"] - rows[0]["clean_prob"] - rows[0]["delta"]) < 1e-12
-    assert rows[0]["token"] in printed
+    assert repr(rows[0]["token"]) in printed
+    assert len(printed.splitlines()) == 1 + 4  # the header and one line per token
     assert not list(out.parent.glob(".*.tmp*"))  # atomic write left nothing behind
+
+
+def test_token_cells_show_spaces_and_control_characters():
+    """Subword vocabularies hold " Tuesday" next to "Tuesday", "\n" and "\r": the table printed them raw
+    (a newline split a row, a carriage return overwrote it, the leading space vanished in the alignment)."""
+    from workbench.cmd_intervene import token_cell
+
+    assert token_cell(" Tuesday") == "' Tuesday'" and token_cell("Tuesday") == "'Tuesday'"
+    assert token_cell("\n") == "'\\n'" and token_cell("\r\t") == "'\\r\\t'"
+    assert token_cell(" a-very-long-subword-token") == "' a-very-long-sub…" and len(token_cell("x" * 40)) == 18
 
 
 def test_prompt_generation_and_options(files, capsys):
