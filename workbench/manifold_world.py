@@ -141,6 +141,7 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     ("plt" | "clt") transcoders."""
     names = list(manifest["families"][family]["values"])
     rows = manifest["prompt_sets"][f"{family}_arith"]
+    check_word_tokens(loaded, [r["prompt"] for r in rows])
     p = len(names)
     ids = np.array([answer_token(loaded, n) for n in names])  # (p,)
     start = np.array([int(r["start"]) for r in rows])
@@ -157,6 +158,21 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
         features={"any": family_features(labels, family, n_layers),
                   **{s: family_features(labels, family, n_layers, s) for s in ("input", "output")}})
     return fam, rows
+
+
+def check_word_tokens(loaded: LoadedModel, prompts: list[str]) -> None:
+    """A world's positions and answers count words: refuse a model whose tokenizer splits the world's
+    words into subwords (another model than the world's), instead of reading the wrong tokens."""
+    tok = loaded.tokenizer
+    if tok is None or not prompts:
+        return
+    for i, prompt in enumerate(prompts):
+        ids, n_words = tok(prompt, add_special_tokens=False)["input_ids"], len(prompt.split())
+        if len(ids) != n_words:
+            raise WorkbenchError(f"--world's prompts must be one token per word for the model (the world's positions "
+                                 f"and answers count words); got {len(ids)} tokens for the {n_words} words of "
+                                 f"{prompts[i]!r}. Use the world's own model, or give --prompts records with "
+                                 "positions and answers for this model.")
 
 
 def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int,

@@ -66,3 +66,13 @@ def test_the_position_check_maps_subword_tokens_to_their_word(bpe):
     spaced = [*ids[:start], space, *tok("Thursday", add_special_tokens=False)["input_ids"], *ids[stop:]]
     assert tok.decode(spaced) == tok.decode(ids)
     assert token_in_word(tok, spaced, start, "Thursday") and not token_in_word(tok, spaced, start - 1, "Thursday")
+
+
+def test_a_world_family_refuses_a_model_that_splits_the_worlds_words(bpe):
+    """--world's positions and answers count words: with a subword tokenizer they named the wrong tokens."""
+    from workbench.manifold_world import check_word_tokens
+
+    check_word_tokens(bpe, ["Monday Tuesday Wednesday"])  # words the tokenizer keeps whole pass
+    with pytest.raises(WorkbenchError, match=r"--world's prompts must be one token per word for the model .* "
+                                             r"for the 5 words of 'Three days after Thursday is'"):
+        check_word_tokens(bpe, ["Monday Tuesday", "Three days after Thursday is"])
