@@ -204,11 +204,28 @@ def warn_value_tokens(loaded: LoadedModel, inputs: FitInputs, positions: np.ndar
                        "%d: %r for %r); check the positions (BOS = 0)", len(off), len(inputs.records), i, word, name)
 
 
+def _token_chars(tok: Any, ids: list[int], pos: int, text: str) -> tuple[int, int]:
+    """Characters [start, end) of ``text`` (the decoded ``ids``) that token ``pos`` adds. A token holding
+    part of a multi-byte character decodes to U+FFFD alone, so the span widens to the nearest token
+    boundaries whose decoded prefix is a prefix of the text: the whole character."""
+    def clean(k: int) -> int | None:
+        prefix = tok.decode(ids[:k])
+        return len(prefix) if text.startswith(prefix) else None
+
+    a = pos
+    while a > 0 and clean(a) is None:
+        a -= 1
+    b = pos + 1
+    while b < len(ids) and clean(b) is None:
+        b += 1
+    return clean(a) or 0, clean(b) or len(text)
+
+
 def token_in_word(tok: Any, ids: list[int], pos: int, word: str) -> bool:
     """Whether token ``pos`` of ``ids`` lies inside an occurrence of ``word`` in their decoded text, or is
-    whitespace just before one. A token's characters are those its decoding adds to the prefix's."""
+    whitespace just before one."""
     text = tok.decode(ids)
-    start, end = len(tok.decode(ids[:pos])), len(tok.decode(ids[:pos + 1]))
+    start, end = _token_chars(tok, ids, pos, text)
     seg = text[start:end]
     if not seg.strip():  # a bare space token, as byte-level BPE makes before some words
         return any(start >= len(text[:m.start()].rstrip()) and end <= m.start()

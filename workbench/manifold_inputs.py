@@ -71,23 +71,36 @@ def _plain_ids(tok: Any, text: str) -> list[int]:
     return [int(i) for i in tok(text, add_special_tokens=False)["input_ids"]]
 
 
+def _added_ids(tok: Any, prompt: str, text: str) -> list[int] | None:
+    """The ids that ``text`` (which starts with ``prompt``) adds to the prompt's own ids, or None when
+    the prompt's ids are not a prefix of the text's (the tokenizer merges across the boundary)."""
+    base, ids = _plain_ids(tok, prompt), _plain_ids(tok, text)
+    return ids[len(base):] if ids[:len(base)] == base else None
+
+
 def continuation_token(loaded: LoadedModel, prompt: str, name: str) -> int | None:
-    """The one token that continues ``prompt`` with the word ``name``, or None when there is none: the
-    name on its own after a prompt that ends in whitespace (the space is already a token of the
-    prompt), else the token that " name" (or, for a language without spaces, "name") adds to the
-    prompt's own tokens. This is the token a model predicts for that answer: a byte-level BPE
-    tokenizer has both "Monday" and " Monday", and only the second follows "... is"."""
+    """The one token that continues ``prompt`` with the word ``name`` -- " name" after a prompt that does
+    not end in whitespace, else (or for a language without spaces) "name" -- or None when no single
+    known token does. This is the token a model predicts for that answer: a byte-level BPE tokenizer
+    has both "Monday" and " Monday", and only the second follows "... is". A prompt ending in
+    whitespace usually has none (its last token is the space, which the word would have merged with)."""
     tok = loaded.tokenizer
     unk = getattr(tok, "unk_token_id", None)
-    if prompt[-1:].isspace():
-        ids = _plain_ids(tok, name)
-        return ids[0] if len(ids) == 1 and ids[0] != unk else None
-    base = _plain_ids(tok, prompt)
-    for text in (prompt + " " + name, prompt + name):
-        ids = _plain_ids(tok, text)
-        if len(ids) == len(base) + 1 and ids[:len(base)] == base and ids[-1] != unk:
-            return ids[-1]
+    seps = ("",) if prompt[-1:].isspace() else (" ", "")
+    for sep in seps:
+        added = _added_ids(tok, prompt, prompt + sep + name)
+        if added is not None and len(added) == 1 and added[0] != unk:
+            return added[0]
     return None
+
+
+def _why_not_one_token(tok: Any, prompt: str, name: str) -> str:
+    if prompt[-1:].isspace():
+        return ("the prompt ends in whitespace, which its last token holds: drop the trailing space so the word can "
+                "follow as one token")
+    added = _added_ids(tok, prompt, f"{prompt} {name}")
+    return (f"' {name}' re-tokenizes the end of the prompt" if added is None
+            else f"' {name}' adds {len(added)} tokens {added} to the prompt's")
 
 
 def default_answers(loaded: LoadedModel, prompt: str, names: list[str], where: str) -> list[int]:
@@ -97,10 +110,10 @@ def default_answers(loaded: LoadedModel, prompt: str, names: list[str], where: s
     ids = [continuation_token(loaded, prompt, n) for n in names]
     missing = [n for n, i in zip(names, ids) if i is None]
     if missing:
+        why = _why_not_one_token(loaded.tokenizer, prompt, missing[0])
         raise WorkbenchError(f"{where}: value {missing[0]!r} must continue the prompt as one known token to be its "
-                             f"default answer; got {_plain_ids(loaded.tokenizer, ' ' + missing[0])} for "
-                             f"{' ' + missing[0]!r}. Give the record's 'answers' (one token per value, with the "
-                             "leading space the tokenizer expects).")
+                             f"default answer; got none: {why}. Give the record's 'answers' (one token per value, "
+                             "with the leading space the tokenizer expects).")
     if len(set(ids)) != len(ids):
         raise WorkbenchError(f"{where}: the values' default answers must be distinct tokens; got {ids} for "
                              f"{names}. Give the record's 'answers'.")

@@ -325,6 +325,18 @@ def test_bad_generation_and_token_arguments():
         feature_intervention(loaded, tc, tokens, (0, 1, 0, 1.0), clean=clean)
 
 
+def test_generation_past_a_sliding_window_says_how_many_tokens_fit():
+    """The refusal blamed the prompt ("got 11 tokens. Shorten the prompt") when the generated tokens
+    crossed the window."""
+    loaded = tiny_model("gemma2", sliding_window=8)
+    tc = tiny_transcoders(loaded)
+    tokens = random_tokens(6, loaded.d_vocab, seed=3)
+    with pytest.raises(WorkbenchError, match=re.escape("prompt length + max_new_tokens must be <= gemma2's "
+                                                       "sliding_window (8); got 11. The prompt has 6 tokens: generate "
+                                                       "at most 2")):
+        feature_intervention_generate(loaded, tc, tokens, [], 5)
+
+
 def test_native_backend_gives_the_same_interventions(tmp_path):
     from tests.helpers_models import save_model
     from tracer.models import load_model

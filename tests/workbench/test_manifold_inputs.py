@@ -35,13 +35,18 @@ def test_default_answers_are_the_tokens_that_follow_the_prompt(bpe):
     ids = default_answers(bpe, prompt, DAYS, "prompt 0")
     assert ids == [tok.convert_tokens_to_ids("Ġ" + d) for d in DAYS]
     assert tok.decode(ids[0]) == " Monday"
-    # a prompt ending in a space is continued by the bare word
-    assert continuation_token(bpe, prompt + " ", "Monday") == bare
+    # a prompt ending in a space holds the space in its last token: no one token continues it with the word
+    # (the bare "Monday" after it is not what the text "... is Monday" tokenizes to), so it is refused
+    assert continuation_token(bpe, prompt + " ", "Monday") is None
+    with pytest.raises(WorkbenchError, match="the prompt ends in whitespace, which its last token holds: drop the "
+                                             "trailing space"):
+        default_answers(bpe, prompt + " ", DAYS, "prompt 0")
 
 
 def test_a_value_that_is_not_one_token_after_the_prompt_is_refused_with_the_remedy(bpe):
     with pytest.raises(WorkbenchError, match=r"prompt 3: value 'Xylophone' must continue the prompt as one known "
-                                             r"token .* Give the record's 'answers'"):
+                                             r"token to be its default answer; got none: ' Xylophone' adds \d+ tokens "
+                                             r"\[[\d, ]+\] to the prompt's\. Give the record's 'answers'"):
         default_answers(bpe, "Two days after Monday is", ["Monday", "Xylophone", "Tuesday"], "prompt 3")
 
 
@@ -76,3 +81,17 @@ def test_a_world_family_refuses_a_model_that_splits_the_worlds_words(bpe):
     with pytest.raises(WorkbenchError, match=r"--world's prompts must be one token per word for the model .* "
                                              r"for the 5 words of 'Three days after Thursday is'"):
         check_word_tokens(bpe, ["Monday Tuesday", "Three days after Thursday is"])
+
+
+def test_the_position_check_reads_a_multi_byte_character_whole(bpe):
+    """A token holding the last bytes of "é" decodes to U+FFFD alone: the check placed it outside "Chloé"
+    and warned about a right position."""
+    from workbench.manifold_fit_run import token_in_word
+
+    tok = bpe.tokenizer
+    ids = tok("Two days after Chloé is", add_special_tokens=False)["input_ids"]
+    pieces = [tok.decode([i]) for i in ids]
+    assert "\ufffd" in pieces  # "é" is split into byte tokens by this vocabulary
+    in_word = [k for k in range(len(ids)) if token_in_word(tok, ids, k, "Chloé")]
+    assert tok.decode([ids[k] for k in in_word]).strip() == "Chloé"
+    assert not token_in_word(tok, ids, len(ids) - 1, "Chloé")

@@ -345,6 +345,12 @@ def _check_generation(loaded: LoadedModel, n_pos: int, max_new_tokens: object, t
     if loaded.max_positions is not None and total > loaded.max_positions:
         raise _bad("prompt length + max_new_tokens", f"<= the model's context ({loaded.max_positions})",
                    total, "Generate fewer tokens.")
+    adapter = loaded.adapter
+    window = adapter.window(loaded.config)
+    if window is not None and n_pos <= window < total:  # a prompt over the window has its own message
+        raise _bad("prompt length + max_new_tokens", f"<= {adapter.name}'s {adapter.window_key} ({window})", total,
+                   f"The prompt has {n_pos} tokens: generate at most {window - n_pos} (beyond the window, local and "
+                   "global layers differ).")
     loaded.adapter.check_config(loaded.config, n_pos=total)
 
 

@@ -153,12 +153,17 @@ class Adapter:
             if _get(config, key):
                 raise ArchitectureError(f"{self.name} config must have {key}=False; got True. {reason}")
         self._check_layer_types(config)
-        window = _get(config, self.window_key) if self.window_key else None
+        window = self.window(config)
         if window is not None and n_pos is not None and n_pos > window:
             raise ArchitectureError(
                 f"prompt length must be <= {self.name}'s {self.window_key} ({window}); got {n_pos} tokens. "
                 "Shorten the prompt: beyond the window, local and global layers differ."
             )
+
+    def window(self, config: Any) -> int | None:
+        """The sliding-window length this adapter models (``window_key``), or None."""
+        window = _get(config, self.window_key) if self.window_key else None
+        return window if isinstance(window, int) and not isinstance(window, bool) else None
 
     def _check_layer_types(self, config: Any) -> None:
         """Without a window this adapter models (``window_key``), every listed layer type must be full
