@@ -57,9 +57,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
     p.add_argument("--format", default="neuronpedia", choices=["neuronpedia"], help="output format")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--slug", default=None, help="graph name in the viewer (default: the file name, with a short hash "
-                   "where it has other characters than letters, digits, '.', '_', '-'; a default that names another "
-                   "graph in --out is refused, a --slug given replaces it)")
+    p.add_argument("--slug", default=None, help="graph name in the viewer (default: the file name without its "
+                   "extension, with a short hash where it has other characters than letters, digits, '.', '_', '-'; a "
+                   "default that names another graph in --out is refused, a --slug given replaces it)")
     p.add_argument("--labels", default=None, help="feature labels (our JSONL or a Neuronpedia export)")
     p.add_argument("--tokenizer", default=None,
                    help="local tokenizer folder or cached name to decode tokens (default: the graph's model)")

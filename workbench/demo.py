@@ -31,8 +31,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--allow-unk", action="store_true",
                    help="trace prompt words the tokenizer does not know as its unknown token (with a warning)")
     p.add_argument("--analyses", action=argparse.BooleanOptionalAction, default=True,
-                   help="add each graph's readable circuit (supernodes, checked by ablation) and the day circle "
-                        "(fit, substitution, steering) to the report (default: on)")
+                   help="add each graph's readable circuit (supernodes, checked by ablation), the day circle "
+                        "(fit, substitution, steering) and the ring ranking of a layer's feature families "
+                        "(discovery) to the report (default: on)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_demo)
 

@@ -198,7 +198,7 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                      "they reach a noisy circle's value (min(1, value / reference)); 'without H1' leaves the last "
                      "factor out. The truth column is shown, never used."
                      + ("" if with_h1 else " ripser is not installed, so this ranking leaves persistent H1 out "
-                                           "(pip install \"manifold-workbench[topology]\" for the full score).")),
+                                           "(pip install ripser, the topology extra, for the full score).")),
         rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})
     stats = {"feature_layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
              "cyclic_first": first_other, "cyclic_above_all_other": all(not r.cyclic for r in rows[first_other:]),

@@ -141,8 +141,8 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
     cfg = config_from_args(DiscoveryConfig, args,
                            irreducibility=config_from_args(IrreducibilityConfig, args, prefix="irr_"))
     if cfg.persistence == "ripser" and not ripser_available():
-        raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install "
-                             "manifold-workbench[topology]` or use --persistence auto.")
+        raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install ripser` "
+                             "(the topology extra) or use --persistence auto.")
     fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
             if args.families is not None else families_from_labels(args.labels, args.min_size, tcs))
     layers = None if args.feature_layers is None else parse_layers(args.feature_layers, tcs.n_layers)

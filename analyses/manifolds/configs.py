@@ -104,7 +104,7 @@ class DiscoveryConfig:
     above it counts fully as ring evidence."""
     persistence: str = "auto"
     """Persistent H1 in the ranking: "auto" (when ripser is installed), "ripser" (required: an error
-    without it) or "none" (loop quality x irreducibility only). ``pip install manifold-workbench[topology]``."""
+    without it) or "none" (loop quality x irreducibility only). ``pip install ripser`` (the ``topology`` extra)."""
     persistence_points: int = 400
     """Points of the direction cloud (a seeded sample) that persistent H1 is computed on."""
     persistence_reference: float = 0.46

@@ -254,8 +254,8 @@ def use_persistence(mode: str) -> bool:
     if ripser_available():
         return True
     if mode == "ripser":
-        raise ImportError("persistence='ripser' needs ripser; install it with `pip install "
-                          "manifold-workbench[topology]` or use persistence='auto'.")
+        raise ImportError("persistence='ripser' needs ripser; install it with `pip install ripser` (the "
+                          "topology extra) or use persistence='auto'.")
     _warn_no_ripser()
     return False
 
@@ -263,8 +263,8 @@ def use_persistence(mode: str) -> bool:
 @functools.cache
 def _warn_no_ripser() -> None:
     """Once per process (discovery runs once per layer)."""
-    logger.warning("ripser is not installed: the ring score leaves persistent H1 out (install "
-                   "manifold-workbench[topology] for the full ranking).")
+    logger.warning("ripser is not installed: the ring score leaves persistent H1 out (`pip install "
+                   "ripser`, the topology extra, for the full ranking).")
 
 
 def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) -> float | None:
