@@ -54,3 +54,29 @@ def test_native_trace_does_not_import_transformers(tmp_path):
             "print('transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_native_backend_tokenizes_as_autotokenizer_for_a_model_specific_tokenizer_class(tmp_path):
+    """A folder whose tokenizer_config names a model-specific class (GemmaTokenizer): transformers 5
+    rebuilds that class's pre-tokenizer instead of reading tokenizer.json's, so the native backend, which
+    read tokenizer.json alone, traced other token ids than --model-backend hf and circuit-tracer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    save_model(tiny_model("gemma2"), tmp_path / "m")
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tok.train_from_iterator(["Today is Monday . Tomorrow is Tuesday ."] * 20,
+                            trainers.BpeTrainer(vocab_size=60, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"]))
+    PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                            pad_token="<pad>").save_pretrained(tmp_path / "m")
+    config_path = tmp_path / "m" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "GemmaTokenizer"
+    config_path.write_text(json.dumps(config))
+    prompt = "Today is Monday . Tomorrow is"
+    want = AutoTokenizer.from_pretrained(tmp_path / "m")(prompt, add_special_tokens=False)["input_ids"]
+    native = load_model(tmp_path / "m", backend="auto")
+    assert type(native.model).__name__ != "Gemma2ForCausalLM"  # the native model, with the HF tokenizer
+    assert native.tokenizer is not None
+    assert native.tokenizer(prompt, add_special_tokens=False)["input_ids"] == want

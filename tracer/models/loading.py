@@ -262,9 +262,29 @@ def _load_tokenizer(directory: Path) -> Tokenizer | None:
                              "Fix or remove its files.") from None
 
 
+_PLAIN_TOKENIZER_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")
+"""``tokenizer_class`` values whose transformers tokenizer is ``tokenizer.json`` as written (4.x, 5.x)."""
+
+
+def _plain_tokenizer_class(directory: Path) -> bool:
+    """Whether the folder's tokenizer is tokenizer.json alone: a model-specific class (transformers 5's
+    GemmaTokenizer, LlamaTokenizer, ...) may rebuild its normalizer and pre-tokenizer instead."""
+    path = directory / "tokenizer_config.json"
+    if not path.is_file():
+        return True
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # AutoTokenizer reads it and names the problem
+    return isinstance(config, dict) and config.get("tokenizer_class") in _PLAIN_TOKENIZER_CLASSES
+
+
 def _load_fast_tokenizer(directory: Path) -> Tokenizer | None:
-    if not (directory / "tokenizer.json").is_file():
-        return None
+    """The native backend's tokenizer: the `tokenizers` library on tokenizer.json (no transformers
+    import) when that file is the whole tokenizer, else the one circuit-tracer gets (AutoTokenizer),
+    so that both backends trace the same token ids."""
+    if not (directory / "tokenizer.json").is_file() or not _plain_tokenizer_class(directory):
+        return _load_tokenizer(directory)
     try:
         return FastTokenizer(directory)
     except Exception as err:  # noqa: BLE001 - a tokenizer file that is there must load
