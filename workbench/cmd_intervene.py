@@ -199,9 +199,10 @@ def token_cell(token: str, width: int = 18) -> str:
 
 
 def _print(changes: list[dict[str, object]], gen: dict[str, dict[str, object]] | None) -> None:
-    print(f"{'token':>18} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
+    print(f"{'id':>7} {'token':>18} {'clean p':>9} {'new p':>9} {'delta':>9}")  # noqa: T201
     for row in changes:
-        line = f"{token_cell(str(row['token'])):>18} {row['clean_prob']:9.4f} {row['intervened_prob']:9.4f}"
+        line = (f"{row['token_id']:>7} {token_cell(str(row['token'])):>18} {row['clean_prob']:9.4f} "
+                f"{row['intervened_prob']:9.4f}")
         print(f"{line} {row['delta']:+9.4f}")  # noqa: T201
     if gen:
         for name in ("clean", "intervened"):

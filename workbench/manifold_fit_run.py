@@ -4,6 +4,7 @@ import json
 import logging
 import re
 import tempfile
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -197,11 +198,26 @@ def warn_value_tokens(loaded: LoadedModel, inputs: FitInputs, positions: np.ndar
         ids = [int(t) for t in rec.meta["tokens"]]
         pos = int(positions[i]) % len(ids)
         if not token_in_word(tok, ids, pos, inputs.names[v]):
-            off.append((i, tok.decode([ids[pos]]).strip(), inputs.names[v]))
+            off.append((i, _word_at(tok, ids, pos), inputs.names[v]))
     if off:
         i, word, name = off[0]
         logger.warning("%d of %d prompt records have a token other than their value's word at 'position' (prompt "
-                       "%d: %r for %r); check the positions (BOS = 0)", len(off), len(inputs.records), i, word, name)
+                       "%d: a token of %r for %r); check the positions (BOS = 0)", len(off), len(inputs.records), i,
+                       word, name)
+
+
+def _word_at(tok: Any, ids: list[int], pos: int) -> str:
+    """The whitespace-delimited word of the decoded text that holds token ``pos`` (for messages)."""
+    text = tok.decode(ids)
+    start, end = _token_chars(tok, ids, pos, text)
+    seg = text[start:end]
+    left = end if not seg.strip() else start + len(seg) - len(seg.lstrip())  # a space token: the word after it
+    floor = len(tok.decode(ids[:1])) if pos > 0 else 0  # never the BOS's text
+    while left > floor and not text[left - 1].isspace():
+        left -= 1
+    while end < len(text) and not text[end].isspace():
+        end += 1
+    return text[left:end].strip()
 
 
 def _token_chars(tok: Any, ids: list[int], pos: int, text: str) -> tuple[int, int]:
@@ -221,17 +237,30 @@ def _token_chars(tok: Any, ids: list[int], pos: int, text: str) -> tuple[int, in
     return clean(a) or 0, clean(b) or len(text)
 
 
+def _spaced_letter(ch: str) -> bool:
+    """A letter or digit of a script written with spaces between words (Latin, Greek, Cyrillic)."""
+    return ch.isalnum() and (ch.isascii() or unicodedata.name(ch, "").startswith(("LATIN", "GREEK", "CYRILLIC")))
+
+
+def word_pattern(word: str) -> "re.Pattern[str]":
+    """``word`` as a whole word: where its first (last) character is a letter of a spaced script, no
+    letter may touch it on that side ("red" is not in "Fred"); ideographs need no boundary."""
+    lead = r"(?<!\w)" if word and _spaced_letter(word[0]) else ""
+    trail = r"(?!\w)" if word and _spaced_letter(word[-1]) else ""
+    return re.compile(lead + re.escape(word) + trail)
+
+
 def token_in_word(tok: Any, ids: list[int], pos: int, word: str) -> bool:
-    """Whether token ``pos`` of ``ids`` lies inside an occurrence of ``word`` in their decoded text, or is
-    whitespace just before one."""
+    """Whether token ``pos`` of ``ids`` lies inside an occurrence of the whole word ``word`` in their
+    decoded text, or is whitespace just before one."""
     text = tok.decode(ids)
     start, end = _token_chars(tok, ids, pos, text)
     seg = text[start:end]
+    found = list(word_pattern(word).finditer(text))
     if not seg.strip():  # a bare space token, as byte-level BPE makes before some words
-        return any(start >= len(text[:m.start()].rstrip()) and end <= m.start()
-                   for m in re.finditer(re.escape(word), text))
+        return any(start >= len(text[:m.start()].rstrip()) and end <= m.start() for m in found)
     first, last = start + len(seg) - len(seg.lstrip()), end - (len(seg) - len(seg.rstrip()))
-    return any(m.start() <= first and last <= m.end() for m in re.finditer(re.escape(word), text))
+    return any(m.start() <= first and last <= m.end() for m in found)
 
 
 def check_fit_inputs(inputs: FitInputs, fit_cfg: ManifoldFitConfig) -> None:

@@ -78,29 +78,35 @@ def _added_ids(tok: Any, prompt: str, text: str) -> list[int] | None:
     return ids[len(base):] if ids[:len(base)] == base else None
 
 
+def _separator(prompt: str) -> str:
+    """What comes between a prompt and its answer word: a space after a prompt of a spaced language
+    that does not already end in whitespace, else nothing (a prompt with no whitespace at all, as in
+    Chinese or Japanese, is continued directly)."""
+    return "" if prompt[-1:].isspace() or not any(c.isspace() for c in prompt) else " "
+
+
 def continuation_token(loaded: LoadedModel, prompt: str, name: str) -> int | None:
-    """The one token that continues ``prompt`` with the word ``name`` -- " name" after a prompt that does
-    not end in whitespace, else (or for a language without spaces) "name" -- or None when no single
-    known token does. This is the token a model predicts for that answer: a byte-level BPE tokenizer
-    has both "Monday" and " Monday", and only the second follows "... is". A prompt ending in
-    whitespace usually has none (its last token is the space, which the word would have merged with)."""
+    """The one token that continues ``prompt`` with the word ``name`` (after :func:`_separator`), or
+    None when no single known token does. This is the token a model predicts for that answer: a
+    byte-level BPE tokenizer has both "Monday" and " Monday", and only the second follows "... is"; a
+    bare form is never used after a spaced prompt. A prompt ending in whitespace usually has none (its
+    last token holds the space, which the word would have merged with)."""
     tok = loaded.tokenizer
-    unk = getattr(tok, "unk_token_id", None)
-    seps = ("",) if prompt[-1:].isspace() else (" ", "")
-    for sep in seps:
-        added = _added_ids(tok, prompt, prompt + sep + name)
-        if added is not None and len(added) == 1 and added[0] != unk:
-            return added[0]
+    added = _added_ids(tok, prompt, prompt + _separator(prompt) + name)
+    if added is not None and len(added) == 1 and added[0] != getattr(tok, "unk_token_id", None):
+        return added[0]
     return None
 
 
 def _why_not_one_token(tok: Any, prompt: str, name: str) -> str:
-    if prompt[-1:].isspace():
-        return ("the prompt ends in whitespace, which its last token holds: drop the trailing space so the word can "
-                "follow as one token")
-    added = _added_ids(tok, prompt, f"{prompt} {name}")
-    return (f"' {name}' re-tokenizes the end of the prompt" if added is None
-            else f"' {name}' adds {len(added)} tokens {added} to the prompt's")
+    form = _separator(prompt) + name
+    added = _added_ids(tok, prompt, prompt + form)
+    if added is None:
+        return (f"the prompt's last token holds its trailing whitespace, which {form!r} would merge with: drop it"
+                if prompt[-1:].isspace() else f"{form!r} re-tokenizes the end of the prompt")
+    if getattr(tok, "unk_token_id", None) in added:
+        return f"{form!r} is not in the tokenizer's vocabulary (the unknown token)"
+    return f"{form!r} adds {len(added)} tokens {added} to the prompt's"
 
 
 def default_answers(loaded: LoadedModel, prompt: str, names: list[str], where: str) -> list[int]:

@@ -43,7 +43,7 @@ from tracer.folders import folder_hint
 from tracer.io import atomic_write_json, loads_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
-from workbench.manifold_inputs import POSITIONS, FitInputs, answer_token
+from workbench.manifold_inputs import POSITIONS, FitInputs, default_answers
 from workbench.manifold_points import PointSet, collect_points, prompt_records
 from workbench.manifold_scoring import (
     FitSpec,
@@ -143,7 +143,8 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     rows = manifest["prompt_sets"][f"{family}_arith"]
     check_word_tokens(loaded, [r["prompt"] for r in rows])
     p = len(names)
-    ids = np.array([answer_token(loaded, n) for n in names])  # (p,)
+    # (p,) each name as the next word of the prompts (the world's answers follow "... is")
+    ids = np.array(default_answers(loaded, rows[0]["prompt"], names, f"--world's {family} prompts"))
     start = np.array([int(r["start"]) for r in rows])
     sign = np.array([1 if r["direction"] == "after" else -1 for r in rows])
     offset = np.array([int(r["offset"]) for r in rows])

@@ -335,6 +335,9 @@ def test_generation_past_a_sliding_window_says_how_many_tokens_fit():
                                                        "sliding_window (8); got 11. The prompt has 6 tokens: generate "
                                                        "at most 2")):
         feature_intervention_generate(loaded, tc, tokens, [], 5)
+    full = random_tokens(8, loaded.d_vocab, seed=3)  # a prompt filling the window: no "generate at most 0"
+    with pytest.raises(WorkbenchError, match="The prompt has 8 tokens: it fills the window; shorten it to generate"):
+        feature_intervention_generate(loaded, tc, full, [], 1)
 
 
 def test_native_backend_gives_the_same_interventions(tmp_path):

@@ -56,10 +56,12 @@ def test_native_trace_does_not_import_transformers(tmp_path):
     assert out.stdout.strip() == "False"
 
 
-def test_native_backend_tokenizes_as_autotokenizer_for_a_model_specific_tokenizer_class(tmp_path):
-    """A folder whose tokenizer_config names a model-specific class (GemmaTokenizer): transformers 5
-    rebuilds that class's pre-tokenizer instead of reading tokenizer.json's, so the native backend, which
-    read tokenizer.json alone, traced other token ids than --model-backend hf and circuit-tracer."""
+@pytest.mark.parametrize("tokenizer_class", ["GemmaTokenizer", "no key", "no file"])
+def test_native_backend_tokenizes_as_autotokenizer_for_a_model_specific_tokenizer_class(tmp_path, tokenizer_class):
+    """A folder whose tokenizer_config names a model-specific class (GemmaTokenizer), or names none (then
+    AutoTokenizer picks one from the model type): transformers 5 rebuilds that class's pre-tokenizer
+    instead of reading tokenizer.json's, so the native backend, which read tokenizer.json alone, traced
+    other token ids than --model-backend hf and circuit-tracer."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -72,8 +74,12 @@ def test_native_backend_tokenizes_as_autotokenizer_for_a_model_specific_tokenize
                             pad_token="<pad>").save_pretrained(tmp_path / "m")
     config_path = tmp_path / "m" / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
-    config["tokenizer_class"] = "GemmaTokenizer"
-    config_path.write_text(json.dumps(config))
+    if tokenizer_class == "no file":
+        config_path.unlink()
+    else:
+        config.pop("tokenizer_class")
+        config.update({"tokenizer_class": tokenizer_class} if tokenizer_class != "no key" else {})
+        config_path.write_text(json.dumps(config))
     prompt = "Today is Monday . Tomorrow is"
     want = AutoTokenizer.from_pretrained(tmp_path / "m")(prompt, add_special_tokens=False)["input_ids"]
     native = load_model(tmp_path / "m", backend="auto")

@@ -38,7 +38,7 @@ def test_set_prints_changes_and_writes_json(files, capsys):
     rows = data["top_changes"]
     assert len(rows) == 4 and abs(rows[0]["delta"]) >= abs(rows[-1]["delta"]) > 0
     assert abs(rows[0]["intervened_prob"] - rows[0]["clean_prob"] - rows[0]["delta"]) < 1e-12
-    assert repr(rows[0]["token"]) in printed
+    assert repr(rows[0]["token"]) in printed and f'{rows[0]["token_id"]:>7} ' in printed  # ids tell '�' apart
     assert len(printed.splitlines()) == 1 + 4  # the header and one line per token
     assert not list(out.parent.glob(".*.tmp*"))  # atomic write left nothing behind
 

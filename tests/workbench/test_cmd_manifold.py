@@ -423,7 +423,7 @@ def test_a_position_that_misses_the_value_word_is_warned_about(tmp_path, capsys,
                                "--out", str(tmp_path / name))
         assert code == 0, err
         warned = "1 of 16 prompt records have a token other than their value's word at 'position' (prompt 5: " \
-                 "'days' for 'Tuesday')"
+                 "a token of 'days' for 'Tuesday')"
         assert (warned in caplog.text) == (name == "off"), caplog.text
     # steer checks its records' positions as fit does (it did not)
     offsets = {"Two": 2, "Three": 3, "Four": 4, "Five": 5}

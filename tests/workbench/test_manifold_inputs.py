@@ -21,7 +21,7 @@ def bpe() -> SimpleNamespace:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     corpus = ["Monday Tuesday Wednesday", "Two days after Monday is Wednesday .",
-              "One day after Tuesday is Wednesday .", "Tuesday", "Monday"] * 40
+              "One day after Tuesday is Wednesday .", "Tuesday", "Monday", "Zebra"] * 40
     tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<bos>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     return SimpleNamespace(tokenizer=PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>"), model_id="bpe")
@@ -38,8 +38,8 @@ def test_default_answers_are_the_tokens_that_follow_the_prompt(bpe):
     # a prompt ending in a space holds the space in its last token: no one token continues it with the word
     # (the bare "Monday" after it is not what the text "... is Monday" tokenizes to), so it is refused
     assert continuation_token(bpe, prompt + " ", "Monday") is None
-    with pytest.raises(WorkbenchError, match="the prompt ends in whitespace, which its last token holds: drop the "
-                                             "trailing space"):
+    with pytest.raises(WorkbenchError, match="the prompt's last token holds its trailing whitespace, which 'Monday' "
+                                             "would merge with: drop it"):
         default_answers(bpe, prompt + " ", DAYS, "prompt 0")
 
 
@@ -95,3 +95,29 @@ def test_the_position_check_reads_a_multi_byte_character_whole(bpe):
     in_word = [k for k in range(len(ids)) if token_in_word(tok, ids, k, "Chloé")]
     assert tok.decode([ids[k] for k in in_word]).strip() == "Chloé"
     assert not token_in_word(tok, ids, len(ids) - 1, "Chloé")
+
+
+def test_a_spaced_prompt_never_falls_back_to_the_bare_word(bpe):
+    """"Zebra" is one token only at the start of a text; after "... is" the model would need " Zebra"
+    (several tokens). The bare form was taken silently and the checks scored 0."""
+    tok = bpe.tokenizer
+    assert len(tok("Zebra", add_special_tokens=False)["input_ids"]) == 1
+    assert len(tok(" Zebra", add_special_tokens=False)["input_ids"]) > 1
+    assert continuation_token(bpe, "Two days after Monday is", "Zebra") is None
+    with pytest.raises(WorkbenchError, match=r"got none: ' Zebra' adds \d tokens"):
+        default_answers(bpe, "Two days after Monday is", ["Monday", "Zebra", "Tuesday"], "prompt 0")
+    # a prompt without any whitespace (a language written without spaces) is continued by the bare word
+    assert continuation_token(bpe, "Monday", "Zebra") == tok.convert_tokens_to_ids("Zebra")
+
+
+def test_the_position_check_wants_the_whole_word(bpe):
+    """The "red" piece of "Fred" passed for the value "red"; an ideographic word needs no boundary."""
+    from workbench.manifold_fit_run import token_in_word, word_pattern
+
+    tok = bpe.tokenizer
+    ids = tok("Two days after Fred is", add_special_tokens=False)["input_ids"]
+    assert not any(token_in_word(tok, ids, k, "red") for k in range(len(ids)))
+    assert any(token_in_word(tok, ids, k, "Fred") for k in range(len(ids)))
+    assert word_pattern("red").search("a red b") and not word_pattern("red").search("Fred")
+    assert word_pattern("Noël").search("Chez Noël.") and not word_pattern("Noël").search("Noëlle")
+    assert word_pattern("星期二").search("今天是星期二")

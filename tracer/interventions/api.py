@@ -349,8 +349,9 @@ def _check_generation(loaded: LoadedModel, n_pos: int, max_new_tokens: object, t
     window = adapter.window(loaded.config)
     if window is not None and n_pos <= window < total:  # a prompt over the window has its own message
         raise _bad("prompt length + max_new_tokens", f"<= {adapter.name}'s {adapter.window_key} ({window})", total,
-                   f"The prompt has {n_pos} tokens: generate at most {window - n_pos} (beyond the window, local and "
-                   "global layers differ).")
+                   f"The prompt has {n_pos} tokens: " + (f"generate at most {window - n_pos}" if window > n_pos else
+                                                          "it fills the window; shorten it to generate")
+                   + " (beyond the window, local and global layers differ).")
     loaded.adapter.check_config(loaded.config, n_pos=total)
 
 

@@ -262,16 +262,18 @@ def _load_tokenizer(directory: Path) -> Tokenizer | None:
                              "Fix or remove its files.") from None
 
 
-_PLAIN_TOKENIZER_CLASSES = (None, "PreTrainedTokenizerFast", "TokenizersBackend")
+_PLAIN_TOKENIZER_CLASSES = ("PreTrainedTokenizerFast", "TokenizersBackend")
 """``tokenizer_class`` values whose transformers tokenizer is ``tokenizer.json`` as written (4.x, 5.x)."""
 
 
 def _plain_tokenizer_class(directory: Path) -> bool:
-    """Whether the folder's tokenizer is tokenizer.json alone: a model-specific class (transformers 5's
-    GemmaTokenizer, LlamaTokenizer, ...) may rebuild its normalizer and pre-tokenizer instead."""
+    """Whether the folder's tokenizer is tokenizer.json alone: its tokenizer_config names a generic
+    class. A model-specific class (transformers 5's GemmaTokenizer, LlamaTokenizer, ...) may rebuild its
+    normalizer and pre-tokenizer instead, and without a named class AutoTokenizer picks one from the
+    model type."""
     path = directory / "tokenizer_config.json"
     if not path.is_file():
-        return True
+        return False
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
