@@ -130,7 +130,7 @@ def test_persistence_modes(discovered, monkeypatch):
     for fam in plain.result_.families:
         assert fam.h1_persistence is None and (fam.score == fam.loop_score or not fam.scored)
     monkeypatch.setattr(disc, "ripser_available", lambda: False)
-    with pytest.raises(ImportError, match=r"pip install manifold-workbench\[topology\]"):
+    with pytest.raises(ImportError, match=r"pip install ripser` \(the topology extra\)"):
         ManifoldDiscovery(persistence="ripser").fit(A, W, families)
     fallback = ManifoldDiscovery(metric_points=500, irreducibility=FAST).fit(A, W, families)  # auto, no ripser
     assert not fallback.result_.persistence and fallback.scores_ == plain.scores_
