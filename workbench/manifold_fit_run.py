@@ -228,13 +228,15 @@ def _token_chars(tok: Any, ids: list[int], pos: int, text: str) -> tuple[int, in
         prefix = tok.decode(ids[:k])
         return len(prefix) if text.startswith(prefix) else None
 
-    a = pos
-    while a > 0 and clean(a) is None:
+    a, start = pos, clean(pos)
+    while start is None and a > 1:
         a -= 1
-    b = pos + 1
-    while b < len(ids) and clean(b) is None:
+        start = clean(a)
+    b, end = pos + 1, clean(pos + 1)
+    while end is None and b < len(ids) - 1:
         b += 1
-    return clean(a) or 0, clean(b) or len(text)
+        end = clean(b)
+    return (0 if start is None else start), (len(text) if end is None else end)
 
 
 def _spaced_letter(ch: str) -> bool:

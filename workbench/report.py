@@ -8,6 +8,7 @@ element ids made unique to the page (:func:`scope_svg_ids`).
 """
 
 import html
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -185,7 +186,7 @@ def scope_svg_ids(svg: str, prefix: str) -> str:
 
 def _scope_page_svgs(body: str) -> str:
     """Each inlined ``<svg>`` of the page with ids of its own (``f1-``, ``f2-``, ... in page order)."""
-    count = iter(range(1, 1 << 30))
+    count = itertools.count(1)
     return _SVG_ELEMENT.sub(lambda m: scope_svg_ids(m.group(0), f"f{next(count)}-"), body)
 
 
