@@ -106,8 +106,26 @@ def check_graph_matches(loaded: LoadedModel, transcoders: Transcoders, graph: Gr
                          f"{worst:.3g} (edges up to {scale:.3g}). {hint}")
 
 
+_BLOCK_BYTES = 64 * 2**20
+"""Adjacency rows read (and widened to float64) at once by :func:`predicted_effects`."""
+
+
+def _rows_times(A: torch.Tensor, rows: torch.Tensor, n_cols: int, right: torch.Tensor) -> torch.Tensor:
+    """(len(rows), k) float64 ``A[rows, :n_cols] @ right``, reading ``A`` (possibly memory-mapped, possibly on
+    another device) a block of rows at a time so that memory stays at :data:`_BLOCK_BYTES`, not rows x n_cols."""
+    step = max(1, _BLOCK_BYTES // (8 * max(n_cols, 1)))
+    out = torch.empty(len(rows), right.shape[1], dtype=torch.float64)  # (n_rows, k)
+    for start in range(0, len(rows), step):
+        block = rows[start:start + step].to(A.device)  # (b,)
+        out[start:start + step] = A[block, :n_cols].cpu().double() @ right  # (b, k)
+    return out
+
+
 def predicted_effects(graph: Graph, groups: Sequence[np.ndarray]) -> np.ndarray:
-    """(n_logits, n_groups) predicted change of each logit node when each group is removed."""
+    """(n_logits, n_groups) predicted change of each logit node when each group is removed.
+
+    Reads the adjacency's feature rows blockwise (:func:`_rows_times`): a large unpruned graph's
+    memory-mapped adjacency is never copied whole."""
     F = graph.n_selected
     A = graph.adjacency
     acts = graph.activation_values[graph.selected_features].double().cpu()  # (F,)
@@ -118,10 +136,10 @@ def predicted_effects(graph: Graph, groups: Sequence[np.ndarray]) -> np.ndarray:
         member[torch.as_tensor(nodes, dtype=torch.long), g] = True
     for layer in torch.unique(layers).tolist():
         idx = (layers == layer).nonzero().flatten()  # (n_l,)
-        change = A[idx.to(A.device)][:, :F].cpu().double() @ delta  # (n_l, n_groups) pre-activation change
+        change = _rows_times(A, idx, F, delta)  # (n_l, n_groups) pre-activation change
         delta[idx] = torch.where(member[idx], -1.0, change / acts[idx, None].clamp(min=1e-12))
-    logits = A[graph.logit_start:, :F].cpu().double()  # (n_logits, F)
-    return (logits @ delta).numpy()
+    logit_rows = torch.arange(graph.logit_start, A.shape[0])  # (n_logits,)
+    return _rows_times(A, logit_rows, F, delta).numpy()  # (n_logits, n_groups)
 
 
 def _random_matches(graph: Graph, groups: Sequence[np.ndarray], n_random: int,
@@ -193,15 +211,18 @@ def check_supernodes(loaded: LoadedModel, transcoders: Transcoders, graph: Graph
     sel = graph.active_features[graph.selected_features].cpu().numpy()
     matches, unmatched = _random_matches(graph, arrays, config.n_random, np.random.default_rng(config.seed))
     measured_m, measured_l, random_m, wins, summary = {}, {}, {}, {}, {}
+    # one run list per mode: the clean baseline, each group, then each group's random matches (group-major)
+    members = [[(int(k[0]), int(k[1]), int(k[2])) for k in sel[g]] for g in arrays]
+    jobs: list[list[tuple[int, int, int]]] = [[], *members, *(items for draws in matches for items in draws)]
     for mode in config.modes:
-        freeze = mode == "frozen"
-        rows = [_measure(loaded, transcoders, clean, [tuple(k) for k in sel[g].tolist()], freeze, target, runner_up)
-                for g in tqdm(arrays, desc=f"ablate groups ({mode})", disable=not verbose)]
-        base = _measure(loaded, transcoders, clean, [], freeze, target, runner_up)
-        measured_m[mode] = np.array([r[0] for r in rows]) - base[0]
-        measured_l[mode] = np.array([r[1] for r in rows]) - base[1]
-        random_m[mode] = np.array([[_measure(loaded, transcoders, clean, items, freeze, target, runner_up)[0] - base[0]
-                                    for items in draws] for draws in matches])
+        runs = np.array([_measure(loaded, transcoders, clean, items, mode == "frozen", target, runner_up)
+                         for items in tqdm(jobs, desc=f"ablate groups and random matches ({mode})",
+                                           disable=not verbose)])  # (n_jobs, 2) margin, demeaned logit
+        base, rows = runs[0], runs[1:len(arrays) + 1]  # (2,), (n_groups, 2)
+        measured_m[mode] = rows[:, 0] - base[0]
+        measured_l[mode] = rows[:, 1] - base[1]
+        randoms = runs[len(arrays) + 1:, 0].reshape(len(arrays), config.n_random)  # (n_groups, n_random)
+        random_m[mode] = randoms - base[0]
         wins[mode] = _win_rates(measured_m[mode], random_m[mode])
         summary[mode] = {"spearman_margin": _spearman(pred_margin, measured_m[mode]),
                          "spearman_logit": _spearman(pred[0], measured_l[mode]),

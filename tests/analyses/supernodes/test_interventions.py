@@ -1,11 +1,13 @@
 """analyses.supernodes.interventions: predicted effects by hand, random matches, the shipped world."""
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from analyses.supernodes import interventions
 from analyses.supernodes.circuit import ReadableCircuit
 from analyses.supernodes.config import InterventionConfig
 from analyses.supernodes.interventions import InterventionCheck, _random_matches, check_supernodes, predicted_effects
@@ -32,6 +34,44 @@ def test_predicted_effects_propagate_through_later_features() -> None:
     pred = predicted_effects(_two_feature_chain(), [np.array([0]), np.array([1]), np.array([0, 1])])
     # removing f0 moves f1 by -2 / 4 = -50% of its activation: 1 * -1 + 3 * -0.5
     np.testing.assert_allclose(pred, [[-2.5, -3.0, -4.0]])
+
+
+class _RowCountingAdjacency:
+    """A dense matrix that records how many rows each read takes (the check must never read them all)."""
+
+    def __init__(self, A: torch.Tensor) -> None:
+        self.A, self.shape, self.device = A, A.shape, A.device
+        self.reads: list[int] = []
+
+    def __getitem__(self, key: Any) -> torch.Tensor:
+        rows = self.A[key]
+        self.reads.append(rows.shape[0])
+        return rows
+
+
+def test_predicted_effects_read_the_adjacency_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large unpruned graph's memory-mapped adjacency is read a few rows at a time, with the same result as
+    the whole-matrix product."""
+    gen = torch.Generator().manual_seed(0)
+    n_layers, per_layer, n_pos = 3, 12, 2
+    F = n_layers * per_layer
+    n = F + n_layers * n_pos + n_pos + 2
+    layer_of = torch.arange(F) // per_layer  # (F,)
+    A = torch.randn(n, n, generator=gen)  # (n, n)
+    A[:F, :F] *= layer_of[None, :] < layer_of[:, None]  # features read only earlier layers
+    graph = Graph(adjacency=A, input_tokens=torch.tensor([1, 5]),
+                  active_features=torch.stack([layer_of, torch.arange(F) % n_pos, torch.arange(F)], 1),
+                  activation_values=torch.rand(F, generator=gen) + 0.5, selected_features=torch.arange(F),
+                  logit_token_ids=torch.tensor([7, 8]), logit_probabilities=torch.tensor([0.6, 0.4]),
+                  logit_vectors=torch.zeros(2, 4), n_layers=n_layers, d_vocab=10)
+    groups = [np.array([0, 3]), np.array([13]), np.array([1, 14, 30])]
+    whole = predicted_effects(graph, groups)  # (2, 3)
+    counting = _RowCountingAdjacency(A)
+    monkeypatch.setattr(interventions, "_BLOCK_BYTES", 8 * F * 5)  # five rows per read
+    blocked = predicted_effects(dataclasses.replace(graph, adjacency=counting), groups)  # type: ignore[arg-type]
+    np.testing.assert_allclose(blocked, whole, rtol=1e-12)
+    assert counting.reads and max(counting.reads) == 5
+    assert np.abs(whole).min() > 0
 
 
 def test_an_inconsistent_check_is_refused() -> None:
