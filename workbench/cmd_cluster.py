@@ -33,6 +33,7 @@ from typing import Any
 from tracer.io import loads_json
 from workbench.cmd_graphtools import SUPERNODES_FORMAT as FORMAT
 from workbench.cmd_graphtools import SUPERNODES_SCHEMA as SCHEMA_VERSION
+from workbench.cmd_graphtools import read_prune
 
 logger = logging.getLogger(__name__)
 
@@ -213,26 +214,6 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
                                                   allow_unk=args.allow_unk)
     return out
-
-
-def read_prune(path: str, graph: Any) -> tuple[Any, dict[str, float] | None]:
-    """``--prune``: a `workbench prune` result of this very graph (same node fingerprint; a file from before
-    fingerprints, by node count) and its thresholds (None when it records none)."""
-    from tracer.errors import WorkbenchError
-    from tracer.graph import load_prune_result
-
-    result, meta = load_prune_result(path)
-    thresholds = ({k: float(meta[k]) for k in ("node_threshold", "edge_threshold")}
-                  if all(isinstance(meta.get(k), (int, float)) for k in ("node_threshold", "edge_threshold")) else None)
-    if result.node_mask.numel() != graph.n_nodes:
-        raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
-                             f"{result.node_mask.numel()} nodes.")
-    made_on = meta.get("graph_fingerprint")
-    if made_on is not None and made_on != graph.node_fingerprint():
-        raise WorkbenchError(f"--prune must be a prune result of GRAPH; got one of another graph "
-                             f"({meta.get('graph')!r}: other tokens, features or logits, though the node count is the "
-                             "same). Prune GRAPH with `workbench prune`, or drop --prune.")
-    return result, thresholds
 
 
 def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,

@@ -67,6 +67,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--supernodes", default=None,
                    help='JSON file: [["label", "node_id", ...], ...] (or {"supernodes": [...], "pinnedIds": '
                         '[...]}), or the output of `workbench cluster`')
+    p.add_argument("--prune", default=None, help="a prune result of GRAPH from `workbench prune` (default: prune "
+                   "here; a large graph prunes for minutes)")
     _add_thresholds(p, supernodes=True)
     p.set_defaults(func=run_export)
 
@@ -109,6 +111,26 @@ def _prune_config(args: argparse.Namespace, recorded: dict[str, Any] | None = No
         if getattr(args, key) is not None:
             chosen[key] = getattr(args, key)
     return PruneConfig(**chosen)
+
+
+def read_prune(path: str, graph: Any) -> tuple[Any, dict[str, float] | None]:
+    """``--prune`` of `cluster` and `export`: a `workbench prune` result of this very graph (same node
+    fingerprint; a file from before fingerprints, by node count) and its thresholds (None when it records none)."""
+    from tracer.errors import WorkbenchError
+    from tracer.graph import load_prune_result
+
+    result, meta = load_prune_result(path)
+    thresholds = ({k: float(meta[k]) for k in ("node_threshold", "edge_threshold")}
+                  if all(isinstance(meta.get(k), (int, float)) for k in ("node_threshold", "edge_threshold")) else None)
+    if result.node_mask.numel() != graph.n_nodes:
+        raise WorkbenchError(f"--prune must be a prune result of GRAPH ({graph.n_nodes} nodes); got one of "
+                             f"{result.node_mask.numel()} nodes.")
+    made_on = meta.get("graph_fingerprint")
+    if made_on is not None and made_on != graph.node_fingerprint():
+        raise WorkbenchError(f"--prune must be a prune result of GRAPH; got one of another graph "
+                             f"({meta.get('graph')!r}: other tokens, features or logits, though the node count is the "
+                             "same). Prune GRAPH with `workbench prune`, or drop --prune.")
+    return result, thresholds
 
 
 def run_prune(args: argparse.Namespace) -> int:
@@ -199,7 +221,8 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
     from workbench.cli_safety import check_name, check_out, check_out_files, need_input
 
     _check_graph_input(args.graph)
-    for flag, value in (("--labels file", args.labels), ("--supernodes file", args.supernodes)):
+    for flag, value in (("--labels file", args.labels), ("--supernodes file", args.supernodes),
+                        ("--prune file", args.prune)):
         if value is not None:
             need_input(value, flag)
     slug = args.slug or default_slug(args.graph)
@@ -207,7 +230,7 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
     if slug == "graph-metadata":
         raise WorkbenchError("--slug must not be 'graph-metadata'; got it. That name is the folder's index.")
     tokenizer_dir = args.tokenizer if args.tokenizer and Path(args.tokenizer).exists() else None
-    inputs = [args.graph, args.labels, args.supernodes, tokenizer_dir]
+    inputs = [args.graph, args.labels, args.supernodes, args.prune, tokenizer_dir]
     out = check_out(args.out, inputs=inputs, folder=True)
     check_out_files(out, [f"{slug}.json", "graph-metadata.json"], inputs=inputs)
     return out, slug, inputs
@@ -287,16 +310,40 @@ def run_export(args: argparse.Namespace) -> int:
 
         check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
     _check_supernodes_graph(recorded, graph, args.supernodes)
+    result = None
+    if args.prune:
+        result, config = _saved_prune(args, graph, recorded.get("prune"))
     _check_slug_free(out, slug, graph, chosen=args.slug is not None)
     from tracer.graph.export import export_neuronpedia
 
-    path = export_neuronpedia(graph, out, slug=slug, prune_config=config, labels=labels,
+    path = export_neuronpedia(graph, out, slug=slug, prune_config=config, prune_result=result, labels=labels,
                               supernodes=supernodes, pinned_ids=pinned,
                               tokenizer=_tokenizer(args.tokenizer, graph), scan=args.scan,
                               unknown_ids="error" if supernodes or pinned else "warn")
     data = json.loads(path.read_text(encoding="utf-8"))
     print(f"exported {args.graph}: {len(data['nodes'])} nodes, {len(data['links'])} links -> {path}")  # noqa: T201
     return 0
+
+
+def _saved_prune(args: argparse.Namespace, graph: Any, grouped_at: dict[str, Any] | None) -> tuple[Any, Any]:
+    """``export --prune``: (the result, the PruneConfig the viewer records). The file's thresholds rule; thresholds
+    given beside them, or a --supernodes file made at others, are refused rather than silently overridden."""
+    from tracer.errors import WorkbenchError
+    from tracer.graph import PruneConfig
+
+    result, thresholds = read_prune(args.prune, graph)
+    if thresholds is None:  # a file that records none (the reference harness's .npz): the thresholds given
+        return result, _prune_config(args, grouped_at)
+    for key in ("node_threshold", "edge_threshold"):
+        flag, given = "--" + key.replace("_", "-"), getattr(args, key)
+        if given is not None and given != thresholds[key]:
+            raise WorkbenchError(f"{flag} must match the --prune file's {thresholds[key]:g}; got {given:g}. Drop "
+                                 f"{flag}, or prune again at it with `workbench prune`.")
+        if grouped_at is not None and float(grouped_at[key]) != thresholds[key]:
+            raise WorkbenchError(f"--prune must be made at the --supernodes file's {key} {float(grouped_at[key]):g} "
+                                 f"(its node ids come from that view); got {thresholds[key]:g}. Pass the prune result "
+                                 "`workbench cluster` used, or drop --prune.")
+    return result, PruneConfig(**thresholds)
 
 
 def _check_supernodes_graph(recorded: dict[str, Any], graph: Any, path: str | None) -> None:

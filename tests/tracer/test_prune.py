@@ -95,6 +95,20 @@ def test_prune_equals_dense_reference(seed: int, node_t: float, edge_t: float) -
     assert torch.equal(result.edge_index, edge_mask.nonzero().t())
 
 
+def test_prune_logs_its_phases(caplog: pytest.LogCaptureFixture) -> None:
+    """A large memory-mapped graph prunes for minutes: each phase says what it is doing before it starts."""
+    graph = ref.random_graph(1)
+    with caplog.at_level("INFO", logger="tracer.graph.prune"):
+        prune_graph(graph, PruneConfig(node_threshold=0.8))
+    influence = compute_influence(graph.adjacency, logit_weights(graph))
+    kept = (influence >= find_threshold(influence, 0.8))[:graph.token_start].sum() + graph.n_nodes - graph.token_start
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == f"pruning {graph.n_nodes} nodes: influence of each node on the logits"
+    assert lines[1] == (f"pruning: {int(kept)} nodes hold node_threshold 0.8 of the influence; "
+                        "scoring their edges")
+    assert lines[-1].startswith("pruned to ")
+
+
 def test_prune_equals_dense_on_a_graph_that_splits_torch_sums_across_threads() -> None:
     graph = ref.random_graph(3, n_layers=4, n_pos=12, max_features=8)  # N^2 > 32768
     assert graph.n_nodes ** 2 > prune_mod._TORCH_GRAIN

@@ -149,6 +149,40 @@ def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path
     assert [g["slug"] for g in index["graphs"]] == ["g"]
 
 
+def test_export_reads_a_saved_prune_instead_of_pruning_again(run, graph_file: Path, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large graph prunes for minutes; `export --prune` reuses `workbench prune`'s result (its thresholds rule)."""
+    from tracer.graph import export
+
+    pruned = tmp_path / "p.safetensors"
+    assert run("prune", str(graph_file), "--out", str(pruned), "--node-threshold", "0.7")[0] == 0
+    assert run("export", str(graph_file), "--out", str(tmp_path / "here"), "--node-threshold", "0.7")[0] == 0
+    monkeypatch.setattr(export, "prune_graph", lambda *a, **k: pytest.fail("export pruned again"))
+    status, _, err = run("export", str(graph_file), "--out", str(tmp_path / "saved"), "--prune", str(pruned))
+    assert status == 0, err
+    here, saved = (json.loads((tmp_path / d / "g.json").read_text()) for d in ("here", "saved"))
+    assert saved["metadata"]["pruning_settings"]["node_threshold"] == 0.7
+    assert saved["nodes"] == here["nodes"] and saved["links"] == here["links"]
+    out = tmp_path / "v"
+    other = dataclasses.replace(Graph.load(graph_file), input_tokens=Graph.load(graph_file).input_tokens + 1)
+    other_prune = tmp_path / "other.safetensors"
+    assert run("prune", str(other.save(tmp_path / "other_graph.safetensors")), "--out", str(other_prune))[0] == 0
+    groups = tmp_path / "groups.json"
+    groups.write_text(json.dumps({"format": "manifold-workbench-supernodes", "schema_version": 1, "supernodes": [],
+                                  "prune": {"node_threshold": 0.8, "edge_threshold": 0.98}}))
+    for argv, needle in [
+        (("--prune", str(pruned), "--node-threshold", "0.8"), "--node-threshold must match the --prune file's 0.7"),
+        (("--prune", str(other_prune)), "--prune must be a prune result of GRAPH; got one of another graph"),
+        (("--prune", str(pruned), "--supernodes", str(groups)), "--prune must be made at the --supernodes file's "
+                                                                 "node_threshold 0.8"),
+        (("--prune", str(tmp_path / "none.safetensors")), "--prune file must exist"),
+    ]:
+        status, _, err = run("export", str(graph_file), "--out", str(out), *argv)
+        assert status == 2 and needle in err, err
+        _one_line_error(err, "export")
+    assert not out.exists()
+
+
 def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     for argv, needle in [

@@ -239,9 +239,13 @@ def prune_graph(graph: Graph, config: PruneConfig | None = None) -> PruneResult:
     then holds every pair with a non-zero score; node masks and scores are circuit-tracer's.
     """
     config = config or PruneConfig()
+    # phases logged: on a large memory-mapped graph each reads the file several times (minutes)
+    logger.info("pruning %d nodes: influence of each node on the logits", graph.n_nodes)
     influence = compute_influence(graph.adjacency, logit_weights(graph))  # (n_nodes,)
     node_mask = influence >= find_threshold(influence, config.node_threshold)  # (n_nodes,)
     node_mask[graph.token_start:] = True
+    logger.info("pruning: %d nodes hold node_threshold %.3g of the influence; scoring their edges",
+                int(node_mask.sum()), config.node_threshold)
     edges, every_pair = _select_edges(graph, node_mask, config.edge_threshold)
     if not every_pair:
         alive = _drop_dangling(node_mask, edges, graph.n_selected, graph.token_start)
