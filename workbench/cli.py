@@ -146,10 +146,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help()
         return 2
     _configure_logging(args.quiet, args.verbose)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm
 
     try:
-        with terminate_on_sigterm():
+        with terminate_on_sigterm(), logging_redirect_tqdm():  # log lines above the progress bars, not through them
             return int(args.func(args) or 0)
     except Terminated:
         print(f"workbench {args.command}: terminated", file=sys.stderr)
