@@ -172,7 +172,7 @@ def run_families(args: argparse.Namespace) -> int:
     try:
         # co-activation profiles over every chosen layer's features (the tuned setting)
         est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
-                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels)
+                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=not args.quiet)
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     from workbench.provenance import run_record

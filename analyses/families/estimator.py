@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from analyses.base import Estimator, as_integers
 from analyses.families.cluster import (
@@ -91,7 +92,8 @@ class FeatureFamilies(Estimator):
     def fit(self, X: np.ndarray, *, layer: Sequence[int] | np.ndarray | None = None,
             feature: Sequence[int] | np.ndarray | None = None, activations: Any = None, context: Any = None,
             context_self: Sequence[int] | np.ndarray | None = None,
-            labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None) -> "FeatureFamilies":
+            labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None,
+            verbose: bool = False) -> "FeatureFamilies":
         """Find the families of the features whose decoder rows are ``X`` (n_features, d).
 
         ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row); integers,
@@ -99,7 +101,8 @@ class FeatureFamilies(Estimator):
         ``activations``: sparse (n_rows, n_features) activation sample, columns in X's row order.
         ``context``: sparse (n_rows, n_context) wider activations on the same rows (default:
         ``activations``), with ``context_self[i]`` = row i's own column in it (-1: none).
-        ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel)."""
+        ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel).
+        ``verbose``: a progress bar over the layers (or the one group), showing the phase that ran last."""
         self._validate_params()
         self.timings_: dict[str, float] = {}
         self._last_tick = time.perf_counter()
@@ -113,21 +116,7 @@ class FeatureFamilies(Estimator):
         names = self._labels(labels, layers, feats)
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
-        family = np.full(U.shape[0], -1, dtype=np.int64)
-        knn_index = np.full((U.shape[0], self.n_neighbors), -1, dtype=np.int64)
-        knn_cos = np.full((U.shape[0], self.n_neighbors), -np.inf, dtype=np.float32)
-        for rows in groups:
-            rows = rows[live[rows]]
-            if rows.size == 0:
-                continue
-            sub_A = None if A is None else A[:, rows]
-            sub_self = None if ctx_self is None else ctx_self[rows]
-            contiguous = rows[-1] - rows[0] + 1 == rows.size
-            U_rows = U[rows[0]:rows[-1] + 1] if contiguous else U[rows]  # a view when it can be: no copy
-            fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self)
-            family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
-            knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
-            knn_cos[rows] = cos
+        family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         self._last_tick = time.perf_counter()
         self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names)
         self._tick("hierarchy_and_result")
@@ -184,6 +173,33 @@ class FeatureFamilies(Estimator):
 
     # ------------------------------------------------------------- per group
 
+    def _fit_groups(self, groups: list[np.ndarray], U: np.ndarray, live: np.ndarray, A: sp.csr_matrix | None,
+                    C: sp.csr_matrix | None, ctx_self: np.ndarray | None,
+                    verbose: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(family per row, decoder kNN index (n, k), cosine (n, k)) over every group (layer) of rows."""
+        family = np.full(U.shape[0], -1, dtype=np.int64)
+        knn_index = np.full((U.shape[0], self.n_neighbors), -1, dtype=np.int64)
+        knn_cos = np.full((U.shape[0], self.n_neighbors), -np.inf, dtype=np.float32)
+        self._bar = tqdm(groups, desc="feature families", unit="layer" if self.per_layer else "group",
+                         disable=not verbose)
+        try:
+            for rows in self._bar:
+                rows = rows[live[rows]]
+                if rows.size == 0:
+                    continue
+                sub_A = None if A is None else A[:, rows]
+                sub_self = None if ctx_self is None else ctx_self[rows]
+                contiguous = rows[-1] - rows[0] + 1 == rows.size
+                U_rows = U[rows[0]:rows[-1] + 1] if contiguous else U[rows]  # a view when it can be: no copy
+                fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self)
+                family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
+                knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
+                knn_cos[rows] = cos
+        finally:
+            self._bar.close()
+            del self._bar  # a fitted estimator holds no progress bar
+        return family, knn_index, knn_cos
+
     def _fit_group(self, U: np.ndarray, A: sp.csr_matrix | None, C: sp.csr_matrix | None,
                    ctx_self: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(family labels, decoder kNN index, cosine) of one group of unit decoder rows U (n, d)."""
@@ -222,6 +238,9 @@ class FeatureFamilies(Estimator):
         now = time.perf_counter()
         self.timings_[phase] = self.timings_.get(phase, 0.0) + now - self._last_tick
         self._last_tick = now
+        bar = getattr(self, "_bar", None)
+        if bar is not None and not bar.disable:
+            bar.set_postfix_str(f"{phase} done", refresh=True)
 
     def _combined_lists(self, U: np.ndarray, idx: np.ndarray, cos: np.ndarray, profiles: np.ndarray | None,
                         A: sp.csr_matrix | None, lam: float) -> tuple[np.ndarray, np.ndarray]:

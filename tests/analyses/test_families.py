@@ -62,6 +62,20 @@ def test_fit_returns_self_and_fitted_attributes() -> None:
     assert est.get_params() == clone(est).get_params() and not hasattr(clone(est), "result_")
 
 
+def test_verbose_fit_shows_a_bar_over_the_layers_and_finds_the_same_families(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`workbench families --layer all` clustered for a minute in silence."""
+    X, _ = planted()
+    layer = np.arange(X.shape[0]) % 2
+    quiet = FeatureFamilies().fit(X, layer=layer)
+    assert capsys.readouterr().err == ""
+    loud = FeatureFamilies().fit(X, layer=layer, verbose=True)
+    err = capsys.readouterr().err
+    assert "feature families: 100%" in err and "2/2" in err and "clustering done" in err, err
+    assert np.array_equal(quiet.labels_, loud.labels_)
+    assert not hasattr(loud, "_bar")
+
+
 def test_params_are_stored_unchanged() -> None:
     est = FeatureFamilies(n_neighbors=7, clustering="components")
     before = est.get_params()
