@@ -112,6 +112,19 @@ def test_builder_jumprelu_skip_llama(work_dir: Path) -> None:
     assert not load_transcoders(built.transcoder_dir("clt"), n_layers=2, d_model=32).has_skip
 
 
+def test_builder_shows_its_fits(tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Building a large benchmark model fitted transcoders for minutes in silence: a bar counts the fits
+    (PLT layers, then CLT (source, target) pairs); under --quiet (no INFO logs) there is none."""
+    with caplog.at_level("INFO", logger="workbench.bench.build"):
+        ensure_built(ModelSpec(**{**TINY, "seed": 5}), tmp_path / "a")
+    err = capsys.readouterr().err
+    assert "fitting benchmark transcoders: 100%" in err and "5/5" in err, err  # 2 PLT layers + 3 CLT pairs
+    with caplog.at_level("WARNING", logger="workbench.bench.build"):
+        ensure_built(ModelSpec(**{**TINY, "seed": 5}), tmp_path / "b")
+    assert "fitting" not in capsys.readouterr().err
+
+
 def test_builder_cache_key(work_dir: Path, built) -> None:
     again, reused = ensure_built(ModelSpec(**{**TINY, "target_l0": 8}), work_dir)  # 8 == 8.0: same spec
     assert reused and again.root == built.root

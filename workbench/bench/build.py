@@ -30,12 +30,14 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from tracer.errors import WorkbenchError
 from tracer.models import wrap_model
@@ -129,8 +131,12 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     gen = torch.Generator().manual_seed(spec.seed + 1)
     mlp_in, mlp_out = calibration_io(model, spec, gen)
     refs = {kind: f"bench/{final_root.name}-{kind}" for kind in ("plt", "clt")}
-    plt_stats = write_plt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["plt"], gen, scan=refs["plt"])
-    clt_stats = write_clt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["clt"], gen, scan=refs["clt"])
+    n_fits = spec.n_layers + spec.n_layers * (spec.n_layers + 1) // 2  # PLT layers, CLT (source, target) pairs
+    with tqdm(total=n_fits, desc="fitting benchmark transcoders", disable=not logger.isEnabledFor(logging.INFO)) as bar:
+        plt_stats = write_plt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["plt"], gen, scan=refs["plt"],
+                              tick=bar.update)
+        clt_stats = write_clt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["clt"], gen, scan=refs["clt"],
+                              tick=bar.update)
     manifest: JSONRecord = {
         "key": spec.key, "build_version": BUILD_VERSION, "spec": dataclasses.asdict(spec),
         "hf_architecture": type(model).__name__, "head_dim": spec.head_width,  # = config.architectures[0]
@@ -255,8 +261,9 @@ def _fvu(residual: Tensor, y: Tensor) -> float:
 
 
 def write_plt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, gen: torch.Generator,
-              *, scan: str) -> list[dict[str, float]]:
-    """Per-layer transcoders (mwhanna/qwen3-4b-transcoders layout); returns calibration stats."""
+              *, scan: str, tick: Callable[[], object] = lambda: None) -> list[dict[str, float]]:
+    """Per-layer transcoders (mwhanna/qwen3-4b-transcoders layout); returns calibration stats. ``tick`` is
+    called after each layer's fit."""
     layers, stats = [], []
     for layer in range(spec.n_layers):
         x, y = mlp_in[layer], mlp_out[layer]
@@ -269,14 +276,16 @@ def write_plt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, g
         layers.append(with_decoder(enc, W[:spec.d_transcoder], b_dec, skip_T))
         stats.append({"layer": layer, "l0": float((acts > 0).sum(1).float().mean()),
                       "fvu": _fvu(design @ W + b_dec - y, y)})
+        tick()
     write_transcoders(Transcoders(kind="plt", layers=tuple(layers), scan=scan), out_dir)
     return stats
 
 
 def write_clt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, gen: torch.Generator,
-              *, scan: str) -> list[dict[str, float]]:
+              *, scan: str, tick: Callable[[], object] = lambda: None) -> list[dict[str, float]]:
     """A cross-layer transcoder; the decoders of target layer l are fitted source by source
-    (l, l-1, ..., 0), each to what the previous ones left, so no Gram matrix exceeds one layer's."""
+    (l, l-1, ..., 0), each to what the previous ones left, so no Gram matrix exceeds one layer's. ``tick`` is
+    called after each (source, target) fit."""
     L, d_tc = spec.n_layers, spec.clt_width
     encoders = [calibrated_encoder(mlp_in[i], d_tc, spec.target_l0, spec.act, gen) for i in range(L)]
     W_dec = [torch.zeros(d_tc, L - i, spec.d_model) for i in range(L)]
@@ -290,6 +299,7 @@ def write_clt(spec: ModelSpec, mlp_in: Tensor, mlp_out: Tensor, out_dir: Path, g
             W = ridge(acts, residual)
             W_dec[source][:, target - source] = W
             residual = residual - acts @ W
+            tick()
         l0 = (encoders[target].encode(mlp_in[target]) > 0).sum(1).float().mean()
         stats.append({"layer": target, "l0": float(l0), "fvu": _fvu(residual, y)})
     layers = tuple(with_decoder(enc, W_dec[i], b_dec[i]) for i, enc in enumerate(encoders))
