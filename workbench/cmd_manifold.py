@@ -328,4 +328,8 @@ def run_discover(args: argparse.Namespace) -> int:
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["run"] = run_record(args)
     atomic_write_json(args.out / DISCOVERY_INDEX, report)
+    for layer, rep in report["feature_layers"].items():
+        top = ", ".join(f"{name} ({rep['families'][name]['score']:.2f})" for name in rep["ranking"][:3])
+        logger.info("feature layer %s: %d families ranked; first %s", layer, len(rep["ranking"]), top)
+    logger.info("wrote %s", args.out / DISCOVERY_INDEX)
     return 0

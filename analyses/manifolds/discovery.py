@@ -484,7 +484,7 @@ class ManifoldDiscovery(Estimator):
             rng = np.random.default_rng([cfg.seed, zlib.crc32(str(name).encode())])  # per family, whatever its place
             found.append(family_manifold(name, A_csr[:, members], W[members], members, cfg, rng,
                                          persistence=persistence))
-            logger.info("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
+            logger.debug("family %s: %d points, score %.3f", name, found[-1].n_points, found[-1].score)
         # ties in the ring score (e.g. no H1 bar at all) fall back to the loop evidence without persistence
         found.sort(key=lambda f: (not f.scored, -f.score if f.scored else 0.0, -f.loop_score if f.scored else 0.0))
         self.result_ = DiscoveryResult(families=found, feature_layer=feature_layer, persistence=persistence)

@@ -192,15 +192,22 @@ def test_steer_refuses_a_damaged_fit(month_fit, tmp_path, capsys, mutate, messag
     assert not out.exists()
 
 
-def test_discover_ranks_label_families(tmp_path, capsys):
+def test_discover_ranks_label_families(tmp_path, capsys, caplog):
     rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["hue_arith"][:60]
     prompts = write_jsonl(tmp_path / "corpus.jsonl", [{"prompt": r["prompt"] + " " + r["answer"]} for r in rows])
-    code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
-                       "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
-                       "--feature-layers", "1,2", "--metric-points", "300", "--curve-iterations", "3",
-                       "--irr-n-steps", "300")
+    with caplog.at_level("INFO"):
+        code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts",
+                           prompts, "--labels", str(WORLD / "labels_plt.jsonl"), "--out", str(tmp_path / "disc"),
+                           "--feature-layers", "1,2", "--metric-points", "300", "--curve-iterations", "3",
+                           "--irr-n-steps", "300")
     assert code == 0, err
     rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
+    # one summary line per layer (not one line per family: 282 of them at scale), then where it wrote
+    lines = [r.getMessage() for r in caplog.records if r.name == "workbench.cmd_manifold"]
+    first = rep["feature_layers"]["1"]["ranking"][0]
+    assert lines[0].startswith(f"feature layer 1: {len(rep['feature_layers']['1']['ranking'])} families ranked; "
+                               f"first {first} (") and lines[-1].endswith("discovery.json"), lines
+    assert not [r for r in caplog.records if r.getMessage().startswith("family ")]
     assert rep["families_from"] == "labels (truth)" and set(rep["feature_layers"]) == {"1", "2"}
     assert rep["run"]["options"]["metric_points"] == 300 and rep["run"]["argv"][:2] == ["manifold", "discover"]
     layer1 = rep["feature_layers"]["1"]
