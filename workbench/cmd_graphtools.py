@@ -144,6 +144,7 @@ def run_prune(args: argparse.Namespace) -> int:
     from workbench.provenance import run_record
 
     result = prune_graph(graph, config)
+    logger.info("scoring the full and the pruned graph (replacement, completeness)")
     full = graph_scores(graph)
     pruned = subgraph_scores(graph, prune_result=result)
     meta = {
