@@ -32,6 +32,7 @@ from analyses.results import check_shapes, register_result
 from analyses.supernodes.config import InterventionConfig
 from tracer.graph import Graph
 from tracer.interventions import feature_intervention, measured_columns, prepare
+from tracer.mapped import release_rows
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
 
@@ -112,12 +113,14 @@ _BLOCK_BYTES = 64 * 2**20
 
 def _rows_times(A: torch.Tensor, rows: torch.Tensor, n_cols: int, right: torch.Tensor) -> torch.Tensor:
     """(len(rows), k) float64 ``A[rows, :n_cols] @ right``, reading ``A`` (possibly memory-mapped, possibly on
-    another device) a block of rows at a time so that memory stays at :data:`_BLOCK_BYTES`, not rows x n_cols."""
+    another device) a block of rows at a time so that memory stays at :data:`_BLOCK_BYTES`, not rows x n_cols;
+    a memory-mapped file's pages are dropped after each block (as pruning does), so they do not pile up."""
     step = max(1, _BLOCK_BYTES // (8 * max(n_cols, 1)))
     out = torch.empty(len(rows), right.shape[1], dtype=torch.float64)  # (n_rows, k)
     for start in range(0, len(rows), step):
-        block = rows[start:start + step].to(A.device)  # (b,)
-        out[start:start + step] = A[block, :n_cols].cpu().double() @ right  # (b, k)
+        block = rows[start:start + step]  # (b,)
+        out[start:start + step] = A[block.to(A.device), :n_cols].cpu().double() @ right  # (b, k)
+        release_rows(A, int(block.min()), int(block.max()) + 1)
     return out
 
 

@@ -1,6 +1,7 @@
 """analyses.supernodes.interventions: predicted effects by hand, random matches, the shipped world."""
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,7 @@ class _RowCountingAdjacency:
         return rows
 
 
-def test_predicted_effects_read_the_adjacency_in_small_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_predicted_effects_read_the_adjacency_in_small_blocks(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A large unpruned graph's memory-mapped adjacency is read a few rows at a time, with the same result as
     the whole-matrix product."""
     gen = torch.Generator().manual_seed(0)
@@ -67,10 +68,17 @@ def test_predicted_effects_read_the_adjacency_in_small_blocks(monkeypatch: pytes
     groups = [np.array([0, 3]), np.array([13]), np.array([1, 14, 30])]
     whole = predicted_effects(graph, groups)  # (2, 3)
     counting = _RowCountingAdjacency(A)
+    released: list[tuple[int, int]] = []
     monkeypatch.setattr(interventions, "_BLOCK_BYTES", 8 * F * 5)  # five rows per read
+    monkeypatch.setattr(interventions, "release_rows", lambda m, r0, r1: released.append((r0, r1)))
     blocked = predicted_effects(dataclasses.replace(graph, adjacency=counting), groups)  # type: ignore[arg-type]
     np.testing.assert_allclose(blocked, whole, rtol=1e-12)
     assert counting.reads and max(counting.reads) == 5
+    # a memory-mapped file's pages are dropped after each block (they took 22 GB of RSS at 88,890 nodes)
+    assert len(released) == len(counting.reads) and all(r1 - r0 == 5 for r0, r1 in released[:2])
+    monkeypatch.undo()
+    mapped = Graph.load(graph.save(tmp_path / "g.safetensors"), mmap=True)
+    np.testing.assert_array_equal(predicted_effects(mapped, groups), whole)  # pages dropped and read again
     assert np.abs(whole).min() > 0
 
 
