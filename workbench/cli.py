@@ -12,8 +12,10 @@ Interrupts exit 130, SIGTERM 143; either way no output file is left half-written
 """
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import warnings
 from typing import Any, NoReturn
@@ -103,6 +105,18 @@ def _configure_logging(quiet: bool, verbose: bool) -> None:
     warnings.showwarning = _warning_line
 
 
+def _logs_above_bars() -> contextlib.AbstractContextManager[object]:
+    """Log lines above the progress bars, not through a bar's line (tqdm's logging redirect), when the log
+    goes to the console handler :func:`_configure_logging` installed on a live stderr. A program that calls
+    :func:`main` with its own handlers (a log file) keeps them as they are."""
+    ours = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler and h.stream is sys.stderr]
+    if not ours:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
 def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
     """A library's ``warnings.warn`` as one log line (the message, not the source file and line)."""
@@ -116,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     left to clean up (``args.fast_exit``), the process ends right after the command, without the
     interpreter's teardown of torch and of large mappings (about a second).
     """
+    if sys.stderr is None:  # started with stderr closed (`2>&-`): progress bars and logs go nowhere, not to stdout
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - the process's stderr, kept open
     parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     # --quiet / --verbose before or after the subcommand: either place works
@@ -130,8 +146,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_now(code: int) -> None:
     """End the process now: flush what was written, then skip the interpreter's teardown."""
-    import os
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -146,12 +160,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         parser.print_help()
         return 2
     _configure_logging(args.quiet, args.verbose)
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
     from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm
 
     try:
-        with terminate_on_sigterm(), logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        with terminate_on_sigterm(), _logs_above_bars():
             return int(args.func(args) or 0)
     except Terminated:
         print(f"workbench {args.command}: terminated", file=sys.stderr)

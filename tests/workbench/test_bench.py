@@ -123,6 +123,9 @@ def test_builder_shows_its_fits(tmp_path: Path, caplog: pytest.LogCaptureFixture
     with caplog.at_level("WARNING", logger="workbench.bench.build"):
         ensure_built(ModelSpec(**{**TINY, "seed": 5}), tmp_path / "b")
     assert "fitting" not in capsys.readouterr().err
+    with caplog.at_level("INFO", logger="workbench.bench.build"):  # run_benchmark(verbose=False) says so
+        ensure_built(ModelSpec(**{**TINY, "seed": 5}), tmp_path / "c", verbose=False)
+    assert "fitting" not in capsys.readouterr().err
 
 
 def test_builder_cache_key(work_dir: Path, built) -> None:

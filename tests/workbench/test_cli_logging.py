@@ -1,5 +1,6 @@
 """The CLI's log lines and progress bars share stderr without breaking each other's lines."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -24,14 +25,20 @@ _COMMAND = textwrap.dedent("""
 
     sys.modules["loop_cmd"] = types.SimpleNamespace(register=register)
     cli.SUBCOMMANDS = {"loop": "loop_cmd"}
+    if sys.argv[1:2] == ["--log-file"]:  # a program that calls the CLI with its own log handler
+        logging.basicConfig(filename=sys.argv[2], level=logging.INFO, format="%(name)s %(message)s")
+        sys.argv[1:3] = []
     sys.exit(cli.main(["loop", *sys.argv[1:]]))
 """)
 
 
+def _run(*argv: str, stderr: int | None = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _COMMAND, *argv], cwd=ROOT, stdout=subprocess.PIPE,
+                          stderr=stderr, text=True, timeout=120, check=True)
+
+
 def _stderr(*argv: str) -> str:
-    done = subprocess.run([sys.executable, "-c", _COMMAND, *argv], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=True)
-    return done.stderr
+    return _run(*argv).stderr
 
 
 def test_a_log_line_inside_a_progress_loop_starts_its_own_line() -> None:
@@ -47,3 +54,18 @@ def test_a_log_line_inside_a_progress_loop_starts_its_own_line() -> None:
 
 def test_quiet_shows_neither() -> None:
     assert _stderr("--quiet") == ""
+
+
+def test_a_program_with_its_own_log_file_keeps_it(tmp_path: Path) -> None:
+    """The redirect once added a console handler of its own: a caller's log lines were copied to stderr."""
+    log = tmp_path / "run.log"
+    assert _stderr("--log-file", str(log), "--quiet") == ""
+    assert log.read_text().count("analyses.x family") == 3
+
+
+def test_closed_stderr_sends_no_log_lines_to_stdout() -> None:
+    """Started with stderr closed (``2>&-``), a progress bar crashed the command (tqdm wrote to None), and
+    the logging redirect would have sent log lines to stdout, mixing them into a command's output."""
+    closed = subprocess.run([sys.executable, "-c", _COMMAND], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            timeout=120, check=False, preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 0 and "family" not in closed.stdout, closed

@@ -244,7 +244,7 @@ def prune_graph(graph: Graph, config: PruneConfig | None = None) -> PruneResult:
     influence = compute_influence(graph.adjacency, logit_weights(graph))  # (n_nodes,)
     node_mask = influence >= find_threshold(influence, config.node_threshold)  # (n_nodes,)
     node_mask[graph.token_start:] = True
-    logger.info("pruning: %d nodes hold node_threshold %.3g of the influence; scoring their edges",
+    logger.info("pruning: %d nodes hold node_threshold %g of the influence; scoring their edges",
                 int(node_mask.sum()), config.node_threshold)
     edges, every_pair = _select_edges(graph, node_mask, config.edge_threshold)
     if not every_pair:

@@ -96,8 +96,9 @@ class BuiltModel:
         return self.ct_cache / self.transcoder_ref(kind)
 
 
-def ensure_built(spec: ModelSpec, work_dir: Path) -> tuple[BuiltModel, bool]:
-    """The cached build of `spec`, building it first if needed; returns (build, reused)."""
+def ensure_built(spec: ModelSpec, work_dir: Path, *, verbose: bool | None = None) -> tuple[BuiltModel, bool]:
+    """The cached build of `spec`, building it first if needed; returns (build, reused). ``verbose``: progress
+    bars while building (default: when this module logs at INFO)."""
     root = Path(work_dir) / "models" / spec.key
     if (root / MANIFEST).is_file():
         logger.info("reusing benchmark model %s", root)
@@ -107,7 +108,8 @@ def ensure_built(spec: ModelSpec, work_dir: Path) -> tuple[BuiltModel, bool]:
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     try:
-        manifest = _build(spec, tmp, final_root=root)
+        show = logger.isEnabledFor(logging.INFO) if verbose is None else verbose
+        manifest = _build(spec, tmp, final_root=root, verbose=show)
         if root.exists():  # an unfinished build (no manifest): replace it
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -117,13 +119,13 @@ def ensure_built(spec: ModelSpec, work_dir: Path) -> tuple[BuiltModel, bool]:
     return BuiltModel(root, manifest), False
 
 
-def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
+def _build(spec: ModelSpec, root: Path, final_root: Path, *, verbose: bool) -> JSONRecord:
     t0 = time.perf_counter()
     logger.info("building benchmark model %s", spec.key)
     model_dir = root / "model"
     write_tokenizer(spec.vocab, model_dir, max_len=spec.max_positions)
     model = make_model(spec)
-    with hf_progress_bars(logger.isEnabledFor(logging.INFO)):  # no shard-writing bar under --quiet
+    with hf_progress_bars(verbose):  # no shard-writing bar under --quiet
         model.save_pretrained(model_dir, safe_serialization=True)
     portable_config(model_dir / "config.json")
     if spec.arch in TL_MODEL_NAME:  # relative links: they survive renaming the build folder
@@ -132,7 +134,7 @@ def _build(spec: ModelSpec, root: Path, final_root: Path) -> JSONRecord:
     mlp_in, mlp_out = calibration_io(model, spec, gen)
     refs = {kind: f"bench/{final_root.name}-{kind}" for kind in ("plt", "clt")}
     n_fits = spec.n_layers + spec.n_layers * (spec.n_layers + 1) // 2  # PLT layers, CLT (source, target) pairs
-    with tqdm(total=n_fits, desc="fitting benchmark transcoders", disable=not logger.isEnabledFor(logging.INFO)) as bar:
+    with tqdm(total=n_fits, desc="fitting benchmark transcoders", disable=not verbose) as bar:
         plt_stats = write_plt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["plt"], gen, scan=refs["plt"],
                               tick=bar.update)
         clt_stats = write_clt(spec, mlp_in, mlp_out, root / "ct_cache" / refs["clt"], gen, scan=refs["clt"],

@@ -293,7 +293,7 @@ def run_benchmark(spec: ModelSpec, cfg: BenchConfig, *, argv: list[str] | None =
     machine = machine_info(cfg.device)
     peak = gemm_peak(seconds=cfg.gemm_seconds, threads=cfg.n_threads, device=cfg.device)
     logger.info("phase 2: benchmark model %s", spec.key)
-    built, reused = ensure_built(spec, Path(cfg.work_dir))
+    built, reused = ensure_built(spec, Path(cfg.work_dir), verbose=verbose)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = Path(cfg.work_dir) / "runs" / f"{stamp}-{os.getpid()}-{spec.key}"
     errors: list[str] = []
