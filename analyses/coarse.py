@@ -47,6 +47,7 @@ from tracer.graph import (
     viewer_subgraph,
 )
 from tracer.graph.export import aggregate_supernode_links, unique_labels
+from tracer.mapped import release_all, release_rows
 
 logger = logging.getLogger(__name__)
 
@@ -198,8 +199,9 @@ def graph_links(graph: Graph, *, prune_result: PruneResult | None = None,
     """
     if prune_result is not None:
         edges = (view or viewer_subgraph(graph, prune_result)).edge_index.cpu()
-        weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
-        return edges.numpy().astype(np.int64), weights.double().cpu().numpy()
+        weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)].cpu()
+        release_all(graph.adjacency)  # a memory-mapped file's pages read here (not needed again)
+        return edges.numpy().astype(np.int64), weights.double().numpy()
     n = graph.n_nodes
     mask = torch.ones(n, dtype=torch.bool) if node_mask is None else node_mask.cpu().bool()
     kept = mask.nonzero().flatten()  # (n_kept,)
@@ -210,6 +212,7 @@ def graph_links(graph: Graph, *, prune_result: PruneResult | None = None,
         t, s = block.nonzero(as_tuple=True)
         parts_e.append(torch.stack([rows[t], kept[s]]))
         parts_w.append(block[t, s].double())
+        release_rows(graph.adjacency, int(rows[0]), int(rows[-1]) + 1)  # kept is ascending
     if not parts_e:
         return np.zeros((2, 0), dtype=np.int64), np.zeros(0)
     return torch.cat(parts_e, 1).numpy().astype(np.int64), torch.cat(parts_w).numpy()

@@ -47,6 +47,7 @@ from tracer.graph import (
     prune_graph,
     viewer_subgraph,
 )
+from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
 _D = CircuitConfig()
@@ -109,6 +110,7 @@ def _normalized_links(graph: Graph, view: ViewerSubgraph) -> sp.csr_matrix:
     edges = view.edge_index.cpu()  # (2, n_links)
     weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)]
     mags = weights.abs().double().cpu().numpy()
+    release_all(graph.adjacency)  # a memory-mapped file's pages read here (not needed again)
     t, s = edges[0].numpy(), edges[1].numpy()
     row = np.bincount(t, mags, minlength=graph.n_nodes)  # (n_nodes,)
     vals = mags / np.maximum(row[t], 1e-10)

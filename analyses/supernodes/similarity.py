@@ -37,6 +37,7 @@ from torch import Tensor
 
 from analyses.families.coactivation import CoactivationContext
 from tracer.graph import Graph
+from tracer.mapped import release_all
 from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,8 @@ def working_graph(graph: Graph, nodes: np.ndarray, *, block_rows: int = 256) -> 
         row_abs[at] = torch.linalg.vector_norm(rows.float(), 1, dim=1).cpu().numpy()
         if not full:
             block[torch.from_numpy(at)] = rows.index_select(1, cols).cpu()
+    if not full:
+        release_all(adjacency)  # a memory-mapped file's pages read here (not needed again)
     return WorkingGraph(nodes, block, row_abs)
 
 
@@ -81,6 +84,7 @@ def working_graph_from_links(graph: Graph, nodes: np.ndarray, edges: Tensor) -> 
     nodes = np.unique(np.asarray(nodes, dtype=np.int64))  # (w,)
     edges = edges.cpu()
     weights = graph.adjacency[edges[0].to(graph.adjacency.device), edges[1].to(graph.adjacency.device)].cpu()
+    release_all(graph.adjacency)  # a memory-mapped file's pages read here (not needed again)
     lookup = torch.full((graph.n_nodes,), -1, dtype=torch.long)
     lookup[torch.from_numpy(nodes)] = torch.arange(nodes.size)
     t, s = lookup[edges[0]], lookup[edges[1]]

@@ -82,6 +82,16 @@ def test_predicted_effects_read_the_adjacency_in_small_blocks(monkeypatch: pytes
     assert np.abs(whole).min() > 0
 
 
+def test_columns_are_read_a_block_of_rows_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The graph check's adjacency columns touched a page of every row of a memory-mapped file at once."""
+    A = torch.randn(23, 7, generator=torch.Generator().manual_seed(1))
+    released: list[tuple[int, int]] = []
+    monkeypatch.setattr(interventions, "_BLOCK_BYTES", 7 * 4 * 5)  # five rows per block
+    monkeypatch.setattr(interventions, "release_rows", lambda m, r0, r1: released.append((r0, r1)))
+    assert torch.equal(interventions._columns(A, [4, 1]), A[:, [4, 1]])
+    assert released == [(r, min(r + 5, 23)) for r in range(0, 23, 5)]
+
+
 def test_an_inconsistent_check_is_refused() -> None:
     g = np.zeros(3)
     fields: dict[str, Any] = {
