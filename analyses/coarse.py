@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from analyses.base import check_number
-from analyses.display import Display
+from analyses.display import EDGE_COLOURS, NODE_COLOURS, Display
 from analyses.results import check_shapes, register_result
 from tracer.graph import (
     NODE_ERROR,
@@ -434,14 +434,13 @@ class SupernodeGraphDisplay(Display):
     def _draw(self, ax: Any, show_labels: bool = True, **kwargs: Any) -> None:
         top = max((abs(w) for _, _, w in self.edges), default=1.0) or 1.0
         for s, t, w in reversed(self.edges):  # strongest drawn last, on top
-            ax.plot([self.x[s], self.x[t]], [self.y[s], self.y[t]], color="tab:blue" if w > 0 else "tab:red",
+            sign = "excite" if w > 0 else "inhibit"
+            ax.plot([self.x[s], self.x[t]], [self.y[s], self.y[t]], color=EDGE_COLOURS[sign],
                     lw=0.4 + 3.0 * abs(w) / top, alpha=0.35 + 0.5 * abs(w) / top, zorder=1)
-        colours = {"supernode": "tab:orange", "feature": "tab:olive", "error": "tab:gray", "token": "tab:green",
-                   "logit": "tab:purple", "manifold": "tab:cyan"}
         for kind in dict.fromkeys(self.kinds):
             idx = [i for i, k in enumerate(self.kinds) if k == kind]
             ax.scatter(self.x[idx], self.y[idx], s=[40 + 25 * float(self.sizes[i]) for i in idx],
-                       c=colours.get(kind, "black"), label=kind, zorder=2, edgecolors="black", linewidths=0.5)
+                       c=NODE_COLOURS.get(kind, "black"), label=kind, zorder=2, edgecolors="black", linewidths=0.5)
         if show_labels:
             for i, text in enumerate(self.node_texts()):
                 group = self.numbered and self.kinds[i] in self.GROUP_KINDS

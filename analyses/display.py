@@ -12,6 +12,13 @@ from typing import Any, TypeVar
 
 from tracer.io import atomic_path
 
+NODE_COLOURS: dict[str, str] = {"supernode": "#ff7f0e", "feature": "#bcbd22", "error": "#7f7f7f", "token": "#2ca02c",
+                                 "logit": "#9467bd", "manifold": "#17becf"}
+"""Node colours of every graph figure (matplotlib's tab10: orange, olive, gray, green, purple, cyan); no node
+kind is blue or red, the :data:`EDGE_COLOURS`."""
+EDGE_COLOURS: dict[str, str] = {"excite": "#1f77b4", "inhibit": "#d62728"}
+"""Edge colours of every graph figure by sign (tab10 blue and red)."""
+
 _D = TypeVar("_D", bound="Display")
 
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from analyses.display import EDGE_COLOURS, NODE_COLOURS
 from tracer.io import atomic_path
 
 SCHEMA_VERSION = 2
@@ -138,8 +139,8 @@ class GraphSection:
     circuit: CircuitView | None = None
 
 
-_COLORS = {"feature": "#4c78a8", "error": "#b0b0b0", "token": "#59a14f", "logit": "#9467bd"}
-"""Node colours (logits purple: red and blue are the edges' signs)."""
+_COLORS = {kind: NODE_COLOURS[kind] for kind in ("feature", "error", "token", "logit")}
+"""Node colours: those of the supernode graph's figure (:data:`analyses.coarse.NODE_COLOURS`)."""
 _MAX_EDGES = 400
 """The strongest edges drawn in a graph figure (the caption says how many of how many)."""
 _CSS = """
@@ -208,7 +209,7 @@ def _svg(sec: GraphSection, width: int = 1100, height: int = 520) -> str:
     for src, dst, w in sorted(sec.edges, key=lambda e: abs(e[2]))[-_MAX_EDGES:]:
         if src in place and dst in place:
             (x1, y1), (x2, y2) = place[src], place[dst]
-            color = "#d62728" if w < 0 else "#1f77b4"
+            color = EDGE_COLOURS["inhibit" if w < 0 else "excite"]
             parts.append(f'<line x1="{x1:.1f}" y1="{y1:.1f}" x2="{x2:.1f}" y2="{y2:.1f}" stroke="{color}" '
                          f'stroke-opacity="0.35" stroke-width="{0.3 + 3 * abs(w) / wmax:.2f}"/>')
     for n in sec.nodes:

@@ -7,8 +7,10 @@ import pytest
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from matplotlib.colors import to_hex
 
 from analyses.coarse import CoarseGraph, SupernodeGraphDisplay, build_coarse_graph, graph_links, with_columns
+from analyses.display import EDGE_COLOURS, NODE_COLOURS
 from analyses.results import load_result, save_result
 from tests.reference import dense_prune as ref
 from tests.reference import viewer_supernodes as viewer
@@ -140,7 +142,11 @@ def test_display_draws_nodes_and_signed_edges(tmp_path) -> None:
     disp = SupernodeGraphDisplay.from_coarse_graph(coarse, max_edges=20).plot()
     assert len(disp.ax_.collections) == len(set(coarse.kind))
     colours = {line.get_color() for line in disp.ax_.lines}
-    assert colours <= {"tab:blue", "tab:red"} and len(disp.ax_.lines) == min(20, len(coarse.edges()))
+    assert colours <= set(EDGE_COLOURS.values()) and len(disp.ax_.lines) == min(20, len(coarse.edges()))
+    # node colours are the report's (one palette, analyses.display), none of them an edge colour
+    for points in disp.ax_.collections:
+        assert to_hex(points.get_facecolor()[0]) == NODE_COLOURS[points.get_label()]
+    assert not set(NODE_COLOURS.values()) & set(EDGE_COLOURS.values())
     assert disp.savefig(tmp_path / "g.svg").stat().st_size > 0
     texts = [t.get_text() for t in disp.ax_.texts]
     assert texts == [label[:28] for label in coarse.label]

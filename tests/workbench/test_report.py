@@ -42,3 +42,19 @@ def test_scope_svg_ids_leaves_foreign_references_and_id_free_svgs_alone():
     svg = '<svg><clipPath id="c"/><g clip-path="url(#c)"/><use xlink:href="#c"/><a href="#elsewhere"/></svg>'
     assert scope_svg_ids(svg, "f2-") == ('<svg><clipPath id="f2-c"/><g clip-path="url(#f2-c)"/>'
                                          '<use xlink:href="#f2-c"/><a href="#elsewhere"/></svg>')
+
+
+def test_graph_figures_share_the_supernode_figures_palette():
+    """The report's pruned graph drew features blue (an edge colour) and tokens another green than the
+    supernode graph beside it; both now draw from analyses.display's palette."""
+    from analyses.display import EDGE_COLOURS, NODE_COLOURS
+    from workbench.report import GraphSection, NodeView, _svg
+
+    nodes = [NodeView(node_id=k, kind=k, layer=layer, pos=0, label=k, influence=1.0)
+             for k, layer in (("token", -1), ("feature", 0), ("error", 0), ("logit", 1))]
+    sec = GraphSection(title="t", prompt_tokens=["a"], expected=None, top_logits=[], scores={}, counts={},
+                       nodes=nodes, edges=[("token", "feature", 1.0), ("feature", "logit", -0.5)], n_layers=1)
+    svg = _svg(sec)
+    fills = re.findall(r'<circle [^>]*fill="([^"]+)"', svg)  # in node order
+    assert fills == [NODE_COLOURS[n.kind] for n in nodes]
+    assert set(re.findall(r'stroke="([^"]+)"', svg)) == set(EDGE_COLOURS.values())
