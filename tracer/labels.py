@@ -170,6 +170,15 @@ def check_labels_match(labels: Mapping[tuple[int, int], FeatureLabel], *, n_laye
                        owner, ", ".join(sorted(scans)))
 
 
+def check_label_mapping(labels: Mapping[Any, Any] | None, *, n_layers: int, scan: str = "",
+                        source: str = "the mapping", owner: str = "the graph") -> None:
+    """:func:`check_labels_match` over the :class:`FeatureLabel` values keyed by (layer, feature) of a mapping
+    that may also hold plain strings or node-id keys (the Python API's ``labels`` arguments)."""
+    records = {k: v for k, v in (labels or {}).items() if isinstance(k, tuple) and isinstance(v, FeatureLabel)}
+    if records:
+        check_labels_match(records, n_layers=n_layers, scan=scan, source=source, owner=owner)
+
+
 def _loads(text: str, p: Path) -> Any:
     try:
         return loads_json(text)

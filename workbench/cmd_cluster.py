@@ -199,7 +199,10 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         from tracer.labels import check_labels_match, load_labels
 
         out["labels"] = load_labels(args.labels)
-        check_labels_match(out["labels"], n_layers=graph.n_layers, scan=graph.scan, source=args.labels)
+        tcs = out["transcoders"]  # an .npz graph records no set: the labels must then be --transcoders'
+        if graph.scan or tcs is not None:  # else the estimator checks their layers and warns that it can do no more
+            check_labels_match(out["labels"], n_layers=graph.n_layers, scan=graph.scan or tcs.scan,
+                               source=args.labels, owner="the graph" if graph.scan else "--transcoders")
     if args.families:
         tcs = out.get("transcoders")  # without --transcoders: those the graph records, where they still exist
         out["families"] = read_families(args.families, graph, tcs.source if tcs is not None else

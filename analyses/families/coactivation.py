@@ -14,6 +14,7 @@ same rows (for example every layer's features). Two kinds of evidence:
 * **Jaccard** of firing sets (first order), for given pairs: ``|S_i & S_j| / |S_i | S_j|``.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from functools import cached_property
@@ -84,6 +85,8 @@ class CoactivationContext:
     """(n_context, 2) int64 (layer, feature) of each column, or None (columns are addressed by index)."""
     weighting: str
     """How activations count: their values ("activation") or 1 where a feature fires ("binary")."""
+    transcoder_kind: str | None = None
+    """The kind of transcoders ("plt" / "clt") of the run it was read from (:meth:`from_store`), or None."""
 
     @classmethod
     def from_activations(cls, A: object, keys: object = None, *, weighting: str = "activation", dim: int = 256,
@@ -118,8 +121,10 @@ class CoactivationContext:
         ``workbench activations``): ``layers``' features (default: every collected layer) at every
         position >= 1, columns keyed by (layer, feature)."""
         A, keys = store.feature_matrix(layers)
-        return cls.from_activations(A, keys, weighting=weighting, dim=dim, exact_max=exact_max,
-                                    random_state=random_state)
+        context = cls.from_activations(A, keys, weighting=weighting, dim=dim, exact_max=exact_max,
+                                       random_state=random_state)
+        kind = store.index.get("transcoder_kind")
+        return dataclasses.replace(context, transcoder_kind=str(kind)) if kind else context
 
     @property
     def n_context(self) -> int:

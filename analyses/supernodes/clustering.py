@@ -33,6 +33,7 @@ from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
 from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
 from tracer.graph import Graph, PruneConfig, PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
+from tracer.labels import check_label_mapping
 from tracer.transcoders.base import Transcoders
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,27 @@ def family_table(graph: Graph, families: np.ndarray | torch.Tensor) -> np.ndarra
     return table
 
 
+def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[tuple[int, int], Any] | None,
+                 coactivation: Any) -> None:
+    """Refuse inputs of another transcoder set than the graph's, as the CLI does: transcoders of another set,
+    kind or shape (:func:`similarity.check_transcoders`), labels whose records name another set (the graph's, else
+    the transcoders'), and a co-activation sample collected with another kind of transcoders."""
+    if transcoders is not None:
+        sim.check_transcoders(graph, transcoders)
+    scan = graph.scan or (transcoders.scan if transcoders is not None else "")
+    check_label_mapping(labels, n_layers=graph.n_layers, scan=scan,
+                        owner="the graph" if graph.scan or transcoders is None else "transcoders")
+    if coactivation is None:
+        return
+    if not isinstance(coactivation, CoactivationContext):
+        raise TypeError(f"coactivation must be an analyses.families.coactivation.CoactivationContext; got "
+                        f"{type(coactivation).__name__}.")
+    kind = graph.extra.get("transcoder_kind") or (transcoders.kind if transcoders is not None else None)
+    if kind and coactivation.transcoder_kind and coactivation.transcoder_kind != kind:
+        raise ValueError(f"coactivation must come from the graph's kind of transcoders ({kind}); got a sample of "
+                         f"{coactivation.transcoder_kind} transcoders. Collect it with the graph's transcoders.")
+
+
 class SupernodeClustering(Estimator):
     """Cluster the features of a graph into supernodes (parameters: :class:`ClusteringConfig`)."""
 
@@ -167,8 +189,7 @@ class SupernodeClustering(Estimator):
             raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
         if prune_result is not None:
             check_prune_result(graph, prune_result)
-        if transcoders is not None:
-            sim.check_transcoders(graph, transcoders)
+        check_inputs(graph, transcoders, labels, coactivation)
         if isinstance(families, (np.ndarray, torch.Tensor)):
             families = family_table(graph, families)
         work_nodes, self.prune_result_, view = self._working_set(graph, prune_result, node_mask)
@@ -178,9 +199,6 @@ class SupernodeClustering(Estimator):
                 else sim.working_graph(graph, nodes))
         pos = np.searchsorted(work.nodes, cand)  # candidates' rows in the working set
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
-        if coactivation is not None and not isinstance(coactivation, CoactivationContext):
-            raise TypeError(f"coactivation must be an analyses.families.coactivation.CoactivationContext; got "
-                            f"{type(coactivation).__name__}.")
         inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels, coactivation)
         effects = sim.logit_effects(work, graph)[pos]
         blocks = [np.arange(cand.size)] if self.config_.cross_position else [

@@ -37,6 +37,7 @@ from torch import Tensor
 
 from analyses.families.coactivation import CoactivationContext
 from tracer.graph import Graph
+from tracer.graph.checks import check_transcoders_match
 from tracer.mapped import release_all
 from tracer.transcoders.base import Transcoders
 
@@ -171,11 +172,10 @@ def logit_effects(work: WorkingGraph, graph: Graph, *, max_iter: int = 1000) -> 
 
 # ----------------------------------------------------------------------------- virtual weights
 def check_transcoders(graph: Graph, transcoders: Transcoders) -> None:
-    """Raise ValueError unless ``transcoders`` can be the graph's (layers, width, feature indices)."""
+    """Raise ValueError unless ``transcoders`` can be the graph's: the set and kind the graph records
+    (:func:`tracer.graph.checks.check_transcoders_match`), its layers, d_model and every feature index."""
+    check_transcoders_match(graph, transcoders, "transcoders", warn=False)  # a graph built in memory may record none
     hint = "Pass the transcoders the graph was traced with."
-    if transcoders.n_layers != graph.n_layers:
-        raise ValueError(f"transcoders must have the graph's {graph.n_layers} layers; got {transcoders.n_layers}. "
-                         f"{hint}")
     if graph.n_logits and graph.logit_vectors.shape[-1] != transcoders.d_model:
         raise ValueError(f"transcoders must have the graph's d_model {graph.logit_vectors.shape[-1]}; got "
                          f"{transcoders.d_model}. {hint}")

@@ -246,6 +246,7 @@ def test_coactivation_context_from_a_collected_run(tmp_path) -> None:
     ctx = CoactivationContext.from_store(store)
     A, keys = store.feature_matrix()
     assert ctx.n_rows == A.shape[0] == 4 + 5 and ctx.n_context == A.shape[1] == 2 * tc.d_transcoder
+    assert ctx.transcoder_kind == "plt"  # checked against a graph's transcoders by SupernodeClustering.fit
     assert ctx.columns(np.array([[1, 3], [0, 3], [2, 0]])).tolist() == [tc.d_transcoder + 3, 3, -1]
     np.testing.assert_allclose(ctx.column_profiles(np.array([5])), coactivation_profiles(
         A[:, [5]], A, self_column=np.array([5])))  # the same profile as from the matrix

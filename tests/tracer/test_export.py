@@ -110,6 +110,18 @@ def test_labels_supernodes_and_pins(graph, caplog: pytest.LogCaptureFixture) -> 
         build_neuronpedia(graph, slug="g", supernodes=[["lonely"]])
 
 
+def test_labels_of_another_set_are_refused(graph) -> None:
+    """Labels of another transcoder set were written as the nodes' notes (the CLI refused them; the API did not)."""
+    layer, _, feat = graph.active_features[graph.selected_features[0]].tolist()
+    labels = {(layer, feat): FeatureLabel(layer=layer, feature=feat, label="x", extra={"scan": "set-b"})}
+    with pytest.raises(WorkbenchError, match="labels must be for the graph's transcoders 'set-a'"):
+        build_neuronpedia(dataclasses.replace(graph, scan="set-a"), slug="g", labels=labels)
+    with pytest.raises(WorkbenchError, match="labels must be for the transcoders of scan 'set-a'"):
+        build_neuronpedia(dataclasses.replace(graph, scan=""), slug="g", labels=labels, scan="set-a")
+    data = build_neuronpedia(dataclasses.replace(graph, scan="set-b"), slug="g", labels=labels)
+    assert "x" in {n["clerp"] for n in data["nodes"]}
+
+
 def test_export_writes_and_upserts_atomically(graph, tmp_path: Path) -> None:
     out = tmp_path / "viewer"
     first = export_neuronpedia(graph, out, slug="one", tokenizer=[f"t{i}" for i in range(graph.n_pos)])

@@ -124,10 +124,16 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     assert status == 2
     _one_line_error(err, "cluster", "--transcoders must be the graph's transcoders 'tiny-plt-relu'; got "
                     "'tiny-clt-relu'")
-    # a graph that records no transcoder set: only the model can tell (activations differ)
+    # a graph that records no transcoder set: the kind it records tells, else only the model (activations differ)
     from tracer.graph import Graph
 
-    anonymous = dataclasses.replace(Graph.load(traced["graph"]), scan="").save(tmp_path / "anonymous.safetensors")
+    graph = Graph.load(traced["graph"])
+    unnamed = dataclasses.replace(graph, scan="").save(tmp_path / "unnamed.safetensors")
+    status, _, err = run("cluster", str(unnamed), "--out", out, "--transcoders", str(traced["clt"]))
+    assert status == 2
+    _one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
+    extra = {k: v for k, v in graph.extra.items() if k != "transcoder_kind"}
+    anonymous = dataclasses.replace(graph, scan="", extra=extra).save(tmp_path / "anonymous.safetensors")
     status, _, err = run("cluster", str(anonymous), "--out", out, "--transcoders", str(traced["clt"]),
                          "--model", str(traced["model"]))
     assert status == 2
@@ -198,6 +204,35 @@ def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced,
                          "--no-labels")
     assert status == 2 and not out.exists()
     _one_line_error(err, "cluster", "--plots file 'supernode_graph.svg' must differ from --out")
+
+
+def test_inputs_of_another_set_are_refused_where_the_graph_records_none(run, traced, tmp_path: Path) -> None:
+    """An .npz graph records no transcoder set: labels were then accepted for another set even where
+    --transcoders (cluster) or --scan (export) named one; and transcoders of the other kind passed when their
+    scans happened to match (the graph records its kind)."""
+    import shutil
+
+    from tracer.graph import Graph
+
+    arrays = Graph.load(traced["graph"]).save(tmp_path / "g.npz")
+    labels = tmp_path / "labels.jsonl"
+    save_labels([FeatureLabel(layer=0, feature=f, label="thing", extra={"scan": "tiny-clt-relu"}) for f in range(64)],
+                labels)
+    status, _, err = run("cluster", str(arrays), "--out", str(tmp_path / "s.json"), "--transcoders",
+                         str(traced["plt"]), "--labels", str(labels))
+    assert status == 2 and not (tmp_path / "s.json").exists()
+    _one_line_error(err, "cluster", "labels must be for the transcoders of --transcoders 'tiny-plt-relu'")
+    status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"), "--scan", "tiny-plt-relu", "--labels",
+                         str(labels))
+    assert status == 2 and not (tmp_path / "v").exists()
+    _one_line_error(err, "export", "labels must be for the transcoders of --scan 'tiny-plt-relu'")
+    renamed = shutil.copytree(traced["clt"], tmp_path / "clt")  # a CLT that calls itself the graph's PLT set
+    config = renamed / "config.yaml"
+    config.write_text(config.read_text().replace("tiny-clt-relu", "tiny-plt-relu"))
+    status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--transcoders",
+                         str(renamed), "--no-labels")
+    assert status == 2 and not (tmp_path / "s.json").exists()
+    _one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
 
 
 def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tmp_path: Path) -> None:

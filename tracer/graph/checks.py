@@ -134,16 +134,21 @@ def validate_graph(tensors: dict[str, Tensor], n_layers: int, d_vocab: int, sour
 __all__ = ["META_TYPES", "parse_meta", "validate_graph"]
 
 
-def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "transcoders") -> None:
+def check_transcoders_match(graph: Any, transcoders: Any, flag: str = "transcoders", *, warn: bool = True) -> None:
     """Refuse transcoders other than the graph's: another transcoder set (the ``scan`` both record, when
-    both do), another depth, or a width that the graph's feature indices exceed."""
+    both do), another kind (PLT / CLT, as the graph's ``extra["transcoder_kind"]`` records it), another depth,
+    or a width that the graph's feature indices exceed. ``warn``: say when the graph records no transcoders."""
     scan, theirs = str(getattr(graph, "scan", "") or ""), str(getattr(transcoders, "scan", "") or "")
-    if not scan and not str(getattr(graph, "transcoder_id", "") or ""):
+    if warn and not scan and not str(getattr(graph, "transcoder_id", "") or ""):
         logger.warning("the graph records no transcoders (an .npz graph): %s can only be checked for its shape, not "
                        "to be the set the graph was traced with", flag)
     if scan and theirs and scan != theirs:
         raise WorkbenchError(f"{flag} must be the graph's transcoders {scan!r}; got {theirs!r}. Pass the transcoders "
                              "the graph was traced with.")
+    kind = (getattr(graph, "extra", None) or {}).get("transcoder_kind")
+    if kind and getattr(transcoders, "kind", kind) != kind:
+        raise WorkbenchError(f"{flag} must be the graph's kind of transcoders ({kind}); got {transcoders.kind} "
+                             "transcoders. Pass the transcoders the graph was traced with.")
     if transcoders.n_layers != graph.n_layers:
         raise WorkbenchError(f"{flag} must have the graph's {graph.n_layers} layers; got {transcoders.n_layers}. "
                              "Pass the transcoders the graph was traced with.")

@@ -33,6 +33,7 @@ from tracer.graph.core import Graph
 from tracer.graph.nodes import cantor_pairing, node_ids
 from tracer.graph.prune import PruneResult, prune_graph
 from tracer.io import atomic_path, file_lock, loads_json
+from tracer.labels import check_label_mapping
 from tracer.mapped import release_all
 
 logger = logging.getLogger(__name__)
@@ -217,6 +218,8 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
     if prune_result is not None and prune_config is None:
         raise ValueError("prune_config must be given with prune_result; got only the result. The viewer records "
                          "the thresholds the graph was pruned at: pass the PruneConfig that made the result.")
+    check_label_mapping(labels, n_layers=graph.n_layers, scan=graph.scan or (scan or ""),
+                        owner="the graph" if graph.scan or not scan else "scan")
     config = prune_config or PruneConfig()
     result = prune_result if prune_result is not None else prune_graph(graph, config)
     ids = node_ids(graph)

@@ -201,11 +201,34 @@ def test_virtual_weights_need_matching_transcoders() -> None:
     with pytest.raises(ValueError, match="transcoders must have the graph's 3 layers"):
         SupernodeClustering().fit(graph, transcoders=tcs)
     narrow = random_transcoders(3, 8, 16)
-    with pytest.raises(ValueError, match="transcoders must have every graph feature"):
+    with pytest.raises(ValueError, match="transcoders must have the graph's features; got 16 features a layer"):
         SupernodeClustering().fit(graph, transcoders=narrow)
     for kind in ("plt", "clt"):
         est = SupernodeClustering().fit(graph, transcoders=random_transcoders(3, 8, 600, kind))
         assert est.similarities_used_ == ("edge", "virtual")
+
+
+def test_inputs_of_another_transcoder_set_are_refused() -> None:
+    """The Python API took what the CLI refuses: transcoders of the other kind (their scans matching), labels
+    of another set, and a co-activation sample collected with the other kind of transcoders."""
+    from tracer.labels import FeatureLabel
+
+    graph, truth = planted_graph(7)
+    graph = dataclasses.replace(graph, scan="set-a", extra={"transcoder_kind": "clt"})
+    plt = dataclasses.replace(random_transcoders(3, 8, 600, "plt"), scan="set-a")
+    with pytest.raises(ValueError, match=r"transcoders must be the graph's kind of transcoders \(clt\); got plt"):
+        SupernodeClustering().fit(graph, transcoders=plt)
+    keys = graph.active_features[graph.selected_features].tolist()
+    labels = {(layer, f): FeatureLabel(layer=layer, feature=f, label="x", extra={"scan": "set-b"})
+              for layer, _, f in keys}
+    with pytest.raises(ValueError, match="transcoders 'set-a'; the mapping labels 'set-b'"):
+        SupernodeClustering().fit(graph, labels=labels)
+    sample = dataclasses.replace(unit_sample(graph, truth), transcoder_kind="plt")
+    with pytest.raises(ValueError, match=r"coactivation must come from the graph's kind of transcoders \(clt\)"):
+        SupernodeClustering().fit(graph, coactivation=sample)
+    ok = {k: dataclasses.replace(v, extra={"scan": "set-a"}) for k, v in labels.items()}
+    est = SupernodeClustering().fit(graph, labels=ok, coactivation=dataclasses.replace(sample, transcoder_kind="clt"))
+    assert est.similarities_used_ == ("edge", "coactivation")
 
 
 # ----------------------------------------------------------------------------- labels and outputs
