@@ -70,6 +70,18 @@ def _config(cls: type, args: argparse.Namespace) -> Any:
         return cls(**values)
 
 
+def _given_thresholds(args: argparse.Namespace, cls: type) -> dict[str, float]:
+    """The prune thresholds given on the command line; those not given get the config's defaults in ``args``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    given = {}
+    for key in ("node_threshold", "edge_threshold"):
+        if getattr(args, key) is None:
+            setattr(args, key, defaults[key])
+        else:
+            given[key] = float(getattr(args, key))
+    return given
+
+
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
 
@@ -102,7 +114,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
     _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
     _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
-    p.set_defaults(func=run_cluster)
+    # None unless given: with --prune, a threshold given must be the file's (the config's default is filled in later)
+    p.set_defaults(func=run_cluster, node_threshold=None, edge_threshold=None)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -401,6 +414,7 @@ def run_cluster(args: argparse.Namespace) -> int:
                        *((f"--plots file {name!r}", Path(args.plots) / name) for name in PLOT_FILES))
         check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
         check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")
+    given = _given_thresholds(args, ClusteringConfig)
     try:
         configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
                    "interventions": _config(InterventionConfig, args)}
@@ -413,6 +427,12 @@ def run_cluster(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)  # before any loading: an empty file fails at once
     graph = _load_graph(args.graph)
     inputs = _inputs(args, graph, prompts)
+    for key, value in given.items():
+        recorded = (inputs.get("prune_thresholds") or {}).get(key)
+        if recorded is not None and value != recorded:
+            flag = "--" + key.replace("_", "-")
+            raise WorkbenchError(f"{flag} must match the --prune file's {recorded:g}; got {value:g}. Drop {flag}, "
+                                 "or prune again at it with `workbench prune`.")
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
     try:

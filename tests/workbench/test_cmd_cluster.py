@@ -437,6 +437,14 @@ def test_prune_result_of_another_graph_with_the_same_node_count_is_refused(run, 
     assert status == 0, err  # its own graph, stored as npz or safetensors alike, passes
     doc = json.loads((tmp_path / "s.json").read_text())  # the thresholds of the view clustered, not the defaults
     assert doc["prune"]["node_threshold"] == doc["config"]["clustering"]["node_threshold"] == 0.7
+    # a threshold given beside --prune was silently ignored; it must be the file's (as export --prune wants)
+    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
+                         str(tmp_path / "t.json"), "--node-threshold", "0.8")
+    assert status == 2 and not (tmp_path / "t.json").exists()
+    _one_line_error(err, "cluster", "--node-threshold must match the --prune file's 0.7; got 0.8")
+    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
+                         str(tmp_path / "t.json"), "--node-threshold", "0.70", "--edge-threshold", "0.98")
+    assert status == 0, err
     npz = tmp_path / "g.npz"
     graph.save(npz)
     assert Graph.load(npz).node_fingerprint() == graph.node_fingerprint()
