@@ -150,11 +150,13 @@ def check_labels_match(labels: Mapping[tuple[int, int], FeatureLabel], *, n_laye
                        source: str = "<labels>", owner: str = "the graph") -> None:
     """Refuse labels made for another transcoder set: a layer beyond `n_layers`, or records whose
     ``scan`` (the transcoder set's id, which our label files carry) differs from `scan`. `owner` names
-    whose transcoders they must match in the messages ("the graph", or a flag such as "--transcoders").
+    whose transcoders they must match in the messages ("the graph", a flag such as "--transcoders", or a
+    phrase naming transcoders such as "the transcoders given").
 
     Labels without a ``scan`` field cannot be matched by id; only their layers are checked.
     """
-    whose = "the graph's transcoders" if owner == "the graph" else f"the transcoders of {owner}"
+    whose = ("the graph's transcoders" if owner == "the graph" else f"the transcoders of {owner}"
+             if owner.startswith("--") else owner)
     too_deep = sorted(key for key in labels if key[0] >= n_layers)
     if too_deep:
         raise LabelFormatError(f"labels must be for a transcoder set with {n_layers} layers; {source} has a label "

@@ -99,9 +99,16 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+_CONSOLE = "workbench-console"
+"""The name of the console handler :func:`_configure_logging` installs (none where the caller has handlers)."""
+
+
 def _configure_logging(quiet: bool, verbose: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    console = logging.StreamHandler(sys.stderr)
+    console.set_name(_CONSOLE)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level, handlers=[console])  # a no-op where the root logger has handlers already
     warnings.showwarning = _warning_line
 
 
@@ -109,8 +116,7 @@ def _logs_above_bars() -> contextlib.AbstractContextManager[object]:
     """Log lines above the progress bars, not through a bar's line (tqdm's logging redirect), when the log
     goes to the console handler :func:`_configure_logging` installed on a live stderr. A program that calls
     :func:`main` with its own handlers (a log file) keeps them as they are."""
-    ours = [h for h in logging.getLogger().handlers if type(h) is logging.StreamHandler and h.stream is sys.stderr]
-    if not ours:
+    if not any(h.get_name() == _CONSOLE for h in logging.getLogger().handlers):
         return contextlib.nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 

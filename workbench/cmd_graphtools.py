@@ -309,8 +309,7 @@ def run_export(args: argparse.Namespace) -> int:
     if labels is not None:
         from tracer.labels import check_labels_match
 
-        check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan or (args.scan or ""), source=args.labels,
-                           owner="the graph" if graph.scan or not args.scan else "--scan")
+        check_labels_match(labels, n_layers=graph.n_layers, scan=graph.scan, source=args.labels)  # --scan: a viewer id
     _check_supernodes_graph(recorded, graph, args.supernodes)
     result = None
     if args.prune:

@@ -87,6 +87,10 @@ class CoactivationContext:
     """How activations count: their values ("activation") or 1 where a feature fires ("binary")."""
     transcoder_kind: str | None = None
     """The kind of transcoders ("plt" / "clt") of the run it was read from (:meth:`from_store`), or None."""
+    transcoder_signature: str | None = None
+    """That run's transcoder signature (:func:`tracer.transcoders.identity.transcoder_signature`), or None."""
+    transcoder_source: str | None = None
+    """That run's transcoder folder, or None."""
 
     @classmethod
     def from_activations(cls, A: object, keys: object = None, *, weighting: str = "activation", dim: int = 256,
@@ -123,8 +127,13 @@ class CoactivationContext:
         A, keys = store.feature_matrix(layers)
         context = cls.from_activations(A, keys, weighting=weighting, dim=dim, exact_max=exact_max,
                                        random_state=random_state)
-        kind = store.index.get("transcoder_kind")
-        return dataclasses.replace(context, transcoder_kind=str(kind)) if kind else context
+        def text(key: str) -> str | None:
+            value = store.index.get(key)
+            return value if isinstance(value, str) and value else None
+
+        return dataclasses.replace(context, transcoder_kind=text("transcoder_kind"),
+                                   transcoder_signature=text("transcoder_signature"),
+                                   transcoder_source=text("transcoder_id"))
 
     @property
     def n_context(self) -> int:

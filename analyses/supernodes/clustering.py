@@ -35,6 +35,7 @@ from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
 from tracer.graph import Graph, PruneConfig, PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
 from tracer.labels import check_label_mapping
 from tracer.transcoders.base import Transcoders
+from tracer.transcoders.identity import check_same_transcoders
 
 logger = logging.getLogger(__name__)
 _D = ClusteringConfig()
@@ -116,12 +117,13 @@ def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[
                  coactivation: Any) -> None:
     """Refuse inputs of another transcoder set than the graph's, as the CLI does: transcoders of another set,
     kind or shape (:func:`similarity.check_transcoders`), labels whose records name another set (the graph's, else
-    the transcoders'), and a co-activation sample collected with another kind of transcoders."""
+    the transcoders'), and a co-activation sample collected with another kind of transcoders or (by the signature
+    its run records) another transcoder folder."""
     if transcoders is not None:
         sim.check_transcoders(graph, transcoders)
     scan = graph.scan or (transcoders.scan if transcoders is not None else "")
     check_label_mapping(labels, n_layers=graph.n_layers, scan=scan,
-                        owner="the graph" if graph.scan or transcoders is None else "transcoders")
+                        owner="the graph" if graph.scan or not scan else "the transcoders given")
     if coactivation is None:
         return
     if not isinstance(coactivation, CoactivationContext):
@@ -131,6 +133,10 @@ def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[
     if kind and coactivation.transcoder_kind and coactivation.transcoder_kind != kind:
         raise ValueError(f"coactivation must come from the graph's kind of transcoders ({kind}); got a sample of "
                          f"{coactivation.transcoder_kind} transcoders. Collect it with the graph's transcoders.")
+    mine = transcoders.source if transcoders is not None else graph.transcoder_id
+    if mine:  # the run's signature against the transcoders' folder, as `cluster --activations` checks it
+        check_same_transcoders(coactivation.transcoder_signature, coactivation.transcoder_source, str(mine),
+                               "coactivation", "the activation run it was read from")
 
 
 class SupernodeClustering(Estimator):

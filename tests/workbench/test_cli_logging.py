@@ -28,6 +28,12 @@ _COMMAND = textwrap.dedent("""
     if sys.argv[1:2] == ["--log-file"]:  # a program that calls the CLI with its own log handler
         logging.basicConfig(filename=sys.argv[2], level=logging.INFO, format="%(name)s %(message)s")
         sys.argv[1:3] = []
+    if sys.argv[1:2] == ["--own-console"]:  # ... or its own console handler, at WARNING
+        own = logging.StreamHandler(sys.stderr)
+        own.setLevel(logging.WARNING)
+        logging.getLogger().addHandler(own)
+        logging.getLogger().setLevel(logging.INFO)
+        sys.argv[1:2] = []
     sys.exit(cli.main(["loop", *sys.argv[1:]]))
 """)
 
@@ -61,6 +67,13 @@ def test_a_program_with_its_own_log_file_keeps_it(tmp_path: Path) -> None:
     log = tmp_path / "run.log"
     assert _stderr("--log-file", str(log), "--quiet") == ""
     assert log.read_text().count("analyses.x family") == 3
+
+
+def test_a_program_with_its_own_console_handler_keeps_its_level() -> None:
+    """The redirect replaced any stderr handler with tqdm's, which has no level: a caller's WARNING console got
+    the INFO lines."""
+    err = _stderr("--own-console")
+    assert "family" not in err and "families: 100%" in err, err
 
 
 def test_closed_stderr_sends_no_log_lines_to_stdout() -> None:

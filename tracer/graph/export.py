@@ -218,8 +218,7 @@ def build_neuronpedia(graph: Graph, *, slug: str, prune_config: PruneConfig | No
     if prune_result is not None and prune_config is None:
         raise ValueError("prune_config must be given with prune_result; got only the result. The viewer records "
                          "the thresholds the graph was pruned at: pass the PruneConfig that made the result.")
-    check_label_mapping(labels, n_layers=graph.n_layers, scan=graph.scan or (scan or ""),
-                        owner="the graph" if graph.scan or not scan else "scan")
+    check_label_mapping(labels, n_layers=graph.n_layers, scan=graph.scan)  # `scan` names the viewer's id only
     config = prune_config or PruneConfig()
     result = prune_result if prune_result is not None else prune_graph(graph, config)
     ids = node_ids(graph)

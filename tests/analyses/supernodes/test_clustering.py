@@ -223,12 +223,43 @@ def test_inputs_of_another_transcoder_set_are_refused() -> None:
               for layer, _, f in keys}
     with pytest.raises(ValueError, match="transcoders 'set-a'; the mapping labels 'set-b'"):
         SupernodeClustering().fit(graph, labels=labels)
+    unnamed = dataclasses.replace(graph, scan="")  # an .npz graph: the labels are held to the transcoders given
+    with pytest.raises(ValueError, match="labels must be for the transcoders given 'set-a'; the mapping labels"):
+        SupernodeClustering().fit(unnamed, labels=labels, transcoders=dataclasses.replace(plt, kind="clt"))
     sample = dataclasses.replace(unit_sample(graph, truth), transcoder_kind="plt")
     with pytest.raises(ValueError, match=r"coactivation must come from the graph's kind of transcoders \(clt\)"):
         SupernodeClustering().fit(graph, coactivation=sample)
     ok = {k: dataclasses.replace(v, extra={"scan": "set-a"}) for k, v in labels.items()}
     est = SupernodeClustering().fit(graph, labels=ok, coactivation=dataclasses.replace(sample, transcoder_kind="clt"))
     assert est.similarities_used_ == ("edge", "coactivation")
+
+
+def test_a_sample_of_another_transcoder_folder_of_the_same_kind_is_refused(tmp_path) -> None:
+    """The API told samples apart only by kind (the CLI's `cluster --activations` compares the run's transcoder
+    signature): a run of another PLT set clustered the graph silently."""
+    from tests.helpers_models import random_tokens, save_transcoders, tiny_model, tiny_transcoders
+    from tracer.activations import ActivationConfig, ActivationStore, collect_activations
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.errors import WorkbenchError
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = tiny_model("llama")
+    folders = {name: save_transcoders(tiny_transcoders(loaded, "plt", seed=seed), tmp_path / name)
+               for name, seed in (("mine", 0), ("other", 1))}
+    mine, other = (load_transcoders(folders[n], n_layers=loaded.n_layers, d_model=loaded.d_model)
+                   for n in ("mine", "other"))
+    graph = attribute(loaded, mine, random_tokens(6), AttributionConfig(verbose=False))
+    runs = {name: ActivationStore(collect_activations(loaded, tc, ["the cat is red", "a dog and a bird"],
+                                                      tmp_path / f"run_{name}", ActivationConfig(), verbose=False)
+                                  .directory) for name, tc in (("mine", mine), ("other", other))}
+    wrong = CoactivationContext.from_store(runs["other"])
+    assert (wrong.transcoder_kind, wrong.transcoder_source) == ("plt", str(folders["other"]))
+    with pytest.raises(WorkbenchError, match="coactivation must be made with the transcoders"):
+        SupernodeClustering().fit(graph, transcoders=mine, coactivation=wrong)
+    with pytest.raises(WorkbenchError, match="coactivation must be made with the transcoders"):
+        SupernodeClustering().fit(graph, coactivation=wrong)  # the folder the graph records
+    SupernodeClustering().fit(graph, transcoders=mine, coactivation=CoactivationContext.from_store(runs["mine"]))
 
 
 # ----------------------------------------------------------------------------- labels and outputs
