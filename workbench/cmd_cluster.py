@@ -293,7 +293,7 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
 
     ``inputs``: loaded, transcoders, labels, families, prune, coactivation (each may be None or absent);
     ``configs``: circuit, clustering, interventions (the config dataclasses)."""
-    from analyses.supernodes.circuit import ReadableCircuit
+    from analyses.supernodes.circuit import ReadableCircuit, group_nodes
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.interventions import check_supernodes
 
@@ -303,7 +303,8 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
                 labels=inputs["labels"], token_strings=tokens, coactivation=inputs.get("coactivation"))
     check = None
     if inputs["loaded"] is not None:
-        groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
+        coarse = circuit.coarse_graph_  # its order, the JSON's: the chosen_ order differs (rows went to other groups)
+        groups = [coarse.members(i).tolist() for i in group_nodes(coarse)]
         check = check_supernodes(inputs["loaded"], inputs["transcoders"], graph, groups,
                                  config=configs["interventions"], verbose=verbose)
     return circuit, check
@@ -327,11 +328,11 @@ def coarse_links(coarse: Any) -> list[dict[str, Any]]:
 def supernodes_document(circuit: Any, check: Any, graph: Any,
                         prune: dict[str, float] | None = None) -> dict[str, Any]:
     """The JSON written by ``workbench cluster`` (without config and argv)."""
+    from analyses.supernodes.circuit import group_nodes
+
     coarse = circuit.coarse_graph_
     groups = []
-    for i in range(coarse.n_nodes):
-        if coarse.kind[i] not in ("supernode", "feature"):
-            continue
+    for i in group_nodes(coarse):  # the order analyse_circuit's check ran the groups in
         node = coarse.node(i)
         groups.append({"label": node.label, "kind": node.kind,
                        "members": [{"layer": int(k[0]), "pos": int(k[1]), "feature": int(k[2])} for k in node.members],

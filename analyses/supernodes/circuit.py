@@ -287,8 +287,19 @@ class ReadableCircuit(Estimator):
                              clustering=self.clustering_.result(), meta={"budget": self.budget})
 
 
+GROUP_KINDS = ("supernode", "feature")
+"""The coarse node kinds that are groups of features (a single feature is a group of one)."""
+
+
+def group_nodes(coarse: CoarseGraph) -> list[int]:
+    """The coarse graph's group nodes (:data:`GROUP_KINDS`), in its node order: the order of the groups in
+    ``workbench cluster``'s JSON. Pass ``[coarse.members(i) for i in group_nodes(coarse)]`` to
+    :func:`analyses.supernodes.interventions.check_supernodes` so that its rows line up with them (the
+    circuit's ``chosen_`` order is another one)."""
+    return [i for i in range(coarse.n_nodes) if coarse.kind[i] in GROUP_KINDS]
+
+
 def pinned_nodes(result: CircuitResult) -> torch.Tensor:
     """(n_features,) int64 graph node indices the circuit pins (its features)."""
-    coarse = result.coarse
-    keep = [coarse.members(i) for i in range(coarse.n_nodes) if coarse.kind[i] in ("supernode", "feature")]
+    keep = [result.coarse.members(i) for i in group_nodes(result.coarse)]
     return torch.from_numpy(np.concatenate(keep) if keep else np.zeros(0, dtype=np.int64))

@@ -114,6 +114,42 @@ def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list
     assert not (tmp_path / "s.json").exists()
 
 
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="no demo world in data/world")
+def test_each_groups_ablation_row_is_that_groups() -> None:
+    """The check ran the groups in the circuit's chosen_ order and the JSON listed them in the coarse graph's:
+    rows carried other groups' numbers under their labels. Each row's predicted margin must be its own group's."""
+    import numpy as np
+
+    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+    from analyses.supernodes.interventions import predicted_effects
+    from tracer.models import load_model, tokenize
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.cmd_cluster import analyse_circuit, supernodes_document
+
+    world = world_dir()
+    loaded = load_model(world / "model")
+    tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    graph = attribute(loaded, tcs, tokenize(loaded, "The capital of the region containing Kolt is"),
+                      AttributionConfig(verbose=False))
+    inputs = {"loaded": loaded, "transcoders": tcs, "labels": None, "families": None, "prune": None}
+    configs = {"circuit": CircuitConfig(budget=5), "clustering": ClusteringConfig(),
+               "interventions": InterventionConfig(n_random=1, modes=("frozen",))}
+    circuit, check = analyse_circuit(graph, inputs, configs, None, verbose=False)
+    doc = supernodes_document(circuit, check, graph)
+    sel = graph.active_features[graph.selected_features].tolist()
+    node_of = {tuple(k): i for i, k in enumerate(sel)}
+    members = [np.array([node_of[(m["layer"], m["pos"], m["feature"])] for m in g["members"]])
+               for g in doc["supernodes"]]
+    order = [circuit.clustering_.groups_[k].tolist() for k in circuit.chosen_]
+    assert order != [m.tolist() for m in members]  # the two orders differ here, so a mix-up would show
+    pred = predicted_effects(graph, members)  # (n_logits, n_groups)
+    ids = graph.logit_token_ids.tolist()
+    margin = pred[0] - pred[ids.index(check.runner_up_token)] if check.runner_up_in_graph else pred[0]
+    rows = doc["scores"]["interventions"]["groups"]
+    assert [r["label"] for r in rows] == [g["label"] for g in doc["supernodes"]]
+    np.testing.assert_allclose([r["predicted_margin"] for r in rows], margin, rtol=1e-9, atol=1e-12)
+
+
 def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path) -> None:
     out = str(tmp_path / "s.json")
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
