@@ -35,11 +35,12 @@ def max_harmonics(shape: str, period: int, n_harmonics: int, frequency: int = 1)
     mean whatever their labels, and its R² is 1 by construction), and ``H k < p / 2``, so that no
     harmonic of frequency ``k`` aliases onto another frequency (over 7 values the 2nd harmonic of k = 3
     is frequency 6, i.e. 1: a k = 3 curve then fitted k = 1 data with a high R²). Always at least the
-    fundamental (a period of 3 leaves no freedom: any three points lie on an ellipse). Open shapes keep
-    ``n_harmonics``."""
+    fundamental (a period of 3 leaves no freedom: any three points lie on an ellipse). Open shapes (a
+    helix, an interval) have a linear term too: ``2H + 2 <= p - 2``, two residual degrees of freedom (with
+    ``2H + 2 >= p`` a helix fitted pure noise with R² 1), and at least one harmonic."""
     if shape == "circle":
         return max(1, min(n_harmonics, (period - 2) // 2, (period - 1) // (2 * frequency)))
-    return n_harmonics
+    return max(1, min(n_harmonics, (period - 4) // 2))
 
 
 def value_coordinates(values: np.ndarray, period: int, shape: str, frequency: int) -> np.ndarray:

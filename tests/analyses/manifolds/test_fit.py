@@ -237,7 +237,19 @@ def test_a_swap_of_two_neighbours_shows_in_the_fitted_order():
 def test_circles_keep_a_residual_degree_of_freedom():
     assert curves.max_harmonics("circle", 7, 3) == 2 and curves.max_harmonics("circle", 12, 3) == 3
     assert curves.max_harmonics("circle", 5, 3) == 1 and curves.max_harmonics("circle", 3, 3) == 1
-    assert curves.max_harmonics("helix", 7, 3) == 3
+    assert curves.max_harmonics("helix", 7, 3) == 1 and curves.max_harmonics("helix", 12, 3) == 3
+    assert curves.max_harmonics("interval", 5, 3) == 1
+
+
+@pytest.mark.parametrize(("shape", "period"), [("helix", 5), ("helix", 7), ("interval", 5), ("interval", 7)])
+def test_open_curves_do_not_fit_noise_by_construction(shape, period):
+    """A helix over 7 values had 3 harmonics and a linear term (8 functions for 7 class means): it passed
+    through any means, and pure noise fitted with R² 1."""
+    rng = np.random.default_rng(period)
+    y = np.repeat(np.arange(period), 20)
+    X = rng.standard_normal((y.size, 16))
+    res = ManifoldFit(period=period, shape=shape).fit(X, y).result_
+    assert res.r2 < 0.99, res.r2
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
