@@ -18,8 +18,9 @@ class ManifoldFitConfig:
     shape: str = "circle"
     """'circle' (closed, values cyclic), 'helix' (closed turns plus a linear drift) or 'interval' (open)."""
     n_harmonics: int = 3
-    """Harmonics of the best frequency in the final curve (1-3; circles are fitted with at most (period - 2) // 2, so
-    that the curve cannot pass through every class mean whatever their labels)."""
+    """Harmonics of the best frequency in the final curve (1-3; circles are fitted with at most (period - 2) // 2,
+    helices and intervals with at most (period - 4) // 2 (at least 1), so that the curve cannot pass through every
+    class mean whatever their labels)."""
     variance_threshold: float = 0.95
     """Keep the fewest principal components of the class means that reach this share of their variance."""
     max_components: int = 8
