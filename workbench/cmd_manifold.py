@@ -228,9 +228,17 @@ def run_fit(args: argparse.Namespace) -> int:
     layer = None if layer is None else check_layer(layer, loaded.n_layers)
     check_feature_args(tcs, layer, run_cfg.feature_layer, features)
     inputs = _inputs(args, loaded, args.position, tcs.kind)
+    made = [p for p in (args.out, *args.out.parents) if not p.exists()]  # the folders mkdir creates, deepest first
     args.out.mkdir(parents=True, exist_ok=True)
-    with _analysis_errors():
-        report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
+    try:
+        with _analysis_errors():
+            report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
+    except BaseException:
+        for folder in made:  # a refused prompt leaves no empty --out (or parents of it) behind
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
     report.update({"model": str(Path(args.model).resolve()), "transcoders": str(Path(args.transcoders).resolve()),
                    "seconds": round(time.perf_counter() - t0, 2), "run": run_record(args)})
     atomic_write_json(args.out / FIT_INDEX, report)

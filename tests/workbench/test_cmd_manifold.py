@@ -474,3 +474,15 @@ def test_fit_keeps_a_users_activation_run_and_replaces_only_its_own_cache(month_
         code, _, err = run(capsys, *[other if a == records else a for a in argv])
     assert code == 0, err
     assert any("replacing the stale activation run" in r.getMessage() for r in caplog.records)
+
+
+def test_a_refused_prompt_leaves_no_empty_out_folder(tmp_path, capsys):
+    """A prompt refused while collecting (a word the tokenizer does not know) left an empty --out behind."""
+    records = day_records(3)
+    records[5] = {**records[5], "prompt": records[5]["prompt"].replace("days", "zorbles")}
+    prompts = write_jsonl(tmp_path / "p.jsonl", records)
+    out = tmp_path / "new" / "fit"
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--values", ",".join(DAYS), "--layer", "3", "--out", str(out), "-q")
+    assert code == 2 and "zorbles" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "new").exists()
