@@ -291,6 +291,9 @@ def run_steer(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"--fit must hold a fit of one residual layer; got layer None in {args.fit!r}. "
                              "Refit with `workbench manifold fit --layer L`.")
     loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
+    if args.model and str(Path(args.model).resolve()) != str(info["model"]):
+        logger.warning("--model %s is not the model the fit was made on (%s): its subspace and class means are "
+                       "applied to this model as they are", args.model, info["model"])
     check_layer(int(fit.layer), loaded.n_layers)
     if fit.centre.shape[0] != loaded.d_model:
         from tracer.errors import WorkbenchError
@@ -303,6 +306,7 @@ def run_steer(args: argparse.Namespace) -> int:
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
+    report.update({"model": str(Path(args.model or info["model"]).resolve()), "fit_model": str(info["model"])})
     report["run"] = run_record(args)
     atomic_write_json(args.out, report)
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])

@@ -1,6 +1,7 @@
 """`workbench manifold fit | steer | discover` end to end on the demo world, and their bad inputs."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -74,6 +75,23 @@ def test_steer_moves_prompts_along_the_fitted_circle(month_fit, tmp_path, capsys
     assert rep["n"] == 3 * 11 and rep["n_prompts"] == 3 and rep["success_rate"] >= 0.8
     assert rep["success_rate_ci"][0] <= rep["success_rate"] <= rep["success_rate_ci"][1]
     assert rep["run"]["options"]["fit"] == str(month_fit / "manifold.json")  # which fit it steered with
+    assert rep["model"] == rep["fit_model"] == str(Path(MODEL).resolve())
+
+
+def test_steer_on_another_model_than_the_fit_says_so(month_fit, tmp_path, capsys, caplog):
+    """A fit made on one model steered another of the same width with no word about it."""
+    import shutil
+
+    rows = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]["month_arith"][:1]
+    prompts = write_jsonl(tmp_path / "p.jsonl", [{"prompt": r["prompt"]} for r in rows])
+    other = shutil.copytree(MODEL, tmp_path / "other_model")
+    with caplog.at_level("WARNING"):
+        code, _, err = run(capsys, "manifold", "steer", "--fit", str(month_fit / "manifold.json"), "--prompts",
+                           prompts, "--model", str(other), "--out", str(tmp_path / "s.json"))
+    assert code == 0, err
+    assert f"--model {other} is not the model the fit was made on" in caplog.text
+    rep = json.loads((tmp_path / "s.json").read_text())
+    assert rep["model"] == str(other.resolve()) and rep["fit_model"] == str(Path(MODEL).resolve())
 
 
 def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
