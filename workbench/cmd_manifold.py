@@ -228,8 +228,9 @@ def run_fit(args: argparse.Namespace) -> int:
     layer = None if layer is None else check_layer(layer, loaded.n_layers)
     check_feature_args(tcs, layer, run_cfg.feature_layer, features)
     inputs = _inputs(args, loaded, args.position, tcs.kind)
-    made = [p for p in (args.out, *args.out.parents) if not p.exists()]  # the folders mkdir creates, deepest first
-    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out.resolve()  # 'a/new/../x' would make 'a/new' on the way: create the resolved path only
+    made = [p for p in (target, *target.parents) if not p.exists()]  # the folders mkdir creates, deepest first
+    target.mkdir(parents=True, exist_ok=True)
     try:
         with _analysis_errors():
             report = fit_and_check(loaded, tcs, inputs, layer, args.position, args.out, fit_cfg, run_cfg, features)
@@ -291,9 +292,10 @@ def run_steer(args: argparse.Namespace) -> int:
         raise WorkbenchError(f"--fit must hold a fit of one residual layer; got layer None in {args.fit!r}. "
                              "Refit with `workbench manifold fit --layer L`.")
     loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
-    if args.model and str(Path(args.model).resolve()) != str(info["model"]):
+    fit_model = info.get("model")  # a hand-made manifold.json may not record it (then --model is required)
+    if args.model and fit_model is not None and str(Path(args.model).resolve()) != str(fit_model):
         logger.warning("--model %s is not the model the fit was made on (%s): its subspace and class means are "
-                       "applied to this model as they are", args.model, info["model"])
+                       "applied to this model as they are", args.model, fit_model)
     check_layer(int(fit.layer), loaded.n_layers)
     if fit.centre.shape[0] != loaded.d_model:
         from tracer.errors import WorkbenchError
@@ -306,7 +308,8 @@ def run_steer(args: argparse.Namespace) -> int:
         report = steer_inputs(loaded, tcs, fit, inputs, freeze_attention=args.freeze_attention,
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
-    report.update({"model": str(Path(args.model or info["model"]).resolve()), "fit_model": str(info["model"])})
+    report.update({"model": str(Path(args.model or info["model"]).resolve()),
+                   "fit_model": None if fit_model is None else str(fit_model)})
     report["run"] = run_record(args)
     atomic_write_json(args.out, report)
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])

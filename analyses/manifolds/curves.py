@@ -37,7 +37,8 @@ def max_harmonics(shape: str, period: int, n_harmonics: int, frequency: int = 1)
     is frequency 6, i.e. 1: a k = 3 curve then fitted k = 1 data with a high R²). Always at least the
     fundamental (a period of 3 leaves no freedom: any three points lie on an ellipse). Open shapes (a
     helix, an interval) have a linear term too: ``2H + 2 <= p - 2``, two residual degrees of freedom (with
-    ``2H + 2 >= p`` a helix fitted pure noise with R² 1), and at least one harmonic."""
+    ``2H + 2 >= p`` a helix fitted pure noise with R² 1), and at least one harmonic (so below 6 values fewer
+    remain, and none at 4: :class:`analyses.manifolds.fit.ManifoldFit` warns)."""
     if shape == "circle":
         return max(1, min(n_harmonics, (period - 2) // 2, (period - 1) // (2 * frequency)))
     return max(1, min(n_harmonics, (period - 4) // 2))

@@ -24,6 +24,7 @@ the points came from.
 """
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -414,6 +415,10 @@ class ManifoldFit(Estimator):
         Z = (M - centre) @ U  # (p, m)
         k, r2_k = self._choose_frequency(Z, p)
         H = curves.max_harmonics(self.shape, p, self.n_harmonics, k)
+        if self.shape != "circle" and 2 * H + 2 >= p:
+            warnings.warn(f"a {self.shape} over {p} values has as many curve terms as class means: it passes through "
+                          "every mean whatever the values, so its R² is 1 by construction. Use at least 5 values.",
+                          stacklevel=2)
         u_v = curves.value_coordinates(np.arange(p), p, self.shape, k)  # (p,)
         Phi = curves.design_matrix(u_v, self.shape, k, H)  # (p, n_basis)
         coef = curves.lstsq_fit(Phi, Z)  # (n_basis, m)

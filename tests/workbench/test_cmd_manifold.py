@@ -92,6 +92,15 @@ def test_steer_on_another_model_than_the_fit_says_so(month_fit, tmp_path, capsys
     assert f"--model {other} is not the model the fit was made on" in caplog.text
     rep = json.loads((tmp_path / "s.json").read_text())
     assert rep["model"] == str(other.resolve()) and rep["fit_model"] == str(Path(MODEL).resolve())
+    # a manifold.json that records no model (then --model is needed) steers as before: the check crashed on it
+    fit = shutil.copytree(month_fit, tmp_path / "fit")
+    doc = json.loads((fit / "manifold.json").read_text())
+    del doc["model"]
+    (fit / "manifold.json").write_text(json.dumps(doc))
+    code, _, err = run(capsys, "manifold", "steer", "--fit", str(fit / "manifold.json"), "--prompts", prompts,
+                       "--model", MODEL, "--transcoders", PLT, "--out", str(tmp_path / "t.json"))
+    assert code == 0, err
+    assert json.loads((tmp_path / "t.json").read_text())["fit_model"] is None
 
 
 def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
@@ -504,3 +513,7 @@ def test_a_refused_prompt_leaves_no_empty_out_folder(tmp_path, capsys):
                        "--values", ",".join(DAYS), "--layer", "3", "--out", str(out), "-q")
     assert code == 2 and "zorbles" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()  # '..' in --out: mkdir made 'kept/new' on the way and it stayed behind
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--values", ",".join(DAYS), "--layer", "3", "--out", str(tmp_path / "kept/new/../x"), "-q")
+    assert code == 2 and list((tmp_path / "kept").iterdir()) == [], err

@@ -252,6 +252,15 @@ def test_open_curves_do_not_fit_noise_by_construction(shape, period):
     assert res.r2 < 0.99, res.r2
 
 
+@pytest.mark.parametrize("shape", ["helix", "interval"])
+def test_an_open_curve_over_four_values_warns_that_it_cannot_fail(shape):
+    """Over 4 values one harmonic and a linear term are 4 terms for 4 class means: R² 1 on noise, silently."""
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    with pytest.warns(UserWarning, match=f"a {shape} over 4 values has as many curve terms as class means"):
+        ManifoldFit(period=4, shape=shape).fit(rng.standard_normal((40, 8)), y)
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"layer": "3"}, "layer must be"), ({"layer": True}, "layer must be"), ({"layer": -1}, "layer must be"),
     ({"position": [1, 2]}, "position must be"), ({"position": 1.5}, "position must be"),
