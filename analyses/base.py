@@ -7,20 +7,26 @@
   ``__init__`` signature; a parameter whose value is an estimator exposes its own parameters as
   ``<name>__<param>`` (``get_params(deep=True)``, ``set_params(clustering__min_affinity=0.4)``), as
   in scikit-learn, and :func:`sklearn.base.clone` works on every estimator;
-* using a fitted attribute before ``fit`` raises :class:`NotFittedError`.
+* using a fitted attribute before ``fit`` raises :class:`NotFittedError`;
+* a ``fit`` that raises leaves the estimator as it was (:func:`atomic_fit`): a refused refit neither
+  mixes its state into the previous fit's nor leaves half of it behind.
 """
 
 import dataclasses
+import functools
 import inspect
 import math
 import numbers
 import reprlib
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 if TYPE_CHECKING:
     import numpy as np
 
 _E = TypeVar("_E", bound="Estimator")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -100,6 +106,29 @@ class Estimator:
         shown = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
                  if defaults.get(k, inspect.Parameter.empty) != v]
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _fitted_state(est: "Estimator") -> dict[str, Any]:
+    """The attributes ``fit`` sets: names ending in ``_`` (not private)."""
+    return {k: v for k, v in vars(est).items() if k.endswith("_") and not k.startswith("_")}
+
+
+def atomic_fit(fit: Callable[Concatenate[_E, _P], _R]) -> Callable[Concatenate[_E, _P], _R]:
+    """Decorate an estimator's ``fit`` so that, when it raises, the fitted attributes are the ones it had
+    before the call (new ones removed, replaced ones restored). ``fit`` must replace a fitted attribute,
+    not mutate the old object in place, for the old one to come back."""
+    @functools.wraps(fit)
+    def wrapper(self: _E, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        before = _fitted_state(self)
+        try:
+            return fit(self, *args, **kwargs)
+        except BaseException:
+            for name in _fitted_state(self):
+                delattr(self, name)
+            vars(self).update(before)
+            raise
+
+    return wrapper
 
 
 def _is_estimator(value: object) -> bool:

@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from analyses.base import Estimator, as_integers
+from analyses.base import Estimator, as_integers, atomic_fit
 from analyses.families.cluster import (
     average_families,
     component_families,
@@ -89,6 +89,7 @@ class FeatureFamilies(Estimator):
 
     # ------------------------------------------------------------------ fit
 
+    @atomic_fit
     def fit(self, X: np.ndarray, *, layer: Sequence[int] | np.ndarray | None = None,
             feature: Sequence[int] | np.ndarray | None = None, activations: Any = None, context: Any = None,
             context_self: Sequence[int] | np.ndarray | None = None,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator, as_indices, check_real
+from analyses.base import Estimator, as_indices, atomic_fit, check_real
 from analyses.manifolds import curves
 from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
 from analyses.manifolds.irreducibility import pair_scores
@@ -470,6 +470,7 @@ class ManifoldDiscovery(Estimator):
         """The parameters as a validated config (raises like ``_validate_params``)."""
         return DiscoveryConfig(**self.get_params(deep=False))
 
+    @atomic_fit
     def fit(self, A: object, W_dec: object, families: Mapping[str, Sequence[int]], *,
             feature_layer: int | None = None, verbose: bool = False) -> "ManifoldDiscovery":
         """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator, as_integers, check_choice, check_number
+from analyses.base import Estimator, as_integers, atomic_fit, check_choice, check_number
 from analyses.manifolds import curves
 from analyses.manifolds.configs import SHAPES, ManifoldFitConfig
 from analyses.results import register_result
@@ -395,6 +395,7 @@ class ManifoldFit(Estimator):
     def _validate_params(self) -> None:
         ManifoldFitConfig(**self.get_params(deep=False))
 
+    @atomic_fit
     def fit(self, X: np.ndarray, y: np.ndarray, *, value_names: list[str] | None = None, layer: int | None = None,
             position: str | int | None = None, source: str = "points") -> "ManifoldFit":
         """Fit on ``X`` (n_samples, d_model) with values ``y`` (n_samples,); the keywords are metadata."""

@@ -31,7 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from analyses.base import Estimator, clone
+from analyses.base import Estimator, atomic_fit, clone
 from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, check_token_strings
 from analyses.families.coactivation import CoactivationContext
 from analyses.results import check_shapes, register_result
@@ -223,11 +223,12 @@ class ReadableCircuit(Estimator):
         self.clustering = clustering
 
     def _validate_params(self) -> None:
-        CircuitConfig(budget=self.budget, exact_candidates=self.exact_candidates,
-                      exact_max_links=self.exact_max_links)
+        self.config_ = CircuitConfig(budget=self.budget, exact_candidates=self.exact_candidates,
+                                     exact_max_links=self.exact_max_links)
         if self.clustering is not None and not isinstance(self.clustering, SupernodeClustering):
             raise TypeError(f"clustering must be a SupernodeClustering or None; got {type(self.clustering).__name__}.")
 
+    @atomic_fit
     def fit(self, graph: Graph, *, prune_result: PruneResult | None = None, transcoders: Any = None,
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
             labels: Mapping[tuple[int, int], Any] | None = None,
@@ -251,8 +252,9 @@ class ReadableCircuit(Estimator):
         view = viewer_subgraph(graph, prune_result)
         shown = view.node_index.cpu()
         scorer = SubgraphScorer(graph, prune_result, view=view)
-        chosen = choose_groups(graph, prune_result, est.groups_, self.budget, exact_candidates=self.exact_candidates,
-                               exact_max_links=self.exact_max_links, scorer=scorer, view=view)
+        cfg = self.config_
+        chosen = choose_groups(graph, prune_result, est.groups_, cfg.budget, exact_candidates=cfg.exact_candidates,
+                               exact_max_links=cfg.exact_max_links, scorer=scorer, view=view)
         groups = [est.groups_[k] for k in chosen]
         ends = [int(i) for i in shown.tolist() if i >= graph.token_start]
         coarse = build_coarse_graph(graph, [g.tolist() for g in groups], labels=[est.group_labels_[k] for k in chosen],
@@ -284,7 +286,7 @@ class ReadableCircuit(Estimator):
     def result(self) -> CircuitResult:
         self._check_fitted("coarse_graph_")
         return CircuitResult(coarse=self.coarse_graph_, scores=self.scores_, chosen=self.chosen_,
-                             clustering=self.clustering_.result(), meta={"budget": self.budget})
+                             clustering=self.clustering_.result(), meta={"budget": self.config_.budget})
 
 
 GROUP_KINDS = ("supernode", "feature")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from analyses.base import Estimator, as_integers, check_number
+from analyses.base import Estimator, as_integers, atomic_fit, check_number
 from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result
 from analyses.display import Display
 from analyses.families.coactivation import CoactivationContext
@@ -173,6 +173,7 @@ class SupernodeClustering(Estimator):
         self.config_ = ClusteringConfig(**params)
 
     # ------------------------------------------------------------------------- fit
+    @atomic_fit
     def fit(self, graph: Graph, *, prune_result: PruneResult | None = None, node_mask: torch.Tensor | None = None,
             candidates: Sequence[int] | None = None, transcoders: Transcoders | None = None,
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
