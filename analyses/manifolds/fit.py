@@ -87,7 +87,7 @@ class ManifoldFitResult:
     """values in increasing fitted coordinate (the fitted cyclic order, starting at the smallest)"""
     r2: float
     """R² of the final curve on the class means, in the subspace (circles keep 2H + 1 < period, so it is
-    not 1 by construction)"""
+    not 1 by construction, except over 3 values, where ``fit`` warns that it is)"""
     r2_fundamental: float
     """R² of the best frequency's fundamental alone"""
     r2_per_frequency: dict[str, float]
@@ -416,10 +416,10 @@ class ManifoldFit(Estimator):
         Z = (M - centre) @ U  # (p, m)
         k, r2_k = self._choose_frequency(Z, p)
         H = curves.max_harmonics(self.shape, p, self.n_harmonics, k)
-        if self.shape != "circle" and 2 * H + 2 >= p:
+        if 2 * H + (1 if self.shape == "circle" else 2) >= p:
             warnings.warn(f"a {self.shape} over {p} values has as many curve terms as class means: it passes through "
-                          "every mean whatever the values, so its R² is 1 by construction. Use at least 5 values.",
-                          stacklevel=2)
+                          "every mean whatever the values, so its R² is 1 by construction (and the fitted order says "
+                          f"nothing). Use at least {4 if self.shape == 'circle' else 5} values.", stacklevel=3)
         u_v = curves.value_coordinates(np.arange(p), p, self.shape, k)  # (p,)
         Phi = curves.design_matrix(u_v, self.shape, k, H)  # (p, n_basis)
         coef = curves.lstsq_fit(Phi, Z)  # (n_basis, m)

@@ -1,6 +1,7 @@
 """Found by the stop-25 API review: a refused refit keeps the previous fit whole; results record the
 parameters they were fitted with."""
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -60,3 +61,14 @@ def test_the_circuit_result_records_the_budget_it_was_fitted_with() -> None:
     rc.set_params(budget=25)
     res = rc.result()
     assert res.meta == {"budget": 3} and res.scores.n_groups <= 3
+
+
+def test_a_circle_over_three_values_warns_that_it_fits_anything() -> None:
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 50)
+    with pytest.warns(UserWarning, match="a circle over 3 values has as many curve terms as class means") as got:
+        res = ManifoldFit().fit(rng.normal(size=(150, 32)), y).result_  # pure noise
+    assert res.r2 == pytest.approx(1.0) and got[0].filename == __file__  # the warning points at the caller
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # four values keep a residual degree of freedom: no warning
+        ManifoldFit().fit(rng.normal(size=(200, 32)), np.repeat(np.arange(4), 50))
