@@ -65,15 +65,21 @@ class Estimator:
                 raise ValueError(f"parameter must be one of {valid}; got {key!r} for {type(self).__name__}.")
             if inner:
                 nested.setdefault(name, {})[inner] = params[key]
+        for name, inner_params in nested.items():  # every check before anything is set
+            target = params.get(name, getattr(self, name))
+            if not _is_estimator(target):
+                raise ValueError(f"{name} must be an estimator to set {sorted(inner_params)} on it; got {target!r}. "
+                                 f"Pass {name}=<estimator> first.")
+            inner_valid = set(target.get_params(deep=True))
+            unknown = sorted(k for k in inner_params if k not in inner_valid)
+            if unknown:
+                raise ValueError(f"parameter must be one of {sorted(inner_valid)}; got {unknown[0]!r} for "
+                                 f"{type(target).__name__} ({name}__{unknown[0]}).")
         for key, value in params.items():
             if "__" not in key:
                 setattr(self, key, value)
         for name, inner_params in nested.items():
-            target = getattr(self, name)
-            if not _is_estimator(target):
-                raise ValueError(f"{name} must be an estimator to set {sorted(inner_params)} on it; got {target!r}. "
-                                 f"Pass {name}=<estimator> first.")
-            target.set_params(**inner_params)
+            getattr(self, name).set_params(**inner_params)
         return self
 
     @classmethod
@@ -104,8 +110,18 @@ class Estimator:
     def __repr__(self) -> str:
         defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
         shown = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
-                 if defaults.get(k, inspect.Parameter.empty) != v]
+                 if not _equal(defaults.get(k, inspect.Parameter.empty), v)]
         return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _equal(a: object, b: object) -> bool:
+    """``a == b`` as one bool; False where the comparison is not one (arrays, shapes that do not broadcast)."""
+    if a is b:
+        return True
+    try:
+        return bool(a == b)
+    except (ValueError, TypeError):
+        return False
 
 
 def _fitted_state(est: "Estimator") -> dict[str, Any]:

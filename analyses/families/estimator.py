@@ -130,7 +130,9 @@ class FeatureFamilies(Estimator):
     def _check_X(self, X: np.ndarray, layer: Any, feature: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                          np.ndarray]:
         arr = np.asarray(X)
-        if arr.ndim != 2 or arr.shape[0] < 1 or not np.issubdtype(arr.dtype, np.number):
+        if arr.dtype.kind not in "iuf":  # complex would lose its imaginary part, bools and text mean nothing here
+            raise TypeError(f"X must hold real numbers (decoder rows); got dtype {arr.dtype}.")
+        if arr.ndim != 2 or arr.shape[0] < 1:
             raise ValueError(f"X must be a numeric array (n_features, d_model) of decoder rows; got shape "
                              f"{arr.shape!r}. Flatten CLT decoders to (n_features, n_out * d_model).")
         if not np.isfinite(arr).all():

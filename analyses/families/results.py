@@ -196,6 +196,10 @@ class FamilyDendrogramDisplay(Display):
         """Leaves named "L<layer>/<feature>" plus the label when there is one; ``family_id`` must be in
         ``[0, len(result.families))``."""
         fam = result.family_by_id(family_id)
+        if fam.size > 1 and fam.hierarchy_stop - fam.hierarchy_start != fam.size - 1:
+            raise ValueError(f"family {fam.id} must have a hierarchy to draw its dendrogram; got none for its "
+                             f"{fam.size} members (families larger than max_hierarchy get none). Refit with a "
+                             "larger max_hierarchy.")
         names = []
         for r in np.flatnonzero(result.family == family_id):
             name = f"L{int(result.layer[r])}/{int(result.feature[r])}"

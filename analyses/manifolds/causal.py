@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from analyses.base import check_number
+from analyses.base import as_integers, check_number
 from analyses.manifolds.fit import ManifoldFitResult
 from analyses.results import check_shapes, register_result
 from tracer.interventions import CleanRun, VectorAddition, add_to_residual, feature_intervention, prepare
@@ -276,7 +276,7 @@ def steer_prompt(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
     x = np.asarray(x, dtype=np.float64)
     if x.shape != (fit.class_means.shape[1],):
         raise ValueError(f"x must be one residual vector of shape ({fit.class_means.shape[1]},); got {x.shape}.")
-    values = list(range(fit.period)) if targets is None else [int(v) for v in targets]
+    values = list(range(fit.period)) if targets is None else as_integers("targets", list(targets)).ravel().tolist()
     bad = [v for v in values if not 0 <= v < fit.period]
     if bad:
         raise ValueError(f"targets must be values in [0, {fit.period}); got {bad[0]}.")

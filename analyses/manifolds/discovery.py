@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.base import Estimator, as_indices, atomic_fit, check_real
+from analyses.base import Estimator, as_indices, atomic_fit, check_number, check_real
 from analyses.manifolds import curves
 from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
 from analyses.manifolds.irreducibility import pair_scores
@@ -476,6 +476,9 @@ class ManifoldDiscovery(Estimator):
         """A (n_tokens, n_features) sparse or dense; W_dec (n_features, d_model); families name -> columns
         (integer indices; names distinct as text: ``1`` and ``"1"`` clash)."""
         cfg = self._config()
+        if feature_layer is not None:  # saved with the result: it must load back
+            check_number("feature_layer", feature_layer, lo=0, integer=True)
+            feature_layer = int(feature_layer)
         A_csr, W, fams = _check_inputs(A, W_dec, families)
         persistence = use_persistence(cfg.persistence)
         from tqdm.auto import tqdm

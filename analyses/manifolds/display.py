@@ -22,7 +22,7 @@ from analyses.base import as_indices, check_real
 from analyses.display import Display
 from analyses.manifolds import curves
 from analyses.manifolds.discovery import DiscoveryResult, FamilyManifold, reconstruction_cloud
-from analyses.manifolds.fit import ManifoldFitResult
+from analyses.manifolds.fit import ManifoldFit, ManifoldFitResult
 from analyses.manifolds.tiling import TilingResult
 
 CYCLIC_CMAP = "twilight"
@@ -45,9 +45,14 @@ class ManifoldCircleDisplay(Display):
         self.title = title
 
     @classmethod
-    def from_fit(cls, fit: ManifoldFitResult, X: np.ndarray | None = None, y: np.ndarray | None = None, *,
+    def from_fit(cls, fit: ManifoldFitResult | ManifoldFit, X: np.ndarray | None = None, y: np.ndarray | None = None, *,
                  components: tuple[int, int] = (0, 1), n_curve: int = 400) -> "ManifoldCircleDisplay":
-        """From a fit result; ``X`` (n, d_model) and ``y`` (n,) add the individual points."""
+        """From a fit result (or a fitted ManifoldFit); ``X`` (n, d_model) and ``y`` (n,) value indices in
+        [0, period) add the individual points."""
+        if isinstance(fit, ManifoldFit):
+            fit = fit.result_  # not fitted: NotFittedError
+        if not isinstance(fit, ManifoldFitResult):
+            raise TypeError(f"fit must be a ManifoldFitResult or a fitted ManifoldFit; got {type(fit).__name__}.")
         i, j = components
         line = fit.n_components == 1 and components == (0, 1)  # a one-component (interval) fit: on its line
         if not line and (min(i, j) < 0 or max(i, j) >= fit.n_components):  # -1 would wrap to the last one
@@ -66,6 +71,8 @@ class ManifoldCircleDisplay(Display):
         if y is not None and (pts is None or np.shape(y) != (len(pts),)):
             raise ValueError(f"y must give one value per row of X ({'no X' if pts is None else len(pts)}); got shape "
                              f"{np.shape(y)}. Pass X with y, or neither.")
+        if y is not None:  # value indices, as ManifoldFit.fit takes them
+            y = as_indices("y", y, fit.period, what="hold value indices", note=" (map value names to their index)")
         where = f"layer {fit.layer}" if fit.layer is not None else ""
         title = f"{fit.source} {where} pos {fit.position}: k={fit.frequency}, R²={fit.r2:.2f}".strip()
         return cls(means_2d=means, curve_2d=curve, value_names=list(fit.value_names), points_2d=pts,
@@ -241,7 +248,7 @@ def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_
         raise ImportError("method='umap' needs umap-learn (pip install 'manifold-workbench[maps]'); "
                           "or use method='pca'.") from err
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(W) - 1), min_dist=min_dist, metric="cosine",
-                        random_state=random_state)
+                        random_state=random_state, init="spectral" if len(W) > 3 else "random")  # spectral: > 3 rows
     return np.asarray(reducer.fit_transform(Wn))
 
 

@@ -293,8 +293,8 @@ def check_points(X: object, y: object, period: int | None, min_count: int) -> tu
     counts = np.bincount(y_int, minlength=p)
     if counts.min() < min_count:
         v = int(counts.argmin())
-        raise ValueError(f"every value must have at least {min_count} point(s); got {counts[v]} for value {v}. "
-                         "Add points or lower min_points_per_value.")
+        hint = "Add points or lower min_points_per_value." if min_count > 1 else "Add points for it."
+        raise ValueError(f"every value must have at least {min_count} point(s); got {counts[v]} for value {v}. {hint}")
     return X.astype(np.float64), y_int, p
 
 
@@ -403,7 +403,9 @@ class ManifoldFit(Estimator):
         X, y, p = check_points(X, y, self.period, self.min_points_per_value)
         names = [str(v) for v in range(p)] if value_names is None else [str(v) for v in value_names]
         if len(names) != p:
-            raise ValueError(f"value_names must have {p} entries (one per value); got {len(names)}.")
+            inferred = "" if self.period is not None else (f" (the period inferred from y's largest value {p - 1}; "
+                                                           "pass period= when a value has no points)")
+            raise ValueError(f"value_names must have {p} entries (one per value{inferred}); got {len(names)}.")
         if len(set(names)) != p:
             raise ValueError(f"value_names must be distinct; got {names!r}. Name each value once.")
         check_fit_metadata(layer, position, source)

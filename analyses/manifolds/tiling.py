@@ -212,6 +212,9 @@ def compute_tiling(coordinate: np.ndarray, activations: object, W_dec: np.ndarra
     ``values`` (n_rows,) integers in [0, ``period``). A constant coordinate leaves selectivity undefined:
     it is NaN (with a warning), as is ``fraction_selective``."""
     check_number("n_bins", n_bins, lo=2, integer=True)
+    if not isinstance(closed, (bool, np.bool_)):  # saved with the result: it must load back
+        raise TypeError(f"closed must be a bool (True: angles, False: positions in [0, 1]); got {closed!r}.")
+    closed = bool(closed)
     u = _coordinate(coordinate, closed)
     A = _dense(activations, len(u))
     ids = list(range(A.shape[1])) if features is None else as_integers("features", features).ravel().tolist()

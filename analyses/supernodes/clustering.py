@@ -120,7 +120,13 @@ def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[
     the transcoders'), and a co-activation sample collected with another kind of transcoders or (by the signature
     its run records) another transcoder folder."""
     if transcoders is not None:
+        if not isinstance(transcoders, Transcoders):
+            raise TypeError(f"transcoders must be a tracer Transcoders (tracer.transcoders.loaders.load_transcoders); "
+                            f"got {type(transcoders).__name__}.")
         sim.check_transcoders(graph, transcoders)
+    if labels is not None and not isinstance(labels, Mapping):
+        raise TypeError(f"labels must be a mapping (layer, feature) -> label (tracer.labels.load_labels); got "
+                        f"{type(labels).__name__}.")
     scan = graph.scan or (transcoders.scan if transcoders is not None else "")
     check_label_mapping(labels, n_layers=graph.n_layers, scan=scan,
                         owner="the graph" if graph.scan or not scan else "the transcoders given")

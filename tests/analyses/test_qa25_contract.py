@@ -72,3 +72,76 @@ def test_a_circle_over_three_values_warns_that_it_fits_anything() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # four values keep a residual degree of freedom: no warning
         ManifoldFit().fit(rng.normal(size=(200, 32)), np.repeat(np.arange(4), 50))
+
+
+def test_set_params_checks_nested_names_before_setting_anything() -> None:
+    rc = ReadableCircuit(budget=25, clustering=SupernodeClustering())
+    with pytest.raises(ValueError, match="no_such_param"):
+        rc.set_params(budget=4, clustering__no_such_param=1)
+    assert rc.budget == 25
+    bare = ReadableCircuit(budget=25)
+    with pytest.raises(ValueError, match="clustering must be an estimator"):
+        bare.set_params(budget=3, clustering__cut="threshold")
+    assert bare.budget == 25
+    rc.set_params(budget=4, clustering=SupernodeClustering(), clustering__cut="threshold")  # the new one is checked
+    assert rc.budget == 4 and rc.clustering.cut == "threshold"
+
+
+def test_repr_survives_array_parameters() -> None:
+    assert "similarities=array" in repr(SupernodeClustering(similarities=np.array(["edge", "virtual"])))
+    assert "n_neighbors=array" in repr(FeatureFamilies(n_neighbors=np.array([5, 10])))
+
+
+def test_metadata_that_would_not_load_back_is_refused() -> None:
+    from analyses.manifolds.tiling import compute_tiling
+
+    A, W, fams, _ = planted_layer(n_tokens=600)
+    est = ManifoldDiscovery(persistence="none", metric_points=100, irreducibility=IrreducibilityConfig(n_steps=20))
+    for bad, error in ((2.0, TypeError), ("3", TypeError), (-1, ValueError)):
+        with pytest.raises(error, match="feature_layer must be"):
+            est.fit(A, W, fams, feature_layer=bad)
+    rng = np.random.default_rng(0)
+    for bad in (0, "yes"):
+        with pytest.raises(TypeError, match="closed must be a bool"):
+            compute_tiling(rng.uniform(0, 1, 50), rng.random((50, 3)), closed=bad)  # type: ignore[arg-type]
+
+
+def test_wrong_types_are_refused_by_name() -> None:
+    graph, _ = planted_graph(0)
+    with pytest.raises(TypeError, match="labels must be a mapping"):
+        SupernodeClustering().fit(graph, labels=["a label"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="transcoders must be a tracer Transcoders"):
+        SupernodeClustering().fit(graph, transcoders="/path/to/transcoders")  # type: ignore[arg-type]
+    X = np.random.default_rng(0).normal(size=(20, 8)) + 1j
+    with pytest.raises(TypeError, match="X must hold real numbers"):
+        FeatureFamilies().fit(X)
+
+
+def test_value_names_for_an_inferred_period_say_so() -> None:
+    days = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"]
+    X, y = planted_curve(period=7, n_per_value=10)[:2]
+    keep = y < 6  # no point for Sunday: the period inferred from y is 6
+    with pytest.raises(ValueError, match="the period inferred from y's largest value 5; pass period="):
+        ManifoldFit().fit(X[keep], y[keep], value_names=days)
+    with pytest.raises(ValueError, match="got 0 for value 6. Add points for it.$"):
+        ManifoldFit(period=7, min_points_per_value=1).fit(X[keep], y[keep], value_names=days)
+
+
+def test_displays_check_what_they_are_given() -> None:
+    from analyses.families import FamilyDendrogramDisplay
+    from analyses.manifolds.display import DecoderMapDisplay, ManifoldCircleDisplay
+
+    rng = np.random.default_rng(0)
+    X, y = planted_curve(period=7, n_per_value=10)[:2]
+    est = ManifoldFit().fit(X, y)
+    assert ManifoldCircleDisplay.from_fit(est, X, y).plot().figure_ is not None  # the estimator gives its result
+    with pytest.raises(ValueError, match="y must hold value indices in \\[0, 7\\)"):
+        ManifoldCircleDisplay.from_fit(est.result_, X, y + 7)
+    with pytest.raises(TypeError, match="y must hold integers"):
+        ManifoldCircleDisplay.from_fit(est.result_, X, np.array(["Mon"] * len(y)))
+    res = FeatureFamilies(max_hierarchy=5).fit(rng.normal(size=16) + 0.05 * rng.normal(size=(12, 16))).result_
+    big = max(res.families, key=lambda f: f.size)
+    assert big.size > 5
+    with pytest.raises(ValueError, match=f"family {big.id} must have a hierarchy"):
+        FamilyDendrogramDisplay.from_result(res, big.id)
+    assert DecoderMapDisplay.from_decoders(rng.normal(size=(3, 16))).plot().figure_ is not None  # 3 rows: umap
