@@ -44,6 +44,9 @@ class WorldSample:
     row_task: np.ndarray
     """(n_rows,) each row's task. Never given to the estimator: only the task-profile diagnostic
     (a supervised reference) reads it."""
+    row_word: np.ndarray
+    """(n_rows,) each row's word (the text itself, no label): read by the supernode scorer's word-share
+    diagnostic."""
 
 
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
@@ -66,7 +69,9 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
     A = prompt_activations(loaded, tc, [" ".join(s.words) for s in sents], layer)  # (n_rows, L * F)
     row_task = np.asarray([s.task for s in sents for _ in s.words])
-    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task)
+    row_word = np.asarray([w for s in sents for w in s.words])
+    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task,
+                       row_word=row_word)
 
 
 def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:

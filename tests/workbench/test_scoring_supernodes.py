@@ -13,7 +13,9 @@ from workbench.scoring.supernodes import (
     purity,
     random_purity,
     summarize,
+    truth_ids,
     truth_key,
+    word_shares,
 )
 from workbench.world.truth import load_truth
 
@@ -104,3 +106,43 @@ def test_affinity_pairs_are_the_joinable_pairs_with_their_truth() -> None:
     fitted = SimpleNamespace(keys_=keys, cannot_link_=cannot, affinity_=affinity)
     aff, same = affinity_pairs(fitted, truth, CYCLIC)
     assert aff.tolist() == [1.0, 6.0] and same.tolist() == [True, False]  # (0, 1) and (1, 2); (0, 2) cannot
+
+
+def test_truth_ids_give_one_id_per_target_key() -> None:
+    truth = {(0, 1): _rec(0, 1, "output", "day", "Monday"), (0, 2): _rec(0, 2, "output", "day", "Friday"),
+             (1, 3): _rec(1, 3, "output", "capital", "Teskar"), (1, 4): _rec(1, 4, "output", "capital", "Dunhal"),
+             (2, 5): _rec(2, 5, "none", None, None), (3, 6): _rec(3, 6, "none", None, None)}
+    ids = truth_ids(truth, CYCLIC)
+    assert ids[(0, 1)] == ids[(0, 2)] and ids[(2, 5)] == ids[(3, 6)]  # cyclic values and "none" alike
+    assert len({ids[(0, 1)], ids[(1, 3)], ids[(1, 4)], ids[(2, 5)]}) == 4
+
+
+def test_word_shares_by_hand() -> None:
+    import scipy.sparse as sp
+
+    # rows: "is", "is", "of"; features: (0, 0) fires at "is" only; (0, 1) has energy 2² at "is" and
+    # sqrt(2)² at "of", so 4 / 6 at "is"; (0, 2) never fires at "is"
+    A = sp.csr_matrix(np.array([[1.0, 2.0, 0.0], [1.0, 0.0, 0.0], [0.0, np.sqrt(2.0), 5.0]]))
+    truth = {(0, 0): _rec(0, 0, "input", None, "is"), (0, 1): _rec(0, 1, "none", None, None),
+             (0, 2): _rec(0, 2, "input", None, "of")}
+    got = word_shares(A, np.array(["is", "is", "of"]), np.zeros(3, int), np.arange(3), truth, CYCLIC, {"is"})
+    assert list(got) == ["input / None / is", "none / None / None"]  # "of" reader: share 0 < 0.2
+    assert got["input / None / is"] == {"n_features": 1, "quantiles_10_25_50_75_90": [1.0] * 5}
+    assert got["none / None / None"]["quantiles_10_25_50_75_90"] == [0.667] * 5  # rounded to 3 digits
+
+
+def test_the_oracle_run_is_pure_and_the_headline_is_not_given_the_truth() -> None:
+    from workbench.paths import world_dir
+    from workbench.scoring.supernodes import score_world
+
+    world = world_dir()
+    if not (world / "manifest.json").is_file():
+        pytest.skip("data/world is not built")
+    report = score_world(world, world, ["plt"], 0, "none", verbose=False, coactivation_sentences=40)["plt"]
+    oracle, head = report["oracle_truth_keys"], report["overall"]
+    assert oracle["n_graphs"] == head["n_graphs"] == 2  # the two demo prompts
+    assert oracle["purity"]["value"] == 1.0 and oracle["compression"] > 1.0
+    assert head["purity"]["value"] < 1.0  # the default clustering never sees the truth
+    shares = report["answer_word_share"]
+    assert shares["words"] == ["is"] and shares["by_truth_key"]
+    assert all(0.2 <= q <= 1.0 for row in shares["by_truth_key"].values() for q in row["quantiles_10_25_50_75_90"])

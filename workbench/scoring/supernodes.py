@@ -22,6 +22,13 @@ virtual-weight similarities, and co-activation profiles over ``--coactivation-se
   (target level) from pairs of different keys, over the pairs it may join (one position, no
   cannot-link), pooled over the graphs;
 * the same summaries without the co-activation sample (``without_coactivation``), side by side;
+* **the oracle** (``oracle_truth_keys``): the same pipeline with the truth keys as the clustering's only
+  similarity (same hard constraints, cut and budget). It reads the truth, so it is a bound, not a
+  result: whether purity, compression and replacement can be met together on this world at all;
+* **answer-word shares** (``answer_word_share``): per truth key, the share of each feature's activation
+  energy on the scored prompts' last word (the answer position) over the unlabelled sample, for the
+  features with at least 0.2 of it there: how far apart the truth's classes are on the measure that
+  draws their borders (the truth's ``word_share`` threshold is 0.5);
 * with ``--families-dir``: dictionary families (``workbench families`` output, computed without
   labels) as the family co-membership similarity;
 * with ``--sweep-min-affinity``: the summaries again at other cuts (a sensitivity table; the
@@ -124,6 +131,32 @@ def affinity_pairs(clustering: Any, truth: Mapping[tuple[int, int], Any], cyclic
     return clustering.affinity_[i, j].astype(np.float64), np.array([tk[a] == tk[b] for a, b in zip(i, j)], bool)
 
 
+def truth_ids(truth: Mapping[tuple[int, int], Any], cyclic: set[str]) -> dict[tuple[int, int], int]:
+    """(layer, feature) -> an id of its truth key at the target level: the family table of the oracle run."""
+    ids: dict[tuple[Any, ...], int] = {}
+    return {k: ids.setdefault(truth_key(rec, cyclic, level="value"), len(ids)) for k, rec in truth.items()}
+
+
+def word_shares(activations: Any, row_word: np.ndarray, layer: np.ndarray, feature: np.ndarray,
+                truth: Mapping[tuple[int, int], Any], cyclic: set[str], words: set[str], *,
+                min_share: float = 0.2) -> dict[str, dict[str, Any]]:
+    """Per truth key (target level), the share of each feature's activation energy (sum of squared
+    activations, the truth's own measure) on rows whose word is in ``words`` (the word at the scored
+    graphs' last position), over the features with at least ``min_share`` of it there: how far apart
+    the truth's classes of the features that fire at the answer position are on this one measure.
+    ``activations``: sparse (n_rows, n_features), columns keyed by ``layer`` / ``feature``."""
+    energy = activations.tocsc().power(2)
+    total = np.asarray(energy.sum(0)).ravel()  # (n_features,)
+    at = np.asarray(energy[np.isin(row_word, sorted(words))].sum(0)).ravel()  # (n_features,)
+    share = np.divide(at, total, out=np.zeros_like(total), where=total > 0)
+    by: dict[str, list[float]] = {}
+    for i in np.flatnonzero(share >= min_share):
+        key = truth_key(truth[(int(layer[i]), int(feature[i]))], cyclic, level="value")
+        by.setdefault(" / ".join(str(k) for k in key), []).append(float(share[i]))
+    return {key: {"n_features": len(v), "quantiles_10_25_50_75_90": np.percentile(v, [10, 25, 50, 75, 90]).round(3)
+                  .tolist()} for key, v in sorted(by.items(), key=lambda kv: -len(kv[1]))}
+
+
 # ----------------------------------------------------------------------------- one graph
 def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[str, str]]:
     """(set name, prompt): the demo prompts, then n_prompts evenly spaced prompts of each set."""
@@ -137,8 +170,9 @@ def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[
 
 def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple[int, int], Any],
                 cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
-                min_affinity: float | None = None, coactivation: Any = None) -> dict[str, Any]:
-    """Trace, build the unlabelled readable circuit, score it (see the module docstring)."""
+                clustering: Mapping[str, Any] | None = None, coactivation: Any = None) -> dict[str, Any]:
+    """Trace, build the unlabelled readable circuit (``clustering``: parameters of the
+    SupernodeClustering other than its defaults), score it (see the module docstring)."""
     import torch
 
     from analyses.supernodes.circuit import ReadableCircuit
@@ -151,8 +185,8 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple
 
     graph = attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
     t0 = time.perf_counter()
-    clustering = SupernodeClustering() if min_affinity is None else SupernodeClustering(min_affinity=min_affinity)
-    circuit = ReadableCircuit(clustering=clustering).fit(graph, transcoders=transcoders, families=families,
+    est = SupernodeClustering(**(clustering or {}))
+    circuit = ReadableCircuit(clustering=est).fit(graph, transcoders=transcoders, families=families,
                                                          coactivation=coactivation)
     seconds = time.perf_counter() - t0
     groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
@@ -227,17 +261,39 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def coactivation_context(world: Path, kind: str, n_sentences: int) -> Any:
-    """The co-activation context of ``n_sentences`` fresh, unlabelled generator sentences (the
-    families scorer's sample: :func:`workbench.families_eval.world_sample`), columns keyed by
+def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, Any]:
+    """(the co-activation context, the sample) of ``n_sentences`` fresh, unlabelled generator sentences
+    (the families scorer's sample: :func:`workbench.families_eval.world_sample`), columns keyed by
     (layer, feature)."""
-    import numpy as np
-
     from analyses.families.coactivation import CoactivationContext
     from workbench.families_eval import world_sample
 
     sample = world_sample(world, kind, n_sentences=n_sentences)
-    return CoactivationContext.from_activations(sample.activations, np.stack([sample.layer, sample.feature], 1))
+    context = CoactivationContext.from_activations(sample.activations, np.stack([sample.layer, sample.feature], 1))
+    return context, sample
+
+
+def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], truth: Mapping[tuple[int, int], Any],
+                cyclic: set[str], families: Any, sample: Any, context: Any, sweep: Sequence[float]) -> dict[str, Any]:
+    """The tables beside the headline: without the co-activation sample; the **oracle** (the clustering
+    given the truth keys as its only similarity, under the same hard constraints and budget: a bound on
+    what any similarity could reach here, not a result); the answer-word energy shares per truth key
+    (:func:`word_shares`); and the min_affinity sensitivity table."""
+    def run(**kw: Any) -> dict[str, Any]:
+        return summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False, **kw)
+                          for _, prompt in prompts])
+
+    out: dict[str, Any] = {}
+    if context is not None:
+        out["without_coactivation"] = run(families=families)
+    out["oracle_truth_keys"] = run(families=truth_ids(truth, cyclic), clustering={"similarities": ("family",)})
+    if sample is not None:
+        words = {prompt.split()[-1] for _, prompt in prompts}
+        out["answer_word_share"] = {"words": sorted(words), "by_truth_key": word_shares(
+            sample.activations, sample.row_word, sample.layer, sample.feature, truth, cyclic, words)}
+    out["sensitivity_min_affinity"] = {str(value): run(families=families, clustering={"min_affinity": value},
+                                                       coactivation=context) for value in sweep}
+    return out
 
 
 def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
@@ -265,7 +321,8 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             from workbench.cmd_cluster import read_families
 
             families = read_families(str(families_dir / f"families_{kind}.json"))
-        context = coactivation_context(world, kind, coactivation_sentences) if coactivation_sentences else None
+        context, sample = coactivation_sample(world, kind, coactivation_sentences) if coactivation_sentences \
+            else (None, None)
         records = []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
             check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
@@ -278,16 +335,8 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
         for r in records:
             r.pop("_pairs", None)
         report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
-                        "coactivation_sentences": coactivation_sentences}
-        if context is not None:
-            report[kind]["without_coactivation"] = summarize([
-                score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False, families=families)
-                for _, prompt in prompts])
-        report[kind]["sensitivity_min_affinity"] = {
-            str(value): summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False,
-                                               families=families, min_affinity=value, coactivation=context)
-                                   for _, prompt in prompts])
-            for value in sweep}
+                        "coactivation_sentences": coactivation_sentences,
+                        **side_tables(loaded, tcs, prompts, truth, cyclic, families, sample, context, sweep)}
     return report
 
 
@@ -350,6 +399,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{o['purity']['family']:.3f}, strict {o['purity']['strict']:.3f}), compression {o['compression']:.2f},"
               f" replacement ratio {o['replacement_ratio']:.3f} over {o['n_graphs']} graphs; random groups "
               f"{o['purity_random']['value']:.3f}; pair AUC {o['pair_separability']['auc']:.3f}")
+        oracle = report[kind]["oracle_truth_keys"]
+        print(f"{kind} oracle (truth keys as the only similarity: a bound, not a result): purity "  # noqa: T201
+              f"{oracle['purity']['value']:.3f}, compression {oracle['compression']:.2f}, replacement ratio "
+              f"{oracle['replacement_ratio']:.3f}")
         if "without_coactivation" in report[kind]:
             w = report[kind]["without_coactivation"]
             print(f"{kind} without co-activation: purity {w['purity']['value']:.3f}, compression "  # noqa: T201
