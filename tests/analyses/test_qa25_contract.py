@@ -28,7 +28,8 @@ def _cases() -> list[tuple[str, Any, Any, Any]]:
     X, y = planted_curve(period=7, n_per_value=10)[:2]
     A, W, fams, _ = planted_layer(n_tokens=1500)
     rng = np.random.default_rng(0)
-    fast = {"persistence": "none", "metric_points": 200, "irreducibility": IrreducibilityConfig(n_steps=50)}
+    fast: dict[str, Any] = {"persistence": "none", "metric_points": 200,
+                           "irreducibility": IrreducibilityConfig(n_steps=50)}
     return [
         ("clustering", SupernodeClustering(), lambda e: e.fit(g1),
          lambda e: e.set_params(min_affinity=0.3).fit(g2, candidates=[10**6])),
@@ -84,12 +85,12 @@ def test_set_params_checks_nested_names_before_setting_anything() -> None:
         bare.set_params(budget=3, clustering__cut="threshold")
     assert bare.budget == 25
     rc.set_params(budget=4, clustering=SupernodeClustering(), clustering__cut="threshold")  # the new one is checked
-    assert rc.budget == 4 and rc.clustering.cut == "threshold"
+    assert rc.budget == 4 and rc.clustering is not None and rc.clustering.cut == "threshold"
 
 
 def test_repr_survives_array_parameters() -> None:
-    assert "similarities=array" in repr(SupernodeClustering(similarities=np.array(["edge", "virtual"])))
-    assert "n_neighbors=array" in repr(FeatureFamilies(n_neighbors=np.array([5, 10])))
+    assert "similarities=array" in repr(SupernodeClustering(similarities=np.array(["edge", "virtual"])))  # type: ignore[arg-type]
+    assert "n_neighbors=array" in repr(FeatureFamilies(n_neighbors=np.array([5, 10])))  # type: ignore[arg-type]
 
 
 def test_metadata_that_would_not_load_back_is_refused() -> None:
@@ -99,7 +100,7 @@ def test_metadata_that_would_not_load_back_is_refused() -> None:
     est = ManifoldDiscovery(persistence="none", metric_points=100, irreducibility=IrreducibilityConfig(n_steps=20))
     for bad, error in ((2.0, TypeError), ("3", TypeError), (-1, ValueError)):
         with pytest.raises(error, match="feature_layer must be"):
-            est.fit(A, W, fams, feature_layer=bad)
+            est.fit(A, W, fams, feature_layer=bad)  # type: ignore[arg-type]
     rng = np.random.default_rng(0)
     for bad in (0, "yes"):
         with pytest.raises(TypeError, match="closed must be a bool"):

@@ -71,7 +71,7 @@ def test_steer_prompt_rotates_the_start_day_on_the_shipped_world(tmp_path):
         steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i], targets=[7])
     for bad in ([2.5], ["3"]):  # refused, not truncated to 2 or read as 3
         with pytest.raises(TypeError, match="targets must hold integers"):
-            steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i], targets=bad)
+            steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[i], targets=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="x must be one residual vector"):
         steer_prompt(loaded, tcs, fit, tokens, int(positions[i]), X[:2])
 
