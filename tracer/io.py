@@ -126,7 +126,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(path)
     _refuse_special(target, "output path")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # a file where a folder of the path should be
+        raise WorkbenchError(f"output path must be inside a folder; got {str(target)!r}, where a part of "
+                             f"{str(target.parent)!r} is a file. Choose another path.") from None
     tmp = target.parent / temp_name()
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     done = False

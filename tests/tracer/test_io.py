@@ -246,3 +246,12 @@ def test_require_readable_says_the_true_cause(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "stat", denied)
     with pytest.raises(WorkbenchError, match="permission denied on a parent folder"):
         require_readable(f, "graph file")
+
+
+def test_an_output_under_a_file_is_one_clear_error(tmp_path):
+    (tmp_path / "plain.txt").write_text("a file, not a folder")
+    for target in (tmp_path / "plain.txt" / "out.json", tmp_path / "plain.txt" / "deeper" / "out.json"):
+        with pytest.raises(WorkbenchError, match="output path must be inside a folder; got .* is a file"):
+            with atomic_path(target) as tmp:
+                tmp.write_text("never")
+    assert (tmp_path / "plain.txt").read_text() == "a file, not a folder"
