@@ -1,12 +1,13 @@
 """What made an output: every JSON a command writes carries ``run`` (the command line as given, every
-option as parsed, defaults included, and the version), so that a run can be told from another and
-repeated."""
+option as parsed, defaults included, the version, and the versions of Python and of the libraries the
+results depend on), so that a run can be told from another and repeated."""
 
 import argparse
 import os
 from typing import Any
 
 _INTERNAL = frozenset({"argv", "func", "handler", "fast_exit", "global_quiet", "global_verbose"})
+_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors", "numpy", "scipy", "scikit-learn")
 
 
 def _plain(value: Any) -> Any:
@@ -29,4 +30,20 @@ def run_record(args: argparse.Namespace) -> dict[str, Any]:
 
     options = {k: _plain(v) for k, v in sorted(vars(args).items())
                if k not in _INTERNAL and not k.startswith("_") and not callable(v)}
-    return {"argv": list(getattr(args, "argv", [])), "options": options, "cwd": os.getcwd(), "version": __version__}
+    return {"argv": list(getattr(args, "argv", [])), "options": options, "cwd": os.getcwd(), "version": __version__,
+            "versions": library_versions()}
+
+
+def library_versions() -> dict[str, str | None]:
+    """Python's and the installed versions of the libraries results depend on (None: not installed);
+    read from the package metadata, so nothing is imported."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = None
+    return out

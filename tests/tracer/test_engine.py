@@ -110,3 +110,12 @@ def test_logit_selection_matches_probability_rule():
     k = min(int(torch.searchsorted(top.values.cumsum(0), 0.3)) + 1, 5)
     assert g.logit_token_ids.tolist() == top.indices[:k].tolist()
     assert torch.allclose(g.logit_probabilities.double(), top.values[:k], atol=1e-6)
+
+
+def test_graphs_record_the_model_dtype_and_class_and_the_reference_its_time() -> None:
+    """Provenance: a bfloat16 graph differs from a float32 one; the file must say which it is."""
+    loaded, tc, tokens, cfg = _pair("qwen3", "plt", "relu", False, 6, torch.float32)
+    ref = reference_attribute(loaded, tc, tokens, cfg)
+    for g in (attribute(loaded, tc, tokens, cfg), ref):
+        assert g.extra["model_dtype"] == "float32" and g.extra["model_class"] == type(loaded.model).__name__
+    assert float(ref.extra["attribution_seconds"]) > 0  # type: ignore[arg-type]

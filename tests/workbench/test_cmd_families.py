@@ -40,6 +40,10 @@ def test_families_writes_layer_families_with_labels(run, tmp_path: Path) -> None
     assert len(members) == len(set(members)) and all(0 <= x < 512 for x in members)
     assert doc["config"]["n_neighbors"] == 10 and doc["run"]["options"]["layer"] == "3"
     assert "families" in doc["run"]["argv"] and doc["run"]["version"]
+    import torch
+    import transformers
+    versions = doc["run"]["versions"]  # which libraries made it
+    assert versions["torch"] == torch.__version__ and versions["transformers"] == transformers.__version__
 
 
 @shipped

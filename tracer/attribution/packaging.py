@@ -25,5 +25,6 @@ def make_graph(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, active: Ten
         model_id=loaded.model_id, transcoder_id=tc.source, scan=tc.scan,
         input_string=decode_tokens(loaded, tokens.tolist()),
         logit_tokens=tuple(decode_tokens(loaded, [int(i)]) for i in targets.token_ids.tolist()),
-        extra={"config": dict(vars(cfg)), "attribution_seconds": round(seconds, 3), "transcoder_kind": tc.kind},
+        extra={"config": dict(vars(cfg)), "attribution_seconds": round(seconds, 3), "transcoder_kind": tc.kind,
+               "model_dtype": str(loaded.dtype).removeprefix("torch."), "model_class": type(loaded.model).__name__},
     )

@@ -12,6 +12,7 @@ Feature readings are pre-activations at the transcoder input location; logit rea
 """
 
 import logging
+import time
 
 import torch
 from torch import Tensor
@@ -118,6 +119,7 @@ def reference_attribute(loaded: LoadedModel, tc: Transcoders, tokens: Tensor | l
     As in the fast engine, rows are computed in the model's dtype and stored in
     ``cfg.adjacency_dtype`` (cast before the greedy selection, which then sees the stored values).
     """
+    t0 = time.perf_counter()
     cfg = as_config(cfg)
     tokens = check_token_ids(loaded, tokens)
     check_against_model(tc, n_layers=loaded.n_layers, d_model=loaded.d_model)
@@ -132,4 +134,4 @@ def reference_attribute(loaded: LoadedModel, tc: Transcoders, tokens: Tensor | l
     full = full.to(adjacency_dtype(cfg, dtype))
     selected = greedy_order(full[:F], full[F:], targets.probabilities, cfg, F)
     A = package_rows(full[:F], full[F:], selected, F)
-    return make_graph(loaded, tc, tokens, active, values, targets, A, selected, cfg, 0.0)
+    return make_graph(loaded, tc, tokens, active, values, targets, A, selected, cfg, time.perf_counter() - t0)
