@@ -227,6 +227,7 @@ def run_intervene(args: argparse.Namespace) -> int:
         check_out(args.out, inputs=[args.model, args.transcoders])
     ivs = [parse_spec(text, mode) for mode, text in args.specs]
     constrained = parse_layers(args.constrained_layers)
+    args.propagate = constrained is None  # the run record says what ran (the flag only names the default)
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     out_path = args.out
     from tracer.interventions import feature_intervention, prepare

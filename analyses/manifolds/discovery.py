@@ -283,15 +283,17 @@ def h1_persistence(Z: np.ndarray, rng: np.random.Generator, n_max: int = 400) ->
     return float((finite[:, 1] - finite[:, 0]).max() / diameter) if len(finite) and diameter > 0 else 0.0
 
 
-def _unscored(name: str, members: list[int], n_points: int, d: int, n_basis: int, reason: str) -> FamilyManifold:
+def _unscored(name: str, members: list[int], n_points: int, strong_rows: np.ndarray, d: int, n_basis: int,
+              reason: str) -> FamilyManifold:
     nan = float("nan")
     return FamilyManifold(
-        name=name, members=members, n_points=n_points, n_strong=0, scored=False, unscored_reason=reason,
+        name=name, members=members, n_points=n_points, n_strong=len(strong_rows), scored=False, unscored_reason=reason,
         score=nan, loop_score=nan,
         explained_variance_ratio=np.zeros(0), mixture=[], separability=[], engels_score=nan, raw_score=nan,
         loop_pair=0, loop_quality=nan, loop_irreducibility=nan, radius_cv=nan, largest_gap=nan, h1_persistence=None,
         curve_r2_closed=nan, curve_r2_open=nan, direction_mean=np.zeros(d), direction_components=np.zeros((d, 0)),
-        curve_coefficients=np.zeros((n_basis, 0)), rows=np.zeros(0, np.int64), coordinate=np.zeros(0))
+        curve_coefficients=np.zeros((n_basis, 0)), rows=np.asarray(strong_rows, np.int64),
+        coordinate=np.full(len(strong_rows), nan))  # no curve: no coordinate
 
 
 def _best_loop(Zn: np.ndarray) -> tuple[int, tuple[float, float, float, np.ndarray]]:
@@ -353,15 +355,15 @@ def family_manifold(name: str, A: sp.csr_matrix, W: np.ndarray, members: list[in
     strong, Rn = strong_directions(R, cfg.strong_fraction) if len(rows) else (np.zeros(0, np.int64), R)
     if k < 2:
         why = "it has one member" if len(members) < 2 else f"its decoders have {W.shape[1]} dimension(s)"
-        return _unscored(name, members, len(rows), d, n_basis, f"{why}: a loop needs two")
+        return _unscored(name, members, len(rows), rows[strong], d, n_basis, f"{why}: a loop needs two")
     if len(strong) < cfg.min_points:
-        return _unscored(name, members, len(rows), d, n_basis,
+        return _unscored(name, members, len(rows), rows[strong], d, n_basis,
                          f"it fired strongly on {len(strong)} rows (of {len(rows)} firing), fewer than min_points "
                          f"{cfg.min_points}")
     n_mean, n_axes, ratios = pca(Rn, k)
     k = int((ratios >= cfg.min_variance_ratio).sum())  # drop (numerically) empty components
     if k < 2:
-        return _unscored(name, members, len(rows), d, n_basis,
+        return _unscored(name, members, len(rows), rows[strong], d, n_basis,
                          f"its cloud has {k} principal component(s) above min_variance_ratio {cfg.min_variance_ratio}")
     n_axes, ratios = n_axes[:, :k], ratios[:k]
     Zn = (Rn - n_mean) @ n_axes  # (n_strong, k)

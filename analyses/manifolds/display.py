@@ -371,7 +371,8 @@ class FamilyCloudDisplay(Display):
         """``A`` (n_tokens, n_features), ``W_dec`` (n_features, d_model) and ``activation_threshold``: what
         discovery was fitted with (the family's direction cloud is recomputed on its stored rows)."""
         if not family.scored:
-            raise ValueError(f"family must be scored to be drawn; got {family.name!r}, which fired on too few rows.")
+            raise ValueError(f"family must be scored to be drawn; got {family.name!r}, unscored because "
+                             f"{family.unscored_reason or 'it fired on too few rows'}.")
         A_csr = sp.csr_matrix(A) if not sp.issparse(A) else A.tocsr()
         W_all = np.asarray(W_dec, dtype=np.float64)
         if A_csr.shape[1] != W_all.shape[0] or max(family.members) >= W_all.shape[0] or \

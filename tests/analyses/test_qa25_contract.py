@@ -146,3 +146,13 @@ def test_displays_check_what_they_are_given() -> None:
     with pytest.raises(ValueError, match=f"family {big.id} must have a hierarchy"):
         FamilyDendrogramDisplay.from_result(res, big.id)
     assert DecoderMapDisplay.from_decoders(rng.normal(size=(3, 16))).plot().figure_ is not None  # 3 rows: umap
+
+
+def test_an_unscored_family_says_why_it_cannot_be_drawn() -> None:
+    from analyses.manifolds.display import FamilyCloudDisplay
+
+    A, W, fams, _ = planted_layer(n_tokens=600)
+    res = ManifoldDiscovery(persistence="none", irreducibility=IrreducibilityConfig(n_steps=20)).fit(
+        A, W, {"solo": [0], "ring": fams["ring"]}).result_
+    with pytest.raises(ValueError, match="unscored because it has one member: a loop needs two"):
+        FamilyCloudDisplay.from_family(res.family("solo"), A, W)

@@ -35,6 +35,7 @@ def test_set_prints_changes_and_writes_json(files, capsys):
     assert data["interventions"][1]["mode"] == "scale"
     assert data["settings"] == {"freeze_attention": True, "constrained_layers": None}
     assert data["run"]["options"]["specs"][0] == ["set", "1:3..:5=20"] and "--set" in data["run"]["argv"]
+    assert data["run"]["options"]["propagate"] is True  # what ran (the default), not the flag's absence
     rows = data["top_changes"]
     assert len(rows) == 4 and abs(rows[0]["delta"]) >= abs(rows[-1]["delta"]) > 0
     assert abs(rows[0]["intervened_prob"] - rows[0]["clean_prob"] - rows[0]["delta"]) < 1e-12

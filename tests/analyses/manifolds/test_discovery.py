@@ -83,8 +83,10 @@ def test_small_families_are_ranked_last_unscored():
     res = ManifoldDiscovery(min_points=10_000, irreducibility=FAST).fit(A, W, {"solo": [0], "ring": families["ring"]})
     assert all(not f.scored for f in res.result_.families)
     ring = res.result_.family("ring")  # each unscored family says why, in its summary (discovery.json) too
-    assert re.fullmatch(r"it fired strongly on \d+ rows \(of \d+ firing\), fewer than min_points 10000",
-                        ring.unscored_reason), ring.unscored_reason
+    said = re.fullmatch(r"it fired strongly on (\d+) rows \(of (\d+) firing\), fewer than min_points 10000",
+                        ring.unscored_reason)
+    assert said, ring.unscored_reason
+    assert (ring.n_strong, ring.n_points) == (int(said[1]), int(said[2])) and ring.n_strong > 0  # as the reason says
     assert ring.summary()["unscored_reason"] == ring.unscored_reason
     res = ManifoldDiscovery(irreducibility=FAST, metric_points=500).fit(A, W, {"solo": [0], "ring": families["ring"]})
     assert res.ranking_ == ["ring", "solo"] and not res.result_.family("solo").scored
