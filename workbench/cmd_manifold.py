@@ -24,6 +24,7 @@ from typing import Any
 
 from tracer.io import atomic_write_json
 from workbench.cli_safety import int_items, list_items
+from workbench.cli_threads import add_threads_argument, threaded
 from workbench.provenance import run_record
 
 logger = logging.getLogger(__name__)
@@ -107,27 +108,13 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")
     disc.set_defaults(func=run_discover)
     for action in (fit, steer, disc):
-        action.add_argument("--threads", type=int, default=1,
-                            help="torch CPU threads (default 1: fastest for small models; raise for large ones)")
+        add_threads_argument(action)
         action.add_argument("--quiet", "-q", action="store_true",
                             help="no progress bars or info logs" if action is disc else "no info logs")
-        action.set_defaults(func=_threaded(action.get_default("func")))
+        action.set_defaults(func=threaded(action.get_default("func")))
     p.set_defaults(func=_no_action)
 
 
-def _threaded(run: Any) -> Any:
-    """Run an action under ``torch_threads(args.threads)``."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        from tracer.errors import WorkbenchError
-        from tracer.threads import torch_threads
-
-        if args.threads < 1:
-            raise WorkbenchError(f"--threads must be an integer >= 1; got {args.threads}.")
-        with torch_threads(args.threads):
-            return int(run(args))
-
-    return wrapped
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:

@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.cli_threads import add_threads_argument, threaded
+
 logger = logging.getLogger(__name__)
 
 
@@ -35,7 +37,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                         "(fit, substitution, steering) and the ring ranking of a layer's feature families "
                         "(discovery) to the report (default: on)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
-    p.set_defaults(func=run_demo)
+    add_threads_argument(p)
+    p.set_defaults(func=threaded(run_demo))
 
 
 def _random_world(out: Path) -> tuple[Path, Path, dict[str, str], dict[str, str]]:

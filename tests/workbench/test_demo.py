@@ -171,3 +171,12 @@ def test_demo_without_a_world_traces_and_clusters_a_random_model(tmp_path, monke
     assert stats["circuit"]["similarities"] == ["edge", "virtual"]  # no corpus without a world
     html = (out / "report.html").read_text()
     assert "Readable circuit" in html and "Manifold:" not in html and "Which families are rings?" not in html
+
+
+def test_demo_threads_default_to_one_and_zero_is_refused(tmp_path, capsys) -> None:
+    from workbench.cli import build_parser
+
+    assert build_parser().parse_args(["demo"]).threads == 1  # two threads made it ten times slower under load
+    assert main(["demo", "--threads", "0", "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert "--threads must be an integer >= 1; got 0." in err and not (tmp_path / "d").exists()
