@@ -101,6 +101,19 @@ class Estimator:
                                      "Call fit() first.")
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
+    def __sklearn_is_fitted__(self) -> bool:
+        """scikit-learn's fitted check (``sklearn.utils.validation.check_is_fitted``): True once ``fit`` has
+        set its attributes (a fit that raised leaves none, see :func:`atomic_fit`)."""
+        return bool(_fitted_state(self))
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn's estimator tags (``check_is_fitted`` reads them from scikit-learn 1.6 on): the
+        defaults of an unsupervised estimator that needs a fit. Without them ``check_is_fitted`` raised an
+        AttributeError asking for ``BaseEstimator``, which we do not inherit (see the style guide)."""
+        from sklearn.utils import Tags, TargetTags
+
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
+
     def _check_fitted(self, *attrs: str) -> None:
         missing = [a for a in attrs if not hasattr(self, a)]
         if missing:

@@ -65,6 +65,22 @@ def test_estimator_contract():
     fresh = clone(est)
     assert fresh.get_params() == est.get_params() and not hasattr(fresh, "mean_")
     assert repr(_Toy(k=5)) == "_Toy(k=5)"
+
+
+def test_sklearn_check_is_fitted():
+    """scikit-learn's own fitted check works on our estimators (it asked for BaseEstimator's tags)."""
+    from sklearn.exceptions import NotFittedError as SkNotFitted
+    from sklearn.utils.validation import check_is_fitted
+
+    from analyses.families import FeatureFamilies
+
+    for est, X in ((_Toy(), np.ones((3, 2))), (FeatureFamilies(), np.random.default_rng(0).normal(size=(12, 4)))):
+        with pytest.raises(SkNotFitted):
+            check_is_fitted(est)
+        est.fit(X)
+        check_is_fitted(est)
+        with pytest.raises(SkNotFitted):
+            check_is_fitted(clone(est))
     with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
         _Toy(k=0).fit(np.ones((2, 2)))
     with pytest.raises(TypeError, match="k must be an integer"):
