@@ -8,18 +8,26 @@ from typing import Any
 THREADS_HELP = "torch CPU threads (default 1: fastest for small models; raise for large ones)"
 
 
-def add_threads_argument(parser: argparse.ArgumentParser) -> None:
-    """Add ``--threads`` (default 1) to a subcommand's parser."""
-    parser.add_argument("--threads", type=int, default=1, help=THREADS_HELP)
+OPTIONAL_THREADS_HELP = ("torch CPU threads (default: torch's own, all cores; on a small model or a loaded machine "
+                         "1 can be many times faster)")
+
+
+def add_threads_argument(parser: argparse.ArgumentParser, *, default: int | None = 1) -> None:
+    """Add ``--threads`` to a subcommand's parser: 1 by default for commands that only ever run small models;
+    ``default=None`` keeps torch's own count unless given (commands that may run a large model)."""
+    parser.add_argument("--threads", type=int, default=default,
+                        help=THREADS_HELP if default == 1 else OPTIONAL_THREADS_HELP)
 
 
 def threaded(run: Any) -> Any:
-    """Run a subcommand's action under ``torch_threads(args.threads)``."""
+    """Run a subcommand's action under ``torch_threads(args.threads)`` (as it is when ``args.threads`` is None)."""
 
     def wrapped(args: argparse.Namespace) -> int:
         from tracer.errors import WorkbenchError
         from tracer.threads import torch_threads
 
+        if args.threads is None:
+            return int(run(args))
         if args.threads < 1:
             raise WorkbenchError(f"--threads must be an integer >= 1; got {args.threads}.")
         with torch_threads(args.threads):

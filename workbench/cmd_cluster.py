@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import loads_json
+from workbench.cli_threads import add_threads_argument, threaded
 from workbench.cmd_graphtools import SUPERNODES_FORMAT as FORMAT
 from workbench.cmd_graphtools import SUPERNODES_SCHEMA as SCHEMA_VERSION
 from workbench.cmd_graphtools import read_prune
@@ -111,11 +112,12 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="also draw the supernode graph (groups numbered in the order of the JSON's 'supernodes') "
                         "and the clustering's dendrogram into DIR, as PNG and SVG")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    add_threads_argument(p, default=None)
     _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
     _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
     _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
     # None unless given: with --prune, a threshold given must be the file's (the config's default is filled in later)
-    p.set_defaults(func=run_cluster, node_threshold=None, edge_threshold=None)
+    p.set_defaults(func=threaded(run_cluster), node_threshold=None, edge_threshold=None)
 
 
 # ----------------------------------------------------------------------------- inputs

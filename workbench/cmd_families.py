@@ -21,6 +21,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
+from workbench.cli_threads import add_threads_argument, threaded
+
 logger = logging.getLogger(__name__)
 
 _CHOICES = {"knn": ["auto", "exact", "pynndescent"], "coactivation": ["profile", "jaccard"],
@@ -54,6 +56,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                    help="let families span layers (clusters every chosen layer's features together)")
     p.add_argument("--out", required=True, help="output JSON path")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
+    add_threads_argument(p, default=None)
     est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
     docs = field_help(FamiliesConfig)
     for f in dataclasses.fields(FamiliesConfig):
@@ -62,7 +65,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         flag = "--" + f.name.replace("_", "-")
         est.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=_flag_type(f.type), default=f.default,
                          choices=_CHOICES.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
-    p.set_defaults(func=run_families)
+    p.set_defaults(func=threaded(run_families))
 
 
 def _config(args: argparse.Namespace) -> Any:
