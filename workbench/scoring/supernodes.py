@@ -168,22 +168,27 @@ def prompts_to_score(manifest: Mapping[str, Any], n_prompts: int) -> list[tuple[
     return out
 
 
-def score_graph(loaded: Any, transcoders: Any, prompt: str, truth: Mapping[tuple[int, int], Any],
+def trace(loaded: Any, transcoders: Any, prompt: str) -> Any:
+    """The prompt's attribution graph (default configuration)."""
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.models import tokenize
+
+    return attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
+
+
+def score_graph(loaded: Any, transcoders: Any, prompt: str, graph: Any, truth: Mapping[tuple[int, int], Any],
                 cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
                 clustering: Mapping[str, Any] | None = None, coactivation: Any = None) -> dict[str, Any]:
-    """Trace, build the unlabelled readable circuit (``clustering``: parameters of the
-    SupernodeClustering other than its defaults), score it (see the module docstring)."""
+    """Build the unlabelled readable circuit of ``graph`` (the prompt's, from :func:`trace`; ``clustering``:
+    parameters of the SupernodeClustering other than its defaults) and score it (see the module docstring)."""
     import torch
 
     from analyses.supernodes.circuit import ReadableCircuit
     from analyses.supernodes.clustering import SupernodeClustering
     from analyses.supernodes.config import InterventionConfig
     from analyses.supernodes.interventions import check_supernodes
-    from tracer.attribution import attribute
-    from tracer.config import AttributionConfig
-    from tracer.models import tokenize
 
-    graph = attribute(loaded, transcoders, tokenize(loaded, prompt), AttributionConfig(verbose=False))
     t0 = time.perf_counter()
     est = SupernodeClustering(**(clustering or {}))
     circuit = ReadableCircuit(clustering=est).fit(graph, transcoders=transcoders, families=families,
@@ -273,15 +278,16 @@ def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, 
     return context, sample
 
 
-def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], truth: Mapping[tuple[int, int], Any],
-                cyclic: set[str], families: Any, sample: Any, context: Any, sweep: Sequence[float]) -> dict[str, Any]:
-    """The tables beside the headline: without the co-activation sample; the **oracle** (the clustering
-    given the truth keys as its only similarity, under the same hard constraints and budget: a bound on
-    what any similarity could reach here, not a result); the answer-word energy shares per truth key
-    (:func:`word_shares`); and the min_affinity sensitivity table."""
+def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graphs: Sequence[Any],
+                truth: Mapping[tuple[int, int], Any], cyclic: set[str], families: Any, sample: Any, context: Any,
+                sweep: Sequence[float]) -> dict[str, Any]:
+    """The tables beside the headline, on the same ``graphs`` (one per prompt): without the co-activation
+    sample; the **oracle** (the clustering given the truth keys as its only similarity, under the same hard
+    constraints and budget: a bound on what any similarity could reach here, not a result); the answer-word
+    energy shares per truth key (:func:`word_shares`); and the min_affinity sensitivity table."""
     def run(**kw: Any) -> dict[str, Any]:
-        return summarize([score_graph(loaded, tcs, prompt, truth, cyclic, interventions=False, **kw)
-                          for _, prompt in prompts])
+        return summarize([score_graph(loaded, tcs, prompt, graph, truth, cyclic, interventions=False, **kw)
+                          for (_, prompt), graph in zip(prompts, graphs, strict=True)])
 
     out: dict[str, Any] = {}
     if context is not None:
@@ -323,12 +329,14 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             families = read_families(str(families_dir / f"families_{kind}.json"))
         context, sample = coactivation_sample(world, kind, coactivation_sentences) if coactivation_sentences \
             else (None, None)
-        records = []
+        records, graphs = [], []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
             check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
             with torch.inference_mode(False):
-                records.append({"set": name, **score_graph(loaded, tcs, prompt, truth, cyclic, interventions=check,
-                                                           families=families, coactivation=context)})
+                graphs.append(trace(loaded, tcs, prompt))  # traced once, scored by every table below
+                records.append({"set": name, **score_graph(loaded, tcs, prompt, graphs[-1], truth, cyclic,
+                                                           interventions=check, families=families,
+                                                           coactivation=context)})
         by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
             r["set"] for r in records)}
         overall = summarize(records)
@@ -336,7 +344,7 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             r.pop("_pairs", None)
         report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
                         "coactivation_sentences": coactivation_sentences,
-                        **side_tables(loaded, tcs, prompts, truth, cyclic, families, sample, context, sweep)}
+                        **side_tables(loaded, tcs, prompts, graphs, truth, cyclic, families, sample, context, sweep)}
     return report
 
 
