@@ -63,6 +63,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
         if f.name == "per_layer":
             continue  # --cross-layer
         flag = "--" + f.name.replace("_", "-")
+        if f.type is bool:  # a --x / --no-x pair
+            est.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
+                             help=f"{docs.get(f.name, '')} (default {f.default})")
+            continue
         est.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=_flag_type(f.type), default=f.default,
                          choices=_CHOICES.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
     p.set_defaults(func=threaded(run_families))
@@ -126,6 +130,19 @@ def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer:
     return collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose, allow_unk=allow_unk)[0]
 
 
+def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -> tuple[Any, Any]:
+    """(tokens, next_tokens): (n_token_rows,) the token id of every row of :func:`prompt_activations` (positions
+    >= 1 of each prompt, prompt by prompt) and of the token after it in the same prompt (-1 at a prompt's end)."""
+    import numpy as np
+
+    from tracer.models import tokenize_many
+
+    ids = [t.cpu().numpy().astype(np.int64)[1:] for t in tokenize_many(loaded, prompts, allow_unk=allow_unk)]
+    tokens = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    nexts = np.concatenate([np.append(t[1:], -1) for t in ids]) if ids else np.zeros(0, np.int64)
+    return tokens, nexts
+
+
 def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,
                            verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any]:
     """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys) of ``layers``'
@@ -162,20 +179,24 @@ def run_families(args: argparse.Namespace) -> int:
     labels = load_labels(args.labels) if args.labels else None
     if labels is not None:
         check_labels_match(labels, n_layers=tc.n_layers, scan=tc.scan, source=str(args.labels), owner="--transcoders")
-    acts, prompts = None, []
+    acts, prompts, tokens = None, [], {}
     if args.prompts is not None:
         from tracer.models import load_model
 
         prompts = read_prompts(args.prompts)
-        acts = prompt_activations(load_model(args.model), tc, prompts, layer, verbose=not args.quiet,
-                                  allow_unk=args.allow_unk)
+        loaded = load_model(args.model)
+        acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
+        ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)  # token-class evidence
+        tokens = {"tokens": ids, "next_tokens": nexts, "token_vectors": loaded.W_U.detach().cpu().double().numpy()}
     from tracer.transcoders.identity import transcoder_signature
 
     est = FeatureFamilies.from_config(cfg)
     try:
         # co-activation profiles over every chosen layer's features (the tuned setting)
         est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
-                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=not args.quiet)
+                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=not args.quiet,
+                tokens=tokens.get("tokens"), next_tokens=tokens.get("next_tokens"),
+                token_vectors=tokens.get("token_vectors"))
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     from workbench.provenance import run_record
@@ -183,7 +204,8 @@ def run_families(args: argparse.Namespace) -> int:
     doc = {"families": est.result_.to_json_families(), "n_features": int(X.shape[0]),
            "n_families": est.n_families_, "transcoders": str(args.transcoders),
            "transcoder_signature": transcoder_signature(args.transcoders), "layer": args.layer,
-           "coactivation_evidence": acts is not None, "n_prompts": len(prompts),
+           "coactivation_evidence": acts is not None, "token_evidence": bool(tokens) and cfg.token_families,
+           "n_prompts": len(prompts),
            "n_token_rows": 0 if acts is None else int(acts.shape[0]),
            "config": dataclasses.asdict(cfg),
            "run": run_record(args),

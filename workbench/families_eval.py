@@ -47,6 +47,12 @@ class WorldSample:
     row_word: np.ndarray
     """(n_rows,) each row's word (the text itself, no label): read by the supernode scorer's word-share
     diagnostic."""
+    tokens: np.ndarray
+    """(n_rows,) each row's token id (the text itself, no label)."""
+    next_tokens: np.ndarray
+    """(n_rows,) the next row's token id in the same sentence (-1 at a sentence's last token)."""
+    token_vectors: np.ndarray
+    """(d_vocab, d_model) the model's unembedding rows."""
 
 
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
@@ -57,7 +63,7 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     from analyses.families import decoder_matrix
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.cmd_families import prompt_activations
+    from workbench.cmd_families import prompt_activations, prompt_tokens
     from workbench.world import generator as gen
     from workbench.world.evaluate import manifest_spec
 
@@ -67,11 +73,14 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     spec = manifest_spec(json.loads((d / "manifest.json").read_text()))
     sents = gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
     X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
-    A = prompt_activations(loaded, tc, [" ".join(s.words) for s in sents], layer)  # (n_rows, L * F)
+    prompts = [" ".join(s.words) for s in sents]
+    A = prompt_activations(loaded, tc, prompts, layer)  # (n_rows, L * F)
+    tokens, next_tokens = prompt_tokens(loaded, prompts)
     row_task = np.asarray([s.task for s in sents for _ in s.words])
     row_word = np.asarray([w for s in sents for w in s.words])
     return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task,
-                       row_word=row_word)
+                       row_word=row_word, tokens=tokens, next_tokens=next_tokens,
+                       token_vectors=loaded.W_U.detach().cpu().double().numpy())
 
 
 def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:
@@ -124,7 +133,10 @@ def score(sample: WorldSample, truth: dict[tuple[int, int], Any], params: dict[s
     act = sample.activations if use_activations else None
     wide = use_activations and params.get("context", "all") == "all"
     est.fit(sample.X, layer=sample.layer, feature=sample.feature, activations=act,
-            context=act if wide else None, context_self=np.arange(sample.X.shape[0]) if wide else None)
+            context=act if wide else None, context_self=np.arange(sample.X.shape[0]) if wide else None,
+            tokens=sample.tokens if use_activations else None,
+            next_tokens=sample.next_tokens if use_activations else None,
+            token_vectors=sample.token_vectors if use_activations else None)
     seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"params": params, "coactivation_evidence": use_activations,
                            "n_families": est.n_families_, "fit_seconds": round(seconds, 2)}
@@ -147,7 +159,15 @@ GRID: dict[str, list[Any]] = {
 }
 """The tuning grid: co-activation kind, weighting, weight, context (the profile is over the
 layer's own features or every layer's), and clustering with its cut (average-linkage distance
-threshold, or HDBSCAN min_cluster_size)."""
+threshold, or HDBSCAN min_cluster_size). Scored without token-class evidence; the best point is then
+tuned further over :data:`TOKEN_GRID`."""
+
+TOKEN_GRID: dict[str, list[Any]] = {
+    "token_cut": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+    "min_token_class": [1, 5],
+    "min_token_share": [0.3, 0.5],
+}
+"""The token-class evidence (:mod:`analyses.families.tokens`) tried on top of :data:`GRID`'s best point."""
 
 
 def grid_params() -> list[dict[str, Any]]:
@@ -157,7 +177,7 @@ def grid_params() -> list[dict[str, Any]]:
         if co == "jaccard" and (ctx == "all" or wt == "activation"):
             continue  # Jaccard reads only the features' own (binary) firing sets
         p: dict[str, Any] = {"coactivation": co, "weighting": wt, "coactivation_weight": lam, "context": ctx,
-                             "clustering": cl}
+                             "clustering": cl, "token_families": False}
         p.update({"distance_threshold": cut} if cl == "average" else {"min_cluster_size": cut})
         out.append(p)
     return out
@@ -166,12 +186,20 @@ def grid_params() -> list[dict[str, Any]]:
 def tune(samples: dict[str, tuple[WorldSample, dict[tuple[int, int], Any]]]) -> tuple[dict[str, Any],
                                                                                      list[dict[str, Any]]]:
     """The grid point with the best mean family ARI over the tuning ``samples`` (name -> (sample,
-    truth)); returns it and every grid point's scores."""
+    truth)): :data:`GRID` first, then :data:`TOKEN_GRID` on its best point; returns it and every grid
+    point's scores."""
     rows: list[dict[str, Any]] = []
-    for params in grid_params():
+
+    def run(params: dict[str, Any]) -> None:
         per = {name: score(s, t, params)["ari_family"]["mean"] for name, (s, t) in samples.items()}
         rows.append({"params": params, "ari": per, "mean": float(np.mean(list(per.values())))})
         logger.debug("%s -> %s", params, per)
+
+    for params in grid_params():
+        run(params)
+    base = max(rows, key=lambda r: r["mean"])["params"]
+    for values in itertools.product(*TOKEN_GRID.values()):
+        run({**base, "token_families": True, **dict(zip(TOKEN_GRID, values))})
     best = max(rows, key=lambda r: r["mean"])
     return best["params"], rows
 

@@ -2,8 +2,9 @@
 ``workbench families`` flags both read them from here).
 
 The co-activation defaults (profile cosine only, activation-weighted, average linkage cut at
-0.6) were chosen on a tuning set -- the tiny demo world's PLT and CLT and the shipped world's
-PLT -- by :mod:`workbench.bench.families_world`; the shipped world's CLT was held out for scoring.
+0.6) and the token-class defaults (classes cut at 0.4, variables of 5+ tokens, share 0.3) were chosen
+on a tuning set -- the tiny demo world's PLT and CLT and the shipped world's PLT -- by
+:mod:`workbench.bench.families_world`; the shipped world's CLT was held out for scoring.
 """
 
 from dataclasses import dataclass
@@ -55,6 +56,18 @@ class FamiliesConfig:
     """Largest family that gets a hierarchy (dense average linkage of its members)."""
     random_state: int = 0
     """Seed of pynndescent and of the random projections."""
+    token_families: bool = True
+    """With the sample's token ids (fit's tokens / next_tokens / token_vectors; the CLI's --model --prompts), a
+    feature whose energy is mostly on one class of tokens, read or predicted, joins that class's family
+    (analyses.families.tokens)."""
+    token_cut: float = 0.4
+    """Token classes: average linkage (cosine of unembedding rows and feature profiles) cut at this distance."""
+    min_token_class: int = 5
+    """A token class of at least this many tokens is a variable that makes a family."""
+    min_token_share: float = 0.3
+    """A feature joins a variable's family when at least this share of its energy is on it, read or predicted."""
+    max_tokens: int = 8192
+    """Most frequent tokens of the sample put into classes (their linkage is dense)."""
 
     def __post_init__(self) -> None:
         check_number("n_neighbors", self.n_neighbors, lo=1, integer=True)
@@ -76,5 +89,11 @@ class FamiliesConfig:
             raise TypeError(f"per_layer must be a bool; got {self.per_layer!r}.")
         check_number("max_hierarchy", self.max_hierarchy, lo=0, integer=True)
         check_number("random_state", self.random_state, lo=0, integer=True)
+        if not isinstance(self.token_families, bool):
+            raise TypeError(f"token_families must be a bool; got {self.token_families!r}.")
+        check_number("token_cut", self.token_cut, lo=0.0, hi=2.0)
+        check_number("min_token_class", self.min_token_class, lo=1, integer=True)
+        check_number("min_token_share", self.min_token_share, lo=0.0, hi=1.0)
+        check_number("max_tokens", self.max_tokens, lo=2, integer=True)
 
 

@@ -38,6 +38,7 @@ from analyses.families.coactivation import as_csr, check_self_column, coactivati
 from analyses.families.config import FamiliesConfig
 from analyses.families.knn import content_key, knn, knn_affinity, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
+from analyses.families.tokens import assign_token_families, dominant_class, token_classes, token_energy
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class FeatureFamilies(Estimator):
                  min_samples: int | None = _D.min_samples,
                  min_family_size: int = _D.min_family_size, per_layer: bool = _D.per_layer,
                  max_hierarchy: int = _D.max_hierarchy,
-                 random_state: int = _D.random_state) -> None:
+                 random_state: int = _D.random_state, token_families: bool = _D.token_families,
+                 token_cut: float = _D.token_cut, min_token_class: int = _D.min_token_class,
+                 min_token_share: float = _D.min_token_share, max_tokens: int = _D.max_tokens) -> None:
         self.n_neighbors = n_neighbors
         self.min_similarity = min_similarity
         self.knn = knn
@@ -83,6 +86,11 @@ class FeatureFamilies(Estimator):
         self.per_layer = per_layer
         self.max_hierarchy = max_hierarchy
         self.random_state = random_state
+        self.token_families = token_families
+        self.token_cut = token_cut
+        self.min_token_class = min_token_class
+        self.min_token_share = min_token_share
+        self.max_tokens = max_tokens
 
     def _validate_params(self) -> None:
         FamiliesConfig(**self.get_params(deep=False))  # its __post_init__ checks every parameter
@@ -94,7 +102,8 @@ class FeatureFamilies(Estimator):
             feature: Sequence[int] | np.ndarray | None = None, activations: Any = None, context: Any = None,
             context_self: Sequence[int] | np.ndarray | None = None,
             labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None,
-            verbose: bool = False) -> "FeatureFamilies":
+            tokens: Sequence[int] | np.ndarray | None = None, next_tokens: Sequence[int] | np.ndarray | None = None,
+            token_vectors: np.ndarray | None = None, verbose: bool = False) -> "FeatureFamilies":
         """Find the families of the features whose decoder rows are ``X`` (n_features, d).
 
         ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row); integers,
@@ -103,6 +112,9 @@ class FeatureFamilies(Estimator):
         ``context``: sparse (n_rows, n_context) wider activations on the same rows (default:
         ``activations``), with ``context_self[i]`` = row i's own column in it (-1: none).
         ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel).
+        ``tokens`` / ``next_tokens``: (n_rows,) token id of each row of ``activations`` and of the token after
+        it (-1: none), with ``token_vectors`` (n_tokens, d_model) the model's unembedding rows: token-class
+        evidence (:mod:`analyses.families.tokens`; off with ``token_families=False``).
         ``verbose``: a progress bar over the layers (or the one group), showing the phase that ran last."""
         self._validate_params()
         self.timings_: dict[str, float] = {}
@@ -117,7 +129,15 @@ class FeatureFamilies(Estimator):
         names = self._labels(labels, layers, feats)
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
+        token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A)
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
+        if token_inputs is not None and self.token_families:
+            assert A is not None  # _check_tokens refuses tokens without activations
+            self._last_tick = time.perf_counter()
+            token_class = self._token_classes(A, *token_inputs)
+            token_class[~live] = -1  # dead decoder rows are in no family
+            family = assign_token_families(family, token_class, layers if self.per_layer else np.zeros_like(layers))
+            self._tick("token_classes")
         self._last_tick = time.perf_counter()
         self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names)
         self._tick("hierarchy_and_result")
@@ -150,6 +170,42 @@ class FeatureFamilies(Estimator):
                              f"{counts.max()} times.")
         U, live = unit_rows(arr)
         return U, live, layers, feats
+
+    @staticmethod
+    def _check_tokens(tokens: Any, next_tokens: Any, token_vectors: Any,
+                      A: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(tokens, next_tokens, token_vectors) checked against the sample, or None when none is given."""
+        given = [x is not None for x in (tokens, next_tokens, token_vectors)]
+        if not any(given):
+            return None
+        if not all(given) or A is None:
+            names = ["tokens", "next_tokens", "token_vectors"]
+            missing = names[given.index(False)] if not all(given) else "activations"
+            raise ValueError(f"tokens, next_tokens and token_vectors must come together, with activations; got no "
+                             f"{missing}. Pass all four, or none.")
+        vectors = np.asarray(token_vectors, dtype=np.float64)
+        if vectors.ndim != 2 or vectors.shape[0] < 1 or not np.isfinite(vectors).all():
+            raise ValueError(f"token_vectors must be a finite (n_tokens, d_model) array (the unembedding); got shape "
+                             f"{vectors.shape!r}.")
+        ids = [as_integers(name, x) for name, x in (("tokens", tokens), ("next_tokens", next_tokens))]
+        for name, x, lo in (("tokens", ids[0], 0), ("next_tokens", ids[1], -1)):
+            if x.shape != (A.shape[0],):
+                raise ValueError(f"{name} must have one entry per row of activations ({A.shape[0]}); got shape "
+                                 f"{x.shape!r}.")
+            if x.size and (x.min() < lo or x.max() >= vectors.shape[0]):
+                raise ValueError(f"{name} must be token ids in [{lo}, {vectors.shape[0]}) (rows of token_vectors); "
+                                 f"got {int(x.min() if x.min() < lo else x.max())}.")
+        return ids[0], ids[1], vectors
+
+    def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
+                       vectors: np.ndarray) -> np.ndarray:
+        """(n_features,) each feature's variable (token class), -1 for none (see :mod:`analyses.families.tokens`)."""
+        reads, predicts = token_energy(A, tokens, next_tokens, vectors.shape[0])
+        counts = np.bincount(tokens, minlength=vectors.shape[0])
+        classes = token_classes(vectors, reads, predicts, counts, cut=self.token_cut, max_tokens=self.max_tokens)
+        total = np.asarray(A.multiply(A).sum(0)).ravel()  # (n_features,)
+        return dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
+                              min_share=self.min_token_share)
 
     @staticmethod
     def _check_context_self(context_self: Any, A: sp.csr_matrix | None, C: sp.csr_matrix | None) -> np.ndarray:

@@ -659,7 +659,8 @@ def test_export_supernodes_onto_the_npz_copy_and_of_another_schema(run, traced, 
     _one_line_error(err, "export", "--supernodes schema_version must be 1; got 99")
 
 
-@pytest.mark.parametrize("command, module", [("cluster", "workbench.cmd_cluster"), ("families", "workbench.cmd_families")])
+@pytest.mark.parametrize("command, module", [("cluster", "workbench.cmd_cluster"),
+                                             ("families", "workbench.cmd_families")])
 def test_threads_flag_sets_torch_threads_for_the_run_only(run, traced, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                           command: str, module: str) -> None:
     """cluster and families run the model (ablations, co-activation): --threads sets torch's count for the run (it
@@ -670,7 +671,11 @@ def test_threads_flag_sets_torch_threads_for_the_run_only(run, traced, tmp_path:
 
     mod = importlib.import_module(module)
     seen: list[int] = []
-    monkeypatch.setattr(mod, f"run_{command}", lambda args: seen.append(torch.get_num_threads()) or 0)
+    def fake_run(args: object) -> int:
+        seen.append(torch.get_num_threads())
+        return 0
+
+    monkeypatch.setattr(mod, f"run_{command}", fake_run)
     head = [str(traced["graph"])] if command == "cluster" else ["--transcoders", str(traced["plt"])]
     before = torch.get_num_threads()
     assert run(command, *head, "--out", str(tmp_path / "o.json"), "--threads", "1")[0] == 0

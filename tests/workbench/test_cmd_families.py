@@ -57,6 +57,11 @@ def test_families_with_prompts_uses_coactivation(run, tmp_path: Path) -> None:  
     doc = json.loads(out.read_text())
     assert doc["coactivation_evidence"] is True and doc["n_prompts"] == 3 and doc["n_token_rows"] == 7 + 5 + 5
     assert doc["config"]["n_neighbors"] == 5 and all(f["layer"] == 1 for f in doc["families"])
+    assert doc["token_evidence"] is True and doc["config"]["token_families"] is True
+    status, _, err = run("families", "--transcoders", str(WORLD / "clt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--no-token-families", "--out", str(out), "--quiet")
+    assert status == 0, err
+    assert json.loads(out.read_text())["token_evidence"] is False
     prompts.write_text("Two days after Zzyzx is\n")  # an unknown word: refused unless allowed
     status, _, err = run("families", "--transcoders", str(WORLD / "clt"), "--model", str(WORLD / "model"),
                          "--prompts", str(prompts), "--layer", "1", "--out", str(out), "--quiet")
@@ -130,3 +135,22 @@ def test_prompt_files_with_a_byte_order_mark_and_crlf_lines_are_read(run, tmp_pa
         assert status == 0, err
         docs.append(json.loads(out.read_text()))
     assert docs[0]["n_token_rows"] == docs[1]["n_token_rows"] and docs[0]["families"] == docs[1]["families"]
+
+
+@shipped
+def test_prompt_tokens_name_the_rows_of_the_activation_sample() -> None:
+    """Token-class evidence reads each activation row's token and the next: the two must line up row for row."""
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.cmd_families import prompt_activations, prompt_tokens
+
+    loaded = load_model(WORLD / "model")
+    tc = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    prompts = ["Two days after Friday is Sunday .", "The capital of Kessia is"]
+    tokens, nexts = prompt_tokens(loaded, prompts)
+    acts = prompt_activations(loaded, tc, prompts, [0] * tc.d_transcoder)
+    assert tokens.shape == nexts.shape == (acts.shape[0],) == (7 + 5,)
+    from tracer.models import tokenize
+
+    assert tokenize(loaded, "Two days after Friday is Sunday .")[1:].tolist() == tokens[:7].tolist()
+    assert nexts[:7].tolist() == [*tokens[1:7].tolist(), -1] and nexts[7:].tolist() == [*tokens[8:].tolist(), -1]

@@ -1,0 +1,98 @@
+"""Token-class evidence: a feature's family is the class of tokens it reads or predicts.
+
+With the token ids of an activation sample's rows (the token at each row, and the next one), every
+feature's activation energy (sum of squared activations) splits over the tokens it fires *on* (it
+reads them) and the tokens that come *next* (it predicts them). Tokens are grouped into classes
+without labels:
+
+1. each token seen in the sample is described by its unit, centred unembedding row (the model's
+   output geometry: tokens the model predicts in the same places) beside the unit profiles of the
+   features that fire on it and before it (features' own view of it), both halves weighted alike;
+2. average linkage on the cosine of these descriptions, cut at a distance threshold; a class of at
+   least ``min_class_size`` tokens is a *variable* (days of the week, month names, city names),
+   smaller ones are not.
+
+A feature whose largest share of energy on one variable, read or predicted, is at least
+``min_share`` belongs to that variable's family (reading and predicting days are one family).
+Where the sample gives no such share the feature keeps the family the geometry gave it.
+"""
+
+import numpy as np
+import scipy.sparse as sp
+
+from analyses.families.cluster import average_families
+from analyses.families.knn import unit_rows
+
+
+def token_energy(A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
+                 n_tokens: int) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """(reads, predicts): (n_features, n_tokens) sums of squared activations of each feature (column of
+    ``A``, (n_rows, n_features)) on the rows whose token / next token (-1: none) is each token."""
+    n_rows = A.shape[0]
+    E = A.multiply(A).T.tocsr()  # (n_features, n_rows)
+    return (E @ _one_hot(tokens, n_rows, n_tokens)).tocsr(), (E @ _one_hot(next_tokens, n_rows, n_tokens)).tocsr()
+
+
+def _one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+    """(n_rows, n_cols) with a 1 at (row, ids[row]) where ids[row] >= 0."""
+    keep = np.flatnonzero(ids >= 0)
+    return sp.csr_matrix((np.ones(keep.size), (keep, ids[keep])), shape=(n_rows, n_cols))
+
+
+def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix, counts: np.ndarray, *,
+                  cut: float, max_tokens: int) -> np.ndarray:
+    """(n_tokens,) class of each token, -1 for tokens not in the sample (or beyond the ``max_tokens``
+    most frequent: the linkage is dense). ``W_U``: (n_tokens, d_model) unembedding rows; ``counts``:
+    (n_tokens,) rows per token in the sample."""
+    seen = np.flatnonzero(counts > 0)
+    if seen.size > max_tokens:
+        seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_tokens]])
+    out = np.full(W_U.shape[0], -1, dtype=np.int64)
+    if seen.size == 0:
+        return out
+    U, _ = unit_rows(W_U - W_U.mean(0))
+    U = U[seen]  # (n_seen, d_model)
+    halves = [_unit_sparse_rows(M[:, seen].T.sqrt()) for M in (reads, predicts)]  # (n_seen, n_features) each
+    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_seen, n_seen) cosine
+    out[seen] = average_families(S, cut)
+    return out
+
+
+def _unit_sparse_rows(M: sp.spmatrix) -> sp.csr_matrix:
+    """Rows scaled to unit norm (zero rows stay zero)."""
+    M = sp.csr_matrix(M)
+    norms = np.sqrt(np.asarray(M.multiply(M).sum(1)).ravel())  # (n,)
+    return sp.diags(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)) @ M
+
+
+def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndarray, classes: np.ndarray, *,
+                   min_class_size: int, min_share: float) -> np.ndarray:
+    """(n_features,) the variable (a token class of at least ``min_class_size`` tokens) holding the largest
+    share of each feature's energy ``total`` (n_features,), read or predicted, where that share is at least
+    ``min_share``; -1 elsewhere."""
+    n_features = reads.shape[0]
+    sizes = np.bincount(classes[classes >= 0], minlength=int(classes.max()) + 1 if classes.size else 0)
+    variable = np.flatnonzero(sizes >= min_class_size)
+    if variable.size == 0:
+        return np.full(n_features, -1, dtype=np.int64)
+    col = np.full(classes.shape[0], -1, dtype=np.int64)
+    member = (classes >= 0) & np.isin(classes, variable)
+    col[member] = np.searchsorted(variable, classes[member])
+    M = _one_hot(col, classes.shape[0], variable.size)  # (n_tokens, n_variables)
+    shares = sp.hstack([reads @ M, predicts @ M]).tocsr()  # (n_features, 2 n_variables) energies
+    best = np.asarray(shares.argmax(axis=1)).ravel()  # (n_features,)
+    top = np.asarray(shares.max(axis=1).todense()).ravel()  # (n_features,)
+    ok = top >= min_share * total
+    ok &= top > 0
+    return np.where(ok, variable[best % variable.size], -1).astype(np.int64)
+
+
+def assign_token_families(family: np.ndarray, token_class: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """``family`` (n_features,) with every feature that has a ``token_class`` moved into one new family per
+    (``group``, class): the group is the layer when families never span layers."""
+    out = family.copy()
+    has = np.flatnonzero(token_class >= 0)
+    if has.size:
+        _, inverse = np.unique(np.stack([group[has], token_class[has]], 1), axis=0, return_inverse=True)
+        out[has] = (int(family.max()) + 1 if family.size else 0) + inverse.ravel()
+    return out

@@ -1,0 +1,103 @@
+"""Token-class evidence for FeatureFamilies (analyses.families.tokens), on planted samples."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyses.families import FeatureFamilies
+from analyses.families.tokens import assign_token_families, dominant_class, token_classes, token_energy
+
+DAYS, MONTHS, OTHER, FILLER = np.arange(0, 7), np.arange(7, 19), np.arange(19, 27), np.arange(27, 30)
+
+
+def _planted(seed: int = 0, n_rows: int = 3000) -> dict:
+    """Rows of random tokens; feature f < 6 predicts one day (fires where the next token is day f), feature
+    6 <= f < 12 reads two months, features 12-17 read "other" tokens. Like the values of a ring, the day (or
+    month) features never fire together, so co-activation cannot join them; the unembedding puts days, months
+    and the others in four directions (month and "other" features fire only before one of three filler tokens,
+    too few to be a variable, so nothing co-fires with a day feature). Decoder rows are random: geometry alone
+    finds no family."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 30, n_rows)
+    nxt = np.append(tokens[1:], -1)
+    acts = np.zeros((n_rows, 18))
+    for f in range(6):
+        acts[:, f] = nxt == DAYS[f]
+    for f in range(6, 12):
+        acts[:, f] = np.isin(tokens, MONTHS[2 * (f - 6):2 * (f - 6) + 2]) * np.isin(nxt, FILLER)
+    for f in range(12, 18):
+        acts[:, f] = np.isin(tokens, OTHER) * np.isin(nxt, FILLER) * (rng.random(n_rows) < 0.3)
+    acts *= rng.uniform(0.5, 1.5, acts.shape)  # (n_rows, 18)
+    base = rng.normal(size=(4, 16)) * 3
+    W_U = np.concatenate([base[k] + rng.normal(size=(len(t), 16)) for k, t in enumerate((DAYS, MONTHS, OTHER, FILLER))])
+    return {"A": sp.csr_matrix(acts), "tokens": tokens, "next_tokens": nxt, "W_U": W_U,
+            "X": rng.normal(size=(18, 32))}
+
+
+def test_token_energy_splits_squared_activations_by_read_and_next_token() -> None:
+    A = sp.csr_matrix(np.array([[1.0, 0.0], [2.0, 3.0], [0.0, 1.0]]))
+    reads, predicts = token_energy(A, np.array([0, 1, 1]), np.array([1, 1, -1]), 3)
+    assert reads.toarray().tolist() == [[1.0, 4.0, 0.0], [0.0, 10.0, 0.0]]
+    assert predicts.toarray().tolist() == [[0.0, 5.0, 0.0], [0.0, 9.0, 0.0]]  # the last row has no next token
+
+
+def test_planted_token_classes_and_families_are_recovered() -> None:
+    d = _planted()
+    reads, predicts = token_energy(d["A"], d["tokens"], d["next_tokens"], 30)
+    classes = token_classes(d["W_U"], reads, predicts, np.bincount(d["tokens"], minlength=30), cut=0.6,
+                            max_tokens=100)
+    assert len({*classes[DAYS]}) == len({*classes[MONTHS]}) == 1 and classes[0] != classes[7]
+    total = np.asarray(d["A"].multiply(d["A"]).sum(0)).ravel()
+    dom = dominant_class(reads, predicts, total, classes, min_class_size=5, min_share=0.5)
+    assert len({*dom[:6]}) == 1 and dom[0] == classes[0] and len({*dom[6:12]}) == 1 and dom[6] == classes[7]
+    fam = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(
+        d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
+    labels = fam.labels_
+    assert len({*labels[:6]}) == 1 and len({*labels[6:12]}) == 1 and labels[0] != labels[6] and labels[0] >= 0
+    assert "token_classes" in fam.timings_
+    off = FeatureFamilies(token_cut=0.6, token_families=False).fit(
+        d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
+    assert "token_classes" not in off.timings_
+    for rows in (slice(0, 6), slice(6, 12)):  # co-activation and geometry alone do not make these families
+        assert len({*off.labels_[rows]}) > 1 or off.labels_[rows][0] < 0
+
+
+def test_a_share_below_the_threshold_or_a_small_class_makes_no_family() -> None:
+    reads = sp.csr_matrix(np.array([[3.0, 3.0, 4.0, 0.0]]))
+    predicts = sp.csr_matrix(np.zeros((1, 4)))
+    classes = np.array([0, 0, 1, -1])  # class 0 has two tokens, class 1 one
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.5)[0] == 0
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.7)[0] == -1
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=1, min_share=0.5)[0] == 0
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=3, min_share=0.1)[0] == -1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(-1, 3), min_size=1, max_size=12), st.integers(0, 2))
+def test_assign_token_families_moves_exactly_the_classed_features(classes: list[int], n_groups: int) -> None:
+    cls = np.array(classes)
+    family = np.arange(len(cls)) % 3
+    group = np.arange(len(cls)) % (n_groups + 1)
+    out = assign_token_families(family, cls, group)
+    has = cls >= 0
+    assert (out[~has] == family[~has]).all() and (out[has] > family.max()).all()
+    for i in np.flatnonzero(has):  # one family per (group, class)
+        for j in np.flatnonzero(has):
+            assert (out[i] == out[j]) == (cls[i] == cls[j] and group[i] == group[j])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"tokens": [0] * 3000}, "must come together"),
+    ({"tokens": [0] * 5, "next_tokens": [0] * 5, "token_vectors": np.ones((30, 4))}, "one entry per row"),
+    ({"tokens": [40] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones((30, 4))}, r"in \[0, 30\).*got 40"),
+    ({"tokens": [0] * 3000, "next_tokens": [-2] * 3000, "token_vectors": np.ones((30, 4))}, r"in \[-1, 30\).*got -2"),
+    ({"tokens": [0] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones(30)}, "token_vectors must be"),
+])
+def test_bad_token_inputs_are_one_clear_error(kwargs: dict, match: str) -> None:
+    d = _planted()
+    with pytest.raises(ValueError, match=match):
+        FeatureFamilies().fit(d["X"], activations=d["A"], **kwargs)
+    with pytest.raises(ValueError, match="with activations"):
+        FeatureFamilies().fit(d["X"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
