@@ -20,8 +20,10 @@ cosine (needs an activation sample), label-text cosine."""
 CUTS: tuple[str, ...] = ("auto", "threshold")
 
 
-def _bad(name: str, constraint: str, value: object, hint: str = "") -> ValueError:
-    return ValueError(f"{name} must be {constraint}; got {value!r}. {hint}".rstrip())
+def _bad(name: str, constraint: str, value: object, hint: str = "", *,
+         error: type[Exception] = ValueError) -> Exception:
+    """The one-line error for a bad value: ``error=TypeError`` for the wrong kind of value (as check_number)."""
+    return error(f"{name} must be {constraint}; got {value!r}. {hint}".rstrip())
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +67,8 @@ class ClusteringConfig:
     def __post_init__(self) -> None:
         sims = self.similarities
         if isinstance(sims, str) or not isinstance(sims, tuple) or not sims:
-            raise _bad("similarities", f"a non-empty tuple of names from {list(SIMILARITIES)}", sims)
+            raise _bad("similarities", f"a non-empty tuple of names from {list(SIMILARITIES)}", sims,
+                       error=ValueError if isinstance(sims, tuple) else TypeError)
         unknown = [s for s in sims if s not in SIMILARITIES]
         if unknown:
             raise _bad("similarity name", f"one of {list(SIMILARITIES)}", unknown[0])
@@ -80,7 +83,7 @@ class ClusteringConfig:
         check_number("max_group_size", self.max_group_size, lo=1, integer=True)
         check_number("max_layer_span", self.max_layer_span, lo=0, integer=True)
         if not isinstance(self.cross_position, bool):
-            raise _bad("cross_position", "a bool", self.cross_position)
+            raise _bad("cross_position", "a bool", self.cross_position, error=TypeError)
         check_number("negative_edge_tolerance", self.negative_edge_tolerance, lo=0.0, hi=1.0)
         check_number("node_threshold", self.node_threshold, lo=0.0, hi=1.0)
         check_number("edge_threshold", self.edge_threshold, lo=0.0, hi=1.0)
@@ -125,4 +128,5 @@ class InterventionConfig:
         check_number("seed", self.seed, lo=0, integer=True)
         if not isinstance(self.modes, tuple) or not self.modes or any(m not in ("frozen", "free")
                                                                        for m in self.modes):
-            raise _bad("modes", "a non-empty tuple of 'frozen' and 'free'", self.modes)
+            raise _bad("modes", "a non-empty tuple of 'frozen' and 'free'", self.modes,
+                       error=ValueError if isinstance(self.modes, tuple) else TypeError)

@@ -47,14 +47,14 @@ def test_defaults_come_from_the_config_and_params_round_trip() -> None:
 @pytest.mark.parametrize("name, value, error, message", [
     ("similarities", ("edge", "cosine"), ValueError, "similarity name must be one of"),
     ("similarities", (), ValueError, "similarities must be a non-empty tuple"),
-    ("similarities", "edge", ValueError, "similarities must be a non-empty tuple"),
+    ("similarities", "edge", TypeError, "similarities must be a non-empty tuple"),  # the wrong kind
     ("min_affinity", 1.5, ValueError, "min_affinity must be a number in"),
     ("edge_weight", -1.0, ValueError, "edge_weight must be a number in"),
     ("cut", "gap", ValueError, "cut must be one of"),
     ("max_group_size", 0, ValueError, "max_group_size must be an integer >= 1"),
     ("max_layer_span", 1.5, TypeError, "max_layer_span must be an integer; got 1.5"),
     ("max_layer_span", -1, ValueError, "max_layer_span must be an integer >= 0"),
-    ("cross_position", "yes", ValueError, "cross_position must be a bool"),
+    ("cross_position", "yes", TypeError, "cross_position must be a bool"),
     ("negative_edge_tolerance", float("nan"), ValueError, "negative_edge_tolerance must be a finite number"),
     ("edge_weight", "1", TypeError, "edge_weight must be a number; got '1'"),
 ])
@@ -311,3 +311,13 @@ def test_an_inconsistent_result_is_refused() -> None:
         dataclasses.replace(result, linkage=result.linkage[1:])
     with pytest.raises(ValueError, match="labels must number the groups"):
         dataclasses.replace(result, labels=result.labels + 1)
+
+
+def test_intervention_modes_of_the_wrong_kind_are_a_type_error() -> None:
+    """As every config: the wrong kind of value is a TypeError, a wrong value of the right kind a ValueError."""
+    from analyses.supernodes.config import InterventionConfig
+
+    with pytest.raises(TypeError, match="modes must be a non-empty tuple"):
+        InterventionConfig(modes="frozen")  # type: ignore[arg-type]  # the wrong kind on purpose
+    with pytest.raises(ValueError, match="modes must be a non-empty tuple"):
+        InterventionConfig(modes=("frozen", "thawed"))
