@@ -31,16 +31,28 @@ class Display:
         raise NotImplementedError
 
     def plot(self: _D, ax: Any = None, **kwargs: Any) -> _D:
-        """Draw on ``ax`` (a matplotlib Axes) or on a new figure; returns self."""
+        """Draw on ``ax`` (a matplotlib Axes) or on a new figure; returns self. Drawing again on the Axes this
+        display drew on last replaces that drawing (and its colorbar) instead of stacking a second one."""
         if ax is None:
             from matplotlib.figure import Figure
 
             fig = Figure(figsize=self.figsize, layout="constrained")
             ax = fig.add_subplot()
+        elif ax is vars(self).get("ax_"):
+            for bar in vars(self).get("colorbars_", []):
+                bar.remove()
+            ax.cla()
+        self.colorbars_: list[Any] = []
         self._draw(ax, **kwargs)
         self.ax_ = ax
         self.figure_ = ax.figure
         return self
+
+    def _colorbar(self, mappable: Any, ax: Any, **kwargs: Any) -> Any:
+        """A colorbar beside ``ax``, remembered so that drawing again on ``ax`` removes it."""
+        bar = ax.figure.colorbar(mappable, ax=ax, **kwargs)
+        self.colorbars_.append(bar)
+        return bar
 
     def savefig(self, path: str | Path, **kwargs: Any) -> Path:
         """Write the figure (PNG, SVG, PDF... by suffix) atomically; plots first if needed. The same

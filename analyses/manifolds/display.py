@@ -171,7 +171,7 @@ class TuningCurvesDisplay(Display):
         n_rows, n_cols = heat.shape
         image = ax.imshow(heat, aspect="auto", origin="lower", cmap="magma", vmin=0.0, vmax=1.0,
                           interpolation="nearest", **kwargs)
-        ax.figure.colorbar(image, ax=ax, label="share of the feature's peak", fraction=0.05)
+        self._colorbar(image, ax, label="share of the feature's peak", fraction=0.05)
         if self.heat_columns is not None:
             ax.set_xticks(range(n_cols), self.heat_columns, rotation=45, fontsize=7)
             ax.set_xlabel("value (fitted order)")
@@ -299,7 +299,7 @@ class DecoderMapDisplay(Display):
             has = ~np.isnan(self.preferred)
             sc = ax.scatter(E[has, 0], E[has, 1], c=self.preferred[has], cmap=CYCLIC_CMAP, vmin=0, vmax=2 * np.pi,
                             s=14, **kwargs)
-            ax.figure.colorbar(sc, ax=ax, label="preferred angle")
+            self._colorbar(sc, ax, label="preferred angle")
         elif color_by == "family":
             names = sorted({f for f in self.family_of if f is not None})
             for c, name in enumerate(names):

@@ -147,5 +147,8 @@ def test_tuning_heatmap_shows_place_cells_as_a_diagonal_band(fitted, tmp_path):
     assert disp.to_svg().startswith("<svg")
     lines = TuningCurvesDisplay.from_tiling(tiling, fit=est.result_).plot()  # auto: 12 features -> lines
     assert lines.style == "lines" and len(lines.ax_.lines) == 12
+    # drawing again on the same Axes replaces the drawing: one image, one colorbar, 12 lines (not stacked)
+    assert disp.plot(ax=disp.ax_) is disp and len(disp.ax_.images) == 1 and len(disp.figure_.axes) == 2
+    assert len(lines.plot(ax=lines.ax_).ax_.lines) == 12
     with pytest.raises(ValueError, match="style must be"):
         TuningCurvesDisplay.from_tiling(tiling, style="bars")
