@@ -33,12 +33,13 @@ class Display:
     def plot(self: _D, ax: Any = None, **kwargs: Any) -> _D:
         """Draw on ``ax`` (a matplotlib Axes) or on a new figure; returns self. Drawing again on the Axes this
         display drew on last replaces that drawing (and its colorbar) instead of stacking a second one."""
+        previous = vars(self).get("ax_")
         if ax is None:
             from matplotlib.figure import Figure
 
             fig = Figure(figsize=self.figsize, layout="constrained")
             ax = fig.add_subplot()
-        elif ax is vars(self).get("ax_"):
+        elif previous is not None and ax is previous:
             for bar in vars(self).get("colorbars_", []):
                 bar.remove()
             ax.cla()
