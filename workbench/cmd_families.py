@@ -187,7 +187,7 @@ def run_families(args: argparse.Namespace) -> int:
         loaded = load_model(args.model)
         acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
         ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)  # token-class evidence
-        tokens = {"tokens": ids, "next_tokens": nexts, "token_vectors": loaded.W_U.detach().cpu().double().numpy()}
+        tokens = {"tokens": ids, "next_tokens": nexts, "token_vectors": loaded.W_U.detach().float().cpu().numpy()}
     from tracer.transcoders.identity import transcoder_signature
 
     est = FeatureFamilies.from_config(cfg)

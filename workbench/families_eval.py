@@ -80,7 +80,7 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     row_word = np.asarray([w for s in sents for w in s.words])
     return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task,
                        row_word=row_word, tokens=tokens, next_tokens=next_tokens,
-                       token_vectors=loaded.W_U.detach().cpu().double().numpy())
+                       token_vectors=loaded.W_U.detach().float().cpu().numpy())
 
 
 def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:

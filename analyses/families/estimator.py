@@ -183,10 +183,10 @@ class FeatureFamilies(Estimator):
             missing = names[given.index(False)] if not all(given) else "activations"
             raise ValueError(f"tokens, next_tokens and token_vectors must come together, with activations; got no "
                              f"{missing}. Pass all four, or none.")
-        vectors = np.asarray(token_vectors, dtype=np.float64)
-        if vectors.ndim != 2 or vectors.shape[0] < 1 or not np.isfinite(vectors).all():
-            raise ValueError(f"token_vectors must be a finite (n_tokens, d_model) array (the unembedding); got shape "
-                             f"{vectors.shape!r}.")
+        vectors = np.asarray(token_vectors)  # not copied: a large model's unembedding is gigabytes
+        if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.dtype.kind != "f":
+            raise ValueError(f"token_vectors must be a float (n_tokens, d_model) array (the unembedding); got shape "
+                             f"{vectors.shape!r} and dtype {vectors.dtype}.")
         ids = [as_integers(name, x) for name, x in (("tokens", tokens), ("next_tokens", next_tokens))]
         for name, x, lo in (("tokens", ids[0], 0), ("next_tokens", ids[1], -1)):
             if x.shape != (A.shape[0],):
@@ -195,6 +195,8 @@ class FeatureFamilies(Estimator):
             if x.size and (x.min() < lo or x.max() >= vectors.shape[0]):
                 raise ValueError(f"{name} must be token ids in [{lo}, {vectors.shape[0]}) (rows of token_vectors); "
                                  f"got {int(x.min() if x.min() < lo else x.max())}.")
+        if not np.isfinite(vectors[np.unique(ids[0])]).all():  # the rows token classes read
+            raise ValueError("token_vectors must be finite; got NaN or inf in the rows of the sample's tokens.")
         return ids[0], ids[1], vectors
 
     def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,

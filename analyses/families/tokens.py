@@ -50,8 +50,8 @@ def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix
     out = np.full(W_U.shape[0], -1, dtype=np.int64)
     if seen.size == 0:
         return out
-    U, _ = unit_rows(W_U - W_U.mean(0))
-    U = U[seen]  # (n_seen, d_model)
+    mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
+    U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
     halves = [_unit_sparse_rows(M[:, seen].T.sqrt()) for M in (reads, predicts)]  # (n_seen, n_features) each
     S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_seen, n_seen) cosine
     out[seen] = average_families(S, cut)

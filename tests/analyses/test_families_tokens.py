@@ -93,7 +93,9 @@ def test_assign_token_families_moves_exactly_the_classed_features(classes: list[
     ({"tokens": [0] * 5, "next_tokens": [0] * 5, "token_vectors": np.ones((30, 4))}, "one entry per row"),
     ({"tokens": [40] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones((30, 4))}, r"in \[0, 30\).*got 40"),
     ({"tokens": [0] * 3000, "next_tokens": [-2] * 3000, "token_vectors": np.ones((30, 4))}, r"in \[-1, 30\).*got -2"),
-    ({"tokens": [0] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones(30)}, "token_vectors must be"),
+    ({"tokens": [0] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones(30)}, "token_vectors must be a float"),
+    ({"tokens": [0] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.ones((30, 4), int)}, "dtype int64"),
+    ({"tokens": [0] * 3000, "next_tokens": [0] * 3000, "token_vectors": np.full((30, 4), np.nan)}, "must be finite"),
 ])
 def test_bad_token_inputs_are_one_clear_error(kwargs: dict, match: str) -> None:
     d = _planted()
