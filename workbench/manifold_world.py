@@ -6,9 +6,10 @@ collected once through :mod:`tracer.activations` (:mod:`workbench.manifold_point
 * residual-stream vectors at every residual layer L = 0..n_layers (0 = embedding output, k =
   output of block k-1, no final norm) at the answer position (``last``; the variable is the
   answer) and at the family word (``value``; the variable is the start value);
-* the family's PLT reconstruction ``Σ a_f W_dec[f]`` over the features of layer l whose world label
-  names the family (output side at the answer, input side at the family word; layers with at
-  least 5 such features); it enters the residual at layer l + 1.
+* the family's PLT reconstruction ``Σ a_f W_dec[f]`` over the features of layer l that the world's
+  per-feature truth puts in the family (``--family-source labels``: whose label names it; output
+  side at the answer, input side at the family word; layers with at least 5 such features); it
+  enters the residual at layer l + 1.
 
 Every source gets a :class:`~analyses.manifolds.fit.ManifoldFit` circle, scored two ways
 (:mod:`workbench.manifold_scoring`): **fit-held-out** (5-fold cross-fitting over all prompts) and
@@ -65,6 +66,10 @@ MIN_FAMILY = 5
 """fewest family features of a layer for a reconstruction fit (the issue's family-size floor)"""
 
 
+FAMILY_SOURCES = ("truth", "labels")
+"""Where a family's features come from: the world's per-feature truth or its labels."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class WorldScoreConfig:
     """How the demo world's manifolds are scored (the one source of the scoring command's defaults)."""
@@ -80,9 +85,14 @@ class WorldScoreConfig:
     """Prompts per layer in the substitution / steering sweep over every layer (0: no sweep)."""
     seed: int = 0
     """Seed of the folds, samples and random subspaces."""
+    family_source: str = "truth"
+    """Which per-feature file names a family's features (its reconstructions and tilings): 'truth'
+    (feature_truth_plt.jsonl, the world's per-feature truth) or 'labels' (labels_plt.jsonl, heuristic)."""
 
     def __post_init__(self) -> None:
-        from analyses.base import check_number
+        from analyses.base import check_choice, check_number
+
+        check_choice("family_source", self.family_source, FAMILY_SOURCES)
 
         check_number("folds", self.folds, lo=2, integer=True)
         check_number("causal_targets", self.causal_targets, lo=1, integer=True)
@@ -107,7 +117,7 @@ class WorldFamily:
     answers: dict[str, np.ndarray]
     """position -> (n, p) token id the prompt should answer when the variable there is v'"""
     features: dict[str, list[list[int]]]
-    """'any' / 'input' / 'output' -> per PLT layer, the features whose label names the family"""
+    """'any' / 'input' / 'output' -> per PLT layer, the family's features (from the truth or the labels)"""
 
     def values(self, position: str) -> np.ndarray:
         return self.answer if position == "last" else self.start
@@ -115,8 +125,8 @@ class WorldFamily:
 
 def family_features(labels_path: Path, family: str, n_layers: int,
                     side: str | None = None) -> list[list[int]]:
-    """Per layer, the features whose world label names ``family`` (on ``side``, or any side); none
-    without a labels file."""
+    """Per layer, the features whose record in ``labels_path`` (world labels, or the per-feature truth: both
+    carry ``family`` and ``side``) names ``family`` (on ``side``, or any side); none without the file."""
     out: list[list[int]] = [[] for _ in range(n_layers)]
     if not labels_path.is_file():
         logger.warning("no labels file %s: the family's features are unknown", labels_path)
@@ -136,9 +146,9 @@ def family_features(labels_path: Path, family: str, n_layers: int,
 
 
 def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], family: str,
-                 n_layers: int, kind: str = "plt") -> tuple[WorldFamily, list[dict[str, Any]]]:
-    """The family's prompts (manifest rows) and truth; its features from the labels of the ``kind``
-    ("plt" | "clt") transcoders."""
+                 n_layers: int, kind: str = "plt", source: str = "labels") -> tuple[WorldFamily, list[dict[str, Any]]]:
+    """The family's prompts (manifest rows) and truth; its features from the labels (``source="labels"``) or
+    the per-feature truth (``"truth"``) of the ``kind`` ("plt" | "clt") transcoders."""
     names = list(manifest["families"][family]["values"])
     rows = manifest["prompt_sets"][f"{family}_arith"]
     check_word_tokens(loaded, [r["prompt"] for r in rows])
@@ -149,7 +159,8 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     sign = np.array([1 if r["direction"] == "after" else -1 for r in rows])
     offset = np.array([int(r["offset"]) for r in rows])
     shifted = (np.arange(p)[None, :] + (sign * offset)[:, None]) % p  # (n, p) answer value per start v'
-    labels = world / manifest.get("files", {}).get(f"labels_{kind}", f"labels_{kind}.jsonl")
+    labels = (world / f"feature_truth_{kind}.jsonl" if source == "truth"
+              else world / manifest.get("files", {}).get(f"labels_{kind}", f"labels_{kind}.jsonl"))
     fam = WorldFamily(
         family=family, names=names, answer=np.array([names.index(r["answer"]) for r in rows]), start=start,
         heldout=np.array([r["split"] == "heldout" for r in rows]),
@@ -317,7 +328,7 @@ def tiling_rows(pts: PointSet, tcs: Transcoders, fam: WorldFamily,
 def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], family: str,
                out: Path, cfg: WorldScoreConfig, *, causal: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything measured on one family; returns the report and the tilings / fits for plots."""
-    fam, rows = world_family(loaded, world, manifest, family, tcs.n_layers, tcs.kind)
+    fam, rows = world_family(loaded, world, manifest, family, tcs.n_layers, tcs.kind, cfg.family_source)
     t0 = time.perf_counter()
     pts = collect_points(loaded, tcs, prompt_records(rows), out / "activations" / family,
                          residual_layers=range(tcs.n_layers + 1))

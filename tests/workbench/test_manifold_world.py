@@ -94,3 +94,23 @@ def test_family_word_circle_lives_in_the_embedding_only(month):
         out[L] = real_model_scores(loaded, tcs, cross, cases, use=use)
     assert out[0]["fitted_success"] >= 0.8 and out[0]["steering_success"] >= 0.8 and out[0]["mediates"]
     assert out[2]["full_success"] <= 0.2 and not out[2]["mediates"]  # attention read the word at layer 0
+
+
+@shipped_world
+def test_the_scoring_takes_the_family_features_from_the_truth_by_default() -> None:
+    """The scoring command names a family's features by the world's per-feature truth (the labels are
+    heuristic); the hues of PLT layer 0 have 11 output-side features there, 9 by their labels."""
+    from tracer.models import load_model
+    from workbench.manifold_world import WorldScoreConfig, world_family
+
+    world = world_dir()
+    manifest = json.loads((world / "manifest.json").read_text())
+    truth = [json.loads(line) for line in (world / "feature_truth_plt.jsonl").read_text().splitlines() if line]
+    want = sorted(r["feature"] for r in truth if r["layer"] == 0 and r["family"] == "hue" and r["side"] == "output")
+    assert WorldScoreConfig().family_source == "truth"
+    loaded = load_model(world / "model")
+    by_truth, _ = world_family(loaded, world, manifest, "hue", 4, source="truth")
+    by_labels, _ = world_family(loaded, world, manifest, "hue", 4)
+    assert by_truth.features["output"][0] == want and len(want) == 11 and len(by_labels.features["output"][0]) == 9
+    with pytest.raises(ValueError, match="family_source must be one of"):
+        WorldScoreConfig(family_source="guess")
