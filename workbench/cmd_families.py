@@ -7,7 +7,8 @@ family by default) has an int ``layer`` and ``features`` the feature indices; wi
 ``--cross-layer``, a family spanning several layers lists them in ``layer`` and holds [layer,
 feature] pairs in ``features``.
 ``--prompts`` is unlabelled text, one prompt per line: its feature activations (run through
-``--model``) are the co-activation evidence. Estimator flags come from
+``--model``) are the co-activation evidence, and its tokens with the model's unembedding the token-class
+evidence (``--no-token-families`` turns that off). Estimator flags come from
 :class:`analyses.families.config.FamiliesConfig`.
 """
 

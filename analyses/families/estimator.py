@@ -12,7 +12,10 @@ Per layer (or over all given layers at once):
 3. cluster: average linkage on the dense similarity for layers up to ``dense_max`` features
    (``clustering="auto"``), HDBSCAN on the sparse kNN graph above; or connected components of
    the graph thresholded at ``min_similarity``;
-4. inside each family, a scipy average-linkage hierarchy on decoder cosine; family labels come
+4. with the sample's token ids and the model's unembedding, token-class evidence
+   (:mod:`analyses.families.tokens`): a feature with most of its energy on one class of tokens, read
+   or predicted, moves into that class's family (one per layer, or one overall across layers);
+5. inside each family, a scipy average-linkage hierarchy on decoder cosine; family labels come
    from member labels when given.
 """
 
