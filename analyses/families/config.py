@@ -61,7 +61,8 @@ class FamiliesConfig:
     feature whose energy is mostly on one class of tokens, read or predicted, joins that class's family
     (analyses.families.tokens)."""
     token_cut: float = 0.4
-    """Token classes: average linkage (cosine of unembedding rows and feature profiles) cut at this distance."""
+    """Token classes: average linkage (half unembedding cosine, a quarter each read and predict feature-profile
+    cosine) cut at this distance."""
     min_token_class: int = 5
     """A token class of at least this many tokens is a variable that makes a family."""
     min_token_share: float = 0.3

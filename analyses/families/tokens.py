@@ -5,10 +5,13 @@ feature's activation energy (sum of squared activations) splits over the tokens 
 reads them) and the tokens that come *next* (it predicts them). Tokens are grouped into classes
 without labels:
 
-1. each token seen in the sample is described by its unit, centred unembedding row (the model's
-   output geometry: tokens the model predicts in the same places) beside the unit profiles of the
-   features that fire on it and before it (features' own view of it), both halves weighted alike;
-2. average linkage on the cosine of these descriptions, cut at a distance threshold; a class of at
+1. two tokens seen in the sample are alike by half the cosine of their centred unembedding rows (the
+   model's output geometry: tokens the model predicts in the same places) plus a quarter each of the
+   cosines of their *read* profiles (the features firing on them) and their *predict* profiles (the
+   features firing just before them). The weights are fixed: a token no feature fires before (a
+   sentence's first word) has no predict term, so its similarity to itself is 0.75, not 1 (the tuned
+   defaults were chosen with this weighting);
+2. average linkage on that similarity, cut at a distance (1 - similarity) threshold; a class of at
    least ``min_class_size`` tokens is a *variable* (days of the week, month names, city names),
    smaller ones are not.
 
@@ -53,7 +56,7 @@ def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix
     mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
     halves = [_unit_sparse_rows(M[:, seen].T.sqrt()) for M in (reads, predicts)]  # (n_seen, n_features) each
-    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_seen, n_seen) cosine
+    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_seen, n_seen), see the module
     out[seen] = average_families(S, cut)
     return out
 
@@ -82,8 +85,8 @@ def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndar
     shares = sp.hstack([reads @ M, predicts @ M]).tocsr()  # (n_features, 2 n_variables) energies
     best = np.asarray(shares.argmax(axis=1)).ravel()  # (n_features,)
     top = np.asarray(shares.max(axis=1).todense()).ravel()  # (n_features,)
-    ok = top >= min_share * total
-    ok &= top > 0
+    need = min_share * total  # (n_features,); the two sums round differently: a share of exactly 1 must pass
+    ok = ((top >= need) | np.isclose(top, need, rtol=1e-9, atol=0.0)) & (top > 0)
     return np.where(ok, variable[best % variable.size], -1).astype(np.int64)
 
 

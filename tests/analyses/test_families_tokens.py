@@ -103,3 +103,24 @@ def test_bad_token_inputs_are_one_clear_error(kwargs: dict, match: str) -> None:
         FeatureFamilies().fit(d["X"], activations=d["A"], **kwargs)
     with pytest.raises(ValueError, match="with activations"):
         FeatureFamilies().fit(d["X"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
+
+
+def test_a_nan_in_any_unembedding_row_is_refused() -> None:
+    """Every row centres the token classes: a NaN in a row the sample never uses made the mean NaN and silently
+    dropped the unembedding half of the similarity."""
+    d = _planted()
+    W_U = np.concatenate([d["W_U"], np.full((1, 16), np.nan)])  # token 30 never occurs
+    with pytest.raises(ValueError, match="token_vectors must be finite; got NaN or inf in rows 0-30"):
+        FeatureFamilies().fit(d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"],
+                              token_vectors=W_U)
+
+
+def test_a_share_of_exactly_one_passes_min_share_one() -> None:
+    """The class energy (a sparse product) and the total (a column sum) round differently in float64."""
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, 6, 2000)
+    A = sp.csr_matrix((np.isin(tokens, [0, 1, 2]) * rng.uniform(0.1, 3.0, 2000))[:, None])  # (2000, 1)
+    reads, predicts = token_energy(A, tokens, np.full(2000, -1), 6)
+    total = np.asarray(A.multiply(A).sum(0)).ravel()
+    classes = np.array([0, 0, 0, 1, 1, 1])
+    assert dominant_class(reads, predicts, total, classes, min_class_size=3, min_share=1.0)[0] == 0
