@@ -5,7 +5,8 @@
 Writes ``{"families": [{"layer", "features", "label"}...], ...}``: a family within one layer (every
 family by default) has an int ``layer`` and ``features`` the feature indices; with
 ``--cross-layer``, a family spanning several layers lists them in ``layer`` and holds [layer,
-feature] pairs in ``features``.
+feature] pairs in ``features``. A token-class family also has ``tokens`` (ids), ``token_words`` (their
+text) and ``token_sides`` ("read" / "predict"), and is labelled by its tokens when no labels name it.
 ``--prompts`` is unlabelled text, one prompt per line: its feature activations (run through
 ``--model``) are the co-activation evidence, and its tokens with the model's unembedding the token-class
 evidence (``--no-token-families`` turns that off). Estimator flags come from
@@ -131,6 +132,22 @@ def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer:
     return collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose, allow_unk=allow_unk)[0]
 
 
+def name_token_families(families: list[dict[str, Any]], loaded: Any, shown: int = 5) -> None:
+    """Give each token-class family (``tokens`` in its JSON row) its tokens' text (``token_words``), and a label
+    made from them where its members' labels gave none: "predicts Monday, Tuesday, ... (7 tokens)"."""
+    from tracer.attribution.packaging import decode_tokens
+
+    for fam in families:
+        if "tokens" not in fam:
+            continue
+        words = [decode_tokens(loaded, [int(t)]) for t in fam["tokens"]]
+        fam["token_words"] = words
+        if fam.get("label") is None:
+            verbs = " and ".join({"read": "reads", "predict": "predicts"}[side] for side in fam["token_sides"])
+            more = ", ..." if len(words) > shown else ""
+            fam["label"] = f"{verbs} {', '.join(words[:shown])}{more} ({len(words)} tokens)"
+
+
 def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -> tuple[Any, Any]:
     """(tokens, next_tokens): (n_token_rows,) the token id of every row of :func:`prompt_activations` (positions
     >= 1 of each prompt, prompt by prompt) and of the token after it in the same prompt (-1 at a prompt's end)."""
@@ -180,7 +197,7 @@ def run_families(args: argparse.Namespace) -> int:
     labels = load_labels(args.labels) if args.labels else None
     if labels is not None:
         check_labels_match(labels, n_layers=tc.n_layers, scan=tc.scan, source=str(args.labels), owner="--transcoders")
-    acts, prompts, tokens = None, [], {}
+    acts, prompts, tokens, loaded = None, [], {}, None
     if args.prompts is not None:
         from tracer.models import load_model
 
@@ -202,7 +219,10 @@ def run_families(args: argparse.Namespace) -> int:
         raise WorkbenchError(str(err)) from None
     from workbench.provenance import run_record
 
-    doc = {"families": est.result_.to_json_families(), "n_features": int(X.shape[0]),
+    families = est.result_.to_json_families()
+    if tokens:
+        name_token_families(families, loaded)
+    doc = {"families": families, "n_features": int(X.shape[0]),
            "n_families": est.n_families_, "transcoders": str(args.transcoders),
            "transcoder_signature": transcoder_signature(args.transcoders), "layer": args.layer,
            "coactivation_evidence": acts is not None, "token_evidence": bool(tokens) and cfg.token_families,

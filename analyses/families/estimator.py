@@ -134,15 +134,18 @@ class FeatureFamilies(Estimator):
             else [np.arange(U.shape[0])]
         token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A)
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
+        tokens_of = None
         if token_inputs is not None and self.token_families:
             assert A is not None  # _check_tokens refuses tokens without activations
             self._last_tick = time.perf_counter()
-            token_class = self._token_classes(A, *token_inputs)
-            token_class[~live] = -1  # dead decoder rows are in no family
+            vocab_class, token_class, token_side = self._token_classes(A, *token_inputs)
+            token_class[~live] = token_side[~live] = -1  # dead decoder rows are in no family
             family = assign_token_families(family, token_class, layers if self.per_layer else np.zeros_like(layers))
+            tokens_of = (vocab_class, token_class, token_side)
             self._tick("token_classes")
         self._last_tick = time.perf_counter()
-        self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names)
+        self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names,
+                                    tokens_of)
         self._tick("hierarchy_and_result")
         self.labels_ = self.result_.family
         self.n_families_ = len(self.result_.families)
@@ -205,14 +208,15 @@ class FeatureFamilies(Estimator):
         return ids[0], ids[1], vectors
 
     def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
-                       vectors: np.ndarray) -> np.ndarray:
-        """(n_features,) each feature's variable (token class), -1 for none (see :mod:`analyses.families.tokens`)."""
+                       vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(each token's class (n_tokens,), each feature's variable (token class) and side (0 read, 1 predict),
+        (n_features,) each, -1 for none); see :mod:`analyses.families.tokens`."""
         reads, predicts = token_energy(A, tokens, next_tokens, vectors.shape[0])
         counts = np.bincount(tokens, minlength=vectors.shape[0])
         classes = token_classes(vectors, reads, predicts, counts, cut=self.token_cut, max_tokens=self.max_tokens)
         total = np.asarray(A.multiply(A).sum(0)).ravel()  # (n_features,)
-        return dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
-                              min_share=self.min_token_share)
+        return (classes, *dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
+                                         min_share=self.min_token_share))
 
     @staticmethod
     def _check_context_self(context_self: Any, A: sp.csr_matrix | None, C: sp.csr_matrix | None) -> np.ndarray:
@@ -343,7 +347,8 @@ class FeatureFamilies(Estimator):
     # ---------------------------------------------------------------- result
 
     def _result(self, U: np.ndarray, layers: np.ndarray, feats: np.ndarray, family: np.ndarray,
-                knn_index: np.ndarray, knn_cos: np.ndarray, names: list[str | None] | None) -> FeatureFamiliesResult:
+                knn_index: np.ndarray, knn_cos: np.ndarray, names: list[str | None] | None,
+                tokens_of: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> FeatureFamiliesResult:
         families: list[Family] = []
         links: list[np.ndarray] = []
         start = 0
@@ -360,7 +365,7 @@ class FeatureFamilies(Estimator):
             label = family_label([names[r] for r in rows]) if names is not None else None
             families.append(Family(id=fid, size=m, layers=sorted(set(layers[rows].tolist())), label=label,
                                    mean_cosine=round(mean_cos, 6), hierarchy_start=start,
-                                   hierarchy_stop=start + len(Z)))
+                                   hierarchy_stop=start + len(Z), **_token_fields(rows, tokens_of)))
             start += len(Z)
         hierarchy = np.concatenate(links) if links else np.zeros((0, 4))
         return FeatureFamiliesResult(layer=layers, feature=feats, family=family, knn_index=knn_index,
@@ -383,6 +388,16 @@ class FeatureFamilies(Estimator):
         """Nearest features by decoder cosine."""
         self._check_fitted("result_")
         return self.result_.neighbors(layer, feature, k)
+
+
+def _token_fields(rows: np.ndarray, tokens_of: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[str, Any]:
+    """A token-class family's ``tokens`` (its class's token ids) and ``token_sides``; nothing for another family
+    (members of a token family all carry its class, others none: see :func:`assign_token_families`)."""
+    if tokens_of is None or tokens_of[1][rows[0]] < 0:
+        return {}
+    vocab_class, token_class, token_side = tokens_of
+    sides = [name for side, name in enumerate(("read", "predict")) if (token_side[rows] == side).any()]
+    return {"tokens": np.flatnonzero(vocab_class == token_class[rows[0]]).tolist(), "token_sides": sides}
 
 
 def _row_dots(M: np.ndarray, rows: np.ndarray, cols: np.ndarray, chunk: int = 8192) -> np.ndarray:

@@ -60,6 +60,10 @@ class Family:
     """First row of its linkage in ``FeatureFamiliesResult.hierarchy`` (members in row order)."""
     hierarchy_stop: int
     """One past its last linkage row (start == stop: no hierarchy)."""
+    tokens: list[int] | None = None
+    """A token-class family: the token ids of the class its members read or predict (None otherwise)."""
+    token_sides: list[str] | None = None
+    """A token-class family: whether its members read the class's tokens, predict them, or both."""
 
 
 @register_result
@@ -170,14 +174,18 @@ class FeatureFamiliesResult:
 
     def to_json_families(self) -> list[dict[str, Any]]:
         """``[{"layer", "features", "label"}]``: one layer -> int layer and feature indices;
-        several -> the list of layers and [layer, feature] pairs."""
+        several -> the list of layers and [layer, feature] pairs; a token-class family adds ``tokens`` (ids)
+        and ``token_sides``."""
         out = []
         for fam in self.families:
             members = self.members(fam.id)
             if len(fam.layers) == 1:
-                out.append({"layer": fam.layers[0], "features": [f for _, f in members], "label": fam.label})
+                row: dict[str, Any] = {"layer": fam.layers[0], "features": [f for _, f in members], "label": fam.label}
             else:
-                out.append({"layer": fam.layers, "features": [[lay, f] for lay, f in members], "label": fam.label})
+                row = {"layer": fam.layers, "features": [[lay, f] for lay, f in members], "label": fam.label}
+            if fam.tokens is not None:
+                row.update(tokens=fam.tokens, token_sides=fam.token_sides)
+            out.append(row)
         return out
 
 

@@ -16,8 +16,9 @@ without labels:
    smaller ones are not.
 
 A feature whose largest share of energy on one variable, read or predicted, is at least
-``min_share`` belongs to that variable's family (reading and predicting days are one family).
-Where the sample gives no such share the feature keeps the family the geometry gave it.
+``min_share`` belongs to that variable's family (reading and predicting days are one family; the
+family records the class's tokens and which sides its members take). Where the sample gives no such
+share the feature keeps the family the geometry gave it.
 """
 
 import numpy as np
@@ -69,15 +70,16 @@ def _unit_sparse_rows(M: sp.spmatrix) -> sp.csr_matrix:
 
 
 def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndarray, classes: np.ndarray, *,
-                   min_class_size: int, min_share: float) -> np.ndarray:
-    """(n_features,) the variable (a token class of at least ``min_class_size`` tokens) holding the largest
-    share of each feature's energy ``total`` (n_features,), read or predicted, where that share is at least
-    ``min_share``; -1 elsewhere."""
+                   min_class_size: int, min_share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(class, side), each (n_features,): the variable (a token class of at least ``min_class_size`` tokens)
+    holding the largest share of each feature's energy ``total`` (n_features,), read (side 0) or predicted
+    (side 1), where that share is at least ``min_share``; -1 elsewhere."""
     n_features = reads.shape[0]
+    none = np.full(n_features, -1, dtype=np.int64)
     sizes = np.bincount(classes[classes >= 0], minlength=int(classes.max()) + 1 if classes.size else 0)
     variable = np.flatnonzero(sizes >= min_class_size)
     if variable.size == 0:
-        return np.full(n_features, -1, dtype=np.int64)
+        return none, none.copy()
     col = np.full(classes.shape[0], -1, dtype=np.int64)
     member = (classes >= 0) & np.isin(classes, variable)
     col[member] = np.searchsorted(variable, classes[member])
@@ -87,7 +89,8 @@ def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndar
     top = np.asarray(shares.max(axis=1).todense()).ravel()  # (n_features,)
     need = min_share * total  # (n_features,); the two sums round differently: a share of exactly 1 must pass
     ok = ((top >= need) | np.isclose(top, need, rtol=1e-9, atol=0.0)) & (top > 0)
-    return np.where(ok, variable[best % variable.size], -1).astype(np.int64)
+    return (np.where(ok, variable[best % variable.size], -1).astype(np.int64),
+            np.where(ok, best // variable.size, -1).astype(np.int64))
 
 
 def assign_token_families(family: np.ndarray, token_class: np.ndarray, group: np.ndarray) -> np.ndarray:

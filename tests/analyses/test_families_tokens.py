@@ -50,8 +50,9 @@ def test_planted_token_classes_and_families_are_recovered() -> None:
                             max_tokens=100)
     assert len({*classes[DAYS]}) == len({*classes[MONTHS]}) == 1 and classes[0] != classes[7]
     total = np.asarray(d["A"].multiply(d["A"]).sum(0)).ravel()
-    dom = dominant_class(reads, predicts, total, classes, min_class_size=5, min_share=0.5)
+    dom, side = dominant_class(reads, predicts, total, classes, min_class_size=5, min_share=0.5)
     assert len({*dom[:6]}) == 1 and dom[0] == classes[0] and len({*dom[6:12]}) == 1 and dom[6] == classes[7]
+    assert (side[:6] == 1).all() and (side[6:12] == 0).all()  # day features predict, month features read
     fam = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(
         d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
     labels = fam.labels_
@@ -68,10 +69,10 @@ def test_a_share_below_the_threshold_or_a_small_class_makes_no_family() -> None:
     reads = sp.csr_matrix(np.array([[3.0, 3.0, 4.0, 0.0]]))
     predicts = sp.csr_matrix(np.zeros((1, 4)))
     classes = np.array([0, 0, 1, -1])  # class 0 has two tokens, class 1 one
-    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.5)[0] == 0
-    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.7)[0] == -1
-    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=1, min_share=0.5)[0] == 0
-    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=3, min_share=0.1)[0] == -1
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.5)[0][0] == 0
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=2, min_share=0.7)[0][0] == -1
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=1, min_share=0.5)[0][0] == 0
+    assert dominant_class(reads, predicts, np.array([10.0]), classes, min_class_size=3, min_share=0.1)[0][0] == -1
 
 
 @settings(max_examples=30, deadline=None)
@@ -123,4 +124,23 @@ def test_a_share_of_exactly_one_passes_min_share_one() -> None:
     reads, predicts = token_energy(A, tokens, np.full(2000, -1), 6)
     total = np.asarray(A.multiply(A).sum(0)).ravel()
     classes = np.array([0, 0, 0, 1, 1, 1])
-    assert dominant_class(reads, predicts, total, classes, min_class_size=3, min_share=1.0)[0] == 0
+    assert dominant_class(reads, predicts, total, classes, min_class_size=3, min_share=1.0)[0][0] == 0
+
+
+def test_token_families_record_their_tokens_and_sides_and_survive_a_round_trip(tmp_path) -> None:
+    from analyses.families.results import FeatureFamiliesResult
+    from analyses.results import load_result, save_result
+
+    d = _planted()
+    est = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(
+        d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
+    days, months = (est.family_of(0, f) for f in (0, 6))
+    assert days is not None and months is not None
+    assert days.tokens == DAYS.tolist() and days.token_sides == ["predict"]
+    assert months.tokens == MONTHS.tolist() and months.token_sides == ["read"]
+    rows = {tuple(r["features"]): r for r in est.result_.to_json_families()}
+    assert rows[tuple(range(6))]["tokens"] == DAYS.tolist() and rows[tuple(range(6))]["token_sides"] == ["predict"]
+    others = est.family_of(0, 12)  # the "other" readers: a class of 8 tokens is a variable too
+    assert others is not None and others.tokens == OTHER.tolist() and others.token_sides == ["read"]
+    back = load_result(save_result(est.result_, tmp_path / "fam.json"), FeatureFamiliesResult)
+    assert back.families[days.id].tokens == days.tokens and back.families[days.id].token_sides == ["predict"]

@@ -154,3 +154,24 @@ def test_prompt_tokens_name_the_rows_of_the_activation_sample() -> None:
 
     assert tokenize(loaded, "Two days after Friday is Sunday .")[1:].tolist() == tokens[:7].tolist()
     assert nexts[:7].tolist() == [*tokens[1:7].tolist(), -1] and nexts[7:].tolist() == [*tokens[8:].tolist(), -1]
+
+
+@shipped
+def test_token_families_are_named_by_their_tokens(run, tmp_path: Path) -> None:  # noqa: ANN001
+    """Without labels a token-class family is labelled by its tokens' text ("reads ..." / "predicts ...")."""
+    from workbench.world import generator as gen
+    from workbench.world.evaluate import manifest_spec
+
+    spec = manifest_spec(json.loads((WORLD / "manifest.json").read_text()))
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(" ".join(s.words) for s in gen.sample_corpus(spec, 300, seed=1, stream="t")) + "\n")
+    out = tmp_path / "families.json"
+    status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--out", str(out), "--quiet")
+    assert status == 0, err
+    rows = [f for f in json.loads(out.read_text())["families"] if "tokens" in f]
+    days = [f for f in rows if "Monday" in f["token_words"]]
+    assert len(days) == 1 and sorted(days[0]["token_words"]) == sorted(
+        ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
+    assert days[0]["label"].startswith(("reads", "predicts")) and "(7 tokens)" in days[0]["label"]
+    assert all(len(f["tokens"]) == len(f["token_words"]) >= 5 and f["token_sides"] for f in rows)
