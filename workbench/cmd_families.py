@@ -47,7 +47,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
     p.add_argument("--model", default=None, help="local Hugging Face model folder (needed with --prompts)")
     p.add_argument("--prompts", default=None,
-                   help="unlabelled text, one prompt per line: co-activation evidence (needs --model)")
+                   help="unlabelled text, one prompt per line: co-activation and token-class evidence (needs --model)")
     p.add_argument("--allow-unk", action="store_true",
                    help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--layer", default="all", help="a layer index or 'all' (default all)")
@@ -204,8 +204,10 @@ def run_families(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)
         loaded = load_model(args.model)
         acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
-        ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)  # token-class evidence
-        tokens = {"tokens": ids, "next_tokens": nexts, "token_vectors": loaded.W_U.detach().float().cpu().numpy()}
+        if cfg.token_families:  # token-class evidence
+            ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
+            tokens = {"tokens": ids, "next_tokens": nexts,
+                      "token_vectors": loaded.W_U.detach().float().cpu().numpy()}
     from tracer.transcoders.identity import transcoder_signature
 
     est = FeatureFamilies.from_config(cfg)
@@ -225,7 +227,7 @@ def run_families(args: argparse.Namespace) -> int:
     doc = {"families": families, "n_features": int(X.shape[0]),
            "n_families": est.n_families_, "transcoders": str(args.transcoders),
            "transcoder_signature": transcoder_signature(args.transcoders), "layer": args.layer,
-           "coactivation_evidence": acts is not None, "token_evidence": bool(tokens) and cfg.token_families,
+           "coactivation_evidence": acts is not None, "token_evidence": bool(tokens),
            "n_prompts": len(prompts),
            "n_token_rows": 0 if acts is None else int(acts.shape[0]),
            "config": dataclasses.asdict(cfg),

@@ -1,7 +1,8 @@
 """Score :class:`analyses.families.FeatureFamilies` on a demo world against its per-feature truth.
 
 The estimator sees only decoder rows and an *unlabelled* activation sample of the world's corpus
-(fresh generator sentences on their own RNG stream, run through the model and the transcoders);
+(fresh generator sentences on their own RNG stream, run through the model and the transcoders) with
+the sample's token ids and the model's unembedding;
 the truth (``feature_truth_{plt,clt}.jsonl``) is used only to score. Family ARI is computed per
 layer over the features the truth puts in a family (features in no predicted family count as
 singletons), and averaged over layers; a random baseline (the same predicted family sizes,

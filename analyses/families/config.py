@@ -58,8 +58,8 @@ class FamiliesConfig:
     """Seed of pynndescent and of the random projections."""
     token_families: bool = True
     """With the sample's token ids (fit's tokens / next_tokens / token_vectors; the CLI's --model --prompts), a
-    feature whose energy is mostly on one class of tokens, read or predicted, joins that class's family
-    (analyses.families.tokens)."""
+    feature with at least min_token_share of its energy on one class of tokens, read or predicted, joins that
+    class's family (analyses.families.tokens)."""
     token_cut: float = 0.4
     """Token classes: average linkage (half unembedding cosine, a quarter each read and predict feature-profile
     cosine) cut at this distance."""

@@ -13,8 +13,9 @@ Per layer (or over all given layers at once):
    (``clustering="auto"``), HDBSCAN on the sparse kNN graph above; or connected components of
    the graph thresholded at ``min_similarity``;
 4. with the sample's token ids and the model's unembedding, token-class evidence
-   (:mod:`analyses.families.tokens`): a feature with most of its energy on one class of tokens, read
-   or predicted, moves into that class's family (one per layer, or one overall across layers);
+   (:mod:`analyses.families.tokens`): a feature with at least ``min_token_share`` of its energy on one
+   class of tokens, read or predicted, moves out of its family into that class's (one per layer, or one
+   overall across layers);
 5. inside each family, a scipy average-linkage hierarchy on decoder cosine; family labels come
    from member labels when given.
 """
@@ -117,7 +118,7 @@ class FeatureFamilies(Estimator):
         ``labels``: one label per row, or a mapping (layer, feature) -> label (or FeatureLabel).
         ``tokens`` / ``next_tokens``: (n_rows,) token id of each row of ``activations`` and of the token after
         it (-1: none), with ``token_vectors`` (n_tokens, d_model) the model's unembedding rows: token-class
-        evidence (:mod:`analyses.families.tokens`; off with ``token_families=False``).
+        evidence (:mod:`analyses.families.tokens`; with ``token_families=False`` they are ignored).
         ``verbose``: a progress bar over the layers (or the one group), showing the phase that ran last."""
         self._validate_params()
         self.timings_: dict[str, float] = {}
@@ -132,10 +133,10 @@ class FeatureFamilies(Estimator):
         names = self._labels(labels, layers, feats)
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
-        token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A)
+        token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A) if self.token_families else None
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         tokens_of = None
-        if token_inputs is not None and self.token_families:
+        if token_inputs is not None:
             assert A is not None  # _check_tokens refuses tokens without activations
             self._last_tick = time.perf_counter()
             vocab_class, token_class, token_side = self._token_classes(A, *token_inputs)
@@ -214,7 +215,7 @@ class FeatureFamilies(Estimator):
         reads, predicts = token_energy(A, tokens, next_tokens, vectors.shape[0])
         counts = np.bincount(tokens, minlength=vectors.shape[0])
         classes = token_classes(vectors, reads, predicts, counts, cut=self.token_cut, max_tokens=self.max_tokens)
-        total = np.asarray(A.multiply(A).sum(0)).ravel()  # (n_features,)
+        total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,) every row has a token: all the energy, float64
         return (classes, *dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
                                          min_share=self.min_token_share))
 

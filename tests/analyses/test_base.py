@@ -65,6 +65,10 @@ def test_estimator_contract():
     fresh = clone(est)
     assert fresh.get_params() == est.get_params() and not hasattr(fresh, "mean_")
     assert repr(_Toy(k=5)) == "_Toy(k=5)"
+    with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
+        _Toy(k=0).fit(np.ones((2, 2)))
+    with pytest.raises(TypeError, match="k must be an integer"):
+        _Toy(k=True).fit(np.ones((2, 2)))
 
 
 def test_sklearn_check_is_fitted():
@@ -81,10 +85,6 @@ def test_sklearn_check_is_fitted():
         check_is_fitted(est)
         with pytest.raises(SkNotFitted):
             check_is_fitted(clone(est))
-    with pytest.raises(ValueError, match="k must be an integer >= 1; got 0"):
-        _Toy(k=0).fit(np.ones((2, 2)))
-    with pytest.raises(TypeError, match="k must be an integer"):
-        _Toy(k=True).fit(np.ones((2, 2)))
 
 
 @settings(max_examples=25, deadline=None)

@@ -144,3 +144,44 @@ def test_token_families_record_their_tokens_and_sides_and_survive_a_round_trip(t
     assert others is not None and others.tokens == OTHER.tolist() and others.token_sides == ["read"]
     back = load_result(save_result(est.result_, tmp_path / "fam.json"), FeatureFamiliesResult)
     assert back.families[days.id].tokens == days.tokens and back.families[days.id].token_sides == ["predict"]
+
+
+def test_min_share_one_passes_through_the_estimator_with_float32_activations() -> None:
+    """The estimator casts activations to float32; its total energy must round like the class energies."""
+    d = _planted(n_rows=20000)
+    for seed in range(3):
+        d = _planted(seed, n_rows=20000)
+        est = FeatureFamilies(token_cut=0.6, min_token_share=1.0).fit(
+            d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
+        assert len({*est.labels_[:6]}) == 1 and est.labels_[0] >= 0, seed  # each day feature: share exactly 1
+
+
+def test_token_inputs_are_ignored_when_token_classes_are_off() -> None:
+    d = _planted()
+    bad = np.full_like(d["W_U"], np.nan)
+    off = FeatureFamilies(token_families=False).fit(d["X"], activations=d["A"], tokens=d["tokens"],
+                                                     next_tokens=d["next_tokens"], token_vectors=bad)
+    plain = FeatureFamilies(token_families=False).fit(d["X"], activations=d["A"])
+    assert np.array_equal(off.labels_, plain.labels_)
+
+
+def test_max_tokens_keeps_the_most_frequent_tokens() -> None:
+    counts = np.array([5, 50, 0, 40, 1])
+    reads = sp.csr_matrix(np.ones((2, 5)))
+    classes = token_classes(np.eye(5), reads, reads, counts, cut=0.5, max_tokens=2)
+    assert (classes[[0, 2, 4]] == -1).all() and (classes[[1, 3]] >= 0).all()
+
+
+def test_cross_layer_token_families_join_layers() -> None:
+    d = _planted()
+    X = np.concatenate([d["X"], d["X"] + 0.01])  # the same 18 features in two layers
+    layer = np.repeat([0, 1], 18)
+    feature = np.tile(np.arange(18), 2)
+    A = sp.hstack([d["A"], d["A"]]).tocsr()
+    kw = {"tokens": d["tokens"], "next_tokens": d["next_tokens"], "token_vectors": d["W_U"]}
+    per = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(X, layer=layer, feature=feature, activations=A, **kw)
+    cross = FeatureFamilies(token_cut=0.6, min_token_share=0.5, per_layer=False).fit(
+        X, layer=layer, feature=feature, activations=A, **kw)
+    assert per.labels_[0] != per.labels_[18] and cross.labels_[0] == cross.labels_[18]  # day features of both layers
+    fam = cross.family_of(1, 0)
+    assert fam is not None and fam.layers == [0, 1] and fam.tokens == DAYS.tolist()

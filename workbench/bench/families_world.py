@@ -1,15 +1,18 @@
 """Family ARI of FeatureFamilies on the demo world: tune on a tuning set, score a held-out set.
 
-Run (JSON to --out; about two minutes on 2 cores, the tiny world's build included)::
+Run (JSON to --out; about three minutes on 2 cores, the tiny world's build included)::
 
     python -m workbench.bench.families_world --tiny-world /tmp/tiny --out families_world.json
 
 Protocol (:mod:`workbench.families_eval`): the estimator gets decoder rows plus an unlabelled
-activation sample (3,000 fresh generator sentences); hyper-parameters are chosen on the grid by
+activation sample (3,000 fresh generator sentences) with its token ids and the model's unembedding
+(token-class evidence); hyper-parameters are chosen on the grid (co-activation first, then token
+classes on its best point) by
 the mean family ARI over the tuning set (the tiny world's PLT and CLT, built with
 ``workbench world build --tiny --seed 0`` if missing, and the shipped world's PLT); the chosen
-point is then scored on the shipped world's CLT, which tuning never saw, with co-activation
-evidence and decoder-only, next to a random baseline.
+point is then scored on the shipped world's CLT, which tuning never saw, with the activation
+sample (co-activation and token classes: the ``"coactivation"`` entries) and decoder-only, next to
+a random baseline.
 """
 
 import argparse
