@@ -32,7 +32,8 @@ class Display:
 
     def plot(self: _D, ax: Any = None, **kwargs: Any) -> _D:
         """Draw on ``ax`` (a matplotlib Axes) or on a new figure; returns self. Drawing again on the Axes this
-        display drew on last replaces that drawing (and its colorbar) instead of stacking a second one."""
+        display drew on last clears that Axes (whatever else was drawn on it too) and removes the colorbar it
+        added, so the drawing is replaced instead of stacking a second one."""
         previous = vars(self).get("ax_")
         if ax is None:
             from matplotlib.figure import Figure

@@ -45,7 +45,8 @@ class ManifoldRunConfig:
     feature_layer: int | None = None
     """Transcoder layer whose features are tiled (default: the one writing into the fit's layer, L - 1)."""
     min_feature_rate: float = 0.05
-    """Without --features or world labels: tile the features of that layer firing on this share of the points."""
+    """Without --features or a world family's features (its per-feature truth, 3 or more in that layer): tile the
+    features of that layer firing on this share of the points."""
     seed: int = 0
     """Seed of the samples, folds and random subspaces."""
 

@@ -264,8 +264,8 @@ def family_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: di
     if (answer_dir / "tuning.svg").is_file():
         tiled = answer.get("tiling") or {}
         figures.append((f"tuning of the {tiled.get('n_live')} live '{family}' features of transcoder layer "
-                        f"{tiled.get('feature_layer')} (of {len(tiled.get('features', []))} labelled) at the answer "
-                        "position",
+                        f"{tiled.get('feature_layer')} (of the {len(tiled.get('features', []))} the world's truth "
+                        "puts in the family) at the answer position",
                         _svg_file(answer_dir / "tuning.svg")))
     view = ManifoldView(
         title=f"Manifold: {family}s on a circle",

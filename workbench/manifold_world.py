@@ -68,6 +68,8 @@ MIN_FAMILY = 5
 
 FAMILY_SOURCES = ("truth", "labels")
 """Where a family's features come from: the world's per-feature truth or its labels."""
+FAMILY_SOURCE = "truth"
+"""The default of :data:`FAMILY_SOURCES` for the scoring command, ``manifold fit --world`` and the demo."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,7 +87,7 @@ class WorldScoreConfig:
     """Prompts per layer in the substitution / steering sweep over every layer (0: no sweep)."""
     seed: int = 0
     """Seed of the folds, samples and random subspaces."""
-    family_source: str = "truth"
+    family_source: str = FAMILY_SOURCE
     """Which per-feature file names a family's features (its reconstructions and tilings): 'truth'
     (feature_truth_plt.jsonl, the world's per-feature truth) or 'labels' (labels_plt.jsonl, heuristic)."""
 
@@ -129,7 +131,7 @@ def family_features(labels_path: Path, family: str, n_layers: int,
     carry ``family`` and ``side``) names ``family`` (on ``side``, or any side); none without the file."""
     out: list[list[int]] = [[] for _ in range(n_layers)]
     if not labels_path.is_file():
-        logger.warning("no labels file %s: the family's features are unknown", labels_path)
+        logger.warning("no file %s: the family's features are unknown", labels_path)
         return out
     for n, line in enumerate(labels_path.read_text(encoding="utf-8").split("\n"), 1):
         if not line.strip():
@@ -139,14 +141,16 @@ def family_features(labels_path: Path, family: str, n_layers: int,
             if rec.get("family") == family and (side is None or rec.get("side") == side):
                 out[int(rec["layer"])].append(int(rec["feature"]))
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:
-            raise WorkbenchError(f"--world labels must be JSON lines with an integer layer and feature; got line {n} "
+            raise WorkbenchError(f"--world {labels_path.name} must be JSON lines with an integer layer and feature; "
+                                 f"got line {n} "
                                  f"of {str(labels_path)!r} ({type(err).__name__}: {str(err)[:80]}). Rebuild the world "
                                  "or fix the file.") from None
     return [sorted(f) for f in out]
 
 
 def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], family: str,
-                 n_layers: int, kind: str = "plt", source: str = "labels") -> tuple[WorldFamily, list[dict[str, Any]]]:
+                 n_layers: int, kind: str = "plt",
+                 source: str = FAMILY_SOURCE) -> tuple[WorldFamily, list[dict[str, Any]]]:
     """The family's prompts (manifest rows) and truth; its features from the labels (``source="labels"``) or
     the per-feature truth (``"truth"``) of the ``kind`` ("plt" | "clt") transcoders."""
     names = list(manifest["families"][family]["values"])
@@ -161,6 +165,10 @@ def world_family(loaded: LoadedModel, world: Path, manifest: dict[str, Any], fam
     shifted = (np.arange(p)[None, :] + (sign * offset)[:, None]) % p  # (n, p) answer value per start v'
     labels = (world / f"feature_truth_{kind}.jsonl" if source == "truth"
               else world / manifest.get("files", {}).get(f"labels_{kind}", f"labels_{kind}.jsonl"))
+    if source == "truth" and not labels.is_file():
+        raise WorkbenchError(f"--world must hold its per-feature truth to name a family's features; got no "
+                             f"{str(labels)!r}. Run `workbench world truth --world {world}`, or score with "
+                             "--family-source labels.")
     fam = WorldFamily(
         family=family, names=names, answer=np.array([names.index(r["answer"]) for r in rows]), start=start,
         heldout=np.array([r["split"] == "heldout" for r in rows]),
@@ -190,7 +198,8 @@ def check_word_tokens(loaded: LoadedModel, prompts: list[str]) -> None:
 def world_inputs(loaded: LoadedModel, world: Path, family: str, position: str, n_layers: int,
                  kind: str = "plt") -> FitInputs:
     """A demo world family's arithmetic prompts at the answer ('last') or the family word ('value'),
-    with the family's features of the ``kind`` ("plt" | "clt") transcoders."""
+    with the family's features of the ``kind`` ("plt" | "clt") transcoders (named by the world's per-feature
+    truth, :data:`FAMILY_SOURCE`)."""
     manifest_path = world / "manifest.json"
     try:
         manifest: dict[str, Any] = loads_json(manifest_path.read_text(encoding="utf-8"))

@@ -109,8 +109,20 @@ def test_the_scoring_takes_the_family_features_from_the_truth_by_default() -> No
     want = sorted(r["feature"] for r in truth if r["layer"] == 0 and r["family"] == "hue" and r["side"] == "output")
     assert WorldScoreConfig().family_source == "truth"
     loaded = load_model(world / "model")
-    by_truth, _ = world_family(loaded, world, manifest, "hue", 4, source="truth")
-    by_labels, _ = world_family(loaded, world, manifest, "hue", 4)
+    by_truth, _ = world_family(loaded, world, manifest, "hue", 4)  # the default, as the scoring's, the demo's
+    by_labels, _ = world_family(loaded, world, manifest, "hue", 4, source="labels")
     assert by_truth.features["output"][0] == want and len(want) == 11 and len(by_labels.features["output"][0]) == 9
     with pytest.raises(ValueError, match="family_source must be one of"):
         WorldScoreConfig(family_source="guess")
+
+
+@shipped_world
+def test_a_world_without_its_truth_is_one_clear_error(tmp_path) -> None:
+    from tracer.errors import WorkbenchError
+    from tracer.models import load_model
+    from workbench.manifold_world import world_family
+
+    world = world_dir()
+    manifest = json.loads((world / "manifest.json").read_text())
+    with pytest.raises(WorkbenchError, match="--world must hold its per-feature truth.*--family-source labels"):
+        world_family(load_model(world / "model"), tmp_path, manifest, "hue", 4)

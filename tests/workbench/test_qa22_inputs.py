@@ -118,9 +118,9 @@ def test_discover_leaves_no_out_on_a_bad_corpus_and_allows_unknown_words(tmp_pat
 
 
 @pytest.mark.parametrize("damage,needle", [
-    (lambda w: (w / "labels_plt.jsonl").write_text((WORLD / "labels_plt.jsonl").read_text()
-                                                   + '{"layer": 1, "feature": \n'),
-     "--world labels must be JSON lines with an integer layer and feature; got line"),
+    (lambda w: (w / "feature_truth_plt.jsonl").write_text((WORLD / "feature_truth_plt.jsonl").read_text()
+                                                          + '{"layer": 1, "feature": \n'),
+     "--world feature_truth_plt.jsonl must be JSON lines with an integer layer and feature; got line"),
     (lambda w: (w / "manifest.json").write_text(DEEP), "--world must hold a readable manifest.json"),
 ])
 def test_a_damaged_world_is_one_line(tmp_path, capsys, damage, needle) -> None:
@@ -130,7 +130,7 @@ def test_a_damaged_world_is_one_line(tmp_path, capsys, damage, needle) -> None:
     world.mkdir()
     for name in ("model", "plt", "clt"):
         (world / name).symlink_to(WORLD / name)
-    for name in ("manifest.json", "labels_plt.jsonl"):
+    for name in ("manifest.json", "labels_plt.jsonl", "feature_truth_plt.jsonl"):
         (world / name).write_text((WORLD / name).read_text())
     damage(world)
     err = _one_line(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--world", str(world),
