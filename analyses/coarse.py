@@ -116,7 +116,8 @@ class CoarseGraph:
         columns = {f"columns[{k!r}]": v for k, v in self.columns.items()}
         check_shapes(self, {"label": (n,), "member_ptr": (n + 1,), "member_keys": (m, 3), "member_ids": (m,),
                             "layer_range": (n, 2), "pos_range": (n, 2), "value": (n,), "adjacency": (n, n),
-                            "sign_consistency": (n, n), "link_mass": (n, n), **{k: (n,) for k in columns}}, columns)
+                            "sign_consistency": (n, n), "link_mass": (n, n), **{k: (n,) for k in columns}}, columns,
+                     kinds={"member_ptr": "iu", "member_keys": "iu"})
         ptr = np.asarray(self.member_ptr)
         if ptr[0] != 0 or ptr[-1] != m or (np.diff(ptr) < 0).any():
             raise ValueError(f"CoarseGraph member_ptr must rise from 0 to the {m} members; got "

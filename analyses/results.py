@@ -194,11 +194,17 @@ def _decode(value: Any, arrays: dict[str, np.ndarray], where: str = "result") ->
     return {k: _decode(v, arrays, f"{where}.{k}") for k, v in value.items()}
 
 
+_KIND_NAMES = {"iu": "integer", "b": "boolean", "f": "floating-point"}
+"""numpy dtype kinds a result field may be required to hold (``check_shapes``'s ``kinds``), by name."""
+
+
 def check_shapes(result: object, shapes: Mapping[str, tuple[int | None, ...]],
-                 values: Mapping[str, object] | None = None) -> None:
+                 values: Mapping[str, object] | None = None, kinds: Mapping[str, str] | None = None) -> None:
     """For a result type's ``__post_init__``: raise ``ValueError`` unless each named field (or entry of
-    ``values``, e.g. ``{"columns['u']": array}``) has the given shape (``None``: any length), so an
-    inconsistent result (a damaged or hand-edited file) fails in one line, not later as a shape error."""
+    ``values``, e.g. ``{"columns['u']": array}``) has the given shape (``None``: any length), and each field
+    named in ``kinds`` holds that kind of number ("iu" integer, "b" boolean, "f" floating-point), so an
+    inconsistent result (a damaged or hand-edited file) fails in one line, not later as a shape error or an
+    index that is a float."""
     owner = type(result).__name__
     for name, want in shapes.items():
         value: Any = values[name] if values is not None and name in values else getattr(result, name)
@@ -206,6 +212,11 @@ def check_shapes(result: object, shapes: Mapping[str, tuple[int | None, ...]],
         if len(got) != len(want) or any(w is not None and g != w for g, w in zip(got, want)):
             shown = "(" + ", ".join("n" if w is None else str(w) for w in want) + ("," if len(want) == 1 else "") + ")"
             raise ValueError(f"{owner} {name} must have shape {shown}; got {got}. The result is inconsistent.")
+    for name, kind in (kinds or {}).items():
+        dtype = np.asarray(getattr(result, name)).dtype
+        if dtype.kind not in kind:
+            raise ValueError(f"{owner} {name} must hold {_KIND_NAMES[kind]} values; got dtype {dtype}. The result is "
+                             "inconsistent.")
 
 
 def _paths(path: str | Path) -> tuple[Path, Path]:

@@ -96,7 +96,8 @@ class FeatureFamiliesResult:
         lengths, ids outside the families or rows, families that disagree with ``family``."""
         check_shapes(self, {"layer": (None,), "knn_index": (None, None), "hierarchy": (None, 4)})
         n, k, n_fam = len(self.layer), int(np.shape(self.knn_index)[1]), len(self.families)
-        check_shapes(self, {"feature": (n,), "family": (n,), "knn_index": (n, k), "knn_cosine": (n, k)})
+        check_shapes(self, {"feature": (n,), "family": (n,), "knn_index": (n, k), "knn_cosine": (n, k)},
+                     kinds={"layer": "iu", "feature": "iu"})
         for name, hi in (("family", n_fam), ("knn_index", n)):
             ids = np.asarray(getattr(self, name))
             lo_hi = (int(ids.min()), int(ids.max())) if ids.size and np.issubdtype(ids.dtype, np.integer) else None

@@ -80,7 +80,8 @@ class CausalResult:
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent result (a hand-edited or damaged file)."""
-        check_shapes(self, {"outcomes": (self.n, len(KINDS)), "case_index": (self.n,)})
+        check_shapes(self, {"outcomes": (self.n, len(KINDS)), "case_index": (self.n,)},
+                     kinds={"outcomes": "b", "case_index": "iu"})
 
     def summary(self) -> dict[str, object]:
         return {"fitted_success": self.fitted_success, "random_success": self.random_success,
@@ -107,7 +108,8 @@ class SteeringResult:
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent result (a hand-edited or damaged file)."""
-        check_shapes(self, {"outcomes": (self.n,), "case_index": (self.n,)})
+        check_shapes(self, {"outcomes": (self.n,), "case_index": (self.n,)},
+                     kinds={"outcomes": "b", "case_index": "iu"})
 
     def summary(self) -> dict[str, object]:
         return {"success_rate": self.success_rate, "n": self.n, "n_prompts": self.n_cases, "layer": self.layer}

@@ -97,7 +97,7 @@ class CircuitResult:
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent result (a hand-edited or damaged file): chosen groups the clustering lacks."""
-        check_shapes(self, {"chosen": (None,)})
+        check_shapes(self, {"chosen": (None,)}, kinds={"chosen": "iu"})
         n_groups = len(self.clustering.group_labels)
         if self.chosen.size and not 0 <= int(self.chosen.min()) <= int(self.chosen.max()) < n_groups:
             raise ValueError(f"CircuitResult chosen must index the clustering's {n_groups} groups; got "

@@ -75,7 +75,8 @@ class SupernodeResult:
         check_shapes(self, {"candidates": (None,)})
         n = len(self.candidates)
         check_shapes(self, {"keys": (n, 3), "labels": (n,), "affinity": (n, n), "cannot_link": (n, n),
-                            "linkage": (max(n - 1, 0), 4), "effects": (n,)})
+                            "linkage": (max(n - 1, 0), 4), "effects": (n,)},
+                     kinds={"candidates": "iu", "keys": "iu", "labels": "iu", "cannot_link": "b"})
         used = np.unique(self.labels)
         if not np.issubdtype(used.dtype, np.integer) or used.tolist() != list(range(len(self.group_labels))):
             raise ValueError(f"SupernodeResult labels must number the groups 0..{len(self.group_labels) - 1} (one "

@@ -72,7 +72,7 @@ class InterventionCheck:
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent result (a hand-edited or damaged file): per-group arrays of other lengths."""
-        check_shapes(self, {"group_sizes": (None,)})
+        check_shapes(self, {"group_sizes": (None,)}, kinds={"group_sizes": "iu"})
         g = len(self.group_sizes)
         per_mode = {f"{name}[{mode!r}]": value for name in ("measured_margin", "measured_logit", "win_rate")
                     for mode, value in getattr(self, name).items()}

@@ -239,3 +239,29 @@ def test_as_integers_refuses_what_it_would_truncate():
     for bad in ([0.5, 1.7], [1, float("nan")], ["1"], [True, False], [[1], [2, 3]]):
         with pytest.raises(TypeError, match="x must hold integers"):
             as_integers("x", bad)
+
+
+def test_a_forged_array_of_the_wrong_kind_is_refused_on_load(tmp_path) -> None:
+    """A results file whose arrays were rewritten (and its digest re-forged) loaded float feature indices;
+    index and boolean arrays must hold their kind of number."""
+    import hashlib
+
+    from safetensors.numpy import load, save
+
+    from analyses.families import FeatureFamilies
+    from analyses.families.results import FeatureFamiliesResult
+
+    est = FeatureFamilies().fit(np.random.default_rng(0).normal(size=(12, 4)))
+    path = save_result(est.result_, tmp_path / "fam.json")
+    assert load_result(path, FeatureFamiliesResult).feature.tolist() == list(range(12))
+    arr_path = path.with_suffix(".safetensors")
+    arrays = load(arr_path.read_bytes())
+    key = next(k for k in arrays if k.endswith("feature"))
+    arrays[key] = arrays[key].astype(np.float64)
+    data = save(arrays)
+    arr_path.write_bytes(data)
+    doc = json.loads(path.read_text())
+    doc["arrays_sha256"] = hashlib.sha256(data).hexdigest()
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="FeatureFamiliesResult feature must hold integer values; got dtype float64"):
+        load_result(path, FeatureFamiliesResult)
