@@ -27,8 +27,16 @@ from workbench.cli_threads import add_threads_argument, threaded
 
 logger = logging.getLogger(__name__)
 
-_CHOICES = {"knn": ["auto", "exact", "pynndescent"], "coactivation": ["profile", "jaccard"],
-            "weighting": ["activation", "binary"], "clustering": ["auto", "average", "hdbscan", "components"]}
+def _choices() -> dict[str, list[str]]:
+    """The choice fields' values, from the analyses' own constants (the config validates against the same)."""
+    from analyses.families.cluster import CLUSTERINGS
+    from analyses.families.coactivation import WEIGHTINGS
+    from analyses.families.config import COACTIVATIONS, TOKEN_CLUSTERINGS, TOKEN_SELECTIONS
+    from analyses.families.knn import KNN_METHODS
+
+    return {"knn": list(KNN_METHODS), "coactivation": list(COACTIVATIONS), "weighting": list(WEIGHTINGS),
+            "clustering": list(CLUSTERINGS), "token_clustering": list(TOKEN_CLUSTERINGS),
+            "token_selection": list(TOKEN_SELECTIONS)}
 
 
 def _flag_type(annotation: Any) -> Any:
@@ -61,6 +69,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_threads_argument(p, default=None)
     est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
     docs = field_help(FamiliesConfig)
+    choices = _choices()
     for f in dataclasses.fields(FamiliesConfig):
         if f.name == "per_layer":
             continue  # --cross-layer
@@ -70,7 +79,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                              help=f"{docs.get(f.name, '')} (default {f.default})")
             continue
         est.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=_flag_type(f.type), default=f.default,
-                         choices=_CHOICES.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
+                         choices=choices.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
     p.set_defaults(func=threaded(run_families))
 
 
@@ -148,6 +157,16 @@ def name_token_families(families: list[dict[str, Any]], loaded: Any, shown: int 
             fam["label"] = f"{verbs} {', '.join(words[:shown])}{more} ({len(words)} tokens)"
 
 
+def token_texts(loaded: Any) -> list[str]:
+    """(d_vocab,) the text of every token id (the tokenizer's decoding; ids it lacks, such as padded unembedding
+    rows, decode to empty text; without a tokenizer, the ids' numbers)."""
+    tok = loaded.tokenizer
+    if tok is None:
+        return [str(i) for i in range(loaded.d_vocab)]
+    n = min(len(tok), loaded.d_vocab)
+    return list(tok.batch_decode([[i] for i in range(n)])) + [""] * (loaded.d_vocab - n)
+
+
 def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -> tuple[Any, Any]:
     """(tokens, next_tokens): (n_token_rows,) the token id of every row of :func:`prompt_activations` (positions
     >= 1 of each prompt, prompt by prompt) and of the token after it in the same prompt (-1 at a prompt's end)."""
@@ -207,7 +226,8 @@ def run_families(args: argparse.Namespace) -> int:
         if cfg.token_families:  # token-class evidence
             ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
             tokens = {"tokens": ids, "next_tokens": nexts,
-                      "token_vectors": loaded.W_U.detach().float().cpu().numpy()}
+                      "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
+                      "token_words": token_texts(loaded) if cfg.fold_case else None}
     from tracer.transcoders.identity import transcoder_signature
 
     est = FeatureFamilies.from_config(cfg)
@@ -216,7 +236,7 @@ def run_families(args: argparse.Namespace) -> int:
         est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
                 context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=not args.quiet,
                 tokens=tokens.get("tokens"), next_tokens=tokens.get("next_tokens"),
-                token_vectors=tokens.get("token_vectors"))
+                token_vectors=tokens.get("token_vectors"), token_words=tokens.get("token_words"))
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     from workbench.provenance import run_record

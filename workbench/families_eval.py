@@ -54,6 +54,8 @@ class WorldSample:
     """(n_rows,) the next row's token id in the same sentence (-1 at a sentence's last token)."""
     token_vectors: np.ndarray
     """(d_vocab, d_model) the model's unembedding rows."""
+    token_words: list[str]
+    """(d_vocab,) each token's text (the tokenizer's)."""
 
 
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
@@ -64,7 +66,7 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     from analyses.families import decoder_matrix
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.cmd_families import prompt_activations, prompt_tokens
+    from workbench.cmd_families import prompt_activations, prompt_tokens, token_texts
     from workbench.world import generator as gen
     from workbench.world.evaluate import manifest_spec
 
@@ -81,7 +83,7 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     row_word = np.asarray([w for s in sents for w in s.words])
     return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task,
                        row_word=row_word, tokens=tokens, next_tokens=next_tokens,
-                       token_vectors=loaded.W_U.detach().float().cpu().numpy())
+                       token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded))
 
 
 def truth_labels(truth: dict[tuple[int, int], Any], layer: int, d_tc: int, key: str = "family") -> dict[int, str]:
@@ -137,7 +139,8 @@ def score(sample: WorldSample, truth: dict[tuple[int, int], Any], params: dict[s
             context=act if wide else None, context_self=np.arange(sample.X.shape[0]) if wide else None,
             tokens=sample.tokens if use_activations else None,
             next_tokens=sample.next_tokens if use_activations else None,
-            token_vectors=sample.token_vectors if use_activations else None)
+            token_vectors=sample.token_vectors if use_activations else None,
+            token_words=sample.token_words if use_activations else None)
     seconds = time.perf_counter() - t0
     out: dict[str, Any] = {"params": params, "coactivation_evidence": use_activations,
                            "n_families": est.n_families_, "fit_seconds": round(seconds, 2)}
@@ -164,11 +167,15 @@ threshold, or HDBSCAN min_cluster_size). Scored without token-class evidence; th
 tuned further over :data:`TOKEN_GRID`."""
 
 TOKEN_GRID: dict[str, list[Any]] = {
-    "token_cut": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
-    "min_token_class": [1, 5],
+    "token_clustering": [("average", 0.3), ("average", 0.4), ("average", 0.5), ("average", 0.6), ("average", 0.7),
+                         ("average", 0.8), ("hdbscan", "leaf"), ("hdbscan", "eom")],
+    "fold_case": [False, True],
+    "min_token_class": [3, 5],
     "min_token_share": [0.3, 0.5],
 }
-"""The token-class evidence (:mod:`analyses.families.tokens`) tried on top of :data:`GRID`'s best point."""
+"""The token-class evidence (:mod:`analyses.families.tokens`) tried on top of :data:`GRID`'s best point: the
+classes' clustering (average linkage with its cut, or HDBSCAN with its selection), case folding, the smallest
+variable (in words) and the share that makes a feature a member."""
 
 
 def grid_params() -> list[dict[str, Any]]:
@@ -200,7 +207,11 @@ def tune(samples: dict[str, tuple[WorldSample, dict[tuple[int, int], Any]]]) -> 
         run(params)
     base = max(rows, key=lambda r: r["mean"])["params"]
     for values in itertools.product(*TOKEN_GRID.values()):
-        run({**base, "token_families": True, **dict(zip(TOKEN_GRID, values))})
+        p = {**base, "token_families": True, **dict(zip(TOKEN_GRID, values))}
+        method, setting = p["token_clustering"]
+        p["token_clustering"] = method
+        p["token_cut" if method == "average" else "token_selection"] = setting
+        run(p)
     best = max(rows, key=lambda r: r["mean"])
     return best["params"], rows
 

@@ -1,6 +1,6 @@
 """Clustering a feature-similarity structure into families, and the hierarchy inside a family.
 
-Three methods, all deterministic:
+Three methods for features, all deterministic:
 
 * ``average``: scipy average linkage on a dense distance ``1 - similarity``, cut at a distance
   threshold (small layers: the dense matrix has n**2 entries);
@@ -52,6 +52,22 @@ def average_families(S: np.ndarray, threshold: float) -> np.ndarray:
     iu = np.triu_indices(n, 1)
     Z = linkage(D[iu], method="average")
     return fcluster(Z, t=threshold, criterion="distance").astype(np.int64) - 1
+
+
+def dense_hdbscan_families(S: np.ndarray, *, min_cluster_size: int, selection: str) -> np.ndarray:
+    """scikit-learn's HDBSCAN on a dense similarity (n, n) as the distance ``1 - S`` (clipped at 0, zero
+    diagonal), clusters chosen by ``selection`` ("leaf" or "eom"); -1 for points in no cluster. No cut: a
+    ring of points, whose opposite members are far apart, stays one cluster where its neighbours link it.
+    Deterministic for a given row order."""
+    from sklearn.cluster import HDBSCAN
+
+    n = S.shape[0]
+    if n < max(2, min_cluster_size):  # no cluster can reach the size (and HDBSCAN needs n > min_samples)
+        return np.full(n, -1, dtype=np.int64)
+    D = np.clip(1.0 - S, 0.0, 2.0).astype(np.float64)  # (n, n)
+    np.fill_diagonal(D, 0.0)
+    return HDBSCAN(min_cluster_size=min_cluster_size, metric="precomputed", cluster_selection_method=selection,
+                   copy=False).fit(D).labels_.astype(np.int64)
 
 
 def component_families(W: sp.csr_matrix) -> np.ndarray:

@@ -71,7 +71,9 @@ class FeatureFamilies(Estimator):
                  min_family_size: int = _D.min_family_size, per_layer: bool = _D.per_layer,
                  max_hierarchy: int = _D.max_hierarchy,
                  random_state: int = _D.random_state, token_families: bool = _D.token_families,
-                 token_cut: float = _D.token_cut, min_token_class: int = _D.min_token_class,
+                 token_clustering: str = _D.token_clustering, token_selection: str = _D.token_selection,
+                 token_cut: float = _D.token_cut, fold_case: bool = _D.fold_case,
+                 min_token_class: int = _D.min_token_class,
                  min_token_share: float = _D.min_token_share, max_tokens: int = _D.max_tokens) -> None:
         self.n_neighbors = n_neighbors
         self.min_similarity = min_similarity
@@ -91,7 +93,10 @@ class FeatureFamilies(Estimator):
         self.max_hierarchy = max_hierarchy
         self.random_state = random_state
         self.token_families = token_families
+        self.token_clustering = token_clustering
+        self.token_selection = token_selection
         self.token_cut = token_cut
+        self.fold_case = fold_case
         self.min_token_class = min_token_class
         self.min_token_share = min_token_share
         self.max_tokens = max_tokens
@@ -107,7 +112,8 @@ class FeatureFamilies(Estimator):
             context_self: Sequence[int] | np.ndarray | None = None,
             labels: Sequence[str | None] | Mapping[tuple[int, int], Any] | None = None,
             tokens: Sequence[int] | np.ndarray | None = None, next_tokens: Sequence[int] | np.ndarray | None = None,
-            token_vectors: np.ndarray | None = None, verbose: bool = False) -> "FeatureFamilies":
+            token_vectors: np.ndarray | None = None, token_words: Sequence[str] | None = None,
+            verbose: bool = False) -> "FeatureFamilies":
         """Find the families of the features whose decoder rows are ``X`` (n_features, d).
 
         ``layer`` / ``feature``: each row's layer and index (default: layer 0, index = row); integers,
@@ -119,6 +125,8 @@ class FeatureFamilies(Estimator):
         ``tokens`` / ``next_tokens``: (n_rows,) token id of each row of ``activations`` and of the token after
         it (-1: none), with ``token_vectors`` (n_tokens, d_model) the model's unembedding rows: token-class
         evidence (:mod:`analyses.families.tokens`; with ``token_families=False`` they are ignored).
+        ``token_words``: (n_tokens,) each token's text (the tokenizer's), so that tokens spelling one word up to
+        case and whitespace are one word (``fold_case``); None: every token is its own word.
         ``verbose``: a progress bar over the layers (or the one group), showing the phase that ran last."""
         self._validate_params()
         self.timings_: dict[str, float] = {}
@@ -134,12 +142,13 @@ class FeatureFamilies(Estimator):
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
         token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A) if self.token_families else None
+        words = self._check_words(token_words, token_inputs[2].shape[0]) if token_inputs and self.fold_case else None
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         tokens_of = None
         if token_inputs is not None:
             assert A is not None  # _check_tokens refuses tokens without activations
             self._last_tick = time.perf_counter()
-            vocab_class, token_class, token_side = self._token_classes(A, *token_inputs)
+            vocab_class, token_class, token_side = self._token_classes(A, *token_inputs, words)
             token_class[~live] = token_side[~live] = -1  # dead decoder rows are in no family
             family = assign_token_families(family, token_class, layers if self.per_layer else np.zeros_like(layers))
             tokens_of = (vocab_class, token_class, token_side)
@@ -208,13 +217,29 @@ class FeatureFamilies(Estimator):
                                  f"{min(start + 8192, vectors.shape[0]) - 1}. Pass the model's unembedding rows.")
         return ids[0], ids[1], vectors
 
+    @staticmethod
+    def _check_words(token_words: Sequence[str] | None, n_tokens: int) -> Sequence[str] | None:
+        """``token_words`` checked: one string per row of token_vectors (None: no folding)."""
+        if token_words is None:
+            return None
+        if isinstance(token_words, str) or len(token_words) != n_tokens:
+            got = "a str" if isinstance(token_words, str) else f"{len(token_words)} entries"
+            raise ValueError(f"token_words must hold one text per row of token_vectors ({n_tokens}); got {got}. Pass "
+                             f"the tokenizer's text of every token id, or None.")
+        bad = next((w for w in token_words if not isinstance(w, str)), None)
+        if bad is not None:
+            raise TypeError(f"token_words must be strings (each token's text); got {bad!r}.")
+        return token_words
+
     def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
-                       vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                       vectors: np.ndarray, words: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(each token's class (n_tokens,), each feature's variable (token class) and side (0 read, 1 predict),
         (n_features,) each, -1 for none); see :mod:`analyses.families.tokens`."""
         reads, predicts = token_energy(A, tokens, next_tokens, vectors.shape[0])
         counts = np.bincount(tokens, minlength=vectors.shape[0])
-        classes = token_classes(vectors, reads, predicts, counts, cut=self.token_cut, max_tokens=self.max_tokens)
+        classes = token_classes(vectors, reads, predicts, counts, clustering=self.token_clustering,
+                                cut=self.token_cut, min_class_size=self.min_token_class,
+                                selection=self.token_selection, max_tokens=self.max_tokens, words=words)
         total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,) every row has a token: all the energy, float64
         return (classes, *dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
                                          min_share=self.min_token_share))

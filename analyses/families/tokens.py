@@ -11,9 +11,15 @@ without labels:
    features firing just before them). The weights are fixed: a token no feature fires before (a
    sentence's first word) has no predict term, so its similarity to itself is 0.75, not 1 (the tuned
    defaults were chosen with this weighting);
-2. average linkage on that similarity, cut at a distance (1 - similarity) threshold; a class of at
-   least ``min_class_size`` tokens is a *variable* (days of the week, month names, city names),
-   smaller ones are not.
+   Tokens whose text is the same word up to case and surrounding whitespace ("Two" at a sentence's
+   start, "two" inside it) are first joined into one word: their energies add up and their unit
+   unembedding rows are averaged (where the token texts are given);
+2. the words are clustered on the distance 1 - similarity, by scikit-learn's HDBSCAN (leaf or
+   excess-of-mass selection; the default) or by average linkage cut at a threshold. HDBSCAN needs no
+   cut: a ring of values (hues around the wheel), whose opposite members are dissimilar, stays one
+   class where its neighbours link it, and a weakly knit class (place names) is kept whole where a
+   global cut split it. A class of at least ``min_class_size`` tokens is a *variable* (days of the
+   week, month names, city names), smaller ones are not (HDBSCAN's minimum cluster size).
 
 A feature whose largest share of energy on one variable, read or predicted, is at least
 ``min_share`` belongs to that variable's family (reading and predicting days are one family; the
@@ -21,10 +27,12 @@ family records the class's tokens and which sides its members take). Where the s
 share the feature keeps the family the geometry gave it.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 import scipy.sparse as sp
 
-from analyses.families.cluster import average_families
+from analyses.families.cluster import average_families, dense_hdbscan_families
 from analyses.families.knn import unit_rows
 
 
@@ -44,22 +52,45 @@ def _one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
 
 
 def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix, counts: np.ndarray, *,
-                  cut: float, max_tokens: int) -> np.ndarray:
+                  clustering: str, cut: float, min_class_size: int, selection: str, max_tokens: int,
+                  words: Sequence[str] | None = None) -> np.ndarray:
     """(n_tokens,) class of each token, -1 for tokens not in the sample (or beyond the ``max_tokens``
-    most frequent: the linkage is dense). ``W_U``: (n_tokens, d_model) unembedding rows; ``counts``:
-    (n_tokens,) rows per token in the sample."""
+    most frequent: the similarity is dense) and for tokens in no class of at least ``min_class_size`` words
+    (HDBSCAN's noise, and the smaller classes: they are no variable).
+    ``W_U``: (n_tokens, d_model) unembedding rows; ``counts``: (n_tokens,) rows per token in the sample;
+    ``words``: each token's text, or None (see :func:`word_groups`)."""
     seen = np.flatnonzero(counts > 0)
     if seen.size > max_tokens:
         seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_tokens]])
     out = np.full(W_U.shape[0], -1, dtype=np.int64)
     if seen.size == 0:
         return out
+    group = word_groups(words, seen)  # (n_seen,) word of each seen token
+    G = _one_hot(group, seen.size, int(group.max()) + 1).T.tocsr()  # (n_words, n_seen)
     mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
-    halves = [_unit_sparse_rows(M[:, seen].T.sqrt()) for M in (reads, predicts)]  # (n_seen, n_features) each
-    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_seen, n_seen), see the module
-    out[seen] = average_families(S, cut)
+    U, _ = unit_rows(np.asarray(G @ U))  # (n_words, d_model): a word's direction, the mean of its tokens'
+    halves = [_unit_sparse_rows((G @ M[:, seen].T).sqrt()) for M in (reads, predicts)]  # (n_words, n_features) each
+    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_words, n_words), see the module
+    if clustering == "hdbscan":
+        word_class = dense_hdbscan_families(S, min_cluster_size=min_class_size, selection=selection)
+    else:
+        word_class = average_families(S, cut)
+    sizes = np.bincount(word_class + 1)[word_class + 1]  # (n_words,) words in each word's class (-1 counted apart)
+    word_class[(word_class >= 0) & (sizes < min_class_size)] = -1  # too small to be a variable
+    out[seen] = word_class[group]
     return out
+
+
+def word_groups(words: Sequence[str] | None, seen: np.ndarray) -> np.ndarray:
+    """(n_seen,) the word of each token ``seen`` (ids), numbered 0.. in order of first appearance: tokens whose
+    text is equal up to case and surrounding whitespace ("Two", "two", " two") are one word; a token whose text
+    is only whitespace, and every token when ``words`` is None, is its own."""
+    if words is None:
+        return np.arange(seen.size, dtype=np.int64)
+    keys = [words[i].strip().casefold() or i for i in seen.tolist()]  # only whitespace: the id stands alone
+    first: dict[str | int, int] = {}
+    return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
 
 
 def _unit_sparse_rows(M: sp.spmatrix) -> sp.csr_matrix:

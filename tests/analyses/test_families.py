@@ -94,7 +94,8 @@ def test_params_are_stored_unchanged() -> None:
     ("min_cluster_size", 1, ValueError), ("min_samples", 0, ValueError), ("min_family_size", 0, ValueError),
     ("per_layer", "yes", TypeError), ("max_hierarchy", -1, ValueError), ("random_state", -1, ValueError),
     ("token_families", "yes", TypeError), ("token_cut", -1.0, ValueError), ("min_token_class", 0, ValueError),
-    ("min_token_share", 2.0, ValueError), ("max_tokens", 1, ValueError),
+    ("min_token_share", 2.0, ValueError), ("max_tokens", 1, ValueError), ("token_clustering", "leiden", ValueError),
+    ("token_selection", "top", ValueError), ("fold_case", 1, TypeError),
 ])
 def test_invalid_params_are_refused_at_fit(param: str, value: object, err: type) -> None:
     est = FeatureFamilies(**{param: value})  # type: ignore[arg-type]  # bad values on purpose

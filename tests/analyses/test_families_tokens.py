@@ -1,5 +1,7 @@
 """Token-class evidence for FeatureFamilies (analyses.families.tokens), on planted samples."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -46,19 +48,19 @@ def test_token_energy_splits_squared_activations_by_read_and_next_token() -> Non
 def test_planted_token_classes_and_families_are_recovered() -> None:
     d = _planted()
     reads, predicts = token_energy(d["A"], d["tokens"], d["next_tokens"], 30)
-    classes = token_classes(d["W_U"], reads, predicts, np.bincount(d["tokens"], minlength=30), cut=0.6,
-                            max_tokens=100)
+    classes = token_classes(d["W_U"], reads, predicts, np.bincount(d["tokens"], minlength=30), clustering="average",
+                            cut=0.6, min_class_size=1, selection="leaf", max_tokens=100)
     assert len({*classes[DAYS]}) == len({*classes[MONTHS]}) == 1 and classes[0] != classes[7]
     total = np.asarray(d["A"].multiply(d["A"]).sum(0)).ravel()
     dom, side = dominant_class(reads, predicts, total, classes, min_class_size=5, min_share=0.5)
     assert len({*dom[:6]}) == 1 and dom[0] == classes[0] and len({*dom[6:12]}) == 1 and dom[6] == classes[7]
     assert (side[:6] == 1).all() and (side[6:12] == 0).all()  # day features predict, month features read
-    fam = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(
+    fam = FeatureFamilies(token_clustering="average", token_cut=0.6, min_token_share=0.5).fit(
         d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
     labels = fam.labels_
     assert len({*labels[:6]}) == 1 and len({*labels[6:12]}) == 1 and labels[0] != labels[6] and labels[0] >= 0
     assert "token_classes" in fam.timings_
-    off = FeatureFamilies(token_cut=0.6, token_families=False).fit(
+    off = FeatureFamilies(token_clustering="average", token_cut=0.6, token_families=False).fit(
         d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
     assert "token_classes" not in off.timings_
     for rows in (slice(0, 6), slice(6, 12)):  # co-activation and geometry alone do not make these families
@@ -132,7 +134,7 @@ def test_token_families_record_their_tokens_and_sides_and_survive_a_round_trip(t
     from analyses.results import load_result, save_result
 
     d = _planted()
-    est = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(
+    est = FeatureFamilies(token_clustering="average", token_cut=0.6, min_token_share=0.5).fit(
         d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
     days, months = (est.family_of(0, f) for f in (0, 6))
     assert days is not None and months is not None
@@ -151,7 +153,7 @@ def test_min_share_one_passes_through_the_estimator_with_float32_activations() -
     d = _planted(n_rows=20000)
     for seed in range(3):
         d = _planted(seed, n_rows=20000)
-        est = FeatureFamilies(token_cut=0.6, min_token_share=1.0).fit(
+        est = FeatureFamilies(token_clustering="average", token_cut=0.6, min_token_share=1.0).fit(
             d["X"], activations=d["A"], tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"])
         assert len({*est.labels_[:6]}) == 1 and est.labels_[0] >= 0, seed  # each day feature: share exactly 1
 
@@ -168,7 +170,8 @@ def test_token_inputs_are_ignored_when_token_classes_are_off() -> None:
 def test_max_tokens_keeps_the_most_frequent_tokens() -> None:
     counts = np.array([5, 50, 0, 40, 1])
     reads = sp.csr_matrix(np.ones((2, 5)))
-    classes = token_classes(np.eye(5), reads, reads, counts, cut=0.5, max_tokens=2)
+    classes = token_classes(np.eye(5), reads, reads, counts, clustering="average", cut=0.5, min_class_size=1,
+                            selection="leaf", max_tokens=2)
     assert (classes[[0, 2, 4]] == -1).all() and (classes[[1, 3]] >= 0).all()
 
 
@@ -179,9 +182,106 @@ def test_cross_layer_token_families_join_layers() -> None:
     feature = np.tile(np.arange(18), 2)
     A = sp.hstack([d["A"], d["A"]]).tocsr()
     kw = {"tokens": d["tokens"], "next_tokens": d["next_tokens"], "token_vectors": d["W_U"]}
-    per = FeatureFamilies(token_cut=0.6, min_token_share=0.5).fit(X, layer=layer, feature=feature, activations=A, **kw)
-    cross = FeatureFamilies(token_cut=0.6, min_token_share=0.5, per_layer=False).fit(
+    per = FeatureFamilies(token_clustering="average", token_cut=0.6, min_token_share=0.5).fit(
+        X, layer=layer, feature=feature, activations=A, **kw)
+    cross = FeatureFamilies(token_clustering="average", token_cut=0.6, min_token_share=0.5, per_layer=False).fit(
         X, layer=layer, feature=feature, activations=A, **kw)
     assert per.labels_[0] != per.labels_[18] and cross.labels_[0] == cross.labels_[18]  # day features of both layers
     fam = cross.family_of(1, 0)
     assert fam is not None and fam.layers == [0, 1] and fam.tokens == DAYS.tolist()
+
+
+def _ring_sample(seed: int = 0) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+    """(W_U (32, 16), reads (22, 32), predicts): tokens 0-11 on a ring in the unembedding (opposite values
+    anti-aligned), each read by two place-cell features with its neighbours; tokens 12-17 and 18-23 two tight
+    classes (one feature reads each); tokens 24-31 unrelated."""
+    rng = np.random.default_rng(seed)
+    theta = 2 * np.pi * np.arange(12) / 12
+    W_U = np.zeros((32, 16))
+    W_U[:12, 0], W_U[:12, 1] = np.cos(theta), np.sin(theta)
+    W_U[12:18, 2] = W_U[18:24, 3] = 1.0
+    W_U[24:] = rng.normal(size=(8, 16))
+    W_U = 4 * W_U + 0.3 * rng.normal(size=(32, 16))
+    R = np.zeros((22, 32))
+    for k in range(12):
+        R[k, [k, (k + 1) % 12]] = 1.0
+    R[12, 12:18] = R[13, 18:24] = 1.0
+    R[np.arange(14, 22), np.arange(24, 32)] = 1.0
+    return W_U, sp.csr_matrix(R), sp.csr_matrix((22, 32))
+
+
+@pytest.mark.parametrize("selection", ["leaf", "eom"])
+def test_hdbscan_keeps_a_ring_of_tokens_one_class_where_an_average_linkage_cut_splits_it(selection: str) -> None:
+    W_U, reads, predicts = _ring_sample()
+    kw: dict[str, Any] = {"min_class_size": 5, "selection": selection, "max_tokens": 100}
+    classes = token_classes(W_U, reads, predicts, np.ones(32, int), clustering="hdbscan", cut=0.0, **kw)
+    assert len({*classes[:12]}) == 1 and classes[0] >= 0  # the whole ring
+    assert len({*classes[12:18]}) == len({*classes[18:24]}) == 1 and len({classes[0], classes[12], classes[18]}) == 3
+    assert (classes[24:] == -1).all()  # unrelated tokens are in no class
+    for cut in (0.4, 0.6, 0.8, 0.9):  # no cut keeps the ring whole without mixing it with other tokens
+        avg = token_classes(W_U, reads, predicts, np.ones(32, int), clustering="average", cut=cut, **kw)
+        ring = avg[:12]
+        assert not ((ring == ring[0]).all() and ring[0] >= 0 and (avg[12:] != ring[0]).all()), cut
+
+
+def test_tokens_spelling_one_word_up_to_case_and_whitespace_are_one_word() -> None:
+    from analyses.families.tokens import word_groups
+
+    words = ["Two", "two", " two", "  ", "\t", "Three", "TWO\n"]
+    assert word_groups(words, np.arange(7)).tolist() == [0, 0, 0, 1, 2, 3, 0]
+    assert word_groups(words, np.array([3, 5, 6])).tolist() == [0, 1, 2]
+    assert word_groups(None, np.arange(4)).tolist() == [0, 1, 2, 3]
+
+
+def test_folding_case_joins_the_sentence_start_forms_of_a_class() -> None:
+    """Capitalised number words (tokens 5-9) and lowercase ones (0-4): different unembedding directions and
+    different reading features, so apart they are two classes; spelled alike, they are one. Tokens 10-15 are
+    another class (HDBSCAN finds classes by contrast: a lone class among unrelated tokens is no cluster), 16-25
+    unrelated."""
+    rng = np.random.default_rng(0)
+    W_U = np.zeros((26, 8))
+    W_U[:5, 0] = W_U[5:10, 1] = W_U[10:16, 2] = 1.0
+    W_U[16:] = rng.normal(size=(10, 8))
+    W_U = 4 * W_U + 0.3 * rng.normal(size=(26, 8))
+    R = np.zeros((13, 26))
+    R[0, :5] = R[1, 5:10] = R[2, 10:16] = 1.0
+    R[np.arange(3, 13), np.arange(16, 26)] = 1.0
+    numbers = ["one", "two", "three", "four", "five"]
+    words = numbers + [w.capitalize() for w in numbers] + [f"w{i}" for i in range(16)]
+    kw: dict[str, Any] = {"clustering": "hdbscan", "cut": 0.0, "min_class_size": 5, "selection": "leaf",
+                          "max_tokens": 100}
+    reads, predicts = sp.csr_matrix(R), sp.csr_matrix((13, 26))
+    apart = token_classes(W_U, reads, predicts, np.ones(26, int), **kw)
+    joined = token_classes(W_U, reads, predicts, np.ones(26, int), words=words, **kw)
+    assert apart[0] >= 0 and apart[5] >= 0 and apart[0] != apart[5]
+    assert joined[0] >= 0 and (joined[:10] == joined[0]).all()
+    assert joined[10] >= 0 and (joined[10:16] == joined[10]).all() and joined[10] != joined[0]
+
+
+def test_the_estimator_folds_case_only_when_asked_and_checks_the_words() -> None:
+    d = _planted()
+    kw = {"activations": d["A"], "tokens": d["tokens"], "next_tokens": d["next_tokens"], "token_vectors": d["W_U"]}
+    same = ["Day", " day"] * 3 + ["DAY"] + [f"m{i}" for i in range(23)]  # the day tokens spell one word
+    distinct = [f"t{i}" for i in range(30)]
+
+    def fit(words: list[str] | None, fold_case: bool = True) -> tuple[list[int], list[list[int] | None]]:
+        est = FeatureFamilies(min_token_share=0.5, fold_case=fold_case).fit(d["X"], token_words=words, **kw)
+        return est.labels_.tolist(), [f.tokens for f in est.result_.families]
+
+    plain = fit(None)
+    assert len({*plain[0][:6]}) == 1 and plain[0][0] >= 0
+    assert fit(distinct) == plain  # words spelled apart change nothing
+    assert fit(same, fold_case=False) == plain  # words are ignored without fold_case
+    assert fit(same) != plain  # one word of 7 tokens is no class of 5 words
+    with pytest.raises(ValueError, match=r"token_words must hold one text per row of token_vectors \(30\); got 3"):
+        FeatureFamilies().fit(d["X"], token_words=["a", "b", "c"], **kw)
+    with pytest.raises(ValueError, match="got a str"):
+        FeatureFamilies().fit(d["X"], token_words="a" * 30, **kw)
+    with pytest.raises(TypeError, match="token_words must be strings"):
+        FeatureFamilies().fit(d["X"], token_words=[1] * 30, **kw)  # type: ignore[list-item]  # wrong on purpose
+
+
+def test_hdbscan_token_classes_need_a_minimum_class_of_two() -> None:
+    with pytest.raises(ValueError, match="min_token_class must be >= 2 with token_clustering='hdbscan'"):
+        FeatureFamilies(min_token_class=1).fit(np.eye(4))
+    FeatureFamilies(min_token_class=1, token_clustering="average").fit(np.eye(4))

@@ -174,4 +174,11 @@ def test_token_families_are_named_by_their_tokens(run, tmp_path: Path) -> None: 
     assert len(days) == 1 and sorted(days[0]["token_words"]) == sorted(
         ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"])
     assert days[0]["label"].startswith(("reads", "predicts")) and "(7 tokens)" in days[0]["label"]
-    assert all(len(f["tokens"]) == len(f["token_words"]) >= 5 and f["token_sides"] for f in rows)
+    assert all(len(f["tokens"]) == len(f["token_words"]) >= 3 and f["token_sides"] for f in rows)
+    numbers = [f for f in rows if "two" in f["token_words"]]  # the tokenizer's words: case folded
+    assert len(numbers) == 1 and {"Two", "Eleven", "eleven"} <= set(numbers[0]["token_words"])
+    status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--model", str(WORLD / "model"),
+                         "--prompts", str(prompts), "--layer", "1", "--no-fold-case", "--out", str(out), "--quiet")
+    assert status == 0, err
+    rows = [f for f in json.loads(out.read_text())["families"] if "tokens" in f]
+    assert not any({"two", "Two"} <= set(f["token_words"]) for f in rows)
