@@ -285,3 +285,20 @@ def test_hdbscan_token_classes_need_a_minimum_class_of_two() -> None:
     with pytest.raises(ValueError, match="min_token_class must be >= 2 with token_clustering='hdbscan'"):
         FeatureFamilies(min_token_class=1).fit(np.eye(4))
     FeatureFamilies(min_token_class=1, token_clustering="average").fit(np.eye(4))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(1, 24), st.integers(2, 5), st.sampled_from(["hdbscan", "average"]), st.sampled_from(["leaf", "eom"]),
+       st.integers(0, 2**16))
+def test_token_classes_are_variables_of_min_class_size_words_or_none(n_tokens: int, min_class: int, clustering: str,
+                                                                     selection: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    W_U = rng.normal(size=(n_tokens, 6))
+    reads = sp.csr_matrix(rng.random((4, n_tokens)) * (rng.random((4, n_tokens)) < 0.5))
+    counts = rng.integers(0, 3, n_tokens)
+    words = [str(w) for w in rng.choice(["a", "A", " b", "c ", "C", "d"], n_tokens)]
+    classes = token_classes(W_U, reads, reads, counts, clustering=clustering, cut=0.5, min_class_size=min_class,
+                            selection=selection, max_tokens=64, words=words)
+    assert classes.shape == (n_tokens,) and (classes[counts == 0] == -1).all()
+    for c in np.unique(classes[classes >= 0]):  # counted in words: tokens spelled alike are one
+        assert len({words[i].strip().casefold() for i in np.flatnonzero(classes == c)}) >= min_class
