@@ -5,21 +5,23 @@ feature's activation energy (sum of squared activations) splits over the tokens 
 reads them) and the tokens that come *next* (it predicts them). Tokens are grouped into classes
 without labels:
 
-1. two tokens seen in the sample are alike by half the cosine of their centred unembedding rows (the
+1. tokens whose text is the same word up to case and surrounding whitespace ("Two" at a sentence's
+   start, "two" inside it) are joined into one word where the token texts are given (their energies
+   add up, their unit unembedding rows are averaged); text with a replacement character (a partial
+   UTF-8 byte of a byte-level tokenizer) or only whitespace never joins another token;
+2. two words seen in the sample are alike by half the cosine of their centred unembedding rows (the
    model's output geometry: tokens the model predicts in the same places) plus a quarter each of the
    cosines of their *read* profiles (the features firing on them) and their *predict* profiles (the
-   features firing just before them). The weights are fixed: a token no feature fires before (a
+   features firing just before them). The weights are fixed: a word no feature fires before (a
    sentence's first word) has no predict term, so its similarity to itself is 0.75, not 1 (the tuned
    defaults were chosen with this weighting);
-   Tokens whose text is the same word up to case and surrounding whitespace ("Two" at a sentence's
-   start, "two" inside it) are first joined into one word: their energies add up and their unit
-   unembedding rows are averaged (where the token texts are given);
-2. the words are clustered on the distance 1 - similarity, by scikit-learn's HDBSCAN (leaf or
+3. the words are clustered on the distance 1 - similarity, by scikit-learn's HDBSCAN (leaf or
    excess-of-mass selection; the default) or by average linkage cut at a threshold. HDBSCAN needs no
    cut: a ring of values (hues around the wheel), whose opposite members are dissimilar, stays one
-   class where its neighbours link it, and a weakly knit class (place names) is kept whole where a
-   global cut split it. A class of at least ``min_class_size`` tokens is a *variable* (days of the
-   week, month names, city names), smaller ones are not (HDBSCAN's minimum cluster size).
+   class where its neighbours link it. A class of at least ``min_class_size`` words is a *variable*
+   (days of the week, month names, number words), smaller ones are not (HDBSCAN's minimum cluster
+   size). HDBSCAN finds classes by contrast: a sample whose only class sits among unrelated words
+   yields none.
 
 A feature whose largest share of energy on one variable, read or predicted, is at least
 ``min_share`` belongs to that variable's family (reading and predicting days are one family; the
@@ -85,12 +87,18 @@ def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix
 def word_groups(words: Sequence[str] | None, seen: np.ndarray) -> np.ndarray:
     """(n_seen,) the word of each token ``seen`` (ids), numbered 0.. in order of first appearance: tokens whose
     text is equal up to case and surrounding whitespace ("Two", "two", " two") are one word; a token whose text
-    is only whitespace, and every token when ``words`` is None, is its own."""
+    spells none (:func:`_fold`), and every token when ``words`` is None, is its own."""
     if words is None:
         return np.arange(seen.size, dtype=np.int64)
-    keys = [words[i].strip().casefold() or i for i in seen.tolist()]  # only whitespace: the id stands alone
+    keys = [_fold(words[i]) or i for i in seen.tolist()]  # no foldable text: the id stands alone
     first: dict[str | int, int] = {}
     return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
+
+
+def _fold(text: str) -> str:
+    """The word a token's text spells, up to case and surrounding whitespace; "" for text that spells none
+    (only whitespace, or a replacement character: one byte of a multi-byte character)."""
+    return "" if "\ufffd" in text else text.strip().casefold()
 
 
 def _unit_sparse_rows(M: sp.spmatrix) -> sp.csr_matrix:

@@ -227,8 +227,8 @@ def test_hdbscan_keeps_a_ring_of_tokens_one_class_where_an_average_linkage_cut_s
 def test_tokens_spelling_one_word_up_to_case_and_whitespace_are_one_word() -> None:
     from analyses.families.tokens import word_groups
 
-    words = ["Two", "two", " two", "  ", "\t", "Three", "TWO\n"]
-    assert word_groups(words, np.arange(7)).tolist() == [0, 0, 0, 1, 2, 3, 0]
+    words = ["Two", "two", " two", "  ", "\t", "Three", "TWO\n", "\ufffd", "\ufffd"]  # two partial UTF-8 bytes
+    assert word_groups(words, np.arange(9)).tolist() == [0, 0, 0, 1, 2, 3, 0, 4, 5]
     assert word_groups(words, np.array([3, 5, 6])).tolist() == [0, 1, 2]
     assert word_groups(None, np.arange(4)).tolist() == [0, 1, 2, 3]
 
