@@ -195,6 +195,22 @@ def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], la
         return store.feature_matrix(list(layers))
 
 
+def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], layer: Any) -> tuple[Any, Any,
+                                                                                            dict[str, Any]]:
+    """(the model, the activation sample over ``prompts``, the token-class inputs of FeatureFamilies.fit: empty
+    without token families)."""
+    from tracer.models import load_model
+
+    loaded = load_model(args.model)
+    acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
+    if not cfg.token_families:
+        return loaded, acts, {}
+    ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
+    return loaded, acts, {"tokens": ids, "next_tokens": nexts,
+                          "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
+                          "token_words": token_texts(loaded) if cfg.fold_case else None}
+
+
 def run_families(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     _check_args(args)
@@ -216,18 +232,11 @@ def run_families(args: argparse.Namespace) -> int:
     labels = load_labels(args.labels) if args.labels else None
     if labels is not None:
         check_labels_match(labels, n_layers=tc.n_layers, scan=tc.scan, source=str(args.labels), owner="--transcoders")
-    acts, prompts, tokens, loaded = None, [], {}, None
+    acts, prompts, loaded = None, [], None
+    tokens: dict[str, Any] = {}
     if args.prompts is not None:
-        from tracer.models import load_model
-
         prompts = read_prompts(args.prompts)
-        loaded = load_model(args.model)
-        acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
-        if cfg.token_families:  # token-class evidence
-            ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
-            tokens = {"tokens": ids, "next_tokens": nexts,
-                      "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
-                      "token_words": token_texts(loaded) if cfg.fold_case else None}
+        loaded, acts, tokens = _sample(args, cfg, tc, prompts, layer)
     from tracer.transcoders.identity import transcoder_signature
 
     est = FeatureFamilies.from_config(cfg)
