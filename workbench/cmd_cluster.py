@@ -386,11 +386,12 @@ def write_supernodes(path: str | Path, doc: dict[str, Any]) -> Path:
     return atomic_write_json(path, doc)
 
 
-def run_cluster(args: argparse.Namespace) -> int:
-    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+def _check_cluster_args(args: argparse.Namespace) -> Path:
+    """Every input flag checked before any loading (which flags need which, inputs that exist, outputs that
+    overwrite no input); returns the --out path."""
     from tracer.errors import WorkbenchError
     from workbench.cli_safety import check_out, need_input
-    from workbench.cmd_graphtools import _check_graph_input, _load_graph, _tokenizer
+    from workbench.cmd_graphtools import _check_graph_input
 
     _check_graph_input(args.graph)
     if args.model and not args.transcoders:
@@ -417,6 +418,27 @@ def run_cluster(args: argparse.Namespace) -> int:
                        *((f"--plots file {name!r}", Path(args.plots) / name) for name in PLOT_FILES))
         check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
         check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")
+    return out
+
+
+def _check_thresholds(given: dict[str, float], recorded: dict[str, float]) -> None:
+    """Thresholds given on the command line must be the --prune file's (it was pruned at those)."""
+    from tracer.errors import WorkbenchError
+
+    for key, value in given.items():
+        have = recorded.get(key)
+        if have is not None and value != have:
+            flag = "--" + key.replace("_", "-")
+            raise WorkbenchError(f"{flag} must match the --prune file's {have:g}; got {value:g}. Drop {flag}, "
+                                 "or prune again at it with `workbench prune`.")
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+    from tracer.errors import WorkbenchError
+    from workbench.cmd_graphtools import _load_graph, _tokenizer
+
+    out = _check_cluster_args(args)
     given = _given_thresholds(args, ClusteringConfig)
     try:
         configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
@@ -430,12 +452,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)  # before any loading: an empty file fails at once
     graph = _load_graph(args.graph)
     inputs = _inputs(args, graph, prompts)
-    for key, value in given.items():
-        recorded = (inputs.get("prune_thresholds") or {}).get(key)
-        if recorded is not None and value != recorded:
-            flag = "--" + key.replace("_", "-")
-            raise WorkbenchError(f"{flag} must match the --prune file's {recorded:g}; got {value:g}. Drop {flag}, "
-                                 "or prune again at it with `workbench prune`.")
+    _check_thresholds(given, inputs.get("prune_thresholds") or {})
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
     try:

@@ -26,6 +26,7 @@ against the issue's targets) and plots; ``--discovery FILE`` merges an existing 
 (:mod:`workbench.manifold_world_discovery`) instead.
 """
 
+import argparse
 import json
 import logging
 import time
@@ -360,14 +361,8 @@ def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dic
     return report, {"fam": fam, "pts": pts, "splits": splits, "tilings": tilings}
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    from tracer.models import load_model
-    from tracer.transcoders.loaders import load_transcoders
-    from workbench.config_cli import add_config_arguments, config_from_args
-    from workbench.manifold_world_report import decoder_map, format_table, plots, scorecard
-    from workbench.paths import world_dir
+def _parser() -> argparse.ArgumentParser:
+    from workbench.config_cli import add_config_arguments
 
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     ap.add_argument("--world", type=Path, default=None, help="world folder (default: the shipped data/world)")
@@ -382,7 +377,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--map-layer", type=int, default=1, help="PLT layer of the decoder map")
     ap.add_argument("--map-method", default="umap", choices=("umap", "pca", "none"), help="decoder map embedding")
     add_config_arguments(ap, WorldScoreConfig)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.config_cli import config_from_args
+    from workbench.manifold_world_report import decoder_map, format_table, plots, scorecard
+    from workbench.paths import world_dir
+
+    args = _parser().parse_args(argv)
     cfg = config_from_args(WorldScoreConfig, args)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
