@@ -319,14 +319,7 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
         view = viewer_subgraph(graph, prune_result)
     links = graph_links(graph, prune_result=prune_result, node_mask=node_mask, view=view)
     if isinstance(singletons, str):
-        if singletons != "all":
-            raise ValueError(f"singletons must be 'all' or node indices; got {singletons!r}.")
-        pool = (view.node_index.cpu().numpy() if view is not None
-                else np.flatnonzero(node_mask.cpu().numpy()) if node_mask is not None else np.arange(graph.n_nodes))
-        taken = np.zeros(graph.n_nodes, dtype=bool)
-        for idx in grouped:
-            taken[idx] = True
-        singletons = [int(i) for i in pool if not taken[i]]
+        singletons = _all_singletons(graph, grouped, singletons, view, node_mask)
     nodes = _group_nodes(graph, groups, singletons)
     types, keys, value = _node_table(graph)
     kinds = ["supernode" if idx.size > 1 else _TYPE_KIND[int(types[idx[0]])] for idx in nodes]
@@ -360,6 +353,20 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
               "links": "viewer (pruned)" if prune_result is not None else "all non-zero among kept nodes",
               "n_graph_nodes": graph.n_nodes},
     )
+
+
+def _all_singletons(graph: Graph, grouped: Sequence[np.ndarray], singletons: str, view: ViewerSubgraph | None,
+                    node_mask: torch.Tensor | None) -> list[int]:
+    """``singletons="all"``: every node of the link set (the viewer subgraph's, the mask's, or the graph's) that
+    is in no group."""
+    if singletons != "all":
+        raise ValueError(f"singletons must be 'all' or node indices; got {singletons!r}.")
+    pool = (view.node_index.cpu().numpy() if view is not None
+            else np.flatnonzero(node_mask.cpu().numpy()) if node_mask is not None else np.arange(graph.n_nodes))
+    taken = np.zeros(graph.n_nodes, dtype=bool)
+    for idx in grouped:
+        taken[idx] = True
+    return [int(i) for i in pool if not taken[i]]
 
 
 def with_columns(coarse: CoarseGraph, **columns: Sequence[float] | np.ndarray) -> CoarseGraph:
