@@ -54,17 +54,20 @@ def average_families(S: np.ndarray, threshold: float) -> np.ndarray:
     return fcluster(Z, t=threshold, criterion="distance").astype(np.int64) - 1
 
 
-def dense_hdbscan_families(S: np.ndarray, *, min_cluster_size: int, selection: str) -> np.ndarray:
+def dense_hdbscan_families(S: np.ndarray, *, min_cluster_size: int, selection: str,
+                           in_place: bool = False) -> np.ndarray:
     """scikit-learn's HDBSCAN on a dense similarity (n, n) as the distance ``1 - S`` (clipped at 0, zero
     diagonal), clusters chosen by ``selection`` ("leaf" or "eom"); -1 for points in no cluster. No cut: a
     ring of points, whose opposite members are far apart, stays one cluster where its neighbours link it.
-    Deterministic for a given row order."""
+    Deterministic for a given row order. ``in_place``: ``S`` (float64) becomes the distance, saving a copy."""
     from sklearn.cluster import HDBSCAN
 
     n = S.shape[0]
     if n < max(2, min_cluster_size):  # no cluster can reach the size (and HDBSCAN needs n > min_samples)
         return np.full(n, -1, dtype=np.int64)
-    D = np.clip(1.0 - S, 0.0, 2.0).astype(np.float64)  # (n, n)
+    D = S if in_place and S.dtype == np.float64 else np.array(S, dtype=np.float64)  # (n, n)
+    np.subtract(1.0, D, out=D)
+    np.clip(D, 0.0, 2.0, out=D)
     np.fill_diagonal(D, 0.0)
     return HDBSCAN(min_cluster_size=min_cluster_size, metric="precomputed", cluster_selection_method=selection,
                    copy=False).fit(D).labels_.astype(np.int64)

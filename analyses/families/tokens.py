@@ -73,9 +73,12 @@ def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
     U, _ = unit_rows(np.asarray(G @ U))  # (n_words, d_model): a word's direction, the mean of its tokens'
     halves = [_unit_sparse_rows((G @ M[:, seen].T).sqrt()) for M in (reads, predicts)]  # (n_words, n_features) each
-    S = 0.5 * (U @ U.T) + 0.25 * sum((H @ H.T).toarray() for H in halves)  # (n_words, n_words), see the module
+    S = U @ U.T  # (n_words, n_words); weighted in place (see the module)
+    S *= 0.5
+    for H in halves:
+        _add_gram(S, H, 0.25)
     if clustering == "hdbscan":
-        word_class = dense_hdbscan_families(S, min_cluster_size=min_class_size, selection=selection)
+        word_class = dense_hdbscan_families(S, min_cluster_size=min_class_size, selection=selection, in_place=True)
     else:
         word_class = average_families(S, cut)
     sizes = np.bincount(word_class + 1)[word_class + 1]  # (n_words,) words in each word's class (-1 counted apart)
@@ -93,6 +96,15 @@ def word_groups(words: Sequence[str] | None, seen: np.ndarray) -> np.ndarray:
     keys = [_fold(words[i]) or i for i in seen.tolist()]  # no foldable text: the id stands alone
     first: dict[str | int, int] = {}
     return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
+
+
+def _add_gram(S: np.ndarray, H: sp.csr_matrix, weight: float, block: int = 1024) -> None:
+    """``S += weight * H @ H.T`` for sparse rows ``H`` (n, m), a block of rows at a time: the sparse product of
+    profiles that overlap widely holds more than the dense square would."""
+    HT = H.T.tocsc()  # (m, n)
+    for start in range(0, H.shape[0], block):
+        rows = slice(start, start + block)
+        S[rows] += weight * (H[rows] @ HT).toarray()  # (block, n)
 
 
 def _fold(text: str) -> str:
