@@ -158,13 +158,13 @@ def name_token_families(families: list[dict[str, Any]], loaded: Any, shown: int 
 
 
 def token_texts(loaded: Any) -> list[str]:
-    """(d_vocab,) the text of every token id (the tokenizer's decoding; ids it lacks, such as padded unembedding
-    rows, decode to empty text; without a tokenizer, the ids' numbers)."""
+    """(d_vocab,) the text of every token id: the tokenizer's ``decode`` of it alone (the one method every
+    tokenizer we load has; ids it lacks, such as padded unembedding rows, decode to empty text), or without a
+    tokenizer the ids' numbers."""
     tok = loaded.tokenizer
     if tok is None:
         return [str(i) for i in range(loaded.d_vocab)]
-    n = min(len(tok), loaded.d_vocab)
-    return list(tok.batch_decode([[i] for i in range(n)])) + [""] * (loaded.d_vocab - n)
+    return [tok.decode([i]) for i in range(loaded.d_vocab)]
 
 
 def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -> tuple[Any, Any]:

@@ -59,7 +59,8 @@ class FamiliesConfig:
     max_hierarchy: int = 2000
     """Largest family that gets a hierarchy (dense average linkage of its members)."""
     random_state: int = 0
-    """Seed of pynndescent and of the random projections."""
+    """Seed of pynndescent, of the random projections and of the order in which HDBSCAN sees the token classes'
+    words (it breaks ties by order; the words are shuffled from their text order, never taken in id order)."""
     token_families: bool = True
     """With the sample's token ids (fit's tokens / next_tokens / token_vectors; the CLI's --model --prompts), a
     feature with at least min_token_share of its energy on one class of tokens, read or predicted, joins that
@@ -80,7 +81,7 @@ class FamiliesConfig:
     min_token_share: float = 0.3
     """A feature joins a variable's family when at least this share of its energy is on it, read or predicted."""
     max_tokens: int = 8192
-    """Most frequent tokens of the sample put into classes (their linkage is dense)."""
+    """Most frequent tokens of the sample put into classes (their similarity is a dense square)."""
 
     def __post_init__(self) -> None:
         check_number("n_neighbors", self.n_neighbors, lo=1, integer=True)
@@ -111,8 +112,9 @@ class FamiliesConfig:
             raise TypeError(f"fold_case must be a bool; got {self.fold_case!r}.")
         check_number("min_token_class", self.min_token_class, lo=1, integer=True)
         if self.token_clustering == "hdbscan" and self.min_token_class < 2:
-            raise ValueError(f"min_token_class must be >= 2 with token_clustering='hdbscan' (its minimum cluster "
-                             f"size); got {self.min_token_class}. Use 2 or more, or token_clustering='average'.")
+            raise ValueError(f"min_token_class must be >= 2 when HDBSCAN makes the token classes (it is HDBSCAN's "
+                             f"minimum cluster size); got {self.min_token_class}. Use 2 or more, or the 'average' "
+                             f"token clustering.")
         check_number("min_token_share", self.min_token_share, lo=0.0, hi=1.0)
         check_number("max_tokens", self.max_tokens, lo=2, integer=True)
 

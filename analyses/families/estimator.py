@@ -142,6 +142,9 @@ class FeatureFamilies(Estimator):
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
         token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A) if self.token_families else None
+        if token_words is not None and tokens is None and self.token_families:
+            raise ValueError("token_words must come with tokens, next_tokens, token_vectors and activations; got "
+                             "token_words alone. Pass all of them, or none.")
         words = self._check_words(token_words, token_inputs[2].shape[0]) if token_inputs and self.fold_case else None
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         tokens_of = None
@@ -222,13 +225,15 @@ class FeatureFamilies(Estimator):
         """``token_words`` checked: one string per row of token_vectors (None: no folding)."""
         if token_words is None:
             return None
-        if isinstance(token_words, str) or len(token_words) != n_tokens:
-            got = "a str" if isinstance(token_words, str) else f"{len(token_words)} entries"
-            raise ValueError(f"token_words must hold one text per row of token_vectors ({n_tokens}); got {got}. Pass "
-                             f"the tokenizer's text of every token id, or None.")
-        bad = next((w for w in token_words if not isinstance(w, str)), None)
-        if bad is not None:
-            raise TypeError(f"token_words must be strings (each token's text); got {bad!r}.")
+        if isinstance(token_words, (str, bytes)) or not hasattr(token_words, "__len__"):
+            raise TypeError(f"token_words must be a sequence of texts, one per token id; got "
+                            f"{type(token_words).__name__}. Pass a list of the tokenizer's texts, or None.")
+        if len(token_words) != n_tokens:
+            raise ValueError(f"token_words must hold one text per row of token_vectors ({n_tokens}); got "
+                             f"{len(token_words)} entries. Pass the tokenizer's text of every token id, or None.")
+        for i, w in enumerate(token_words):
+            if not isinstance(w, str):
+                raise TypeError(f"token_words must be strings (each token's text); got {w!r} at token id {i}.")
         return token_words
 
     def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
@@ -239,7 +244,8 @@ class FeatureFamilies(Estimator):
         counts = np.bincount(tokens, minlength=vectors.shape[0])
         classes = token_classes(vectors, reads, predicts, counts, clustering=self.token_clustering,
                                 cut=self.token_cut, min_class_size=self.min_token_class,
-                                selection=self.token_selection, max_tokens=self.max_tokens, words=words)
+                                selection=self.token_selection, max_tokens=self.max_tokens, words=words,
+                                seed=self.random_state)
         total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,) every row has a token: all the energy, float64
         return (classes, *dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
                                          min_share=self.min_token_share))

@@ -8,15 +8,17 @@ without labels:
 1. tokens whose text is the same word up to case and surrounding whitespace ("Two" at a sentence's
    start, "two" inside it) are joined into one word where the token texts are given (their energies
    add up, their unit unembedding rows are averaged); text with a replacement character (a partial
-   UTF-8 byte of a byte-level tokenizer) or only whitespace never joins another token;
+   UTF-8 byte of a byte-level tokenizer) or only whitespace never joins another token. Folding is
+   Unicode case folding ("Straße" and "STRASSE" are one word), and on a subword tokenizer fragments fold
+   too ("AS" and "as");
 2. two words seen in the sample are alike by half the cosine of their centred unembedding rows (the
    model's output geometry: tokens the model predicts in the same places) plus a quarter each of the
    cosines of their *read* profiles (the features firing on them) and their *predict* profiles (the
    features firing just before them). The weights are fixed: a word no feature fires before (a
    sentence's first word) has no predict term, so its similarity to itself is 0.75, not 1 (the tuned
    defaults were chosen with this weighting);
-3. the words are clustered on the distance 1 - similarity, by scikit-learn's HDBSCAN (leaf or
-   excess-of-mass selection; the default) or by average linkage cut at a threshold. HDBSCAN needs no
+3. the words are clustered on the distance 1 - similarity, by scikit-learn's HDBSCAN (the default; leaf
+   or excess-of-mass selection) or by average linkage cut at a threshold. HDBSCAN needs no
    cut: a ring of values (hues around the wheel), whose opposite members are dissimilar, stays one
    class where its neighbours link it. A class of at least ``min_class_size`` words is a *variable*
    (days of the week, month names, number words), smaller ones are not (HDBSCAN's minimum cluster
@@ -55,19 +57,21 @@ def _one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
 
 def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix, counts: np.ndarray, *,
                   clustering: str, cut: float, min_class_size: int, selection: str, max_tokens: int,
-                  words: Sequence[str] | None = None) -> np.ndarray:
+                  words: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
     """(n_tokens,) class of each token, -1 for tokens not in the sample (or beyond the ``max_tokens``
     most frequent: the similarity is dense) and for tokens in no class of at least ``min_class_size`` words
     (HDBSCAN's noise, and the smaller classes: they are no variable).
     ``W_U``: (n_tokens, d_model) unembedding rows; ``counts``: (n_tokens,) rows per token in the sample;
-    ``words``: each token's text, or None (see :func:`word_groups`)."""
+    ``words``: each token's text, or None (see :func:`word_groups`). HDBSCAN breaks ties by the order of its
+    points, so the words are clustered in an order set by their text alone (not the token ids), shuffled by
+    ``seed``: without ``words``, by the ids."""
     seen = np.flatnonzero(counts > 0)
     if seen.size > max_tokens:
         seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_tokens]])
     out = np.full(W_U.shape[0], -1, dtype=np.int64)
     if seen.size == 0:
         return out
-    group = word_groups(words, seen)  # (n_seen,) word of each seen token
+    group = word_order(word_groups(words, seen), words, seen, seed)  # (n_seen,) word of each seen token
     G = _one_hot(group, seen.size, int(group.max()) + 1).T.tocsr()  # (n_words, n_seen)
     mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
@@ -98,6 +102,22 @@ def word_groups(words: Sequence[str] | None, seen: np.ndarray) -> np.ndarray:
     return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
 
 
+def word_order(group: np.ndarray, words: Sequence[str] | None, seen: np.ndarray, seed: int) -> np.ndarray:
+    """``group`` (n_seen,) renumbered so that word k is the k-th of a seeded shuffle of the words sorted by their
+    text (a word's folded text; a token that folds with none by its own text, then id; without ``words``, by
+    id): the numbering, and so the clustering's order, depends on the texts and ``seed``, not on the ids."""
+    n_words = int(group.max()) + 1
+    key: list[tuple[str, int]] = [("", 0)] * n_words
+    for g, i in zip(group.tolist(), seen.tolist()):
+        text = "" if words is None else _fold(words[i])
+        key[g] = (text, -1) if text else ("" if words is None else words[i], i)
+    ranked = sorted(range(n_words), key=key.__getitem__)  # word numbers in text order
+    order = np.asarray(ranked, dtype=np.int64)[np.random.default_rng(seed).permutation(n_words)]
+    new = np.empty(n_words, dtype=np.int64)
+    new[order] = np.arange(n_words)
+    return new[group]
+
+
 def _add_gram(S: np.ndarray, H: sp.csr_matrix, weight: float, block: int = 1024) -> None:
     """``S += weight * H @ H.T`` for sparse rows ``H`` (n, m), a block of rows at a time: the sparse product of
     profiles that overlap widely holds more than the dense square would."""
@@ -122,9 +142,10 @@ def _unit_sparse_rows(M: sp.spmatrix) -> sp.csr_matrix:
 
 def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndarray, classes: np.ndarray, *,
                    min_class_size: int, min_share: float) -> tuple[np.ndarray, np.ndarray]:
-    """(class, side), each (n_features,): the variable (a token class of at least ``min_class_size`` tokens)
-    holding the largest share of each feature's energy ``total`` (n_features,), read (side 0) or predicted
-    (side 1), where that share is at least ``min_share``; -1 elsewhere."""
+    """(class, side), each (n_features,): the variable (a token class with at least ``min_class_size`` tokens;
+    :func:`token_classes` already keeps only classes of that many words) holding the largest share of each
+    feature's energy ``total`` (n_features,), read (side 0) or predicted (side 1), where that share is at least
+    ``min_share``; -1 elsewhere."""
     n_features = reads.shape[0]
     none = np.full(n_features, -1, dtype=np.int64)
     sizes = np.bincount(classes[classes >= 0], minlength=int(classes.max()) + 1 if classes.size else 0)

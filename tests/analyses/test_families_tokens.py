@@ -275,14 +275,20 @@ def test_the_estimator_folds_case_only_when_asked_and_checks_the_words() -> None
     assert fit(same) != plain  # one word of 7 tokens is no class of 5 words
     with pytest.raises(ValueError, match=r"token_words must hold one text per row of token_vectors \(30\); got 3"):
         FeatureFamilies().fit(d["X"], token_words=["a", "b", "c"], **kw)
-    with pytest.raises(ValueError, match="got a str"):
+    with pytest.raises(TypeError, match="token_words must be a sequence of texts.*got str"):
         FeatureFamilies().fit(d["X"], token_words="a" * 30, **kw)
+    with pytest.raises(TypeError, match="got int"):
+        FeatureFamilies().fit(d["X"], token_words=30, **kw)  # type: ignore[arg-type]  # wrong on purpose
     with pytest.raises(TypeError, match="token_words must be strings"):
         FeatureFamilies().fit(d["X"], token_words=[1] * 30, **kw)  # type: ignore[list-item]  # wrong on purpose
+    with pytest.raises(TypeError, match="got None at token id 0"):  # None was taken for "nothing wrong"
+        FeatureFamilies().fit(d["X"], token_words=[None] + ["a"] * 29, **kw)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="token_words must come with tokens"):
+        FeatureFamilies().fit(d["X"], activations=d["A"], token_words=distinct)
 
 
 def test_hdbscan_token_classes_need_a_minimum_class_of_two() -> None:
-    with pytest.raises(ValueError, match="min_token_class must be >= 2 with token_clustering='hdbscan'"):
+    with pytest.raises(ValueError, match="min_token_class must be >= 2 when HDBSCAN makes the token classes"):
         FeatureFamilies(min_token_class=1).fit(np.eye(4))
     FeatureFamilies(min_token_class=1, token_clustering="average").fit(np.eye(4))
 
@@ -302,3 +308,23 @@ def test_token_classes_are_variables_of_min_class_size_words_or_none(n_tokens: i
     assert classes.shape == (n_tokens,) and (classes[counts == 0] == -1).all()
     for c in np.unique(classes[classes >= 0]):  # counted in words: tokens spelled alike are one
         assert len({words[i].strip().casefold() for i in np.flatnonzero(classes == c)}) >= min_class
+
+
+def test_token_classes_do_not_depend_on_the_token_ids() -> None:
+    """Renumbering the vocabulary gives the same classes: the words are ordered by their text (this sample has no
+    ties; tests/workbench/test_families_eval.py has a world sample where the id order changed the classes)."""
+    W_U, reads, predicts = _ring_sample()
+    words = [f"v{i}" for i in range(32)]
+    kw: dict[str, Any] = {"clustering": "hdbscan", "cut": 0.0, "min_class_size": 3, "selection": "leaf",
+                          "max_tokens": 100}
+    counts = np.ones(32, int)
+    base = token_classes(W_U, reads, predicts, counts, words=words, **kw)
+
+    def partition(classes: np.ndarray, names: list[str]) -> set[frozenset[str]]:
+        return {frozenset(names[i] for i in np.flatnonzero(classes == c)) for c in np.unique(classes[classes >= 0])}
+
+    for seed in range(5):
+        perm = np.random.default_rng(seed).permutation(32)  # new id j holds old token perm[j]
+        moved = token_classes(W_U[perm], reads[:, perm], predicts[:, perm], counts[perm],
+                              words=[words[i] for i in perm], **kw)
+        assert partition(moved, [words[i] for i in perm]) == partition(base, words), seed

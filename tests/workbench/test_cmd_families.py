@@ -182,3 +182,16 @@ def test_token_families_are_named_by_their_tokens(run, tmp_path: Path) -> None: 
     assert status == 0, err
     rows = [f for f in json.loads(out.read_text())["families"] if "tokens" in f]
     assert not any({"two", "Two"} <= set(f["token_words"]) for f in rows)
+
+
+@shipped
+def test_token_texts_decode_every_id_with_either_tokenizer() -> None:
+    """The native backend's tokenizer has only decode (no len, no batch_decode)."""
+    from tracer.models import load_model
+    from workbench.cmd_families import token_texts
+
+    native, hf = (load_model(WORLD / "model", backend=b) for b in ("native", "hf"))
+    texts = token_texts(native)
+    assert texts == token_texts(hf) and len(texts) == native.d_vocab
+    assert native.tokenizer is not None
+    assert texts[native.tokenizer("Two")["input_ids"][-1]] == "Two"

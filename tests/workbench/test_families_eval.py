@@ -42,3 +42,25 @@ def test_coactivation_beats_decoder_only_and_chance_on_the_shipped_clt() -> None
     assert co["ari_family"]["mean"] > dec["ari_family"]["mean"] + 0.1
     assert co["ari_family"]["mean"] > co["random_ari_family"] + 0.1
     assert set(co["ari_family"]["per_layer"]) == {0, 1, 2, 3}
+
+
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="needs the shipped demo world")
+def test_token_families_do_not_depend_on_the_token_ids() -> None:
+    """HDBSCAN breaks ties by the order of its points; in id order, renumbering the vocabulary split the hue
+    wheel of this sample. The words now go in by their text: every renumbering gives the same families."""
+    from analyses.families import FeatureFamilies
+    s = world_sample(world_dir(), "plt", n_sentences=600)
+
+    def families(perm: np.ndarray) -> list[tuple[tuple[int, ...], tuple[str, ...]]]:
+        new_id = np.argsort(perm)  # old id i is new id new_id[i]; new row j is old row perm[j]
+        words = [s.token_words[i] for i in perm]
+        est = FeatureFamilies().fit(s.X, layer=s.layer, feature=s.feature, activations=s.activations,
+                                    tokens=new_id[s.tokens], next_tokens=np.where(
+                                        s.next_tokens >= 0, new_id[np.maximum(s.next_tokens, 0)], -1),
+                                    token_vectors=s.token_vectors[perm], token_words=words)
+        return sorted((tuple(np.flatnonzero(est.labels_ == f.id).tolist()), tuple(sorted(words[t] for t in f.tokens)))
+                      for f in est.result_.families if f.tokens)
+
+    base = families(np.arange(len(s.token_words)))
+    for seed in range(3):
+        assert families(np.random.default_rng(seed).permutation(len(s.token_words))) == base, seed

@@ -33,7 +33,7 @@ def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000,
     """The whole protocol (``params``: skip tuning and score these); returns the JSON-ready report."""
     import torch
 
-    from workbench.families_eval import score, task_profile_reference, tune, world_sample
+    from workbench.families_eval import order_spread, score, task_profile_reference, tune, world_sample
     from workbench.world.truth import load_truth
 
     torch.set_num_threads(1)
@@ -54,6 +54,7 @@ def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000,
         report["scores"][tag] = {"held_out": tag == "world_clt",
                                  "coactivation": score(sample, truth, best),
                                  "decoder_only": score(sample, truth, best, use_activations=False),
+                                 "token_order_spread": order_spread(sample, truth, best),
                                  "task_profile_reference": task_profile_reference(sample, truth)}
     return report
 
@@ -85,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     report = run(world, args.tiny_world, n_sentences=args.n_sentences, params=params)
     atomic_write_json(args.out, report)
     for tag, s in report["scores"].items():
-        logger.info("%s held_out=%s ARI family %.3f (decoder only %.3f, random %.3f, task-profile reference "
-                    "%.3f)", tag, s["held_out"], s["coactivation"]["ari_family"]["mean"],
-                    s["decoder_only"]["ari_family"]["mean"], s["coactivation"]["random_ari_family"],
-                    s["task_profile_reference"]["mean"])
+        spread = s["token_order_spread"]
+        logger.info("%s held_out=%s ARI family %.3f (over word orders %.3f [%.3f, %.3f]; decoder only %.3f, random "
+                    "%.3f, task-profile reference %.3f)", tag, s["held_out"], s["coactivation"]["ari_family"]["mean"],
+                    spread["mean"], spread["min"], spread["max"], s["decoder_only"]["ari_family"]["mean"],
+                    s["coactivation"]["random_ari_family"], s["task_profile_reference"]["mean"])
     return 0
 
 
