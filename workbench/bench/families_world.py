@@ -1,18 +1,18 @@
 """Family ARI of FeatureFamilies on the demo world: tune on a tuning set, score a held-out set.
 
-Run (JSON to --out; 3 min 20 s on 2 cores with the tiny world built, which it builds first if missing)::
+Run (JSON to --out; 5 min 40 s on 2 cores with the tiny world built, which it builds first if missing)::
 
     python -m workbench.bench.families_world --tiny-world /tmp/tiny --out families_world.json
 
 Protocol (:mod:`workbench.families_eval`): the estimator gets decoder rows plus an unlabelled
 activation sample (3,000 fresh generator sentences) with its token ids and the model's unembedding
 (token-class evidence); hyper-parameters are chosen on the grid (co-activation first, then token
-classes on its best point) by
-the mean family ARI over the tuning set (the tiny world's PLT and CLT, built with
-``workbench world build --tiny --seed 0`` if missing, and the shipped world's PLT); the chosen
+classes on its best point, each scored over four word orders) by the mean family ARI over the
+tuning set (the tiny world's PLT and CLT, built with ``workbench world build --tiny --seed 0`` if
+missing, and the shipped world's PLT); the chosen
 point is then scored on the shipped world's CLT, which tuning never saw, with the activation
 sample (co-activation and token classes: the ``"coactivation"`` entries) and decoder-only, next to
-a random baseline.
+a random baseline; ``token_order_spread`` gives every set's ARI over eight word orders (``random_state``).
 """
 
 import argparse
