@@ -208,7 +208,7 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
     ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
     return loaded, acts, {"tokens": ids, "next_tokens": nexts,
                           "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
-                          "token_words": token_texts(loaded) if cfg.fold_case else None}
+                          "token_words": token_texts(loaded)}
 
 
 def run_families(args: argparse.Namespace) -> int:

@@ -397,7 +397,8 @@ def main(argv: list[str] | None = None) -> int:
     need_input(world / "manifest.json", "--world manifest.json")
     check_out(args.out, inputs=[world, args.discovery], folder=True)  # never into the world it reads
     manifest = json.loads((world / "manifest.json").read_text())
-    unknown = [f for f in args.families.split(",") if f.strip() and f.strip() not in manifest.get("families", {})]
+    names = [f.strip() for f in args.families.split(",") if f.strip()]  # "day, month" and "day," name real families
+    unknown = [f for f in names if f not in manifest.get("families", {})] or ([] if names else [args.families])
     if unknown:
         raise WorkbenchError(f"--families must be families of the world ({', '.join(manifest.get('families', {}))}); "
                              f"got {unknown[0]!r}.")
@@ -414,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                               "discovery": None if disc is None else {k: disc[k]
                                                                        for k in ("families_from", "feature_layers")}}
     tilings: dict[str, dict[str, Any]] = {}
-    for fam in args.families.split(","):
+    for fam in names:
         rep, data = run_family(loaded, tcs, world, manifest, fam, args.out, cfg, causal=not args.no_causal)
         rep["plots"] = plots(args.out, fam, data, rep)
         report["families"][fam] = rep

@@ -125,8 +125,9 @@ class FeatureFamilies(Estimator):
         ``tokens`` / ``next_tokens``: (n_rows,) token id of each row of ``activations`` and of the token after
         it (-1: none), with ``token_vectors`` (n_tokens, d_model) the model's unembedding rows: token-class
         evidence (:mod:`analyses.families.tokens`; with ``token_families=False`` they are ignored).
-        ``token_words``: (n_tokens,) each token's text (the tokenizer's), so that tokens spelling one word up to
-        case and whitespace are one word (``fold_case``); None: every token is its own word.
+        ``token_words``: (n_tokens,) each token's text (the tokenizer's): tokens spelling one word up to case and
+        whitespace are one word (``fold_case``), and the texts order the words (results never depend on the ids);
+        None: every token is its own word, ordered by its unembedding row.
         ``verbose``: a progress bar over the layers (or the one group), showing the phase that ran last."""
         self._validate_params()
         self.timings_: dict[str, float] = {}
@@ -145,7 +146,7 @@ class FeatureFamilies(Estimator):
         if token_words is not None and tokens is None and self.token_families:
             raise ValueError("token_words must come with tokens, next_tokens, token_vectors and activations; got "
                              "token_words alone. Pass all of them, or none.")
-        words = self._check_words(token_words, token_inputs[2].shape[0]) if token_inputs and self.fold_case else None
+        words = self._check_words(token_words, token_inputs[2].shape[0]) if token_inputs else None
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         tokens_of = None
         if token_inputs is not None:
@@ -245,7 +246,7 @@ class FeatureFamilies(Estimator):
         classes = token_classes(vectors, reads, predicts, counts, clustering=self.token_clustering,
                                 cut=self.token_cut, min_class_size=self.min_token_class,
                                 selection=self.token_selection, max_tokens=self.max_tokens, words=words,
-                                seed=self.random_state)
+                                fold=self.fold_case, seed=self.random_state)
         total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,) every row has a token: all the energy, float64
         return (classes, *dominant_class(reads, predicts, total, classes, min_class_size=self.min_token_class,
                                          min_share=self.min_token_share))

@@ -31,6 +31,7 @@ family records the class's tokens and which sides its members take). Where the s
 share the feature keeps the family the geometry gave it.
 """
 
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -57,21 +58,23 @@ def _one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
 
 def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix, counts: np.ndarray, *,
                   clustering: str, cut: float, min_class_size: int, selection: str, max_tokens: int,
-                  words: Sequence[str] | None = None, seed: int = 0) -> np.ndarray:
+                  words: Sequence[str] | None = None, fold: bool = True, seed: int = 0) -> np.ndarray:
     """(n_tokens,) class of each token, -1 for tokens not in the sample (or beyond the ``max_tokens``
     most frequent: the similarity is dense) and for tokens in no class of at least ``min_class_size`` words
     (HDBSCAN's noise, and the smaller classes: they are no variable).
     ``W_U``: (n_tokens, d_model) unembedding rows; ``counts``: (n_tokens,) rows per token in the sample;
-    ``words``: each token's text, or None (see :func:`word_groups`). HDBSCAN breaks ties by the order of its
-    points, so the words are clustered in an order set by their text alone (not the token ids), shuffled by
-    ``seed``: without ``words``, by the ids."""
+    ``words``: each token's text, or None; ``fold``: join the tokens spelling one word (see :func:`word_groups`).
+    Nothing depends on the token ids: HDBSCAN breaks ties by the order of its points, so the words are clustered
+    in the order of their content (:func:`token_key`: text, then unembedding row) shuffled by ``seed``, and the
+    ``max_tokens`` cut breaks ties in count by the same key."""
     seen = np.flatnonzero(counts > 0)
+    keys = {i: token_key(W_U, words, i) for i in seen.tolist()}
     if seen.size > max_tokens:
-        seen = np.sort(seen[np.argsort(-counts[seen], kind="stable")[:max_tokens]])
+        seen = np.sort(np.asarray(sorted(seen.tolist(), key=lambda i: (-counts[i], keys[i]))[:max_tokens]))
     out = np.full(W_U.shape[0], -1, dtype=np.int64)
     if seen.size == 0:
         return out
-    group = word_order(word_groups(words, seen), words, seen, seed)  # (n_seen,) word of each seen token
+    group = word_order(word_groups(words if fold else None, seen), [keys[i] for i in seen.tolist()], seed)
     G = _one_hot(group, seen.size, int(group.max()) + 1).T.tocsr()  # (n_words, n_seen)
     mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
@@ -102,16 +105,23 @@ def word_groups(words: Sequence[str] | None, seen: np.ndarray) -> np.ndarray:
     return np.asarray([first.setdefault(k, len(first)) for k in keys], dtype=np.int64)
 
 
-def word_order(group: np.ndarray, words: Sequence[str] | None, seen: np.ndarray, seed: int) -> np.ndarray:
-    """``group`` (n_seen,) renumbered so that word k is the k-th of a seeded shuffle of the words sorted by their
-    text (a word's folded text; a token that folds with none by its own text, then id; without ``words``, by
-    id): the numbering, and so the clustering's order, depends on the texts and ``seed``, not on the ids."""
+def token_key(W_U: np.ndarray, words: Sequence[str] | None, i: int) -> tuple[str, str]:
+    """A token's content: its folded text (or its text, when that folds to nothing; "" without ``words``), then a
+    digest of its unembedding row. Orders tokens without their ids."""
+    text = "" if words is None else (_fold(words[i]) or words[i])
+    return text, hashlib.blake2b(np.ascontiguousarray(W_U[i]).tobytes(), digest_size=8).hexdigest()
+
+
+def word_order(group: np.ndarray, keys: Sequence[tuple[str, str]], seed: int) -> np.ndarray:
+    """``group`` (n_seen,) renumbered so that word k is the k-th of a seeded shuffle of the words sorted by
+    content (the smallest :func:`token_key` of their tokens, ``keys``, one per seen token): the numbering, and
+    so the clustering's order, depends on the tokens' content and ``seed``, not on their ids."""
     n_words = int(group.max()) + 1
-    key: list[tuple[str, int]] = [("", 0)] * n_words
-    for g, i in zip(group.tolist(), seen.tolist()):
-        text = "" if words is None else _fold(words[i])
-        key[g] = (text, -1) if text else ("" if words is None else words[i], i)
-    ranked = sorted(range(n_words), key=key.__getitem__)  # word numbers in text order
+    key: dict[int, tuple[str, str]] = {}
+    for g, k in zip(group.tolist(), keys):
+        if g not in key or k < key[g]:
+            key[g] = k
+    ranked = sorted(range(n_words), key=key.__getitem__)  # word numbers in content order
     order = np.asarray(ranked, dtype=np.int64)[np.random.default_rng(seed).permutation(n_words)]
     new = np.empty(n_words, dtype=np.int64)
     new[order] = np.arange(n_words)

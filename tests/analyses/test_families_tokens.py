@@ -328,3 +328,10 @@ def test_token_classes_do_not_depend_on_the_token_ids() -> None:
         moved = token_classes(W_U[perm], reads[:, perm], predicts[:, perm], counts[perm],
                               words=[words[i] for i in perm], **kw)
         assert partition(moved, [words[i] for i in perm]) == partition(base, words), seed
+    same = ["\ufffd"] * 32  # one text for every token (partial UTF-8 bytes): the unembedding rows order them
+    base = token_classes(W_U, reads, predicts, counts, words=same, **kw)
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(32)
+        moved = token_classes(W_U[perm], reads[:, perm], predicts[:, perm], counts[perm], words=same, **kw)
+        assert {frozenset(perm[moved == c].tolist()) for c in np.unique(moved[moved >= 0])} == \
+            {frozenset(np.flatnonzero(base == c).tolist()) for c in np.unique(base[base >= 0])}, seed

@@ -1,5 +1,7 @@
 """Scoring FeatureFamilies against a world's per-feature truth (workbench.families_eval)."""
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -51,16 +53,18 @@ def test_token_families_do_not_depend_on_the_token_ids() -> None:
     from analyses.families import FeatureFamilies
     s = world_sample(world_dir(), "plt", n_sentences=600)
 
-    def families(perm: np.ndarray) -> list[tuple[tuple[int, ...], tuple[str, ...]]]:
+    def families(perm: np.ndarray, **params: Any) -> list[tuple[tuple[int, ...], tuple[str, ...]]]:
         new_id = np.argsort(perm)  # old id i is new id new_id[i]; new row j is old row perm[j]
         words = [s.token_words[i] for i in perm]
-        est = FeatureFamilies().fit(s.X, layer=s.layer, feature=s.feature, activations=s.activations,
+        est = FeatureFamilies(**params).fit(s.X, layer=s.layer, feature=s.feature, activations=s.activations,
                                     tokens=new_id[s.tokens], next_tokens=np.where(
                                         s.next_tokens >= 0, new_id[np.maximum(s.next_tokens, 0)], -1),
                                     token_vectors=s.token_vectors[perm], token_words=words)
         return sorted((tuple(np.flatnonzero(est.labels_ == f.id).tolist()), tuple(sorted(words[t] for t in f.tokens)))
                       for f in est.result_.families if f.tokens)
 
-    base = families(np.arange(len(s.token_words)))
-    for seed in range(3):
-        assert families(np.random.default_rng(seed).permutation(len(s.token_words))) == base, seed
+    # also unfolded words, and a max_tokens cut through tokens of equal counts (ties broken by content)
+    for params in ({}, {"fold_case": False}, {"max_tokens": 100}):
+        base = families(np.arange(len(s.token_words)), **params)
+        for seed in range(3):
+            assert families(np.random.default_rng(seed).permutation(len(s.token_words)), **params) == base, params

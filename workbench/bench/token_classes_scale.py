@@ -75,7 +75,7 @@ def run(d_vocab: int, d_model: int, n_rows: int, n_features: int, active: int, *
     counts = np.bincount(d["tokens"], minlength=d_vocab)
     classes = token_classes(d["W_U"], reads, predicts, counts, clustering=cfg.token_clustering, cut=cfg.token_cut,
                             min_class_size=cfg.min_token_class, selection=cfg.token_selection,
-                            max_tokens=cfg.max_tokens, words=d["words"], seed=cfg.random_state)
+                            max_tokens=cfg.max_tokens, words=d["words"], fold=cfg.fold_case, seed=cfg.random_state)
     seconds["classes"] = time.perf_counter() - t
     t = time.perf_counter()
     total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,)
