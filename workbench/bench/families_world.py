@@ -1,6 +1,6 @@
 """Family ARI of FeatureFamilies on the demo world: tune on a tuning set, score a held-out set.
 
-Run (JSON to --out; 5 min 40 s on 2 cores with the tiny world built, which it builds first if missing)::
+Run (JSON to --out; 5 min 50 s on 2 cores with the tiny world built, which it builds first if missing)::
 
     python -m workbench.bench.families_world --tiny-world /tmp/tiny --out families_world.json
 
