@@ -68,3 +68,24 @@ def test_token_families_do_not_depend_on_the_token_ids() -> None:
         base = families(np.arange(len(s.token_words)), **params)
         for seed in range(3):
             assert families(np.random.default_rng(seed).permutation(len(s.token_words)), **params) == base, params
+
+
+@pytest.mark.skipif(not (world_dir() / "feature_truth_plt.jsonl").is_file(), reason="no demo world truth")
+def test_the_tuning_scores_token_points_over_word_orders_and_the_spread_reports_them(monkeypatch) -> None:  # noqa: ANN001
+    import workbench.families_eval as fe
+
+    sample = world_sample(world_dir(), "plt", n_sentences=300, stream="families-test")
+    truth = load_truth(world_dir() / "feature_truth_plt.jsonl")
+    monkeypatch.setattr(fe, "GRID", {**fe.GRID, "coactivation": ["profile"], "weighting": ["activation"],
+                                     "coactivation_weight": [1.0], "context": ["all"],
+                                     "clustering_cut": [("average", 0.6)]})
+    monkeypatch.setattr(fe, "TOKEN_GRID", {"token_clustering": [("hdbscan", "leaf"), ("average", 0.4)],
+                                           "fold_case": [True], "min_token_class": [5], "min_token_share": [0.3]})
+    best, rows = fe.tune({"plt": (sample, truth)})
+    assert [r["seeds"] for r in rows] == [[0], list(fe.TUNING_SEEDS), list(fe.TUNING_SEEDS)]
+    assert rows[1]["params"]["token_selection"] == "leaf" and rows[2]["params"]["token_cut"] == 0.4
+    assert best == max(rows, key=lambda r: r["mean"])["params"]
+    spread = fe.order_spread(sample, truth, best, seeds=range(3))
+    assert spread["seeds"] == [0, 1, 2] and len(spread["ari"]) == 3
+    assert spread["min"] <= spread["mean"] <= spread["max"]
+    assert spread["ari"][0] == round(score(sample, truth, best)["ari_family"]["mean"], 4)  # seed 0 is the default
