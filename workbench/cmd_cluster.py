@@ -16,8 +16,10 @@ features (:class:`analyses.supernodes.clustering.SupernodeClustering`), picks at
 ``--transcoders`` adds the virtual-weight similarity and checks the graph against them; ``--model``
 (with ``--transcoders``) ablates every group on the real model; ``--prompts`` (with both) runs
 unlabelled text through them and adds the co-activation similarity (features that fire on the
-same kind of token); ``--activations`` reads that sample from a run of ``workbench activations``
-instead. Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
+same kind of token) and the features' roles (what each reads or predicts on that text,
+:mod:`analyses.families.roles`: features of different roles never share a group, and without labels
+the roles name the groups); ``--activations`` reads that sample from a run of ``workbench activations``
+instead (the roles need ``--model`` too). Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
 open the groups in the viewers. Every flag's default and help come from the configs in
 :mod:`analyses.supernodes.config`.
 """
@@ -194,7 +196,7 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
     from tracer.graph.checks import check_transcoders_match
 
     out: dict[str, Any] = {"loaded": None, "transcoders": None, "labels": None, "families": None, "prune": None,
-                           "coactivation": None}
+                           "coactivation": None, "roles": None}
     if args.prune:  # first: it needs no model
         out["prune"], out["prune_thresholds"] = read_prune(args.prune, graph)
     if args.model:
@@ -224,68 +226,18 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
                                         (graph.transcoder_id or None), None if tcs is None else tcs.d_transcoder)
     if args.activations:
         from tracer.activations import ActivationStore
+        from workbench.corpus_evidence import store_coactivation
 
         tcs = out["transcoders"]
-        out["coactivation"] = store_coactivation(ActivationStore(args.activations), n_layers=graph.n_layers,
-                                                 d_transcoder=tcs.d_transcoder, kind=tcs.kind, source=tcs.source)
+        out["coactivation"], out["roles"] = store_coactivation(
+            ActivationStore(args.activations), n_layers=graph.n_layers, d_transcoder=tcs.d_transcoder, kind=tcs.kind,
+            source=tcs.source, loaded=out["loaded"])
     if prompts is not None:
-        out["coactivation"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
-                                                  allow_unk=args.allow_unk)
+        from workbench.corpus_evidence import prompt_coactivation
+
+        out["coactivation"], out["roles"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts,
+                                                                verbose=not args.quiet, allow_unk=args.allow_unk)
     return out
-
-
-def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
-                        verbose: bool, allow_unk: bool = False) -> Any:
-    """The co-activation context of unlabelled prompts (a file of lines, or the lines) over every
-    transcoder layer, columns keyed by (layer, feature)."""
-    from analyses.families.coactivation import CoactivationContext
-    from workbench.cmd_families import collect_feature_matrix, read_prompts
-
-    lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
-    A, keys = collect_feature_matrix(loaded, transcoders, lines, list(range(transcoders.n_layers)), verbose=verbose,
-                                     allow_unk=allow_unk)
-    context = CoactivationContext.from_activations(A, keys)
-    logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
-    return context
-
-
-def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
-                       kind: str | None = None, source: str | None = None) -> Any:
-    """The co-activation context of a collected activation run (``workbench activations``): every
-    feature layer it holds, columns keyed by (layer, feature). With ``n_layers`` / ``d_transcoder`` /
-    ``kind`` / ``source`` (the graph's transcoders), a run of other transcoders is refused."""
-    from analyses.families.coactivation import CoactivationContext
-    from tracer.errors import WorkbenchError
-    from tracer.transcoders.identity import check_same_transcoders
-
-    if source is not None:
-        check_same_transcoders(store.index.get("transcoder_signature"), store.index.get("transcoder_id"), source,
-                               "--activations", str(store.directory))
-
-    layers = store.feature_layers
-    if not layers:
-        raise WorkbenchError(f"--activations must hold transcoder feature activations; {str(store.directory)!r} "
-                             "has no feature layers. Collect them with `workbench activations` (feature layers).")
-    for layer in layers:
-        if (n_layers is not None and layer >= n_layers) or (d_transcoder is not None
-                                                            and store.d_transcoder(layer) != d_transcoder):
-            raise WorkbenchError(f"--activations must come from the graph's transcoders ({n_layers} layers of "
-                                 f"{d_transcoder} features); got layer {layer} with {store.d_transcoder(layer)} "
-                                 "features. Collect them with these transcoders.")
-    run_kind = store.index.get("transcoder_kind")
-    if kind is not None and run_kind is not None and run_kind != kind:
-        raise WorkbenchError(f"--activations must come from the graph's transcoders ({kind}); got a run of {run_kind} "
-                             f"transcoders in {str(store.directory)!r}. Collect them with these transcoders.")
-    if not store.complete:
-        logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
-    try:
-        context = CoactivationContext.from_store(store)
-    except WorkbenchError:  # a damaged run: the store's own message
-        raise
-    except ValueError as err:  # e.g. negative activations: not a transcoder run this similarity can read
-        raise WorkbenchError(f"--{str(err).splitlines()[0]} ({str(store.directory)!r})") from None
-    logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, context.n_rows, layers)
-    return context
 
 
 # ----------------------------------------------------------------------------- run
@@ -293,7 +245,7 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
              verbose: bool) -> tuple[Any, Any]:
     """The readable circuit of ``graph`` and, when ``inputs["loaded"]`` holds a model, its ablation check.
 
-    ``inputs``: loaded, transcoders, labels, families, prune, coactivation (each may be None or absent);
+    ``inputs``: loaded, transcoders, labels, families, prune, coactivation, roles (each may be None or absent);
     ``configs``: circuit, clustering, interventions (the config dataclasses)."""
     from analyses.supernodes.circuit import ReadableCircuit, group_nodes
     from analyses.supernodes.clustering import SupernodeClustering
@@ -302,7 +254,8 @@ def analyse_circuit(graph: Any, inputs: dict[str, Any], configs: dict[str, Any],
     circuit = ReadableCircuit.from_config(configs["circuit"],
                                           clustering=SupernodeClustering.from_config(configs["clustering"]))
     circuit.fit(graph, prune_result=inputs["prune"], transcoders=inputs["transcoders"], families=inputs["families"],
-                labels=inputs["labels"], token_strings=tokens, coactivation=inputs.get("coactivation"))
+                labels=inputs["labels"], token_strings=tokens, coactivation=inputs.get("coactivation"),
+                roles=inputs.get("roles"))
     check = None
     if inputs["loaded"] is not None:
         coarse = circuit.coarse_graph_  # its order, the JSON's: the chosen_ order differs (rows went to other groups)
@@ -471,6 +424,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     if inputs["coactivation"] is not None:
         source = {"prompts": str(args.prompts)} if args.prompts else {"activations": str(args.activations)}
         doc["coactivation"] = {**source, "n_token_rows": int(inputs["coactivation"].n_rows)}
+    if inputs["roles"] is not None:
+        roles = inputs["roles"]
+        doc["roles"] = {"n_roles": len(roles.names), "n_features": int((roles.role >= 0).sum()),
+                        "min_share": roles.min_share, "constraint": configs["clustering"].role_constraint}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     if inputs["prune"] is not None:  # the --prune file's view was clustered, not one at the config's thresholds
         doc["config"]["clustering"].update(thresholds or {"node_threshold": None, "edge_threshold": None})

@@ -181,18 +181,21 @@ def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -
 
 
 def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,
-                           verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any]:
-    """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys) of ``layers``'
-    features over the prompts (:meth:`tracer.activations.ActivationStore.feature_matrix`), collected in
-    batches by :func:`tracer.activations.collect_activations` into a temporary folder."""
+                           verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any, Any, Any]:
+    """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys, and (n_token_rows,)
+    each row's token id and the next one's in its prompt (-1 at a prompt's end)) of ``layers``' features over the
+    prompts (:meth:`tracer.activations.ActivationStore.feature_matrix`), collected in batches by
+    :func:`tracer.activations.collect_activations` into a temporary folder."""
     import tempfile
 
+    from analyses.families.roles import row_tokens
     from tracer.activations import ActivationConfig, collect_activations
 
     config = ActivationConfig(feature_layers=tuple(layers))
     with tempfile.TemporaryDirectory(prefix="workbench-activations-") as tmp:
         store = collect_activations(loaded, transcoders, prompts, tmp, config, allow_unk=allow_unk, verbose=verbose)
-        return store.feature_matrix(list(layers))
+        rows = store.row_table()
+        return (*store.feature_matrix(list(layers)), *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
 
 
 def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], layer: Any) -> tuple[Any, Any,

@@ -142,14 +142,14 @@ def run_demo(args: argparse.Namespace) -> int:
     labels = load_labels(labels_path) if labels_path else {}
     check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(labels_path))
     sections, summary = [], {}
-    coactivation = None
+    corpus = None
     if args.analyses and manifest is not None:
         from workbench.demo_analyses import coactivation_sample
 
-        coactivation = coactivation_sample(loaded, tcs, world, manifest, verbose=not args.quiet)
+        corpus = coactivation_sample(loaded, tcs, world, manifest, verbose=not args.quiet)
     for name, prompt in prompts.items():
         section, stats = trace_section(loaded, tcs, labels, name, prompt, answers.get(name), out, args.quiet,
-                                       allow_unk=args.allow_unk, analyses=args.analyses, coactivation=coactivation)
+                                       allow_unk=args.allow_unk, analyses=args.analyses, corpus=corpus)
         sections.append(section)
         summary[name] = stats
     manifolds: list[Any] = []
@@ -234,10 +234,10 @@ def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
 
 
 def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | None, out: Path, quiet: bool,
-                  allow_unk: bool = False, analyses: bool = False, coactivation: Any = None):
+                  allow_unk: bool = False, analyses: bool = False, corpus: Any = None):
     """Trace, prune and score one prompt (and, with ``analyses``, build and check its readable circuit,
-    with the co-activation similarity when ``coactivation`` is given); save its files; return the report
-    section and stats."""
+    with the co-activation similarity and the roles when ``corpus`` (context, roles) is given); save its files;
+    return the report section and stats."""
     import torch
 
     from tracer.attribution import attribute
@@ -275,7 +275,7 @@ def trace_section(loaded, tcs, labels, name: str, prompt: str, expected: str | N
 
         circuit, stats["circuit"] = circuit_view(loaded, tcs, graph, result, labels, tok_strs,
                                                  out / "supernodes" / f"{name}.json", verbose=not quiet,
-                                                 coactivation=coactivation)
+                                                 corpus=corpus)
     section = GraphSection(
         title=f"{name}: {prompt}", prompt_tokens=tok_strs, expected=expected, top_logits=top_logits,
         scores={"replacement (full graph)": full.replacement, "completeness (full graph)": full.completeness,

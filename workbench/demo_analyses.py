@@ -42,9 +42,10 @@ EVIDENCE = {"edge": "signed edge profiles", "virtual": "virtual weights",
 
 
 def coactivation_sample(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], *,
-                        verbose: bool) -> Any:
-    """The co-activation context of the world's corpus sample (the sentences discovery reads; no labels)."""
-    from workbench.cmd_cluster import prompt_coactivation
+                        verbose: bool) -> tuple[Any, Any]:
+    """(the co-activation context, the features' roles) of the world's corpus sample (the sentences discovery
+    reads; no labels)."""
+    from workbench.corpus_evidence import prompt_coactivation
     from workbench.manifold_world_discovery import world_corpus
 
     return prompt_coactivation(loaded, tcs, world_corpus(world, manifest, DISCOVERY_SENTENCES), verbose=verbose)
@@ -52,9 +53,9 @@ def coactivation_sample(loaded: LoadedModel, tcs: Transcoders, world: Path, mani
 
 def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result: Any, labels: dict[Any, Any],
                  tokens: list[str], out_json: Path, *, verbose: bool,
-                 coactivation: Any = None) -> tuple[CircuitView, dict[str, Any]]:
+                 corpus: tuple[Any, Any] | None = None) -> tuple[CircuitView, dict[str, Any]]:
     """Cluster, choose, check and save one graph's readable circuit; the report's view and the summary
-    (``coactivation``: a :func:`coactivation_sample` for the co-activation similarity, or None)."""
+    (``corpus``: a :func:`coactivation_sample` for the co-activation similarity and the roles, or None)."""
     import dataclasses
 
     from analyses.coarse import SupernodeGraphDisplay
@@ -64,7 +65,8 @@ def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result
     configs: dict[str, Any] = {"circuit": CircuitConfig(), "clustering": ClusteringConfig(),
                                "interventions": InterventionConfig()}
     inputs = {"loaded": loaded, "transcoders": tcs, "labels": labels or None, "families": None,
-              "prune": prune_result, "coactivation": coactivation}
+              "prune": prune_result, "coactivation": corpus[0] if corpus else None,
+              "roles": corpus[1] if corpus else None}
     circuit, check = analyse_circuit(graph, inputs, configs, tokens, verbose)
     doc = supernodes_document(circuit, check, graph, {"node_threshold": configs["clustering"].node_threshold,
                                                       "edge_threshold": configs["clustering"].edge_threshold})

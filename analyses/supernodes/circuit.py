@@ -34,6 +34,7 @@ import torch
 from analyses.base import Estimator, atomic_fit, clone
 from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, check_token_strings
 from analyses.families.coactivation import CoactivationContext
+from analyses.families.roles import FeatureRoles
 from analyses.results import check_shapes, register_result
 from analyses.supernodes.clustering import SupernodeClustering, SupernodeResult
 from analyses.supernodes.config import CircuitConfig
@@ -233,9 +234,9 @@ class ReadableCircuit(Estimator):
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
             labels: Mapping[tuple[int, int], Any] | None = None,
             token_strings: Sequence[str] | None = None,
-            coactivation: CoactivationContext | None = None) -> "ReadableCircuit":
+            coactivation: CoactivationContext | None = None, roles: FeatureRoles | None = None) -> "ReadableCircuit":
         """Cluster the pruned graph's features, pick groups under the budget, build and score the circuit
-        (transcoders, families, labels, coactivation: as :meth:`SupernodeClustering.fit`)."""
+        (transcoders, families, labels, coactivation, roles: as :meth:`SupernodeClustering.fit`)."""
         self._validate_params()
         if not isinstance(graph, Graph):
             raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
@@ -248,7 +249,7 @@ class ReadableCircuit(Estimator):
             prune_result = prune_graph(graph, PruneConfig(node_threshold=est.config_.node_threshold,
                                                           edge_threshold=est.config_.edge_threshold))
         est.fit(graph, prune_result=prune_result, transcoders=transcoders, families=families, labels=labels,
-                coactivation=coactivation)
+                coactivation=coactivation, roles=roles)
         view = viewer_subgraph(graph, prune_result)
         shown = view.node_index.cpu()
         scorer = SubgraphScorer(graph, prune_result, view=view)

@@ -5,8 +5,10 @@ thresholds, or a given prune result / node mask / candidate list). Their affinit
 mean of the similarities in :mod:`analyses.supernodes.similarity` (those without inputs are
 skipped), their cannot-links are Anthropic's criteria (:func:`analyses.supernodes.linkage.cannot_link`),
 and complete linkage cuts them deterministically (:func:`analyses.supernodes.linkage.cluster_affinity`).
-A group's label is its members' most common label (ties: the member with the largest activation),
-or, without labels, its layers, position and size.
+With feature roles (:mod:`analyses.families.roles`, read from an unlabelled corpus sample's tokens),
+features of different roles never share a group. A group's label is its members' most common label
+(ties: the member with the largest activation), or without labels their most common role's name ("reads
+'is'", "predicts Monday, Tuesday, ..."), or without either its layers, position and size.
 
     est = SupernodeClustering().fit(graph, transcoders=tcs)
     est.groups_                        # node indices of each group
@@ -28,10 +30,11 @@ from analyses.base import Estimator, as_integers, atomic_fit, check_number
 from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result
 from analyses.display import Display
 from analyses.families.coactivation import CoactivationContext
+from analyses.families.roles import FeatureRoles
 from analyses.results import check_shapes, register_result
 from analyses.supernodes import similarity as sim
 from analyses.supernodes.config import ClusteringConfig
-from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks
+from analyses.supernodes.linkage import Block, cannot_link, cluster_blocks, role_cannot_link
 from tracer.graph import Graph, PruneConfig, PruneResult, ViewerSubgraph, prune_graph, viewer_subgraph
 from tracer.labels import check_label_mapping
 from tracer.transcoders.base import Transcoders
@@ -156,6 +159,7 @@ class SupernodeClustering(Estimator):
                  min_affinity: float = _D.min_affinity, cut: str = _D.cut, max_group_size: int = _D.max_group_size,
                  max_layer_span: int = _D.max_layer_span, cross_position: bool = _D.cross_position,
                  negative_edge_tolerance: float = _D.negative_edge_tolerance,
+                 role_constraint: bool = _D.role_constraint,
                  node_threshold: float = _D.node_threshold, edge_threshold: float = _D.edge_threshold) -> None:
         self.similarities = similarities
         self.edge_weight = edge_weight
@@ -170,6 +174,7 @@ class SupernodeClustering(Estimator):
         self.max_layer_span = max_layer_span
         self.cross_position = cross_position
         self.negative_edge_tolerance = negative_edge_tolerance
+        self.role_constraint = role_constraint
         self.node_threshold = node_threshold
         self.edge_threshold = edge_threshold
 
@@ -185,7 +190,8 @@ class SupernodeClustering(Estimator):
             candidates: Sequence[int] | None = None, transcoders: Transcoders | None = None,
             families: Mapping[tuple[int, int], int] | np.ndarray | None = None,
             labels: Mapping[tuple[int, int], Any] | None = None,
-            coactivation: CoactivationContext | None = None) -> "SupernodeClustering":
+            coactivation: CoactivationContext | None = None,
+            roles: FeatureRoles | None = None) -> "SupernodeClustering":
         """Cluster ``graph``'s candidate features (see the module docstring).
 
         prune_result / node_mask: the working set. With a prune result (default: prune at node_threshold
@@ -196,7 +202,9 @@ class SupernodeClustering(Estimator):
         or an (n_layers, d_transcoder) array (-1: none); labels: (layer, feature) -> label (text or
         an object with ``.label``), for group names and the label similarity; coactivation: an
         unlabelled activation sample whose columns are keyed by (layer, feature)
-        (:meth:`CoactivationContext.from_activations`), for the co-activation similarity.
+        (:meth:`CoactivationContext.from_activations`), for the co-activation similarity; roles: each
+        feature's role on such a sample (:func:`analyses.families.roles.feature_roles`), a hard constraint
+        (``role_constraint``) and the groups' names when no labels are given.
         """
         self._validate_params()
         if not isinstance(graph, Graph):
@@ -204,6 +212,9 @@ class SupernodeClustering(Estimator):
         if prune_result is not None:
             check_prune_result(graph, prune_result)
         check_inputs(graph, transcoders, labels, coactivation)
+        if roles is not None and not isinstance(roles, FeatureRoles):
+            raise TypeError(f"roles must be an analyses.families.roles.FeatureRoles (feature_roles); got "
+                            f"{type(roles).__name__}.")
         if isinstance(families, (np.ndarray, torch.Tensor)):
             families = family_table(graph, families)
         work_nodes, self.prune_result_, view = self._working_set(graph, prune_result, node_mask)
@@ -214,6 +225,7 @@ class SupernodeClustering(Estimator):
         pos = np.searchsorted(work.nodes, cand)  # candidates' rows in the working set
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
         inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels, coactivation)
+        inputs["roles"] = roles.lookup(keys[:, [0, 2]]) if roles is not None else None  # (n_c,) -1: none
         effects = sim.logit_effects(work, graph)[pos]
         blocks = [np.arange(cand.size)] if self.config_.cross_position else [
             np.flatnonzero(keys[:, 1] == p) for p in np.unique(keys[:, 1])]
@@ -225,7 +237,7 @@ class SupernodeClustering(Estimator):
         for block in parts:
             affinity[np.ix_(block.items, block.items)] = block.affinity
             cannot[np.ix_(block.items, block.items)] = block.cannot
-        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(inputs["used"]), labels)
+        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(inputs["used"]), labels, roles)
         return self
 
     def _working_set(self, graph: Graph, prune_result: PruneResult | None,
@@ -308,21 +320,26 @@ class SupernodeClustering(Estimator):
         cannot = cannot_link(keys[idx], effects[idx], edge.outgoing, work.block[np.ix_(at, at)].double().numpy(),
                              work.row_abs[at], cross_position=cfg.cross_position, max_layer_span=cfg.max_layer_span,
                              negative_edge_tolerance=cfg.negative_edge_tolerance)
+        if cfg.role_constraint and inputs["roles"] is not None:
+            cannot |= role_cannot_link(inputs["roles"][idx])
         return Block(affinity, cannot, idx)
 
     def _store(self, graph: Graph, cand: np.ndarray, keys: np.ndarray, affinity: np.ndarray, cannot: np.ndarray,
                clustering: Any, effects: np.ndarray, used: tuple[str, ...],
-               labels: Mapping[tuple[int, int], Any] | None) -> None:
+               labels: Mapping[tuple[int, int], Any] | None, roles: FeatureRoles | None) -> None:
         self.candidates_, self.keys_, self.affinity_, self.cannot_link_ = cand, keys, affinity, cannot
         self.labels_, self.linkage_, self.cut_height_ = clustering.labels, clustering.linkage, clustering.height
         self.effects_, self.similarities_used_ = effects, used
         self.groups_ = [cand[clustering.labels == k] for k in range(int(clustering.labels.max()) + 1)]
         acts = graph.activation_values[graph.selected_features].double().cpu().numpy()
         names: list[str | None] = []
+        role_names = [n or "" for n in roles.names_of(keys[:, [0, 2]])] if roles is not None else None
         for k in range(len(self.groups_)):
             members = np.flatnonzero(clustering.labels == k)
             texts = [sim.label_text(labels.get((int(keys[i, 0]), int(keys[i, 2])))) if labels else ""
                      for i in members]
+            if not any(texts) and role_names is not None:  # no labels: the members' roles name the group
+                texts = [role_names[i] for i in members]
             names.append(group_label(texts, acts[cand[members]].tolist()))
         self.group_labels_ = names
         logger.info("clustered %d features into %d groups (%d with several members; cut at affinity %.3f; "

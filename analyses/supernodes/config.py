@@ -5,8 +5,11 @@ Defaults follow ``research/geometry.md`` §7(a): affinity ``0.5 edge + 0.3 virtu
 (renormalised over the similarities that are available), plus ``0.8 coactivation`` when an
 unlabelled activation sample is given (as much weight as edge and virtual together: chosen on the
 demo world's PLT transcoders, the tuning set, and checked on its CLT; see the README); in/out
-weight λ = 0.5, complete linkage cut no higher than affinity 0.6, at most 12 members, a layer span
-of at most 4, one position, and no member edge below -5% of the target's input mass.
+weight λ = 0.5, complete linkage cut no higher than affinity 0.5, at most 12 members, a layer span
+of at most 4, one position, no member edge below -5% of the target's input mass, and, with feature
+roles (:mod:`analyses.families.roles`), one role per group. The cut was 0.6 before the roles: with
+them, 0.5 is the strictest of 0.6 / 0.5 / 0.4 / 0.3 that keeps 2x compression on the PLT tuning set
+(see the README).
 """
 
 from dataclasses import dataclass
@@ -47,7 +50,7 @@ class ClusteringConfig:
     """Weight of the label-text cosine in the affinity (only when 'label' is listed)."""
     in_weight: float = 0.5
     """λ: weight of the incoming edge profile against the outgoing one."""
-    min_affinity: float = 0.6
+    min_affinity: float = 0.5
     """Every pair in a group has at least this affinity (complete linkage cut height 1 - this)."""
     cut: str = "auto"
     """auto: the best-silhouette cut at or below 1 - min_affinity; threshold: cut at 1 - min_affinity."""
@@ -59,6 +62,9 @@ class ClusteringConfig:
     """Allow members at different positions."""
     negative_edge_tolerance: float = 0.05
     """Members may not have a direct edge below -this x the target's total input |weight|."""
+    role_constraint: bool = True
+    """With feature roles (fit's roles: analyses.families.roles, read from an unlabelled corpus sample's tokens),
+    features of different roles never share a group (a feature without a role may join any)."""
     node_threshold: float = 0.8
     """Prune a graph given without a node mask at this node threshold (candidates: kept features)."""
     edge_threshold: float = 0.98
@@ -85,6 +91,8 @@ class ClusteringConfig:
         if not isinstance(self.cross_position, bool):
             raise _bad("cross_position", "a bool", self.cross_position, error=TypeError)
         check_number("negative_edge_tolerance", self.negative_edge_tolerance, lo=0.0, hi=1.0)
+        if not isinstance(self.role_constraint, bool):
+            raise _bad("role_constraint", "a bool", self.role_constraint, error=TypeError)
         check_number("node_threshold", self.node_threshold, lo=0.0, hi=1.0)
         check_number("edge_threshold", self.edge_threshold, lo=0.0, hi=1.0)
 

@@ -67,6 +67,12 @@ def cannot_link(keys: np.ndarray, effects: np.ndarray, out_cos: np.ndarray, edge
     return bad
 
 
+def role_cannot_link(roles: np.ndarray) -> np.ndarray:
+    """(n, n) bool: pairs whose roles (n,) differ, where both have one (-1: no role, no constraint)."""
+    known = roles >= 0
+    return (roles[:, None] != roles[None, :]) & known[:, None] & known[None, :]
+
+
 def _distances(affinity: np.ndarray, cannot: np.ndarray) -> np.ndarray:
     dist = 1.0 - np.clip(affinity, 0.0, 1.0)
     dist = np.maximum(dist, dist.T)  # symmetric whatever the input's rounding

@@ -308,6 +308,12 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     doc = json.loads((tmp_path / "with.json").read_text())
     assert doc["similarities"] == ["edge", "virtual", "coactivation"]
     assert doc["coactivation"]["n_token_rows"] == 7 + 8 + 7  # one row per word (BOS left out)
+    assert doc["roles"]["n_features"] > 0 and doc["roles"]["constraint"] is True and doc["roles"]["min_share"] == 0.5
+    status, _, err = run(*base, "--out", str(tmp_path / "named.json"), "--prompts", str(prompts), "--no-labels")
+    assert status == 0, err
+    named = json.loads((tmp_path / "named.json").read_text())["supernodes"]
+    groups = [sn["label"] for sn in named if len(sn["members"]) > 1]  # members of a group share a role: it names it
+    assert groups and all(label.startswith(("reads ", "predicts ", "mixed")) for label in groups)
     status, _, err = run(*base, "--out", str(tmp_path / "without.json"))
     assert status == 0, err
     assert json.loads((tmp_path / "without.json").read_text())["similarities"] == ["edge", "virtual"]
@@ -333,6 +339,7 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     stored = json.loads((tmp_path / "store.json").read_text())
     assert stored["coactivation"]["n_token_rows"] == doc["coactivation"]["n_token_rows"]
     assert stored["supernodes"] == doc["supernodes"] and stored["similarities"] == doc["similarities"]
+    assert stored["roles"] == doc["roles"]  # the run's row tokens are the prompts' (the same roles, the same groups)
     (tmp_path / "not-a-run").mkdir()
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "not-a-run"))
     assert status == 2 and not (tmp_path / "bad.json").exists()
@@ -347,7 +354,7 @@ def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> No
     from types import SimpleNamespace
 
     from tracer.errors import WorkbenchError
-    from workbench.cmd_cluster import store_coactivation
+    from workbench.corpus_evidence import store_coactivation
 
     def run_of(layers: list[int], width: int) -> SimpleNamespace:
         return SimpleNamespace(feature_layers=layers, d_transcoder=lambda layer: width, directory=tmp_path,

@@ -43,11 +43,12 @@ def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> An
     import numpy as np
 
     from workbench.bench.build import SPECIAL_TOKENS
-    from workbench.cmd_cluster import prompt_coactivation
+    from workbench.corpus_evidence import prompt_coactivation
 
     rng = np.random.default_rng(1)
     words = rng.integers(len(SPECIAL_TOKENS), vocab, (n_prompts, 32))  # (n_prompts, 32) word ids
-    return prompt_coactivation(loaded, tcs, [" ".join(f"w{w}" for w in row) for row in words], verbose=False)
+    return prompt_coactivation(loaded, tcs, [" ".join(f"w{w}" for w in row) for row in words], verbose=False,
+                               roles=False)[0]
 
 
 def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_prompts: int = 256) -> dict[str, Any]:

@@ -7,8 +7,9 @@ For each transcoder set, on the two demo prompts and on ``--n-prompts`` prompts 
 day, month, hue and two-hop prompt sets (evenly spaced over the set, train and held-out alike):
 trace, prune (circuit-tracer's defaults), build the readable circuit **without labels**
 (:class:`analyses.supernodes.circuit.ReadableCircuit`, transcoders given: edge-profile and
-virtual-weight similarities, and co-activation profiles over ``--coactivation-sentences`` fresh
-*unlabelled* generator sentences) and score its groups against ``feature_truth_{kind}.jsonl``:
+virtual-weight similarities, co-activation profiles over ``--coactivation-sentences`` fresh
+*unlabelled* generator sentences, and the features' roles read from that sample's tokens,
+:mod:`analyses.families.roles`) and score its groups against ``feature_truth_{kind}.jsonl``:
 
 * **purity** (per group of two or more features: the largest share of members with one truth key,
   weighted by group size): ``side`` alone; ``side`` + ``family``; and the target's key, ``side`` +
@@ -21,7 +22,8 @@ virtual-weight similarities, and co-activation profiles over ``--coactivation-se
 * **pair separability**: the ROC AUC with which the clustering's affinity tells pairs of one truth key
   (target level) from pairs of different keys, over the pairs it may join (one position, no
   cannot-link), pooled over the graphs;
-* the same summaries without the co-activation sample (``without_coactivation``), side by side;
+* the same summaries without the roles (``without_roles``) and without the sample at all, neither roles nor
+  co-activation (``without_coactivation``: the graph and the weights only), side by side;
 * **the oracle** (``oracle_truth_keys``): the same pipeline with the truth keys as the clustering's only
   similarity (same hard constraints, cut and budget). It reads the truth, so it is a bound, not a
   result: whether purity, compression and replacement can be met together on this world at all;
@@ -179,7 +181,8 @@ def trace(loaded: Any, transcoders: Any, prompt: str) -> Any:
 
 def score_graph(loaded: Any, transcoders: Any, prompt: str, graph: Any, truth: Mapping[tuple[int, int], Any],
                 cyclic: set[str], *, interventions: bool, families: Mapping[tuple[int, int], int] | None = None,
-                clustering: Mapping[str, Any] | None = None, coactivation: Any = None) -> dict[str, Any]:
+                clustering: Mapping[str, Any] | None = None, coactivation: Any = None,
+                roles: Any = None) -> dict[str, Any]:
     """Build the unlabelled readable circuit of ``graph`` (the prompt's, from :func:`trace`; ``clustering``:
     parameters of the SupernodeClustering other than its defaults) and score it (see the module docstring)."""
     import torch
@@ -192,7 +195,7 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, graph: Any, truth: M
     t0 = time.perf_counter()
     est = SupernodeClustering(**(clustering or {}))
     circuit = ReadableCircuit(clustering=est).fit(graph, transcoders=transcoders, families=families,
-                                                         coactivation=coactivation)
+                                                         coactivation=coactivation, roles=roles)
     seconds = time.perf_counter() - t0
     groups = [circuit.clustering_.groups_[k] for k in circuit.chosen_]
     sel = graph.active_features[graph.selected_features].cpu().numpy()  # (n_selected, 3) layer, pos, feature
@@ -266,31 +269,37 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, Any]:
-    """(the co-activation context, the sample) of ``n_sentences`` fresh, unlabelled generator sentences
-    (the families scorer's sample: :func:`workbench.families_eval.world_sample`), columns keyed by
-    (layer, feature)."""
+def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, Any, Any]:
+    """(the co-activation context, the features' roles, the sample) of ``n_sentences`` fresh, unlabelled
+    generator sentences (the families scorer's sample: :func:`workbench.families_eval.world_sample`), columns
+    keyed by (layer, feature); the roles read only the sample's activations and token ids."""
     from analyses.families.coactivation import CoactivationContext
+    from analyses.families.roles import feature_roles
     from workbench.families_eval import world_sample
 
     sample = world_sample(world, kind, n_sentences=n_sentences)
-    context = CoactivationContext.from_activations(sample.activations, np.stack([sample.layer, sample.feature], 1))
-    return context, sample
+    keys = np.stack([sample.layer, sample.feature], 1)
+    context = CoactivationContext.from_activations(sample.activations, keys)
+    roles = feature_roles(sample.activations, keys, tokens=sample.tokens, next_tokens=sample.next_tokens,
+                          token_vectors=sample.token_vectors, token_words=sample.token_words)
+    return context, roles, sample
 
 
 def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graphs: Sequence[Any],
                 truth: Mapping[tuple[int, int], Any], cyclic: set[str], families: Any, sample: Any, context: Any,
-                sweep: Sequence[float]) -> dict[str, Any]:
-    """The tables beside the headline, on the same ``graphs`` (one per prompt): without the co-activation
-    sample; the **oracle** (the clustering given the truth keys as its only similarity, under the same hard
-    constraints and budget: a bound on what any similarity could reach here, not a result); the answer-word
-    energy shares per truth key (:func:`word_shares`); and the min_affinity sensitivity table."""
+                roles: Any, sweep: Sequence[float]) -> dict[str, Any]:
+    """The tables beside the headline, on the same ``graphs`` (one per prompt): without the roles; without the
+    sample (neither roles nor co-activation); the **oracle** (the clustering given the truth keys as its only
+    similarity, under the same hard constraints and budget: a bound on what any similarity could reach here, not
+    a result); the answer-word energy shares per truth key (:func:`word_shares`); and the min_affinity
+    sensitivity table."""
     def run(**kw: Any) -> dict[str, Any]:
         return summarize([score_graph(loaded, tcs, prompt, graph, truth, cyclic, interventions=False, **kw)
                           for (_, prompt), graph in zip(prompts, graphs, strict=True)])
 
     out: dict[str, Any] = {}
     if context is not None:
+        out["without_roles"] = run(families=families, coactivation=context)
         out["without_coactivation"] = run(families=families)
     out["oracle_truth_keys"] = run(families=truth_ids(truth, cyclic), clustering={"similarities": ("family",)})
     if sample is not None:
@@ -298,7 +307,7 @@ def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graph
         out["answer_word_share"] = {"words": sorted(words), "by_truth_key": word_shares(
             sample.activations, sample.row_word, sample.layer, sample.feature, truth, cyclic, words)}
     out["sensitivity_min_affinity"] = {str(value): run(families=families, clustering={"min_affinity": value},
-                                                       coactivation=context) for value in sweep}
+                                                       coactivation=context, roles=roles) for value in sweep}
     return out
 
 
@@ -327,8 +336,8 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             from workbench.cmd_cluster import read_families
 
             families = read_families(str(families_dir / f"families_{kind}.json"))
-        context, sample = coactivation_sample(world, kind, coactivation_sentences) if coactivation_sentences \
-            else (None, None)
+        context, roles, sample = coactivation_sample(world, kind, coactivation_sentences) \
+            if coactivation_sentences else (None, None, None)
         records, graphs = [], []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
             check = interventions == "all" or (interventions == "demo" and name.startswith("demo_"))
@@ -336,7 +345,7 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
                 graphs.append(trace(loaded, tcs, prompt))  # traced once, scored by every table below
                 records.append({"set": name, **score_graph(loaded, tcs, prompt, graphs[-1], truth, cyclic,
                                                            interventions=check, families=families,
-                                                           coactivation=context)})
+                                                           coactivation=context, roles=roles)})
         by_set = {name: summarize([r for r in records if r["set"] == name]) for name in dict.fromkeys(
             r["set"] for r in records)}
         overall = summarize(records)
@@ -344,7 +353,8 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             r.pop("_pairs", None)
         report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
                         "coactivation_sentences": coactivation_sentences,
-                        **side_tables(loaded, tcs, prompts, graphs, truth, cyclic, families, sample, context, sweep)}
+                        **side_tables(loaded, tcs, prompts, graphs, truth, cyclic, families, sample, context, roles,
+                                      sweep)}
     return report
 
 
@@ -373,8 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--families-dir", default=None,
                    help="folder with families_{plt,clt}.json (`workbench families` output) for the family similarity")
     p.add_argument("--coactivation-sentences", type=int, default=3000,
-                   help="fresh unlabelled generator sentences for the co-activation similarity (default 3000; "
-                        "0: none)")
+                   help="fresh unlabelled generator sentences for the co-activation similarity and the roles "
+                        "(default 3000; 0: none)")
     p.add_argument("--sweep-min-affinity", default="",
                    help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
     p.add_argument("--quiet", "-q", action="store_true")
@@ -411,9 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{kind} oracle (truth keys as the only similarity: a bound, not a result): purity "  # noqa: T201
               f"{oracle['purity']['value']:.3f}, compression {oracle['compression']:.2f}, replacement ratio "
               f"{oracle['replacement_ratio']:.3f}")
-        if "without_coactivation" in report[kind]:
-            w = report[kind]["without_coactivation"]
-            print(f"{kind} without co-activation: purity {w['purity']['value']:.3f}, compression "  # noqa: T201
+        for table, name in (("without_roles", "without roles"), ("without_coactivation", "without the sample")):
+            if table not in report[kind]:
+                continue
+            w = report[kind][table]
+            print(f"{kind} {name}: purity {w['purity']['value']:.3f}, compression "  # noqa: T201
                   f"{w['compression']:.2f}, replacement ratio {w['replacement_ratio']:.3f}, pair AUC "
                   f"{w['pair_separability']['auc']:.3f}")
     return 0

@@ -1,0 +1,242 @@
+"""Feature roles: what each feature does on an unlabelled corpus, read from its tokens alone.
+
+On an activation sample with the token id of every row (and of the next row in the same prompt), a
+feature's activation energy (sum of squared activations) splits over the tokens it fires *on* and the
+tokens that come *next* (:func:`analyses.families.tokens.token_energy`). With the token classes of
+:func:`analyses.families.tokens.token_classes` (the variables: days, month names, hues, ... found
+without labels, with :class:`FamiliesConfig`'s token-class settings), every feature gets one role:
+
+1. **predicts a variable** when at least ``min_share`` of its energy is on rows whose next token is in
+   one class ("predicts Monday, Tuesday, ..."), or **reads a variable** when it is on rows whose token is
+   (the larger of the two; a tie is "predicts");
+2. else **reads a word** when at least ``min_share`` of it is on one word (tokens folded into words as
+   the classes fold them: "Is" and "is" are one word);
+3. else **mixed**: no single word, class or next class holds that share.
+
+A feature that never fires in the sample has no role (-1): there is no evidence about it.
+``min_share`` is 0.5 by default: a role is what holds the majority of a feature's energy.
+
+The roles are the supernode clustering's hard constraint (``SupernodeClustering.fit(roles=...)``,
+``role_constraint``): two features of different roles never share a group, so a group that reads "is"
+holds no feature that predicts a day. Each role's name also names the groups when no labels are given.
+"""
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from analyses.base import check_number
+from analyses.families.config import FamiliesConfig
+from analyses.families.tokens import _one_hot, token_classes, token_energy, word_groups
+from analyses.results import check_shapes, register_result
+
+KINDS: tuple[str, ...] = ("predicts", "reads", "word", "mixed")
+"""Role kinds, in the order a feature is tested for them (a variable predicted or read, one word, neither)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolesConfig:
+    """How :func:`feature_roles` reads roles (the token classes use ``families``' token-class settings)."""
+
+    min_share: float = 0.5
+    """Share of a feature's activation energy on one class (read or predicted) or one word that makes its role."""
+    families: FamiliesConfig = dataclasses.field(default_factory=FamiliesConfig)
+    """The token-class settings (token_clustering, token_selection, token_cut, fold_case, min_token_class,
+    max_tokens, random_state): the token classes are those FeatureFamilies finds on the same sample."""
+
+    def __post_init__(self) -> None:
+        check_number("min_share", self.min_share, lo=0.0, hi=1.0)
+        if self.min_share <= 0.0:
+            raise ValueError(f"min_share must be > 0 (a share of 0 gives every feature every role); got "
+                             f"{self.min_share!r}. Use 0.5, a majority of the energy.")
+        if not isinstance(self.families, FamiliesConfig):
+            raise TypeError(f"families must be a FamiliesConfig; got {type(self.families).__name__}.")
+
+
+@register_result
+@dataclass(frozen=True, kw_only=True, eq=False)
+class FeatureRoles:
+    """The role of every feature of an activation sample (saveable: ``analyses.results.save_result``)."""
+
+    SCHEMA_VERSION = 1
+
+    keys: np.ndarray
+    """(n, 2) int64 (layer, feature) of each feature."""
+    role: np.ndarray
+    """(n,) int64 each feature's role (an index into ``names``), -1 where the feature never fires."""
+    share: np.ndarray
+    """(n,) float64 the share of the feature's energy its role holds (for 'mixed': the largest share that
+    fell short; 0 where it never fires)."""
+    names: tuple[str, ...]
+    """Each role's name: "predicts Monday, Tuesday, ... (7 tokens)", "reads 'is'", "mixed"."""
+    kinds: tuple[str, ...]
+    """Each role's kind (one of :data:`KINDS`)."""
+    min_share: float = 0.5
+    """The share that made the roles."""
+
+    def __post_init__(self) -> None:
+        """Refuse an inconsistent table (a damaged file): arrays of other lengths, roles that name no role."""
+        check_shapes(self, {"keys": (None, 2)}, kinds={"keys": "iu"})
+        n = len(self.keys)
+        check_shapes(self, {"role": (n,), "share": (n,)}, kinds={"role": "iu"})
+        if len(self.kinds) != len(self.names) or any(k not in KINDS for k in self.kinds):
+            raise ValueError(f"FeatureRoles kinds must be one of {list(KINDS)} per name; got {len(self.kinds)} kinds "
+                             f"for {len(self.names)} names. The table is inconsistent.")
+        if n and (int(self.role.min()) < -1 or int(self.role.max()) >= len(self.names)):
+            raise ValueError(f"FeatureRoles role must be -1 or an index into its {len(self.names)} names; got values "
+                             f"in [{int(self.role.min())}, {int(self.role.max())}]. The table is inconsistent.")
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """(n,) the role of each (layer, feature) row of ``keys`` (n, 2); -1 where the table has none."""
+        want = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        code = self.keys[:, 0] * (1 << 32) + self.keys[:, 1]  # (n_table,)
+        order = np.argsort(code, kind="stable")
+        if not order.size:
+            return np.full(len(want), -1, dtype=np.int64)
+        query = want[:, 0] * (1 << 32) + want[:, 1]  # (n,)
+        at = np.minimum(np.searchsorted(code[order], query), order.size - 1)  # (n,)
+        found = code[order[at]] == query
+        return np.where(found, self.role[order[at]], -1).astype(np.int64)
+
+    def names_of(self, keys: np.ndarray) -> list[str | None]:
+        """The role's name of each (layer, feature) row of ``keys`` (n, 2); None where it has none."""
+        return [self.names[r] if r >= 0 else None for r in self.lookup(keys).tolist()]
+
+    def as_mapping(self) -> dict[tuple[int, int], int]:
+        """(layer, feature) -> role, for the features that have one."""
+        return {(int(k[0]), int(k[1])): int(r) for k, r in zip(self.keys, self.role) if r >= 0}
+
+    def describe(self, layer: int, feature: int) -> str | None:
+        """The role's name of one feature, or None when it has no role."""
+        return self.names_of(np.array([[layer, feature]]))[0]
+
+
+def row_tokens(prompt: np.ndarray, pos: np.ndarray, token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens, next_tokens) of the rows at position >= 1 (an activation store's feature rows), from its row
+    table (each (n_rows,)): each row's token and the next row's token in the same prompt (-1 at a prompt's end)."""
+    nxt = np.full(token.shape, -1, dtype=np.int64)
+    same = prompt[1:] == prompt[:-1]  # (n_rows - 1,)
+    nxt[:-1][same] = token[1:][same]
+    keep = pos > 0
+    return token[keep].astype(np.int64), nxt[keep]
+
+
+def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_tokens: np.ndarray,
+                  token_vectors: np.ndarray, token_words: Sequence[str] | None = None,
+                  config: RolesConfig | None = None) -> FeatureRoles:
+    """The roles of the columns of ``A`` (n_rows, n_features) non-negative activations, named by ``keys``
+    (n_features, 2) (layer, feature); ``tokens`` / ``next_tokens`` (n_rows,) each row's token id and the next
+    one's (-1: none); ``token_vectors`` (d_vocab, d_model) the model's unembedding; ``token_words`` each token's
+    text (folds tokens into words; None: every token is its own word). See the module docstring."""
+    cfg = config or RolesConfig()
+    A, keys, tokens, next_tokens = _checked(A, keys, tokens, next_tokens, token_vectors)
+    fam = cfg.families
+    n_tokens = token_vectors.shape[0]
+    reads, predicts = token_energy(A, tokens, next_tokens, n_tokens)  # (n_features, n_tokens) each
+    counts = np.bincount(tokens, minlength=n_tokens)
+    classes = token_classes(token_vectors, reads, predicts, counts, clustering=fam.token_clustering,
+                            cut=fam.token_cut, min_class_size=fam.min_token_class, selection=fam.token_selection,
+                            max_tokens=fam.max_tokens, words=token_words, fold=fam.fold_case, seed=fam.random_state)
+    total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,)
+    n_classes = int(classes.max()) + 1 if classes.size else 0
+    by_class = _one_hot(classes, n_tokens, n_classes)  # (n_tokens, n_classes)
+    seen = np.flatnonzero(counts > 0)
+    word = np.full(n_tokens, -1, dtype=np.int64)
+    word[seen] = word_groups(token_words if fam.fold_case else None, seen)
+    by_word = _one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
+    energies = {"predicts": (predicts @ by_class).tocsr(), "reads": (reads @ by_class).tocsr(),
+                "word": (reads @ by_word).tocsr()}
+    kind, index, share = _assign(energies, total, cfg.min_share)
+    names = {"predicts": _class_names(classes, token_words, "predicts"),
+             "reads": _class_names(classes, token_words, "reads"),
+             "word": _word_names(word, seen, token_words)}
+    return _table(keys, kind, index, share, names, cfg.min_share)
+
+
+def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any) -> tuple[sp.csr_matrix, np.ndarray,
+                                                                                              np.ndarray, np.ndarray]:
+    """The inputs of :func:`feature_roles` as arrays, refused when their shapes disagree."""
+    from analyses.families.coactivation import as_csr
+
+    A = as_csr(A, "A")
+    keys = np.asarray(keys, dtype=np.int64)
+    if keys.shape != (A.shape[1], 2):
+        raise ValueError(f"keys must have shape ({A.shape[1]}, 2) (layer, feature per column of A); got {keys.shape}.")
+    tokens, next_tokens = np.asarray(tokens, dtype=np.int64), np.asarray(next_tokens, dtype=np.int64)
+    if tokens.shape != (A.shape[0],) or next_tokens.shape != (A.shape[0],):
+        raise ValueError(f"tokens and next_tokens must have one id per row of A ({A.shape[0]}); got shapes "
+                         f"{tokens.shape} and {next_tokens.shape}.")
+    n_tokens = np.asarray(token_vectors).shape[0]
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= n_tokens or next_tokens.max() >= n_tokens
+                        or next_tokens.min() < -1):
+        raise ValueError(f"tokens must be ids in [0, {n_tokens}) (rows of token_vectors; next_tokens may be -1); got "
+                         f"values in [{min(tokens.min(), next_tokens.min())}, {max(tokens.max(), next_tokens.max())}]. "
+                         "Pass the model's unembedding and the sample's token ids.")
+    return A, keys, tokens, next_tokens
+
+
+def _assign(energies: Mapping[str, sp.csr_matrix], total: np.ndarray,
+            min_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(kind, index, share), each (n_features,): the kind of each feature's role (an index into :data:`KINDS`,
+    -1 where it never fires), its class or word (-1 for 'mixed' and none), and the share behind it (for 'mixed',
+    the largest share that fell short)."""
+    def best(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:  # (n_features,) column and share of each row's max
+        if M.shape[1] == 0:
+            return np.zeros(M.shape[0], np.int64), np.zeros(M.shape[0])
+        top = np.asarray(M.max(axis=1).todense()).ravel()
+        return np.asarray(M.argmax(axis=1)).ravel(), np.divide(top, total, out=np.zeros_like(total), where=total > 0)
+
+    (p_at, p), (r_at, r), (w_at, w) = best(energies["predicts"]), best(energies["reads"]), best(energies["word"])
+    need = min_share - 1e-12  # the sums round differently: a share of exactly 1 must pass
+    side_share = np.maximum(p, r)  # (n_features,) a tie is "predicts"
+    kind = np.where(side_share >= need, np.where(p >= r, 0, 1), np.where(w >= need, 2, 3))
+    kind = np.where(total > 0, kind, -1)
+    index = np.choose(np.clip(kind, 0, 3), [p_at, r_at, w_at, np.full_like(p_at, -1)])
+    share = np.choose(np.clip(kind, 0, 3), [p, r, w, np.maximum(side_share, w)])
+    return kind.astype(np.int64), np.where(kind >= 0, index, -1).astype(np.int64), np.where(kind >= 0, share, 0.0)
+
+
+def _class_names(classes: np.ndarray, words: Sequence[str] | None, verb: str, shown: int = 5) -> dict[int, str]:
+    """Each class's name: "predicts Monday, Tuesday, ... (7 tokens)" (its tokens in id order)."""
+    out = {}
+    for c in np.unique(classes[classes >= 0]).tolist():
+        ids = np.flatnonzero(classes == c)
+        texts = [_text(words, i) for i in ids.tolist()]
+        more = ", ..." if len(texts) > shown else ""
+        out[c] = f"{verb} {', '.join(texts[:shown])}{more} ({len(texts)} tokens)"
+    return out
+
+
+def _word_names(word: np.ndarray, seen: np.ndarray, words: Sequence[str] | None) -> dict[int, str]:
+    """Each word's name: "reads 'is'" (the text of its lowest token id)."""
+    out: dict[int, str] = {}
+    for i in seen.tolist():
+        out.setdefault(int(word[i]), f"reads {_text(words, i)!r}")
+    return out
+
+
+def _text(words: Sequence[str] | None, i: int) -> str:
+    """A token's text for a name: stripped of surrounding whitespace unless that leaves nothing; its id without
+    texts."""
+    return str(i) if words is None else (words[i].strip() or words[i])
+
+
+def _table(keys: np.ndarray, kind: np.ndarray, index: np.ndarray, share: np.ndarray,
+           names: Mapping[str, Mapping[int, str]], min_share: float) -> FeatureRoles:
+    """The roles numbered in the order of their names (then kind and index: two words may print alike), so the
+    same sample gives the same numbers."""
+    has = kind >= 0
+    pairs, inverse = np.unique(np.stack([kind[has], index[has]], 1), axis=0, return_inverse=True)
+    label = [("mixed" if KINDS[k] == "mixed" else names[KINDS[k]][int(j)], int(k), int(j)) for k, j in pairs.tolist()]
+    order = sorted(range(len(label)), key=label.__getitem__)
+    number = np.empty(len(label), dtype=np.int64)
+    number[order] = np.arange(len(label))
+    role = np.full(kind.shape, -1, dtype=np.int64)
+    role[has] = number[inverse.ravel()]
+    return FeatureRoles(keys=keys, role=role, share=share.astype(np.float64),
+                        names=tuple(label[k][0] for k in order), kinds=tuple(KINDS[label[k][1]] for k in order),
+                        min_share=float(min_share))

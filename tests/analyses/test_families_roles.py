@@ -1,0 +1,179 @@
+"""Feature roles (analyses.families.roles) on planted samples, and the clustering's role constraint."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from analyses.families.config import FamiliesConfig
+from analyses.families.roles import FeatureRoles, RolesConfig, feature_roles, row_tokens
+from analyses.results import load_result, save_result
+from analyses.supernodes.clustering import SupernodeClustering
+from tests.analyses.supernodes.planted import planted_graph
+
+DAYS, MONTHS, OTHER, FILLER = np.arange(0, 7), np.arange(7, 19), np.arange(19, 27), np.arange(27, 30)
+WORDS = [f"w{i}" for i in range(30)]
+AVERAGE = RolesConfig(families=FamiliesConfig(token_clustering="average"))  # a tiny vocabulary: a linkage cut
+
+
+def _planted(seed: int = 0, n_rows: int = 3000) -> dict:
+    """Rows of random tokens over a vocabulary whose unembedding puts days, months, others and fillers in four
+    directions. Feature 0 predicts days (fires where the next token is a day), 1 reads months, 2 reads the one
+    filler token 27, 3 fires everywhere (mixed), 4 never fires."""
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, 30, n_rows)
+    nxt = np.append(tokens[1:], -1)
+    acts = np.zeros((n_rows, 5))
+    acts[:, 0] = np.isin(nxt, DAYS)
+    acts[:, 1] = np.isin(tokens, MONTHS)
+    acts[:, 2] = tokens == 27
+    acts[:, 3] = 1.0
+    acts[:, :4] *= rng.uniform(0.5, 1.5, (n_rows, 4))
+    base = rng.normal(size=(4, 16)) * 3
+    W_U = np.concatenate([base[k] + rng.normal(size=(len(t), 16)) for k, t in enumerate((DAYS, MONTHS, OTHER, FILLER))])
+    return {"A": sp.csr_matrix(acts), "keys": np.stack([np.full(5, 2), np.arange(5)], 1), "tokens": tokens,
+            "next_tokens": nxt, "token_vectors": W_U}
+
+
+def _roles(d: dict, config: RolesConfig = AVERAGE, **kw) -> FeatureRoles:
+    return feature_roles(d["A"], d["keys"], tokens=d["tokens"], next_tokens=d["next_tokens"],
+                         token_vectors=d["token_vectors"], token_words=kw.get("words", WORDS), config=config)
+
+
+def test_planted_roles_are_read_from_the_tokens_alone() -> None:
+    roles = _roles(_planted())
+    names: list[str] = [roles.describe(2, f) or "" for f in range(4)]
+    assert roles.describe(2, 4) is None  # feature 4 never fires
+    assert names[0].startswith("predicts w0, w1, w2, w3, w4, ...") and names[0].endswith("(7 tokens)")
+    assert names[1].startswith("reads w7, w8") and names[1].endswith("(12 tokens)")
+    assert names[2] == "reads 'w27'" and names[3] == "mixed"
+    assert [roles.kinds[r] for r in roles.role[:4]] == ["predicts", "reads", "word", "mixed"]
+    assert roles.role[4] == -1 and roles.share[4] == 0.0
+    assert (roles.share[:3] >= 0.5).all() and roles.share[3] < 0.5  # 'mixed' keeps its largest share, short of it
+    assert roles.lookup(np.array([[2, 1], [2, 9], [0, 1]])).tolist() == [roles.role[1], -1, -1]
+    assert roles.as_mapping() == {(2, f): int(roles.role[f]) for f in range(4)}
+
+
+def test_min_share_decides_between_a_role_and_mixed() -> None:
+    d = _planted()
+    d["A"] = sp.csr_matrix(np.c_[d["A"].toarray()[:, :2], (d["A"].toarray()[:, 0] + d["A"].toarray()[:, 1])])
+    d["keys"] = d["keys"][:3]
+    half = _roles(d, RolesConfig(min_share=0.45, families=AVERAGE.families))
+    strict = _roles(d, RolesConfig(min_share=0.9, families=AVERAGE.families))
+    assert half.describe(2, 2) != "mixed" and strict.describe(2, 2) == "mixed"  # days predicted + months read
+    assert (strict.describe(2, 0) or "").startswith("predicts")  # a share of 1 passes any min_share
+
+
+def test_a_share_of_exactly_one_passes_min_share_one() -> None:
+    roles = _roles(_planted(), RolesConfig(min_share=1.0, families=AVERAGE.families))
+    assert roles.describe(2, 2) == "reads 'w27'" and (roles.describe(2, 0) or "").startswith("predicts")
+
+
+def test_roles_do_not_depend_on_the_order_of_the_features() -> None:
+    d = _planted()
+    perm = np.array([3, 0, 4, 2, 1])
+    moved = dict(d, A=d["A"][:, perm], keys=d["keys"][perm])
+    a, b = _roles(d), _roles(moved)
+    assert a.names == b.names
+    assert [a.describe(2, f) for f in range(5)] == [b.describe(2, f) for f in range(5)]
+
+
+def test_roles_save_and_load_and_a_damaged_table_is_refused(tmp_path) -> None:
+    roles = _roles(_planted())
+    back = load_result(save_result(roles, tmp_path / "roles.json"), FeatureRoles)
+    assert back.names == roles.names and back.role.tolist() == roles.role.tolist()
+    with pytest.raises(ValueError, match="role must be -1 or an index into its"):
+        FeatureRoles(keys=roles.keys, role=roles.role + 10, share=roles.share, names=roles.names, kinds=roles.kinds)
+    with pytest.raises(ValueError, match="kinds must be one of"):
+        FeatureRoles(keys=roles.keys, role=roles.role, share=roles.share, names=roles.names,
+                     kinds=("reads",) * len(roles.names[:-1]))
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"keys": np.zeros((4, 2), np.int64)}, r"keys must have shape \(5, 2\)"),
+    ({"tokens": np.zeros(3, np.int64)}, "tokens and next_tokens must have one id per row"),
+    ({"tokens": np.full(3000, 30)}, r"tokens must be ids in \[0, 30\)"),
+    ({"next_tokens": np.full(3000, -2)}, r"tokens must be ids in \[0, 30\)"),
+])
+def test_bad_inputs_are_one_clear_error(change: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _roles({**_planted(), **change})
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"min_share": 0.0}, ValueError, "min_share must be > 0"),
+    ({"min_share": 1.5}, ValueError, "min_share must be a number in"),
+    ({"families": {}}, TypeError, "families must be a FamiliesConfig"),
+])
+def test_bad_config_is_refused(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        RolesConfig(**kwargs)
+
+
+def test_row_tokens_pairs_each_row_with_the_next_in_its_prompt_and_drops_bos_rows() -> None:
+    prompt, pos, token = np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 1]), np.array([9, 4, 5, 9, 6])
+    tokens, nxt = row_tokens(prompt, pos, token)
+    assert tokens.tolist() == [4, 5, 6] and nxt.tolist() == [5, -1, -1]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.floats(0.2, 1.0))
+def test_every_role_holds_its_share_and_mixed_features_hold_none(seed: int, min_share: float) -> None:
+    rng = np.random.default_rng(seed)
+    n_rows, n_features = 400, 6
+    tokens = rng.integers(0, 30, n_rows)
+    nxt = np.append(tokens[1:], -1)
+    A = sp.csr_matrix(rng.random((n_rows, n_features)) * (rng.random((n_rows, n_features)) < 0.2))
+    d = {"A": A, "keys": np.stack([np.zeros(n_features, np.int64), np.arange(n_features)], 1), "tokens": tokens,
+         "next_tokens": nxt, "token_vectors": _planted()["token_vectors"]}
+    roles = _roles(d, RolesConfig(min_share=min_share, families=AVERAGE.families))
+    E = A.multiply(A).toarray()  # (n_rows, n_features)
+    for f in range(n_features):
+        r = roles.role[f]
+        if E[:, f].sum() == 0:
+            assert r == -1
+            continue
+        word_share = max(E[tokens == t, f].sum() for t in range(30)) / E[:, f].sum()
+        if roles.kinds[r] == "mixed":
+            assert word_share < min_share and roles.share[f] < min_share
+        else:
+            assert roles.share[f] >= min_share - 1e-9
+        if roles.kinds[r] == "word":
+            assert roles.share[f] == pytest.approx(word_share)
+
+
+# ----------------------------------------------------------------------------- the clustering's constraint
+def _split_roles(graph, truth: np.ndarray) -> FeatureRoles:
+    """Roles that split planted unit 0 in two (its first member alone) and leave every other feature without
+    one."""
+    keys = graph.active_features.numpy()[:, [0, 2]]  # (n_active, 2)
+    unit0 = np.flatnonzero(truth[:len(keys)] == 0)
+    role = np.full(len(keys), -1, dtype=np.int64)
+    role[unit0] = 1
+    role[unit0[0]] = 0
+    return FeatureRoles(keys=keys.astype(np.int64), role=role, share=np.ones(len(keys)),
+                        names=("reads 'a'", "reads 'b'"), kinds=("word", "word"))
+
+
+def test_features_of_different_roles_never_share_a_group_and_roles_name_the_groups() -> None:
+    graph, truth = planted_graph(0)
+    mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+    free = SupernodeClustering().fit(graph, node_mask=mask)
+    roles = _split_roles(graph, truth)
+    unit0 = np.flatnonzero(truth[free.candidates_] == 0)
+    assert len({int(free.labels_[i]) for i in unit0}) == 1  # without roles, unit 0 is one group
+    split = SupernodeClustering().fit(graph, node_mask=mask, roles=roles)
+    assert split.labels_[unit0[0]] not in {int(split.labels_[i]) for i in unit0[1:]}
+    assert len({int(split.labels_[i]) for i in unit0[1:]}) == 1  # the rest stays together
+    assert split.cannot_link_[unit0[0], unit0[1]] and not split.cannot_link_[unit0[1], unit0[2]]
+    assert split.group_labels_[int(split.labels_[unit0[1]])] == "reads 'b'"  # no labels: the role names it
+    others = np.flatnonzero(truth[free.candidates_] != 0)  # no role: unconstrained, the same groups as before
+    assert np.array_equal(free.cannot_link_[np.ix_(others, others)], split.cannot_link_[np.ix_(others, others)])
+    off = SupernodeClustering(role_constraint=False).fit(graph, node_mask=mask, roles=roles)
+    assert len({int(off.labels_[i]) for i in unit0}) == 1
+    with pytest.raises(TypeError, match="roles must be an analyses.families.roles.FeatureRoles"):
+        SupernodeClustering().fit(graph, node_mask=mask, roles={(0, 0): 1})  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="role_constraint must be a bool"):
+        SupernodeClustering(role_constraint="yes").fit(graph, node_mask=mask)  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""The evidence an unlabelled corpus sample gives the supernode clustering: co-activation profiles
+(:class:`analyses.families.coactivation.CoactivationContext`) and the features' roles
+(:func:`analyses.families.roles.feature_roles`), from prompts run here (``--prompts``) or from a
+``workbench activations`` run (``--activations``)."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
+                        verbose: bool, allow_unk: bool = False, roles: bool = True) -> tuple[Any, Any]:
+    """(the co-activation context, the features' roles or None without ``roles``) of unlabelled prompts (a file
+    of lines, or the lines) over every transcoder layer, columns keyed by (layer, feature)."""
+    from analyses.families.coactivation import CoactivationContext
+    from workbench.cmd_families import collect_feature_matrix, read_prompts
+
+    lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
+    A, keys, tokens, next_tokens = collect_feature_matrix(loaded, transcoders, lines, list(range(transcoders.n_layers)),
+                                                          verbose=verbose, allow_unk=allow_unk)
+    context = CoactivationContext.from_activations(A, keys)
+    logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
+    return context, sample_roles(loaded, A, keys, tokens, next_tokens) if roles else None
+
+
+def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any) -> Any:
+    """The features' roles on an activation sample (:func:`analyses.families.roles.feature_roles`): ``A``
+    (n_rows, n_columns) keyed by ``keys``, each row's token and next token, the model's unembedding and token
+    texts."""
+    from analyses.families.roles import feature_roles
+    from workbench.cmd_families import token_texts
+
+    roles = feature_roles(A, keys, tokens=tokens, next_tokens=next_tokens,
+                          token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded))
+    logger.info("feature roles: %d roles over %d features that fire in the sample", len(roles.names),
+                int((roles.role >= 0).sum()))
+    return roles
+
+
+def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
+                       kind: str | None = None, source: str | None = None, loaded: Any = None) -> tuple[Any, Any]:
+    """(the co-activation context, the features' roles) of a collected activation run (``workbench
+    activations``): every feature layer it holds, columns keyed by (layer, feature); the roles need the
+    model's unembedding (``loaded``; None without it). With ``n_layers`` / ``d_transcoder`` / ``kind`` /
+    ``source`` (the graph's transcoders), a run of other transcoders is refused."""
+    from analyses.families.coactivation import CoactivationContext
+    from tracer.errors import WorkbenchError
+    from tracer.transcoders.identity import check_same_transcoders
+
+    if source is not None:
+        check_same_transcoders(store.index.get("transcoder_signature"), store.index.get("transcoder_id"), source,
+                               "--activations", str(store.directory))
+
+    layers = store.feature_layers
+    if not layers:
+        raise WorkbenchError(f"--activations must hold transcoder feature activations; {str(store.directory)!r} "
+                             "has no feature layers. Collect them with `workbench activations` (feature layers).")
+    for layer in layers:
+        if (n_layers is not None and layer >= n_layers) or (d_transcoder is not None
+                                                            and store.d_transcoder(layer) != d_transcoder):
+            raise WorkbenchError(f"--activations must come from the graph's transcoders ({n_layers} layers of "
+                                 f"{d_transcoder} features); got layer {layer} with {store.d_transcoder(layer)} "
+                                 "features. Collect them with these transcoders.")
+    run_kind = store.index.get("transcoder_kind")
+    if kind is not None and run_kind is not None and run_kind != kind:
+        raise WorkbenchError(f"--activations must come from the graph's transcoders ({kind}); got a run of {run_kind} "
+                             f"transcoders in {str(store.directory)!r}. Collect them with these transcoders.")
+    if not store.complete:
+        logger.warning("--activations: an unfinished run; using its %d finished prompts", store.n_prompts)
+    try:
+        context = CoactivationContext.from_store(store)
+    except WorkbenchError:  # a damaged run: the store's own message
+        raise
+    except ValueError as err:  # e.g. negative activations: not a transcoder run this similarity can read
+        raise WorkbenchError(f"--{str(err).splitlines()[0]} ({str(store.directory)!r})") from None
+    logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, context.n_rows, layers)
+    if loaded is None:
+        logger.info("--activations without --model: no feature roles (they read the model's unembedding)")
+        return context, None
+    from analyses.families.roles import row_tokens
+
+    rows = store.row_table()
+    A, keys = store.feature_matrix(layers)
+    return context, sample_roles(loaded, A, keys, *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
