@@ -306,6 +306,7 @@ def supernodes_document(circuit: Any, check: Any, graph: Any,
     doc: dict[str, Any] = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "prompt": graph.input_string,
                            "graph_fingerprint": graph.node_fingerprint(),
                            "similarities": list(circuit.clustering_.similarities_used_),
+                           "role_constraint": bool(circuit.clustering_.roles_used_),
                            "supernodes": groups, "pinnedIds": qparams["pinnedIds"], "qParams": qparams,
                            "scores": scores}
     if prune is not None:  # the thresholds of the pruned view the node ids come from (`export` reads them)

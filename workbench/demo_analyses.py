@@ -83,11 +83,14 @@ def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result
         compression=scores["compression"], subgraph={"pruned": scores["pruned"], "circuit": scores["circuit"]},
         sign_consistency=scores["sign_consistency"]["mass_weighted"], interventions=summaries, rows=rows,
         figure_svg=display.to_svg(), files={"supernodes": str(out_json)},
-        evidence=", ".join(EVIDENCE[n] for n in doc["similarities"]))
+        evidence=", ".join(EVIDENCE[n] for n in doc["similarities"])
+        + ("; one role per group (what each feature reads or predicts on those sentences)"
+           if doc["role_constraint"] else ""))
     stats = {k: scores[k] for k in ("pruned", "circuit", "n_groups", "n_supernodes", "n_features",
                                     "n_pruned_features", "compression", "replacement_ratio")}
     stats["sign_consistency"] = scores["sign_consistency"]["mass_weighted"]
     stats["similarities"] = doc["similarities"]
+    stats["role_constraint"] = doc["role_constraint"]
     stats["interventions"] = summaries
     stats["supernodes_json"] = str(out_json)
     return view, stats

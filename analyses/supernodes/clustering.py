@@ -330,6 +330,7 @@ class SupernodeClustering(Estimator):
         self.candidates_, self.keys_, self.affinity_, self.cannot_link_ = cand, keys, affinity, cannot
         self.labels_, self.linkage_, self.cut_height_ = clustering.labels, clustering.linkage, clustering.height
         self.effects_, self.similarities_used_ = effects, used
+        self.roles_used_ = roles is not None and self.config_.role_constraint  # one role per group
         self.groups_ = [cand[clustering.labels == k] for k in range(int(clustering.labels.max()) + 1)]
         acts = graph.activation_values[graph.selected_features].double().cpu().numpy()
         names: list[str | None] = []

@@ -316,7 +316,10 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     assert groups and all(label.startswith(("reads ", "predicts ", "mixed")) for label in groups)
     status, _, err = run(*base, "--out", str(tmp_path / "without.json"))
     assert status == 0, err
-    assert json.loads((tmp_path / "without.json").read_text())["similarities"] == ["edge", "virtual"]
+    without = json.loads((tmp_path / "without.json").read_text())
+    assert without["similarities"] == ["edge", "virtual"] and without["role_constraint"] is False
+    assert "roles" not in without
+    assert doc["role_constraint"] is True
     status, _, err = run("cluster", str(path), "--out", str(tmp_path / "bad.json"), "--transcoders",
                          str(WORLD / "plt"), "--prompts", str(prompts))
     assert status == 2 and not (tmp_path / "bad.json").exists()

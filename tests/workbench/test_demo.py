@@ -76,6 +76,7 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
         assert circuit["circuit"]["replacement"] >= 0.9 * circuit["pruned"]["replacement"]
         assert circuit["compression"] > 1 and set(circuit["interventions"]) == {"frozen", "free"}
         assert circuit["similarities"] == doc["similarities"] == ["edge", "virtual", "coactivation"]
+        assert circuit["role_constraint"] is doc["role_constraint"] is True  # the corpus sample's roles
         assert all(escape(g["label"]) in html for g in doc["supernodes"])
         assert main(["export", stats["graph"], "--supernodes", str(out / "supernodes" / f"{name}.json"),
                      "--format", "neuronpedia", "--out", str(tmp_path / f"np-{name}"), "--quiet"]) == 0
