@@ -42,7 +42,14 @@ from analyses.families.coactivation import as_csr, check_self_column, coactivati
 from analyses.families.config import FamiliesConfig
 from analyses.families.knn import content_key, knn, knn_affinity, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
-from analyses.families.tokens import assign_token_families, dominant_class, token_classes, token_energy
+from analyses.families.tokens import (
+    assign_token_families,
+    check_token_inputs,
+    check_token_words,
+    dominant_class,
+    token_classes,
+    token_energy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +149,15 @@ class FeatureFamilies(Estimator):
         names = self._labels(labels, layers, feats)
         groups = [np.flatnonzero(layers == lay) for lay in np.unique(layers)] if self.per_layer \
             else [np.arange(U.shape[0])]
-        token_inputs = self._check_tokens(tokens, next_tokens, token_vectors, A) if self.token_families else None
+        token_inputs = check_token_inputs(tokens, next_tokens, token_vectors, A) if self.token_families else None
         if token_words is not None and tokens is None and self.token_families:
             raise ValueError("token_words must come with tokens, next_tokens, token_vectors and activations; got "
                              "token_words alone. Pass all of them, or none.")
-        words = self._check_words(token_words, token_inputs[2].shape[0]) if token_inputs else None
+        words = check_token_words(token_words, token_inputs[2].shape[0]) if token_inputs else None
         family, knn_index, knn_cos = self._fit_groups(groups, U, live, A, C, ctx_self, verbose)
         tokens_of = None
         if token_inputs is not None:
-            assert A is not None  # _check_tokens refuses tokens without activations
+            assert A is not None  # check_token_inputs refuses tokens without activations
             self._last_tick = time.perf_counter()
             vocab_class, token_class, token_side = self._token_classes(A, *token_inputs, words)
             token_class[~live] = token_side[~live] = -1  # dead decoder rows are in no family
@@ -190,52 +197,6 @@ class FeatureFamilies(Estimator):
                              f"{counts.max()} times.")
         U, live = unit_rows(arr)
         return U, live, layers, feats
-
-    @staticmethod
-    def _check_tokens(tokens: Any, next_tokens: Any, token_vectors: Any,
-                      A: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(tokens, next_tokens, token_vectors) checked against the sample, or None when none is given."""
-        given = [x is not None for x in (tokens, next_tokens, token_vectors)]
-        if not any(given):
-            return None
-        if not all(given) or A is None:
-            names = ["tokens", "next_tokens", "token_vectors"]
-            missing = names[given.index(False)] if not all(given) else "activations"
-            raise ValueError(f"tokens, next_tokens and token_vectors must come together, with activations; got no "
-                             f"{missing}. Pass all four, or none.")
-        vectors = np.asarray(token_vectors)  # not copied: a large model's unembedding is gigabytes
-        if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.dtype.kind != "f":
-            raise ValueError(f"token_vectors must be a float (n_tokens, d_model) array (the unembedding); got shape "
-                             f"{vectors.shape!r} and dtype {vectors.dtype}.")
-        ids = [as_integers(name, x) for name, x in (("tokens", tokens), ("next_tokens", next_tokens))]
-        for name, x, lo in (("tokens", ids[0], 0), ("next_tokens", ids[1], -1)):
-            if x.shape != (A.shape[0],):
-                raise ValueError(f"{name} must have one entry per row of activations ({A.shape[0]}); got shape "
-                                 f"{x.shape!r}.")
-            if x.size and (x.min() < lo or x.max() >= vectors.shape[0]):
-                raise ValueError(f"{name} must be token ids in [{lo}, {vectors.shape[0]}) (rows of token_vectors); "
-                                 f"got {int(x.min() if x.min() < lo else x.max())}.")
-        for start in range(0, vectors.shape[0], 8192):  # every row centres the classes; in blocks, never a copy
-            if not np.isfinite(vectors[start:start + 8192]).all():
-                raise ValueError(f"token_vectors must be finite; got NaN or inf in rows {start}-"
-                                 f"{min(start + 8192, vectors.shape[0]) - 1}. Pass the model's unembedding rows.")
-        return ids[0], ids[1], vectors
-
-    @staticmethod
-    def _check_words(token_words: Sequence[str] | None, n_tokens: int) -> Sequence[str] | None:
-        """``token_words`` checked: one string per row of token_vectors (None: no folding)."""
-        if token_words is None:
-            return None
-        if isinstance(token_words, (str, bytes)) or not hasattr(token_words, "__len__"):
-            raise TypeError(f"token_words must be a sequence of texts, one per token id; got "
-                            f"{type(token_words).__name__}. Pass a list of the tokenizer's texts, or None.")
-        if len(token_words) != n_tokens:
-            raise ValueError(f"token_words must hold one text per row of token_vectors ({n_tokens}); got "
-                             f"{len(token_words)} entries. Pass the tokenizer's text of every token id, or None.")
-        for i, w in enumerate(token_words):
-            if not isinstance(w, str):
-                raise TypeError(f"token_words must be strings (each token's text); got {w!r} at token id {i}.")
-        return token_words
 
     def _token_classes(self, A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
                        vectors: np.ndarray, words: Sequence[str] | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

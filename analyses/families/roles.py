@@ -31,7 +31,14 @@ import scipy.sparse as sp
 
 from analyses.base import check_number
 from analyses.families.config import FamiliesConfig
-from analyses.families.tokens import _one_hot, token_classes, token_energy, word_groups
+from analyses.families.tokens import (
+    _one_hot,
+    check_token_inputs,
+    check_token_words,
+    token_classes,
+    token_energy,
+    word_groups,
+)
 from analyses.results import check_shapes, register_result
 
 KINDS: tuple[str, ...] = ("predicts", "reads", "word", "mixed")
@@ -133,7 +140,8 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     one's (-1: none); ``token_vectors`` (d_vocab, d_model) the model's unembedding; ``token_words`` each token's
     text (folds tokens into words; None: every token is its own word). See the module docstring."""
     cfg = config or RolesConfig()
-    A, keys, tokens, next_tokens = _checked(A, keys, tokens, next_tokens, token_vectors)
+    A, keys, tokens, next_tokens, token_vectors, token_words = _checked(A, keys, tokens, next_tokens, token_vectors,
+                                                                        token_words)
     fam = cfg.families
     n_tokens = token_vectors.shape[0]
     reads, predicts = token_energy(A, tokens, next_tokens, n_tokens)  # (n_features, n_tokens) each
@@ -157,26 +165,24 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     return _table(keys, kind, index, share, names, cfg.min_share)
 
 
-def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any) -> tuple[sp.csr_matrix, np.ndarray,
-                                                                                              np.ndarray, np.ndarray]:
-    """The inputs of :func:`feature_roles` as arrays, refused when their shapes disagree."""
+def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any,
+             token_words: Sequence[str] | None) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                                         Sequence[str] | None]:
+    """The inputs of :func:`feature_roles` checked as FeatureFamilies checks its token inputs (one error naming
+    the value that is wrong): A non-negative and finite, keys one (layer, feature) per column."""
     from analyses.families.coactivation import as_csr
 
     A = as_csr(A, "A")
-    keys = np.asarray(keys, dtype=np.int64)
-    if keys.shape != (A.shape[1], 2):
-        raise ValueError(f"keys must have shape ({A.shape[1]}, 2) (layer, feature per column of A); got {keys.shape}.")
-    tokens, next_tokens = np.asarray(tokens, dtype=np.int64), np.asarray(next_tokens, dtype=np.int64)
-    if tokens.shape != (A.shape[0],) or next_tokens.shape != (A.shape[0],):
-        raise ValueError(f"tokens and next_tokens must have one id per row of A ({A.shape[0]}); got shapes "
-                         f"{tokens.shape} and {next_tokens.shape}.")
-    n_tokens = np.asarray(token_vectors).shape[0]
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= n_tokens or next_tokens.max() >= n_tokens
-                        or next_tokens.min() < -1):
-        raise ValueError(f"tokens must be ids in [0, {n_tokens}) (rows of token_vectors; next_tokens may be -1); got "
-                         f"values in [{min(tokens.min(), next_tokens.min())}, {max(tokens.max(), next_tokens.max())}]. "
-                         "Pass the model's unembedding and the sample's token ids.")
-    return A, keys, tokens, next_tokens
+    keys = np.asarray(keys)
+    if keys.shape != (A.shape[1], 2) or (keys.size and keys.dtype.kind not in "iu"):
+        raise ValueError(f"keys must be integers of shape ({A.shape[1]}, 2) (layer, feature per column of A); got "
+                         f"shape {keys.shape} and dtype {keys.dtype}.")
+    checked = check_token_inputs(tokens, next_tokens, token_vectors, A)
+    if checked is None:
+        raise ValueError("tokens, next_tokens and token_vectors must be given; got none. Pass the sample's token ids "
+                         "and the model's unembedding.")
+    tokens, next_tokens, vectors = checked
+    return A, keys.astype(np.int64), tokens, next_tokens, vectors, check_token_words(token_words, vectors.shape[0])
 
 
 def _assign(energies: Mapping[str, sp.csr_matrix], total: np.ndarray,

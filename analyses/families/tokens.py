@@ -33,10 +33,12 @@ share the feature keeps the family the geometry gave it.
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
+from analyses.base import as_integers
 from analyses.families.cluster import average_families, dense_hdbscan_families
 from analyses.families.knn import unit_rows
 
@@ -184,3 +186,48 @@ def assign_token_families(family: np.ndarray, token_class: np.ndarray, group: np
         _, inverse = np.unique(np.stack([group[has], token_class[has]], 1), axis=0, return_inverse=True)
         out[has] = (int(family.max()) + 1 if family.size else 0) + inverse.ravel()
     return out
+
+
+def check_token_inputs(tokens: Any, next_tokens: Any, token_vectors: Any,
+                       A: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(tokens, next_tokens, token_vectors) checked against the sample, or None when none is given."""
+    given = [x is not None for x in (tokens, next_tokens, token_vectors)]
+    if not any(given):
+        return None
+    if not all(given) or A is None:
+        names = ["tokens", "next_tokens", "token_vectors"]
+        missing = names[given.index(False)] if not all(given) else "activations"
+        raise ValueError(f"tokens, next_tokens and token_vectors must come together, with activations; got no "
+                         f"{missing}. Pass all four, or none.")
+    vectors = np.asarray(token_vectors)  # not copied: a large model's unembedding is gigabytes
+    if vectors.ndim != 2 or vectors.shape[0] < 1 or vectors.dtype.kind != "f":
+        raise ValueError(f"token_vectors must be a float (n_tokens, d_model) array (the unembedding); got shape "
+                         f"{vectors.shape!r} and dtype {vectors.dtype}.")
+    ids = [as_integers(name, x) for name, x in (("tokens", tokens), ("next_tokens", next_tokens))]
+    for name, x, lo in (("tokens", ids[0], 0), ("next_tokens", ids[1], -1)):
+        if x.shape != (A.shape[0],):
+            raise ValueError(f"{name} must have one entry per row of activations ({A.shape[0]}); got shape "
+                             f"{x.shape!r}.")
+        if x.size and (x.min() < lo or x.max() >= vectors.shape[0]):
+            raise ValueError(f"{name} must be token ids in [{lo}, {vectors.shape[0]}) (rows of token_vectors); "
+                             f"got {int(x.min() if x.min() < lo else x.max())}.")
+    for start in range(0, vectors.shape[0], 8192):  # every row centres the classes; in blocks, never a copy
+        if not np.isfinite(vectors[start:start + 8192]).all():
+            raise ValueError(f"token_vectors must be finite; got NaN or inf in rows {start}-"
+                             f"{min(start + 8192, vectors.shape[0]) - 1}. Pass the model's unembedding rows.")
+    return ids[0], ids[1], vectors
+
+def check_token_words(token_words: Sequence[str] | None, n_tokens: int) -> Sequence[str] | None:
+    """``token_words`` checked: one string per row of token_vectors (None: no folding)."""
+    if token_words is None:
+        return None
+    if isinstance(token_words, (str, bytes)) or not hasattr(token_words, "__len__"):
+        raise TypeError(f"token_words must be a sequence of texts, one per token id; got "
+                        f"{type(token_words).__name__}. Pass a list of the tokenizer's texts, or None.")
+    if len(token_words) != n_tokens:
+        raise ValueError(f"token_words must hold one text per row of token_vectors ({n_tokens}); got "
+                         f"{len(token_words)} entries. Pass the tokenizer's text of every token id, or None.")
+    for i, w in enumerate(token_words):
+        if not isinstance(w, str):
+            raise TypeError(f"token_words must be strings (each token's text); got {w!r} at token id {i}.")
+    return token_words

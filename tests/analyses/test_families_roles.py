@@ -37,9 +37,9 @@ def _planted(seed: int = 0, n_rows: int = 3000) -> dict:
             "next_tokens": nxt, "token_vectors": W_U}
 
 
-def _roles(d: dict, config: RolesConfig = AVERAGE, **kw) -> FeatureRoles:
+def _roles(d: dict, config: RolesConfig = AVERAGE) -> FeatureRoles:
     return feature_roles(d["A"], d["keys"], tokens=d["tokens"], next_tokens=d["next_tokens"],
-                         token_vectors=d["token_vectors"], token_words=kw.get("words", WORDS), config=config)
+                         token_vectors=d["token_vectors"], token_words=d.get("words", WORDS), config=config)
 
 
 def test_planted_roles_are_read_from_the_tokens_alone() -> None:
@@ -92,10 +92,15 @@ def test_roles_save_and_load_and_a_damaged_table_is_refused(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("change, match", [
-    ({"keys": np.zeros((4, 2), np.int64)}, r"keys must have shape \(5, 2\)"),
-    ({"tokens": np.zeros(3, np.int64)}, "tokens and next_tokens must have one id per row"),
-    ({"tokens": np.full(3000, 30)}, r"tokens must be ids in \[0, 30\)"),
-    ({"next_tokens": np.full(3000, -2)}, r"tokens must be ids in \[0, 30\)"),
+    ({"keys": np.zeros((4, 2), np.int64)}, r"keys must be integers of shape \(5, 2\)"),
+    ({"keys": np.zeros((5, 2))}, r"keys must be integers of shape \(5, 2\)"),
+    ({"tokens": np.zeros(3, np.int64)}, "tokens must have one entry per row of activations"),
+    ({"tokens": np.full(3000, 30)}, r"tokens must be token ids in \[0, 30\)"),
+    ({"next_tokens": np.full(3000, -2)}, r"next_tokens must be token ids in \[-1, 30\)"),
+    ({"tokens": None, "next_tokens": None, "token_vectors": None}, "tokens, next_tokens and token_vectors must be"),
+    ({"token_vectors": np.full((30, 4), np.nan)}, "token_vectors must be finite"),
+    ({"A": sp.csr_matrix(-np.ones((3000, 5)))}, "A must hold finite, non-negative activations"),
+    ({"words": WORDS[:3]}, "token_words must hold one text per row of token_vectors"),
 ])
 def test_bad_inputs_are_one_clear_error(change: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
