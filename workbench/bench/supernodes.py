@@ -13,10 +13,11 @@ Builds (or reuses) the reference benchmark model of ``workbench bench`` (Qwen3, 
   (edge-profile and virtual-weight similarities);
 * ``circuit``: :class:`analyses.supernodes.circuit.ReadableCircuit` (clustering included) with the
   default budget, given the prune result;
-* ``circuit_coactivation``: the same with the co-activation similarity, over an activation sample of
-  ``--coactivation-prompts`` seeded random 32-word prompts (all 4 layers: 4,096 or 8,192 columns,
-  so the count-sketched path). Building that sample (``coactivation_sample``, once per transcoder
-  set and shared by every graph) is timed apart.
+* ``circuit_coactivation``: the same with the co-activation similarity and the features' roles (one role
+  per group), over an activation sample of ``--coactivation-prompts`` seeded random 32-word prompts (all
+  4 layers: 4,096 or 8,192 columns, so the count-sketched path). Building that sample and reading the
+  roles from it (``coactivation_sample``, once per transcoder set and shared by every graph) is timed
+  apart.
 
 Attribution, clustering and circuit run back to back ``--repeats`` times, so that each pair sees
 the same machine load; the JSON holds every run, the medians and the median of the per-run ratios
@@ -38,8 +39,9 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> Any:
-    """The co-activation context of ``n_prompts`` seeded random 32-word prompts (the model's words)."""
+def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> tuple[Any, Any]:
+    """(the co-activation context, the features' roles) of ``n_prompts`` seeded random 32-word prompts (the
+    model's words)."""
     import numpy as np
 
     from workbench.bench.build import SPECIAL_TOKENS
@@ -47,8 +49,7 @@ def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> An
 
     rng = np.random.default_rng(1)
     words = rng.integers(len(SPECIAL_TOKENS), vocab, (n_prompts, 32))  # (n_prompts, 32) word ids
-    return prompt_coactivation(loaded, tcs, [" ".join(f"w{w}" for w in row) for row in words], verbose=False,
-                               roles=False)[0]
+    return prompt_coactivation(loaded, tcs, [" ".join(f"w{w}" for w in row) for row in words], verbose=False)
 
 
 def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_prompts: int = 256) -> dict[str, Any]:
@@ -73,7 +74,7 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
     graph = attribute(loaded, tcs, ids, config)
     t_prune, pruned = _timed(lambda: prune_graph(graph))  # one run: slow, and not part of the target
     vocab = int(built.manifest["spec"]["vocab"])
-    t_sample, context = _timed(lambda: coactivation_sample(loaded, tcs, coactivation_prompts, vocab))
+    t_sample, (context, roles) = _timed(lambda: coactivation_sample(loaded, tcs, coactivation_prompts, vocab))
     times: dict[str, list[float]] = {"attribute": [], "cluster": [], "circuit": [], "circuit_coactivation": []}
     for _ in range(repeats):
         times["attribute"].append(_timed(lambda: attribute(loaded, tcs, ids, config))[0])
@@ -82,7 +83,7 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
         t, circuit = _timed(lambda: ReadableCircuit().fit(graph, prune_result=pruned, transcoders=tcs))
         times["circuit"].append(t)
         t, with_co = _timed(lambda: ReadableCircuit().fit(graph, prune_result=pruned, transcoders=tcs,
-                                                          coactivation=context))
+                                                          coactivation=context, roles=roles))
         times["circuit_coactivation"].append(t)
     ratios = [c / a for c, a in zip(times["circuit"], times["attribute"])]
     ratios_co = [c / a for c, a in zip(times["circuit_coactivation"], times["attribute"])]
@@ -97,7 +98,8 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
                     "circuit_coactivation": round(med["circuit_coactivation"], 4),
                     "coactivation_sample": round(t_sample, 4)},
         "coactivation_sample": {"n_prompts": coactivation_prompts, "n_rows": context.n_rows,
-                                "n_columns": context.n_context, "sketched": context.sketched},
+                                "n_columns": context.n_context, "sketched": context.sketched,
+                                "n_roles": len(roles.names)},
         "seconds_each_run": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "ratio_circuit_to_attribute": round(statistics.median(ratios), 4),
         "ratio_each_run": [round(r, 4) for r in ratios],
