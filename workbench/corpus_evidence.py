@@ -81,6 +81,6 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
         return context, None
     from analyses.families.roles import row_tokens
 
-    rows = store.row_table()
-    A, keys = store.feature_matrix(layers)
-    return context, sample_roles(loaded, A, keys, *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
+    rows = store.row_table()  # the context holds the run's activations as they are (activation weighting)
+    return context, sample_roles(loaded, context.activations, context.keys,
+                                 *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
