@@ -22,18 +22,19 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
                                                           verbose=verbose, allow_unk=allow_unk)
     context = CoactivationContext.from_activations(A, keys)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
-    return context, sample_roles(loaded, A, keys, tokens, next_tokens) if roles else None
+    return context, sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind) if roles else None
 
 
-def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any) -> Any:
+def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, kind: str | None) -> Any:
     """The features' roles on an activation sample (:func:`analyses.families.roles.feature_roles`): ``A``
     (n_rows, n_columns) keyed by ``keys``, each row's token and next token, the model's unembedding and token
-    texts."""
+    texts; ``kind``: the sample's kind of transcoders, recorded with the roles."""
     from analyses.families.roles import feature_roles
     from workbench.cmd_families import token_texts
 
     roles = feature_roles(A, keys, tokens=tokens, next_tokens=next_tokens,
-                          token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded))
+                          token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded),
+                          transcoder_kind=kind)
     logger.info("feature roles: %d roles over %d features that fire in the sample", len(roles.names),
                 int((roles.role >= 0).sum()))
     return roles
@@ -83,4 +84,4 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
 
     rows = store.row_table()  # the context holds the run's activations as they are (activation weighting)
     return context, sample_roles(loaded, context.activations, context.keys,
-                                 *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
+                                 *row_tokens(rows["prompt"], rows["pos"], rows["token"]), context.transcoder_kind)

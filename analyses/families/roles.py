@@ -84,6 +84,9 @@ class FeatureRoles:
     """Each role's kind (one of :data:`KINDS`)."""
     min_share: float = 0.5
     """The share that made the roles."""
+    transcoder_kind: str | None = None
+    """The kind of transcoders ("plt" / "clt") whose features these are, when known: the clustering refuses roles
+    of another kind than its graph's."""
 
     def __post_init__(self) -> None:
         """Refuse an inconsistent table (a damaged file): arrays of other lengths, roles that name no role."""
@@ -134,11 +137,12 @@ def row_tokens(prompt: np.ndarray, pos: np.ndarray, token: np.ndarray) -> tuple[
 
 def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_tokens: np.ndarray,
                   token_vectors: np.ndarray, token_words: Sequence[str] | None = None,
-                  config: RolesConfig | None = None) -> FeatureRoles:
+                  config: RolesConfig | None = None, transcoder_kind: str | None = None) -> FeatureRoles:
     """The roles of the columns of ``A`` (n_rows, n_features) non-negative activations, named by ``keys``
     (n_features, 2) (layer, feature); ``tokens`` / ``next_tokens`` (n_rows,) each row's token id and the next
     one's (-1: none); ``token_vectors`` (d_vocab, d_model) the model's unembedding; ``token_words`` each token's
-    text (folds tokens into words; None: every token is its own word). See the module docstring."""
+    text (folds tokens into words; None: every token is its own word); ``transcoder_kind`` the kind of transcoders
+    the sample is of ("plt" / "clt"), recorded in the table. See the module docstring."""
     cfg = config or RolesConfig()
     A, keys, tokens, next_tokens, token_vectors, token_words = _checked(A, keys, tokens, next_tokens, token_vectors,
                                                                         token_words)
@@ -162,7 +166,7 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     names = {"predicts": _class_names(classes, token_words, "predicts"),
              "reads": _class_names(classes, token_words, "reads"),
              "word": _word_names(word, seen, token_words)}
-    return _table(keys, kind, index, share, names, cfg.min_share)
+    return dataclasses.replace(_table(keys, kind, index, share, names, cfg.min_share), transcoder_kind=transcoder_kind)
 
 
 def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any,

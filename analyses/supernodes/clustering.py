@@ -149,6 +149,19 @@ def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[
                                "coactivation", "the activation run it was read from")
 
 
+def check_roles(graph: Graph, transcoders: Transcoders | None, roles: Any) -> None:
+    """Refuse roles that are no FeatureRoles, or that were read with another kind of transcoders than the graph's."""
+    if roles is None:
+        return
+    if not isinstance(roles, FeatureRoles):
+        raise TypeError(f"roles must be an analyses.families.roles.FeatureRoles (feature_roles); got "
+                        f"{type(roles).__name__}.")
+    kind = graph.extra.get("transcoder_kind") or (transcoders.kind if transcoders is not None else None)
+    if kind and roles.transcoder_kind and roles.transcoder_kind != kind:
+        raise ValueError(f"roles must be read with the graph's kind of transcoders ({kind}); got roles of "
+                         f"{roles.transcoder_kind} transcoders. Read them from a sample of the graph's transcoders.")
+
+
 class SupernodeClustering(Estimator):
     """Cluster the features of a graph into supernodes (parameters: :class:`ClusteringConfig`)."""
 
@@ -212,9 +225,7 @@ class SupernodeClustering(Estimator):
         if prune_result is not None:
             check_prune_result(graph, prune_result)
         check_inputs(graph, transcoders, labels, coactivation)
-        if roles is not None and not isinstance(roles, FeatureRoles):
-            raise TypeError(f"roles must be an analyses.families.roles.FeatureRoles (feature_roles); got "
-                            f"{type(roles).__name__}.")
+        check_roles(graph, transcoders, roles)
         if isinstance(families, (np.ndarray, torch.Tensor)):
             families = family_table(graph, families)
         work_nodes, self.prune_result_, view = self._working_set(graph, prune_result, node_mask)
@@ -226,6 +237,9 @@ class SupernodeClustering(Estimator):
         keys = graph.active_features[graph.selected_features[torch.from_numpy(cand)]].cpu().numpy()  # (n_c, 3)
         inputs = self._inputs(graph, work, cand, pos, keys, transcoders, families, labels, coactivation)
         inputs["roles"] = roles.lookup(keys[:, [0, 2]]) if roles is not None else None  # (n_c,) -1: none
+        if inputs["roles"] is not None and not (inputs["roles"] >= 0).any():
+            logger.warning("roles name none of the graph's %d candidate features: no role constraint (were they read "
+                           "with these transcoders?)", cand.size)
         effects = sim.logit_effects(work, graph)[pos]
         blocks = [np.arange(cand.size)] if self.config_.cross_position else [
             np.flatnonzero(keys[:, 1] == p) for p in np.unique(keys[:, 1])]

@@ -182,3 +182,22 @@ def test_features_of_different_roles_never_share_a_group_and_roles_name_the_grou
         SupernodeClustering().fit(graph, node_mask=mask, roles={(0, 0): 1})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="role_constraint must be a bool"):
         SupernodeClustering(role_constraint="yes").fit(graph, node_mask=mask)  # type: ignore[arg-type]
+
+
+def test_roles_of_another_transcoder_kind_are_refused_and_roles_of_no_candidate_warn(caplog) -> None:
+    import dataclasses
+    import logging
+
+    graph, truth = planted_graph(0)
+    mask = torch.ones(graph.n_nodes, dtype=torch.bool)
+    roles = _split_roles(graph, truth)
+    graph.extra["transcoder_kind"] = "plt"
+    with pytest.raises(ValueError, match=r"roles must be read with the graph's kind of transcoders \(plt\); got"):
+        SupernodeClustering().fit(graph, node_mask=mask, roles=dataclasses.replace(roles, transcoder_kind="clt"))
+    SupernodeClustering().fit(graph, node_mask=mask, roles=dataclasses.replace(roles, transcoder_kind="plt"))
+    elsewhere = dataclasses.replace(roles, keys=roles.keys + np.array([[50, 0]]))  # layers the graph does not have
+    with caplog.at_level(logging.WARNING, logger="analyses.supernodes.clustering"):
+        est = SupernodeClustering().fit(graph, node_mask=mask, roles=elsewhere)
+    assert "roles name none of the graph's" in caplog.text
+    free = SupernodeClustering().fit(graph, node_mask=mask)
+    assert np.array_equal(est.labels_, free.labels_)  # no role: no constraint
