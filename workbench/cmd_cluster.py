@@ -97,16 +97,19 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     names = p.add_mutually_exclusive_group()
     names.add_argument("--labels", default=None,
                        help="feature labels (our JSONL or a Neuronpedia export) to name groups")
-    names.add_argument("--no-labels", action="store_true", help="use no labels at all (groups named by layer, "
-                                                                "position and size)")
+    names.add_argument("--no-labels", action="store_true", help="use no labels at all (groups named by their "
+                                                                "features' role with --prompts / --activations and "
+                                                                "--model, else by layer, position and size)")
     p.add_argument("--families", default=None, help='feature families JSON ({"families": [{"layer", "features"}]})')
     sample = p.add_mutually_exclusive_group()
     sample.add_argument("--prompts", default=None,
-                        help="unlabelled text, one prompt per line, for the co-activation similarity (needs --model "
-                             "and --transcoders; a few thousand sentences of the model's usual text)")
+                        help="unlabelled text, one prompt per line, for the co-activation similarity and the features' "
+                             "roles (one role per group; needs --model and --transcoders; a few thousand sentences of "
+                             "the model's usual text)")
     sample.add_argument("--activations", default=None, metavar="DIR",
                         help="the co-activation sample from a `workbench activations` run of these transcoders "
-                             "(its feature layers) instead of --prompts (needs --transcoders)")
+                             "(its feature layers) instead of --prompts (needs --transcoders; the roles need --model "
+                             "too)")
     p.add_argument("--allow-unk", action="store_true",
                    help="with --prompts: read words the tokenizer does not know as its unknown token (default: refuse)")
     p.add_argument("--prune", default=None, help="a prune result from `workbench prune` (default: prune here)")

@@ -172,12 +172,14 @@ def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -
     >= 1 of each prompt, prompt by prompt) and of the token after it in the same prompt (-1 at a prompt's end)."""
     import numpy as np
 
+    from analyses.families.roles import row_tokens
     from tracer.models import tokenize_many
 
-    ids = [t.cpu().numpy().astype(np.int64)[1:] for t in tokenize_many(loaded, prompts, allow_unk=allow_unk)]
-    tokens = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    nexts = np.concatenate([np.append(t[1:], -1) for t in ids]) if ids else np.zeros(0, np.int64)
-    return tokens, nexts
+    ids = [t.cpu().numpy().astype(np.int64) for t in tokenize_many(loaded, prompts, allow_unk=allow_unk)]
+    if not ids:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    prompt = np.repeat(np.arange(len(ids)), [len(t) for t in ids])  # (n_rows,) BOS rows included
+    return row_tokens(prompt, np.concatenate([np.arange(len(t)) for t in ids]), np.concatenate(ids))
 
 
 def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,

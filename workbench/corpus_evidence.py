@@ -22,19 +22,21 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
                                                           verbose=verbose, allow_unk=allow_unk)
     context = CoactivationContext.from_activations(A, keys)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
-    return context, sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind) if roles else None
+    return context, sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind,
+                                 transcoders.source) if roles else None
 
 
-def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, kind: str | None) -> Any:
+def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, kind: str | None,
+                 source: str | None) -> Any:
     """The features' roles on an activation sample (:func:`analyses.families.roles.feature_roles`): ``A``
     (n_rows, n_columns) keyed by ``keys``, each row's token and next token, the model's unembedding and token
-    texts; ``kind``: the sample's kind of transcoders, recorded with the roles."""
+    texts; ``kind`` / ``source``: the sample's transcoders, recorded with the roles."""
     from analyses.families.roles import feature_roles
     from workbench.cmd_families import token_texts
 
     roles = feature_roles(A, keys, tokens=tokens, next_tokens=next_tokens,
                           token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded),
-                          transcoder_kind=kind)
+                          transcoder_kind=kind, transcoder_source=source)
     logger.info("feature roles: %d roles over %d features that fire in the sample", len(roles.names),
                 int((roles.role >= 0).sum()))
     return roles
@@ -82,6 +84,16 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
         return context, None
     from analyses.families.roles import row_tokens
 
+    run_model = store.index.get("model_id")
+    if run_model and loaded.model_id and run_model != loaded.model_id:
+        logger.warning("--activations: the run was collected with model %r, --model is %r; the roles read the run's "
+                       "token ids with --model's unembedding", run_model, loaded.model_id)
     rows = store.row_table()  # the context holds the run's activations as they are (activation weighting)
-    return context, sample_roles(loaded, context.activations, context.keys,
-                                 *row_tokens(rows["prompt"], rows["pos"], rows["token"]), context.transcoder_kind)
+    try:
+        roles = sample_roles(loaded, context.activations, context.keys,
+                             *row_tokens(rows["prompt"], rows["pos"], rows["token"]), context.transcoder_kind,
+                             context.transcoder_source)
+    except ValueError as err:  # token ids outside --model's vocabulary: another model's run, or a damaged one
+        raise WorkbenchError(f"--activations must hold token ids of --model's vocabulary: {str(err).splitlines()[0]} "
+                             f"({str(store.directory)!r}). Collect the run with this model.") from None
+    return context, roles

@@ -8,7 +8,7 @@ without labels, with :class:`FamiliesConfig`'s token-class settings), every feat
 
 1. **predicts a variable** when at least ``min_share`` of its energy is on rows whose next token is in
    one class ("predicts Monday, Tuesday, ..."), or **reads a variable** when it is on rows whose token is
-   (the larger of the two; a tie is "predicts");
+   (the larger of the two, as FeatureFamilies' token families decide it; a tie is "reads");
 2. else **reads a word** when at least ``min_share`` of it is on one word (tokens folded into words as
    the classes fold them: "Is" and "is" are one word);
 3. else **mixed**: no single word, class or next class holds that share.
@@ -32,9 +32,11 @@ import scipy.sparse as sp
 from analyses.base import check_number
 from analyses.families.config import FamiliesConfig
 from analyses.families.tokens import (
-    _one_hot,
     check_token_inputs,
     check_token_words,
+    dominant_class,
+    one_hot,
+    reaches,
     token_classes,
     token_energy,
     word_groups,
@@ -87,29 +89,52 @@ class FeatureRoles:
     transcoder_kind: str | None = None
     """The kind of transcoders ("plt" / "clt") whose features these are, when known: the clustering refuses roles
     of another kind than its graph's."""
+    transcoder_source: str | None = None
+    """The transcoder folder whose features these are, when known: the clustering refuses roles of other
+    transcoders (by the folders' signatures, as it refuses a co-activation sample of other transcoders)."""
 
     def __post_init__(self) -> None:
-        """Refuse an inconsistent table (a damaged file): arrays of other lengths, roles that name no role."""
+        """Refuse an inconsistent table (a damaged file): arrays of other lengths, keys named twice, roles that
+        name no role, shares outside [0, 1], names that contradict their kinds."""
         check_shapes(self, {"keys": (None, 2)}, kinds={"keys": "iu"})
         n = len(self.keys)
         check_shapes(self, {"role": (n,), "share": (n,)}, kinds={"role": "iu"})
-        if len(self.kinds) != len(self.names) or any(k not in KINDS for k in self.kinds):
-            raise ValueError(f"FeatureRoles kinds must be one of {list(KINDS)} per name; got {len(self.kinds)} kinds "
-                             f"for {len(self.names)} names. The table is inconsistent.")
+        object.__setattr__(self, "keys", np.asarray(self.keys, dtype=np.int64))  # int32 tables encode as int64
+        check_number("FeatureRoles min_share", self.min_share, lo=0.0, hi=1.0)
+        bad_kind = next((k for k in self.kinds if k not in KINDS), None)
+        if len(self.kinds) != len(self.names) or bad_kind is not None:
+            got = bad_kind if bad_kind is not None else f"{len(self.kinds)} kinds"
+            raise ValueError(f"FeatureRoles kinds must be one of {list(KINDS)}, one per name; got {got!r} (for "
+                             f"{len(self.names)} names). The table is inconsistent.")
+        if any((name == "mixed") != (kind == "mixed") for name, kind in zip(self.names, self.kinds)):
+            raise ValueError("FeatureRoles names must be 'mixed' exactly where the kind is 'mixed'; got a name that "
+                             "contradicts its kind. The table is inconsistent.")
         if n and (int(self.role.min()) < -1 or int(self.role.max()) >= len(self.names)):
             raise ValueError(f"FeatureRoles role must be -1 or an index into its {len(self.names)} names; got values "
                              f"in [{int(self.role.min())}, {int(self.role.max())}]. The table is inconsistent.")
+        share = np.asarray(self.share, dtype=np.float64)
+        if n and (not np.isfinite(share).all() or share.min() < 0 or share.max() > 1 + 1e-9):
+            raise ValueError("FeatureRoles share must be finite shares in [0, 1]; got values outside. The table is "
+                             "inconsistent.")
+        _, inverse, counts = np.unique(_codes(self.keys), return_inverse=True, return_counts=True)
+        if n and counts.max() > 1:
+            dup = self.keys[np.flatnonzero(counts[inverse.ravel()] > 1)[0]]  # (2,) the first key named twice
+            raise ValueError(f"FeatureRoles keys must name each (layer, feature) once; got {tuple(map(int, dup))!r} "
+                             "more than once. The table is inconsistent.")
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """(n,) the role of each (layer, feature) row of ``keys`` (n, 2); -1 where the table has none."""
-        want = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
-        code = self.keys[:, 0] * (1 << 32) + self.keys[:, 1]  # (n_table,)
-        order = np.argsort(code, kind="stable")
+        want = np.asarray(keys)
+        if want.ndim != 2 or want.shape[1] != 2 or (want.size and want.dtype.kind not in "iu"):
+            raise ValueError(f"keys must be integers of shape (n, 2) (layer, feature); got shape {want.shape} and "
+                             f"dtype {want.dtype}. Pass keys[:, [0, 2]] of (layer, pos, feature) rows.")
+        code = _codes(self.keys)  # (n_table,)
+        order = np.argsort(code, kind="stable")  # (n_table,)
         if not order.size:
             return np.full(len(want), -1, dtype=np.int64)
-        query = want[:, 0] * (1 << 32) + want[:, 1]  # (n,)
-        at = np.minimum(np.searchsorted(code[order], query), order.size - 1)  # (n,)
-        found = code[order[at]] == query
+        query = _codes(want)  # (n,)
+        at = np.minimum(np.searchsorted(code[order], query), order.size - 1)  # (n,) insertion points
+        found = code[order[at]] == query  # (n,)
         return np.where(found, self.role[order[at]], -1).astype(np.int64)
 
     def names_of(self, keys: np.ndarray) -> list[str | None]:
@@ -125,48 +150,55 @@ class FeatureRoles:
         return self.names_of(np.array([[layer, feature]]))[0]
 
 
+def _codes(keys: np.ndarray) -> np.ndarray:
+    """(n,) int64 one code per (layer, feature) row of ``keys`` (n, 2)."""
+    k = np.asarray(keys, dtype=np.int64)
+    return k[:, 0] * (1 << 32) + k[:, 1]
+
+
 def row_tokens(prompt: np.ndarray, pos: np.ndarray, token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, next_tokens) of the rows at position >= 1 (an activation store's feature rows), from its row
     table (each (n_rows,)): each row's token and the next row's token in the same prompt (-1 at a prompt's end)."""
-    nxt = np.full(token.shape, -1, dtype=np.int64)
-    same = prompt[1:] == prompt[:-1]  # (n_rows - 1,)
+    nxt = np.full(token.shape, -1, dtype=np.int64)  # (n_rows,)
+    same = prompt[1:] == prompt[:-1]  # (n_rows - 1,) the next row is in the same prompt
     nxt[:-1][same] = token[1:][same]
-    keep = pos > 0
+    keep = pos > 0  # (n_rows,) BOS rows are never active: left out, as the feature matrix leaves them
     return token[keep].astype(np.int64), nxt[keep]
 
 
 def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_tokens: np.ndarray,
                   token_vectors: np.ndarray, token_words: Sequence[str] | None = None,
-                  config: RolesConfig | None = None, transcoder_kind: str | None = None) -> FeatureRoles:
+                  config: RolesConfig | None = None, transcoder_kind: str | None = None,
+                  transcoder_source: str | None = None) -> FeatureRoles:
     """The roles of the columns of ``A`` (n_rows, n_features) non-negative activations, named by ``keys``
     (n_features, 2) (layer, feature); ``tokens`` / ``next_tokens`` (n_rows,) each row's token id and the next
     one's (-1: none); ``token_vectors`` (d_vocab, d_model) the model's unembedding; ``token_words`` each token's
-    text (folds tokens into words; None: every token is its own word); ``transcoder_kind`` the kind of transcoders
-    the sample is of ("plt" / "clt"), recorded in the table. See the module docstring."""
+    text (folds tokens into words; None: every token is its own word); ``transcoder_kind`` / ``transcoder_source``
+    the kind ("plt" / "clt") and folder of the sample's transcoders, recorded in the table. See the module
+    docstring."""
     cfg = config or RolesConfig()
     A, keys, tokens, next_tokens, token_vectors, token_words = _checked(A, keys, tokens, next_tokens, token_vectors,
                                                                         token_words)
     fam = cfg.families
     n_tokens = token_vectors.shape[0]
     reads, predicts = token_energy(A, tokens, next_tokens, n_tokens)  # (n_features, n_tokens) each
-    counts = np.bincount(tokens, minlength=n_tokens)
+    counts = np.bincount(tokens, minlength=n_tokens)  # (n_tokens,) rows per token
     classes = token_classes(token_vectors, reads, predicts, counts, clustering=fam.token_clustering,
                             cut=fam.token_cut, min_class_size=fam.min_token_class, selection=fam.token_selection,
                             max_tokens=fam.max_tokens, words=token_words, fold=fam.fold_case, seed=fam.random_state)
+    # classes: (n_tokens,) each token's class, -1 for none
     total = np.asarray(reads.sum(axis=1)).ravel()  # (n_features,)
-    n_classes = int(classes.max()) + 1 if classes.size else 0
-    by_class = _one_hot(classes, n_tokens, n_classes)  # (n_tokens, n_classes)
-    seen = np.flatnonzero(counts > 0)
-    word = np.full(n_tokens, -1, dtype=np.int64)
+    seen = np.flatnonzero(counts > 0)  # (n_seen,) token ids in the sample
+    word = np.full(n_tokens, -1, dtype=np.int64)  # (n_tokens,) each seen token's word
     word[seen] = word_groups(token_words if fam.fold_case else None, seen)
-    by_word = _one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
-    energies = {"predicts": (predicts @ by_class).tocsr(), "reads": (reads @ by_class).tocsr(),
-                "word": (reads @ by_word).tocsr()}
-    kind, index, share = _assign(energies, total, cfg.min_share)
+    by_word = one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
+    kind, index, share = _assign(reads, predicts, classes, (reads @ by_word).tocsr(), total, fam.min_token_class,
+                                 cfg.min_share)
     names = {"predicts": _class_names(classes, token_words, "predicts"),
              "reads": _class_names(classes, token_words, "reads"),
              "word": _word_names(word, seen, token_words)}
-    return dataclasses.replace(_table(keys, kind, index, share, names, cfg.min_share), transcoder_kind=transcoder_kind)
+    return dataclasses.replace(_table(keys, kind, index, share, names, cfg.min_share), transcoder_kind=transcoder_kind,
+                               transcoder_source=transcoder_source)
 
 
 def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any,
@@ -189,25 +221,34 @@ def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: An
     return A, keys.astype(np.int64), tokens, next_tokens, vectors, check_token_words(token_words, vectors.shape[0])
 
 
-def _assign(energies: Mapping[str, sp.csr_matrix], total: np.ndarray,
-            min_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _assign(reads: sp.csr_matrix, predicts: sp.csr_matrix, classes: np.ndarray, words: sp.csr_matrix,
+            total: np.ndarray, min_class_size: int, min_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kind, index, share), each (n_features,): the kind of each feature's role (an index into :data:`KINDS`,
     -1 where it never fires), its class or word (-1 for 'mixed' and none), and the share behind it (for 'mixed',
-    the largest share that fell short)."""
-    def best(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:  # (n_features,) column and share of each row's max
-        if M.shape[1] == 0:
-            return np.zeros(M.shape[0], np.int64), np.zeros(M.shape[0])
-        top = np.asarray(M.max(axis=1).todense()).ravel()
-        return np.asarray(M.argmax(axis=1)).ravel(), np.divide(top, total, out=np.zeros_like(total), where=total > 0)
+    the largest share that fell short). The class part is FeatureFamilies' own (:func:`dominant_class`: the
+    largest class share, read or predicted; a tie is 'reads'); ``words`` (n_features, n_words) energies."""
+    dom, side = dominant_class(reads, predicts, total, classes, min_class_size=min_class_size, min_share=min_share)
+    n_classes = int(classes.max()) + 1 if classes.size else 0
+    by_class = one_hot(classes, classes.shape[0], n_classes)  # (n_tokens, n_classes)
+    class_energy = sp.hstack([reads @ by_class, predicts @ by_class]).tocsr()  # (n_features, 2 n_classes)
+    w_at, w_top = _row_max(words)  # (n_features,) each
+    _, c_top = _row_max(class_energy)  # (n_features,)
+    has_class = dom >= 0
+    word_ok = ~has_class & reaches(w_top, total, min_share)  # (n_features,)
+    kind = np.select([total <= 0, has_class & (side == 1), has_class, word_ok], [-1, 0, 1, 2], default=3)
+    index = np.select([kind == 0, kind == 1, kind == 2], [dom, dom, w_at], default=-1)
+    picked = np.zeros(dom.size) if n_classes == 0 else np.asarray(  # (n_features,) the role's class energy
+        class_energy[np.arange(dom.size), np.where(has_class, dom + n_classes * side, 0)]).ravel()
+    top = np.select([has_class, word_ok], [picked, w_top], default=np.maximum(c_top, w_top))  # (n_features,)
+    share = np.divide(top, total, out=np.zeros_like(total), where=total > 0)
+    return kind.astype(np.int64), index.astype(np.int64), np.clip(share, 0.0, 1.0)
 
-    (p_at, p), (r_at, r), (w_at, w) = best(energies["predicts"]), best(energies["reads"]), best(energies["word"])
-    need = min_share - 1e-12  # the sums round differently: a share of exactly 1 must pass
-    side_share = np.maximum(p, r)  # (n_features,) a tie is "predicts"
-    kind = np.where(side_share >= need, np.where(p >= r, 0, 1), np.where(w >= need, 2, 3))
-    kind = np.where(total > 0, kind, -1)
-    index = np.choose(np.clip(kind, 0, 3), [p_at, r_at, w_at, np.full_like(p_at, -1)])
-    share = np.choose(np.clip(kind, 0, 3), [p, r, w, np.maximum(side_share, w)])
-    return kind.astype(np.int64), np.where(kind >= 0, index, -1).astype(np.int64), np.where(kind >= 0, share, 0.0)
+
+def _row_max(M: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(column, value) of each row's largest entry, (n_rows,) each (0, 0 for a matrix without columns)."""
+    if M.shape[1] == 0:
+        return np.zeros(M.shape[0], np.int64), np.zeros(M.shape[0])
+    return np.asarray(M.argmax(axis=1)).ravel(), np.asarray(M.max(axis=1).todense()).ravel()
 
 
 def _class_names(classes: np.ndarray, words: Sequence[str] | None, verb: str, shown: int = 5) -> dict[int, str]:

@@ -49,10 +49,10 @@ def token_energy(A: sp.csr_matrix, tokens: np.ndarray, next_tokens: np.ndarray,
     ``A``, (n_rows, n_features)) on the rows whose token / next token (-1: none) is each token."""
     n_rows = A.shape[0]
     E = A.multiply(A).T.tocsr()  # (n_features, n_rows)
-    return (E @ _one_hot(tokens, n_rows, n_tokens)).tocsr(), (E @ _one_hot(next_tokens, n_rows, n_tokens)).tocsr()
+    return (E @ one_hot(tokens, n_rows, n_tokens)).tocsr(), (E @ one_hot(next_tokens, n_rows, n_tokens)).tocsr()
 
 
-def _one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
+def one_hot(ids: np.ndarray, n_rows: int, n_cols: int) -> sp.csr_matrix:
     """(n_rows, n_cols) with a 1 at (row, ids[row]) where ids[row] >= 0."""
     keep = np.flatnonzero(ids >= 0)
     return sp.csr_matrix((np.ones(keep.size), (keep, ids[keep])), shape=(n_rows, n_cols))
@@ -77,7 +77,7 @@ def token_classes(W_U: np.ndarray, reads: sp.csr_matrix, predicts: sp.csr_matrix
     if seen.size == 0:
         return out
     group = word_order(word_groups(words if fold else None, seen), [keys[i] for i in seen.tolist()], seed)
-    G = _one_hot(group, seen.size, int(group.max()) + 1).T.tocsr()  # (n_words, n_seen)
+    G = one_hot(group, seen.size, int(group.max()) + 1).T.tocsr()  # (n_words, n_seen)
     mean = W_U.mean(0, dtype=np.float64)  # (d_model,) over the whole vocabulary, without a centred copy of it
     U, _ = unit_rows(np.asarray(W_U[seen], dtype=np.float64) - mean)  # (n_seen, d_model)
     U, _ = unit_rows(np.asarray(G @ U))  # (n_words, d_model): a word's direction, the mean of its tokens'
@@ -167,14 +167,20 @@ def dominant_class(reads: sp.csr_matrix, predicts: sp.csr_matrix, total: np.ndar
     col = np.full(classes.shape[0], -1, dtype=np.int64)
     member = (classes >= 0) & np.isin(classes, variable)
     col[member] = np.searchsorted(variable, classes[member])
-    M = _one_hot(col, classes.shape[0], variable.size)  # (n_tokens, n_variables)
+    M = one_hot(col, classes.shape[0], variable.size)  # (n_tokens, n_variables)
     shares = sp.hstack([reads @ M, predicts @ M]).tocsr()  # (n_features, 2 n_variables) energies
     best = np.asarray(shares.argmax(axis=1)).ravel()  # (n_features,)
     top = np.asarray(shares.max(axis=1).todense()).ravel()  # (n_features,)
-    need = min_share * total  # (n_features,); the two sums round differently: a share of exactly 1 must pass
-    ok = ((top >= need) | np.isclose(top, need, rtol=1e-9, atol=0.0)) & (top > 0)
+    ok = reaches(top, total, min_share)
     return (np.where(ok, variable[best % variable.size], -1).astype(np.int64),
             np.where(ok, best // variable.size, -1).astype(np.int64))
+
+
+def reaches(top: np.ndarray, total: np.ndarray, min_share: float) -> np.ndarray:
+    """(n,) bool: energy ``top`` (n,) is at least ``min_share`` of ``total`` (n,), and not zero. The two sums round
+    differently, so a share of exactly 1 passes ``min_share`` 1."""
+    need = min_share * total  # (n,)
+    return ((top >= need) | np.isclose(top, need, rtol=1e-9, atol=0.0)) & (top > 0)
 
 
 def assign_token_families(family: np.ndarray, token_class: np.ndarray, group: np.ndarray) -> np.ndarray:

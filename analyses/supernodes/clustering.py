@@ -160,6 +160,9 @@ def check_roles(graph: Graph, transcoders: Transcoders | None, roles: Any) -> No
     if kind and roles.transcoder_kind and roles.transcoder_kind != kind:
         raise ValueError(f"roles must be read with the graph's kind of transcoders ({kind}); got roles of "
                          f"{roles.transcoder_kind} transcoders. Read them from a sample of the graph's transcoders.")
+    mine = transcoders.source if transcoders is not None else graph.transcoder_id
+    if mine and roles.transcoder_source:  # by the folders' signatures, as a co-activation sample is checked
+        check_same_transcoders(None, roles.transcoder_source, str(mine), "roles", "the sample they were read from")
 
 
 class SupernodeClustering(Estimator):
@@ -344,7 +347,8 @@ class SupernodeClustering(Estimator):
         self.candidates_, self.keys_, self.affinity_, self.cannot_link_ = cand, keys, affinity, cannot
         self.labels_, self.linkage_, self.cut_height_ = clustering.labels, clustering.linkage, clustering.height
         self.effects_, self.similarities_used_ = effects, used
-        self.roles_used_ = roles is not None and self.config_.role_constraint  # one role per group
+        self.roles_used_ = bool(roles is not None and self.config_.role_constraint
+                                and (roles.lookup(keys[:, [0, 2]]) >= 0).any())  # one role per group
         self.groups_ = [cand[clustering.labels == k] for k in range(int(clustering.labels.max()) + 1)]
         acts = graph.activation_values[graph.selected_features].double().cpu().numpy()
         names: list[str | None] = []

@@ -151,14 +151,17 @@ def test_every_role_holds_its_share_and_mixed_features_hold_none(seed: int, min_
 
 # ----------------------------------------------------------------------------- the clustering's constraint
 def _split_roles(graph, truth: np.ndarray) -> FeatureRoles:
-    """Roles that split planted unit 0 in two (its first member alone) and leave every other feature without
-    one."""
+    """Roles that split planted unit 0 in two (its first member's (layer, feature) alone) and leave every other
+    feature without one."""
     keys = graph.active_features.numpy()[:, [0, 2]]  # (n_active, 2)
     unit0 = np.flatnonzero(truth[:len(keys)] == 0)
-    role = np.full(len(keys), -1, dtype=np.int64)
-    role[unit0] = 1
-    role[unit0[0]] = 0
-    return FeatureRoles(keys=keys.astype(np.int64), role=role, share=np.ones(len(keys)),
+    table = {tuple(map(int, keys[i])): 1 for i in unit0}
+    table[tuple(map(int, keys[unit0[0]]))] = 0
+    others = {tuple(map(int, k)) for i, k in enumerate(keys) if truth[i] != 0}
+    assert not others & table.keys()  # a key of unit 0 is nowhere else: the roles split only unit 0
+    uniq = np.unique(keys, axis=0)  # (n_keys, 2) each (layer, feature) once
+    role = np.array([table.get(tuple(map(int, k)), -1) for k in uniq], dtype=np.int64)
+    return FeatureRoles(keys=uniq.astype(np.int64), role=role, share=np.ones(len(uniq)),
                         names=("reads 'a'", "reads 'b'"), kinds=("word", "word"))
 
 
@@ -176,8 +179,9 @@ def test_features_of_different_roles_never_share_a_group_and_roles_name_the_grou
     assert split.group_labels_[int(split.labels_[unit0[1]])] == "reads 'b'"  # no labels: the role names it
     others = np.flatnonzero(truth[free.candidates_] != 0)  # no role: unconstrained, the same groups as before
     assert np.array_equal(free.cannot_link_[np.ix_(others, others)], split.cannot_link_[np.ix_(others, others)])
+    assert split.roles_used_ and not free.roles_used_
     off = SupernodeClustering(role_constraint=False).fit(graph, node_mask=mask, roles=roles)
-    assert len({int(off.labels_[i]) for i in unit0}) == 1
+    assert len({int(off.labels_[i]) for i in unit0}) == 1 and not off.roles_used_
     with pytest.raises(TypeError, match="roles must be an analyses.families.roles.FeatureRoles"):
         SupernodeClustering().fit(graph, node_mask=mask, roles={(0, 0): 1})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="role_constraint must be a bool"):
@@ -198,6 +202,46 @@ def test_roles_of_another_transcoder_kind_are_refused_and_roles_of_no_candidate_
     elsewhere = dataclasses.replace(roles, keys=roles.keys + np.array([[50, 0]]))  # layers the graph does not have
     with caplog.at_level(logging.WARNING, logger="analyses.supernodes.clustering"):
         est = SupernodeClustering().fit(graph, node_mask=mask, roles=elsewhere)
-    assert "roles name none of the graph's" in caplog.text
+    assert "roles name none of the graph's" in caplog.text and not est.roles_used_
     free = SupernodeClustering().fit(graph, node_mask=mask)
     assert np.array_equal(est.labels_, free.labels_)  # no role: no constraint
+
+
+def _table(**change) -> FeatureRoles:
+    base = {"keys": np.array([[0, 5], [2, 0], [1, 7]]), "role": np.array([0, 1, -1]),
+            "share": np.array([0.9, 0.4, 0.0]), "names": ("reads 'is'", "mixed"), "kinds": ("word", "mixed")}
+    return FeatureRoles(**{**base, **change})
+
+
+def test_lookup_takes_layer_feature_pairs_of_any_integer_width_and_refuses_other_shapes() -> None:
+    for dtype in (np.int64, np.int32, np.uint32):
+        table = _table(keys=np.array([[0, 5], [2, 0], [1, 7]], dtype=dtype))
+        assert table.lookup(np.array([[1, 7], [0, 5], [9, 9]], dtype=dtype)).tolist() == [-1, 0, -1]
+        assert table.names_of(np.array([[2, 0]])) == ["mixed"]
+    with pytest.raises(ValueError, match=r"keys must be integers of shape \(n, 2\)"):
+        _table().lookup(np.array([[0, 2, 5]]))  # (layer, pos, feature) rows: pass keys[:, [0, 2]]
+    assert _table(keys=np.zeros((0, 2), np.int64), role=np.zeros(0, np.int64), share=np.zeros(0)).lookup(
+        np.array([[0, 5]])).tolist() == [-1]
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"keys": np.array([[0, 5], [0, 5], [1, 7]])}, r"keys must name each \(layer, feature\) once; got \(0, 5\)"),
+    ({"min_share": 5.0}, "min_share must be a number in"),
+    ({"share": np.array([0.9, float("nan"), 0.0])}, "share must be finite shares in"),
+    ({"share": np.array([0.9, 1.5, 0.0])}, "share must be finite shares in"),
+    ({"names": ("mixed", "mixed")}, "names must be 'mixed' exactly where the kind is 'mixed'"),
+    ({"kinds": ("word", "context")}, r"kinds must be one of .*; got 'context'"),
+    ({"role": np.array([0, 2, -1])}, "role must be -1 or an index into its 2 names"),
+])
+def test_an_inconsistent_table_is_refused(change: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        _table(**change)
+
+
+def test_a_feature_reading_and_predicting_one_class_alike_reads_it_as_its_family_does() -> None:
+    d = _planted()
+    both = np.isin(d["tokens"], DAYS) & np.isin(d["next_tokens"], DAYS)  # a day followed by a day
+    d["A"] = sp.csr_matrix(np.c_[d["A"].toarray(), both * 1.0])
+    d["keys"] = np.stack([np.full(6, 2), np.arange(6)], 1)
+    roles = _roles(d)
+    assert (roles.describe(2, 5) or "").startswith("reads w0") and roles.share[5] == pytest.approx(1.0)

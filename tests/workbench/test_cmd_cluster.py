@@ -343,6 +343,23 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     assert stored["coactivation"]["n_token_rows"] == doc["coactivation"]["n_token_rows"]
     assert stored["supernodes"] == doc["supernodes"] and stored["similarities"] == doc["similarities"]
     assert stored["roles"] == doc["roles"]  # the run's row tokens are the prompts' (the same roles, the same groups)
+    from types import SimpleNamespace
+
+    from tracer.activations import ActivationStore
+    from tracer.errors import WorkbenchError
+    from workbench.corpus_evidence import store_coactivation
+
+    small = SimpleNamespace(W_U=loaded.W_U[:5], model_id="another model", tokenizer=None, d_vocab=5)
+    with pytest.raises(WorkbenchError, match=r"--activations must hold token ids of --model's vocabulary: tokens must "
+                                             r"be token ids in \[0, 5\)"):
+        store_coactivation(ActivationStore(tmp_path / "acts"), loaded=small)
+    context, roles = store_coactivation(ActivationStore(tmp_path / "acts"), loaded=loaded)
+    assert roles.transcoder_kind == "plt" and roles.transcoder_source == context.transcoder_source
+    from analyses.supernodes.clustering import SupernodeClustering
+
+    other = dataclasses.replace(roles, transcoder_kind=None, transcoder_source=str(WORLD / "clt"))
+    with pytest.raises(WorkbenchError, match="roles must be made with the transcoders"):
+        SupernodeClustering().fit(graph, transcoders=tcs, roles=other)
     (tmp_path / "not-a-run").mkdir()
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "not-a-run"))
     assert status == 2 and not (tmp_path / "bad.json").exists()

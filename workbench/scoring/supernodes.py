@@ -281,7 +281,8 @@ def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, 
     keys = np.stack([sample.layer, sample.feature], 1)
     context = CoactivationContext.from_activations(sample.activations, keys)
     roles = feature_roles(sample.activations, keys, tokens=sample.tokens, next_tokens=sample.next_tokens,
-                          token_vectors=sample.token_vectors, token_words=sample.token_words, transcoder_kind=kind)
+                          token_vectors=sample.token_vectors, token_words=sample.token_words, transcoder_kind=kind,
+                          transcoder_source=str(world / kind))
     return context, roles, sample
 
 
