@@ -104,6 +104,10 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.prompts is not None and args.model is None:
         raise WorkbenchError("--prompts needs --model; got no --model. Pass the model the transcoders were "
                              "trained on.")
+    if args.model is not None and args.prompts is None:  # the model only reads the prompts: alone it changes nothing
+        raise WorkbenchError(f"--model needs --prompts; got --model {args.model!r} alone. Pass --prompts FILE "
+                             "(unlabelled text, one prompt per line) for co-activation and token-class evidence, or "
+                             "drop --model.")
     if args.prompts is not None and not Path(args.prompts).is_file():
         raise WorkbenchError(f"--prompts must be a text file, one prompt per line; got {args.prompts!r}.")
     check_out(args.out, inputs=[args.transcoders, args.model, args.labels, args.prompts])

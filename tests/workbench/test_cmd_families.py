@@ -76,6 +76,7 @@ def test_families_with_prompts_uses_coactivation(run, tmp_path: Path) -> None:  
     (["--layer", "9"], "--layer must be in"),
     (["--layer", "two"], "--layer must be a layer index"),
     (["--prompts", "PROMPTS"], "--prompts needs --model"),
+    (["--model", str(WORLD / "model")], "--model needs --prompts; got --model"),
     (["--n-neighbors", "0"], "--n-neighbors must be"),
     (["--distance-threshold", "5"], "--distance-threshold must be"),
     (["--clt-mode", "into"], "one analysed layer"),
