@@ -139,30 +139,33 @@ def check_inputs(graph: Graph, transcoders: Transcoders | None, labels: Mapping[
     if not isinstance(coactivation, CoactivationContext):
         raise TypeError(f"coactivation must be an analyses.families.coactivation.CoactivationContext; got "
                         f"{type(coactivation).__name__}.")
-    kind = graph.extra.get("transcoder_kind") or (transcoders.kind if transcoders is not None else None)
-    if kind and coactivation.transcoder_kind and coactivation.transcoder_kind != kind:
-        raise ValueError(f"coactivation must come from the graph's kind of transcoders ({kind}); got a sample of "
-                         f"{coactivation.transcoder_kind} transcoders. Collect it with the graph's transcoders.")
-    mine = transcoders.source if transcoders is not None else graph.transcoder_id
-    if mine:  # the run's signature against the transcoders' folder, as `cluster --activations` checks it
-        check_same_transcoders(coactivation.transcoder_signature, coactivation.transcoder_source, str(mine),
-                               "coactivation", "the activation run it was read from")
+    check_sample_origin(graph, transcoders, "coactivation", coactivation.transcoder_kind,
+                        coactivation.transcoder_signature, coactivation.transcoder_source,
+                        "the activation run it was read from")
 
 
 def check_roles(graph: Graph, transcoders: Transcoders | None, roles: Any) -> None:
-    """Refuse roles that are no FeatureRoles, or that were read with another kind of transcoders than the graph's."""
+    """Refuse roles that are no FeatureRoles, or that were read from a sample of other transcoders."""
     if roles is None:
         return
     if not isinstance(roles, FeatureRoles):
         raise TypeError(f"roles must be an analyses.families.roles.FeatureRoles (feature_roles); got "
                         f"{type(roles).__name__}.")
-    kind = graph.extra.get("transcoder_kind") or (transcoders.kind if transcoders is not None else None)
-    if kind and roles.transcoder_kind and roles.transcoder_kind != kind:
-        raise ValueError(f"roles must be read with the graph's kind of transcoders ({kind}); got roles of "
-                         f"{roles.transcoder_kind} transcoders. Read them from a sample of the graph's transcoders.")
+    check_sample_origin(graph, transcoders, "roles", roles.transcoder_kind, None, roles.transcoder_source,
+                        "the sample they were read from")
+
+
+def check_sample_origin(graph: Graph, transcoders: Transcoders | None, name: str, kind: str | None,
+                        signature: str | None, source: str | None, where: str) -> None:
+    """Refuse evidence read from a corpus sample (``name``: a co-activation context, roles) of other transcoders
+    than the graph's: of another kind, or (by the signature it recorded, else its folder's) of another folder."""
+    mine_kind = graph.extra.get("transcoder_kind") or (transcoders.kind if transcoders is not None else None)
+    if mine_kind and kind and kind != mine_kind:
+        raise ValueError(f"{name} must come from the graph's kind of transcoders ({mine_kind}); got a sample of "
+                         f"{kind} transcoders. Collect it with the graph's transcoders.")
     mine = transcoders.source if transcoders is not None else graph.transcoder_id
-    if mine and roles.transcoder_source:  # by the folders' signatures, as a co-activation sample is checked
-        check_same_transcoders(None, roles.transcoder_source, str(mine), "roles", "the sample they were read from")
+    if mine:  # as `cluster --activations` checks a run
+        check_same_transcoders(signature, source, str(mine), name, where)
 
 
 class SupernodeClustering(Estimator):

@@ -196,7 +196,7 @@ def test_roles_of_another_transcoder_kind_are_refused_and_roles_of_no_candidate_
     mask = torch.ones(graph.n_nodes, dtype=torch.bool)
     roles = _split_roles(graph, truth)
     graph.extra["transcoder_kind"] = "plt"
-    with pytest.raises(ValueError, match=r"roles must be read with the graph's kind of transcoders \(plt\); got"):
+    with pytest.raises(ValueError, match=r"roles must come from the graph's kind of transcoders \(plt\); got"):
         SupernodeClustering().fit(graph, node_mask=mask, roles=dataclasses.replace(roles, transcoder_kind="clt"))
     SupernodeClustering().fit(graph, node_mask=mask, roles=dataclasses.replace(roles, transcoder_kind="plt"))
     elsewhere = dataclasses.replace(roles, keys=roles.keys + np.array([[50, 0]]))  # layers the graph does not have
