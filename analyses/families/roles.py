@@ -24,6 +24,7 @@ holds no feature that predicts a day. Each role's name also names the groups whe
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -128,14 +129,20 @@ class FeatureRoles:
         if want.ndim != 2 or want.shape[1] != 2 or (want.size and want.dtype.kind not in "iu"):
             raise ValueError(f"keys must be integers of shape (n, 2) (layer, feature); got shape {want.shape} and "
                              f"dtype {want.dtype}. Pass keys[:, [0, 2]] of (layer, pos, feature) rows.")
-        code = _codes(self.keys)  # (n_table,)
-        order = np.argsort(code, kind="stable")  # (n_table,)
+        code, order = self._sorted_codes  # (n_table,) each
         if not order.size:
             return np.full(len(want), -1, dtype=np.int64)
         query = _codes(want)  # (n,)
-        at = np.minimum(np.searchsorted(code[order], query), order.size - 1)  # (n,) insertion points
-        found = code[order[at]] == query  # (n,)
+        at = np.minimum(np.searchsorted(code, query), order.size - 1)  # (n,) insertion points
+        found = code[at] == query  # (n,)
         return np.where(found, self.role[order[at]], -1).astype(np.int64)
+
+    @cached_property
+    def _sorted_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(the table's (layer, feature) codes sorted, the row of each): computed once, reused by every lookup."""
+        code = _codes(self.keys)  # (n_table,)
+        order = np.argsort(code, kind="stable")  # (n_table,)
+        return code[order], order
 
     def names_of(self, keys: np.ndarray) -> list[str | None]:
         """The role's name of each (layer, feature) row of ``keys`` (n, 2); None where it has none."""

@@ -24,8 +24,10 @@ def test_the_benchmark_recovers_planted_classes_and_reports_its_cost(tmp_path: P
                  "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["ari_planted_tokens"] > 0.8 and report["n_classes"] > 10
-    assert set(report["seconds"]) == {"generate", "energies", "classes", "dominant_class"}
-    assert report["peak_rss_gib"]["total"] >= report["peak_rss_gib"]["inputs"] > 0
+    assert set(report["seconds"]) == {"generate", "energies", "classes", "dominant_class", "feature_roles"}
+    rss = report["peak_rss_gib"]
+    assert rss["total"] >= rss["token_step"] >= rss["inputs"] > 0
+    assert report["n_roles"] > report["n_classes"] and 0 < report["features_with_a_class_role"] <= 2000
 
 
 def test_bad_sizes_are_one_clear_error(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ It times the token step exactly as :meth:`analyses.families.FeatureFamilies.fit`
 energies, the classes of the ``max_tokens`` most frequent words with the ``FamiliesConfig``
 defaults, each feature's dominant class) and reports wall time per phase, peak RSS (``getrusage``;
 the inputs alone are measured first), the number of classes, and the ARI of the planted classes'
-tokens (each unplanted or unclassed token its own singleton).
+tokens (each unplanted or unclassed token its own singleton). It then times the features' roles on the
+same sample (:func:`analyses.families.roles.feature_roles`: the token step again, then each feature's
+role), with the peak RSS after it.
 """
 
 import argparse
@@ -82,14 +84,32 @@ def run(d_vocab: int, d_model: int, n_rows: int, n_features: int, active: int, *
     dom, _ = dominant_class(reads, predicts, total, classes, min_class_size=cfg.min_token_class,
                             min_share=cfg.min_token_share)
     seconds["dominant_class"] = time.perf_counter() - t
+    rss_families = peak_rss_gib()
+    roles = timed_roles(d, n_features, seconds)
     seen = np.flatnonzero(counts > 0)
     return {"d_vocab": d_vocab, "d_model": d_model, "n_rows": n_rows, "n_features": n_features,
             "active_per_row": active, "seed": seed, "n_seen_tokens": int(seen.size), "max_tokens": cfg.max_tokens,
             "n_planted_classes": int(d["planted"].max()) + 1, "n_classes": len(np.unique(classes[classes >= 0])),
             "features_in_a_class": int((dom >= 0).sum()),
             "ari_planted_tokens": round(ari_with_singletons(d["planted"][seen], classes[seen]), 4),
+            "n_roles": len(roles.names), "features_with_a_class_role": int(np.isin(
+                roles.role, [k for k, kind in enumerate(roles.kinds) if kind in ("predicts", "reads")]).sum()),
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
-            "peak_rss_gib": {"inputs": round(rss_inputs, 3), "total": round(peak_rss_gib(), 3)}}
+            "peak_rss_gib": {"inputs": round(rss_inputs, 3), "token_step": round(rss_families, 3),
+                             "total": round(peak_rss_gib(), 3)}}
+
+
+def timed_roles(d: dict[str, Any], n_features: int, seconds: dict[str, float]) -> Any:
+    """The features' roles on the same sample (:func:`analyses.families.roles.feature_roles`, which runs the token
+    step again from the activations, as a user's call does), timed into ``seconds["feature_roles"]``."""
+    from analyses.families.roles import feature_roles
+
+    keys = np.stack([np.zeros(n_features, np.int64), np.arange(n_features)], 1)  # (n_features, 2) one layer
+    t = time.perf_counter()
+    roles = feature_roles(d["A"], keys, tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["W_U"],
+                          token_words=d["words"])
+    seconds["feature_roles"] = time.perf_counter() - t
+    return roles
 
 
 def main(argv: list[str] | None = None) -> int:
