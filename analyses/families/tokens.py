@@ -223,6 +223,7 @@ def check_token_inputs(tokens: Any, next_tokens: Any, token_vectors: Any,
                              f"{min(start + 8192, vectors.shape[0]) - 1}. Pass the model's unembedding rows.")
     return ids[0], ids[1], vectors
 
+
 def check_token_words(token_words: Sequence[str] | None, n_tokens: int) -> Sequence[str] | None:
     """``token_words`` checked: one string per row of token_vectors (None: no folding)."""
     if token_words is None:

@@ -257,7 +257,8 @@ class SupernodeClustering(Estimator):
         for block in parts:
             affinity[np.ix_(block.items, block.items)] = block.affinity
             cannot[np.ix_(block.items, block.items)] = block.cannot
-        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(inputs["used"]), labels, roles)
+        role_names = None if roles is None else [roles.names[r] if r >= 0 else "" for r in inputs["roles"].tolist()]
+        self._store(graph, cand, keys, affinity, cannot, clustering, effects, tuple(inputs["used"]), labels, role_names)
         return self
 
     def _working_set(self, graph: Graph, prune_result: PruneResult | None,
@@ -346,16 +347,16 @@ class SupernodeClustering(Estimator):
 
     def _store(self, graph: Graph, cand: np.ndarray, keys: np.ndarray, affinity: np.ndarray, cannot: np.ndarray,
                clustering: Any, effects: np.ndarray, used: tuple[str, ...],
-               labels: Mapping[tuple[int, int], Any] | None, roles: FeatureRoles | None) -> None:
+               labels: Mapping[tuple[int, int], Any] | None, role_names: list[str] | None) -> None:
+        """Keep the fitted state; ``role_names``: each candidate's role name ("" for none), or None without roles."""
         self.candidates_, self.keys_, self.affinity_, self.cannot_link_ = cand, keys, affinity, cannot
         self.labels_, self.linkage_, self.cut_height_ = clustering.labels, clustering.linkage, clustering.height
         self.effects_, self.similarities_used_ = effects, used
-        self.roles_used_ = bool(roles is not None and self.config_.role_constraint
-                                and (roles.lookup(keys[:, [0, 2]]) >= 0).any())  # one role per group
+        self.roles_used_ = bool(role_names is not None and self.config_.role_constraint
+                                and any(role_names))  # one role per group
         self.groups_ = [cand[clustering.labels == k] for k in range(int(clustering.labels.max()) + 1)]
         acts = graph.activation_values[graph.selected_features].double().cpu().numpy()
         names: list[str | None] = []
-        role_names = [n or "" for n in roles.names_of(keys[:, [0, 2]])] if roles is not None else None
         for k in range(len(self.groups_)):
             members = np.flatnonzero(clustering.labels == k)
             texts = [sim.label_text(labels.get((int(keys[i, 0]), int(keys[i, 2])))) if labels else ""
