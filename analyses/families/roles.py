@@ -8,7 +8,10 @@ without labels, with :class:`FamiliesConfig`'s token-class settings), every feat
 
 1. **predicts a variable** when at least ``min_share`` of its energy is on rows whose next token is in
    one class ("predicts Monday, Tuesday, ..."), or **reads a variable** when it is on rows whose token is
-   (the larger of the two, as FeatureFamilies' token families decide it; a tie is "reads");
+   (the larger of the two, as FeatureFamilies' token families decide it; a tie is "reads"). A feature that
+   predicts a class *and* holds ``min_share`` of its energy on one word it reads has that word in its role
+   ("predicts Monday, Tuesday, ... on 'is'": a say-a-day feature of the answer, not of the middle of a
+   sentence; ``predicts_on_word``);
 2. else **reads a word** when at least ``min_share`` of it is on one word (tokens folded into words as
    the classes fold them: "Is" and "is" are one word);
 3. else **mixed**: no single word, class or next class holds that share.
@@ -54,6 +57,9 @@ class RolesConfig:
 
     min_share: float = 0.5
     """Share of a feature's activation energy on one class (read or predicted) or one word that makes its role."""
+    predicts_on_word: bool = True
+    """A feature that predicts a class and reads one word (``min_share`` of its energy on it) has a role of its
+    own, "predicts Monday, ... on 'is'"; False: every feature that predicts a class shares that class's role."""
     families: FamiliesConfig = dataclasses.field(default_factory=FamiliesConfig)
     """The token-class settings (token_clustering, token_selection, token_cut, fold_case, min_token_class,
     max_tokens, random_state): the token classes are those FeatureFamilies finds on the same sample."""
@@ -63,6 +69,8 @@ class RolesConfig:
         if self.min_share <= 0.0:
             raise ValueError(f"min_share must be > 0 (a share of 0 gives every feature every role); got "
                              f"{self.min_share!r}. Use 0.5, a majority of the energy.")
+        if not isinstance(self.predicts_on_word, bool):
+            raise TypeError(f"predicts_on_word must be True or False; got {self.predicts_on_word!r}.")
         if not isinstance(self.families, FamiliesConfig):
             raise TypeError(f"families must be a FamiliesConfig; got {type(self.families).__name__}.")
 
@@ -199,13 +207,15 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     word = np.full(n_tokens, -1, dtype=np.int64)  # (n_tokens,) each seen token's word
     word[seen] = word_groups(token_words if fam.fold_case else None, seen)
     by_word = one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
-    kind, index, share = _assign(reads, predicts, classes, (reads @ by_word).tocsr(), total, fam.min_token_class,
-                                 cfg.min_share)
+    words = (reads @ by_word).tocsr()  # (n_features, n_words) energy on each word read
+    kind, index, share = _assign(reads, predicts, classes, words, total, fam.min_token_class, cfg.min_share)
+    on = _on_word(kind, words, total, cfg.min_share) if cfg.predicts_on_word else np.full(kind.shape, -1)
+    texts = _word_texts(word, seen, token_words)
     names = {"predicts": _class_names(classes, token_words, "predicts"),
              "reads": _class_names(classes, token_words, "reads"),
-             "word": _word_names(word, seen, token_words)}
-    return dataclasses.replace(_table(keys, kind, index, share, names, cfg.min_share), transcoder_kind=transcoder_kind,
-                               transcoder_source=transcoder_source)
+             "word": {w: f"reads {t}" for w, t in texts.items()}}
+    table = _table(keys, np.stack([kind, index, on], 1), share, names, texts, cfg.min_share)
+    return dataclasses.replace(table, transcoder_kind=transcoder_kind, transcoder_source=transcoder_source)
 
 
 def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any,
@@ -269,11 +279,18 @@ def _class_names(classes: np.ndarray, words: Sequence[str] | None, verb: str, sh
     return out
 
 
-def _word_names(word: np.ndarray, seen: np.ndarray, words: Sequence[str] | None) -> dict[int, str]:
-    """Each word's name: "reads 'is'" (the text of its lowest token id)."""
+def _on_word(kind: np.ndarray, words: sp.csr_matrix, total: np.ndarray, min_share: float) -> np.ndarray:
+    """(n_features,) the word a 'predicts' feature reads with at least ``min_share`` of its energy (an index
+    into the columns of ``words``, (n_features, n_words) energies), -1 for every other feature."""
+    at, top = _row_max(words)  # (n_features,) each
+    return np.where((kind == KINDS.index("predicts")) & reaches(top, total, min_share), at, -1)
+
+
+def _word_texts(word: np.ndarray, seen: np.ndarray, words: Sequence[str] | None) -> dict[int, str]:
+    """Each word's text for a name: "'is'" (the text of its lowest token id)."""
     out: dict[int, str] = {}
     for i in seen.tolist():
-        out.setdefault(int(word[i]), f"reads {_text(words, i)!r}")
+        out.setdefault(int(word[i]), repr(_text(words, i)))
     return out
 
 
@@ -283,13 +300,15 @@ def _text(words: Sequence[str] | None, i: int) -> str:
     return str(i) if words is None else (words[i].strip() or words[i])
 
 
-def _table(keys: np.ndarray, kind: np.ndarray, index: np.ndarray, share: np.ndarray,
-           names: Mapping[str, Mapping[int, str]], min_share: float) -> FeatureRoles:
-    """The roles numbered in the order of their names (then kind and index: two words may print alike), so the
-    same sample gives the same numbers."""
+def _table(keys: np.ndarray, parts: np.ndarray, share: np.ndarray, names: Mapping[str, Mapping[int, str]],
+           texts: Mapping[int, str], min_share: float) -> FeatureRoles:
+    """The roles, one per distinct row of ``parts`` (n_features, 3) (kind, class or word, word read by a
+    'predicts' feature or -1), numbered in the order of their names (then the parts: two words may print
+    alike), so the same sample gives the same numbers."""
+    kind = parts[:, 0]  # (n_features,)
     has = kind >= 0
-    pairs, inverse = np.unique(np.stack([kind[has], index[has]], 1), axis=0, return_inverse=True)
-    label = [("mixed" if KINDS[k] == "mixed" else names[KINDS[k]][int(j)], int(k), int(j)) for k, j in pairs.tolist()]
+    rows, inverse = np.unique(parts[has], axis=0, return_inverse=True)  # (n_roles, 3)
+    label = [(_role_name(k, j, on, names, texts), k, j, on) for k, j, on in rows.tolist()]
     order = sorted(range(len(label)), key=label.__getitem__)
     number = np.empty(len(label), dtype=np.int64)
     number[order] = np.arange(len(label))
@@ -298,3 +317,12 @@ def _table(keys: np.ndarray, kind: np.ndarray, index: np.ndarray, share: np.ndar
     return FeatureRoles(keys=keys, role=role, share=share.astype(np.float64),
                         names=tuple(label[k][0] for k in order), kinds=tuple(KINDS[label[k][1]] for k in order),
                         min_share=float(min_share))
+
+
+def _role_name(kind: int, index: int, on: int, names: Mapping[str, Mapping[int, str]],
+               texts: Mapping[int, str]) -> str:
+    """One role's name from its parts: "mixed", "reads 'is'", "predicts Monday, ... (7 tokens) on 'is'"."""
+    if KINDS[kind] == "mixed":
+        return "mixed"
+    name = names[KINDS[kind]][index]
+    return name if on < 0 else f"{name} on {texts[on]}"

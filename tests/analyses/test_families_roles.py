@@ -56,6 +56,23 @@ def test_planted_roles_are_read_from_the_tokens_alone() -> None:
     assert roles.as_mapping() == {(2, f): int(roles.role[f]) for f in range(4)}
 
 
+def test_a_feature_predicting_a_class_from_one_word_has_a_role_of_its_own() -> None:
+    """Feature 5 predicts days only where it reads w27 (a say-a-day feature of one position): its role names the
+    word and differs from feature 0's (predicts days after any token); predicts_on_word=False merges them."""
+    d = _planted()
+    A = d["A"].toarray()
+    on_27 = (d["tokens"] == 27) & np.isin(d["next_tokens"], DAYS)  # (n_rows,)
+    d["A"] = sp.csr_matrix(np.c_[A, on_27 * 1.0])
+    d["keys"] = np.stack([np.full(6, 2), np.arange(6)], 1)
+    roles = _roles(d)
+    name = roles.describe(2, 5) or ""
+    assert name.startswith("predicts w0, w1") and name.endswith("(7 tokens) on 'w27'")
+    assert roles.role[5] != roles.role[0] and roles.kinds[roles.role[5]] == "predicts"
+    assert not (roles.describe(2, 0) or "").endswith("'w27'")  # feature 0 reads no one word
+    merged = _roles(d, RolesConfig(predicts_on_word=False, families=AVERAGE.families))
+    assert merged.role[5] == merged.role[0] and merged.describe(2, 5) == roles.describe(2, 0)
+
+
 def test_min_share_decides_between_a_role_and_mixed() -> None:
     d = _planted()
     d["A"] = sp.csr_matrix(np.c_[d["A"].toarray()[:, :2], (d["A"].toarray()[:, 0] + d["A"].toarray()[:, 1])])
@@ -111,6 +128,7 @@ def test_bad_inputs_are_one_clear_error(change: dict, match: str) -> None:
     ({"min_share": 0.0}, ValueError, "min_share must be > 0"),
     ({"min_share": 1.5}, ValueError, "min_share must be a number in"),
     ({"families": {}}, TypeError, "families must be a FamiliesConfig"),
+    ({"predicts_on_word": 1}, TypeError, "predicts_on_word must be True or False"),
 ])
 def test_bad_config_is_refused(kwargs: dict, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
