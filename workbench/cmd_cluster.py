@@ -86,7 +86,9 @@ def _given_thresholds(args: argparse.Namespace, cls: type) -> dict[str, float]:
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    from analyses.families.roles import RolesConfig
     from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
+    from workbench.config_cli import add_config_arguments
 
     p = sub.add_parser("cluster", help="automatic supernodes and a readable circuit for a graph",
                        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,6 +123,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
     _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
     _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
+    add_config_arguments(p, RolesConfig, exclude=("families",), prefix="role_")  # --role-min-share, ...
     # None unless given: with --prune, a threshold given must be the file's (the config's default is filled in later)
     p.set_defaults(func=threaded(run_cluster), node_threshold=None, edge_threshold=None)
 
@@ -194,7 +197,8 @@ def check_families_match(families: dict[tuple[int, int], int], graph: Any, path:
                              f"features in {path!r} is active in the graph. Use families of these transcoders.")
 
 
-def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> dict[str, Any]:
+def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
+            roles_config: Any = None) -> dict[str, Any]:
     from tracer.errors import WorkbenchError
     from tracer.graph.checks import check_transcoders_match
 
@@ -234,12 +238,13 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None) -> 
         tcs = out["transcoders"]
         out["coactivation"], out["roles"] = store_coactivation(
             ActivationStore(args.activations), n_layers=graph.n_layers, d_transcoder=tcs.d_transcoder, kind=tcs.kind,
-            source=tcs.source, loaded=out["loaded"])
+            source=tcs.source, loaded=out["loaded"], roles_config=roles_config)
     if prompts is not None:
         from workbench.corpus_evidence import prompt_coactivation
 
         out["coactivation"], out["roles"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts,
-                                                                verbose=not args.quiet, allow_unk=args.allow_unk)
+                                                                verbose=not args.quiet, allow_unk=args.allow_unk,
+                                                                roles_config=roles_config)
     return out
 
 
@@ -391,15 +396,18 @@ def _check_thresholds(given: dict[str, float], recorded: dict[str, float]) -> No
 
 
 def run_cluster(args: argparse.Namespace) -> int:
+    from analyses.families.roles import RolesConfig
     from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
     from tracer.errors import WorkbenchError
     from workbench.cmd_graphtools import _load_graph, _tokenizer
+    from workbench.config_cli import config_from_args
 
     out = _check_cluster_args(args)
     given = _given_thresholds(args, ClusteringConfig)
     try:
         configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
-                   "interventions": _config(InterventionConfig, args)}
+                   "interventions": _config(InterventionConfig, args),
+                   "roles": config_from_args(RolesConfig, args, prefix="role_")}
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     prompts = None
@@ -408,7 +416,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 
         prompts = read_prompts(args.prompts)  # before any loading: an empty file fails at once
     graph = _load_graph(args.graph)
-    inputs = _inputs(args, graph, prompts)
+    inputs = _inputs(args, graph, prompts, configs["roles"])
     _check_thresholds(given, inputs.get("prune_thresholds") or {})
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None
@@ -431,7 +439,8 @@ def run_cluster(args: argparse.Namespace) -> int:
     if inputs["roles"] is not None:
         roles = inputs["roles"]
         doc["roles"] = {"n_roles": len(roles.names), "n_features": int((roles.role >= 0).sum()),
-                        "min_share": roles.min_share, "constraint": configs["clustering"].role_constraint}
+                        "min_share": roles.min_share, "predicts_on_word": configs["roles"].predicts_on_word,
+                        "constraint": configs["clustering"].role_constraint}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
     if inputs["prune"] is not None:  # the --prune file's view was clustered, not one at the config's thresholds
         doc["config"]["clustering"].update(thresholds or {"node_threshold": None, "edge_threshold": None})

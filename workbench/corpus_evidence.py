@@ -11,9 +11,11 @@ logger = logging.getLogger(__name__)
 
 
 def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
-                        verbose: bool, allow_unk: bool = False, roles: bool = True) -> tuple[Any, Any]:
+                        verbose: bool, allow_unk: bool = False, roles: bool = True,
+                        roles_config: Any = None) -> tuple[Any, Any]:
     """(the co-activation context, the features' roles or None without ``roles``) of unlabelled prompts (a file
-    of lines, or the lines) over every transcoder layer, columns keyed by (layer, feature)."""
+    of lines, or the lines) over every transcoder layer, columns keyed by (layer, feature); ``roles_config``: a
+    :class:`analyses.families.roles.RolesConfig` (None: its defaults)."""
     from analyses.families.coactivation import CoactivationContext
     from workbench.cmd_families import collect_feature_matrix, read_prompts
 
@@ -23,31 +25,34 @@ def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | lis
     context = CoactivationContext.from_activations(A, keys)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
     return context, sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind,
-                                 transcoders.source) if roles else None
+                                 transcoders.source, roles_config) if roles else None
 
 
 def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, kind: str | None,
-                 source: str | None) -> Any:
+                 source: str | None, config: Any = None) -> Any:
     """The features' roles on an activation sample (:func:`analyses.families.roles.feature_roles`): ``A``
     (n_rows, n_columns) keyed by ``keys``, each row's token and next token, the model's unembedding and token
-    texts; ``kind`` / ``source``: the sample's transcoders, recorded with the roles."""
+    texts; ``kind`` / ``source``: the sample's transcoders, recorded with the roles; ``config``: a RolesConfig
+    (None: its defaults)."""
     from analyses.families.roles import feature_roles
     from workbench.cmd_families import token_texts
 
     roles = feature_roles(A, keys, tokens=tokens, next_tokens=next_tokens,
                           token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded),
-                          transcoder_kind=kind, transcoder_source=source)
+                          config=config, transcoder_kind=kind, transcoder_source=source)
     logger.info("feature roles: %d roles over %d features that fire in the sample", len(roles.names),
                 int((roles.role >= 0).sum()))
     return roles
 
 
 def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
-                       kind: str | None = None, source: str | None = None, loaded: Any = None) -> tuple[Any, Any]:
+                       kind: str | None = None, source: str | None = None, loaded: Any = None,
+                       roles_config: Any = None) -> tuple[Any, Any]:
     """(the co-activation context, the features' roles) of a collected activation run (``workbench
     activations``): every feature layer it holds, columns keyed by (layer, feature); the roles need the
     model's unembedding (``loaded``; None without it). With ``n_layers`` / ``d_transcoder`` / ``kind`` /
-    ``source`` (the graph's transcoders), a run of other transcoders is refused."""
+    ``source`` (the graph's transcoders), a run of other transcoders is refused; ``roles_config``: a RolesConfig
+    (None: its defaults)."""
     from analyses.families.coactivation import CoactivationContext
     from tracer.errors import WorkbenchError
     from tracer.transcoders.identity import check_same_transcoders
@@ -92,7 +97,7 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
     try:
         roles = sample_roles(loaded, context.activations, context.keys,
                              *row_tokens(rows["prompt"], rows["pos"], rows["token"]), context.transcoder_kind,
-                             context.transcoder_source)
+                             context.transcoder_source, roles_config)
     except ValueError as err:  # token ids outside --model's vocabulary: another model's run, or a damaged one
         raise WorkbenchError(f"--activations must hold token ids of --model's vocabulary: {str(err).splitlines()[0]} "
                              f"({str(store.directory)!r}). Collect the run with this model.") from None

@@ -58,8 +58,8 @@ class RolesConfig:
     min_share: float = 0.5
     """Share of a feature's activation energy on one class (read or predicted) or one word that makes its role."""
     predicts_on_word: bool = True
-    """A feature that predicts a class and reads one word (``min_share`` of its energy on it) has a role of its
-    own, "predicts Monday, ... on 'is'"; False: every feature that predicts a class shares that class's role."""
+    """A feature that predicts a class and holds at least min_share of its energy on one word it reads has a role
+    of its own ("predicts Monday, ... on 'is'"); off: every feature that predicts a class shares its class's role."""
     families: FamiliesConfig = dataclasses.field(default_factory=FamiliesConfig)
     """The token-class settings (token_clustering, token_selection, token_cut, fold_case, min_token_class,
     max_tokens, random_state): the token classes are those FeatureFamilies finds on the same sample."""
@@ -173,10 +173,12 @@ def _codes(keys: np.ndarray) -> np.ndarray:
 
 def row_tokens(prompt: np.ndarray, pos: np.ndarray, token: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(tokens, next_tokens) of the rows at position >= 1 (an activation store's feature rows), from its row
-    table (each (n_rows,)): each row's token and the next row's token in the same prompt (-1 at a prompt's end)."""
+    table (each (n_rows,)): each row's token and the token at the next position of the same prompt (-1 where the
+    table has no such row: a prompt's end). Rows may come in any order."""
+    order = np.lexsort((pos, prompt))  # (n_rows,) rows by prompt, then position
+    follows = (prompt[order][1:] == prompt[order][:-1]) & (pos[order][1:] == pos[order][:-1] + 1)  # (n_rows - 1,)
     nxt = np.full(token.shape, -1, dtype=np.int64)  # (n_rows,)
-    same = prompt[1:] == prompt[:-1]  # (n_rows - 1,) the next row is in the same prompt
-    nxt[:-1][same] = token[1:][same]
+    nxt[order[:-1][follows]] = token[order[1:][follows]]
     keep = pos > 0  # (n_rows,) BOS rows are never active: left out, as the feature matrix leaves them
     return token[keep].astype(np.int64), nxt[keep]
 

@@ -141,6 +141,14 @@ def test_row_tokens_pairs_each_row_with_the_next_in_its_prompt_and_drops_bos_row
     assert tokens.tolist() == [4, 5, 6] and nxt.tolist() == [5, -1, -1]
 
 
+def test_row_tokens_pairs_by_position_whatever_the_row_order_and_gaps() -> None:
+    """Rows shuffled, and a prompt whose position 2 is missing: the next token is the one at the next position
+    of the same prompt, never a neighbouring row of another prompt or across the gap."""
+    prompt, pos, token = np.array([1, 0, 1, 0, 0, 1]), np.array([1, 2, 0, 0, 1, 3]), np.array([6, 5, 9, 9, 4, 7])
+    tokens, nxt = row_tokens(prompt, pos, token)
+    assert tokens.tolist() == [6, 5, 4, 7] and nxt.tolist() == [-1, -1, 5, -1]
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.floats(0.2, 1.0))
 def test_every_role_holds_its_share_and_mixed_features_hold_none(seed: int, min_share: float) -> None:

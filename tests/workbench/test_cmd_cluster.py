@@ -370,6 +370,37 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     _one_line_error(err, "cluster", "prompt file must hold at least one prompt")
 
 
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="no demo world in data/world")
+def test_cluster_role_flags_reach_the_roles_and_are_recorded(run, tmp_path: Path) -> None:
+    """--role-min-share and --no-role-predicts-on-word make the roles (fewer features hold 0.9 of their energy
+    anywhere: more of them are 'mixed'); the JSON records both; a share out of range is one line naming its flag."""
+    from tracer.models import load_model, tokenize
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = load_model(WORLD / "model")
+    tcs = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
+    graph = attribute(loaded, tcs, tokenize(loaded, "Two days after Friday is"), AttributionConfig(verbose=False))
+    path = graph.save(tmp_path / "g.safetensors")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("One day after Monday is Tuesday .\nThree months before May is February .\n" * 3)
+    base = ["cluster", str(path), "--model", str(WORLD / "model"), "--transcoders", str(WORLD / "plt"),
+            "--n-random", "1", "--modes", "frozen", "--prompts", str(prompts), "--no-labels"]
+    docs = {}
+    for name, flags in {"default": [], "strict": ["--role-min-share", "0.9", "--no-role-predicts-on-word"]}.items():
+        status, _, err = run(*base, "--out", str(tmp_path / f"{name}.json"), *flags)
+        assert status == 0, err
+        docs[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert docs["default"]["roles"]["min_share"] == 0.5 and docs["default"]["roles"]["predicts_on_word"] is True
+    assert docs["strict"]["roles"]["min_share"] == 0.9 and docs["strict"]["roles"]["predicts_on_word"] is False
+    assert docs["strict"]["config"]["roles"]["min_share"] == 0.9
+    labels = {name: [sn["label"] for sn in doc["supernodes"] if len(sn["members"]) > 1] for name, doc in docs.items()}
+    assert not any(" on '" in label for label in labels["strict"])
+    assert labels["strict"] != labels["default"]
+    status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--role-min-share", "0")
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--role-min-share must be > 0")
+
+
 def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
