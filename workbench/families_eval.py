@@ -16,6 +16,7 @@ import itertools
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,10 +60,11 @@ class WorldSample:
 
 
 def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, seed: int = 0,
-                 stream: str = "families-sample") -> WorldSample:
+                 stream: str = "families-sample", sentences: Sequence[Any] | None = None) -> WorldSample:
     """Decoders and activations of transcoder set ``name`` ("plt" / "clt") of a built world on
-    ``n_sentences`` fresh generator sentences (no labels are kept). The activations are collected
-    as ``workbench families --prompts`` collects them (:func:`workbench.cmd_families.prompt_activations`)."""
+    ``n_sentences`` fresh generator sentences (no labels are kept), or on ``sentences`` (generator sentences)
+    when given. The activations are collected as ``workbench families --prompts`` collects them
+    (:func:`workbench.cmd_families.prompt_activations`)."""
     from analyses.families import decoder_matrix
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
@@ -74,14 +76,14 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     loaded = load_model(d / "model")
     tc = load_transcoders(d / name, n_layers=loaded.n_layers, d_model=loaded.d_model)
     spec = manifest_spec(json.loads((d / "manifest.json").read_text()))
-    sents = gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
+    sents = list(sentences) if sentences is not None else gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
     X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
     prompts = [" ".join(s.words) for s in sents]
     A = prompt_activations(loaded, tc, prompts, layer)  # (n_rows, L * F)
     tokens, next_tokens = prompt_tokens(loaded, prompts)
     row_task = np.asarray([s.task for s in sents for _ in s.words])
     row_word = np.asarray([w for s in sents for w in s.words])
-    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=n_sentences, row_task=row_task,
+    return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=len(sents), row_task=row_task,
                        row_word=row_word, tokens=tokens, next_tokens=next_tokens,
                        token_vectors=loaded.W_U.detach().float().cpu().numpy(), token_words=token_texts(loaded))
 

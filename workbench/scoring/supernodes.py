@@ -269,15 +269,17 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def coactivation_sample(world: Path, kind: str, n_sentences: int) -> tuple[Any, Any, Any]:
+def coactivation_sample(world: Path, kind: str, n_sentences: int,
+                        sentences: Sequence[Any] | None = None) -> tuple[Any, Any, Any]:
     """(the co-activation context, the features' roles, the sample) of ``n_sentences`` fresh, unlabelled
-    generator sentences (the families scorer's sample: :func:`workbench.families_eval.world_sample`), columns
-    keyed by (layer, feature); the roles read only the sample's activations and token ids."""
+    generator sentences (the families scorer's sample: :func:`workbench.families_eval.world_sample`), or of
+    ``sentences`` when given, columns keyed by (layer, feature); the roles read only the sample's activations and
+    token ids."""
     from analyses.families.coactivation import CoactivationContext
     from analyses.families.roles import feature_roles
     from workbench.families_eval import world_sample
 
-    sample = world_sample(world, kind, n_sentences=n_sentences)
+    sample = world_sample(world, kind, n_sentences=n_sentences, sentences=sentences)
     keys = np.stack([sample.layer, sample.feature], 1)
     context = CoactivationContext.from_activations(sample.activations, keys)
     roles = feature_roles(sample.activations, keys, tokens=sample.tokens, next_tokens=sample.next_tokens,

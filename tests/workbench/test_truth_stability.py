@@ -1,0 +1,56 @@
+"""workbench.scoring.truth_stability: the truth re-run on its own corpus and on another one, by hand and on the
+demo world."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from workbench.cli_safety import run_script
+from workbench.paths import world_dir
+from workbench.scoring.truth_stability import key_agreement, main, stability, truth_roles
+
+CYCLIC = {"day", "month", "hue"}
+WORLD = world_dir()
+
+
+def _rec(side: str, family: str | None = None, value: object = None) -> SimpleNamespace:
+    return SimpleNamespace(side=side, family=family, value=value)
+
+
+def test_key_agreement_counts_live_features_and_names_the_changes() -> None:
+    shipped = {(0, 0): _rec("output", "day", "Monday"), (0, 1): _rec("context"), (0, 2): _rec("none"),
+               (0, 3): _rec("input", None, "is"), (0, 4): _rec("none")}
+    other = {(0, 0): _rec("output", "day", "Friday"), (0, 1): _rec("none"), (0, 2): _rec("none"),
+             (0, 3): _rec("input", None, "is"), (0, 4): _rec("context")}
+    got = key_agreement(shipped, other, CYCLIC)
+    assert got["n_live"] == 4  # (0, 2) is "none" in both: not counted
+    assert got["n_changed"] == 2 and got["agreement"] == 0.5  # a cyclic value change keeps the key
+    assert got["changes"] == {"('context', None, None) -> ('none', None, None)": 1,
+                              "('none', None, None) -> ('context', None, None)": 1}
+
+
+def test_truth_roles_give_one_role_per_key() -> None:
+    truth = {(1, 5): _rec("output", "capital", "Teskar"), (0, 2): _rec("output", "capital", "Dunhal"),
+             (0, 7): _rec("output", "capital", "Teskar"), (2, 0): _rec("none")}
+    roles = truth_roles(truth, CYCLIC)
+    role = roles.lookup(np.array([[1, 5], [0, 7], [0, 2], [2, 0]]))
+    assert role[0] == role[1] and len({int(r) for r in role}) == 3 and (role >= 0).all()
+    assert roles.describe(0, 2) == "truth ('output', 'capital', 'Dunhal')"
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
+def test_the_shipped_truth_is_reproduced_and_another_corpus_moves_some_borders() -> None:
+    report = stability(WORLD, ["plt"], "families-sample", 0, 40, verbose=False)["plt"]
+    assert report["reproduced"] is True  # the file is the procedure's output on its own corpus, on this machine
+    other = report["other_corpus"]
+    assert 0.8 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
+    for name in ("purity_rerun_truth_as_roles", "purity_label_free_roles_on_truth_sentences"):
+        assert report[name]["n_graphs"] == 2 and 0.0 <= report[name]["purity"] <= 1.0  # the two demo prompts
+
+
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys) -> None:
+    code = run_script(lambda: main(["--out", str(tmp_path / "s.json"), "--stream", "truth", "-q"]), "python -m x")
+    err = capsys.readouterr().err
+    assert code == 2 and "--stream must differ from the truth's own stream" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.json").exists()

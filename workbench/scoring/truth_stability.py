@@ -1,0 +1,170 @@
+"""How far the demo world's per-feature truth is itself reproducible, and what that leaves for supernode purity.
+
+    python -m workbench.scoring.truth_stability --out stability.json [--world DIR] [--stream families-sample]
+        [--transcoder plt clt] [--n-prompts 20] [--coactivation-sentences 3000]
+
+The truth (:mod:`workbench.world.truth`) draws each feature's borders by thresholds (half of its activation
+energy on one variable, word or task) measured on its own corpus: fresh sentences of the generator's "truth"
+stream plus the sentence of every held-out prompt. A feature near a threshold lands on the side that corpus
+gives it. Per transcoder set this measures:
+
+* **reproduced**: the procedure re-run on its own corpus gives the shipped file, key for key (a check of the
+  file on this machine);
+* **agreement**: the procedure re-run on another corpus of the same size and make (``--stream``; the supernode
+  scorer's sample stream by default; the held-out prompts' sentences included, as in the truth's corpus): the
+  share of the features live in either run whose key (side, family, non-cyclic value: the purity target's key)
+  is unchanged, and the most common changes;
+* **purity with the re-run truth as the roles**: the supernode scorer's pipeline
+  (:func:`workbench.scoring.supernodes.score_graph`, co-activation over its usual unlabelled sample) with that
+  truth's keys as the features' roles, scored against the shipped truth: what a method that knew every
+  generator variable and task, but saw other sentences, reaches;
+* **purity with the label-free roles read on the truth's own sentences**: the same pipeline with the roles and
+  co-activation of :mod:`analyses.families.roles` read on the truth corpus, unlabelled: how much of the gap to
+  the target is the sample rather than the roles.
+
+Both purities read the truth (its procedure, or its sentences): they are diagnostics of the scoring, not
+results, and nothing here changes a default.
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tracer.errors import WorkbenchError
+from tracer.io import atomic_write_json
+from workbench.scoring.supernodes import coactivation_sample, prompts_to_score, score_graph, summarize, trace, truth_key
+from workbench.world.truth import TruthConfig, load_truth, truth_corpus, world_truth
+
+logger = logging.getLogger(__name__)
+
+
+def key_agreement(shipped: Mapping[tuple[int, int], Any], other: Mapping[tuple[int, int], Any],
+                  cyclic: set[str], top: int = 8) -> dict[str, Any]:
+    """The share of features live in either truth (a side other than "none") whose purity key is the same in
+    both, and the ``top`` most common changes ("shipped key -> other key")."""
+    live = [k for k in shipped if shipped[k].side != "none" or other[k].side != "none"]
+    pairs = [(truth_key(shipped[k], cyclic, level="value"), truth_key(other[k], cyclic, level="value")) for k in live]
+    changes = Counter(f"{a} -> {b}" for a, b in pairs if a != b)
+    same = sum(a == b for a, b in pairs)
+    return {"agreement": same / len(pairs) if pairs else float("nan"), "n_live": len(pairs),
+            "n_changed": len(pairs) - same, "changes": dict(changes.most_common(top))}
+
+
+def truth_roles(truth: Mapping[tuple[int, int], Any], cyclic: set[str]) -> Any:
+    """A :class:`~analyses.families.roles.FeatureRoles` table whose roles are the truth's purity keys (every
+    feature has one: dead features share the "none" key)."""
+    from analyses.families.roles import FeatureRoles
+
+    keys = np.array(sorted(truth), dtype=np.int64).reshape(-1, 2)  # (n, 2) layer, feature
+    names = [f"truth {truth_key(truth[(int(a), int(b))], cyclic, level='value')}" for a, b in keys]
+    table = sorted(set(names))
+    role = np.array([table.index(n) for n in names], dtype=np.int64)  # (n,)
+    return FeatureRoles(keys=keys, role=role, share=np.ones(len(keys)), names=tuple(table),
+                        kinds=("word",) * len(table))
+
+
+def pipeline_purity(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graphs: Sequence[Any],
+                    truth: Mapping[tuple[int, int], Any], cyclic: set[str], context: Any, roles: Any) -> dict[str, Any]:
+    """Purity (target level), compression and replacement ratio of the scorer's pipeline on ``graphs`` with these
+    co-activation ``context`` and ``roles``, against ``truth``."""
+    s = summarize([score_graph(loaded, tcs, prompt, graph, truth, cyclic, interventions=False, coactivation=context,
+                               roles=roles) for (_, prompt), graph in zip(prompts, graphs, strict=True)])
+    return {"purity": s["purity"]["value"], "compression": s["compression"],
+            "replacement_ratio": s["replacement_ratio"], "n_graphs": s["n_graphs"]}
+
+
+def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, coactivation_sentences: int,
+              verbose: bool) -> dict[str, Any]:
+    """The report of the module docstring, per transcoder kind."""
+    from tqdm.auto import tqdm
+
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.world.evaluate import manifest_spec
+
+    manifest = json.loads((world / "manifest.json").read_text())
+    cyclic = {name for name, fam in manifest["families"].items() if "period" in fam}
+    spec, seed = manifest_spec(manifest), int(manifest["seed"])
+    loaded = load_model(world / "model")
+    tcs = {kind: load_transcoders(world / kind, n_layers=loaded.n_layers, d_model=loaded.d_model) for kind in kinds}
+    runs = {name: world_truth(loaded.model, loaded.tokenizer, spec, tcs, seed=seed, cfg=TruthConfig(stream=name))
+            for name in dict.fromkeys((TruthConfig().stream, stream))}
+    prompts = prompts_to_score(manifest, n_prompts)
+    report: dict[str, Any] = {"stream": stream, "truth_stream": TruthConfig().stream, "n_prompts_per_set": n_prompts,
+                              "coactivation_sentences": coactivation_sentences}
+    for kind in kinds:
+        shipped = load_truth(world / f"feature_truth_{kind}.jsonl")
+        rerun = {name: {(t.layer, t.feature): t for t in rows[kind]} for name, rows in runs.items()}
+        graphs = [trace(loaded, tcs[kind], prompt) for _, prompt in tqdm(prompts, desc=f"trace {kind}",
+                                                                         disable=not verbose)]
+        context, _, _ = coactivation_sample(world, kind, coactivation_sentences)
+        own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, TruthConfig(),
+                                                                                              seed))
+        report[kind] = {
+            "reproduced": key_agreement(shipped, rerun[TruthConfig().stream], cyclic)["n_changed"] == 0,
+            "other_corpus": key_agreement(shipped, rerun[stream], cyclic),
+            "purity_rerun_truth_as_roles": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped, cyclic,
+                                                           context, truth_roles(rerun[stream], cyclic)),
+            "purity_label_free_roles_on_truth_sentences": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped,
+                                                                          cyclic, own_context, own_roles),
+        }
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workbench.cli_safety import check_out, need_input
+    from workbench.paths import world_dir
+
+    p = argparse.ArgumentParser(prog="python -m workbench.scoring.truth_stability",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="output JSON file")
+    p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
+    p.add_argument("--stream", default="families-sample",
+                   help="generator stream of the other corpus (default: the supernode scorer's sample stream)")
+    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
+    p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
+    p.add_argument("--coactivation-sentences", type=int, default=3000,
+                   help="the scorer's unlabelled sample for the re-run truth's pipeline (default 3000)")
+    p.add_argument("--quiet", "-q", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    world = Path(args.world) if args.world else world_dir()
+    need_input(world / "manifest.json", "--world manifest.json")
+    check_out(args.out, inputs=[world])
+    if args.stream == TruthConfig().stream:
+        raise WorkbenchError(f"--stream must differ from the truth's own stream {args.stream!r}; got it. Use another "
+                             "name, e.g. families-sample.")
+    if args.n_prompts < 1 or args.coactivation_sentences < 1:
+        raise WorkbenchError(f"--n-prompts and --coactivation-sentences must be >= 1; got {args.n_prompts} and "
+                             f"{args.coactivation_sentences}.")
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    report = stability(world, args.transcoder, args.stream, args.n_prompts, args.coactivation_sentences,
+                       verbose=not args.quiet)
+    report["seconds"] = round(time.perf_counter() - t0, 1)
+    report["argv"] = list(argv if argv is not None else sys.argv[1:])
+    atomic_write_json(args.out, json.loads(json.dumps(report, default=str)))  # strict JSON: NaN -> null
+    for kind in args.transcoder:
+        r = report[kind]
+        a, o, s = r["other_corpus"], r["purity_rerun_truth_as_roles"], r["purity_label_free_roles_on_truth_sentences"]
+        print(f"{kind}: truth reproduced {r['reproduced']}; on another corpus {a['agreement']:.3f} of "  # noqa: T201
+              f"{a['n_live']} live features keep their key; purity with that truth as roles {o['purity']:.3f} "
+              f"({o['compression']:.2f}x); label-free roles on the truth's sentences {s['purity']:.3f} "
+              f"({s['compression']:.2f}x)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from workbench.cli_safety import run_script
+
+    raise SystemExit(run_script(main, "python -m workbench.scoring.truth_stability"))
