@@ -45,8 +45,10 @@ def test_the_shipped_truth_is_reproduced_and_another_corpus_moves_some_borders()
     assert report["reproduced"] is True  # the file is the procedure's output on its own corpus, on this machine
     other = report["other_corpus"]
     assert 0.8 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
-    for name in ("purity_rerun_truth_as_roles", "purity_label_free_roles_on_truth_sentences"):
+    for name in ("purity_rerun_truth_as_roles", "purity_label_free_roles_on_truth_sentences", "headline"):
         assert report[name]["n_graphs"] == 2 and 0.0 <= report[name]["purity"] <= 1.0  # the two demo prompts
+    head = report["headline"]
+    assert 0.5 < head["share_stable_members"] < 1.0 and 0.0 <= head["purity_stable_members"] <= 1.0
 
 
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys) -> None:

@@ -213,6 +213,7 @@ def score_graph(loaded: Any, transcoders: Any, prompt: str, graph: Any, truth: M
         "groups": [[truth_key(truth[(int(a), int(b))], cyclic, level="value") for a, b in r] for r in rows
                    if len(r) > 1],
         "_pairs": affinity_pairs(circuit.clustering_, truth, cyclic),  # pooled by summarize, not written
+        "_rows": rows,  # each group's (layer, feature) rows, for re-scoring on a subset of features; not written
     }
     if interventions:
         with torch.no_grad():
@@ -354,6 +355,7 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
         overall = summarize(records)
         for r in records:
             r.pop("_pairs", None)
+            r.pop("_rows", None)
         report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
                         "coactivation_sentences": coactivation_sentences,
                         **side_tables(loaded, tcs, prompts, graphs, truth, cyclic, families, sample, context, roles,

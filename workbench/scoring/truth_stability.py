@@ -20,7 +20,9 @@ gives it. Per transcoder set this measures:
   generator variable and task, but saw other sentences, reaches;
 * **purity with the label-free roles read on the truth's own sentences**: the same pipeline with the roles and
   co-activation of :mod:`analyses.families.roles` read on the truth corpus, unlabelled: how much of the gap to
-  the target is the sample rather than the roles.
+  the target is the sample rather than the roles;
+* **the headline's purity over stable features**: the scorer's own groups (its usual sample, roles and
+  co-activation), scored on all members and again on the members whose key the two truths share.
 
 Both purities read the truth (its procedure, or its sentences): they are diagnostics of the scoring, not
 results, and nothing here changes a default.
@@ -40,7 +42,15 @@ import numpy as np
 
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
-from workbench.scoring.supernodes import coactivation_sample, prompts_to_score, score_graph, summarize, trace, truth_key
+from workbench.scoring.supernodes import (
+    coactivation_sample,
+    prompts_to_score,
+    purity,
+    score_graph,
+    summarize,
+    trace,
+    truth_key,
+)
 from workbench.world.truth import TruthConfig, load_truth, truth_corpus, world_truth
 
 logger = logging.getLogger(__name__)
@@ -72,13 +82,22 @@ def truth_roles(truth: Mapping[tuple[int, int], Any], cyclic: set[str]) -> Any:
 
 
 def pipeline_purity(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graphs: Sequence[Any],
-                    truth: Mapping[tuple[int, int], Any], cyclic: set[str], context: Any, roles: Any) -> dict[str, Any]:
+                    truth: Mapping[tuple[int, int], Any], cyclic: set[str], context: Any, roles: Any,
+                    stable: set[tuple[int, int]] | None = None) -> dict[str, Any]:
     """Purity (target level), compression and replacement ratio of the scorer's pipeline on ``graphs`` with these
-    co-activation ``context`` and ``roles``, against ``truth``."""
-    s = summarize([score_graph(loaded, tcs, prompt, graph, truth, cyclic, interventions=False, coactivation=context,
-                               roles=roles) for (_, prompt), graph in zip(prompts, graphs, strict=True)])
-    return {"purity": s["purity"]["value"], "compression": s["compression"],
-            "replacement_ratio": s["replacement_ratio"], "n_graphs": s["n_graphs"]}
+    co-activation ``context`` and ``roles``, against ``truth``; with ``stable``, also the purity of the same groups
+    over their members in ``stable`` only (``purity_stable_members``, and their share of the grouped members)."""
+    records = [score_graph(loaded, tcs, prompt, graph, truth, cyclic, interventions=False, coactivation=context,
+                           roles=roles) for (_, prompt), graph in zip(prompts, graphs, strict=True)]
+    s = summarize(records)
+    out = {"purity": s["purity"]["value"], "compression": s["compression"],
+           "replacement_ratio": s["replacement_ratio"], "n_graphs": s["n_graphs"]}
+    if stable is not None:
+        groups = [g for r in records for g in r["_rows"] if len(g) > 1]  # each (size, 2) layer, feature
+        kept = [g[[(int(a), int(b)) in stable for a, b in g]] for g in groups]
+        out["purity_stable_members"] = purity(kept, truth, cyclic, "value")["purity"]  # groups left with >= 2
+        out["share_stable_members"] = sum(map(len, kept)) / max(sum(map(len, groups)), 1)
+    return out
 
 
 def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, coactivation_sentences: int,
@@ -105,7 +124,9 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
         rerun = {name: {(t.layer, t.feature): t for t in rows[kind]} for name, rows in runs.items()}
         graphs = [trace(loaded, tcs[kind], prompt) for _, prompt in tqdm(prompts, desc=f"trace {kind}",
                                                                          disable=not verbose)]
-        context, _, _ = coactivation_sample(world, kind, coactivation_sentences)
+        context, roles, _ = coactivation_sample(world, kind, coactivation_sentences)
+        stable = {k for k in shipped if truth_key(shipped[k], cyclic, level="value")
+                  == truth_key(rerun[stream][k], cyclic, level="value")}
         own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, TruthConfig(),
                                                                                               seed))
         report[kind] = {
@@ -115,6 +136,7 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
                                                            context, truth_roles(rerun[stream], cyclic)),
             "purity_label_free_roles_on_truth_sentences": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped,
                                                                           cyclic, own_context, own_roles),
+            "headline": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped, cyclic, context, roles, stable),
         }
     return report
 
@@ -157,10 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.transcoder:
         r = report[kind]
         a, o, s = r["other_corpus"], r["purity_rerun_truth_as_roles"], r["purity_label_free_roles_on_truth_sentences"]
+        h = r["headline"]
         print(f"{kind}: truth reproduced {r['reproduced']}; on another corpus {a['agreement']:.3f} of "  # noqa: T201
               f"{a['n_live']} live features keep their key; purity with that truth as roles {o['purity']:.3f} "
               f"({o['compression']:.2f}x); label-free roles on the truth's sentences {s['purity']:.3f} "
-              f"({s['compression']:.2f}x)")
+              f"({s['compression']:.2f}x); the headline {h['purity']:.3f}, over its stable members "
+              f"({h['share_stable_members']:.2f} of them) {h['purity_stable_members']:.3f}")
     return 0
 
 
