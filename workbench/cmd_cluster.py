@@ -21,7 +21,7 @@ same kind of token) and the features' roles (what each reads or predicts on that
 the roles name the groups); ``--activations`` reads that sample from a run of ``workbench activations``
 instead (the roles need ``--model`` too). Feed the file to ``workbench export GRAPH --supernodes supernodes.json`` to
 open the groups in the viewers. Every flag's default and help come from the configs in
-:mod:`analyses.supernodes.config`.
+:mod:`analyses.supernodes.config` and, for the ``--role-*`` flags, :class:`analyses.families.roles.RolesConfig`.
 """
 
 import argparse
@@ -123,7 +123,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
     _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
     _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
-    add_config_arguments(p, RolesConfig, exclude=("families",), prefix="role_")  # --role-min-share, ...
+    add_config_arguments(p.add_argument_group("feature roles (with --prompts, or --activations and --model)"),
+                         RolesConfig, exclude=("families",), prefix="role_")  # --role-min-share, ...
     # None unless given: with --prune, a threshold given must be the file's (the config's default is filled in later)
     p.set_defaults(func=threaded(run_cluster), node_threshold=None, edge_threshold=None)
 
@@ -364,6 +365,7 @@ def _check_cluster_args(args: argparse.Namespace) -> Path:
     if args.prompts and not (args.model and args.transcoders):
         raise WorkbenchError("--prompts needs --model and --transcoders (the prompts run through them); got "
                              f"{'--model' if args.model else '--transcoders' if args.transcoders else 'neither'}.")
+    _check_role_flags(args)
     inputs_given: list[str] = [args.graph]
     for flag, value, folder in (("--model", args.model, True), ("--transcoders", args.transcoders, True),
                                 ("--labels", args.labels, False), ("--families", args.families, False),
@@ -381,6 +383,20 @@ def _check_cluster_args(args: argparse.Namespace) -> Path:
         check_out(args.plots, inputs=inputs_given, folder=True, flag="--plots")
         check_out_files(args.plots, PLOT_FILES, inputs=[*inputs_given, args.out], flag="--plots")
     return out
+
+
+def _check_role_flags(args: argparse.Namespace) -> None:
+    """A --role-* flag set away from its default needs a sample that the roles are read from: --prompts, or
+    --activations with --model (it would do nothing, yet be recorded)."""
+    from analyses.families.roles import RolesConfig
+    from tracer.errors import WorkbenchError
+
+    changed = [f.name for f in dataclasses.fields(RolesConfig) if f.name != "families"
+               and getattr(args, "role_" + f.name) != getattr(RolesConfig(), f.name)]
+    if changed and not (args.prompts or (args.activations and args.model)):
+        flag = "--role-" + changed[0].replace("_", "-")
+        raise WorkbenchError(f"{flag} needs a corpus sample to read the roles from; got none. Add --prompts (with "
+                             "--model), or --activations with --model, or drop the flag.")
 
 
 def _check_thresholds(given: dict[str, float], recorded: dict[str, float]) -> None:
@@ -439,9 +455,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     if inputs["roles"] is not None:
         roles = inputs["roles"]
         doc["roles"] = {"n_roles": len(roles.names), "n_features": int((roles.role >= 0).sum()),
-                        "min_share": roles.min_share, "predicts_on_word": configs["roles"].predicts_on_word,
+                        "min_share": roles.min_share, "predicts_on_word": roles.predicts_on_word,
                         "constraint": configs["clustering"].role_constraint}
-    doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()}
+    doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()
+                     if k != "roles" or inputs["roles"] is not None}  # roles settings only where roles were read
     if inputs["prune"] is not None:  # the --prune file's view was clustered, not one at the config's thresholds
         doc["config"]["clustering"].update(thresholds or {"node_threshold": None, "edge_threshold": None})
     doc["argv"] = list(getattr(args, "argv", sys.argv[1:]))

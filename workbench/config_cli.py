@@ -11,6 +11,7 @@ import ast
 import contextlib
 import dataclasses
 import inspect
+import re
 import textwrap
 import types
 import typing
@@ -73,9 +74,10 @@ def _converter(tp: Any, optional: bool) -> Any:
     return lambda text: None if text.lower() == "none" else base(text)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude: tuple[str, ...] = (),
-                         prefix: str = "") -> None:
-    """One flag per field of the dataclass ``cls`` (except ``exclude``)."""
+def add_config_arguments(parser: "argparse.ArgumentParser | argparse._ArgumentGroup", cls: type, *,
+                         exclude: tuple[str, ...] = (), prefix: str = "") -> None:
+    """One flag per field of the dataclass ``cls`` (except ``exclude``), on a parser or an argument group; with a
+    ``prefix``, a field named in the help (``min_share``) reads as its flag (``--role-min-share``)."""
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in exclude:
@@ -83,7 +85,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         flag = "--" + (prefix + f.name).replace("_", "-")
         tp, optional = _parts(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = docs.get(f.name, "")
+        help_text = _flags_named(docs.get(f.name, ""), cls, prefix)
         if tp is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
                                 dest=prefix + f.name, help=f"{help_text} (default: {default})")
@@ -93,6 +95,16 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, exclude:
         parser.add_argument(flag, type=_converter(tp, optional), default=default, dest=prefix + f.name,
                             choices=choices, metavar=None if choices else f.name.upper(),
                             help=_with_default(help_text, shown, optional))
+
+
+def _flags_named(help_text: str, cls: type, prefix: str) -> str:
+    """With a ``prefix``, the field names of ``cls`` in ``help_text`` read as their flags (``min_share`` ->
+    ``--role-min-share``): a prefixed flag's help would otherwise name a flag that does not exist."""
+    if not prefix:
+        return help_text
+    for f in dataclasses.fields(cls):
+        help_text = re.sub(rf"(?<![\w-]){f.name}\b", "--" + (prefix + f.name).replace("_", "-"), help_text)
+    return help_text
 
 
 def _with_default(help_text: str, shown: object, optional: bool) -> str:

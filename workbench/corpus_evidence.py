@@ -95,8 +95,11 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
                        "token ids with --model's unembedding", run_model, loaded.model_id)
     rows = store.row_table()  # the context holds the run's activations as they are (activation weighting)
     try:
-        roles = sample_roles(loaded, context.activations, context.keys,
-                             *row_tokens(rows["prompt"], rows["pos"], rows["token"]), context.transcoder_kind,
+        tokens = row_tokens(rows["prompt"], rows["pos"], rows["token"])  # (tokens, next_tokens), (n_rows,) each
+    except ValueError as err:  # a damaged row table
+        raise WorkbenchError(f"--activations {str(err).splitlines()[0]} ({str(store.directory)!r})") from None
+    try:
+        roles = sample_roles(loaded, context.activations, context.keys, *tokens, context.transcoder_kind,
                              context.transcoder_source, roles_config)
     except ValueError as err:  # token ids outside --model's vocabulary: another model's run, or a damaged one
         raise WorkbenchError(f"--activations must hold token ids of --model's vocabulary: {str(err).splitlines()[0]} "

@@ -1,6 +1,6 @@
 """Feature roles: what each feature does on an unlabelled corpus, read from its tokens alone.
 
-On an activation sample with the token id of every row (and of the next row in the same prompt), a
+On an activation sample with the token id of every row (and of the next position's in the same prompt), a
 feature's activation energy (sum of squared activations) splits over the tokens it fires *on* and the
 tokens that come *next* (:func:`analyses.families.tokens.token_energy`). With the token classes of
 :func:`analyses.families.tokens.token_classes` (the variables: days, month names, hues, ... found
@@ -95,6 +95,9 @@ class FeatureRoles:
     """Each role's kind (one of :data:`KINDS`)."""
     min_share: float = 0.5
     """The share that made the roles."""
+    predicts_on_word: bool | None = None
+    """Whether a "predicts" role names the word its features read (RolesConfig.predicts_on_word); None: not
+    recorded (a table saved before the option existed)."""
     transcoder_kind: str | None = None
     """The kind of transcoders ("plt" / "clt") whose features these are, when known: the clustering refuses roles
     of another kind than its graph's."""
@@ -176,6 +179,11 @@ def row_tokens(prompt: np.ndarray, pos: np.ndarray, token: np.ndarray) -> tuple[
     table (each (n_rows,)): each row's token and the token at the next position of the same prompt (-1 where the
     table has no such row: a prompt's end). Rows may come in any order."""
     order = np.lexsort((pos, prompt))  # (n_rows,) rows by prompt, then position
+    twice = (prompt[order][1:] == prompt[order][:-1]) & (pos[order][1:] == pos[order][:-1])  # (n_rows - 1,)
+    if twice.any():
+        at = order[1:][twice][0]
+        raise ValueError(f"row table must hold each (prompt, position) once; got prompt {int(prompt[at])}, position "
+                         f"{int(pos[at])} more than once. The activation run is damaged: collect it again.")
     follows = (prompt[order][1:] == prompt[order][:-1]) & (pos[order][1:] == pos[order][:-1] + 1)  # (n_rows - 1,)
     nxt = np.full(token.shape, -1, dtype=np.int64)  # (n_rows,)
     nxt[order[:-1][follows]] = token[order[1:][follows]]
@@ -211,13 +219,15 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     by_word = one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
     words = (reads @ by_word).tocsr()  # (n_features, n_words) energy on each word read
     kind, index, share = _assign(reads, predicts, classes, words, total, fam.min_token_class, cfg.min_share)
-    on = _on_word(kind, words, total, cfg.min_share) if cfg.predicts_on_word else np.full(kind.shape, -1)
+    on = (_on_word(kind, words, total, cfg.min_share) if cfg.predicts_on_word  # (n_features,)
+          else np.full(kind.shape, -1))
     texts = _word_texts(word, seen, token_words)
     names = {"predicts": _class_names(classes, token_words, "predicts"),
              "reads": _class_names(classes, token_words, "reads"),
              "word": {w: f"reads {t}" for w, t in texts.items()}}
-    table = _table(keys, np.stack([kind, index, on], 1), share, names, texts, cfg.min_share)
-    return dataclasses.replace(table, transcoder_kind=transcoder_kind, transcoder_source=transcoder_source)
+    table = _table(keys, np.stack([kind, index, on], 1), share, names, texts, cfg.min_share)  # parts (n_features, 3)
+    return dataclasses.replace(table, predicts_on_word=cfg.predicts_on_word, transcoder_kind=transcoder_kind,
+                               transcoder_source=transcoder_source)
 
 
 def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: Any,

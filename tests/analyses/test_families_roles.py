@@ -71,6 +71,7 @@ def test_a_feature_predicting_a_class_from_one_word_has_a_role_of_its_own() -> N
     assert not (roles.describe(2, 0) or "").endswith("'w27'")  # feature 0 reads no one word
     merged = _roles(d, RolesConfig(predicts_on_word=False, families=AVERAGE.families))
     assert merged.role[5] == merged.role[0] and merged.describe(2, 5) == roles.describe(2, 0)
+    assert roles.predicts_on_word is True and merged.predicts_on_word is False  # the table says how it was read
 
 
 def test_min_share_decides_between_a_role_and_mixed() -> None:
@@ -101,6 +102,7 @@ def test_roles_save_and_load_and_a_damaged_table_is_refused(tmp_path) -> None:
     roles = _roles(_planted())
     back = load_result(save_result(roles, tmp_path / "roles.json"), FeatureRoles)
     assert back.names == roles.names and back.role.tolist() == roles.role.tolist()
+    assert back.predicts_on_word is True and back.min_share == roles.min_share
     with pytest.raises(ValueError, match="role must be -1 or an index into its"):
         FeatureRoles(keys=roles.keys, role=roles.role + 10, share=roles.share, names=roles.names, kinds=roles.kinds)
     with pytest.raises(ValueError, match="kinds must be one of"):
@@ -139,6 +141,11 @@ def test_row_tokens_pairs_each_row_with_the_next_in_its_prompt_and_drops_bos_row
     prompt, pos, token = np.array([0, 0, 0, 1, 1]), np.array([0, 1, 2, 0, 1]), np.array([9, 4, 5, 9, 6])
     tokens, nxt = row_tokens(prompt, pos, token)
     assert tokens.tolist() == [4, 5, 6] and nxt.tolist() == [5, -1, -1]
+
+
+def test_row_tokens_refuse_a_position_given_twice() -> None:
+    with pytest.raises(ValueError, match="each \\(prompt, position\\) once; got prompt 0, position 1 more than once"):
+        row_tokens(np.array([0, 0, 0, 0]), np.array([0, 1, 1, 2]), np.array([9, 5, 5, 6]))
 
 
 def test_row_tokens_pairs_by_position_whatever_the_row_order_and_gaps() -> None:

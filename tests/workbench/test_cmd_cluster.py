@@ -399,6 +399,13 @@ def test_cluster_role_flags_reach_the_roles_and_are_recorded(run, tmp_path: Path
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--role-min-share", "0")
     assert status == 2 and not (tmp_path / "bad.json").exists()
     _one_line_error(err, "cluster", "--role-min-share must be > 0")
+    no_sample = [a for a in base if a not in ("--prompts", str(prompts))]  # the flag would do nothing: refused
+    status, _, err = run(*no_sample, "--out", str(tmp_path / "bad.json"), "--no-role-predicts-on-word")
+    assert status == 2 and not (tmp_path / "bad.json").exists()
+    _one_line_error(err, "cluster", "--role-predicts-on-word needs a corpus sample to read the roles from")
+    status, _, err = run(*no_sample, "--out", str(tmp_path / "plain.json"))
+    assert status == 0, err
+    assert "roles" not in json.loads((tmp_path / "plain.json").read_text())["config"]  # no roles were read
 
 
 def test_an_activation_run_of_other_transcoders_is_refused(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from workbench.cli_safety import run_script
 from workbench.paths import world_dir
-from workbench.scoring.truth_stability import key_agreement, main, stability, truth_roles
+from workbench.scoring.truth_stability import key_agreement, main, same_records, stability, truth_roles
 
 CYCLIC = {"day", "month", "hue"}
 WORLD = world_dir()
@@ -28,6 +28,13 @@ def test_key_agreement_counts_live_features_and_names_the_changes() -> None:
     assert got["n_changed"] == 2 and got["agreement"] == 0.5  # a cyclic value change keeps the key
     assert got["changes"] == {"('context', None, None) -> ('none', None, None)": 1,
                               "('none', None, None) -> ('context', None, None)": 1}
+
+
+def test_same_records_compare_every_field_not_only_the_purity_key() -> None:
+    shipped = {(0, 0): SimpleNamespace(side="output", family="day", value="Monday", task=None, top_logit="Monday")}
+    assert same_records(shipped, {(0, 0): SimpleNamespace(**vars(shipped[(0, 0)]))})
+    assert not same_records(shipped, {(0, 0): SimpleNamespace(**{**vars(shipped[(0, 0)]), "value": "Friday"})})
+    assert not same_records(shipped, {**shipped, (0, 1): shipped[(0, 0)]})
 
 
 def test_truth_roles_give_one_role_per_key() -> None:
@@ -51,8 +58,20 @@ def test_the_shipped_truth_is_reproduced_and_another_corpus_moves_some_borders()
     assert 0.5 < head["share_stable_members"] < 1.0 and 0.0 <= head["purity_stable_members"] <= 1.0
 
 
-def test_bad_input_is_one_line_before_any_work(tmp_path, capsys) -> None:
-    code = run_script(lambda: main(["--out", str(tmp_path / "s.json"), "--stream", "truth", "-q"]), "python -m x")
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
+@pytest.mark.parametrize("argv,needle", [
+    (["--stream", "truth"], "--stream must name a stream other than the truth's own ('truth'); got 'truth'"),
+    (["--stream", " "], "--stream must name a stream other than the truth's own"),
+    (["--n-prompts", "0"], "--n-prompts must be >= 1; got 0"),
+    (["--world", "NOTRUTH"], "--world feature_truth_plt.jsonl must exist"),
+])
+def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv: list[str], needle: str) -> None:
+    no_truth = tmp_path / "world"
+    no_truth.mkdir()
+    (no_truth / "manifest.json").write_text((WORLD / "manifest.json").read_text())  # a world without its truth
+    argv = [a.replace("NOTRUTH", str(no_truth)) for a in argv]
+    code = run_script(lambda: main(["--out", str(tmp_path / "s.json"), *argv, "--transcoder", "plt", "-q"]),
+                      "python -m x")
     err = capsys.readouterr().err
-    assert code == 2 and "--stream must differ from the truth's own stream" in err, err
+    assert code == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.json").exists()

@@ -8,8 +8,8 @@ energy on one variable, word or task) measured on its own corpus: fresh sentence
 stream plus the sentence of every held-out prompt. A feature near a threshold lands on the side that corpus
 gives it. Per transcoder set this measures:
 
-* **reproduced**: the procedure re-run on its own corpus gives the shipped file, key for key (a check of the
-  file on this machine);
+* **reproduced**: the procedure re-run on its own corpus gives the shipped file: every feature's side, family,
+  value, task and top logit (a check of the file on this machine);
 * **agreement**: the procedure re-run on another corpus of the same size and make (``--stream``; the supernode
   scorer's sample stream by default; the held-out prompts' sentences included, as in the truth's corpus): the
   share of the features live in either run whose key (side, family, non-cyclic value: the purity target's key)
@@ -68,6 +68,13 @@ def key_agreement(shipped: Mapping[tuple[int, int], Any], other: Mapping[tuple[i
             "n_changed": len(pairs) - same, "changes": dict(changes.most_common(top))}
 
 
+def same_records(shipped: Mapping[tuple[int, int], Any], other: Mapping[tuple[int, int], Any]) -> bool:
+    """Whether the two truths name the same features with the same side, family, value, task and top logit."""
+    fields = ("side", "family", "value", "task", "top_logit")
+    return shipped.keys() == other.keys() and all(
+        all(getattr(shipped[k], f, None) == getattr(other[k], f, None) for f in fields) for k in shipped)
+
+
 def truth_roles(truth: Mapping[tuple[int, int], Any], cyclic: set[str]) -> Any:
     """A :class:`~analyses.families.roles.FeatureRoles` table whose roles are the truth's purity keys (every
     feature has one: dead features share the "none" key)."""
@@ -94,7 +101,7 @@ def pipeline_purity(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], g
            "replacement_ratio": s["replacement_ratio"], "n_graphs": s["n_graphs"]}
     if stable is not None:
         groups = [g for r in records for g in r["_rows"] if len(g) > 1]  # each (size, 2) layer, feature
-        kept = [g[[(int(a), int(b)) in stable for a, b in g]] for g in groups]
+        kept = [g[[(int(a), int(b)) in stable for a, b in g]] for g in groups]  # each (n_stable, 2)
         out["purity_stable_members"] = purity(kept, truth, cyclic, "value")["purity"]  # groups left with >= 2
         out["share_stable_members"] = sum(map(len, kept)) / max(sum(map(len, groups)), 1)
     return out
@@ -130,7 +137,7 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
         own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, TruthConfig(),
                                                                                               seed))
         report[kind] = {
-            "reproduced": key_agreement(shipped, rerun[TruthConfig().stream], cyclic)["n_changed"] == 0,
+            "reproduced": same_records(shipped, rerun[TruthConfig().stream]),
             "other_corpus": key_agreement(shipped, rerun[stream], cyclic),
             "purity_rerun_truth_as_roles": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped, cyclic,
                                                            context, truth_roles(rerun[stream], cyclic)),
@@ -162,21 +169,23 @@ def main(argv: list[str] | None = None) -> int:
 
     world = Path(args.world) if args.world else world_dir()
     need_input(world / "manifest.json", "--world manifest.json")
+    kinds = list(dict.fromkeys(args.transcoder))  # each set once
+    for kind in kinds:  # before any work: the truth files this compares with
+        need_input(world / f"feature_truth_{kind}.jsonl", f"--world feature_truth_{kind}.jsonl")
     check_out(args.out, inputs=[world])
-    if args.stream == TruthConfig().stream:
-        raise WorkbenchError(f"--stream must differ from the truth's own stream {args.stream!r}; got it. Use another "
-                             "name, e.g. families-sample.")
-    if args.n_prompts < 1 or args.coactivation_sentences < 1:
-        raise WorkbenchError(f"--n-prompts and --coactivation-sentences must be >= 1; got {args.n_prompts} and "
-                             f"{args.coactivation_sentences}.")
+    if not args.stream.strip() or args.stream == TruthConfig().stream:
+        raise WorkbenchError(f"--stream must name a stream other than the truth's own ({TruthConfig().stream!r}); got "
+                             f"{args.stream!r}. Use another name, e.g. families-sample.")
+    for flag, value in (("--n-prompts", args.n_prompts), ("--coactivation-sentences", args.coactivation_sentences)):
+        if value < 1:
+            raise WorkbenchError(f"{flag} must be >= 1; got {value}. Use the default (20 / 3000) or a positive count.")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    report = stability(world, args.transcoder, args.stream, args.n_prompts, args.coactivation_sentences,
-                       verbose=not args.quiet)
+    report = stability(world, kinds, args.stream, args.n_prompts, args.coactivation_sentences, verbose=not args.quiet)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
-    atomic_write_json(args.out, json.loads(json.dumps(report, default=str)))  # strict JSON: NaN -> null
-    for kind in args.transcoder:
+    atomic_write_json(args.out, report)  # strict JSON (NaN written as null)
+    for kind in kinds:
         r = report[kind]
         a, o, s = r["other_corpus"], r["purity_rerun_truth_as_roles"], r["purity_label_free_roles_on_truth_sentences"]
         h = r["headline"]
