@@ -41,38 +41,6 @@ from workbench.cmd_graphtools import read_prune
 logger = logging.getLogger(__name__)
 
 
-def _add_config_flags(group: Any, cls: type, skip: tuple[str, ...] = ()) -> None:
-    """One flag per field of a frozen config: --field-name, its default and docstring help."""
-    from workbench.bench.config import field_help
-
-    docs = field_help(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag, default = "--" + f.name.replace("_", "-"), f.default
-        help_text = docs.get(f.name, "")
-        if isinstance(default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif isinstance(default, tuple):
-            group.add_argument(flag, default=",".join(default), help=f"{help_text} Comma-separated (default "
-                               f"{','.join(default)}).")
-        else:
-            group.add_argument(flag, type=type(default), default=default, help=f"{help_text} (default {default})")
-
-
-def _config(cls: type, args: argparse.Namespace) -> Any:
-    values = {}
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name)
-        if isinstance(f.default, tuple):
-            value = tuple(x.strip() for x in str(value).split(",") if x.strip())
-        values[f.name] = value
-    from workbench.config_cli import naming_flags
-
-    with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
-        return cls(**values)
-
-
 def _given_thresholds(args: argparse.Namespace, cls: type) -> dict[str, float]:
     """The prune thresholds given on the command line; those not given get the config's defaults in ``args``."""
     defaults = {f.name: f.default for f in dataclasses.fields(cls)}
@@ -120,9 +88,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                         "and the clustering's dendrogram into DIR, as PNG and SVG")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     add_threads_argument(p, default=None)
-    _add_config_flags(p.add_argument_group("readable circuit"), CircuitConfig)
-    _add_config_flags(p.add_argument_group("clustering"), ClusteringConfig)
-    _add_config_flags(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
+    add_config_arguments(p.add_argument_group("readable circuit"), CircuitConfig)
+    add_config_arguments(p.add_argument_group("clustering"), ClusteringConfig)
+    add_config_arguments(p.add_argument_group("intervention check (with --model)"), InterventionConfig)
     add_config_arguments(p.add_argument_group("feature roles (with --prompts, or --activations and --model)"),
                          RolesConfig, exclude=("families",), prefix="role_")  # --role-min-share, ...
     # None unless given: with --prune, a threshold given must be the file's (the config's default is filled in later)
@@ -421,9 +389,10 @@ def run_cluster(args: argparse.Namespace) -> int:
     out = _check_cluster_args(args)
     given = _given_thresholds(args, ClusteringConfig)
     try:
-        configs = {"circuit": _config(CircuitConfig, args), "clustering": _config(ClusteringConfig, args),
-                   "interventions": _config(InterventionConfig, args),
-                   "roles": config_from_args(RolesConfig, args, prefix="role_")}
+        configs: dict[str, Any] = {"circuit": config_from_args(CircuitConfig, args),
+                                   "clustering": config_from_args(ClusteringConfig, args),
+                                   "interventions": config_from_args(InterventionConfig, args),
+                                   "roles": config_from_args(RolesConfig, args, prefix="role_")}
     except (ValueError, TypeError) as err:
         raise WorkbenchError(str(err)) from None
     prompts = None

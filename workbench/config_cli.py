@@ -1,7 +1,7 @@
 """CLI flags from frozen dataclass configs: one source of defaults and help for API, CLI and recipes.
 
 :func:`add_config_arguments` adds one ``--kebab-case`` flag per field (help = the field's
-attribute docstring, default shown), booleans as ``--x/--no-x`` pairs, tuples of ints as
+attribute docstring, default shown), booleans as ``--x/--no-x`` pairs, tuples of ints or strings as
 comma-separated lists, ``X | None`` fields accepting ``none``; :func:`config_from_args` builds the
 dataclass back from the parsed namespace (its ``__post_init__`` validates).
 """
@@ -61,10 +61,15 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers; got {text!r}") from None
 
 
+def _str_tuple(text: str) -> tuple[str, ...]:
+    """``"frozen, free"`` -> ("frozen", "free"); ``""`` -> (); items stripped, empty items dropped."""
+    return tuple(x.strip() for x in text.split(",") if x.strip())
+
+
 def _converter(tp: Any, optional: bool) -> Any:
     base: Callable[[str], Any] | None = {int: int, float: float, str: str}.get(tp)
     if typing.get_origin(tp) is tuple:
-        base = _int_tuple
+        base = _str_tuple if typing.get_args(tp)[:1] == (str,) else _int_tuple
     if base is None and typing.get_origin(tp) is typing.Literal:
         base = str
     if base is None:
