@@ -48,7 +48,7 @@ def _flag_type(annotation: Any) -> Any:
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.families.config import FamiliesConfig
-    from workbench.bench.config import field_help
+    from workbench.config_cli import field_docs
 
     p = sub.add_parser("families", help="feature families over whole transcoder dictionaries",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,7 +68,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     add_threads_argument(p, default=None)
     est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
-    docs = field_help(FamiliesConfig)
+    docs = field_docs(FamiliesConfig)
     choices = _choices()
     for f in dataclasses.fields(FamiliesConfig):
         if f.name == "per_layer":

@@ -35,9 +35,10 @@ WORK_DIR_DEFAULT = (" (default $XDG_CACHE_HOME/manifold-workbench/bench, or ~/.c
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    from workbench.bench.config import BenchConfig, ModelSpec, field_help
+    from workbench.bench.config import BenchConfig, ModelSpec
+    from workbench.config_cli import field_docs
 
-    model_help, bench_help = field_help(ModelSpec), field_help(BenchConfig)
+    model_help, bench_help = field_docs(ModelSpec), field_docs(BenchConfig)
     spec = ModelSpec()
     p = sub.add_parser("bench", help="benchmark our engine against circuit-tracer on a synthetic model",
                        description=__doc__.split("\n\n")[0],

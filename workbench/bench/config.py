@@ -9,10 +9,8 @@ Validation raises :class:`tracer.errors.WorkbenchError` (one line; the CLI exits
 imports nothing heavy (``tracer`` pulls in torch), so ``workbench --help`` can read its docstrings.
 """
 
-import ast
 import dataclasses
 import hashlib
-import inspect
 import json
 import math
 import os
@@ -250,19 +248,3 @@ class BenchConfig:
         if hasattr(os, "sched_getaffinity"):
             return len(os.sched_getaffinity(0))
         return os.cpu_count() or 1
-
-
-def field_help(cls: type) -> dict[str, str]:
-    """Attribute docstrings of a dataclass (the string literal after each field), for --help."""
-    try:
-        tree = ast.parse(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-    docs: dict[str, str] = {}
-    for prev, node in zip(body, body[1:], strict=False):
-        if not (isinstance(prev, ast.AnnAssign) and isinstance(prev.target, ast.Name)):
-            continue  # not a field
-        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str):
-            docs[prev.target.id] = " ".join(node.value.value.split())
-    return docs
