@@ -359,8 +359,9 @@ def _check_role_flags(args: argparse.Namespace) -> None:
     from analyses.families.roles import RolesConfig
     from tracer.errors import WorkbenchError
 
+    default = RolesConfig()
     changed = [f.name for f in dataclasses.fields(RolesConfig) if f.name != "families"
-               and getattr(args, "role_" + f.name) != getattr(RolesConfig(), f.name)]
+               and getattr(args, "role_" + f.name) != getattr(default, f.name)]
     if changed and not (args.prompts or (args.activations and args.model)):
         flag = "--role-" + changed[0].replace("_", "-")
         raise WorkbenchError(f"{flag} needs a corpus sample to read the roles from; got none. Add --prompts (with "

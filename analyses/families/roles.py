@@ -217,9 +217,9 @@ def feature_roles(A: sp.spmatrix, keys: np.ndarray, *, tokens: np.ndarray, next_
     word = np.full(n_tokens, -1, dtype=np.int64)  # (n_tokens,) each seen token's word
     word[seen] = word_groups(token_words if fam.fold_case else None, seen)
     by_word = one_hot(word, n_tokens, int(word.max()) + 1 if seen.size else 0)  # (n_tokens, n_words)
-    words = (reads @ by_word).tocsr()  # (n_features, n_words) energy on each word read
-    kind, index, share = _assign(reads, predicts, classes, words, total, fam.min_token_class, cfg.min_share)
-    on = (_on_word(kind, words, total, cfg.min_share) if cfg.predicts_on_word  # (n_features,)
+    top_word = _row_max((reads @ by_word).tocsr())  # (word, energy) each (n_features,): the word read most
+    kind, index, share = _assign(reads, predicts, classes, top_word, total, fam.min_token_class, cfg.min_share)
+    on = (_on_word(kind, top_word, total, cfg.min_share) if cfg.predicts_on_word  # (n_features,)
           else np.full(kind.shape, -1))
     texts = _word_texts(word, seen, token_words)
     names = {"predicts": _class_names(classes, token_words, "predicts"),
@@ -250,17 +250,18 @@ def _checked(A: Any, keys: Any, tokens: Any, next_tokens: Any, token_vectors: An
     return A, keys.astype(np.int64), tokens, next_tokens, vectors, check_token_words(token_words, vectors.shape[0])
 
 
-def _assign(reads: sp.csr_matrix, predicts: sp.csr_matrix, classes: np.ndarray, words: sp.csr_matrix,
+def _assign(reads: sp.csr_matrix, predicts: sp.csr_matrix, classes: np.ndarray, top_word: tuple[np.ndarray, np.ndarray],
             total: np.ndarray, min_class_size: int, min_share: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(kind, index, share), each (n_features,): the kind of each feature's role (an index into :data:`KINDS`,
     -1 where it never fires), its class or word (-1 for 'mixed' and none), and the share behind it (for 'mixed',
     the largest share that fell short). The class part is FeatureFamilies' own (:func:`dominant_class`: the
-    largest class share, read or predicted; a tie is 'reads'); ``words`` (n_features, n_words) energies."""
+    largest class share, read or predicted; a tie is 'reads'); ``top_word``: each feature's most-read word and
+    its energy, (n_features,) each."""
     dom, side = dominant_class(reads, predicts, total, classes, min_class_size=min_class_size, min_share=min_share)
     n_classes = int(classes.max()) + 1 if classes.size else 0
     by_class = one_hot(classes, classes.shape[0], n_classes)  # (n_tokens, n_classes)
     class_energy = sp.hstack([reads @ by_class, predicts @ by_class]).tocsr()  # (n_features, 2 n_classes)
-    w_at, w_top = _row_max(words)  # (n_features,) each
+    w_at, w_top = top_word  # (n_features,) each
     _, c_top = _row_max(class_energy)  # (n_features,)
     has_class = dom >= 0
     word_ok = ~has_class & reaches(w_top, total, min_share)  # (n_features,)
@@ -291,10 +292,11 @@ def _class_names(classes: np.ndarray, words: Sequence[str] | None, verb: str, sh
     return out
 
 
-def _on_word(kind: np.ndarray, words: sp.csr_matrix, total: np.ndarray, min_share: float) -> np.ndarray:
-    """(n_features,) the word a 'predicts' feature reads with at least ``min_share`` of its energy (an index
-    into the columns of ``words``, (n_features, n_words) energies), -1 for every other feature."""
-    at, top = _row_max(words)  # (n_features,) each
+def _on_word(kind: np.ndarray, top_word: tuple[np.ndarray, np.ndarray], total: np.ndarray,
+             min_share: float) -> np.ndarray:
+    """(n_features,) the word a 'predicts' feature reads with at least ``min_share`` of its energy (``top_word``:
+    each feature's most-read word and its energy), -1 for every other feature."""
+    at, top = top_word  # (n_features,) each
     return np.where((kind == KINDS.index("predicts")) & reaches(top, total, min_share), at, -1)
 
 
