@@ -172,6 +172,9 @@ class CoarseGraph:
 def check_prune_result(graph: Graph, prune_result: PruneResult) -> None:
     """A prune result must come from ``graph``: one mask entry per node (another graph's would select
     the wrong nodes, or fail later as an index error)."""
+    if not isinstance(prune_result, PruneResult):
+        raise TypeError(f"prune_result must be a tracer PruneResult; got {reprlib.repr(prune_result)}. Prune this "
+                        "graph: prune_graph(graph, config).")
     n = graph.n_nodes
     node_shape, edge_shape = tuple(prune_result.node_mask.shape), tuple(prune_result.edge_mask.shape)
     if node_shape != (n,) or edge_shape != (n, n):
@@ -186,6 +189,10 @@ def check_token_strings(graph: Graph, token_strings: Sequence[str] | None) -> No
     if token_strings is not None and (isinstance(token_strings, str) or len(token_strings) != graph.n_pos):
         got = repr(token_strings) if isinstance(token_strings, str) else f"{len(token_strings)} entries"
         raise ValueError(f"token_strings must hold one string per input position ({graph.n_pos}); got {got}.")
+    bad = next(((i, t) for i, t in enumerate(token_strings or ()) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise TypeError(f"token_strings must hold strings; got {bad[1]!r} at position {bad[0]}. Pass the "
+                        "tokens' text (e.g. the tokenizer's convert_ids_to_tokens).")
 
 
 # ----------------------------------------------------------------------------- links of a graph

@@ -40,6 +40,35 @@ _T = TypeVar("_T")
 
 FORMAT = "manifold-workbench-result"
 
+RESULT_HOMES: dict[str, str] = {
+    "CoarseGraph": "analyses.coarse",
+    "InterventionCheck": "analyses.supernodes.interventions",
+    "CircuitScores": "analyses.supernodes.circuit",
+    "CircuitResult": "analyses.supernodes.circuit",
+    "SupernodeResult": "analyses.supernodes.clustering",
+    "FamilyManifold": "analyses.manifolds.discovery",
+    "DiscoveryResult": "analyses.manifolds.discovery",
+    "ManifoldFitResult": "analyses.manifolds.fit",
+    "CausalResult": "analyses.manifolds.causal",
+    "SteeringResult": "analyses.manifolds.causal",
+    "TilingResult": "analyses.manifolds.tiling",
+    "Family": "analyses.families.results",
+    "FeatureFamiliesResult": "analyses.families.results",
+    "FeatureRoles": "analyses.families.roles",
+}
+"""The module that defines each result type of this package, so that :func:`load_result` reads any of them
+in a fresh process (the module is imported on first need). The table, never the file, names what is
+imported; a test keeps it equal to the registered types."""
+
+
+def _registered(name: str) -> type | None:
+    """The result type registered as ``name``, importing its module (:data:`RESULT_HOMES`) on first need."""
+    if name not in _REGISTRY and name in RESULT_HOMES:
+        import importlib  # a lazy plug-in load: the result modules import this one
+
+        importlib.import_module(RESULT_HOMES[name])
+    return _REGISTRY.get(name)
+
 
 def register_result(cls: type[_T]) -> type[_T]:
     """Class decorator: make a frozen dataclass saveable (its name must be unique)."""
@@ -182,7 +211,7 @@ def _decode(value: Any, arrays: dict[str, np.ndarray], where: str = "result") ->
         except (TypeError, ValueError):
             raise _Invalid(f"{value['__float__']!r} at {where}, which is not a float") from None
     if "__type__" in value:
-        cls = _REGISTRY.get(str(value["__type__"]))
+        cls = _registered(str(value["__type__"]))
         if cls is None:
             raise _Invalid(f"unknown result type {value['__type__']!r} at {where} (import the module that "
                            "defines it first)")
@@ -286,9 +315,10 @@ def load_result(path: str | Path, expected: type[_T] | None = None) -> _T:
         raise ValueError(f"result file must be readable JSON; got {str(json_path)!r} ({err}).") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ValueError(f"result file must be a manifold-workbench result; got {str(json_path)!r}.")
-    cls = _REGISTRY.get(str(doc.get("type")))
+    cls = _registered(str(doc.get("type")))
     if cls is None:
-        raise ValueError(f"result type must be known; got {doc.get('type')!r} in {str(json_path)!r}.")
+        raise ValueError(f"result type must be known; got {doc.get('type')!r} in {str(json_path)!r}. Import the "
+                         "module that defines it first (a type of your own), or re-create the file.")
     if expected is not None and cls is not expected:
         raise ValueError(f"result type must be {expected.__name__}; got {cls.__name__} in {str(json_path)!r}.")
     want = getattr(cls, "SCHEMA_VERSION", 1)

@@ -168,6 +168,7 @@ class FeatureFamilies(Estimator):
         self.result_ = self._result(U, layers, feats, relabel(family, self.min_family_size), knn_index, knn_cos, names,
                                     tokens_of)
         self._tick("hierarchy_and_result")
+        del self._last_tick  # a fitted estimator holds only its fitted state (and its params)
         self.labels_ = self.result_.family
         self.n_families_ = len(self.result_.families)
         logger.info("FeatureFamilies: %d families over %d features (%d in none)", self.n_families_,

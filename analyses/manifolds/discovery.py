@@ -37,6 +37,7 @@ small to score rank last.
 
 import functools
 import logging
+import reprlib
 import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -415,8 +416,10 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
     if A_csr.ndim != 2 or A_csr.shape[1] != W.shape[0]:
         raise ValueError(f"A must have shape (n_tokens, {W.shape[0]}) (one column per row of W_dec); got "
                          f"{A_csr.shape}.")
-    if not isinstance(families, Mapping) or not families:
-        raise TypeError(f"families must be a non-empty mapping name -> feature indices; got {type(families).__name__}.")
+    if not isinstance(families, Mapping):
+        raise TypeError(f"families must be a mapping name -> feature indices; got {reprlib.repr(families)}.")
+    if not families:
+        raise ValueError("families must name at least one family (name -> feature indices); got an empty mapping.")
     counts = Counter(str(name) for name in families)
     if max(counts.values()) > 1:
         text = max(counts, key=lambda t: counts[t])

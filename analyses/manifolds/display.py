@@ -281,7 +281,7 @@ class DecoderMapDisplay(Display):
         family_of: list[str | None] = [None] * len(W)
         for name, idx in (families or {}).items():
             for i in _feature_indices(f"family {name!r}", idx, len(W)):
-                family_of[i] = name
+                family_of[i] = str(name)  # names are shown (and sorted) as text, as discovery does
         pref = None
         if preferred:
             pref = np.full(len(W), np.nan)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analyses.base import Estimator, as_integers, atomic_fit, check_choice, check_number
+from analyses.base import Estimator, as_integers, atomic_fit, check_choice, check_number, check_real
 from analyses.manifolds import curves
 from analyses.manifolds.configs import SHAPES, ManifoldFitConfig
 from analyses.results import register_result
@@ -166,6 +166,13 @@ class ManifoldFitResult:
             raise ValueError("X must hold finite numbers; got NaN, inf or non-numeric entries. Drop those rows.")
         return arr.astype(np.float64)
 
+    @staticmethod
+    def _as_coordinates(u: object) -> np.ndarray:
+        """``u`` checked as finite real coordinates, (n,) float64 (a scalar gives (1,))."""
+        arr = np.atleast_1d(np.asarray(u))
+        check_real("u", arr, hint="Pass coordinates from transform() or value_coordinate().")
+        return arr.astype(np.float64)
+
     def _as_values(self, y: object, n: int | None = None) -> np.ndarray:
         """``y`` checked as int64 values in ``[0, period)`` (``n``: one per row of X)."""
         arr = np.atleast_1d(np.asarray(y))
@@ -187,11 +194,11 @@ class ManifoldFitResult:
 
     def curve(self, u: np.ndarray) -> np.ndarray:
         """(n,) coordinates -> (n, d_model) curve points in model space."""
-        return self.centre + self._subspace_curve(np.atleast_1d(u)) @ self.basis.T
+        return self.centre + self._subspace_curve(self._as_coordinates(u)) @ self.basis.T
 
     def curve_derivative(self, u: np.ndarray) -> np.ndarray:
         """(n,) coordinates -> (n, d_model) dx/du in model space."""
-        D = curves.design_derivative(np.atleast_1d(u), self.shape, self.frequency, self.n_harmonics)
+        D = curves.design_derivative(self._as_coordinates(u), self.shape, self.frequency, self.n_harmonics)
         return (D @ self.coefficients) @ self.basis.T
 
     def value_coordinate(self, values: np.ndarray) -> np.ndarray:
@@ -206,7 +213,7 @@ class ManifoldFitResult:
 
     def coordinate_to_value(self, u: np.ndarray) -> np.ndarray:
         """(n,) coordinates -> (n,) nearest integer values."""
-        u = np.asarray(u, dtype=np.float64)
+        u = self._as_coordinates(u)
         p = self.period
         if self.shape == "circle":
             slot = np.rint(u * p / (2 * np.pi)).astype(np.int64) % p  # (k v) mod p

@@ -23,6 +23,7 @@ scores of the circuit are computed exactly by :func:`tracer.graph.scores.subgrap
 """
 
 import logging
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -227,7 +228,7 @@ class ReadableCircuit(Estimator):
         self.config_ = CircuitConfig(budget=self.budget, exact_candidates=self.exact_candidates,
                                      exact_max_links=self.exact_max_links)
         if self.clustering is not None and not isinstance(self.clustering, SupernodeClustering):
-            raise TypeError(f"clustering must be a SupernodeClustering or None; got {type(self.clustering).__name__}.")
+            raise TypeError(f"clustering must be a SupernodeClustering or None; got {reprlib.repr(self.clustering)}.")
 
     @atomic_fit
     def fit(self, graph: Graph, *, prune_result: PruneResult | None = None, transcoders: Any = None,

@@ -279,6 +279,9 @@ class SupernodeClustering(Estimator):
         if candidates is None:
             cand = work_nodes[work_nodes < graph.n_selected]
         else:
+            if isinstance(candidates, (str, bytes)) or np.ndim(candidates) != 1:
+                raise TypeError(f"candidates must be a sequence of feature node indices; got "
+                                f"{reprlib.repr(candidates)}. Pass a list, e.g. [3] for one node.")
             cand = np.unique(as_integers("candidates", list(candidates)).ravel())  # 0.5 is refused, not truncated
             if cand.size and (cand[0] < 0 or cand[-1] >= graph.n_selected):
                 raise ValueError(f"candidates must be feature node indices in [0, {graph.n_selected}); got "

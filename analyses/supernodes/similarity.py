@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from analyses.base import as_integers
 from analyses.families.coactivation import CoactivationContext
 from tracer.graph import Graph
 from tracer.graph.checks import check_transcoders_match
@@ -233,7 +234,8 @@ def family_ids(keys: np.ndarray, families: Mapping[tuple[int, int], int] | np.nd
     if not isinstance(families, Mapping):
         raise TypeError(f"families must be an array or a mapping (layer, feature) -> family id; got "
                         f"{type(families).__name__}.")
-    return np.array([int(families.get((int(k[0]), int(k[2])), -1)) for k in keys], dtype=np.int64)
+    ids = [families.get((int(k[0]), int(k[2])), -1) for k in keys]
+    return as_integers("families' values (family ids)", ids)  # 1.7 or "x" is refused, not truncated
 
 
 def coactivation_vectors(keys: np.ndarray, context: CoactivationContext) -> tuple[Tensor, np.ndarray]:

@@ -3,13 +3,18 @@ a result's arrays file must be a plain name next to its JSON and schema_version 
 compare by identity (no numpy ambiguity error)."""
 
 import dataclasses
+import importlib
 import json
+import pkgutil
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from analyses import results
 from analyses.base import check_number, check_real
 from analyses.families import FeatureFamilies, FeatureFamiliesResult
 from analyses.manifolds.configs import DiscoveryConfig
@@ -105,3 +110,35 @@ def test_result_types_compare_by_identity_without_numpy_errors(tmp_path: Path) -
     back = load_result(save_result(res, tmp_path / "fam.json"), FeatureFamiliesResult)
     assert res == res and res != back and res.families[0] != back.families[0]
     assert dataclasses.asdict(res.families[0]) == dataclasses.asdict(back.families[0])
+
+
+def test_every_result_type_of_the_package_has_its_home_in_the_table() -> None:
+    """load_result imports a type's module from RESULT_HOMES: every registered analyses type is listed,
+    with the module that defines it, and nothing else is."""
+    import analyses
+
+    for info in pkgutil.walk_packages(analyses.__path__, "analyses."):
+        importlib.import_module(info.name)
+    ours = {name: cls.__module__ for name, cls in results._REGISTRY.items() if cls.__module__.startswith("analyses.")}
+    assert ours == results.RESULT_HOMES
+
+
+def test_a_result_loads_in_a_fresh_process_without_importing_its_module(tmp_path: Path) -> None:
+    """QA: load_result of a ManifoldFitResult failed ("result type must be known") unless
+    analyses.manifolds.fit had been imported first."""
+    path = _saved_fit(tmp_path)
+    code = ("import sys; from analyses.results import load_result; r = load_result(sys.argv[1]); "
+            "print(type(r).__name__, r.period)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["ManifoldFitResult", "5"]
+
+
+def test_an_unknown_result_type_says_what_to_do(tmp_path: Path) -> None:
+    path = _saved_fit(tmp_path)
+    doc = json.loads(path.read_text())
+    doc["type"] = "NoSuchResult"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="result type must be known; got 'NoSuchResult' .* Import the module"):
+        load_result(path)
