@@ -26,6 +26,7 @@ from torch import Tensor
 from tracer.models.forward import ForwardCache, run_with_cache
 from tracer.models.loaded import LoadedModel
 from tracer.transcoders.base import TranscoderLayer, Transcoders
+from tracer.weights import check_finite_run
 
 
 def encode(layer: TranscoderLayer, x: Tensor) -> Tensor:
@@ -202,6 +203,8 @@ def build_replacement(loaded: LoadedModel, tc: Transcoders, tokens: Tensor, dtyp
     recon = reconstruction(tcd, decoded, skips, P)
     errors = error_vectors(cache.feature_output(out_loc).to(dtype), recon)
     values = torch.cat(vals) if vals else feature_in.new_zeros(0)
+    check_finite_run([("activations", values), ("residual stream", cache.resid_pre), ("logits", cache.logits)],
+                     loaded, tc)
     return Replacement(cache=cache, transcoders=tcd, input_location=in_loc, output_location=out_loc,
                        feature_in=feature_in, active=stack_active(idx).to(dev), values=values, decoded=decoded,
                        skips=skips, reconstruction=recon, errors=errors,

@@ -20,10 +20,12 @@ or silently drops features (a NaN JumpReLU threshold compares false). Three laye
 * **On read**: transcoder decoders (memory-mapped or not) are exempt from the load-time sample,
   because every use of a decoder reads rows through ``TranscoderLayer.decoder_rows``, which checks
   each row exactly as it is read (only rows of active features ever are).
-* **At first use**: the attribution engine checks the forward pass's activations, residual
-  stream and logits; if any is not finite it calls :func:`find_non_finite_weight`, which checks
-  every weight whole and names the culprit. A non-finite weight that a prompt uses therefore
-  never reaches a graph, and one it does not use cannot change it.
+* **At first use**: every run of the model with its transcoders (the replacement model behind both
+  attribution engines and the interventions' clean run, an intervention's result, activation collection)
+  checks its activations, residual stream and logits (:func:`check_finite_run`); if any is not finite it
+  calls :func:`find_non_finite_weight`, which checks every weight whole and names the culprit. A
+  non-finite weight that a prompt uses therefore never reaches a graph, an intervention or an activation
+  run, and one it does not use cannot change them.
 
 A failure is a one-line error naming the tensor, its file and the index of the first bad value.
 """
@@ -269,12 +271,25 @@ def check_weight(t: Tensor, name: str, source: str, error: type[WorkbenchError] 
     raise error(_bad_message(name, source, idx, value))
 
 
+def check_finite_run(named: Iterator[tuple[str, Tensor]] | list[tuple[str, Tensor]], loaded: Any,
+                     transcoders: Any) -> None:
+    """Every ``(name, tensor)`` of a run of the model with its transcoders (activations, residual stream,
+    logits) must be finite; else raise naming the weight to blame (:func:`find_non_finite_weight`; ``loaded``
+    None: the transcoders only) or, when no weight is, the first bad quantity."""
+    for name, t in named:
+        if not bool(torch.isfinite(t).all()):
+            find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
+            raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or transcoder "
+                                 "weights overflow in this dtype; try float32.")
+
+
 def find_non_finite_weight(loaded: Any, transcoders: Any) -> None:
-    """Check every weight of a loaded model and transcoder set whole (decoders too); raise naming
-    the first bad one. Called when a forward pass produced NaN/inf, to say which weight did."""
-    source = str(getattr(loaded, "model_id", "") or "the model folder")
-    for name, param in loaded.model.named_parameters():
-        check_weight(param, f"model weight {name}", source)
+    """Check every weight of a loaded model (None: none) and transcoder set whole (decoders too); raise
+    naming the first bad one. Called when a forward pass produced NaN/inf, to say which weight did."""
+    if loaded is not None:
+        source = str(getattr(loaded, "model_id", "") or "the model folder")
+        for name, param in loaded.model.named_parameters():
+            check_weight(param, f"model weight {name}", source)
     where = str(getattr(transcoders, "source", "") or "the transcoder folder")
     for i, layer in enumerate(transcoders.layers):
         for field in ("W_enc", "b_enc", "b_dec", "threshold", "skip_T"):
@@ -286,4 +301,4 @@ def find_non_finite_weight(loaded: Any, transcoders: Any) -> None:
 
 
 __all__ = ["FULL_CHECK_BYTES", "MAX_ABS_WEIGHT", "SAMPLE_WINDOW", "SAMPLE_WINDOWS", "FileRegion", "check_file",
-           "check_weight", "find_non_finite_weight", "first_bad"]
+           "check_finite_run", "check_weight", "find_non_finite_weight", "first_bad"]

@@ -280,3 +280,36 @@ def test_the_library_shows_no_progress_bars_unless_asked(tmp_path, capfd):
     assert capfd.readouterr().err == ""
     collect_activations(loaded, tc, WORDS[:2], tmp_path / "loud", verbose=True)
     assert "activations" in capfd.readouterr().err
+
+
+def test_a_run_is_not_resumed_with_changed_transcoder_files_or_another_model_dtype(tmp_path):
+    """QA pass 30: the fingerprint names the transcoders by path, so a resume with other weights at that path
+    (or the model in bfloat16) mixed old shards with new ones and relabelled them with the new signature."""
+    from tests.helpers_models import save_model, save_transcoders
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    loaded = tiny_model("qwen3")
+    model_dir = save_model(loaded, tmp_path / "model")
+    tc_dir = save_transcoders(tiny_transcoders(loaded), tmp_path / "tc")
+    model = load_model(model_dir)
+    cfg = ActivationConfig(shard_prompts=2)
+    run = tmp_path / "run"
+    collect_activations(model, load_transcoders(tc_dir, n_layers=model.n_layers, d_model=model.d_model), WORDS, run,
+                        cfg)
+    index = json.loads((run / "index.json").read_text())
+    assert index["dtype"] == "float32"
+    save_transcoders(tiny_transcoders(loaded, seed=1), tc_dir)  # other weights, same path
+    other = load_transcoders(tc_dir, n_layers=model.n_layers, d_model=model.d_model)
+    with pytest.raises(WorkbenchError, match="a run of transcoders whose files have changed since"):
+        collect_activations(model, other, WORDS, run, cfg)
+    assert json.loads((run / "index.json").read_text()) == index, "the refused resume left the index as it was"
+    save_transcoders(tiny_transcoders(loaded), tc_dir)  # the run's own weights again: it resumes
+    same = load_transcoders(tc_dir, n_layers=model.n_layers, d_model=model.d_model)
+    assert collect_activations(model, same, WORDS, run, cfg).complete
+    with pytest.raises(WorkbenchError, match=r"a run of the model in another dtype \(dtype 'float32', this run's "
+                                             r"'bfloat16'\)"):
+        collect_activations(load_model(model_dir, dtype="bfloat16"), same, WORDS, run, cfg)
+    del index["dtype"], index["transcoder_signature"]  # a run from before they were recorded resumes as before
+    (run / "index.json").write_text(json.dumps(index))
+    assert collect_activations(model, same, WORDS, run, cfg).complete

@@ -325,6 +325,34 @@ def test_bad_generation_and_token_arguments():
         feature_intervention(loaded, tc, tokens, (0, 1, 0, 1.0), clean=clean)
 
 
+def test_a_clean_run_of_other_transcoders_or_another_model_is_refused():
+    """QA pass 30: only the tokens were compared, so a clean run prepared with the PLT silently replaced the
+    CLT passed in (and a float32 run served a float64 model)."""
+    loaded, tc, tokens, clean = _setup()
+    other = tiny_transcoders(loaded, kind="clt")
+    with pytest.raises(WorkbenchError, match=r"clean must be a CleanRun of these transcoders; got a run of .*\(plt\)"):
+        feature_intervention(loaded, other, tokens, [(0, 1, 0, 1.0)], clean=clean)
+    with pytest.raises(WorkbenchError, match="clean must be a CleanRun of these transcoders"):
+        feature_intervention_generate(loaded, tiny_transcoders(loaded, seed=5), tokens, [], 1, clean=clean)
+    wide = tiny_model("llama")
+    wide.model.double()
+    with pytest.raises(WorkbenchError, match=r"clean must be a CleanRun of this model; got a run of .* in "
+                                             r"torch.float32\. Call prepare\(\) with this model"):
+        feature_intervention(wide, tc, tokens, [(0, 1, 0, 1.0)], clean=clean)
+    same = tiny_transcoders(loaded)  # the same weights, another object: accepted
+    feature_intervention(loaded, same, tokens, [(0, 1, 0, 1.0)], clean=clean)
+
+
+@pytest.mark.parametrize("flag", ["freeze_attention", "apply_activation_function", "return_activations", "sparse"])
+def test_flags_must_be_bools(flag):
+    """freeze_attention="no" ran with attention frozen (bool("no") is True)."""
+    loaded, tc, tokens, clean = _setup()
+    with pytest.raises(WorkbenchError, match=rf"{flag} must be True or False; got 'no'"):
+        feature_intervention(loaded, tc, tokens, [], clean=clean, **{flag: "no"})  # type: ignore[arg-type]
+    with pytest.raises(WorkbenchError, match="stop_at_eos must be True or False; got 1"):
+        feature_intervention_generate(loaded, tc, tokens, [], 1, clean=clean, stop_at_eos=1)  # type: ignore[arg-type]
+
+
 def test_generation_past_a_sliding_window_says_how_many_tokens_fit():
     """The refusal blamed the prompt ("got 11 tokens. Shorten the prompt") when the generated tokens
     crossed the window."""

@@ -218,6 +218,46 @@ def test_a_non_finite_weight_the_sample_missed_is_named_at_first_use(tmp_path, m
         attribute(loaded, tc, [1, 18, 60, 7], AttributionConfig(verbose=False))
 
 
+def test_a_non_finite_transcoder_weight_the_sample_missed_is_named_by_every_run(tmp_path, monkeypatch):
+    """QA pass 30: only the fast engine named it; the interventions returned NaN logits (and generated token 0),
+    the autograd engine a NaN graph, and activation collection wrote a shard it then refused to read."""
+    import tracer.weights
+    from tracer.activations import collect_activations
+    from tracer.attribution import attribute
+    from tracer.config import AttributionConfig
+    from tracer.interventions import feature_intervention, feature_intervention_generate, prepare
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+
+    monkeypatch.setattr(tracer.weights, "FULL_CHECK_BYTES", 0)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_WINDOW", 64)
+    monkeypatch.setattr(tracer.weights, "SAMPLE_WINDOWS", 2)  # only the first and last 64 bytes
+    plt = tmp_path / "plt"
+    shutil.copytree(world_dir() / "plt", plt)
+    edit_tensors(plt / "layer_1.safetensors", lambda t: t["W_enc"].__setitem__((100, 3), math.nan))
+    loaded = load_model(world_dir() / "model")
+    tc = load_transcoders(plt, n_layers=loaded.n_layers, d_model=loaded.d_model)  # the sample misses it
+    tokens = [1, 18, 60, 7]
+    named = r"transcoder layer 1 W_enc .* NaN at index \[100, 3\]"
+    runs = {
+        "fast engine": lambda: attribute(loaded, tc, tokens, AttributionConfig(verbose=False)),
+        "autograd engine": lambda: attribute(loaded, tc, tokens, AttributionConfig(engine="autograd", verbose=False)),
+        "clean run": lambda: prepare(loaded, tc, tokens).activations(1),
+        "intervention": lambda: feature_intervention(loaded, tc, tokens, [(1, 3, 100, 2.0, "scale")]),
+        "generation": lambda: feature_intervention_generate(loaded, tc, tokens, [(1, slice(1, None), 100, 0.0)],
+                                                            max_new_tokens=2),
+        "activations": lambda: collect_activations(loaded, tc, ["Two days after Friday is"], tmp_path / "run"),
+    }
+    for what, run in runs.items():
+        try:
+            run()
+        except WorkbenchError as err:
+            assert re.search(named, str(err)), f"{what}: {err}"  # each path names the weight
+        else:
+            pytest.fail(f"{what}: NaN activations passed silently")
+    assert not list((tmp_path / "run").glob("shard-*")), "no shard is written from NaN activations"
+
+
 # ----------------------------------------------------------------------------- token ids, BOS
 @settings(deadline=None, max_examples=60)
 @given(ids=st.lists(st.integers(0, 2**63 - 1), min_size=1, max_size=6),

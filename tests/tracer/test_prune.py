@@ -242,6 +242,28 @@ def test_subgraph_scores_accept_node_ids_and_reject_bad_indices() -> None:
     assert subgraph_scores(graph, [np.int64(f) for f in features], prune_result=result) == by_index
 
 
+def test_a_pinned_id_shared_by_a_layer_0_feature_and_an_error_node_is_refused() -> None:
+    """QA pass 30: "0_{feature}_{pos}" of a layer-0 feature with feature < n_layers is also the error node's id
+    "0_{layer}_{pos}"; the lookup silently pinned the error node."""
+    from collections import Counter
+
+    from tracer.graph import node_ids
+
+    for seed in range(40):
+        graph = ref.random_graph(seed, n_pos=6, max_features=5)
+        ids = node_ids(graph)
+        shared = [i for i, name in enumerate(ids[:graph.n_selected]) if Counter(ids)[name] > 1]
+        if shared:
+            break
+    else:
+        pytest.fail("no random graph with a shared id")
+    result = prune_graph(graph)
+    with pytest.raises(WorkbenchError, match=rf"pinned node ids must name one node each; got '{ids[shared[0]]}', "
+                                             r"the id of nodes \[\d+, \d+\].*Pin that node by its index"):
+        subgraph_scores(graph, [ids[shared[0]]], prune_result=result)
+    assert subgraph_scores(graph, [shared[0]], prune_result=result) is not None  # by index it is one node
+
+
 # ----------------------------------------------------------------------------- partial influences
 @FAST
 @given(SEEDS, st.integers(1, 40))

@@ -45,6 +45,7 @@ from tracer.replacement import encode_non_bos
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.identity import transcoder_signature
 from tracer.transcoders.loaders import check_against_model
+from tracer.weights import check_finite_run
 
 logger = logging.getLogger(__name__)
 
@@ -163,12 +164,27 @@ def _intact(store: ActivationStore, shard: ShardInfo) -> bool:
     return True
 
 
+_SAME_RUN = (("fingerprint", "other prompts, model or settings"),
+             ("transcoder_signature", "transcoders whose files have changed since"),
+             ("dtype", "the model in another dtype"))
+"""What a resumed run must share with the folder's: (index key, what differs when it does not). The
+fingerprint always; the transcoder files' signature and the model's dtype where both indexes record them
+(runs from before they were recorded resume as before)."""
+
+
+def _check_same_run(out: Path, index: dict[str, Any], base: dict[str, Any]) -> None:
+    """Refuse to resume a run in ``out`` whose shards were made otherwise than this one's would be."""
+    for key, what in _SAME_RUN:
+        theirs, mine = index.get(key), base.get(key)
+        if theirs != mine and (key == "fingerprint" or (theirs is not None and mine is not None)):
+            raise StaleRunError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
+                                f"a run of {what} ({key} {theirs!r}, this run's {mine!r}). Use a new output folder.")
+
+
 def _resume(out: Path, base: dict[str, Any], entries: list[dict[str, Any]]) -> dict[str, Any]:
     """The index of the same run in ``out``, listing its finished shards that read back intact."""
     index = read_run_index(out)
-    if index.get("fingerprint") != base["fingerprint"]:
-        raise StaleRunError(f"output folder must be new or hold this same run; got {str(out)!r}, which holds "
-                             "a run of other prompts, model or settings. Use a new output folder.")
+    _check_same_run(out, index, base)
     shards = index.get("shards")
     listed = [e for e in entries if isinstance(shards, list) and e in shards]  # entries as this run writes them
     _write_index(out, {**base, "shards": listed})
@@ -225,7 +241,8 @@ def collect_activations(loaded: LoadedModel, transcoders: Transcoders, prompts: 
     base = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "config": _config_json(cfg),
             "fingerprint": _fingerprint(loaded, transcoders, tokens, cfg, positions), "model_id": loaded.model_id,
             "transcoder_id": transcoders.source, "transcoder_signature": transcoder_signature(transcoders.source),
-            "transcoder_kind": transcoders.kind, "n_layers": loaded.n_layers,
+            "transcoder_kind": transcoders.kind, "dtype": str(loaded.dtype).removeprefix("torch."),
+            "n_layers": loaded.n_layers,
             "d_model": loaded.d_model, "feature_layers": list(feature_layers), "n_prompts": len(records),
             "n_rows": sum(lengths), "n_shards": len(entries),
             "d_transcoder": {str(i): transcoders.layers[i].d_transcoder for i in feature_layers}}
@@ -281,6 +298,8 @@ def collect_shard(loaded: LoadedModel, tc: Transcoders, input_location: str, tok
                      residual_layers=cfg.residual_layers) as got:
             loaded.logits(ids)
         starts = torch.from_numpy(row_start[batch])  # (B,)
+        check_finite_run([(f"{name} {layer}", x[mask]) for name, store in (("residual stream layer", got.residual),
+                          ("transcoder input layer", got.inputs)) for layer, x in store.items()], loaded, tc)
         for layer in feature_layers:
             feats[layer].append(_sparse_acts(tc, layer, got.inputs[layer], mask, starts, cfg.encode_rows,
                                              value_dtype))
@@ -315,6 +334,7 @@ def _sparse_acts(tc: Transcoders, layer: int, x: Tensor, mask: Tensor, starts: T
     vals: list[np.ndarray] = []
     for r0 in range(0, int(xs.shape[0]), max(1, encode_rows)):
         acts = encode_non_bos(layer_tc, xs[r0:r0 + encode_rows].to(layer_tc.W_enc.dtype))  # (n, d_tc)
+        check_finite_run([(f"layer {layer} activations", acts)], None, tc)  # names a transcoder weight to blame
         nz = torch.nonzero(acts)  # (nnz, 2): (row, feature)
         vals.append(acts[nz[:, 0], nz[:, 1]].float().cpu().numpy().astype(value_dtype))
         rows.append(global_rows[r0 + nz[:, 0].cpu()].numpy())

@@ -29,7 +29,6 @@ from tracer.attribution.settings import adjacency_dtype, as_config
 from tracer.attribution.sweep import sweep
 from tracer.attribution.targets import LogitTargets, select_logits
 from tracer.config import AttributionConfig
-from tracer.errors import WorkbenchError
 from tracer.graph.core import Graph, header_reserve
 from tracer.graph.stream import open_graph_file
 from tracer.mapped import map_tensor
@@ -39,17 +38,8 @@ from tracer.models.tokens import check_token_ids
 from tracer.threads import torch_threads
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
-from tracer.weights import find_non_finite_weight
 
 logger = logging.getLogger(__name__)
-
-def _check_finite(ctx: AttributionContext, loaded: LoadedModel, transcoders: Transcoders) -> None:
-    for name, t in (("activations", ctx.activation_values), ("residual stream", ctx.cache.resid_pre),
-                    ("logits", ctx.cache.logits)):
-        if not torch.isfinite(t).all():
-            find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
-            raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or "
-                                 "transcoder weights contain NaNs or overflow in this dtype; try float32.")
 
 
 def feature_batches(ctx: AttributionContext, idx: Tensor, rows: int) -> list[Tensor]:
@@ -186,8 +176,7 @@ def attribute_fast(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor
     check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
     dtype = loaded.dtype
     with torch.no_grad():
-        ctx = build_context(loaded, transcoders, tokens, dtype)
-        _check_finite(ctx, loaded, transcoders)
+        ctx = build_context(loaded, transcoders, tokens, dtype)  # its replacement checks the run is finite
         W_U = loaded.W_U.detach().to(dtype)
         targets = select_logits(ctx.cache.logits[-1].to(dtype), W_U, cfg.max_n_logits, cfg.desired_logit_prob)
         logger.info("phase 1: %d logit targets cover p=%.3f", targets.token_ids.shape[0],

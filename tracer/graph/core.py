@@ -216,7 +216,10 @@ class Graph:
         layout allows): pages are read on demand, and the row-block loops of pruning and scoring
         drop them again (:mod:`tracer.mapped`), so graphs larger than memory work. Such an
         adjacency is read-only: never modify it in place (torch has no read-only tensors, so a write
-        kills the process with SIGSEGV; ``.clone()`` it first).
+        kills the process with SIGSEGV; ``.clone()`` it first). A mapped ``.npz`` adjacency is not checked
+        against the zip's CRC-32 (that would read it whole at load): a file damaged inside the adjacency
+        loads, as a native file always does (safetensors has no checksum); sizes, headers and every other
+        field are checked either way.
         """
         path = require_readable(path, "graph file")
         if path.suffix == ".npz":

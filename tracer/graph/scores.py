@@ -67,13 +67,20 @@ def _pinned_mask(graph: Graph, pinned: Sequence[str | int]) -> Tensor:
                                  "Pass node ids such as '3_1234_5' or valid indices.")
         mask[int(p)] = True
     if names:
-        index = {node: i for i, node in enumerate(node_ids(graph))}
+        index: dict[str, list[int]] = {}
+        for i, node in enumerate(node_ids(graph)):
+            index.setdefault(node, []).append(i)
         unknown = [name for name in names if name not in index]
         if unknown:
             raise WorkbenchError(f"pinned node ids must be ids of this graph; got {unknown[0]!r}"
                                  f"{f' and {len(unknown) - 1} more' if len(unknown) > 1 else ''}. Feature ids look "
                                  "like '3_1234_5' (layer_feature_pos); tracer.graph.node_ids(graph) lists them all.")
-        mask[[index[name] for name in names]] = True
+        shared = next((name for name in names if len(index[name]) > 1), None)
+        if shared is not None:  # circuit-tracer's error ids "0_{layer}_{pos}" can equal a layer-0 feature's
+            raise WorkbenchError(f"pinned node ids must name one node each; got {shared!r}, the id of nodes "
+                                 f"{index[shared]} (a layer-0 feature and an error node share it in the viewer's id "
+                                 "format). Pin that node by its index instead.")
+        mask[[index[name][0] for name in names]] = True
     return mask
 
 

@@ -33,11 +33,11 @@ import torch
 from torch import Tensor
 
 from tracer.errors import WorkbenchError
-from tracer.interventions.clean import CleanRun, prepare
+from tracer.interventions.clean import CleanRun, prepare, same_transcoders
 from tracer.interventions.patched import Plan, Position, run_patched
 from tracer.models.loaded import LoadedModel
 from tracer.transcoders.base import Transcoders
-from tracer.weights import MAX_ABS_WEIGHT
+from tracer.weights import MAX_ABS_WEIGHT, check_finite_run
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +283,13 @@ def _stack(recorded: dict[int, Tensor], n_layers: int, sparse: bool) -> Tensor:
     return acts.to_sparse().coalesce() if sparse else acts
 
 
+def _check_flags(**flags: object) -> None:
+    """Each flag must be a bool (``"no"`` would be true)."""
+    for name, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise _bad(name, "True or False", value)
+
+
 def _clean_for(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequence[int],
                clean: CleanRun | None) -> CleanRun:
     if clean is None:
@@ -291,6 +298,14 @@ def _clean_for(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | S
     if not torch.equal(got, clean.tokens.cpu()):
         raise _bad("clean", "a CleanRun of the same tokens", "a run of other tokens",
                    "Call prepare() with these tokens.")
+    run_dtype = clean.replacement.feature_in.dtype
+    if clean.model_id != loaded.model_id or run_dtype != loaded.dtype:
+        raise WorkbenchError(f"clean must be a CleanRun of this model; got a run of {clean.model_id!r} in {run_dtype}. "
+                             f"Call prepare() with this model ({loaded.model_id!r} in {loaded.dtype}).")
+    if not same_transcoders(clean.transcoders, transcoders):
+        raise WorkbenchError(f"clean must be a CleanRun of these transcoders; got a run of "
+                             f"{clean.transcoders.source!r} ({clean.transcoders.kind}). Call prepare() with these "
+                             "transcoders.")
     return clean
 
 
@@ -305,8 +320,10 @@ def feature_intervention(
     interventions: :class:`Intervention` s, ``(layer, position, feature, value[, mode])`` tuples
     (mode 'set' by default, as circuit-tracer's) and :class:`VectorAddition` s.
     constrained_layers: None (effects propagate), 'all', a range or a list of layers.
-    clean: a :func:`prepare` d run of the same tokens, to reuse across calls.
+    clean: a :func:`prepare` d run of the same tokens, model and transcoders, to reuse across calls.
     """
+    _check_flags(freeze_attention=freeze_attention, apply_activation_function=apply_activation_function,
+                 return_activations=return_activations, sparse=sparse)
     clean = _clean_for(loaded, transcoders, tokens, clean)
     record: Literal["acts", "pre", "none"] = "none"
     if return_activations:
@@ -314,6 +331,7 @@ def feature_intervention(
     plan = _build_plan(loaded, clean, interventions, freeze_attention=freeze_attention,
                        constrained_layers=constrained_layers, record=record)
     run = run_patched(loaded, plan, clean.tokens)
+    check_finite_run([("intervened logits", run.logits)], loaded, clean.transcoders)
     acts = _stack(run.recorded, loaded.n_layers, sparse) if return_activations else None
     return InterventionResult(tokens=clean.tokens, logits=run.logits, clean_logits=clean.cache.logits,
                               activations=acts, pre_activations=not apply_activation_function,
@@ -372,6 +390,7 @@ def feature_intervention_generate(
     generated positions run live (no freezing, effects propagate), and open-ended position
     slices (``slice(k, None)``) also reach them. Greedy unless ``do_sample`` (seeded).
     """
+    _check_flags(freeze_attention=freeze_attention, do_sample=do_sample, stop_at_eos=stop_at_eos)
     clean = _clean_for(loaded, transcoders, tokens, clean)
     _check_generation(loaded, clean.n_pos, max_new_tokens, temperature)
     plan = _build_plan(loaded, clean, interventions, freeze_attention=freeze_attention,
@@ -381,6 +400,7 @@ def feature_intervention_generate(
     eos, step_logits = _eos_ids(loaded), []
     for _ in range(max_new_tokens):
         last = run_patched(loaded, plan, seq).logits[-1]  # (d_vocab,)
+        check_finite_run([("generated logits", last)], loaded, clean.transcoders)
         step_logits.append(last)
         if do_sample:
             probs = torch.softmax(last.float() / temperature, -1)

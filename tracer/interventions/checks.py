@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from tracer.graph.checks import check_transcoders_match
 from tracer.graph.core import Graph
 from tracer.interventions.api import (
     Intervention,
@@ -59,7 +60,8 @@ def measured_columns(loaded: LoadedModel, transcoders: Transcoders, graph: Graph
                      clean: CleanRun | None = None) -> Tensor:
     """(n_nodes, len(nodes)): the change of every target's reading when each source node's output
     vector is added once more to the frozen model (attention, norms and all MLP outputs frozen).
-    Attribution promises ``graph.adjacency[:, nodes]`` equals this."""
+    Attribution promises ``graph.adjacency[:, nodes]`` equals this. ``transcoders`` must be the graph's."""
+    check_transcoders_match(graph, transcoders, warn=False)
     clean = _clean_for(loaded, transcoders, graph.input_tokens, clean)
 
     def run(items: list[object]) -> Tensor:

@@ -12,6 +12,7 @@ from tracer.models.tokens import check_token_ids
 from tracer.replacement import Replacement, build_replacement
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import check_against_model
+from tracer.weights import check_finite_run
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -21,6 +22,8 @@ class CleanRun:
     tokens: Tensor
     """(n_pos,)"""
     replacement: Replacement
+    model_id: str = ""
+    """the model it was run with (``LoadedModel.model_id``)"""
     _memo: dict[int, Tensor] = field(default_factory=dict, repr=False)
 
     @property
@@ -57,9 +60,11 @@ class CleanRun:
         return self.cache.feature_output(self.output_location)[layer]
 
     def activations(self, layer: int) -> Tensor:
-        """(n_pos, d_transcoder) clean activations, BOS zeroed."""
+        """(n_pos, d_transcoder) clean activations, BOS zeroed (a non-finite one names the weight to blame)."""
         if layer not in self._memo:
-            self._memo[layer] = self.replacement.layer_activations(layer)
+            acts = self.replacement.layer_activations(layer)  # (n_pos, d_transcoder)
+            check_finite_run([(f"layer {layer} activations", acts)], None, self.transcoders)
+            self._memo[layer] = acts
         return self._memo[layer]
 
     def skip_term(self, layer: int) -> Tensor | None:
@@ -77,4 +82,17 @@ def prepare(loaded: LoadedModel, transcoders: Transcoders, tokens: Tensor | Sequ
     check_against_model(transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)
     with torch.no_grad():
         rep = build_replacement(loaded, transcoders, tokens, loaded.dtype)
-    return CleanRun(tokens=tokens, replacement=rep)
+    return CleanRun(tokens=tokens, replacement=rep, model_id=loaded.model_id)
+
+
+def same_transcoders(a: Transcoders, b: Transcoders) -> bool:
+    """Whether two transcoder sets are the same weights, up to device and dtype: source, kind, shapes, and each
+    layer's first encoder row (``b``'s cast to ``a``'s device and dtype: a cheap check, not a full compare)."""
+    if (a.source, a.kind, a.n_layers) != (b.source, b.kind, b.n_layers):
+        return False
+    for la, lb in zip(a.layers, b.layers):
+        if la.W_enc.shape != lb.W_enc.shape:
+            return False
+        if not torch.equal(la.W_enc[:1], lb.W_enc[:1].to(la.W_enc.device, la.W_enc.dtype)):
+            return False
+    return True
