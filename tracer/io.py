@@ -352,9 +352,25 @@ def _check_parent(path: Path, name: str) -> None:
     if not stat.S_ISDIR(mode):
         raise WorkbenchError(f"{name} must be in a folder; got {str(path)!r}, whose parent {str(folder)!r} "
                              f"is {_file_kind(mode)}.")
-    if not os.access(folder, os.W_OK | os.X_OK):
+    refused = _refuses_files(folder)
+    if refused is not None:
         raise WorkbenchError(f"{name} must be in a writable folder; got {str(path)!r}, but {str(folder)!r} "
-                             "is not writable. Choose another folder.")
+                             f"is not writable ({refused}). Choose another folder.")
+
+
+def _refuses_files(folder: Path) -> str | None:
+    """Why a new file cannot be made in ``folder`` (None: it can): permissions, then a real probe (a temp file
+    made and removed), which also catches what ``os.access`` passes (root, read-only mounts, /proc)."""
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    probe = folder / temp_name()
+    try:
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except OSError as err:
+        return err.strerror or type(err).__name__
+    os.close(fd)
+    os.unlink(probe)
+    return None
 
 
 def _check_not_input(path: Path, inputs: Iterable[str | os.PathLike[str]], name: str) -> None:
@@ -390,6 +406,8 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: Iterable[str | os
     p = Path(path)
     if not str(path):
         raise WorkbenchError(f"{name} must be a path; got ''.")
+    if not folder and str(path).endswith(("/", os.sep)):  # Path() drops the slash: a file would take its name
+        raise WorkbenchError(f"{name} must be a file path; got {str(path)!r}, a folder path. Add a file name.")
     _check_names(p, name)
     try:
         mode: int | None = os.stat(p).st_mode
@@ -406,8 +424,9 @@ def check_output_path(path: str | os.PathLike[str], *, inputs: Iterable[str | os
         raise WorkbenchError(f"{name} must be a regular file or a new path; got {str(p)!r}, "
                              f"{_file_kind(mode)}. Choose a file path.")
     _check_parent(p, name)
-    if folder and mode is not None and not os.access(p, os.W_OK | os.X_OK):
-        raise WorkbenchError(f"{name} must be a writable folder; got {str(p)!r}, which is not writable.")
+    refused = _refuses_files(p) if folder and mode is not None else None
+    if refused is not None:
+        raise WorkbenchError(f"{name} must be a writable folder; got {str(p)!r}, which is not writable ({refused}).")
     _check_not_input(p, inputs, name)
     return p
 

@@ -19,6 +19,13 @@ def add_threads_argument(parser: argparse.ArgumentParser, *, default: int | None
                         help=THREADS_HELP if default == 1 else OPTIONAL_THREADS_HELP)
 
 
+def max_threads() -> int:
+    """The most ``--threads`` a command accepts: 8 per core, and 64 in any case."""
+    import os
+
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
 def threaded(run: Any) -> Any:
     """Run a subcommand's action under ``torch_threads(args.threads)`` (as it is when ``args.threads`` is None)."""
 
@@ -28,8 +35,10 @@ def threaded(run: Any) -> Any:
 
         if args.threads is None:
             return int(run(args))
-        if args.threads < 1:
-            raise WorkbenchError(f"--threads must be an integer >= 1; got {args.threads}.")
+        most = max_threads()
+        if not 1 <= args.threads <= most:  # thousands of threads crash torch's, libgomp's and Rust's pools
+            raise WorkbenchError(f"--threads must be an integer in [1, {most}] (the larger of 64 and 8 per core); "
+                                 f"got {args.threads}.")
         with torch_threads(args.threads):
             return int(run(args))
 

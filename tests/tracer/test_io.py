@@ -1,6 +1,7 @@
 """tracer.io: atomic writes (umask, fsync, rename, temp pattern), stale-temp cleanup, the file lock,
 and the output/input path checks."""
 
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -225,6 +226,38 @@ def test_check_output_path_parents(tmp_path, monkeypatch):
                         else real(p, m, **kw))
     with pytest.raises(WorkbenchError, match="not writable"):
         check_output_path(tmp_path / "sub" / "g.npz")
+
+
+def test_a_folder_that_refuses_files_is_refused_up_front_even_when_access_allows(tmp_path, monkeypatch):
+    """QA pass 30: os.access passes for root (and on read-only mounts), so a whole job ran before its write
+    failed, naming the temp file; a real probe (a temp file made and removed) finds it up front."""
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if Path(path).parent == tmp_path / "ro" and flags & os.O_CREAT:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(WorkbenchError, match=r"output path must be in a writable folder; got .*ro/g.npz', but .* "
+                                             r"is not writable \(Read-only file system\)"):
+        check_output_path(tmp_path / "ro" / "g.npz")
+    with pytest.raises(WorkbenchError, match=r"must be a writable folder; got .*/ro', which is not writable"):
+        check_output_path(tmp_path / "ro", folder=True)
+    monkeypatch.setattr(os, "open", real_open)
+    assert check_output_path(tmp_path / "ro" / "g.npz") == tmp_path / "ro" / "g.npz"
+    assert os.listdir(tmp_path / "ro") == [], "the probe leaves nothing behind"
+    if os.path.isdir("/proc/self"):  # Linux: /proc takes no new files, even as root
+        with pytest.raises(WorkbenchError, match="'/proc' is not writable"):
+            check_output_path("/proc/x.npz")
+
+
+def test_a_file_output_given_as_a_folder_path_is_refused(tmp_path):
+    """"--out newdir/" wrote a file named newdir (Path drops the trailing slash)."""
+    with pytest.raises(WorkbenchError, match=r"output path must be a file path; got '.*newdir/', a folder path"):
+        check_output_path(f"{tmp_path}/newdir/")
+    assert check_output_path(f"{tmp_path}/newdir/", folder=True) == tmp_path / "newdir"
 
 
 def test_require_readable_says_the_true_cause(tmp_path, monkeypatch):

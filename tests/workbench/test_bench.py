@@ -145,7 +145,7 @@ def test_model_spec_rejects_bad_input(bad: dict[str, object]) -> None:
 
 @pytest.mark.parametrize("bad", [dict(n_tokens=()), dict(n_tokens=(1,)), dict(transcoders=("sae",)),
                                  dict(repeats=0), dict(baseline_backends=("jax",)), dict(threads=0),
-                                 dict(baseline_max_n_tokens=0), dict(baseline_timeout=-1.0)])
+                                 dict(threads=100_000), dict(baseline_max_n_tokens=0), dict(baseline_timeout=-1.0)])
 def test_bench_config_rejects_bad_input(bad: dict[str, object]) -> None:
     with pytest.raises(WorkbenchError, match="must"):
         BenchConfig(**bad)  # type: ignore[arg-type]

@@ -221,6 +221,11 @@ class BenchConfig:
         for name in ("max_feature_nodes", "baseline_max_n_tokens", "threads"):
             if getattr(self, name) is not None:
                 _positive_int(name, getattr(self, name))
+        from workbench.cli_threads import max_threads
+
+        if self.threads is not None and self.threads > max_threads():  # thousands crash the thread pools
+            raise WorkbenchError(f"threads must be at most {max_threads()} (the larger of 64 and 8 per core); got "
+                                 f"{self.threads}.")
         bad = [b for b in self.baseline_backends if b not in BACKENDS]
         if bad:
             raise WorkbenchError(f"baseline backend must be one of {list(BACKENDS)}; got {bad[0]!r}.")
