@@ -163,7 +163,9 @@ def _exit_now(code: int) -> None:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.command is None:
-        parser.print_help()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        print(f"workbench: error: a command is required, one of {', '.join(sub.choices)}. See workbench --help.",
+              file=sys.stderr)
         return 2
     _configure_logging(args.quiet, args.verbose)
     from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm

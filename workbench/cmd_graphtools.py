@@ -226,7 +226,10 @@ def _export_inputs(args: argparse.Namespace) -> tuple[Path, str, list[str | None
                         ("--prune file", args.prune)):
         if value is not None:
             need_input(value, flag)
-    slug = args.slug or default_slug(args.graph)
+    for flag, value in (("--slug", args.slug), ("--scan", args.scan)):
+        if value is not None and not value.strip():  # "" fell back to the default silently
+            raise WorkbenchError(f"{flag} must be non-empty; got {value!r}. Leave the flag out for the default.")
+    slug = args.slug if args.slug is not None else default_slug(args.graph)
     check_name(slug, "--slug")
     if slug == "graph-metadata":
         raise WorkbenchError("--slug must not be 'graph-metadata'; got it. That name is the folder's index.")

@@ -162,6 +162,11 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
         A, W = layer_inputs(store, tcs, layer)
         rep, result = discover_layer(A, W, layer, families, est, verbose=not args.quiet)
         done.append((layer, rep, result, discovery_displays(result, A, W, cfg.activation_threshold)))
+    found = [f for _, _, result, _ in done for f in result.families]
+    if not any(f.scored for f in found):  # a ranking of NaNs would replace an earlier good one
+        raise WorkbenchError(f"discovery must score at least one family; got none of {len(found)} (e.g. "
+                             f"{found[0].name!r}: {found[0].unscored_reason}). Lower --min-points or give a larger "
+                             "corpus (--prompts).")
     clear_outputs(args.out, DISCOVERY_INDEX, DISCOVERY_FILES)  # the caller writes the index last
     for layer, rep, result, (ranking, cloud) in done:
         save_result(result, args.out / f"discovery_feature_layer{layer}.json")

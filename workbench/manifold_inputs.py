@@ -7,7 +7,8 @@ Two sources give the same :class:`FitInputs`:
   index of the variable, BOS = 0, negative from the end, needed for ``--position value``;
   ``answers``: the answer token when the variable takes each value, by default each value name as
   the next word of the prompt (:func:`continuation_token`: " Monday" after "... is" for a subword
-  tokenizer that has both "Monday" and " Monday"); ``split: "heldout"`` marks prompts kept out of the fit);
+  tokenizer that has both "Monday" and " Monday"); ``split: "heldout"`` marks prompts kept out of the fit,
+  ``"train"`` or no split the fit's own, any other split is refused);
 * a demo world's family (``--world DIR --family NAME``; :func:`workbench.manifold_world.world_inputs`):
   its arithmetic prompts, whose held-out combinations are kept out of the fit.
 """
@@ -173,7 +174,11 @@ def prompt_inputs(loaded: LoadedModel, path: str | Path, names: list[str], posit
             answers.append(default_answers(loaded, rec.prompt, names, _record(i, rec)))
         else:
             answers.append([-1] * len(names))  # unknown: the real-model checks refuse these records
-        heldout.append(rec.meta.get("split") == "heldout")
+        split = rec.meta.get("split")
+        if split not in (None, "train", "heldout"):  # a typo ("held-out") put held-out prompts into the fit
+            raise WorkbenchError(f"{_record(i, rec)}'s 'split' must be \"train\" or \"heldout\" (or absent: train); "
+                                 f"got {split!r}.")
+        heldout.append(split == "heldout")
         records.append(PromptRecord(prompt=rec.prompt, meta={**rec.meta, "position": pos}, line=rec.line))
     return FitInputs(records=records, names=names, values=np.array(values), answers=np.array(answers),
                      heldout=np.array(heldout, dtype=bool))

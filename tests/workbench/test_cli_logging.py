@@ -82,3 +82,13 @@ def test_closed_stderr_sends_no_log_lines_to_stdout() -> None:
     closed = subprocess.run([sys.executable, "-c", _COMMAND], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             timeout=120, check=False, preexec_fn=lambda: os.close(2))
     assert closed.returncode == 0 and "family" not in closed.stdout, closed
+
+
+def test_no_command_is_one_line_on_stderr(capsys):
+    """It printed the whole help to stdout (exit 2, nothing on stderr)."""
+    from workbench.cli import main
+
+    assert main([]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("workbench: error: a command is required, one of demo, trace,")
+    assert len(err.strip().splitlines()) == 1

@@ -141,6 +141,8 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
     (None, ("--features", "1,1,2"), "--features must name each entry once; got '1' twice"),
     (None, ("--features", "1,,2"), "--features must be comma-separated entries, none empty; got '1,,2'"),
     ([r for r in day_records(2) if r["value"] != "Monday"], (), "got 0 for 'Monday'"),
+    ([{**r, "split": "held-out"} for r in day_records(2)], (),
+     "prompt 0 (prompt file line 1)'s 'split' must be \"train\" or \"heldout\" (or absent: train); got 'held-out'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, records, extra, message):
     prompts = write_jsonl(tmp_path / "p.jsonl", records or day_records(2))
@@ -265,6 +267,10 @@ def test_discover_ranks_label_families(tmp_path, capsys, caplog):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run_mod, "discover_layer", interrupted)
         assert run(capsys, *argv, "--feature-layers", "1,2")[0] == 130
+    assert {p.name: p.read_bytes() for p in (tmp_path / "disc").iterdir() if p.is_file()} == before
+    # no family scored (all NaN) is an error that leaves the earlier run as it was (it replaced it, exit 0)
+    code, _, err = run(capsys, *argv, "--feature-layers", "1", "--min-points", "100000")
+    assert code == 2 and "discovery must score at least one family; got none of" in err and "Lower --min-points" in err
     assert {p.name: p.read_bytes() for p in (tmp_path / "disc").iterdir() if p.is_file()} == before
     code, _, err = run(capsys, *argv, "--feature-layers", "2")
     assert code == 0, err

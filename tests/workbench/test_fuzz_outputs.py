@@ -145,12 +145,19 @@ def test_a_hard_link_to_an_input_is_that_input(world, tmp_path, capfd):
     assert_refused(capfd, ["prune", str(g), "--out", str(hardlink)], inputs=[g], out=hardlink, needle="inputs")
 
 
-@pytest.mark.parametrize("slug", ["graph-metadata", "../x", ".hidden", "a/b", "x" * 101])
+@pytest.mark.parametrize("slug", ["graph-metadata", "../x", ".hidden", "a/b", "x" * 101, "", " "])
 def test_export_slugs(world, tmp_path, capfd, slug):
     out = tmp_path / "viewer"
     argv = ["export", str(world / "graph.safetensors"), "--out", str(out), "--slug", slug]
     assert_refused(capfd, argv, inputs=[world / "graph.safetensors"], out=out, needle="--slug")
     assert not (tmp_path / "x.json").exists()
+
+
+def test_an_empty_scan_is_refused(world, tmp_path, capfd):
+    """--scan "" (and --slug "") fell back to the default silently."""
+    out = tmp_path / "viewer"
+    argv = ["export", str(world / "graph.safetensors"), "--out", str(out), "--scan", ""]
+    assert_refused(capfd, argv, inputs=[world / "graph.safetensors"], out=out, needle="--scan must be non-empty")
 
 
 @pytest.mark.parametrize(("flag", "value", "needle"), [
