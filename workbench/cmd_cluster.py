@@ -56,10 +56,11 @@ def _given_thresholds(args: argparse.Namespace, cls: type) -> dict[str, float]:
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.families.roles import RolesConfig
     from analyses.supernodes.config import CircuitConfig, ClusteringConfig, InterventionConfig
-    from workbench.config_cli import add_config_arguments
+    from workbench.config_cli import add_config_arguments, plain_help
 
     p = sub.add_parser("cluster", help="automatic supernodes and a readable circuit for a graph",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain_help(__doc__.split("\n\n")[0]),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--model", default=None, help="local model folder: ablate every group on it (needs --transcoders)")

@@ -18,8 +18,6 @@ import dataclasses
 import logging
 import sys
 import time
-import types
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +37,12 @@ def _choices() -> dict[str, list[str]]:
             "token_selection": list(TOKEN_SELECTIONS)}
 
 
-def _flag_type(annotation: Any) -> Any:
-    """int / float / str for a field annotation (``int | None`` -> int)."""
-    if isinstance(annotation, types.UnionType):
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    return annotation if annotation in (int, float, str) else str
-
-
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     from analyses.families.config import FamiliesConfig
-    from workbench.config_cli import field_docs
+    from workbench.config_cli import add_config_arguments, plain_help
 
     p = sub.add_parser("families", help="feature families over whole transcoder dictionaries",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=plain_help(__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
     p.add_argument("--model", default=None, help="local Hugging Face model folder (needed with --prompts)")
     p.add_argument("--prompts", default=None,
@@ -68,33 +59,15 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     add_threads_argument(p, default=None)
     est = p.add_argument_group("estimator (analyses.families.FamiliesConfig)")
-    docs = field_docs(FamiliesConfig)
-    choices = _choices()
-    for f in dataclasses.fields(FamiliesConfig):
-        if f.name == "per_layer":
-            continue  # --cross-layer
-        flag = "--" + f.name.replace("_", "-")
-        if f.type is bool:  # a --x / --no-x pair
-            est.add_argument(flag, dest=f"cfg_{f.name}", action=argparse.BooleanOptionalAction, default=f.default,
-                             help=f"{docs.get(f.name, '')} (default {f.default})")
-            continue
-        est.add_argument(flag, dest=f"cfg_{f.name}", metavar=f.name.upper(), type=_flag_type(f.type), default=f.default,
-                         choices=choices.get(f.name), help=f"{docs.get(f.name, '')} (default {f.default})")
+    add_config_arguments(est, FamiliesConfig, exclude=("per_layer",), choices=_choices())  # per_layer: --cross-layer
     p.set_defaults(func=threaded(run_families))
 
 
 def _config(args: argparse.Namespace) -> Any:
     from analyses.families.config import FamiliesConfig
-    from tracer.errors import WorkbenchError
-    from workbench.config_cli import naming_flags
+    from workbench.config_cli import config_from_args
 
-    values = {f.name: getattr(args, f"cfg_{f.name}") for f in dataclasses.fields(FamiliesConfig)
-              if f.name != "per_layer"}
-    with naming_flags({name: "--" + name.replace("_", "-") for name in values}):
-        try:
-            return FamiliesConfig(**values, per_layer=not args.cross_layer)
-        except (ValueError, TypeError) as err:
-            raise WorkbenchError(f"{err} Check the estimator flags.") from None
+    return config_from_args(FamiliesConfig, args, per_layer=not args.cross_layer)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -70,7 +70,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p = sub.add_parser("manifold", help="fit, steer along and discover feature manifolds",
                        description=(__doc__ or "").split("\n\n")[0])
     actions = p.add_subparsers(dest="manifold_action", metavar="ACTION")
-    fit = actions.add_parser("fit", help="fit a variable's curve at one layer and position, with checks")
+    fit = actions.add_parser("fit", help="fit a variable's curve at one layer and position, with checks",
+                             description="Fit a variable's curve at one layer and position, with checks.")
     _add_model(fit)
     _add_source(fit, values=True)
     fit.add_argument("--layer", required=True,
@@ -83,7 +84,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_config_arguments(fit, ManifoldFitConfig, exclude=("period",))
     add_config_arguments(fit, ManifoldRunConfig)
     fit.set_defaults(func=run_fit)
-    steer = actions.add_parser("steer", help="steer prompts along a fitted curve on the real model")
+    steer = actions.add_parser("steer", help="steer prompts along a fitted curve on the real model",
+                             description="Steer prompts along a fitted curve on the real model.")
     steer.add_argument("--fit", type=path_arg, required=True, help="manifold.json written by `manifold fit`")
     steer.add_argument("--model", default=None, help="model folder (default: the fit's)")
     steer.add_argument("--transcoders", default=None, help="transcoder folder (default: the fit's)")
@@ -92,7 +94,8 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     steer.add_argument("--freeze-attention", action=argparse.BooleanOptionalAction, default=False,
                        help="replay the clean attention patterns (default: no)")
     steer.set_defaults(func=run_steer)
-    disc = actions.add_parser("discover", help="rank feature families by ring (manifold) evidence")
+    disc = actions.add_parser("discover", help="rank feature families by ring (manifold) evidence",
+                             description="Rank feature families by ring (manifold) evidence.")
     _add_model(disc)
     disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
     disc.add_argument("--allow-unk", action="store_true",

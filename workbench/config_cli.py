@@ -15,7 +15,7 @@ import re
 import textwrap
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -80,9 +80,11 @@ def _converter(tp: Any, optional: bool) -> Any:
 
 
 def add_config_arguments(parser: "argparse.ArgumentParser | argparse._ArgumentGroup", cls: type, *,
-                         exclude: tuple[str, ...] = (), prefix: str = "") -> None:
+                         exclude: tuple[str, ...] = (), prefix: str = "",
+                         choices: Mapping[str, Sequence[str]] | None = None) -> None:
     """One flag per field of the dataclass ``cls`` (except ``exclude``), on a parser or an argument group; with a
-    ``prefix``, a field named in the help (``min_share``) reads as its flag (``--role-min-share``)."""
+    ``prefix``, a field named in the help (``min_share``) reads as its flag (``--role-min-share``). A ``Literal``
+    field offers its values as choices; ``choices`` gives them for plain ``str`` fields (by field name)."""
     docs, hints = field_docs(cls), typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in exclude:
@@ -90,33 +92,47 @@ def add_config_arguments(parser: "argparse.ArgumentParser | argparse._ArgumentGr
         flag = "--" + (prefix + f.name).replace("_", "-")
         tp, optional = _parts(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
-        help_text = _flags_named(docs.get(f.name, ""), cls, prefix)
+        help_text = plain_help(_flags_named(docs.get(f.name, ""), cls, prefix))
         if tp is bool:
+            said = "default" in help_text.lower()  # "(default: recomputed, ...)" then "(default: False)" said it twice
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default,
-                                dest=prefix + f.name, help=f"{help_text} (default: {default})")
+                                dest=prefix + f.name, help=help_text if said else f"{help_text} (default: {default})")
             continue
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        choices = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else None
+        allowed = typing.get_args(tp) if typing.get_origin(tp) is typing.Literal else (choices or {}).get(f.name)
         parser.add_argument(flag, type=_converter(tp, optional), default=default, dest=prefix + f.name,
-                            choices=choices, metavar=None if choices else f.name.upper(),
+                            choices=allowed, metavar=None if allowed else f.name.upper(),
                             help=_with_default(help_text, shown, optional))
 
 
 def _flags_named(help_text: str, cls: type, prefix: str) -> str:
-    """With a ``prefix``, the field names of ``cls`` in ``help_text`` read as their flags (``min_share`` ->
-    ``--role-min-share``): a prefixed flag's help would otherwise name a flag that does not exist."""
-    if not prefix:
-        return help_text
+    """The field names of ``cls`` in ``help_text`` read as their flags (``min_share`` -> ``--min-share``, or with a
+    ``prefix`` ``--role-min-share``: a prefixed flag's help would otherwise name a flag that does not exist). A
+    name is a field's where it has an underscore or stands in double backquotes: a one-word field (``bins``) is
+    also a plain word ("Histogram bins per axis")."""
     for f in dataclasses.fields(cls):
-        help_text = re.sub(rf"(?<![\w-]){f.name}\b", "--" + (prefix + f.name).replace("_", "-"), help_text)
+        flag = "--" + (prefix + f.name).replace("_", "-")
+        help_text = help_text.replace(f"``{f.name}``", flag)
+        if "_" in f.name:
+            help_text = re.sub(rf"(?<![\w-]){f.name}\b", flag, help_text)
     return help_text
+
+
+_ROLE = re.compile(r":(?:class|mod|func|meth|attr|data|obj):`(~?)([^`]+)`")
+
+
+def plain_help(text: str) -> str:
+    """A docstring's reST as plain help text: ``:class:`~a.B``` -> ``B``, ``:mod:`a.b``` -> ``a.b``, and no
+    double backquotes."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), text)
+    return text.replace("``", "")
 
 
 def _with_default(help_text: str, shown: object, optional: bool) -> str:
     """The field's doc and its default, unless the doc already states the default (``"Head width (default
     d_model // n_heads)."`` followed by "(default: none)" contradicted itself)."""
-    if shown in ("", None) and optional and "default" in help_text.lower():
-        return help_text
+    if shown in ("", None) and optional and ("default" in help_text.lower() or "None:" in help_text):
+        return help_text  # the doc says what the default (None) does
     return f"{help_text} (default: {shown if shown not in ('', None) else 'none'})"
 
 

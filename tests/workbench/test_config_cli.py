@@ -1,9 +1,11 @@
 """The CLI's configs: a field's refusal names the flag the user typed."""
 
+import re
+
 import pytest
 
 from tracer.errors import WorkbenchError
-from workbench.config_cli import naming_flags
+from workbench.config_cli import naming_flags, plain_help
 
 
 def test_a_config_refusal_names_its_flag() -> None:
@@ -26,3 +28,20 @@ def test_a_config_refusal_names_its_flag() -> None:
     with pytest.raises(KeyError):
         with naming_flags(flags):
             raise KeyError("n_workers")
+
+
+def test_help_texts_read_as_plain_text(capsys):
+    """QA pass 30: reST markup (``x``, :class:`...`) showed in --help, a one-word field read as a flag
+    ("Histogram --irr-bins per axis"), and a boolean's doc-stated default was followed by "(default: False)"."""
+    from workbench.cli import build_parser
+
+    commands = [["families"], ["cluster"], ["manifold", "fit"], ["manifold", "discover"], ["manifold", "steer"],
+                ["trace"], ["activations"], ["intervene"], ["demo"], ["bench"], ["world", "build"]]
+    for argv in commands:
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for bad in ("``", ":class:", ":mod:", ":func:", "Histogram --irr-bins"):
+            assert bad not in text, (argv, bad)
+        assert not re.search(r"\(default[^)]*\)\. \(default", text), argv
+    assert plain_help(":class:`~a.b.C` and :mod:`a.b` say ``x``") == "C and a.b say x"
