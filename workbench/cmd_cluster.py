@@ -119,6 +119,10 @@ def read_families(path: str, graph: Any = None, transcoders_source: str | None =
         raise WorkbenchError(f"--families must hold a 'families' list; got {type(families).__name__} in {path!r}.")
     if transcoders_source is not None:
         families_transcoders(data, transcoders_source, path)
+    elif graph is not None:  # an .npz graph without --transcoders: nothing to compare the file's transcoders with
+        logger.warning("--families: the graph records no transcoders and no --transcoders was given, so %s cannot be "
+                       "checked against the graph's transcoders; pass --transcoders to check it", path)
+
     def whole(x: object) -> int:  # 1.5, "2" and true are no feature or layer numbers (int() took them)
         if type(x) is not int:
             raise TypeError(x)

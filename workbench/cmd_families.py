@@ -206,6 +206,9 @@ def run_families(args: argparse.Namespace) -> int:
     from tracer.transcoders.loaders import load_transcoders
 
     tc = load_transcoders(args.transcoders)
+    if tc.kind != "clt" and args.clt_mode != "concat":
+        logger.warning("--clt-mode %s has no effect: %s holds per-layer (%s) transcoders, one decoder row each",
+                       args.clt_mode, args.transcoders, tc.kind)
     layers = _layers(args.layer, tc.n_layers)
     try:
         X, layer, feature = decoder_matrix(tc, layers, clt_mode=args.clt_mode)

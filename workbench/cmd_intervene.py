@@ -59,8 +59,8 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--generate", type=int, default=0, metavar="N",
                    help="also generate N tokens, clean and intervened (greedy unless --sample)")
     p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, with --sample (default 1)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed, with --sample (default 0)")
     p.add_argument("--top-k", type=int, default=10, help="how many next-token changes to show (default 10)")
     p.add_argument("--out", default=None, help="write the results to this JSON file")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
@@ -185,8 +185,9 @@ def _generate(args: argparse.Namespace, loaded: "LoadedModel", tc: "Transcoders"
         with naming_flags({"temperature": "--temperature", "max_new_tokens": "--generate", "seed": "--seed"}):
             g = feature_intervention_generate(
                 loaded, tc, clean.tokens, items, args.generate, freeze_attention=args.freeze_attention,
-                constrained_layers=constrained, do_sample=args.sample, temperature=args.temperature,
-                seed=args.seed, clean=clean)
+                constrained_layers=constrained, do_sample=args.sample,
+                temperature=1.0 if args.temperature is None else args.temperature,
+                seed=0 if args.seed is None else args.seed, clean=clean)
         out[name] = {"token_ids": g.new_tokens.tolist(), "text": g.text}
     return out
 
@@ -210,6 +211,19 @@ def _print(changes: list[dict[str, object]], gen: dict[str, dict[str, object]] |
             print(f"{name:>10}: {g['text'] if g['text'] is not None else g['token_ids']}")  # noqa: T201
 
 
+def _check_sampling(args: argparse.Namespace) -> None:
+    """--sample needs --generate; --temperature and --seed need --sample (greedy decoding ignored them)."""
+    from tracer.errors import WorkbenchError
+
+    if args.sample and not args.generate:
+        raise WorkbenchError("--sample needs --generate N (it samples the generated tokens); got no --generate.")
+    given = [f"{flag} {value}" for flag, value in (("--temperature", args.temperature), ("--seed", args.seed))
+             if value is not None]
+    if given and not args.sample:
+        raise WorkbenchError(f"--temperature and --seed need --sample (greedy decoding uses neither); got "
+                             f"{' and '.join(given)} without --sample. Add --sample or drop them.")
+
+
 def run_intervene(args: argparse.Namespace) -> int:
     from tracer.errors import WorkbenchError
 
@@ -219,6 +233,7 @@ def run_intervene(args: argparse.Namespace) -> int:
     if args.top_k < 1 or args.generate < 0:
         raise WorkbenchError(f"--top-k must be >= 1 and --generate >= 0; got {args.top_k} and "
                              f"{args.generate}.")
+    _check_sampling(args)
     from workbench.cli_safety import check_out, need_input
 
     need_input(args.model, "--model", folder=True)

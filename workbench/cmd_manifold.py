@@ -178,6 +178,9 @@ def _inputs(args: argparse.Namespace, loaded: Any, position: str, kind: str) -> 
     if args.world is not None:
         if not args.family:
             raise WorkbenchError("--family must be given with --world; got none. Example: --family day.")
+        if getattr(args, "values", None) is not None:  # it was ignored: the world's family names its values
+            raise WorkbenchError(f"--values is for --prompts; got --values {args.values!r} with --world, whose family "
+                                 "names its own values. Drop --values.")
         return world_inputs(loaded, Path(args.world), args.family, position, loaded.n_layers, kind)
     names = getattr(args, "values", None)
     if names is None:

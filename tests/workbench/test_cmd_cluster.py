@@ -749,3 +749,21 @@ def test_threads_flag_sets_torch_threads_for_the_run_only(run, traced, tmp_path:
     status, _, err = run(command, *head, "--out", str(tmp_path / "o.json"), "--threads", "0")
     assert status == 2
     _one_line_error(err, command, "--threads must be an integer in [1, ")
+
+
+def test_families_that_cannot_be_checked_say_so(traced, tmp_path: Path, caplog) -> None:
+    """QA pass 30: an .npz graph (no recorded transcoders) with --families and no --transcoders took any
+    families file silently (labels and transcoders warn in that case)."""
+    from tracer.graph import Graph
+    from workbench.cmd_cluster import read_families
+
+    graph = Graph.load(traced["graph"])
+    fam = tmp_path / "families.json"
+    fam.write_text(json.dumps({"families": [{"layer": 0, "features": [0, 1]}]}))
+    with caplog.at_level("WARNING"):
+        assert read_families(str(fam), dataclasses.replace(graph, transcoder_id="", scan="")) == {(0, 0): 0, (0, 1): 0}
+    assert "cannot be checked against the graph's transcoders; pass --transcoders" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        read_families(str(fam), graph, str(traced["plt"]))
+    assert "cannot be checked" not in caplog.text

@@ -196,3 +196,17 @@ def test_token_texts_decode_every_id_with_either_tokenizer() -> None:
     assert texts == token_texts(hf) and len(texts) == native.d_vocab
     assert native.tokenizer is not None
     assert texts[native.tokenizer("Two")["input_ids"][-1]] == "Two"
+
+
+@shipped
+def test_clt_mode_on_per_layer_transcoders_says_it_does_nothing(run, tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    """QA pass 30: --clt-mode with PLT transcoders was ignored silently."""
+    with caplog.at_level("WARNING"):
+        status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--layer", "1", "--clt-mode", "sum",
+                             "--out", str(tmp_path / "f.json"))
+    assert status == 0 and "--clt-mode sum has no effect" in caplog.text, err
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        status, _, err = run("families", "--transcoders", str(WORLD / "plt"), "--layer", "1", "--out",
+                             str(tmp_path / "f.json"))
+    assert status == 0 and "--clt-mode" not in caplog.text, err

@@ -81,6 +81,9 @@ def test_prompt_generation_and_options(files, capsys):
     ([], "interventions must be given"),
     (["--set", "0:1:0=1", "--generate", "2", "--sample", "--temperature", "0"],
      "--temperature must be a finite number > 0; got 0.0"),
+    (["--set", "0:1:0=1", "--generate", "2", "--temperature", "0.5"],  # was ignored (greedy decoding)
+     "--temperature and --seed need --sample (greedy decoding uses neither); got --temperature 0.5 without --sample"),
+    (["--set", "0:1:0=1", "--sample"], "--sample needs --generate N"),
 ])
 def test_bad_input_exits_2_with_one_line(files, capsys, args, msg):
     rc = _run(files, "--token-ids", "1,5,9,12", *args)

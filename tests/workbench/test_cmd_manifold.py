@@ -395,6 +395,8 @@ def test_a_failed_fit_writes_nothing_and_leaves_an_earlier_fit_whole(month_fit, 
     for out in (earlier, tmp_path / "new"):
         code, _, err = run(capsys, *base, "--features", "9999", "--out", str(out))
         assert code == 2 and "--features must be in [0, 512) for transcoder layer 0; got 9999" in err, err
+    code, _, err = run(capsys, *base, "--values", ",".join(DAYS), "--out", str(earlier))  # was ignored
+    assert code == 2 and "--values is for --prompts; got --values 'Monday," in err, err
     assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
     assert not (tmp_path / "new").exists()
     # a fit that fails after the activations are collected (the answer position of the embedding holds
