@@ -96,7 +96,19 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         done.add(module_name)
         module = importlib.import_module(module_name)
         module.register(sub)
+    for command in _leaf_parsers(sub):  # -v after the command, as -q (each command adds its own --quiet)
+        if "--verbose" not in command._option_string_actions:
+            command.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     return parser
+
+
+def _leaf_parsers(sub: "argparse._SubParsersAction[Any]") -> list[argparse.ArgumentParser]:
+    """The parsers that run a command: each subcommand's, or its actions' (manifold fit, world build)."""
+    out = []
+    for command in dict.fromkeys(sub.choices.values()):  # aliases map to one parser
+        inner = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+        out += [leaf for action in inner for leaf in _leaf_parsers(action)] if inner else [command]
+    return out
 
 
 _CONSOLE = "workbench-console"
@@ -170,20 +182,22 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     _configure_logging(args.quiet, args.verbose)
     from workbench.cli_safety import Terminated, error_line, terminate_on_sigterm
 
+    action = getattr(args, f"{args.command.replace('-', '_')}_action", None)  # manifold fit, world build
+    name = f"{args.command} {action}" if action else args.command
     try:
         with terminate_on_sigterm(), _logs_above_bars():
             return int(args.func(args) or 0)
     except Terminated:
-        print(f"workbench {args.command}: terminated", file=sys.stderr)
+        print(f"workbench {name}: terminated", file=sys.stderr)
         return 143
     except KeyboardInterrupt:
-        print(f"workbench {args.command}: interrupted", file=sys.stderr)
+        print(f"workbench {name}: interrupted", file=sys.stderr)
         return 130
     except Exception as err:  # noqa: BLE001 - bad input gets one line; a bug keeps its traceback
         line = error_line(err, dests=vars(args))
         if line is None:
             raise
-        print(f"workbench {args.command}: error: {line}", file=sys.stderr)
+        print(f"workbench {name}: error: {line}", file=sys.stderr)
         return 2
 
 

@@ -107,15 +107,18 @@ def read_prompts(path: str | Path) -> list[str]:
     return [rec.prompt for rec in read_records(path)]
 
 
-def prompt_activations(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
-                       verbose: bool = False, allow_unk: bool = False) -> Any:
-    """Sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS
-    excluded), rows prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's
-    features in turn, ``layer`` giving each row's layer)."""
+def prompt_sample(loaded: Any, transcoders: Any, prompts: list[str], layer: Any, *,
+                  verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any, Any]:
+    """(sparse (n_token_rows, n_features) activations at every position >= 1 of every prompt (BOS excluded), rows
+    prompt by prompt, columns in the order of ``decoder_matrix``'s rows (each layer's features in turn, ``layer``
+    giving each row's layer); (n_token_rows,) each row's token id and the next one's in its prompt (-1 at a
+    prompt's end)), from one collection (the prompts are tokenized once)."""
     import numpy as np
 
     order = list(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
-    return collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose, allow_unk=allow_unk)[0]
+    A, _, tokens, next_tokens = collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose,
+                                                      allow_unk=allow_unk)
+    return A, tokens, next_tokens
 
 
 def name_token_families(families: list[dict[str, Any]], loaded: Any, shown: int = 5) -> None:
@@ -144,21 +147,6 @@ def token_texts(loaded: Any) -> list[str]:
     return [tok.decode([i]) for i in range(loaded.d_vocab)]
 
 
-def prompt_tokens(loaded: Any, prompts: list[str], *, allow_unk: bool = False) -> tuple[Any, Any]:
-    """(tokens, next_tokens): (n_token_rows,) the token id of every row of :func:`prompt_activations` (positions
-    >= 1 of each prompt, prompt by prompt) and of the token after it in the same prompt (-1 at a prompt's end)."""
-    import numpy as np
-
-    from analyses.families.roles import row_tokens
-    from tracer.models import tokenize_many
-
-    ids = [t.cpu().numpy().astype(np.int64) for t in tokenize_many(loaded, prompts, allow_unk=allow_unk)]
-    if not ids:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    prompt = np.repeat(np.arange(len(ids)), [len(t) for t in ids])  # (n_rows,) BOS rows included
-    return row_tokens(prompt, np.concatenate([np.arange(len(t)) for t in ids]), np.concatenate(ids))
-
-
 def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,
                            verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any, Any, Any]:
     """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys, and (n_token_rows,)
@@ -184,10 +172,9 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
     from tracer.models import load_model
 
     loaded = load_model(args.model)
-    acts = prompt_activations(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
+    acts, ids, nexts = prompt_sample(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
     if not cfg.token_families:
         return loaded, acts, {}
-    ids, nexts = prompt_tokens(loaded, prompts, allow_unk=args.allow_unk)
     return loaded, acts, {"tokens": ids, "next_tokens": nexts,
                           "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
                           "token_words": token_texts(loaded)}

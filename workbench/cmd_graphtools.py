@@ -200,6 +200,10 @@ def _read_supernodes(path_str: str | None) -> tuple[Any, Any, dict[str, Any]]:
             type(data.get("schema_version")) is not int or data["schema_version"] != SUPERNODES_SCHEMA):
         raise WorkbenchError(f"--supernodes schema_version must be {SUPERNODES_SCHEMA}; got "
                              f"{data.get('schema_version')!r} in {path_str!r}. Cluster the graph again.")
+    if isinstance(data, dict) and "supernodes" not in data:  # another command's JSON (it said "got 'None'")
+        raise WorkbenchError(f"--supernodes must be a `workbench cluster` file (a 'supernodes' list) or the viewer's "
+                             f"[[label, node_id, ...], ...]; got {path_str!r}, a JSON object without 'supernodes' "
+                             f"(keys {', '.join(list(data)[:5])}{', ...' if len(data) > 5 else ''}).")
     groups, pinned = (data.get("supernodes"), data.get("pinnedIds")) if isinstance(data, dict) else (data, None)
     groups = _viewer_groups(groups, path_str)
     if not isinstance(groups, list) or not all(isinstance(g, list) and all(isinstance(x, str) for x in g)

@@ -64,11 +64,11 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     """Decoders and activations of transcoder set ``name`` ("plt" / "clt") of a built world on
     ``n_sentences`` fresh generator sentences (no labels are kept), or on ``sentences`` (generator sentences)
     when given. The activations are collected as ``workbench families --prompts`` collects them
-    (:func:`workbench.cmd_families.prompt_activations`)."""
+    (:func:`workbench.cmd_families.prompt_sample`)."""
     from analyses.families import decoder_matrix
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.cmd_families import prompt_activations, prompt_tokens, token_texts
+    from workbench.cmd_families import prompt_sample, token_texts
     from workbench.world import generator as gen
     from workbench.world.evaluate import manifest_spec
 
@@ -79,8 +79,7 @@ def world_sample(world_dir: str | Path, name: str, *, n_sentences: int = 3000, s
     sents = list(sentences) if sentences is not None else gen.sample_corpus(spec, n_sentences, seed=seed, stream=stream)
     X, layer, feature = decoder_matrix(tc, "all")  # (L * F, dim); CLT decoders placed at their output layers
     prompts = [" ".join(s.words) for s in sents]
-    A = prompt_activations(loaded, tc, prompts, layer)  # (n_rows, L * F)
-    tokens, next_tokens = prompt_tokens(loaded, prompts)
+    A, tokens, next_tokens = prompt_sample(loaded, tc, prompts, layer)  # (n_rows, L * F), (n_rows,) x 2
     row_task = np.asarray([s.task for s in sents for _ in s.words])
     row_word = np.asarray([w for s in sents for w in s.words])
     return WorldSample(X=X, layer=layer, feature=feature, activations=A, n_sentences=len(sents), row_task=row_task,

@@ -129,6 +129,9 @@ def test_corrupt_and_missing_files(tmp_path):
     (tmp_path / "plt" / "layer_1.safetensors").unlink()
     with pytest.raises(TranscoderFormatError, match="without gaps"):
         load_transcoders(tmp_path / "plt")
+    (tmp_path / "plt" / "config.yaml").write_bytes(b"\xa8\x01 binary")  # its error named no file
+    with pytest.raises(TranscoderFormatError, match=r"config.yaml must be UTF-8 text; got '.*plt/config.yaml' \(byte"):
+        load_transcoders(tmp_path / "plt")
 
 
 def test_mmap_reads_bf16(tmp_path):

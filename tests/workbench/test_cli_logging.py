@@ -92,3 +92,14 @@ def test_no_command_is_one_line_on_stderr(capsys):
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("workbench: error: a command is required, one of demo, trace,")
     assert len(err.strip().splitlines()) == 1
+
+
+def test_verbose_after_the_command_and_errors_name_the_action(capsys, tmp_path):
+    """-v was refused after a command (-q was taken); manifold's and world's errors named only "manifold"."""
+    from workbench.cli import build_parser, main
+
+    for argv in (["prune", "g.npz", "--out", "p.npz", "-v"], ["world", "build", "--out", "w", "-v"],
+                 ["manifold", "fit", "--model", "m", "--transcoders", "t", "--layer", "1", "--out", "x", "--verbose"]):
+        assert build_parser(argv).parse_args(argv).verbose, argv
+    assert main(["world", "build", "--out", str(tmp_path / "f" / "w"), "--tiny", "--seed", "-1"]) == 2
+    assert capsys.readouterr().err.startswith("workbench world build: error: ")

@@ -722,6 +722,11 @@ def test_export_supernodes_onto_the_npz_copy_and_of_another_schema(run, traced, 
     status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "w"))
     assert status == 2 and not (tmp_path / "w").exists()
     _one_line_error(err, "export", "--supernodes schema_version must be 1; got 99")
+    other = tmp_path / "intervene.json"  # another command's JSON said "got 'None'"
+    other.write_text(json.dumps({"schema_version": 1, "model": "m", "interventions": []}))
+    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(other), "--out", str(tmp_path / "w"))
+    assert status == 2 and not (tmp_path / "w").exists()
+    _one_line_error(err, "export", "a JSON object without 'supernodes' (keys schema_version, model, interventions)")
 
 
 @pytest.mark.parametrize("command, module", [("cluster", "workbench.cmd_cluster"),

@@ -143,13 +143,12 @@ def test_prompt_tokens_name_the_rows_of_the_activation_sample() -> None:
     """Token-class evidence reads each activation row's token and the next: the two must line up row for row."""
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.cmd_families import prompt_activations, prompt_tokens
+    from workbench.cmd_families import prompt_sample
 
     loaded = load_model(WORLD / "model")
     tc = load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
     prompts = ["Two days after Friday is Sunday .", "The capital of Kessia is"]
-    tokens, nexts = prompt_tokens(loaded, prompts)
-    acts = prompt_activations(loaded, tc, prompts, [0] * tc.d_transcoder)
+    acts, tokens, nexts = prompt_sample(loaded, tc, prompts, [0] * tc.d_transcoder)
     assert tokens.shape == nexts.shape == (acts.shape[0],) == (7 + 5,)
     from tracer.models import tokenize
 

@@ -360,6 +360,9 @@ def load_npz(path: Path, *, mmap: bool = False) -> Graph:
     try:
         with np.load(path, allow_pickle=False) as z:
             missing = [k for k in (*_TENSOR_FIELDS, "n_layers") if k not in z.files]
+            if missing and {"node_mask", "cumulative_scores"} <= set(z.files):  # `workbench prune`'s own npz
+                raise WorkbenchError(f"graph file must be a graph; got {str(path)!r}, a prune result (written by "
+                                     "`workbench prune`). Pass the graph it was pruned from.")
             if missing:
                 raise WorkbenchError(f"graph npz must have keys {list(_TENSOR_FIELDS)} and n_layers; "
                                      f"{str(path)!r} lacks {missing}.")

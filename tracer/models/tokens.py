@@ -99,7 +99,7 @@ def _with_bos(tok: Any, prompt: str, ids: list[int], allow_unk: bool) -> Tensor:
         err.fields = ("allow_unk",)
         raise err
     if unknown:
-        logger.warning("UNKNOWN WORDS traced as the unknown token (allowed explicitly): %s. The graph shows "
+        logger.warning("UNKNOWN WORDS read as the unknown token (allowed explicitly): %s. Graphs and activations show "
                        "the unknown token, not these words.", ", ".join(repr(w) for w in unknown[:10]))
     bos = bos_id(tok)
     if not ids or ids[0] != bos:  # always a BOS first (whatever the first word is), never two

@@ -50,9 +50,12 @@ def read_config(directory: Path) -> dict[str, object]:
     cfg_path = directory / "config.yaml"
     if cfg_path.is_file():
         try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            cfg = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise _fail(f"config.yaml must be valid YAML; got {str(cfg_path)!r} ({err}).") from None
+        except UnicodeDecodeError as err:  # the CLI's generic "input must be UTF-8 text" named no file
+            raise _fail(f"config.yaml must be UTF-8 text; got {str(cfg_path)!r} (byte "
+                        f"{err.object[err.start:err.start + 1]!r} at offset {err.start}).") from None
         if not isinstance(cfg, dict):
             raise _fail(f"config.yaml must be a mapping; got {type(cfg).__name__} in {str(cfg_path)!r}.")
         return cfg
