@@ -99,7 +99,25 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     for command in _leaf_parsers(sub):  # -v after the command, as -q (each command adds its own --quiet)
         if "--verbose" not in command._option_string_actions:
             command.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+        raw = command.formatter_class in (argparse.RawDescriptionHelpFormatter, argparse.RawTextHelpFormatter)
+        command.formatter_class = _RawDefaultsFormatter if raw else _DefaultsFormatter
     return parser
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the help already states it (or there is none to
+    state: None, a flag that is off, a required option)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (not action.option_strings or action.required or action.default in (None, False, argparse.SUPPRESS)
+                or "default" in text.lower() or isinstance(action, argparse.BooleanOptionalAction)):
+            return action.help
+        return f"{text} (default: %(default)s)"
+
+
+class _RawDefaultsFormatter(argparse.RawDescriptionHelpFormatter, _DefaultsFormatter):
+    """:class:`_DefaultsFormatter` that keeps the description's own line breaks."""
 
 
 def _leaf_parsers(sub: "argparse._SubParsersAction[Any]") -> list[argparse.ArgumentParser]:

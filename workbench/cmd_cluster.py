@@ -188,8 +188,9 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
         from tracer.transcoders.loaders import load_transcoders
 
         loaded = out["loaded"]
-        out["transcoders"] = load_transcoders(args.transcoders, n_layers=loaded.n_layers if loaded else graph.n_layers,
-                                              d_model=loaded.d_model if loaded else None)
+        out["transcoders"] = load_transcoders(args.transcoders, n_layers=loaded.n_layers if loaded else None,
+                                              d_model=loaded.d_model if loaded else None)  # no model: the graph's
+        # depth is checked below (the loader's message would name a model's num_hidden_layers)
         check_transcoders_match(graph, out["transcoders"], "--transcoders")
     if args.labels and not args.no_labels:
         if not Path(args.labels).is_file():

@@ -197,12 +197,12 @@ def _layer_arg(text: str) -> int:
         raise WorkbenchError(f"--layer must be an integer residual layer or 'auto'; got {text!r}.") from None
 
 
-def check_layer(layer: int, n_layers: int) -> int:
+def check_layer(layer: int, n_layers: int, name: str = "--layer", hint: str = "") -> int:
     from tracer.errors import WorkbenchError
 
     if not 0 <= layer <= n_layers:
-        raise WorkbenchError(f"--layer must be in [0, {n_layers}] (residual layers: 0 = embedding output, "
-                             f"{n_layers} = the last block's output); got {layer}.")
+        raise WorkbenchError(f"{name} must be in [0, {n_layers}] (residual layers: 0 = embedding output, "
+                             f"{n_layers} = the last block's output); got {layer}.{hint}")
     return layer
 
 
@@ -290,7 +290,7 @@ def run_steer(args: argparse.Namespace) -> int:
     if args.model and fit_model is not None and str(Path(args.model).resolve()) != str(fit_model):
         logger.warning("--model %s is not the model the fit was made on (%s): its subspace and class means are "
                        "applied to this model as they are", args.model, fit_model)
-    check_layer(int(fit.layer), loaded.n_layers)
+    check_layer(int(fit.layer), loaded.n_layers, "the fit's layer", " Pass the model it was fitted on (--model).")
     if fit.centre.shape[0] != loaded.d_model:
         from tracer.errors import WorkbenchError
 

@@ -154,7 +154,7 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     out = str(tmp_path / "s.json")
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
     assert status == 2
-    _one_line_error(err, "cluster", "layers")
+    _one_line_error(err, "cluster", "--transcoders must have the graph's 3 layers; got 2")  # not "the model's"
     # another transcoder set of the same shapes: refused by the id both record, before any work
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["clt"]))
     assert status == 2

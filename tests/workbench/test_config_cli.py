@@ -45,3 +45,7 @@ def test_help_texts_read_as_plain_text(capsys):
             assert bad not in text, (argv, bad)
         assert not re.search(r"\(default[^)]*\)\. \(default", text), argv
     assert plain_help(":class:`~a.b.C` and :mod:`a.b` say ``x``") == "C and a.b say x"
+    with pytest.raises(SystemExit):  # every option shows its default (some did not)
+        build_parser(["trace"]).parse_args(["trace", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "sets the re-ranking chunk (default: 256)" in text and "(slow reference) (default: fast)" in text
