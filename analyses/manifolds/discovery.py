@@ -416,13 +416,11 @@ def _check_inputs(A: Any, W_dec: Any, families: Any) -> tuple[sp.csr_matrix, np.
     if A_csr.ndim != 2 or A_csr.shape[1] != W.shape[0]:
         raise ValueError(f"A must have shape (n_tokens, {W.shape[0]}) (one column per row of W_dec); got "
                          f"{A_csr.shape}.")
-    if not isinstance(families, Mapping):
-        raise TypeError(f"families must be a mapping name -> feature indices; got {reprlib.repr(families)}.")
-    if not families:
-        raise ValueError("families must name at least one family (name -> feature indices); got an empty mapping.")
-    counts = Counter(str(name) for name in families)
-    if max(counts.values()) > 1:
-        text = max(counts, key=lambda t: counts[t])
+    if not isinstance(families, Mapping) or not families:  # TypeError: not a mapping; ValueError: an empty one
+        raise (ValueError if isinstance(families, Mapping) else TypeError)(
+            f"families must be a non-empty mapping name -> feature indices; got {reprlib.repr(families)}.")
+    text = next((t for t, c in Counter(str(name) for name in families).items() if c > 1), None)
+    if text is not None:
         raise ValueError(f"family names must be distinct as text; got {[n for n in families if str(n) == text]!r} "
                          f"(all {text!r}). Rename one family.")
     out: dict[str, list[int]] = {}

@@ -95,9 +95,9 @@ def test_decoder_map_takes_family_names_of_mixed_types() -> None:
 def test_discovery_refuses_an_empty_family_mapping_as_a_value_error() -> None:
     A = np.abs(np.random.default_rng(0).normal(size=(20, 6)))
     W = np.random.default_rng(1).normal(size=(6, 4))
-    with pytest.raises(ValueError, match="families must name at least one family"):
+    with pytest.raises(ValueError, match=r"families must be a non-empty mapping name -> feature indices; got \{\}"):
         ManifoldDiscovery().fit(A, W, {})
-    with pytest.raises(TypeError, match=r"families must be a mapping name -> feature indices; got \[1, 2\]"):
+    with pytest.raises(TypeError, match=r"families must be a non-empty mapping name -> feature indices; got \[1, 2\]"):
         ManifoldDiscovery().fit(A, W, [1, 2])  # type: ignore[arg-type]
 
 
