@@ -272,15 +272,15 @@ def check_weight(t: Tensor, name: str, source: str, error: type[WorkbenchError] 
 
 
 def check_finite_run(named: Iterator[tuple[str, Tensor]] | list[tuple[str, Tensor]], loaded: Any,
-                     transcoders: Any) -> None:
+                     transcoders: Any, hint: str = "The model or transcoder weights overflow in this dtype; "
+                                                   "try float32.") -> None:
     """Every ``(name, tensor)`` of a run of the model with its transcoders (activations, residual stream,
     logits) must be finite; else raise naming the weight to blame (:func:`find_non_finite_weight`; ``loaded``
-    None: the transcoders only) or, when no weight is, the first bad quantity."""
+    None: the transcoders only) or, when no weight is, the first bad quantity and ``hint``."""
     for name, t in named:
         if not bool(torch.isfinite(t).all()):
             find_non_finite_weight(loaded, transcoders)  # names the weight, if one is to blame
-            raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. The model or transcoder "
-                                 "weights overflow in this dtype; try float32.")
+            raise WorkbenchError(f"{name} must be finite; got NaN/inf for this prompt. {hint}")
 
 
 def find_non_finite_weight(loaded: Any, transcoders: Any) -> None:

@@ -298,8 +298,9 @@ def collect_shard(loaded: LoadedModel, tc: Transcoders, input_location: str, tok
                      residual_layers=cfg.residual_layers) as got:
             loaded.logits(ids)
         starts = torch.from_numpy(row_start[batch])  # (B,)
-        check_finite_run([(f"{name} {layer}", x[mask]) for name, store in (("residual stream layer", got.residual),
-                          ("transcoder input layer", got.inputs)) for layer, x in store.items()], loaded, tc)
+        captured = [("residual stream layer", got.residual), ("transcoder input layer", got.inputs)]
+        check_finite_run([(f"{name} {layer}", x[mask.to(x.device)]) for name, store in captured  # padding excluded
+                          for layer, x in store.items()], loaded, tc)
         for layer in feature_layers:
             feats[layer].append(_sparse_acts(tc, layer, got.inputs[layer], mask, starts, cfg.encode_rows,
                                              value_dtype))

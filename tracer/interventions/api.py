@@ -283,6 +283,9 @@ def _stack(recorded: dict[int, Tensor], n_layers: int, sparse: bool) -> Tensor:
     return acts.to_sparse().coalesce() if sparse else acts
 
 
+_OVERFLOW = "The interventions' values overflow in this dtype: use smaller ones, or float32."
+
+
 def _check_flags(**flags: object) -> None:
     """Each flag must be a bool (``"no"`` would be true)."""
     for name, value in flags.items():
@@ -331,7 +334,7 @@ def feature_intervention(
     plan = _build_plan(loaded, clean, interventions, freeze_attention=freeze_attention,
                        constrained_layers=constrained_layers, record=record)
     run = run_patched(loaded, plan, clean.tokens)
-    check_finite_run([("intervened logits", run.logits)], loaded, clean.transcoders)
+    check_finite_run([("intervened logits", run.logits)], loaded, clean.transcoders, _OVERFLOW)
     acts = _stack(run.recorded, loaded.n_layers, sparse) if return_activations else None
     return InterventionResult(tokens=clean.tokens, logits=run.logits, clean_logits=clean.cache.logits,
                               activations=acts, pre_activations=not apply_activation_function,
@@ -400,7 +403,7 @@ def feature_intervention_generate(
     eos, step_logits = _eos_ids(loaded), []
     for _ in range(max_new_tokens):
         last = run_patched(loaded, plan, seq).logits[-1]  # (d_vocab,)
-        check_finite_run([("generated logits", last)], loaded, clean.transcoders)
+        check_finite_run([("generated logits", last)], loaded, clean.transcoders, _OVERFLOW)
         step_logits.append(last)
         if do_sample:
             probs = torch.softmax(last.float() / temperature, -1)
