@@ -145,7 +145,8 @@ def assert_refused(capfd, argv: list[str], *, inputs: Iterable[Path | str | None
     assert res.code == 2, f"{argv}: exit {res.code}\n{res.err[-2000:]}"
     assert "Traceback" not in res.err, res.err
     assert len(res.lines) == 1, f"{argv}: {len(res.lines)} stderr lines:\n{res.err[-2000:]}"
-    assert res.lines[0].startswith(f"workbench {argv[0]}: error: "), res.lines[0]
+    command = " ".join(argv[:2]) if argv[0] in ("manifold", "world") else argv[0]  # errors name the action
+    assert res.lines[0].startswith(f"workbench {command}: error: "), res.lines[0]
     if os.environ.get("MW_FUZZ_LOG"):  # collect the messages for review
         with open(os.environ["MW_FUZZ_LOG"], "a", encoding="utf-8") as fh:
             fh.write(res.lines[0] + "\n")
