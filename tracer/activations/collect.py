@@ -298,9 +298,10 @@ def collect_shard(loaded: LoadedModel, tc: Transcoders, input_location: str, tok
                      residual_layers=cfg.residual_layers) as got:
             loaded.logits(ids)
         starts = torch.from_numpy(row_start[batch])  # (B,)
-        captured = [("residual stream layer", got.residual), ("transcoder input layer", got.inputs)]
-        check_finite_run([(f"{name} {layer}", x[mask.to(x.device)]) for name, store in captured  # padding excluded
-                          for layer, x in store.items()], loaded, tc)
+        for what, captured in (("residual stream layer", got.residual), ("transcoder input layer", got.inputs)):
+            for at, h in captured.items():  # the whole batch at once; where it fails, its real positions
+                if not bool(torch.isfinite(h).all()):
+                    check_finite_run([(f"{what} {at}", h[mask.to(h.device)])], loaded, tc)
         for layer in feature_layers:
             feats[layer].append(_sparse_acts(tc, layer, got.inputs[layer], mask, starts, cfg.encode_rows,
                                              value_dtype))
@@ -335,9 +336,10 @@ def _sparse_acts(tc: Transcoders, layer: int, x: Tensor, mask: Tensor, starts: T
     vals: list[np.ndarray] = []
     for r0 in range(0, int(xs.shape[0]), max(1, encode_rows)):
         acts = encode_non_bos(layer_tc, xs[r0:r0 + encode_rows].to(layer_tc.W_enc.dtype))  # (n, d_tc)
-        check_finite_run([(f"layer {layer} activations", acts)], None, tc)  # names a transcoder weight to blame
-        nz = torch.nonzero(acts)  # (nnz, 2): (row, feature)
-        vals.append(acts[nz[:, 0], nz[:, 1]].float().cpu().numpy().astype(value_dtype))
+        nz = torch.nonzero(acts)  # (nnz, 2): (row, feature); NaN and inf are non-zero
+        values = acts[nz[:, 0], nz[:, 1]]  # (nnz,)
+        check_finite_run([(f"layer {layer} activations", values)], None, tc)  # names a transcoder weight to blame
+        vals.append(values.float().cpu().numpy().astype(value_dtype))
         rows.append(global_rows[r0 + nz[:, 0].cpu()].numpy())
         feats.append(nz[:, 1].cpu().numpy())
     if not rows:
