@@ -51,9 +51,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        if args is not None and not any(isinstance(a, argparse._SubParsersAction) for a in self._actions):
+        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
+        if args is not None and leaf:
             self._refuse_repeats(list(args))  # a leaf parser: every option here is its own
-        return super().parse_known_args(args, namespace)
+        parsed, extras = super().parse_known_args(args, namespace)
+        if leaf and extras:  # said by the command that does not know them, not by "workbench"
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
 
     def _refuse_repeats(self, args: list[str]) -> None:
         seen: dict[str, tuple[str, object]] = {}  # dest -> (option as given, what it sets)

@@ -6,6 +6,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 _COMMAND = textwrap.dedent("""
@@ -103,3 +105,16 @@ def test_verbose_after_the_command_and_errors_name_the_action(capsys, tmp_path):
         assert build_parser(argv).parse_args(argv).verbose, argv
     assert main(["world", "build", "--out", str(tmp_path / "f" / "w"), "--tiny", "--seed", "-1"]) == 2
     assert capsys.readouterr().err.startswith("workbench world build: error: ")
+
+
+def test_an_unknown_option_is_named_by_its_command(capsys):
+    """It was reported as "workbench: error: unrecognized arguments", not by the command given it."""
+    from workbench.cli import main
+
+    for argv, name, unknown in ((["prune", "g.npz", "--out", "x.npz", "--bogus"], "prune", "--bogus"),
+                                (["world", "build", "--out", "w", "--zz", "3"], "world build", "--zz 3")):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"workbench {name}: error: unrecognized arguments: {unknown}"), err
