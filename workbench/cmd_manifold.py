@@ -303,7 +303,8 @@ def run_steer(args: argparse.Namespace) -> int:
                               heldout_only=args.world is not None)
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report.update({"model": str(Path(args.model or info["model"]).resolve()),
-                   "fit_model": None if fit_model is None else str(fit_model)})
+                   "fit_model": None if fit_model is None else str(fit_model),
+                   "transcoders": str(Path(args.transcoders or info["transcoders"]).resolve())})  # kind of --world
     report["run"] = run_record(args)
     atomic_write_json(args.out, report)
     logger.info("wrote %s: steering success %.3f (n=%d)", args.out, report["success_rate"], report["n"])

@@ -286,6 +286,23 @@ def test_bos_is_prepended_whatever_the_first_word_and_never_doubled(caplog):
         tokenize(m, "Funday is")
 
 
+@pytest.mark.parametrize("backend", ["native", "hf"])
+def test_special_token_text_in_a_prompt_is_said(caplog, backend):
+    """QA pass 30: "<pad> <eos>" in a prompt became those control tokens without a word (a leading <bos> is the
+    BOS, as above, and says nothing)."""
+    from tracer.models import load_model, tokenize
+
+    m = load_model(world_dir() / "model", backend=backend)
+    with caplog.at_level("WARNING"):
+        ids = tokenize(m, "Friday <eos> is <pad>").tolist()
+    assert "SPECIAL TOKENS in the prompt text are read as control tokens: '<eos>', '<pad>'" in caplog.text, ids
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        tokenize(m, "<bos> Two days after Friday is")
+        tokenize(m, "Two days after Friday is")
+    assert "SPECIAL TOKENS" not in caplog.text
+
+
 # ----------------------------------------------------------------------------- memory guard
 def test_memory_estimate_is_n_squared_times_the_item_size():
     n = graph_nodes(n_features=1000, n_layers=4, n_pos=10, n_logits=5)

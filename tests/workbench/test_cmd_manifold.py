@@ -76,6 +76,7 @@ def test_steer_moves_prompts_along_the_fitted_circle(month_fit, tmp_path, capsys
     assert rep["success_rate_ci"][0] <= rep["success_rate"] <= rep["success_rate_ci"][1]
     assert rep["run"]["options"]["fit"] == str(month_fit / "manifold.json")  # which fit it steered with
     assert rep["model"] == rep["fit_model"] == str(Path(MODEL).resolve())
+    assert rep["transcoders"] == str(Path(PLT).resolve())  # the fit's, recorded (it was not)
 
 
 def test_steer_on_another_model_than_the_fit_says_so(month_fit, tmp_path, capsys, caplog):

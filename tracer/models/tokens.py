@@ -102,6 +102,12 @@ def _with_bos(tok: Any, prompt: str, ids: list[int], allow_unk: bool) -> Tensor:
         logger.warning("UNKNOWN WORDS read as the unknown token (allowed explicitly): %s. Graphs and activations show "
                        "the unknown token, not these words.", ", ".join(repr(w) for w in unknown[:10]))
     bos = bos_id(tok)
+    special = (set(getattr(tok, "all_special_ids", None) or ()) - {unk}) if ids else set()
+    inner = [i for k, i in enumerate(ids) if i in special and not (k == 0 and i == bos)]
+    if inner:  # "<eos>" or "</s>" typed in a prompt is read as that control token
+        logger.warning("SPECIAL TOKENS in the prompt text are read as control tokens: %s. Remove them, or pass "
+                       "token ids, if they were meant as words.", ", ".join(repr(tok.decode([i]))
+                                                                          for i in dict.fromkeys(inner)))
     if not ids or ids[0] != bos:  # always a BOS first (whatever the first word is), never two
         ids = [bos, *ids]
     return torch.tensor(ids, dtype=torch.long)
