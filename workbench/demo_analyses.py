@@ -325,7 +325,7 @@ def _facts(where: str, report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{report['r2']:.3f} / {held.get('r2', float('nan')):.3f} ({held.get('n', 0)})"),
            (f"{where}: components (explained variance)",
             f"{report['n_components']} ({report['explained_variance']:.2f})")]
-    if "fitted_success" in causal:
+    if causal.get("fitted_success") is not None:  # a skipped check holds None
         out.append((f"{where}: substitution success, fitted / random subspace / full vector",
                     f"{causal['fitted_success']:.3f} / {causal['random_success']:.3f} / {causal['full_success']:.3f}"))
     tiling = report.get("tiling")

@@ -109,18 +109,23 @@ def tiling_of(pts: PointSet, tcs: Transcoders, fit: ManifoldFitResult, X: np.nda
 
 def _causal(loaded: LoadedModel, tcs: Transcoders, spec: FitSpec, X: np.ndarray, y: np.ndarray,
             inputs: FitInputs, positions: np.ndarray, cfg: Any) -> dict[str, Any]:
-    """Class-mean substitution on prompts the fit did not see (held-out records, else cross-fitting)."""
+    """Class-mean substitution on prompts the fit did not see (held-out records, else cross-fitting); a check
+    that cannot run keeps the report's keys, as null, with the reason under ``skipped``."""
+    def skipped(why: str) -> dict[str, Any]:
+        return {"skipped": why, "fitted_success": None, "random_success": None}
+
     if cfg.causal_prompts == 0:
-        return {"skipped": "causal_prompts is 0"}
+        return skipped("causal_prompts is 0")
     if np.any(inputs.answers < 0):
-        return {"skipped": "records at --position value need 'answers' (the answer for each value)"}
+        return skipped("records at --position value need 'answers' (the answer for each value)")
     counts = np.bincount(y, minlength=spec.period)
     if inputs.heldout.any():
         splits, how = model_heldout(spec, X, y, inputs.heldout), "held-out records"
     elif counts.min() >= 2:
         splits, how = crossfit(spec, X, y, min(cfg.folds, int(counts.min())), cfg.seed), "cross-fitted"
     else:
-        return {"skipped": "a value has fewer than 2 points: no held-out prompts to check"}
+        return skipped("a value has fewer than 2 points: no held-out prompts to check (give at least 2 per value, "
+                       "or --min-points-per-value 2 to require it)")
     scored = np.flatnonzero(splits.group >= 0)
     use = np.zeros(len(y), bool)
     use[np.random.default_rng(cfg.seed).permutation(scored)[:cfg.causal_prompts]] = True

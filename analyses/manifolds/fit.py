@@ -262,6 +262,7 @@ class ManifoldFitResult:
                 "n_components": self.n_components, "explained_variance": self.explained_variance,
                 "explained_variance_ratio": [float(x) for x in self.explained_variance_ratio],
                 "fourier_concentration": self.fourier_concentration, "coordinate_rmse": self.coordinate_rmse,
+                "angle_rmse": self.coordinate_rmse if self.shape == "circle" else None,  # radians; the same number
                 "between_class_fraction": self.between_class_fraction, "layer": self.layer,
                 "position": self.position, "source": self.source, "n_points": self.n_points}
 

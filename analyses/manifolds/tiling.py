@@ -105,7 +105,22 @@ class TilingResult:
                                        else None),
                 "decoder_cosine_r": self.decoder_cosine_r, "covered_values": self.covered_values,
                 "value_coverage": self.value_coverage, "peak_values": self.peak_values,
-                "peak_coverage": self.peak_coverage}
+                "peak_coverage": self.peak_coverage, "per_feature": self.per_feature()}
+
+    def per_feature(self) -> list[dict[str, object]]:
+        """Each feature's tuning numbers (JSON-friendly: NaN as None): preferred coordinate (circular mean for an
+        angle), width, selectivity, peak, and with values its peak value."""
+        def num(x: float) -> float | None:
+            return float(x) if np.isfinite(x) else None
+
+        rows: list[dict[str, object]] = []
+        for i, f in enumerate(self.features):
+            vt = None if self.value_tuning is None else self.value_tuning[i]
+            best = None if vt is None or not self.live[i] or not np.isfinite(vt).any() else int(np.nanargmax(vt))
+            rows.append({"feature": int(f), "live": bool(self.live[i]), "preferred": num(self.preferred[i]),
+                         "width": num(self.width[i]), "selectivity": num(self.selectivity[i]),
+                         "peak": num(self.peak[i]), "peak_value": best})
+        return rows
 
 
 def _dense(A: Any, n_rows: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """`workbench manifold fit | steer | discover` end to end on the demo world, and their bad inputs."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,12 @@ def test_fit_on_a_world_family_writes_the_manifold(month_fit):
     assert rep["n_fit"] == 480 and rep["heldout"]["n"] == 48 and rep["heldout"]["r2"] > 0.8
     assert rep["tiling"]["value_coverage"] >= 0.9  # months: 11 of 12 at plt2
     assert rep["tiling"]["feature_layer"] == 2 and "layer" not in rep["tiling"]  # a transcoder layer, named so
+    rows = rep["tiling"]["per_feature"]  # each member's tuning (issue 11 point 3; only summaries were written)
+    assert [r["feature"] for r in rows] == rep["tiling"]["features"] and len(rows) == rep["tiling"]["n_features"]
+    live = [r for r in rows if r["live"]]
+    assert live and all(0 <= r["preferred"] < 2 * math.pi and r["width"] > 0 and 0 <= r["peak_value"] < 12
+                        for r in live)
+    assert rep["angle_rmse"] == rep["coordinate_rmse"] < 0.35  # radians, under the issue's name too
     c = rep["causal"]
     assert c["how"] == "held-out records" and c["n_prompts"] == 6
     assert c["fitted_success"] > 0.8 and c["random_success"] < 0.2 and c["mediates"]
@@ -122,6 +129,17 @@ def test_fit_from_a_prompt_file_cross_fits_the_causal_check(tmp_path, capsys):
     rep = json.loads((tmp_path / "fit" / "manifold.json").read_text())
     assert rep["tiling"] is None and not any("tuning" in p for p in rep["plots"])
     assert not list((tmp_path / "fit").glob("tuning.*"))
+
+
+def test_a_fit_whose_causal_check_cannot_run_keeps_its_keys(tmp_path, capsys):
+    """One record per value fits, but leaves nothing to check by substitution: causal held only "skipped"."""
+    prompts = write_jsonl(tmp_path / "p.jsonl", day_records(1))
+    code, _, err = run(capsys, "manifold", "fit", "--model", MODEL, "--transcoders", PLT, "--prompts", prompts,
+                       "--values", ",".join(DAYS), "--layer", "4", "--out", str(tmp_path / "fit"), "-q")
+    assert code == 0, err
+    causal = json.loads((tmp_path / "fit" / "manifold.json").read_text())["causal"]
+    assert causal["fitted_success"] is None and causal["random_success"] is None
+    assert "fewer than 2 points" in causal["skipped"] and "--min-points-per-value 2" in causal["skipped"]
 
 
 @pytest.mark.parametrize("records,extra,message", [
