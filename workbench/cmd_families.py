@@ -155,14 +155,46 @@ def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], la
     :func:`tracer.activations.collect_activations` into a temporary folder."""
     import tempfile
 
-    from analyses.families.roles import row_tokens
     from tracer.activations import ActivationConfig, collect_activations
 
     config = ActivationConfig(feature_layers=tuple(layers))
     with tempfile.TemporaryDirectory(prefix="workbench-activations-") as tmp:
         store = collect_activations(loaded, transcoders, prompts, tmp, config, allow_unk=allow_unk, verbose=verbose)
-        rows = store.row_table()
-        return (*store.feature_matrix(list(layers)), *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
+        return store_sample(store, layers)
+
+
+def store_sample(store: Any, layers: list[int]) -> tuple[Any, Any, Any, Any]:
+    """What :func:`collect_feature_matrix` returns, read from an activation run that holds ``layers``."""
+    from analyses.families.roles import row_tokens
+
+    rows = store.row_table()
+    return (*store.feature_matrix(list(layers)), *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
+
+
+def token_inputs(loaded: Any, tokens: Any, next_tokens: Any) -> dict[str, Any]:
+    """FeatureFamilies.fit's token-class inputs for a sample's row tokens (the model's unembedding and token texts)."""
+    return {"tokens": tokens, "next_tokens": next_tokens, "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
+            "token_words": token_texts(loaded)}
+
+
+def fit_families(cfg: Any, X: Any, layer: Any, feature: Any, acts: Any, tokens: dict[str, Any], labels: Any,
+                 verbose: bool) -> Any:
+    """FeatureFamilies fitted as ``workbench families`` fits it: co-activation profiles over every chosen layer's
+    features (the tuned setting), token classes when ``tokens`` holds :func:`token_inputs`; refusals are one line."""
+    import numpy as np
+
+    from analyses.families import FeatureFamilies
+    from tracer.errors import WorkbenchError
+
+    est = FeatureFamilies.from_config(cfg)
+    try:
+        est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
+                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=verbose,
+                tokens=tokens.get("tokens"), next_tokens=tokens.get("next_tokens"),
+                token_vectors=tokens.get("token_vectors"), token_words=tokens.get("token_words"))
+    except (ValueError, TypeError) as err:
+        raise WorkbenchError(str(err)) from None
+    return est
 
 
 def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], layer: Any) -> tuple[Any, Any,
@@ -173,20 +205,15 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
 
     loaded = load_model(args.model)
     acts, ids, nexts = prompt_sample(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
-    if not cfg.token_families:
-        return loaded, acts, {}
-    return loaded, acts, {"tokens": ids, "next_tokens": nexts,
-                          "token_vectors": loaded.W_U.detach().float().cpu().numpy(),
-                          "token_words": token_texts(loaded)}
+    return loaded, acts, token_inputs(loaded, ids, nexts) if cfg.token_families else {}
 
 
 def run_families(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     _check_args(args)
     cfg = _config(args)
-    import numpy as np
 
-    from analyses.families import FeatureFamilies, decoder_matrix
+    from analyses.families import decoder_matrix
     from tracer.errors import WorkbenchError
     from tracer.io import atomic_write_json
     from tracer.labels import check_labels_match, load_labels
@@ -210,17 +237,9 @@ def run_families(args: argparse.Namespace) -> int:
         prompts = read_prompts(args.prompts)
         loaded, acts, tokens = _sample(args, cfg, tc, prompts, layer)
     from tracer.transcoders.identity import transcoder_signature
-
-    est = FeatureFamilies.from_config(cfg)
-    try:
-        # co-activation profiles over every chosen layer's features (the tuned setting)
-        est.fit(X, layer=layer, feature=feature, activations=acts, context=acts,
-                context_self=None if acts is None else np.arange(X.shape[0]), labels=labels, verbose=not args.quiet,
-                tokens=tokens.get("tokens"), next_tokens=tokens.get("next_tokens"),
-                token_vectors=tokens.get("token_vectors"), token_words=tokens.get("token_words"))
-    except (ValueError, TypeError) as err:
-        raise WorkbenchError(str(err)) from None
     from workbench.provenance import run_record
+
+    est = fit_families(cfg, X, layer, feature, acts, tokens, labels, verbose=not args.quiet)
 
     families = est.result_.to_json_families()
     if tokens:

@@ -8,8 +8,9 @@
   Writes ``manifold.json``, ``fit.json`` (+ safetensors: the whole fit) and PNG/SVG plots.
 * ``steer`` -- moves each prompt's vector to other values' angles on a fitted curve and reports
   how often the answer follows (``steer.json``: ``success_rate``, ``n``).
-* ``discover`` -- unsupervised discovery on given feature families (``--families`` JSON or a
-  world's label families ``--labels``): the families ranked by ring evidence, per layer.
+* ``discover`` -- unsupervised discovery on feature families (found on the corpus without labels, as
+  ``workbench families`` finds them; or given: ``--families`` JSON or a world's label families ``--labels``):
+  the families ranked by ring evidence, per layer.
 
 Bad input (a value not in --values, fewer than 3 values, too few points per value, a layer out
 of range, ...) is one line on stderr and exit 2.
@@ -100,9 +101,10 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     disc.add_argument("--prompts", required=True, help="corpus: .jsonl records or plain text lines")
     disc.add_argument("--allow-unk", action="store_true",
                       help="read words the tokenizer does not know as its unknown token (default: refuse)")
-    fams = disc.add_mutually_exclusive_group(required=True)
+    fams = disc.add_mutually_exclusive_group()
     fams.add_argument("--families", type=path_arg,
-                      help="`workbench families` output, or a JSON list of {layer, features, label?}")
+                      help="`workbench families` output, or a JSON list of {layer, features, label?} (default, "
+                           "without --labels: families found on --prompts as `workbench families` finds them)")
     fams.add_argument("--labels", type=path_arg, help="a world's labels JSONL: label families family/side")
     disc.add_argument("--min-size", type=int, default=5, help="smallest family scored (default 5)")
     disc.add_argument("--feature-layers", default=None,

@@ -132,6 +132,59 @@ def corpus_store(loaded: LoadedModel, tcs: Transcoders, prompts: Any, out: Path,
                       allow_unk=allow_unk)
 
 
+def families_from_corpus(loaded: LoadedModel, tcs: Transcoders, store: ActivationStore, layers: list[int],
+                         min_size: int, verbose: bool = False) -> Families:
+    """Families found without labels, as ``workbench families --model --prompts`` finds them with its defaults
+    (decoder neighbours, co-activation and token classes over the corpus ``store``); single-layer families of
+    >= ``min_size`` features, named by their label where one is made (token classes) and numbered."""
+    from analyses.families import decoder_matrix
+    from analyses.families.config import FamiliesConfig
+    from workbench.cmd_families import fit_families, name_token_families, store_sample, token_inputs
+
+    X, layer, feature = decoder_matrix(tcs, layers)  # (rows, d), each layer's features in turn, as the store's
+    A, _, tokens, next_tokens = store_sample(store, layers)
+    est = fit_families(FamiliesConfig(), X, layer, feature, A, token_inputs(loaded, tokens, next_tokens), None,
+                       verbose)
+    found = est.result_.to_json_families()
+    name_token_families(found, loaded)
+    out: Families = {}
+    for i, fam in enumerate(found):
+        if isinstance(fam["layer"], int) and len(fam["features"]) >= min_size:
+            out.setdefault(fam["layer"], {})[f"{fam['label'] or 'family'}#{i}"] = sorted(fam["features"])
+    return out
+
+
+def _families_and_corpus(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace,
+                         layers: set[int] | None) -> tuple[Families, ActivationStore, str]:
+    """(families per layer, the corpus run over their layers, where the families came from): from --families,
+    from --labels, or, with neither, found on the corpus itself."""
+    found = args.families is None and args.labels is None
+    if found:
+        fams: Families = {}
+    else:
+        fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
+                if args.families is not None else families_from_labels(args.labels, args.min_size, tcs))
+        fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
+        _need_families(fams, args.min_size, layers)
+    prompts = read_prompts(args.prompts)  # before anything is made: a bad corpus leaves no --out behind
+    wanted = sorted(layers if layers is not None else range(tcs.n_layers)) if found else sorted(fams)
+    store = corpus_store(loaded, tcs, prompts, args.out / "activations", wanted, verbose=not args.quiet,
+                         allow_unk=args.allow_unk)
+    if not found:
+        return fams, store, "labels (truth)" if args.labels is not None else str(args.families)
+    fams = {layer: f for layer, f in families_from_corpus(loaded, tcs, store, wanted, args.min_size,
+                                                          not args.quiet).items() if f}
+    _need_families(fams, args.min_size, layers)
+    return fams, store, "found on the corpus (workbench families defaults, no labels)"
+
+
+def _need_families(fams: Families, min_size: int, layers: set[int] | None) -> None:
+    if not fams:
+        where = "" if layers is None else f" at --feature-layers {','.join(map(str, sorted(layers)))}"
+        raise WorkbenchError(f"families must include at least one of >= {min_size} features{where}; got none. "
+                             "Lower --min-size or choose other layers.")
+
+
 def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) -> dict[str, Any]:
     """`workbench manifold discover`: families per layer, ranked."""
     from analyses.manifolds.configs import DiscoveryConfig, IrreducibilityConfig
@@ -143,19 +196,10 @@ def discover(loaded: LoadedModel, tcs: Transcoders, args: argparse.Namespace) ->
     if cfg.persistence == "ripser" and not ripser_available():
         raise WorkbenchError("--persistence ripser needs ripser; install it with `pip install ripser` "
                              "(the topology extra) or use --persistence auto.")
-    fams = (families_from_json(args.families, tcs.n_layers, args.min_size, tcs.d_transcoder, tcs.source)
-            if args.families is not None else families_from_labels(args.labels, args.min_size, tcs))
     layers = None if args.feature_layers is None else parse_layers(args.feature_layers, tcs.n_layers)
-    fams = {layer: f for layer, f in fams.items() if f and (layers is None or layer in layers)}
-    if not fams:
-        where = "" if layers is None else f" at --feature-layers {','.join(map(str, sorted(layers)))}"
-        raise WorkbenchError(f"families must include at least one of >= {args.min_size} features{where}; got none. "
-                             "Lower --min-size or choose other layers.")
-    prompts = read_prompts(args.prompts)  # before anything is made: a bad corpus leaves no --out behind
-    store = corpus_store(loaded, tcs, prompts, args.out / "activations", sorted(fams), verbose=not args.quiet,
-                         allow_unk=args.allow_unk)
-    report: dict[str, Any] = {"families_from": "labels (truth)" if args.labels is not None else str(args.families),
-                              "n_prompts": store.n_prompts, "n_rows": store.n_rows, "feature_layers": {}}
+    fams, store, source = _families_and_corpus(loaded, tcs, args, layers)
+    report: dict[str, Any] = {"families_from": source, "n_prompts": store.n_prompts, "n_rows": store.n_rows,
+                              "feature_layers": {}}
     done = []
     for layer, families in fams.items():  # every layer's work first: a failed or interrupted run writes nothing
         est = ManifoldDiscovery.from_config(cfg)

@@ -297,6 +297,26 @@ def test_discover_ranks_label_families(tmp_path, capsys, caplog):
     assert not any("layer1" in f for f in files) and "discovery_feature_layer2.json" in files, files
 
 
+def test_discover_finds_its_families_on_the_corpus_without_labels(tmp_path, capsys):
+    """The issue's command line (--transcoders --model --prompts --out, no --families / --labels) was refused; it
+    now finds the families on the corpus as `workbench families` does, and the cyclic token families rank
+    first at feature layer 1."""
+    sets = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]
+    lines = [r["prompt"] + " " + r["answer"] for k in ("day_arith", "month_arith", "hue_arith", "two_hop")
+             for r in sets[k][:100]]
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n")
+    code, _, err = run(capsys, "manifold", "discover", "--model", MODEL, "--transcoders", PLT, "--prompts",
+                       str(corpus), "--out", str(tmp_path / "disc"), "--feature-layers", "1", "--persistence", "none",
+                       "-q")
+    assert code == 0, err
+    rep = json.loads((tmp_path / "disc" / "discovery.json").read_text())
+    assert rep["families_from"].startswith("found on the corpus") and set(rep["feature_layers"]) == {"1"}
+    top = rep["feature_layers"]["1"]["ranking"][:3]
+    for word in ("January, February", "Monday, Tuesday", "red, orange"):
+        assert sum(word in name for name in top) == 1, top
+
+
 def test_discover_reads_the_families_that_workbench_families_writes(tmp_path, capsys):
     """`workbench families` -> `workbench manifold discover --families` (the documented pipeline: its
     output document was once refused as "entry 0 must be an object ...")."""
