@@ -298,6 +298,9 @@ def check_points(X: object, y: object, period: int | None, min_count: int) -> tu
                          "Map values to 0..period-1 in their order.")
     if p < 3:
         raise ValueError(f"period must be an integer >= 3; got {p}.")
+    if p * min_count > len(y_int):  # some value has too few points (a period of 10**12 failed allocating)
+        raise ValueError(f"every value must have at least {min_count} point(s); got {len(y_int)} points for a "
+                         f"period of {p}. Add points or lower the period.")
     counts = np.bincount(y_int, minlength=p)
     if counts.min() < min_count:
         v = int(counts.argmin())

@@ -104,3 +104,14 @@ def test_discovery_refuses_an_empty_family_mapping_as_a_value_error() -> None:
 def test_a_fitted_feature_families_holds_no_private_clock() -> None:
     est = FeatureFamilies().fit(np.random.default_rng(0).normal(size=(40, 8)))
     assert not hasattr(est, "_last_tick") and set(est.timings_)
+
+
+def test_a_period_larger_than_the_points_allow_is_refused_before_allocating() -> None:
+    """period=10**12 ended in a MemoryError (a count per value)."""
+    X, y, _ = planted_curve(period=5, n_per_value=2, seed=0)
+    with pytest.raises(ValueError, match=r"every value must have at least 1 point\(s\); got 10 points for a period "
+                                         r"of 1000000000000"):
+        ManifoldFit(period=10**12).fit(X, y)
+    with pytest.raises(ValueError, match="got 10 points for a period of 5"):
+        ManifoldFit(period=5, min_points_per_value=3).fit(X, y)
+    assert ManifoldFit(period=5, min_points_per_value=2).fit(X, y).result_.period == 5
