@@ -141,6 +141,10 @@ def run_demo(args: argparse.Namespace) -> int:
     tcs = load_transcoders(tc_dir, n_layers=loaded.n_layers, d_model=loaded.d_model)
     labels = load_labels(labels_path) if labels_path else {}
     check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(labels_path))
+    from tracer.models import tokenize
+
+    for prompt in prompts.values():  # every prompt before anything is written (a bad second one half-wrote --out)
+        tokenize(loaded, prompt, allow_unk=args.allow_unk)
     sections, summary = [], {}
     corpus = None
     if args.analyses and manifest is not None:
@@ -171,8 +175,11 @@ def run_demo(args: argparse.Namespace) -> int:
         doc["manifolds"] = manifold_stats
     doc["seconds"] = round(time.perf_counter() - t0, 2)
 
+    written = _outputs(out, prompts, manifest, args.analyses)
+    earlier = _earlier_outputs(out / "summary.json")  # read before this run's summary replaces it
+    doc["files"] = written
     atomic_write_json(out / "summary.json", doc, indent=2)
-    remove_stale(out, _outputs(out, prompts, manifest, args.analyses))
+    remove_stale(out, written, earlier)
     if not args.quiet:
         for line in headline(summary, manifold_stats):
             print(line, file=sys.stderr)
@@ -186,20 +193,35 @@ write is removed once this run has succeeded (a --no-analyses run after a full o
 supernodes and manifolds next to the new graphs)."""
 
 
-def remove_stale(out: Path, written: list[str]) -> list[Path]:
-    """Remove the files under :data:`OWNED` sub-folders of ``out`` that are not in ``written`` (paths
-    relative to ``out``), then the folders left empty; the removed files."""
+def _earlier_outputs(summary: Path) -> list[str]:
+    """The files an earlier demo run recorded writing (``files`` of its summary.json; none when there is no
+    readable one, or it predates the record)."""
+    try:
+        files = json.loads(summary.read_text(encoding="utf-8")).get("files")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in files if isinstance(f, str)] if isinstance(files, list) else []
+
+
+def remove_stale(out: Path, written: list[str], earlier: list[str]) -> list[Path]:
+    """Remove the files an earlier demo run wrote (``earlier``, paths relative to ``out``) under the
+    :data:`OWNED` sub-folders that this run did not write (``written``), then those folders' empty folders;
+    the removed files. A file no demo recorded writing is never touched (it removed the user's own files)."""
     keep = {(out / name).resolve() for name in written}
+    owned = [(out / sub).resolve() for sub in OWNED]
     removed = []
+    for name in earlier:
+        path = (out / name).resolve()
+        if path in keep or not any(path.is_relative_to(folder) for folder in owned) or not path.is_file():
+            continue
+        path.unlink()
+        removed.append(path)
     for sub in OWNED:
         folder = out / sub
         if not folder.is_dir() or folder.is_symlink():
             continue
-        for path in sorted(folder.rglob("*"), reverse=True):  # files before their folders
-            if path.is_file() and path.resolve() not in keep:
-                path.unlink()
-                removed.append(path)
-            elif path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+        for path in sorted(folder.rglob("*"), reverse=True):  # the folders left empty, deepest first
+            if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
                 path.rmdir()
         if not any(folder.iterdir()):
             folder.rmdir()

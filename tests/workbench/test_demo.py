@@ -31,6 +31,26 @@ def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
     assert "Readable circuit" not in html and "Manifold:" not in html
 
 
+@pytest.mark.skipif(not (world_dir() / "manifest.json").is_file(), reason="data/world is not built")
+def test_a_demo_with_a_bad_prompt_writes_nothing_over_an_earlier_run(tmp_path, capsys):
+    """QA pass 30: each prompt's graph was saved as it was traced, so an unknown word in the second prompt left
+    the first one's new graph beside the earlier run's report."""
+    from tests.helpers_mutants import copy_world
+
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    world = copy_world(tmp_path / "world", parts=("model", "clt", "labels_clt.jsonl", "manifest.json"))
+    manifest = json.loads((world / "manifest.json").read_text())
+    last = list(manifest["demo_prompts"])[-1]
+    manifest["demo_prompts"][last] = "The capital of the region containing Zzqxy is"
+    (world / "manifest.json").write_text(json.dumps(manifest))
+    argv = ["demo", "--world", str(world), "--transcoder", "clt", "--out", str(out), "--quiet", "--no-analyses"]
+    assert main(argv) == 2  # the CLT's first graph differs from the earlier PLT one: it must not be written
+    assert "'Zzqxy'" in capsys.readouterr().err
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
 def test_demo_bad_world_exits_2(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--world", str(tmp_path / "nowhere"), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -126,11 +146,12 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
     rebuilt = steer_demo_prompt(loaded, tcs, out / "manifold" / "day_word", inputs, scratch=tmp_path / "b", **kw)
     assert list(rebuilt.top_token) == list(found.top_token) and rebuilt.value == found.value == 4
     # a tracing-only run into the same folder leaves no supernodes or manifolds of the full run beside it
-    (out / "graphs" / "notes.txt").write_text("a file of the user's in a demo folder is a demo file")
+    (out / "graphs" / "notes.txt").write_text("a file of the user's in a demo folder is kept (it was removed)")
     (out / "mine.txt").write_text("a file of the user's next to the demo folders is kept")
     assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
     assert not (out / "supernodes").exists() and not (out / "manifold").exists()
-    assert sorted(p.name for p in (out / "graphs").iterdir()) == sorted(f"{n}.safetensors" for n in summary["graphs"])
+    assert sorted(p.name for p in (out / "graphs").iterdir()) == sorted(
+        [f"{n}.safetensors" for n in summary["graphs"]] + ["notes.txt"])
     assert (out / "mine.txt").is_file() and "circuit" not in json.loads((out / "summary.json").read_text())["graphs"][
         "day_arith"]
 
