@@ -8,7 +8,14 @@ import pytest
 
 from workbench.cli_safety import run_script
 from workbench.paths import world_dir
-from workbench.scoring.truth_stability import key_agreement, main, same_records, stability, truth_roles
+from workbench.scoring.truth_stability import (
+    key_agreement,
+    main,
+    same_records,
+    stability,
+    truth_config,
+    truth_roles,
+)
 
 CYCLIC = {"day", "month", "hue"}
 WORLD = world_dir()
@@ -35,6 +42,19 @@ def test_same_records_compare_every_field_not_only_the_purity_key() -> None:
     assert same_records(shipped, {(0, 0): SimpleNamespace(**vars(shipped[(0, 0)]))})
     assert not same_records(shipped, {(0, 0): SimpleNamespace(**{**vars(shipped[(0, 0)]), "value": "Friday"})})
     assert not same_records(shipped, {**shipped, (0, 1): shipped[(0, 0)]})
+
+
+def test_the_truth_is_re_run_with_the_settings_the_world_recorded() -> None:
+    """QA pass 30: the re-run used the default TruthConfig (6,000 sentences), so a world built with other settings
+    (a tiny world's 600) was never "reproduced"."""
+    from tracer.errors import WorkbenchError
+    from workbench.world.truth import TruthConfig
+
+    made = truth_config({"truth": {"config": {"n_sentences": 600, "stream": "truth", "min_fires": 3}}})
+    assert made == TruthConfig(n_sentences=600, min_fires=3)
+    assert truth_config({}) == TruthConfig()  # a manifest without the record: the defaults
+    with pytest.raises(WorkbenchError, match="must record a valid truth config"):
+        truth_config({"truth": {"config": {"word_share": 2.0}}})
 
 
 def test_truth_roles_give_one_role_per_key() -> None:

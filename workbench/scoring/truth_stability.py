@@ -29,6 +29,7 @@ results, and nothing here changes a default.
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -107,6 +108,18 @@ def pipeline_purity(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], g
     return out
 
 
+def truth_config(manifest: dict[str, Any]) -> TruthConfig:
+    """The TruthConfig the world's truth was made with (its manifest's ``truth.config``; the defaults where a
+    manifest does not record it)."""
+    recorded = (manifest.get("truth") or {}).get("config") or {}
+    known = {f.name for f in dataclasses.fields(TruthConfig)}
+    try:
+        return TruthConfig(**{k: v for k, v in recorded.items() if k in known})
+    except (TypeError, ValueError) as err:
+        raise WorkbenchError(f"the world's manifest must record a valid truth config; got {recorded!r} ({err}). "
+                             "Rebuild the truth with `workbench world truth`.") from None
+
+
 def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, coactivation_sentences: int,
               verbose: bool) -> dict[str, Any]:
     """The report of the module docstring, per transcoder kind."""
@@ -121,10 +134,12 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
     spec, seed = manifest_spec(manifest), int(manifest["seed"])
     loaded = load_model(world / "model")
     tcs = {kind: load_transcoders(world / kind, n_layers=loaded.n_layers, d_model=loaded.d_model) for kind in kinds}
-    runs = {name: world_truth(loaded.model, loaded.tokenizer, spec, tcs, seed=seed, cfg=TruthConfig(stream=name))
-            for name in dict.fromkeys((TruthConfig().stream, stream))}
+    made = truth_config(manifest)  # the world's own truth settings (a tiny world's corpus is smaller)
+    runs = {name: world_truth(loaded.model, loaded.tokenizer, spec, tcs, seed=seed,
+                              cfg=dataclasses.replace(made, stream=name))
+            for name in dict.fromkeys((made.stream, stream))}
     prompts = prompts_to_score(manifest, n_prompts)
-    report: dict[str, Any] = {"stream": stream, "truth_stream": TruthConfig().stream, "n_prompts_per_set": n_prompts,
+    report: dict[str, Any] = {"stream": stream, "truth_stream": made.stream, "n_prompts_per_set": n_prompts,
                               "coactivation_sentences": coactivation_sentences}
     for kind in kinds:
         shipped = load_truth(world / f"feature_truth_{kind}.jsonl")
@@ -134,10 +149,9 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
         context, roles, _ = coactivation_sample(world, kind, coactivation_sentences)
         stable = {k for k in shipped if truth_key(shipped[k], cyclic, level="value")
                   == truth_key(rerun[stream][k], cyclic, level="value")}
-        own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, TruthConfig(),
-                                                                                              seed))
+        own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, made, seed))
         report[kind] = {
-            "reproduced": same_records(shipped, rerun[TruthConfig().stream]),
+            "reproduced": same_records(shipped, rerun[made.stream]),
             "other_corpus": key_agreement(shipped, rerun[stream], cyclic),
             "purity_rerun_truth_as_roles": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped, cyclic,
                                                            context, truth_roles(rerun[stream], cyclic)),
