@@ -177,7 +177,10 @@ def test_edges_of_the_ranges_are_accepted() -> None:
     (["--baseline-timeout", "inf"], "baseline_timeout must be a finite number"),
     (["--seed", str(2**63)], "seed must be an integer in [0, 2**63)"),
     (["--prompt-seed", str(2**64)], "prompt_seed must be an integer in [0, 2**63)"),
-    (["--n-tokens", "4,4"], "n_tokens must not repeat a value; got 4"),
+    (["--n-tokens", "4,4"], "--n-tokens must name each entry once; got '4' twice"),
+    (["--n-tokens", "1 6"], "--n-tokens must be comma-separated integers; got '1 6'"),  # it read 16
+    (["--n-tokens", "8,,16"], "--n-tokens must be comma-separated entries, none empty"),
+    (["--device", "cuda:x"], "device must be"),  # a traceback from the GEMM peak
     (["--n-tokens", "16,5000"], "--n-tokens must be <= the benchmark model's context (4096 tokens); got 5000"),
     (["--n-tokens", "100000", "--calib-len", "8"], "context (4096 tokens); got 100000"),
 ])

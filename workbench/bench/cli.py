@@ -94,14 +94,10 @@ def check_work_dir(work_dir: Path) -> None:
 
 
 def parse_n_tokens(text: str) -> tuple[int, ...]:
-    from tracer.errors import WorkbenchError
+    """``--n-tokens "16,64"`` -> (16, 64); an empty entry ("8,,16") or a spaced number ("1 6" read 16) is refused."""
+    from workbench.cli_safety import int_items
 
-    try:
-        values = tuple(int(x) for x in text.replace(" ", "").split(",") if x)
-    except ValueError:
-        raise WorkbenchError(f"--n-tokens must be comma-separated integers; got {text!r}. "
-                             "Example: 16,64,256") from None
-    return values
+    return tuple(int_items(text, "--n-tokens"))
 
 
 def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConfig"]:
@@ -123,6 +119,9 @@ def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConf
         work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
     )
     check_fits(spec, cfg)
+    from tracer.models.loading import parse_device
+
+    parse_device(cfg.device)  # "cuda" without CUDA ended in a traceback from the GEMM peak
     return spec, cfg
 
 
