@@ -241,3 +241,22 @@ def test_help_states_each_default_once() -> None:
         assert helps[flag].count("default") == 1, helps[flag]
     assert "XDG_CACHE_HOME" in helps["--work-dir"] and "~/.cache/manifold-workbench/bench" in helps["--work-dir"]
     assert helps["--gemm-seconds"].endswith("(default 2.0)") and helps["--seed"].endswith("(default 0)")
+
+
+def test_a_baseline_that_is_not_installed_is_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """QA pass 30: without circuit-tracer the default --baseline measured ours only, without a word."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "circuit_tracer" else real(name, *a))
+    cfg = BenchConfig(transcoders=("plt",), n_tokens=(6,), work_dir=tmp_path)
+    with caplog.at_level("WARNING"):
+        assert run.resolve_baseline(cfg, ModelSpec()) is None
+    assert "circuit-tracer is not installed here: measuring ours only" in caplog.text
+    caplog.clear()
+    import dataclasses
+
+    assert run.resolve_baseline(dataclasses.replace(cfg, run_baseline=False), ModelSpec()) is None
+    assert "circuit-tracer" not in caplog.text  # --no-baseline: nothing to say

@@ -60,6 +60,8 @@ def resolve_baseline(cfg: BenchConfig, spec: ModelSpec) -> Baseline | None:
     python = cfg.baseline_python
     if python is None:
         if not cfg.baseline_backends and importlib.util.find_spec("circuit_tracer") is None:
+            logger.warning("circuit-tracer is not installed here: measuring ours only (pass --baseline-python PYTHON "
+                           "of an environment that has it, or --no-baseline to say so)")
             return None
         python = sys.executable
     backends = cfg.baseline_backends or (("transformerlens",) if spec.arch == "qwen3" else ("nnsight",))
