@@ -380,6 +380,21 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def read_discovery(path: Path) -> dict[str, Any]:
+    """A `workbench manifold discover` discovery.json (what the report takes from it: families_from and
+    feature_layers), or a one-line error."""
+    from tracer.io import loads_json
+
+    try:
+        doc = loads_json(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise WorkbenchError(f"--discovery must be a readable discovery.json; got {str(path)!r} ({err}).") from None
+    if not isinstance(doc, dict) or not {"families_from", "feature_layers"} <= set(doc):
+        raise WorkbenchError(f"--discovery must be a discovery.json of `workbench manifold discover` (with "
+                             f"families_from and feature_layers); got {str(path)!r}.")
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
@@ -402,10 +417,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise WorkbenchError(f"--families must be families of the world ({', '.join(manifest.get('families', {}))}); "
                              f"got {unknown[0]!r}.")
-    args.out.mkdir(parents=True, exist_ok=True)
+    disc = read_discovery(args.discovery) if args.discovery else None  # before any work, as --map-layer
     loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
-    disc = json.loads(args.discovery.read_text()) if args.discovery else None
+    if not 0 <= args.map_layer < tcs.n_layers:  # it failed after every fit (and -1 read the last layer)
+        raise WorkbenchError(f"--map-layer must be a PLT layer in [0, {tcs.n_layers - 1}]; got {args.map_layer}.")
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.run_discovery:
         from workbench.manifold_world_discovery import format_ranking, run_discovery
 

@@ -2,6 +2,7 @@
 along it moves the answer (a small, fast subset of `python -m workbench.manifold_world`)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -126,3 +127,24 @@ def test_a_world_without_its_truth_is_one_clear_error(tmp_path) -> None:
     manifest = json.loads((world / "manifest.json").read_text())
     with pytest.raises(WorkbenchError, match="--world must hold its per-feature truth.*--family-source labels"):
         world_family(load_model(world / "model"), tmp_path, manifest, "hue", 4)
+
+
+@shipped_world
+@pytest.mark.parametrize("extra, message", [
+    (["--map-layer", "5"], "--map-layer must be a PLT layer in [0, 3]; got 5"),
+    (["--map-layer", "-1"], "--map-layer must be a PLT layer in [0, 3]; got -1"),
+    (["--discovery", "NOTJSON"], "--discovery must be a readable discovery.json"),
+    (["--discovery", "OTHERJSON"], "--discovery must be a discovery.json of `workbench manifold discover`"),
+])
+def test_bad_map_layer_and_discovery_files_are_refused_before_any_fit(tmp_path, extra, message) -> None:
+    """QA pass 30: --map-layer 5 failed after every fit (IndexError), -1 read the last layer, and a discovery
+    file that was not one ended in KeyError / JSONDecodeError."""
+    from tracer.errors import WorkbenchError
+    from workbench.manifold_world import main
+
+    (tmp_path / "NOTJSON").write_text("not json")
+    (tmp_path / "OTHERJSON").write_text('{"x": 1}')
+    argv = [str(tmp_path / x) if x in ("NOTJSON", "OTHERJSON") else x for x in extra]
+    with pytest.raises(WorkbenchError, match=re.escape(message)):
+        main(["--out", str(tmp_path / "out"), "--families", "day", "--no-causal", *argv])
+    assert not (tmp_path / "out").exists()
