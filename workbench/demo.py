@@ -244,8 +244,10 @@ def headline(graphs: dict[str, Any], manifolds: dict[str, Any]) -> list[str]:
     for family, m in manifolds.items():
         if family == "discovery":
             if "ranking" in m:
-                lines.append(f"discovery at transcoder layer {m['feature_layer']}: {', '.join(m['ranking'][:4])}, ... "
-                             f"(cyclic families first: {m['cyclic_above_all_other']})")
+                more = ", ..." if len(m["ranking"]) > 4 else ""
+                verdict = {True: "yes", False: "no", None: "no ring evidence to compare"}[m["cyclic_above_all_other"]]
+                lines.append(f"discovery at transcoder layer {m['feature_layer']}: {', '.join(m['ranking'][:4])}{more} "
+                             f"(cyclic families first: {verdict})")
             continue
         a, steer = m["answer"], m["steering_demo_prompt"]
         order = "in order" if a["order_matches"] else "out of order"

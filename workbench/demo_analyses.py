@@ -206,9 +206,17 @@ def discovery_view(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest:
                                            "(pip install ripser, the topology extra, for the full score).")),
         rows=rows, figures=figures, files={"discovery result": str(out / "discovery.json")})
     stats = {"feature_layer": layer, "ranking": list(est.ranking_), "persistence": result.persistence,
-             "cyclic_first": first_other, "cyclic_above_all_other": all(not r.cyclic for r in rows[first_other:]),
+             "cyclic_first": first_other, "cyclic_above_all_other": cyclic_first(rows),
              "seconds": report["seconds"]}
     return view, stats
+
+
+def cyclic_first(rows: list[Any]) -> bool | None:
+    """Whether every cyclic family's ring score is above every other family's (strictly: families tied, e.g. all
+    at 0 with no ring evidence, were "first" by their input order); None when one side has no scored family."""
+    cyc = [r.score for r in rows if r.cyclic and r.score is not None and np.isfinite(r.score)]
+    other = [r.score for r in rows if not r.cyclic and r.score is not None and np.isfinite(r.score)]
+    return None if not cyc or not other else bool(min(cyc) > max(other))
 
 
 def _fit(loaded: LoadedModel, tcs: Transcoders, world: Path, family: str, layer: int, position: str, out: Path,

@@ -204,3 +204,15 @@ def test_demo_threads_default_to_one_and_zero_is_refused(tmp_path, capsys) -> No
     assert "--threads must be an integer in [1, " in err and not (tmp_path / "d").exists()
     assert main(["demo", "--threads", "100000", "--out", str(tmp_path / "d")]) == 2  # crashed torch's pools
     assert "got 100000." in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_cyclic_first_needs_higher_scores_not_an_order_of_ties() -> None:
+    """QA pass 30: with every ring score 0 (no ring evidence) the input order made the cyclic families "first"."""
+    from types import SimpleNamespace as Row
+
+    from workbench.demo_analyses import cyclic_first
+
+    tied = [Row(score=0.0, cyclic=True), Row(score=0.0, cyclic=True), Row(score=0.0, cyclic=False)]
+    assert cyclic_first(tied) is False
+    assert cyclic_first([Row(score=0.3, cyclic=True), Row(score=0.1, cyclic=False)]) is True
+    assert cyclic_first([Row(score=0.3, cyclic=True), Row(score=None, cyclic=False)]) is None
