@@ -146,7 +146,7 @@ def test_a_world_left_aside_by_a_killed_swap_is_put_back(old_world: Path, monkey
 def test_build_refuses_a_folder_that_is_not_a_world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(build, "_build", _fake_build(2))
     (tmp_path / "thesis.tex").write_text("\\begin{document}")
-    with pytest.raises(WorkbenchError, match="out_dir must be a new or empty folder or a built world"):
+    with pytest.raises(WorkbenchError, match=r"out_dir \(--out\) must be a new or empty folder or a built world"):
         build.build_world(tmp_path, seed=0)
     assert os.listdir(tmp_path) == ["thesis.tex"]
     half = tmp_path / "half"  # what an interrupted build of an older version left: accepted, and replaced
@@ -275,7 +275,7 @@ def test_an_empty_path_flag_is_refused(argv: list[str], flag: str, tmp_path: Pat
 def test_build_world_refuses_an_empty_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(build, "_build", _fake_build(2))
-    with pytest.raises(WorkbenchError, match="out_dir must be a path; got ''"):
+    with pytest.raises(WorkbenchError, match=r"out_dir \(--out\) must be a path; got ''"):
         build.build_world("", seed=0)
     assert os.listdir(tmp_path) == []
 

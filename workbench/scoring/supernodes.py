@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
     p.add_argument("--truth-dir", default=None, help="folder with feature_truth_{plt,clt}.jsonl (default: --world)")
-    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
+    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"],
+                   help="transcoder sets to score (default: plt clt)")
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
     p.add_argument("--interventions", default="demo", choices=["demo", "none", "all"],
                    help="which graphs get the ablation check (default: the two demo graphs)")
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default 3000; 0: none)")
     p.add_argument("--sweep-min-affinity", default="",
                    help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch

@@ -172,11 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
     p.add_argument("--stream", default="families-sample",
                    help="generator stream of the other corpus (default: the supernode scorer's sample stream)")
-    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])
+    p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"],
+                   help="transcoder sets to score (default: plt clt)")
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
     p.add_argument("--coactivation-sentences", type=int, default=3000,
                    help="the scorer's unlabelled sample for the re-run truth's pipeline (default 3000)")
-    p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     import torch

@@ -135,13 +135,13 @@ def check_replaceable(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise WorkbenchError(f"out_dir must be a folder; got the file {str(out)!r}. Pass a folder path.")
+        raise WorkbenchError(f"out_dir (--out) must be a folder; got the file {str(out)!r}. Pass a folder path.")
     if (out / "manifest.json").is_file():
         return
     other = sorted(n for n in os.listdir(out) if _keep_on_rebuild(n) and not n.startswith("README"))
     if other:
-        raise WorkbenchError(f"out_dir must be a new or empty folder or a built world (with manifest.json); got "
-                             f"{str(out)!r}, which holds {other[0]!r} and no manifest.json. The build replaces the "
+        raise WorkbenchError(f"out_dir (--out) must be a new or empty folder or a built world (with manifest.json); "
+                             f"got {str(out)!r}, which holds {other[0]!r} and no manifest.json. The build replaces the "
                              "whole folder: choose a new one.")
 
 
@@ -156,7 +156,7 @@ def build_world(out_dir: str | Path, *, seed: int = 0, tiny: bool = False, progr
     cfg = config or default_config(tiny=tiny)
     out = Path(out_dir)
     if not str(out_dir):
-        raise WorkbenchError("out_dir must be a path; got ''.")
+        raise WorkbenchError("out_dir (--out) must be a path; got ''.")
     check_replaceable(out)
     threads = torch.get_num_threads()
     torch.set_num_threads(cfg.threads)

@@ -12,9 +12,12 @@ from workbench.cli_safety import path_arg
 
 def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     """Add the `world` sub-command (actions: `build`, `truth`)."""
-    world = subparsers.add_parser("world", help="build the embedded demo world (language, model, transcoders)")
+    world = subparsers.add_parser("world", help="build the embedded demo world (language, model, transcoders)",
+                                  description="Build the embedded demo world (language, model, transcoders), or "
+                                              "re-run its per-feature truth.")
     actions = world.add_subparsers(dest="world_action", metavar="ACTION")
-    build = actions.add_parser("build", help="regenerate the whole demo world from a seed")
+    build = actions.add_parser("build", help="regenerate the whole demo world from a seed",
+                               description="Regenerate the whole demo world from a seed.")
     build.add_argument("--out", required=True, type=path_arg,
                        help="output folder: a new one, or a world to replace whole (only once the build is complete; "
                             "files the build does not write, like README.md, are kept)")
