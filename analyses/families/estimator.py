@@ -40,7 +40,7 @@ from analyses.families.cluster import (
 )
 from analyses.families.coactivation import as_csr, check_self_column, coactivation_profiles, jaccard_pairs
 from analyses.families.config import FamiliesConfig
-from analyses.families.knn import content_key, knn, knn_affinity, unit_rows
+from analyses.families.knn import content_key, knn, knn_affinity, neighbour_width, unit_rows
 from analyses.families.results import Family, FeatureFamiliesResult, family_label
 from analyses.families.tokens import (
     assign_token_families,
@@ -243,8 +243,9 @@ class FeatureFamilies(Estimator):
                     verbose: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(family per row, decoder kNN index (n, k), cosine (n, k)) over every group (layer) of rows."""
         family = np.full(U.shape[0], -1, dtype=np.int64)
-        knn_index = np.full((U.shape[0], self.n_neighbors), -1, dtype=np.int64)
-        knn_cos = np.full((U.shape[0], self.n_neighbors), -np.inf, dtype=np.float32)
+        k = neighbour_width(self.n_neighbors, groups)
+        knn_index = np.full((U.shape[0], k), -1, dtype=np.int64)
+        knn_cos = np.full((U.shape[0], k), -np.inf, dtype=np.float32)
         self._bar = tqdm(groups, desc="feature families", unit="layer" if self.per_layer else "group",
                          disable=not verbose)
         try:
@@ -256,7 +257,7 @@ class FeatureFamilies(Estimator):
                 sub_self = None if ctx_self is None else ctx_self[rows]
                 contiguous = rows[-1] - rows[0] + 1 == rows.size
                 U_rows = U[rows[0]:rows[-1] + 1] if contiguous else U[rows]  # a view when it can be: no copy
-                fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self)
+                fam, idx, cos = self._fit_group(U_rows, sub_A, C, sub_self, k)
                 family[rows] = np.where(fam >= 0, fam + family.max() + 1, -1)
                 knn_index[rows] = np.where(idx >= 0, rows[np.maximum(idx, 0)], -1)
                 knn_cos[rows] = cos
@@ -266,10 +267,10 @@ class FeatureFamilies(Estimator):
         return family, knn_index, knn_cos
 
     def _fit_group(self, U: np.ndarray, A: sp.csr_matrix | None, C: sp.csr_matrix | None,
-                   ctx_self: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(family labels, decoder kNN index, cosine) of one group of unit decoder rows U (n, d)."""
+                   ctx_self: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(family labels, decoder kNN index, cosine (n, k)) of one group of unit decoder rows U (n, d)."""
         n = U.shape[0]
-        idx, cos = knn(U, self.n_neighbors, method=self.knn, exact_max=self.exact_max,
+        idx, cos = knn(U, k, method=self.knn, exact_max=self.exact_max,
                        random_state=self.random_state)
         self._tick("knn")
         method = self.clustering if self.clustering != "auto" else ("average" if n <= self.dense_max else "hdbscan")

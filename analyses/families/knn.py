@@ -6,6 +6,7 @@ index excluded. Rows with fewer than ``k`` other rows are padded with index -1 a
 """
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -116,6 +117,13 @@ def approx_knn(U: np.ndarray, k: int, *, random_state: int = 0, proj_dim: int = 
     index[:, : got_idx.shape[1]] = np.where(keep, got_idx, -1)
     cosine[:, : got_idx.shape[1]] = got_sim
     return index, cosine
+
+
+def neighbour_width(n_neighbors: int, groups: Sequence[np.ndarray]) -> int:
+    """Columns of the kNN lists: ``n_neighbors``, but no more than the largest group has other rows (at least 1),
+    so that a huge ``n_neighbors`` asks for no more memory than every neighbour takes."""
+    largest = max((len(g) for g in groups), default=1)
+    return max(1, min(int(n_neighbors), largest - 1))
 
 
 def knn(U: np.ndarray, k: int, *, method: str = "auto", exact_max: int = 50_000,

@@ -115,3 +115,14 @@ def test_a_period_larger_than_the_points_allow_is_refused_before_allocating() ->
     with pytest.raises(ValueError, match="got 10 points for a period of 5"):
         ManifoldFit(period=5, min_points_per_value=3).fit(X, y)
     assert ManifoldFit(period=5, min_points_per_value=2).fit(X, y).result_.period == 5
+
+
+def test_a_huge_n_neighbors_asks_only_for_the_neighbours_there_are() -> None:
+    """n_neighbors=10**12 ended in a MemoryError (kNN lists allocated at that width); it means "every neighbour"."""
+    X = np.random.default_rng(0).normal(size=(40, 8))
+    every = FeatureFamilies(n_neighbors=39).fit(X).result_
+    huge = FeatureFamilies(n_neighbors=10**12).fit(X).result_
+    assert huge.knn_index.shape == (40, 39)
+    np.testing.assert_array_equal(huge.knn_index, every.knn_index)
+    np.testing.assert_array_equal(huge.family, every.family)
+    assert FeatureFamilies(n_neighbors=5).fit(X).result_.knn_index.shape == (40, 5)
