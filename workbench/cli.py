@@ -18,7 +18,9 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, NoReturn
+from typing import Any
+
+from workbench.cli_parser import DefaultsFormatter, Parser, RawDefaultsFormatter
 
 # subcommand name -> module that defines register(subparsers). One registry: the CLI's choices
 # and its help come from here.
@@ -38,49 +40,10 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-_SINGLE = (argparse._StoreAction, argparse._StoreConstAction, argparse.BooleanOptionalAction)
-"""Options that hold one value (store, store_true / false / const, --x/--no-x): given once at most.
-Appending, counting and custom actions (e.g. intervene's --set / --scale / --add) repeat freely."""
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input, and an
-    option given twice (``--out a --out b``, or ``--x --no-x``) is a usage error, not "the last wins"."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
-
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
-        leaf = not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
-        if args is not None and leaf:
-            self._refuse_repeats(list(args))  # a leaf parser: every option here is its own
-        parsed, extras = super().parse_known_args(args, namespace)
-        if leaf and extras:  # said by the command that does not know them, not by "workbench"
-            self.error(f"unrecognized arguments: {' '.join(extras)}")
-        return parsed, extras
-
-    def _refuse_repeats(self, args: list[str]) -> None:
-        seen: dict[str, tuple[str, object]] = {}  # dest -> (option as given, what it sets)
-        for arg in args:
-            if arg == "--":
-                break
-            action = self._option_string_actions.get(arg.split("=", 1)[0]) if arg.startswith("-") else None
-            if action is None or not isinstance(action, _SINGLE) or action.dest == argparse.SUPPRESS:
-                continue
-            opt = arg.split("=", 1)[0]
-            sets = (not opt.startswith("--no-") if isinstance(action, argparse.BooleanOptionalAction)
-                    else action.const if action.nargs == 0 else None)
-            if action.dest in seen and (action.nargs != 0 or seen[action.dest][1] != sets):
-                first = seen[action.dest][0]
-                what = "given twice" if first == opt else f"conflicts with {first}"
-                self.error(f"argument {opt}: {what}; give it once")
-            seen[action.dest] = (opt, sets)
-
-
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; given the command line, only the named subcommand's module is imported (all of
     them for help, errors or no subcommand), so that a run does not pay for the others."""
-    parser = _Parser(
+    parser = Parser(
         prog="workbench",
         description="Attribution graphs through transcoders, and feature-geometry analyses.",
     )
@@ -104,24 +67,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if "--verbose" not in command._option_string_actions:
             command.add_argument("--verbose", "-v", action="store_true", help="debug logging")
         raw = command.formatter_class in (argparse.RawDescriptionHelpFormatter, argparse.RawTextHelpFormatter)
-        command.formatter_class = _RawDefaultsFormatter if raw else _DefaultsFormatter
+        command.formatter_class = RawDefaultsFormatter if raw else DefaultsFormatter
     return parser
-
-
-class _DefaultsFormatter(argparse.HelpFormatter):
-    """Every option's help ends with its default, unless the help already states it (or there is none to
-    state: None, a flag that is off, a required option)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        text = action.help or ""
-        if (not action.option_strings or action.required or action.default in (None, False, argparse.SUPPRESS)
-                or "default" in text.lower() or isinstance(action, argparse.BooleanOptionalAction)):
-            return action.help
-        return f"{text} (default: %(default)s)"
-
-
-class _RawDefaultsFormatter(argparse.RawDescriptionHelpFormatter, _DefaultsFormatter):
-    """:class:`_DefaultsFormatter` that keeps the description's own line breaks."""
 
 
 def _leaf_parsers(sub: "argparse._SubParsersAction[Any]") -> list[argparse.ArgumentParser]:

@@ -45,6 +45,7 @@ from tracer.folders import folder_hint
 from tracer.io import atomic_write_json, loads_json
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
+from workbench.cli_parser import script_parser
 from workbench.manifold_inputs import POSITIONS, FitInputs, default_answers
 from workbench.manifold_points import PointSet, collect_points, prompt_records
 from workbench.manifold_scoring import (
@@ -364,7 +365,7 @@ def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dic
 def _parser() -> argparse.ArgumentParser:
     from workbench.config_cli import add_config_arguments
 
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap = script_parser("python -m workbench.manifold_world", (__doc__ or "").split("\n")[0])
     ap.add_argument("--world", type=Path, default=None, help="world folder (default: the shipped data/world)")
     ap.add_argument("--out", type=Path, required=True, help="folder for world_manifolds.json and plots")
     ap.add_argument("--families", default=",".join(FAMILIES), help="comma-separated families")

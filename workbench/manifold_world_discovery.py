@@ -12,7 +12,6 @@ above every non-cyclic one. ``python -m workbench.manifold_world_discovery --out
 ``world_discovery.json`` (with a per-family ``scorecard`` for :mod:`workbench.manifold_world`).
 """
 
-import argparse
 import json
 import logging
 import time
@@ -24,6 +23,7 @@ import torch
 
 from analyses.manifolds.discovery import ManifoldDiscovery
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 from workbench.manifold_discover_run import (
     corpus_store,
     discover_layer,
@@ -129,7 +129,7 @@ def format_ranking(report: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     from workbench.paths import world_dir
 
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap = script_parser("python -m workbench.manifold_world_discovery", (__doc__ or "").split("\n")[0])
     ap.add_argument("--world", type=Path, default=None, help="world folder (default: the shipped data/world)")
     ap.add_argument("--out", type=Path, required=True, help="folder for world_discovery.json")
     ap.add_argument("--families", default="labels", help="'labels' (label families) or a FeatureFamilies JSON")

@@ -11,7 +11,7 @@ from tests.reference import dense_prune as ref
 from tests.tracer.test_ct_import import _save_ct
 from tracer.graph import Graph, PruneConfig, graph_scores, load_prune_result, prune_graph
 from tracer.labels import FeatureLabel, save_labels
-from workbench import cli
+from workbench import cli, cli_parser
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_repeats_refused_only_for_options_that_hold_one_value(capsys: pytest.Cap
                      option_string: str | None = None) -> None:
             namespace.specs = [*(getattr(namespace, "specs", None) or []), (option_string, values)]
 
-    parser = cli._Parser(prog="t")
+    parser = cli_parser.Parser(prog="t")
     parser.add_argument("--flag", action=argparse.BooleanOptionalAction, default=False)
     parser.add_argument("--fast", action="store_true", dest="speed")
     parser.add_argument("--slow", action="store_false", dest="speed")

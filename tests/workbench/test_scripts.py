@@ -63,3 +63,25 @@ def test_run_script_keeps_bugs_and_ends_interrupts_cleanly(capsys):
 
     assert run_script(bad, "python -m script") == 2
     assert capsys.readouterr().err == "python -m script: error: n must be >= 1; got 0.\n"
+
+
+SCRIPTS = ["workbench.manifold_world", "workbench.manifold_world_discovery", "workbench.scoring.supernodes",
+           "workbench.scoring.truth_stability", "workbench.bench.load_checks", "workbench.bench.families_world",
+           "workbench.bench.supernodes", "workbench.bench.activations", "workbench.bench.discovery_rule",
+           "workbench.bench.token_classes_scale", "workbench.bench.families_scale"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_answers_usage_errors_in_one_line_like_the_cli(name, capsys):
+    """They were plain argparse: a usage block, a program name of 'manifold_world.py', '--out a --out b' taken."""
+    import importlib
+
+    main = importlib.import_module(name).main
+    required = ["--tiny-world", "t"] if name.endswith("families_world") else []
+    for argv, needle in (([*required, "--out", "a.json", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+                         (["--out", "a.json", "--out", "b.json"], "argument --out: given twice; give it once")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.startswith(f"python -m {name}: error: {needle}. See "), err
+        assert len(err.strip().splitlines()) == 1, err

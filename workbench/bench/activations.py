@@ -28,6 +28,7 @@ from tracer.models.forward import capture
 from tracer.replacement import encode
 from tracer.transcoders.base import Transcoders
 from tracer.transcoders.loaders import load_transcoders
+from workbench.cli_parser import script_parser
 from workbench.paths import world_dir
 
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = script_parser("python -m workbench.bench.activations", __doc__.split("\n\n")[0])
     p.add_argument("--world", default=str(world_dir()), help="demo world folder (default: the shipped one)")
     p.add_argument("--transcoders", default="plt", choices=["plt", "clt"])
     p.add_argument("--backend", default="hf", choices=["hf", "native"], help="model loader (default hf)")

@@ -18,7 +18,6 @@ worst ring's score minus the best other family's. ``python -m workbench.bench.di
 --out rule.json`` (a few minutes; ``--fast`` uses 600 annealing steps instead of the calibrated 3000).
 """
 
-import argparse
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from analyses.manifolds.configs import IrreducibilityConfig
 from analyses.manifolds.discovery import DiscoveryResult, ManifoldDiscovery
 from tracer.io import atomic_write_json
 from workbench.bench.planted_families import FamilySpec, PlantedLayer, default_specs, planted_families
+from workbench.cli_parser import script_parser
 
 RULES = {"raw": "raw_score", "engels_dir": "engels_score", "loop": "loop_quality", "loop_irr": "loop_score",
          "h1": "h1_persistence", "ring": "score"}
@@ -77,7 +77,7 @@ def run(seeds: list[int], fractions: list[float], irreducibility: Irreducibility
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap = script_parser("python -m workbench.bench.discovery_rule", (__doc__ or "").split("\n")[0])
     ap.add_argument("--out", type=Path, required=True, help="JSON report")
     ap.add_argument("--seeds", default="0,1,2,3,4,5,6", help="comma-separated seeds")
     ap.add_argument("--fractions", default="0,0.25,0.5", help="strong_fraction values")

@@ -19,7 +19,6 @@ families: over every feature (each background feature and each unassigned featur
 singleton) and over the planted features only. Targets: <= 600 s, <= 6 GiB, ARI >= 0.9.
 """
 
-import argparse
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run(n_features: int, d_model: int, *, seed: int = 0, params: dict[str, Any] 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("python -m workbench.bench.families_scale", __doc__ or "", raw=True)
     parser.add_argument("--n-features", type=int, default=163_840)
     parser.add_argument("--d-model", type=int, default=2560)
     parser.add_argument("--seed", type=int, default=0)

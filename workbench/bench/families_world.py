@@ -15,7 +15,6 @@ sample (co-activation and token classes: the ``"coactivation"`` entries) and dec
 a random baseline; ``token_order_spread`` gives every set's ARI over eight word orders (``random_state``).
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -24,6 +23,7 @@ from typing import Any
 
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def run(world: Path, tiny_world: Path, *, n_sentences: int = 3000,
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("python -m workbench.bench.families_world", __doc__ or "", raw=True)
     parser.add_argument("--world", type=Path, default=None, help="the world to score (default: the shipped one)")
     parser.add_argument("--tiny-world", type=Path, required=True, help="tiny world folder (built if missing)")
     parser.add_argument("--n-sentences", type=int, default=3000)

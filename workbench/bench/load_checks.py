@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from workbench.cli_parser import script_parser
+
 _MODULES = ("tracer.models.native", "tracer.models.loading", "tracer.transcoders.loaders",
             "tracer.transcoders.mmap")
 _CHECKS = ("check_weight", "check_file")
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workbench.bench.load_checks", description=__doc__.split("\n\n")[0])
+    p = script_parser("python -m workbench.bench.load_checks", __doc__.split("\n\n")[0])
     p.add_argument("--n-layers", type=int, default=8)
     p.add_argument("--d-model", type=int, default=1024)
     p.add_argument("--n-heads", type=int, default=16)

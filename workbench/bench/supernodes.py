@@ -24,13 +24,13 @@ the same machine load; the JSON holds every run, the medians and the median of t
 circuit / attribute (the target: <= 10%), and the graph's sizes. Prune runs once.
 """
 
-import argparse
 import statistics
 import time
 from pathlib import Path
 from typing import Any
 
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 
 
 def _timed(fn: Any) -> tuple[float, Any]:
@@ -113,7 +113,7 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m workbench.bench.supernodes", description=__doc__.split("\n\n")[0])
+    p = script_parser("python -m workbench.bench.supernodes", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--n-tokens", type=int, default=64, help="prompt length, BOS included (default 64)")
     p.add_argument("--transcoder", nargs="+", default=["plt", "clt"], choices=["plt", "clt"])

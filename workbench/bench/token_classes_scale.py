@@ -17,7 +17,6 @@ same sample (:func:`analyses.families.roles.feature_roles`: the token step again
 role), with the peak RSS after it.
 """
 
-import argparse
 import json
 import logging
 import sys
@@ -30,6 +29,7 @@ import scipy.sparse as sp
 
 from tracer.io import atomic_write_json
 from workbench.bench.families_scale import ari_with_singletons, peak_rss_gib
+from workbench.cli_parser import script_parser
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def timed_roles(d: dict[str, Any], n_features: int, seconds: dict[str, float]) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser("python -m workbench.bench.token_classes_scale", __doc__ or "", raw=True)
     parser.add_argument("--d-vocab", type=int, default=151_936)
     parser.add_argument("--d-model", type=int, default=2560)
     parser.add_argument("--n-rows", type=int, default=20_000)

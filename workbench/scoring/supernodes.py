@@ -41,7 +41,6 @@ graph's numbers, per-set and overall summaries, and whether each target is met. 
 anything: the clustering runs with its defaults and never sees the labels or the truth.
 """
 
-import argparse
 import json
 import logging
 import math
@@ -56,6 +55,7 @@ import numpy as np
 
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 from workbench.world.truth import load_truth
 
 logger = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ def parse_cuts(text: str) -> list[float]:
 def main(argv: list[str] | None = None) -> int:
     from workbench.paths import world_dir
 
-    p = argparse.ArgumentParser(prog="python -m workbench.scoring.supernodes", description=__doc__.split("\n\n")[0])
+    p = script_parser("python -m workbench.scoring.supernodes", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
     p.add_argument("--truth-dir", default=None, help="folder with feature_truth_{plt,clt}.jsonl (default: --world)")

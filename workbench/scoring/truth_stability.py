@@ -28,7 +28,6 @@ Both purities read the truth (its procedure, or its sentences): they are diagnos
 results, and nothing here changes a default.
 """
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -43,6 +42,7 @@ import numpy as np
 
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
+from workbench.cli_parser import script_parser
 from workbench.scoring.supernodes import (
     coactivation_sample,
     prompts_to_score,
@@ -166,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.cli_safety import check_out, need_input
     from workbench.paths import world_dir
 
-    p = argparse.ArgumentParser(prog="python -m workbench.scoring.truth_stability",
-                                description=__doc__.split("\n\n")[0])
+    p = script_parser("python -m workbench.scoring.truth_stability", __doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--world", default=None, help="world folder (default: the embedded demo world)")
     p.add_argument("--stream", default="families-sample",
