@@ -275,7 +275,7 @@ def test_ct_runner_imports_nothing_of_ours() -> None:
 def test_cli_bad_input_is_one_line_exit_2(bench_cli, tmp_path: Path) -> None:
     status, _, err = bench_cli(*with_flags(TINY_FLAGS, ["--n-layers", "0"]), "--work-dir", str(tmp_path),
                                "--out", str(tmp_path / "o.json"))
-    assert status == 2 and "n_layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
+    assert status == 2 and "--n-layers must be a positive integer" in err and len(err.strip().splitlines()) == 1
     status, _, err = bench_cli(*TINY_FLAGS, "--n-tokens", "8,x", "--work-dir", str(tmp_path), "--out",
                                str(tmp_path / "o.json"))
     assert status == 2 and "--n-tokens must be" in err

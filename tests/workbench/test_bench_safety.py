@@ -171,16 +171,16 @@ def test_edges_of_the_ranges_are_accepted() -> None:
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--final-norm-scale", "inf"], "final_norm_scale must be a finite number"),
-    (["--gemm-seconds", "inf"], "gemm_seconds must be a finite number"),
-    (["--gemm-seconds", "nan"], "gemm_seconds must be a finite number"),
-    (["--baseline-timeout", "inf"], "baseline_timeout must be a finite number"),
-    (["--seed", str(2**63)], "seed must be an integer in [0, 2**63)"),
-    (["--prompt-seed", str(2**64)], "prompt_seed must be an integer in [0, 2**63)"),
+    (["--final-norm-scale", "inf"], "--final-norm-scale must be a finite number"),
+    (["--gemm-seconds", "inf"], "--gemm-seconds must be a finite number"),
+    (["--gemm-seconds", "nan"], "--gemm-seconds must be a finite number"),
+    (["--baseline-timeout", "inf"], "--baseline-timeout must be a finite number"),
+    (["--seed", str(2**63)], "--seed must be an integer in [0, 2**63)"),
+    (["--prompt-seed", str(2**64)], "--prompt-seed must be an integer in [0, 2**63)"),
     (["--n-tokens", "4,4"], "--n-tokens must name each entry once; got '4' twice"),
     (["--n-tokens", "1 6"], "--n-tokens must be comma-separated integers; got '1 6'"),  # it read 16
     (["--n-tokens", "8,,16"], "--n-tokens must be comma-separated entries, none empty"),
-    (["--device", "cuda:x"], "device must be"),  # a traceback from the GEMM peak
+    (["--device", "cuda:x"], "--device must be"),  # a traceback from the GEMM peak
     (["--n-tokens", "16,5000"], "--n-tokens must be <= the benchmark model's context (4096 tokens); got 5000"),
     (["--n-tokens", "100000", "--calib-len", "8"], "context (4096 tokens); got 100000"),
 ])

@@ -10,6 +10,7 @@ See :mod:`workbench.bench.run` (what runs) and :mod:`workbench.bench.report` (wh
 """
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -29,6 +30,8 @@ _MODEL_FLAGS = {
     "--act": ("act", str), "--seed": ("seed", int), "--final-norm-scale": ("final_norm_scale", float),
     "--calib-seqs": ("calib_seqs", int), "--calib-len": ("calib_len", int),
 }
+_BENCH_FLAGS = {"transcoders": "--transcoder", "run_baseline": "--baseline", "baseline_backends": "--baseline-backend"}
+"""BenchConfig fields whose flag is not the field's name (the others: ``--`` + the name with dashes)"""
 _CHOICES = {"--arch": ["qwen3", "llama"], "--act": ["relu", "jumprelu"]}
 WORK_DIR_DEFAULT = (" (default $XDG_CACHE_HOME/manifold-workbench/bench, or ~/.cache/manifold-workbench/bench "
                     "when XDG_CACHE_HOME is unset)")
@@ -103,25 +106,30 @@ def parse_n_tokens(text: str) -> tuple[int, ...]:
 def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConfig"]:
     """(ModelSpec, BenchConfig) from the parsed flags (validation raises WorkbenchError)."""
     from workbench.bench.config import BenchConfig, ModelSpec, default_work_dir
+    from workbench.config_cli import naming_flags
 
     values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _) in _MODEL_FLAGS.items()}
-    spec = ModelSpec(**values, skip=args.skip)
+    with naming_flags({name: flag for flag, (name, _) in _MODEL_FLAGS.items()} | {"skip": "--skip"}):
+        spec = ModelSpec(**values, skip=args.skip)
     choice = args.baseline_backend
     backends = {"auto": (), "both": ("transformerlens", "nnsight")}.get(choice, (choice,))
-    cfg = BenchConfig(
-        transcoders=("plt", "clt") if args.transcoder == "both" else (args.transcoder,),
-        n_tokens=parse_n_tokens(args.n_tokens), max_feature_nodes=args.max_feature_nodes,
-        run_baseline=args.baseline, baseline_python=args.baseline_python, baseline_backends=backends,
-        baseline_max_n_tokens=args.baseline_max_n_tokens, baseline_timeout=args.baseline_timeout,
-        repeats=args.repeats, threads=args.threads, device=args.device, prompt_seed=args.prompt_seed,
-        batch_size=args.batch_size, gemm_seconds=args.gemm_seconds, keep_graphs=args.keep_graphs,
-        trace_format=args.trace_format,
-        work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
-    )
+    with naming_flags(_BENCH_FLAGS | {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(BenchConfig)
+                                      if f.name not in _BENCH_FLAGS}):
+        cfg = BenchConfig(
+            transcoders=("plt", "clt") if args.transcoder == "both" else (args.transcoder,),
+            n_tokens=parse_n_tokens(args.n_tokens), max_feature_nodes=args.max_feature_nodes,
+            run_baseline=args.baseline, baseline_python=args.baseline_python, baseline_backends=backends,
+            baseline_max_n_tokens=args.baseline_max_n_tokens, baseline_timeout=args.baseline_timeout,
+            repeats=args.repeats, threads=args.threads, device=args.device, prompt_seed=args.prompt_seed,
+            batch_size=args.batch_size, gemm_seconds=args.gemm_seconds, keep_graphs=args.keep_graphs,
+            trace_format=args.trace_format,
+            work_dir=Path(args.work_dir) if args.work_dir else default_work_dir(),
+        )
     check_fits(spec, cfg)
     from tracer.models.loading import parse_device
 
-    parse_device(cfg.device)  # "cuda" without CUDA ended in a traceback from the GEMM peak
+    with naming_flags({"device": "--device"}):
+        parse_device(cfg.device)  # "cuda" without CUDA ended in a traceback from the GEMM peak
     return spec, cfg
 
 
