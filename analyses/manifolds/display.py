@@ -248,7 +248,8 @@ def embed_2d(W: np.ndarray, *, method: str = "umap", n_neighbors: int = 15, min_
         raise ImportError("method='umap' needs umap-learn (pip install 'manifold-workbench[maps]'); "
                           "or use method='pca'.") from err
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(W) - 1), min_dist=min_dist, metric="cosine",
-                        random_state=random_state, init="spectral" if len(W) > 3 else "random")  # spectral: > 3 rows
+                        random_state=random_state, init="spectral" if len(W) > 3 else "random",  # spectral: > 3 rows
+                        n_jobs=1)  # seeded runs are single-threaded anyway; saying so spares umap's warning
     return np.asarray(reducer.fit_transform(Wn))
 
 

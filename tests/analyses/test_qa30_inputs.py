@@ -126,3 +126,17 @@ def test_a_huge_n_neighbors_asks_only_for_the_neighbours_there_are() -> None:
     np.testing.assert_array_equal(huge.knn_index, every.knn_index)
     np.testing.assert_array_equal(huge.family, every.family)
     assert FeatureFamilies(n_neighbors=5).fit(X).result_.knn_index.shape == (40, 5)
+
+
+def test_a_seeded_umap_map_says_nothing_about_threads() -> None:
+    """umap warned 'n_jobs value 1 overridden to 1 by setting random_state' on every seeded map (a log line in
+    the CLI)."""
+    import warnings
+
+    from analyses.manifolds.display import embed_2d
+
+    pytest.importorskip("umap")
+    W = np.random.default_rng(0).normal(size=(30, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        assert embed_2d(W, method="umap", random_state=0).shape == (30, 2)
