@@ -180,9 +180,9 @@ def run_demo(args: argparse.Namespace) -> int:
     doc["files"] = written
     atomic_write_json(out / "summary.json", doc, indent=2)
     remove_stale(out, written, earlier)
+    # the scores are the result, on stdout as prune's or cluster's; "wrote ..." is status, on stderr as trace's
+    sys.stdout.write("".join(line + "\n" for line in headline(summary, manifold_stats)))
     if not args.quiet:
-        for line in headline(summary, manifold_stats):
-            print(line, file=sys.stderr)
         print(f"wrote {report} ({len(sections)} graphs) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
     return 0
 

@@ -16,6 +16,9 @@ def test_demo_writes_report_graphs_and_viewer_json(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "--quiet", "--no-analyses"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["graphs"]
+    printed = capsys.readouterr()  # the scores on stdout, --quiet or not (as prune's); "wrote ..." only without it
+    assert printed.out.splitlines() == [line for line in printed.out.splitlines() if ": answer " in line]
+    assert all(f"{name}: answer" in printed.out for name in summary["graphs"]) and not printed.err
     html = (out / "report.html").read_text()
     assert html.startswith("<!doctype html>") and "<svg" in html and "replacement" in html
     assert "http://" not in html.replace("http://www.w3.org", "") and "<script" not in html  # self-contained
