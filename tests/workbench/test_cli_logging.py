@@ -118,3 +118,16 @@ def test_an_unknown_option_is_named_by_its_command(capsys):
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith(f"workbench {name}: error: unrecognized arguments: {unknown}"), err
+
+
+def test_python_dash_m_workbench_is_the_workbench_command() -> None:
+    """`python -m workbench` said "'workbench' is a package and cannot be directly executed"."""
+    from tracer import __version__
+
+    done = subprocess.run([sys.executable, "-m", "workbench", "--version"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"manifold-workbench {__version__}", done
+    done = subprocess.run([sys.executable, "-m", "workbench", "prune"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("workbench prune: error: ") and not done.stdout, done
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
