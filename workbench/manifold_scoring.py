@@ -97,25 +97,39 @@ def make_fit(spec: FitSpec, X: np.ndarray, y: np.ndarray) -> ManifoldFitResult:
 
 
 def point_scores(fit: ManifoldFitResult, X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Per point (n,): res2, tot2, squared angle error, value correct."""
+    """Per point (n,): res2, tot2, squared angle error, value correct; and for the radial diagnostics, the
+    point's distance from the centre over its curve point's (``radius_ratio``) and res2 / tot2 of the point
+    moved along its own direction to its curve point's distance (``res2_matched`` / ``tot2_matched``)."""
     u_hat, u = fit.transform(X), fit.value_coordinate(y)
     Z = fit.project(X)  # (n, m)
-    res2 = ((Z - fit.project(fit.curve(u))) ** 2).sum(1)
+    C = fit.project(fit.curve(u))  # (n, m) the curve at each point's true value
+    res2 = ((Z - C) ** 2).sum(1)
     tot2 = ((Z - Z.mean(0)) ** 2).sum(1)
     err2 = np.angle(np.exp(1j * (u_hat - u))) ** 2
     correct = (fit.coordinate_to_value(u_hat) == y).astype(float)
-    return {"res2": res2, "tot2": tot2, "err2": err2, "correct": correct}
+    radius, curve_radius = np.linalg.norm(Z, axis=1), np.linalg.norm(C, axis=1)  # (n,), (n,)
+    Z_matched = Z * (curve_radius / np.maximum(radius, 1e-12))[:, None]  # (n, m)
+    return {"res2": res2, "tot2": tot2, "err2": err2, "correct": correct,
+            "radius_ratio": radius / np.maximum(curve_radius, 1e-12),
+            "res2_matched": ((Z_matched - C) ** 2).sum(1),
+            "tot2_matched": ((Z_matched - Z_matched.mean(0)) ** 2).sum(1)}
 
 
 def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Pooled R², angle RMSE and value accuracy with 95% intervals over the scored prompts."""
+    """Pooled R², angle RMSE and value accuracy with 95% intervals over the scored prompts; and the mean radius
+    ratio (a point's distance from the centre over its curve point's: below 1, the points sit inside the curve)
+    with its interval, and the R² of the points moved along their own directions to the curve's distance."""
     res2, tot2, err2, correct = (scores[k] for k in ("res2", "tot2", "err2", "correct"))
     idx = resamples(len(res2))  # (B, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         r2_b = 1 - res2[idx].sum(1) / tot2[idx].sum(1)
-    return {"n": len(res2), "r2": float(1 - res2.sum() / tot2.sum()), "r2_ci": interval(r2_b),
-            "angle_rmse": float(np.sqrt(err2.mean())), "angle_rmse_ci": interval(np.sqrt(err2[idx].mean(1))),
-            "accuracy": float(correct.mean()), "accuracy_ci": interval(correct[idx].mean(1))}
+    out = {"n": len(res2), "r2": float(1 - res2.sum() / tot2.sum()), "r2_ci": interval(r2_b),
+           "angle_rmse": float(np.sqrt(err2.mean())), "angle_rmse_ci": interval(np.sqrt(err2[idx].mean(1))),
+           "accuracy": float(correct.mean()), "accuracy_ci": interval(correct[idx].mean(1))}
+    # diagnostics of a miss: how far in or out of the curve the points sit, and the R² without that
+    ratio, res2_m, tot2_m = scores["radius_ratio"], scores["res2_matched"], scores["tot2_matched"]
+    return out | {"radius_ratio": float(ratio.mean()), "radius_ratio_ci": interval(ratio[idx].mean(1)),
+                  "r2_radius_matched": float(1 - res2_m.sum() / tot2_m.sum())}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -148,3 +148,24 @@ def test_bad_map_layer_and_discovery_files_are_refused_before_any_fit(tmp_path, 
     with pytest.raises(WorkbenchError, match=re.escape(message)):
         main(["--out", str(tmp_path / "out"), "--families", "day", "--no-causal", *argv])
     assert not (tmp_path / "out").exists()
+
+
+def test_points_drawn_towards_the_centre_show_in_the_radius_ratio_not_in_the_angle() -> None:
+    """The days' model-held-out miss (R² 0.89) is the points' radius: the diagnostics must tell a shrunk circle
+    (right angles, smaller radius) apart from scattered angles."""
+    from tests.analyses.manifolds.planted import planted_curve
+    from workbench.manifold_scoring import FitSpec, crossfit, model_heldout
+
+    X, y, _ = planted_curve(period=7, n_per_value=24, noise=0.05, seed=3)
+    held = np.arange(len(y)) % 4 == 0
+    centre = np.stack([X[~held & (y == v)].mean(0) for v in range(7)]).mean(0)  # (d,)
+    spec = FitSpec(period=7, names=[str(v) for v in range(7)], layer=0, position="last", source="planted")
+    for shrink in (1.0, 0.6):
+        Xs = X.copy()
+        Xs[held] = centre + shrink * (X[held] - centre)
+        s = model_heldout(spec, Xs, y, held).scores
+        assert abs(s["radius_ratio"] - shrink) < 0.03 and s["radius_ratio_ci"][0] <= s["radius_ratio"]
+        assert s["r2_radius_matched"] > 0.98 and s["angle_rmse"] < 0.1, s
+        assert (s["r2"] > 0.98) == (shrink == 1.0), s  # a shrunk circle loses R², not its angles
+    cross = crossfit(spec, X, y, 5).scores
+    assert abs(cross["radius_ratio"] - 1) < 0.02 and cross["r2_radius_matched"] > 0.98
