@@ -333,6 +333,10 @@ def _facts(where: str, report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{report['r2']:.3f} / {held.get('r2', float('nan')):.3f} ({held.get('n', 0)})"),
            (f"{where}: components (explained variance)",
             f"{report['n_components']} ({report['explained_variance']:.2f})")]
+    if held.get("radius_ratio") is not None:  # why a held-out R² falls: points inside the curve, or off its angles
+        out.insert(2, (f"{where}: held-out points' distance from the centre, share of the curve's / their R² "
+                       "moved to the curve's distance",
+                       f"{held['radius_ratio']:.2f} / {held['r2_radius_matched']:.3f}"))
     if causal.get("fitted_success") is not None:  # a skipped check holds None
         out.append((f"{where}: substitution success, fitted / random subspace / full vector",
                     f"{causal['fitted_success']:.3f} / {causal['random_success']:.3f} / {causal['full_success']:.3f}"))

@@ -104,6 +104,8 @@ def test_demo_analyses_readable_circuits_and_the_day_circle(tmp_path, capsys):
         assert main(["export", stats["graph"], "--supernodes", str(out / "supernodes" / f"{name}.json"),
                      "--format", "neuronpedia", "--out", str(tmp_path / f"np-{name}"), "--quiet"]) == 0
     assert "Readable circuit" in html and "Manifold: days on a circle" in html
+    # why the held-out R² is what it is: the held-out points' radius and their R² at the circle's radius
+    assert re.search(r"held-out points&#x27; distance from the centre.*?<td class=num>0\.\d\d / 0\.9\d\d</td>", html)
     assert "from signed edge profiles, virtual weights, co-activation over 2000 corpus sentences" in html
     day = summary["manifolds"]["day"]
     for where in ("answer", "word"):
