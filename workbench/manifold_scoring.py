@@ -120,16 +120,18 @@ def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:
     ratio (a point's distance from the centre over its curve point's: below 1, the points sit inside the curve)
     with its interval, and the R² of the points moved along their own directions to the curve's distance."""
     res2, tot2, err2, correct = (scores[k] for k in ("res2", "tot2", "err2", "correct"))
+    ratio, res2_m, tot2_m = scores["radius_ratio"], scores["res2_matched"], scores["tot2_matched"]
     idx = resamples(len(res2))  # (B, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         r2_b = 1 - res2[idx].sum(1) / tot2[idx].sum(1)
+        r2_matched_b = 1 - res2_m[idx].sum(1) / tot2_m[idx].sum(1)
     out = {"n": len(res2), "r2": float(1 - res2.sum() / tot2.sum()), "r2_ci": interval(r2_b),
            "angle_rmse": float(np.sqrt(err2.mean())), "angle_rmse_ci": interval(np.sqrt(err2[idx].mean(1))),
            "accuracy": float(correct.mean()), "accuracy_ci": interval(correct[idx].mean(1))}
     # diagnostics of a miss: how far in or out of the curve the points sit, and the R² without that
-    ratio, res2_m, tot2_m = scores["radius_ratio"], scores["res2_matched"], scores["tot2_matched"]
     return out | {"radius_ratio": float(ratio.mean()), "radius_ratio_ci": interval(ratio[idx].mean(1)),
-                  "r2_radius_matched": float(1 - res2_m.sum() / tot2_m.sum())}
+                  "r2_radius_matched": float(1 - res2_m.sum() / tot2_m.sum()),
+                  "r2_radius_matched_ci": interval(r2_matched_b)}
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)

@@ -166,6 +166,7 @@ def test_points_drawn_towards_the_centre_show_in_the_radius_ratio_not_in_the_ang
         s = model_heldout(spec, Xs, y, held).scores
         assert abs(s["radius_ratio"] - shrink) < 0.03 and s["radius_ratio_ci"][0] <= s["radius_ratio"]
         assert s["r2_radius_matched"] > 0.98 and s["angle_rmse"] < 0.1, s
+        assert s["r2_radius_matched_ci"][0] <= s["r2_radius_matched"] <= s["r2_radius_matched_ci"][1]
         assert (s["r2"] > 0.98) == (shrink == 1.0), s  # a shrunk circle loses R², not its angles
     cross = crossfit(spec, X, y, 5).scores
     assert abs(cross["radius_ratio"] - 1) < 0.02 and cross["r2_radius_matched"] > 0.98
