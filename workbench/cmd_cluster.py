@@ -37,6 +37,7 @@ from workbench.cli_threads import add_threads_argument, threaded
 from workbench.cmd_graphtools import SUPERNODES_FORMAT as FORMAT
 from workbench.cmd_graphtools import SUPERNODES_SCHEMA as SCHEMA_VERSION
 from workbench.cmd_graphtools import read_prune
+from workbench.config_cli import flag_name
 
 logger = logging.getLogger(__name__)
 
@@ -381,7 +382,7 @@ def _check_thresholds(given: dict[str, float], recorded: dict[str, float]) -> No
     for key, value in given.items():
         have = recorded.get(key)
         if have is not None and value != have:
-            flag = "--" + key.replace("_", "-")
+            flag = flag_name(key)
             raise WorkbenchError(f"{flag} must match the --prune file's {have:g}; got {value:g}. Drop {flag}, "
                                  "or prune again at it with `workbench prune`.")
 

@@ -81,11 +81,11 @@ def run_trace(args: argparse.Namespace) -> int:
     from tracer.config import AttributionConfig
     from tracer.models import load_model, parse_device, parse_dtype, tokenize
     from tracer.transcoders.loaders import load_transcoders
-    from workbench.config_cli import naming_flags
+    from workbench.config_cli import flag_name, naming_flags
 
     fields = ("max_n_logits", "desired_logit_prob", "batch_size", "max_feature_nodes", "update_interval", "engine",
               "adjacency_dtype")
-    with naming_flags({**{f: "--" + f.replace("_", "-") for f in fields}, "n_workers": "--workers"}):
+    with naming_flags({**{f: flag_name(f) for f in fields}, "n_workers": "--workers"}):
         cfg = AttributionConfig(**{f: getattr(args, f) for f in fields}, n_workers=args.workers,
                                 verbose=not args.quiet)
     dtype, device = parse_dtype(args.dtype), parse_device(args.device)

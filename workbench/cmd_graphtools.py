@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import loads_json
+from workbench.config_cli import flag_name
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +344,7 @@ def _saved_prune(args: argparse.Namespace, graph: Any, grouped_at: dict[str, Any
     if thresholds is None:  # a file that records none (the reference harness's .npz): the thresholds given
         return result, _prune_config(args, grouped_at)
     for key in ("node_threshold", "edge_threshold"):
-        flag, given = "--" + key.replace("_", "-"), getattr(args, key)
+        flag, given = flag_name(key), getattr(args, key)
         if given is not None and given != thresholds[key]:
             raise WorkbenchError(f"{flag} must match the --prune file's {thresholds[key]:g}; got {given:g}. Drop "
                                  f"{flag}, or prune again at it with `workbench prune`.")

@@ -24,6 +24,11 @@ if TYPE_CHECKING:
 _C = TypeVar("_C", bound="DataclassInstance")
 
 
+def flag_name(field: str, prefix: str = "") -> str:
+    """The command-line flag of a config field: ``max_feature_nodes`` -> ``--max-feature-nodes``."""
+    return "--" + (prefix + field).replace("_", "-")
+
+
 def field_docs(cls: type) -> dict[str, str]:
     """Attribute docstrings of a dataclass (the string literal right after each field)."""
     try:
@@ -89,7 +94,7 @@ def add_config_arguments(parser: "argparse.ArgumentParser | argparse._ArgumentGr
     for f in dataclasses.fields(cls):
         if f.name in exclude:
             continue
-        flag = "--" + (prefix + f.name).replace("_", "-")
+        flag = flag_name(f.name, prefix)
         tp, optional = _parts(hints[f.name])
         default = f.default if f.default is not dataclasses.MISSING else None
         help_text = plain_help(_flags_named(docs.get(f.name, ""), cls, prefix))
@@ -111,7 +116,7 @@ def _flags_named(help_text: str, cls: type, prefix: str) -> str:
     name is a field's where it has an underscore or stands in double backquotes: a one-word field (``bins``) is
     also a plain word ("Histogram bins per axis")."""
     for f in dataclasses.fields(cls):
-        flag = "--" + (prefix + f.name).replace("_", "-")
+        flag = flag_name(f.name, prefix)
         help_text = help_text.replace(f"``{f.name}``", flag)
         if "_" in f.name:
             help_text = re.sub(rf"(?<![\w-]){f.name}\b", flag, help_text)
@@ -141,7 +146,7 @@ def config_from_args(cls: type[_C], args: argparse.Namespace, *, prefix: str = "
     field's refusal names its flag (:func:`naming_flags`)."""
     values = {f.name: getattr(args, prefix + f.name) for f in dataclasses.fields(cls)
               if hasattr(args, prefix + f.name)}
-    with naming_flags({name: "--" + (prefix + name).replace("_", "-") for name in values}):
+    with naming_flags({name: flag_name(name, prefix) for name in values}):
         return cls(**{**values, **overrides})
 
 

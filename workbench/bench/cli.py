@@ -106,15 +106,14 @@ def parse_n_tokens(text: str) -> tuple[int, ...]:
 def configs_from_args(args: argparse.Namespace) -> tuple["ModelSpec", "BenchConfig"]:
     """(ModelSpec, BenchConfig) from the parsed flags (validation raises WorkbenchError)."""
     from workbench.bench.config import BenchConfig, ModelSpec, default_work_dir
-    from workbench.config_cli import naming_flags
+    from workbench.config_cli import flag_name, naming_flags
 
     values = {name: getattr(args, flag[2:].replace("-", "_")) for flag, (name, _) in _MODEL_FLAGS.items()}
     with naming_flags({name: flag for flag, (name, _) in _MODEL_FLAGS.items()} | {"skip": "--skip"}):
         spec = ModelSpec(**values, skip=args.skip)
     choice = args.baseline_backend
     backends = {"auto": (), "both": ("transformerlens", "nnsight")}.get(choice, (choice,))
-    with naming_flags(_BENCH_FLAGS | {f.name: "--" + f.name.replace("_", "-") for f in dataclasses.fields(BenchConfig)
-                                      if f.name not in _BENCH_FLAGS}):
+    with naming_flags({f.name: flag_name(f.name) for f in dataclasses.fields(BenchConfig)} | _BENCH_FLAGS):
         cfg = BenchConfig(
             transcoders=("plt", "clt") if args.transcoder == "both" else (args.transcoder,),
             n_tokens=parse_n_tokens(args.n_tokens), max_feature_nodes=args.max_feature_nodes,
