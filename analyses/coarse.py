@@ -169,6 +169,19 @@ class CoarseGraph:
 
 
 # ----------------------------------------------------------------------------- input checks
+def on_cpu(graph: Graph, prune_result: PruneResult | None = None, node_mask: torch.Tensor | None = None
+           ) -> tuple[Graph, PruneResult | None, torch.Tensor | None]:
+    """The analyses run on the CPU (numpy, scipy): a graph traced on a GPU, its prune result and its node mask
+    are copied there; what is on the CPU already (a memory-mapped adjacency too) is passed through uncopied."""
+    if graph.adjacency.device.type != "cpu":
+        graph = graph.to("cpu")
+    if isinstance(prune_result, PruneResult) and prune_result.node_mask.device.type != "cpu":
+        prune_result = PruneResult(*(t.cpu() for t in prune_result))
+    if isinstance(node_mask, torch.Tensor):
+        node_mask = node_mask.cpu()
+    return graph, prune_result, node_mask
+
+
 def check_prune_result(graph: Graph, prune_result: PruneResult) -> None:
     """A prune result must come from ``graph``: one mask entry per node (another graph's would select
     the wrong nodes, or fail later as an index error)."""
@@ -321,6 +334,7 @@ def build_coarse_graph(graph: Graph, groups: Sequence[Sequence[int]], *,
     check_token_strings(graph, token_strings)
     if prune_result is not None:
         check_prune_result(graph, prune_result)
+    graph, prune_result, node_mask = on_cpu(graph, prune_result, node_mask)
     grouped = _group_nodes(graph, groups, [])
     if prune_result is not None and view is None:
         view = viewer_subgraph(graph, prune_result)

@@ -283,11 +283,11 @@ def steer_prompt(loaded: LoadedModel, transcoders: Transcoders, fit: ManifoldFit
     if bad:
         raise ValueError(f"targets must be values in [0, {fit.period}); got {bad[0]}.")
     clean = prepare(loaded, transcoders, list(tokens))
-    clean_p = clean.cache.logits[-1].float().softmax(-1)  # (d_vocab,) the clean run's, already computed
+    clean_p = clean.cache.logits[-1].float().softmax(-1).cpu()  # (d_vocab,) the clean run's, already computed
     with torch.no_grad():
         steered = torch.stack([steered_logits(loaded, transcoders, clean, layer, position,
                                               steering_vector(fit, x, v), freeze_attention=freeze_attention)
-                               for v in values]).float().softmax(-1)  # (n, d_vocab)
+                               for v in values]).float().softmax(-1).cpu()  # (n, d_vocab)
     top_p, top_i = steered.max(-1)
     return PromptSteering(value=int(fit.predict_value(x[None])[0]), targets=np.array(values, dtype=np.int64),
                           top_token=top_i.numpy().astype(np.int64), top_prob=top_p.double().numpy(),

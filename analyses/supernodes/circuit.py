@@ -33,7 +33,7 @@ import scipy.sparse as sp
 import torch
 
 from analyses.base import Estimator, atomic_fit, clone
-from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, check_token_strings
+from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, check_token_strings, on_cpu
 from analyses.families.coactivation import CoactivationContext
 from analyses.families.roles import FeatureRoles
 from analyses.results import check_shapes, register_result
@@ -244,6 +244,7 @@ class ReadableCircuit(Estimator):
         check_token_strings(graph, token_strings)  # before the clustering, not after it
         if prune_result is not None:
             check_prune_result(graph, prune_result)
+        graph, prune_result, _ = on_cpu(graph, prune_result)  # a graph traced on a GPU
         est = clone(self.clustering) if self.clustering is not None else SupernodeClustering()
         if prune_result is None:
             est._validate_params()

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from analyses.base import Estimator, as_integers, atomic_fit, check_number
-from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result
+from analyses.coarse import CoarseGraph, build_coarse_graph, check_prune_result, on_cpu
 from analyses.display import Display
 from analyses.families.coactivation import CoactivationContext
 from analyses.families.roles import FeatureRoles
@@ -230,6 +230,7 @@ class SupernodeClustering(Estimator):
             raise TypeError(f"graph must be a tracer.graph.Graph; got {type(graph).__name__}.")
         if prune_result is not None:
             check_prune_result(graph, prune_result)
+        graph, prune_result, node_mask = on_cpu(graph, prune_result, node_mask)  # a graph traced on a GPU
         check_inputs(graph, transcoders, labels, coactivation)
         check_roles(graph, transcoders, roles)
         if isinstance(families, (np.ndarray, torch.Tensor)):

@@ -217,7 +217,7 @@ def check_supernodes(loaded: LoadedModel, transcoders: Transcoders, graph: Graph
                          f"{len(groups)} groups.")
     clean = prepare(loaded, transcoders, graph.input_tokens)
     check_graph_matches(loaded, transcoders, graph, clean)
-    last = clean.cache.logits[-1].double()
+    last = clean.cache.logits[-1].double().cpu()  # (d_vocab,) the model may be on a GPU
     target = int(graph.logit_token_ids[0])
     runner_up = int(torch.topk(torch.where(torch.arange(last.numel()) == target, -torch.inf, last), 1).indices)
     logit_ids = graph.logit_token_ids.tolist()

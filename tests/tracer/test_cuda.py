@@ -2,11 +2,12 @@
 same graphs, measured columns, prunes and activations as on the CPU, and the analyses' model checks give
 the same answers with the model there.
 
-Tolerances: float64 graphs on the GPU equal the CPU's to 1e-10 of the largest |A| (different reduction
-orders only) and the autograd reference's to 1e-5, as in tests/tracer/test_engine.py; float32 graphs
-equal the float64 reference to 1e-4; attribution = intervention as in
-tests/tracer/test_attribution_vs_intervention.py. ``MW_GPU_TEST_DEVICE=cpu`` runs these tests' logic on
-the CPU (a dry run of the test code: each comparison is then of the CPU with itself).
+Tolerances (relative to the largest |A|): a float64 graph on the GPU equals the autograd reference on the
+GPU to 1e-5, as in tests/tracer/test_engine.py, and the CPU's graph to 1e-5 as well: the Hugging Face models'
+RMSNorms compute in float32 even in a float64 model, and float32 reductions round differently on the GPU
+(measured on an H200: 2.5e-7); float32 graphs equal the float64 reference to 1e-4; attribution =
+intervention as in tests/tracer/test_attribution_vs_intervention.py. ``MW_GPU_TEST_DEVICE=cpu`` runs these
+tests' logic on the CPU (a dry run of the test code: each comparison is then of the CPU with itself).
 """
 
 import json
@@ -28,6 +29,7 @@ from workbench.paths import world_dir
 pytestmark = pytest.mark.gpu
 DEVICE = torch.device(os.environ.get("MW_GPU_TEST_DEVICE", "cuda"))
 WORLD = world_dir()
+CROSS_DEVICE = 1e-5  # float64 graphs, GPU against CPU (see the module docstring)
 needs_world = pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
 
 
@@ -52,10 +54,10 @@ def test_float64_graph_on_the_gpu_equals_the_cpu_graph_and_the_reference(arch, k
     tc_dev = _to_device(loaded, tc, torch.float64)
     gpu = _check_on_device(attribute(loaded, tc_dev, tokens, cfg))
     assert gpu.n_selected > 0
-    assert_same_graph(gpu, cpu, 1e-10)
-    assert_same_graph(gpu, ref, 1e-5)
     ref_dev = _check_on_device(reference_attribute(loaded, tc_dev, tokens, cfg))  # autograd on the GPU too
-    assert_same_graph(ref_dev, ref, 1e-10)
+    assert_same_graph(gpu, ref_dev, 1e-5)
+    assert_same_graph(gpu, cpu, CROSS_DEVICE)
+    assert_same_graph(ref_dev, ref, CROSS_DEVICE)
 
 
 @pytest.mark.parametrize("arch,kind,act,skip", [
@@ -78,11 +80,11 @@ def test_capped_selection_and_a_streamed_file_on_the_gpu(tmp_path, kind):
     tc_dev = _to_device(loaded, tc, torch.float64)
     gpu = _check_on_device(attribute(loaded, tc_dev, tokens, cfg))
     assert gpu.n_selected == 20
-    assert_same_graph(gpu, cpu, 1e-10)
+    assert_same_graph(gpu, cpu, CROSS_DEVICE)
     streamed = attribute(loaded, tc_dev, tokens, cfg, out=tmp_path / "g.safetensors")
     assert streamed.adjacency.device.type == "cpu"
-    assert_same_graph(streamed, gpu, 0.0)
-    assert_same_graph(Graph.load(tmp_path / "g.safetensors"), gpu, 0.0)
+    assert_same_graph(streamed, gpu, 1e-12)
+    assert_same_graph(Graph.load(tmp_path / "g.safetensors"), gpu, 1e-12)
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -124,8 +126,8 @@ def test_pruning_and_scores_of_a_gpu_graph_equal_the_cpu_graphs():
     assert torch.equal(a.edge_index, b.edge_index.cpu())
     torch.testing.assert_close(a.cumulative_scores, b.cumulative_scores.cpu(), rtol=1e-6, atol=1e-7)
     sa, sb = graph_scores(cpu), graph_scores(gpu)
-    assert sa.replacement == pytest.approx(sb.replacement, rel=1e-9)
-    assert sa.completeness == pytest.approx(sb.completeness, rel=1e-9)
+    assert sa.replacement == pytest.approx(sb.replacement, rel=1e-6)
+    assert sa.completeness == pytest.approx(sb.completeness, rel=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["plt", "clt"])
@@ -182,10 +184,17 @@ def test_the_worlds_supernode_check_and_day_steering_on_the_gpu(tmp_path):
     tcs = tcs.to(DEVICE, loaded.dtype)
     gpu_graph = attribute(loaded, tcs, tokens, AttributionConfig(verbose=False))
     assert_same_graph(_check_on_device(gpu_graph), graph, 1e-4)
-    gpu_check = check_supernodes(loaded, tcs, graph, groups, config=icfg)
+    gpu_check = check_supernodes(loaded, tcs, gpu_graph, groups, config=icfg)
     np.testing.assert_allclose(gpu_check.measured_margin["frozen"], cpu_check.measured_margin["frozen"],
                                rtol=1e-3, atol=1e-3)
     assert gpu_check.clean_margin == pytest.approx(cpu_check.clean_margin, rel=1e-4)
+    # the estimators take a graph traced on the GPU (and its prune result) and work on a CPU copy
+    from tracer.graph.prune import prune_graph
+
+    on_gpu = ReadableCircuit().fit(gpu_graph, prune_result=prune_graph(gpu_graph), transcoders=tcs)
+    copied = ReadableCircuit().fit(gpu_graph.to("cpu"), transcoders=tcs)
+    assert on_gpu.chosen_.tolist() == copied.chosen_.tolist()
+    assert [g.tolist() for g in on_gpu.clustering_.groups_] == [g.tolist() for g in copied.clustering_.groups_]
     gpu_steer = steer_prompt(loaded, tcs, fit, day_tokens, int(positions[i]), X[i])
     assert gpu_steer.top_token.tolist() == cpu_steer.top_token.tolist()
     np.testing.assert_allclose(gpu_steer.top_prob, cpu_steer.top_prob, atol=1e-4)
