@@ -1,4 +1,4 @@
-"""Shared pytest setup: seeding, a --device option, and the gpu / circuit_tracer markers."""
+"""Shared pytest setup: seeding, and the gpu / circuit_tracer markers."""
 
 import importlib.util
 import os
@@ -18,10 +18,6 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
-
-
-def pytest_addoption(parser):
-    parser.addoption("--device", default="cpu", help="device for tests that honour it (cpu, cuda)")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -47,8 +43,3 @@ def _seed():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture
-def device(request):
-    return request.config.getoption("--device")
