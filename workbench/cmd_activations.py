@@ -5,6 +5,8 @@ import logging
 import sys
 from pathlib import Path
 
+from workbench.cli_model import add_model_placement, model_placement
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,8 +29,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_config_arguments(p, ActivationConfig)
     p.add_argument("--allow-unk", action="store_true",
                    help="trace words the tokenizer does not know as its unknown token (default: refuse)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    add_model_placement(p, dtype=True)
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     p.set_defaults(func=run_activations)
 
@@ -55,14 +56,15 @@ def _check_out(args: argparse.Namespace, n_prompts: int, shard_prompts: int) -> 
 
 def run_activations(args: argparse.Namespace) -> int:
     from tracer.activations import ActivationConfig, collect_activations, read_prompts
-    from tracer.models import load_model, parse_device, parse_dtype
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
     from workbench.config_cli import config_from_args
 
     cfg = config_from_args(ActivationConfig, args)
+    dtype, device = model_placement(args)
     records = read_prompts(args.prompts)
     out = _check_out(args, len(records), cfg.shard_prompts)
-    loaded = load_model(args.model, device=parse_device(args.device), dtype=parse_dtype(args.dtype), backend="auto")
+    loaded = load_model(args.model, device=device, dtype=dtype, backend="auto")
     tc = load_transcoders(args.transcoders, dtype=loaded.dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
     if args.allow_unk:
         logger.warning("--allow-unk: unknown words are traced as the tokenizer's unknown token")

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import loads_json
+from workbench.cli_model import add_model_placement, model_placement
 from workbench.cli_threads import add_threads_argument, threaded
 from workbench.cmd_graphtools import SUPERNODES_FORMAT as FORMAT
 from workbench.cmd_graphtools import SUPERNODES_SCHEMA as SCHEMA_VERSION
@@ -65,6 +66,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("graph", metavar="GRAPH", help="graph file (native .safetensors or .npz)")
     p.add_argument("--out", required=True, help="output JSON file")
     p.add_argument("--model", default=None, help="local model folder: ablate every group on it (needs --transcoders)")
+    add_model_placement(p, used="(with --model)")
     p.add_argument("--transcoders", default=None, help="the graph's transcoders: virtual-weight similarity, checks")
     names = p.add_mutually_exclusive_group()
     names.add_argument("--labels", default=None,
@@ -184,7 +186,7 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
     if args.model:
         from tracer.models import load_model
 
-        out["loaded"] = load_model(args.model)
+        out["loaded"] = load_model(args.model, device=model_placement(args)[1])
     if args.transcoders:
         from tracer.transcoders.loaders import load_transcoders
 
@@ -395,6 +397,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     from workbench.config_cli import config_from_args
 
     out = _check_cluster_args(args)
+    model_placement(args)  # a bad --device is one line before any loading
     given = _given_thresholds(args, ClusteringConfig)
     try:
         configs: dict[str, Any] = {"circuit": config_from_args(CircuitConfig, args),

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from workbench.cli_model import add_model_placement, model_placement
 from workbench.cli_threads import add_threads_argument, threaded
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
                        description=plain_help(__doc__ or ""), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--transcoders", required=True, help="transcoder folder (circuit-tracer formats)")
     p.add_argument("--model", default=None, help="local Hugging Face model folder (needed with --prompts)")
+    add_model_placement(p, used="(with --prompts)")
     p.add_argument("--prompts", default=None,
                    help="unlabelled text, one prompt per line: co-activation and token-class evidence (needs --model)")
     p.add_argument("--allow-unk", action="store_true",
@@ -203,7 +205,7 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
     without token families)."""
     from tracer.models import load_model
 
-    loaded = load_model(args.model)
+    loaded = load_model(args.model, device=model_placement(args)[1])
     acts, ids, nexts = prompt_sample(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
     return loaded, acts, token_inputs(loaded, ids, nexts) if cfg.token_families else {}
 
@@ -211,6 +213,7 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
 def run_families(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     _check_args(args)
+    model_placement(args)  # a bad --device is one line before any loading
     cfg = _config(args)
 
     from analyses.families import decoder_matrix

@@ -6,6 +6,8 @@ import logging
 import sys
 import time
 
+from workbench.cli_model import add_model_placement, model_placement
+
 logger = logging.getLogger(__name__)
 
 
@@ -28,8 +30,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     p.add_argument("--batch-size", type=int, default=256,
                    help="target rows per batch; with --max-feature-nodes it sets the re-ranking chunk")
     p.add_argument("--update-interval", type=int, default=4, help="greedy re-ranking interval in batches")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    add_model_placement(p, dtype=True)
     p.add_argument("--adjacency-dtype", default="auto", choices=["auto", "float32", "float64", "bfloat16", "float16"],
                    help="storage dtype of the adjacency (auto: float64 for --dtype float64, else float32; "
                         "bf16/fp16 halve its memory)")
@@ -79,7 +80,7 @@ def run_trace(args: argparse.Namespace) -> int:
 
     from tracer.attribution import attribute
     from tracer.config import AttributionConfig
-    from tracer.models import load_model, parse_device, parse_dtype, tokenize
+    from tracer.models import load_model, tokenize
     from tracer.transcoders.loaders import load_transcoders
     from workbench.config_cli import flag_name, naming_flags
 
@@ -88,7 +89,7 @@ def run_trace(args: argparse.Namespace) -> int:
     with naming_flags({**{f: flag_name(f) for f in fields}, "n_workers": "--workers"}):
         cfg = AttributionConfig(**{f: getattr(args, f) for f in fields}, n_workers=args.workers,
                                 verbose=not args.quiet)
-    dtype, device = parse_dtype(args.dtype), parse_device(args.device)
+    dtype, device = model_placement(args)
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     clock.mark("import")
     loaded = load_model(args.model, device=device, dtype=dtype, backend=args.model_backend)

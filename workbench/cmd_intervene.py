@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from workbench.cli_model import add_model_placement, model_placement
 from workbench.cli_safety import parse_token_ids
 from workbench.cmd_graph import add_model_arguments
 
@@ -63,8 +64,7 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     p.add_argument("--seed", type=int, default=None, help="sampling seed, with --sample (default 0)")
     p.add_argument("--top-k", type=int, default=10, help="how many next-token changes to show (default 10)")
     p.add_argument("--out", default=None, help="write the results to this JSON file")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 (default), float64, bfloat16 or float16")
+    add_model_placement(p, dtype=True)
     p.add_argument("--quiet", "-q", action="store_true", help="no info logs")
     p.set_defaults(func=run_intervene)
 
@@ -246,10 +246,10 @@ def run_intervene(args: argparse.Namespace) -> int:
     token_ids = parse_token_ids(args.token_ids) if args.token_ids is not None else None
     out_path = args.out
     from tracer.interventions import feature_intervention, prepare
-    from tracer.models import load_model, parse_device, parse_dtype
+    from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
-    dtype, device = parse_dtype(args.dtype), parse_device(args.device)
+    dtype, device = model_placement(args)
     loaded = load_model(args.model, device=device, dtype=dtype, backend="hf")
     tc = load_transcoders(args.transcoders, dtype=dtype, n_layers=loaded.n_layers, d_model=loaded.d_model)
     clean = prepare(loaded, tc, _tokens(args, loaded, token_ids))

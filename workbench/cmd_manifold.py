@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from tracer.io import atomic_write_json
+from workbench.cli_model import add_model_placement, model_placement
 from workbench.cli_safety import int_items, list_items
 from workbench.cli_threads import add_threads_argument, threaded
 from workbench.provenance import run_record
@@ -114,6 +115,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     add_config_arguments(disc, IrreducibilityConfig, prefix="irr_")
     disc.set_defaults(func=run_discover)
     for action in (fit, steer, disc):
+        add_model_placement(action)
         add_threads_argument(action)
         action.add_argument("--quiet", "-q", action="store_true",
                             help="no progress bars or info logs" if action is disc else "no info logs")
@@ -160,11 +162,11 @@ def _analysis_errors() -> Any:
     return mapped()
 
 
-def _load(model: str, transcoders: str) -> tuple[Any, Any]:
+def _load(model: str, transcoders: str, device: Any) -> tuple[Any, Any]:
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
-    loaded = load_model(model, backend="auto")
+    loaded = load_model(model, backend="auto", device=device)
     return loaded, load_transcoders(transcoders, dtype=loaded.dtype, n_layers=loaded.n_layers,
                                     d_model=loaded.d_model)
 
@@ -214,13 +216,14 @@ def run_fit(args: argparse.Namespace) -> int:
     from workbench.manifold_fit_run import FIT_INDEX, FIT_OUTPUTS, fit_and_check
 
     t0 = time.perf_counter()
+    _, device = model_placement(args)  # a bad --device is one line before anything is written
     with _analysis_errors():
         fit_cfg = config_from_args(ManifoldFitConfig, args, period=None)
         run_cfg = config_from_args(ManifoldRunConfig, args)
     _check_out_folder(args, (FIT_INDEX, *FIT_OUTPUTS), [args.prompts, args.world])
     layer = None if args.layer == "auto" else _layer_arg(args.layer)
     features = None if args.features is None else int_items(args.features, "--features")
-    loaded, tcs = _load(args.model, args.transcoders)
+    loaded, tcs = _load(args.model, args.transcoders, device)
     layer = None if layer is None else check_layer(layer, loaded.n_layers)
     check_feature_args(tcs, layer, run_cfg.feature_layer, features)
     inputs = _inputs(args, loaded, args.position, tcs.kind)
@@ -278,6 +281,7 @@ def run_steer(args: argparse.Namespace) -> int:
     from workbench.manifold_fit_run import load_fit, steer_inputs
 
     t0 = time.perf_counter()
+    _, device = model_placement(args)
     info, fit = load_fit(args.fit)
     fit_file = Path(args.fit).parent / str(info["fit_file"])
     check_out(args.out, inputs=[args.fit, fit_file, fit_file.with_suffix(".safetensors"), args.model, args.transcoders,
@@ -287,7 +291,7 @@ def run_steer(args: argparse.Namespace) -> int:
 
         raise WorkbenchError(f"--fit must hold a fit of one residual layer; got layer None in {args.fit!r}. "
                              "Refit with `workbench manifold fit --layer L`.")
-    loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"])
+    loaded, tcs = _load(args.model or info["model"], args.transcoders or info["transcoders"], device)
     fit_model = info.get("model")  # a hand-made manifold.json may not record it (then --model is required)
     if args.model and fit_model is not None and str(Path(args.model).resolve()) != str(fit_model):
         logger.warning("--model %s is not the model the fit was made on (%s): its subspace and class means are "
@@ -333,8 +337,9 @@ def run_discover(args: argparse.Namespace) -> int:
     from workbench.manifold_discover_run import DISCOVERY_INDEX, discover
 
     t0 = time.perf_counter()
+    _, device = model_placement(args)
     _check_out_folder(args, (DISCOVERY_INDEX,), [args.prompts, args.families, args.labels])
-    loaded, tcs = _load(args.model, args.transcoders)
+    loaded, tcs = _load(args.model, args.transcoders, device)
     with _analysis_errors():
         report = discover(loaded, tcs, args)
     report["seconds"] = round(time.perf_counter() - t0, 2)

@@ -255,3 +255,61 @@ def test_memory_guard_reads_the_gpus_free_memory():
     if DEVICE.type == "cuda":
         assert free <= torch.cuda.get_device_properties(DEVICE).total_memory
 
+
+
+_RUN_KEYS = {"run", "argv", "seconds", "timestamps", "device"}
+
+
+def _assert_close(a: object, b: object, where: str = "", paths: tuple[str, str] = ("", "")) -> None:
+    """Two JSON reports agree: the same keys, strings and flags; numbers to 1e-3 (absolute and relative); what
+    says how the run went (its command line, seconds) left out; ``paths``: b's output folder and a's, the same in
+    strings (the files each run names)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        assert sorted(set(a) - _RUN_KEYS) == sorted(set(b) - _RUN_KEYS), where
+        for key in set(a) - _RUN_KEYS:
+            _assert_close(a[key], b[key], f"{where}.{key}", paths)
+    elif isinstance(a, list) and isinstance(b, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{where}[{i}]", paths)
+    elif isinstance(a, float) or isinstance(b, float):
+        assert isinstance(a, (int, float)) and isinstance(b, (int, float)), where
+        assert a == pytest.approx(b, rel=1e-3, abs=1e-3, nan_ok=True), f"{where}: {a} vs {b}"
+    elif isinstance(a, str) and isinstance(b, str) and paths[0]:
+        assert a.replace(*paths) == b.replace(*paths), f"{where}: {a!r} vs {b!r}"
+    else:
+        assert a == b, f"{where}: {a!r} vs {b!r}"
+
+
+@needs_world
+def test_the_analysis_commands_on_the_gpu_write_what_they_write_on_the_cpu(tmp_path, capsys):
+    """``--device`` of cluster (with its ablations), families (with a prompt sample), manifold fit (with its causal
+    check), steer and discover: the same JSON as on the CPU."""
+    model, plt = str(WORLD / "model"), str(WORLD / "plt")
+    graph = tmp_path / "graph.safetensors"
+    assert _cli(capsys, "trace", "--model", model, "--transcoders", plt, "--prompt",
+                "The capital of the region containing Kolt is", "--out", str(graph), "--quiet")[0] == 0
+    prompts = tmp_path / "prompts.txt"
+    records = json.loads((WORLD / "manifest.json").read_text())["prompt_sets"]
+    prompts.write_text("".join(r["prompt"] + "\n" for name in ("day_arith", "two_hop") for r in records[name][:40]))
+    for side, dev in (("host", "cpu"), ("device", str(DEVICE))):
+        out = tmp_path / side
+        out.mkdir()
+        commands = [
+            ["cluster", str(graph), "--model", model, "--transcoders", plt, "--no-labels", "--n-random", "3",
+             "--out", str(out / "supernodes.json")],
+            ["families", "--transcoders", plt, "--model", model, "--prompts", str(prompts), "--layer", "1",
+             "--out", str(out / "families.json")],
+            ["manifold", "fit", "--model", model, "--transcoders", plt, "--world", str(WORLD), "--family", "month",
+             "--layer", "3", "--causal-prompts", "6", "--causal-targets", "1", "--out", str(out / "fit")],
+            ["manifold", "steer", "--fit", str(out / "fit" / "manifold.json"), "--world", str(WORLD), "--family",
+             "month", "--out", str(out / "steer.json")],
+            ["manifold", "discover", "--model", model, "--transcoders", plt, "--prompts", str(prompts),
+             "--feature-layers", "1", "--out", str(out / "disc")],
+        ]
+        for argv in commands:
+            code, _, err = _cli(capsys, *argv, "--device", dev, "--quiet")
+            assert code == 0, (argv[:2], err)
+    for name in ("supernodes.json", "families.json", "fit/manifold.json", "steer.json", "disc/discovery.json"):
+        a, b = (json.loads((tmp_path / side / name).read_text()) for side in ("host", "device"))
+        _assert_close(b, a, name, (str(tmp_path / "device"), str(tmp_path / "host")))
