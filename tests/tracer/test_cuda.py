@@ -191,8 +191,10 @@ def test_the_worlds_supernode_check_and_day_steering_on_the_gpu(tmp_path):
     # the estimators take a graph traced on the GPU (and its prune result) and work on a CPU copy
     from tracer.graph.prune import prune_graph
 
-    on_gpu = ReadableCircuit().fit(gpu_graph, prune_result=prune_graph(gpu_graph), transcoders=tcs)
-    copied = ReadableCircuit().fit(gpu_graph.to("cpu"), transcoders=tcs)
+    pruned = prune_graph(gpu_graph)  # on the GPU; the same masks, copied, for the CPU copy
+    on_gpu = ReadableCircuit().fit(gpu_graph, prune_result=pruned, transcoders=tcs)
+    copied = ReadableCircuit().fit(gpu_graph.to("cpu"), prune_result=type(pruned)(*(t.cpu() for t in pruned)),
+                                   transcoders=tcs)
     assert on_gpu.chosen_.tolist() == copied.chosen_.tolist()
     assert [g.tolist() for g in on_gpu.clustering_.groups_] == [g.tolist() for g in copied.clustering_.groups_]
     gpu_steer = steer_prompt(loaded, tcs, fit, day_tokens, int(positions[i]), X[i])
