@@ -5,6 +5,7 @@
 """
 
 import argparse
+import re
 import sys
 from typing import Any, NoReturn
 
@@ -17,13 +18,29 @@ class Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr (exit 2), like every other bad input, and an
     option given twice (``--out a --out b``, or ``--x --no-x``) is a usage error, not "the last wins"."""
 
+    _argv: tuple[str, ...] = ()
+    """a leaf parser's arguments, for :meth:`error`'s hint"""
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}. See {self.prog} --help.\n")
+        self.exit(2, f"{self.prog}: error: {message}{self._dash_hint(message)}. See {self.prog} --help.\n")
+
+    def _dash_hint(self, message: str) -> str:
+        """argparse reads a value that starts with '-' (``--set -1:2:3=0``) as an option, and says only "expected
+        one argument": name the = form that passes it."""
+        named = re.fullmatch(r"argument (\S+): expected one argument", message)
+        if named is None:
+            return ""
+        options = named.group(1).split("/")  # "--quiet/-q": every spelling of the option
+        for opt, value in zip(self._argv, self._argv[1:]):
+            if opt in options and value.startswith("-") and value not in self._option_string_actions:
+                return f" (a value that starts with '-' needs the = form: {opt}={value})"
+        return ""
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         leaf = not any(isinstance(a, argparse._SubParsersAction) for a in self._actions)
         if leaf:  # a leaf parser: every option here is its own (a script's: the process's arguments)
-            self._refuse_repeats(list(sys.argv[1:] if args is None else args))
+            self._argv = tuple(sys.argv[1:] if args is None else args)
+            self._refuse_repeats(list(self._argv))
         parsed, extras = super().parse_known_args(args, namespace)
         if leaf and extras:  # said by the command that does not know them, not by "workbench"
             self.error(f"unrecognized arguments: {' '.join(extras)}")

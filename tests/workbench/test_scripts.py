@@ -85,3 +85,26 @@ def test_every_script_answers_usage_errors_in_one_line_like_the_cli(name, capsys
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and err.startswith(f"python -m {name}: error: {needle}. See "), err
         assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv,hint", [
+    (["intervene", "--model", "m", "--transcoders", "t", "--prompt", "p", "--set", "-1:2:3=0"], "--set=-1:2:3=0"),
+    (["intervene", "--model", "m", "--transcoders", "t", "--prompt", "p", "--scale", "1:2:3=0", "--add", "-1:0:1=2"],
+     "--add=-1:0:1=2"),
+    (["trace", "--model", "m", "--transcoders", "t", "--prompt", "p", "--out", "-g.safetensors"],
+     "--out=-g.safetensors"),
+    (["trace", "--model", "m", "--transcoders", "t", "--prompt", "p", "--out", "g.safetensors", "--max-feature-nodes",
+      "--quiet"], None),  # a missing value: no hint (the next word is an option)
+])
+def test_a_value_that_starts_with_a_dash_gets_the_equals_form_in_the_error(argv, hint, capsys):
+    """argparse reads '-1:2:3=0' as an option and said only "expected one argument"."""
+    from workbench.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "expected one argument" in err and len(err.strip().splitlines()) == 1, err
+    if hint is None:
+        assert "= form" not in err, err
+    else:
+        assert f"(a value that starts with '-' needs the = form: {hint})" in err, err
