@@ -175,7 +175,7 @@ def check_families_match(families: dict[tuple[int, int], int], graph: Any, path:
 
 
 def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
-            roles_config: Any = None) -> dict[str, Any]:
+            roles_config: Any = None, device: Any = "cpu") -> dict[str, Any]:
     from tracer.errors import WorkbenchError
     from tracer.graph.checks import check_transcoders_match
 
@@ -186,7 +186,7 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
     if args.model:
         from tracer.models import load_model
 
-        out["loaded"] = load_model(args.model, device=model_placement(args)[1])
+        out["loaded"] = load_model(args.model, device=device)
     if args.transcoders:
         from tracer.transcoders.loaders import load_transcoders
 
@@ -397,7 +397,7 @@ def run_cluster(args: argparse.Namespace) -> int:
     from workbench.config_cli import config_from_args
 
     out = _check_cluster_args(args)
-    model_placement(args)  # a bad --device is one line before any loading
+    _, device = model_placement(args)  # a bad --device is one line before any loading
     given = _given_thresholds(args, ClusteringConfig)
     try:
         configs: dict[str, Any] = {"circuit": config_from_args(CircuitConfig, args),
@@ -412,7 +412,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 
         prompts = read_prompts(args.prompts)  # before any loading: an empty file fails at once
     graph = _load_graph(args.graph)
-    inputs = _inputs(args, graph, prompts, configs["roles"])
+    inputs = _inputs(args, graph, prompts, configs["roles"], device)
     _check_thresholds(given, inputs.get("prune_thresholds") or {})
     tok = inputs["loaded"].tokenizer if inputs["loaded"] is not None else _tokenizer(None, graph)
     tokens = [tok.decode([t]) for t in graph.input_tokens.tolist()] if tok is not None else None

@@ -199,13 +199,13 @@ def fit_families(cfg: Any, X: Any, layer: Any, feature: Any, acts: Any, tokens: 
     return est
 
 
-def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], layer: Any) -> tuple[Any, Any,
-                                                                                            dict[str, Any]]:
+def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], layer: Any,
+            device: Any) -> tuple[Any, Any, dict[str, Any]]:
     """(the model, the activation sample over ``prompts``, the token-class inputs of FeatureFamilies.fit: empty
     without token families)."""
     from tracer.models import load_model
 
-    loaded = load_model(args.model, device=model_placement(args)[1])
+    loaded = load_model(args.model, device=device)
     acts, ids, nexts = prompt_sample(loaded, tc, prompts, layer, verbose=not args.quiet, allow_unk=args.allow_unk)
     return loaded, acts, token_inputs(loaded, ids, nexts) if cfg.token_families else {}
 
@@ -213,7 +213,7 @@ def _sample(args: argparse.Namespace, cfg: Any, tc: Any, prompts: list[str], lay
 def run_families(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     _check_args(args)
-    model_placement(args)  # a bad --device is one line before any loading
+    _, device = model_placement(args)  # a bad --device is one line before any loading
     cfg = _config(args)
 
     from analyses.families import decoder_matrix
@@ -238,7 +238,7 @@ def run_families(args: argparse.Namespace) -> int:
     tokens: dict[str, Any] = {}
     if args.prompts is not None:
         prompts = read_prompts(args.prompts)
-        loaded, acts, tokens = _sample(args, cfg, tc, prompts, layer)
+        loaded, acts, tokens = _sample(args, cfg, tc, prompts, layer, device)
     from tracer.transcoders.identity import transcoder_signature
     from workbench.provenance import run_record
 

@@ -45,8 +45,8 @@ def parse_device(name: str | torch.device) -> torch.device:
         raise WorkbenchError(f"device must be 'cpu', 'cuda' or 'mps'; got {name!r}.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise WorkbenchError(f"device must be available; got {name!r} but CUDA is not. Use device 'cpu'.")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        n = torch.cuda.device_count()
+    n = torch.cuda.device_count() if device.type == "cuda" else 0
+    if device.type == "cuda" and device.index is not None and device.index >= n:
         raise WorkbenchError(f"device must be one of this machine's {n} GPU(s) (cuda:0 to cuda:{n - 1}); got {name!r}.")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise WorkbenchError(f"device must be available; got {name!r} but MPS is not. Use device 'cpu'.")
