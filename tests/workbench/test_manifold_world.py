@@ -100,7 +100,7 @@ def test_family_word_circle_lives_in_the_embedding_only(month):
 @shipped_world
 def test_the_scoring_takes_the_family_features_from_the_truth_by_default() -> None:
     """The scoring command names a family's features by the world's per-feature truth (the labels are
-    heuristic); the hues of PLT layer 0 have 11 output-side features there, 9 by their labels."""
+    heuristic); the hues of PLT layer 0 have 12 output-side features there, 10 by their labels."""
     from tracer.models import load_model
     from workbench.manifold_world import WorldScoreConfig, world_family
 
@@ -112,7 +112,7 @@ def test_the_scoring_takes_the_family_features_from_the_truth_by_default() -> No
     loaded = load_model(world / "model")
     by_truth, _ = world_family(loaded, world, manifest, "hue", 4)  # the default, as the scoring's, the demo's
     by_labels, _ = world_family(loaded, world, manifest, "hue", 4, source="labels")
-    assert by_truth.features["output"][0] == want and len(want) == 11 and len(by_labels.features["output"][0]) == 9
+    assert by_truth.features["output"][0] == want and len(want) == 12 and len(by_labels.features["output"][0]) == 10
     with pytest.raises(ValueError, match="family_source must be one of"):
         WorldScoreConfig(family_source="guess")
 

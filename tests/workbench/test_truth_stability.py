@@ -67,11 +67,30 @@ def test_truth_roles_give_one_role_per_key() -> None:
 
 
 @pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
-def test_the_shipped_truth_is_reproduced_and_another_corpus_moves_some_borders() -> None:
-    report = stability(WORLD, ["plt"], "families-sample", 0, 40, verbose=False)["plt"]
-    assert report["reproduced"] is True  # the file is the procedure's output on its own corpus, on this machine
+def test_the_shipped_truth_is_the_procedure_s_output_on_its_own_corpus() -> None:
+    """Key for key, on this machine, with the settings the world recorded (its full corpus: about a minute)."""
+    import json
+
+    from tracer.models import load_model
+    from tracer.transcoders.loaders import load_transcoders
+    from workbench.world.evaluate import manifest_spec
+    from workbench.world.truth import load_truth, world_truth
+
+    manifest = json.loads((WORLD / "manifest.json").read_text())
+    loaded = load_model(WORLD / "model")
+    tcs = {"plt": load_transcoders(WORLD / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)}
+    rerun = world_truth(loaded.model, loaded.tokenizer, manifest_spec(manifest), tcs, seed=int(manifest["seed"]),
+                        cfg=truth_config(manifest))["plt"]
+    assert same_records(load_truth(WORLD / "feature_truth_plt.jsonl"), {(t.layer, t.feature): t for t in rerun})
+
+
+@pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="data/world is not built")
+def test_another_corpus_moves_some_borders() -> None:
+    """The diagnostics on two small re-run corpora (600 sentences: the shipped file is not checked at that size)."""
+    report = stability(WORLD, ["plt"], "families-sample", 0, 40, verbose=False, truth_sentences=600)["plt"]
+    assert report["reproduced"] is None
     other = report["other_corpus"]
-    assert 0.8 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
+    assert 0.5 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
     for name in ("purity_rerun_truth_as_roles", "purity_label_free_roles_on_truth_sentences", "headline"):
         assert report[name]["n_graphs"] == 2 and 0.0 <= report[name]["purity"] <= 1.0  # the two demo prompts
     head = report["headline"]

@@ -1,7 +1,7 @@
 """How far the demo world's per-feature truth is itself reproducible, and what that leaves for supernode purity.
 
     python -m workbench.scoring.truth_stability --out stability.json [--world DIR] [--stream families-sample]
-        [--transcoder plt clt] [--n-prompts 20] [--coactivation-sentences 3000]
+        [--transcoder plt clt] [--n-prompts 20] [--coactivation-sentences 3000] [--truth-sentences N]
 
 The truth (:mod:`workbench.world.truth`) draws each feature's borders by thresholds (half of its activation
 energy on one variable, word or task) measured on its own corpus: fresh sentences of the generator's "truth"
@@ -9,8 +9,9 @@ stream plus the sentence of every held-out prompt. A feature near a threshold la
 gives it. Per transcoder set this measures:
 
 * **reproduced**: the procedure re-run on its own corpus gives the shipped file: every feature's side, family,
-  value, task and top logit (a check of the file on this machine);
-* **agreement**: the procedure re-run on another corpus of the same size and make (``--stream``; the supernode
+  value, task and top logit (a check of the file on this machine; null with ``--truth-sentences`` at another size);
+* **agreement**: the procedure re-run on another corpus of the same size (``--truth-sentences``: both re-runs at that
+  size) and make (``--stream``; the supernode
   scorer's sample stream by default; the held-out prompts' sentences included, as in the truth's corpus): the
   share of the features live in either run whose key (side, family, non-cyclic value: the purity target's key)
   is unchanged, and the most common changes;
@@ -121,8 +122,10 @@ def truth_config(manifest: dict[str, Any]) -> TruthConfig:
 
 
 def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, coactivation_sentences: int,
-              verbose: bool) -> dict[str, Any]:
-    """The report of the module docstring, per transcoder kind."""
+              verbose: bool, *, truth_sentences: int | None = None) -> dict[str, Any]:
+    """The report of the module docstring, per transcoder kind. ``truth_sentences`` sets the size of both re-run
+    corpora (default: the world's own, as recorded in its manifest); at another size ``reproduced`` is None (the
+    shipped file can only be reproduced by its own corpus)."""
     from tqdm.auto import tqdm
 
     from tracer.models import load_model
@@ -134,12 +137,14 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
     spec, seed = manifest_spec(manifest), int(manifest["seed"])
     loaded = load_model(world / "model")
     tcs = {kind: load_transcoders(world / kind, n_layers=loaded.n_layers, d_model=loaded.d_model) for kind in kinds}
-    made = truth_config(manifest)  # the world's own truth settings (a tiny world's corpus is smaller)
+    own = truth_config(manifest)  # the world's own truth settings (a tiny world's corpus is smaller)
+    made = own if truth_sentences is None else dataclasses.replace(own, n_sentences=truth_sentences)
     runs = {name: world_truth(loaded.model, loaded.tokenizer, spec, tcs, seed=seed,
                               cfg=dataclasses.replace(made, stream=name))
             for name in dict.fromkeys((made.stream, stream))}
     prompts = prompts_to_score(manifest, n_prompts)
-    report: dict[str, Any] = {"stream": stream, "truth_stream": made.stream, "n_prompts_per_set": n_prompts,
+    report: dict[str, Any] = {"stream": stream, "truth_stream": made.stream, "truth_sentences": made.n_sentences,
+                              "n_prompts_per_set": n_prompts,
                               "coactivation_sentences": coactivation_sentences}
     for kind in kinds:
         shipped = load_truth(world / f"feature_truth_{kind}.jsonl")
@@ -151,7 +156,7 @@ def stability(world: Path, kinds: Sequence[str], stream: str, n_prompts: int, co
                   == truth_key(rerun[stream][k], cyclic, level="value")}
         own_context, own_roles, _ = coactivation_sample(world, kind, 0, sentences=truth_corpus(spec, made, seed))
         report[kind] = {
-            "reproduced": same_records(shipped, rerun[made.stream]),
+            "reproduced": same_records(shipped, rerun[made.stream]) if made == own else None,
             "other_corpus": key_agreement(shipped, rerun[stream], cyclic),
             "purity_rerun_truth_as_roles": pipeline_purity(loaded, tcs[kind], prompts, graphs, shipped, cyclic,
                                                            context, truth_roles(rerun[stream], cyclic)),
@@ -176,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
     p.add_argument("--coactivation-sentences", type=int, default=3000,
                    help="the scorer's unlabelled sample for the re-run truth's pipeline (default 3000)")
+    p.add_argument("--truth-sentences", type=int, default=None,
+                   help="size of both re-run truth corpora (default: the world's own; at another size the shipped "
+                        "file is not checked)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -190,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.stream.strip() or args.stream == TruthConfig().stream:
         raise WorkbenchError(f"--stream must name a stream other than the truth's own ({TruthConfig().stream!r}); got "
                              f"{args.stream!r}. Use another name, e.g. families-sample.")
-    for flag, value in (("--n-prompts", args.n_prompts), ("--coactivation-sentences", args.coactivation_sentences)):
-        if value < 1:
-            raise WorkbenchError(f"{flag} must be >= 1; got {value}. Use the default (20 / 3000) or a positive count.")
+    for flag, value in (("--n-prompts", args.n_prompts), ("--coactivation-sentences", args.coactivation_sentences),
+                        ("--truth-sentences", args.truth_sentences)):
+        if value is not None and value < 1:
+            raise WorkbenchError(f"{flag} must be >= 1; got {value}. Use the default or a positive count.")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    report = stability(world, kinds, args.stream, args.n_prompts, args.coactivation_sentences, verbose=not args.quiet)
+    report = stability(world, kinds, args.stream, args.n_prompts, args.coactivation_sentences, verbose=not args.quiet,
+                       truth_sentences=args.truth_sentences)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
     atomic_write_json(args.out, report)  # strict JSON (NaN written as null)
@@ -203,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         r = report[kind]
         a, o, s = r["other_corpus"], r["purity_rerun_truth_as_roles"], r["purity_label_free_roles_on_truth_sentences"]
         h = r["headline"]
-        print(f"{kind}: truth reproduced {r['reproduced']}; on another corpus {a['agreement']:.3f} of "  # noqa: T201
-              f"{a['n_live']} live features keep their key; purity with that truth as roles {o['purity']:.3f} "
+        print(f"{kind}: truth reproduced {r['reproduced']} ({report['truth_sentences']} sentences); "  # noqa: T201
+              f"on another corpus {a['agreement']:.3f} of {a['n_live']} live features keep their key; "
+              f"purity with that truth as roles {o['purity']:.3f} "
               f"({o['compression']:.2f}x); label-free roles on the truth's sentences {s['purity']:.3f} "
               f"({s['compression']:.2f}x); the headline {h['purity']:.3f}, over its stable members "
               f"({h['share_stable_members']:.2f} of them) {h['purity_stable_members']:.3f}")
