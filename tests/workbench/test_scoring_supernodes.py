@@ -146,3 +146,21 @@ def test_the_oracle_run_is_pure_and_the_headline_is_not_given_the_truth() -> Non
     shares = report["answer_word_share"]
     assert shares["words"] == ["is"] and shares["by_truth_key"]
     assert all(0.2 <= q <= 1.0 for row in shares["by_truth_key"].values() for q in row["quantiles_10_25_50_75_90"])
+
+
+def test_another_sample_stream_draws_another_sample_and_the_truth_s_own_is_refused(tmp_path, capsys) -> None:
+    from workbench.cli_safety import run_script
+    from workbench.paths import world_dir
+    from workbench.scoring.supernodes import coactivation_sample, main
+
+    world = world_dir()
+    if not (world / "manifest.json").is_file():
+        pytest.skip("data/world is not built")
+    _, _, own = coactivation_sample(world, "plt", 20)
+    _, _, again = coactivation_sample(world, "plt", 20, stream="families-sample")
+    _, _, other = coactivation_sample(world, "plt", 20, stream="s2")
+    assert np.array_equal(own.tokens, again.tokens) and not np.array_equal(own.row_word, other.row_word)
+    code = run_script(lambda: main(["--out", str(tmp_path / "s.json"), "--sample-stream", "truth", "-q"]), "x")
+    err = capsys.readouterr().err
+    assert code == 2 and "--sample-stream must name a stream other than the truth's own ('truth')" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "s.json").exists()

@@ -102,6 +102,7 @@ def test_another_corpus_moves_some_borders() -> None:
     (["--stream", "truth"], "--stream must name a stream other than the truth's own ('truth'); got 'truth'"),
     (["--stream", " "], "--stream must name a stream other than the truth's own"),
     (["--n-prompts", "0"], "--n-prompts must be >= 1; got 0"),
+    (["--truth-sentences", "0"], "--truth-sentences must be >= 1; got 0"),
     (["--world", "NOTRUTH"], "--world feature_truth_plt.jsonl must exist"),
 ])
 def test_bad_input_is_one_line_before_any_work(tmp_path, capsys, argv: list[str], needle: str) -> None:

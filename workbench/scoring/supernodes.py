@@ -2,13 +2,15 @@
 
     python -m workbench.scoring.supernodes --out supernode_scores.json [--world DIR] [--truth-dir DIR]
         [--n-prompts 20] [--interventions demo|none|all] [--transcoder plt clt]
+        [--coactivation-sentences 3000] [--sample-stream families-sample]
 
 For each transcoder set, on the two demo prompts and on ``--n-prompts`` prompts of each of the
 day, month, hue and two-hop prompt sets (evenly spaced over the set, train and held-out alike):
 trace, prune (circuit-tracer's defaults), build the readable circuit **without labels**
 (:class:`analyses.supernodes.circuit.ReadableCircuit`, transcoders given: edge-profile and
 virtual-weight similarities, co-activation profiles over ``--coactivation-sentences`` fresh
-*unlabelled* generator sentences, and the features' roles read from that sample's tokens,
+*unlabelled* generator sentences (of ``--sample-stream``: another name draws an independent sample), and the
+features' roles read from that sample's tokens,
 :mod:`analyses.families.roles`) and score its groups against ``feature_truth_{kind}.jsonl``:
 
 * **purity** (per group of two or more features: the largest share of members with one truth key,
@@ -56,12 +58,14 @@ import numpy as np
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 from workbench.cli_parser import script_parser
-from workbench.world.truth import load_truth
+from workbench.world.truth import TruthConfig, load_truth
 
 logger = logging.getLogger(__name__)
 
 SETS: tuple[str, ...] = ("day_arith", "month_arith", "hue_arith", "two_hop")
 TARGETS = {"purity": 0.9, "compression": 2.0, "replacement_ratio": 0.9}
+SAMPLE_STREAM = "families-sample"
+"""The generator stream of the unlabelled sample (co-activation and roles): the families scorer's."""
 
 
 # ----------------------------------------------------------------------------- truth
@@ -270,17 +274,18 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
-def coactivation_sample(world: Path, kind: str, n_sentences: int,
-                        sentences: Sequence[Any] | None = None) -> tuple[Any, Any, Any]:
+def coactivation_sample(world: Path, kind: str, n_sentences: int, sentences: Sequence[Any] | None = None,
+                        stream: str = SAMPLE_STREAM) -> tuple[Any, Any, Any]:
     """(the co-activation context, the features' roles, the sample) of ``n_sentences`` fresh, unlabelled
-    generator sentences (the families scorer's sample: :func:`workbench.families_eval.world_sample`), or of
+    generator sentences of ``stream`` (the families scorer's sample: :func:`workbench.families_eval.world_sample`),
+    or of
     ``sentences`` when given, columns keyed by (layer, feature); the roles read only the sample's activations and
     token ids."""
     from analyses.families.coactivation import CoactivationContext
     from analyses.families.roles import feature_roles
     from workbench.families_eval import world_sample
 
-    sample = world_sample(world, kind, n_sentences=n_sentences, sentences=sentences)
+    sample = world_sample(world, kind, n_sentences=n_sentences, sentences=sentences, stream=stream)
     keys = np.stack([sample.layer, sample.feature], 1)
     context = CoactivationContext.from_activations(sample.activations, keys)
     roles = feature_roles(sample.activations, keys, tokens=sample.tokens, next_tokens=sample.next_tokens,
@@ -317,7 +322,8 @@ def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graph
 
 def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
                 verbose: bool, families_dir: Path | None = None,
-                sweep: Sequence[float] = (), coactivation_sentences: int = 3000) -> dict[str, Any]:
+                sweep: Sequence[float] = (), coactivation_sentences: int = 3000,
+                sample_stream: str = SAMPLE_STREAM) -> dict[str, Any]:
     """Every graph's record and the summaries, per transcoder kind (and, for each ``sweep`` value of
     min_affinity, the summaries at that cut: a sensitivity table, not a tuning; and, with a
     co-activation sample, the summaries without it)."""
@@ -340,7 +346,7 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             from workbench.cmd_cluster import read_families
 
             families = read_families(str(families_dir / f"families_{kind}.json"))
-        context, roles, sample = coactivation_sample(world, kind, coactivation_sentences) \
+        context, roles, sample = coactivation_sample(world, kind, coactivation_sentences, stream=sample_stream) \
             if coactivation_sentences else (None, None, None)
         records, graphs = [], []
         for name, prompt in tqdm(prompts, desc=f"score {kind}", disable=not verbose):
@@ -357,7 +363,7 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
             r.pop("_pairs", None)
             r.pop("_rows", None)
         report[kind] = {"overall": overall, "by_set": by_set, "graphs": records,
-                        "coactivation_sentences": coactivation_sentences,
+                        "coactivation_sentences": coactivation_sentences, "sample_stream": sample_stream,
                         **side_tables(loaded, tcs, prompts, graphs, truth, cyclic, families, sample, context, roles,
                                       sweep)}
     return report
@@ -391,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coactivation-sentences", type=int, default=3000,
                    help="fresh unlabelled generator sentences for the co-activation similarity and the roles "
                         "(default 3000; 0: none)")
+    p.add_argument("--sample-stream", default=SAMPLE_STREAM,
+                   help=f"generator stream of that sample (default {SAMPLE_STREAM}; another name draws an independent "
+                        "sample of the same size, to see how far a figure moves with the sentences)")
     p.add_argument("--sweep-min-affinity", default="",
                    help="comma-separated min_affinity values to report a sensitivity table for (default: none)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
@@ -408,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_prompts < 0 or args.coactivation_sentences < 0:
         raise WorkbenchError(f"--n-prompts and --coactivation-sentences must be >= 0; got {args.n_prompts} and "
                              f"{args.coactivation_sentences}.")
+    if not args.sample_stream.strip() or args.sample_stream == TruthConfig().stream:
+        raise WorkbenchError(f"--sample-stream must name a stream other than the truth's own "
+                             f"({TruthConfig().stream!r}); got {args.sample_stream!r}. Use another name, e.g. s2.")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     report = score_world(world, truth_dir, args.transcoder, args.n_prompts,
                          args.interventions, verbose=not args.quiet,
                          families_dir=Path(args.families_dir) if args.families_dir else None, sweep=sweep,
-                         coactivation_sentences=args.coactivation_sentences)
+                         coactivation_sentences=args.coactivation_sentences, sample_stream=args.sample_stream)
     report["seconds"] = round(time.perf_counter() - t0, 1)
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
     atomic_write_json(args.out, json.loads(json.dumps(report, default=str)))  # strict JSON: NaN -> null
