@@ -278,9 +278,8 @@ def coactivation_sample(world: Path, kind: str, n_sentences: int, sentences: Seq
                         stream: str = SAMPLE_STREAM) -> tuple[Any, Any, Any]:
     """(the co-activation context, the features' roles, the sample) of ``n_sentences`` fresh, unlabelled
     generator sentences of ``stream`` (the families scorer's sample: :func:`workbench.families_eval.world_sample`),
-    or of
-    ``sentences`` when given, columns keyed by (layer, feature); the roles read only the sample's activations and
-    token ids."""
+    or of ``sentences`` when given, columns keyed by (layer, feature); the roles read only the sample's activations
+    and token ids."""
     from analyses.families.coactivation import CoactivationContext
     from analyses.families.roles import feature_roles
     from workbench.families_eval import world_sample
