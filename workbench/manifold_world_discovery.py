@@ -3,12 +3,13 @@
 Activations of the world's PLT features over a fresh sample of its corpus (every position),
 collected through :mod:`tracer.activations`, then
 :class:`~analyses.manifolds.discovery.ManifoldDiscovery` per layer on the candidate families.
-Families: LABEL families (``--families labels``, the default until FeatureFamilies lands: the
-features whose world label names a family, split by side -- ``day/output``, ``city/input``, ...)
-or a FeatureFamilies JSON (``--families FILE``, families named by their label). Families of
-``--min-size`` or more members are scored. Discovery never sees the labels; they are used only
-to name the families and to score the ranking: every cyclic family (day, month, hue) must rank
-above every non-cyclic one. ``python -m workbench.manifold_world_discovery --out DIR`` writes
+Families: TRUTH families (``--families truth``, the default: the features the world's per-feature truth,
+``feature_truth_plt.jsonl``, puts in a family, split by side -- ``day/output``, ``city/input``, ...), LABEL
+families (``--families labels``: the same from the heuristic labels, which the truth corrects; the default
+before 2026-12-04) or a FeatureFamilies JSON (``--families FILE``, families named by their label). Families of
+``--min-size`` or more members are scored. Discovery never sees the truth or the labels; they are used only to
+name the families and to score the ranking: every cyclic family (day, month, hue) must rank above every
+non-cyclic one. ``python -m workbench.manifold_world_discovery --out DIR`` writes
 ``world_discovery.json`` (with a per-family ``scorecard`` for :mod:`workbench.manifold_world`).
 """
 
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from analyses.manifolds.discovery import ManifoldDiscovery
+from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 from workbench.cli_parser import script_parser
 from workbench.manifold_discover_run import (
@@ -83,19 +85,48 @@ def scorecard(report: dict[str, Any]) -> dict[str, Any]:
     return card
 
 
-def run_discovery(world: Path, out: Path, *, families: str = "labels", n_sentences: int = 2000, min_size: int = 5,
+def families_from_truth(path: Path, min_size: int) -> dict[int, dict[str, list[int]]]:
+    """TRUTH families: per layer, the features a per-feature truth file puts in a family, named
+    ``family/side`` (input and output sides), of ``min_size`` or more features."""
+    from workbench.world.truth import load_truth
+
+    out: dict[int, dict[str, list[int]]] = {}
+    for (layer, feature), t in sorted(load_truth(path).items()):
+        if t.family and t.side in ("input", "output"):
+            out.setdefault(layer, {}).setdefault(f"{t.family}/{t.side}", []).append(feature)
+    return {layer: {k: v for k, v in sorted(fams.items()) if len(v) >= min_size} for layer, fams in sorted(out.items())}
+
+
+def world_families(world: Path, families: str, min_size: int, tcs: Any) -> dict[int, dict[str, list[int]]]:
+    """The scored families of ``--families``: 'truth', 'labels' or a FeatureFamilies JSON file."""
+    from workbench.cli_safety import need_input
+
+    if families == "truth":
+        fams = families_from_truth(need_input(world / "feature_truth_plt.jsonl", "--world feature_truth_plt.jsonl"),
+                                   min_size)
+        bad = next(((layer, f) for layer, by in fams.items() for fs in by.values() for f in fs
+                    if not (0 <= layer < tcs.n_layers and 0 <= f < tcs.d_transcoder)), None)
+        if bad is not None:
+            raise WorkbenchError(f"--world feature_truth_plt.jsonl must describe its PLT transcoders; got feature "
+                                 f"{bad[1]} of layer {bad[0]}. Rebuild the truth with `workbench world truth`.")
+        return fams
+    if families == "labels":
+        return families_from_labels(world / "labels_plt.jsonl", min_size, tcs)
+    return families_from_json(Path(families), tcs.n_layers, min_size, tcs.d_transcoder)
+
+
+def run_discovery(world: Path, out: Path, *, families: str = "truth", n_sentences: int = 2000, min_size: int = 5,
                   layers: list[int] | None = None, raw_cloud_metrics: bool = False) -> dict[str, Any]:
     """Discovery on every layer's families; writes and returns world_discovery.json's content."""
     from tracer.models import load_model
     from tracer.transcoders.loaders import load_transcoders
 
     world = world.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((world / "manifest.json").read_text())
     loaded = load_model(world / "model", backend="auto")
     tcs = load_transcoders(world / "plt", n_layers=loaded.n_layers, d_model=loaded.d_model)
-    fams = (families_from_labels(world / "labels_plt.jsonl", min_size, tcs) if families == "labels"
-            else families_from_json(Path(families), tcs.n_layers, min_size, tcs.d_transcoder))
+    fams = world_families(world, families, min_size, tcs)  # before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     layers = sorted(fams) if layers is None else layers
     t0 = time.perf_counter()
     store = corpus_store(loaded, tcs, world_corpus(world, manifest, n_sentences), out / "activations", layers)
@@ -132,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = script_parser("python -m workbench.manifold_world_discovery", (__doc__ or "").split("\n")[0])
     ap.add_argument("--world", type=Path, default=None, help="world folder (default: the shipped data/world)")
     ap.add_argument("--out", type=Path, required=True, help="folder for world_discovery.json")
-    ap.add_argument("--families", default="labels", help="'labels' (label families) or a FeatureFamilies JSON")
+    ap.add_argument("--families", default="truth",
+                    help="'truth' (the world's per-feature truth, the default), 'labels' (the heuristic labels) or a "
+                         "FeatureFamilies JSON")
     ap.add_argument("--n-sentences", type=int, default=2000, help="corpus sentences (seeded sample)")
     ap.add_argument("--min-size", type=int, default=5, help="smallest family scored")
     ap.add_argument("--feature-layers", default=None, help="comma-separated PLT layers (default: all)")

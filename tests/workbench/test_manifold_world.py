@@ -170,3 +170,29 @@ def test_points_drawn_towards_the_centre_show_in_the_radius_ratio_not_in_the_ang
         assert (s["r2"] > 0.98) == (shrink == 1.0), s  # a shrunk circle loses R², not its angles
     cross = crossfit(spec, X, y, 5).scores
     assert abs(cross["radius_ratio"] - 1) < 0.02 and cross["r2_radius_matched"] > 0.98
+
+
+def _truth_line(layer: int, feature: int, side: str, family: str | None) -> str:
+    return json.dumps({"layer": layer, "feature": feature, "side": side, "family": family, "value": None,
+                       "top_logit": None, "coverage": 0.9, "selectivity": None, "n_fires": 10})
+
+
+def test_discovery_scores_the_truth_s_families_by_side_and_refuses_a_truth_of_other_transcoders(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from tracer.errors import WorkbenchError
+    from workbench.manifold_world_discovery import families_from_truth, world_families
+
+    rows = [_truth_line(1, f, "output", "day") for f in (9, 3, 5)] + [_truth_line(1, 7, "input", "day"),
+                                                                       _truth_line(1, 8, "context", None),
+                                                                       _truth_line(0, 2, "output", "city")]
+    (tmp_path / "feature_truth_plt.jsonl").write_text("\n".join(rows) + "\n")
+    assert families_from_truth(tmp_path / "feature_truth_plt.jsonl", 1) == {
+        0: {"city/output": [2]}, 1: {"day/input": [7], "day/output": [3, 5, 9]}}
+    assert families_from_truth(tmp_path / "feature_truth_plt.jsonl", 2) == {0: {}, 1: {"day/output": [3, 5, 9]}}
+    assert world_families(tmp_path, "truth", 3, SimpleNamespace(n_layers=2, d_transcoder=16)) == {
+        0: {}, 1: {"day/output": [3, 5, 9]}}
+    with pytest.raises(WorkbenchError, match="must describe its PLT transcoders; got feature 9 of layer 1"):
+        world_families(tmp_path, "truth", 3, SimpleNamespace(n_layers=2, d_transcoder=8))
+    with pytest.raises(WorkbenchError, match="feature_truth_plt.jsonl"):
+        world_families(tmp_path / "nowhere", "truth", 3, SimpleNamespace(n_layers=2, d_transcoder=16))
