@@ -374,7 +374,7 @@ def _parser() -> argparse.ArgumentParser:
     disc_src.add_argument("--discovery", type=Path, default=None,
                           help="world_discovery.json of workbench.manifold_world_discovery, merged into the scorecards")
     disc_src.add_argument("--run-discovery", action="store_true",
-                          help="run the discovery ranking too (label families; about 2 minutes) and merge it")
+                          help="run the discovery ranking too (the truth's families; under a minute) and merge it")
     ap.add_argument("--map-layer", type=int, default=1, help="PLT layer of the decoder map")
     ap.add_argument("--map-method", default="umap", choices=("umap", "pca", "none"), help="decoder map embedding")
     add_config_arguments(ap, WorldScoreConfig)
