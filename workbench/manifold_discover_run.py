@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -83,11 +84,17 @@ def families_from_labels(path: Path, min_size: int, tcs: Transcoders | None = No
     if tcs is not None:
         check_labels_match(labels, n_layers=tcs.n_layers, scan=tcs.scan, source=str(path),
                            owner="--transcoders")
+    return families_by_side(((lab.layer, lab.feature, lab.extra.get("family"), lab.extra.get("side"))
+                             for lab in labels.values()), min_size)
+
+
+def families_by_side(rows: Iterable[tuple[int, int, Any, Any]], min_size: int) -> Families:
+    """Per layer, the features of each (family, side) among ``rows`` of (layer, feature, family, side), named
+    ``family/side`` (input and output sides only), of ``min_size`` or more features, sorted."""
     out: Families = {}
-    for lab in labels.values():
-        if lab.extra.get("family") and lab.extra.get("side") in ("input", "output"):
-            out.setdefault(lab.layer, {}).setdefault(f"{lab.extra['family']}/{lab.extra['side']}", []).append(
-                lab.feature)
+    for layer, feature, family, side in rows:
+        if family and side in ("input", "output"):
+            out.setdefault(layer, {}).setdefault(f"{family}/{side}", []).append(feature)
     return {layer: {k: sorted(v) for k, v in sorted(fams.items()) if len(v) >= min_size}
             for layer, fams in sorted(out.items())}
 

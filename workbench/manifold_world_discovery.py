@@ -29,6 +29,7 @@ from workbench.cli_parser import script_parser
 from workbench.manifold_discover_run import (
     corpus_store,
     discover_layer,
+    families_by_side,
     families_from_json,
     families_from_labels,
     layer_inputs,
@@ -90,11 +91,7 @@ def families_from_truth(path: Path, min_size: int) -> dict[int, dict[str, list[i
     ``family/side`` (input and output sides), of ``min_size`` or more features."""
     from workbench.world.truth import load_truth
 
-    out: dict[int, dict[str, list[int]]] = {}
-    for (layer, feature), t in sorted(load_truth(path).items()):
-        if t.family and t.side in ("input", "output"):
-            out.setdefault(layer, {}).setdefault(f"{t.family}/{t.side}", []).append(feature)
-    return {layer: {k: v for k, v in sorted(fams.items()) if len(v) >= min_size} for layer, fams in sorted(out.items())}
+    return families_by_side(((t.layer, t.feature, t.family, t.side) for t in load_truth(path).values()), min_size)
 
 
 def world_families(world: Path, families: str, min_size: int, tcs: Any) -> dict[int, dict[str, list[int]]]:

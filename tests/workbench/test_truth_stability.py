@@ -99,7 +99,8 @@ def test_another_corpus_moves_some_borders() -> None:
     report = stability(WORLD, ["plt"], "families-sample", 0, 40, verbose=False, truth_sentences=600)["plt"]
     assert report["reproduced"] is None
     other = report["other_corpus"]
-    assert 0.5 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
+    # 0.75 at this size (the 96,000 of the shipped truth: 0.976)
+    assert 0.7 < other["agreement"] < 1.0 and other["n_changed"] > 0 and other["changes"]
     for name in ("purity_rerun_truth_as_roles", "purity_label_free_roles_on_truth_sentences", "headline"):
         assert report[name]["n_graphs"] == 2 and 0.0 <= report[name]["purity"] <= 1.0  # the two demo prompts
     head = report["headline"]
