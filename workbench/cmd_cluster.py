@@ -214,15 +214,16 @@ def _inputs(args: argparse.Namespace, graph: Any, prompts: list[str] | None,
         from workbench.corpus_evidence import store_coactivation
 
         tcs = out["transcoders"]
-        out["coactivation"], out["roles"] = store_coactivation(
+        evidence = store_coactivation(
             ActivationStore(args.activations), n_layers=graph.n_layers, d_transcoder=tcs.d_transcoder, kind=tcs.kind,
-            source=tcs.source, loaded=out["loaded"], roles_config=roles_config)
+            source=tcs.source, loaded=out["loaded"], roles_config=roles_config, split_half=True)
+        out["coactivation"], out["roles"], out["roles_split_half"] = evidence
     if prompts is not None:
         from workbench.corpus_evidence import prompt_coactivation
 
-        out["coactivation"], out["roles"] = prompt_coactivation(out["loaded"], out["transcoders"], prompts,
-                                                                verbose=not args.quiet, allow_unk=args.allow_unk,
-                                                                roles_config=roles_config)
+        evidence = prompt_coactivation(out["loaded"], out["transcoders"], prompts, verbose=not args.quiet,
+                                       allow_unk=args.allow_unk, roles_config=roles_config, split_half=True)
+        out["coactivation"], out["roles"], out["roles_split_half"] = evidence
     return out
 
 
@@ -434,9 +435,11 @@ def run_cluster(args: argparse.Namespace) -> int:
         doc["coactivation"] = {**source, "n_token_rows": int(inputs["coactivation"].n_rows)}
     if inputs["roles"] is not None:
         roles = inputs["roles"]
+        steadiness = inputs.get("roles_split_half")
         doc["roles"] = {"n_roles": len(roles.names), "n_features": int((roles.role >= 0).sum()),
                         "min_share": roles.min_share, "predicts_on_word": roles.predicts_on_word,
-                        "constraint": configs["clustering"].role_constraint}
+                        "constraint": configs["clustering"].role_constraint,
+                        "split_half": None if steadiness is None else steadiness.as_dict()}
     doc["config"] = {k: dataclasses.asdict(v) for k, v in configs.items()
                      if k != "roles" or inputs["roles"] is not None}  # roles settings only where roles were read
     if inputs["prune"] is not None:  # the --prune file's view was clustered, not one at the config's thresholds

@@ -118,8 +118,8 @@ def prompt_sample(loaded: Any, transcoders: Any, prompts: list[str], layer: Any,
     import numpy as np
 
     order = list(dict.fromkeys(np.asarray(layer).tolist()))  # layers in row order
-    A, _, tokens, next_tokens = collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose,
-                                                      allow_unk=allow_unk)
+    A, _, tokens, next_tokens, _ = collect_feature_matrix(loaded, transcoders, prompts, order, verbose=verbose,
+                                                         allow_unk=allow_unk)
     return A, tokens, next_tokens
 
 
@@ -150,10 +150,10 @@ def token_texts(loaded: Any) -> list[str]:
 
 
 def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], layers: list[int], *,
-                           verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any, Any, Any]:
+                           verbose: bool = False, allow_unk: bool = False) -> tuple[Any, Any, Any, Any, Any]:
     """(sparse (n_token_rows, n_columns) activations, (n_columns, 2) (layer, feature) keys, and (n_token_rows,)
-    each row's token id and the next one's in its prompt (-1 at a prompt's end)) of ``layers``' features over the
-    prompts (:meth:`tracer.activations.ActivationStore.feature_matrix`), collected in batches by
+    each row's token id, the next one's in its prompt (-1 at a prompt's end) and its prompt) of ``layers``' features
+    over the prompts (:meth:`tracer.activations.ActivationStore.feature_matrix`), collected in batches by
     :func:`tracer.activations.collect_activations` into a temporary folder."""
     import tempfile
 
@@ -165,12 +165,13 @@ def collect_feature_matrix(loaded: Any, transcoders: Any, prompts: list[str], la
         return store_sample(store, layers)
 
 
-def store_sample(store: Any, layers: list[int]) -> tuple[Any, Any, Any, Any]:
+def store_sample(store: Any, layers: list[int]) -> tuple[Any, Any, Any, Any, Any]:
     """What :func:`collect_feature_matrix` returns, read from an activation run that holds ``layers``."""
     from analyses.families.roles import row_tokens
 
     rows = store.row_table()
-    return (*store.feature_matrix(list(layers)), *row_tokens(rows["prompt"], rows["pos"], rows["token"]))
+    return (*store.feature_matrix(list(layers)), *row_tokens(rows["prompt"], rows["pos"], rows["token"]),
+            rows["prompt"][rows["pos"] > 0])  # the prompt of each row the feature matrix keeps (BOS rows left out)
 
 
 def token_inputs(loaded: Any, tokens: Any, next_tokens: Any) -> dict[str, Any]:

@@ -5,27 +5,48 @@
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
+
+STEADY_ROLES = 0.9
+"""Split-half role agreement below which the roles are logged as unsteady (a corpus too small for them)."""
+
+
+class CorpusEvidence(NamedTuple):
+    """What an unlabelled corpus sample gives the clustering."""
+
+    context: Any
+    """The co-activation context (:class:`analyses.families.coactivation.CoactivationContext`)."""
+    roles: Any
+    """The features' roles (:class:`analyses.families.roles.FeatureRoles`), or None (not read)."""
+    split_half: Any = None
+    """How steady the roles are on this sample (:class:`analyses.families.roles.RoleAgreement` of the roles read on
+    its even and odd prompts), or None (not measured)."""
 
 
 def prompt_coactivation(loaded: Any, transcoders: Any, prompts: str | Path | list[str], *,
                         verbose: bool, allow_unk: bool = False, roles: bool = True,
-                        roles_config: Any = None) -> tuple[Any, Any]:
-    """(the co-activation context, the features' roles or None without ``roles``) of unlabelled prompts (a file
+                        roles_config: Any = None, split_half: bool = False) -> CorpusEvidence:
+    """The co-activation context and the features' roles (None without ``roles``) of unlabelled prompts (a file
     of lines, or the lines) over every transcoder layer, columns keyed by (layer, feature); ``roles_config``: a
-    :class:`analyses.families.roles.RolesConfig` (None: its defaults)."""
+    :class:`analyses.families.roles.RolesConfig` (None: its defaults); ``split_half``: also measure how steady
+    the roles are (:func:`roles_split_half`)."""
     from analyses.families.coactivation import CoactivationContext
     from workbench.cmd_families import collect_feature_matrix, read_prompts
 
     lines = read_prompts(prompts) if isinstance(prompts, (str, Path)) else prompts
-    A, keys, tokens, next_tokens = collect_feature_matrix(loaded, transcoders, lines, list(range(transcoders.n_layers)),
-                                                          verbose=verbose, allow_unk=allow_unk)
+    A, keys, tokens, next_tokens, prompt = collect_feature_matrix(
+        loaded, transcoders, lines, list(range(transcoders.n_layers)), verbose=verbose, allow_unk=allow_unk)
     context = CoactivationContext.from_activations(A, keys)
     logger.info("co-activation sample: %d prompts, %d token rows", len(lines), context.n_rows)
-    return context, sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind,
-                                 transcoders.source, roles_config) if roles else None
+    if not roles:
+        return CorpusEvidence(context, None)
+    table = sample_roles(loaded, A, keys, tokens, next_tokens, transcoders.kind, transcoders.source, roles_config)
+    steadiness = roles_split_half(loaded, A, keys, tokens, next_tokens, prompt, roles_config) if split_half else None
+    return CorpusEvidence(context, table, steadiness)
 
 
 def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, kind: str | None,
@@ -47,12 +68,12 @@ def sample_roles(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, 
 
 def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: int | None = None,
                        kind: str | None = None, source: str | None = None, loaded: Any = None,
-                       roles_config: Any = None) -> tuple[Any, Any]:
-    """(the co-activation context, the features' roles) of a collected activation run (``workbench
+                       roles_config: Any = None, split_half: bool = False) -> CorpusEvidence:
+    """The co-activation context and the features' roles of a collected activation run (``workbench
     activations``): every feature layer it holds, columns keyed by (layer, feature); the roles need the
     model's unembedding (``loaded``; None without it). With ``n_layers`` / ``d_transcoder`` / ``kind`` /
     ``source`` (the graph's transcoders), a run of other transcoders is refused; ``roles_config``: a RolesConfig
-    (None: its defaults)."""
+    (None: its defaults); ``split_half``: also measure how steady the roles are (:func:`roles_split_half`)."""
     from analyses.families.coactivation import CoactivationContext
     from tracer.errors import WorkbenchError
     from tracer.transcoders.identity import check_same_transcoders
@@ -86,7 +107,7 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
     logger.info("co-activation sample: %d prompts, %d token rows, layers %s", store.n_prompts, context.n_rows, layers)
     if loaded is None:
         logger.info("--activations without --model: no feature roles (they read the model's unembedding)")
-        return context, None
+        return CorpusEvidence(context, None)
     from analyses.families.roles import row_tokens
 
     run_model = store.index.get("model_id")
@@ -96,6 +117,7 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
     rows = store.row_table()  # the context holds the run's activations as they are (activation weighting)
     try:
         tokens = row_tokens(rows["prompt"], rows["pos"], rows["token"])  # (tokens, next_tokens), (n_rows,) each
+        prompt = rows["prompt"][rows["pos"] > 0]  # (n_token_rows,) the feature matrix's rows (BOS rows left out)
     except ValueError as err:  # a damaged row table
         raise WorkbenchError(f"--activations {str(err).splitlines()[0]} ({str(store.directory)!r})") from None
     try:
@@ -104,4 +126,30 @@ def store_coactivation(store: Any, n_layers: int | None = None, d_transcoder: in
     except ValueError as err:  # token ids outside --model's vocabulary: another model's run, or a damaged one
         raise WorkbenchError(f"--activations must hold token ids of --model's vocabulary: {str(err).splitlines()[0]} "
                              f"({str(store.directory)!r}). Collect the run with this model.") from None
-    return context, roles
+    steadiness = roles_split_half(loaded, context.activations, context.keys, *tokens, prompt, roles_config) \
+        if split_half else None
+    return CorpusEvidence(context, roles, steadiness)
+
+
+def roles_split_half(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: Any, prompt: Any,
+                     config: Any = None) -> Any:
+    """How steady the roles of a sample are (:func:`analyses.families.roles.split_half_agreement`: the roles read
+    on its even and on its odd prompts, ``prompt`` (n_rows,) each row's), logged as a warning below
+    :data:`STEADY_ROLES`; None for a sample of fewer than two prompts."""
+    from analyses.families.roles import split_half_agreement
+    from workbench.cmd_families import token_texts
+
+    if np.unique(np.asarray(prompt) % 2).size < 2:
+        logger.info("roles' steadiness: not measured (a sample needs prompts of both parities to split)")
+        return None
+    got = split_half_agreement(A, keys, prompt=np.asarray(prompt, dtype=np.int64), tokens=tokens,
+                               next_tokens=next_tokens, token_vectors=loaded.W_U.detach().float().cpu().numpy(),
+                               token_words=token_texts(loaded), config=config)
+    if got.n_features and got.agreement < STEADY_ROLES:
+        logger.warning("roles are unsteady on this sample: %.0f%% of %d features keep their role between its two "
+                       "halves (even and odd prompts); a larger corpus gives steadier roles and groups",
+                       100 * got.agreement, got.n_features)
+    else:
+        logger.info("roles' steadiness: %.1f%% of %d features keep their role between the sample's halves",
+                    100 * got.agreement, got.n_features)
+    return got

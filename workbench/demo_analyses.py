@@ -42,9 +42,9 @@ EVIDENCE = {"edge": "signed edge profiles", "virtual": "virtual weights",
 
 
 def coactivation_sample(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], *,
-                        verbose: bool) -> tuple[Any, Any]:
-    """(the co-activation context, the features' roles) of the world's corpus sample (the sentences discovery
-    reads; no labels)."""
+                        verbose: bool) -> Any:
+    """The co-activation context and the features' roles (a CorpusEvidence) of the world's corpus sample (the
+    sentences discovery reads; no labels)."""
     from workbench.corpus_evidence import prompt_coactivation
     from workbench.manifold_world_discovery import world_corpus
 
@@ -53,7 +53,7 @@ def coactivation_sample(loaded: LoadedModel, tcs: Transcoders, world: Path, mani
 
 def circuit_view(loaded: LoadedModel, tcs: Transcoders, graph: Any, prune_result: Any, labels: dict[Any, Any],
                  tokens: list[str], out_json: Path, *, verbose: bool,
-                 corpus: tuple[Any, Any] | None = None) -> tuple[CircuitView, dict[str, Any]]:
+                 corpus: Any = None) -> tuple[CircuitView, dict[str, Any]]:
     """Cluster, choose, check and save one graph's readable circuit; the report's view and the summary
     (``corpus``: a :func:`coactivation_sample` for the co-activation similarity and the roles, or None)."""
     import dataclasses

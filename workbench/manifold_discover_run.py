@@ -149,7 +149,7 @@ def families_from_corpus(loaded: LoadedModel, tcs: Transcoders, store: Activatio
     from workbench.cmd_families import fit_families, name_token_families, store_sample, token_inputs
 
     X, layer, feature = decoder_matrix(tcs, layers)  # (rows, d), each layer's features in turn, as the store's
-    A, _, tokens, next_tokens = store_sample(store, layers)
+    A, _, tokens, next_tokens, _ = store_sample(store, layers)
     est = fit_families(FamiliesConfig(), X, layer, feature, A, token_inputs(loaded, tokens, next_tokens), None,
                        verbose)
     found = est.result_.to_json_families()

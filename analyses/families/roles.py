@@ -25,6 +25,7 @@ holds no feature that predicts a day. Each role's name also names the groups whe
 """
 
 import dataclasses
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -166,6 +167,69 @@ class FeatureRoles:
     def describe(self, layer: int, feature: int) -> str | None:
         """The role's name of one feature, or None when it has no role."""
         return self.names_of(np.array([[layer, feature]]))[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleAgreement:
+    """How far two role tables (of the same transcoders, read on two samples) agree: see :func:`role_agreement`."""
+
+    n_features: int
+    """Features with a role in either table (a feature that fires in neither sample has no evidence either way)."""
+    agreement: float
+    """Share of those features whose role has the same name in both tables (nan when there are none)."""
+    changes: tuple[tuple[str | None, str | None, int], ...]
+    """The most common disagreements, (name in the first table, name in the second, features), largest first;
+    None: no role there (the feature did not fire in that sample)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The agreement as plain JSON values."""
+        return {"n_features": self.n_features, "agreement": self.agreement,
+                "changes": [{"from": a, "to": b, "n": n} for a, b, n in self.changes]}
+
+
+def role_agreement(a: FeatureRoles, b: FeatureRoles, *, top: int = 10) -> RoleAgreement:
+    """How steady roles are from one sample to another: the share of the features with a role in either table
+    whose role is the same in both, compared by name (each table numbers its roles itself), and the ``top`` most
+    common changes. Two samples of the same size and kind give the roles' steadiness at that size; a feature near
+    a role's ``min_share`` lands on either side with the sample."""
+    if a.transcoder_kind is not None and b.transcoder_kind is not None and a.transcoder_kind != b.transcoder_kind:
+        raise ValueError(f"role tables must be of the same transcoders to compare; got kinds {a.transcoder_kind!r} and "
+                         f"{b.transcoder_kind!r}. Read both on samples of one transcoder set.")
+    keys = np.unique(np.concatenate([a.keys, b.keys]), axis=0)  # (n_union, 2)
+    name_a, name_b = a.names_of(keys), b.names_of(keys)
+    pairs = [(x, y) for x, y in zip(name_a, name_b) if x is not None or y is not None]
+    if not pairs:
+        return RoleAgreement(n_features=0, agreement=float("nan"), changes=())
+    same = sum(x == y for x, y in pairs)
+    counts = Counter((x, y) for x, y in pairs if x != y)
+    changes = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top]
+    return RoleAgreement(n_features=len(pairs), agreement=same / len(pairs),
+                         changes=tuple((x, y, n) for (x, y), n in changes))
+
+
+def split_half_agreement(A: sp.spmatrix, keys: np.ndarray, *, prompt: np.ndarray, tokens: np.ndarray,
+                         next_tokens: np.ndarray, token_vectors: np.ndarray, token_words: Sequence[str] | None = None,
+                         config: RolesConfig | None = None) -> RoleAgreement:
+    """The roles' steadiness on one sample: :func:`role_agreement` of the roles read (as :func:`feature_roles`
+    reads them) on the rows of its even prompts and on those of its odd ones (``prompt`` (n_rows,): each row's
+    prompt). Each half holds half the sample, so this is the steadiness at half its size: a lower bound on the
+    whole sample's."""
+    prompt = np.asarray(prompt)
+    n_rows = A.shape[0]
+    if prompt.shape != (n_rows,) or (prompt.size and prompt.dtype.kind not in "iu"):
+        raise ValueError(f"prompt must be integers of shape ({n_rows},) (each row's prompt); got shape {prompt.shape} "
+                         f"and dtype {prompt.dtype}.")
+    A = sp.csr_matrix(A)
+    halves = []
+    for parity in (0, 1):
+        rows = np.flatnonzero(prompt % 2 == parity)  # (n_half,)
+        if not rows.size:
+            raise ValueError(f"a split half needs prompts of both parities (even and odd ids); got prompts "
+                             f"{np.unique(prompt).tolist()[:5]}. Give a sample of two or more prompts.")
+        halves.append(feature_roles(A[rows], keys, tokens=np.asarray(tokens)[rows],
+                                    next_tokens=np.asarray(next_tokens)[rows], token_vectors=token_vectors,
+                                    token_words=token_words, config=config))
+    return role_agreement(*halves)
 
 
 def _codes(keys: np.ndarray) -> np.ndarray:

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from analyses.families.config import FamiliesConfig
-from analyses.families.roles import FeatureRoles, RolesConfig, feature_roles, row_tokens
+from analyses.families.roles import (
+    FeatureRoles,
+    RolesConfig,
+    feature_roles,
+    role_agreement,
+    row_tokens,
+    split_half_agreement,
+)
 from analyses.results import load_result, save_result
 from analyses.supernodes.clustering import SupernodeClustering
 from tests.analyses.supernodes.planted import planted_graph
@@ -278,3 +285,66 @@ def test_a_feature_reading_and_predicting_one_class_alike_reads_it_as_its_family
     d["keys"] = np.stack([np.full(6, 2), np.arange(6)], 1)
     roles = _roles(d)
     assert (roles.describe(2, 5) or "").startswith("reads w0") and roles.share[5] == pytest.approx(1.0)
+
+
+def _named_table(names: list[str | None], feature: np.ndarray | None = None, kind: str | None = None) -> FeatureRoles:
+    """A role table of layer-0 features named ``names`` (None: no role), each feature's role numbered by name."""
+    named = sorted({n for n in names if n is not None})
+    role = np.array([named.index(n) if n is not None else -1 for n in names], dtype=np.int64)
+    keys = np.stack([np.zeros(len(names), np.int64), np.arange(len(names)) if feature is None else feature], 1)
+    return FeatureRoles(keys=keys, role=role, share=np.where(role >= 0, 0.6, 0.0), names=tuple(named),
+                        kinds=tuple("mixed" if n == "mixed" else "word" for n in named), transcoder_kind=kind)
+
+
+def test_role_agreement_compares_roles_by_name_and_lists_the_changes() -> None:
+    a = _named_table(["reads 'is'", "reads 'is'", "mixed", None, "reads 'of'"])
+    b = _named_table(["reads 'is'", "mixed", "mixed", None, None])  # numbered otherwise: names decide
+    got = role_agreement(a, b)
+    assert got.n_features == 4  # feature 3 has a role in neither table
+    assert got.agreement == pytest.approx(2 / 4)
+    assert got.changes == (("reads 'is'", "mixed", 1), ("reads 'of'", None, 1))
+    assert got.as_dict()["changes"][0] == {"from": "reads 'is'", "to": "mixed", "n": 1}
+    assert role_agreement(a, a).agreement == 1.0 and role_agreement(a, a).changes == ()
+    # a feature only one table holds counts as a change (the other sample never saw it fire)
+    c = _named_table(["reads 'is'"], feature=np.array([7]))
+    assert role_agreement(a, c).n_features == 5 and role_agreement(a, c).agreement == 0.0
+    assert np.isnan(role_agreement(_named_table([None]), _named_table([None])).agreement)
+
+
+def test_role_agreement_refuses_tables_of_two_transcoder_kinds() -> None:
+    with pytest.raises(ValueError, match="same transcoders to compare; got kinds 'plt' and 'clt'"):
+        role_agreement(_named_table(["mixed"], kind="plt"), _named_table(["mixed"], kind="clt"))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from([None, "mixed", "reads 'a'", "reads 'b'"]), min_size=1, max_size=12),
+       st.lists(st.sampled_from([None, "mixed", "reads 'a'", "reads 'b'"]), min_size=1, max_size=12))
+def test_role_agreement_is_symmetric_and_a_share(x: list, y: list) -> None:
+    n = min(len(x), len(y))
+    a, b = _named_table(x[:n]), _named_table(y[:n])
+    ab, ba = role_agreement(a, b, top=100), role_agreement(b, a, top=100)
+    assert ab.n_features == ba.n_features == sum(p is not None or q is not None for p, q in zip(x[:n], y[:n]))
+    if ab.n_features:
+        assert ab.agreement == ba.agreement and 0.0 <= ab.agreement <= 1.0
+        assert sum(c[2] for c in ab.changes) == round((1 - ab.agreement) * ab.n_features)
+        assert sorted(((q, p, k) for p, q, k in ab.changes), key=str) == sorted(ba.changes, key=str)
+
+
+def test_split_half_agreement_reads_roles_on_even_and_odd_prompts() -> None:
+    """Prompts of 10 rows: the planted roles are clear in both halves (agreement 1); a feature that reads w27 in
+    even prompts but reads the three fillers alike in odd ones ('mixed' there) is the one change."""
+    d = _planted()
+    prompt = np.arange(3000) // 10  # (n_rows,)
+    half = dict(prompt=prompt, tokens=d["tokens"], next_tokens=d["next_tokens"], token_vectors=d["token_vectors"],
+                token_words=WORDS, config=AVERAGE)
+    steady = split_half_agreement(d["A"], d["keys"], **half)
+    assert steady.n_features == 4 and steady.agreement == 1.0
+    A = d["A"].toarray()
+    odd = prompt % 2 == 1  # (n_rows,)
+    A[odd, 2] = np.isin(d["tokens"][odd], FILLER)  # odd prompts: feature 2 reads w27, w28, w29 alike
+    moved = split_half_agreement(sp.csr_matrix(A), d["keys"], **half)
+    assert moved.agreement == pytest.approx(3 / 4) and moved.changes == (("reads 'w27'", "mixed", 1),)
+    with pytest.raises(ValueError, match="needs prompts of both parities"):
+        split_half_agreement(d["A"], d["keys"], **{**half, "prompt": np.zeros(3000, np.int64)})
+    with pytest.raises(ValueError, match=r"prompt must be integers of shape \(3000,\)"):
+        split_half_agreement(d["A"], d["keys"], **{**half, "prompt": prompt[:5]})

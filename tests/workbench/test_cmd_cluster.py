@@ -309,6 +309,9 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     assert doc["similarities"] == ["edge", "virtual", "coactivation"]
     assert doc["coactivation"]["n_token_rows"] == 7 + 8 + 7  # one row per word (BOS left out)
     assert doc["roles"]["n_features"] > 0 and doc["roles"]["constraint"] is True and doc["roles"]["min_share"] == 0.5
+    steadiness = doc["roles"]["split_half"]  # the roles read on prompts 0 and 2 against those read on prompt 1
+    assert steadiness["n_features"] > 0 and 0.0 <= steadiness["agreement"] <= 1.0
+    assert sum(c["n"] for c in steadiness["changes"]) <= steadiness["n_features"]
     status, _, err = run(*base, "--out", str(tmp_path / "named.json"), "--prompts", str(prompts), "--no-labels")
     assert status == 0, err
     named = json.loads((tmp_path / "named.json").read_text())["supernodes"]
@@ -331,7 +334,8 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     _one_line_error(err, "cluster", "'Zzyzx'")
     status, _, err = run(*base, "--out", str(tmp_path / "unk.json"), "--prompts", str(unknown), "--allow-unk")
     assert status == 0, err
-    assert json.loads((tmp_path / "unk.json").read_text())["coactivation"]["n_token_rows"] == 5
+    unk = json.loads((tmp_path / "unk.json").read_text())
+    assert unk["coactivation"]["n_token_rows"] == 5 and unk["roles"]["split_half"] is None  # one prompt: no halves
     # the same sample read from a `workbench activations` run gives the same groups
     from tracer.activations import ActivationConfig, collect_activations
 
@@ -353,7 +357,7 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     with pytest.raises(WorkbenchError, match=r"--activations must hold token ids of --model's vocabulary: tokens must "
                                              r"be token ids in \[0, 5\)"):
         store_coactivation(ActivationStore(tmp_path / "acts"), loaded=small)
-    context, roles = store_coactivation(ActivationStore(tmp_path / "acts"), loaded=loaded)
+    context, roles, _ = store_coactivation(ActivationStore(tmp_path / "acts"), loaded=loaded)
     assert roles.transcoder_kind == "plt" and roles.transcoder_source == context.transcoder_source
     from analyses.supernodes.clustering import SupernodeClustering
 

@@ -39,9 +39,9 @@ def _timed(fn: Any) -> tuple[float, Any]:
     return time.perf_counter() - t, out
 
 
-def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> tuple[Any, Any]:
-    """(the co-activation context, the features' roles) of ``n_prompts`` seeded random 32-word prompts (the
-    model's words)."""
+def coactivation_sample(loaded: Any, tcs: Any, n_prompts: int, vocab: int) -> Any:
+    """The co-activation context and the features' roles (a CorpusEvidence) of ``n_prompts`` seeded random
+    32-word prompts (the model's words)."""
     import numpy as np
 
     from workbench.bench.build import SPECIAL_TOKENS
@@ -74,7 +74,7 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
     graph = attribute(loaded, tcs, ids, config)
     t_prune, pruned = _timed(lambda: prune_graph(graph))  # one run: slow, and not part of the target
     vocab = int(built.manifest["spec"]["vocab"])
-    t_sample, (context, roles) = _timed(lambda: coactivation_sample(loaded, tcs, coactivation_prompts, vocab))
+    t_sample, (context, roles, _) = _timed(lambda: coactivation_sample(loaded, tcs, coactivation_prompts, vocab))
     times: dict[str, list[float]] = {"attribute": [], "cluster": [], "circuit": [], "circuit_coactivation": []}
     for _ in range(repeats):
         times["attribute"].append(_timed(lambda: attribute(loaded, tcs, ids, config))[0])
