@@ -61,11 +61,10 @@ def score_ranking(ranking: list[str], scores: dict[str, float]) -> dict[str, Any
 
 def world_corpus(world: Path, manifest: dict[str, Any], n_sentences: int) -> list[str]:
     """A seeded sample of the world's training language (its own stream: not the training sentences)."""
-    from workbench.world import generator, language
+    from workbench.world import generator
+    from workbench.world.evaluate import manifest_spec
 
-    facts = manifest["facts"]
-    spec = language.make_world(int(manifest["seed"]), n_regions=len(facts["regions"]),
-                               cities_per_region=len(facts["cities"]) // len(facts["regions"]))
+    spec = manifest_spec(manifest)
     return [" ".join(s.words) for s in generator.sample_corpus(spec, n_sentences, seed=0, stream="manifolds")]
 
 

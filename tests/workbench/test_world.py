@@ -252,6 +252,10 @@ def test_cli_rejects_bad_input(tmp_path: Path) -> None:
     args = parser.parse_args(["world", "build", "--out", str(tmp_path), "--smoothing", "0.5"])
     with pytest.raises(WorkbenchError, match="smoothing must be in"):
         args.func(args)
+    for bad in ("0", "0.6", "nan"):
+        args = parser.parse_args(["world", "build", "--out", str(tmp_path), "--heldout-frac", bad])
+        with pytest.raises(WorkbenchError, match=r"--heldout-frac must be in \(0, 0.5\]"):
+            args.func(args)
 
 
 def test_cli_smoothing_flag_reaches_the_training_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -267,6 +271,44 @@ def test_cli_smoothing_flag_reaches_the_training_config(tmp_path: Path, monkeypa
         args.func(args)
         assert seen["config"].train.smoothing == expected
         assert seen["config"].model == build.default_config().model
+
+
+def test_cli_heldout_frac_reaches_the_build_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.world import build, cli
+
+    seen = {}
+    monkeypatch.setattr(build, "build_world", lambda out, **kw: seen.update(kw))
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers(dest="command"))
+    for argv, expected in ((["--heldout-frac", "0.3"], 0.3), ([], lang.HELDOUT_FRAC)):
+        args = parser.parse_args(["world", "build", "--out", str(tmp_path), *argv])
+        args.func(args)
+        assert seen["config"].heldout_frac == expected and seen["config"].train == build.default_config().train
+
+
+def test_heldout_frac_holds_out_more_combinations_and_keeps_the_geography() -> None:
+    base, more = lang.make_world(0), lang.make_world(0, heldout_frac=0.3)
+    assert (base.region_of, base.capital_of, base.heldout_two_hop) == (more.region_of, more.capital_of,
+                                                                       more.heldout_two_hop)
+    assert {f: len(c) for f, c in base.heldout_arith.items()} == {"day": 14, "month": 24, "hue": 24}
+    assert {f: len(c) for f, c in more.heldout_arith.items()} == {"day": 42, "month": 72, "hue": 72}
+    assert all(o >= 2 for combos in more.heldout_arith.values() for _, o, _ in combos)
+    with pytest.raises(ValueError, match=r"heldout_frac must be in \(0, 0.5\]"):
+        lang.make_world(0, heldout_frac=0.0)
+
+
+def test_manifest_spec_reads_the_recorded_heldout_frac_and_refuses_splits_it_does_not_give() -> None:
+    from workbench.world.evaluate import manifest_spec
+
+    spec = lang.make_world(0, heldout_frac=0.3)
+    manifest = {"seed": 0, "facts": {"regions": list(spec.regions), "cities": list(spec.cities)},
+                "build": {"config": {"heldout_frac": 0.3}},
+                "splits": {"heldout_arith": {f: sorted(map(list, c)) for f, c in spec.heldout_arith.items()}}}
+    assert manifest_spec(manifest) == spec
+    old = {**manifest, "build": {"config": {}}}  # a manifest from before the option: 0.1, not its splits
+    with pytest.raises(WorkbenchError, match="must record the held-out splits its seed and build config give"):
+        manifest_spec(old)
+    assert manifest_spec({k: v for k, v in old.items() if k != "splits"}) == lang.make_world(0)
 
 
 # ---------------------------------------------------------------- the tiny build (CI)

@@ -51,11 +51,12 @@ def bare_forward_encode(loaded: LoadedModel, tc: Transcoders, tokens: list[torch
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
-    from workbench.world import generator, language
+    from workbench.world import generator
+    from workbench.world.evaluate import manifest_spec
 
     world = Path(args.world)
     manifest = json.loads((world / "manifest.json").read_text())
-    spec = language.make_world(int(manifest["seed"]))
+    spec = manifest_spec(manifest)  # its shape too (a tiny world has other cities)
     prompts = [" ".join(s.words) for s in generator.sample_corpus(spec, args.n_prompts, seed=1, stream="bench")]
     loaded = load_model(world / "model", backend=args.backend)
     tc = load_transcoders(world / args.transcoders, n_layers=loaded.n_layers, d_model=loaded.d_model)

@@ -65,6 +65,10 @@ class WorldBuildConfig:
     """Cities per region (capitals not counted). With 6, the model tended to memorise each
     training city's capital and lose the composed city -> region -> capital path that held-out
     cities need; 8 keeps it."""
+    heldout_frac: float = lang.HELDOUT_FRAC
+    """Share of each cyclic family's arithmetic combinations (offsets >= 2) held out of training: the unseen
+    combinations the held-out prompt sets test (0.10: 14 day, 24 month and 24 hue combinations, two templates
+    each)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     """Shape of the model."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -182,7 +186,8 @@ def _build(out: Path, seed: int, tiny: bool, cfg: WorldBuildConfig, progress: bo
 
     logger.info("Phase 1: language, corpus and tokenizer (seed %d)", seed)
     t = time.perf_counter()
-    spec = lang.make_world(seed, n_regions=cfg.n_regions, cities_per_region=cfg.cities_per_region)
+    spec = lang.make_world(seed, n_regions=cfg.n_regions, cities_per_region=cfg.cities_per_region,
+                           heldout_frac=cfg.heldout_frac)
     tokenizer = build_tokenizer(lang.vocabulary())
     corpus = gen.sample_corpus(spec, cfg.n_corpus, seed=seed, stream="model")
     times["corpus"] = time.perf_counter() - t

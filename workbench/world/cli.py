@@ -28,6 +28,10 @@ def register(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]") 
                        help="circular label smoothing: the target mass put on each calendar neighbour of a "
                             "cyclic answer (TrainConfig.smoothing; default: the config's). 0 builds a control "
                             "world whose answer-side circles are not imposed by the loss")
+    build.add_argument("--heldout-frac", type=float, default=None, metavar="F",
+                       help="share of each cyclic family's arithmetic combinations (offsets >= 2) held out of "
+                            "training (WorldBuildConfig.heldout_frac; default: the config's, 0.1): more unseen "
+                            "combinations for the held-out prompt sets, fewer to learn from")
     build.add_argument("--quiet", "-q", action="store_true", help="no progress bars or info logs")
     build.set_defaults(func=_run_build)
     truth = actions.add_parser(
@@ -65,6 +69,11 @@ def _run_build(args: argparse.Namespace) -> int:
             raise WorkbenchError(f"--smoothing must be in [0, 0.5) (mass on each of two neighbours); got "
                                  f"{args.smoothing!r}.")
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, smoothing=args.smoothing))
+    if args.heldout_frac is not None:
+        if not 0 < args.heldout_frac <= 0.5:
+            raise WorkbenchError(f"--heldout-frac must be in (0, 0.5] (a share of the combinations); got "
+                                 f"{args.heldout_frac!r}. Use e.g. 0.3.")
+        config = dataclasses.replace(config, heldout_frac=args.heldout_frac)
     build_world(out, seed=args.seed, tiny=args.tiny, progress=not args.quiet, config=config)
     return 0
 

@@ -49,10 +49,19 @@ class LoadedWorld:
 
 
 def manifest_spec(manifest: dict[str, Any]) -> lang.WorldSpec:
-    """A built world's language, rebuilt from its manifest's seed and shape."""
+    """A built world's language, rebuilt from its manifest's seed, shape and held-out share (``build.config``'s
+    ``heldout_frac``; 0.10 where a manifest does not record it), checked against the held-out splits it records."""
     facts = manifest["facts"]
-    return lang.make_world(int(manifest["seed"]), n_regions=len(facts["regions"]),
-                           cities_per_region=len(facts["cities"]) // len(facts["regions"]))
+    config = (manifest.get("build") or {}).get("config") or {}
+    spec = lang.make_world(int(manifest["seed"]), n_regions=len(facts["regions"]),
+                           cities_per_region=len(facts["cities"]) // len(facts["regions"]),
+                           heldout_frac=float(config.get("heldout_frac", lang.HELDOUT_FRAC)))
+    recorded = (manifest.get("splits") or {}).get("heldout_arith")
+    if recorded is not None and {f: sorted(map(list, c)) for f, c in spec.heldout_arith.items()} != {
+            f: sorted(map(list, c)) for f, c in recorded.items()}:
+        raise WorkbenchError("the world's manifest must record the held-out splits its seed and build config give; "
+                             "they differ. The manifest was edited or comes from another version: rebuild the world.")
+    return spec
 
 
 def load_world(directory: str | Path) -> LoadedWorld:

@@ -116,8 +116,12 @@ MAX_OFFSET = 11
 """Arithmetic offsets run 1..MAX_OFFSET for every family (for days they wrap more than once)."""
 
 
+HELDOUT_FRAC = 0.10
+"""Share of each cyclic family's arithmetic combinations (offsets >= 2) held out of training by default."""
+
+
 def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 8,
-               heldout_frac: float = 0.10, heldout_cities_per_region: int = 1) -> WorldSpec:
+               heldout_frac: float = HELDOUT_FRAC, heldout_cities_per_region: int = 1) -> WorldSpec:
     """Draw the world's geography and held-out splits from `seed`.
 
     Held-out arithmetic combinations use offsets >= 2 only, so that no held-out answer is also
@@ -125,6 +129,9 @@ def make_world(seed: int, *, n_regions: int = 10, cities_per_region: int = 8,
     """
     if not 1 <= n_regions <= len(REGION_NAMES):
         raise ValueError(f"n_regions must be in 1..{len(REGION_NAMES)}; got {n_regions!r}.")
+    if not 0.0 < heldout_frac <= 0.5:
+        raise ValueError(f"heldout_frac must be in (0, 0.5] (a share of the combinations held out of training); got "
+                         f"{heldout_frac!r}.")
     if n_regions * cities_per_region > len(CITY_NAMES):
         raise ValueError(f"n_regions * cities_per_region must be <= {len(CITY_NAMES)}; "
                          f"got {n_regions * cities_per_region!r}.")
