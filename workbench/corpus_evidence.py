@@ -12,7 +12,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 STEADY_ROLES = 0.9
-"""Split-half role agreement below which the roles are logged as unsteady (a corpus too small for them)."""
+"""Split-half role agreement (matched: ``RoleAgreement.matched_agreement``) below which the roles are logged as
+unsteady (a corpus too small for them)."""
 
 
 class CorpusEvidence(NamedTuple):
@@ -145,11 +146,11 @@ def roles_split_half(loaded: Any, A: Any, keys: Any, tokens: Any, next_tokens: A
     got = split_half_agreement(A, keys, prompt=np.asarray(prompt, dtype=np.int64), tokens=tokens,
                                next_tokens=next_tokens, token_vectors=loaded.W_U.detach().float().cpu().numpy(),
                                token_words=token_texts(loaded), config=config)
-    if got.n_features and got.agreement < STEADY_ROLES:
+    if got.n_features and got.matched_agreement < STEADY_ROLES:
         logger.warning("roles are unsteady on this sample: %.0f%% of %d features keep their role between its two "
-                       "halves (even and odd prompts); a larger corpus gives steadier roles and groups",
-                       100 * got.agreement, got.n_features)
+                       "halves (even and odd prompts; %.0f%% by name); a larger corpus gives steadier roles and groups",
+                       100 * got.matched_agreement, got.n_features, 100 * got.agreement)
     else:
-        logger.info("roles' steadiness: %.1f%% of %d features keep their role between the sample's halves",
-                    100 * got.agreement, got.n_features)
+        logger.info("roles' steadiness: %.1f%% of %d features keep their role between the sample's halves (%.1f%% "
+                    "by name)", 100 * got.matched_agreement, got.n_features, 100 * got.agreement)
     return got

@@ -177,6 +177,12 @@ class RoleAgreement:
     """Features with a role in either table (a feature that fires in neither sample has no evidence either way)."""
     agreement: float
     """Share of those features whose role has the same name in both tables (nan when there are none)."""
+    matched_agreement: float
+    """Share of those features whose roles correspond under the best one-to-one matching of the two tables' roles
+    (the Hungarian assignment on their contingency table; a feature with a role in one table only never
+    corresponds): the features kept together whatever the roles are called. It exceeds ``agreement`` where a
+    role's name changed with the sample while its features stayed together (a token class that gained or lost
+    one token renames all its roles)."""
     changes: tuple[tuple[str | None, str | None, int], ...]
     """The most common disagreements, (name in the first table, name in the second, features), largest first;
     None: no role there (the feature did not fire in that sample)."""
@@ -184,6 +190,7 @@ class RoleAgreement:
     def as_dict(self) -> dict[str, Any]:
         """The agreement as plain JSON values."""
         return {"n_features": self.n_features, "agreement": self.agreement,
+                "matched_agreement": self.matched_agreement,
                 "changes": [{"from": a, "to": b, "n": n} for a, b, n in self.changes]}
 
 
@@ -199,12 +206,30 @@ def role_agreement(a: FeatureRoles, b: FeatureRoles, *, top: int = 10) -> RoleAg
     name_a, name_b = a.names_of(keys), b.names_of(keys)
     pairs = [(x, y) for x, y in zip(name_a, name_b) if x is not None or y is not None]
     if not pairs:
-        return RoleAgreement(n_features=0, agreement=float("nan"), changes=())
+        return RoleAgreement(n_features=0, agreement=float("nan"), matched_agreement=float("nan"), changes=())
     same = sum(x == y for x, y in pairs)
     counts = Counter((x, y) for x, y in pairs if x != y)
     changes = sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0])))[:top]
     return RoleAgreement(n_features=len(pairs), agreement=same / len(pairs),
+                         matched_agreement=_matched_share(pairs),
                          changes=tuple((x, y, n) for (x, y), n in changes))
+
+
+def _matched_share(pairs: Sequence[tuple[str | None, str | None]]) -> float:
+    """The share of ``pairs`` (each feature's role in two tables; None: no role) on the best one-to-one matching
+    of the two tables' roles: the largest sum of a contingency table's cells with at most one cell per row and
+    column, over the features with a role in both."""
+    from scipy.optimize import linear_sum_assignment
+
+    both = [(x, y) for x, y in pairs if x is not None and y is not None]
+    if not both:
+        return 0.0
+    _, a = np.unique(np.array([x for x, _ in both]), return_inverse=True)  # (n_both,) each role of table a
+    _, b = np.unique(np.array([y for _, y in both]), return_inverse=True)  # (n_both,)
+    counts = np.zeros((int(a.max()) + 1, int(b.max()) + 1), dtype=np.int64)  # (n_roles_a, n_roles_b)
+    np.add.at(counts, (a.ravel(), b.ravel()), 1)
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    return float(counts[rows, cols].sum() / len(pairs))
 
 
 def split_half_agreement(A: sp.spmatrix, keys: np.ndarray, *, prompt: np.ndarray, tokens: np.ndarray,

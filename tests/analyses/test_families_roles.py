@@ -1,5 +1,7 @@
 """Feature roles (analyses.families.roles) on planted samples, and the clustering's role constraint."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -287,7 +289,8 @@ def test_a_feature_reading_and_predicting_one_class_alike_reads_it_as_its_family
     assert (roles.describe(2, 5) or "").startswith("reads w0") and roles.share[5] == pytest.approx(1.0)
 
 
-def _named_table(names: list[str | None], feature: np.ndarray | None = None, kind: str | None = None) -> FeatureRoles:
+def _named_table(names: Sequence[str | None], feature: np.ndarray | None = None,
+                 kind: str | None = None) -> FeatureRoles:
     """A role table of layer-0 features named ``names`` (None: no role), each feature's role numbered by name."""
     named = sorted({n for n in names if n is not None})
     role = np.array([named.index(n) if n is not None else -1 for n in names], dtype=np.int64)
@@ -303,12 +306,23 @@ def test_role_agreement_compares_roles_by_name_and_lists_the_changes() -> None:
     assert got.n_features == 4  # feature 3 has a role in neither table
     assert got.agreement == pytest.approx(2 / 4)
     assert got.changes == (("reads 'is'", "mixed", 1), ("reads 'of'", None, 1))
+    assert got.matched_agreement == pytest.approx(2 / 4)  # 'of' has no role in b: it never corresponds
     assert got.as_dict()["changes"][0] == {"from": "reads 'is'", "to": "mixed", "n": 1}
     assert role_agreement(a, a).agreement == 1.0 and role_agreement(a, a).changes == ()
     # a feature only one table holds counts as a change (the other sample never saw it fire)
     c = _named_table(["reads 'is'"], feature=np.array([7]))
     assert role_agreement(a, c).n_features == 5 and role_agreement(a, c).agreement == 0.0
     assert np.isnan(role_agreement(_named_table([None]), _named_table([None])).agreement)
+
+
+def test_a_role_renamed_with_its_features_kept_together_agrees_once_matched() -> None:
+    """A token class that gains a token renames its role for every feature in it: the names disagree, the
+    matching of the two tables' roles does not."""
+    a = _named_table(["reads a, b (2 tokens)"] * 3 + ["mixed", "mixed", "reads 'is'"])
+    b = _named_table(["reads a, b, c (3 tokens)"] * 3 + ["mixed", "reads 'is'", "reads 'is'"])
+    got = role_agreement(a, b)
+    assert got.agreement == pytest.approx(2 / 6) and got.matched_agreement == pytest.approx(5 / 6)
+    assert got.changes[0] == ("reads a, b (2 tokens)", "reads a, b, c (3 tokens)", 3)
 
 
 def test_role_agreement_refuses_tables_of_two_transcoder_kinds() -> None:
@@ -326,6 +340,8 @@ def test_role_agreement_is_symmetric_and_a_share(x: list, y: list) -> None:
     assert ab.n_features == ba.n_features == sum(p is not None or q is not None for p, q in zip(x[:n], y[:n]))
     if ab.n_features:
         assert ab.agreement == ba.agreement and 0.0 <= ab.agreement <= 1.0
+        assert ab.matched_agreement == pytest.approx(ba.matched_agreement)
+        assert ab.agreement - 1e-12 <= ab.matched_agreement <= 1.0  # matching names is one matching
         assert sum(c[2] for c in ab.changes) == round((1 - ab.agreement) * ab.n_features)
         assert sorted(((q, p, k) for p, q, k in ab.changes), key=str) == sorted(ba.changes, key=str)
 

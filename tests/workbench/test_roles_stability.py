@@ -31,6 +31,7 @@ def test_roles_of_two_samples_agree_more_as_they_grow_and_the_split_half_is_meas
     assert large["agreement"] > small["agreement"]  # 1,500 sentences hold steadier roles than 200
     assert large["split_half"]["agreement"] > small["split_half"]["agreement"]
     assert "plt: roles kept between two samples" in capsys.readouterr().out
+    assert all(r["matched_agreement"] >= r["agreement"] for r in (small, large))
 
 
 @pytest.mark.parametrize("argv, match", [

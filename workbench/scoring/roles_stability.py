@@ -9,7 +9,9 @@ sample size this reads the roles on two independent samples of the generator (tw
 supernode scorer's) and reports:
 
 * **agreement**: :func:`analyses.families.roles.role_agreement` of the two tables: the share of the features with
-  a role in either whose role is the same in both, and the most common changes;
+  a role in either whose role has the same name in both, the share whose roles correspond under the best
+  one-to-one matching of the two tables' roles (``matched_agreement``: kept together, whatever the roles are
+  called; a token class that gains or loses a token renames its roles), and the most common changes;
 * **split_half**: the split-half agreement of the first sample (:func:`analyses.families.roles.split_half_agreement`:
   its even against its odd sentences): what ``workbench cluster --prompts`` reports on a user's corpus, which has
   no second sample. It measures steadiness at half the sample's size: compare it with ``agreement`` at that size.
@@ -111,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     report["argv"] = list(argv if argv is not None else sys.argv[1:])
     atomic_write_json(args.out, report)
     for kind in kinds:
-        rows = ", ".join(f"{r['sentences']}: {r['agreement']:.3f} (split half {r['split_half']['agreement']:.3f})"
-                         for r in report[kind])
-        print(f"{kind}: roles kept between two samples of each size {rows}")  # noqa: T201
+        rows = ", ".join(f"{r['sentences']}: {r['matched_agreement']:.3f} / {r['agreement']:.3f} (split half "
+                         f"{r['split_half']['matched_agreement']:.3f})" for r in report[kind])
+        print(f"{kind}: roles kept between two samples of each size, matched / by name: {rows}")  # noqa: T201
     return 0
 
 
