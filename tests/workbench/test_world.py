@@ -422,6 +422,10 @@ def test_same_model_compares_only_builds_of_the_same_settings() -> None:
     other = _manifest("b" * 64)
     other["build"] = {"config": {**ref["build"]["config"], "train": {"steps": 10}}}  # type: ignore[index]
     assert same_model(other, ref) is None
+    other["build"] = {"config": {**ref["build"]["config"], "heldout_frac": 0.3}}  # type: ignore[index]
+    assert same_model(other, ref) is None  # other held-out splits: another training corpus
+    other["build"] = {"config": {**ref["build"]["config"], "heldout_frac": 0.1}}  # type: ignore[index]
+    assert same_model(other, ref) is False  # 0.1 is what a manifest without the record was built with
     assert same_model(_manifest("a" * 64), {**ref, "checksums": {}}) is None
 
 

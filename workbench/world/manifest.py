@@ -145,5 +145,6 @@ def same_model(built: dict[str, Any], reference: dict[str, Any]) -> bool | None:
     cfg, ref_cfg = built.get("build", {}).get("config", {}), reference.get("build", {}).get("config", {})
     comparable = (built.get("seed") == reference.get("seed") and built.get("tiny") == reference.get("tiny")
                   and all(cfg.get(k) == ref_cfg.get(k) for k in ("model", "train", "n_regions", "cities_per_region"))
+                  and cfg.get("heldout_frac", lang.HELDOUT_FRAC) == ref_cfg.get("heldout_frac", lang.HELDOUT_FRAC)
                   and MODEL_FILE in reference.get("checksums", {}) and MODEL_FILE in built.get("checksums", {}))
     return built["checksums"][MODEL_FILE] == reference["checksums"][MODEL_FILE] if comparable else None
