@@ -29,6 +29,7 @@ from analyses.manifolds.causal import (
     clean_runs,
     steer_check,
 )
+from analyses.manifolds.curves import r2_from_sums
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitConfig, ManifoldFitResult
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
@@ -42,8 +43,12 @@ def resamples(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
 
 
 def interval(values: np.ndarray) -> list[float]:
-    """95% percentile interval of per-resample statistics ``values`` (n_boot,)."""
-    return [float(np.nanpercentile(values, 2.5)), float(np.nanpercentile(values, 97.5))]
+    """95% percentile interval of per-resample statistics ``values`` (n_boot,), over the finite ones (nan, nan
+    when none is: a statistic undefined on every resample)."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return [float("nan"), float("nan")]
+    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
 
 
 def grouped_rate(outcomes: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[float, list[float]]:
@@ -122,15 +127,14 @@ def summarize(scores: dict[str, np.ndarray]) -> dict[str, Any]:
     res2, tot2, err2, correct = (scores[k] for k in ("res2", "tot2", "err2", "correct"))
     ratio, res2_m, tot2_m = scores["radius_ratio"], scores["res2_matched"], scores["tot2_matched"]
     idx = resamples(len(res2))  # (B, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r2_b = 1 - res2[idx].sum(1) / tot2[idx].sum(1)
-        r2_matched_b = 1 - res2_m[idx].sum(1) / tot2_m[idx].sum(1)
-    out = {"n": len(res2), "r2": float(1 - res2.sum() / tot2.sum()), "r2_ci": interval(r2_b),
+    r2_b = r2_from_sums(res2[idx].sum(1), tot2[idx].sum(1))  # (B,) nan where the points do not vary
+    r2_matched_b = r2_from_sums(res2_m[idx].sum(1), tot2_m[idx].sum(1))  # (B,)
+    out = {"n": len(res2), "r2": float(r2_from_sums(res2.sum(), tot2.sum())), "r2_ci": interval(r2_b),
            "angle_rmse": float(np.sqrt(err2.mean())), "angle_rmse_ci": interval(np.sqrt(err2[idx].mean(1))),
            "accuracy": float(correct.mean()), "accuracy_ci": interval(correct[idx].mean(1))}
     # diagnostics of a miss: how far in or out of the curve the points sit, and the R² without that
     return out | {"radius_ratio": float(ratio.mean()), "radius_ratio_ci": interval(ratio[idx].mean(1)),
-                  "r2_radius_matched": float(1 - res2_m.sum() / tot2_m.sum()),
+                  "r2_radius_matched": float(r2_from_sums(res2_m.sum(), tot2_m.sum())),
                   "r2_radius_matched_ci": interval(r2_matched_b)}
 
 

@@ -103,12 +103,22 @@ def lstsq_fit(Phi: np.ndarray, Z: np.ndarray, weights: np.ndarray | None = None)
 
 
 def r2_score(Z: np.ndarray, Z_hat: np.ndarray, centre: np.ndarray | None = None) -> float:
-    """1 - SS_res / SS_tot over all coordinates (SS_tot around ``centre``, default the mean of Z)."""
+    """1 - SS_res / SS_tot over all coordinates (SS_tot around ``centre``, default the mean of Z); nan where the
+    points do not vary (:func:`r2_from_sums`)."""
     ref = Z.mean(0) if centre is None else centre
-    ss_tot = float(((Z - ref) ** 2).sum())
-    if ss_tot <= 0:
-        return float("nan")
-    return 1.0 - float(((Z - Z_hat) ** 2).sum()) / ss_tot
+    return float(r2_from_sums(((Z - Z_hat) ** 2).sum(), ((Z - ref) ** 2).sum()))
+
+
+NO_SPREAD = 1e-12
+"""SS_tot at or below this share of SS_res: the points coincide (to rounding), and R² (below -1e12) is undefined."""
+
+
+def r2_from_sums(ss_res: np.ndarray | float, ss_tot: np.ndarray | float) -> np.ndarray:
+    """1 - ss_res / ss_tot elementwise (any shape), nan where the points do not vary: ss_tot zero, or at most
+    :data:`NO_SPREAD` of ss_res (points that coincide away from the curve: rounding, not a spread, in ss_tot)."""
+    res, tot = np.asarray(ss_res, dtype=np.float64), np.asarray(ss_tot, dtype=np.float64)
+    ok = (tot > 0) & (tot > NO_SPREAD * res)
+    return np.where(ok, 1.0 - res / np.where(ok, tot, 1.0), np.nan)
 
 
 def coordinate_grid(shape: str, frequency: int, size: int = 1024) -> np.ndarray:

@@ -248,10 +248,21 @@ class ManifoldFitResult:
         return curves.circular_difference(u_hat, u) if self.shape == "circle" else u_hat - u
 
     def order_matches_values(self) -> bool:
-        """The fitted order is 0..p-1 (circles: up to rotation and reversal)."""
+        """The fitted order is 0..p-1 (circles: up to rotation and reversal), and no two values share a fitted
+        coordinate (tied values have no order: their class means coincide, e.g. where no feature fires)."""
+        if self.order_tied():
+            return False
         if self.shape == "circle":
             return curves.order_is_cyclic_shift(self.order, self.period)
         return self.order in (list(range(self.period)), list(range(self.period))[::-1])
+
+    def order_tied(self) -> bool:
+        """Whether two values' fitted coordinates coincide (within 1e-9; circles: around the wrap too)."""
+        u = np.sort(np.asarray(self.fitted_coords, dtype=np.float64))  # (p,)
+        gaps = np.diff(u)
+        if self.shape == "circle" and u.size > 1:
+            gaps = np.append(gaps, u[0] + 2 * np.pi - u[-1])
+        return bool(gaps.size and gaps.min() <= 1e-9)
 
     def summary(self) -> dict[str, object]:
         """The JSON-friendly numbers (what ``manifold.json`` reports)."""

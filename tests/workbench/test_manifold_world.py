@@ -196,3 +196,18 @@ def test_discovery_scores_the_truth_s_families_by_side_and_refuses_a_truth_of_ot
         world_families(tmp_path, "truth", 3, SimpleNamespace(n_layers=2, d_transcoder=8))
     with pytest.raises(WorkbenchError, match="feature_truth_plt.jsonl"):
         world_families(tmp_path / "nowhere", "truth", 3, SimpleNamespace(n_layers=2, d_transcoder=16))
+
+
+def test_held_out_scores_of_points_that_coincide_are_undefined_not_minus_1e31() -> None:
+    """QA 2026-12-04: a world whose month input features never fire on the unseen prompts scored those points (all
+    one point) with R² -1.4e31; the R², its interval and the radius-matched R² are undefined (null) instead."""
+    from workbench.manifold_scoring import interval, summarize
+
+    n = 12
+    scores = {"res2": np.full(n, 2.0), "tot2": np.full(n, 1e-33), "err2": np.full(n, 0.5), "correct": np.zeros(n),
+              "radius_ratio": np.full(n, 0.9), "res2_matched": np.full(n, 2.0), "tot2_matched": np.zeros(n)}
+    got = summarize(scores)
+    assert np.isnan(got["r2"]) and all(np.isnan(got["r2_ci"])) and np.isnan(got["r2_radius_matched"])
+    assert got["angle_rmse"] == pytest.approx(np.sqrt(0.5)) and got["n"] == n
+    assert interval(np.array([np.nan, np.inf, 1.0, 3.0])) == [pytest.approx(1.05), pytest.approx(2.95)]
+    assert all(np.isnan(interval(np.full(4, np.nan))))

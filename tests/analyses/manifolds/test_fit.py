@@ -236,6 +236,27 @@ def test_a_swap_of_two_neighbours_shows_in_the_fitted_order():
     assert res.order[start:] + res.order[:start] in ([0, 1, 2, 4, 3, 5, 6], [0, 6, 5, 3, 4, 2, 1])
 
 
+def test_values_whose_class_means_coincide_have_no_fitted_order():
+    """Months 1-9 all at one point (where no feature fires), 0, 10 and 11 on a circle: ties broken by value index
+    would read as calendar order; they are not an order."""
+    X, y = _exact_circle(12, np.arange(12))
+    X[(y >= 1) & (y <= 9)] = np.array([0.1, 0.2, 0, 0, 0, 0, 0, 0])  # (36, 8) nine values, one point
+    res = ManifoldFit(period=12).fit(X, y).result_
+    assert res.order_tied() and not res.order_matches_values() and res.summary()["order_matches"] is False
+    clean = ManifoldFit(period=12).fit(*_exact_circle(12, np.arange(12))).result_
+    assert not clean.order_tied() and clean.order_matches_values()
+
+
+def test_r2_is_undefined_where_the_points_do_not_vary():
+    """Points that coincide away from the curve have SS_tot of rounding only: R² would read -1e31."""
+    assert curves.r2_from_sums(1.0, 4.0) == pytest.approx(0.75)
+    got = curves.r2_from_sums(np.array([1.0, 2.0, 1.0, 0.0]), np.array([4.0, 1e-31, 0.0, 0.0]))
+    assert got[0] == pytest.approx(0.75) and np.isnan(got[1:]).all()
+    Z = np.ones((5, 2)) + 1e-17  # (5, 2) one point, five times
+    assert np.isnan(curves.r2_score(Z, np.zeros((5, 2))))
+    assert curves.r2_score(np.eye(2), np.eye(2)) == 1.0
+
+
 def test_circles_keep_a_residual_degree_of_freedom():
     assert curves.max_harmonics("circle", 7, 3) == 2 and curves.max_harmonics("circle", 12, 3) == 3
     assert curves.max_harmonics("circle", 5, 3) == 1 and curves.max_harmonics("circle", 3, 3) == 1
