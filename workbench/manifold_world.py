@@ -336,6 +336,15 @@ def tiling_rows(pts: PointSet, tcs: Transcoders, fam: WorldFamily,
 
 
 # ----------------------------------------------------------------------------- one family
+def model_accuracy(manifest: dict[str, Any], family: str) -> dict[str, float | None]:
+    """The world model's top-1 accuracy on the family's arithmetic prompts it trained on and on those it never saw
+    (the build's evaluation, from the manifest; None where it is not recorded): what the model-held-out figures
+    measure a representation of."""
+    acc = (((manifest.get("metrics") or {}).get("model") or {}).get("accuracy") or {}).get(f"{family}_arith") or {}
+    return {split: (float(acc[split]) if isinstance(acc.get(split), (int, float)) else None)
+            for split in ("train", "heldout")}
+
+
 def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dict[str, Any], family: str,
                out: Path, cfg: WorldScoreConfig, *, causal: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
     """Everything measured on one family; returns the report and the tilings / fits for plots."""
@@ -352,6 +361,7 @@ def run_family(loaded: LoadedModel, tcs: Transcoders, world: Path, manifest: dic
     t2 = time.perf_counter()
     report: dict[str, Any] = {
         "n_prompts": len(rows), "n_model_train": int((~fam.heldout).sum()), "n_model_heldout": int(fam.heldout.sum()),
+        "model_accuracy": model_accuracy(manifest, family),
         "n_features": [len(f) for f in fam.features["any"]], **fits, "headline": headline,
         "headline_reconstruction": headline_rec,
         "tiling": {k: {**t.summary(), "fit_layer": f.layer} for k, (t, f) in tilings.items()}}

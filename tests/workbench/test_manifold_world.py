@@ -211,3 +211,12 @@ def test_held_out_scores_of_points_that_coincide_are_undefined_not_minus_1e31() 
     assert got["angle_rmse"] == pytest.approx(np.sqrt(0.5)) and got["n"] == n
     assert interval(np.array([np.nan, np.inf, 1.0, 3.0])) == [pytest.approx(1.05), pytest.approx(2.95)]
     assert all(np.isnan(interval(np.full(4, np.nan))))
+
+
+def test_the_report_says_how_well_the_model_answers_the_prompts_it_is_scored_on() -> None:
+    from workbench.manifold_world import model_accuracy
+
+    manifest = json.loads((world_dir() / "manifest.json").read_text())
+    assert model_accuracy(manifest, "day") == {"train": 1.0, "heldout": pytest.approx(0.9643)}
+    assert model_accuracy(manifest, "hue")["heldout"] == 1.0
+    assert model_accuracy({}, "day") == {"train": None, "heldout": None}  # a manifest without the build's metrics
