@@ -21,8 +21,9 @@ same kind of token) and the features' roles (what each reads or predicts on that
 the roles name the groups; ``roles.split_half`` says how steady they are on this sample: the share of features
 that keep their role between its even and odd prompts, with a warning below 90%); ``--activations`` reads that
 sample from a run of ``workbench activations`` instead (the roles need ``--model`` too). Feed the file to
-``workbench export GRAPH --supernodes supernodes.json`` to open the groups in the viewers. Every flag's default and help come from the configs in
-:mod:`analyses.supernodes.config` and, for the ``--role-*`` flags, :class:`analyses.families.roles.RolesConfig`.
+``workbench export GRAPH --supernodes supernodes.json`` to open the groups in the viewers. Every flag's default
+and help come from the configs in :mod:`analyses.supernodes.config` and, for the ``--role-*`` flags,
+:class:`analyses.families.roles.RolesConfig`.
 """
 
 import argparse
