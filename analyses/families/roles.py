@@ -218,18 +218,24 @@ def role_agreement(a: FeatureRoles, b: FeatureRoles, *, top: int = 10) -> RoleAg
 def _matched_share(pairs: Sequence[tuple[str | None, str | None]]) -> float:
     """The share of ``pairs`` (each feature's role in two tables; None: no role) on the best one-to-one matching
     of the two tables' roles: the largest sum of a contingency table's cells with at most one cell per row and
-    column, over the features with a role in both."""
-    from scipy.optimize import linear_sum_assignment
+    column, over the features with a role in both. Exact and sparse (thousands of roles, as a large model's words
+    give, stay cheap): each role of the first table may also take a dummy column of its own at a weight below
+    1 / (n_roles + 1), so a full matching exists and the dummies never displace a feature."""
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
     both = [(x, y) for x, y in pairs if x is not None and y is not None]
     if not both:
         return 0.0
     _, a = np.unique(np.array([x for x, _ in both]), return_inverse=True)  # (n_both,) each role of table a
     _, b = np.unique(np.array([y for _, y in both]), return_inverse=True)  # (n_both,)
-    counts = np.zeros((int(a.max()) + 1, int(b.max()) + 1), dtype=np.int64)  # (n_roles_a, n_roles_b)
-    np.add.at(counts, (a.ravel(), b.ravel()), 1)
-    rows, cols = linear_sum_assignment(counts, maximize=True)
-    return float(counts[rows, cols].sum() / len(pairs))
+    n_a, n_b = int(a.max()) + 1, int(b.max()) + 1
+    counts = sp.coo_matrix((np.ones(len(both)), (a.ravel(), b.ravel())), shape=(n_a, n_b)).tocsr()  # summed
+    dummy = sp.identity(n_a, format="csr") / (2.0 * (n_a + 1))  # (n_a, n_a)
+    graph = sp.hstack([counts, dummy]).tocsr()  # (n_a, n_b + n_a)
+    rows, cols = min_weight_full_bipartite_matching(graph, maximize=True)
+    real = cols < n_b  # (n_matched,) matched to a role, not a dummy
+    matched = float(np.asarray(counts[rows[real], cols[real]]).sum()) if real.any() else 0.0
+    return matched / len(pairs)
 
 
 def split_half_agreement(A: sp.spmatrix, keys: np.ndarray, *, prompt: np.ndarray, tokens: np.ndarray,

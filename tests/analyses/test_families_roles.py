@@ -325,6 +325,21 @@ def test_a_role_renamed_with_its_features_kept_together_agrees_once_matched() ->
     assert got.changes[0] == ("reads a, b (2 tokens)", "reads a, b, c (3 tokens)", 3)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 6)), min_size=1, max_size=40))
+def test_matched_agreement_is_the_hungarian_optimum(pairs: list) -> None:
+    """The sparse matching equals the dense Hungarian assignment on the contingency table."""
+    from scipy.optimize import linear_sum_assignment
+
+    a = _named_table([f"a{x}" for x, _ in pairs])
+    b = _named_table([f"b{y}" for _, y in pairs])
+    counts = np.zeros((6, 7))
+    for x, y in pairs:
+        counts[x, y] += 1
+    rows, cols = linear_sum_assignment(counts, maximize=True)
+    assert role_agreement(a, b).matched_agreement == pytest.approx(counts[rows, cols].sum() / len(pairs))
+
+
 def test_role_agreement_refuses_tables_of_two_transcoder_kinds() -> None:
     with pytest.raises(ValueError, match="same transcoders to compare; got kinds 'plt' and 'clt'"):
         role_agreement(_named_table(["mixed"], kind="plt"), _named_table(["mixed"], kind="clt"))
