@@ -179,7 +179,7 @@ class RoleAgreement:
     """Share of those features whose role has the same name in both tables (nan when there are none)."""
     matched_agreement: float
     """Share of those features whose roles correspond under the best one-to-one matching of the two tables' roles
-    (the Hungarian assignment on their contingency table; a feature with a role in one table only never
+    (the optimal assignment on their contingency table; a feature with a role in one table only never
     corresponds): the features kept together whatever the roles are called. It exceeds ``agreement`` where a
     role's name changed with the sample while its features stayed together (a token class that gained or lost
     one token renames all its roles)."""
@@ -196,8 +196,8 @@ class RoleAgreement:
 
 def role_agreement(a: FeatureRoles, b: FeatureRoles, *, top: int = 10) -> RoleAgreement:
     """How steady roles are from one sample to another: the share of the features with a role in either table
-    whose role is the same in both, compared by name (each table numbers its roles itself), and the ``top`` most
-    common changes. Two samples of the same size and kind give the roles' steadiness at that size; a feature near
+    whose role is the same in both, compared by name (each table numbers its roles itself), the share whose roles
+    correspond under the best one-to-one matching of the two tables' roles, and the ``top`` most common changes. Two samples of the same size and kind give the roles' steadiness at that size; a feature near
     a role's ``min_share`` lands on either side with the sample."""
     if a.transcoder_kind is not None and b.transcoder_kind is not None and a.transcoder_kind != b.transcoder_kind:
         raise ValueError(f"role tables must be of the same transcoders to compare; got kinds {a.transcoder_kind!r} and "
@@ -243,8 +243,9 @@ def split_half_agreement(A: sp.spmatrix, keys: np.ndarray, *, prompt: np.ndarray
                          config: RolesConfig | None = None) -> RoleAgreement:
     """The roles' steadiness on one sample: :func:`role_agreement` of the roles read (as :func:`feature_roles`
     reads them) on the rows of its even prompts and on those of its odd ones (``prompt`` (n_rows,): each row's
-    prompt). Each half holds half the sample, so this is the steadiness at half its size: a lower bound on the
-    whole sample's."""
+    prompt). Each half holds half the sample, so this is the steadiness at half its size, which is lower where
+    steadiness grows with the sample (on the demo world the split half of N sentences tracks two independent
+    samples of N / 2 within 0.04)."""
     prompt = np.asarray(prompt)
     n_rows = A.shape[0]
     if prompt.shape != (n_rows,) or (prompt.size and prompt.dtype.kind not in "iu"):
