@@ -197,8 +197,9 @@ class RoleAgreement:
 def role_agreement(a: FeatureRoles, b: FeatureRoles, *, top: int = 10) -> RoleAgreement:
     """How steady roles are from one sample to another: the share of the features with a role in either table
     whose role is the same in both, compared by name (each table numbers its roles itself), the share whose roles
-    correspond under the best one-to-one matching of the two tables' roles, and the ``top`` most common changes. Two samples of the same size and kind give the roles' steadiness at that size; a feature near
-    a role's ``min_share`` lands on either side with the sample."""
+    correspond under the best one-to-one matching of the two tables' roles, and the ``top`` most common changes.
+    Two samples of the same size and kind give the roles' steadiness at that size; a feature near a role's
+    ``min_share`` lands on either side with the sample."""
     if a.transcoder_kind is not None and b.transcoder_kind is not None and a.transcoder_kind != b.transcoder_kind:
         raise ValueError(f"role tables must be of the same transcoders to compare; got kinds {a.transcoder_kind!r} and "
                          f"{b.transcoder_kind!r}. Read both on samples of one transcoder set.")
