@@ -33,6 +33,7 @@ from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 from workbench.cli_parser import script_parser
 from workbench.scoring.supernodes import SAMPLE_STREAM, coactivation_sample
+from workbench.world.truth import TruthConfig
 
 logger = logging.getLogger(__name__)
 
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         raise WorkbenchError(f"--sentences must be sample sizes >= 2 (a split half needs two sentences); got "
                              f"{args.sentences!r}. Use e.g. 3000,6000.")
     streams = [s.strip() for s in args.streams.split(",")]
-    if len(streams) != 2 or len(set(streams)) != 2 or not all(streams) or "truth" in streams:
-        raise WorkbenchError(f"--streams must name two different streams, neither the truth's ('truth'); got "
-                             f"{args.streams!r}. Use e.g. {','.join(STREAMS)}.")
+    truth_stream = TruthConfig().stream  # the truth's own corpus: never a sample here
+    if len(streams) != 2 or len(set(streams)) != 2 or not all(streams) or truth_stream in streams:
+        raise WorkbenchError(f"--streams must name two different streams, neither the truth's ({truth_stream!r}); "
+                             f"got {args.streams!r}. Use e.g. {','.join(STREAMS)}.")
     check_out(args.out, inputs=[world])
     t0 = time.perf_counter()
     kinds = list(dict.fromkeys(args.transcoder))
