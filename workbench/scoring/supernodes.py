@@ -368,6 +368,16 @@ def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: i
     return report
 
 
+def check_sample_stream(stream: str, flag: str, *, example: str = SAMPLE_STREAM) -> str:
+    """``stream`` when it names a generator stream other than the truth's own corpus (a sample drawn from it would
+    be the very sentences the truth was read on); else one line naming ``flag``."""
+    truth = TruthConfig().stream
+    if not stream.strip() or stream == truth:
+        raise WorkbenchError(f"{flag} must name a stream other than the truth's own ({truth!r}); got {stream!r}. "
+                             f"Use another name, e.g. {example}.")
+    return stream
+
+
 def parse_cuts(text: str) -> list[float]:
     """``--sweep-min-affinity "0.5,0.7"`` -> [0.5, 0.7]: affinities in [0, 1]."""
     try:
@@ -416,9 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n_prompts < 0 or args.coactivation_sentences < 0:
         raise WorkbenchError(f"--n-prompts and --coactivation-sentences must be >= 0; got {args.n_prompts} and "
                              f"{args.coactivation_sentences}.")
-    if not args.sample_stream.strip() or args.sample_stream == TruthConfig().stream:
-        raise WorkbenchError(f"--sample-stream must name a stream other than the truth's own "
-                             f"({TruthConfig().stream!r}); got {args.sample_stream!r}. Use another name, e.g. s2.")
+    check_sample_stream(args.sample_stream, "--sample-stream", example="s2")
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     report = score_world(world, truth_dir, args.transcoder, args.n_prompts,

@@ -45,6 +45,7 @@ from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 from workbench.cli_parser import script_parser
 from workbench.scoring.supernodes import (
+    check_sample_stream,
     coactivation_sample,
     prompts_to_score,
     purity,
@@ -195,9 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in kinds:  # before any work: the truth files this compares with
         need_input(world / f"feature_truth_{kind}.jsonl", f"--world feature_truth_{kind}.jsonl")
     check_out(args.out, inputs=[world])
-    if not args.stream.strip() or args.stream == TruthConfig().stream:
-        raise WorkbenchError(f"--stream must name a stream other than the truth's own ({TruthConfig().stream!r}); got "
-                             f"{args.stream!r}. Use another name, e.g. families-sample.")
+    check_sample_stream(args.stream, "--stream")
     for flag, value in (("--n-prompts", args.n_prompts), ("--coactivation-sentences", args.coactivation_sentences),
                         ("--truth-sentences", args.truth_sentences)):
         if value is not None and value < 1:
