@@ -11,6 +11,7 @@ from workbench.scoring.supernodes import (
     affinity_pairs,
     prompts_to_score,
     purity,
+    purity_interval,
     random_purity,
     summarize,
     truth_ids,
@@ -86,6 +87,7 @@ def test_summary_pools_purity_by_members_and_flags_targets() -> None:
                 "sign_consistency": {"mass_weighted": 0.95}, "seconds_circuit": 0.1}
     s = summarize([record(1.0, 30, 3.0, 1.0), record(0.7, 10, 2.0, 0.95)])
     assert s["purity"]["value"] == pytest.approx((30 + 7) / 40)
+    assert s["purity_interval"]["value"][0] <= s["purity"]["value"] <= s["purity_interval"]["value"][1]
     assert s["purity_random"]["value"] == pytest.approx((30 + 7) / 40 / 2)  # weighted by the same members
     assert "pair_separability" not in s
     assert s["compression"] == 2.5 and s["targets_met"] == {"purity": True, "compression": True,
@@ -95,6 +97,17 @@ def test_summary_pools_purity_by_members_and_flags_targets() -> None:
     two["_pairs"] = (np.array([0.5, 0.6]), np.array([False, True]))
     sep = summarize([one, two])["pair_separability"]
     assert sep == {"auc": 1.0, "n_pairs": 4, "share_same": 0.5}  # pooled: every same pair above every other
+
+
+def test_purity_interval_resamples_whole_graphs() -> None:
+    def record(p: float, members: int) -> dict:
+        return {"purity": {"value": {"purity": p, "n_members": members}}}
+
+    same = purity_interval([record(0.9, 20)] * 10, "value")
+    assert same == pytest.approx([0.9, 0.9])  # every resample pools the same graphs
+    mixed = [record(1.0, 30), record(0.5, 30), record(float("nan"), 0)] * 10  # a graph without groups adds nothing
+    lo, hi = purity_interval(mixed, "value")
+    assert 0.6 < lo < 0.75 < hi < 0.9  # around the pooled 0.75, as wide as 20 graphs of two kinds make it
 
 
 def test_affinity_pairs_are_the_joinable_pairs_with_their_truth() -> None:

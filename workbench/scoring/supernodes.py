@@ -2,7 +2,7 @@
 
     python -m workbench.scoring.supernodes --out supernode_scores.json [--world DIR] [--truth-dir DIR]
         [--n-prompts 20] [--interventions demo|none|all] [--transcoder plt clt]
-        [--coactivation-sentences 3000] [--sample-stream families-sample]
+        [--coactivation-sentences 48000] [--sample-stream families-sample]
 
 For each transcoder set, on the two demo prompts and on ``--n-prompts`` prompts of each of the
 day, month, hue and two-hop prompt sets (evenly spaced over the set, train and held-out alike):
@@ -66,6 +66,10 @@ SETS: tuple[str, ...] = ("day_arith", "month_arith", "hue_arith", "two_hop")
 TARGETS = {"purity": 0.9, "compression": 2.0, "replacement_ratio": 0.9}
 SAMPLE_STREAM = "families-sample"
 """The generator stream of the unlabelled sample (co-activation and roles): the families scorer's."""
+SAMPLE_SENTENCES = 48_000
+"""Sentences in that sample. 3,000 until 2026-12-05; raised to the largest size of the roles' steadiness ladder
+(:mod:`workbench.scoring.roles_stability`: split-half agreement 0.955 PLT / 0.969 CLT there), after the purity of
+3,000-24,000 was known (README, "Supernodes and readable circuits")."""
 
 
 # ----------------------------------------------------------------------------- truth
@@ -233,8 +237,21 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(finite)) if finite else float("nan")
 
 
+def purity_interval(records: list[dict[str, Any]], level: str) -> list[float]:
+    """95% interval of the pooled purity at ``level``, resampling whole graphs (seeded bootstrap)."""
+    from workbench.manifold_scoring import interval, resamples
+
+    members = np.array([r["purity"][level]["n_members"] for r in records], dtype=float)  # (n_graphs,)
+    shares = np.array([r["purity"][level]["purity"] for r in records], dtype=float)  # (n_graphs,)
+    pure = np.where(members > 0, shares * members, 0.0)  # (n_graphs,) members holding their group's key
+    idx = resamples(len(records))  # (n_boot, n_graphs)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return interval(pure[idx].sum(1) / members[idx].sum(1))
+
+
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Means over graphs, member-weighted purity over all their groups, and the targets."""
+    """Means over graphs, member-weighted purity over all their groups (with a 95% interval over graphs), and the
+    targets."""
     def pooled(level: str, key: str = "purity") -> float:
         members = [r["purity"][level]["n_members"] for r in records]
         values = [r[key][level]["purity"] if key == "purity" else r[key][level] for r in records]
@@ -244,6 +261,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "n_graphs": len(records),
         "purity": {level: pooled(level) for level in ("side", "family", "value", "strict")},
+        "purity_interval": {level: purity_interval(records, level) for level in ("side", "family", "value", "strict")},
         "purity_random": {level: pooled(level, "purity_random") for level in ("side", "family", "value", "strict")},
         "compression": _mean([r["compression"] for r in records]),
         "replacement_ratio": _mean([r["replacement_ratio"] for r in records]),
@@ -321,7 +339,7 @@ def side_tables(loaded: Any, tcs: Any, prompts: Sequence[tuple[str, str]], graph
 
 def score_world(world: Path, truth_dir: Path, kinds: Sequence[str], n_prompts: int, interventions: str,
                 verbose: bool, families_dir: Path | None = None,
-                sweep: Sequence[float] = (), coactivation_sentences: int = 3000,
+                sweep: Sequence[float] = (), coactivation_sentences: int = SAMPLE_SENTENCES,
                 sample_stream: str = SAMPLE_STREAM) -> dict[str, Any]:
     """Every graph's record and the summaries, per transcoder kind (and, for each ``sweep`` value of
     min_affinity, the summaries at that cut: a sensitivity table, not a tuning; and, with a
@@ -403,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="which graphs get the ablation check (default: the two demo graphs)")
     p.add_argument("--families-dir", default=None,
                    help="folder with families_{plt,clt}.json (`workbench families` output) for the family similarity")
-    p.add_argument("--coactivation-sentences", type=int, default=3000,
+    p.add_argument("--coactivation-sentences", type=int, default=SAMPLE_SENTENCES,
                    help="fresh unlabelled generator sentences for the co-activation similarity and the roles "
-                        "(default 3000; 0: none)")
+                        f"(default {SAMPLE_SENTENCES}; 0: none)")
     p.add_argument("--sample-stream", default=SAMPLE_STREAM,
                    help=f"generator stream of that sample (default {SAMPLE_STREAM}; another name draws an independent "
                         "sample of the same size, to see how far a figure moves with the sentences)")

@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="transcoder sets to score (default: plt clt)")
     p.add_argument("--n-prompts", type=int, default=20, help="prompts per prompt set (default 20)")
     p.add_argument("--coactivation-sentences", type=int, default=3000,
-                   help="the scorer's unlabelled sample for the re-run truth's pipeline (default 3000)")
+                   help="unlabelled sample sentences for the re-run truth's pipeline (default 3000, the size the "
+                        "README's figures were measured at; the supernode scorer's default is 48000)")
     p.add_argument("--truth-sentences", type=int, default=None,
                    help="size of both re-run truth corpora (default: the world's own; at another size the shipped "
                         "file is not checked)")
