@@ -17,3 +17,11 @@ def with_flags(argv: Sequence[str], extra: Sequence[str]) -> list[str]:
             out += list(extra[i:i + 1 + has_value])
         i += 1 + has_value
     return out
+
+
+def one_line_error(err: str, command: str, match: str = "") -> None:
+    """``err`` is one line, ``workbench COMMAND: error: ...`` containing ``match``, and no traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"workbench {command}: error: "), err
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err

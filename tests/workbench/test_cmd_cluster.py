@@ -3,53 +3,26 @@
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.helpers_models import random_tokens, save_model, save_transcoders, tiny_model, tiny_transcoders
+from tests.helpers_cli import one_line_error
+from tests.helpers_models import save_transcoders, tiny_model, tiny_transcoders
 from tests.reference import dense_prune as ref
 from tracer.attribution import attribute
 from tracer.config import AttributionConfig
 from tracer.labels import FeatureLabel, save_labels
-from workbench import cli
 from workbench.paths import world_dir
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """Run `workbench ARGS...`; returns (exit status, stdout, stderr)."""
-    monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
-                                             if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster",
-                                                      "workbench.cmd_families")})
-
-    def _run(*argv: str) -> tuple[int, str, str]:
-        status = cli.main(["--quiet", *argv])
-        out, err = capsys.readouterr()
-        return status, out, err
-
-    return _run
+def run(cluster_cli):
+    return cluster_cli
 
 
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A tiny Qwen3 with PLT and CLT folders, and a PLT graph traced through it."""
-    root = tmp_path_factory.mktemp("cluster")
-    loaded = tiny_model("qwen3")
-    plt = tiny_transcoders(loaded, "plt", d_transcoder=64)
-    graph = attribute(loaded, plt, random_tokens(7), AttributionConfig(verbose=False))
-    graph = dataclasses.replace(graph, model_id="")  # no tokenizer lookup
-    other = tiny_model("qwen3", num_hidden_layers=2)
-    return {"model": save_model(loaded, root / "model"), "plt": save_transcoders(plt, root / "plt"),
-            "clt": save_transcoders(tiny_transcoders(loaded, "clt", d_transcoder=64), root / "clt"),
-            "two_layer": save_transcoders(tiny_transcoders(other, "plt", d_transcoder=64), root / "plt2"),
-            "graph": graph.save(root / "g.safetensors")}
-
-
-def _one_line_error(err: str, command: str, match: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"workbench {command}: error: "), err
-    assert match in lines[0], lines[0]
+@pytest.fixture
+def traced(cluster_traced: dict[str, Path]) -> dict[str, Path]:
+    return cluster_traced
 
 
 def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, traced, tmp_path: Path) -> None:
@@ -110,7 +83,7 @@ def test_cluster_without_labels_or_model(run, traced, tmp_path: Path) -> None:
 def test_bad_flags_exit_2_with_one_line(run, traced, tmp_path: Path, extra: list[str], match: str) -> None:
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), *extra)
     assert status == 2
-    _one_line_error(err, "cluster", match)
+    one_line_error(err, "cluster", match)
     assert not (tmp_path / "s.json").exists()
 
 
@@ -154,11 +127,11 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     out = str(tmp_path / "s.json")
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["two_layer"]))
     assert status == 2
-    _one_line_error(err, "cluster", "--transcoders must have the graph's 3 layers; got 2")  # not "the model's"
+    one_line_error(err, "cluster", "--transcoders must have the graph's 3 layers; got 2")  # not "the model's"
     # another transcoder set of the same shapes: refused by the id both record, before any work
     status, _, err = run("cluster", str(traced["graph"]), "--out", out, "--transcoders", str(traced["clt"]))
     assert status == 2
-    _one_line_error(err, "cluster", "--transcoders must be the graph's transcoders 'tiny-plt-relu'; got "
+    one_line_error(err, "cluster", "--transcoders must be the graph's transcoders 'tiny-plt-relu'; got "
                     "'tiny-clt-relu'")
     # a graph that records no transcoder set: the kind it records tells, else only the model (activations differ)
     from tracer.graph import Graph
@@ -167,13 +140,13 @@ def test_graph_not_matching_the_transcoders_exits_2(run, traced, tmp_path: Path)
     unnamed = dataclasses.replace(graph, scan="").save(tmp_path / "unnamed.safetensors")
     status, _, err = run("cluster", str(unnamed), "--out", out, "--transcoders", str(traced["clt"]))
     assert status == 2
-    _one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
+    one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
     extra = {k: v for k, v in graph.extra.items() if k != "transcoder_kind"}
     anonymous = dataclasses.replace(graph, scan="", extra=extra).save(tmp_path / "anonymous.safetensors")
     status, _, err = run("cluster", str(anonymous), "--out", out, "--transcoders", str(traced["clt"]),
                          "--model", str(traced["model"]))
     assert status == 2
-    _one_line_error(err, "cluster", "must reproduce the graph's edges")
+    one_line_error(err, "cluster", "must reproduce the graph's edges")
 
 
 def test_empty_graph_exits_2(run, tmp_path: Path) -> None:
@@ -182,7 +155,7 @@ def test_empty_graph_exits_2(run, tmp_path: Path) -> None:
     path = graph.save(tmp_path / "empty.safetensors")
     status, _, err = run("cluster", str(path), "--out", str(tmp_path / "s.json"))
     assert status == 2
-    _one_line_error(err, "cluster", "at least one feature node")
+    one_line_error(err, "cluster", "at least one feature node")
 
 
 def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
@@ -190,14 +163,14 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
     fam.write_text(json.dumps({"families": [{"features": [1, 2]}]}))
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families", str(fam))
     assert status == 2
-    _one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer' and integer 'features'")
+    one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer' and integer 'features'")
     for families in ([{"layer": 1, "features": [3, 1.5]}], [{"layer": "1", "features": [3]}],
                      [{"layer": 1, "features": [True]}]):  # int() once read them as 1, 1, 1
         fam.write_text(json.dumps({"families": families}))
         status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--families",
                              str(fam))
         assert status == 2
-        _one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer'")
+        one_line_error(err, "cluster", "--families entry 0 must have an integer 'layer'")
     from tracer.graph import Graph
 
     active = Graph.load(traced["graph"]).active_features.tolist()  # (layer, pos, feature) rows
@@ -215,12 +188,12 @@ def test_bad_families_file_exits_2(run, traced, tmp_path: Path) -> None:
         status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "t.json"), "--families",
                              str(fam))
         assert status == 2 and not (tmp_path / "t.json").exists()
-        _one_line_error(err, "cluster", message)
+        one_line_error(err, "cluster", message)
     fam.write_text(json.dumps({"families": [{"layer": l0, "features": [f0, 99999]}]}))  # beyond the 64 features
     status, _, err = run("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]), "--out",
                          str(tmp_path / "t.json"), "--families", str(fam))
     assert status == 2
-    _one_line_error(err, "cluster", f"layer {l0}, feature 99999")
+    one_line_error(err, "cluster", f"layer {l0}, feature 99999")
 
 
 def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced, tmp_path: Path) -> None:
@@ -229,17 +202,17 @@ def test_labels_of_other_transcoders_and_plots_onto_out_are_refused(run, traced,
                 labels)
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--labels", str(labels))
     assert status == 2 and not (tmp_path / "s.json").exists()
-    _one_line_error(err, "cluster", "labels must be for the graph's transcoders 'tiny-plt-relu'")
+    one_line_error(err, "cluster", "labels must be for the graph's transcoders 'tiny-plt-relu'")
     out = tmp_path / "p.json"
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--plots", str(out), "--no-labels")
     assert status == 2 and not out.exists()
-    _one_line_error(err, "cluster", "--plots must differ from --out")
+    one_line_error(err, "cluster", "--plots must differ from --out")
     # --out as one of the plots: the JSON was overwritten by the SVG while success was reported
     out = tmp_path / "plots" / "supernode_graph.svg"
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(out), "--plots", str(tmp_path / "plots"),
                          "--no-labels")
     assert status == 2 and not out.exists()
-    _one_line_error(err, "cluster", "--plots file 'supernode_graph.svg' must differ from --out")
+    one_line_error(err, "cluster", "--plots file 'supernode_graph.svg' must differ from --out")
 
 
 def test_inputs_of_another_set_are_refused_where_the_graph_records_none(run, traced, tmp_path: Path) -> None:
@@ -257,7 +230,7 @@ def test_inputs_of_another_set_are_refused_where_the_graph_records_none(run, tra
     status, _, err = run("cluster", str(arrays), "--out", str(tmp_path / "s.json"), "--transcoders",
                          str(traced["plt"]), "--labels", str(labels))
     assert status == 2 and not (tmp_path / "s.json").exists()
-    _one_line_error(err, "cluster", "labels must be for the transcoders of --transcoders 'tiny-plt-relu'")
+    one_line_error(err, "cluster", "labels must be for the transcoders of --transcoders 'tiny-plt-relu'")
     # export's --scan is the viewer's id (a model id will do), not a transcoder set: labels are not held to it
     status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"), "--scan", "tiny-model", "--labels",
                          str(labels))
@@ -268,7 +241,7 @@ def test_inputs_of_another_set_are_refused_where_the_graph_records_none(run, tra
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "s.json"), "--transcoders",
                          str(renamed), "--no-labels")
     assert status == 2 and not (tmp_path / "s.json").exists()
-    _one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
+    one_line_error(err, "cluster", "--transcoders must be the graph's kind of transcoders (plt); got clt")
 
 
 def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tmp_path: Path) -> None:
@@ -282,7 +255,7 @@ def test_cluster_writes_the_supernode_graph_and_dendrogram_plots(run, traced, tm
     # the plots folder may not be an input, and nothing is written when it is refused
     status, _, err = run("cluster", str(traced["graph"]), "--out", str(tmp_path / "t.json"), "--plots",
                          str(traced["graph"]))
-    _one_line_error(err, "cluster", "--plots")
+    one_line_error(err, "cluster", "--plots")
     assert status == 2 and not (tmp_path / "t.json").exists()
 
 
@@ -326,12 +299,12 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     status, _, err = run("cluster", str(path), "--out", str(tmp_path / "bad.json"), "--transcoders",
                          str(WORLD / "plt"), "--prompts", str(prompts))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--prompts needs --model and --transcoders")
+    one_line_error(err, "cluster", "--prompts needs --model and --transcoders")
     unknown = tmp_path / "unknown.txt"
     unknown.write_text("Two days after Zzyzx is\n")
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(unknown))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "'Zzyzx'")
+    one_line_error(err, "cluster", "'Zzyzx'")
     status, _, err = run(*base, "--out", str(tmp_path / "unk.json"), "--prompts", str(unknown), "--allow-unk")
     assert status == 0, err
     unk = json.loads((tmp_path / "unk.json").read_text())
@@ -367,11 +340,11 @@ def test_cluster_with_prompts_adds_the_coactivation_similarity(run, tmp_path: Pa
     (tmp_path / "not-a-run").mkdir()
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "not-a-run"))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "activation run must have")
+    one_line_error(err, "cluster", "activation run must have")
     (tmp_path / "blank.txt").write_text("\n  \n")
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--prompts", str(tmp_path / "blank.txt"))
     assert status == 2
-    _one_line_error(err, "cluster", "prompt file must hold at least one prompt")
+    one_line_error(err, "cluster", "prompt file must hold at least one prompt")
 
 
 @pytest.mark.skipif(not (WORLD / "manifest.json").is_file(), reason="no demo world in data/world")
@@ -402,11 +375,11 @@ def test_cluster_role_flags_reach_the_roles_and_are_recorded(run, tmp_path: Path
     assert labels["strict"] != labels["default"]
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--role-min-share", "0")
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--role-min-share must be > 0")
+    one_line_error(err, "cluster", "--role-min-share must be > 0")
     no_sample = [a for a in base if a not in ("--prompts", str(prompts))]  # the flag would do nothing: refused
     status, _, err = run(*no_sample, "--out", str(tmp_path / "bad.json"), "--no-role-predicts-on-word")
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--role-predicts-on-word needs a corpus sample to read the roles from")
+    one_line_error(err, "cluster", "--role-predicts-on-word needs a corpus sample to read the roles from")
     status, _, err = run(*no_sample, "--out", str(tmp_path / "plain.json"))
     assert status == 0, err
     assert "roles" not in json.loads((tmp_path / "plain.json").read_text())["config"]  # no roles were read
@@ -452,7 +425,7 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
     base = ("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]))
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--families", str(fam))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--families must be made with the transcoders")
+    one_line_error(err, "cluster", "--families must be made with the transcoders")
     # without --transcoders: checked against the transcoders the graph records (it once passed unchecked)
     from tracer.graph import Graph
 
@@ -460,7 +433,7 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
     recorded_path = recorded.save(tmp_path / "recorded.safetensors")
     status, _, err = run("cluster", str(recorded_path), "--out", str(tmp_path / "bad.json"), "--families", str(fam))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--families must be made with the transcoders")
+    one_line_error(err, "cluster", "--families must be made with the transcoders")
     status, _, err = run("families", "--transcoders", str(copy), "--out", str(fam))
     assert status == 0, err
     status, _, err = run(*base, "--out", str(tmp_path / "ok.json"), "--families", str(fam))
@@ -475,7 +448,7 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
                         tmp_path / "acts", ActivationConfig(feature_layers=(0, 1, 2)), verbose=False)
     status, _, err = run(*base, "--out", str(tmp_path / "bad.json"), "--activations", str(tmp_path / "acts"))
     assert status == 2 and not (tmp_path / "bad.json").exists()
-    _one_line_error(err, "cluster", "--activations must be made with the transcoders")
+    one_line_error(err, "cluster", "--activations must be made with the transcoders")
     from workbench.manifold_discover_run import families_from_json
 
     status, _, err = run("families", "--transcoders", str(other), "--out", str(fam))
@@ -483,254 +456,6 @@ def test_families_and_activation_runs_of_other_same_shape_transcoders_are_refuse
     with pytest.raises(WorkbenchError, match="--families must be made with the transcoders"):
         families_from_json(fam, 3, 1, 64, str(traced["plt"]))
     assert families_from_json(fam, 3, 1, 64, str(other))
-
-
-def test_export_uses_the_pruned_view_the_groups_were_made_from(run, traced, tmp_path: Path) -> None:
-    """`export` pruned at its own default (0.8) while the groups came from a 0.95 view: members vanished
-    from the viewer with only a warning. It now reads the thresholds the file records, refuses ids that
-    are no nodes of the export, and refuses the groups of another prompt's graph."""
-    sn = tmp_path / "sn.json"
-    status, _, err = run("cluster", str(traced["graph"]), "--out", str(sn), "--transcoders", str(traced["plt"]),
-                         "--node-threshold", "0.95")
-    assert status == 0, err
-    doc = json.loads(sn.read_text())
-    assert doc["prune"] == {"node_threshold": 0.95, "edge_threshold": 0.98}
-    links = doc["scores"]["links"]  # per supernode link: ends are supernode labels or viewer node ids
-    assert links and len(links) == doc["scores"]["sign_consistency"]["n_links"]
-    assert min(link["sign_consistency"] for link in links) == pytest.approx(doc["scores"]["sign_consistency"]["min"])
-    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
-    assert status == 0, err
-    viewer = json.loads((tmp_path / "v" / "g.json").read_text())
-    ids = {n["node_id"] for n in viewer["nodes"]}
-    grouped = {i for g in doc["supernodes"] for i in g["node_ids"]}
-    assert grouped and grouped <= ids
-    assert viewer["metadata"]["pruning_settings"]["node_threshold"] == 0.95
-    labels = [g[0] for g in viewer["qParams"]["supernodes"]]
-    assert len(labels) == len(set(labels))
-    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "v2"),
-                         "--node-threshold", "0.3")
-    assert status == 2 and not (tmp_path / "v2").exists()
-    _one_line_error(err, "export", "must be nodes of the exported (pruned) graph")
-    other = dataclasses.replace(attribute(tiny_model("qwen3"), tiny_transcoders(tiny_model("qwen3"), "plt",
-                                                                                 d_transcoder=64),
-                                          random_tokens(7, seed=3), AttributionConfig(verbose=False)), model_id="")
-    other_path = other.save(tmp_path / "other.safetensors")
-    status, _, err = run("export", str(other_path), "--supernodes", str(sn), "--out", str(tmp_path / "v3"))
-    assert status == 2 and not (tmp_path / "v3").exists()
-    _one_line_error(err, "export", "--supernodes must be groups of this graph")
-
-
-def test_prune_result_of_another_graph_with_the_same_node_count_is_refused(run, traced, tmp_path: Path) -> None:
-    """Only the node count was compared: the Friday graph's prune mask was applied to the Thursday graph
-    (427 nodes each) and the run reported success."""
-    from tracer.graph import Graph
-
-    graph = Graph.load(traced["graph"])
-    tokens = graph.input_tokens.clone()
-    tokens[1] = (int(tokens[1]) + 1) % 11  # another prompt, the same nodes count
-    other = dataclasses.replace(graph, input_tokens=tokens)
-    assert other.n_nodes == graph.n_nodes and other.node_fingerprint() != graph.node_fingerprint()
-    other_path = other.save(tmp_path / "other.safetensors")
-    status, _, err = run("prune", str(traced["graph"]), "--out", str(tmp_path / "p.npz"), "--node-threshold", "0.7")
-    assert status == 0, err
-    status, _, err = run("cluster", str(other_path), "--prune", str(tmp_path / "p.npz"), "--out",
-                         str(tmp_path / "s.json"))
-    assert status == 2 and not (tmp_path / "s.json").exists()
-    _one_line_error(err, "cluster", "--prune must be a prune result of GRAPH; got one of another graph")
-    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
-                         str(tmp_path / "s.json"))
-    assert status == 0, err  # its own graph, stored as npz or safetensors alike, passes
-    doc = json.loads((tmp_path / "s.json").read_text())  # the thresholds of the view clustered, not the defaults
-    assert doc["prune"]["node_threshold"] == doc["config"]["clustering"]["node_threshold"] == 0.7
-    # a threshold given beside --prune was silently ignored; it must be the file's (as export --prune wants)
-    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
-                         str(tmp_path / "t.json"), "--node-threshold", "0.8")
-    assert status == 2 and not (tmp_path / "t.json").exists()
-    _one_line_error(err, "cluster", "--node-threshold must match the --prune file's 0.7; got 0.8")
-    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(tmp_path / "p.npz"), "--out",
-                         str(tmp_path / "t.json"), "--node-threshold", "0.70", "--edge-threshold", "0.98")
-    assert status == 0, err
-    npz = tmp_path / "g.npz"
-    graph.save(npz)
-    assert Graph.load(npz).node_fingerprint() == graph.node_fingerprint()
-
-
-def test_export_refuses_groups_of_another_graph_of_the_same_prompt(run, traced, tmp_path: Path) -> None:
-    """PLT groups exported onto the CLT graph of the same prompt were blamed on the pruning thresholds
-    ("Prune with the thresholds the groups were made at"); the file now records its graph's node fingerprint."""
-    from tracer.graph import Graph
-
-    sn = tmp_path / "sn.json"
-    status, _, err = run("cluster", str(traced["graph"]), "--out", str(sn))
-    assert status == 0, err
-    graph = Graph.load(traced["graph"])
-    assert json.loads(sn.read_text())["graph_fingerprint"] == graph.node_fingerprint()
-    feats = graph.active_features.clone()
-    feats[:, 2] = (feats[:, 2] + 1) % 64  # the same prompt through other features
-    other = dataclasses.replace(graph, active_features=feats).save(tmp_path / "other.safetensors")
-    status, _, err = run("export", str(other), "--supernodes", str(sn), "--out", str(tmp_path / "v"))
-    assert status == 2 and not (tmp_path / "v").exists()
-    _one_line_error(err, "export", "--supernodes must be groups of this graph; got groups of another graph in")
-    assert "its nodes differ" in err
-
-
-def test_export_keeps_graphs_of_similar_names_apart(run, traced, tmp_path: Path) -> None:
-    """'月曜' and '日曜' (and 'Tag ä' / 'Tag ö', 'day 1' / 'day-1') got one default slug, and the second
-    export silently replaced the first graph in the folder's index."""
-    import shutil
-
-    from tracer.graph import Graph
-    from workbench.cmd_graphtools import default_slug
-
-    names = ["月曜", "日曜", "Tag ä", "Tag ö", "day 1", "day-1", "g"]
-    slugs = [default_slug(f"/x/{n}.safetensors") for n in names]
-    assert len(set(slugs)) == len(names) and slugs[-2:] == ["day-1", "g"], slugs
-    graph = Graph.load(traced["graph"])
-    tokens = graph.input_tokens.clone()
-    tokens[1] = (int(tokens[1]) + 1) % 11
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    first = shutil.copy(traced["graph"], tmp_path / "a" / "月曜.safetensors")
-    second = dataclasses.replace(graph, input_tokens=tokens).save(tmp_path / "b" / "日曜.safetensors")
-    for path in (first, second):
-        status, _, err = run("export", str(path), "--out", str(tmp_path / "v"))
-        assert status == 0, err
-    index = json.loads((tmp_path / "v" / "graph-metadata.json").read_text())
-    assert len(index["graphs"]) == 2
-    # the same stem in two folders: the second is refused unless a slug is chosen
-    other = dataclasses.replace(graph, input_tokens=tokens).save(tmp_path / "b" / "g.safetensors")
-    shutil.copy(traced["graph"], tmp_path / "a" / "g.safetensors")
-    assert run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(tmp_path / "v"))[0] == 0
-    assert run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(tmp_path / "v"))[0] == 0  # again
-    before = (tmp_path / "v" / "g.json").read_bytes()
-    status, _, err = run("export", str(other), "--out", str(tmp_path / "v"))
-    assert status == 2 and (tmp_path / "v" / "g.json").read_bytes() == before
-    _one_line_error(err, "export", "--slug: the default 'g' already names another graph in")
-    assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g")[0] == 0  # replaced, as asked
-    assert run("export", str(other), "--out", str(tmp_path / "v"), "--slug", "g2")[0] == 0
-    assert len(json.loads((tmp_path / "v" / "graph-metadata.json").read_text())["graphs"]) == 4
-    # an entry from before fingerprints: its prompt decides; a damaged index is the export's one-line error
-    legacy = tmp_path / "legacy"
-    legacy.mkdir()
-    (legacy / "graph-metadata.json").write_text(json.dumps({"graphs": [{"slug": "g", "prompt": "another prompt"}]}))
-    status, _, err = run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(legacy))
-    assert status == 2
-    _one_line_error(err, "export", "--slug: the default 'g' already names another graph")
-    for text in ('{"graphs": 5}', '{"graphs": null}', '{"graphs": [{"slug": "g", "info": "x"}]}',
-                 '{"graphs":' + "[" * 100_000 + "]" * 100_000 + "}"):
-        (legacy / "graph-metadata.json").write_text(text)
-        status, _, err = run("export", str(tmp_path / "a" / "g.safetensors"), "--out", str(legacy))
-        assert status in (0, 2) and "Traceback" not in err, (text[:40], err)
-        if status == 2:
-            _one_line_error(err, "export", "graph-metadata.json")
-
-
-def _prune_mutants() -> dict[str, tuple[Any, str]]:
-    import numpy as np
-
-    def rewrite(edit):
-        def mutate(path: Path) -> None:
-            with np.load(path) as z:
-                arrays: dict[str, Any] = {k: np.array(z[k]) for k in z.files}
-            edit(arrays)
-            with open(path, "wb") as fh:
-                np.savez(fh, **arrays)
-        return mutate
-
-    def meta(**changes):
-        def edit(a):
-            m = json.loads(str(a["meta_json"]))
-            m.update(changes)
-            a["meta_json"] = np.array(json.dumps(m))
-        return rewrite(edit)
-
-    return {
-        "empty": (lambda p: p.write_bytes(b""), "EOFError"),
-        "truncated": (lambda p: p.write_bytes(p.read_bytes()[:300]), "prune result must be a file written by"),
-        "meta-not-json": (rewrite(lambda a: a.update(meta_json=np.array("{bad"))), "its metadata is not JSON"),
-        "edge-out-of-range": (rewrite(lambda a: a["edge_target"].__setitem__(0, 10**6)),
-                              "edge ends must be node indices in"),
-        "edge-negative": (rewrite(lambda a: a["edge_source"].__setitem__(0, -1)), "edge ends must be node indices in"),
-        "threshold-5": (meta(node_threshold=5.0), "node_threshold must be a number in [0, 1]; got 5.0"),
-        "schema-7": (meta(schema_version=7), "schema_version must be 1; got 7"),
-        "nan-scores": (rewrite(lambda a: a["cumulative_scores"].__setitem__(0, np.nan)),
-                       "cumulative_scores must hold finite real numbers"),
-        "mask-2d": (rewrite(lambda a: a.update(node_mask=a["node_mask"][None])), "must be one value per node"),
-    }
-
-
-@pytest.mark.parametrize("name", sorted(_prune_mutants()))
-def test_a_damaged_prune_result_is_one_line(run, traced, tmp_path: Path, name: str) -> None:
-    """cluster --prune crashed with EOFError / BadZipFile / JSONDecodeError / IndexError tracebacks, named no
-    file for a negative edge, and accepted node_threshold 5.0 (export then failed on the supernodes file)."""
-    mutate, message = _prune_mutants()[name]
-    prune = tmp_path / "p.npz"
-    assert run("prune", str(traced["graph"]), "--out", str(prune))[0] == 0
-    mutate(prune)
-    status, _, err = run("cluster", str(traced["graph"]), "--prune", str(prune), "--out", str(tmp_path / "s.json"))
-    assert status == 2 and not (tmp_path / "s.json").exists()
-    _one_line_error(err, "cluster", message)
-
-
-def test_a_float16_activation_run_is_usable_as_coactivation(run, traced, tmp_path: Path) -> None:
-    """`workbench activations --value-dtype float16` (documented) gave "--Output dtype not compatible with
-    inputs." in cluster: scipy's sparse indexing has no float16."""
-    from tests.helpers_models import WORDS
-    from tracer.activations import ActivationConfig, collect_activations
-    from tracer.models import load_model
-    from tracer.transcoders.loaders import load_transcoders
-
-    model = load_model(traced["model"])
-    tcs = load_transcoders(traced["plt"], n_layers=3, d_model=model.d_model)
-    prompts = [" ".join(WORDS[:3]), " ".join(WORDS[3:7])]
-    collect_activations(model, tcs, prompts, tmp_path / "a16",
-                        ActivationConfig(feature_layers=(0, 1, 2), value_dtype="float16"), verbose=False)
-    status, _, err = run("cluster", str(traced["graph"]), "--transcoders", str(traced["plt"]), "--activations",
-                         str(tmp_path / "a16"), "--out", str(tmp_path / "s.json"))
-    assert status == 0, err
-    assert "coactivation" in json.loads((tmp_path / "s.json").read_text())["similarities"]
-
-
-def test_an_npz_graph_says_its_transcoders_cannot_be_checked(run, traced, tmp_path: Path, caplog) -> None:
-    """An .npz graph records no transcoders: clustering it with another set of the same shape passed in
-    silence (a .safetensors graph is refused)."""
-    from tracer.graph import Graph
-
-    npz = tmp_path / "g.npz"
-    Graph.load(traced["graph"]).save(npz)
-    with caplog.at_level("WARNING"):
-        status, _, err = run("cluster", str(npz), "--transcoders", str(traced["plt"]), "--out",
-                             str(tmp_path / "s.json"))
-    assert status == 0, err
-    assert any("records no transcoders (an .npz graph)" in r.getMessage() for r in caplog.records)
-
-
-def test_export_supernodes_onto_the_npz_copy_and_of_another_schema(run, traced, tmp_path: Path) -> None:
-    """An .npz graph records no prompt: its own groups were refused as "groups of this graph ('')"; a
-    supernodes file of schema 99 was read as this one."""
-    from tracer.graph import Graph
-
-    sn = tmp_path / "sn.json"
-    assert run("cluster", str(traced["graph"]), "--out", str(sn))[0] == 0
-    npz = tmp_path / "g.npz"
-    Graph.load(traced["graph"]).save(npz)
-    status, _, err = run("export", str(npz), "--supernodes", str(sn), "--out", str(tmp_path / "v"), "--scan", "tiny")
-    assert status == 0, err
-    sn_npz = tmp_path / "sn_npz.json"  # the other way: groups made on the .npz (no prompt) onto the safetensors
-    assert run("cluster", str(npz), "--out", str(sn_npz))[0] == 0
-    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn_npz), "--out", str(tmp_path / "v3"))
-    assert status == 0, err
-    doc = json.loads(sn.read_text())
-    doc["schema_version"] = 99
-    sn.write_text(json.dumps(doc))
-    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(sn), "--out", str(tmp_path / "w"))
-    assert status == 2 and not (tmp_path / "w").exists()
-    _one_line_error(err, "export", "--supernodes schema_version must be 1; got 99")
-    other = tmp_path / "intervene.json"  # another command's JSON said "got 'None'"
-    other.write_text(json.dumps({"schema_version": 1, "model": "m", "interventions": []}))
-    status, _, err = run("export", str(traced["graph"]), "--supernodes", str(other), "--out", str(tmp_path / "w"))
-    assert status == 2 and not (tmp_path / "w").exists()
-    _one_line_error(err, "export", "a JSON object without 'supernodes' (keys schema_version, model, interventions)")
 
 
 @pytest.mark.parametrize("command, module", [("cluster", "workbench.cmd_cluster"),
@@ -757,7 +482,7 @@ def test_threads_flag_sets_torch_threads_for_the_run_only(run, traced, tmp_path:
     assert seen == [1, before] and torch.get_num_threads() == before
     status, _, err = run(command, *head, "--out", str(tmp_path / "o.json"), "--threads", "0")
     assert status == 2
-    _one_line_error(err, command, "--threads must be an integer in [1, ")
+    one_line_error(err, command, "--threads must be an integer in [1, ")
 
 
 def test_families_that_cannot_be_checked_say_so(traced, tmp_path: Path, caplog) -> None:

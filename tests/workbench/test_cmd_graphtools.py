@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers_cli import one_line_error
 from tests.reference import dense_prune as ref
 from tests.tracer.test_ct_import import _save_ct
 from tracer.graph import Graph, PruneConfig, graph_scores, load_prune_result, prune_graph
@@ -34,12 +35,6 @@ def graph_file(tmp_path: Path) -> Path:
     # no model id: export then skips looking for a local tokenizer (and importing transformers)
     graph = dataclasses.replace(ref.random_graph(9, n_pos=6, max_features=5), model_id="")
     return graph.save(tmp_path / "g.safetensors")
-
-
-def _one_line_error(err: str, command: str) -> None:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"workbench {command}: error: "), err
-    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -113,12 +108,12 @@ def test_prune_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     ]:
         status, _, err = run(*argv)
         assert status == 2
-        _one_line_error(err, "prune")
+        one_line_error(err, "prune")
         assert needle in err
     (tmp_path / "junk.npz").write_bytes(b"junk")
     status, _, err = run("prune", str(tmp_path / "junk.npz"), "--out", str(out))
     assert status == 2
-    _one_line_error(err, "prune")
+    one_line_error(err, "prune")
     assert not out.exists() and not list(tmp_path.glob(".mwtmp-*"))
 
 
@@ -135,7 +130,7 @@ def test_export_with_labels_and_supernodes(run, graph_file: Path, tmp_path: Path
             "--supernodes", str(groups), "--node-threshold", "1.0")
     status, _, err = run(*argv)  # an id that is no node of the graph: the group would not open
     assert status == 2 and not out.exists()
-    _one_line_error(err, "export")
+    one_line_error(err, "export")
     assert "got 1 that are not: E_999_0" in err
     groups.write_text(json.dumps({"supernodes": [["grp", token]], "pinnedIds": [token]}))
     status, stdout, _ = run(*argv)
@@ -179,7 +174,7 @@ def test_export_reads_a_saved_prune_instead_of_pruning_again(run, graph_file: Pa
     ]:
         status, _, err = run("export", str(graph_file), "--out", str(out), *argv)
         assert status == 2 and needle in err, err
-        _one_line_error(err, "export")
+        one_line_error(err, "export")
     assert not out.exists()
 
 
@@ -196,7 +191,7 @@ def test_export_bad_input(run, graph_file: Path, tmp_path: Path) -> None:
     ]:
         status, _, err = run(*argv)
         assert status == 2
-        _one_line_error(err, "export")
+        one_line_error(err, "export")
         assert needle in err
     assert not (tmp_path / "v" / "g.json").exists()
 
@@ -211,11 +206,11 @@ def test_a_prune_result_or_an_npz_without_ids_is_explained(run, graph_file: Path
                         ("export", str(pruned), "--out", str(tmp_path / "v"))):
             status, _, err = run(*command)
             assert status == 2 and "a prune result (written by `workbench prune`)" in err, err
-            _one_line_error(err, command[0])
+            one_line_error(err, command[0])
     arrays = Graph.load(graph_file).save(tmp_path / "g.npz")
     status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"))
     assert status == 2 and "(an .npz graph records neither)" in err and "--scan" in err, err
-    _one_line_error(err, "export")
+    one_line_error(err, "export")
     assert not (tmp_path / "v").exists()
     status, _, err = run("export", str(arrays), "--out", str(tmp_path / "v"), "--scan", "my-scan")
     assert status == 0, err
@@ -228,7 +223,7 @@ def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     out = tmp_path / "imported.npz"
     status, _, err = run("import-pt", str(pt), "--out", str(out))
     assert status == 2
-    _one_line_error(err, "import-pt")
+    one_line_error(err, "import-pt")
     assert "is a pickle; pass --trust-pickle only if you trust its source" in err and not out.exists()
     status, stdout, _ = run("import-pt", str(pt), "--out", str(out), "--trust-pickle")
     assert status == 0 and stdout.startswith("imported ")
@@ -236,4 +231,4 @@ def test_import_pt(run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     assert torch.equal(back.adjacency, graph.adjacency) and back.n_layers == graph.n_layers
     status, _, err = run("import-pt", str(tmp_path / "missing.pt"), "--out", str(out), "--trust-pickle")
     assert status == 2
-    _one_line_error(err, "import-pt")
+    one_line_error(err, "import-pt")
