@@ -33,22 +33,7 @@ from analyses.manifolds.curves import r2_from_sums
 from analyses.manifolds.fit import ManifoldFit, ManifoldFitConfig, ManifoldFitResult
 from tracer.models import LoadedModel
 from tracer.transcoders.base import Transcoders
-
-N_BOOT = 1000
-
-
-def resamples(n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """(n_boot, n) bootstrap index sets over n items (seeded)."""
-    return np.random.default_rng(seed).integers(0, n, (n_boot, n))
-
-
-def interval(values: np.ndarray) -> list[float]:
-    """95% percentile interval of per-resample statistics ``values`` (n_boot,), over the finite ones (nan, nan
-    when none is: a statistic undefined on every resample)."""
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        return [float("nan"), float("nan")]
-    return [float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))]
+from workbench.scoring.bootstrap import interval, resamples
 
 
 def grouped_rate(outcomes: np.ndarray, group: np.ndarray, n_groups: int) -> tuple[float, list[float]]:

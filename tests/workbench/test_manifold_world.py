@@ -201,7 +201,8 @@ def test_discovery_scores_the_truth_s_families_by_side_and_refuses_a_truth_of_ot
 def test_held_out_scores_of_points_that_coincide_are_undefined_not_minus_1e31() -> None:
     """QA 2026-12-04: a world whose month input features never fire on the unseen prompts scored those points (all
     one point) with R² -1.4e31; the R², its interval and the radius-matched R² are undefined (null) instead."""
-    from workbench.manifold_scoring import interval, summarize
+    from workbench.manifold_scoring import summarize
+    from workbench.scoring.bootstrap import interval
 
     n = 12
     scores = {"res2": np.full(n, 2.0), "tot2": np.full(n, 1e-33), "err2": np.full(n, 0.5), "correct": np.zeros(n),

@@ -58,6 +58,7 @@ import numpy as np
 from tracer.errors import WorkbenchError
 from tracer.io import atomic_write_json
 from workbench.cli_parser import script_parser
+from workbench.scoring.bootstrap import interval, resamples
 from workbench.world.truth import TruthConfig, load_truth
 
 logger = logging.getLogger(__name__)
@@ -239,8 +240,6 @@ def _mean(values: list[float]) -> float:
 
 def purity_interval(records: list[dict[str, Any]], level: str) -> list[float]:
     """95% interval of the pooled purity at ``level``, resampling whole graphs (seeded bootstrap)."""
-    from workbench.manifold_scoring import interval, resamples
-
     members = np.array([r["purity"][level]["n_members"] for r in records], dtype=float)  # (n_graphs,)
     shares = np.array([r["purity"][level]["purity"] for r in records], dtype=float)  # (n_graphs,)
     pure = np.where(members > 0, shares * members, 0.0)  # (n_graphs,) members holding their group's key
