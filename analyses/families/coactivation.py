@@ -16,7 +16,7 @@ same rows (for example every layer's features). Two kinds of evidence:
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -66,7 +66,8 @@ def _weighted(M: sp.csr_matrix, weighting: str) -> sp.csr_matrix:
 @dataclass(frozen=True, eq=False)
 class CoactivationContext:
     """An activation sample prepared so that the co-activation profile of any of its columns costs
-    one sparse product: ``profile_i = sum_t a_i(t) c(t)``, with ``c(t)`` row t of the context.
+    one sparse product: ``profile_i = sum_t a_i(t) c(t)``, with ``c(t)`` row t of the context. Profiles read
+    through :meth:`column_profiles` are kept, and :meth:`prepare_profiles` computes them all ahead of many graphs.
 
     Up to ``exact_max`` context columns ``c(t)`` is the (weighted) row itself; beyond, a count sketch
     of it (each column added, with a seeded random sign, to one of ``dim`` seeded random coordinates:
@@ -91,6 +92,8 @@ class CoactivationContext:
     """That run's transcoder signature (:func:`tracer.transcoders.identity.transcoder_signature`), or None."""
     transcoder_source: str | None = None
     """That run's transcoder folder, or None."""
+    _profiles: dict[int, np.ndarray] = field(default_factory=dict, init=False, repr=False)
+    """Column -> its (k,) profile, kept by :meth:`column_profiles` and :meth:`prepare_profiles`."""
 
     @classmethod
     def from_activations(cls, A: object, keys: object = None, *, weighting: str = "activation", dim: int = 256,
@@ -176,7 +179,9 @@ class CoactivationContext:
         Aw = _weighted(as_csr(A, "A"), self.weighting)
         if Aw.shape[0] != self.activations.shape[0]:
             raise ValueError(f"A must have the context's {self.activations.shape[0]} rows; got {Aw.shape[0]}.")
-        P = Aw.T @ self.rows  # (n_features, k)
+        # (n_features, n_rows) @ (n_rows, k): by rows, so the product touches only the rows where the features fire
+        # (A.T of a CSR matrix is CSC, and CSC @ CSR converted the whole context once per call)
+        P = Aw.T.tocsr() @ self.rows  # (n_features, k)
         P = np.asarray(P.todense() if sp.issparse(P) else P, dtype=np.float32)
         if self_column is None:
             return P
@@ -191,13 +196,37 @@ class CoactivationContext:
         return P
 
     def column_profiles(self, cols: np.ndarray) -> np.ndarray:
-        """(n, k) profiles of the context's own columns ``cols`` (-1: a zero row), self entries removed."""
+        """(n, k) profiles of the context's own columns ``cols`` (-1: a zero row), self entries removed. Each
+        column's profile is computed once (one sparse product over the columns not seen yet, touching only the rows
+        where they fire) and kept, so graphs that share a sample share the work."""
         cols = np.asarray(cols, dtype=np.int64)
         out = np.zeros((len(cols), self.rows.shape[1]), dtype=np.float32)
         ok = np.flatnonzero(cols >= 0)
         if ok.size:
-            out[ok] = self.profiles(self.activations[:, cols[ok]], cols[ok])
+            self._keep(np.unique(cols[ok]))
+            out[ok] = np.stack([self._profiles[c] for c in cols[ok].tolist()])
         return out
+
+    def prepare_profiles(self, max_bytes: int = 1 << 30) -> bool:
+        """Compute and keep the profile of every column that fires in the sample, ahead of the graphs, when they
+        fit in ``max_bytes`` (float32); returns whether they did (else each is computed when first asked for).
+        Afterwards a graph's co-activation similarity is a lookup, whatever the sample's size."""
+        live = np.flatnonzero(self.activations.max(axis=0).toarray().ravel() > 0)  # (n_live,) columns that fire
+        need = live.size * self.rows.shape[1] * 4
+        if need > max_bytes:
+            logger.info("co-activation profiles of %d columns need %.1f GiB, over %.1f: computed per graph",
+                        live.size, need / 2**30, max_bytes / 2**30)
+            return False
+        self._keep(live)
+        return True
+
+    def _keep(self, cols: np.ndarray, chunk: int = 4096) -> None:
+        """Compute the profiles of the columns of ``cols`` (unique, >= 0) not kept yet, ``chunk`` columns a product."""
+        missing = np.asarray([c for c in cols.tolist() if c not in self._profiles], dtype=np.int64)  # (n_missing,)
+        for start in range(0, missing.size, chunk):
+            part = missing[start:start + chunk]
+            P = self.profiles(self.activations[:, part], part)  # (len(part), k)
+            self._profiles.update(zip(part.tolist(), P))
 
 
 def coactivation_profiles(A: sp.csr_matrix, context: sp.csr_matrix | None = None, *,

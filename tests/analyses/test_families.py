@@ -232,10 +232,43 @@ def test_sketched_profiles_are_the_exact_profiles_through_the_sketch(seed: int, 
     S = sp.csr_matrix((sketch.sign, (np.arange(40), sketch.coordinate)), shape=(40, 7)).toarray()  # (40, 7)
     P_exact = exact.column_profiles(cols)  # (4, 40)
     assert np.allclose(P_exact[np.arange(4), cols], 0.0)  # own entry removed
+    W = A.toarray() if weighting == "activation" else (A.toarray() > 0).astype(np.float32)  # (60, 40)
+    want = W[:, cols].T @ W  # (4, 40): sum over rows of a_i(t) * row t, the dense reference
+    want[np.arange(4), cols] = 0.0
+    np.testing.assert_allclose(P_exact, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(sketch.column_profiles(cols), P_exact @ S, rtol=1e-5, atol=1e-4)
     assert exact.columns(keys[cols]).tolist() == cols.tolist()
     assert exact.columns(np.array([[5, 5]])).tolist() == [-1]  # not in the sample
     assert not exact.column_profiles(np.array([-1])).any()
+
+
+def test_profiles_are_computed_once_per_column_and_prepared_alike(monkeypatch: pytest.MonkeyPatch) -> None:
+    keep = np.ones(30, dtype=np.float32)
+    keep[7] = 0.0  # a column that never fires (stored zeros)
+    A = sp.random(80, 30, density=0.2, random_state=3, format="csr", dtype=np.float32) @ sp.diags(keep)  # (80, 30)
+    fresh = CoactivationContext.from_activations(A, exact_max=10, dim=16)
+    want = fresh.column_profiles(np.array([4, 9, -1, 4]))  # (4, 16)
+    every = np.arange(30)
+    want_every = fresh.column_profiles(every)  # (30, 16)
+    calls: list[int] = []
+    ctx = CoactivationContext.from_activations(A, exact_max=10, dim=16)
+    original = CoactivationContext.profiles
+
+    def counted(self: CoactivationContext, M: object, own: np.ndarray | None = None) -> np.ndarray:
+        calls.append(M.shape[1])  # type: ignore[attr-defined]
+        return original(self, M, own)
+
+    monkeypatch.setattr(CoactivationContext, "profiles", counted)
+    np.testing.assert_array_equal(ctx.column_profiles(np.array([4, 9, -1, 4])), want)
+    assert calls == [2]  # one product, each distinct column once
+    ctx.column_profiles(np.array([9, 4]))
+    assert calls == [2]  # kept
+    assert not ctx.prepare_profiles(max_bytes=16 * 4 * 5)  # 29 live columns do not fit: left to each call
+    assert ctx.prepare_profiles()
+    assert calls == [2, 27]  # every live column not kept yet (7 never fires)
+    np.testing.assert_array_equal(ctx.column_profiles(np.array([4, 9, -1, 4])), want)
+    np.testing.assert_allclose(ctx.column_profiles(every), want_every, rtol=1e-6)
+    assert calls == [2, 27, 1]  # the dead column, asked for, is computed (a zero profile)
 
 
 def test_coactivation_context_from_a_collected_run(tmp_path) -> None:

@@ -17,13 +17,18 @@ Builds (or reuses) the reference benchmark model of ``workbench bench`` (Qwen3, 
   per group), over an activation sample of ``--coactivation-prompts`` seeded random 32-word prompts (all
   4 layers: 4,096 or 8,192 columns, so the count-sketched path). Building that sample and reading the
   roles from it (``coactivation_sample``, once per transcoder set and shared by every graph) is timed
-  apart.
+  apart, and so is computing every column's co-activation profile once
+  (:meth:`~analyses.families.coactivation.CoactivationContext.prepare_profiles`, ``coactivation_profiles``), after
+  which a graph's co-activation similarity is a lookup. ``circuit_coactivation_unprepared``: one run on the same
+  sample before that, computing the profiles of this graph's features only (what one graph costs on a sample
+  used once; it grows with the sample's rows).
 
 Attribution, clustering and circuit run back to back ``--repeats`` times, so that each pair sees
 the same machine load; the JSON holds every run, the medians and the median of the per-run ratios
 circuit / attribute (the target: <= 10%), and the graph's sizes. Prune runs once.
 """
 
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -75,6 +80,10 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
     t_prune, pruned = _timed(lambda: prune_graph(graph))  # one run: slow, and not part of the target
     vocab = int(built.manifest["spec"]["vocab"])
     t_sample, (context, roles, _) = _timed(lambda: coactivation_sample(loaded, tcs, coactivation_prompts, vocab))
+    unprepared = dataclasses.replace(context)  # the same sample, no profile computed yet
+    t_unprepared, _ = _timed(lambda: ReadableCircuit().fit(graph, prune_result=pruned, transcoders=tcs,
+                                                           coactivation=unprepared, roles=roles))
+    t_profiles, prepared = _timed(context.prepare_profiles)
     times: dict[str, list[float]] = {"attribute": [], "cluster": [], "circuit": [], "circuit_coactivation": []}
     for _ in range(repeats):
         times["attribute"].append(_timed(lambda: attribute(loaded, tcs, ids, config))[0])
@@ -96,10 +105,12 @@ def bench_one(built: Any, kind: str, n_tokens: int, repeats: int, coactivation_p
         "seconds": {"attribute": round(med["attribute"], 4), "prune": round(t_prune, 4),
                     "cluster": round(med["cluster"], 4), "circuit": round(med["circuit"], 4),
                     "circuit_coactivation": round(med["circuit_coactivation"], 4),
-                    "coactivation_sample": round(t_sample, 4)},
+                    "circuit_coactivation_unprepared": round(t_unprepared, 4),
+                    "coactivation_sample": round(t_sample, 4), "coactivation_profiles": round(t_profiles, 4)},
         "coactivation_sample": {"n_prompts": coactivation_prompts, "n_rows": context.n_rows,
                                 "n_columns": context.n_context, "sketched": context.sketched,
-                                "n_roles": len(roles.names)},
+                                "n_roles": len(roles.names), "profiles_prepared": prepared},
+        "ratio_circuit_coactivation_unprepared_to_attribute": round(t_unprepared / med["attribute"], 4),
         "seconds_each_run": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "ratio_circuit_to_attribute": round(statistics.median(ratios), 4),
         "ratio_each_run": [round(r, 4) for r in ratios],
@@ -149,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * r['ratio_circuit_to_attribute']:.1f}% of attribution (runs: "
               f"{', '.join(f'{100 * x:.1f}%' for x in r['ratio_each_run'])}); with co-activation "
               f"{sec['circuit_coactivation']:.3f}s, {100 * r['ratio_circuit_coactivation_to_attribute']:.1f}% "
-              f"(sample of {r['coactivation_sample']['n_rows']} rows built once in {sec['coactivation_sample']:.2f}s)")
+              f"(sample of {r['coactivation_sample']['n_rows']} rows built once in {sec['coactivation_sample']:.2f}s, "
+              f"its profiles in {sec['coactivation_profiles']:.2f}s; before them one graph took "
+              f"{sec['circuit_coactivation_unprepared']:.3f}s, "
+              f"{100 * r['ratio_circuit_coactivation_unprepared_to_attribute']:.1f}%)")
     return 0
 
 

@@ -304,6 +304,7 @@ def coactivation_sample(world: Path, kind: str, n_sentences: int, sentences: Seq
     sample = world_sample(world, kind, n_sentences=n_sentences, sentences=sentences, stream=stream)
     keys = np.stack([sample.layer, sample.feature], 1)
     context = CoactivationContext.from_activations(sample.activations, keys)
+    context.prepare_profiles()  # shared by every graph scored: each column's profile computed once
     roles = feature_roles(sample.activations, keys, tokens=sample.tokens, next_tokens=sample.next_tokens,
                           token_vectors=sample.token_vectors, token_words=sample.token_words, transcoder_kind=kind,
                           transcoder_source=str(world / kind))
