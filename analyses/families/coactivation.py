@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WEIGHTINGS = ("activation", "binary")
+PROFILE_CACHE_BYTES = 1 << 30
+"""How much of its computed profiles (float32) a :class:`CoactivationContext` keeps; beyond, they are recomputed."""
 
 
 def as_csr(A: object, name: str, n_cols: int | None = None) -> sp.csr_matrix:
@@ -198,16 +200,17 @@ class CoactivationContext:
     def column_profiles(self, cols: np.ndarray) -> np.ndarray:
         """(n, k) profiles of the context's own columns ``cols`` (-1: a zero row), self entries removed. Each
         column's profile is computed once (one sparse product over the columns not seen yet, touching only the rows
-        where they fire) and kept, so graphs that share a sample share the work."""
+        where they fire) and kept while the kept profiles fit in ``PROFILE_CACHE_BYTES``, so graphs that share a
+        sample share the work."""
         cols = np.asarray(cols, dtype=np.int64)
         out = np.zeros((len(cols), self.rows.shape[1]), dtype=np.float32)
         ok = np.flatnonzero(cols >= 0)
         if ok.size:
-            self._keep(np.unique(cols[ok]))
-            out[ok] = np.stack([self._profiles[c] for c in cols[ok].tolist()])
+            fresh = self._compute(np.unique(cols[ok]))
+            out[ok] = np.stack([self._profiles[c] if c in self._profiles else fresh[c] for c in cols[ok].tolist()])
         return out
 
-    def prepare_profiles(self, max_bytes: int = 1 << 30) -> bool:
+    def prepare_profiles(self, max_bytes: int = PROFILE_CACHE_BYTES) -> bool:
         """Compute and keep the profile of every column that fires in the sample, ahead of the graphs, when they
         fit in ``max_bytes`` (float32); returns whether they did (else each is computed when first asked for).
         Afterwards a graph's co-activation similarity is a lookup, whatever the sample's size."""
@@ -217,16 +220,25 @@ class CoactivationContext:
             logger.info("co-activation profiles of %d columns need %.1f GiB, over %.1f: computed per graph",
                         live.size, need / 2**30, max_bytes / 2**30)
             return False
-        self._keep(live)
+        self._compute(live, keep_bytes=max(max_bytes, PROFILE_CACHE_BYTES))
         return True
 
-    def _keep(self, cols: np.ndarray, chunk: int = 4096) -> None:
-        """Compute the profiles of the columns of ``cols`` (unique, >= 0) not kept yet, ``chunk`` columns a product."""
+    def _compute(self, cols: np.ndarray, *, keep_bytes: int | None = None,
+                 chunk: int = 4096) -> dict[int, np.ndarray]:
+        """Compute the profiles of the columns of ``cols`` (unique, >= 0) not kept yet, ``chunk`` columns a product;
+        keep them while the kept profiles fit in ``keep_bytes`` (None: ``PROFILE_CACHE_BYTES``) and return the
+        others (column -> (k,) profile)."""
         missing = np.asarray([c for c in cols.tolist() if c not in self._profiles], dtype=np.int64)  # (n_missing,)
+        budget = PROFILE_CACHE_BYTES if keep_bytes is None else keep_bytes
+        capacity = budget // (self.rows.shape[1] * 4)  # profiles the cache may hold
+        fresh: dict[int, np.ndarray] = {}
         for start in range(0, missing.size, chunk):
             part = missing[start:start + chunk]
             P = self.profiles(self.activations[:, part], part)  # (len(part), k)
-            self._profiles.update(zip(part.tolist(), P))
+            room = max(0, capacity - len(self._profiles))
+            self._profiles.update(zip(part[:room].tolist(), P[:room]))
+            fresh.update(zip(part[room:].tolist(), P[room:]))
+        return fresh
 
 
 def coactivation_profiles(A: sp.csr_matrix, context: sp.csr_matrix | None = None, *,

@@ -269,6 +269,11 @@ def test_profiles_are_computed_once_per_column_and_prepared_alike(monkeypatch: p
     np.testing.assert_array_equal(ctx.column_profiles(np.array([4, 9, -1, 4])), want)
     np.testing.assert_allclose(ctx.column_profiles(every), want_every, rtol=1e-6)
     assert calls == [2, 27, 1]  # the dead column, asked for, is computed (a zero profile)
+    monkeypatch.setattr("analyses.families.coactivation.PROFILE_CACHE_BYTES", 16 * 4 * 3)  # room for 3 profiles
+    small = CoactivationContext.from_activations(A, exact_max=10, dim=16)
+    np.testing.assert_allclose(small.column_profiles(every), want_every, rtol=1e-6)
+    assert len(small._profiles) == 3  # the rest returned, not kept
+    np.testing.assert_allclose(small.column_profiles(every), want_every, rtol=1e-6)  # recomputed alike
 
 
 def test_coactivation_context_from_a_collected_run(tmp_path) -> None:
