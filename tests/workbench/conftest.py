@@ -26,8 +26,9 @@ def bench_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str
 
 
 @pytest.fixture
-def cluster_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`workbench --quiet ARGS...` with graph tools, cluster and families; returns (status, stdout, stderr)."""
+def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
+    """`workbench --quiet ARGS...` with graph tools, cluster and families; returns (status, stdout, stderr). (Modules
+    with a ``run`` of their own use theirs.)"""
     monkeypatch.setattr(cli, "SUBCOMMANDS", {k: v for k, v in cli.SUBCOMMANDS.items()
                                              if v in ("workbench.cmd_graphtools", "workbench.cmd_cluster",
                                                       "workbench.cmd_families")})
@@ -41,7 +42,7 @@ def cluster_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[s
 
 
 @pytest.fixture(scope="module")
-def cluster_traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def traced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A tiny Qwen3 with PLT and CLT folders, and a PLT graph traced through it."""
     root = tmp_path_factory.mktemp("cluster")
     loaded = tiny_model("qwen3")

@@ -15,16 +15,6 @@ from tracer.labels import FeatureLabel, save_labels
 from workbench.paths import world_dir
 
 
-@pytest.fixture
-def run(cluster_cli):
-    return cluster_cli
-
-
-@pytest.fixture
-def traced(cluster_traced: dict[str, Path]) -> dict[str, Path]:
-    return cluster_traced
-
-
 def test_cluster_writes_the_schema_and_export_puts_the_groups_in_qparams(run, traced, tmp_path: Path) -> None:
     labels = tmp_path / "labels.jsonl"
     save_labels([FeatureLabel(layer=layer, feature=f, label=f"L{layer} thing") for layer in range(3)

@@ -14,16 +14,6 @@ from tracer.attribution import attribute
 from tracer.config import AttributionConfig
 
 
-@pytest.fixture
-def run(cluster_cli):
-    return cluster_cli
-
-
-@pytest.fixture
-def traced(cluster_traced: dict[str, Path]) -> dict[str, Path]:
-    return cluster_traced
-
-
 def test_export_uses_the_pruned_view_the_groups_were_made_from(run, traced, tmp_path: Path) -> None:
     """`export` pruned at its own default (0.8) while the groups came from a 0.95 view: members vanished
     from the viewer with only a warning. It now reads the thresholds the file records, refuses ids that
